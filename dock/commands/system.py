@@ -1,0 +1,66 @@
+"""dock version, dock info, dock plugins ls."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dock.client import Client
+from dock.output import emit, emit_json
+from supervisor.version import REVISION, VERSION
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("version", help="client and daemon versions")
+    p.set_defaults(handler=version)
+    p = sub.add_parser("info", help="what the daemon is and where it keeps its state")
+    p.set_defaults(handler=info)
+    plugins = sub.add_parser("plugins", help="the daemon's components").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True)
+    p = plugins.add_parser("ls", aliases=["list"], help="list components")
+    p.add_argument("--detailed", "-d", action="store_true", help="show exports, capabilities, errors")
+    p.add_argument("filters", nargs="*", help="containerd filters, e.g. type==io.containerd.grpc.v1")
+    p.set_defaults(handler=plugins_ls)
+
+
+async def version(client: Client, args: argparse.Namespace) -> int:
+    server = await client.version()
+    if args.format == "json":
+        emit_json({"client": {"version": VERSION, "revision": REVISION}, "server": server})
+        return 0
+    print(f"Client:\n  Version:  {VERSION}\n  Revision: {REVISION}\n")
+    print(f"Server:\n  Version:  {server.version}\n  Revision: {server.revision}\n  UUID: {server.uuid}")
+    return 0
+
+
+async def info(client: Client, args: argparse.Namespace) -> int:
+    data = await client.info()
+    if args.format == "json":
+        emit_json(data)
+        return 0
+    for key, value in vars(data).items():
+        shown = ", ".join(value) if isinstance(value, list) else value
+        print(f"{key.replace('_', ' ').capitalize() + ':':22} {shown}")
+    return 0
+
+
+async def plugins_ls(client: Client, args: argparse.Namespace) -> int:
+    found = await client.plugins(args.filters)
+    if args.format == "json" or not args.detailed:
+        emit(args.format, found, [
+            ("TYPE", lambda p: p.type), ("ID", lambda p: p.id),
+            ("PLATFORMS", lambda p: ",".join(p.platforms) or "-"), ("STATUS", lambda p: p.status),
+        ])
+        return 0
+    for p in found:
+        print(f"Type:          {p.type}\nID:            {p.id}")
+        if p.requires:
+            print("Requires:\n" + "".join(f"               {r}\n" for r in p.requires), end="")
+        if p.exports:
+            print("Exports:\n" + "".join(f"               {k}  {v}\n" for k, v in p.exports.items()), end="")
+        if p.capabilities:
+            print("Capabilities:  " + ", ".join(p.capabilities))
+        if p.error:
+            print(f"Error:         {p.error}")
+        print()
+    return 0

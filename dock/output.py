@@ -1,0 +1,54 @@
+"""Printing results: aligned tables for people, JSON for programs (`--format json`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+Column = tuple[str, Callable[[Any], Any]]  # (header, how to get the cell from a row)
+
+
+def human_size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
+
+
+def to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    return obj
+
+
+def emit_json(obj: Any, out: TextIO = sys.stdout) -> None:
+    json.dump(to_jsonable(obj), out, indent=2, sort_keys=True)
+    out.write("\n")
+
+
+def emit_table(rows: Sequence[Any], columns: Sequence[Column], out: TextIO = sys.stdout) -> None:
+    cells = [[h for h, _ in columns]] + [[str(get(r)) for _, get in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for row in cells:
+        line = "    ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+        out.write(line.rstrip() + "\n")
+
+
+def emit(fmt: str, rows: Sequence[Any], columns: Sequence[Column]) -> None:
+    if fmt == "json":
+        emit_json(list(rows))
+    else:
+        emit_table(rows, columns)

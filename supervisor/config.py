@@ -1,0 +1,110 @@
+"""dockyardd configuration: defaults, then the TOML file, then command-line flags.
+
+Example /etc/dockyard/config.toml:
+
+    root = "/var/lib/dockyard"
+    state = "/run/dockyard"
+    [grpc]
+    address = "/run/dockyard/dockyard.sock"
+    [log]
+    level = "info"      # debug, info, warning, error
+    format = "text"     # or "json"
+    [snapshotter]
+    default = "overlayfs"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path("/etc/dockyard/config.toml")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(Exception):
+    """A configuration the daemon cannot start with; the message says what to fix."""
+
+
+@dataclass
+class Config:
+    root: Path = Path("/var/lib/dockyard")
+    state: Path = Path("/run/dockyard")
+    address: Path = Path("/run/dockyard/dockyard.sock")
+    log_level: str = "info"
+    log_format: str = "text"
+    default_snapshotter: str = "overlayfs"
+    max_message_size: int = 16 * 1024 * 1024  # what ctr caps at, both ways
+    source: str = field(default="defaults", compare=False)
+
+
+# section → {key: (Config attribute, expected type)}
+_SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
+    "": {"root": ("root", str), "state": ("state", str), "version": ("", int)},
+    "grpc": {"address": ("address", str), "max_message_size": ("max_message_size", int)},
+    "log": {"level": ("log_level", str), "format": ("log_format", str)},
+    "snapshotter": {"default": ("default_snapshotter", str)},
+}
+
+
+def _apply(cfg: Config, data: dict[str, Any], path: Path) -> None:
+    for section, keys in _SCHEMA.items():
+        table = data if not section else data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        for key, value in table.items():
+            if not section and key in _SCHEMA and key:
+                continue  # a sub-table, handled in its own pass
+            where = f"{section}.{key}" if section else key
+            if key not in keys:
+                raise ConfigError(f"{path}: unknown setting {where!r}")
+            attr, kind = keys[key]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ConfigError(f"{path}: {where} must be a {kind.__name__}, not {value!r}")
+            if attr:
+                setattr(cfg, attr, Path(value) if attr in ("root", "state", "address") else value)
+
+
+def validate(cfg: Config) -> Config:
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {cfg.log_level!r}")
+    if cfg.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {cfg.log_format!r}")
+    for name in ("root", "state", "address"):
+        if not getattr(cfg, name).is_absolute():
+            raise ConfigError(f"{name} must be an absolute path, not {str(getattr(cfg, name))!r}")
+    if cfg.max_message_size < 1024 * 1024:
+        raise ConfigError("grpc.max_message_size must be at least 1 MiB")
+    return cfg
+
+
+def load(path: Path | None, overrides: dict[str, Any]) -> Config:
+    """Read `path` (the default path may be missing; an explicit one may not), then overrides."""
+    cfg = Config()
+    file = path or DEFAULT_CONFIG
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        if path is not None:
+            raise ConfigError(f"config file {file} does not exist") from None
+        raw = None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    if raw is not None:
+        try:
+            data = tomllib.loads(raw.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        _apply(cfg, data, file)
+        cfg.source = str(file)
+    state_given = overrides.get("state") is not None
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    # The socket follows --state unless it was placed explicitly.
+    if state_given and overrides.get("address") is None and cfg.address == Config.address:
+        cfg.address = cfg.state / "dockyard.sock"
+    return validate(cfg)

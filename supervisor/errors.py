@@ -1,0 +1,76 @@
+"""The error hierarchy of the domain.
+
+Domain code raises these; the gRPC edge maps them to status codes in one place
+(`supervisor.services.status`), and the client SDK maps status codes back. Messages
+follow containerd's style (`namespace "x": not found`) so `ctr` prints them once.
+No grpc import here: the domain must not depend on the transport.
+"""
+
+from __future__ import annotations
+
+
+class DockyardError(Exception):
+    """Base of every error the daemon reports to a client.
+
+    `kind` is the suffix containerd's clients strip from a description ("not found"),
+    appended by `__str__` only when the message does not already end with it.
+    """
+
+    kind = "unknown"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.message.endswith(": " + self.kind):
+            return self.message
+        return f"{self.message}: {self.kind}"
+
+
+class NotFound(DockyardError):
+    kind = "not found"
+
+
+class AlreadyExists(DockyardError):
+    kind = "already exists"
+
+
+class InvalidArgument(DockyardError):
+    kind = "invalid argument"
+
+
+class FailedPrecondition(DockyardError):
+    kind = "failed precondition"
+
+
+class Unavailable(DockyardError):
+    kind = "unavailable"
+
+
+class Aborted(DockyardError):
+    kind = "aborted"
+
+
+class ResourceExhausted(DockyardError):
+    kind = "resource exhausted"
+
+
+class NotImplementedYet(DockyardError):
+    kind = "not implemented"
+
+
+class Internal(DockyardError):
+    kind = "internal"
+
+
+class Cancelled(DockyardError):
+    kind = "context canceled"
+
+
+class DeadlineExceeded(DockyardError):
+    kind = "context deadline exceeded"
+
+
+class Unknown(DockyardError):
+    kind = "unknown"

@@ -1,0 +1,111 @@
+"""The event exchange: publish once, fan out to every subscriber whose filter matches.
+
+Events carry their payload already serialised (type URL + bytes), so the exchange never
+touches protobuf. Each subscriber has a bounded queue: a subscriber that falls that far
+behind is cut off with an error instead of slowing the publishers or other subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from supervisor import filters, identifiers
+from supervisor.errors import InvalidArgument, ResourceExhausted
+from supervisor.timeutil import now
+
+log = logging.getLogger(__name__)
+QUEUE_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Event:
+    timestamp: datetime
+    namespace: str
+    topic: str
+    type_url: str  # containerd writes bare full names, e.g. containerd.events.TaskExit
+    value: bytes
+    fields: dict[str, str] = field(default_factory=dict)  # event.<path> values for filters
+
+
+def validate_topic(topic: str) -> None:
+    if not topic:
+        raise InvalidArgument("topic must not be empty")
+    if not topic.startswith("/"):
+        raise InvalidArgument(f"topic {topic!r} must start with '/'")
+    if len(topic) == 1:
+        raise InvalidArgument("topic must have at least one component")
+    for component in topic[1:].split("/"):
+        identifiers.validate(component, what=f"topic {topic!r} component")
+
+
+def _adaptor(event: Event) -> Callable[[list[str]], tuple[str, bool]]:
+    def lookup(path: list[str]) -> tuple[str, bool]:
+        if not path:
+            return "", False
+        if path[0] == "namespace":
+            return event.namespace, bool(event.namespace)
+        if path[0] == "topic":
+            return event.topic, bool(event.topic)
+        if path[0] == "event" and len(path) > 1:
+            value = event.fields.get(".".join(path[1:]), "")
+            return value, bool(value)
+        return "", False
+
+    return lookup
+
+
+class _Subscriber:
+    def __init__(self, match: filters.Filter) -> None:
+        self.match = match
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.overflowed = False
+
+
+class Exchange:
+    def __init__(self) -> None:
+        self._subscribers: set[_Subscriber] = set()
+
+    def publish(self, namespace: str, topic: str, type_url: str, value: bytes,
+                fields: dict[str, str] | None = None) -> None:
+        self.forward(Event(now(), namespace, topic, type_url, value, fields or {}))
+
+    def forward(self, event: Event) -> None:
+        """Deliver an event as it is (timestamp included): used for relayed events too."""
+        validate_topic(event.topic)
+        identifiers.validate_namespace(event.namespace)
+        adaptor = _adaptor(event)
+        for sub in list(self._subscribers):
+            if sub.overflowed or not sub.match.match(adaptor):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                log.warning("event subscriber fell %d events behind; disconnecting it", QUEUE_LIMIT)
+
+    async def subscribe(self, filter_texts: list[str]) -> AsyncIterator[Event]:
+        """Events from every namespace (as containerd: the header does not filter)."""
+        sub = _Subscriber(filters.parse_all(filter_texts))
+        self._subscribers.add(sub)
+        try:
+            while True:
+                if sub.overflowed and sub.queue.empty():
+                    raise ResourceExhausted("event subscriber too slow: events were dropped")
+                event = await sub.queue.get()
+                if event is None:
+                    return
+                yield event
+        finally:
+            self._subscribers.discard(sub)
+
+    def close(self) -> None:
+        """End every subscription (daemon shutdown)."""
+        for sub in self._subscribers:
+            try:
+                sub.queue.put_nowait(None)
+            except asyncio.QueueFull:
+                sub.overflowed = True

@@ -1,0 +1,126 @@
+"""Namespaces: the tenancy boundary every other record lives in.
+
+A namespace exists once it is created explicitly or once the first object is created
+in it (`ensure`, called inside the object's own write transaction), as in containerd.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from supervisor import identifiers
+from supervisor import labels as labelrules
+from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from supervisor.metadata.db import Database
+from supervisor.timeutil import now_iso
+
+# (what the user is told, query that finds one such record in the namespace).
+# Each store that keeps namespaced records adds its table here with its migration.
+OCCUPANTS: list[tuple[str, str]] = []
+
+
+@dataclass
+class Namespace:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def ensure(conn: sqlite3.Connection, name: str) -> None:
+    """Create `name` if it does not exist yet; call inside a write transaction."""
+    conn.execute(
+        "INSERT OR IGNORE INTO namespaces (name, created_at) VALUES (?, ?)", (name, now_iso())
+    )
+
+
+def _labels(conn: sqlite3.Connection, name: str) -> dict[str, str]:
+    rows = conn.execute("SELECT key, value FROM namespace_labels WHERE namespace=?", (name,))
+    return {r["key"]: r["value"] for r in rows}
+
+
+def _exists(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM namespaces WHERE name=?", (name,)).fetchone() is not None
+
+
+def _set_labels(conn: sqlite3.Connection, name: str, values: dict[str, str]) -> None:
+    conn.execute("DELETE FROM namespace_labels WHERE namespace=?", (name,))
+    conn.executemany(
+        "INSERT INTO namespace_labels (namespace, key, value) VALUES (?, ?, ?)",
+        [(name, k, v) for k, v in values.items() if v != ""],
+    )
+
+
+class NamespaceStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, name: str) -> Namespace:
+        identifiers.validate_namespace(name)
+
+        def tx(conn: sqlite3.Connection) -> Namespace:
+            if not _exists(conn, name):
+                raise NotFound(f'namespace "{name}"')
+            return Namespace(name, _labels(conn, name))
+
+        return await self.db.read(tx)
+
+    async def list(self) -> list[Namespace]:
+        def tx(conn: sqlite3.Connection) -> list[Namespace]:
+            names = [r["name"] for r in conn.execute("SELECT name FROM namespaces ORDER BY name")]
+            return [Namespace(n, _labels(conn, n)) for n in names]
+
+        return await self.db.read(tx)
+
+    async def create(self, ns: Namespace) -> Namespace:
+        identifiers.validate_namespace(ns.name)
+        labelrules.validate(ns.labels)
+
+        def tx(conn: sqlite3.Connection) -> Namespace:
+            if _exists(conn, ns.name):
+                raise AlreadyExists(f'namespace "{ns.name}"')
+            ensure(conn, ns.name)
+            _set_labels(conn, ns.name, ns.labels)
+            return Namespace(ns.name, _labels(conn, ns.name))
+
+        return await self.db.write(tx)
+
+    async def update(self, ns: Namespace, paths: list[str]) -> Namespace:
+        """Replace all labels (no paths, or the path `labels`) or the `labels.<key>` ones named."""
+        identifiers.validate_namespace(ns.name)
+        labelrules.validate(ns.labels)
+        for path in paths:
+            if path != "labels" and not path.startswith("labels."):
+                raise InvalidArgument(f'cannot update "{path}" field on namespace "{ns.name}"')
+
+        def tx(conn: sqlite3.Connection) -> Namespace:
+            if not _exists(conn, ns.name):
+                raise NotFound(f'namespace "{ns.name}"')
+            current = _labels(conn, ns.name)
+            if not paths or "labels" in paths:
+                current = dict(ns.labels)
+            for path in paths:
+                if path.startswith("labels."):
+                    key = path.split(".", 1)[1]
+                    if ns.labels.get(key, ""):
+                        current[key] = ns.labels[key]
+                    else:
+                        current.pop(key, None)
+            _set_labels(conn, ns.name, current)
+            return Namespace(ns.name, _labels(conn, ns.name))
+
+        return await self.db.write(tx)
+
+    async def delete(self, name: str) -> None:
+        identifiers.validate_namespace(name)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            if not _exists(conn, name):
+                raise NotFound(f'namespace "{name}"')
+            held = [what for what, query in OCCUPANTS if conn.execute(query, (name,)).fetchone()]
+            if held:
+                raise FailedPrecondition(
+                    f'namespace "{name}" must be empty, but it still has {", ".join(held)}'
+                )
+            conn.execute("DELETE FROM namespaces WHERE name=?", (name,))
+
+        await self.db.write(tx)

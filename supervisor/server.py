@@ -1,0 +1,182 @@
+"""Wire the daemon: config → components in dependency order → grpc.aio server → graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dockyard_api.containerd.services.events.v1 import events_pb2_grpc
+from dockyard_api.containerd.services.introspection.v1 import introspection_pb2_grpc
+from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2_grpc
+from dockyard_api.containerd.services.version.v1 import version_pb2_grpc
+from dockyard_api.dockyard.system.v1 import system_pb2_grpc
+from supervisor.config import Config
+from supervisor.errors import FailedPrecondition
+from supervisor.events import Exchange
+from supervisor.metadata.db import Database
+from supervisor.metadata.namespaces import NamespaceStore
+from supervisor.plugins import Plugin, PluginRegistry
+from supervisor.rootlock import RootLock
+from supervisor.services.events import EventsService
+from supervisor.services.introspection import IntrospectionService
+from supervisor.services.namespaces import NamespacesService
+from supervisor.services.system import SystemService
+from supervisor.services.version import VersionService
+from supervisor.timeutil import now
+
+log = logging.getLogger("dockyard")
+GRPC_PLUGIN = "io.containerd.grpc.v1"
+STOP_GRACE_SECONDS = 10.0
+
+
+def server_uuid(root: Path) -> str:
+    """The daemon's stable identity, kept in <root>/uuid (written once, atomically)."""
+    path = root / "uuid"
+    with suppress(FileNotFoundError, ValueError):
+        return str(uuid.UUID(path.read_text().strip()))
+    value = str(uuid.uuid4())
+    tmp = path.with_name(".uuid.tmp")
+    tmp.write_text(value + "\n")
+    os.replace(tmp, path)
+    return value
+
+
+def _claim_socket(address: Path) -> None:
+    """Remove a stale socket, but never one a live server still answers on."""
+    if not address.exists() and not address.is_symlink():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(address))
+    except OSError:
+        address.unlink()
+        return
+    finally:
+        probe.close()
+    raise FailedPrecondition(f"address {address} is in use by another server")
+
+
+@dataclass
+class Daemon:
+    config: Config
+    registry: PluginRegistry = field(default_factory=PluginRegistry)
+    events: Exchange = field(default_factory=Exchange)
+    started_at: Any = None
+    _lock: RootLock | None = None
+    _db: Database | None = None
+    _server: grpc.aio.Server | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.started_at = now()
+        cfg.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        cfg.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self._lock = RootLock(cfg.root)
+        self._lock.acquire()
+        uid = server_uuid(cfg.root)
+        self._db = await Database.open(cfg.root / "metadata.db")
+        self.registry.add(Plugin("io.containerd.metadata.v1", "sqlite", exports={"path": str(self._db.path)}))
+        self.registry.add(Plugin("io.containerd.event.v1", "exchange"))
+        namespaces = NamespaceStore(self._db)
+
+        services: list[tuple[str, Callable[[Any, grpc.aio.Server], None], Any, list[str]]] = [
+            ("version", version_pb2_grpc.add_VersionServicer_to_server, VersionService(), []),
+            ("namespaces", namespace_pb2_grpc.add_NamespacesServicer_to_server,
+             NamespacesService(namespaces, self.events), ["io.containerd.metadata.v1"]),
+            ("events", events_pb2_grpc.add_EventsServicer_to_server, EventsService(self.events),
+             ["io.containerd.event.v1"]),
+            ("introspection", introspection_pb2_grpc.add_IntrospectionServicer_to_server,
+             IntrospectionService(self.registry, uid), []),
+            ("dockyard.system", system_pb2_grpc.add_SystemServicer_to_server, SystemService(self), []),
+        ]
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", cfg.max_message_size),
+            ("grpc.max_send_message_length", cfg.max_message_size),
+        ])
+        names = []
+        for plugin_id, add, servicer, requires in services:
+            add(servicer, server)
+            self.registry.add(Plugin(GRPC_PLUGIN, plugin_id, requires=requires))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = [
+            sd.full_name
+            for mod in (version_pb2_grpc, namespace_pb2_grpc, events_pb2_grpc,
+                        introspection_pb2_grpc, system_pb2_grpc)
+            for sd in _service_descriptors(mod)
+        ]
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+
+        cfg.address.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+        _claim_socket(cfg.address)
+        server.add_insecure_port(f"unix:{cfg.address}")
+        await server.start()
+        self._server = server
+        os.chmod(cfg.address, 0o660)
+        for name in [*names, ""]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("dockyardd %s serving on %s (root %s, state %s)", _version(), cfg.address, cfg.root, cfg.state)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait(self) -> None:
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        """Finish in-flight calls (up to a grace period), then release everything."""
+        log.info("stopping: finishing in-flight calls")
+        self.events.close()  # event streams end now instead of holding the grace period
+        if self._server is not None:
+            await self._server.stop(STOP_GRACE_SECONDS)
+            self._server = None
+            with suppress(FileNotFoundError):  # ours to remove only once we served on it
+                self.config.address.unlink()
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        log.info("stopped")
+
+
+def _service_descriptors(module: Any) -> list[Any]:
+    pb2 = module.__name__.removesuffix("_grpc")
+    import importlib
+
+    return list(importlib.import_module(pb2).DESCRIPTOR.services_by_name.values())
+
+
+def _version() -> str:
+    from supervisor.version import VERSION
+
+    return VERSION
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    import signal
+
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    try:
+        await daemon.start()
+        await daemon.wait()
+    finally:
+        await daemon.stop()

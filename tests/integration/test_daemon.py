@@ -1,0 +1,124 @@
+"""dockyardd as a process: flags, config, the root lock, signals, the socket, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+
+from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+from tests.daemon import REPO, DaemonProcess, start_daemon
+
+
+def run_dockyardd(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_second_daemon_on_same_root_refuses(daemon: DaemonProcess, tmp_path: Path) -> None:
+    other_sock = tmp_path / "other.sock"
+    res = run_dockyardd("--root", str(daemon.root), "--state", str(tmp_path / "s"),
+                        "--address", str(other_sock))
+    assert res.returncode == 1
+    assert f"already using root {daemon.root}" in res.stderr
+    assert f"pid {daemon.proc.pid}" in res.stderr
+    assert not other_sock.exists()
+    assert daemon.proc.poll() is None  # the first one is untouched
+
+
+def test_second_daemon_on_same_socket_refuses(daemon: DaemonProcess, tmp_path: Path) -> None:
+    res = run_dockyardd("--root", str(tmp_path / "r"), "--state", str(tmp_path / "s"),
+                        "--address", daemon.address)
+    assert res.returncode == 1
+    assert "in use by another server" in res.stderr
+    assert os.path.exists(daemon.address)
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("root = [unclosed\n")
+    res = run_dockyardd("--config", str(cfg))
+    assert res.returncode == 2 and "not valid TOML" in res.stderr and "Traceback" not in res.stderr
+    cfg.write_text('[grpc]\nadress = "/x"\n')
+    res = run_dockyardd("--config", str(cfg))
+    assert res.returncode == 2 and "unknown setting 'grpc.adress'" in res.stderr
+    cfg.write_text('[log]\nlevel = "loud"\n')
+    res = run_dockyardd("--config", str(cfg))
+    assert res.returncode == 2 and "log level must be one of" in res.stderr
+    res = run_dockyardd("--config", str(tmp_path / "missing.toml"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_config_file_sets_address_and_log_format() -> None:
+    base = Path(tempfile.mkdtemp(prefix="dy-"))
+    cfg = base / "config.toml"
+    cfg.write_text(f'[grpc]\naddress = "{base}/x.sock"\n[log]\nformat = "json"\n')
+    d = start_daemon(base=base, extra=["--config", str(cfg)], wait=False)
+    try:
+        deadline = time.monotonic() + 20
+        while not (base / "x.sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (base / "x.sock").exists(), d.log()
+        lines = [json.loads(line) for line in d.log().splitlines() if line.startswith("{")]
+        assert any("serving on" in e["msg"] for e in lines)
+    finally:
+        assert d.stop() == 0
+        assert not (base / "x.sock").exists()
+        shutil.rmtree(base)
+
+
+def test_stale_socket_is_replaced() -> None:
+    base = Path(tempfile.mkdtemp(prefix="dy-"))
+    (base / "state").mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(base / "state" / "dockyard.sock"))
+    stale.close()  # the file stays, nobody listens
+    d = start_daemon(base=base)
+    try:
+        assert d.proc.poll() is None
+    finally:
+        assert d.stop() == 0
+        shutil.rmtree(base)
+
+
+async def test_missing_namespace_header_is_failed_precondition(daemon: DaemonProcess) -> None:
+    async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
+        stub = events_pb2_grpc.EventsStub(ch)
+        req = events_pb2.PublishRequest(topic="/x/y", event=any_pb2.Any(type_url="t", value=b""))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Publish(req)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "namespace is required" in (info.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Publish(req, metadata=[("containerd-namespace", "bad name!")])
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_sigterm_finishes_streams_and_removes_socket(daemon: DaemonProcess) -> None:
+    async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
+        stream = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest())
+        await asyncio.sleep(0.3)
+        daemon.proc.send_signal(signal.SIGTERM)
+        received = [e async for e in stream]  # ends cleanly, no error raised
+        assert received == []
+        assert await stream.code() == grpc.StatusCode.OK
+    assert daemon.proc.wait(20) == 0
+    assert not os.path.exists(daemon.address)
+    assert "stopped" in daemon.log()
+
+
+async def test_sigint_also_stops_gracefully(daemon: DaemonProcess) -> None:
+    assert daemon.stop(signal.SIGINT) == 0
+    assert not os.path.exists(daemon.address)
