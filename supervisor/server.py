@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +17,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dockyard_api.containerd.services.events.v1 import events_pb2_grpc
-from dockyard_api.containerd.services.introspection.v1 import introspection_pb2_grpc
-from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2_grpc
-from dockyard_api.containerd.services.version.v1 import version_pb2_grpc
-from dockyard_api.dockyard.system.v1 import system_pb2_grpc
 from supervisor.config import Config
+from supervisor.content.local import LocalContentStore
 from supervisor.errors import FailedPrecondition
 from supervisor.events import Exchange
 from supervisor.metadata.db import Database
+from supervisor.metadata.leases import LeaseStore
 from supervisor.metadata.namespaces import NamespaceStore
 from supervisor.plugins import Plugin, PluginRegistry
 from supervisor.rootlock import RootLock
@@ -90,34 +87,30 @@ class Daemon:
         self._db = await Database.open(cfg.root / "metadata.db")
         self.registry.add(Plugin("io.containerd.metadata.v1", "sqlite", exports={"path": str(self._db.path)}))
         self.registry.add(Plugin("io.containerd.event.v1", "exchange"))
-        namespaces = NamespaceStore(self._db)
+        self.namespaces = NamespaceStore(self._db)
+        self.leases = LeaseStore(self._db)
+        self.content = LocalContentStore(cfg.root / "content")
+        self.registry.add(Plugin("io.containerd.content.v1", "content", exports={"root": str(cfg.root / "content")}))
 
-        services: list[tuple[str, Callable[[Any, grpc.aio.Server], None], Any, list[str]]] = [
-            ("version", version_pb2_grpc.add_VersionServicer_to_server, VersionService(), []),
-            ("namespaces", namespace_pb2_grpc.add_NamespacesServicer_to_server,
-             NamespacesService(namespaces, self.events), ["io.containerd.metadata.v1"]),
-            ("events", events_pb2_grpc.add_EventsServicer_to_server, EventsService(self.events),
-             ["io.containerd.event.v1"]),
-            ("introspection", introspection_pb2_grpc.add_IntrospectionServicer_to_server,
-             IntrospectionService(self.registry, uid), []),
-            ("dockyard.system", system_pb2_grpc.add_SystemServicer_to_server, SystemService(self), []),
+        # (plugin id, servicer, plugins it requires); the servicer's generated base class
+        # tells which service it implements.
+        services: list[tuple[str, Any, list[str]]] = [
+            ("version", VersionService(), []),
+            ("namespaces", NamespacesService(self.namespaces, self.events), ["io.containerd.metadata.v1"]),
+            ("events", EventsService(self.events), ["io.containerd.event.v1"]),
+            ("introspection", IntrospectionService(self.registry, uid), []),
+            ("dockyard.system", SystemService(self), []),
         ]
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_size),
             ("grpc.max_send_message_length", cfg.max_message_size),
         ])
         names = []
-        for plugin_id, add, servicer, requires in services:
-            add(servicer, server)
+        for plugin_id, servicer, requires in services:
+            names.append(_register(server, servicer))
             self.registry.add(Plugin(GRPC_PLUGIN, plugin_id, requires=requires))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        names = [
-            sd.full_name
-            for mod in (version_pb2_grpc, namespace_pb2_grpc, events_pb2_grpc,
-                        introspection_pb2_grpc, system_pb2_grpc)
-            for sd in _service_descriptors(mod)
-        ]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
 
         cfg.address.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -154,11 +147,14 @@ class Daemon:
         log.info("stopped")
 
 
-def _service_descriptors(module: Any) -> list[Any]:
-    pb2 = module.__name__.removesuffix("_grpc")
-    import importlib
-
-    return list(importlib.import_module(pb2).DESCRIPTOR.services_by_name.values())
+def _register(server: grpc.aio.Server, servicer: Any) -> str:
+    """Add a servicer through its generated module; returns the service's full name."""
+    base = next(c for c in type(servicer).__mro__ if c.__name__.endswith("Servicer")
+                and c.__module__.endswith("_pb2_grpc"))
+    grpc_module = importlib.import_module(base.__module__)
+    getattr(grpc_module, f"add_{base.__name__}_to_server")(servicer, server)
+    pb2 = importlib.import_module(base.__module__.removesuffix("_grpc"))
+    return str(pb2.DESCRIPTOR.services_by_name[base.__name__.removesuffix("Servicer")].full_name)
 
 
 def _version() -> str:

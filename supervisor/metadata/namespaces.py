@@ -15,9 +15,17 @@ from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from supervisor.metadata.db import Database
 from supervisor.timeutil import now_iso
 
-# (what the user is told, query that finds one such record in the namespace).
-# Each store that keeps namespaced records adds its table here with its migration.
-OCCUPANTS: list[tuple[str, str]] = []
+# What keeps a namespace from being deleted: each entry names what it finds in a
+# namespace (in containerd's words). Add a table here with the migration that creates it.
+def _occupants(conn: sqlite3.Connection, name: str) -> list[str]:
+    found = []
+    for what, table in (("blobs", "content"), ("leases", "leases")):
+        if conn.execute(f"SELECT 1 FROM {table} WHERE namespace=? LIMIT 1", (name,)).fetchone():
+            found.append(what)
+    rows = conn.execute("SELECT DISTINCT snapshotter FROM snapshots WHERE namespace=? ORDER BY snapshotter",
+                        (name,))
+    found += [f'snapshots on "{r[0]}" snapshotter' for r in rows]
+    return found
 
 
 @dataclass
@@ -116,7 +124,7 @@ class NamespaceStore:
         def tx(conn: sqlite3.Connection) -> None:
             if not _exists(conn, name):
                 raise NotFound(f'namespace "{name}"')
-            held = [what for what, query in OCCUPANTS if conn.execute(query, (name,)).fetchone()]
+            held = _occupants(conn, name)
             if held:
                 raise FailedPrecondition(
                     f'namespace "{name}" must be empty, but it still has {", ".join(held)}'

@@ -24,4 +24,80 @@ MIGRATIONS: list[list[str]] = [
             value TEXT NOT NULL
         )""",
     ],
+    # 2: leases and the resources they hold; namespaced content records; ingests; the
+    # namespaced view of snapshots (backend snapshotters know only their internal keys).
+    [
+        """CREATE TABLE leases (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (namespace, id)
+        )""",
+        """CREATE TABLE lease_labels (
+            namespace TEXT NOT NULL,
+            lease TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (namespace, lease, key),
+            FOREIGN KEY (namespace, lease) REFERENCES leases(namespace, id) ON DELETE CASCADE
+        )""",
+        # type: "content", "ingests" or "snapshots/<snapshotter>", as containerd names them
+        """CREATE TABLE lease_resources (
+            namespace TEXT NOT NULL,
+            lease TEXT NOT NULL,
+            type TEXT NOT NULL,
+            id TEXT NOT NULL,
+            PRIMARY KEY (namespace, lease, type, id),
+            FOREIGN KEY (namespace, lease) REFERENCES leases(namespace, id) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX lease_resources_by_id ON lease_resources (namespace, type, id)",
+        """CREATE TABLE content (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (namespace, digest)
+        )""",
+        "CREATE INDEX content_by_digest ON content (digest)",
+        """CREATE TABLE content_labels (
+            namespace TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (namespace, digest, key),
+            FOREIGN KEY (namespace, digest) REFERENCES content(namespace, digest) ON DELETE CASCADE
+        )""",
+        # the namespace's name for an ingest, and the backend ref the content store uses
+        """CREATE TABLE ingests (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            ref TEXT NOT NULL,
+            backend_ref TEXT NOT NULL UNIQUE,
+            expected TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (namespace, ref)
+        )""",
+        """CREATE TABLE snapshots (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            snapshotter TEXT NOT NULL,
+            key TEXT NOT NULL,
+            backend_key TEXT NOT NULL,
+            parent TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (namespace, snapshotter, key),
+            UNIQUE (snapshotter, backend_key)
+        )""",
+        "CREATE INDEX snapshots_by_parent ON snapshots (namespace, snapshotter, parent)",
+        """CREATE TABLE snapshot_labels (
+            namespace TEXT NOT NULL,
+            snapshotter TEXT NOT NULL,
+            key TEXT NOT NULL,
+            label TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (namespace, snapshotter, key, label),
+            FOREIGN KEY (namespace, snapshotter, key) REFERENCES snapshots(namespace, snapshotter, key)
+                ON DELETE CASCADE ON UPDATE CASCADE
+        )""",
+    ],
 ]
