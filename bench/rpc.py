@@ -33,7 +33,7 @@ async def measure(address: str, method: str, concurrency: int, calls: int) -> di
     async with grpc.aio.insecure_channel(f"unix:{address}") as ch:
         stub = pb_grpc.NamespacesStub(ch)
         try:
-            await stub.Create(pb.CreateNamespaceRequest(namespace=pb.Namespace(name="bench")))
+            await stub.Create(pb.CreateNamespaceRequest(namespace=pb.Namespace(name="bench")), metadata=MD)
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise

@@ -65,7 +65,7 @@ def _apply(cfg: Config, data: dict[str, Any], path: Path) -> None:
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise ConfigError(f"{path}: {where} must be a {kind.__name__}, not {value!r}")
             if attr:
-                setattr(cfg, attr, Path(value) if attr in ("root", "state", "address") else value)
+                setattr(cfg, attr, Path(str(value)) if attr in ("root", "state", "address") else value)
 
 
 def validate(cfg: Config) -> Config:

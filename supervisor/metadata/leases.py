@@ -7,11 +7,13 @@ Resource types are containerd's: "content", "ingests", "snapshots/<snapshotter>"
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from supervisor import identifiers, labels as labelrules
+from supervisor import identifiers
+from supervisor import labels as labelrules
 from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.metadata import namespaces
 from supervisor.metadata.db import Database
@@ -96,8 +98,8 @@ class LeaseStore:
 
         await self.db.write(tx)
 
-    async def list(self, ns: str) -> list[Lease]:
-        def tx(conn: sqlite3.Connection) -> list[Lease]:
+    async def list(self, ns: str) -> builtins.list[Lease]:
+        def tx(conn: sqlite3.Connection) -> builtins.list[Lease]:
             rows = conn.execute("SELECT * FROM leases WHERE namespace=? ORDER BY id", (ns,)).fetchall()
             return [_load(conn, ns, r) for r in rows]
 
@@ -118,8 +120,8 @@ class LeaseStore:
 
         await self.db.write(tx)
 
-    async def list_resources(self, ns: str, lease_id: str) -> list[Resource]:
-        def tx(conn: sqlite3.Connection) -> list[Resource]:
+    async def list_resources(self, ns: str, lease_id: str) -> builtins.list[Resource]:
+        def tx(conn: sqlite3.Connection) -> builtins.list[Resource]:
             if not _exists(conn, ns, lease_id):
                 raise NotFound(f'lease "{lease_id}"')
             rows = conn.execute("SELECT type, id FROM lease_resources WHERE namespace=? AND lease=? "

@@ -6,6 +6,7 @@ in it (`ensure`, called inside the object's own write transaction), as in contai
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from supervisor import labels as labelrules
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.metadata.db import Database
 from supervisor.timeutil import now_iso
+
 
 # What keeps a namespace from being deleted: each entry names what it finds in a
 # namespace (in containerd's words). Add a table here with the migration that creates it.
@@ -72,8 +74,8 @@ class NamespaceStore:
 
         return await self.db.read(tx)
 
-    async def list(self) -> list[Namespace]:
-        def tx(conn: sqlite3.Connection) -> list[Namespace]:
+    async def list(self) -> builtins.list[Namespace]:
+        def tx(conn: sqlite3.Connection) -> builtins.list[Namespace]:
             names = [r["name"] for r in conn.execute("SELECT name FROM namespaces ORDER BY name")]
             return [Namespace(n, _labels(conn, n)) for n in names]
 
@@ -92,7 +94,7 @@ class NamespaceStore:
 
         return await self.db.write(tx)
 
-    async def update(self, ns: Namespace, paths: list[str]) -> Namespace:
+    async def update(self, ns: Namespace, paths: builtins.list[str]) -> Namespace:
         """Replace all labels (no paths, or the path `labels`) or the `labels.<key>` ones named."""
         identifiers.validate_namespace(ns.name)
         labelrules.validate(ns.labels)

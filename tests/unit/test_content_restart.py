@@ -47,7 +47,7 @@ async def test_sigkilled_writer_is_resumed(tmp_path: Path) -> None:
     root = tmp_path / "content"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     # Popen only forks and execs; the child's output is then read in a worker thread.
-    proc = subprocess.Popen(  # noqa: ASYNC220
+    proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(root), "layer-1", str(HALF)],
         stdout=subprocess.PIPE,
         env=env,
