@@ -31,6 +31,8 @@ from supervisor.services.introspection import IntrospectionService
 from supervisor.services.namespaces import NamespacesService
 from supervisor.services.system import SystemService
 from supervisor.services.version import VersionService
+from supervisor.snapshotter import NativeSnapshotter, OverlaySnapshotter, Snapshotter
+from supervisor.snapshotter.overlay import overlay_problem
 from supervisor.timeutil import now
 
 log = logging.getLogger("dockyard")
@@ -91,6 +93,7 @@ class Daemon:
         self.leases = LeaseStore(self._db)
         self.content = LocalContentStore(cfg.root / "content")
         self.registry.add(Plugin("io.containerd.content.v1", "content", exports={"root": str(cfg.root / "content")}))
+        self.snapshotters = await open_snapshotters(cfg.root / "snapshots", self.registry)
 
         # (plugin id, servicer, plugins it requires); the servicer's generated base class
         # tells which service it implements.
@@ -138,6 +141,8 @@ class Daemon:
             self._server = None
             with suppress(FileNotFoundError):  # ours to remove only once we served on it
                 self.config.address.unlink()
+        for snapshotter in getattr(self, "snapshotters", {}).values():
+            await snapshotter.close()
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -145,6 +150,27 @@ class Daemon:
             self._lock.release()
             self._lock = None
         log.info("stopped")
+
+
+async def open_snapshotters(root: Path, registry: PluginRegistry) -> dict[str, Snapshotter]:
+    """Every snapshotter this host can run, under <root>/<name>; the others are reported."""
+    found: dict[str, Snapshotter] = {}
+    problem = await asyncio.to_thread(_overlay_problem, root / "overlayfs")
+    plugin_type = "io.containerd.snapshotter.v1"
+    if problem is None:
+        found["overlayfs"] = await OverlaySnapshotter.open(root / "overlayfs")
+        registry.add(Plugin(plugin_type, "overlayfs", exports={"root": str(root / "overlayfs")}))
+    else:
+        log.warning("overlayfs snapshotter unavailable: %s", problem)
+        registry.add(Plugin(plugin_type, "overlayfs", init_error=f"skip plugin: {problem}"))
+    found["native"] = await NativeSnapshotter.open(root / "native")
+    registry.add(Plugin(plugin_type, "native", exports={"root": str(root / "native")}))
+    return found
+
+
+def _overlay_problem(root: Path) -> str | None:
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return overlay_problem(str(root))
 
 
 def _register(server: grpc.aio.Server, servicer: Any) -> str:

@@ -68,7 +68,7 @@ def test_config_file_sets_address_and_log_format() -> None:
     d = start_daemon(base=base, extra=["--config", str(cfg)], wait=False)
     try:
         deadline = time.monotonic() + 20
-        while not (base / "x.sock").exists() and time.monotonic() < deadline:
+        while "serving on" not in d.log() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert (base / "x.sock").exists(), d.log()
         lines = [json.loads(line) for line in d.log().splitlines() if line.startswith("{")]
