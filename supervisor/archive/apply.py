@@ -1,0 +1,617 @@
+"""Apply an OCI/Docker layer tar to a directory (the engine behind Diff.Apply).
+
+Contract
+--------
+`apply_layer(stream, target, whiteout_mode=...)` reads an *uncompressed* layer tar from
+`stream` (see `compression.open_layer` for the compressed ones) and writes its changes into
+`target`, returning the size and sha256 of the uncompressed bytes (the layer's diff ID).
+It is synchronous and streaming (run it in a thread); memory does not grow with the size
+of the layer's files.
+
+Whiteouts (OCI image-spec, layer.md):
+- `dir/.wh.<name>` removes `<name>` of the lower layers;
+- `dir/.wh..wh..opq` makes `dir` opaque: nothing of the lower layers shows through.
+
+`whiteout_mode` says what the target is:
+- "delete": the target holds the full parent tree (native snapshots). Whiteouts delete,
+  opaque directories are emptied of what lower layers put there (not of what this layer
+  added, whatever the order of the entries).
+- "overlay": the target is an empty overlayfs upperdir. A whiteout becomes a 0/0 character
+  device, an opaque directory gets `trusted.overlay.opaque=y`. `parents` (the lowerdirs,
+  topmost first) are looked up as overlayfs merges them (see `lowers.py`): implicitly
+  created parent directories get the attributes of the directory they shadow (as
+  containerd's WithParents does), and a parent that is a symlink in the lowers (usrmerge's
+  `lib -> usr/lib`) is followed inside the upperdir instead of being shadowed by a new
+  directory, so the merged view equals what "delete" mode gives on the full tree.
+
+Safety: names are cleaned by `resolve.clean_name` (a leading `/` is dropped, a `..` above
+the root is InvalidArgument naming the entry); every parent is resolved by
+`resolve.RootDir` as if `target` were `/`; the final component is always handled with
+`*at` calls that do not follow it. `trusted.*` xattrs in an archive are ignored (they are
+the overlay driver's private namespace). Nothing outside `target` is created, changed or
+removed, even when the archive fails halfway (the target may then hold a partial tree).
+
+Errors: a malformed, truncated or hostile archive raises InvalidArgument; out of space
+raises ResourceExhausted; a missing target or parent raises NotFound; a set `cancel`
+event raises Cancelled; other I/O errors Internal.
+
+Example::
+
+    with open(blob, "rb") as raw, open_layer(raw, media_type) as tar_stream:
+        result = apply_layer(tar_stream, Path(upperdir), whiteout_mode="overlay")
+    assert result.digest == diff_id
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import BinaryIO, Literal, cast
+
+from supervisor.archive.hashing import DigestingReader
+from supervisor.archive.lowers import OVERLAY_OPAQUE_XATTR, LowerView
+from supervisor.archive.resolve import Canonical, NotADirectory, ResolvedDir, RootDir, clean_name
+from supervisor.errors import (
+    Cancelled,
+    DockyardError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+
+log = logging.getLogger(__name__)
+
+WhiteoutMode = Literal["overlay", "delete"]
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+PAX_XATTR_PREFIX = "SCHILY.xattr."
+
+_COPY_CHUNK = 1 << 20
+_CACHE_SIZE = 32
+_NS = 1_000_000_000
+_I64_MAX = (1 << 63) - 1
+
+# tarfile's header errors are real classes but not in typeshed.
+_EOF_HEADER: type[Exception] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
+_EMPTY_HEADER: type[Exception] = tarfile.EmptyHeaderError  # type: ignore[attr-defined]
+_TRUNCATED_HEADER: type[Exception] = tarfile.TruncatedHeaderError  # type: ignore[attr-defined]
+_BAD_HEADER: tuple[type[Exception], ...] = (
+    tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
+    tarfile.SubsequentHeaderError,  # type: ignore[attr-defined]
+)
+
+_DEVICE_TYPES = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK, tarfile.FIFOTYPE: stat.S_IFIFO}
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What was read: size and `sha256:<hex>` of the uncompressed tar (the diff ID)."""
+
+    size: int
+    digest: str
+
+
+def apply_layer(
+    stream: BinaryIO,
+    target: Path,
+    *,
+    whiteout_mode: WhiteoutMode,
+    parents: Sequence[Path] = (),
+    cancel: threading.Event | None = None,
+) -> ApplyResult:
+    """Apply the uncompressed layer tar `stream` to `target`; see the module docstring.
+
+    `cancel`, set from another thread, stops the apply before the next entry (Cancelled).
+    """
+    if whiteout_mode not in ("overlay", "delete"):
+        raise InvalidArgument(f"whiteout mode {whiteout_mode!r}: must be 'overlay' or 'delete'")
+    if not os.path.isdir("/proc/self/fd"):
+        raise FailedPrecondition("apply layer: /proc is not mounted")
+    reader = DigestingReader(stream)
+    try:
+        applier = _Applier(target, whiteout_mode, parents)
+    except FileNotFoundError as e:
+        raise NotFound(f"apply target {e.filename}") from None
+    except NotADirectoryError as e:
+        raise InvalidArgument(f"apply target {e.filename}: not a directory") from None
+    try:
+        try:
+            tf = _StrictTarFile.open(
+                fileobj=cast(BinaryIO, reader),
+                mode="r|",
+                encoding="utf-8",
+                errors="surrogateescape",
+            )
+            while (member := tf.next()) is not None:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"apply layer to {target}")
+                applier.apply(tf, member)
+            tf.close()
+        except tarfile.TarError as e:
+            raise InvalidArgument(f"invalid layer tar: {e}") from None
+        applier.finish()
+    finally:
+        applier.close()
+    reader.drain()
+    return ApplyResult(size=reader.size, digest=reader.digest)
+
+
+class _StrictTarFile(tarfile.TarFile):
+    """tarfile, minus its leniency: a corrupt or cut header mid-archive is an error.
+
+    The stock `next()` treats a bad or truncated header after the first as the end of the
+    archive, which would turn a truncated layer into a silently partial one. Like Go's
+    archive/tar, we accept only a zero block or a clean end of stream at a header
+    boundary as the end. Members are not remembered (the stock one keeps them all).
+    """
+
+    def next(self) -> tarfile.TarInfo | None:
+        self._check("ra")  # type: ignore[attr-defined]
+        if self.firstmember is not None:  # type: ignore[has-type]
+            first: tarfile.TarInfo = self.firstmember  # type: ignore[has-type]
+            self.firstmember = None
+            return first
+        # Skip over the data of the previous member the caller did not read.
+        fileobj = self.fileobj
+        assert fileobj is not None
+        if self.offset != fileobj.tell():
+            fileobj.seek(self.offset - 1)
+            if not fileobj.read(1):
+                raise tarfile.ReadError("unexpected end of data")
+        try:
+            return self.tarinfo.fromtarfile(self)
+        except (_EOF_HEADER, _EMPTY_HEADER):
+            return None
+        except _TRUNCATED_HEADER:
+            raise tarfile.ReadError("unexpected end of data in a header") from None
+        except _BAD_HEADER as e:
+            raise tarfile.ReadError(f"bad header at offset {self.offset}: {e}") from None
+
+
+class _Applier:
+    """The state of one apply: open roots, a parent cache, what this layer unpacked."""
+
+    def __init__(self, target: Path, mode: WhiteoutMode, parents: Sequence[Path]) -> None:
+        self.mode = mode
+        for p in parents:
+            if not os.path.isdir(p):
+                raise NotFound(f"apply layer: parent directory {p}")
+        self.lowers = LowerView(parents) if mode == "overlay" and parents else None
+        self.root = RootDir(target)
+        # Canonical paths at which a resolution followed a symlink of the lowers: creating
+        # something there in the upperdir changes what later lookups must find.
+        self._via_lower_links: set[Canonical] = set()
+        # Resolved parent directories by cleaned name parts. Only successful lookups of
+        # existing directories are kept; any removal clears it, since only a removal can
+        # change what an existing path resolves to. Evicted fds are closed only once the
+        # current entry is done, so callers may hold them across an invalidation.
+        self._cache: OrderedDict[tuple[str, ...], ResolvedDir] = OrderedDict()
+        self._retired: list[int] = []
+        # Canonical paths this layer wrote, and their ancestors: what an opaque marker in
+        # delete mode must keep.
+        self._unpacked: set[Canonical] = set()
+        self._unpacked_ancestors: set[Canonical] = set()
+        # Directory times are set last: writing children changes them. Keyed by canonical
+        # path, with the inode so a directory replaced later is not touched.
+        self._dir_times: dict[Canonical, tuple[int, int, int, int]] = {}
+
+    def close(self) -> None:
+        self._invalidate()
+        self._release()
+        self.root.close()
+
+    # -- entries -----------------------------------------------------------------------
+
+    def apply(self, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
+        try:
+            self._apply(tf, ti)
+        except DockyardError:
+            raise
+        except NotADirectory as e:
+            raise InvalidArgument(f"tar entry {ti.name!r}: {'/'.join(e.canonical)!r} is not a directory") from None
+        except (ValueError, OverflowError) as e:  # an embedded NUL in a name, a uid > 2**32
+            raise InvalidArgument(f"tar entry {ti.name!r}: {e}") from None
+        except OSError as e:
+            raise _os_error(f"apply tar entry {ti.name!r}", e) from None
+        finally:
+            self._release()
+
+    def _apply(self, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
+        parts = clean_name(ti.name)
+        if not parts:
+            return  # the root itself: its attributes belong to the snapshot, not the layer
+        base = parts[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(ti, parts)
+            return
+        if not (ti.isreg() or ti.isdir() or ti.issym() or ti.islnk() or ti.type in _DEVICE_TYPES):
+            raise InvalidArgument(f"tar entry {ti.name!r}: unsupported type {ti.type!r}")
+
+        parent = self._parent(parts[:-1], create=True)
+        assert parent is not None
+        existing = _lstat_at(parent.fd, base)
+        if existing is not None and not (stat.S_ISDIR(existing.st_mode) and ti.isdir()):
+            # Replace, never write through: the old entry may be a symlink, or a hard link
+            # shared with a lower layer. A directory is merged only into a directory.
+            _remove_at(parent.fd, base)
+            self._invalidate()
+            existing = None
+        canonical = (*parent.canonical, base)
+
+        if ti.isdir():
+            if existing is None:
+                os.mkdir(base, 0o700, dir_fd=parent.fd)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent.fd)
+            try:
+                _set_attrs(fd, ti, set_times=False)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            atime, mtime = _times(ti)
+            self._dir_times[canonical] = (st.st_dev, st.st_ino, atime, mtime)
+        elif ti.isreg():
+            self._write_file(tf, ti, parent.fd, base)
+        elif ti.issym():
+            os.symlink(ti.linkname, base, dir_fd=parent.fd)
+            _set_symlink_attrs(parent.fd, base, ti)
+        elif ti.islnk():
+            self._hardlink(ti, parent.fd, base)
+        else:
+            dev = os.makedev(ti.devmajor, ti.devminor) if ti.type != tarfile.FIFOTYPE else 0
+            os.mknod(base, _DEVICE_TYPES[ti.type] | 0o600, dev, dir_fd=parent.fd)
+            self._set_attrs_at(parent.fd, base, ti)
+        self._created(canonical)
+        self._mark_unpacked(canonical)
+
+    def _write_file(self, tf: tarfile.TarFile, ti: tarfile.TarInfo, dir_fd: int, name: str) -> None:
+        # O_EXCL|O_NOFOLLOW: the name was just cleared, so anything there now is not ours.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        try:
+            src = tf.extractfile(ti)
+            if src is not None and ti.size:
+                with open(fd, "wb", buffering=_COPY_CHUNK, closefd=False) as dst:
+                    shutil.copyfileobj(src, dst, _COPY_CHUNK)
+            _set_attrs(fd, ti, set_times=True)
+        finally:
+            os.close(fd)
+
+    def _hardlink(self, ti: tarfile.TarInfo, dir_fd: int, name: str) -> None:
+        lparts = clean_name(ti.linkname, what=f"hard link {ti.name!r} to")
+        if not lparts:
+            raise InvalidArgument(f"hard link {ti.name!r}: cannot link to the layer root")
+        try:
+            lparent = self._parent(lparts[:-1], create=False)
+        except NotADirectory:
+            lparent = None
+        lst = _lstat_at(lparent.fd, lparts[-1]) if lparent is not None else None
+        if lparent is None or lst is None:
+            raise InvalidArgument(f"hard link {ti.name!r}: target {ti.linkname!r} not found")
+        if stat.S_ISDIR(lst.st_mode):
+            raise InvalidArgument(f"hard link {ti.name!r}: target {ti.linkname!r} is a directory")
+        # follow_symlinks=False: a link to a symlink links the symlink itself (linkat
+        # without AT_SYMLINK_FOLLOW), so it cannot reach what the symlink points to.
+        os.link(lparts[-1], name, src_dir_fd=lparent.fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISLNK(lst.st_mode):
+            _set_symlink_attrs(dir_fd, name, ti)
+        else:
+            self._set_attrs_at(dir_fd, name, ti)
+
+    def _set_attrs_at(self, dir_fd: int, name: str, ti: tarfile.TarInfo) -> None:
+        """Attributes of a non-symlink we cannot open for I/O (device, FIFO, link)."""
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            if stat.S_ISLNK(os.fstat(fd).st_mode):  # cannot happen: we just made it
+                raise InvalidArgument(f"tar entry {ti.name!r}: replaced while applying")
+            # An O_PATH fd accepts no f*() calls; its /proc magic link reaches the very
+            # inode we opened, whatever happens to the name meanwhile.
+            _set_attrs(f"/proc/self/fd/{fd}", ti, set_times=True)
+        finally:
+            os.close(fd)
+
+    # -- whiteouts ---------------------------------------------------------------------
+
+    def _whiteout(self, ti: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        base, dir_parts = parts[-1], parts[:-1]
+        if base == WHITEOUT_OPAQUE:
+            self._opaque(dir_parts)
+            return
+        if base.startswith(WHITEOUT_META_PREFIX):
+            # Other `.wh..wh.` names are aufs bookkeeping (e.g. `.wh..wh.plnk`); never content.
+            log.debug("tar entry %r: ignoring whiteout metadata entry", ti.name)
+            return
+        original = base[len(WHITEOUT_PREFIX) :]
+        if original in ("", ".", ".."):
+            raise InvalidArgument(f"tar entry {ti.name!r}: invalid whiteout name")
+
+        if self.mode == "delete":
+            parent = self._existing_parent(dir_parts)
+            if parent is not None and _lstat_at(parent.fd, original) is not None:
+                _remove_at(parent.fd, original)
+                self._invalidate()
+            return
+
+        parent = self._parent(dir_parts, create=True)
+        assert parent is not None
+        if _lstat_at(parent.fd, original) is not None:
+            _remove_at(parent.fd, original)
+            self._invalidate()
+        # overlayfs's whiteout: a 0/0 character device hides the name in lower layers.
+        os.mknod(original, stat.S_IFCHR, 0, dir_fd=parent.fd)
+        os.chown(original, ti.uid, ti.gid, dir_fd=parent.fd, follow_symlinks=False)
+        self._created((*parent.canonical, original))
+
+    def _opaque(self, dir_parts: tuple[str, ...]) -> None:
+        if self.mode == "delete":
+            parent = self._existing_parent(dir_parts)
+            if parent is not None:
+                self._empty_of_lower(parent.fd, parent.canonical)
+                self._invalidate()
+            return
+        parent = self._parent(dir_parts, create=True)
+        assert parent is not None
+        os.setxattr(f"/proc/self/fd/{parent.fd}", OVERLAY_OPAQUE_XATTR, b"y")
+        if self.lowers is not None:
+            # The lowers below this directory are hidden now, their symlinks included.
+            self.lowers.opaque_upper.add(parent.canonical)
+            self._invalidate()
+
+    def _empty_of_lower(self, dir_fd: int, canonical: Canonical) -> None:
+        """Remove what lower layers left under a directory; keep what this layer wrote."""
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            for name in os.listdir(fd):
+                child = (*canonical, name)
+                st = _lstat_at(fd, name)
+                if st is None:
+                    continue
+                if child in self._unpacked or child in self._unpacked_ancestors:
+                    # Ours (or holds something of ours): keep it, but a directory merged
+                    # into a lower one must still lose the lower one's contents.
+                    if stat.S_ISDIR(st.st_mode):
+                        self._empty_child(fd, name, child)
+                    continue
+                _remove_at(fd, name)
+        finally:
+            os.close(fd)
+
+    def _empty_child(self, dir_fd: int, name: str, canonical: Canonical) -> None:
+        fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            self._empty_of_lower(fd, canonical)
+        finally:
+            os.close(fd)
+
+    def _mark_unpacked(self, canonical: Canonical) -> None:
+        if self.mode != "delete":
+            return
+        self._unpacked.add(canonical)
+        for i in range(len(canonical) - 1, -1, -1):
+            prefix = canonical[:i]
+            if prefix in self._unpacked_ancestors:
+                break
+            self._unpacked_ancestors.add(prefix)
+
+    # -- parents -----------------------------------------------------------------------
+
+    def _parent(self, parts: tuple[str, ...], *, create: bool) -> ResolvedDir | None:
+        hit = self._cache.get(parts)
+        if hit is not None:
+            self._cache.move_to_end(parts)
+            return hit
+        resolved = self.root.resolve_dir(
+            parts,
+            create=create,
+            on_create=self._on_create if create else None,
+            lower_link=self._lower_link if self.lowers is not None else None,
+        )
+        if resolved is None:
+            return None
+        self._cache[parts] = resolved
+        if len(self._cache) > _CACHE_SIZE:
+            _, old = self._cache.popitem(last=False)
+            self._retired.append(old.fd)
+        return resolved
+
+    def _existing_parent(self, parts: tuple[str, ...]) -> ResolvedDir | None:
+        """The directory for a delete-mode whiteout: absent or not a directory = nothing to do."""
+        try:
+            return self._parent(parts, create=False)
+        except NotADirectory:
+            return None
+
+    def _on_create(self, dir_fd: int, name: str, canonical: Canonical) -> None:
+        """An implicit parent was made: copy the attributes of the directory it shadows.
+
+        In overlay mode a fresh 0755 root-owned directory in the upperdir would replace the
+        mode, owner and xattrs the merged view showed for it; take them from the lowers.
+        """
+        found = self.lowers.entry(canonical) if self.lowers is not None else None
+        if found is None or not stat.S_ISDIR(found[1].st_mode):
+            return
+        src_fd = os.open(found[0], os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _copy_dir_attrs(src_fd, dir_fd, name)
+            src = os.fstat(src_fd)
+        finally:
+            os.close(src_fd)
+        new = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        self._dir_times[canonical] = (new.st_dev, new.st_ino, src.st_atime_ns, src.st_mtime_ns)
+
+    def _lower_link(self, canonical: Canonical) -> str | None:
+        assert self.lowers is not None
+        target = self.lowers.symlink_target(canonical)
+        if target is not None:
+            self._via_lower_links.add(canonical)
+        return target
+
+    def _created(self, canonical: Canonical) -> None:
+        """Something now exists at `canonical` in the target; drop lookups it changes."""
+        if canonical in self._via_lower_links:
+            self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._retired.extend(r.fd for r in self._cache.values())
+        self._cache.clear()
+
+    def _release(self) -> None:
+        for fd in self._retired:
+            os.close(fd)
+        self._retired.clear()
+
+    def finish(self) -> None:
+        """Set directory times, now that nothing more will be written into them."""
+        try:
+            for canonical, (dev, ino, atime, mtime) in self._dir_times.items():
+                fd = self.root.open_canonical_dir(canonical)
+                if fd is None:
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    if (st.st_dev, st.st_ino) == (dev, ino):
+                        os.utime(fd, ns=(atime, mtime))
+                finally:
+                    os.close(fd)
+        except OSError as e:
+            raise _os_error("apply layer: set directory times", e) from None
+
+
+# -- attribute helpers -------------------------------------------------------------------
+
+
+def _set_attrs(handle: int | str, ti: tarfile.TarInfo, *, set_times: bool) -> None:
+    """Owner, xattrs, mode, times of a non-symlink, through an fd or a /proc fd path.
+
+    Order matters: chown clears setuid/setgid and security.capability, so it goes first,
+    then xattrs, then the mode.
+    """
+    os.chown(handle, ti.uid, ti.gid)
+    _set_xattrs(handle, ti, follow_symlinks=True)
+    os.chmod(handle, ti.mode & 0o7777)
+    if set_times:
+        os.utime(handle, ns=_times(ti))
+
+
+def _set_symlink_attrs(dir_fd: int, name: str, ti: tarfile.TarInfo) -> None:
+    # No chmod: a symlink's mode means nothing on Linux and cannot be changed.
+    os.chown(name, ti.uid, ti.gid, dir_fd=dir_fd, follow_symlinks=False)
+    _set_xattrs(f"/proc/self/fd/{dir_fd}/{name}", ti, follow_symlinks=False)
+    os.utime(name, ns=_times(ti), dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _set_xattrs(handle: int | str, ti: tarfile.TarInfo, *, follow_symlinks: bool) -> None:
+    for key, value in ti.pax_headers.items():
+        if not key.startswith(PAX_XATTR_PREFIX):
+            continue
+        name = key[len(PAX_XATTR_PREFIX) :]
+        if name.startswith("trusted."):
+            # The overlay driver keys opaque dirs, redirects and metacopy on trusted.*;
+            # a layer must not forge them.
+            log.warning("tar entry %r: ignoring xattr %s", ti.name, name)
+            continue
+        # tarfile decoded the raw bytes with surrogateescape; this restores them.
+        data = value.encode("utf-8", "surrogateescape")
+        try:
+            os.setxattr(handle, name, data, follow_symlinks=follow_symlinks)
+        except OSError as e:
+            # user.* is only allowed on files and directories; some filesystems lack
+            # xattrs altogether. Neither is the archive's fault (containerd agrees).
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) or (
+                e.errno == errno.EPERM and name.startswith("user.") and not (ti.isreg() or ti.isdir())
+            ):
+                log.warning("tar entry %r: ignoring xattr %s: %s", ti.name, name, e.strerror)
+                continue
+            raise
+
+
+def _copy_dir_attrs(src_fd: int, dir_fd: int, name: str) -> None:
+    """Give the directory `name` the owner, non-trusted xattrs and mode of `src_fd`."""
+    st = os.fstat(src_fd)
+    src = f"/proc/self/fd/{src_fd}"
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.chown(fd, st.st_uid, st.st_gid)
+        try:
+            keys = os.listxattr(src)
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            keys = []
+        for key in keys:
+            if key.startswith("trusted."):
+                continue
+            try:
+                os.setxattr(fd, key, os.getxattr(src, key))
+            except OSError as e:
+                if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA):
+                    raise
+        os.chmod(fd, stat.S_IMODE(st.st_mode))
+    finally:
+        os.close(fd)
+
+
+def _times(ti: tarfile.TarInfo) -> tuple[int, int]:
+    """(atime, mtime) in ns; PAX times keep their fraction; atime is never before mtime."""
+    mtime = _pax_time_ns(ti.pax_headers.get("mtime"))
+    if mtime is None:
+        mtime = int(ti.mtime) * _NS
+    atime = _pax_time_ns(ti.pax_headers.get("atime"))
+    if atime is None or atime < mtime:
+        atime = mtime
+    return _clamp(atime), _clamp(mtime)
+
+
+def _pax_time_ns(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(Decimal(value) * _NS)
+    except (InvalidOperation, ValueError, OverflowError):
+        return None
+
+
+def _clamp(ns: int) -> int:
+    return max(-_I64_MAX, min(_I64_MAX, ns))
+
+
+# -- filesystem helpers ------------------------------------------------------------------
+
+
+def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _remove_at(dir_fd: int, name: str) -> None:
+    """Remove `name` (a whole tree if a directory) without following any symlink."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        # rmtree with dir_fd uses the fd-based walk that never follows symlinks.
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def _os_error(what: str, e: OSError) -> DockyardError:
+    detail = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(f"{what}: {detail}")
+    if e.errno in (errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EMLINK):
+        return InvalidArgument(f"{what}: {detail}")
+    return Internal(f"{what}: {detail}")
