@@ -8,10 +8,10 @@ import os
 import sys
 
 from dock.client import DEFAULT_ADDRESS, Client
-from dock.commands import namespaces, system
+from dock.commands import containers, content, events, images, leases, namespaces, run, snapshots, system, tasks
 from supervisor.errors import DockyardError
 
-GROUPS = (system, namespaces)
+GROUPS = (system, namespaces, leases, containers, content, snapshots, images, run, tasks, events)
 
 
 def build_parser() -> argparse.ArgumentParser:

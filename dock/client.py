@@ -15,6 +15,15 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import empty_pb2, field_mask_pb2
 
+from dock.containers import ContainersAPI
+from dock.content import ContentAPI
+from dock.diff import DiffAPI
+from dock.events import EventsAPI
+from dock.images import ImagesAPI
+from dock.leases import LeasesAPI
+from dock.snapshots import SnapshotsAPI
+from dock.tasks import TasksAPI
+from dock.transfer import TransferAPI
 from dockyard_api.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from dockyard_api.containerd.services.version.v1 import version_pb2_grpc
@@ -92,6 +101,15 @@ class Client:
         self._introspection = introspection_pb2_grpc.IntrospectionStub(self.channel)
         self._namespaces = namespace_pb2_grpc.NamespacesStub(self.channel)
         self._system = system_pb2_grpc.SystemStub(self.channel)
+        self.leases = LeasesAPI(self)
+        self.containers = ContainersAPI(self)
+        self.diff = DiffAPI(self)
+        self.content = ContentAPI(self)
+        self.images = ImagesAPI(self)
+        self.snapshots = SnapshotsAPI(self)
+        self.transfer = TransferAPI(self)
+        self.tasks = TasksAPI(self)
+        self.events = EventsAPI(self)
 
     async def __aenter__(self) -> Client:
         return self

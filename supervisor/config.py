@@ -11,6 +11,8 @@ Example /etc/dockyard/config.toml:
     format = "text"     # or "json"
     [snapshotter]
     default = "overlayfs"
+    [runtimes]          # runtime name -> shim binary; unlisted names use Dockyard's own shim
+    "io.containerd.runc.v2" = "/usr/bin/containerd-shim-runc-v2"
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Config:
     log_format: str = "text"
     default_snapshotter: str = "overlayfs"
     max_message_size: int = 16 * 1024 * 1024  # what ctr caps at, both ways
+    runtimes: dict[str, str] = field(default_factory=dict)
     source: str = field(default="defaults", compare=False)
 
 
@@ -51,6 +54,10 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
 
 
 def _apply(cfg: Config, data: dict[str, Any], path: Path) -> None:
+    runtimes = data.pop("runtimes", {})
+    if not isinstance(runtimes, dict) or not all(isinstance(v, str) and v for v in runtimes.values()):
+        raise ConfigError(f"{path}: [runtimes] maps runtime names to shim binary paths (strings)")
+    cfg.runtimes = dict(runtimes)
     for section, keys in _SCHEMA.items():
         table = data if not section else data.get(section, {})
         if not isinstance(table, dict):

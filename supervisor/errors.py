@@ -56,8 +56,11 @@ class ResourceExhausted(DockyardError):
     kind = "resource exhausted"
 
 
-class NotImplementedYet(DockyardError):
+class Unimplemented(DockyardError):
     kind = "not implemented"
+
+
+NotImplementedYet = Unimplemented  # old name, kept until its last users move
 
 
 class Internal(DockyardError):

@@ -6,7 +6,9 @@ import asyncio
 import importlib
 import logging
 import os
+import platform
 import socket
+import sys
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -19,17 +21,36 @@ from grpc_reflection.v1alpha import reflection
 
 from supervisor.config import Config
 from supervisor.content.local import LocalContentStore
-from supervisor.errors import FailedPrecondition
+from supervisor.differ import Differ
+from supervisor.errors import FailedPrecondition, InvalidArgument
 from supervisor.events import Exchange
+from supervisor.images.transfer import ImageTransfer
+from supervisor.metadata.containers import ContainerStore
+from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.db import Database
+from supervisor.metadata.gc import Collector
+from supervisor.metadata.images import ImageStore
 from supervisor.metadata.leases import LeaseStore
 from supervisor.metadata.namespaces import NamespaceStore
+from supervisor.metadata.snapshots import SnapshotStore
 from supervisor.plugins import Plugin, PluginRegistry
 from supervisor.rootlock import RootLock
+from supervisor.runtime.events import serve_shim_events
+from supervisor.runtime.manager import TaskManager
+from supervisor.runtime.shim import ShimBinary
+from supervisor.services.containers import ContainersService
+from supervisor.services.content import ContentService
+from supervisor.services.diff import DiffService
 from supervisor.services.events import EventsService
+from supervisor.services.gc import GCService
+from supervisor.services.images import ImagesService
 from supervisor.services.introspection import IntrospectionService
+from supervisor.services.leases import LeasesService
 from supervisor.services.namespaces import NamespacesService
+from supervisor.services.snapshots import SnapshotsService
 from supervisor.services.system import SystemService
+from supervisor.services.tasks import TasksService
+from supervisor.services.transfer import TransferService
 from supervisor.services.version import VersionService
 from supervisor.snapshotter import NativeSnapshotter, OverlaySnapshotter, Snapshotter
 from supervisor.snapshotter.overlay import overlay_problem
@@ -93,7 +114,28 @@ class Daemon:
         self.leases = LeaseStore(self._db)
         self.content = LocalContentStore(cfg.root / "content")
         self.registry.add(Plugin("io.containerd.content.v1", "content", exports={"root": str(cfg.root / "content")}))
+        # Namespaced records over the shared blobs; on_delete is where the garbage collector hooks in.
+        self.content_records = NamespacedContentStore(self._db, self.content, on_delete=lambda: None)
         self.snapshotters = await open_snapshotters(cfg.root / "snapshots", self.registry)
+        # Garbage collection; stores call self.collector.schedule after deleting things.
+        self.collector = Collector(self._db, self.content, self.snapshotters,
+                                   guards=[self.content_records.gc_guard])
+        self.content_records.on_delete = self.collector.schedule  # a deleted record may free a blob
+        self.collector.start()
+        self.registry.add(Plugin("io.containerd.gc.v1", "scheduler", requires=["io.containerd.metadata.v1"]))
+
+        # Namespaced snapshots over the backends; the collector must not sweep what they are creating.
+        self.snapshot_store = SnapshotStore(self._db, self.snapshotters, on_delete=self.collector.schedule)
+        self.collector.guards.append(self.snapshot_store.gc_guard)
+        self.collector.snapshot_cleanup = self.snapshot_store.cleanup  # recovers commits, then sweeps
+
+        # Tasks: one shim per container; shims forward their events to our ttrpc socket.
+        self.containers = ContainerStore(self._db, self.collector.schedule)
+        self.shim_events = await serve_shim_events(cfg.state / "ttrpc.sock", self.events)
+        self.tasks = TaskManager(cfg.state, self._shim_binary, self.events)
+        await self.tasks.recover()
+        self.registry.add(Plugin("io.containerd.runtime.v2", "task", requires=["io.containerd.event.v1"],
+                                 platforms=[("linux", _arch(), "")]))
 
         # (plugin id, servicer, plugins it requires); the servicer's generated base class
         # tells which service it implements.
@@ -103,6 +145,26 @@ class Daemon:
             ("events", EventsService(self.events), ["io.containerd.event.v1"]),
             ("introspection", IntrospectionService(self.registry, uid), []),
             ("dockyard.system", SystemService(self), []),
+            ("containers", ContainersService(self.containers, self.events), ["io.containerd.metadata.v1"]),
+            ("tasks", TasksService(self.tasks, self.containers), ["io.containerd.runtime.v2"]),
+            ("leases", LeasesService(self.leases, self.collector.collect, self.collector.schedule),
+             ["io.containerd.metadata.v1"]),
+            ("dockyard.gc", GCService(self.collector), ["io.containerd.gc.v1"]),
+            ("images", ImagesService(ImageStore(self._db, collect=self.collector.collect,
+                                                on_delete=self.collector.schedule), self.events),
+             ["io.containerd.metadata.v1", "io.containerd.gc.v1"]),
+            ("content", ContentService(self.content_records, self.events),
+             ["io.containerd.content.v1", "io.containerd.metadata.v1"]),
+            ("snapshots", SnapshotsService(self.snapshot_store, self.events),
+             ["io.containerd.snapshotter.v1", "io.containerd.metadata.v1"]),
+            ("diff", DiffService(Differ(self.content_records, cfg.root / "tmp")),
+             ["io.containerd.content.v1", "io.containerd.metadata.v1"]),
+            ("dockyard.transfer", TransferService(ImageTransfer(
+                self.content_records, self.snapshot_store,
+                ImageStore(self._db, collect=self.collector.collect, on_delete=self.collector.schedule),
+                self.leases, Differ(self.content_records, cfg.root / "tmp"), cfg.default_snapshotter,
+                self.collector.schedule), self.events),
+             ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
         ]
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.max_message_size),
@@ -126,6 +188,15 @@ class Daemon:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("dockyardd %s serving on %s (root %s, state %s)", _version(), cfg.address, cfg.root, cfg.state)
 
+    def _shim_binary(self, runtime: str) -> ShimBinary:
+        """The shim serving `runtime`: a configured binary, or Dockyard's own shim."""
+        if not runtime:
+            raise InvalidArgument("container has no runtime name")
+        binary = self.config.runtimes.get(runtime)
+        command = (binary,) if binary else (sys.executable, "-m", "shim")
+        return ShimBinary(command, str(self.config.address), str(self.config.state / "ttrpc.sock"),
+                          publish_binary=sys.argv[0] or "dockyardd", foreign=bool(binary))
+
     def request_stop(self) -> None:
         self._stopping.set()
 
@@ -141,6 +212,14 @@ class Daemon:
             self._server = None
             with suppress(FileNotFoundError):  # ours to remove only once we served on it
                 self.config.address.unlink()
+        if getattr(self, "tasks", None) is not None:
+            await self.tasks.close()  # the shims and their containers keep running
+        if getattr(self, "shim_events", None) is not None:
+            await self.shim_events.shutdown(grace=2)
+        if getattr(self, "collector", None) is not None:
+            await self.collector.stop()
+        if getattr(self, "snapshot_store", None) is not None:
+            await self.snapshot_store.drain()  # finish backend removals instead of orphaning them
         for snapshotter in getattr(self, "snapshotters", {}).values():
             await snapshotter.close()
         if self._db is not None:
@@ -171,6 +250,11 @@ async def open_snapshotters(root: Path, registry: PluginRegistry) -> dict[str, S
 def _overlay_problem(root: Path) -> str | None:
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     return overlay_problem(str(root))
+
+
+def _arch() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def _register(server: grpc.aio.Server, servicer: Any) -> str:

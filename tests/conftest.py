@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
+# Before grpc is imported: tests fork container processes in-process, and grpc's fork
+# handlers would print into their output (and have nothing to do for a fork+exec).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from dock.client import Client
-from tests.daemon import DaemonProcess, remove_base, start_daemon
+from tests.daemon import DaemonProcess, remove_base, remove_empty_cgroups, start_daemon
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -16,6 +22,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave no empty cgroup of ours behind (the daemon keeps its parent while it runs)."""
+    remove_empty_cgroups()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -22,6 +24,7 @@ class DaemonProcess:
     base: Path
     proc: subprocess.Popen[bytes]
     log_path: Path
+    log_start: int = 0  # where this process' lines begin in a log shared across restarts
 
     @property
     def root(self) -> Path:
@@ -61,13 +64,14 @@ def start_daemon(base: Path | None = None, extra: list[str] | None = None,
     """Start dockyardd on private dirs (short paths: unix socket paths max out at 107 bytes)."""
     base = base or Path(tempfile.mkdtemp(prefix="dy-"))
     log_path = base / "dockyardd.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     args = ["--root", str(base / "root"), "--state", str(base / "state"), "--log-level", "debug",
             *(extra or [])]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(dockyardd_command(*args), stdout=log, stderr=log, env=env, cwd=REPO,
                                 start_new_session=True)
-    d = DaemonProcess(base, proc, log_path)
+    d = DaemonProcess(base, proc, log_path, log_start)
     if wait:
         wait_ready(d)
     return d
@@ -78,13 +82,64 @@ def wait_ready(d: DaemonProcess, timeout: float = 20) -> None:
     while time.monotonic() < deadline:
         if d.proc.poll() is not None:
             raise RuntimeError(f"dockyardd exited with {d.proc.returncode}:\n{d.log()}")
-        if os.path.exists(d.address) and "serving on" in d.log():
+        if os.path.exists(d.address) and "serving on" in d.log()[d.log_start:]:
             return
         time.sleep(0.05)
     d.stop(signal.SIGKILL)
     raise RuntimeError(f"dockyardd did not become ready in {timeout}s:\n{d.log()}")
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def remove_empty_cgroups(below: str = "dockyard") -> None:
+    """rmdir the empty cgroups at and below /sys/fs/cgroup/*/<below>, leaves first (only
+    ever under our own parent; a cgroup with processes in it refuses, and stays)."""
+    assert below == "dockyard" or below.startswith("dockyard/"), below
+    for top in Path("/sys/fs/cgroup").glob(f"*/{below}"):
+        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+        for d in [*dirs, top]:
+            for _ in range(20):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.05)  # a killed process may still be leaving
+
+
+def reap_leftovers(base: Path) -> None:
+    """After a failed test: shims of this daemon (found by their -address under `base`) are
+    killed by PID, the containers in their cgroups too, and mounts under `base` undone."""
+    for pid in _processes_mentioning(str(base)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for config in (base / "state" / "tasks").glob("*/*/config.json"):
+        with contextlib.suppress(OSError, ValueError):
+            cgroup = json.loads(config.read_text()).get("linux", {}).get("cgroupsPath", "").strip("/")
+            for procs in Path("/sys/fs/cgroup").glob(f"*/dockyard/{cgroup}/cgroup.procs"):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+            remove_empty_cgroups(f"dockyard/{cgroup}")
+        subprocess.run(["runc", "--root", f"/run/containerd/runc/{config.parent.parent.name}", "delete", "-f",
+                        config.parent.name], capture_output=True, check=False)
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for target in sorted((m for m in mounts if m.startswith(str(base) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
 def remove_base(d: DaemonProcess) -> None:
     d.stop()
+    reap_leftovers(d.base)
     shutil.rmtree(d.base, ignore_errors=True)

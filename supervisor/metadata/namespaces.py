@@ -21,7 +21,8 @@ from supervisor.timeutil import now_iso
 # namespace (in containerd's words). Add a table here with the migration that creates it.
 def _occupants(conn: sqlite3.Connection, name: str) -> list[str]:
     found = []
-    for what, table in (("blobs", "content"), ("leases", "leases")):
+    for what, table in (("images", "images"), ("blobs", "content"), ("containers", "containers"),
+                        ("leases", "leases")):
         if conn.execute(f"SELECT 1 FROM {table} WHERE namespace=? LIMIT 1", (name,)).fetchone():
             found.append(what)
     rows = conn.execute("SELECT DISTINCT snapshotter FROM snapshots WHERE namespace=? ORDER BY snapshotter",
@@ -131,6 +132,9 @@ class NamespaceStore:
                 raise FailedPrecondition(
                     f'namespace "{name}" must be empty, but it still has {", ".join(held)}'
                 )
+            # unfinished ingests go with the namespace, as in containerd (the collector
+            # removes their data once no record names it)
+            conn.execute("DELETE FROM ingests WHERE namespace=?", (name,))
             conn.execute("DELETE FROM namespaces WHERE name=?", (name,))
 
         await self.db.write(tx)

@@ -100,4 +100,49 @@ MIGRATIONS: list[list[str]] = [
                 ON DELETE CASCADE ON UPDATE CASCADE
         )""",
     ],
+    # 3: images. The target descriptor is stored flat; its annotations as JSON text (they are
+    # only ever read and replaced with the image). Labels in their own table, as elsewhere.
+    [
+        """CREATE TABLE images (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            name TEXT NOT NULL,
+            target_media_type TEXT NOT NULL,
+            target_digest TEXT NOT NULL,
+            target_size INTEGER NOT NULL,
+            target_annotations TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (namespace, name)
+        )""",
+        "CREATE INDEX images_by_target ON images (namespace, target_digest)",
+        """CREATE TABLE image_labels (
+            namespace TEXT NOT NULL,
+            image TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (namespace, image, key),
+            FOREIGN KEY (namespace, image) REFERENCES images(namespace, name) ON DELETE CASCADE
+        )""",
+    ],
+    # 4: containers. Opaque Any payloads (spec, runtime options) are kept as sent; labels and
+    # extensions as JSON text, since they are always read and written with the container.
+    [
+        """CREATE TABLE containers (
+            namespace TEXT NOT NULL REFERENCES namespaces(name),
+            id TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            image TEXT NOT NULL,
+            runtime_name TEXT NOT NULL,
+            runtime_options_type TEXT NOT NULL,
+            runtime_options BLOB,
+            spec_type TEXT NOT NULL,
+            spec BLOB NOT NULL,
+            snapshotter TEXT NOT NULL,
+            snapshot_key TEXT NOT NULL,
+            extensions TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (namespace, id)
+        )""",
+    ],
 ]

@@ -96,3 +96,14 @@ def rpc_stream(
             await _abort(context, fn.__qualname__, exc)
 
     return wrapper
+
+
+def rpc_bidi(
+    fn: Callable[[Self, AsyncIterator[Req], grpc.aio.ServicerContext], AsyncIterator[Resp]],
+) -> Callable[[Self, AsyncIterator[Req], grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    """Wrap a bidirectional-streaming method (an async generator over the request iterator).
+
+    The mapping is `rpc_stream`'s; a client cancelling the call is not an error and passes
+    through (grpc cancels the handler task), so cleanup belongs in the method's `finally`.
+    """
+    return rpc_stream(fn)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from supervisor.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from tests.conformance.content_remote import RemoteHarness
 
 
 class StoreHarness(Protocol):
@@ -49,6 +50,8 @@ class LocalHarness:
 
 HARNESSES: dict[str, Callable[[Path], StoreHarness]] = {
     "local": lambda tmp: LocalHarness(tmp / "content"),
+    # A real dockyardd over gRPC (the namespaced store), through the dock SDK.
+    "remote": lambda tmp: RemoteHarness(),
 }
 
 
@@ -202,7 +205,7 @@ async def test_unsupported_algorithm_message(store: ContentStore) -> None:
         await store.info("sha512:" + "a" * 128)
 
 
-async def test_delete(store: ContentStore) -> None:
+async def test_delete(store: ContentStore, harness: StoreHarness) -> None:
     data = b"to be deleted"
     d = await put(store, "del", data)
     keep = await put(store, "keep", b"kept")
@@ -215,7 +218,10 @@ async def test_delete(store: ContentStore) -> None:
         await store.delete(d)
     assert [i.digest for i in await walk(store)] == [keep]
     try:
-        assert await r.read_at(0, 100) == data  # an open reader outlives the delete
+        # An open reader outlives the delete, unless the store is namespaced: reading
+        # content a namespace has no record of is refused there.
+        if getattr(harness, "reader_outlives_delete", True):
+            assert await r.read_at(0, 100) == data
     finally:
         await r.close()
     # The same content can be written again after a delete.

@@ -29,12 +29,18 @@ from supervisor.snapshotter import (
 )
 
 from .mounts import mount_all, mounts_under, unmount
+from .remote_snapshotter import RemoteNative, RemoteOverlay
+
+Implementation = type[OverlaySnapshotter] | type[NativeSnapshotter] | type[RemoteOverlay] | type[RemoteNative]
 
 pytestmark = pytest.mark.root
 
-IMPLEMENTATIONS: dict[str, type[OverlaySnapshotter] | type[NativeSnapshotter]] = {
+IMPLEMENTATIONS: dict[str, Implementation] = {
     "overlayfs": OverlaySnapshotter,
     "native": NativeSnapshotter,
+    # The same suite through dockyardd's Snapshots service (namespaced metadata, gRPC, SDK).
+    "grpc-overlayfs": RemoteOverlay,
+    "grpc-native": RemoteNative,
 }
 
 Applier = Callable[[str], None]
@@ -169,7 +175,7 @@ class Mounter:
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def impl(request: pytest.FixtureRequest) -> type[OverlaySnapshotter] | type[NativeSnapshotter]:
+def impl(request: pytest.FixtureRequest) -> Implementation:
     return IMPLEMENTATIONS[request.param]
 
 
@@ -190,7 +196,7 @@ def mounter(work: Path, tmp_path: Path) -> Iterator[Mounter]:
 
 @pytest.fixture
 async def opener(
-    impl: type[OverlaySnapshotter] | type[NativeSnapshotter], tmp_path: Path
+    impl: Implementation, tmp_path: Path
 ) -> AsyncIterator[Opener]:
     opened: list[Snapshotter] = []
 

@@ -1,0 +1,111 @@
+"""dock containers create|ls|info|rm|label."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from typing import Any
+
+from dock.args import parse_labels
+from dock.client import Client
+from dock.commands.run import add_container_options, request_from_args
+from dock.output import emit, emit_json, labels_text
+from dock.runner import create_container, remove_container
+from supervisor.errors import FailedPrecondition, NotFound
+from supervisor.metadata.containers import Container
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser("containers", aliases=["container", "c"], help="manage containers")
+    cmds = group.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
+    p = cmds.add_parser("create", help="create a container from an image (its task is not started)")
+    add_container_options(p)
+    p.set_defaults(handler=create)
+    p = cmds.add_parser("ls", aliases=["list"], help="list containers")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only ids")
+    p.add_argument("filters", nargs="*", help="containerd filters, e.g. labels.app==web")
+    p.set_defaults(handler=ls)
+    p = cmds.add_parser("info", help="show a container, spec included")
+    p.add_argument("id")
+    p.set_defaults(handler=info)
+    p = cmds.add_parser("rm", aliases=["delete", "remove"],
+                        help="remove containers and their snapshots (a stopped task goes too)")
+    p.add_argument("ids", nargs="+")
+    p.set_defaults(handler=rm)
+    p = cmds.add_parser("label", help="set (KEY=VALUE) or remove (KEY=) labels")
+    p.add_argument("id")
+    p.add_argument("labels", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(handler=label)
+
+
+def describe(c: Container) -> dict[str, Any]:
+    """A container as users read it: the spec decoded from its JSON."""
+    spec: Any = None
+    if c.spec is not None:
+        try:
+            spec = json.loads(c.spec.value)
+        except ValueError:
+            spec = {"type_url": c.spec.type_url, "bytes": len(c.spec.value)}
+    return {
+        "id": c.id, "image": c.image, "labels": c.labels, "runtime": c.runtime_name,
+        "snapshotter": c.snapshotter, "snapshot_key": c.snapshot_key,
+        "created_at": c.created_at.isoformat() if c.created_at else None,
+        "updated_at": c.updated_at.isoformat() if c.updated_at else None,
+        "extensions": sorted(c.extensions), "spec": spec,
+    }
+
+
+async def ls(client: Client, args: argparse.Namespace) -> int:
+    found = await client.containers.list(args.filters)
+    if args.quiet and args.format != "json":
+        print("\n".join(c.id for c in found) + ("\n" if found else ""), end="")
+        return 0
+    if args.format == "json":
+        emit_json([describe(c) | {"spec": None} for c in found])
+        return 0
+    emit("table", found, [("CONTAINER", lambda c: c.id), ("IMAGE", lambda c: c.image or "-"),
+                          ("RUNTIME", lambda c: c.runtime_name), ("LABELS", lambda c: labels_text(c.labels))])
+    return 0
+
+
+async def info(client: Client, args: argparse.Namespace) -> int:
+    emit_json(describe(await client.containers.get(args.id)))
+    return 0
+
+
+async def create(client: Client, args: argparse.Namespace) -> int:
+    req = request_from_args(args)
+    async with contextlib.AsyncExitStack() as undo:
+        created = await create_container(client, req, undo)
+        undo.pop_all()
+    if args.format == "json":
+        emit_json(describe(created))
+    else:
+        print(created.id)
+    return 0
+
+
+async def rm(client: Client, args: argparse.Namespace) -> int:
+    """As `ctr containers delete`: refused while the task runs; the snapshot is removed too."""
+    failed = 0
+    for cid in args.ids:
+        try:
+            await remove_container(client, cid)
+        except (NotFound, FailedPrecondition) as exc:
+            print(f"dock: {exc}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+async def label(client: Client, args: argparse.Namespace) -> int:
+    labels = parse_labels(args.labels)
+    current = await client.containers.get(args.id)
+    current.labels = labels
+    updated = await client.containers.update(current, [f"labels.{k}" for k in labels])
+    if args.format == "json":
+        emit_json(describe(updated))
+    else:
+        print(labels_text(updated.labels))
+    return 0

@@ -1,0 +1,147 @@
+"""dock images ls|rm|tag|label.
+
+Each subcommand is an `add_<name>(cmds)` function that declares its parser and handler;
+`SUBCOMMANDS` lists them in help order. To add one (inspect, import, export, unpack ...),
+write its `add_` function and handler — here or in a module of its own — and append it.
+
+Image arguments are looked up as given first, then in Docker's normalized form, so `busybox`
+finds `docker.io/library/busybox:latest`; new names (tag targets) are stored normalized.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from dock.args import parse_labels
+from dock.client import Client
+from dock.commands.image_transfer import TRANSFER_SUBCOMMANDS
+from dock.images import ImageInfo
+from dock.output import emit_json, emit_table, human_size, labels_text, to_jsonable
+from supervisor.errors import AlreadyExists, DockyardError
+from supervisor.images.reference import normalize
+
+_SHORT_TYPES = {
+    "application/vnd.oci.image.index.v1+json": "oci-index",
+    "application/vnd.oci.image.manifest.v1+json": "oci-manifest",
+    "application/vnd.docker.distribution.manifest.list.v2+json": "docker-list",
+    "application/vnd.docker.distribution.manifest.v2+json": "docker-manifest",
+}
+
+
+def short_type(media_type: str) -> str:
+    return _SHORT_TYPES.get(media_type, media_type or "-")
+
+
+def image_json(img: ImageInfo) -> dict[str, Any]:
+    """An image as `--format json` prints it (times in ISO 8601)."""
+    out: dict[str, Any] = to_jsonable(img)
+    for key in ("created_at", "updated_at"):
+        value = getattr(img, key)
+        out[key] = value.isoformat() if value is not None else None
+    return out
+
+
+def add_ls(cmds: Any) -> None:
+    p = cmds.add_parser("ls", aliases=["list"], help="list images")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only names")
+    p.add_argument("filters", nargs="*",
+                   help="containerd filters, e.g. name~=busybox, labels.team==red, target.mediatype~=index")
+    p.set_defaults(handler=ls)
+
+
+def add_rm(cmds: Any) -> None:
+    p = cmds.add_parser("rm", aliases=["remove", "delete"], help="remove images")
+    p.add_argument("--sync", action="store_true", help="collect garbage before returning")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(handler=rm)
+
+
+def add_tag(cmds: Any) -> None:
+    p = cmds.add_parser("tag", help="give an image more names")
+    p.add_argument("--force", "-f", action="store_true", help="replace an image that has the new name")
+    p.add_argument("source")
+    p.add_argument("targets", nargs="+", metavar="target")
+    p.set_defaults(handler=tag)
+
+
+def add_label(cmds: Any) -> None:
+    p = cmds.add_parser("label", help="set (KEY=VALUE) or remove (KEY=) labels of an image")
+    p.add_argument("name")
+    p.add_argument("labels", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(handler=label)
+
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [add_ls, add_rm, add_tag, add_label, *TRANSFER_SUBCOMMANDS]
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser("images", aliases=["image", "i"], help="manage images")
+    cmds = group.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(cmds)
+
+
+async def ls(client: Client, args: argparse.Namespace) -> int:
+    found = await client.images.list(*args.filters)
+    if args.format == "json":
+        emit_json([image_json(i) for i in found])
+        return 0
+    if args.quiet:
+        for img in found:
+            print(img.name)
+        return 0
+    emit_table(found, [
+        ("REF", lambda i: i.name),
+        ("TYPE", lambda i: short_type(i.target.media_type)),
+        ("DIGEST", lambda i: i.target.digest),
+        ("SIZE", lambda i: human_size(i.target.size)),  # the target's own size, not the layers'
+        ("LABELS", lambda i: labels_text(i.labels)),
+    ])
+    return 0
+
+
+async def rm(client: Client, args: argparse.Namespace) -> int:
+    failed = 0
+    for name in args.names:
+        try:
+            img = await client.images.find(name)
+            await client.images.delete(img.name, sync=args.sync)
+        except DockyardError as exc:
+            print(f"dock: {exc}", file=sys.stderr)
+            failed = 1
+            continue
+        print(img.name)
+    return failed
+
+
+async def tag(client: Client, args: argparse.Namespace) -> int:
+    src = await client.images.find(args.source)
+    made: list[ImageInfo] = []
+    for target in args.targets:
+        try:
+            made.append(await client.images.tag(src.name, target))
+        except AlreadyExists:
+            if not args.force:
+                raise
+            # ctr's --force: the old record goes, the name now points at the source's target.
+            await client.images.delete(normalize(target))
+            made.append(await client.images.tag(src.name, target))
+    if args.format == "json":
+        emit_json([image_json(i) for i in made])
+    else:
+        for img in made:
+            print(img.name)
+    return 0
+
+
+async def label(client: Client, args: argparse.Namespace) -> int:
+    img = await client.images.find(args.name)
+    img = await client.images.set_labels(img.name, parse_labels(args.labels))
+    if args.format == "json":
+        emit_json(image_json(img))
+    else:
+        print(labels_text(img.labels))
+    return 0

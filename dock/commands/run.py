@@ -1,0 +1,65 @@
+"""dock run: a container from an image, its task in the foreground (or detached with -d)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dock.args import parse_labels
+from dock.client import Client
+from dock.containers import RUNC_V2
+from dock.oci import SpecOptions, parse_bytes, parse_mount
+from dock.runner import RunRequest, run
+from supervisor.errors import InvalidArgument
+
+
+def add_container_options(p: argparse.ArgumentParser) -> None:
+    """The options that shape a container: shared by `run` and `containers create`."""
+    p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an environment variable (KEY alone removes one the image sets)")
+    p.add_argument("--cwd", "-w", default="", help="working directory in the container")
+    p.add_argument("--user", "-u", default="", help="user[:group] or uid[:gid] to run as")
+    p.add_argument("--hostname", default="", help="the container's hostname")
+    p.add_argument("--memory", "-m", default=None, metavar="BYTES", help="memory limit, e.g. 268435456 or 1g")
+    p.add_argument("--cpus", type=float, default=None, help="CPU quota in CPUs, e.g. 0.5")
+    p.add_argument("--pids-limit", type=int, default=None, metavar="N", help="most processes at once")
+    p.add_argument("--mount", action="append", default=[], metavar="SPEC",
+                   help="type=bind,src=/host/path,dst=/container/path,options=rbind:ro")
+    p.add_argument("--net", choices=("none", "host"), default="none",
+                   help="none: a network namespace of its own, with only lo (default); host: the host's")
+    p.add_argument("--snapshotter", default="", help="snapshotter for the rootfs (default: overlayfs)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="container label")
+    p.add_argument("--runtime", default=RUNC_V2, help=f"runtime name (default {RUNC_V2})")
+    p.add_argument("--platform", default="", help="image platform, e.g. linux/arm64 (default: this host's)")
+    p.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")
+    p.add_argument("image", help="image name, e.g. busybox or docker.io/library/busybox:latest")
+    p.add_argument("id", help="container id")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD", help="command and arguments (default: the image's)")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a container from an image")
+    p.add_argument("--rm", action="store_true", help="remove the container (and its snapshot) when it exits")
+    p.add_argument("--detach", "-d", action="store_true", help="start the task and return, printing the id")
+    p.add_argument("--interactive", "-i", action="store_true", help="connect our stdin to the process")
+    add_container_options(p)
+    p.set_defaults(handler=run_command)
+
+
+def request_from_args(args: argparse.Namespace) -> RunRequest:
+    try:
+        memory = parse_bytes(args.memory) if args.memory is not None else None
+        mounts = [parse_mount(m) for m in args.mount]
+    except InvalidArgument as exc:
+        raise SystemExit(f"dock: {exc}") from None
+    spec = SpecOptions(args=list(args.args), env=list(args.env), cwd=args.cwd, user=args.user,
+                       hostname=args.hostname, tty=args.tty, net=args.net, memory=memory, cpus=args.cpus,
+                       pids_limit=args.pids_limit, mounts=mounts)
+    return RunRequest(args.image, args.id, spec, rm=getattr(args, "rm", False),
+                      detach=getattr(args, "detach", False), interactive=getattr(args, "interactive", False),
+                      snapshotter=args.snapshotter, labels=parse_labels(args.label), runtime=args.runtime,
+                      platform=args.platform)
+
+
+async def run_command(client: Client, args: argparse.Namespace) -> int:
+    return await run(client, request_from_args(args))

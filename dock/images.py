@@ -1,0 +1,139 @@
+"""Image records in the SDK: `client.images`.
+
+    img = await client.images.create("docker.io/library/busybox:latest",
+                                     Descriptor(OCI_MANIFEST, "sha256:…", 528), labels={"a": "b"})
+    await client.images.set_labels(img.name, {"a": "", "team": "infra"})   # "" removes a label
+    await client.images.tag(img.name, "busybox:stable")                     # normalized: docker.io/…
+    found = await client.images.list("labels.team==infra")
+    await client.images.delete(img.name, sync=True)     # returns after garbage collection
+
+Names are sent as given, except where a method says it normalizes (`tag`'s target, `find`).
+Errors arrive as the daemon's kinds (NotFound, AlreadyExists, InvalidArgument, ...).
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from google.protobuf import field_mask_pb2
+
+from dockyard_api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
+from dockyard_api.containerd.types import descriptor_pb2
+from supervisor.errors import NotFound
+from supervisor.images.reference import InvalidReference, normalize
+
+if TYPE_CHECKING:
+    from dock.client import Client
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+@dataclass
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ImageInfo:
+    name: str
+    target: Descriptor
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def _descriptor_pb(d: Descriptor) -> descriptor_pb2.Descriptor:
+    return descriptor_pb2.Descriptor(media_type=d.media_type, digest=d.digest, size=d.size,
+                                     annotations=d.annotations)
+
+
+def _image_pb(image: ImageInfo) -> images_pb2.Image:
+    # Timestamps are the daemon's; leaving them unset is what "ignore" looks like on the wire.
+    return images_pb2.Image(name=image.name, labels=image.labels, target=_descriptor_pb(image.target))
+
+
+def _image(msg: images_pb2.Image) -> ImageInfo:
+    t = msg.target
+    return ImageInfo(
+        msg.name,
+        Descriptor(t.media_type, t.digest, t.size, dict(t.annotations)),
+        dict(msg.labels),
+        msg.created_at.ToDatetime(tzinfo=UTC) if msg.HasField("created_at") else None,
+        msg.updated_at.ToDatetime(tzinfo=UTC) if msg.HasField("updated_at") else None,
+    )
+
+
+class ImagesAPI:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = images_pb2_grpc.ImagesStub(client.channel)
+
+    async def get(self, name: str) -> ImageInfo:
+        resp = await self._client.call(self._stub.Get, images_pb2.GetImageRequest(name=name))
+        return _image(resp.image)
+
+    async def find(self, ref: str) -> ImageInfo:
+        """The image named exactly `ref`, else the one its normalized form names
+        (`busybox` finds `docker.io/library/busybox:latest`)."""
+        try:
+            return await self.get(ref)
+        except NotFound as exact:
+            try:
+                full = normalize(ref)
+            except InvalidReference:
+                raise exact from None
+            if full == ref:
+                raise
+            try:
+                return await self.get(full)
+            except NotFound:
+                raise exact from None  # name what the caller asked for
+
+    async def list(self, *filters: str) -> builtins.list[ImageInfo]:
+        """Images matching any of the containerd filters (`name==x`, `target.digest==sha256:…`,
+        `target.mediatype~=index`, `labels.k==v`); none lists every image, ordered by name."""
+        resp = await self._client.call(self._stub.List, images_pb2.ListImagesRequest(filters=list(filters)))
+        return [_image(m) for m in resp.images]
+
+    async def create(self, name: str, target: Descriptor, labels: dict[str, str] | None = None) -> ImageInfo:
+        image = ImageInfo(name, target, dict(labels or {}))
+        resp = await self._client.call(self._stub.Create, images_pb2.CreateImageRequest(image=_image_pb(image)))
+        return _image(resp.image)
+
+    async def update(self, image: ImageInfo, paths: builtins.list[str] | None = None) -> ImageInfo:
+        """Store `image`'s fields named by `paths` (`labels`, `labels.<k>`, `target`, `annotations`,
+        `annotations.<k>`); no paths replaces target and labels as a whole."""
+        req = images_pb2.UpdateImageRequest(image=_image_pb(image),
+                                            update_mask=field_mask_pb2.FieldMask(paths=paths or []))
+        resp = await self._client.call(self._stub.Update, req)
+        return _image(resp.image)
+
+    async def set_labels(self, name: str, labels: dict[str, str]) -> ImageInfo:
+        """Set the given labels (an empty value removes one), leaving the others alone."""
+        if not labels:  # an empty mask would mean "replace everything" to the daemon
+            return await self.get(name)
+        image = ImageInfo(name, Descriptor("", "", 0), dict(labels))
+        return await self.update(image, [f"labels.{k}" for k in labels])
+
+    async def set_target(self, name: str, target: Descriptor) -> ImageInfo:
+        return await self.update(ImageInfo(name, target), ["target"])
+
+    async def delete(self, name: str, sync: bool = False) -> None:
+        """Delete an image record; with `sync` the daemon collects garbage before answering."""
+        await self._client.call(self._stub.Delete, images_pb2.DeleteImageRequest(name=name, sync=sync))
+
+    async def tag(self, source: str, target: str, normalize_target: bool = True) -> ImageInfo:
+        """A new name for `source`'s target and labels, as `ctr images tag` does (Get, then
+        Create; AlreadyExists if the name is taken). The new name is normalized unless told not."""
+        src = await self.find(source)
+        name = normalize(target) if normalize_target else target
+        return await self.create(name, src.target, src.labels)

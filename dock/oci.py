@@ -1,0 +1,586 @@
+"""OCI runtime specs for containers made from images, built the way containerd's client does.
+
+A spec starts as containerd's default Linux spec (`default_spec`: the default mounts,
+capabilities, masked and read-only paths, RLIMIT_NOFILE, the five namespaces, devices denied
+but for the usual character devices), and the `with_*` functions then change it in place,
+each one the counterpart of a containerd `oci.With...` option:
+
+    spec = default_spec("default", "web")
+    with_env(spec, ["DEBUG=1"])                        # user env first: the image's is merged under it
+    with_image_config(spec, image_config, root, ["sh", "-c", "echo hi"])
+    with_memory_limit(spec, 256 << 20)
+    data = json.dumps(spec)
+
+`build_spec(namespace, id, image_config, SpecOptions(...), root)` applies them in the order
+`ctr run` does.
+
+Users: `root` is the image's root filesystem mounted somewhere on the host (a `RootFS`),
+read to resolve user and group names from its /etc/passwd and /etc/group and to find the
+user's supplementary groups (process.user.additionalGids), as containerd does; `None` means
+there is no tree to read, which behaves like a tree without those files. Paths are resolved
+inside the root: a symlink in the image cannot point the lookup at the host's files.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor.errors import InvalidArgument, NotFound
+
+Spec = dict[str, Any]  # an OCI runtime spec as its JSON object
+
+OCI_VERSION = "1.0.2-dev"  # the runtime-spec version containerd 1.6 writes
+DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+NAMESPACES = ["pid", "ipc", "uts", "mount", "network"]
+DEFAULT_MOUNTS: list[dict[str, Any]] = [
+    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+]
+# (major, minor or None for all) of the character devices every container may use.
+DEFAULT_DEVICES: list[tuple[int, int | None]] = [
+    (1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 1),  # null random full tty zero urandom console
+    (136, None),  # /dev/pts/*
+    (5, 2),  # ptmx
+]
+MAX_ID = 2**31 - 1  # runc wants uid/gid <= MaxInt32, and containerd follows it
+STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
+
+
+# -- the default spec --------------------------------------------------------------------------
+
+
+def default_spec(namespace: str, cid: str) -> Spec:
+    """containerd's populateDefaultUnixSpec: what every Linux container starts from."""
+    caps = list(DEFAULT_CAPABILITIES)
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "cwd": "/",
+            "capabilities": {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs"},
+        "mounts": copy.deepcopy(DEFAULT_MOUNTS),
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "cgroupsPath": f"/{namespace}/{cid}",
+            "namespaces": [{"type": t} for t in NAMESPACES],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+
+
+def _process(spec: Spec) -> dict[str, Any]:
+    return spec.setdefault("process", {})  # type: ignore[no-any-return]
+
+
+def _linux(spec: Spec) -> dict[str, Any]:
+    return spec.setdefault("linux", {})  # type: ignore[no-any-return]
+
+
+def _resources(spec: Spec) -> dict[str, Any]:
+    return _linux(spec).setdefault("resources", {})  # type: ignore[no-any-return]
+
+
+def with_default_unix_devices(spec: Spec) -> None:
+    """Allow the usual character devices in the device cgroup (containerd's WithDefaultUnixDevices)."""
+    devices = _resources(spec).setdefault("devices", [])
+    for major, minor in DEFAULT_DEVICES:
+        rule: dict[str, Any] = {"allow": True, "type": "c", "major": major, "access": "rwm"}
+        if minor is not None:
+            rule["minor"] = minor
+        devices.append(rule)
+
+
+# -- environment, arguments, working directory ---------------------------------------------------
+
+
+def replace_or_append_env(defaults: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """`defaults` with each override replacing the entry of the same name, or appended; an
+    override without '=' removes that name."""
+    results: list[str | None] = list(defaults)
+    index = {entry.split("=", 1)[0]: i for i, entry in enumerate(defaults)}
+    for value in overrides:
+        name = value.split("=", 1)[0]
+        if "=" not in value:
+            if name in index:
+                results[index[name]] = None
+            continue
+        if name in index:
+            results[index[name]] = value
+        else:
+            index[name] = len(results)
+            results.append(value)
+    return [e for e in results if e is not None]
+
+
+def with_env(spec: Spec, env: Sequence[str]) -> None:
+    if env:
+        proc = _process(spec)
+        proc["env"] = replace_or_append_env(proc.get("env") or [], env)
+
+
+def with_process_args(spec: Spec, args: Sequence[str]) -> None:
+    _process(spec)["args"] = list(args)
+
+
+def with_cwd(spec: Spec, cwd: str) -> None:
+    if not cwd.startswith("/"):
+        raise InvalidArgument(f"working directory {cwd!r} must be an absolute path")
+    _process(spec)["cwd"] = cwd
+
+
+def with_tty(spec: Spec) -> None:
+    proc = _process(spec)
+    proc["terminal"] = True
+    proc["env"] = [*(proc.get("env") or []), "TERM=xterm"]
+
+
+def with_hostname(spec: Spec, name: str) -> None:
+    spec["hostname"] = name
+
+
+def with_annotations(spec: Spec, annotations: dict[str, str]) -> None:
+    if annotations:
+        spec.setdefault("annotations", {}).update(annotations)
+
+
+# -- mounts and namespaces ---------------------------------------------------------------------
+
+
+def with_mounts(spec: Spec, mounts: Iterable[dict[str, Any]]) -> None:
+    spec.setdefault("mounts", []).extend(copy.deepcopy(list(mounts)))
+
+
+def parse_mount(text: str) -> dict[str, Any]:
+    """`type=bind,src=/a,dst=/b,options=rbind:ro` (ctr's --mount syntax) as an OCI mount.
+    The type defaults to bind, and a bind mount gets `rbind` unless it names bind or rbind."""
+    mount: dict[str, Any] = {"type": "bind", "source": "", "destination": "", "options": []}
+    for item in next(csv.reader([text]), []):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgument(f"mount {text!r}: {item!r} is not KEY=VALUE")
+        if key == "type":
+            mount["type"] = value
+        elif key in ("source", "src"):
+            mount["source"] = value
+        elif key in ("destination", "dst", "target"):
+            mount["destination"] = value
+        elif key == "options":
+            mount["options"] = [o for o in value.split(":") if o]
+        else:
+            raise InvalidArgument(f"mount {text!r}: unknown key {key!r} (want type, src, dst, options)")
+    if not mount["destination"].startswith("/"):
+        raise InvalidArgument(f"mount {text!r}: dst must be an absolute path in the container")
+    if mount["type"] == "bind":
+        if not mount["source"].startswith("/"):
+            raise InvalidArgument(f"mount {text!r}: a bind mount's src must be an absolute host path")
+        if not {"bind", "rbind"} & set(mount["options"]):
+            mount["options"].insert(0, "rbind")
+    elif not mount["source"]:
+        mount["source"] = mount["type"]
+    return mount
+
+
+def without_namespace(spec: Spec, kind: str) -> None:
+    """Share the host's namespace of this kind (containerd's WithHostNamespace)."""
+    linux = _linux(spec)
+    linux["namespaces"] = [n for n in linux.get("namespaces", []) if n.get("type") != kind]
+
+
+def with_host_network(spec: Spec, hostname: str) -> None:
+    """The host's network: no network namespace, the host's /etc/hosts and resolv.conf
+    (read-only), and HOSTNAME as ctr sets it for --net-host."""
+    without_namespace(spec, "network")
+    with_mounts(spec, [
+        {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts", "options": ["rbind", "ro"]},
+        {"destination": "/etc/resolv.conf", "type": "bind", "source": "/etc/resolv.conf", "options": ["rbind", "ro"]},
+    ])
+    with_env(spec, [f"HOSTNAME={hostname}"])
+
+
+# -- resources ----------------------------------------------------------------------------------
+
+
+def with_memory_limit(spec: Spec, limit: int) -> None:
+    if limit <= 0:
+        raise InvalidArgument(f"memory limit {limit} must be positive")
+    _resources(spec).setdefault("memory", {})["limit"] = limit
+
+
+def with_pids_limit(spec: Spec, limit: int) -> None:
+    if limit == 0 or limit < -1:
+        raise InvalidArgument(f"pids limit {limit} must be positive (or -1 for no limit)")
+    _resources(spec).setdefault("pids", {})["limit"] = limit
+
+
+def with_cpus(spec: Spec, cpus: float, period: int = 100_000) -> None:
+    """A CFS quota of `cpus` CPUs per `period` microseconds (ctr's --cpus)."""
+    if not cpus > 0:
+        raise InvalidArgument(f"cpus {cpus} must be positive")
+    cpu = _resources(spec).setdefault("cpu", {})
+    cpu["quota"] = int(cpus * period)
+    cpu["period"] = period
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """`1073741824`, `512m`, `1g`, `1.5G`, `64KiB`: binary units, as docker's --memory."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise InvalidArgument(f"invalid size {text!r}: want bytes, or a number with k, m, g or t")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise InvalidArgument(f"invalid size {text!r}: must be positive")
+    return value
+
+
+# -- users and groups -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    home: str = ""
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    name: str
+    gid: int
+    members: tuple[str, ...] = ()
+
+
+def parse_passwd(text: str) -> list[PasswdEntry]:
+    """/etc/passwd lines (name:password:uid:gid:gecos:home:shell); malformed lines are skipped."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split(":")
+        try:
+            out.append(PasswdEntry(parts[0], int(parts[2]), int(parts[3]), parts[5] if len(parts) > 5 else ""))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+def parse_group(text: str) -> list[GroupEntry]:
+    """/etc/group lines (name:password:gid:member,member); malformed lines are skipped."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split(":")
+        try:
+            members = tuple(m.strip() for m in parts[3].split(",") if m.strip()) if len(parts) > 3 else ()
+            out.append(GroupEntry(parts[0], int(parts[2]), members))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+class RootFS:
+    """An image's root filesystem, mounted at `path` on the host; reads resolve inside it."""
+
+    MAX_LINKS = 255
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def resolve(self, name: str) -> Path:
+        """`name` (absolute in the container) as a host path, symlinks followed within the root
+        (an absolute link target, or `..` above `/`, stays at the root)."""
+        todo = [p for p in name.split("/") if p not in ("", ".")]
+        done: list[str] = []
+        links = 0
+        while todo:
+            part = todo.pop(0)
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            here = self.path.joinpath(*done, part)
+            if here.is_symlink():
+                links += 1
+                if links > self.MAX_LINKS:
+                    raise InvalidArgument(f"{name}: too many levels of symbolic links in the image")
+                target = os.readlink(here)
+                if target.startswith("/"):
+                    done = []
+                todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+                continue
+            done.append(part)
+        return self.path.joinpath(*done)
+
+    def read_text(self, name: str) -> str | None:
+        """The file's text, or None when the image has no such file."""
+        try:
+            return self.resolve(name).read_text(errors="replace")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def users(self) -> list[PasswdEntry] | None:
+        text = self.read_text("/etc/passwd")
+        return None if text is None else parse_passwd(text)
+
+    def groups(self) -> list[GroupEntry] | None:
+        text = self.read_text("/etc/group")
+        return None if text is None else parse_group(text)
+
+
+def _user(spec: Spec) -> dict[str, Any]:
+    return _process(spec).setdefault("user", {"uid": 0, "gid": 0})  # type: ignore[no-any-return]
+
+
+def _ensure_primary_gid(spec: Spec) -> None:
+    """containerd's ensureAdditionalGids: the primary group is listed among the additional ones."""
+    user = _user(spec)
+    gids = list(user.get("additionalGids") or [])
+    if user.get("gid", 0) not in gids:
+        gids.insert(0, user.get("gid", 0))
+    user["additionalGids"] = gids
+
+
+def _as_id(text: str) -> int | None:
+    """The number a user/group field names, or None when it is a name (as strconv.Atoi + range)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        return None
+    return value if 0 <= value <= MAX_ID and text.strip() == text else None
+
+
+def _users(root: RootFS | None) -> list[PasswdEntry] | None:
+    return root.users() if root is not None else None
+
+
+def with_user(spec: Spec, userstr: str, root: RootFS | None) -> None:
+    """Set process.user from `user`, `uid`, `user:group`, `uid:gid`, `uid:group` or `user:gid`
+    (OCI image-spec's User), resolving names in the image's /etc/passwd and /etc/group, as
+    containerd's WithUser. A uid the image does not list runs with gid 0; a name it does not
+    list is an error."""
+    user = _user(spec)
+    user["additionalGids"] = []
+    parts = userstr.split(":")
+    try:
+        if len(parts) == 1:
+            uid = _as_id(parts[0])
+            if uid is None:
+                entry = _find_user(root, lambda u: u.name == parts[0], f"user {parts[0]!r}")
+                user["uid"], user["gid"] = entry.uid, entry.gid
+            else:
+                users = _users(root)
+                match = next((u for u in users or [] if u.uid == uid), None)
+                user["uid"], user["gid"] = (match.uid, match.gid) if match else (uid, 0)
+            return
+        if len(parts) != 2:
+            raise InvalidArgument(f"invalid USER value {userstr!r}")
+        uid, gid = _as_id(parts[0]), _as_id(parts[1])
+        if uid is None:
+            if not parts[0]:
+                raise InvalidArgument(f"invalid USER value {userstr!r}")
+            uid = _find_user(root, lambda u: u.name == parts[0], f"user {parts[0]!r}").uid
+        if gid is None:
+            if not parts[1]:
+                raise InvalidArgument(f"invalid USER value {userstr!r}")
+            groups = root.groups() if root is not None else None
+            if groups is None:
+                raise NotFound(f"group {parts[1]!r}: the image has no /etc/group")
+            found = next((g for g in groups if g.name == parts[1]), None)
+            if found is None:
+                raise NotFound(f"group {parts[1]!r} in the image's /etc/group")
+            gid = found.gid
+        user["uid"], user["gid"] = uid, gid
+    finally:
+        _ensure_primary_gid(spec)
+
+
+def _find_user(root: RootFS | None, match: Callable[[PasswdEntry], bool], what: str) -> PasswdEntry:
+    users = _users(root)
+    if users is None:
+        raise NotFound(f"{what}: the image has no /etc/passwd")
+    entry = next((u for u in users if match(u)), None)
+    if entry is None:
+        raise NotFound(f"{what} in the image's /etc/passwd")
+    return entry
+
+
+def with_additional_gids(spec: Spec, userstr: str, root: RootFS | None) -> None:
+    """process.user.additionalGids: the groups of /etc/group that list the user (given by uid
+    or name) as a member, plus the primary group, as containerd's WithAdditionalGIDs."""
+    user = _user(spec)
+    user["additionalGids"] = []
+    try:
+        name = userstr
+        if (uid := _as_id(userstr)) is not None:
+            match = next((u for u in _users(root) or [] if u.uid == uid), None)
+            if match is None:
+                return  # a uid the image does not list has no supplementary groups
+            name = match.name
+        groups = root.groups() if root is not None else None
+        if groups is not None:
+            user["additionalGids"] = [g.gid for g in groups if g.name != name and name in g.members]
+    finally:
+        _ensure_primary_gid(spec)
+
+
+# -- image config -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageConfig:
+    """The run defaults of an image config (its `config` object)."""
+
+    user: str = ""
+    env: list[str] = field(default_factory=list)
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    working_dir: str = ""
+    stop_signal: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, config: dict[str, Any]) -> ImageConfig:
+        def strings(key: str) -> list[str]:
+            value = config.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InvalidArgument(f"image config: {key} must be an array of strings")
+            return list(value)
+
+        def string(key: str) -> str:
+            value = config.get(key) or ""
+            if not isinstance(value, str):
+                raise InvalidArgument(f"image config: {key} must be a string")
+            return value
+
+        labels = config.get("Labels") or {}
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise InvalidArgument("image config: Labels must be an object of strings")
+        return cls(string("User"), strings("Env"), strings("Entrypoint"), strings("Cmd"), string("WorkingDir"),
+                   string("StopSignal"), dict(labels))
+
+
+def with_image_config(spec: Spec, config: ImageConfig, root: RootFS | None, args: Sequence[str] = ()) -> None:
+    """containerd's WithImageConfigArgs: the image's Env under what the spec already has, args =
+    Entrypoint + (args or Cmd), cwd = WorkingDir or /, the image's User, and the user's
+    supplementary groups."""
+    proc = _process(spec)
+    proc["env"] = replace_or_append_env(config.env or DEFAULT_ENV, proc.get("env") or [])
+    proc["args"] = [*config.entrypoint, *(args or config.cmd)]
+    proc["cwd"] = config.working_dir or "/"
+    if config.user:
+        with_user(spec, config.user, root)
+        with_additional_gids(spec, str(_user(spec)["uid"]), root)
+    else:
+        with_additional_gids(spec, "root", root)
+
+
+# -- all together -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SpecOptions:
+    """What `dock run` / `dock containers create` let a user change."""
+
+    args: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    cwd: str = ""
+    user: str = ""
+    hostname: str = ""
+    tty: bool = False
+    net: str = "none"  # "none": a network namespace of its own (only lo); "host": the host's
+    memory: int | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def build_spec(namespace: str, cid: str, image: ImageConfig, opts: SpecOptions, root: RootFS | None,
+               host_hostname: str = "") -> Spec:
+    """The spec `ctr run` would build (same option order), plus dock's --user and --hostname."""
+    if opts.net not in ("none", "host"):
+        raise InvalidArgument(f"network mode {opts.net!r}: want none or host")
+    spec = default_spec(namespace, cid)
+    with_default_unix_devices(spec)
+    with_env(spec, opts.env)
+    with_mounts(spec, opts.mounts)
+    with_image_config(spec, image, root, opts.args)
+    if not _process(spec)["args"]:
+        raise InvalidArgument("no command: the image has no Entrypoint or Cmd, and none was given")
+    if opts.cwd:
+        with_cwd(spec, opts.cwd)
+    if opts.tty:
+        with_tty(spec)
+    if opts.net == "host":
+        with_host_network(spec, host_hostname or os.uname().nodename)
+    if opts.cpus is not None:
+        with_cpus(spec, opts.cpus)
+    if opts.pids_limit is not None:
+        with_pids_limit(spec, opts.pids_limit)
+    if opts.memory is not None:
+        with_memory_limit(spec, opts.memory)
+    if opts.user:
+        with_user(spec, opts.user, root)
+        with_additional_gids(spec, str(_user(spec)["uid"]), root)
+    if opts.hostname:
+        with_hostname(spec, opts.hostname)
+    with_annotations(spec, opts.annotations)
+    return spec
+
+
+def exec_process(spec: Spec, args: Sequence[str], *, tty: bool = False, cwd: str = "",
+                 env: Sequence[str] = ()) -> dict[str, Any]:
+    """The process of an exec in a container with `spec`: the container's process (user,
+    env, capabilities, rlimits) with other args, as `ctr tasks exec` builds it."""
+    if not args:
+        raise InvalidArgument("exec needs a command")
+    proc = copy.deepcopy(spec.get("process") or {})
+    proc["args"] = list(args)
+    proc["terminal"] = tty
+    if tty and not any(e.startswith("TERM=") for e in proc.get("env") or []):
+        proc["env"] = [*(proc.get("env") or []), "TERM=xterm"]
+    if not tty:
+        proc.pop("consoleSize", None)
+    if cwd:
+        if not cwd.startswith("/"):
+            raise InvalidArgument(f"working directory {cwd!r} must be an absolute path")
+        proc["cwd"] = cwd
+    if env:
+        proc["env"] = replace_or_append_env(proc.get("env") or [], env)
+    return proc  # type: ignore[no-any-return]

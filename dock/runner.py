@@ -1,0 +1,394 @@
+"""Containers from images, and running their tasks in the foreground: what `dock run` does.
+
+The client does the work containerd's client does (ctr-calls.md §2, "run --rm"):
+
+    image      Images/Get (the name normalized: `busybox` is docker.io/library/busybox:latest),
+               the manifest for this platform (through an index if need be), the config
+    unpack     when Snapshots/Stat(chain ID) says NotFound: per layer Prepare → Diff/Apply →
+               Commit, checking each applied digest against the config's diff ID
+    snapshot   Snapshots/Prepare(key = container id, parent = chain ID), in a lease
+    spec       dock.oci, with the snapshot mounted read-only on the host for a moment to read
+               the image's /etc/passwd and /etc/group
+    container  Containers/Create, then the lease goes (the container now holds the snapshot)
+    task       FIFOs in a private temp dir → Tasks/Create → Start → copy stdio, forward
+               signals as Tasks/Kill, resize a terminal → Wait → Tasks/Delete
+
+Whatever fails, what this run made is undone in reverse order: no task, container,
+snapshot, lease or FIFO dir of it stays behind. Only success keeps the container (and,
+with `--rm`, not even that).
+
+    code = await run(client, RunRequest("busybox", "hello", SpecOptions(args=["echo", "hi"]), rm=True))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import tempfile
+import termios
+import time
+import tty
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dock.client import Client
+from dock.containers import RUNC_V2, oci_spec_any
+from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_spec
+from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
+from dock.stdio import ProcessIO, write_all
+from dock.tasks import Status
+from supervisor import mounts as hostmounts
+from supervisor.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from supervisor.images import manifest as docs
+from supervisor.metadata.containers import AnyValue, Container
+from supervisor.snapshotter.base import Mount
+
+RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"  # an empty runc Options message, as ctr sends
+DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
+LEASE_TTL = timedelta(hours=24)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+KILL_WAIT = 10.0  # seconds for a killed task to stop during cleanup
+
+
+@dataclass
+class ResolvedImage:
+    name: str
+    manifest: docs.Manifest
+    config: docs.ImageConfig
+    chain_ids: list[str]
+
+    @property
+    def chain_id(self) -> str:
+        return self.chain_ids[-1]
+
+    @property
+    def run_config(self) -> ImageConfig:
+        return ImageConfig.from_json(self.config.config)
+
+
+@dataclass
+class RunRequest:
+    image: str
+    id: str
+    spec: SpecOptions = field(default_factory=SpecOptions)
+    rm: bool = False
+    detach: bool = False
+    interactive: bool = False
+    snapshotter: str = ""  # "" = the namespace's default, else overlayfs
+    labels: dict[str, str] = field(default_factory=dict)
+    runtime: str = RUNC_V2
+    platform: str = ""  # "" = this host's
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+async def resolve_image(client: Client, ref: str, platform: str = "") -> ResolvedImage:
+    """The image `ref` names: its manifest for `platform` (the host's by default) and config."""
+    image = await client.images.find(ref)
+    matcher = docs.Matcher.parse(platform)
+    desc = docs.Descriptor(image.target.media_type, image.target.digest, image.target.size)
+    for _ in range(docs.MAX_INDEX_DEPTH):
+        data = await client.content.read_all(desc.digest)
+        doc = docs.parse_document(data, desc.media_type, f"image {image.name} {desc.digest}")
+        if isinstance(doc, docs.Manifest):
+            break
+        best = matcher.best(doc.manifests)
+        if best is None:
+            raise NotFound(f"image {image.name}: no manifest for platform {matcher}")
+        desc = best
+    else:
+        raise InvalidArgument(f"image {image.name}: indexes nested deeper than {docs.MAX_INDEX_DEPTH}")
+    config = docs.parse_config(await client.content.read_all(doc.config.digest), f"image {image.name} config")
+    if not config.diff_ids or len(config.diff_ids) != len(doc.layers):
+        raise InvalidArgument(f"image {image.name}: {len(doc.layers)} layers but {len(config.diff_ids)} diff IDs")
+    return ResolvedImage(image.name, doc, config, docs.chain_ids(config.diff_ids))
+
+
+async def _exists(snaps: SnapshotsAPI, key: str) -> bool:
+    try:
+        await snaps.stat(key)
+    except NotFound:
+        return False
+    return True
+
+
+async def ensure_unpacked(client: Client, image: ResolvedImage, snaps: SnapshotsAPI) -> bool:
+    """Unpack the image's layers that are not yet snapshots (as ctr: Stat, Prepare, Apply,
+    Commit per layer); True when anything was unpacked. `snaps` should carry a lease."""
+    if await _exists(snaps, image.chain_id):
+        return False
+    for i, layer in enumerate(image.manifest.layers):
+        chain = image.chain_ids[i]
+        if await _exists(snaps, chain):
+            continue
+        key = f"extract-{time.time_ns()}-{secrets.token_hex(4)} {chain}"
+        mounts = await snaps.prepare(key, image.chain_ids[i - 1] if i else "")
+        try:
+            applied = await client.diff.apply(layer.record(), mounts)
+            if applied.digest != image.config.diff_ids[i]:
+                raise InvalidArgument(f"wrong diff id calculated on extraction {image.config.diff_ids[i]!r}: "
+                                      f"got {applied.digest}")
+            try:
+                await snaps.commit(chain, key)
+            except AlreadyExists:  # unpacked meanwhile by someone else: theirs is as good
+                await snaps.remove(key)
+        except BaseException:
+            with contextlib.suppress(DockyardError):
+                await snaps.remove(key)
+            raise
+        await client.content.set_labels(layer.digest, {docs.LABEL_UNCOMPRESSED: image.config.diff_ids[i]})
+    # The config keeps the unpacked chain alive for as long as the image keeps the config.
+    await client.content.set_labels(image.manifest.config.digest,
+                                    {docs.snapshot_gc_label(snaps.snapshotter): image.chain_id})
+    return True
+
+
+async def default_snapshotter(client: Client) -> str:
+    """The namespace's `containerd.io/defaults/snapshotter` label, else overlayfs."""
+    try:
+        ns = await client.get_namespace(client.namespace)
+    except NotFound:
+        return DEFAULT_SNAPSHOTTER
+    return ns.labels.get(DEFAULT_SNAPSHOTTER_LABEL) or DEFAULT_SNAPSHOTTER
+
+
+# -- containers --------------------------------------------------------------------------------
+
+
+def _build_spec_on(mounts: list[Mount], namespace: str, cid: str, config: ImageConfig,
+                   opts: SpecOptions) -> dict[str, object]:
+    """Mount the new snapshot read-only in a temp dir, build the spec reading its /etc files,
+    unmount. (Blocking: run in a thread.)"""
+    with tempfile.TemporaryDirectory(prefix="dock-rootfs-") as tmp, \
+            hostmounts.mounted(mounts, Path(tmp), readonly=True) as root:
+        return build_spec(namespace, cid, config, opts, RootFS(root))
+
+
+async def create_container(client: Client, req: RunRequest, undo: contextlib.AsyncExitStack) -> Container:
+    """The container `req` describes, with its snapshot; `undo` gets what removes them again."""
+    image = await resolve_image(client, req.image, req.platform)
+    snapshotter = req.snapshotter or await default_snapshotter(client)
+    config = image.run_config
+    lease = await client.leases.create(f"dock-run-{time.time_ns()}-{secrets.token_hex(4)}", expires=LEASE_TTL)
+    try:
+        snaps = client.snapshots.using(snapshotter, lease=lease.id)
+        await ensure_unpacked(client, image, snaps)
+        mounts = await snaps.prepare(req.id, image.chain_id)  # AlreadyExists: the id is taken; nothing of ours
+        undo.push_async_callback(_quietly, client.snapshots.using(snapshotter).remove, req.id)
+        opts = req.spec
+        if not opts.annotations and req.labels:
+            opts.annotations = dict(req.labels)  # ctr passes --label as annotations too
+        spec = await asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts)
+        labels = {**config.labels, **req.labels, STOP_SIGNAL_LABEL: config.stop_signal or "SIGTERM"}
+        container = Container(
+            id=req.id, runtime_name=req.runtime, spec=oci_spec_any(spec), labels=labels, image=image.name,
+            runtime_options=AnyValue(RUNC_OPTIONS_TYPE_URL, b"") if req.runtime == RUNC_V2 else None,
+            snapshotter=snapshotter, snapshot_key=req.id)
+        created = await client.containers.create(container)
+        undo.push_async_callback(_quietly, client.containers.delete, req.id)
+        return created
+    finally:
+        await _quietly(client.leases.delete, lease.id)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(fn: Callable[..., Awaitable[object]], *args: Any, **kwargs: Any) -> None:
+    """Fire and forget (from signal handlers), keeping a reference until it is done."""
+    task = asyncio.get_running_loop().create_task(_quietly(fn, *args, **kwargs))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _quietly(fn: Callable[..., Awaitable[object]], *args: Any, **kwargs: Any) -> None:
+    """Cleanup that must not hide the error that made it run."""
+    with contextlib.suppress(DockyardError):
+        await fn(*args, **kwargs)
+
+
+async def remove_container(client: Client, cid: str) -> None:
+    """ctr's `containers delete`: refuse while a task runs; else remove the container and its snapshot."""
+    container = await client.containers.get(cid)
+    try:
+        task = await client.tasks.get(cid)
+    except NotFound:
+        pass
+    else:
+        if task.status not in (Status.STOPPED, Status.CREATED):
+            raise FailedPrecondition(f"cannot delete a non stopped container {cid}: task is {task.status.name.lower()}")
+        await client.tasks.delete(cid)
+    if container.snapshot_key and container.snapshotter:
+        with contextlib.suppress(NotFound):
+            await client.snapshots.using(container.snapshotter).remove(container.snapshot_key)
+    await client.containers.delete(cid)
+
+
+async def destroy_task(client: Client, cid: str) -> None:
+    """Kill the task if it runs, wait for it to stop, delete it (for cleanup paths)."""
+    with contextlib.suppress(DockyardError):
+        await client.tasks.kill(cid, signal.SIGKILL, all=True)
+    deadline = time.monotonic() + KILL_WAIT
+    while time.monotonic() < deadline:
+        try:
+            state = await client.tasks.get(cid)
+        except NotFound:
+            return
+        except DockyardError:
+            break
+        if state.status in (Status.STOPPED, Status.CREATED):
+            break
+        await asyncio.sleep(0.05)
+    await _quietly(client.tasks.delete, cid)
+
+
+# -- the foreground task -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def raw_terminal(fd: int) -> Iterator[None]:
+    """Our terminal in raw mode (keys go to the container as typed), restored afterwards."""
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def terminal_size(fd: int) -> tuple[int, int] | None:
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return None
+    return size.columns, size.lines
+
+
+class Interrupted(Exception):
+    """A signal arrived before there was a task to forward it to."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Signals:
+    """Our signals while a run is in progress. Until `forward_to` names a process they cancel
+    the work (so cleanup runs) and surface as Interrupted; after, each one is sent to the
+    process as Tasks/Kill, as ctr does."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.target: tuple[str, str] | None = None
+        self.got: list[int] = []
+        self._main: asyncio.Task[object] | None = None
+
+    def forward_to(self, cid: str, exec_id: str = "") -> None:
+        self.target = (cid, exec_id)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.target is not None:
+            cid, exec_id = self.target
+            _spawn(self.client.tasks.kill, cid, signum, exec_id=exec_id)
+        elif self._main is not None and not self.got:
+            self.got.append(signum)
+            self._main.cancel()
+
+    @contextlib.asynccontextmanager
+    async def installed(self) -> AsyncIterator[Signals]:
+        loop = asyncio.get_running_loop()
+        self._main = asyncio.current_task()
+        for sig in FORWARDED_SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            yield self
+        except asyncio.CancelledError:
+            if self.got and self._main is not None and self._main.uncancel() == 0:
+                raise Interrupted(self.got[0]) from None
+            raise
+        finally:
+            for sig in FORWARDED_SIGNALS:
+                loop.remove_signal_handler(sig)
+
+
+async def attach(client: Client, cid: str, io: ProcessIO, signals: Signals, start: Callable[[], Awaitable[int]],
+                 *, exec_id: str = "", tty: bool = False, interactive: bool = False, in_fd: int = 0,
+                 out_fd: int = 1) -> int:
+    """Start the created process (by `start`), copy its stdio, forward our signals to it,
+    keep its terminal the size of ours; its exit status once it is gone."""
+    loop = asyncio.get_running_loop()
+
+    def on_resize() -> None:
+        if (size := terminal_size(out_fd)) is not None:
+            _spawn(client.tasks.resize, cid, size[0], size[1], exec_id=exec_id)
+
+    def on_stdin_eof() -> None:
+        _spawn(client.tasks.close_io, cid, exec_id=exec_id)
+
+    raw: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if tty and interactive and os.isatty(in_fd):
+        raw = raw_terminal(in_fd)
+    with raw:
+        await start()
+        signals.forward_to(cid, exec_id)
+        if tty:
+            loop.add_signal_handler(signal.SIGWINCH, on_resize)
+            on_resize()
+        try:
+            if interactive:
+                io.start_stdin(on_stdin_eof)
+            status = await client.tasks.wait(cid, exec_id)
+            await io.drain()
+        finally:
+            if tty:
+                loop.remove_signal_handler(signal.SIGWINCH)
+    return status.code
+
+
+async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 1, err_fd: int = 2) -> int:
+    """`dock run`: the container, its task in the foreground (or detached); the exit status.
+    Without `rm` the container stays (the task does not), as with `ctr run`."""
+    if req.detach and (req.interactive or req.spec.tty):
+        raise InvalidArgument("a detached task has no one to talk to: -d does not go with -i or -t")
+    if req.spec.tty and not req.detach and not os.isatty(out_fd):
+        raise InvalidArgument("-t needs a terminal on stdout")
+    try:
+        async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as container_undo:
+            await create_container(client, req, container_undo)
+            rootfs = await container_mounts(client, req.id)
+            async with contextlib.AsyncExitStack() as task_undo:
+                if req.detach:
+                    await client.tasks.create(req.id, rootfs)  # no stdio: the shim gives it /dev/null
+                    task_undo.push_async_callback(destroy_task, client, req.id)
+                    await client.tasks.start(req.id)
+                    task_undo.pop_all()
+                    container_undo.pop_all()
+                    await asyncio.to_thread(write_all, out_fd, f"{req.id}\n".encode())
+                    return 0
+                io = await ProcessIO.open(req.id, stdin=req.interactive, tty=req.spec.tty, out_fd=out_fd,
+                                          err_fd=err_fd, in_fd=in_fd)
+                task_undo.push_async_callback(io.close)
+                await client.tasks.create(req.id, rootfs, io.stdin, io.stdout, io.stderr, req.spec.tty)
+                task_undo.push_async_callback(destroy_task, client, req.id)
+                code = await attach(client, req.id, io, signals, lambda: client.tasks.start(req.id),
+                                    tty=req.spec.tty, interactive=req.interactive, in_fd=in_fd, out_fd=out_fd)
+            if not req.rm:
+                container_undo.pop_all()
+            return code
+    except Interrupted as exc:
+        return 128 + exc.signum
+
+
+async def container_mounts(client: Client, cid: str) -> list[Mount]:
+    """The rootfs mounts of a container's snapshot (what Tasks/Create takes)."""
+    container = await client.containers.get(cid)
+    if not container.snapshot_key:
+        raise FailedPrecondition(f"container {cid} has no snapshot to run from")
+    return await client.snapshots.using(container.snapshotter).mounts(container.snapshot_key)

@@ -1,0 +1,309 @@
+"""Server-side image transfer in the SDK: `client.transfer` (Dockyard's Transfer service).
+
+    async with Client(address) as c:
+        result = await c.transfer.import_archive("busybox.tar", unpack=True)
+        [i.name for i in result.images]                      # e.g. docker.io/library/busybox:latest
+        async for event in c.transfer.import_stream(open("x.tar", "rb")):    # progress as it happens
+            ...
+        await c.transfer.export_to("out.tar", ["docker.io/library/busybox:latest"])
+        info = await c.transfer.inspect("docker.io/library/busybox:latest")
+        info.config["config"]["Cmd"], info.layers, info.size
+        for r in await c.transfer.check():                   # every image of the namespace
+            print(r.name, r.complete, r.unpacked)
+
+The archive is read in CHUNK pieces (never whole) from a path, a binary file, bytes, or an
+(async) iterable of bytes. Errors are the daemon's kinds (`supervisor.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import grpc
+
+from dock.images import Descriptor
+from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
+from dockyard_api.dockyard.images.v1 import images_pb2 as pb
+from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
+from supervisor.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from dock.client import Client
+
+CHUNK = 1 << 20
+
+Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes] | Iterable[bytes]
+
+
+@dataclass
+class BlobProgress:
+    path: str
+    offset: int
+    total: int
+    digest: str = ""  # set once the file is stored
+
+
+@dataclass
+class ImportedImage:
+    name: str
+    target: Descriptor
+    created: bool
+
+
+@dataclass
+class LayerProgress:
+    index: int
+    total: int
+    layer: Descriptor
+    diff_id: str
+    chain_id: str
+    state: str  # extracting, extracted, exists
+
+
+@dataclass
+class UnpackResult:
+    manifest: Descriptor
+    chain_id: str
+    snapshotter: str
+    extracted: int
+    reused: int
+
+
+@dataclass
+class ImportResult:
+    format: str
+    index: Descriptor
+    images: list[ImportedImage]
+    bytes_read: int
+
+
+@dataclass
+class SentProgress:
+    """Archive bytes this client has sent so far (for a progress bar)."""
+
+    sent: int
+
+
+ImportEvent = SentProgress | BlobProgress | ImportedImage | LayerProgress | UnpackResult | ImportResult
+UnpackEvent = LayerProgress | UnpackResult
+
+
+@dataclass
+class LayerInfo:
+    descriptor: Descriptor
+    diff_id: str
+    chain_id: str
+
+
+@dataclass
+class ImageInspection:
+    name: str
+    target: Descriptor
+    manifest: Descriptor
+    config_descriptor: Descriptor
+    config: dict[str, Any]  # the whole image config document
+    layers: list[LayerInfo]
+    size: int
+    platform: str
+    platforms: list[str]
+    unpacked: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImageCheck:
+    name: str
+    target: Descriptor
+    complete: bool
+    present_size: int
+    total_size: int
+    missing: list[Descriptor]
+    unpacked: bool
+    platforms: list[str]
+    error: str = ""
+
+
+def _desc(d: descriptor_pb2.Descriptor) -> Descriptor:
+    return Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
+
+
+def _platform(p: platform_pb2.Platform) -> str:
+    return "/".join(x for x in (p.os, p.architecture, p.variant) if x)
+
+
+def _unpack_event(m: pb.UnpackProgress) -> UnpackEvent:
+    if m.WhichOneof("progress") == "layer":
+        la = m.layer
+        return LayerProgress(la.index, la.total, _desc(la.layer), la.diff_id, la.chain_id, la.state)
+    d = m.done
+    return UnpackResult(_desc(d.manifest), d.chain_id, d.snapshotter, d.extracted, d.reused)
+
+
+def _imported(m: pb.ImportedImage) -> ImportedImage:
+    return ImportedImage(m.name, _desc(m.target), m.created)
+
+
+def _import_event(m: pb.ImportProgress) -> ImportEvent:
+    kind = m.WhichOneof("progress")
+    if kind == "blob":
+        return BlobProgress(m.blob.path, m.blob.offset, m.blob.total, m.blob.digest)
+    if kind == "image":
+        return _imported(m.image)
+    if kind == "unpack":
+        return _unpack_event(m.unpack)
+    if kind == "done":
+        d = m.done
+        return ImportResult(d.format, _desc(d.index), [_imported(i) for i in d.images], d.bytes_read)
+    raise InvalidArgument(f"import: unexpected progress message {m!r}")
+
+
+async def _chunks(source: Source) -> AsyncIterator[bytes]:
+    """The archive in CHUNK pieces, whatever it comes as; file reads run off the event loop."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        for i in range(0, len(data), CHUNK):
+            yield data[i:i + CHUNK]
+        return
+    if isinstance(source, str | os.PathLike):
+        f = await asyncio.to_thread(open, source, "rb")
+        try:
+            while chunk := await asyncio.to_thread(f.read, CHUNK):
+                yield chunk
+        finally:
+            f.close()
+        return
+    if hasattr(source, "read"):
+        while chunk := await asyncio.to_thread(source.read, CHUNK):  # type: ignore[union-attr]
+            yield chunk
+        return
+    if isinstance(source, AsyncIterable):
+        async for piece in source:
+            for i in range(0, len(piece), CHUNK):
+                yield bytes(piece[i:i + CHUNK])
+        return
+    for piece in source:
+        for i in range(0, len(piece), CHUNK):
+            yield bytes(piece[i:i + CHUNK])
+
+
+class TransferAPI:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = pb_grpc.TransferStub(client.channel)
+
+    async def import_stream(self, source: Source, *, index_name: str = "", base_name: str = "",
+                            all_platforms: bool = False, platform: str = "", unpack: bool = False,
+                            snapshotter: str = "", digests: bool = False,
+                            labels: dict[str, str] | None = None) -> AsyncIterator[ImportEvent]:
+        """Send the archive; yield progress as it comes (SentProgress for what went out), ending
+        with one ImportResult. Nothing is imported unless that ImportResult arrives."""
+        options = pb.ImportOptions(index_name=index_name, base_name=base_name, all_platforms=all_platforms,
+                                   platform=platform, unpack=unpack, snapshotter=snapshotter, digests=digests,
+                                   labels=labels or {})
+        sent = asyncio.Queue[int]()
+        failed: list[BaseException] = []  # why reading the source stopped, if it failed
+
+        async def requests() -> AsyncIterator[pb.ImportRequest]:
+            yield pb.ImportRequest(options=options)
+            total = 0
+            try:
+                async for chunk in _chunks(source):
+                    yield pb.ImportRequest(chunk=chunk)
+                    total += len(chunk)
+                    sent.put_nowait(total)
+            except Exception as exc:  # grpc cancels the call; the caller should see this instead
+                failed.append(exc)
+                raise
+
+        call = self._stub.Import(requests(), metadata=self._client.metadata(), timeout=self._client.timeout)
+        try:
+            async for message in call:
+                while not sent.empty():
+                    yield SentProgress(sent.get_nowait())
+                yield _import_event(message)
+        except grpc.aio.AioRpcError as exc:
+            if failed:
+                raise failed[0] from None
+            raise self._client._error(exc) from None
+        except asyncio.CancelledError:
+            if failed:
+                raise failed[0] from None
+            raise
+        finally:
+            call.cancel()
+
+    async def import_archive(self, source: Source, **options: Any) -> ImportResult:
+        """Import and wait for the result; options as for `import_stream`."""
+        result = None
+        async for event in self.import_stream(source, **options):
+            if isinstance(event, ImportResult):
+                result = event
+        if result is None:
+            raise InvalidArgument("import: the daemon ended the stream without a result")
+        return result
+
+    async def export_stream(self, names: builtins.list[str], *, platform: str = "", all_platforms: bool = False,
+                            format: str = "docker") -> AsyncIterator[bytes]:
+        """The archive of `names` (stored names, exactly), in chunks."""
+        req = pb.ExportRequest(names=names, platform=platform, all_platforms=all_platforms, format=format)
+        async for chunk in self._client.stream(self._stub.Export, req):
+            yield chunk.data
+
+    async def export_to(self, dest: str | os.PathLike[str] | IO[bytes], names: builtins.list[str],
+                        **options: Any) -> int:
+        """Write the archive to a path (removed again if the export fails) or a binary file;
+        returns the bytes written."""
+        if not isinstance(dest, str | os.PathLike):
+            return await self._export_into(dest, names, options)
+        path = Path(dest)
+        f = await asyncio.to_thread(open, path, "wb")
+        try:
+            with f:
+                return await self._export_into(f, names, options)
+        except BaseException:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            raise
+
+    async def _export_into(self, f: IO[bytes], names: builtins.list[str], options: dict[str, Any]) -> int:
+        written = 0
+        async for chunk in self.export_stream(names, **options):
+            await asyncio.to_thread(f.write, chunk)
+            written += len(chunk)
+        return written
+
+    async def unpack_stream(self, name: str, *, snapshotter: str = "",
+                            platform: str = "") -> AsyncIterator[UnpackEvent]:
+        req = pb.UnpackRequest(name=name, snapshotter=snapshotter, platform=platform)
+        async for m in self._client.stream(self._stub.Unpack, req):
+            yield _unpack_event(m)
+
+    async def unpack(self, name: str, *, snapshotter: str = "", platform: str = "") -> UnpackResult:
+        result = None
+        async for event in self.unpack_stream(name, snapshotter=snapshotter, platform=platform):
+            if isinstance(event, UnpackResult):
+                result = event
+        if result is None:
+            raise InvalidArgument("unpack: the daemon ended the stream without a result")
+        return result
+
+    async def inspect(self, name: str, *, platform: str = "") -> ImageInspection:
+        r = await self._client.call(self._stub.Inspect, pb.InspectRequest(name=name, platform=platform))
+        return ImageInspection(
+            r.name, _desc(r.target), _desc(r.manifest), _desc(r.config), json.loads(r.config_json or b"{}"),
+            [LayerInfo(_desc(la.descriptor), la.diff_id, la.chain_id) for la in r.layers], r.size,
+            _platform(r.platform), [_platform(p) for p in r.platforms], list(r.unpacked))
+
+    async def check(self, names: builtins.list[str] | None = None, *, platform: str = "",
+                    snapshotter: str = "") -> builtins.list[ImageCheck]:
+        """Completeness of the named images (all of the namespace's when none are named)."""
+        r = await self._client.call(self._stub.Check, pb.CheckRequest(names=names or [], platform=platform,
+                                                                      snapshotter=snapshotter))
+        return [ImageCheck(i.name, _desc(i.target), i.complete, i.present_size, i.total_size,
+                           [_desc(d) for d in i.missing], i.unpacked, [_platform(p) for p in i.platforms], i.error)
+                for i in r.images]

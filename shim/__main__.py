@@ -1,0 +1,218 @@
+"""`python -m shim [flags] start|delete|serve`: containerd's runtime v2 shim command line.
+
+Flags as containerd's shims take them (Go's flag syntax: `-name value`, `-name=value`, one or
+two dashes): -namespace, -address (the daemon's gRPC socket), -publish-binary, -id, -bundle
+(default: the cwd), -socket (serve: where to listen), -debug, -v. TTRPC_ADDRESS in the
+environment is where events go.
+
+start   Listen on `<bundle>/shim.sock` (mode 0600; /run/dockyard-shim/<hash>.sock when that path is
+        too long for a unix socket), have the serving shim forked on it (its own session, stdio
+        on the bundle's `log` FIFO), write `address` and `shim.pid` in the bundle, print
+        `unix://<path>`, exit 0. The runtime options (a serialized Any) arrive on stdin and are
+        not needed. A live shim already serving the bundle is answered with its address. Fails
+        (exit 1) only when a zygote took the request and never answered (see `shim.zygote`).
+delete  Clean up after a dead shim; print a serialized DeleteResponse (see `shim.cleanup`).
+serve   Serve the Task API in the foreground (start does this in its forked child).
+
+Start time and memory are the point here: this module imports only what an action needs, and
+`start` only makes the socket: the zygote (see `shim.zygote`) forks the serving shim from a warm
+process, or — when there is none yet — `start` forks it itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shim.serve import Launch
+
+SOCKET_NAME = "shim.sock"
+FALLBACK_DIR = "/run/dockyard-shim"
+MAX_SOCKET_PATH = 107
+VERSION = "dockyard-shim 0.1.0 (containerd runtime v2, task API v2)"
+
+
+@dataclass
+class Options:
+    namespace: str = ""
+    address: str = ""
+    publish_binary: str = ""
+    id: str = ""
+    bundle: str = ""
+    socket: str = ""
+    debug: bool = False
+    version: bool = False
+    action: str = ""
+
+
+class UsageError(Exception):
+    pass
+
+
+_VALUE_FLAGS = {"namespace", "address", "publish-binary", "id", "bundle", "socket"}
+_BOOL_FLAGS = {"debug", "v"}
+
+
+def parse_args(argv: list[str]) -> Options:
+    """Go flag package semantics: flags first, parsing stops at the first non-flag (the action)."""
+    opts = Options()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        name, eq, value = arg.lstrip("-").partition("=")
+        if name in _BOOL_FLAGS:
+            if eq and value.lower() not in ("1", "0", "t", "f", "true", "false"):
+                raise UsageError(f"invalid boolean value {value!r} for -{name}")
+            on = not eq or value.lower() in ("1", "t", "true")
+            if name == "debug":
+                opts.debug = on
+            else:
+                opts.version = on
+        elif name in _VALUE_FLAGS:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+            setattr(opts, name.replace("-", "_"), value)
+        else:
+            raise UsageError(f"flag provided but not defined: -{name}")
+        i += 1
+    rest = argv[i:]
+    opts.action = rest[0] if rest else "serve"
+    return opts
+
+
+def socket_path(bundle: str) -> str:
+    """`<bundle>/shim.sock`, or a short stable path when that does not fit in sun_path."""
+    path = os.path.join(bundle, SOCKET_NAME)
+    if len(path.encode()) <= MAX_SOCKET_PATH:
+        return path
+    import hashlib
+
+    digest = hashlib.sha256(os.path.realpath(bundle).encode()).hexdigest()[:32]
+    return os.path.join(FALLBACK_DIR, f"{digest}.sock")
+
+
+# ----- start -------------------------------------------------------------------------------------
+
+
+def start(opts: Options, bundle: str) -> int:
+    from shim import zygote
+    from shim.unixsock import AlreadyServing, listen
+
+    sys.stdin.buffer.read()  # the runtime options Any: nothing in runc's Options changes this shim
+    path = socket_path(bundle)
+    if path.startswith(FALLBACK_DIR + "/"):
+        os.makedirs(FALLBACK_DIR, mode=0o700, exist_ok=True)
+    address = f"unix://{path}"
+    try:
+        listener = listen(path)
+    except AlreadyServing:
+        # A live shim serves this bundle already (a retried start): hand out its address.
+        sys.stdout.write(address)
+        return 0
+    launch = _launch(opts, bundle, path)
+    pid = 0
+    if zygote.enabled():
+        zpath = zygote.socket_path()
+        pid = zygote.request_shim(launch, listener.fileno(), zpath)
+        if not pid:
+            with contextlib.suppress(OSError):  # no zygote (e.g. /run not writable): fork as below
+                zygote.launch_zygote(zpath)  # for the next start; this one forks its shim itself
+    if not pid:
+        pid = _fork_shim(launch, listener)
+    listener.close()
+    from shim import state
+
+    state.write_file(bundle, state.SHIM_PID, str(pid))
+    state.write_file(bundle, state.ADDRESS, address)
+    sys.stdout.write(address)
+    return 0
+
+
+def _launch(opts: Options, bundle: str, path: str) -> Launch:
+    return {"namespace": opts.namespace, "id": opts.id, "bundle": bundle, "socket": path,
+            "events": os.environ.get("TTRPC_ADDRESS", ""), "debug": opts.debug}
+
+
+def _fork_shim(launch: Launch, listener: socket.socket) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            # The shim never speaks TLS: keep asyncio from loading OpenSSL (~2.5 MiB).
+            sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+            from shim.serve import run
+
+            code = run(launch, listener.detach())
+        finally:
+            os._exit(code)
+    return pid
+
+
+# ----- delete / serve ----------------------------------------------------------------------------
+
+
+def delete(bundle: str) -> int:
+    from shim.cleanup import delete_response
+
+    sys.stdout.buffer.write(delete_response(bundle))
+    return 0
+
+
+def serve_foreground(opts: Options, bundle: str) -> int:
+    from shim.serve import run
+    from shim.unixsock import listen
+
+    path = opts.socket.removeprefix("unix://") or socket_path(bundle)
+    listener = listen(path)
+    os.chdir(bundle)
+    return run(_launch(opts, bundle, path), listener.detach(), detach=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        if opts.version:
+            print(VERSION)
+            return 0
+        if not opts.namespace:
+            raise UsageError("shim namespace cannot be empty")
+        if opts.action not in ("start", "delete", "serve"):
+            raise UsageError(f"unknown action {opts.action!r} (start, delete or serve)")
+        if opts.action != "serve" and not opts.id:
+            raise UsageError("-id is required")
+    except UsageError as exc:
+        print(f"shim: {exc}", file=sys.stderr)
+        print("usage: python -m shim -namespace NS -id ID [-address A] [-publish-binary B] [-bundle DIR] "
+              "[-socket PATH] [-debug] start|delete|serve", file=sys.stderr)
+        return 2
+    bundle = os.path.abspath(opts.bundle or os.getcwd())
+    try:
+        if opts.action == "start":
+            code = start(opts, bundle)
+            sys.stdout.flush()
+            os._exit(code)  # skip the interpreter's teardown: the daemon waits for our exit
+        if opts.action == "delete":
+            return delete(bundle)
+        return serve_foreground(opts, bundle)
+    except Exception as exc:  # the daemon shows stderr when we fail: one clear line
+        print(f"shim {opts.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

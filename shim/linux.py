@@ -1,0 +1,455 @@
+"""The one place the shim calls libc through ctypes.
+
+Every wrapper is typed, takes Python values, and raises `OSError` carrying the errno and a
+message that names the call and its arguments (``mount("proc", "/r/proc", "proc", 0x6, None):
+Operation not permitted``), so a failure deep in the container init reads well in the error
+the daemon finally reports. Nothing here decides *what* to do: that is `shim.init`'s job.
+
+Calls Python already exposes (setresuid, setgroups, ...) are wrapped too, so callers use one
+module and get one error style. The shim is single-threaded; several of these calls
+(unshare(CLONE_NEWUSER), setns into a user namespace) require that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import socket
+import struct
+
+
+def _load(soname: str, short: str) -> ctypes.CDLL:
+    # The soname first: ctypes.util.find_library runs ldconfig, too slow for every shim start.
+    try:
+        return ctypes.CDLL(soname, use_errno=True)
+    except OSError:
+        found = ctypes.util.find_library(short)
+        if found is None:
+            raise
+        return ctypes.CDLL(found, use_errno=True)
+
+
+_libc = _load("libc.so.6", "c")
+
+# ----- constants (linux/sched.h, linux/mount.h, linux/prctl.h) -------------------------------------
+
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_SILENT = 0x8000
+MS_UNBINDABLE = 0x20000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
+MS_RELATIME = 0x200000
+MS_STRICTATIME = 0x1000000
+MS_LAZYTIME = 0x2000000
+
+MNT_FORCE = 0x1
+MNT_DETACH = 0x2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+CLOSE_RANGE_CLOEXEC = 1 << 2
+
+_SYS_PIVOT_ROOT = 155
+_SYS_CAPGET = 125
+_SYS_CAPSET = 126
+_SYS_SETNS = 308
+_SYS_CLOSE_RANGE = 436
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# Capability numbers (linux/capability.h); names are the OCI spellings.
+CAPABILITIES: dict[str, int] = {
+    name: number
+    for number, name in enumerate(
+        [
+            "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+            "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+            "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+            "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+            "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+            "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+            "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+            "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+            "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+        ]
+    )
+}
+
+
+def _fail(call: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{call}: {os.strerror(err)}")
+
+
+def _s(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+_libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.mknod.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_ulong]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.personality.argtypes = [ctypes.c_ulong]
+_libc.chroot.argtypes = [ctypes.c_char_p]
+
+
+# ----- namespaces ----------------------------------------------------------------------------------
+
+
+def unshare(flags: int) -> None:
+    if _libc.unshare(flags) != 0:
+        raise _fail(f"unshare({flags:#x})")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    if _libc.syscall(_SYS_SETNS, ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+        raise _fail(f"setns({fd}, {nstype:#x})")
+
+
+# ----- mounts --------------------------------------------------------------------------------------
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    if _libc.mount(_s(source), _s(target), _s(fstype), flags, _s(data)) != 0:
+        raise _fail(f"mount({source!r}, {target!r}, {fstype!r}, {flags:#x}, {data!r})")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    if _libc.umount2(_s(target), flags) != 0:
+        raise _fail(f"umount2({target!r}, {flags:#x})")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    if _libc.syscall(_SYS_PIVOT_ROOT, _s(new_root), _s(put_old)) != 0:
+        raise _fail(f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def chroot(path: str) -> None:
+    if _libc.chroot(_s(path)) != 0:
+        raise _fail(f"chroot({path!r})")
+
+
+def mknod(path: str, mode: int, major: int, minor: int) -> None:
+    dev = os.makedev(major, minor)
+    if _libc.mknod(_s(path), mode, dev) != 0:
+        raise _fail(f"mknod({path!r}, {mode:#o}, {major}:{minor})")
+
+
+# ----- identity, names -----------------------------------------------------------------------------
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    if _libc.sethostname(raw, len(raw)) != 0:
+        raise _fail(f"sethostname({name!r})")
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    if _libc.setdomainname(raw, len(raw)) != 0:
+        raise _fail(f"setdomainname({name!r})")
+
+
+def setgroups(gids: list[int]) -> None:
+    try:
+        os.setgroups(gids)
+    except OSError as e:
+        raise OSError(e.errno, f"setgroups({gids}): {e.strerror}") from None
+
+
+def setresgid(rgid: int, egid: int, sgid: int) -> None:
+    try:
+        os.setresgid(rgid, egid, sgid)
+    except OSError as e:
+        raise OSError(e.errno, f"setresgid({rgid}, {egid}, {sgid}): {e.strerror}") from None
+
+
+def setresuid(ruid: int, euid: int, suid: int) -> None:
+    try:
+        os.setresuid(ruid, euid, suid)
+    except OSError as e:
+        raise OSError(e.errno, f"setresuid({ruid}, {euid}, {suid}): {e.strerror}") from None
+
+
+def personality(persona: int) -> int:
+    res = _libc.personality(persona)
+    if res == -1:
+        raise _fail(f"personality({persona:#x})")
+    return int(res)
+
+
+# ----- prctl and capabilities ----------------------------------------------------------------------
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    res = _libc.prctl(option, arg2, arg3, arg4, arg5)
+    if res == -1:
+        raise _fail(f"prctl({option}, {arg2}, {arg3}, {arg4}, {arg5})")
+    return int(res)
+
+
+def set_child_subreaper(on: bool = True) -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, int(on))
+
+
+def is_child_subreaper() -> bool:
+    out = ctypes.c_int(0)
+    if _libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(out), 0, 0, 0) != 0:
+        raise _fail("prctl(PR_GET_CHILD_SUBREAPER)")
+    return bool(out.value)
+
+
+def last_cap() -> int:
+    """The highest capability number the running kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return max(CAPABILITIES.values())
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) as 64-bit masks."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    if _libc.syscall(_SYS_CAPGET, ctypes.byref(hdr), ctypes.byref(data)) != 0:
+        raise _fail(f"capget({pid})")
+    return (
+        data[0].effective | data[1].effective << 32,
+        data[0].permitted | data[1].permitted << 32,
+        data[0].inheritable | data[1].inheritable << 32,
+    )
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i, shift in enumerate((0, 32)):
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    if _libc.syscall(_SYS_CAPSET, ctypes.byref(hdr), ctypes.byref(data)) != 0:
+        raise _fail(f"capset(eff={effective:#x}, prm={permitted:#x}, inh={inheritable:#x})")
+
+
+def cap_bound_drop(cap: int) -> None:
+    prctl(PR_CAPBSET_DROP, cap)
+
+
+def ambient_raise(cap: int) -> None:
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+
+
+def ambient_clear_all() -> None:
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+# ----- file descriptors ----------------------------------------------------------------------------
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    """close_range(2); falls back to closing one by one where the kernel lacks it (< 5.9)."""
+    if first > last:
+        return
+    if _libc.syscall(_SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)) == 0:
+        return
+    err = ctypes.get_errno()
+    if err not in (errno.ENOSYS, errno.EINVAL):
+        raise OSError(err, f"close_range({first}, {last}, {flags:#x}): {os.strerror(err)}")
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if first <= fd <= last:
+            try:
+                if flags & CLOSE_RANGE_CLOEXEC:
+                    os.set_inheritable(fd, False)
+                else:
+                    os.close(fd)
+            except OSError:
+                pass  # the fd of the listdir itself
+
+
+# ----- network -------------------------------------------------------------------------------------
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def link_up(name: str) -> None:
+    """Bring an interface up (the loopback of a fresh network namespace starts down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", name.encode(), 0)
+        try:
+            flags = struct.unpack("16sH14x", fcntl.ioctl(s, _SIOCGIFFLAGS, req))[1]
+            fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", name.encode(), flags | _IFF_UP))
+        except OSError as e:
+            raise OSError(e.errno, f"ioctl(SIOCSIFFLAGS, {name!r}, IFF_UP): {e.strerror}") from None
+
+
+# ----- terminals -----------------------------------------------------------------------------------
+
+_TIOCSCTTY = 0x540E
+_TIOCSWINSZ = 0x5414
+_TIOCGPTN = 0x80045430
+_TIOCSPTLCK = 0x40045431
+
+
+def open_pty_master(ptmx: str = "/dev/ptmx") -> tuple[int, str]:
+    """Open a new pty master (close-on-exec) and unlock it; returns (fd, slave path)."""
+    fd = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, _TIOCSPTLCK, struct.pack("i", 0))
+        n = struct.unpack("I", fcntl.ioctl(fd, _TIOCGPTN, b"\0" * 4))[0]
+    except OSError as e:
+        os.close(fd)
+        raise OSError(e.errno, f"ioctl({ptmx}, TIOCSPTLCK/TIOCGPTN): {e.strerror}") from None
+    pts = os.path.dirname(os.path.realpath(ptmx))
+    if os.path.basename(pts) != "pts":  # a host-style /dev/ptmx node rather than the pts/ptmx link
+        pts = os.path.join(pts, "pts")
+    return fd, os.path.join(pts, str(n))
+
+
+def set_winsize(fd: int, height: int, width: int) -> None:
+    try:
+        fcntl.ioctl(fd, _TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+    except OSError as e:
+        raise OSError(e.errno, f"ioctl({fd}, TIOCSWINSZ, {height}x{width}): {e.strerror}") from None
+
+
+def set_controlling_tty(fd: int) -> None:
+    try:
+        fcntl.ioctl(fd, _TIOCSCTTY, 0)
+    except OSError as e:
+        raise OSError(e.errno, f"ioctl({fd}, TIOCSCTTY): {e.strerror}") from None
+
+
+# ----- libseccomp ----------------------------------------------------------------------------------
+
+SCMP_FLTATR_CTL_NNP = 3
+
+
+class _ScmpArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
+
+
+_seccomp: ctypes.CDLL | None = None
+
+
+def load_libseccomp() -> ctypes.CDLL:
+    """Load libseccomp (once). Call it before pivot_root: the container has no copy of it."""
+    global _seccomp
+    if _seccomp is None:
+        try:
+            lib = _load("libseccomp.so.2", "seccomp")
+        except OSError as e:
+            raise OSError(errno.ENOSYS, f"libseccomp is not installed ({e})") from None
+        lib.seccomp_init.restype = ctypes.c_void_p
+        lib.seccomp_init.argtypes = [ctypes.c_uint32]
+        lib.seccomp_release.argtypes = [ctypes.c_void_p]
+        lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+        lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                               ctypes.POINTER(_ScmpArgCmp)]
+        lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+        lib.seccomp_load.argtypes = [ctypes.c_void_p]
+        _seccomp = lib
+    return _seccomp
+
+
+class SeccompFilter:
+    """A libseccomp filter being built: arches, rules, then `load()` into this process."""
+
+    def __init__(self, default_action: int) -> None:
+        self._lib = load_libseccomp()
+        self._ctx = self._lib.seccomp_init(default_action)
+        if not self._ctx:
+            raise OSError(errno.EINVAL, f"seccomp_init({default_action:#x}): failed")
+
+    def _check(self, rc: int, call: str) -> int:
+        if rc < 0:
+            raise OSError(-rc, f"{call}: {os.strerror(-rc)}")
+        return rc
+
+    def add_arch(self, name: str) -> bool:
+        """Add an architecture by libseccomp name ("x86_64"); False if libseccomp does not know it."""
+        token = self._lib.seccomp_arch_resolve_name(name.encode())
+        if token == 0:
+            return False
+        rc = self._lib.seccomp_arch_add(self._ctx, token)
+        if rc != -errno.EEXIST:
+            self._check(rc, f"seccomp_arch_add({name!r})")
+        return True
+
+    def resolve(self, syscall: str) -> int | None:
+        nr = self._lib.seccomp_syscall_resolve_name(syscall.encode())
+        return None if nr < 0 else int(nr)
+
+    def add_rule(self, action: int, nr: int, args: list[tuple[int, int, int, int]]) -> None:
+        """`args`: (index, op, value, value_two) conditions, all of which must hold."""
+        arr = (_ScmpArgCmp * max(1, len(args)))(*[_ScmpArgCmp(i, op, a, b) for i, op, a, b in args])
+        self._check(self._lib.seccomp_rule_add_array(self._ctx, action, nr, len(args), arr),
+                    f"seccomp_rule_add({action:#x}, {nr}, {args})")
+
+    def set_no_new_privs(self, on: bool) -> None:
+        self._check(self._lib.seccomp_attr_set(self._ctx, SCMP_FLTATR_CTL_NNP, int(on)), "seccomp_attr_set(NNP)")
+
+    def load(self) -> None:
+        self._check(self._lib.seccomp_load(self._ctx), "seccomp_load")
+
+    def release(self) -> None:
+        if self._ctx:
+            self._lib.seccomp_release(self._ctx)
+            self._ctx = None

@@ -1,0 +1,123 @@
+"""The serving shim: the Task service on its ttrpc socket, the reaper, the event publisher.
+
+`run(launch, listener_fd)` is the whole life of a serving shim, in a process `start` forked
+(or the zygote did): detach (own session, stdio on the bundle's `log` FIFO), become a child
+subreaper, serve until Shutdown finds no container left, then deliver the events still queued,
+close the server (the Shutdown answer is sent first) and remove the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import TypedDict
+
+from dockyard_api.containerd.runtime.v2.task import shim_pb2
+from shim import linux
+from shim.publisher import Publisher
+from shim.reaper import Reaper
+from shim.service import TaskService
+from shim.ttrpc import TTRPCServer
+
+log = logging.getLogger("dockyard.shim")
+
+
+class Launch(TypedDict):
+    """What a serving shim needs to know (JSON: it crosses to the zygote)."""
+
+    namespace: str
+    id: str
+    bundle: str
+    socket: str  # the listening socket's path (removed at the end)
+    events: str  # TTRPC_ADDRESS: the daemon's events endpoint
+    debug: bool
+
+
+def run(launch: Launch, listener_fd: int, detach: bool = True) -> int:
+    if detach:
+        become_daemon(launch["bundle"])
+    os.environ["TTRPC_ADDRESS"] = launch["events"]
+    setup_logging(launch["debug"])
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write("dockyard-shim")
+    # Orphans of the container (its init is forked by an intermediate child) come to us.
+    linux.set_child_subreaper(True)
+    asyncio.run(serve(launch["namespace"], launch["bundle"], listener_fd, launch["socket"], launch["events"]))
+    return 0
+
+
+def become_daemon(bundle: str) -> None:
+    """Own session (the daemon's signals and its exit do not reach us), stdio off the caller's
+    pipes: 0 is /dev/null, 1 and 2 the bundle's `log` FIFO the daemon reads (/dev/null without)."""
+    with contextlib.suppress(PermissionError):  # already a session leader (a foreground `serve`)
+        os.setsid()
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        # O_RDWR: the open never waits for a reader, and a reader that goes away (a daemon
+        # restart) never fails our writes. Non-blocking: a full FIFO drops log lines, never
+        # stalls the shim.
+        out = os.open(os.path.join(bundle, "log"), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        out = null
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    for fd in {null, out}:
+        os.close(fd)
+    os.chdir(bundle)
+
+
+class _LogfmtHandler(logging.Handler):
+    """logrus-style lines on fd 2, as containerd's shims write their log; dropped (never
+    blocking) when nobody reads."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            line = (f'time="{stamp}.{int(record.msecs * 1000):06d}Z" level={record.levelname.lower()} '
+                    f'msg="{msg}" pid={record.process}\n')
+            os.write(2, line.encode(errors="replace"))
+        except (OSError, ValueError):
+            pass
+
+
+def setup_logging(debug: bool) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [_LogfmtHandler()]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+async def serve(namespace: str, bundle: str, listener_fd: int, socket_path: str, events_address: str) -> None:
+    loop = asyncio.get_running_loop()
+    idle = asyncio.Event()
+    publisher = Publisher(events_address, namespace)
+    service = TaskService(namespace, publisher, on_idle=idle.set)
+    reaper = Reaper(service.on_exit)
+    reaper.install(loop)
+    server = TTRPCServer(require_same_user=True)
+    server.register(shim_pb2.DESCRIPTOR.services_by_name["Task"], service)
+    try:
+        st = os.stat(socket_path)
+        inode: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except OSError:
+        inode = None
+    await server.serve_fd(listener_fd)
+    log.info("shim serving on unix://%s for %s/%s (pid %d)", socket_path, namespace, os.path.basename(bundle),
+             os.getpid())
+    try:
+        await idle.wait()
+        log.info("shutting down: no task left")
+        await service.close()
+        await publisher.close()
+        await server.shutdown(grace=2)
+    finally:
+        reaper.close()
+        # The socket file was made by `start`, not by the server: remove it while still ours.
+        with contextlib.suppress(OSError):
+            st = os.stat(socket_path)
+            if inode == (st.st_dev, st.st_ino):
+                os.unlink(socket_path)

@@ -1,0 +1,333 @@
+"""A container process's stdio: the client's FIFOs on one side, the process's pipes or pty on the other.
+
+Paths come from CreateTaskRequest/ExecProcessRequest. A bare path (or `fifo://`) is a FIFO the
+client made; `file://` is a log file (created, appended). An output FIFO is opened
+O_RDWR|O_NONBLOCK: the open never waits for a reader, and a reader that goes away never makes
+our writes fail with EPIPE. The stdin FIFO is opened twice, as containerd does: a non-blocking
+reader we copy from, and a writer we keep open so the client closing (or reopening) its end is
+no EOF. CloseIO closes our writer; the process then reads EOF once the client's writer is closed
+too and everything it wrote was delivered (ctr does both at its stdin's EOF, ctr-calls.md §6.9).
+An empty path is /dev/null.
+
+Without a terminal the process gets pipes, and the event loop copies FIFO → stdin pipe and
+stdout/stderr pipes → FIFOs; files are handed to the process as they are. With a terminal the
+process gets the pty (made in the container), and the loop copies between its master and the
+FIFOs; ResizePty sets the master's window size.
+
+Lifecycle::
+
+    io = ProcessIO.open(StdioPaths(stdin, stdout, stderr, terminal))   # NotFound: missing FIFO
+    proc = create_container(..., io.child_fds())
+    io.attach(proc.console)         # close the child's ends here, start copying
+    ...
+    io.close_stdin()                # CloseIO: EOF for the process once the client's writer closes too
+    await io.drained(timeout)       # after the exit: output copied, FIFOs closed (EOF for the client)
+    await io.aclose()               # Delete: stop everything, close every fd
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import stat
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from shim.init import StdioFds
+from supervisor.errors import InvalidArgument, NotFound, Unimplemented
+
+log = logging.getLogger("dockyard.shim.stdio")
+
+CHUNK = 32 * 1024
+
+
+@dataclass(frozen=True)
+class StdioPaths:
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+
+
+class _Endpoint:
+    """One opened client path: a FIFO we copy through, or a file the process uses directly."""
+
+    def __init__(self, fd: int, fifo: bool, keeper: int | None = None) -> None:
+        self.fd = fd
+        self.fifo = fifo
+        self.keeper = keeper  # stdin: our own writer, closed by CloseIO
+
+
+def _open(path: str, output: bool) -> _Endpoint | None:
+    if not path:
+        return None
+    scheme, sep, rest = path.partition("://")
+    if not sep:
+        scheme, rest = "fifo", path
+    if scheme == "file":
+        if not output:
+            raise InvalidArgument(f"stdin cannot be a file:// URI: {path}")
+        fd = os.open(rest, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        return _Endpoint(fd, fifo=False)
+    if scheme == "binary":
+        raise Unimplemented(f"logging binaries (binary://) for stdio: {path}")
+    if scheme != "fifo":
+        raise InvalidArgument(f"unknown STDIO scheme {scheme}")
+    try:
+        st = os.stat(rest)
+    except FileNotFoundError:
+        raise NotFound(f"stdio fifo {rest}") from None
+    if stat.S_ISFIFO(st.st_mode):
+        if output:
+            return _Endpoint(os.open(rest, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC), fifo=True)
+        reader = os.open(rest, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            keeper = os.open(rest, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a reader exists: no ENXIO
+        except BaseException:
+            os.close(reader)
+            raise
+        return _Endpoint(reader, fifo=True, keeper=keeper)
+    # A plain file or device given by path: the process reads or writes it itself.
+    flags = (os.O_WRONLY | os.O_APPEND) if output else os.O_RDONLY
+    return _Endpoint(os.open(rest, flags | os.O_CLOEXEC), fifo=False)
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None and fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+async def _wait_fd(fd: int, writable: bool) -> None:
+    """Until fd is readable (or writable)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
+    add(fd, ready)
+    try:
+        await fut
+    finally:
+        remove(fd)
+        fut.cancel()
+
+
+async def _write_all(fd: int, data: bytes) -> bool:
+    """Write everything; False when the other side is gone (the rest is dropped)."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            await _wait_fd(fd, writable=True)
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.EPIPE, errno.EIO, errno.EBADF):
+                return False
+            raise
+        view = view[n:]
+    return True
+
+
+def _nonblocking(fd: int) -> int:
+    os.set_blocking(fd, False)
+    return fd
+
+
+class ProcessIO:
+    def __init__(self, paths: StdioPaths) -> None:
+        self.paths = paths
+        self._ends: list[_Endpoint | None] = [None, None, None]
+        self._child: list[int | None] = [None, None, None]  # the process's side of each stream
+        self._ours: list[int | None] = [None, None, None]  # our side of each pipe
+        self._console: int | None = None
+        self._outputs: list[asyncio.Task[None]] = []
+        self._stdin_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # ----- setup ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, paths: StdioPaths) -> ProcessIO:
+        io = cls(paths)
+        try:
+            io._ends = [_open(paths.stdin, False), _open(paths.stdout, True),
+                        None if paths.terminal else _open(paths.stderr, True)]
+            if not paths.terminal:
+                io._make_pipes()
+        except BaseException:
+            io.close()
+            raise
+        return io
+
+    def _make_pipes(self) -> None:
+        for i, end in enumerate(self._ends):
+            if end is None:
+                continue
+            if not end.fifo:
+                self._child[i] = end.fd  # a file: the process uses it directly
+                continue
+            r, w = os.pipe2(os.O_CLOEXEC)
+            child, ours = (r, w) if i == 0 else (w, r)
+            self._child[i], self._ours[i] = child, _nonblocking(ours)
+
+    def child_fds(self) -> StdioFds:
+        """The fds that become the process's 0-2 (None: /dev/null; all None with a terminal)."""
+        return StdioFds(self._child[0], self._child[1], self._child[2])
+
+    def attach(self, console: int | None) -> None:
+        """The process exists: drop our copies of its ends and start copying."""
+        for i in range(3):
+            end = self._ends[i]
+            if end is not None and not end.fifo:
+                self._ends[i] = None  # a file handed to the process: its fd is closed just below
+            _close(self._child[i])
+            self._child[i] = None
+        if self._closed:
+            _close(console)
+            return
+        stdin, stdout = self._ends[0], self._ends[1]
+        if console is not None:
+            self._console = _nonblocking(console)
+            if stdin is not None:
+                self._stdin_task = self._spawn(self._copy_stdin(stdin.fd, self._console))
+            self._outputs.append(self._spawn(self._copy_out(self._console, stdout.fd if stdout else None,
+                                                            "console")))
+            return
+        pipe_in = self._ours[0]
+        if stdin is not None and pipe_in is not None:
+            self._stdin_task = self._spawn(self._copy_stdin(stdin.fd, pipe_in))
+        for i in (1, 2):
+            src, end = self._ours[i], self._ends[i]
+            if src is not None and end is not None:
+                self._outputs.append(self._spawn(self._copy_out(src, end.fd, ("stdout", "stderr")[i - 1])))
+
+    @staticmethod
+    def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(coro)
+
+    # ----- copying -------------------------------------------------------------------------------
+
+    async def _copy_out(self, src: int, dst: int | None, name: str) -> None:
+        """Process output → FIFO, until EOF (every writer closed; EIO from a pty master)."""
+        try:
+            while True:
+                try:
+                    data = os.read(src, CHUNK)
+                except BlockingIOError:
+                    await _wait_fd(src, writable=False)
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EIO, errno.EBADF):
+                        break
+                    raise
+                if not data:
+                    break
+                if dst is not None and not await _write_all(dst, data):
+                    dst = None  # nobody can read it any more: keep draining the process
+        except Exception:
+            log.exception("copying %s failed", name)
+        finally:
+            self._finish_output(name)
+
+    def _finish_output(self, name: str) -> None:
+        # EOF for the client: our fd is the FIFO's only writer once the process's side is done.
+        i = 1 if name in ("stdout", "console") else 2
+        if name != "console":
+            _close(self._ours[i])
+            self._ours[i] = None
+        end = self._ends[i]
+        if end is not None:
+            _close(end.fd)
+            self._ends[i] = None
+
+    async def _copy_stdin(self, src: int, dst: int) -> None:
+        """FIFO → process, until EOF (CloseIO and the client's writer closed) or the process
+        stops reading."""
+        try:
+            while True:
+                try:
+                    data = os.read(src, CHUNK)
+                except BlockingIOError:
+                    await _wait_fd(src, writable=False)
+                    continue
+                if not data or not await _write_all(dst, data):
+                    break
+        except OSError as exc:
+            log.warning("copying stdin failed: %s", exc)
+        finally:
+            self._end_stdin()
+
+    def _end_stdin(self) -> None:
+        end, self._ends[0] = self._ends[0], None
+        if end is not None:
+            _close(end.fd)
+            _close(end.keeper)
+        # The process reads EOF once the pipe's last writer closes (a pty is left open).
+        _close(self._ours[0])
+        self._ours[0] = None
+
+    # ----- requests ------------------------------------------------------------------------------
+
+    def close_stdin(self) -> None:
+        """CloseIO: drop our writer of the stdin FIFO, so the client's close is the EOF."""
+        end = self._ends[0]
+        if end is None:
+            return
+        if self._stdin_task is None:
+            self._end_stdin()  # nothing copies it: the process has /dev/null or a file
+        else:
+            _close(end.keeper)
+            end.keeper = None
+
+    def resize(self, width: int, height: int) -> None:
+        if self._console is None:
+            return  # no terminal, or already closed: as containerd, not an error
+        from shim.linux import set_winsize
+
+        with contextlib.suppress(OSError):
+            set_winsize(self._console, height, width)
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until the output is copied and the FIFOs closed; False if `timeout` passed first
+        (a forked child still holds the pipe: copying goes on in the background)."""
+        pending = [t for t in self._outputs if not t.done()]
+        if not pending:
+            return True
+        done, _ = await asyncio.wait(pending, timeout=timeout)
+        return len(done) == len(pending)
+
+    async def aclose(self) -> None:
+        """Stop copying and close every fd (Delete)."""
+        self._closed = True
+        tasks = [*self._outputs, *([self._stdin_task] if self._stdin_task else [])]
+        for task in tasks:
+            task.cancel()
+        # Let the copiers unregister from the loop before their fd numbers can be reused.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.close()
+
+    def close(self) -> None:
+        """Close every fd; copiers must be stopped already (`aclose`), or never started."""
+        self._closed = True
+        self._outputs.clear()
+        self._stdin_task = None
+        for i in range(3):
+            end, self._ends[i] = self._ends[i], None
+            if end is not None:
+                _close(end.fd)
+                _close(end.keeper)
+            _close(self._child[i])
+            _close(self._ours[i])
+            self._child[i] = self._ours[i] = None
+        _close(self._console)
+        self._console = None
+

@@ -1,0 +1,58 @@
+"""Filesystem unix sockets for `start` and the zygote, without importing the ttrpc package.
+
+`shim.ttrpc.sockets.listen_unix` does the same, but importing it loads asyncio and protobuf
+through the package; `start` must stay light (it only makes the socket and hands it over).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+
+
+class AlreadyServing(Exception):
+    """A live server accepts on the path already."""
+
+
+def is_live(path: str, kind: int = socket.SOCK_STREAM) -> bool:
+    probe = socket.socket(socket.AF_UNIX, kind)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def listen(path: str, kind: int = socket.SOCK_STREAM, backlog: int = 128) -> socket.socket:
+    """Listen at `path`, mode 0600 from the first moment (bound under a temporary name, chmod'ed,
+    renamed into place). A stale socket file is replaced; a live one raises AlreadyServing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISSOCK(st.st_mode) and is_live(path, kind):
+            raise AlreadyServing(path)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket")
+        os.unlink(path)
+    tmp = os.path.join(os.path.dirname(path), f".s{os.getpid()}-{os.urandom(4).hex()}")
+    sock = socket.socket(socket.AF_UNIX, kind)
+    try:
+        sock.bind(tmp)
+        try:
+            os.chmod(tmp, 0o600)
+            os.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

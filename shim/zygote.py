@@ -1,0 +1,237 @@
+"""The zygote: one warm process per host that forks serving shims, so they share its memory.
+
+A shim is mostly interpreter and imported modules (asyncio, protobuf, the shim's own code). Each
+`start` importing them anew costs ~0.2 s and ~19 MiB of private memory per shim; forked from a
+process that imported them once (and froze them out of the cyclic GC, so collections do not
+dirty the shared pages), a shim's start is a fork and its PSS a few MiB (see the report in
+tests/integration/test_shim_contract.py::test_footprint).
+
+Protocol: a SOCK_SEQPACKET socket at /run/dockyard-shim/zygote-<key>.sock (0600, root's or our
+uid's peers only). `start` sends one message, the JSON `serve.Launch` with the shim's listening
+socket attached (SCM_RIGHTS); the zygote forks, the child runs `serve.run` on it, and the answer
+is `{"pid": N}` (or `{"error": "..."}`).
+
+<key> hashes the interpreter, where the shim's code lives and its newest source mtime, so an
+updated shim is never served by an old zygote. `start` launches the zygote when there is none
+(fresh interpreter, `-I -S`: none of site's imports), and meanwhile forks that one shim itself.
+The zygote exits once it has had no shim and no request for IDLE_EXIT seconds. Shims outlive it
+(they are reparented). Set DOCKYARD_SHIM_ZYGOTE=0 to never use one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shim.serve import Launch
+
+DIR = "/run/dockyard-shim"
+SWITCH = "DOCKYARD_SHIM_ZYGOTE"
+IDLE_EXIT = 30.0
+REQUEST_TIMEOUT = 5.0
+
+
+def enabled() -> bool:
+    return os.environ.get(SWITCH, "1") != "0"
+
+
+def _code_root() -> str:
+    """The directory holding the `shim`, `supervisor` and `dockyard_api` packages."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _newest_source(root: str) -> int:
+    newest = 0
+    for sub in ("shim", "shim/ttrpc", "shim/init", "shim/cgroups", "supervisor"):
+        with contextlib.suppress(OSError), os.scandir(os.path.join(root, sub)) as it:
+            for entry in it:
+                if entry.name.endswith(".py"):
+                    newest = max(newest, entry.stat().st_mtime_ns)
+    return newest
+
+
+def socket_path() -> str:
+    import zlib
+
+    root = _code_root()
+    key = f"{os.path.realpath(sys.executable)}\0{root}\0{_newest_source(root)}\0{os.geteuid()}".encode()
+    return os.path.join(DIR, f"zygote-{zlib.crc32(key):08x}.sock")
+
+
+# ----- the client side: `start` ----------------------------------------------------------------------
+
+
+class NoAnswer(Exception):
+    """The request reached a zygote that then did not answer: it may or may not have forked a
+    shim on the socket, so forking another could leave two serving it. `start` fails instead;
+    a retried start finds the socket served (or not) and acts on that."""
+
+
+def request_shim(launch: Launch, listener_fd: int, path: str | None = None) -> int:
+    """Ask the zygote for a shim serving `listener_fd`; its PID, or 0 when there is no zygote."""
+    path = path or socket_path()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.settimeout(REQUEST_TIMEOUT)
+    try:
+        try:
+            sock.connect(path)
+            socket.send_fds(sock, [json.dumps(launch).encode()], [listener_fd])
+        except OSError:
+            return 0  # nothing was handed over
+        try:
+            answer = json.loads(sock.recv(65536) or b"{}")
+        except (OSError, ValueError) as exc:
+            raise NoAnswer(f"shim zygote {path}: {exc}") from None
+    finally:
+        sock.close()
+    if not answer.get("pid"):
+        raise NoAnswer(f"shim zygote {path}: {answer.get('error') or 'no answer'}")
+    return int(answer["pid"])
+
+
+def launch_zygote(path: str | None = None) -> None:
+    """Start a zygote in the background; returns at once (a zygote that finds another one
+    already serving its socket just exits)."""
+    path = path or socket_path()
+    os.makedirs(DIR, mode=0o700, exist_ok=True)
+    # A fresh interpreter without site: its .pth imports would only add private pages.
+    cwd = os.getcwd()
+    paths = [_code_root(), *(p for p in sys.path if p and p != cwd and os.path.isdir(p))]
+    argv = [sys.executable, "-I", "-S", "-c",
+            "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); import shim.zygote as z; z.main(sys.argv[2])",
+            json.dumps(paths), path]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork():  # the zygote is nobody's child to reap
+                os._exit(0)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, 65536)
+            os.execv(sys.executable, argv)
+        finally:
+            os._exit(127)
+    os.waitpid(pid, 0)
+
+
+# ----- the zygote ------------------------------------------------------------------------------------
+
+
+def _preload() -> None:
+    # The shim never speaks TLS: keep asyncio from loading OpenSSL (~2.5 MiB per process).
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+    import asyncio  # noqa: F401
+    import gc
+
+    import shim.cgroups.metrics
+    import shim.cleanup
+    import shim.container
+    import shim.serve  # noqa: F401
+    from dockyard_api.containerd.runtime.v2.runc.options import oci_pb2  # noqa: F401
+
+    gc.collect()
+    # Everything alive now is shared with every shim: never let the collector touch (and so
+    # copy) those pages in the children.
+    gc.freeze()
+
+
+def _serve_one(conn: socket.socket, listener: socket.socket, children: set[int]) -> None:
+    import struct
+
+    uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+    if uid not in (0, os.geteuid()):
+        return
+    data, fds, _, _ = socket.recv_fds(conn, 65536, 1)
+    if not fds:
+        conn.send(json.dumps({"error": "no listening socket attached"}).encode())
+        return
+    try:
+        launch = json.loads(data)
+    except ValueError as exc:
+        conn.send(json.dumps({"error": f"bad request: {exc}"}).encode())
+        for fd in fds:
+            os.close(fd)
+        return
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            conn.close()
+            listener.close()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            from shim.serve import run
+
+            code = run(launch, fds[0])
+        finally:
+            os._exit(code)
+    for fd in fds:
+        os.close(fd)
+    children.add(pid)
+    conn.send(json.dumps({"pid": pid}).encode())
+
+
+def _reap(children: set[int]) -> None:
+    while children:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+
+
+def main(path: str) -> None:
+    from shim.unixsock import AlreadyServing, listen
+
+    _preload()
+    try:
+        listener = listen(path, socket.SOCK_SEQPACKET)
+    except (AlreadyServing, OSError):
+        return  # another zygote won the race
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write("dockyard-zygote")
+    inode = os.stat(path).st_ino
+    stop: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    children: set[int] = set()
+    idle = 0.0
+    try:
+        while not stop:
+            _reap(children)
+            try:
+                ready, _, _ = select.select([listener], [], [], 1.0)
+            except InterruptedError:
+                continue
+            if not ready:
+                idle = idle + 1.0 if not children else 0.0
+                if idle >= IDLE_EXIT:
+                    return
+                continue
+            idle = 0.0
+            try:
+                conn, _ = listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EINTR):
+                    continue
+                raise
+            with conn:
+                conn.settimeout(REQUEST_TIMEOUT)
+                with contextlib.suppress(OSError):
+                    _serve_one(conn, listener, children)
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        listener.close()

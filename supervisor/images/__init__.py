@@ -1,0 +1,1 @@
+"""Images: references, and (later) manifests, indexes, configs, platforms, unpack and archives."""

@@ -1,0 +1,255 @@
+"""The tasks the daemon runs: one shim each, found again from the state dir after a restart.
+
+A task lives from Tasks/Create to Tasks/Delete. The shim outlives the daemon; on start the
+manager reconnects to every bundle's shim, and cleans up after shims that are gone. A shim
+that disconnects while the daemon runs is cleaned up the same way, with its exit published
+(status 255 when nobody knows better), as containerd does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from google.protobuf import timestamp_pb2
+
+from dockyard_api.containerd.events import task_pb2 as task_events
+from dockyard_api.containerd.runtime.v2.task import shim_pb2
+from dockyard_api.containerd.types import mount_pb2
+from supervisor.errors import AlreadyExists, DockyardError, NotFound
+from supervisor.events import Exchange
+from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, list_bundles, parse_spec, remove_bundle
+from supervisor.runtime.shim import ShimBinary, ShimClient
+
+log = logging.getLogger("dockyard.runtime")
+
+
+@dataclass
+class Task:
+    bundle: Bundle
+    runtime: str
+    shim: ShimClient
+    pid: int
+    deleting: bool = False
+    log_fd: int | None = field(default=None, repr=False)
+
+    @property
+    def namespace(self) -> str:
+        return self.bundle.namespace
+
+    @property
+    def id(self) -> str:
+        return self.bundle.id
+
+
+@dataclass
+class CreateOptions:
+    rootfs: list[mount_pb2.Mount]
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+    options: bytes = b""  # the runtime options Any, serialised (the shim's stdin at start)
+    task_options: object | None = None  # the request's options Any, passed to the shim's Create
+
+
+def _ts(when: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+class TaskManager:
+    def __init__(self, state: Path, binary_for: Callable[[str], ShimBinary], events: Exchange) -> None:
+        self.state = state
+        self.binary_for = binary_for
+        self.events = events
+        self._tasks: dict[tuple[str, str], Task] = {}
+        self._creating: set[tuple[str, str]] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def get(self, namespace: str, cid: str) -> Task:
+        task = self._tasks.get((namespace, cid))
+        if task is None or task.deleting:
+            raise NotFound(f"task {cid} not found")
+        return task
+
+    def list(self, namespace: str) -> list[Task]:
+        return [t for (ns, _), t in sorted(self._tasks.items()) if ns == namespace and not t.deleting]
+
+    def all(self) -> builtins.list[Task]:
+        return [t for t in self._tasks.values() if not t.deleting]
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def create(self, namespace: str, cid: str, runtime: str, spec_json: bytes, opts: CreateOptions) -> Task:
+        key = (namespace, cid)
+        if key in self._tasks or key in self._creating:
+            raise AlreadyExists(f"task {cid}")
+        self._creating.add(key)
+        try:
+            binary = self.binary_for(runtime)
+            if binary.foreign:
+                spec_json = confine_cgroup(parse_spec(spec_json), namespace, cid)
+            bundle = await asyncio.to_thread(create_bundle, self.state, namespace, cid, spec_json)
+            task: Task | None = None
+            log_fd = self._follow_log(bundle)
+            try:
+                address = await binary.start(bundle, opts.options)
+                log.debug("task %s/%s: shim serving on %s", namespace, cid, address)
+                await asyncio.to_thread(bundle.write, "address", address)
+                await asyncio.to_thread(bundle.write, "runtime", runtime)
+                shim = await ShimClient.connect(address, bundle, functools.partial(self._shim_closed, key))
+                task = Task(bundle, runtime, shim, 0, log_fd=log_fd)
+                self._tasks[key] = task
+                req = shim_pb2.CreateTaskRequest(
+                    id=cid, bundle=str(bundle.path), rootfs=opts.rootfs, terminal=opts.terminal,
+                    stdin=opts.stdin, stdout=opts.stdout, stderr=opts.stderr)
+                if opts.task_options is not None:
+                    req.options.CopyFrom(opts.task_options)  # type: ignore[arg-type]
+                log.debug("task %s/%s: creating in the shim", namespace, cid)
+                resp = await shim.call("Create", req, shim_pb2.CreateTaskResponse)
+                task.pid = resp.pid
+                return task
+            except BaseException:
+                await self._abandon(key, task, bundle, binary, log_fd)
+                raise
+        finally:
+            self._creating.discard(key)
+
+    async def delete(self, namespace: str, cid: str) -> shim_pb2.DeleteResponse:
+        """Delete the init process in the shim, stop the shim, remove the bundle."""
+        task = self.get(namespace, cid)
+        resp = await task.shim.call("Delete", shim_pb2.DeleteRequest(id=cid), shim_pb2.DeleteResponse)
+        task.deleting = True
+        await self._retire(task)
+        return resp
+
+    async def _abandon(self, key: tuple[str, str], task: Task | None, bundle: Bundle, binary: ShimBinary,
+                       log_fd: int | None) -> None:
+        """Undo a failed create: nothing of it may stay behind (shim, mounts, bundle)."""
+        self._tasks.pop(key, None)
+        if task is not None:
+            task.deleting = True
+            with contextlib.suppress(DockyardError):
+                await task.shim.call("Delete", shim_pb2.DeleteRequest(id=bundle.id), shim_pb2.DeleteResponse,
+                                     timeout=10)
+            await task.shim.shutdown()
+        if bundle.read("address"):
+            with contextlib.suppress(DockyardError):
+                await binary.delete(bundle)
+        self._close_log(log_fd)
+        await asyncio.to_thread(remove_bundle, bundle)
+
+    async def _retire(self, task: Task) -> None:
+        await task.shim.shutdown()
+        self._tasks.pop((task.namespace, task.id), None)
+        self._close_log(task.log_fd)
+        await asyncio.to_thread(remove_bundle, task.bundle)
+
+    # -- shims that go away --------------------------------------------------------------
+
+    def _shim_closed(self, key: tuple[str, str]) -> None:
+        task = self._tasks.get(key)
+        if task is None or task.deleting:
+            return
+        task.deleting = True
+        job = asyncio.get_running_loop().create_task(
+            self._cleanup_dead(task.bundle, task.runtime, task.pid, task.log_fd, task.shim, publish=True))
+        self._cleanups.add(job)
+        job.add_done_callback(self._cleanups.discard)
+
+    async def _cleanup_dead(self, bundle: Bundle, runtime: str, pid: int, log_fd: int | None,
+                            shim: ShimClient | None, publish: bool) -> None:
+        log.warning("shim of task %s/%s is gone: cleaning up", bundle.namespace, bundle.id)
+        status, exited = 255, datetime.now(UTC)
+        try:
+            resp = await self.binary_for(runtime).delete(bundle)
+            pid, status = resp.pid or pid, resp.exit_status
+            if resp.HasField("exited_at"):
+                exited = resp.exited_at.ToDatetime(tzinfo=UTC)
+        except DockyardError as exc:
+            log.warning("cleanup of task %s/%s: %s", bundle.namespace, bundle.id, exc)
+        self._tasks.pop((bundle.namespace, bundle.id), None)
+        self._close_log(log_fd)
+        if shim is not None:
+            await shim.conn.close()
+        await asyncio.to_thread(remove_bundle, bundle)
+        if publish:
+            ns, cid = bundle.namespace, bundle.id
+            exit_ev = task_events.TaskExit(container_id=cid, id=cid, pid=pid, exit_status=status,
+                                           exited_at=_ts(exited))
+            self.events.publish(ns, "/tasks/exit", exit_ev.DESCRIPTOR.full_name, exit_ev.SerializeToString())
+            del_ev = task_events.TaskDelete(container_id=cid, pid=pid, exit_status=status,
+                                            exited_at=_ts(exited))
+            self.events.publish(ns, "/tasks/delete", del_ev.DESCRIPTOR.full_name, del_ev.SerializeToString())
+
+    # -- restart -------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Reconnect to the shims of every bundle left in the state dir."""
+        for bundle in await asyncio.to_thread(list_bundles, self.state):
+            key = (bundle.namespace, bundle.id)
+            runtime = bundle.read("runtime")
+            address = bundle.read("address")
+            log_fd = self._follow_log(bundle)
+            try:
+                shim = await ShimClient.connect(address, bundle, functools.partial(self._shim_closed, key), timeout=2)
+                resp = await shim.call("Connect", shim_pb2.ConnectRequest(id=bundle.id), shim_pb2.ConnectResponse,
+                                       timeout=5)
+            except DockyardError as exc:
+                log.warning("task %s/%s: shim unreachable (%s): cleaning up", bundle.namespace, bundle.id, exc)
+                await self._cleanup_dead(bundle, runtime, 0, log_fd, None, publish=False)
+                continue
+            self._tasks[key] = Task(bundle, runtime, shim, resp.task_pid, log_fd=log_fd)
+            log.info("task %s/%s: reconnected to its shim (pid %d)", bundle.namespace, bundle.id, resp.shim_pid)
+
+    async def close(self) -> None:
+        """Daemon shutdown: drop the connections, leave the shims (and containers) running."""
+        for job in list(self._cleanups):
+            with contextlib.suppress(Exception):
+                await job
+        for task in list(self._tasks.values()):
+            task.deleting = True  # a closing connection is not a dead shim now
+            await task.shim.conn.close()
+            self._close_log(task.log_fd)
+        self._tasks.clear()
+
+    # -- the shim's log FIFO -------------------------------------------------------------
+
+    def _follow_log(self, bundle: Bundle) -> int | None:
+        """Read the shim's log FIFO into our log (containerd's contract: the shim writes it)."""
+        try:
+            # O_RDWR: we never see EOF when the shim closes it, and opening never blocks.
+            fd = os.open(bundle.log_fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        shim_log = logging.getLogger(f"dockyard.shim.{bundle.namespace}.{bundle.id}")
+
+        def drain() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(fd, 65536):
+                    for line in chunk.decode(errors="replace").splitlines():
+                        if line.strip():
+                            shim_log.info("%s", line)
+
+        asyncio.get_running_loop().add_reader(fd, drain)
+        return fd
+
+    def _close_log(self, fd: int | None) -> None:
+        if fd is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
