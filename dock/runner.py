@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dock.client import Client
 from dock.containers import RUNC_V2, oci_spec_any
@@ -53,6 +53,7 @@ RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"  # an empty runc Options me
 DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
 LEASE_TTL = timedelta(hours=24)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+T = TypeVar("T")
 KILL_WAIT = 10.0  # seconds for a killed task to stop during cleanup
 
 
@@ -185,7 +186,7 @@ async def create_container(client: Client, req: RunRequest, undo: contextlib.Asy
         opts = req.spec
         if not opts.annotations and req.labels:
             opts.annotations = dict(req.labels)  # ctr passes --label as annotations too
-        spec = await asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts)
+        spec = await _uninterrupted(asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts))
         labels = {**config.labels, **req.labels, STOP_SIGNAL_LABEL: config.stop_signal or "SIGTERM"}
         container = Container(
             id=req.id, runtime_name=req.runtime, spec=oci_spec_any(spec), labels=labels, image=image.name,
@@ -196,6 +197,18 @@ async def create_container(client: Client, req: RunRequest, undo: contextlib.Asy
         return created
     finally:
         await _quietly(client.leases.delete, lease.id)
+
+
+async def _uninterrupted(work: Awaitable[T]) -> T:
+    """Await `work`; if we are cancelled meanwhile, let it finish first (a thread that has the
+    snapshot mounted must unmount it before cleanup can remove the snapshot), then go."""
+    fut = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await fut
+        raise
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -357,8 +370,6 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
     Without `rm` the container stays (the task does not), as with `ctr run`."""
     if req.detach and (req.interactive or req.spec.tty):
         raise InvalidArgument("a detached task has no one to talk to: -d does not go with -i or -t")
-    if req.spec.tty and not req.detach and not os.isatty(out_fd):
-        raise InvalidArgument("-t needs a terminal on stdout")
     try:
         async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as container_undo:
             await create_container(client, req, container_undo)

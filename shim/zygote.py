@@ -7,9 +7,11 @@ dirty the shared pages), a shim's start is a fork and its PSS a few MiB (see the
 tests/integration/test_shim_contract.py::test_footprint).
 
 Protocol: a SOCK_SEQPACKET socket at /run/dockyard-shim/zygote-<key>.sock (0600, root's or our
-uid's peers only). `start` sends one message, the JSON `serve.Launch` with the shim's listening
-socket attached (SCM_RIGHTS); the zygote forks, the child runs `serve.run` on it, and the answer
-is `{"pid": N}` (or `{"error": "..."}`).
+uid's peers only). The zygote greets each connection it accepts (HELLO); `start` then sends one
+message, the JSON `serve.Launch` with the shim's listening socket attached (SCM_RIGHTS); the
+zygote forks, the child runs `serve.run` on it, and the answer is `{"pid": N}` (or
+`{"error": "..."}`). Without the greeting `start` forks the shim itself; after it, a missing
+answer fails `start` (a shim may exist: forking a second one on the socket would be worse).
 
 <key> hashes the interpreter, where the shim's code lives and its newest source mtime, so an
 updated shim is never served by an old zygote. `start` launches the zygote when there is none
@@ -37,6 +39,7 @@ DIR = "/run/dockyard-shim"
 SWITCH = "DOCKYARD_SHIM_ZYGOTE"
 IDLE_EXIT = 30.0
 REQUEST_TIMEOUT = 5.0
+HELLO = b"dockyard-zygote/1"
 
 
 def enabled() -> bool:
@@ -83,6 +86,10 @@ def request_shim(launch: Launch, listener_fd: int, path: str | None = None) -> i
     try:
         try:
             sock.connect(path)
+            # The zygote greets a connection it accepted: without the greeting (no zygote, or one
+            # exiting with us in its backlog) nothing is handed over and `start` forks itself.
+            if sock.recv(64) != HELLO:
+                return 0
             socket.send_fds(sock, [json.dumps(launch).encode()], [listener_fd])
         except OSError:
             return 0  # nothing was handed over
@@ -151,6 +158,7 @@ def _serve_one(conn: socket.socket, listener: socket.socket, children: set[int])
     uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
     if uid not in (0, os.geteuid()):
         return
+    conn.send(HELLO)
     data, fds, _, _ = socket.recv_fds(conn, 65536, 1)
     if not fds:
         conn.send(json.dumps({"error": "no listening socket attached"}).encode())
@@ -195,13 +203,13 @@ def _reap(children: set[int]) -> None:
 def main(path: str) -> None:
     from shim.unixsock import AlreadyServing, listen
 
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write("dockyard-zygote")  # first: `ps` (and tests) know it from the start
     _preload()
     try:
         listener = listen(path, socket.SOCK_SEQPACKET)
     except (AlreadyServing, OSError):
         return  # another zygote won the race
-    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
-        comm.write("dockyard-zygote")
     inode = os.stat(path).st_ino
     stop: list[bool] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))

@@ -353,6 +353,11 @@ def _run_step(step: P.Step, ctx: _Context) -> None:
             if msg.get("type") != "start":
                 raise Internal(f"sync: expected 'start', got {msg!r}")
         case P.Exec(args=args, env=env):
+            # Ignored signals stay ignored across exec, and Python ignores SIGPIPE and
+            # SIGXFSZ: give the container the defaults (and an empty mask) it would get from runc.
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
             try:
                 os.execve(ctx.executable, list(args), proc_attrs.exec_env(env, ctx.uid))
             except OSError as e:

@@ -15,7 +15,7 @@ from tests.images import busybox_oci_archive
 IMAGE = "docker.io/library/busybox:latest"
 GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
 # "dockyard": our own shim (the default); "runc-go": containerd's shim, the reference.
-RUNTIMES = ["runc-go"]  # "dockyard" joins when our shim lands
+RUNTIMES = ["dockyard", "runc-go"]
 
 
 def ctr(d: DaemonProcess, *args: str, namespace: str = "default", timeout: float = 60,

@@ -1,0 +1,229 @@
+"""The real `ctr` running containers through dockyardd: run, exit codes, detached tasks, exec,
+pause/resume, a terminal, stdin, events.
+
+Parametrized over the shim that serves io.containerd.runc.v2: "dockyard" is the daemon's
+default config (our `python -m shim`), "runc-go" is containerd's Go shim, the reference — the
+same ctr session must behave the same on both. After each test nothing of it is left: no shim
+or container process (checked by PID), no mount under the daemon's dirs, no container cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.compat.runtimes import IMAGE, ctr, daemon_with_runtime, import_busybox, remove_everything
+from tests.daemon import DaemonProcess
+
+pytestmark = [pytest.mark.compat, pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# "dockyard" is dockyardd's default config (our shim); "runc-go" configures containerd's.
+RUNTIMES = ["dockyard", "runc-go"]
+
+
+def uid(name: str) -> str:
+    """A container id unique on this machine (the Go shim keeps runc state globally)."""
+    return f"{name}-{secrets.token_hex(3)}"
+
+
+def shim_pids(d: DaemonProcess) -> set[int]:
+    """Shims of this daemon: both kinds carry `-address <its socket>` on their command line."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            if d.address.encode() in args and any(b"shim" in a for a in args[:3]):
+                found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return False
+    return data[data.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
+def mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+def task_pid(d: DaemonProcess, cid: str) -> int:
+    rows = [r.split() for r in ctr(d, "tasks", "ls").stdout.splitlines()[1:]]
+    return next(int(r[1]) for r in rows if r[0] == cid)
+
+
+class Session:
+    """A daemon with the busybox image, and what the test started in it."""
+
+    def __init__(self, d: DaemonProcess, runtime: str) -> None:
+        self.d = d
+        self.runtime = runtime
+        self.ids: list[str] = []
+        self.pids: set[int] = set()
+        self.shims: set[int] = set()
+
+    def new_id(self, name: str) -> str:
+        cid = uid(name)
+        self.ids.append(cid)
+        return cid
+
+    def cgroup_dirs(self, cid: str) -> list[Path]:
+        rel = f"dockyard/default/{cid}" if self.runtime == "dockyard" else f"default/{cid}"
+        return [CGROUP_ROOT / c / rel for c in ("memory", "pids", "freezer")]
+
+    def watch(self, cid: str) -> None:
+        """Remember the task's and the shims' PIDs, to check they are gone at the end."""
+        self.pids.add(task_pid(self.d, cid))
+        self.shims |= shim_pids(self.d)
+        # Ours records its PID in the bundle (forked by the zygote, its command line is not its own).
+        with contextlib.suppress(OSError, ValueError):
+            self.shims.add(int((self.d.state / "tasks" / "default" / cid / "shim.pid").read_text()))
+
+
+@pytest.fixture(params=RUNTIMES)
+def session(request: pytest.FixtureRequest) -> Iterator[Session]:
+    with daemon_with_runtime(request.param) as d:
+        import_busybox(d)
+        s = Session(d, request.param)
+        try:
+            yield s
+        finally:
+            remove_everything(d)
+            s.shims |= shim_pids(d)
+            deadline = time.monotonic() + 10
+            while any(alive(p) for p in s.pids | s.shims) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            left = [p for p in s.pids | s.shims if alive(p)]
+            for p in left:
+                os.kill(p, signal.SIGKILL)
+            assert not left, f"processes outlived the test: {left}"
+            assert mounts_under(d.base) == []
+            for cid in s.ids:
+                for cg in s.cgroup_dirs(cid):
+                    assert not cg.exists(), f"cgroup {cg} left behind"
+            snapshots = ctr(d, "snapshots", "ls").stdout
+            assert not [cid for cid in s.ids if cid in snapshots]
+            for ns_dir in [*CGROUP_ROOT.glob("*/dockyard/default"), *CGROUP_ROOT.glob("*/default")]:
+                with contextlib.suppress(OSError):  # the namespace level, kept while other tasks use it
+                    ns_dir.rmdir()
+
+
+def zygotes() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text().strip() == "dockyard-zygote":
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_our_zygotes() -> Iterator[None]:
+    """Our shims' zygote outlives a test by design (it exits when idle): the ones this module
+    started are stopped at its end, once their shims are gone, so the run leaves no process."""
+    before = set(zygotes())
+    yield
+    for pid in set(zygotes()) - before:
+        deadline = time.monotonic() + 5
+        with contextlib.suppress(OSError):
+            while Path(f"/proc/{pid}/task/{pid}/children").read_text().split() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_run_rm_prints_and_exits(session: Session) -> None:
+    d = session.d
+    res = ctr(d, "run", "--rm", IMAGE, session.new_id("hello"), "echo", "hello")
+    assert (res.returncode, res.stdout) == (0, "hello\n"), res.stderr
+    res = ctr(d, "run", "--rm", IMAGE, session.new_id("three"), "sh", "-c", "exit 3")
+    assert res.returncode == 3, res.stderr
+    assert ctr(d, "containers", "ls", "-q").stdout == ""
+    assert ctr(d, "tasks", "ls", "-q").stdout == ""
+
+
+def test_detached_task_lifecycle(session: Session) -> None:
+    d = session.d
+    cid = session.new_id("bg")
+    res = ctr(d, "run", "-d", IMAGE, cid, "sleep", "300")
+    assert res.returncode == 0, res.stderr
+    session.watch(cid)
+    pid = task_pid(d, cid)
+    rows = [r.split() for r in ctr(d, "tasks", "ls").stdout.splitlines()]
+    assert rows[0] == ["TASK", "PID", "STATUS"] and [cid, str(pid), "RUNNING"] in rows
+    ps = ctr(d, "tasks", "ps", cid)
+    assert ps.returncode == 0 and [str(pid), "-"] in [r.split() for r in ps.stdout.splitlines()]
+    metrics = ctr(d, "tasks", "metrics", cid)
+    assert metrics.returncode == 0, metrics.stderr
+    assert re.search(r"^pids\.current\s+1\s*$", metrics.stdout, re.M)
+    assert re.search(r"^memory\.usage_in_bytes\s+\d+", metrics.stdout, re.M)
+    res = ctr(d, "tasks", "exec", "--exec-id", "e1", cid, "echo", "hi")
+    assert (res.returncode, res.stdout) == (0, "hi\n"), res.stderr
+    res = ctr(d, "tasks", "exec", "--exec-id", "e2", cid, "sh", "-c", "exit 4")
+    assert res.returncode == 4, res.stderr
+    assert ctr(d, "tasks", "pause", cid).returncode == 0
+    assert [cid, str(pid), "PAUSED"] in [r.split() for r in ctr(d, "tasks", "ls").stdout.splitlines()]
+    assert ctr(d, "tasks", "resume", cid).returncode == 0
+    assert [cid, str(pid), "RUNNING"] in [r.split() for r in ctr(d, "tasks", "ls").stdout.splitlines()]
+    # ctr refuses to remove a running task (client-side, from Tasks/Get's status).
+    assert ctr(d, "tasks", "rm", cid).returncode == 1
+    assert ctr(d, "tasks", "kill", "-s", "SIGKILL", cid).returncode == 0
+    deadline = time.monotonic() + 10
+    while "STOPPED" not in ctr(d, "tasks", "ls").stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    res = ctr(d, "tasks", "rm", cid)
+    assert res.returncode == 0, res.stderr
+    assert "137" in res.stderr  # "task ... exit with non-zero exit code 137"
+    assert ctr(d, "containers", "rm", cid).returncode == 0
+    assert ctr(d, "containers", "ls", "-q").stdout == ""
+
+
+def test_run_with_a_terminal(session: Session) -> None:
+    d = session.d
+    cid = session.new_id("tty")
+    command = f"ctr --address {d.address} run --rm -t {IMAGE} {cid} sh -c 'tty; echo done'"
+    res = subprocess.run(["script", "-qc", command, "/dev/null"], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "/dev/pts/0" in res.stdout and "done" in res.stdout
+
+
+def test_run_with_piped_stdin(session: Session) -> None:
+    d = session.d
+    cid = session.new_id("cat")
+    # Slow input: with instant EOF ctr never sends CloseIO, against containerd too (ctr-calls.md §6.9).
+    command = f"(sleep 1; echo data; echo more) | ctr --address {shlex.quote(d.address)} run --rm {IMAGE} {cid} cat"
+    res = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout) == (0, "data\nmore\n"), res.stderr
+
+
+def test_events_of_a_run(session: Session) -> None:
+    d = session.d
+    cid = session.new_id("ev")
+    events = subprocess.Popen(["ctr", "--address", d.address, "events"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)  # subscribed before the run
+        res = ctr(d, "run", "--rm", IMAGE, cid, "true")
+        assert res.returncode == 0, res.stderr
+        time.sleep(0.5)
+    finally:
+        events.send_signal(signal.SIGINT)
+        out, _ = events.communicate(timeout=10)
+    topics = [line.split()[5] for line in out.splitlines() if cid in line and "/tasks/" in line]
+    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], out
