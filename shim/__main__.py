@@ -108,42 +108,54 @@ def socket_path(bundle: str) -> str:
 
 
 def start(opts: Options, bundle: str) -> int:
-    from shim import zygote
+    sys.stdin.buffer.read()  # the runtime options Any: nothing in runc's Options changes this shim
+    sys.stdout.write(start_shim(_launch(opts, bundle, socket_path(bundle)), fork=True) or "")
+    return 0
+
+
+def start_shim(launch: Launch, fork: bool) -> str | None:
+    """Have a shim serve `launch`; returns its address. With `fork` false (a caller that must
+    not fork, like the daemon taking the fast path) it only asks a warm zygote, and returns None
+    when there is none, so that the caller runs the `start` command instead."""
+    from shim import state, zygote
     from shim.unixsock import AlreadyServing, listen
 
-    sys.stdin.buffer.read()  # the runtime options Any: nothing in runc's Options changes this shim
-    path = socket_path(bundle)
+    path, bundle = launch["socket"], launch["bundle"]
     if path.startswith(FALLBACK_DIR + "/"):
         os.makedirs(FALLBACK_DIR, mode=0o700, exist_ok=True)
     address = f"unix://{path}"
+    if not fork and not zygote.enabled():
+        return None
     try:
         listener = listen(path)
     except AlreadyServing:
-        # A live shim serves this bundle already (a retried start): hand out its address.
-        sys.stdout.write(address)
-        return 0
-    launch = _launch(opts, bundle, path)
+        return address  # a live shim serves this bundle already (a retried start)
     pid = 0
     if zygote.enabled():
         zpath = zygote.socket_path()
         pid = zygote.request_shim(launch, listener.fileno(), zpath)
-        if not pid:
+        if not pid and fork:
             with contextlib.suppress(OSError):  # no zygote (e.g. /run not writable): fork as below
                 zygote.launch_zygote(zpath)  # for the next start; this one forks its shim itself
+    if not pid and not fork:
+        listener.close()
+        os.unlink(path)
+        return None
     if not pid:
         pid = _fork_shim(launch, listener)
     listener.close()
-    from shim import state
-
     state.write_file(bundle, state.SHIM_PID, str(pid))
     state.write_file(bundle, state.ADDRESS, address)
-    sys.stdout.write(address)
-    return 0
+    return address
 
 
 def _launch(opts: Options, bundle: str, path: str) -> Launch:
-    return {"namespace": opts.namespace, "id": opts.id, "bundle": bundle, "socket": path,
-            "events": os.environ.get("TTRPC_ADDRESS", ""), "debug": opts.debug}
+    return launch_for(opts.namespace, opts.id, bundle, os.environ.get("TTRPC_ADDRESS", ""), opts.debug)
+
+
+def launch_for(namespace: str, cid: str, bundle: str, events: str, debug: bool = False) -> Launch:
+    return {"namespace": namespace, "id": cid, "bundle": bundle, "socket": socket_path(bundle),
+            "events": events, "debug": debug}
 
 
 def _fork_shim(launch: Launch, listener: socket.socket) -> int:

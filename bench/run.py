@@ -1,0 +1,117 @@
+"""Running containers: dockyardd (our shim) vs containerd with runc, driven by the same `ctr`.
+
+    python3 bench/run.py [--rounds 20] [--containers 50] [--json out.json]
+
+- latency of `ctr run --rm IMAGE ID true` (median and p90 of --rounds runs);
+- time to start --containers detached containers (`ctr run -d ... sleep 600`, one after another);
+- shim memory per running container: PSS from /proc/PID/smaps_rollup of each container's shim
+  (the init's parent) with those containers running, Dockyard's shim vs containerd-shim-runc-v2.
+The image is Debian's busybox-static, built by tests/images.py and imported on both daemons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.daemons import containerd, dockyardd
+from tests.images import busybox_oci_archive
+
+IMAGE = "docker.io/library/busybox:latest"
+NAMESPACE = "bench"
+CTR = shutil.which("ctr") or "ctr"
+
+
+def ctr(address: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([CTR, "--address", address, "--namespace", NAMESPACE, *args], capture_output=True,
+                         text=True, timeout=120)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"ctr {' '.join(args)}: {res.stderr.strip()}")
+    return res
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def shim_of(task_pid: int) -> int:
+    for line in Path(f"/proc/{task_pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no parent for {task_pid}")
+
+
+def measure(address: str, image_tar: Path, rounds: int, containers: int) -> dict[str, Any]:
+    ctr(address, "images", "import", str(image_tar))
+    ctr(address, "run", "--rm", IMAGE, "warmup", "true")
+    samples = []
+    for i in range(rounds):
+        t = time.perf_counter()
+        ctr(address, "run", "--rm", IMAGE, f"r{i}", "true")
+        samples.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    ids = [f"d{i}" for i in range(containers)]
+    try:
+        for cid in ids:
+            ctr(address, "run", "-d", IMAGE, cid, "sleep", "600")
+        start_all = time.perf_counter() - t
+        rows = [r.split() for r in ctr(address, "tasks", "ls").stdout.splitlines()[1:]]
+        shims = {shim_of(int(r[1])) for r in rows if r[0] in ids}
+        pss = [pss_kib(p) for p in shims]
+    finally:
+        for cid in ids:
+            ctr(address, "tasks", "kill", "-s", "SIGKILL", cid, check=False)
+        for cid in ids:
+            for _ in range(50):
+                if ctr(address, "tasks", "rm", cid, check=False).returncode == 0:
+                    break
+                time.sleep(0.1)
+            ctr(address, "containers", "rm", cid, check=False)
+    ordered = sorted(samples)
+    return {
+        "run_rm_median_ms": statistics.median(ordered) * 1e3,
+        "run_rm_p90_ms": ordered[max(0, int(len(ordered) * 0.9) - 1)] * 1e3,
+        "start_containers_s": start_all,
+        "containers": containers,
+        "shims": len(shims),
+        "shim_pss_median_kib": statistics.median(pss) if pss else 0,
+        "shim_pss_total_kib": sum(pss),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--containers", type=int, default=50)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+        tar = Path(tmp) / "busybox.tar"
+        tar.write_bytes(busybox_oci_archive(IMAGE))
+        results: dict[str, Any] = {}
+        with containerd() as sock:
+            results["containerd"] = measure(sock, tar, args.rounds, args.containers)
+        with dockyardd() as sock:
+            results["dockyardd"] = measure(sock, tar, args.rounds, args.containers)
+    dy, ctd = results["dockyardd"], results["containerd"]
+    for key in ("run_rm_median_ms", "run_rm_p90_ms", "start_containers_s", "shim_pss_median_kib"):
+        print(f"{key:24} dockyardd {dy[key]:10.1f}   containerd {ctd[key]:10.1f}   ratio {dy[key] / ctd[key]:5.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
