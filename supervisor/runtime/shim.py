@@ -71,7 +71,7 @@ class ShimBinary:
         Dockyard's own shim has a fast path: when its zygote is warm, the daemon hands it the
         listening socket directly instead of running `python -m shim start` (which costs an
         interpreter start, ~100 ms); the command runs when there is no zygote yet."""
-        if not self.foreign:
+        if self.command[-2:] == ("-m", "shim"):  # Dockyard's own shim, run by this interpreter
             address = await asyncio.to_thread(_start_via_zygote, bundle, self.ttrpc_address)
             if address:
                 return address
