@@ -1,12 +1,13 @@
 """Image import + unpack: `ctr images import` against dockyardd vs containerd, and `dock images import`.
 
-    python3 bench/import.py [--size-mib 200] [--files 20000] [--layers 4] [--runs 2] [--json out.json]
+    python3 bench/import.py [--size-mib 200] [--files 20000] [--layers 4] [--runs 2] [--tmpfs] [--json out.json]
 
 The image is generated deterministically (seeded) in a temp dir: `--layers` gzip layers of
 `--files` files in all, about `--size-mib` MiB uncompressed (half random bytes, half text that
 compresses), written as one OCI archive. Each run imports it with unpack into overlayfs
 (`ctr images import`, which unpacks through Snapshots + Diff.Apply) and then removes it with
-`images rm --sync`, so every run starts from an empty store. Reported: median seconds per
+`images rm --sync`, so every run starts from an empty store (and `sync` first, so one run's
+disk writeback does not land in the next). Reported: median seconds per
 daemon, dockyardd/containerd, and dockyardd's server-side import (`dock images import --unpack`).
 """
 
@@ -149,6 +150,9 @@ def dock(address: str, *args: str) -> subprocess.CompletedProcess[bytes]:
 def measure(address: str, archive: Path, runs: int, client: str) -> list[float]:
     times = []
     for _ in range(runs):
+        # Write back the previous run's dirty pages first: on a small VM their writeback
+        # otherwise lands in the next measurement, whichever daemon it belongs to.
+        subprocess.run(["sync"], check=False)
         start = time.perf_counter()
         if client == "ctr":
             ctr(address, "images", "import", str(archive))
@@ -168,13 +172,22 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--tmpfs", action="store_true",
+                    help="put the daemons' roots on a private tmpfs (CPU-bound: no disk writeback in the way)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-import-"))
+    mnt = None
+    if args.tmpfs:
+        mnt = Path(tempfile.mkdtemp(prefix="bench-tmpfs-"))
+        size = 4 * (args.size_mib << 20) + (512 << 20)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
     try:
         start = time.perf_counter()
         archive = build_archive(work, args.size_mib, args.files, args.layers)
         print(f"image: {args.files} files, {args.layers} layers, archive {archive.stat().st_size / (1 << 20):.0f} MiB "
               f"(built in {time.perf_counter() - start:.1f}s)", flush=True)
+        if mnt is not None:
+            tempfile.tempdir = str(mnt)  # bench.daemons makes its dirs with mkdtemp
         results: dict[str, Any] = {}
         for name, client, start_daemon in (("containerd (ctr import)", "ctr", containerd),
                                            ("dockyardd (ctr import)", "ctr", dockyardd),
@@ -192,6 +205,10 @@ def main() -> None:
                                              "runs": args.runs, **results}, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if mnt is not None:
+            tempfile.tempdir = None
+            subprocess.run(["umount", str(mnt)], check=False)
+            mnt.rmdir()
 
 
 if __name__ == "__main__":

@@ -8,10 +8,23 @@ import os
 import sys
 
 from dock.client import DEFAULT_ADDRESS, Client
-from dock.commands import containers, content, events, images, leases, namespaces, run, snapshots, system, tasks
+from dock.commands import (
+    containers,
+    content,
+    events,
+    images,
+    leases,
+    namespaces,
+    registry,
+    run,
+    snapshots,
+    stats,
+    system,
+    tasks,
+)
 from supervisor.errors import DockyardError
 
-GROUPS = (system, namespaces, leases, containers, content, snapshots, images, run, tasks, events)
+GROUPS = (system, namespaces, leases, containers, content, snapshots, images, registry, run, tasks, events, stats)
 
 
 def build_parser() -> argparse.ArgumentParser:

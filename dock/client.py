@@ -21,7 +21,9 @@ from dock.diff import DiffAPI
 from dock.events import EventsAPI
 from dock.images import ImagesAPI
 from dock.leases import LeasesAPI
+from dock.registry import RegistryAPI
 from dock.snapshots import SnapshotsAPI
+from dock.stats import StatsAPI
 from dock.tasks import TasksAPI
 from dock.transfer import TransferAPI
 from dockyard_api.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
@@ -108,8 +110,10 @@ class Client:
         self.images = ImagesAPI(self)
         self.snapshots = SnapshotsAPI(self)
         self.transfer = TransferAPI(self)
+        self.registry = RegistryAPI(self)
         self.tasks = TasksAPI(self)
         self.events = EventsAPI(self)
+        self.stats = StatsAPI(self)
 
     async def __aenter__(self) -> Client:
         return self
@@ -141,7 +145,8 @@ class Client:
             call.cancel()
 
     def _error(self, exc: grpc.aio.AioRpcError) -> DockyardError:
-        if exc.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower():
+        # grpc's own words for a socket it could not reach (not a daemon error that says "connect")
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect to all addresses" in (exc.details() or ""):
             _check_socket(self.address)  # a precise reason when there is one
             return DaemonUnreachable(f"cannot connect to dockyardd at {self.address}: {exc.details()}")
         return error_from_status(exc.code(), exc.details() or "")

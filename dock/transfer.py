@@ -33,11 +33,13 @@ from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
 from dockyard_api.dockyard.images.v1 import images_pb2 as pb
 from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
 from supervisor.errors import InvalidArgument
+from supervisor.services.status import error_from_status
 
 if TYPE_CHECKING:
     from dock.client import Client
 
 CHUNK = 1 << 20
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes] | Iterable[bytes]
 
@@ -160,6 +162,8 @@ def _import_event(m: pb.ImportProgress) -> ImportEvent:
     if kind == "done":
         d = m.done
         return ImportResult(d.format, _desc(d.index), [_imported(i) for i in d.images], d.bytes_read)
+    if kind == "error":
+        raise error_from_status(_CODES.get(m.error.code, grpc.StatusCode.UNKNOWN), m.error.message)
     raise InvalidArgument(f"import: unexpected progress message {m!r}")
 
 

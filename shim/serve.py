@@ -16,10 +16,12 @@ import time
 from typing import TypedDict
 
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
+from dockyard_api.dockyard.shim.v1 import stats_pb2
 from shim import linux
 from shim.publisher import Publisher
 from shim.reaper import Reaper
 from shim.service import TaskService
+from shim.stats import StatsService
 from shim.ttrpc import TTRPCServer
 
 log = logging.getLogger("dockyard.shim")
@@ -100,6 +102,9 @@ async def serve(namespace: str, bundle: str, listener_fd: int, socket_path: str,
     reaper.install(loop)
     server = TTRPCServer(require_same_user=True)
     server.register(shim_pb2.DESCRIPTOR.services_by_name["Task"], service)
+    # Our extension: cgroup samples pushed to the daemon while it watches (see shim.stats).
+    stats = StatsService(namespace, service.containers, events_address)
+    server.register(stats_pb2.DESCRIPTOR.services_by_name["Stats"], stats)
     try:
         st = os.stat(socket_path)
         inode: tuple[int, int] | None = (st.st_dev, st.st_ino)
@@ -112,6 +117,7 @@ async def serve(namespace: str, bundle: str, listener_fd: int, socket_path: str,
         await idle.wait()
         log.info("shutting down: no task left")
         await service.close()
+        await stats.close()
         await publisher.close()
         await server.shutdown(grace=2)
     finally:

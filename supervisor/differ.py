@@ -39,22 +39,32 @@ _CHUNK = 1 << 20
 
 
 class _BlockingBlob:
-    """A sync, sequential file view of an async BlobReader, for code running in a thread."""
+    """A sync, sequential file view of an async BlobReader, for code running in a thread.
+
+    Decompressors read in small pieces (gzip: 8 KiB); each hop through the event loop costs far
+    more than that, so it reads ahead in large chunks and serves small reads from a buffer."""
+
+    READ_AHEAD = 4 << 20
 
     def __init__(self, reader: BlobReader, loop: asyncio.AbstractEventLoop) -> None:
         self._reader = reader
         self._loop = loop
-        self._offset = 0
+        self._offset = 0  # of the blob, past what is buffered
+        self._buffer = memoryview(b"")
 
     def read(self, n: int = -1) -> bytes:
-        size = self._reader.size - self._offset
-        if n is not None and n >= 0:
-            size = min(size, n)
-        if size <= 0:
-            return b""
-        data = asyncio.run_coroutine_threadsafe(self._reader.read_at(self._offset, size), self._loop).result()
-        self._offset += len(data)
-        return data
+        if n is None or n < 0:  # everything that is left
+            return b"".join(iter(lambda: self.read(self.READ_AHEAD), b""))
+        if not self._buffer:
+            size = min(self._reader.size - self._offset, max(self.READ_AHEAD, n))
+            if size <= 0:
+                return b""
+            data = asyncio.run_coroutine_threadsafe(self._reader.read_at(self._offset, size), self._loop).result()
+            self._offset += len(data)
+            self._buffer = memoryview(data)
+        take = min(n, len(self._buffer))
+        out, self._buffer = self._buffer[:take], self._buffer[take:]
+        return bytes(out)
 
     def readable(self) -> bool:
         return True

@@ -19,12 +19,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from supervisor.config import Config
+from dockyard_api.dockyard.shim.v1 import stats_pb2 as shim_stats_pb2
+from supervisor.config import DEFAULT_CONFIG, Config
 from supervisor.content.local import LocalContentStore
 from supervisor.differ import Differ
 from supervisor.errors import FailedPrecondition, InvalidArgument
 from supervisor.events import Exchange
 from supervisor.images.transfer import ImageTransfer
+from supervisor.images.unpack import Unpacker
 from supervisor.metadata.containers import ContainerStore
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.db import Database
@@ -34,10 +36,13 @@ from supervisor.metadata.leases import LeaseStore
 from supervisor.metadata.namespaces import NamespaceStore
 from supervisor.metadata.snapshots import SnapshotStore
 from supervisor.plugins import Plugin, PluginRegistry
+from supervisor.remote.hosts import Hosts, config_dir_for
+from supervisor.remote.registry import Registry
 from supervisor.rootlock import RootLock
 from supervisor.runtime.events import serve_shim_events
 from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.shim import ShimBinary
+from supervisor.runtime.stats import ShimSamplerControl, StatsSink, describe_from
 from supervisor.services.containers import ContainersService
 from supervisor.services.content import ContentService
 from supervisor.services.diff import DiffService
@@ -47,13 +52,16 @@ from supervisor.services.images import ImagesService
 from supervisor.services.introspection import IntrospectionService
 from supervisor.services.leases import LeasesService
 from supervisor.services.namespaces import NamespacesService
+from supervisor.services.registry import RegistryService
 from supervisor.services.snapshots import SnapshotsService
+from supervisor.services.stats import StatsService
 from supervisor.services.system import SystemService
 from supervisor.services.tasks import TasksService
 from supervisor.services.transfer import TransferService
 from supervisor.services.version import VersionService
 from supervisor.snapshotter import NativeSnapshotter, OverlaySnapshotter, Snapshotter
 from supervisor.snapshotter.overlay import overlay_problem
+from supervisor.stats import StatsHub
 from supervisor.timeutil import now
 
 log = logging.getLogger("dockyard")
@@ -131,8 +139,14 @@ class Daemon:
 
         # Tasks: one shim per container; shims forward their events to our ttrpc socket.
         self.containers = ContainerStore(self._db, self.collector.schedule)
-        self.shim_events = await serve_shim_events(cfg.state / "ttrpc.sock", self.events)
+        # Stats streams: shims push samples to the same ttrpc socket; the hub fans them out.
+        self.stats = StatsHub(describe_from(self.containers))
+        self.shim_events = await serve_shim_events(cfg.state / "ttrpc.sock", self.events, [
+            (shim_stats_pb2.DESCRIPTOR.services_by_name["StatsSink"], StatsSink(self.stats))])
         self.tasks = TaskManager(cfg.state, self._shim_binary, self.events)
+        self.stats_control = ShimSamplerControl(self.tasks, self.stats)
+        self.stats.bind(self.stats_control)
+        self.tasks.observers.append(self.stats.task_changed)
         await self.tasks.recover()
         self.registry.add(Plugin("io.containerd.runtime.v2", "task", requires=["io.containerd.event.v1"],
                                  platforms=[("linux", _arch(), "")]))
@@ -147,6 +161,7 @@ class Daemon:
             ("dockyard.system", SystemService(self), []),
             ("containers", ContainersService(self.containers, self.events), ["io.containerd.metadata.v1"]),
             ("tasks", TasksService(self.tasks, self.containers), ["io.containerd.runtime.v2"]),
+            ("dockyard.stats", StatsService(self.stats), ["io.containerd.runtime.v2"]),
             ("leases", LeasesService(self.leases, self.collector.collect, self.collector.schedule),
              ["io.containerd.metadata.v1"]),
             ("dockyard.gc", GCService(self.collector), ["io.containerd.gc.v1"]),
@@ -163,6 +178,15 @@ class Daemon:
                 self.content_records, self.snapshot_store,
                 ImageStore(self._db, collect=self.collector.collect, on_delete=self.collector.schedule),
                 self.leases, Differ(self.content_records, cfg.root / "tmp"), cfg.default_snapshotter,
+                self.collector.schedule), self.events),
+             ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
+            ("dockyard.registry", RegistryService(Registry(
+                self.content_records,
+                ImageStore(self._db, collect=self.collector.collect, on_delete=self.collector.schedule),
+                self.leases, Unpacker(self.content_records, self.snapshot_store,
+                                      Differ(self.content_records, cfg.root / "tmp"), self.leases,
+                                      self.collector.schedule),
+                Hosts(config_dir_for(cfg.source, DEFAULT_CONFIG)), cfg.default_snapshotter,
                 self.collector.schedule), self.events),
              ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
         ]
@@ -207,6 +231,10 @@ class Daemon:
         """Finish in-flight calls (up to a grace period), then release everything."""
         log.info("stopping: finishing in-flight calls")
         self.events.close()  # event streams end now instead of holding the grace period
+        if getattr(self, "stats", None) is not None:
+            await self.stats.close()  # stats streams end (UNAVAILABLE: clients reconnect), samplers stop
+            if getattr(self, "stats_control", None) is not None:
+                self.stats_control.close()
         if self._server is not None:
             await self._server.stop(STOP_GRACE_SECONDS)
             self._server = None

@@ -122,9 +122,10 @@ class _Bar:
         elif isinstance(ev, LayerProgress):
             self.progress.update(self.task, description=f"unpacking {ev.index + 1}/{ev.total}")
             if ev.state != "extracting":
-                self.progress.console.print(f"layer {ev.index + 1}/{ev.total} {ev.layer.digest[:19]} {ev.state}")
+                self.progress.console.print(f"layer {ev.index + 1}/{ev.total} {ev.layer.digest[:19]} {ev.state}",
+                                            highlight=False)
         elif isinstance(ev, ImportedImage):
-            self.progress.console.print(f"{'created' if ev.created else 'updated'} {ev.name}")
+            self.progress.console.print(f"{'created' if ev.created else 'updated'} {ev.name}", highlight=False)
 
     def close(self) -> None:
         self.progress.stop()

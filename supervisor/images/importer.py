@@ -39,12 +39,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from supervisor.archive.compression import (
@@ -55,6 +53,7 @@ from supervisor.archive.compression import (
     detect_compression,
 )
 from supervisor.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
+from supervisor.images.leasing import temporary_lease
 from supervisor.images.manifest import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
@@ -81,9 +80,6 @@ from supervisor.images.unpack import LayerProgress, UnpackDone, Unpacker
 from supervisor.metadata import images as records
 from supervisor.metadata import leases
 from supervisor.metadata.content import NamespacedContentStore, NamespacedWriter
-from supervisor.timeutil import now
-
-log = logging.getLogger("dockyard.import")
 
 OCI_LAYOUT_FILE = "oci-layout"
 OCI_LAYOUT_VERSION = "1.0.0"
@@ -96,7 +92,6 @@ MAX_ENTRIES = 1_000_000
 MAX_LINK_HOPS = 16
 WRITE_CHUNK = 4 << 20
 PROGRESS_EVERY = 8 << 20  # bytes between two progress events of one blob
-LEASE_TTL = timedelta(hours=24)
 _BLOB_PATH = re.compile(r"blobs/([a-z0-9]+)/([a-zA-Z0-9=_-]+)")
 
 
@@ -190,22 +185,9 @@ class Importer:
         snapshotter = opts.snapshotter or self.default_snapshotter
         if opts.unpack:
             self.unpacker.snapshots.backend(snapshotter)  # refuse an unknown one before reading
-        expire = leases.format_rfc3339(now() + LEASE_TTL)
-        lease = (await self.leases.create(ns, "", {leases.EXPIRE_LABEL: expire})).id
-        try:
+        async with temporary_lease(self.leases, ns, self.on_release) as lease:
             async for event in self._run(ns, chunks, opts, matcher, snapshotter, lease):
                 yield event
-        finally:
-            await asyncio.shield(self._release(ns, lease))
-
-    async def _release(self, ns: str, lease: str) -> None:
-        try:
-            await self.leases.delete(ns, lease)
-        except NotFound:
-            pass
-        except Exception:  # it expires in a day anyway
-            log.exception("could not delete import lease %s", lease)
-        self.on_release()
 
     async def _run(self, ns: str, chunks: AsyncIterator[bytes], opts: ImportOptions, matcher: Matcher,
                    snapshotter: str, lease: str) -> AsyncIterator[ImportEvent]:
@@ -292,11 +274,7 @@ class Importer:
         """
         named = _named_digest(entry.name)
         ref = f"import-{lease}-{n}"
-        writer: NamespacedWriter | None
-        try:
-            writer = await self.content.writer(ns, ref, total=entry.size, expected=named or "", lease=lease)
-        except AlreadyExists:
-            writer = None  # recorded here already, and now held by our lease
+        writer = await self._open(ns, ref, entry.size, named or "", lease)
         hasher = hashlib.sha256() if writer is None or writer.shared else None
         offset = last = pending = 0
         buffered: list[bytes] = []
@@ -334,6 +312,30 @@ class Importer:
             raise
         yield BlobProgress(entry.name, offset, entry.size, digest)
 
+    async def _open(self, ns: str, ref: str, size: int, expected: str, lease: str) -> NamespacedWriter | None:
+        """A writer for our own ref, or None when the namespace has `expected` already (it is
+        then held by our lease). Cancelled halfway, the ingest it made is removed again: a
+        lease-less ingest would otherwise outlive the import by a day."""
+        opening = asyncio.ensure_future(self.content.writer(ns, ref, total=size, expected=expected, lease=lease))
+        try:
+            return await asyncio.shield(opening)
+        except AlreadyExists:
+            return None
+        except asyncio.CancelledError:
+            await asyncio.shield(self._undo_open(ns, ref, opening))
+            raise
+
+    async def _undo_open(self, ns: str, ref: str, opening: asyncio.Future[NamespacedWriter]) -> None:
+        try:
+            writer = await opening
+        except BaseException:  # it failed on its own: nothing to close
+            writer = None
+        if writer is not None:
+            await self._abort(ns, writer, ref)
+        else:
+            with contextlib.suppress(DockyardError):
+                await self.content.abort(ns, ref)
+
     async def _abort(self, ns: str, writer: NamespacedWriter, ref: str) -> None:
         with contextlib.suppress(DockyardError):
             await writer.close()
@@ -343,10 +345,8 @@ class Importer:
     async def _put(self, ns: str, data: bytes, lease: str, what: str) -> str:
         """Store a small blob we made (a manifest, an index) under the lease."""
         digest = sha256_digest(data)
-        try:
-            writer = await self.content.writer(ns, f"import-{lease}-{what}-{digest}", total=len(data),
-                                               expected=digest, lease=lease)
-        except AlreadyExists:
+        writer = await self._open(ns, f"import-{lease}-{what}-{digest}", len(data), digest, lease)
+        if writer is None:
             return digest
         try:
             if not writer.shared:

@@ -37,16 +37,15 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 from supervisor.differ import Differ
 from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
+from supervisor.images.leasing import temporary_lease
 from supervisor.images.manifest import LABEL_UNCOMPRESSED, Descriptor, Matcher, chain_ids, snapshot_gc_label
 from supervisor.images.resolve import Resolver
 from supervisor.metadata import leases
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.snapshots import TARGET_LABEL, SnapshotStore, resource
-from supervisor.timeutil import now
 
 log = logging.getLogger("dockyard.unpack")
 
@@ -54,7 +53,6 @@ UNPACK_KEY_PREFIX = "extract-"
 # Layer annotations with this prefix become labels of the layer's snapshot (containerd's
 # snapshots.FilterInheritedLabels), e.g. for remote snapshotters.
 INHERITED_LABEL_PREFIX = "containerd.io/snapshot/"
-LEASE_TTL = timedelta(hours=24)
 
 
 @dataclass
@@ -111,25 +109,13 @@ class Unpacker:
                      lease: str = "") -> AsyncGenerator[UnpackEvent, None]:
         """Unpack `target` for the best platform `matcher` accepts; see the module docstring."""
         self.snapshots.backend(snapshotter)  # an unknown snapshotter fails before any work
-        own_lease = ""
-        if not lease:
-            created = await self.leases.create(ns, "", {leases.EXPIRE_LABEL: leases.format_rfc3339(now() + LEASE_TTL)})
-            lease = own_lease = created.id
-        try:
+        if lease:
             async for event in self._unpack(ns, target, snapshotter, matcher, lease):
                 yield event
-        finally:
-            if own_lease:
-                await asyncio.shield(self._release(ns, own_lease))
-
-    async def _release(self, ns: str, lease: str) -> None:
-        try:
-            await self.leases.delete(ns, lease)
-        except NotFound:
-            pass
-        except Exception:  # it expires by itself; the unpack's own outcome matters more
-            log.exception("could not delete unpack lease %s", lease)
-        self.on_release()
+            return
+        async with temporary_lease(self.leases, ns, self.on_release) as own:
+            async for event in self._unpack(ns, target, snapshotter, matcher, own):
+                yield event
 
     async def _unpack(self, ns: str, target: Descriptor, snapshotter: str, matcher: Matcher,
                       lease: str) -> AsyncIterator[UnpackEvent]:

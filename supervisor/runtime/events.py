@@ -1,11 +1,15 @@
-"""The daemon's ttrpc endpoint for shims: they forward task events here (TTRPC_ADDRESS)."""
+"""The daemon's ttrpc endpoint for shims: they forward task events here (TTRPC_ADDRESS).
+
+Other services of ours for shims share the socket (stats samples: `supervisor.runtime.stats`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
 
-from google.protobuf import empty_pb2
+from google.protobuf import descriptor, empty_pb2
 
 from dockyard_api.containerd.services.ttrpc.events.v1 import events_pb2 as pb
 from shim.ttrpc import RequestContext, TTRPCServer
@@ -27,8 +31,11 @@ class ShimEvents:
         return empty_pb2.Empty()
 
 
-async def serve_shim_events(path: Path, exchange: Exchange) -> TTRPCServer:
+async def serve_shim_events(path: Path, exchange: Exchange,
+                            extra: Sequence[tuple[descriptor.ServiceDescriptor, object]] = ()) -> TTRPCServer:
     server = TTRPCServer(require_same_user=True)
     server.register(pb.DESCRIPTOR.services_by_name["Events"], ShimEvents(exchange))
+    for service, handler in extra:  # registered before we listen: no call finds them missing
+        server.register(service, handler)
     await server.listen(path)
     return server

@@ -75,6 +75,16 @@ class TaskManager:
         self._tasks: dict[tuple[str, str], Task] = {}
         self._creating: set[tuple[str, str]] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
+        # Told (namespace, id, present) when a task appears (create, recover) and goes (delete,
+        # dead shim): stats streams join and end by it. Called synchronously; must not raise.
+        self.observers: list[Callable[[str, str, bool], None]] = []
+
+    def _notify(self, namespace: str, cid: str, present: bool) -> None:
+        for observer in self.observers:
+            try:
+                observer(namespace, cid, present)
+            except Exception:
+                log.exception("task observer failed for %s/%s", namespace, cid)
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -120,6 +130,7 @@ class TaskManager:
                 log.debug("task %s/%s: creating in the shim", namespace, cid)
                 resp = await shim.call("Create", req, shim_pb2.CreateTaskResponse)
                 task.pid = resp.pid
+                self._notify(namespace, cid, True)
                 return task
             except BaseException:
                 await self._abandon(key, task, bundle, binary, log_fd)
@@ -154,6 +165,7 @@ class TaskManager:
     async def _retire(self, task: Task) -> None:
         await task.shim.shutdown()
         self._tasks.pop((task.namespace, task.id), None)
+        self._notify(task.namespace, task.id, False)
         self._close_log(task.log_fd)
         await asyncio.to_thread(remove_bundle, task.bundle)
 
@@ -180,7 +192,8 @@ class TaskManager:
                 exited = resp.exited_at.ToDatetime(tzinfo=UTC)
         except DockyardError as exc:
             log.warning("cleanup of task %s/%s: %s", bundle.namespace, bundle.id, exc)
-        self._tasks.pop((bundle.namespace, bundle.id), None)
+        if self._tasks.pop((bundle.namespace, bundle.id), None) is not None:
+            self._notify(bundle.namespace, bundle.id, False)
         self._close_log(log_fd)
         if shim is not None:
             await shim.conn.close()
@@ -212,6 +225,7 @@ class TaskManager:
                 await self._cleanup_dead(bundle, runtime, 0, log_fd, None, publish=False)
                 continue
             self._tasks[key] = Task(bundle, runtime, shim, resp.task_pid, log_fd=log_fd)
+            self._notify(bundle.namespace, bundle.id, True)
             log.info("task %s/%s: reconnected to its shim (pid %d)", bundle.namespace, bundle.id, resp.shim_pid)
 
     async def close(self) -> None:

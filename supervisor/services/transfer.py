@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import grpc
+from google.rpc import status_pb2
 
 from dockyard_api.containerd.events import image_pb2 as events_pb
 from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
 from dockyard_api.dockyard.images.v1 import images_pb2 as pb
 from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
-from supervisor.errors import InvalidArgument
+from supervisor.errors import DockyardError, InvalidArgument
 from supervisor.events import Exchange
 from supervisor.images.exporter import ExportOptions
 from supervisor.images.importer import BlobProgress, ImageImported, ImportDone, ImportEvent, ImportOptions
@@ -25,7 +26,7 @@ from supervisor.images.transfer import ImageTransfer
 from supervisor.images.unpack import LayerProgress, UnpackEvent
 from supervisor.services.context import namespace_of
 from supervisor.services.events import publish
-from supervisor.services.status import rpc, rpc_bidi, rpc_stream
+from supervisor.services.status import code_for, rpc, rpc_bidi, rpc_stream
 
 
 def descriptor_pb(d: Descriptor) -> descriptor_pb2.Descriptor:
@@ -90,16 +91,26 @@ class TransferService(pb_grpc.TransferServicer):
                     raise InvalidArgument("import: options may only be sent in the first message")
                 yield req.chunk
 
-        async with aclosing(self.transfer.importer.run(ns, chunks(), opts)) as run:
-            async for event in run:
-                if isinstance(event, ImageImported):
-                    if event.created:
-                        publish(self.events, ns, "/images/create",
-                                events_pb.ImageCreate(name=event.name, labels=opts.labels))
-                    else:
-                        publish(self.events, ns, "/images/update",
-                                events_pb.ImageUpdate(name=event.name, labels=opts.labels))
-                yield import_progress_pb(event)
+        try:
+            async with aclosing(self.transfer.importer.run(ns, chunks(), opts)) as run:
+                async for event in run:
+                    if isinstance(event, ImageImported):
+                        self._published(ns, event, opts.labels)
+                    yield import_progress_pb(event)
+        except Exception as exc:
+            # Tell the client first, in a message: ending the call while it is still sending
+            # may reach it as INTERNAL. Then read on until it stops (our SDK cancels at once).
+            code = code_for(exc) if isinstance(exc, DockyardError) else grpc.StatusCode.INTERNAL
+            yield pb.ImportProgress(error=status_pb2.Status(code=code.value[0], message=str(exc)))
+            async for _ in requests:
+                pass
+            raise
+
+    def _published(self, ns: str, event: ImageImported, labels: dict[str, str]) -> None:
+        if event.created:
+            publish(self.events, ns, "/images/create", events_pb.ImageCreate(name=event.name, labels=labels))
+        else:
+            publish(self.events, ns, "/images/update", events_pb.ImageUpdate(name=event.name, labels=labels))
 
     @rpc_stream
     async def Export(self, request: pb.ExportRequest, context: grpc.aio.ServicerContext

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from dockyard_api.containerd.types import descriptor_pb2 as containerd_dot_types_dot_descriptor__pb2
 from dockyard_api.containerd.types import platform_pb2 as containerd_dot_types_dot_platform__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64ockyard/images/v1/images.proto\x12\x12\x64ockyard.images.v1\x1a!containerd/types/descriptor.proto\x1a\x1f\x63ontainerd/types/platform.proto\"\x83\x02\n\rImportOptions\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x11\n\tbase_name\x18\x02 \x01(\t\x12\x15\n\rall_platforms\x18\x03 \x01(\x08\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\x0e\n\x06unpack\x18\x05 \x01(\x08\x12\x13\n\x0bsnapshotter\x18\x06 \x01(\t\x12\x0f\n\x07\x64igests\x18\x07 \x01(\x08\x12=\n\x06labels\x18\x08 \x03(\x0b\x32-.dockyard.images.v1.ImportOptions.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\rImportRequest\x12\x34\n\x07options\x18\x01 \x01(\x0b\x32!.dockyard.images.v1.ImportOptionsH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"K\n\x0c\x42lobProgress\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"\\\n\rImportedImage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06target\x18\x02 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"\x90\x01\n\nImportDone\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12+\n\x05index\x18\x02 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x31\n\x06images\x18\x03 \x03(\x0b\x32!.dockyard.images.v1.ImportedImage\x12\x12\n\nbytes_read\x18\x04 \x01(\x03\"\xe8\x01\n\x0eImportProgress\x12\x30\n\x04\x62lob\x18\x01 \x01(\x0b\x32 .dockyard.images.v1.BlobProgressH\x00\x12\x32\n\x05image\x18\x02 \x01(\x0b\x32!.dockyard.images.v1.ImportedImageH\x00\x12\x34\n\x06unpack\x18\x03 \x01(\x0b\x32\".dockyard.images.v1.UnpackProgressH\x00\x12.\n\x04\x64one\x18\x04 \x01(\x0b\x32\x1e.dockyard.images.v1.ImportDoneH\x00\x42\n\n\x08progress\"W\n\rExportRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x15\n\rall_platforms\x18\x03 \x01(\x08\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"D\n\rUnpackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\"\x8c\x01\n\rLayerProgress\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12+\n\x05layer\x18\x03 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x0f\n\x07\x64iff_id\x18\x04 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\"\x86\x01\n\nUnpackDone\x12.\n\x08manifest\x18\x01 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x03 \x01(\t\x12\x11\n\textracted\x18\x04 \x01(\x05\x12\x0e\n\x06reused\x18\x05 \x01(\x05\"\x80\x01\n\x0eUnpackProgress\x12\x32\n\x05layer\x18\x01 \x01(\x0b\x32!.dockyard.images.v1.LayerProgressH\x00\x12.\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1e.dockyard.images.v1.UnpackDoneH\x00\x42\n\n\x08progress\"0\n\x0eInspectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\"\\\n\x05Layer\x12\x30\n\ndescriptor\x18\x01 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x0f\n\x07\x64iff_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\t\"\xe8\x02\n\x0fInspectResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06target\x18\x02 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12.\n\x08manifest\x18\x03 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12,\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\x0c\x12)\n\x06layers\x18\x06 \x03(\x0b\x32\x19.dockyard.images.v1.Layer\x12\x0c\n\x04size\x18\x07 \x01(\x03\x12,\n\x08platform\x18\x08 \x01(\x0b\x32\x1a.containerd.types.Platform\x12-\n\tplatforms\x18\t \x03(\x0b\x32\x1a.containerd.types.Platform\x12\x10\n\x08unpacked\x18\n \x03(\t\"D\n\x0c\x43heckRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x03 \x01(\t\"\x83\x02\n\nImageCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06target\x18\x02 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x14\n\x0cpresent_size\x18\x04 \x01(\x03\x12\x12\n\ntotal_size\x18\x05 \x01(\x03\x12-\n\x07missing\x18\x06 \x03(\x0b\x32\x1c.containerd.types.Descriptor\x12\x10\n\x08unpacked\x18\x07 \x01(\x08\x12-\n\tplatforms\x18\x08 \x03(\x0b\x32\x1a.containerd.types.Platform\x12\r\n\x05\x65rror\x18\t \x01(\t\"?\n\rCheckResponse\x12.\n\x06images\x18\x01 \x03(\x0b\x32\x1e.dockyard.images.v1.ImageCheck2\xa4\x03\n\x08Transfer\x12S\n\x06Import\x12!.dockyard.images.v1.ImportRequest\x1a\".dockyard.images.v1.ImportProgress(\x01\x30\x01\x12N\n\x06\x45xport\x12!.dockyard.images.v1.ExportRequest\x1a\x1f.dockyard.images.v1.ExportChunk0\x01\x12Q\n\x06Unpack\x12!.dockyard.images.v1.UnpackRequest\x1a\".dockyard.images.v1.UnpackProgress0\x01\x12R\n\x07Inspect\x12\".dockyard.images.v1.InspectRequest\x1a#.dockyard.images.v1.InspectResponse\x12L\n\x05\x43heck\x12 .dockyard.images.v1.CheckRequest\x1a!.dockyard.images.v1.CheckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64ockyard/images/v1/images.proto\x12\x12\x64ockyard.images.v1\x1a!containerd/types/descriptor.proto\x1a\x1f\x63ontainerd/types/platform.proto\x1a\x17google/rpc/status.proto\"\x83\x02\n\rImportOptions\x12\x12\n\nindex_name\x18\x01 \x01(\t\x12\x11\n\tbase_name\x18\x02 \x01(\t\x12\x15\n\rall_platforms\x18\x03 \x01(\x08\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\x0e\n\x06unpack\x18\x05 \x01(\x08\x12\x13\n\x0bsnapshotter\x18\x06 \x01(\t\x12\x0f\n\x07\x64igests\x18\x07 \x01(\x08\x12=\n\x06labels\x18\x08 \x03(\x0b\x32-.dockyard.images.v1.ImportOptions.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\rImportRequest\x12\x34\n\x07options\x18\x01 \x01(\x0b\x32!.dockyard.images.v1.ImportOptionsH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"K\n\x0c\x42lobProgress\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x04 \x01(\t\"\\\n\rImportedImage\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06target\x18\x02 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"\x90\x01\n\nImportDone\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12+\n\x05index\x18\x02 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x31\n\x06images\x18\x03 \x03(\x0b\x32!.dockyard.images.v1.ImportedImage\x12\x12\n\nbytes_read\x18\x04 \x01(\x03\"\x8d\x02\n\x0eImportProgress\x12\x30\n\x04\x62lob\x18\x01 \x01(\x0b\x32 .dockyard.images.v1.BlobProgressH\x00\x12\x32\n\x05image\x18\x02 \x01(\x0b\x32!.dockyard.images.v1.ImportedImageH\x00\x12\x34\n\x06unpack\x18\x03 \x01(\x0b\x32\".dockyard.images.v1.UnpackProgressH\x00\x12.\n\x04\x64one\x18\x04 \x01(\x0b\x32\x1e.dockyard.images.v1.ImportDoneH\x00\x12#\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\n\n\x08progress\"W\n\rExportRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x15\n\rall_platforms\x18\x03 \x01(\x08\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"D\n\rUnpackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\"\x8c\x01\n\rLayerProgress\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12+\n\x05layer\x18\x03 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x0f\n\x07\x64iff_id\x18\x04 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\"\x86\x01\n\nUnpackDone\x12.\n\x08manifest\x18\x01 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x03 \x01(\t\x12\x11\n\textracted\x18\x04 \x01(\x05\x12\x0e\n\x06reused\x18\x05 \x01(\x05\"\x80\x01\n\x0eUnpackProgress\x12\x32\n\x05layer\x18\x01 \x01(\x0b\x32!.dockyard.images.v1.LayerProgressH\x00\x12.\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1e.dockyard.images.v1.UnpackDoneH\x00\x42\n\n\x08progress\"0\n\x0eInspectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\"\\\n\x05Layer\x12\x30\n\ndescriptor\x18\x01 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x0f\n\x07\x64iff_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\t\"\xe8\x02\n\x0fInspectResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06target\x18\x02 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12.\n\x08manifest\x18\x03 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12,\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\x0c\x12)\n\x06layers\x18\x06 \x03(\x0b\x32\x19.dockyard.images.v1.Layer\x12\x0c\n\x04size\x18\x07 \x01(\x03\x12,\n\x08platform\x18\x08 \x01(\x0b\x32\x1a.containerd.types.Platform\x12-\n\tplatforms\x18\t \x03(\x0b\x32\x1a.containerd.types.Platform\x12\x10\n\x08unpacked\x18\n \x03(\t\"D\n\x0c\x43heckRequest\x12\r\n\x05names\x18\x01 \x03(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x03 \x01(\t\"\x83\x02\n\nImageCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x06target\x18\x02 \x01(\x0b\x32\x1c.containerd.types.Descriptor\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\x12\x14\n\x0cpresent_size\x18\x04 \x01(\x03\x12\x12\n\ntotal_size\x18\x05 \x01(\x03\x12-\n\x07missing\x18\x06 \x03(\x0b\x32\x1c.containerd.types.Descriptor\x12\x10\n\x08unpacked\x18\x07 \x01(\x08\x12-\n\tplatforms\x18\x08 \x03(\x0b\x32\x1a.containerd.types.Platform\x12\r\n\x05\x65rror\x18\t \x01(\t\"?\n\rCheckResponse\x12.\n\x06images\x18\x01 \x03(\x0b\x32\x1e.dockyard.images.v1.ImageCheck2\xa4\x03\n\x08Transfer\x12S\n\x06Import\x12!.dockyard.images.v1.ImportRequest\x1a\".dockyard.images.v1.ImportProgress(\x01\x30\x01\x12N\n\x06\x45xport\x12!.dockyard.images.v1.ExportRequest\x1a\x1f.dockyard.images.v1.ExportChunk0\x01\x12Q\n\x06Unpack\x12!.dockyard.images.v1.UnpackRequest\x1a\".dockyard.images.v1.UnpackProgress0\x01\x12R\n\x07Inspect\x12\".dockyard.images.v1.InspectRequest\x1a#.dockyard.images.v1.InspectResponse\x12L\n\x05\x43heck\x12 .dockyard.images.v1.CheckRequest\x1a!.dockyard.images.v1.CheckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,44 +36,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMPORTOPTIONS_LABELSENTRY']._loaded_options = None
   _globals['_IMPORTOPTIONS_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_IMPORTOPTIONS']._serialized_start=124
-  _globals['_IMPORTOPTIONS']._serialized_end=383
-  _globals['_IMPORTOPTIONS_LABELSENTRY']._serialized_start=338
-  _globals['_IMPORTOPTIONS_LABELSENTRY']._serialized_end=383
-  _globals['_IMPORTREQUEST']._serialized_start=385
-  _globals['_IMPORTREQUEST']._serialized_end=482
-  _globals['_BLOBPROGRESS']._serialized_start=484
-  _globals['_BLOBPROGRESS']._serialized_end=559
-  _globals['_IMPORTEDIMAGE']._serialized_start=561
-  _globals['_IMPORTEDIMAGE']._serialized_end=653
-  _globals['_IMPORTDONE']._serialized_start=656
-  _globals['_IMPORTDONE']._serialized_end=800
-  _globals['_IMPORTPROGRESS']._serialized_start=803
-  _globals['_IMPORTPROGRESS']._serialized_end=1035
-  _globals['_EXPORTREQUEST']._serialized_start=1037
-  _globals['_EXPORTREQUEST']._serialized_end=1124
-  _globals['_EXPORTCHUNK']._serialized_start=1126
-  _globals['_EXPORTCHUNK']._serialized_end=1153
-  _globals['_UNPACKREQUEST']._serialized_start=1155
-  _globals['_UNPACKREQUEST']._serialized_end=1223
-  _globals['_LAYERPROGRESS']._serialized_start=1226
-  _globals['_LAYERPROGRESS']._serialized_end=1366
-  _globals['_UNPACKDONE']._serialized_start=1369
-  _globals['_UNPACKDONE']._serialized_end=1503
-  _globals['_UNPACKPROGRESS']._serialized_start=1506
-  _globals['_UNPACKPROGRESS']._serialized_end=1634
-  _globals['_INSPECTREQUEST']._serialized_start=1636
-  _globals['_INSPECTREQUEST']._serialized_end=1684
-  _globals['_LAYER']._serialized_start=1686
-  _globals['_LAYER']._serialized_end=1778
-  _globals['_INSPECTRESPONSE']._serialized_start=1781
-  _globals['_INSPECTRESPONSE']._serialized_end=2141
-  _globals['_CHECKREQUEST']._serialized_start=2143
-  _globals['_CHECKREQUEST']._serialized_end=2211
-  _globals['_IMAGECHECK']._serialized_start=2214
-  _globals['_IMAGECHECK']._serialized_end=2473
-  _globals['_CHECKRESPONSE']._serialized_start=2475
-  _globals['_CHECKRESPONSE']._serialized_end=2538
-  _globals['_TRANSFER']._serialized_start=2541
-  _globals['_TRANSFER']._serialized_end=2961
+  _globals['_IMPORTOPTIONS']._serialized_start=149
+  _globals['_IMPORTOPTIONS']._serialized_end=408
+  _globals['_IMPORTOPTIONS_LABELSENTRY']._serialized_start=363
+  _globals['_IMPORTOPTIONS_LABELSENTRY']._serialized_end=408
+  _globals['_IMPORTREQUEST']._serialized_start=410
+  _globals['_IMPORTREQUEST']._serialized_end=507
+  _globals['_BLOBPROGRESS']._serialized_start=509
+  _globals['_BLOBPROGRESS']._serialized_end=584
+  _globals['_IMPORTEDIMAGE']._serialized_start=586
+  _globals['_IMPORTEDIMAGE']._serialized_end=678
+  _globals['_IMPORTDONE']._serialized_start=681
+  _globals['_IMPORTDONE']._serialized_end=825
+  _globals['_IMPORTPROGRESS']._serialized_start=828
+  _globals['_IMPORTPROGRESS']._serialized_end=1097
+  _globals['_EXPORTREQUEST']._serialized_start=1099
+  _globals['_EXPORTREQUEST']._serialized_end=1186
+  _globals['_EXPORTCHUNK']._serialized_start=1188
+  _globals['_EXPORTCHUNK']._serialized_end=1215
+  _globals['_UNPACKREQUEST']._serialized_start=1217
+  _globals['_UNPACKREQUEST']._serialized_end=1285
+  _globals['_LAYERPROGRESS']._serialized_start=1288
+  _globals['_LAYERPROGRESS']._serialized_end=1428
+  _globals['_UNPACKDONE']._serialized_start=1431
+  _globals['_UNPACKDONE']._serialized_end=1565
+  _globals['_UNPACKPROGRESS']._serialized_start=1568
+  _globals['_UNPACKPROGRESS']._serialized_end=1696
+  _globals['_INSPECTREQUEST']._serialized_start=1698
+  _globals['_INSPECTREQUEST']._serialized_end=1746
+  _globals['_LAYER']._serialized_start=1748
+  _globals['_LAYER']._serialized_end=1840
+  _globals['_INSPECTRESPONSE']._serialized_start=1843
+  _globals['_INSPECTRESPONSE']._serialized_end=2203
+  _globals['_CHECKREQUEST']._serialized_start=2205
+  _globals['_CHECKREQUEST']._serialized_end=2273
+  _globals['_IMAGECHECK']._serialized_start=2276
+  _globals['_IMAGECHECK']._serialized_end=2535
+  _globals['_CHECKRESPONSE']._serialized_start=2537
+  _globals['_CHECKRESPONSE']._serialized_end=2600
+  _globals['_TRANSFER']._serialized_start=2603
+  _globals['_TRANSFER']._serialized_end=3023
 # @@protoc_insertion_point(module_scope)

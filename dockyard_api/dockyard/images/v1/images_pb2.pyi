@@ -1,5 +1,6 @@
 from dockyard_api.containerd.types import descriptor_pb2 as _descriptor_pb2
 from dockyard_api.containerd.types import platform_pb2 as _platform_pb2
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -78,16 +79,18 @@ class ImportDone(_message.Message):
     def __init__(self, format: _Optional[str] = ..., index: _Optional[_Union[_descriptor_pb2.Descriptor, _Mapping]] = ..., images: _Optional[_Iterable[_Union[ImportedImage, _Mapping]]] = ..., bytes_read: _Optional[int] = ...) -> None: ...
 
 class ImportProgress(_message.Message):
-    __slots__ = ("blob", "image", "unpack", "done")
+    __slots__ = ("blob", "image", "unpack", "done", "error")
     BLOB_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     UNPACK_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     blob: BlobProgress
     image: ImportedImage
     unpack: UnpackProgress
     done: ImportDone
-    def __init__(self, blob: _Optional[_Union[BlobProgress, _Mapping]] = ..., image: _Optional[_Union[ImportedImage, _Mapping]] = ..., unpack: _Optional[_Union[UnpackProgress, _Mapping]] = ..., done: _Optional[_Union[ImportDone, _Mapping]] = ...) -> None: ...
+    error: _status_pb2.Status
+    def __init__(self, blob: _Optional[_Union[BlobProgress, _Mapping]] = ..., image: _Optional[_Union[ImportedImage, _Mapping]] = ..., unpack: _Optional[_Union[UnpackProgress, _Mapping]] = ..., done: _Optional[_Union[ImportDone, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("names", "platform", "all_platforms", "format")

@@ -69,6 +69,9 @@ class TransferServicer:
         request carries only `options`; every later one a `chunk` of the archive, in order.
         The stream ends with one ImportProgress whose `done` is set. On any error nothing is
         imported: no image record changes, and what was stored is left to the collector.
+        An error is sent as a last ImportProgress with `error` set, then as the call's status;
+        a client still sending should stop (cancel) when it sees it, since a call that ends
+        while its client writes may reach the client as INTERNAL instead of the real status.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

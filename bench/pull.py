@@ -1,0 +1,127 @@
+"""Registry pull + unpack: dockyardd vs containerd, from the same local docker-registry.
+
+    python3 bench/pull.py [--size-mib 200] [--layers 4] [--files 20000] [--runs 2] [--json out.json]
+
+Two images are generated deterministically (bench/import.py's generator) and pushed with
+skopeo into a private docker-registry on 127.0.0.1: "big", about `--size-mib` MiB in
+`--layers` layers of a few hundred files, and "many", `--files` small files. Each run pulls
+with unpack into overlayfs, then removes the image with `images rm --sync` (and `sync`s), so
+every run starts empty:
+
+    containerd  ctr images pull --plain-http     (client-side: ctr fetches and unpacks)
+    dockyardd   ctr images pull --plain-http     (the same client against our daemon)
+    dockyardd   dock pull --plain-http           (server-side: the daemon fetches and unpacks)
+
+Reported: median seconds per case and each dockyardd case over containerd's (goal <= 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.daemons import containerd, dockyardd
+from tests.registry import start_registry
+
+gen = importlib.import_module("bench.import")  # `import` is a keyword: the module is loaded by name
+NAMESPACE = "bench"
+
+
+def _run(args: list[str], what: str) -> None:
+    res = subprocess.run(args, capture_output=True, timeout=1800)
+    if res.returncode != 0:
+        raise RuntimeError(f"{what} failed: {res.stderr.decode()}")
+
+
+def ctr(address: str, *args: str) -> str:
+    res = subprocess.run(["ctr", "--address", address, "--namespace", NAMESPACE, *args], capture_output=True,
+                         timeout=1800, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"ctr {' '.join(args)} failed: {res.stderr}")
+    return res.stdout
+
+
+def pull(address: str, ref: str, client: str) -> None:
+    if client == "ctr":
+        ctr(address, "images", "pull", "--plain-http", ref)
+    else:
+        _run([sys.executable, "-m", "dock.cli", "--address", address, "--namespace", NAMESPACE, "pull",
+              "--plain-http", "--quiet", ref], f"dock pull {ref}")
+
+
+def measure(address: str, ref: str, runs: int, client: str) -> list[float]:
+    times = []
+    for _ in range(runs):
+        subprocess.run(["sync"], check=False)
+        start = time.perf_counter()
+        pull(address, ref, client)
+        times.append(time.perf_counter() - start)
+        check = ctr(address, "images", "check")
+        assert "complete" in check and check.rstrip().endswith("true"), check
+        ctr(address, "images", "rm", "--sync", ref)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mib", type=int, default=200)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    for tool in ("ctr", "skopeo", "docker-registry"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: run scripts/install")
+    work = Path(tempfile.mkdtemp(prefix="bench-pull-"))
+    results: dict[str, Any] = {}
+    try:
+        with start_registry() as reg:
+            images = {}
+            for name, size, files, layers in (("big", args.size_mib, max(400, args.layers * 50), args.layers),
+                                              ("many", max(20, args.files // 500), args.files, 2)):
+                d = work / name
+                d.mkdir()
+                started = time.perf_counter()
+                archive = gen.build_archive(d, size, files, layers)
+                ref = f"{reg.host}/bench/{name}:1"
+                _run(["skopeo", "copy", "--dest-tls-verify=false", f"oci-archive:{archive}", f"docker://{ref}"],
+                     f"skopeo copy {name}")
+                archive.unlink()
+                images[name] = ref
+                print(f"{name}: {files} files, {layers} layers, ~{size} MiB, in the registry as {ref} "
+                      f"({time.perf_counter() - started:.1f}s)", flush=True)
+            for image, ref in images.items():
+                for case, client, daemon in (("containerd (ctr pull)", "ctr", containerd),
+                                             ("dockyardd (ctr pull)", "ctr", dockyardd),
+                                             ("dockyardd (dock pull)", "dock", dockyardd)):
+                    with daemon() as address:
+                        times = measure(address, ref, args.runs, client)
+                    key = f"{image}: {case}"
+                    results[key] = {"median_s": statistics.median(times), "best_s": min(times)}
+                    print(f"{key:30s} median {statistics.median(times):7.2f} s   best {min(times):7.2f} s", flush=True)
+                base = results[f"{image}: containerd (ctr pull)"]["median_s"]
+                for case in ("dockyardd (ctr pull)", "dockyardd (dock pull)"):
+                    ratio = results[f"{image}: {case}"]["median_s"] / base
+                    results[f"{image}: {case}"]["time_over_containerd"] = ratio
+                    print(f"{image}: {case} / containerd: {ratio:.2f}x the time", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"size_mib": args.size_mib, "files": args.files, "layers": args.layers,
+                                             "runs": args.runs, **results}, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

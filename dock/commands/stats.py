@@ -1,0 +1,215 @@
+"""dock stats: live cgroup stats of containers, like `docker stats`.
+
+On a terminal: a table refreshed in place (CPU %, MEM USAGE / LIMIT, MEM %, PIDS, BLOCK I/O).
+Otherwise, or with `--format json`: one JSON object per sample, a line each, as they come.
+`--no-stream` prints one table (or one JSON line per container) and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import operator
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dock.client import Client
+from dock.output import emit_table, human_size, to_jsonable
+from dock.stats import UNLIMITED, StatsSample, cpu_percent
+from dock.tasks import Status
+
+REDRAW_EVERY = 0.25  # seconds between redraws of the live table, however many samples come
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("stats", help="live CPU, memory, pids and block I/O of running containers")
+    p.add_argument("--no-stream", action="store_true", help="print one snapshot and exit")
+    p.add_argument("--format", dest="stats_format", choices=("table", "json"), default=None,
+                   help="table (a terminal's default) or json (one object per line; the default into a pipe)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="sampling interval (default 1)")
+    p.add_argument("--filter", action="append", default=[], metavar="FILTER",
+                   help='also stream containers a containerd filter matches, e.g. labels."app"==web')
+    p.add_argument("ids", nargs="*", metavar="ID", help="containers to show (default: all in the namespace)")
+    p.set_defaults(handler=stats)
+
+
+@dataclass
+class Row:
+    last: StatsSample
+    prev: StatsSample | None = None
+
+    def add(self, s: StatsSample) -> None:
+        if s.cpu is not None or self.last.cpu is None:
+            self.prev, self.last = self.last, s
+
+
+def _host_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+HOST_MEMORY = _host_memory()
+
+
+def memory_limit(s: StatsSample) -> int:
+    """The limit as docker shows it: the host's memory when the container has none."""
+    if s.memory is None:
+        return 0
+    limit = s.memory.limit
+    if (limit == 0 or limit >= UNLIMITED or limit > HOST_MEMORY > 0) and HOST_MEMORY:
+        return HOST_MEMORY
+    return limit
+
+
+def figures(row: Row) -> dict[str, Any]:
+    s = row.last
+    used = s.memory.used if s.memory else 0
+    limit = memory_limit(s)
+    cpu = cpu_percent(row.prev, s)
+    return {
+        "id": s.id, "cpu_percent": cpu, "memory_usage": used, "memory_limit": limit,
+        "memory_percent": (used / limit * 100) if limit else None,
+        "pids": s.pids.current if s.pids else 0,
+        "block_read": s.blkio.read_bytes if s.blkio else 0, "block_write": s.blkio.write_bytes if s.blkio else 0,
+    }
+
+
+def _size(n: int) -> str:
+    return human_size(n).replace(" ", "")
+
+
+def cells(row: Row) -> list[str]:
+    f = figures(row)
+    cpu = "--" if f["cpu_percent"] is None else f"{f['cpu_percent']:.2f}%"
+    mem = "--" if f["memory_percent"] is None else f"{f['memory_percent']:.2f}%"
+    return [f["id"], cpu, f"{_size(f['memory_usage'])} / {_size(f['memory_limit'])}", mem, str(f["pids"]),
+            f"{_size(f['block_read'])} / {_size(f['block_write'])}"]
+
+
+HEADERS = ["CONTAINER", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS", "BLOCK I/O"]
+
+
+def sample_json(s: StatsSample, row: Row | None) -> dict[str, Any]:
+    out = to_jsonable(s)
+    out["timestamp"] = s.timestamp.isoformat()
+    if row is not None:
+        out.update({k: v for k, v in figures(row).items() if k in ("cpu_percent", "memory_percent")})
+    return out
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()  # a line per sample, as it comes, even into a pipe
+
+
+async def _expected(client: Client, ids: list[str], filters: list[str]) -> set[str]:
+    """The containers a --no-stream snapshot waits for: named ones, else those with a live task."""
+    if ids and not filters:
+        return set(ids)
+    live = {t.id for t in await client.tasks.list() if t.status in (Status.RUNNING, Status.PAUSED, Status.CREATED)}
+    if not ids and not filters:
+        return live
+    matched = {c.id for c in await client.containers.list(filters)} if filters else set()
+    return set(ids) | (matched & live)
+
+
+def render(rows: Iterable[Row]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for h in HEADERS:
+        table.add_column(h, justify="right" if h not in ("CONTAINER", "MEM USAGE / LIMIT", "BLOCK I/O") else "left",
+                         no_wrap=True)
+    for row in sorted(rows, key=lambda r: r.last.id):
+        table.add_row(*cells(row))
+    return table
+
+
+async def stats(client: Client, args: argparse.Namespace) -> int:
+    fmt = args.stats_format or ("json" if args.format == "json" else None)
+    tty = sys.stdout.isatty()
+    if fmt is None:
+        fmt = "table" if tty or args.no_stream else "json"
+    stream = client.stats.stream(*args.ids, filters=args.filter, interval=args.interval)
+    if args.no_stream:
+        return await _snapshot(client, args, stream, fmt)
+    if fmt == "json":
+        rows: dict[str, Row] = {}
+        async for s in stream:
+            row = _track(rows, s)
+            await asyncio.to_thread(_write, json.dumps(sample_json(s, row), sort_keys=True) + "\n")
+        return 0
+    return await _live(stream, tty)
+
+
+def _track(rows: dict[str, Row], s: StatsSample) -> Row:
+    row = rows.get(s.id)
+    if row is None:
+        row = rows[s.id] = Row(s)
+    else:
+        row.add(s)
+    if s.end:
+        del rows[s.id]
+    return row
+
+
+async def _live(stream: Any, tty: bool) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    rows: dict[str, Row] = {}
+    console = Console(force_terminal=tty)
+    with Live(render([]), console=console, auto_refresh=False, transient=False) as live:
+        drawn = 0.0
+        async for s in stream:
+            _track(rows, s)
+            now = time.monotonic()
+            if now - drawn >= REDRAW_EVERY:
+                live.update(render(list(rows.values())), refresh=True)
+                drawn = now
+    return 0
+
+
+async def _snapshot(client: Client, args: argparse.Namespace, stream: Any, fmt: str) -> int:
+    """Two samples of every expected container (CPU % needs two), or what came before a deadline."""
+    want = await _expected(client, list(args.ids), list(args.filter))
+    rows: dict[str, Row] = {}
+    seen: dict[str, int] = {}
+    done: set[str] = set()
+    if want:
+        try:
+            async with asyncio.timeout(max(3 * args.interval, 2.0)):
+                async for s in stream:
+                    row = rows.get(s.id)
+                    if row is None:
+                        rows[s.id] = Row(s)
+                    else:
+                        row.add(s)
+                    seen[s.id] = seen.get(s.id, 0) + 1
+                    if s.end or seen[s.id] >= 2:
+                        done.add(s.id)
+                    if want <= done:
+                        break
+        except TimeoutError:
+            pass
+        finally:
+            await stream.aclose()
+    if fmt == "json":
+        for cid in sorted(rows):
+            sys.stdout.write(json.dumps(sample_json(rows[cid].last, rows[cid]), sort_keys=True) + "\n")
+        return 0
+    table = [cells(rows[cid]) for cid in sorted(rows)]
+    table += [[cid, "--", "-- / --", "--", "--", "-- / --"] for cid in sorted(want - rows.keys())]
+    emit_table(table, [(h, operator.itemgetter(i)) for i, h in enumerate(HEADERS)])
+    return 0
+

@@ -1,0 +1,297 @@
+"""One registry session: HTTP requests with auth, redirects followed by hand, timeouts, errors.
+
+    async with RegistrySession(hosts, creds, token_cache) as s:
+        async with s.request("GET", host, "/library/busybox/manifests/latest",
+                             scopes=[repository_scope("library/busybox", "pull")]) as resp:
+            ...
+
+Redirects are followed here, not by aiohttp, so the Authorization header goes only to the
+registry's own origin (scheme, host and port): blob storage redirects (S3, a CDN, another
+port) get the request without it. A redirect seen twice is a loop; more than MAX_REDIRECTS
+is too many. A 401 from the registry is answered once (auth.py) and the request sent again.
+
+Timeouts: `connect` for the TCP/TLS connection, `read` for each read of headers or body
+(a registry that stalls mid-body fails after `read` seconds of silence, however long the
+blob). Failures become the daemon's error kinds, naming the registry and what was asked:
+NotFound (404), RegistryAuthError (401/403), Unavailable (connection trouble, timeouts,
+429 and 5xx), InvalidArgument (other 4xx, with the registry's error codes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from supervisor.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from supervisor.remote.auth import Credentials, HostAuth, RegistryAuthError, TokenCache, parse_challenges
+from supervisor.remote.hosts import RegistryHost
+from supervisor.version import VERSION
+
+log = logging.getLogger("dockyard.remote")
+
+MAX_REDIRECTS = 10
+USER_AGENT = f"dockyard/{VERSION}"
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 30.0
+    read: float = 60.0
+
+
+@dataclass
+class Transferred:
+    """Bytes moved over the network in a session (for progress and the resume test)."""
+
+    received: int = 0
+    sent: int = 0
+
+
+def origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, f"{(parts.hostname or '').lower()}:{port}"
+
+
+def _error_detail(body: bytes) -> str:
+    """The registry's `{"errors": [{"code", "message"}]}` as text, else the body's start."""
+    try:
+        doc = json.loads(body)
+        errs = doc.get("errors") if isinstance(doc, dict) else None
+        if isinstance(errs, list) and errs:
+            return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errs
+                             if isinstance(e, dict))
+    except (ValueError, UnicodeDecodeError):
+        pass
+    text = body[:200].decode(errors="replace").strip()
+    return text
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or the first `limit + 1` bytes when it is longer (so callers can tell).
+    (StreamReader.read(n) may return fewer than n bytes before the end.)"""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await resp.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> str:
+    value = resp.headers.get("Retry-After")
+    return f" (retry after {value}s)" if value else ""
+
+
+async def status_error(resp: aiohttp.ClientResponse, what: str, host: RegistryHost) -> DockyardError:
+    """The error for an unexpected response (reads a little of the body for the reason)."""
+    try:
+        body = await asyncio.wait_for(resp.content.read(8192), 5)
+    except (aiohttp.ClientError, TimeoutError):
+        body = b""
+    detail = _error_detail(body)
+    status = f"{resp.status} {resp.reason or ''}".strip()
+    message = f"{what}: registry {host.host} answered {status}" + (f": {detail}" if detail else "")
+    if resp.status == 404:
+        return NotFound(f"{what}: not found on registry {host.host}" + (f" ({detail})" if detail else ""))
+    if resp.status in (401, 403):
+        return RegistryAuthError(message)
+    if resp.status == 429 or resp.status >= 500:
+        return Unavailable(message + _retry_after(resp))
+    return InvalidArgument(message)
+
+
+class RegistrySession:
+    """HTTP to one registry domain's hosts for one operation; use `async with`."""
+
+    def __init__(self, creds: Credentials | None = None, tokens: TokenCache | None = None,
+                 timeouts: Timeouts | None = None) -> None:
+        self.creds = creds
+        self.tokens = tokens or TokenCache()
+        self.timeouts = timeouts or Timeouts()
+        self.transferred = Transferred()
+        self._auth: dict[str, HostAuth] = {}
+        self._ssl: dict[tuple[bool, tuple[str, ...]], ssl.SSLContext | bool] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> RegistrySession:
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.connect,
+                                        sock_connect=self.timeouts.connect, sock_read=self.timeouts.read)
+        self._session = aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": USER_AGENT},
+                                              auto_decompress=False, trust_env=False)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("RegistrySession used outside `async with`")
+        return self._session
+
+    def _ssl_for(self, host: RegistryHost) -> ssl.SSLContext | bool:
+        key = (host.skip_verify, host.ca_files)
+        if key not in self._ssl:
+            if host.skip_verify:
+                self._ssl[key] = False
+            elif host.ca_files:
+                ctx = ssl.create_default_context()
+                for ca in host.ca_files:
+                    try:
+                        ctx.load_verify_locations(cafile=ca)
+                    except (OSError, ssl.SSLError) as exc:
+                        raise InvalidArgument(f"registry {host.host}: CA file {ca}: {exc}") from None
+                self._ssl[key] = ctx
+            else:
+                self._ssl[key] = True
+        return self._ssl[key]
+
+    def auth_for(self, host: RegistryHost) -> HostAuth:
+        if host.host not in self._auth:
+            self._auth[host.host] = HostAuth(host.host, self.creds, self.tokens, self._fetch_token)
+        return self._auth[host.host]
+
+    async def _fetch_token(self, realm: str, service: str, scopes: tuple[str, ...],
+                           creds: Credentials | None) -> tuple[str, float]:
+        from supervisor.remote.auth import DEFAULT_TOKEN_SECONDS, MIN_TOKEN_SECONDS, basic_header
+
+        params: list[tuple[str, str]] = []
+        if service:
+            params.append(("service", service))
+        params += [("scope", s) for s in scopes]
+        if creds is not None:
+            params.append(("account", creds.username))
+        headers = {"Authorization": basic_header(creds)} if creds is not None else {}
+        what = f"token from {realm}"
+        try:
+            async with self.session.get(realm, params=params, headers=headers, allow_redirects=False) as resp:
+                if resp.status in (401, 403):
+                    who = f"user {creds.username!r}" if creds else "anonymous access"
+                    detail = _error_detail(await resp.content.read(8192))
+                    raise RegistryAuthError(f"{what}: {who} refused ({resp.status})"
+                                            + (f": {detail}" if detail else ""))
+                if resp.status != 200:
+                    detail = _error_detail(await resp.content.read(8192))
+                    raise Unavailable(f"{what}: answered {resp.status}" + (f": {detail}" if detail else ""))
+                doc = json.loads(await read_limited(resp, 1 << 20))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"{what}: {exc or type(exc).__name__}") from None
+        except ValueError:
+            raise Unavailable(f"{what}: the answer is not JSON") from None
+        token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not token:
+            raise Unavailable(f"{what}: the answer has no token")
+        seconds = doc.get("expires_in", DEFAULT_TOKEN_SECONDS)
+        if not isinstance(seconds, int | float) or seconds <= 0:
+            seconds = DEFAULT_TOKEN_SECONDS
+        return token, max(float(seconds), MIN_TOKEN_SECONDS)
+
+    @asynccontextmanager
+    async def request(self, method: str, host: RegistryHost, suffix: str, *, what: str,
+                      scopes: Sequence[str] = (), headers: dict[str, str] | None = None,
+                      data: Any = None, url: str | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a request to `host` (URL `host.url(suffix)`, or an absolute `url` the registry
+        gave, e.g. an upload location) and yield the final response, unread."""
+        resp = await self._send(method, host, url or host.url(suffix), what, scopes, headers or {}, data)
+        try:
+            yield resp
+        except aiohttp.ClientPayloadError as exc:
+            raise Unavailable(f"{what}: registry {host.host}: the response body was cut short ({exc})") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"{what}: registry {host.host}: {_describe(exc, self.timeouts)}") from None
+        finally:
+            resp.release()
+
+    async def _send(self, method: str, host: RegistryHost, url: str, what: str, scopes: Sequence[str],
+                    headers: dict[str, str], data: Any) -> aiohttp.ClientResponse:
+        auth = self.auth_for(host)
+        home = origin(host.base)
+        seen = {url}
+        hops = 0
+        retried = False
+        while True:
+            send = dict(host.headers)
+            send.update(headers)
+            same = origin(url) == home
+            authorization = await auth.header(scopes) if same else None
+            if authorization:
+                send["Authorization"] = authorization
+            try:
+                resp = await self.session.request(method, url, headers=send, data=data, allow_redirects=False,
+                                                  ssl=self._ssl_for(host) if same else True)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise Unavailable(f"{what}: registry {host.host}: {_describe(exc, self.timeouts)}") from None
+            if resp.status == 401 and same and not retried:
+                challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
+                resp.release()
+                auth.on_unauthorized(challenges, authorization is not None, what)
+                retried = True
+                continue
+            if resp.status == 401 and same:
+                challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
+                resp.release()
+                auth.on_unauthorized(challenges, True, what)
+                raise RegistryAuthError(f"{what}: registry {host.host} refused the request (401)")
+            if resp.status in _REDIRECTS:
+                location = resp.headers.get("Location")
+                resp.release()
+                if not location:
+                    raise Unavailable(f"{what}: registry {host.host} redirected ({resp.status}) without a Location")
+                hops += 1
+                url = urljoin(url, location)
+                if url in seen:
+                    raise Unavailable(f"{what}: registry {host.host}: redirect loop (back to {url})")
+                if hops > MAX_REDIRECTS:
+                    raise Unavailable(f"{what}: registry {host.host}: more than {MAX_REDIRECTS} redirects")
+                seen.add(url)
+                if resp.status == 303:
+                    method, data = "GET", None
+                if not same and origin(url) != home:
+                    log.debug("%s: following a redirect to %s without credentials", what, origin(url)[1])
+                continue
+            return resp
+
+
+def _describe(exc: BaseException, timeouts: Timeouts) -> str:
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+        return f"no response within {timeouts.read:g}s (timed out)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # (not "connect": dock's client reads that word in UNAVAILABLE as "daemon unreachable")
+        return f"unreachable: {exc.os_error.strerror if exc.os_error else type(exc).__name__}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server hung up before answering"
+    return str(exc) or type(exc).__name__
+
+
+@dataclass
+class Endpoint:
+    """A repository on one registry host (what resolver, fetcher and pusher talk to)."""
+
+    session: RegistrySession
+    host: RegistryHost
+    repository: str
+    actions: tuple[str, ...] = ("pull",)
+    extra_scopes: list[str] = field(default_factory=list)
+
+    @property
+    def scopes(self) -> list[str]:
+        return [f"repository:{self.repository}:{','.join(self.actions)}", *self.extra_scopes]
