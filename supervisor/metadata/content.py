@@ -48,12 +48,10 @@ ResourceExhausted (disk full).
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
@@ -73,6 +71,7 @@ from supervisor.errors import (
 from supervisor.fieldpaths import apply_label_paths, split_paths
 from supervisor.metadata import namespaces
 from supervisor.metadata.db import Database
+from supervisor.metadata.guard import GcGuard
 from supervisor.metadata.leases import Resource, attach, detach_everywhere
 from supervisor.timeutil import now, parse_iso
 
@@ -99,48 +98,6 @@ def _check_ref(ref: object) -> str:
 def _check_digest(digest: object) -> str:
     parse_digest(digest)
     return digest  # type: ignore[return-value]  # parse_digest proved it is a str
-
-
-class GcGuard:
-    """Shared/exclusive gate between content mutations and the garbage collector.
-
-    Releasing is synchronous, so a cancelled caller can never leak a hold.
-    """
-
-    def __init__(self) -> None:
-        self._shared = 0
-        self._exclusive = False
-        self._collectors = asyncio.Lock()
-        self._released = asyncio.Event()
-        self._released.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        while self._exclusive:
-            await self._released.wait()
-        self._shared += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._shared -= 1
-            if self._shared == 0:
-                self._idle.set()
-
-    @asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        async with self._collectors:
-            self._exclusive = True
-            self._released.clear()
-            try:
-                while self._shared:
-                    await self._idle.wait()
-                yield
-            finally:
-                self._exclusive = False
-                self._released.set()
 
 
 def _rename_refs(exc: DockyardError, bref: str, ref: str) -> DockyardError:

@@ -61,6 +61,7 @@ from supervisor.errors import AlreadyExists, DockyardError, FailedPrecondition, 
 from supervisor.identifiers import go_quote
 from supervisor.metadata import leases, namespaces
 from supervisor.metadata.db import Database
+from supervisor.metadata.guard import GcGuard
 from supervisor.snapshotter.base import Info, Kind, Mount, Snapshotter, Usage
 from supervisor.timeutil import now_iso, parse_iso
 
@@ -234,56 +235,6 @@ class _KeyLocks:
         slot.users -= 1
         if slot.users == 0:
             del self._slots[k]
-
-
-class GcGuard:
-    """Shared/exclusive gate between snapshot writers and the garbage collector.
-
-    Writers hold it shared from "the backend snapshot exists" to "its record is committed";
-    the collector holds it exclusively while it removes backend data (`gc.Guard`), so it never
-    takes a snapshot for an orphan in between. Releasing is synchronous: a cancelled holder
-    cannot leak its hold.
-    """
-
-    def __init__(self) -> None:
-        self._shared = 0
-        self._exclusive = False
-        self._waiting = 0
-        self._changed = asyncio.Event()
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def _until(self, ready: Callable[[], bool]) -> None:
-        while not ready():
-            await self._changed.wait()
-
-    @asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        # A waiting collector goes first, so steady writes cannot starve it.
-        await self._until(lambda: not self._exclusive and not self._waiting)
-        self._shared += 1
-        try:
-            yield
-        finally:
-            self._shared -= 1
-            self._notify()
-
-    @asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        self._waiting += 1
-        try:
-            await self._until(lambda: not self._exclusive and not self._shared)
-        finally:
-            self._waiting -= 1
-            self._notify()
-        self._exclusive = True
-        try:
-            yield
-        finally:
-            self._exclusive = False
-            self._notify()
 
 
 # -- the store -------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import pytest
 
 from supervisor.content.local import LocalContentStore
 from supervisor.errors import FailedPrecondition, NotFound
-from supervisor.metadata.content import GcGuard, NamespacedContentStore, backend_ref
+from supervisor.metadata.content import NamespacedContentStore, backend_ref
 from supervisor.metadata.db import Database
+from supervisor.metadata.guard import GcGuard
 
 
 def dg(data: bytes) -> str:
