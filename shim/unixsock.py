@@ -7,6 +7,7 @@ through the package; `start` must stay light (it only makes the socket and hands
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import stat
@@ -17,14 +18,14 @@ class AlreadyServing(Exception):
 
 
 def is_live(path: str, kind: int = socket.SOCK_STREAM) -> bool:
+    """Whether a server accepts connections on the socket at `path` (a stale one refuses)."""
     probe = socket.socket(socket.AF_UNIX, kind)
+    probe.setblocking(False)  # a full backlog must not block us: it means someone listens
     try:
-        probe.connect(path)
-    except OSError:
-        return False
+        rc = probe.connect_ex(path)
     finally:
         probe.close()
-    return True
+    return rc in (0, errno.EINPROGRESS, errno.EAGAIN)
 
 
 def listen(path: str, kind: int = socket.SOCK_STREAM, backlog: int = 128) -> socket.socket:

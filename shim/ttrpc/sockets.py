@@ -6,16 +6,13 @@ threads, so there is no executor to hand them to.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import secrets
 import socket
-import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from shim import unixsock
 from supervisor import errors
 
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
@@ -60,18 +57,6 @@ def parse_address(address: str | os.PathLike[str]) -> str:
     return text
 
 
-def _is_live(path: str) -> bool:
-    """Whether a server accepts connections on the socket at path (a stale one refuses)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.setblocking(False)
-    try:
-        rc = probe.connect_ex(path)
-    finally:
-        probe.close()
-    # EAGAIN: the backlog is full, so someone is listening.
-    return rc in (0, errno.EINPROGRESS, errno.EAGAIN)
-
-
 def listen_unix(path: str | os.PathLike[str], backlog: int = 128) -> socket.socket:
     """A listening, non-blocking unix socket at a filesystem path, mode 0600 from the start.
 
@@ -84,35 +69,15 @@ def listen_unix(path: str | os.PathLike[str], backlog: int = 128) -> socket.sock
     if not target.is_absolute():
         raise errors.InvalidArgument(f"ttrpc socket path {text!r} must be absolute")
     parse_address(text)  # length check with a clear error
-    try:
-        st = os.lstat(text)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode) or _is_live(text):
-            raise errors.AlreadyExists(f"ttrpc socket {text}")
-        os.unlink(text)
     if not target.parent.is_dir():
         raise errors.NotFound(f"ttrpc socket directory {target.parent}")
-    tmp = os.fspath(target.parent / f".t{secrets.token_hex(4)}")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        try:
-            sock.bind(tmp)
-        except OSError as exc:
-            raise errors.InvalidArgument(f"ttrpc socket {text}: bind: {exc.strerror}") from exc
-        try:
-            os.chmod(tmp, 0o600)
-            os.rename(tmp, text)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
+        sock = unixsock.listen(text, backlog=backlog)  # the one bind → chmod → rename
+    except (unixsock.AlreadyServing, FileExistsError):
+        raise errors.AlreadyExists(f"ttrpc socket {text}") from None
+    except OSError as exc:
+        raise errors.InvalidArgument(f"ttrpc socket {text}: bind: {exc.strerror}") from exc
+    sock.setblocking(False)
     return sock
 
 
