@@ -124,18 +124,19 @@ class Client:
     async def close(self) -> None:
         await self.channel.close()
 
-    def metadata(self) -> list[tuple[str, str]]:
-        return [("containerd-namespace", self.namespace)]
+    def metadata(self, lease: str = "") -> list[tuple[str, str]]:
+        md = [("containerd-namespace", self.namespace)]
+        return [*md, ("containerd-lease", lease)] if lease else md
 
-    async def call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
-        """One unary call with the namespace attached; gRPC errors become DockyardErrors."""
+    async def call(self, method: Callable[..., Awaitable[T]], request: Any, lease: str = "") -> T:
+        """One unary call with the namespace (and lease) attached; gRPC errors become DockyardErrors."""
         try:
-            return await method(request, metadata=self.metadata(), timeout=self.timeout)
+            return await method(request, metadata=self.metadata(lease), timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
 
-    async def stream(self, method: Callable[..., Any], request: Any) -> AsyncIterator[Any]:
-        call = method(request, metadata=self.metadata(), timeout=self.timeout)
+    async def stream(self, method: Callable[..., Any], request: Any, lease: str = "") -> AsyncIterator[Any]:
+        call = method(request, metadata=self.metadata(lease), timeout=self.timeout)
         try:
             async for item in call:
                 yield item

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
-from supervisor.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.services.status import error_from_status
 
 if TYPE_CHECKING:
@@ -85,29 +85,13 @@ class ContentAPI:
         return ContentAPI(self._client, lease)
 
     def _metadata(self) -> list[tuple[str, str]]:
-        md = self._client.metadata()
-        return [*md, ("containerd-lease", self.lease)] if self.lease else md
-
-    def _error(self, exc: grpc.aio.AioRpcError) -> DockyardError:
-        if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
-            return InvalidArgument(exc.details() or "out of range")
-        return self._client._error(exc)
+        return self._client.metadata(self.lease)
 
     async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(request, metadata=self._metadata(), timeout=self._client.timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from None
+        return await self._client.call(method, request, self.lease)
 
-    async def _stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
-        call = method(request, metadata=self._metadata(), timeout=self._client.timeout)
-        try:
-            async for item in call:
-                yield item
-        except grpc.aio.AioRpcError as exc:
-            raise self._error(exc) from None
-        finally:
-            call.cancel()  # harmless after the end; stops the server early when we stop reading
+    def _stream(self, method: Any, request: Any) -> AsyncIterator[Any]:
+        return self._client.stream(method, request, self.lease)
 
     # -- blobs --------------------------------------------------------------------------------
 
@@ -297,7 +281,7 @@ class ContentWriter:
             resp = await call.read()
         except grpc.aio.AioRpcError as exc:
             self._call = None
-            raise self._api._error(exc) from None
+            raise self._api._client._error(exc) from None
         except asyncio.InvalidStateError:
             resp = grpc.aio.EOF
         if resp is grpc.aio.EOF:

@@ -77,15 +77,8 @@ class SnapshotsAPI:
             other.lease = lease
         return other
 
-    def _metadata(self) -> list[tuple[str, str]]:
-        md = self._client.metadata()
-        return [*md, ("containerd-lease", self.lease)] if self.lease else md
-
     async def _call(self, method: Callable[..., Awaitable[T]], request: Any) -> T:
-        try:
-            return await method(request, metadata=self._metadata(), timeout=self._client.timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._client._error(exc) from None
+        return await self._client.call(method, request, self.lease)
 
     async def prepare(self, key: str, parent: str = "", labels: Mapping[str, str] | None = None) -> list[Mount]:
         """An active (writable) snapshot `key` on committed `parent`; its mounts."""
@@ -132,7 +125,7 @@ class SnapshotsAPI:
     async def list(self, *filters: str) -> AsyncIterator[Info]:
         """Snapshots matching any of the containerd filters (`kind==committed`, `labels.x`, `parent==p`)."""
         call = self._stub.List(pb.ListSnapshotsRequest(snapshotter=self.snapshotter, filters=list(filters)),
-                               metadata=self._metadata(), timeout=self._client.timeout)
+                               metadata=self._client.metadata(self.lease), timeout=self._client.timeout)
         try:
             async for resp in call:
                 for msg in resp.info:

@@ -32,6 +32,8 @@ CODES: dict[type[errors.DockyardError], grpc.StatusCode] = {
     errors.Unknown: grpc.StatusCode.UNKNOWN,
 }
 _KINDS = {code: kind for kind, code in CODES.items()}
+# containerd answers reads past the end with OUT_OF_RANGE; the hierarchy reads it as a bad argument
+_KINDS[grpc.StatusCode.OUT_OF_RANGE] = errors.InvalidArgument
 
 
 def code_for(err: errors.DockyardError) -> grpc.StatusCode:
