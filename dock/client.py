@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,10 +93,12 @@ def _check_socket(address: str) -> None:
 
 class Client:
     def __init__(self, address: str = DEFAULT_ADDRESS, namespace: str = "default",
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, lease: str = "") -> None:
         self.address = address
         self.namespace = namespace
         self.timeout = timeout
+        # every call carries this lease unless it names its own: what the calls create, it holds
+        self.lease = lease
         self.channel = grpc.aio.insecure_channel(f"unix:{address}", options=[
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -126,7 +130,20 @@ class Client:
 
     def metadata(self, lease: str = "") -> list[tuple[str, str]]:
         md = [("containerd-namespace", self.namespace)]
+        lease = lease or self.lease
         return [*md, ("containerd-lease", lease)] if lease else md
+
+    @contextlib.asynccontextmanager
+    async def leased(self, expires: timedelta = timedelta(hours=1)) -> AsyncIterator[str]:
+        """A temporary lease every call in the block runs under (as containerd's WithLease):
+        what they create survives garbage collection until the block ends and the lease is deleted."""
+        lease = await self.leases.create(expires=expires)
+        before, self.lease = self.lease, lease.id
+        try:
+            yield lease.id
+        finally:
+            self.lease = before
+            await self.leases.delete(lease.id)
 
     async def call(self, method: Callable[..., Awaitable[T]], request: Any, lease: str = "") -> T:
         """One unary call with the namespace (and lease) attached; gRPC errors become DockyardErrors."""

@@ -88,6 +88,22 @@ async def test_content_under_a_lease_lives_until_the_lease_is_deleted(client: Cl
     assert not on_disk(daemon, digest)
 
 
+async def test_client_wide_lease_holds_everything_the_block_creates(client: Client, daemon: DaemonProcess) -> None:
+    async with client.leased() as lease:
+        digest = digest_of(b"held by the block")
+        await client.content.write("block-ref", b"held by the block", expected=digest)
+        await client.snapshots.prepare("block-snap")
+        assert {(r.type, r.id) for r in await client.leases.resources(lease)} == {
+            ("content", digest), ("snapshots/overlayfs", "block-snap")}
+        assert (await client.leases.collect_garbage()).content_removed == 0
+    assert client.lease == ""
+    assert [x.id for x in await client.leases.list()] == []
+    await client.leases.collect_garbage()
+    assert not await exists(daemon, "default", digest)
+    with pytest.raises(NotFound):
+        await client.snapshots.stat("block-snap")
+
+
 async def test_lease_delete_without_sync_collects_soon(client: Client, daemon: DaemonProcess) -> None:
     await client.leases.create("l")
     digest = await write(daemon, "default", b"soon gone", lease="l")
