@@ -1,43 +1,50 @@
 """Performing mount descriptions in the daemon, for work that needs a tree to look at.
 
 Snapshotters return mounts as data; the differ mounts them here, in a private temp dir,
-and always unmounts. mount(8) does the bind-then-remount-ro dance a ro bind needs.
+and always unmounts. The shim's rootfs code does the mount(2) calls (one implementation of
+option parsing, ro bind remounts and target resolution for both).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from supervisor.errors import Internal, InvalidArgument
+from shim import linux as L
+from shim.init.rootfs import mount_rootfs, mountinfo
+from supervisor.errors import Internal
 from supervisor.snapshotter.base import Mount
 
 
-def _run(args: list[str]) -> None:
-    res = subprocess.run(args, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise Internal(f"{' '.join(args)}: {res.stderr.strip() or f'exit {res.returncode}'}")
-
-
 def mount_all(mounts: Sequence[Mount], target: Path, readonly: bool = False) -> None:
-    for m in mounts:
-        if m.target:
-            raise InvalidArgument(f"mount with a target ({m.target}) cannot be used here")
-        options = [o for o in m.options if o not in ("rw", "ro")]
-        options.append("ro" if readonly or "ro" in m.options else "rw")
-        _run(["mount", "-t", m.type, "-o", ",".join(options), m.source, str(target)])
+    if readonly:
+        mounts = [replace(m, options=[*(o for o in m.options if o != "rw"), "ro"]) for m in mounts]
+    try:
+        mount_rootfs(mounts, str(target))
+    except OSError as exc:
+        unmount_all(target)  # what the earlier mounts of the list put there
+        desc = ", ".join(f"{m.type} {m.source}" for m in mounts)
+        raise Internal(f"mount {desc} on {target}: {exc.strerror or exc}") from None
 
 
 def unmount_all(target: Path) -> None:
-    # Lazy only as a last resort: a busy tree must not leave the daemon stuck.
-    res = subprocess.run(["umount", "--recursive", str(target)], capture_output=True, text=True, check=False)
-    if res.returncode != 0 and os.path.ismount(target):
-        _run(["umount", "--lazy", "--recursive", str(target)])
+    """Unmount `target` and everything mounted below it, deepest first."""
+    top = os.path.realpath(target)
+    points = [p for p, _, _ in mountinfo() if p == top or p.startswith(top + "/")]
+    for point in reversed(points):
+        try:
+            L.umount2(point)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # gone already (unmounted with a parent)
+                continue
+            # Lazy only as a last resort: a busy tree must not leave the daemon stuck.
+            L.umount2(point, L.MNT_DETACH)
 
 
 @contextlib.contextmanager
