@@ -29,6 +29,9 @@ class Database:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-db")
         self._conn: sqlite3.Connection | None = None
+        # Bumped by every committed write (in the db thread, before the caller resumes): an
+        # in-memory copy read at generation g is current while `generation == g`.
+        self.generation = 0
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -80,6 +83,8 @@ class Database:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        if write:
+            self.generation += 1
         return result
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

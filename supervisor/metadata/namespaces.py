@@ -62,25 +62,36 @@ def _set_labels(conn: sqlite3.Connection, name: str, values: dict[str, str]) -> 
 
 
 class NamespaceStore:
+    """Namespaces, read from an in-memory copy of the (small) table that any committed write
+    to the database invalidates: Get and List are the hottest calls and need no db thread hop."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._cached: tuple[int, dict[str, Namespace]] | None = None
+
+    async def _all(self) -> dict[str, Namespace]:
+        cached = self._cached
+        if cached is not None and cached[0] == self.db.generation:
+            return cached[1]
+
+        def tx(conn: sqlite3.Connection) -> tuple[int, dict[str, Namespace]]:
+            # read in the db thread, the only writer, so this generation matches these rows
+            generation = self.db.generation
+            names = [r["name"] for r in conn.execute("SELECT name FROM namespaces ORDER BY name")]
+            return generation, {n: Namespace(n, _labels(conn, n)) for n in names}
+
+        self._cached = await self.db.read(tx)
+        return self._cached[1]
 
     async def get(self, name: str) -> Namespace:
         identifiers.validate_namespace(name)
-
-        def tx(conn: sqlite3.Connection) -> Namespace:
-            if not _exists(conn, name):
-                raise NotFound(f'namespace "{name}"')
-            return Namespace(name, _labels(conn, name))
-
-        return await self.db.read(tx)
+        ns = (await self._all()).get(name)
+        if ns is None:
+            raise NotFound(f'namespace "{name}"')
+        return Namespace(ns.name, dict(ns.labels))
 
     async def list(self) -> builtins.list[Namespace]:
-        def tx(conn: sqlite3.Connection) -> builtins.list[Namespace]:
-            names = [r["name"] for r in conn.execute("SELECT name FROM namespaces ORDER BY name")]
-            return [Namespace(n, _labels(conn, n)) for n in names]
-
-        return await self.db.read(tx)
+        return [Namespace(ns.name, dict(ns.labels)) for ns in (await self._all()).values()]
 
     async def create(self, ns: Namespace) -> Namespace:
         identifiers.validate_namespace(ns.name)

@@ -117,3 +117,18 @@ async def test_raw_grpc_status_codes(daemon: DaemonProcess) -> None:
             await stub.Create(namespace_pb2.CreateNamespaceRequest(namespace=ns))
         assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
+
+
+async def test_implicit_creation_shows_after_a_cached_read(daemon: DaemonProcess) -> None:
+    """Namespaces are served from memory; a namespace another store creates implicitly (the
+    first lease in it) must still show at once, and a label change too."""
+    async with daemon.client() as c:
+        assert [n.name for n in await c.list_namespaces()] == []
+        async with daemon.client(namespace="implicit") as other:
+            await other.leases.create("first")
+        assert [n.name for n in await c.list_namespaces()] == ["implicit"]
+        await c.update_namespace("implicit", {"a": "b"})
+        assert (await c.get_namespace("implicit")).labels == {"a": "b"}
+        got = await c.get_namespace("implicit")
+        got.labels["mutated"] = "by caller"  # callers get copies, not the cache itself
+        assert (await c.get_namespace("implicit")).labels == {"a": "b"}
