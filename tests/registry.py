@@ -7,6 +7,9 @@ aiohttp app (a token server, a registry that lies) on a thread of its own.
     with start_registry(tmp, auth="htpasswd", users={"alice": "pw"}) as reg: ...
     with TokenServer(users={"alice": "pw"}) as ts, start_registry(tmp, auth="token", token=ts) as reg:
         ts.requests                                        # token requests seen (for cache tests)
+    tls = make_tls(tmp)                                   # a test CA, a server and a client certificate
+    with start_registry(tls=tls, client_auth=True) as reg:   # https://127.0.0.1:<port>, client certs required
+        push_blobs(reg.url, "r", blobs, context=tls.client_context())
 
 Processes are ended by PID and their temp dirs removed; servers on threads are stopped
 and joined. Only 127.0.0.1 is ever listened on or connected to.
@@ -25,6 +28,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -49,14 +53,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None, timeout: float = 20) -> None:
+def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None, timeout: float = 20,
+               context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n"
                                f"{log.read_text() if log else ''}")
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            with urllib.request.urlopen(url, timeout=1, context=context):
                 return
         except urllib.error.HTTPError:
             return  # it answers (401 counts)
@@ -208,11 +213,90 @@ class TokenServer:
 # -- docker-registry --------------------------------------------------------------------------
 
 
+# -- TLS material ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files of a test CA, a server certificate it signed for 127.0.0.1 and localhost, and
+    a client certificate it signed (also as one file holding certificate and key)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    client_both: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """What urllib needs to talk to a registry using these (trusts the CA, presents the client)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return ctx
+
+
+def make_tls(directory: Path) -> TLSFiles:
+    """Generate TLSFiles in `directory` (created): keys are EC P-256, valid for a week."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def builder(subject: str, issuer: str, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+        return (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=7)))
+
+    def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (builder("dockyard test CA", "dockyard test CA", ca_key)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False),
+                         critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    files = TLSFiles(*(directory / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key",
+                                               "client-both.pem")))
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    for role, usage, sans in (
+            ("server", ExtendedKeyUsageOID.SERVER_AUTH,
+             [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            ("client", ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName("dockyard-test-client")])):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (builder(f"dockyard test {role}", "dockyard test CA", key)
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+                .add_extension(aki, critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        (directory / f"{role}.pem").write_bytes(pem)
+        (directory / f"{role}.key").write_bytes(key_pem(key))
+        if role == "client":
+            files.client_both.write_bytes(pem + key_pem(key))
+    return files
+
+
 @dataclass
 class RegistryProcess:
     proc: subprocess.Popen[bytes]
     port: int
     dir: Path
+    scheme: str = "http"
 
     @property
     def host(self) -> str:
@@ -220,7 +304,7 @@ class RegistryProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
 
     @property
     def storage(self) -> Path:
@@ -246,9 +330,10 @@ def _htpasswd(path: Path, users: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def start_registry(auth: str = "", users: dict[str, str] | None = None,
-                   token: TokenServer | None = None) -> Iterator[RegistryProcess]:
-    """docker-registry on 127.0.0.1:<free port>, storage in a temp dir; auth "", "htpasswd" or "token"."""
+def start_registry(auth: str = "", users: dict[str, str] | None = None, token: TokenServer | None = None,
+                   tls: TLSFiles | None = None, client_auth: bool = False) -> Iterator[RegistryProcess]:
+    """docker-registry on 127.0.0.1:<free port>, storage in a temp dir; auth "", "htpasswd" or "token";
+    over https with `tls` (requiring a client certificate signed by its CA with `client_auth`)."""
     if not os.path.exists(REGISTRY_BINARY):
         raise RuntimeError("docker-registry is not installed: run scripts/install (Debian package docker-registry)")
     base = Path(tempfile.mkdtemp(prefix="dy-reg-"))
@@ -256,6 +341,10 @@ def start_registry(auth: str = "", users: dict[str, str] | None = None,
     lines = ["version: 0.1", "log:", "  level: warn", "  accesslog:", "    disabled: true",
              "storage:", "  filesystem:", f"    rootdirectory: {base / 'data'}", "  delete:", "    enabled: true",
              "http:", f"  addr: 127.0.0.1:{port}", f"  secret: {secrets.token_hex(16)}"]
+    if tls is not None:
+        lines += ["  tls:", f"    certificate: {tls.server_cert}", f"    key: {tls.server_key}"]
+        if client_auth:
+            lines += ["    clientcas:", f"      - {tls.ca}"]
     if auth == "htpasswd":
         _htpasswd(base / "htpasswd", users or {})
         lines += ["auth:", "  htpasswd:", "    realm: dockyard-test", f"    path: {base / 'htpasswd'}"]
@@ -271,9 +360,9 @@ def start_registry(auth: str = "", users: dict[str, str] | None = None,
     with open(log, "wb") as out:
         proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=out, stderr=out,
                                 start_new_session=True)
-    reg = RegistryProcess(proc, port, base)
+    reg = RegistryProcess(proc, port, base, "https" if tls is not None else "http")
     try:
-        _wait_http(f"{reg.url}/v2/", proc, log)
+        _wait_http(f"{reg.url}/v2/", proc, log, context=tls.client_context() if tls is not None else None)
         yield reg
     finally:
         reg.stop()
@@ -283,26 +372,27 @@ def start_registry(auth: str = "", users: dict[str, str] | None = None,
 # -- pushing test images without the daemon -------------------------------------------------------
 
 
-def push_blobs(url: str, repo: str, blobs: dict[str, bytes], headers: dict[str, str] | None = None) -> None:
+def push_blobs(url: str, repo: str, blobs: dict[str, bytes], headers: dict[str, str] | None = None, *,
+               context: ssl.SSLContext | None = None) -> None:
     """Upload blobs monolithically with urllib (POST, then PUT ?digest=)."""
     for digest, data in blobs.items():
         req = urllib.request.Request(f"{url}/v2/{repo}/blobs/uploads/", method="POST", headers=headers or {})
-        with urllib.request.urlopen(req) as resp:
+        with urllib.request.urlopen(req, context=context) as resp:
             location = resp.headers["Location"]
         if location.startswith("/"):
             location = url + location
         sep = "&" if "?" in location else "?"
         put = urllib.request.Request(f"{location}{sep}digest={digest}", data=data, method="PUT",
                                      headers={**(headers or {}), "Content-Type": "application/octet-stream"})
-        with urllib.request.urlopen(put) as resp:
+        with urllib.request.urlopen(put, context=context) as resp:
             assert resp.status == 201, resp.status
 
 
 def push_manifest(url: str, repo: str, reference: str, data: bytes, media_type: str,
-                  headers: dict[str, str] | None = None) -> str:
+                  headers: dict[str, str] | None = None, *, context: ssl.SSLContext | None = None) -> str:
     req = urllib.request.Request(f"{url}/v2/{repo}/manifests/{reference}", data=data, method="PUT",
                                  headers={**(headers or {}), "Content-Type": media_type})
-    with urllib.request.urlopen(req) as resp:
+    with urllib.request.urlopen(req, context=context) as resp:
         assert resp.status == 201, resp.status
         return str(resp.headers.get("Docker-Content-Digest", ""))
 

@@ -9,9 +9,10 @@
     dock logout 127.0.0.1:5000
 
 Credentials live where Docker keeps them (~/.docker/config.json `auths`, or
-$DOCKER_CONFIG/config.json): `login` checks them with the registry (through the daemon)
-and stores them; `pull` and `push` send this user's stored credentials for the registry
-(or --user's) with the request. Progress: one bar per blob on a terminal, one line per
+$DOCKER_CONFIG/config.json; or in the credential helper its `credsStore`/`credHelpers`
+name): `login` checks them with the registry (through the daemon) and stores them; `pull`
+and `push` send this user's stored credentials for the registry (or --user's) with the
+request. Progress: one bar per blob on a terminal, one line per
 state change otherwise, only the result with --quiet.
 """
 
@@ -86,7 +87,7 @@ def _read_secret(prompt: str) -> str:
     return line.rstrip("\r\n")
 
 
-def _credentials(args: argparse.Namespace) -> tuple[str, str]:
+async def _credentials(args: argparse.Namespace) -> tuple[str, str]:
     """--user U[:P] (P asked for when missing), else what `dock login` stored for the registry."""
     if args.user:
         user, sep, secret = args.user.partition(":")
@@ -95,7 +96,8 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str]:
         if not sep:
             secret = _read_secret(f"Password for {user}: ")
         return user, secret
-    creds = credfile.load(normalize_reference(args.ref).domain)
+    # (a thread: a credential helper may take a while to answer)
+    creds = await asyncio.to_thread(credfile.load, normalize_reference(args.ref).domain)
     return (creds.username, creds.secret) if creds is not None else ("", "")
 
 
@@ -176,7 +178,7 @@ async def _run(args: argparse.Namespace, events: Any, verb: str) -> TransferDone
 
 
 async def pull(client: Client, args: argparse.Namespace) -> int:
-    user, secret = _credentials(args)
+    user, secret = await _credentials(args)
     events = client.registry.pull_stream(args.ref, platform=args.platform, all_platforms=args.all_platforms,
                                          unpack=args.unpack, snapshotter=args.snapshotter,
                                          plain_http=args.plain_http, skip_verify=args.skip_verify,
@@ -195,7 +197,7 @@ async def pull(client: Client, args: argparse.Namespace) -> int:
 
 
 async def push(client: Client, args: argparse.Namespace) -> int:
-    user, secret = _credentials(args)
+    user, secret = await _credentials(args)
     events = client.registry.push_stream(args.ref, local=args.local, platform=args.platform,
                                          plain_http=args.plain_http, skip_verify=args.skip_verify,
                                          username=user, secret=secret, chunk_size=args.chunk_size)
@@ -223,7 +225,7 @@ async def tag(client: Client, args: argparse.Namespace) -> int:
 async def login(client: Client, args: argparse.Namespace) -> int:
     username = args.username
     if not username:
-        stored = credfile.load(args.server)
+        stored = await asyncio.to_thread(credfile.load, args.server)
         if sys.stdin.isatty() and not args.password_stdin:
             default = f" ({stored.username})" if stored else ""
             typed = (await asyncio.to_thread(input, f"Username{default}: ")).strip()
@@ -244,7 +246,7 @@ async def login(client: Client, args: argparse.Namespace) -> int:
         raise InvalidArgument("login: the password must not be empty")
     server = await client.registry.login(args.server, username, password, plain_http=args.plain_http,
                                          skip_verify=args.skip_verify)
-    path = credfile.store(server, credfile.Credentials(username, password))
+    path = await asyncio.to_thread(credfile.store, server, credfile.Credentials(username, password))
     print(f"credentials stored in {path}", file=sys.stderr)
     print("Login Succeeded")
     return 0
@@ -252,7 +254,7 @@ async def login(client: Client, args: argparse.Namespace) -> int:
 
 async def logout(client: Client, args: argparse.Namespace) -> int:
     host = credfile.registry_host(args.server)
-    if credfile.erase(args.server):
+    if await asyncio.to_thread(credfile.erase, args.server):
         print(f"Removing login credentials for {host}")
     else:
         print(f"Not logged in to {host}")

@@ -12,14 +12,18 @@ is too many. A 401 from the registry is answered once (auth.py) and the request 
 
 Timeouts: `connect` for the TCP/TLS connection, `read` for each read of headers or body
 (a registry that stalls mid-body fails after `read` seconds of silence, however long the
-blob). Failures become the daemon's error kinds, naming the registry and what was asked:
-NotFound (404), RegistryAuthError (401/403), Unavailable (connection trouble, timeouts,
+blob). GET and HEAD are sent again after transient failures (429, 502-504, a connection
+reset; retry.py); other methods once. TLS per host (CA files, skip_verify, client
+certificates) is tls.py's. Failures become the daemon's error kinds, naming the registry
+and what was asked: NotFound (404), RegistryAuthError (401/403), FailedPrecondition (TLS:
+an untrusted certificate, a failed handshake), Unavailable (connection trouble, timeouts,
 429 and 5xx), InvalidArgument (other 4xx, with the registry's error codes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import ssl
@@ -34,6 +38,16 @@ import aiohttp
 from supervisor.errors import DockyardError, InvalidArgument, NotFound, Unavailable
 from supervisor.remote.auth import Credentials, HostAuth, RegistryAuthError, TokenCache, parse_challenges
 from supervisor.remote.hosts import RegistryHost
+from supervisor.remote.retry import (
+    IDEMPOTENT_METHODS,
+    NO_RETRY,
+    RETRYABLE_STATUS,
+    RetryPolicy,
+    TransientError,
+    parse_retry_after,
+    with_retries,
+)
+from supervisor.remote.tls import context_for, tls_error
 from supervisor.version import VERSION
 
 log = logging.getLogger("dockyard.remote")
@@ -105,26 +119,57 @@ async def status_error(resp: aiohttp.ClientResponse, what: str, host: RegistryHo
     detail = _error_detail(body)
     status = f"{resp.status} {resp.reason or ''}".strip()
     message = f"{what}: registry {host.host} answered {status}" + (f": {detail}" if detail else "")
+    if resp.status in RETRYABLE_STATUS:  # (retried, so the final error says exactly which request)
+        return TransientError(f"{what}: registry {host.host} answered {status} to {resp.method} "
+                              f"{shown_url(str(resp.url))}" + (f": {detail}" if detail else "") + _retry_after(resp),
+                              parse_retry_after(resp.headers.get("Retry-After")))
     if resp.status == 404:
         return NotFound(f"{what}: not found on registry {host.host}" + (f" ({detail})" if detail else ""))
     if resp.status in (401, 403):
         return RegistryAuthError(message)
-    if resp.status == 429 or resp.status >= 500:
+    if resp.status >= 500:
         return Unavailable(message + _retry_after(resp))
     return InvalidArgument(message)
+
+
+_RESETS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
+def shown_url(url: str) -> str:
+    """A URL for messages: without its query, which may be a signature (presigned blob storage)."""
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def connection_error(exc: BaseException, what: str, host: RegistryHost, timeouts: Timeouts,
+                     method: str = "", url: str = "") -> DockyardError:
+    """The error for a failed exchange: TLS trouble (FailedPrecondition), a reset or a body
+    cut short (TransientError), anything else (Unavailable)."""
+    tls = tls_error(exc, what, host)
+    if tls is not None:
+        return tls
+    target = f" ({method} {shown_url(url)})" if url else ""
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransientError(f"{what}: registry {host.host}: the response body was cut short ({exc}){target}")
+    reset = isinstance(exc, aiohttp.ServerDisconnectedError) or (
+        isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)
+        and exc.errno in _RESETS)
+    if reset:
+        return TransientError(f"{what}: registry {host.host}: {_describe(exc, timeouts)}{target}")
+    return Unavailable(f"{what}: registry {host.host}: {_describe(exc, timeouts)}")
 
 
 class RegistrySession:
     """HTTP to one registry domain's hosts for one operation; use `async with`."""
 
     def __init__(self, creds: Credentials | None = None, tokens: TokenCache | None = None,
-                 timeouts: Timeouts | None = None) -> None:
+                 timeouts: Timeouts | None = None, retry: RetryPolicy | None = None) -> None:
         self.creds = creds
         self.tokens = tokens or TokenCache()
         self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
         self.transferred = Transferred()
         self._auth: dict[str, HostAuth] = {}
-        self._ssl: dict[tuple[bool, tuple[str, ...]], ssl.SSLContext | bool] = {}
+        self._ssl: dict[tuple[bool, tuple[str, ...], tuple[tuple[str, str], ...]], ssl.SSLContext | bool] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> RegistrySession:
@@ -148,30 +193,26 @@ class RegistrySession:
             raise RuntimeError("RegistrySession used outside `async with`")
         return self._session
 
-    def _ssl_for(self, host: RegistryHost) -> ssl.SSLContext | bool:
-        key = (host.skip_verify, host.ca_files)
+    async def _ssl_for(self, host: RegistryHost) -> ssl.SSLContext | bool:
+        key = (host.skip_verify, host.ca_files, host.client_certs)
         if key not in self._ssl:
-            if host.skip_verify:
-                self._ssl[key] = False
-            elif host.ca_files:
-                ctx = ssl.create_default_context()
-                for ca in host.ca_files:
-                    try:
-                        ctx.load_verify_locations(cafile=ca)
-                    except (OSError, ssl.SSLError) as exc:
-                        raise InvalidArgument(f"registry {host.host}: CA file {ca}: {exc}") from None
-                self._ssl[key] = ctx
-            else:
-                self._ssl[key] = True
+            # (a thread: loading the system's trust store and the files is disk I/O)
+            self._ssl[key] = await asyncio.to_thread(context_for, host)
         return self._ssl[key]
 
     def auth_for(self, host: RegistryHost) -> HostAuth:
         if host.host not in self._auth:
-            self._auth[host.host] = HostAuth(host.host, self.creds, self.tokens, self._fetch_token)
+            async def fetch(realm: str, service: str, scopes: tuple[str, ...],
+                            creds: Credentials | None) -> tuple[str, float]:
+                return await self._fetch_token(host, realm, service, scopes, creds)
+
+            self._auth[host.host] = HostAuth(host.host, self.creds, self.tokens, fetch)
         return self._auth[host.host]
 
-    async def _fetch_token(self, realm: str, service: str, scopes: tuple[str, ...],
+    async def _fetch_token(self, host: RegistryHost, realm: str, service: str, scopes: tuple[str, ...],
                            creds: Credentials | None) -> tuple[str, float]:
+        """A token from the realm (a GET: retried like any). The host's TLS settings apply to its
+        token server too, as in containerd (a private CA usually signs both)."""
         from supervisor.remote.auth import DEFAULT_TOKEN_SECONDS, MIN_TOKEN_SECONDS, basic_header
 
         params: list[tuple[str, str]] = []
@@ -182,21 +223,30 @@ class RegistrySession:
             params.append(("account", creds.username))
         headers = {"Authorization": basic_header(creds)} if creds is not None else {}
         what = f"token from {realm}"
-        try:
-            async with self.session.get(realm, params=params, headers=headers, allow_redirects=False) as resp:
-                if resp.status in (401, 403):
-                    who = f"user {creds.username!r}" if creds else "anonymous access"
-                    detail = _error_detail(await resp.content.read(8192))
-                    raise RegistryAuthError(f"{what}: {who} refused ({resp.status})"
-                                            + (f": {detail}" if detail else ""))
-                if resp.status != 200:
-                    detail = _error_detail(await resp.content.read(8192))
-                    raise Unavailable(f"{what}: answered {resp.status}" + (f": {detail}" if detail else ""))
-                doc = json.loads(await read_limited(resp, 1 << 20))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unavailable(f"{what}: {exc or type(exc).__name__}") from None
-        except ValueError:
-            raise Unavailable(f"{what}: the answer is not JSON") from None
+        tls = await self._ssl_for(host)
+
+        async def once(attempt: int) -> Any:
+            try:
+                async with self.session.get(realm, params=params, headers=headers, allow_redirects=False,
+                                            ssl=tls) as resp:
+                    if resp.status in (401, 403):
+                        who = f"user {creds.username!r}" if creds else "anonymous access"
+                        detail = _error_detail(await resp.content.read(8192))
+                        raise RegistryAuthError(f"{what}: {who} refused ({resp.status})"
+                                                + (f": {detail}" if detail else ""))
+                    if resp.status in RETRYABLE_STATUS:
+                        raise TransientError(f"{what}: answered {resp.status} {resp.reason or ''}".rstrip(),
+                                             parse_retry_after(resp.headers.get("Retry-After")))
+                    if resp.status != 200:
+                        detail = _error_detail(await resp.content.read(8192))
+                        raise Unavailable(f"{what}: answered {resp.status}" + (f": {detail}" if detail else ""))
+                    return json.loads(await read_limited(resp, 1 << 20))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise connection_error(exc, what, host, self.timeouts) from None
+            except ValueError:
+                raise Unavailable(f"{what}: the answer is not JSON") from None
+
+        doc = await with_retries(self.retry, once)
         token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise Unavailable(f"{what}: the answer has no token")
@@ -210,19 +260,24 @@ class RegistrySession:
                       scopes: Sequence[str] = (), headers: dict[str, str] | None = None,
                       data: Any = None, url: str | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request to `host` (URL `host.url(suffix)`, or an absolute `url` the registry
-        gave, e.g. an upload location) and yield the final response, unread."""
-        resp = await self._send(method, host, url or host.url(suffix), what, scopes, headers or {}, data)
+        gave, e.g. an upload location) and yield the final response, unread. GET and HEAD
+        are sent again after a transient failure; a body cut short while the caller reads it
+        raises TransientError (the caller decides whether to fetch again, e.g. from a Range)."""
+        target = url or host.url(suffix)
+        policy = self.retry if method in IDEMPOTENT_METHODS else NO_RETRY
+        resp = await with_retries(policy, lambda attempt: self._send(method, host, target, what, scopes,
+                                                                     headers or {}, data, policy is not NO_RETRY))
         try:
             yield resp
-        except aiohttp.ClientPayloadError as exc:
-            raise Unavailable(f"{what}: registry {host.host}: the response body was cut short ({exc})") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unavailable(f"{what}: registry {host.host}: {_describe(exc, self.timeouts)}") from None
+            raise connection_error(exc, what, host, self.timeouts, method, target) from None
         finally:
             resp.release()
 
     async def _send(self, method: str, host: RegistryHost, url: str, what: str, scopes: Sequence[str],
-                    headers: dict[str, str], data: Any) -> aiohttp.ClientResponse:
+                    headers: dict[str, str], data: Any, retrying: bool) -> aiohttp.ClientResponse:
+        """One attempt: the request, its auth challenge answered, redirects followed. With
+        `retrying`, a retryable status is raised as TransientError instead of returned."""
         auth = self.auth_for(host)
         home = origin(host.base)
         seen = {url}
@@ -237,9 +292,9 @@ class RegistrySession:
                 send["Authorization"] = authorization
             try:
                 resp = await self.session.request(method, url, headers=send, data=data, allow_redirects=False,
-                                                  ssl=self._ssl_for(host) if same else True)
+                                                  ssl=await self._ssl_for(host) if same else True)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise Unavailable(f"{what}: registry {host.host}: {_describe(exc, self.timeouts)}") from None
+                raise connection_error(exc, what, host, self.timeouts, method, url) from None
             if resp.status == 401 and same and not retried:
                 challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
                 resp.release()
@@ -268,6 +323,11 @@ class RegistrySession:
                 if not same and origin(url) != home:
                     log.debug("%s: following a redirect to %s without credentials", what, origin(url)[1])
                 continue
+            if retrying and resp.status in RETRYABLE_STATUS:
+                try:
+                    raise await status_error(resp, what, host)
+                finally:
+                    resp.release()
             return resp
 
 

@@ -14,11 +14,12 @@ so `ctr` and we resume each other's ingests) under the pull's lease:
 - otherwise from byte 0.
 
 The size is checked while streaming (never more than the descriptor says) and the digest at
-commit, by the content store. A body cut short (connection lost, a timeout, the daemon
-killed) leaves the ingest for the next pull to resume; bytes that fail verification (wrong
-digest, too many) are thrown away with the ingest, so nothing corrupt is ever committed and
-no bad prefix is ever resumed. Writers of the same ref elsewhere (a concurrent pull of the
-same layer) are waited for.
+commit, by the content store. A body cut short (a connection reset) is fetched again at once
+from where it stopped (Range), a bounded number of times with backoff (retry.py); one that
+stays cut short, a timeout or the daemon killed leaves the ingest for the next pull to
+resume; bytes that fail verification (wrong digest, too many) are thrown away with the
+ingest, so nothing corrupt is ever committed and no bad prefix is ever resumed. Writers of
+the same ref elsewhere (a concurrent pull of the same layer) are waited for.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from supervisor.images.manifest import MAX_DOCUMENT_SIZE, Descriptor, is_config,
 from supervisor.metadata.content import NamespacedContentStore, NamespacedWriter
 from supervisor.remote.client import Endpoint, read_limited, status_error
 from supervisor.remote.resolver import fetch_document
+from supervisor.remote.retry import TransientError, with_retries
 
 log = logging.getLogger("dockyard.fetch")
 
@@ -127,9 +129,9 @@ class Fetcher:
         try:
             self._report(desc, "downloading", 0)
             if is_manifest(desc.media_type) or is_index(desc.media_type):
-                data = await fetch_document(self.ep, desc)
+                data = await fetch_document(self.ep, desc)  # (retried there)
             else:
-                data = await self._blob_bytes(desc)
+                data = await with_retries(self.ep.session.retry, lambda _: self._blob_bytes(desc))
             await writer.write(data, 0)
         except BaseException:
             await asyncio.shield(writer.close())
@@ -193,7 +195,13 @@ class Fetcher:
                     if writer is None:
                         return
                     offset = 0
-            await self._stream(writer, desc, offset)
+            w, start = writer, offset
+
+            async def attempt(n: int) -> None:
+                # after a cut: from what reached the ingest (the registry is asked for the rest)
+                await self._stream(w, desc, start if n == 1 else w.status().offset)
+
+            await with_retries(self.ep.session.retry, attempt)
         except BaseException:
             if writer is not None:
                 await asyncio.shield(writer.close())  # what reached the disk stays for a resume
@@ -252,8 +260,8 @@ class Fetcher:
             if pending:
                 offset = await writer.write(b"".join(pending), offset)
             if received < desc.size:
-                raise Unavailable(f"{what}: the registry's response ended after {received} of {desc.size} bytes "
-                                  "(the partial content is kept; pulling again resumes it)")
+                raise TransientError(f"{what}: the registry's response ended after {received} of {desc.size} "
+                                     "bytes (the partial content is kept; pulling again resumes it)")
 
 
 def _content_range_start(header: str) -> int:

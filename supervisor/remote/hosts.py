@@ -11,6 +11,8 @@ A hosts.toml (containerd's format, the keys this daemon understands):
     capabilities = ["pull", "resolve", "push"] # of the server (that is the default)
     skip_verify = false                        # do not verify the TLS certificate
     ca = "/etc/dockyard/certs.d/registry.local/ca.pem"   # or a list; relative to the file
+    client = [["client.cert", "client.key"]]    # client certificates (containerd's forms: a
+                                               # file with both, a list of such, or pairs)
     [header]
       x-custom = "1"                           # extra request headers
 
@@ -20,16 +22,21 @@ A hosts.toml (containerd's format, the keys this daemon understands):
       ca = "mirror-ca.pem"
       override_path = false                    # true: the URL already ends in the API root
 
-Without a hosts.toml, `*.crt` files in the domain's directory are CA files (Docker's layout).
+Without a hosts.toml, `*.crt` files in the domain's directory are CA files and each
+`<name>.cert` with its `<name>.key` a client certificate (Docker's layout).
 `certs.d/_default/hosts.toml` applies to domains that have no directory of their own.
-`plain_http` (ctr's --plain-http) makes the default server http://. Bad files raise
-InvalidArgument naming the file and the key.
+Bad files raise InvalidArgument naming the file and the key.
+
+Plain HTTP is never a fallback: a host is spoken to over https unless `server` (or a mirror's
+URL) says http://, or the caller asks for `plain_http` (ctr's --plain-http), which makes the
+server of a domain without a hosts.toml http:// (and that of one whose server is the default
+https://<domain>). A failed TLS handshake is an error, not a reason to try http.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,6 +65,7 @@ class RegistryHost:
     ca_files: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     mirror: bool = False
+    client_certs: tuple[tuple[str, str], ...] = ()  # (certificate file, key file or "" if in the first)
 
     def url(self, suffix: str) -> str:
         """The URL of `suffix` (e.g. `/library/busybox/manifests/latest`) under the API root."""
@@ -108,9 +116,9 @@ class Hosts:
         out = []
         for h in found:
             if not h.mirror and plain_http and h.scheme == "https" and h.host == default_host(domain):
-                h = RegistryHost("http", h.host, h.path, h.capabilities, h.skip_verify, h.ca_files, h.headers)
+                h = replace(h, scheme="http")
             if skip_verify and not h.skip_verify:
-                h = RegistryHost(h.scheme, h.host, h.path, h.capabilities, True, h.ca_files, h.headers, h.mirror)
+                h = replace(h, skip_verify=True)
             out.append(h)
         return out
 
@@ -128,9 +136,11 @@ class Hosts:
         path = directory / HOSTS_FILE
         if not path.is_file():
             cas = tuple(sorted(str(p) for p in directory.glob("*.crt")))
-            if not cas:
+            clients = tuple((str(p), str(p.with_suffix(".key"))) for p in sorted(directory.glob("*.cert"))
+                            if p.with_suffix(".key").is_file())
+            if not cas and not clients:
                 return None
-            return [RegistryHost("https", default_host(domain), ca_files=cas)]
+            return [RegistryHost("https", default_host(domain), ca_files=cas, client_certs=clients)]
         try:
             mtime = path.stat().st_mtime
         except OSError:
@@ -183,6 +193,7 @@ def _entry(table: dict[str, Any], path: Path, key: str, url: str, default_caps: 
     override = table.get("override_path", False)
     if not isinstance(override, bool):
         raise _problem(path, f"{key}.override_path must be true or false")
+    clients = _client_certs(table.get("client", []), path, key)
     header = table.get("header", {})
     if not isinstance(header, dict):
         raise _problem(path, f"{key}.header must be a table")
@@ -193,8 +204,26 @@ def _entry(table: dict[str, Any], path: Path, key: str, url: str, default_caps: 
             raise _problem(path, f"{key}.header.{name} must be a string or a list of strings")
         headers += [(name, v) for v in values]
     scheme, netloc, api = _endpoint(url, path, key, override)
-    return RegistryHost(scheme, netloc, api, capabilities, skip,
-                        tuple(str(path.parent / c) for c in cas), tuple(headers), mirror)
+    return RegistryHost(scheme, netloc, api, capabilities, skip, tuple(str(path.parent / c) for c in cas),
+                        tuple(headers), mirror, tuple((str(path.parent / c), str(path.parent / k) if k else "")
+                                                      for c, k in clients))
+
+
+def _client_certs(value: Any, path: Path, key: str) -> list[tuple[str, str]]:
+    """containerd's `client` forms: "both.pem", ["both.pem", ...], [["cert.pem", "key.pem"], ...]."""
+    items = [value] if isinstance(value, str) else value
+    problem = _problem(path, f'{key}.client must be a file, a list of files or of ["cert", "key"] pairs')
+    if not isinstance(items, list):
+        raise problem
+    out: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, str) and item:
+            out.append((item, ""))
+        elif isinstance(item, list) and len(item) == 2 and all(isinstance(i, str) and i for i in item):
+            out.append((item[0], item[1]))
+        else:
+            raise problem
+    return out
 
 
 def parse_hosts_toml(data: bytes, path: Path, domain: str) -> list[RegistryHost]:

@@ -7,7 +7,8 @@
     host = await reg.login("127.0.0.1:5000", Credentials("me", "pw"), RemoteOptions(plain_http=True))
 
 Credentials: a request's own, else the daemon's view — Docker's credential file of the user
-the daemon runs as (`credentials.load`, honoring the daemon's DOCKER_CONFIG). Bearer tokens
+the daemon runs as (`credentials.load`, honoring the daemon's DOCKER_CONFIG, running the
+credential helper it names from the daemon's PATH). Bearer tokens
 are cached daemon-wide (per realm, service, scope and user) until they expire.
 """
 

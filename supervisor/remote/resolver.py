@@ -31,6 +31,7 @@ from supervisor.images.manifest import (
 )
 from supervisor.images.reference import Reference
 from supervisor.remote.client import Endpoint, read_limited, status_error
+from supervisor.remote.retry import with_retries
 
 MANIFEST_ACCEPT = ", ".join([MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_MANIFEST,
                              MEDIA_TYPE_OCI_INDEX, "*/*"])
@@ -100,6 +101,11 @@ async def _get(ep: Endpoint, target: str, what: str, expected: str = "") -> tupl
     return Descriptor(media_type, digest, len(data)), data
 
 
+async def _get_again(ep: Endpoint, target: str, what: str, expected: str = "") -> tuple[Descriptor, bytes]:
+    """`_get`, sent again when the body is cut short (statuses are retried by the session)."""
+    return await with_retries(ep.session.retry, lambda _: _get(ep, target, what, expected))
+
+
 async def resolve(endpoints: list[Endpoint], ref: Reference) -> tuple[Endpoint, Descriptor]:
     """The descriptor `ref` names, from the first endpoint that knows it (mirrors first)."""
     what = f"resolve {ref}"
@@ -108,8 +114,8 @@ async def resolve(endpoints: list[Endpoint], ref: Reference) -> tuple[Endpoint, 
     for ep in endpoints:
         try:
             desc = await _head(ep, target, what)
-            if desc is None:
-                desc, _ = await _get(ep, target, what, ref.digest)
+            if desc is None:  # (a body cut short is fetched again, like any transient failure)
+                desc, _ = await _get_again(ep, target, what, ref.digest)
         except DockyardError as exc:
             if len(endpoints) > 1 and not isinstance(exc, InvalidArgument):
                 last = exc  # the next mirror (or the server) may have it
@@ -129,7 +135,7 @@ async def fetch_document(ep: Endpoint, desc: Descriptor) -> bytes:
     what = f"fetch {desc.media_type} {desc.digest}"
     if desc.size > MAX_DOCUMENT_SIZE:
         raise InvalidArgument(f"{what}: size {desc.size} is larger than the limit of {MAX_DOCUMENT_SIZE}")
-    got, data = await _get(ep, desc.digest, what, desc.digest)
+    got, data = await _get_again(ep, desc.digest, what, desc.digest)
     if got.size != desc.size:
         raise FailedPrecondition(f"{what}: the registry sent {got.size} bytes, the descriptor says {desc.size}")
     if got.media_type != desc.media_type and not (is_index(got.media_type) and is_index(desc.media_type)) \

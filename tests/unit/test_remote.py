@@ -87,11 +87,11 @@ def test_credentials_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert credfile.config_path() == tmp_path / "dc" / "config.json"
     assert credfile.load("127.0.0.1:5000") is None
     (tmp_path / "dc").mkdir()
-    (tmp_path / "dc" / "config.json").write_text(json.dumps({"credsStore": "x", "auths": {}}))
+    (tmp_path / "dc" / "config.json").write_text(json.dumps({"proxies": {"default": {}}, "auths": {}}))
     credfile.store("127.0.0.1:5000", credfile.Credentials("alice", "p:w"))
     credfile.store("https://index.docker.io/v1/", credfile.Credentials("bob", "hub"))
     data = json.loads((tmp_path / "dc" / "config.json").read_text())
-    assert data["credsStore"] == "x", "other settings are kept"
+    assert data["proxies"] == {"default": {}}, "other settings are kept"
     assert base64.b64decode(data["auths"]["127.0.0.1:5000"]["auth"]) == b"alice:p:w"
     assert "https://index.docker.io/v1/" in data["auths"]
     assert credfile.load("http://127.0.0.1:5000/") == credfile.Credentials("alice", "p:w")
