@@ -29,7 +29,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -47,7 +47,7 @@ from supervisor.remote.retry import (
     parse_retry_after,
     with_retries,
 )
-from supervisor.remote.tls import context_for, tls_error
+from supervisor.remote.tls import SpeaksPlainHTTP, context_for, tls_error
 from supervisor.version import VERSION
 
 log = logging.getLogger("dockyard.remote")
@@ -171,6 +171,7 @@ class RegistrySession:
         self._auth: dict[str, HostAuth] = {}
         self._ssl: dict[tuple[bool, tuple[str, ...], tuple[tuple[str, str], ...]], ssl.SSLContext | bool] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._plain: dict[RegistryHost, RegistryHost] = {}  # loopback hosts found to speak http
 
     async def __aenter__(self) -> RegistrySession:
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.connect,
@@ -263,10 +264,26 @@ class RegistrySession:
         gave, e.g. an upload location) and yield the final response, unread. GET and HEAD
         are sent again after a transient failure; a body cut short while the caller reads it
         raises TransientError (the caller decides whether to fetch again, e.g. from a Range)."""
+        host = self._plain.get(host, host)
         target = url or host.url(suffix)
         policy = self.retry if method in IDEMPOTENT_METHODS else NO_RETRY
-        resp = await with_retries(policy, lambda attempt: self._send(method, host, target, what, scopes,
-                                                                     headers or {}, data, policy is not NO_RETRY))
+
+        async def send() -> aiohttp.ClientResponse:
+            return await with_retries(policy, lambda attempt: self._send(method, host, target, what, scopes,
+                                                                         headers or {}, data, policy is not NO_RETRY))
+
+        try:
+            resp = await send()
+        except SpeaksPlainHTTP:
+            if not host.http_fallback:
+                raise
+            # a loopback registry that speaks http (hosts.py): this session keeps to http with it
+            plain = replace(host, scheme="http", http_fallback=False)
+            log.info("%s: %s answers in plain HTTP; using %s", what, host, plain)
+            self._plain[host] = plain
+            target = plain.url(suffix) if url is None else "http" + target.removeprefix("https")
+            host = plain
+            resp = await send()
         try:
             yield resp
         except (aiohttp.ClientError, TimeoutError) as exc:

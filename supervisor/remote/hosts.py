@@ -27,14 +27,18 @@ Without a hosts.toml, `*.crt` files in the domain's directory are CA files and e
 `certs.d/_default/hosts.toml` applies to domains that have no directory of their own.
 Bad files raise InvalidArgument naming the file and the key.
 
-Plain HTTP is never a fallback: a host is spoken to over https unless `server` (or a mirror's
-URL) says http://, or the caller asks for `plain_http` (ctr's --plain-http), which makes the
-server of a domain without a hosts.toml http:// (and that of one whose server is the default
-https://<domain>). A failed TLS handshake is an error, not a reason to try http.
+A host is spoken to over https unless `server` (or a mirror's URL) says http://, or the caller
+asks for `plain_http` (ctr's --plain-http), which makes the server of a domain without a
+hosts.toml http:// (and that of one whose server is the default https://<domain>). The one
+fallback, as Docker and containerd 2 have it: a loopback domain (localhost, 127.0.0.0/8, ::1)
+with no hosts.toml is tried over https, and spoken to over plain http when the handshake
+shows it speaks http (`http_fallback`; client.py). A failed certificate check is never a
+reason to try http.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,6 +70,7 @@ class RegistryHost:
     headers: tuple[tuple[str, str], ...] = ()
     mirror: bool = False
     client_certs: tuple[tuple[str, str], ...] = ()  # (certificate file, key file or "" if in the first)
+    http_fallback: bool = False  # https first, plain http if the server answers the handshake in http
 
     def url(self, suffix: str) -> str:
         """The URL of `suffix` (e.g. `/library/busybox/manifests/latest`) under the API root."""
@@ -84,6 +89,17 @@ class RegistryHost:
 
 def default_host(domain: str) -> str:
     return DOCKER_HUB_HOST if domain == DOCKER_HUB else domain
+
+
+def is_loopback(domain: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1, with or without a port."""
+    name = hostname(domain).strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def hostname(domain: str) -> str:
@@ -110,7 +126,8 @@ class Hosts:
             raise InvalidArgument("registry domain must not be empty")
         found = self._configured(domain)
         scheme = "http" if plain_http else "https"
-        server = RegistryHost(scheme, default_host(domain), skip_verify=skip_verify)
+        server = RegistryHost(scheme, default_host(domain), skip_verify=skip_verify,
+                              http_fallback=not plain_http and is_loopback(domain))
         if found is None:
             return [server]
         out = []

@@ -111,6 +111,10 @@ def ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+class SpeaksPlainHTTP(FailedPrecondition):
+    """The TLS handshake was answered in plain HTTP."""
+
+
 def tls_error(exc: BaseException, what: str, host: RegistryHost) -> DockyardError | None:
     """A FailedPrecondition explaining a TLS failure talking to `host`, or None when `exc` is not one."""
     cause = ssl_cause(exc)
@@ -127,9 +131,9 @@ def tls_error(exc: BaseException, what: str, host: RegistryHost) -> DockyardErro
     hint = ""
     upper = reason.upper()
     if "WRONG_VERSION_NUMBER" in upper or "RECORD_LAYER" in upper or "PACKET_LENGTH" in upper:
-        hint = (" (it seems to speak plain HTTP: use --plain-http, or server = \"http://...\" in "
-                f"certs.d/{host.host}/hosts.toml)")
-    elif "CERTIFICATE_REQUIRED" in upper or "BAD_CERTIFICATE" in upper or "UNKNOWN_CA" in upper:
+        return SpeaksPlainHTTP(f"{where}: TLS handshake failed: {reason} (it seems to speak plain HTTP: use "
+                               f"--plain-http, or server = \"http://...\" in certs.d/{host.host}/hosts.toml)")
+    if "CERTIFICATE_REQUIRED" in upper or "BAD_CERTIFICATE" in upper or "UNKNOWN_CA" in upper:
         hint = (" (the registry wants a client certificate it trusts: client = [[\"cert.pem\", \"key.pem\"]] "
                 f"in certs.d/{host.host}/hosts.toml)")
     return FailedPrecondition(f"{where}: TLS handshake failed: {reason}{hint}")

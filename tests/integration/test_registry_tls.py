@@ -138,12 +138,17 @@ async def test_client_certificates_in_containerds_forms(tls: TLSFiles, busybox: 
             assert done.target.digest == busybox.manifest_digest
 
 
-async def test_https_never_falls_back_to_plain_http(busybox: Image) -> None:
-    """A registry speaking plain HTTP is reached over http only when asked: --plain-http, or
-    `server = "http://..."` in its hosts.toml. Otherwise the failed TLS handshake is the error."""
+async def test_plain_http_only_for_loopback_or_when_asked(busybox: Image) -> None:
+    """A loopback registry with no hosts.toml is tried over https, then over http when the
+    handshake is answered in http (Docker's and containerd 2's behaviour for localhost).
+    Anywhere else (here: a hosts.toml that names the https server) http is used only when
+    asked: --plain-http, or `server = "http://..."`; the failed handshake is the error."""
     with start_registry() as reg:
         ref = publish(reg, busybox, None)
         async with daemon_with_certs() as (client, certs):
+            _, done = await pull(client, ref)  # 127.0.0.1:<port>: the fallback
+            assert done.target.digest == busybox.manifest_digest
+            configure(certs, reg, f'server = "https://{reg.host}"\n')
             with pytest.raises(FailedPrecondition, match=r"TLS handshake failed: .*plain HTTP: use --plain-http"):
                 await pull(client, ref)
             with pytest.raises(FailedPrecondition, match="TLS handshake failed"):

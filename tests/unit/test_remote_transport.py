@@ -105,11 +105,15 @@ def test_dockers_certs_d_layout(tmp_path: Path) -> None:
     assert server.client_certs == ((str(d / "me.cert"), str(d / "me.key")),), "a .cert needs its .key"
 
 
-def test_plain_http_only_when_asked(tmp_path: Path) -> None:
-    [server] = Hosts(tmp_path).lookup("127.0.0.1:5000")
-    assert server.scheme == "https", "no automatic plain HTTP, even for localhost"
+def test_plain_http_fallback_only_for_loopback(tmp_path: Path) -> None:
+    for domain in ("127.0.0.1:5000", "localhost:5000", "localhost", "[::1]:5000", "127.1.2.3"):
+        [server] = Hosts(tmp_path).lookup(domain)
+        assert (server.scheme, server.http_fallback) == ("https", True), domain
+    for domain in ("r.example:5000", "10.0.0.1:5000", "localhost.example", "docker.io"):
+        [server] = Hosts(tmp_path).lookup(domain)
+        assert (server.scheme, server.http_fallback) == ("https", False), domain
     [server] = Hosts(tmp_path).lookup("127.0.0.1:5000", plain_http=True)
-    assert server.scheme == "http"
+    assert (server.scheme, server.http_fallback) == ("http", False)
 
 
 def test_tls_contexts_from_files(tmp_path: Path) -> None:
