@@ -164,13 +164,30 @@ def mount_rootfs(mounts: Sequence[MountLike], rootfs: str) -> None:
     for m in mounts:
         target = secure_join(rootfs, m.target, create="dir") if m.target.strip("/") else rootfs
         opts = parse_mount_options(list(m.options), f"rootfs mount {m.type} {m.source}")
-        if m.type == "bind" or opts.is_bind:
-            _bind(rootfs, m.source, target, recursive=opts.recursive, flags=opts.flags,
-                  propagation=opts.propagation)
-        else:
-            _mount_at(rootfs, target, m.source, m.type, opts.flags, opts.data or None)
-            for p in opts.propagation:
-                _mount_at(rootfs, target, None, None, p)
+        try:
+            if m.type == "bind" or opts.is_bind:
+                _bind(rootfs, m.source, target, recursive=opts.recursive, flags=opts.flags,
+                      propagation=opts.propagation)
+            else:
+                _mount_at(rootfs, target, m.source, m.type, opts.flags, opts.data or None)
+                for p in opts.propagation:
+                    _mount_at(rootfs, target, None, None, p)
+        except FileNotFoundError:
+            # Typically a snapshot removed after its mounts were read: name what is gone.
+            missing = _missing_paths(m)
+            if not missing:
+                raise
+            raise NotFound(f"rootfs mount {m.type}: {', '.join(missing)} does not exist") from None
+
+
+def _missing_paths(m: MountLike) -> list[str]:
+    """The host paths a rootfs mount names (bind source, overlay layer dirs) that do not exist."""
+    paths = [m.source] if m.source.startswith("/") else []
+    for opt in m.options:
+        key, _, value = opt.partition("=")
+        if key in ("lowerdir", "upperdir", "workdir"):
+            paths += value.split(":")
+    return [p for p in paths if not os.path.exists(p)]
 
 
 def set_propagation(target: str, flags: int) -> None:

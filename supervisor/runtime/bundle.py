@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import identifiers
-from supervisor.errors import AlreadyExists, InvalidArgument
+from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,55 @@ def parse_spec(spec_json: bytes) -> dict[str, Any]:
     return spec
 
 
+def _host_id_of_root(mappings: Any) -> int | None:
+    """The host id a user namespace's id 0 maps to, from an OCI id mapping list (None: unmapped,
+    or malformed, which the runtime reports itself)."""
+    for m in mappings if isinstance(mappings, list) else []:
+        try:
+            inside, host, size = int(m["containerID"]), int(m["hostID"]), int(m["size"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if inside <= 0 < inside + size:
+            return host - inside
+    return None
+
+
+def check_reachable_by_remapped_root(spec: dict[str, Any], bundle: Path) -> None:
+    """Refuse a spec whose new user namespace maps root to a host uid that cannot reach the
+    bundle: the runtime would fail later with a bare EACCES when it mounts the rootfs.
+
+    In a user namespace the container's root has no privilege over the host's directories
+    (they belong to an unmapped uid), so every directory above the bundle must be searchable by
+    it; containerd makes its state dirs 0711 for this reason, and so does dockyardd.
+    """
+    linux = spec.get("linux")
+    if not isinstance(linux, dict):
+        return
+    namespaces = linux.get("namespaces")
+    if not isinstance(namespaces, list) or not any(
+            isinstance(n, dict) and n.get("type") == "user" and not n.get("path") for n in namespaces):
+        return
+    uid, gid = _host_id_of_root(linux.get("uidMappings")), _host_id_of_root(linux.get("gidMappings"))
+    if not uid or gid is None:  # unmapped root, or root mapped to host root: nothing to check
+        return
+    for d in reversed(bundle.parents):
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            break  # made by create_bundle, searchable
+        searchable = (st.st_mode & 0o001 or (st.st_uid == uid and st.st_mode & 0o100)
+                      or (st.st_gid == gid and st.st_mode & 0o010))
+        if not searchable:
+            raise FailedPrecondition(
+                f"the container's root (host uid {uid}, user namespace) cannot reach its bundle: {d} is mode "
+                f"{st.st_mode & 0o7777:04o}; the directories above the state dir must be searchable (0711)")
+
+
 def create_bundle(state: Path, namespace: str, cid: str, spec_json: bytes) -> Bundle:
     """Stage the bundle in a hidden dir and rename it into place (habit 4)."""
-    parse_spec(spec_json)
+    spec = parse_spec(spec_json)
     path = bundle_path(state, namespace, cid)
+    check_reachable_by_remapped_root(spec, path)
     if path.exists():
         raise AlreadyExists(f"task {cid}")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
