@@ -7,7 +7,8 @@ The image is generated deterministically (seeded) in a temp dir: `--layers` gzip
 compresses), written as one OCI archive. Each run imports it with unpack into overlayfs
 (`ctr images import`, which unpacks through Snapshots + Diff.Apply) and then removes it with
 `images rm --sync`, so every run starts from an empty store (and `sync` first, so one run's
-disk writeback does not land in the next). Reported: median seconds per
+disk writeback does not land in the next). Both daemons run throughout and the cases take
+turns, one run each per round. Reported: median seconds per
 daemon, dockyardd/containerd, and dockyardd's server-side import (`dock images import --unpack`).
 """
 
@@ -189,13 +190,19 @@ def main() -> None:
         if mnt is not None:
             tempfile.tempdir = str(mnt)  # bench.daemons makes its dirs with mkdtemp
         results: dict[str, Any] = {}
-        for name, client, start_daemon in (("containerd (ctr import)", "ctr", containerd),
-                                           ("dockyardd (ctr import)", "ctr", dockyardd),
-                                           ("dockyardd (dock import)", "dock", dockyardd)):
-            with start_daemon() as address:
-                times = measure(address, archive, args.runs, client)
-            results[name] = {"median_s": statistics.median(times), "best_s": min(times)}
-            print(f"{name:26s} median {statistics.median(times):7.2f} s   best {min(times):7.2f} s", flush=True)
+        with containerd() as theirs, dockyardd() as ours:
+            cases = (("containerd (ctr import)", "ctr", theirs), ("dockyardd (ctr import)", "ctr", ours),
+                     ("dockyardd (dock import)", "dock", ours))
+            # Round-robin, one run of each case per round: the host's load drifts over
+            # minutes, and should not land on one daemon's runs only.
+            times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+            for _ in range(args.runs):
+                for name, client, address in cases:
+                    times[name] += measure(address, archive, 1, client)
+        for name, runs in times.items():
+            results[name] = {"median_s": statistics.median(runs), "best_s": min(runs)}
+            print(f"{name:26s} median {statistics.median(runs):7.2f} s   best {min(runs):7.2f} s   "
+                  f"({' '.join(f'{t:.2f}' for t in runs)})", flush=True)
         base = results["containerd (ctr import)"]["median_s"]
         for name in ("dockyardd (ctr import)", "dockyardd (dock import)"):
             results[name]["time_over_containerd"] = results[name]["median_s"] / base

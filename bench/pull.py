@@ -1,18 +1,22 @@
 """Registry pull + unpack: dockyardd vs containerd, from the same local docker-registry.
 
-    python3 bench/pull.py [--size-mib 200] [--layers 4] [--files 20000] [--runs 2] [--json out.json]
+    python3 bench/pull.py [--size-mib 200] [--layers 4] [--files 20000] [--runs 2] [--images big,many]
+                          [--tmpfs] [--json out.json]
 
 Two images are generated deterministically (bench/import.py's generator) and pushed with
 skopeo into a private docker-registry on 127.0.0.1: "big", about `--size-mib` MiB in
 `--layers` layers of a few hundred files, and "many", `--files` small files. Each run pulls
 with unpack into overlayfs, then removes the image with `images rm --sync` (and `sync`s), so
-every run starts empty:
+every run starts empty. Both daemons run throughout and the cases take turns, one run each
+per round:
 
     containerd  ctr images pull --plain-http     (client-side: ctr fetches and unpacks)
     dockyardd   ctr images pull --plain-http     (the same client against our daemon)
     dockyardd   dock pull --plain-http           (server-side: the daemon fetches and unpacks)
 
 Reported: median seconds per case and each dockyardd case over containerd's (goal <= 1.0).
+With `--tmpfs` the registry and both daemons keep their data on a private tmpfs: on a shared
+VM the disk's speed varies 3-4x with what else runs, which hides the CPU cost being compared.
 """
 
 from __future__ import annotations
@@ -80,10 +84,18 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--images", default="big,many", help="which of the two images to pull (comma-separated)")
+    ap.add_argument("--tmpfs", action="store_true", help="keep the registry's and the daemons' data on a private tmpfs")
     args = ap.parse_args()
     for tool in ("ctr", "skopeo", "docker-registry"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: run scripts/install")
+    mnt = None
+    if args.tmpfs:
+        mnt = Path(tempfile.mkdtemp(prefix="bench-tmpfs-"))
+        size = 6 * (args.size_mib << 20) + (1 << 30)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
+        tempfile.tempdir = str(mnt)  # the registry and bench.daemons make their dirs with mkdtemp
     work = Path(tempfile.mkdtemp(prefix="bench-pull-"))
     results: dict[str, Any] = {}
     try:
@@ -91,6 +103,8 @@ def main() -> None:
             images = {}
             for name, size, files, layers in (("big", args.size_mib, max(400, args.layers * 50), args.layers),
                                               ("many", max(20, args.files // 500), args.files, 2)):
+                if name not in args.images.split(","):
+                    continue
                 d = work / name
                 d.mkdir()
                 started = time.perf_counter()
@@ -102,25 +116,35 @@ def main() -> None:
                 images[name] = ref
                 print(f"{name}: {files} files, {layers} layers, ~{size} MiB, in the registry as {ref} "
                       f"({time.perf_counter() - started:.1f}s)", flush=True)
-            for image, ref in images.items():
-                for case, client, daemon in (("containerd (ctr pull)", "ctr", containerd),
-                                             ("dockyardd (ctr pull)", "ctr", dockyardd),
-                                             ("dockyardd (dock pull)", "dock", dockyardd)):
-                    with daemon() as address:
-                        times = measure(address, ref, args.runs, client)
-                    key = f"{image}: {case}"
-                    results[key] = {"median_s": statistics.median(times), "best_s": min(times)}
-                    print(f"{key:30s} median {statistics.median(times):7.2f} s   best {min(times):7.2f} s", flush=True)
-                base = results[f"{image}: containerd (ctr pull)"]["median_s"]
-                for case in ("dockyardd (ctr pull)", "dockyardd (dock pull)"):
-                    ratio = results[f"{image}: {case}"]["median_s"] / base
-                    results[f"{image}: {case}"]["time_over_containerd"] = ratio
-                    print(f"{image}: {case} / containerd: {ratio:.2f}x the time", flush=True)
+            with containerd() as theirs, dockyardd() as ours:
+                cases = (("containerd (ctr pull)", "ctr", theirs), ("dockyardd (ctr pull)", "ctr", ours),
+                         ("dockyardd (dock pull)", "dock", ours))
+                for image, ref in images.items():
+                    # Round-robin, one run of each case per round: the host's load drifts over
+                    # minutes, and should not land on one daemon's runs only.
+                    times: dict[str, list[float]] = {case: [] for case, _, _ in cases}
+                    for _ in range(args.runs):
+                        for case, client, address in cases:
+                            times[case] += measure(address, ref, 1, client)
+                    for case, runs in times.items():
+                        key = f"{image}: {case}"
+                        results[key] = {"median_s": statistics.median(runs), "best_s": min(runs)}
+                        print(f"{key:30s} median {statistics.median(runs):7.2f} s   best {min(runs):7.2f} s   "
+                              f"({' '.join(f'{t:.2f}' for t in runs)})", flush=True)
+                    base = results[f"{image}: containerd (ctr pull)"]["median_s"]
+                    for case in ("dockyardd (ctr pull)", "dockyardd (dock pull)"):
+                        ratio = results[f"{image}: {case}"]["median_s"] / base
+                        results[f"{image}: {case}"]["time_over_containerd"] = ratio
+                        print(f"{image}: {case} / containerd: {ratio:.2f}x the time", flush=True)
         if args.json:
             args.json.write_text(json.dumps({"size_mib": args.size_mib, "files": args.files, "layers": args.layers,
-                                             "runs": args.runs, **results}, indent=2))
+                                             "runs": args.runs, "tmpfs": args.tmpfs, **results}, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if mnt is not None:
+            tempfile.tempdir = None
+            subprocess.run(["umount", str(mnt)], check=False)
+            mnt.rmdir()
 
 
 if __name__ == "__main__":

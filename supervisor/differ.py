@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import tempfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -33,6 +36,8 @@ from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.images import Descriptor
 from supervisor.mounts import mounted, overlay_dirs
 from supervisor.snapshotter.base import Mount
+
+log = logging.getLogger("dockyard.differ")
 
 UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
 _CHUNK = 1 << 20
@@ -86,27 +91,40 @@ class Differ:
                 raise FailedPrecondition(
                     f"content {desc.digest} has size {reader.size}, descriptor says {desc.size}")
             blob = DigestingReader(cast(BinaryIO, _BlockingBlob(reader, asyncio.get_running_loop())))
-            result = await asyncio.to_thread(self._apply, blob, desc.media_type, list(mounts))
+            started = time.monotonic()
+            cancel = threading.Event()
+            work = asyncio.ensure_future(asyncio.to_thread(self._apply, blob, desc.media_type, list(mounts), cancel))
+            try:
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # A thread cannot be cancelled: ask it to stop at the next entry and wait, so
+                # whoever removes the snapshot next does not race a writer still inside it.
+                cancel.set()
+                with contextlib.suppress(Exception):
+                    await work
+                raise
+            log.debug("applied %s (%d bytes, %d uncompressed) in %.3fs", desc.digest, reader.size, result.size,
+                      time.monotonic() - started)
         finally:
             await reader.close()
         if blob.digest != desc.digest:  # the store verified it at commit; this guards the disk since
             raise FailedPrecondition(f"layer {desc.digest} read back as {blob.digest}")
         return Descriptor(MEDIA_TYPE_OCI_LAYER, result.digest, result.size)
 
-    def _apply(self, blob: DigestingReader, media_type: str, mounts: list[Mount]) -> Any:
+    def _apply(self, blob: DigestingReader, media_type: str, mounts: list[Mount], cancel: threading.Event) -> Any:
         stream = open_layer(cast(BinaryIO, blob), media_type)
         if len(mounts) == 1 and mounts[0].type == "overlay":
             upper, lowers = overlay_dirs(mounts[0])
             if upper is not None:
-                result = apply_layer(stream, upper, whiteout_mode="overlay", parents=lowers)
+                result = apply_layer(stream, upper, whiteout_mode="overlay", parents=lowers, cancel=cancel)
                 blob.drain()
                 return result
         if len(mounts) == 1 and mounts[0].type == "bind" and "ro" not in mounts[0].options:
-            result = apply_layer(stream, Path(mounts[0].source), whiteout_mode="delete")
+            result = apply_layer(stream, Path(mounts[0].source), whiteout_mode="delete", cancel=cancel)
             blob.drain()
             return result
         with mounted(mounts, self.tmp_root) as target:
-            result = apply_layer(stream, target, whiteout_mode="delete")
+            result = apply_layer(stream, target, whiteout_mode="delete", cancel=cancel)
         blob.drain()
         return result
 

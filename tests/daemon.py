@@ -106,7 +106,9 @@ def remove_empty_cgroups(below: str = "dockyard") -> None:
     ever under our own parent; a cgroup with processes in it refuses, and stays)."""
     assert below == "dockyard" or below.startswith("dockyard/"), below
     for top in Path("/sys/fs/cgroup").glob(f"*/{below}"):
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+        # os.walk, not rglob: cgroups may come and go while we look (another run's containers)
+        found = [Path(root, d) for root, subdirs, _ in os.walk(top) for d in subdirs]
+        dirs = sorted(found, key=lambda p: len(p.parts), reverse=True)
         for d in [*dirs, top]:
             for _ in range(20):
                 try:

@@ -31,6 +31,12 @@ the root is InvalidArgument naming the entry); every parent is resolved by
 the overlay driver's private namespace). Nothing outside `target` is created, changed or
 removed, even when the archive fails halfway (the target may then hold a partial tree).
 
+Speed (a layer of many small files is bound by Python and system calls): the tar is parsed
+by `tarread` (no tarfile objects per member) from a read-ahead thread that decompresses and
+digests (`readahead`); file data is written straight from its buffers; a new file's owner
+and mode are set only when the create did not already give them; parent directories stay
+open in an LRU cache, and a miss is walked from the deepest cached ancestor.
+
 Errors: a malformed, truncated or hostile archive raises InvalidArgument; out of space
 raises ResourceExhausted; a missing target or parent raises NotFound; a set `cancel`
 event raises Cancelled; other I/O errors Internal.
@@ -47,20 +53,32 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import shutil
 import stat
-import tarfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import BinaryIO, Literal, cast
+from typing import BinaryIO, Literal
 
 from supervisor.archive.hashing import DigestingReader
 from supervisor.archive.lowers import OVERLAY_OPAQUE_XATTR, LowerView
+from supervisor.archive.readahead import ReadAhead
 from supervisor.archive.resolve import Canonical, NotADirectory, ResolvedDir, RootDir, clean_name
+from supervisor.archive.tarread import (
+    BLOCKDEV,
+    CHAR,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    Entry,
+    TarFormatError,
+    TarReader,
+)
 from supervisor.errors import (
     Cancelled,
     DockyardError,
@@ -78,23 +96,15 @@ WhiteoutMode = Literal["overlay", "delete"]
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
-PAX_XATTR_PREFIX = "SCHILY.xattr."
 
-_COPY_CHUNK = 1 << 20
-_CACHE_SIZE = 32
-_NS = 1_000_000_000
+# Open parent directories kept per apply. Layers usually list a directory's entries
+# together, but not always (the benchmark's generator spreads files over 100 directories).
+_CACHE_SIZE = max(16, min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 16))
 _I64_MAX = (1 << 63) - 1
 
-# tarfile's header errors are real classes but not in typeshed.
-_EOF_HEADER: type[Exception] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
-_EMPTY_HEADER: type[Exception] = tarfile.EmptyHeaderError  # type: ignore[attr-defined]
-_TRUNCATED_HEADER: type[Exception] = tarfile.TruncatedHeaderError  # type: ignore[attr-defined]
-_BAD_HEADER: tuple[type[Exception], ...] = (
-    tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
-    tarfile.SubsequentHeaderError,  # type: ignore[attr-defined]
-)
-
-_DEVICE_TYPES = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK, tarfile.FIFOTYPE: stat.S_IFIFO}
+_DEVICE_TYPES = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}
+_SUPPORTED = {REGULAR, DIRECTORY, SYMLINK, HARDLINK, CHAR, BLOCKDEV, FIFO}
+_CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -129,57 +139,21 @@ def apply_layer(
     except NotADirectoryError as e:
         raise InvalidArgument(f"apply target {e.filename}: not a directory") from None
     try:
-        try:
-            tf = _StrictTarFile.open(
-                fileobj=cast(BinaryIO, reader),
-                mode="r|",
-                encoding="utf-8",
-                errors="surrogateescape",
-            )
-            while (member := tf.next()) is not None:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(f"apply layer to {target}")
-                applier.apply(tf, member)
-            tf.close()
-        except tarfile.TarError as e:
-            raise InvalidArgument(f"invalid layer tar: {e}") from None
-        applier.finish()
+        # Decompressing and digesting happen on the read-ahead thread, the writes here.
+        with ReadAhead(reader.read) as ahead:
+            try:
+                tar = TarReader(ahead.read)
+                while (entry := tar.next()) is not None:
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled(f"apply layer to {target}")
+                    applier.apply(tar, entry)
+            except TarFormatError as e:
+                raise InvalidArgument(f"invalid layer tar: {e}") from None
+            applier.finish()
+            ahead.finish()  # the padding after the end blocks counts in the diff ID
     finally:
         applier.close()
-    reader.drain()
     return ApplyResult(size=reader.size, digest=reader.digest)
-
-
-class _StrictTarFile(tarfile.TarFile):
-    """tarfile, minus its leniency: a corrupt or cut header mid-archive is an error.
-
-    The stock `next()` treats a bad or truncated header after the first as the end of the
-    archive, which would turn a truncated layer into a silently partial one. Like Go's
-    archive/tar, we accept only a zero block or a clean end of stream at a header
-    boundary as the end. Members are not remembered (the stock one keeps them all).
-    """
-
-    def next(self) -> tarfile.TarInfo | None:
-        self._check("ra")  # type: ignore[attr-defined]
-        if self.firstmember is not None:  # type: ignore[has-type]
-            first: tarfile.TarInfo = self.firstmember  # type: ignore[has-type]
-            self.firstmember = None
-            return first
-        # Skip over the data of the previous member the caller did not read.
-        fileobj = self.fileobj
-        assert fileobj is not None
-        if self.offset != fileobj.tell():
-            fileobj.seek(self.offset - 1)
-            if not fileobj.read(1):
-                raise tarfile.ReadError("unexpected end of data")
-        try:
-            return self.tarinfo.fromtarfile(self)
-        except (_EOF_HEADER, _EMPTY_HEADER):
-            return None
-        except _TRUNCATED_HEADER:
-            raise tarfile.ReadError("unexpected end of data in a header") from None
-        except _BAD_HEADER as e:
-            raise tarfile.ReadError(f"bad header at offset {self.offset}: {e}") from None
 
 
 class _Applier:
@@ -216,127 +190,152 @@ class _Applier:
 
     # -- entries -----------------------------------------------------------------------
 
-    def apply(self, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
+    def apply(self, tar: TarReader, e: Entry) -> None:
         try:
-            self._apply(tf, ti)
+            self._apply(tar, e)
         except DockyardError:
             raise
-        except NotADirectory as e:
-            raise InvalidArgument(f"tar entry {ti.name!r}: {'/'.join(e.canonical)!r} is not a directory") from None
-        except (ValueError, OverflowError) as e:  # an embedded NUL in a name, a uid > 2**32
-            raise InvalidArgument(f"tar entry {ti.name!r}: {e}") from None
-        except OSError as e:
-            raise _os_error(f"apply tar entry {ti.name!r}", e) from None
+        except NotADirectory as err:
+            raise InvalidArgument(f"tar entry {e.name!r}: {'/'.join(err.canonical)!r} is not a directory") from None
+        except (ValueError, OverflowError) as err:  # an embedded NUL in a name, a uid > 2**32
+            raise InvalidArgument(f"tar entry {e.name!r}: {err}") from None
+        except OSError as err:
+            raise _os_error(f"apply tar entry {e.name!r}", err) from None
         finally:
             self._release()
 
-    def _apply(self, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> None:
-        parts = clean_name(ti.name)
+    def _apply(self, tar: TarReader, e: Entry) -> None:
+        parts = clean_name(e.name)
         if not parts:
             return  # the root itself: its attributes belong to the snapshot, not the layer
         base = parts[-1]
         if base.startswith(WHITEOUT_PREFIX):
-            self._whiteout(ti, parts)
+            self._whiteout(e, parts)
             return
-        if not (ti.isreg() or ti.isdir() or ti.issym() or ti.islnk() or ti.type in _DEVICE_TYPES):
-            raise InvalidArgument(f"tar entry {ti.name!r}: unsupported type {ti.type!r}")
+        if e.type not in _SUPPORTED:
+            raise InvalidArgument(f"tar entry {e.name!r}: unsupported type {e.type!r}")
 
         parent = self._parent(parts[:-1], create=True)
         assert parent is not None
-        existing = _lstat_at(parent.fd, base)
-        if existing is not None and not (stat.S_ISDIR(existing.st_mode) and ti.isdir()):
-            # Replace, never write through: the old entry may be a symlink, or a hard link
-            # shared with a lower layer. A directory is merged only into a directory.
-            _remove_at(parent.fd, base)
-            self._invalidate()
-            existing = None
         canonical = (*parent.canonical, base)
-
-        if ti.isdir():
-            if existing is None:
-                os.mkdir(base, 0o700, dir_fd=parent.fd)
-            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent.fd)
-            try:
-                _set_attrs(fd, ti, set_times=False)
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
-            atime, mtime = _times(ti)
-            self._dir_times[canonical] = (st.st_dev, st.st_ino, atime, mtime)
-        elif ti.isreg():
-            self._write_file(tf, ti, parent.fd, base)
-        elif ti.issym():
-            os.symlink(ti.linkname, base, dir_fd=parent.fd)
-            _set_symlink_attrs(parent.fd, base, ti)
-        elif ti.islnk():
-            self._hardlink(ti, parent.fd, base)
+        if e.type == REGULAR:
+            self._write_file(tar, e, parent, base)
+        elif e.type == DIRECTORY:
+            self._directory(e, parent, base, canonical)
         else:
-            dev = os.makedev(ti.devmajor, ti.devminor) if ti.type != tarfile.FIFOTYPE else 0
-            os.mknod(base, _DEVICE_TYPES[ti.type] | 0o600, dev, dir_fd=parent.fd)
-            self._set_attrs_at(parent.fd, base, ti)
+            # Replace, never write through: the old entry may be a symlink, or a hard link
+            # shared with a lower layer.
+            if _lstat_at(parent.fd, base) is not None:
+                _remove_at(parent.fd, base)
+                self._invalidate()
+            if e.type == SYMLINK:
+                os.symlink(e.linkname, base, dir_fd=parent.fd)
+                _set_symlink_attrs(parent.fd, base, e)
+            elif e.type == HARDLINK:
+                self._hardlink(e, parent.fd, base)
+            else:
+                dev = os.makedev(e.devmajor, e.devminor) if e.type != FIFO else 0
+                os.mknod(base, _DEVICE_TYPES[e.type] | 0o600, dev, dir_fd=parent.fd)
+                self._set_attrs_at(parent.fd, base, e)
         self._created(canonical)
         self._mark_unpacked(canonical)
 
-    def _write_file(self, tf: tarfile.TarFile, ti: tarfile.TarInfo, dir_fd: int, name: str) -> None:
-        # O_EXCL|O_NOFOLLOW: the name was just cleared, so anything there now is not ours.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    def _write_file(self, tar: TarReader, e: Entry, parent: ResolvedDir, name: str) -> None:
+        # O_EXCL|O_NOFOLLOW: never write through what is there (a symlink, a hard link shared
+        # with a lower layer); it is removed first. Created with the entry's permission bits,
+        # so the usual file needs no chmod.
+        perm = e.mode & 0o777
         try:
-            src = tf.extractfile(ti)
-            if src is not None and ti.size:
-                with open(fd, "wb", buffering=_COPY_CHUNK, closefd=False) as dst:
-                    shutil.copyfileobj(src, dst, _COPY_CHUNK)
-            _set_attrs(fd, ti, set_times=True)
+            fd = os.open(name, _CREATE_FILE, perm, dir_fd=parent.fd)
+        except FileExistsError:
+            _remove_at(parent.fd, name)
+            self._invalidate()
+            fd = os.open(name, _CREATE_FILE, perm, dir_fd=parent.fd)
+        try:
+            for piece in tar.data():
+                while piece:
+                    piece = piece[os.write(fd, piece) :]
+            # What the file got from the create (umask, a setgid parent, default ACLs):
+            # calls that would set what it already has are skipped; on a small VM they are
+            # most of the kernel's time per file. Order matters: chown clears setuid/setgid
+            # and security.capability, so it goes first, then xattrs, then the mode.
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != (e.uid, e.gid):
+                os.chown(fd, e.uid, e.gid)
+            if e.xattrs:
+                _set_xattrs(fd, e, follow_symlinks=True)
+            if stat.S_IMODE(st.st_mode) != e.mode & 0o7777:
+                os.chmod(fd, e.mode & 0o7777)
+            os.utime(fd, ns=_times(e))
         finally:
             os.close(fd)
 
-    def _hardlink(self, ti: tarfile.TarInfo, dir_fd: int, name: str) -> None:
-        lparts = clean_name(ti.linkname, what=f"hard link {ti.name!r} to")
+    def _directory(self, e: Entry, parent: ResolvedDir, name: str, canonical: Canonical) -> None:
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent.fd)
+        except FileExistsError:
+            existing = _lstat_at(parent.fd, name)
+            if existing is None or not stat.S_ISDIR(existing.st_mode):  # merged only into a directory
+                if existing is not None:
+                    _remove_at(parent.fd, name)
+                    self._invalidate()
+                os.mkdir(name, 0o700, dir_fd=parent.fd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent.fd)
+        try:
+            _set_attrs(fd, e, set_times=False)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        atime, mtime = _times(e)
+        self._dir_times[canonical] = (st.st_dev, st.st_ino, atime, mtime)
+
+    def _hardlink(self, e: Entry, dir_fd: int, name: str) -> None:
+        lparts = clean_name(e.linkname, what=f"hard link {e.name!r} to")
         if not lparts:
-            raise InvalidArgument(f"hard link {ti.name!r}: cannot link to the layer root")
+            raise InvalidArgument(f"hard link {e.name!r}: cannot link to the layer root")
         try:
             lparent = self._parent(lparts[:-1], create=False)
         except NotADirectory:
             lparent = None
         lst = _lstat_at(lparent.fd, lparts[-1]) if lparent is not None else None
         if lparent is None or lst is None:
-            raise InvalidArgument(f"hard link {ti.name!r}: target {ti.linkname!r} not found")
+            raise InvalidArgument(f"hard link {e.name!r}: target {e.linkname!r} not found")
         if stat.S_ISDIR(lst.st_mode):
-            raise InvalidArgument(f"hard link {ti.name!r}: target {ti.linkname!r} is a directory")
+            raise InvalidArgument(f"hard link {e.name!r}: target {e.linkname!r} is a directory")
         # follow_symlinks=False: a link to a symlink links the symlink itself (linkat
         # without AT_SYMLINK_FOLLOW), so it cannot reach what the symlink points to.
         os.link(lparts[-1], name, src_dir_fd=lparent.fd, dst_dir_fd=dir_fd, follow_symlinks=False)
         if stat.S_ISLNK(lst.st_mode):
-            _set_symlink_attrs(dir_fd, name, ti)
+            _set_symlink_attrs(dir_fd, name, e)
         else:
-            self._set_attrs_at(dir_fd, name, ti)
+            self._set_attrs_at(dir_fd, name, e)
 
-    def _set_attrs_at(self, dir_fd: int, name: str, ti: tarfile.TarInfo) -> None:
+    def _set_attrs_at(self, dir_fd: int, name: str, e: Entry) -> None:
         """Attributes of a non-symlink we cannot open for I/O (device, FIFO, link)."""
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             if stat.S_ISLNK(os.fstat(fd).st_mode):  # cannot happen: we just made it
-                raise InvalidArgument(f"tar entry {ti.name!r}: replaced while applying")
+                raise InvalidArgument(f"tar entry {e.name!r}: replaced while applying")
             # An O_PATH fd accepts no f*() calls; its /proc magic link reaches the very
             # inode we opened, whatever happens to the name meanwhile.
-            _set_attrs(f"/proc/self/fd/{fd}", ti, set_times=True)
+            _set_attrs(f"/proc/self/fd/{fd}", e, set_times=True)
         finally:
             os.close(fd)
 
     # -- whiteouts ---------------------------------------------------------------------
 
-    def _whiteout(self, ti: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+    def _whiteout(self, e: Entry, parts: tuple[str, ...]) -> None:
         base, dir_parts = parts[-1], parts[:-1]
         if base == WHITEOUT_OPAQUE:
             self._opaque(dir_parts)
             return
         if base.startswith(WHITEOUT_META_PREFIX):
             # Other `.wh..wh.` names are aufs bookkeeping (e.g. `.wh..wh.plnk`); never content.
-            log.debug("tar entry %r: ignoring whiteout metadata entry", ti.name)
+            log.debug("tar entry %r: ignoring whiteout metadata entry", e.name)
             return
         original = base[len(WHITEOUT_PREFIX) :]
         if original in ("", ".", ".."):
-            raise InvalidArgument(f"tar entry {ti.name!r}: invalid whiteout name")
+            raise InvalidArgument(f"tar entry {e.name!r}: invalid whiteout name")
 
         if self.mode == "delete":
             parent = self._existing_parent(dir_parts)
@@ -352,7 +351,7 @@ class _Applier:
             self._invalidate()
         # overlayfs's whiteout: a 0/0 character device hides the name in lower layers.
         os.mknod(original, stat.S_IFCHR, 0, dir_fd=parent.fd)
-        os.chown(original, ti.uid, ti.gid, dir_fd=parent.fd, follow_symlinks=False)
+        os.chown(original, e.uid, e.gid, dir_fd=parent.fd, follow_symlinks=False)
         self._created((*parent.canonical, original))
 
     def _opaque(self, dir_parts: tuple[str, ...]) -> None:
@@ -413,11 +412,20 @@ class _Applier:
         if hit is not None:
             self._cache.move_to_end(parts)
             return hit
+        # Start from the deepest ancestor already open (a sibling directory's parent).
+        base, rest = None, parts
+        for i in range(len(parts) - 1, 0, -1):
+            base = self._cache.get(parts[:i])
+            if base is not None:
+                self._cache.move_to_end(parts[:i])
+                rest = parts[i:]
+                break
         resolved = self.root.resolve_dir(
-            parts,
+            rest,
             create=create,
             on_create=self._on_create if create else None,
             lower_link=self._lower_link if self.lowers is not None else None,
+            base=base,
         )
         if resolved is None:
             return None
@@ -493,47 +501,42 @@ class _Applier:
 # -- attribute helpers -------------------------------------------------------------------
 
 
-def _set_attrs(handle: int | str, ti: tarfile.TarInfo, *, set_times: bool) -> None:
+def _set_attrs(handle: int | str, e: Entry, *, set_times: bool) -> None:
     """Owner, xattrs, mode, times of a non-symlink, through an fd or a /proc fd path.
 
     Order matters: chown clears setuid/setgid and security.capability, so it goes first,
     then xattrs, then the mode.
     """
-    os.chown(handle, ti.uid, ti.gid)
-    _set_xattrs(handle, ti, follow_symlinks=True)
-    os.chmod(handle, ti.mode & 0o7777)
+    os.chown(handle, e.uid, e.gid)
+    _set_xattrs(handle, e, follow_symlinks=True)
+    os.chmod(handle, e.mode & 0o7777)
     if set_times:
-        os.utime(handle, ns=_times(ti))
+        os.utime(handle, ns=_times(e))
 
 
-def _set_symlink_attrs(dir_fd: int, name: str, ti: tarfile.TarInfo) -> None:
+def _set_symlink_attrs(dir_fd: int, name: str, e: Entry) -> None:
     # No chmod: a symlink's mode means nothing on Linux and cannot be changed.
-    os.chown(name, ti.uid, ti.gid, dir_fd=dir_fd, follow_symlinks=False)
-    _set_xattrs(f"/proc/self/fd/{dir_fd}/{name}", ti, follow_symlinks=False)
-    os.utime(name, ns=_times(ti), dir_fd=dir_fd, follow_symlinks=False)
+    os.chown(name, e.uid, e.gid, dir_fd=dir_fd, follow_symlinks=False)
+    _set_xattrs(f"/proc/self/fd/{dir_fd}/{name}", e, follow_symlinks=False)
+    os.utime(name, ns=_times(e), dir_fd=dir_fd, follow_symlinks=False)
 
 
-def _set_xattrs(handle: int | str, ti: tarfile.TarInfo, *, follow_symlinks: bool) -> None:
-    for key, value in ti.pax_headers.items():
-        if not key.startswith(PAX_XATTR_PREFIX):
-            continue
-        name = key[len(PAX_XATTR_PREFIX) :]
+def _set_xattrs(handle: int | str, e: Entry, *, follow_symlinks: bool) -> None:
+    for name, data in e.xattrs.items():
         if name.startswith("trusted."):
             # The overlay driver keys opaque dirs, redirects and metacopy on trusted.*;
             # a layer must not forge them.
-            log.warning("tar entry %r: ignoring xattr %s", ti.name, name)
+            log.warning("tar entry %r: ignoring xattr %s", e.name, name)
             continue
-        # tarfile decoded the raw bytes with surrogateescape; this restores them.
-        data = value.encode("utf-8", "surrogateescape")
         try:
             os.setxattr(handle, name, data, follow_symlinks=follow_symlinks)
-        except OSError as e:
+        except OSError as err:
             # user.* is only allowed on files and directories; some filesystems lack
             # xattrs altogether. Neither is the archive's fault (containerd agrees).
-            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) or (
-                e.errno == errno.EPERM and name.startswith("user.") and not (ti.isreg() or ti.isdir())
+            if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP) or (
+                err.errno == errno.EPERM and name.startswith("user.") and e.type not in (REGULAR, DIRECTORY)
             ):
-                log.warning("tar entry %r: ignoring xattr %s: %s", ti.name, name, e.strerror)
+                log.warning("tar entry %r: ignoring xattr %s: %s", e.name, name, err.strerror)
                 continue
             raise
 
@@ -564,24 +567,13 @@ def _copy_dir_attrs(src_fd: int, dir_fd: int, name: str) -> None:
         os.close(fd)
 
 
-def _times(ti: tarfile.TarInfo) -> tuple[int, int]:
+def _times(e: Entry) -> tuple[int, int]:
     """(atime, mtime) in ns; PAX times keep their fraction; atime is never before mtime."""
-    mtime = _pax_time_ns(ti.pax_headers.get("mtime"))
-    if mtime is None:
-        mtime = int(ti.mtime) * _NS
-    atime = _pax_time_ns(ti.pax_headers.get("atime"))
+    mtime = e.mtime_ns
+    atime = e.atime_ns
     if atime is None or atime < mtime:
         atime = mtime
     return _clamp(atime), _clamp(mtime)
-
-
-def _pax_time_ns(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(Decimal(value) * _NS)
-    except (InvalidOperation, ValueError, OverflowError):
-        return None
 
 
 def _clamp(ns: int) -> int:
@@ -615,3 +607,4 @@ def _os_error(what: str, e: OSError) -> DockyardError:
     if e.errno in (errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EMLINK):
         return InvalidArgument(f"{what}: {detail}")
     return Internal(f"{what}: {detail}")
+

@@ -43,7 +43,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from supervisor.archive.apply import PAX_XATTR_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+from supervisor.archive.apply import WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+from supervisor.archive.tarread import XATTR_PREFIX
 from supervisor.errors import FailedPrecondition, NotFound
 
 OVERLAY_OPAQUE = "trusted.overlay.opaque"
@@ -285,7 +286,7 @@ def _tarinfo(rel: str, path: str, st: os.stat_result) -> tarfile.TarInfo:
     else:
         raise FailedPrecondition(f"diff: {path}: unsupported file type {stat.S_IFMT(mode):o}")
     ti.pax_headers = {
-        PAX_XATTR_PREFIX + key: value.decode("utf-8", "surrogateescape") for key, value in sorted(_xattrs(path).items())
+        XATTR_PREFIX + key: value.decode("utf-8", "surrogateescape") for key, value in sorted(_xattrs(path).items())
     }
     return ti
 

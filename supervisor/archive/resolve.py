@@ -38,6 +38,7 @@ MAX_SYMLINKS = 40
 
 _OPEN_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _OPEN_NOFOLLOW = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_UNOPENED = -1
 
 Canonical = tuple[str, ...]
 
@@ -117,6 +118,7 @@ class RootDir:
         create: bool = False,
         on_create: CreateHook | None = None,
         lower_link: LowerLinkHook | None = None,
+        base: ResolvedDir | None = None,
     ) -> ResolvedDir | None:
         """Open the directory `parts` names, following symlinks as if the root were `/`.
 
@@ -126,9 +128,17 @@ class RootDir:
         its target is followed, inside this root, as if the symlink were here. A component
         that is a file, device, ... raises `NotADirectory`; a symlink loop raises
         InvalidArgument. The returned descriptor is a new one, owned by the caller.
+
+        `base`, a directory resolved earlier (and still valid), makes `parts` relative to
+        it: the walk starts there instead of at the root, as if it had come through its
+        canonical path.
         """
-        # stack[i] = (fd, name); stack[0] is the root, whose fd we do not own.
+        # stack[i] = (fd, name); stack[0] is the root, whose fd we do not own. _UNOPENED
+        # stands for the ancestors of `base`, passed through without opening them.
         stack: list[tuple[int, str]] = [(self.fd, "")]
+        if base is not None and base.canonical:
+            stack += [(_UNOPENED, name) for name in base.canonical[:-1]]
+            stack.append((os.dup(base.fd), base.canonical[-1]))
         pending = list(reversed(parts))  # pop() from the end = next component
         expansions = 0
         try:
@@ -140,6 +150,11 @@ class RootDir:
                     # Pop to the directory we came through; at the root `..` is the root.
                     if len(stack) > 1:
                         os.close(stack.pop()[0])
+                    if stack[-1][0] == _UNOPENED:
+                        # Back into the ancestors of `base`: walk to it again from the root
+                        # (canonical names are real directories, so this is the same walk).
+                        pending.extend(reversed(_names(stack)))
+                        del stack[1:]
                     continue
                 cur_fd = stack[-1][0]
                 target: str | None = None
@@ -170,7 +185,9 @@ class RootDir:
                 if target.startswith("/"):
                     # Absolute: restart at the root of the layer, not of the host.
                     while len(stack) > 1:
-                        os.close(stack.pop()[0])
+                        fd = stack.pop()[0]
+                        if fd != _UNOPENED:
+                            os.close(fd)
                 pending.extend(reversed(target.split("/")))
             if len(stack) == 1:
                 return ResolvedDir(os.open(".", _OPEN_DIR, dir_fd=self.fd), ())
@@ -178,7 +195,8 @@ class RootDir:
             return ResolvedDir(fd, (*_names(stack), name))
         finally:
             for fd, _name in stack[1:]:
-                os.close(fd)
+                if fd != _UNOPENED:
+                    os.close(fd)
 
     @staticmethod
     def _mkdir(dir_fd: int, name: str, canonical: Canonical, on_create: CreateHook | None) -> None:

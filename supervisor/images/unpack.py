@@ -35,7 +35,7 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from supervisor.differ import Differ
@@ -78,6 +78,7 @@ class UnpackDone:
 
 
 UnpackEvent = LayerProgress | UnpackDone
+LayerReady = Callable[[Descriptor], Awaitable[None]]
 
 
 def unpack_key(chain: str) -> str:
@@ -106,19 +107,24 @@ class Unpacker:
         return lock
 
     async def unpack(self, ns: str, target: Descriptor, snapshotter: str, matcher: Matcher,
-                     lease: str = "") -> AsyncGenerator[UnpackEvent, None]:
-        """Unpack `target` for the best platform `matcher` accepts; see the module docstring."""
+                     lease: str = "", ready: LayerReady | None = None) -> AsyncGenerator[UnpackEvent, None]:
+        """Unpack `target` for the best platform `matcher` accepts; see the module docstring.
+
+        `ready(layer)`, when given, is awaited before a layer is applied: a pull passes one
+        that returns once the blob is fetched and verified, so layer i is applied while
+        later ones still download (containerd does the same).
+        """
         self.snapshots.backend(snapshotter)  # an unknown snapshotter fails before any work
         if lease:
-            async for event in self._unpack(ns, target, snapshotter, matcher, lease):
+            async for event in self._unpack(ns, target, snapshotter, matcher, lease, ready):
                 yield event
             return
         async with temporary_lease(self.leases, ns, self.on_release) as own:
-            async for event in self._unpack(ns, target, snapshotter, matcher, own):
+            async for event in self._unpack(ns, target, snapshotter, matcher, own, ready):
                 yield event
 
     async def _unpack(self, ns: str, target: Descriptor, snapshotter: str, matcher: Matcher,
-                      lease: str) -> AsyncIterator[UnpackEvent]:
+                      lease: str, ready: LayerReady | None) -> AsyncIterator[UnpackEvent]:
         found = await self.resolver.resolve(ns, target, matcher)
         layers, diff_ids = found.manifest.layers, found.config.diff_ids
         chain = chain_ids(diff_ids)
@@ -132,6 +138,8 @@ class Unpacker:
                     yield progress
                     continue
                 yield progress
+                if ready is not None:
+                    await ready(layer)
                 made = await self._apply(ns, snapshotter, layer, diff_ids[i], chain[i],
                                          chain[i - 1] if i else "", lease)
             if made:

@@ -14,10 +14,11 @@ containerd's pull, done in the daemon:
    what it does offer;
 3. the layers are fetched concurrently, at most `max_concurrent` at a time (fetcher.py:
    verified, already-present blobs skipped, interrupted ones resumed);
-4. indexes and manifests get containerd's gc.ref labels for what was fetched
+4. with `unpack`, the platform's manifest is unpacked into the snapshotter, each layer as soon
+   as it is fetched and the one below it applied (pipelined with step 3);
+5. indexes and manifests get containerd's gc.ref labels for what was fetched
    (`containerd.io/gc.ref.content.m.<i>`, `.config`, `.l.<i>`), every blob gets
    `containerd.io/distribution.source.<registry host> = <repository>[,<other>...]`;
-5. with `unpack`, the platform's manifest is unpacked into the snapshotter;
 6. the image record `<name>` is created, or updated to point at the new target.
 
 A failure anywhere leaves no image record change; fetched blobs are only held by the lease,
@@ -194,8 +195,35 @@ class Puller:
             await self._walk(fetcher, target, matcher, documents, layers, [])
             for layer in layers.values():
                 emit(BlobProgress(ref_key(layer), layer, "waiting", 0, layer.size))
-            await run_bounded([lambda d=d: fetcher.blob(d) for d in layers.values()],  # type: ignore[misc]
-                              opts.max_concurrent)
+            # A layer is applied once it is fetched (verified and committed by the content
+            # store) and the one below it is applied, while later layers still download.
+            fetched = {digest: asyncio.Event() for digest in layers}
+
+            async def fetch(desc: Descriptor) -> None:
+                await fetcher.blob(desc)
+                fetched[desc.digest].set()
+
+            async def fetch_all() -> None:
+                await run_bounded([lambda d=d: fetch(d) for d in layers.values()],  # type: ignore[misc]
+                                  opts.max_concurrent)
+
+            async def ready(layer: Descriptor) -> None:
+                event = fetched.get(layer.digest)
+                if event is not None:
+                    await event.wait()
+
+            chain = ""
+
+            async def unpack() -> None:
+                nonlocal chain
+                unpack_matcher = Matcher.parse(opts.platform) if opts.platform else Matcher.default()
+                async for step in self.unpacker.unpack(ns, target, snapshotter, unpack_matcher, lease, ready):
+                    if isinstance(step, UnpackDone):
+                        chain = step.chain_id
+                    emit(step)
+
+            # A failed fetch cancels the unpack waiting for it, and the other way round.
+            await run_bounded([fetch_all, unpack] if opts.unpack else [fetch_all], 2)
             received = session.transferred.received
 
         for desc, children in documents:
@@ -205,14 +233,6 @@ class Puller:
         blobs = {d.digest for d, _ in documents} | {c.digest for _, kids in documents for c in kids}
         for digest in sorted(blobs):
             await add_source_label(self.content, ns, digest, ref.domain, ref.path)
-
-        chain = ""
-        if opts.unpack:
-            unpack_matcher = Matcher.parse(opts.platform) if opts.platform else Matcher.default()
-            async for step in self.unpacker.unpack(ns, target, snapshotter, unpack_matcher, lease):
-                if isinstance(step, UnpackDone):
-                    chain = step.chain_id
-                emit(step)
 
         record = records.Image(name, target.record(), dict(opts.labels))
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.archive.apply import ApplyResult, apply_layer
+from supervisor.archive.apply import _CACHE_SIZE, ApplyResult, apply_layer
 from supervisor.errors import Cancelled, InvalidArgument, NotFound
 from tests.unit.archive_fixtures import (
     TarEntry,
@@ -591,3 +591,99 @@ def test_overlay_mode_implicit_parents_respect_whiteouts_and_opaque_lowers(work:
 def test_overlay_mode_missing_parent_dir_is_not_found(work: Path) -> None:
     with pytest.raises(NotFound):
         _apply(work / "t", [file("a")], mode="overlay", parents=[work / "absent"])
+
+
+# -- shortcuts: skipped chown/chmod, the parent cache, walks from a cached parent ---------------
+
+
+def _owner_mode(p: Path) -> tuple[int, int, int]:
+    st = p.lstat()
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+def test_a_root_file_in_a_setgid_directory_still_gets_its_own_group(work: Path) -> None:
+    # Lower layer: a setgid directory of group 50. A new file there would inherit group 50,
+    # so "owned by 0:0 already" must not be assumed.
+    _apply(work / "t", [directory("shared", mode=0o2775, gid=50)])
+    _apply(work / "t", [file("shared/f", b"x", uid=0, gid=0, mode=0o644), file("shared/g", b"y", gid=50)])
+    assert _owner_mode(work / "t/shared/f") == (0, 0, 0o644)
+    assert _owner_mode(work / "t/shared/g") == (0, 50, 0o644)
+
+
+def test_a_directory_made_setgid_later_in_the_layer_passes_its_group_on(work: Path) -> None:
+    _apply(
+        work / "t",
+        [
+            file("d/before", b"1", gid=0),  # d is implicit here: 0755, group 0, now cached
+            directory("d", mode=0o2770, gid=60),  # merged into the implicit d: now setgid
+            file("d/after", b"2", gid=0),
+            file("d/inherits", b"3", gid=60),
+        ],
+    )
+    assert _owner_mode(work / "t/d") == (0, 60, 0o2770)
+    assert _owner_mode(work / "t/d/before")[1] == 0
+    assert _owner_mode(work / "t/d/after")[1] == 0
+    assert _owner_mode(work / "t/d/inherits")[1] == 60
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o600, 0o777, 0o000, 0o4755, 0o2711, 0o1644])
+def test_file_modes_are_exact_whatever_the_umask(work: Path, mode: int) -> None:
+    old = os.umask(0o027)
+    try:
+        _apply(work / "t", [file("f", b"x", mode=mode)])
+    finally:
+        os.umask(old)
+    assert _owner_mode(work / "t/f") == (0, 0, mode)
+
+
+def test_many_directories_round_robin_beyond_the_cache(work: Path) -> None:
+    n = _CACHE_SIZE + 20
+    dirs = [f"top/d{i}" for i in range(n)]
+    entries = [directory(d, mode=0o750) for d in dirs]
+    entries += [file(f"{dirs[i % n]}/f{i}", str(i).encode()) for i in range(3 * n)]
+    _apply(work / "t", entries)
+    for i in range(3 * n):
+        assert (work / "t" / dirs[i % n] / f"f{i}").read_bytes() == str(i).encode()
+    assert _owner_mode(work / "t/top/d0") == (0, 0, 0o750)
+
+
+@pytest.mark.parametrize("target", ["../../x", "/x", "../../../../x", "./../.././x"])
+def test_symlinks_walked_from_a_cached_parent_stay_inside(work: Path, target: str) -> None:
+    # a/b is cached by the first file; a/b/link/f then resolves link from that cached
+    # parent, and the link's `..`s climb back through a and b (never above the root).
+    _apply(
+        work / "t",
+        [file("a/b/seed", b"0"), symlink("a/b/link", target), directory("x"), file("a/b/link/f", b"in x")],
+    )
+    assert (work / "t/x/f").read_bytes() == b"in x"
+    assert sorted(os.listdir(work)) == ["t"]
+
+
+def test_a_symlink_through_a_cached_sibling_resolves_like_a_fresh_walk(work: Path) -> None:
+    _apply(
+        work / "t",
+        [
+            file("p/q/r/seed", b"0"),
+            symlink("p/q/r/up", ".."),  # -> p/q
+            file("p/q/r/up/r/up/f", b"deep"),  # p/q/r is cached; up -> p/q, r/up -> p/q again
+            file("p/q/r/up/up/g", b"new"),  # p/q/up is no link: a new directory
+        ],
+    )
+    assert (work / "t/p/q/f").read_bytes() == b"deep"
+    assert (work / "t/p/q/up/g").read_bytes() == b"new"
+
+
+def test_file_modes_are_exact_under_a_default_acl(work: Path) -> None:
+    # A default ACL replaces the umask for files created in the directory (here: other
+    # gets nothing), so "created with its mode" must be checked, not assumed.
+    (work / "t/acl").mkdir(parents=True)
+    undefined = 0xFFFFFFFF
+    acl = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, undefined) for tag, perm in ((0x01, 7), (0x04, 5), (0x20, 0))
+    )
+    try:
+        os.setxattr(work / "t/acl", "system.posix_acl_default", acl)
+    except OSError as e:
+        pytest.skip(f"no POSIX ACLs here: {e.strerror}")
+    _apply(work / "t", [file("acl/f", b"x", mode=0o644)])
+    assert _owner_mode(work / "t/acl/f") == (0, 0, 0o644)
