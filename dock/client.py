@@ -7,33 +7,36 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import empty_pb2, field_mask_pb2
 
-from dock.containers import ContainersAPI
-from dock.content import ContentAPI
-from dock.diff import DiffAPI
-from dock.events import EventsAPI
-from dock.images import ImagesAPI
-from dock.leases import LeasesAPI
-from dock.registry import RegistryAPI
-from dock.snapshots import SnapshotsAPI
-from dock.stats import StatsAPI
-from dock.tasks import TasksAPI
-from dock.transfer import TransferAPI
 from dockyard_api.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from dockyard_api.containerd.services.version.v1 import version_pb2_grpc
 from dockyard_api.dockyard.system.v1 import system_pb2, system_pb2_grpc
 from supervisor.errors import DockyardError, Unavailable
 from supervisor.services.status import error_from_status
+
+if TYPE_CHECKING:
+    from dock.containers import ContainersAPI
+    from dock.content import ContentAPI
+    from dock.diff import DiffAPI
+    from dock.events import EventsAPI
+    from dock.images import ImagesAPI
+    from dock.leases import LeasesAPI
+    from dock.registry import RegistryAPI
+    from dock.snapshots import SnapshotsAPI
+    from dock.stats import StatsAPI
+    from dock.tasks import TasksAPI
+    from dock.transfer import TransferAPI
 
 DEFAULT_ADDRESS = "/run/dockyard/dockyard.sock"
 T = TypeVar("T")
@@ -107,17 +110,65 @@ class Client:
         self._introspection = introspection_pb2_grpc.IntrospectionStub(self.channel)
         self._namespaces = namespace_pb2_grpc.NamespacesStub(self.channel)
         self._system = system_pb2_grpc.SystemStub(self.channel)
-        self.leases = LeasesAPI(self)
-        self.containers = ContainersAPI(self)
-        self.diff = DiffAPI(self)
-        self.content = ContentAPI(self)
-        self.images = ImagesAPI(self)
-        self.snapshots = SnapshotsAPI(self)
-        self.transfer = TransferAPI(self)
-        self.registry = RegistryAPI(self)
-        self.tasks = TasksAPI(self)
-        self.events = EventsAPI(self)
-        self.stats = StatsAPI(self)
+
+    # The service APIs, each made (and its modules imported) on first use: a CLI command that
+    # needs one service does not pay for importing all of them. Assignable (tests swap in
+    # leased variants).
+
+    @functools.cached_property
+    def leases(self) -> LeasesAPI:
+        from dock.leases import LeasesAPI
+        return LeasesAPI(self)
+
+    @functools.cached_property
+    def containers(self) -> ContainersAPI:
+        from dock.containers import ContainersAPI
+        return ContainersAPI(self)
+
+    @functools.cached_property
+    def diff(self) -> DiffAPI:
+        from dock.diff import DiffAPI
+        return DiffAPI(self)
+
+    @functools.cached_property
+    def content(self) -> ContentAPI:
+        from dock.content import ContentAPI
+        return ContentAPI(self)
+
+    @functools.cached_property
+    def images(self) -> ImagesAPI:
+        from dock.images import ImagesAPI
+        return ImagesAPI(self)
+
+    @functools.cached_property
+    def snapshots(self) -> SnapshotsAPI:
+        from dock.snapshots import SnapshotsAPI
+        return SnapshotsAPI(self)
+
+    @functools.cached_property
+    def transfer(self) -> TransferAPI:
+        from dock.transfer import TransferAPI
+        return TransferAPI(self)
+
+    @functools.cached_property
+    def registry(self) -> RegistryAPI:
+        from dock.registry import RegistryAPI
+        return RegistryAPI(self)
+
+    @functools.cached_property
+    def tasks(self) -> TasksAPI:
+        from dock.tasks import TasksAPI
+        return TasksAPI(self)
+
+    @functools.cached_property
+    def events(self) -> EventsAPI:
+        from dock.events import EventsAPI
+        return EventsAPI(self)
+
+    @functools.cached_property
+    def stats(self) -> StatsAPI:
+        from dock.stats import StatsAPI
+        return StatsAPI(self)
 
     async def __aenter__(self) -> Client:
         return self
