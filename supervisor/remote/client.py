@@ -201,6 +201,10 @@ class RegistrySession:
             self._ssl[key] = await asyncio.to_thread(context_for, host)
         return self._ssl[key]
 
+    def effective(self, host: RegistryHost) -> RegistryHost:
+        """`host` as this session speaks to it (http for a loopback host found to speak http)."""
+        return self._plain.get(host, host)
+
     def auth_for(self, host: RegistryHost) -> HostAuth:
         if host.host not in self._auth:
             async def fetch(realm: str, service: str, scopes: tuple[str, ...],
@@ -264,7 +268,7 @@ class RegistrySession:
         gave, e.g. an upload location) and yield the final response, unread. GET and HEAD
         are sent again after a transient failure; a body cut short while the caller reads it
         raises TransientError (the caller decides whether to fetch again, e.g. from a Range)."""
-        host = self._plain.get(host, host)
+        host = self.effective(host)
         target = url or host.url(suffix)
         policy = self.retry if method in IDEMPOTENT_METHODS else NO_RETRY
 

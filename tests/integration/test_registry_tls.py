@@ -146,8 +146,8 @@ async def test_plain_http_only_for_loopback_or_when_asked(busybox: Image) -> Non
     with start_registry() as reg:
         ref = publish(reg, busybox, None)
         async with daemon_with_certs() as (client, certs):
-            _, done = await pull(client, ref)  # 127.0.0.1:<port>: the fallback
-            assert done.target.digest == busybox.manifest_digest
+            resolved, done = await pull(client, ref)  # 127.0.0.1:<port>: the fallback
+            assert (resolved.host, done.target.digest) == (f"http://{reg.host}", busybox.manifest_digest)
             configure(certs, reg, f'server = "https://{reg.host}"\n')
             with pytest.raises(FailedPrecondition, match=r"TLS handshake failed: .*plain HTTP: use --plain-http"):
                 await pull(client, ref)
