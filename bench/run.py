@@ -6,6 +6,9 @@
 - time to start --containers detached containers (`ctr run -d ... sleep 600`, one after another);
 - shim memory per running container: PSS from /proc/PID/smaps_rollup of each container's shim
   (the init's parent) with those containers running, Dockyard's shim vs containerd-shim-runc-v2.
+  Our shims are forked from a zygote that lives as long as they do: its PSS is shared out
+  evenly over the shims it forked and added to each (`shim_pss_median_kib`); the shims' own
+  PSS and their private dirty pages are reported too.
 The image is Debian's busybox-static, built by tests/images.py and imported on both daemons.
 """
 
@@ -47,6 +50,35 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
+def private_dirty_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Private_Dirty:"):
+            return int(line.split()[1])
+    return 0
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def helper_share_kib(shims: set[int]) -> dict[int, float]:
+    """Each shim's share of the PSS of a helper it was forked from and that lives on with it
+    (our zygote): the helper's PSS divided by the number of shims it serves."""
+    parents: dict[int, list[int]] = {}
+    for shim in shims:
+        parent = shim_of(shim)
+        if comm(parent) == "dockyard-zygote":
+            parents.setdefault(parent, []).append(shim)
+    share = dict.fromkeys(shims, 0.0)
+    for parent, children in parents.items():
+        for shim in children:
+            share[shim] = pss_kib(parent) / len(children)
+    return share
+
+
 def shim_of(task_pid: int) -> int:
     for line in Path(f"/proc/{task_pid}/status").read_text().splitlines():
         if line.startswith("PPid:"):
@@ -70,7 +102,10 @@ def measure(address: str, image_tar: Path, rounds: int, containers: int) -> dict
         start_all = time.perf_counter() - t
         rows = [r.split() for r in ctr(address, "tasks", "ls").stdout.splitlines()[1:]]
         shims = {shim_of(int(r[1])) for r in rows if r[0] in ids}
-        pss = [pss_kib(p) for p in shims]
+        own = {p: pss_kib(p) for p in shims}
+        share = helper_share_kib(shims)
+        pss = [own[p] + share[p] for p in shims]
+        dirty = [private_dirty_kib(p) for p in shims]
     finally:
         for cid in ids:
             ctr(address, "tasks", "kill", "-s", "SIGKILL", cid, check=False)
@@ -89,6 +124,9 @@ def measure(address: str, image_tar: Path, rounds: int, containers: int) -> dict
         "shims": len(shims),
         "shim_pss_median_kib": statistics.median(pss) if pss else 0,
         "shim_pss_total_kib": sum(pss),
+        "shim_own_pss_median_kib": statistics.median(own.values()) if own else 0,
+        "helper_pss_share_kib": statistics.median(share.values()) if share else 0,
+        "shim_private_dirty_median_kib": statistics.median(dirty) if dirty else 0,
     }
 
 
@@ -107,8 +145,11 @@ def main() -> None:
         with dockyardd() as sock:
             results["dockyardd"] = measure(sock, tar, args.rounds, args.containers)
     dy, ctd = results["dockyardd"], results["containerd"]
-    for key in ("run_rm_median_ms", "run_rm_p90_ms", "start_containers_s", "shim_pss_median_kib"):
-        print(f"{key:24} dockyardd {dy[key]:10.1f}   containerd {ctd[key]:10.1f}   ratio {dy[key] / ctd[key]:5.2f}")
+    for key in ("run_rm_median_ms", "run_rm_p90_ms", "start_containers_s", "shim_pss_median_kib",
+                "shim_own_pss_median_kib", "shim_private_dirty_median_kib"):
+        print(f"{key:30} dockyardd {dy[key]:10.1f}   containerd {ctd[key]:10.1f}   "
+              f"ratio {dy[key] / max(ctd[key], 1e-9):5.2f}")
+    print(f"{'helper_pss_share_kib':30} dockyardd {dy['helper_pss_share_kib']:10.1f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

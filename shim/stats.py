@@ -74,6 +74,7 @@ class CgroupReader:
         else:
             self._dirs = {c: os.path.join(m, PARENT, rel) for c, m in v1_mounts().items()}
         self._fds: dict[str, int | None] = {}
+        self._limits: dict[str, int] = {}  # limits change only on Update: read once, kept
         blkio = self._dirs.get("blkio", "")
         # As the v1 driver: the legacy CFQ files when present, else the throttle layer's.
         self._blkio_prefix = ("blkio." if os.path.exists(os.path.join(blkio, "blkio.io_serviced_recursive"))
@@ -105,11 +106,33 @@ class CgroupReader:
         except ValueError:
             return 0
 
-    def _flat(self, controller: str, name: str) -> dict[str, int]:
+    def _limit(self, controller: str, name: str, unlimited: int = UNLIMITED) -> int:
+        """A limit file's value, read once until `limits_changed()`: two preads a sample fewer."""
+        key = f"{controller}/{name}"
+        value = self._limits.get(key)
+        if value is None:
+            value = self._limits[key] = self._int(controller, name, unlimited)
+        return value
+
+    def limits_changed(self) -> None:
+        """The container was updated: read its limits again at the next sample."""
+        self._limits.clear()
+
+    def _flat(self, controller: str, name: str, keys: tuple[str, ...]) -> dict[str, int]:
+        """`keys` of a flat-keyed file ("key value" lines) as ints, the others left alone: v1's
+        memory.stat has ~40 lines and a sample wants 6, so split in C and convert only those."""
+        text = self._read(controller, name)
+        if not text:
+            return {}
+        words = text.split()
+        if len(words) % 2:  # not only "key value" lines: pair them line by line
+            fields = dict(line.partition(" ")[::2] for line in text.splitlines())
+        else:
+            fields = dict(zip(words[::2], words[1::2], strict=True))
         out: dict[str, int] = {}
-        for line in (self._read(controller, name) or "").splitlines():
-            key, _, value = line.partition(" ")
-            if value.isdigit():
+        for key in keys:
+            value = fields.get(key)
+            if value is not None and value.isdigit():
                 out[key] = int(value)
         return out
 
@@ -130,16 +153,16 @@ class CgroupReader:
             cpu.usage_user_ns = int(user.strip() or 0)
             cpu.usage_system_ns = self._int("cpuacct", "cpuacct.usage_sys")
         else:  # older kernels: clock ticks only
-            ticks = self._flat("cpuacct", "cpuacct.stat")
+            ticks = self._flat("cpuacct", "cpuacct.stat", ("user", "system"))
             cpu.usage_user_ns = ticks.get("user", 0) * _NS_PER_TICK
             cpu.usage_system_ns = ticks.get("system", 0) * _NS_PER_TICK
-        st = self._flat("cpu", "cpu.stat")
+        st = self._flat("cpu", "cpu.stat", ("nr_periods", "nr_throttled", "throttled_time"))
         cpu.throttling_periods, cpu.throttled_periods, cpu.throttled_time_ns = (
             st.get("nr_periods", 0), st.get("nr_throttled", 0), st.get("throttled_time", 0))
         mem.usage = self._int("memory", "memory.usage_in_bytes")
         mem.max_usage = self._int("memory", "memory.max_usage_in_bytes")
         mem.failcnt = self._int("memory", "memory.failcnt")
-        stat = self._flat("memory", "memory.stat")
+        stat = self._flat("memory", "memory.stat", _V1_MEMORY_STAT)
         # memory.stat carries the limit (the smallest up the tree, which is the one that bites)
         # and the swap in use: two files fewer to read.
         limit = stat.get("hierarchical_memory_limit", UNLIMITED)
@@ -147,8 +170,8 @@ class CgroupReader:
         mem.swap_usage = stat.get("total_swap", stat.get("swap", 0))
         mem.cache, mem.rss = stat.get("cache", 0), stat.get("rss", 0)
         mem.inactive_file = stat.get("total_inactive_file", stat.get("inactive_file", 0))
-        mem.oom_kills = self._flat("memory", "memory.oom_control").get("oom_kill", 0)
-        s.pids.current, s.pids.limit = self._int("pids", "pids.current"), self._int("pids", "pids.max", 0)
+        mem.oom_kills = self._flat("memory", "memory.oom_control", ("oom_kill",)).get("oom_kill", 0)
+        s.pids.current, s.pids.limit = self._int("pids", "pids.current"), self._limit("pids", "pids.max", 0)
         b = s.blkio
         for name, kind in (("io_service_bytes_recursive", "bytes"), ("io_serviced_recursive", "ops")):
             for line in (self._read("blkio", self._blkio_prefix + name) or "").splitlines():
@@ -162,19 +185,19 @@ class CgroupReader:
 
     def _fill_v2(self, s: pb.Sample) -> None:
         cpu, mem = s.cpu, s.memory
-        st = self._flat("cpu", "cpu.stat")
+        st = self._flat("cpu", "cpu.stat", _V2_CPU_STAT)
         cpu.usage_total_ns, cpu.usage_user_ns, cpu.usage_system_ns = (
             st.get("usage_usec", 0) * 1000, st.get("user_usec", 0) * 1000, st.get("system_usec", 0) * 1000)
         cpu.throttling_periods, cpu.throttled_periods, cpu.throttled_time_ns = (
             st.get("nr_periods", 0), st.get("nr_throttled", 0), st.get("throttled_usec", 0) * 1000)
-        mem.usage, mem.limit = self._int("memory", "memory.current"), self._int("memory", "memory.max")
+        mem.usage, mem.limit = self._int("memory", "memory.current"), self._limit("memory", "memory.max")
         mem.max_usage = self._int("memory", "memory.peak")
-        events = self._flat("memory", "memory.events")
+        events = self._flat("memory", "memory.events", ("max", "oom_kill"))
         mem.failcnt, mem.oom_kills = events.get("max", 0), events.get("oom_kill", 0)
-        stat = self._flat("memory", "memory.stat")
+        stat = self._flat("memory", "memory.stat", ("file", "anon", "inactive_file"))
         mem.cache, mem.rss, mem.inactive_file = stat.get("file", 0), stat.get("anon", 0), stat.get("inactive_file", 0)
         mem.swap_usage = self._int("memory", "memory.swap.current")
-        s.pids.current, s.pids.limit = self._int("pids", "pids.current"), self._int("pids", "pids.max", 0)
+        s.pids.current, s.pids.limit = self._int("pids", "pids.current"), self._limit("pids", "pids.max", 0)
         b = s.blkio
         for line in (self._read("io", "io.stat") or "").splitlines():
             for pair in line.split()[1:]:
@@ -192,6 +215,9 @@ class CgroupReader:
                 os.close(fd)
 
 
+_V1_MEMORY_STAT = ("hierarchical_memory_limit", "total_swap", "swap", "cache", "rss", "total_inactive_file",
+                   "inactive_file")
+_V2_CPU_STAT = ("usage_usec", "user_usec", "system_usec", "nr_periods", "nr_throttled", "throttled_usec")
 _IO_KEYS = {"rbytes": "read_bytes", "wbytes": "write_bytes", "rios": "read_ops", "wios": "write_ops"}
 _NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
@@ -212,6 +238,18 @@ def _pressure(text: str | None, into: pb.Pressure) -> None:
             continue
 
 
+_PAYLOAD_TAG = bytes([3 << 3 | 2])  # ttrpc Request.payload: field 3, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 class _Sink:
     """Pushes to the daemon's StatsSink over a plain non-blocking unix socket: never awaits.
 
@@ -228,7 +266,11 @@ class _Sink:
         self.on_lost = on_lost
         self.failures = 0
         self.skipped = 0
-        self._meta = [ttrpc_pb2.KeyValue(key=NAMESPACE_KEY, value=namespace)]
+        # The Request around each sample is these bytes, the payload field between them: no
+        # Request message built and serialised per sample (fields may come in any order).
+        self._head = ttrpc_pb2.Request(service=SINK_SERVICE, method="Push").SerializeToString()
+        self._tail = ttrpc_pb2.Request(metadata=[ttrpc_pb2.KeyValue(key=NAMESPACE_KEY, value=namespace)]
+                                       ).SerializeToString()
         self._sock: socket.socket | None = None
         self._out = b""  # bytes of a frame the socket did not take yet
         self._in = bytearray()
@@ -281,14 +323,14 @@ class _Sink:
         self._sock, self._next_id, self._outstanding = sock, 1, 0
 
     def _frame(self, sample: pb.Sample) -> bytes:
-        req = ttrpc_pb2.Request(service=SINK_SERVICE, method="Push", payload=sample.SerializeToString(),
-                                metadata=self._meta)
+        payload = sample.SerializeToString()
+        req = b"".join((self._head, _PAYLOAD_TAG, _varint(len(payload)), payload, self._tail))
         stream_id = self._next_id
         self._next_id += 2
         if self._next_id > wire.MAX_STREAM_ID:
             self._next_id = 1  # (a reconnect would do too; ids only need to be unique in flight)
         self._outstanding += 1
-        return wire.encode_frame(stream_id, wire.TYPE_REQUEST, req.SerializeToString())
+        return wire.encode_frame(stream_id, wire.TYPE_REQUEST, req)
 
     def _flush(self) -> bool:
         """Write what is pending; True when nothing is left."""
@@ -446,6 +488,12 @@ class StatsService:
             current.stop()
         self.samplers[req.id] = _Sampler(self, c, interval)
         return EMPTY
+
+    def limits_changed(self, cid: str) -> None:
+        """The Task service updated `cid`'s resources: its sampler re-reads the limits."""
+        sampler = self.samplers.get(cid)
+        if sampler is not None and sampler.reader is not None:
+            sampler.reader.limits_changed()
 
     async def Unwatch(self, req: pb.UnwatchRequest, ctx: RequestContext) -> empty_pb2.Empty:
         sampler = self.samplers.pop(req.id, None)

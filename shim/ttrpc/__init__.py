@@ -7,7 +7,7 @@ No grpc, no threads: the shim imports this. See `server` and `client` for the co
 from shim.ttrpc.client import TTRPCClient
 from shim.ttrpc.errors import ConnectionClosed, TTRPCError
 from shim.ttrpc.metadata import Metadata
-from shim.ttrpc.server import RequestContext, TTRPCServer
+from shim.ttrpc.server import RequestContext, TTRPCServer, inline
 from shim.ttrpc.sockets import PeerCredentials, parse_address
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "TTRPCClient",
     "TTRPCError",
     "TTRPCServer",
+    "inline",
     "parse_address",
 ]

@@ -9,6 +9,10 @@ Contract
   ("method Name"), an unknown service UNIMPLEMENTED ("service x.y.Z"), as ttrpc words them.
 - `listen(path)` serves a filesystem unix socket it creates with mode 0600 (never abstract);
   `serve_fd(fd)` serves an inherited listening socket. Both return once accepting.
+- A handler method marked `@inline` is a plain (not async) method that answers at once: it runs
+  in the connection's read loop, without a task, and its answer is written before the next
+  frame is read (for cheap, hot methods: the daemon's stats Push, a hundred a second). It must
+  not block; a request's timeout does not apply to it.
 - Requests on one connection run concurrently, each in its own task. A handler fails by
   raising a domain error (`supervisor.errors`) or `TTRPCError`; the client gets the matching
   gRPC code and `str(exc)` as the message. Anything else is logged and sent like ttrpc's
@@ -82,6 +86,16 @@ class _Method:
     request_type: type[Message]
     response_type: type[Message]
     handler: Handler
+    inline: bool = False  # a plain method marked @inline: answered in the read loop
+
+
+_INLINE = "_ttrpc_inline"
+
+
+def inline(fn: Callable[..., Message]) -> Callable[..., Message]:
+    """Mark a handler method that answers at once (see the contract above)."""
+    setattr(fn, _INLINE, True)
+    return fn
 
 
 class _Connection:
@@ -137,6 +151,10 @@ class _Connection:
                 )
             )
             return
+        response = self.server.call_inline(request, self.peer)
+        if response is not None:
+            self._write(frame.stream_id, response)
+            return
         self._start(self._serve(frame.stream_id, request))
 
     def _start(self, coro: Awaitable[None]) -> None:
@@ -160,18 +178,24 @@ class _Connection:
         await self._send(stream_id, ttrpc_pb2.Response(status=status_pb2.Status(code=code, message=message)))
 
     async def _send(self, stream_id: int, response: ttrpc_pb2.Response) -> None:
-        if self.writer.is_closing():
+        if not self._write(stream_id, response):
             return
+        try:
+            await self.writer.drain()
+        except ConnectionError:
+            self.close()
+
+    def _write(self, stream_id: int, response: ttrpc_pb2.Response) -> bool:
+        """Queue the response on the socket; False when the connection is closing."""
+        if self.writer.is_closing():
+            return False
         data = response.SerializeToString()
         if not wire.check_length(len(data)):
             # The peer would discard it and fail the call anyway; say so without sending it.
             error = status_pb2.Status(code=codes.RESOURCE_EXHAUSTED, message=wire.oversized_message(len(data)))
             data = ttrpc_pb2.Response(status=error).SerializeToString()
         self.writer.write(wire.encode_frame(stream_id, wire.TYPE_RESPONSE, data))
-        try:
-            await self.writer.drain()
-        except ConnectionError:
-            self.close()
+        return True
 
     def close(self) -> None:
         """Close the socket; the read loop then ends and cancels what is still running."""
@@ -214,12 +238,15 @@ class TTRPCServer:
                 continue  # answered UNIMPLEMENTED, like a method ttrpc never registered
             if m.client_streaming or m.server_streaming:
                 raise errors.InvalidArgument(f"ttrpc 1.1 has no streams: {name}/{m.name} cannot be served")
-            if not inspect.iscoroutinefunction(fn):
-                raise errors.InvalidArgument(f"ttrpc handler {name}/{m.name} must be an async method")
+            marked = getattr(fn, _INLINE, False)
+            if inspect.iscoroutinefunction(fn) == marked:
+                kind = "a plain method" if marked else "an async method"
+                raise errors.InvalidArgument(f"ttrpc handler {name}/{m.name} must be {kind}")
             methods[m.name] = _Method(
                 message_factory.GetMessageClass(m.input_type),
                 message_factory.GetMessageClass(m.output_type),
                 fn,
+                marked,
             )
         self._services[name] = methods
 
@@ -291,6 +318,19 @@ class TTRPCServer:
 
     # --- dispatch -----------------------------------------------------------------------
 
+    def call_inline(self, request: ttrpc_pb2.Request, peer: PeerCredentials | None = None) -> ttrpc_pb2.Response | None:
+        """The Response of a request for an @inline method; None for any other request."""
+        methods = self._services.get(request.service)
+        method = methods.get(request.method) if methods is not None else None
+        if method is None or not method.inline:
+            return None
+        try:
+            message, ctx = self._decode(method, request, peer)
+            payload = self._encode(method, method.handler(message, ctx))
+        except Exception as exc:
+            return ttrpc_pb2.Response(status=self._status_for(exc, request.service, request.method))
+        return ttrpc_pb2.Response(status=status_pb2.Status(code=codes.OK), payload=payload)
+
     async def call(self, request: ttrpc_pb2.Request, peer: PeerCredentials | None = None) -> ttrpc_pb2.Response:
         """Run one request to its Response (status and payload); raises only CancelledError."""
         service, method_name = request.service, request.method
@@ -301,19 +341,12 @@ class TTRPCServer:
             method = methods.get(method_name)
             if method is None:
                 raise codes.TTRPCError(codes.UNIMPLEMENTED, f"method {method_name}")
-            try:
-                message = method.request_type.FromString(request.payload)
-            except DecodeError as exc:
-                raise codes.TTRPCError(codes.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from exc
-            ctx = RequestContext(service, method_name, Metadata.from_pairs(request.metadata), peer)
-            result = await self._run(method, message, ctx, request.timeout_nano)
-            if result is None:
-                raise codes.TTRPCError(codes.UNKNOWN, "ttrpc: marshal called with nil")
-            if not isinstance(result, method.response_type):
-                raise codes.TTRPCError(
-                    codes.INTERNAL, f"ttrpc: error unsupported response type: {type(result).__name__}"
-                )
-            payload = result.SerializeToString()
+            message, ctx = self._decode(method, request, peer)
+            if method.inline:
+                result: Message = method.handler(message, ctx)  # type: ignore[assignment]
+            else:
+                result = await self._run(method, message, ctx, request.timeout_nano)
+            payload = self._encode(method, result)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -324,6 +357,23 @@ class TTRPCServer:
         except Exception as exc:
             return ttrpc_pb2.Response(status=self._status_for(exc, service, method_name))
         return ttrpc_pb2.Response(status=status_pb2.Status(code=codes.OK), payload=payload)
+
+    @staticmethod
+    def _decode(method: _Method, request: ttrpc_pb2.Request,
+                peer: PeerCredentials | None) -> tuple[Message, RequestContext]:
+        try:
+            message = method.request_type.FromString(request.payload)
+        except DecodeError as exc:
+            raise codes.TTRPCError(codes.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from exc
+        return message, RequestContext(request.service, request.method, Metadata.from_pairs(request.metadata), peer)
+
+    @staticmethod
+    def _encode(method: _Method, result: Message | None) -> bytes:
+        if result is None:
+            raise codes.TTRPCError(codes.UNKNOWN, "ttrpc: marshal called with nil")
+        if not isinstance(result, method.response_type):
+            raise codes.TTRPCError(codes.INTERNAL, f"ttrpc: error unsupported response type: {type(result).__name__}")
+        return result.SerializeToString()
 
     @staticmethod
     async def _run(method: _Method, message: Message, ctx: RequestContext, timeout_nano: int) -> Message:

@@ -572,7 +572,22 @@ async def test_serving_shim_runs_no_threads_and_no_grpc(shim: Harness) -> None:
     assert os.listdir(f"/proc/{conn.shim_pid}/task") == [str(conn.shim_pid)]
     maps = Path(f"/proc/{conn.shim_pid}/maps").read_text()
     assert "grpc" not in maps
-    assert "libssl" not in maps  # the shim speaks no TLS: asyncio is kept from loading OpenSSL
+    # The shim speaks no TLS: OpenSSL is mapped only when inherited from the zygote (uvloop imports
+    # `ssl`), and then none of its pages are the shim's own.
+    assert openssl_private_dirty_kib(conn.shim_pid) == 0
+    if parent_comm(conn.shim_pid) != "dockyard-zygote":
+        assert "libssl" not in maps  # asyncio is kept from loading it
+
+
+def openssl_private_dirty_kib(pid: int) -> int:
+    total, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=1)[0]
+        if not head.endswith(":"):  # a mapping's first line: "start-end perms offset dev inode path"
+            inside = "libssl" in line or "libcrypto" in line or "_ssl." in line
+        elif inside and head == "Private_Dirty:":
+            total += int(line.split()[1])
+    return total
 
 
 def test_shim_modules_import_no_grpc_and_start_no_threads() -> None:
@@ -580,6 +595,7 @@ def test_shim_modules_import_no_grpc_and_start_no_threads() -> None:
         "import sys, threading\n"
         "import shim.__main__, shim.zygote, shim.cleanup\n"
         "shim.zygote._preload()\n"
+        "assert shim.zygote.rehearsed\n"
         "bad = sorted(m for m in sys.modules if m == 'grpc' or m.startswith(('grpc.', '_grpc', 'grpc_')))\n"
         "assert not bad, bad\n"
         "assert threading.active_count() == 1, threading.enumerate()\n"

@@ -23,6 +23,8 @@ import grpc
 import pytest
 
 from dock.stats import StatsSample
+from dockyard_api.containerd.services.tasks.v1 import tasks_pb2 as pb_tasks
+from dockyard_api.containerd.services.tasks.v1 import tasks_pb2_grpc as pb_tasks_grpc
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as pb_shim
 from dockyard_api.dockyard.stats.v1 import stats_pb2 as pb
 from dockyard_api.dockyard.stats.v1 import stats_pb2_grpc as pb_grpc
@@ -170,6 +172,30 @@ async def test_memory_limit_and_pids_limit_are_reported(d: DaemonProcess) -> Non
         finally:
             await stream.aclose()
     assert s.memory is not None and s.memory.limit == 64 << 20
+
+
+async def test_an_update_of_the_limits_shows_in_the_samples(d: DaemonProcess) -> None:
+    # The shim reads limits once and again only after an Update (see shim.stats.CgroupReader).
+    cid = uid("update")
+    res = ctr(d, "run", "-d", "--memory-limit", str(64 << 20), IMAGE, cid, "sleep", "1000")
+    assert res.returncode == 0, res.stderr
+    resources = {"memory": {"limit": 96 << 20}, "pids": {"limit": 77}}
+    update = pb_tasks.UpdateTaskRequest(container_id=cid)
+    update.resources.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+    update.resources.value = json.dumps(resources).encode()
+    async with d.client() as c, grpc.aio.insecure_channel(f"unix:{d.address}") as ch:
+        stream = c.stats.stream(cid, interval=0.1)
+        try:
+            (before,) = await take(stream, 1)
+            await pb_tasks_grpc.TasksStub(ch).Update(update, metadata=[("containerd-namespace", NS)])
+            for s in await take(stream, 3):  # the one sampled before the answer may be old
+                after = s
+        finally:
+            await stream.aclose()
+    assert before.memory is not None and before.memory.limit == 64 << 20 and before.pids is not None
+    assert after.memory is not None and after.memory.limit == 96 << 20 == read_int("memory", cid,
+                                                                                  "memory.limit_in_bytes")
+    assert after.pids is not None and after.pids.limit == 77
 
 
 def test_the_shims_fast_reader_agrees_with_the_cgroup_driver() -> None:
