@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.compat.runtimes import IMAGE, ctr, daemon_with_runtime, import_busybox, remove_everything
-from tests.daemon import DaemonProcess
+from tests.daemon import DaemonProcess, stopping_new_zygotes
 
 pytestmark = [pytest.mark.compat, pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
@@ -125,27 +125,10 @@ def session(request: pytest.FixtureRequest) -> Iterator[Session]:
                     ns_dir.rmdir()
 
 
-def zygotes() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        with contextlib.suppress(OSError):
-            if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text().strip() == "dockyard-zygote":
-                pids.append(int(entry))
-    return pids
-
-
 @pytest.fixture(scope="module", autouse=True)
 def stop_our_zygotes() -> Iterator[None]:
-    """Our shims' zygote outlives a test by design (it exits when idle): the ones this module
-    started are stopped at its end, once their shims are gone, so the run leaves no process."""
-    before = set(zygotes())
-    yield
-    for pid in set(zygotes()) - before:
-        deadline = time.monotonic() + 5
-        with contextlib.suppress(OSError):
-            while Path(f"/proc/{pid}/task/{pid}/children").read_text().split() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            os.kill(pid, signal.SIGTERM)
+    with stopping_new_zygotes():
+        yield
 
 
 def test_run_rm_prints_and_exits(session: Session) -> None:

@@ -41,6 +41,7 @@ from shim.ttrpc import RequestContext, TTRPCServer
 from supervisor import errors
 from supervisor.runtime.bundle import Bundle, create_bundle
 from supervisor.runtime.shim import ShimBinary, ShimClient
+from tests.daemon import stopping_new_zygotes
 from tests.rootfs import make_busybox_rootfs
 
 GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
@@ -283,27 +284,10 @@ def remove_namespace_cgroups() -> None:
             d.rmdir()
 
 
-def zygotes() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        with contextlib.suppress(OSError):
-            if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text().strip() == "dockyard-zygote":
-                pids.append(int(entry))
-    return pids
-
-
 @pytest.fixture(scope="module", autouse=True)
 def stop_our_zygotes() -> Iterator[None]:
-    """Our shims' zygote outlives a test by design (it exits when idle): the ones this module
-    started are stopped at its end, once their shims are gone, so the run leaves no process."""
-    before = set(zygotes())
-    yield
-    for pid in set(zygotes()) - before:
-        deadline = time.monotonic() + 5
-        with contextlib.suppress(OSError):
-            while Path(f"/proc/{pid}/task/{pid}/children").read_text().split() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            os.kill(pid, signal.SIGTERM)
+    with stopping_new_zygotes():
+        yield
 
 
 # ----- the contract -----------------------------------------------------------------------------
