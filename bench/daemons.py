@@ -29,16 +29,21 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 """
 
 
+def _program(proc: subprocess.Popen[bytes]) -> str:
+    args = proc.args
+    return os.fsdecode(args[0] if isinstance(args, (list, tuple)) else args)  # type: ignore[arg-type]
+
+
 def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited early:\n{log.read_text()}")
+            raise RuntimeError(f"{_program(proc)} exited early:\n{log.read_text()}")
         if path.exists():
             time.sleep(0.2)
             return
         time.sleep(0.05)
-    raise RuntimeError(f"{proc.args[0]} did not create {path}:\n{log.read_text()}")
+    raise RuntimeError(f"{_program(proc)} did not create {path}:\n{log.read_text()}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -123,8 +123,8 @@ def build_archive(work: Path, size_mib: int, files: int, layers: int) -> Path:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-        for blob in sorted(blobs.iterdir()):
-            tf.add(blob, arcname=f"blobs/sha256/{blob.name}")
+        for path in sorted(blobs.iterdir()):
+            tf.add(path, arcname=f"blobs/sha256/{path.name}")
     shutil.rmtree(blobs)
     return archive
 

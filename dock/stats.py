@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -160,7 +160,7 @@ class StatsAPI:
         self.stub = pb_grpc.StatsStub(client.channel)
 
     async def stream(self, *ids: str, filters: Sequence[str] = (), all: bool = False, interval: float = 1.0,
-                     reconnect: bool = True, reconnect_timeout: float = 60.0) -> AsyncIterator[StatsSample]:
+                     reconnect: bool = True, reconnect_timeout: float = 60.0) -> AsyncGenerator[StatsSample, None]:
         """Samples of the selected containers until the caller stops iterating.
 
         With no ids and no filters, `all` is implied. `interval` is in seconds (at least 0.1).

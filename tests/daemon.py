@@ -131,9 +131,9 @@ def reap_leftovers(base: Path) -> None:
         with contextlib.suppress(OSError, ValueError):
             cgroup = json.loads(config.read_text()).get("linux", {}).get("cgroupsPath", "").strip("/")
             for procs in Path("/sys/fs/cgroup").glob(f"*/dockyard/{cgroup}/cgroup.procs"):
-                for pid in procs.read_text().split():
+                for member in procs.read_text().split():
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
+                        os.kill(int(member), signal.SIGKILL)
             remove_empty_cgroups(f"dockyard/{cgroup}")
         subprocess.run(["runc", "--root", f"/run/containerd/runc/{config.parent.parent.name}", "delete", "-f",
                         config.parent.name], capture_output=True, check=False)

@@ -17,6 +17,7 @@ if CTR is None:  # scripts/install puts it there; without it these tests cannot 
 
 
 def ctr(daemon: DaemonProcess, *args: str, namespace: str = "default") -> subprocess.CompletedProcess[str]:
+    assert CTR is not None
     return subprocess.run([CTR, "--address", daemon.address, "--namespace", namespace, *args],
                           capture_output=True, text=True, timeout=60)
 

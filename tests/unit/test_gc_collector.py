@@ -171,7 +171,7 @@ async def test_gc_ref_labels_keep_children_and_snapshots(env: Env) -> None:
     assert not await env.content.exists(stray)
     assert all([await env.content.exists(d) for d in (layer, config, manifest)])
     assert await env.backend_snapshots() == {"bn-base", "bn-top"}
-    assert sorted(r[0] for r in await env.rows("SELECT key FROM snapshots")) == ["chain-base", "chain-top"]
+    assert sorted(str(r[0]) for r in await env.rows("SELECT key FROM snapshots")) == ["chain-base", "chain-top"]
     # drop the root: the whole graph goes, backend snapshots child before parent
     await env.db.write(lambda c: c.execute("DELETE FROM content_labels WHERE key='containerd.io/gc.root'"))
     stats = await gc.collect()
@@ -198,7 +198,7 @@ async def test_lease_less_ingest_is_aborted_after_the_grace_period(env: Env) -> 
     assert stats.ingests_removed == 1
     refs = {s.ref for s in await env.content.list_statuses()}
     assert refs == {young, leased} and old not in refs
-    assert sorted(r[0] for r in await env.rows("SELECT ref FROM ingests")) == ["leased", "young"]
+    assert sorted(str(r[0]) for r in await env.rows("SELECT ref FROM ingests")) == ["leased", "young"]
     stats = await env.collector(ingest_grace=timedelta(0)).collect()
     assert stats.ingests_removed == 1
     assert {s.ref for s in await env.content.list_statuses()} == {leased}
