@@ -27,8 +27,10 @@ def mount_all(mounts: Sequence[Mount], target: Path, readonly: bool = False) -> 
         mounts = [replace(m, options=[*(o for o in m.options if o != "rw"), "ro"]) for m in mounts]
     try:
         mount_rootfs(mounts, str(target))
-    except OSError as exc:
+    except BaseException as exc:
         unmount_all(target)  # what the earlier mounts of the list put there
+        if not isinstance(exc, OSError):
+            raise  # already one of ours (e.g. NotFound naming a missing layer dir)
         desc = ", ".join(f"{m.type} {m.source}" for m in mounts)
         raise Internal(f"mount {desc} on {target}: {exc.strerror or exc}") from None
 

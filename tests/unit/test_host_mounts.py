@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import Internal
+from supervisor.errors import Internal, NotFound
 from supervisor.mounts import mount_all, mounted, unmount_all
 from supervisor.snapshotter.base import Mount
 from tests.conformance.mounts import mounts_under
@@ -47,7 +47,12 @@ def test_a_failing_mount_undoes_the_earlier_ones(tmp_path: Path) -> None:
     (src / "sub").mkdir(parents=True)
     target = tmp_path / "target"
     target.mkdir()
-    bad = Mount("overlay", "overlay", target="sub", options=[f"lowerdir={tmp_path / 'missing'}"])
+    gone = Mount("overlay", "overlay", target="sub", options=[f"lowerdir={tmp_path / 'missing'}"])
+    with pytest.raises(NotFound, match="missing does not exist"):
+        mount_all([Mount("bind", str(src), options=["rbind"]), gone], target)
+    assert mounts_under(str(tmp_path)) == []
+    (src / "empty").mkdir()
+    bad = Mount("overlay", "overlay", target="sub", options=[f"lowerdir={src / 'empty'}", "no_such_option"])
     with pytest.raises(Internal, match="overlay"):
         mount_all([Mount("bind", str(src), options=["rbind"]), bad], target)
     assert mounts_under(str(tmp_path)) == []
