@@ -79,11 +79,14 @@ def busybox_spec(cid: str, *args: str) -> dict[str, Any]:
 async def make_container(c: Client, cid: str, spec: dict[str, Any] | bytes) -> list[Mount]:
     """A container with the raw `spec` and a fresh snapshot of the image; its rootfs mounts."""
     image = await runner.resolve_image(c, IMAGE)
-    mounts = await c.snapshots.using("overlayfs").prepare(cid, image.chain_id)
     value = spec if isinstance(spec, bytes) else json.dumps(spec).encode()
-    await c.containers.create(Container(
-        id=cid, runtime_name=RUNC_V2, spec=AnyValue(SPEC_TYPE_URL, value), snapshotter="overlayfs", snapshot_key=cid,
-        image=image.name, runtime_options=AnyValue(runner.RUNC_OPTIONS_TYPE_URL, b"")))
+    # Under a lease, as ctr does it: until the container record holds the snapshot, a collection
+    # (e.g. the daemon's start-up one) may take it.
+    async with c.leased():
+        mounts = await c.snapshots.using("overlayfs").prepare(cid, image.chain_id)
+        await c.containers.create(Container(
+            id=cid, runtime_name=RUNC_V2, spec=AnyValue(SPEC_TYPE_URL, value), snapshotter="overlayfs",
+            snapshot_key=cid, image=image.name, runtime_options=AnyValue(runner.RUNC_OPTIONS_TYPE_URL, b"")))
     return mounts
 
 
