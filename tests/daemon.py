@@ -102,6 +102,37 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def processes_in(directory: Path) -> set[int]:
+    """PIDs whose working directory is at or below `directory`: shims run in their bundle, and
+    ours, forked by the zygote, carry no command line of their own to find them by."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{entry}/cwd").startswith(str(directory)):
+                    found.add(int(entry))
+    return found
+
+
+def shim_pids(d: DaemonProcess) -> set[int]:
+    """Shims of this daemon started by command (both kinds carry `-address <its socket>`)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            if d.address.encode() in args and any(b"shim" in a for a in args[:3]):
+                found.add(int(entry))
+    return found
+
+
+def shims_in_bundles(d: DaemonProcess) -> set[int]:
+    """All shims of this daemon: started by command, or forked by the zygote; both keep their
+    bundle as cwd, even after it is gone ("(deleted)")."""
+    return shim_pids(d) | processes_in(d.state / "tasks")
+
+
 def remove_empty_cgroups(below: str = "dockyard") -> None:
     """rmdir the empty cgroups at and below /sys/fs/cgroup/*/<below>, leaves first (only
     ever under our own parent; a cgroup with processes in it refuses, and stays)."""
@@ -124,7 +155,7 @@ def remove_empty_cgroups(below: str = "dockyard") -> None:
 def reap_leftovers(base: Path) -> None:
     """After a failed test: shims of this daemon (found by their -address under `base`) are
     killed by PID, the containers in their cgroups too, and mounts under `base` undone."""
-    for pid in _processes_mentioning(str(base)):
+    for pid in set(_processes_mentioning(str(base))) | processes_in(base):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for config in (base / "state" / "tasks").glob("*/*/config.json"):

@@ -9,7 +9,6 @@ process, mount or cgroup of it is left.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -23,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.compat.runtimes import IMAGE, ctr
-from tests.compat.test_ctr_run import Session, mounts_under, session, shim_pids, stop_our_zygotes, task_pid
-from tests.daemon import DaemonProcess
+from tests.compat.test_ctr_run import Session, mounts_under, session, stop_our_zygotes, task_pid
+from tests.daemon import shims_in_bundles
 from tests.images import build_image, oci_archive, tar_tree
 from tests.rootfs import make_busybox_rootfs
 from tests.unit.archive_fixtures import build_tar, symlink
@@ -66,17 +65,6 @@ def cgroup_of(pid: int, controller: str) -> Path:
             assert path.startswith("/dockyard/"), f"cgroup {path} outside our parent"
             return Path("/sys/fs/cgroup") / controller / path.lstrip("/")
     raise AssertionError(f"pid {pid} has no {controller} cgroup")
-
-
-def shims_in_bundles(d: DaemonProcess) -> set[int]:
-    """Shims of this daemon: both kinds run in their bundle (their cwd), ours also forked by the
-    zygote (its command line is not its own), and keep it after the bundle is gone ("(deleted)")."""
-    found = shim_pids(d)
-    for entry in os.listdir("/proc"):
-        with contextlib.suppress(OSError):
-            if entry.isdigit() and os.readlink(f"/proc/{entry}/cwd").startswith(str(d.state / "tasks")):
-                found.add(int(entry))
-    return found
 
 
 def nothing_left(s: Session, base_shims: set[int]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.compat.runtimes import IMAGE, ctr, daemon_with_runtime, import_busybox, remove_everything
-from tests.daemon import DaemonProcess, stopping_new_zygotes
+from tests.daemon import DaemonProcess, shim_pids, stopping_new_zygotes
 
 pytestmark = [pytest.mark.compat, pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
@@ -36,19 +36,6 @@ RUNTIMES = ["dockyard", "runc-go"]
 def uid(name: str) -> str:
     """A container id unique on this machine (the Go shim keeps runc state globally)."""
     return f"{name}-{secrets.token_hex(3)}"
-
-
-def shim_pids(d: DaemonProcess) -> set[int]:
-    """Shims of this daemon: both kinds carry `-address <its socket>` on their command line."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if d.address.encode() in args and any(b"shim" in a for a in args[:3]):
-                found.add(int(entry))
-    return found
 
 
 def alive(pid: int) -> bool:

@@ -36,9 +36,8 @@ from supervisor.errors import DockyardError, FailedPrecondition, InvalidArgument
 from supervisor.metadata.containers import AnyValue, Container
 from supervisor.snapshotter.base import Mount
 from tests.compat.runtimes import IMAGE, ctr
-from tests.compat.test_ctr_isolation import shims_in_bundles
 from tests.conformance.mounts import mounts_under
-from tests.daemon import DaemonProcess
+from tests.daemon import DaemonProcess, shims_in_bundles
 from tests.integration.test_stats import d, daemon
 
 __all__ = ["d", "daemon"]  # test_stats' fixtures: a module's daemon with busybox, emptied after each test
