@@ -122,6 +122,7 @@ def launch_zygote(path: str | None = None) -> None:
             os.setsid()
             if os.fork():  # the zygote is nobody's child to reap
                 os._exit(0)
+            os.chdir("/")  # long-lived: it must not pin (or pass as in) the launching shim's bundle
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
