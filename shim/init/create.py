@@ -150,6 +150,21 @@ def _raise_from(msg: dict[str, Any]) -> NoReturn:
     raise cls(str(msg.get("message") or "container init failed"))
 
 
+def _raise_early_error(chan: _Channel) -> None:
+    """Raise the error stage 1 already reported, if it did (it runs ahead of the cgroup join)."""
+    chan.sock.setblocking(False)
+    try:
+        msg, fds = chan.recv()
+    except (BlockingIOError, InterruptedError):
+        return
+    finally:
+        chan.sock.setblocking(True)
+    for fd in fds:
+        os.close(fd)
+    if msg is not None and msg.get("type") == "error":
+        _raise_from(msg)
+
+
 # ----- the children ----------------------------------------------------------------------------------
 
 
@@ -482,8 +497,15 @@ def _launch(plan: P.Plan, ctx: _Context, stdio: StdioFds, cgroup_hook: CgroupHoo
     deadline = time.monotonic() + timeout
     try:
         if cgroup_hook is not None:
-            cgroup_hook(stage1)
-        chan.send({"type": "go"})
+            # Stage 1 makes its first namespaces meanwhile (see P.AwaitCgroup).
+            try:
+                cgroup_hook(stage1)
+            except BaseException:
+                _raise_early_error(chan)  # a stage 1 that failed first explains the failure better
+                raise
+        # A stage 1 that already failed is gone: its report is read below.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            chan.send({"type": "go"})
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -36,9 +36,10 @@ def index(steps: tuple[P.Step, ...], cls: type[P.Step]) -> int:
 
 def test_plain_container_order() -> None:
     plan = P.plan_create(make_spec(), BUNDLE, has_rootfs_mounts=True)
-    assert names(plan.stage1) == ["ArrangeFds", "AwaitCgroup", "SetRlimits", "Unshare", "SetPropagation",
-                                  "MountRootfs", "ForkInit"]
-    unshare = plan.stage1[3]
+    # The namespaces and the rootfs are made while the parent joins the cgroup; the fork waits.
+    assert names(plan.stage1) == ["ArrangeFds", "SetRlimits", "Unshare", "SetPropagation", "MountRootfs",
+                                  "AwaitCgroup", "ForkInit"]
+    unshare = plan.stage1[2]
     assert isinstance(unshare, P.Unshare)
     assert set(unshare.types) == {"pid", "network", "ipc", "uts", "mount"}
     assert unshare.flags == L.CLONE_NEWPID | L.CLONE_NEWNET | L.CLONE_NEWIPC | L.CLONE_NEWUTS | L.CLONE_NEWNS
@@ -63,9 +64,9 @@ def test_plain_container_order() -> None:
 def test_user_namespace_comes_first_and_owns_the_others() -> None:
     plan = P.plan_create(make_spec(userns=True), BUNDLE, has_rootfs_mounts=True)
     steps = names(plan.stage1)
-    assert steps == ["ArrangeFds", "AwaitCgroup", "SetRlimits",
+    assert steps == ["ArrangeFds", "SetRlimits",
                      "Unshare", "SetPropagation", "MountRootfs",  # transient mount ns, host privileges
-                     "Unshare", "MapIds", "BecomeRoot",  # the user namespace and its maps
+                     "Unshare", "AwaitCgroup", "MapIds", "BecomeRoot",  # the user namespace and its maps
                      "Unshare", "ForkInit"]  # everything else, owned by the user namespace
     first, user, rest = (s for s in plan.stage1 if isinstance(s, P.Unshare))
     assert first.types == ("mount",) and user.types == ("user",)
