@@ -21,18 +21,19 @@ import io
 import json
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.daemons import containerd, dockyardd
+from bench.rounds import fresh_sample, report_ratios, report_times, take_turns
 
 NAMESPACE = "bench"
 IMAGE = "docker.io/library/bench-import:1"
@@ -148,22 +149,16 @@ def dock(address: str, *args: str) -> subprocess.CompletedProcess[bytes]:
                 f"dock {' '.join(args)}")
 
 
-def measure(address: str, archive: Path, runs: int, client: str) -> list[float]:
-    times = []
-    for _ in range(runs):
-        # Write back the previous run's dirty pages first: on a small VM their writeback
-        # otherwise lands in the next measurement, whichever daemon it belongs to.
-        subprocess.run(["sync"], check=False)
-        start = time.perf_counter()
+def measure(address: str, archive: Path, client: str) -> float:
+    """Seconds of one import into an empty store, which is emptied again afterwards."""
+    def transfer() -> None:
         if client == "ctr":
             ctr(address, "images", "import", str(archive))
         else:
             dock(address, "images", "import", "--unpack", "--quiet", str(archive))
-        times.append(time.perf_counter() - start)
-        check = ctr(address, "images", "check").stdout.decode()
-        assert "complete" in check and check.rstrip().endswith("true"), check
-        ctr(address, "images", "rm", "--sync", IMAGE)
-    return times
+
+    return fresh_sample(transfer, lambda: ctr(address, "images", "check").stdout.decode(),
+                        partial(ctr, address, "images", "rm", "--sync", IMAGE))
 
 
 def main() -> None:
@@ -189,24 +184,13 @@ def main() -> None:
               f"(built in {time.perf_counter() - start:.1f}s)", flush=True)
         if mnt is not None:
             tempfile.tempdir = str(mnt)  # bench.daemons makes its dirs with mkdtemp
-        results: dict[str, Any] = {}
         with containerd() as theirs, dockyardd() as ours:
             cases = (("containerd (ctr import)", "ctr", theirs), ("dockyardd (ctr import)", "ctr", ours),
                      ("dockyardd (dock import)", "dock", ours))
-            # Round-robin, one run of each case per round: the host's load drifts over
-            # minutes, and should not land on one daemon's runs only.
-            times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
-            for _ in range(args.runs):
-                for name, client, address in cases:
-                    times[name] += measure(address, archive, 1, client)
-        for name, runs in times.items():
-            results[name] = {"median_s": statistics.median(runs), "best_s": min(runs)}
-            print(f"{name:26s} median {statistics.median(runs):7.2f} s   best {min(runs):7.2f} s   "
-                  f"({' '.join(f'{t:.2f}' for t in runs)})", flush=True)
-        base = results["containerd (ctr import)"]["median_s"]
-        for name in ("dockyardd (ctr import)", "dockyardd (dock import)"):
-            results[name]["time_over_containerd"] = results[name]["median_s"] / base
-            print(f"{name} / containerd (ctr import): {results[name]['median_s'] / base:.2f}x the time")
+            times = take_turns({name: partial(measure, address, archive, client) for name, client, address in cases},
+                               args.runs)
+        results: dict[str, Any] = report_times(times, 26)
+        report_ratios(results, "containerd (ctr import)", ["dockyardd (ctr import)", "dockyardd (dock import)"])
         if args.json:
             args.json.write_text(json.dumps({"size_mib": args.size_mib, "files": args.files, "layers": args.layers,
                                              "runs": args.runs, **results}, indent=2))

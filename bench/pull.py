@@ -25,17 +25,18 @@ import argparse
 import importlib
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.daemons import containerd, dockyardd
+from bench.rounds import fresh_sample, report_ratios, report_times, take_turns
 from tests.registry import start_registry
 
 gen = importlib.import_module("bench.import")  # `import` is a keyword: the module is loaded by name
@@ -64,17 +65,10 @@ def pull(address: str, ref: str, client: str) -> None:
               "--plain-http", "--quiet", ref], f"dock pull {ref}")
 
 
-def measure(address: str, ref: str, runs: int, client: str) -> list[float]:
-    times = []
-    for _ in range(runs):
-        subprocess.run(["sync"], check=False)
-        start = time.perf_counter()
-        pull(address, ref, client)
-        times.append(time.perf_counter() - start)
-        check = ctr(address, "images", "check")
-        assert "complete" in check and check.rstrip().endswith("true"), check
-        ctr(address, "images", "rm", "--sync", ref)
-    return times
+def measure(address: str, ref: str, client: str) -> float:
+    """Seconds of one pull into an empty store, which is emptied again afterwards."""
+    return fresh_sample(partial(pull, address, ref, client), partial(ctr, address, "images", "check"),
+                        partial(ctr, address, "images", "rm", "--sync", ref))
 
 
 def main() -> None:
@@ -120,22 +114,12 @@ def main() -> None:
                 cases = (("containerd (ctr pull)", "ctr", theirs), ("dockyardd (ctr pull)", "ctr", ours),
                          ("dockyardd (dock pull)", "dock", ours))
                 for image, ref in images.items():
-                    # Round-robin, one run of each case per round: the host's load drifts over
-                    # minutes, and should not land on one daemon's runs only.
-                    times: dict[str, list[float]] = {case: [] for case, _, _ in cases}
-                    for _ in range(args.runs):
-                        for case, client, address in cases:
-                            times[case] += measure(address, ref, 1, client)
-                    for case, runs in times.items():
-                        key = f"{image}: {case}"
-                        results[key] = {"median_s": statistics.median(runs), "best_s": min(runs)}
-                        print(f"{key:30s} median {statistics.median(runs):7.2f} s   best {min(runs):7.2f} s   "
-                              f"({' '.join(f'{t:.2f}' for t in runs)})", flush=True)
-                    base = results[f"{image}: containerd (ctr pull)"]["median_s"]
-                    for case in ("dockyardd (ctr pull)", "dockyardd (dock pull)"):
-                        ratio = results[f"{image}: {case}"]["median_s"] / base
-                        results[f"{image}: {case}"]["time_over_containerd"] = ratio
-                        print(f"{image}: {case} / containerd: {ratio:.2f}x the time", flush=True)
+                    times = take_turns({f"{image}: {case}": partial(measure, address, ref, client)
+                                        for case, client, address in cases}, args.runs)
+                    found = report_times(times, 30)
+                    report_ratios(found, f"{image}: containerd (ctr pull)",
+                                  [f"{image}: dockyardd (ctr pull)", f"{image}: dockyardd (dock pull)"], "containerd")
+                    results.update(found)
         if args.json:
             args.json.write_text(json.dumps({"size_mib": args.size_mib, "files": args.files, "layers": args.layers,
                                              "runs": args.runs, "tmpfs": args.tmpfs, **results}, indent=2))

@@ -15,6 +15,7 @@ The image is Debian's busybox-static, built by tests/images.py and imported on b
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import statistics
@@ -22,12 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.daemons import containerd, dockyardd
+from bench.rounds import take_turns
 from tests.images import busybox_oci_archive
 
 IMAGE = "docker.io/library/busybox:latest"
@@ -94,14 +97,14 @@ def prepare(address: str, image_tar: Path) -> None:
 def run_latencies(addresses: dict[str, str], rounds: int) -> dict[str, list[float]]:
     """`ctr run --rm` on each daemon in turn, round after round (the order flipping each round):
     load drifting on a shared host lands on both alike."""
-    samples: dict[str, list[float]] = {name: [] for name in addresses}
-    order = list(addresses)
-    for i in range(rounds):
-        for name in order if i % 2 == 0 else order[::-1]:
-            t = time.perf_counter()
-            ctr(addresses[name], "run", "--rm", IMAGE, f"r{i}", "true")
-            samples[name].append(time.perf_counter() - t)
-    return samples
+    ids = itertools.count()
+
+    def once(address: str) -> float:
+        t = time.perf_counter()
+        ctr(address, "run", "--rm", IMAGE, f"r{next(ids)}", "true")
+        return time.perf_counter() - t
+
+    return take_turns({name: partial(once, address) for name, address in addresses.items()}, rounds, flip=True)
 
 
 def measure(address: str, containers: int, samples: list[float]) -> dict[str, Any]:

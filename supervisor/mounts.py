@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from shim import linux as L
+from shim.init.mountopts import overlay_dirs as parse_overlay_dirs
 from shim.init.rootfs import mount_rootfs, mountinfo
 from supervisor.errors import Internal
 from supervisor.snapshotter.base import Mount
@@ -64,12 +65,5 @@ def mounted(mounts: Sequence[Mount], tmp_root: Path, readonly: bool = False) -> 
 
 def overlay_dirs(m: Mount) -> tuple[Path | None, list[Path]]:
     """(upperdir, lowerdirs topmost first) of an overlay mount description."""
-    upper: Path | None = None
-    lowers: list[Path] = []
-    for opt in m.options:
-        key, _, value = opt.partition("=")
-        if key == "upperdir":
-            upper = Path(value)
-        elif key == "lowerdir":
-            lowers = [Path(p) for p in value.split(":") if p]
-    return upper, lowers
+    dirs = parse_overlay_dirs(m.options)
+    return (Path(dirs.upper) if dirs.upper is not None else None), [Path(p) for p in dirs.lowers]

@@ -7,6 +7,7 @@ string passed to the filesystem. Unknown options are filesystem data, as mount(8
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shim import linux as L
@@ -108,6 +109,31 @@ def parse_mount_options(options: tuple[str, ...] | list[str], where: str = "moun
         elif opt:
             data.append(opt)
     return MountOptions(flags=flags, propagation=tuple(propagation), data=",".join(data))
+
+
+@dataclass(frozen=True)
+class OverlayDirs:
+    """The directories an overlay mount's options name."""
+
+    upper: str | None = None
+    work: str | None = None
+    lowers: tuple[str, ...] = ()  # topmost first
+
+    @property
+    def all(self) -> list[str]:
+        """Every directory named, in the order the overlay snapshotter writes them."""
+        return [*(d for d in (self.work, self.upper) if d is not None), *self.lowers]
+
+
+def overlay_dirs(options: Sequence[str]) -> OverlayDirs:
+    """lowerdir/upperdir/workdir out of overlay mount options (a later one wins, as in the kernel)."""
+    found: dict[str, str] = {}
+    for opt in options:
+        key, _, value = opt.partition("=")
+        if key in ("lowerdir", "upperdir", "workdir"):
+            found[key] = value
+    lowers = tuple(p for p in found.get("lowerdir", "").split(":") if p)
+    return OverlayDirs(found.get("upperdir"), found.get("workdir"), lowers)
 
 
 def statvfs_to_ms(f_flag: int) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shim import linux as L
-from shim.init.mountopts import parse_mount_options, statvfs_to_ms
+from shim.init.mountopts import overlay_dirs, parse_mount_options, statvfs_to_ms
 from shim.init.plan import MountSpec
 from shim.init.spec import Device
 from supervisor.errors import InvalidArgument, NotFound
@@ -183,10 +183,7 @@ def mount_rootfs(mounts: Sequence[MountLike], rootfs: str) -> None:
 def _missing_paths(m: MountLike) -> list[str]:
     """The host paths a rootfs mount names (bind source, overlay layer dirs) that do not exist."""
     paths = [m.source] if m.source.startswith("/") else []
-    for opt in m.options:
-        key, _, value = opt.partition("=")
-        if key in ("lowerdir", "upperdir", "workdir"):
-            paths += value.split(":")
+    paths += overlay_dirs(m.options).all
     return [p for p in paths if not os.path.exists(p)]
 
 

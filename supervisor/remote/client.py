@@ -376,3 +376,9 @@ class Endpoint:
     @property
     def scopes(self) -> list[str]:
         return [f"repository:{self.repository}:{','.join(self.actions)}", *self.extra_scopes]
+
+    @property
+    def reached(self) -> RegistryHost:
+        """The host as the session has spoken to it so far: after a first request, http for a
+        loopback host that answered in http (what Resolved events name, for pull and push)."""
+        return self.session.effective(self.host)

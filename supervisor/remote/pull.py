@@ -188,7 +188,7 @@ class Puller:
         async with RegistrySession(creds, self.tokens, opts.timeouts(self.timeouts)) as session:
             endpoints = [Endpoint(session, h, ref.path) for h in hosts]
             ep, target = await resolve(endpoints, ref)
-            emit(Resolved(name, target, str(session.effective(ep.host))))
+            emit(Resolved(name, target, str(ep.reached)))
             fetcher = Fetcher(ep, self.content, ns, lease, emit)
             documents: list[tuple[Descriptor, list[Descriptor]]] = []
             layers: dict[str, Descriptor] = {}

@@ -161,8 +161,11 @@ class PushEngine:
             raise InvalidArgument(f"registry {ref.domain}: no host is configured to push to")
         async with RegistrySession(creds, self.tokens, opts.timeouts(self.timeouts)) as session:
             ep = Endpoint(session, hosts[0], ref.path, ("pull", "push"))
-            emit(Resolved(str(ref), target, str(ep.host)))
             pusher = Pusher(ep, self.content, ns, emit, opts.chunk_size)
+            # A first request (is the target there? as containerd asks before a PUT) settles the
+            # scheme: a loopback registry may answer in plain http. Resolved names it as pull's does.
+            await pusher.manifest_exists(target)
+            emit(Resolved(str(ref), target, str(ep.reached)))
             for blob in plan.blobs.values():
                 emit(BlobProgress(ref_key(blob), blob, "waiting", 0, blob.size))
             sources = {d: await self._mount_sources(ns, b, ref.domain) for d, b in plan.blobs.items()}

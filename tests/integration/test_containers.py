@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import grpc
@@ -17,7 +16,7 @@ from dockyard_api.containerd.services.containers.v1 import containers_pb2_grpc a
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.metadata.containers import AnyValue, Container
-from tests.daemon import DaemonProcess
+from tests.daemon import DaemonProcess, wait_subscribed
 
 SPEC = {"ociVersion": "1.0.2", "process": {"args": ["sh"]}, "root": {"path": "rootfs"}}
 
@@ -117,7 +116,7 @@ async def test_events_and_ctr_style_request(daemon: DaemonProcess) -> None:
     md = [("containerd-namespace", "evns")]
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
         sub = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest(filters=["topic~=containers"]))
-        await asyncio.sleep(0.2)
+        await wait_subscribed(sub, ch, prefix="/containers")
         stub = pb_grpc.ContainersStub(ch)
         # what ctr sends: zero (Go) timestamps, runc options as an empty Options Any
         msg = pb.Container(id="ctr1", image="img", snapshotter="overlayfs", snapshot_key="ctr1",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
-from tests.daemon import REPO, DaemonProcess, start_daemon
+from tests.daemon import REPO, DaemonProcess, start_daemon, wait_subscribed
 
 
 def run_dockyardd(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -109,7 +108,7 @@ async def test_missing_namespace_header_is_failed_precondition(daemon: DaemonPro
 async def test_sigterm_finishes_streams_and_removes_socket(daemon: DaemonProcess) -> None:
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
         stream = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest())
-        await asyncio.sleep(0.3)
+        await wait_subscribed(stream, ch)
         daemon.proc.send_signal(signal.SIGTERM)
         received = [e async for e in stream]  # ends cleanly, no error raised
         assert received == []

@@ -11,7 +11,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 
 from dockyard_api.containerd.events import namespace_pb2 as ns_events
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
-from tests.daemon import DaemonProcess
+from tests.daemon import DaemonProcess, wait_subscribed
 
 NS = [("containerd-namespace", "evt")]
 
@@ -32,8 +32,10 @@ async def stub(daemon: DaemonProcess) -> AsyncIterator[events_pb2_grpc.EventsStu
 
 
 async def subscribed(stub: events_pb2_grpc.EventsStub, filters: list[str]) -> grpc.aio.UnaryStreamCall:
-    call = stub.Subscribe(events_pb2.SubscribeRequest(filters=filters), metadata=NS)
-    await asyncio.sleep(0.2)  # let the subscription register before publishing
+    """A subscription known to be active (any one filter matching is enough: one more lets the probes in)."""
+    with_probes = [*filters, 'topic~="^/probe/"'] if filters else []
+    call = stub.Subscribe(events_pb2.SubscribeRequest(filters=with_probes), metadata=NS)
+    await wait_subscribed(call, stub, "evt")
     return call
 
 

@@ -19,7 +19,7 @@ from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_gr
 from dockyard_api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from dockyard_api.containerd.types import descriptor_pb2
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from tests.daemon import DaemonProcess, start_daemon
+from tests.daemon import DaemonProcess, start_daemon, wait_subscribed
 from tests.integration.test_cli import dock
 
 D1 = "sha256:" + "1" * 64
@@ -379,7 +379,7 @@ async def test_raw_grpc_needs_a_namespace(channel: grpc.aio.Channel) -> None:
 async def test_events_published(channel: grpc.aio.Channel, daemon: DaemonProcess) -> None:
     events = events_pb2_grpc.EventsStub(channel)
     call = events.Subscribe(events_pb2.SubscribeRequest(filters=['topic~="^/images/"']), metadata=md("evt"))
-    await asyncio.sleep(0.2)  # let the subscription register
+    await wait_subscribed(call, events, "evt", "/images")
     async with daemon.client("evt") as c:
         await c.images.create("img", target(), {"a": "b"})
         await c.images.set_labels("img", {"a": "c"})
@@ -404,7 +404,7 @@ async def test_events_published(channel: grpc.aio.Channel, daemon: DaemonProcess
 async def test_failed_calls_publish_nothing(channel: grpc.aio.Channel, daemon: DaemonProcess) -> None:
     events = events_pb2_grpc.EventsStub(channel)
     call = events.Subscribe(events_pb2.SubscribeRequest(filters=['topic~="^/images/"']), metadata=md("evt"))
-    await asyncio.sleep(0.2)
+    await wait_subscribed(call, events, "evt", "/images")
     async with daemon.client("evt") as c:
         with pytest.raises(NotFound):
             await c.images.delete("missing")

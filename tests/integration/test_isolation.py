@@ -37,7 +37,7 @@ from supervisor.metadata.containers import AnyValue, Container
 from supervisor.snapshotter.base import Mount
 from tests.compat.runtimes import IMAGE, ctr
 from tests.conformance.mounts import mounts_under
-from tests.daemon import DaemonProcess, shims_in_bundles
+from tests.daemon import DaemonProcess, shims_in_bundles, wait_subscribed
 from tests.integration.test_stats import d, daemon
 
 __all__ = ["d", "daemon"]  # test_stats' fixtures: a module's daemon with busybox, emptied after each test
@@ -166,15 +166,17 @@ async def test_memory_limit_oom_kill_is_published(c: Client) -> None:
     cid = new_id("oom")
     seen: list[str] = []
 
+    events = c.events.subscribe('topic~="/tasks/"')
+    await wait_subscribed(events, c.channel, c.namespace, "/tasks")  # the OOM event cannot be missed
+
     async def watch() -> None:
-        async for env in c.events.subscribe('topic~="/tasks/"'):
+        async for env in events:
             if env.event.get("container_id") == cid:
                 seen.append(env.topic)
                 if env.topic == "/tasks/exit":
                     return
 
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.3)
     # tail of /dev/zero keeps all it reads (no newline ever comes): only the OOM killer stops it.
     code, out = await run_captured(c, cid, SpecOptions(args=["sh", "-c", "tail /dev/zero; echo tail-$?"],
                                                        memory=32 << 20))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from dock.client import Client
-from dock.registry import BlobProgress, RegistryEvent, TransferDone
+from dock.registry import BlobProgress, RegistryEvent, Resolved, TransferDone
 from supervisor.errors import AlreadyExists, FailedPrecondition, NotFound
 from tests.images import Image, busybox_image, oci_archive
 from tests.integration.test_registry_pull import multi_platform, pull_events
@@ -74,6 +74,22 @@ async def test_push_then_skip_then_mount(client: Client, registry: RegistryProce
     assert "mounted" in blob_states(events)["layer"], "a sibling repository's blob is mounted, not uploaded"
     assert done.bytes_transferred == len(busybox.manifest)
     assert remote_manifest(registry, "other/busybox", "2", done.target.media_type)[0] == busybox.manifest_digest
+
+
+async def test_resolved_names_http_after_the_loopback_fallback(client: Client, registry: RegistryProcess,
+                                                                busybox: Image) -> None:
+    """Without --plain-http a loopback registry is tried over https and, answering in http,
+    spoken to over http: Resolved names the host as it is reached, as a pull's does."""
+    await client.transfer.import_archive(oci_archive([busybox]))
+    ref = f"{registry.host}/fallback/busybox:1"
+    events = [e async for e in client.registry.push_stream(ref, local=LOCAL)]
+    resolved = [e for e in events if isinstance(e, Resolved)]
+    assert len(resolved) == 1 and events[0] is resolved[0], events
+    assert (resolved[0].name, resolved[0].host) == (ref, f"http://{registry.host}")
+    assert resolved[0].target.digest == busybox.manifest_digest
+    done = events[-1]
+    assert isinstance(done, TransferDone) and done.target.digest == busybox.manifest_digest
+    assert remote_manifest(registry, "fallback/busybox", "1", done.target.media_type)[0] == busybox.manifest_digest
 
 
 async def test_chunked_upload_and_pull_back(client: Client, registry: RegistryProcess, busybox: Image) -> None:

@@ -34,7 +34,7 @@ from supervisor.metadata.db import Database
 from supervisor.metadata.snapshots import COMMIT_LABEL, SnapshotStore
 from supervisor.snapshotter import NativeSnapshotter, OverlaySnapshotter
 from tests.conformance.mounts import mount_all, mounts_under, unmount
-from tests.daemon import REPO, DaemonProcess, start_daemon
+from tests.daemon import REPO, DaemonProcess, start_daemon, wait_subscribed
 
 ROOT = {"containerd.io/gc.root": "2026-01-01T00:00:00Z"}
 SNAPSHOTTERS = ["overlayfs", "native"]
@@ -444,7 +444,7 @@ async def test_unrooted_snapshots_are_collected(client: Client) -> None:
 async def test_events(daemon: DaemonProcess, client: Client) -> None:
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
         call = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest(filters=['topic~="^/snapshot/"']))
-        await asyncio.sleep(0.2)
+        await wait_subscribed(call, ch, prefix="/snapshot")
         await client.snapshots.prepare("k", "", ROOT)
         await client.snapshots.view("v", "", ROOT)  # no event, as containerd
         await client.snapshots.commit("n", "k", ROOT)
