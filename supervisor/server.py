@@ -51,6 +51,7 @@ from supervisor.services.gc import GCService
 from supervisor.services.images import ImagesService
 from supervisor.services.introspection import IntrospectionService
 from supervisor.services.leases import LeasesService
+from supervisor.services.method_table import MethodTable
 from supervisor.services.namespaces import NamespacesService
 from supervisor.services.registry import RegistryService
 from supervisor.services.snapshots import SnapshotsService
@@ -195,12 +196,15 @@ class Daemon:
             ("grpc.max_send_message_length", cfg.max_message_size),
         ])
         names = []
+        table = MethodTable()
         for plugin_id, servicer, requires in services:
-            names.append(_register(server, servicer))
+            names.append(_register(table, servicer))
             self.registry.add(Plugin(GRPC_PLUGIN, plugin_id, requires=requires))
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, table)
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME],
+                                            table)
+        server.add_generic_rpc_handlers((table,))
 
         cfg.address.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
         _claim_socket(cfg.address)
@@ -285,7 +289,7 @@ def _arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-def _register(server: grpc.aio.Server, servicer: Any) -> str:
+def _register(server: MethodTable, servicer: Any) -> str:
     """Add a servicer through its generated module; returns the service's full name."""
     base = next(c for c in type(servicer).__mro__ if c.__name__.endswith("Servicer")
                 and c.__module__.endswith("_pb2_grpc"))
