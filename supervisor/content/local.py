@@ -18,14 +18,14 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from supervisor.content import ingest
+from supervisor.content.cache import BlobCache, MemoryBlobReader
 from supervisor.content.digest import format_digest, parse_digest
 from supervisor.content.ingest import IngestPaths, disk_error, quote
 from supervisor.content.local_writer import LocalWriter, open_writer
-from supervisor.content.store import Info, Status, read_blob
+from supervisor.content.store import Info, ReaderBase, Status, read_blob
 from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound
 
 T = TypeVar("T")
@@ -33,25 +33,32 @@ _HEX64 = re.compile(r"[a-f0-9]{64}")
 _WALK_BATCH = 256
 
 
-class LocalBlobReader:
+class LocalBlobReader(ReaderBase):
     """An open blob; see `supervisor.content.store.BlobReader`."""
 
-    def __init__(self, fd: int, size: int, digest: str) -> None:
+    def __init__(self, fd: int, size: int, digest: str, cache: BlobCache | None = None, epoch: int = 0) -> None:
         self._fd = fd
         self._size = size
         self._digest = digest
         self._release = weakref.finalize(self, os.close, fd)
+        # Where a small blob's bytes go once read, with the cache's epoch from before the open.
+        self._cache = cache if cache is not None and cache.fits(size) else None
+        self._epoch = epoch
 
     @property
     def size(self) -> int:
         return self._size
 
     async def read_at(self, offset: int, size: int) -> bytes:
-        if offset < 0 or size < 0:
-            raise InvalidArgument(f"read of {size} bytes @{offset}: offset and size must not be negative")
+        self.check_range(offset, size)
         if not self._release.alive:
             raise FailedPrecondition(f"reader of content {self._digest} is closed")
-        return await asyncio.to_thread(self._pread, offset, size)
+        if self._cache is None:
+            return await asyncio.to_thread(self._pread, offset, size)
+        # Small: read it whole in this hop and keep it, so later readers need no hop at all.
+        data = await asyncio.to_thread(self._pread, 0, self._size)
+        self._cache.put(self._digest, data, self._epoch)
+        return data[offset:offset + size]
 
     def _pread(self, offset: int, size: int) -> bytes:
         chunks: list[bytes] = []
@@ -67,24 +74,22 @@ class LocalBlobReader:
     async def close(self) -> None:
         self._release()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
 
 class LocalContentStore:
     """Blobs and ingests under `root`. Constructing it touches no disk; first use prepares it.
 
     Several instances (or processes) may share a root: ref locks are flocks on the ingest's
     data file, and blobs are published with link(), which never replaces a name.
+
+    Small blobs (at most `cache.max_blob` bytes) are read whole by a reader's first `read_at`
+    and their bytes kept (`cache`), so a later `reader` of one answers from memory without a
+    thread hop. `delete` drops a blob from the cache; a blob removed by another instance or
+    process stays readable from this one's cache (still the right bytes: content is immutable).
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, cache: BlobCache | None = None) -> None:
         self.root = Path(root)
+        self.cache = cache if cache is not None else BlobCache()
         self._blobs = self.root / "blobs" / "sha256"
         self._ingests = self.root / "ingest"
         self._prepared = False
@@ -100,16 +105,24 @@ class LocalContentStore:
         path = self._blob_path(digest)
         return await self._run(os.path.lexists, path)
 
-    async def reader(self, digest: str) -> LocalBlobReader:
+    async def reader(self, digest: str) -> LocalBlobReader | MemoryBlobReader:
+        data = self.cache.get(digest)  # only well-formed digests are ever in it
+        if data is not None:
+            return MemoryBlobReader(data, digest)
         path = self._blob_path(digest)
-        return await self._run(self._open_reader, digest, path)
+        return await self._run(self._open_reader, digest, path, self.cache.epoch)
 
     async def read_all(self, digest: str, max_size: int) -> bytes:
         return await read_blob(self, digest, max_size)
 
     async def delete(self, digest: str) -> None:
         path = self._blob_path(digest)
-        await self._run(self._delete, digest, path)
+        self.cache.discard(digest)
+        try:
+            await self._run(self._delete, digest, path)
+        finally:
+            # Again: a fill whose thread hop began after the first discard may have just landed.
+            self.cache.discard(digest)
 
     async def walk(self) -> AsyncIterator[Info]:
         names = await self._run(self._blob_names)
@@ -178,12 +191,12 @@ class LocalContentStore:
             raise NotFound(f"content digest {digest}") from None
         return _info(digest, st)
 
-    def _open_reader(self, digest: str, path: Path) -> LocalBlobReader:
+    def _open_reader(self, digest: str, path: Path, epoch: int) -> LocalBlobReader:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFound(f"content digest {digest}") from None
-        return LocalBlobReader(fd, os.fstat(fd).st_size, digest)
+        return LocalBlobReader(fd, os.fstat(fd).st_size, digest, self.cache, epoch)
 
     def _delete(self, digest: str, path: Path) -> None:
         # Rename first: the blob is gone for everyone at once, even if the unlink is cut short.

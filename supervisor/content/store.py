@@ -54,6 +54,7 @@ ResourceExhausted   the disk is full (ENOSPC/EDQUOT) during writer set-up, write
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -211,6 +212,26 @@ class ContentStore(Protocol):
         ref is locked, InvalidArgument for an empty ref, negative total or malformed digest.
         """
         ...
+
+
+class ReaderBase(ABC):
+    """What every `BlobReader` shares: `async with` closes it, and the argument check of `read_at`."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @staticmethod
+    def check_range(offset: int, size: int) -> None:
+        if offset < 0 or size < 0:
+            raise InvalidArgument(f"read of {size} bytes @{offset}: offset and size must not be negative")
 
 
 async def read_blob(store: ContentStore, digest: str, max_size: int) -> bytes:

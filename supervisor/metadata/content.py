@@ -39,6 +39,14 @@ and backend ingests whose backend ref is in no `ingests` row. Writers, commits, 
 aborts hold `gc_guard.shared()` around their record-and-backend steps, so a collector that
 takes `gc_guard.exclusive()` never sees a blob published but not yet recorded.
 
+Cached records: `info` (and `exists`, `reader`) answer from an in-memory copy of records read
+before, without a hop to the metadata thread. Temporary SQLite triggers on `content` and
+`content_labels`, installed on the daemon's one connection, bump `generation` inside every
+transaction that changes those tables, whoever runs it (this module, the collector's sweep):
+a copy read at generation g is current while `generation == g`, and the whole copy is dropped
+when it moves. Unlike `Database.generation`, lease, snapshot and container writes leave it be,
+so it stays warm through `ctr run`. Writes by other processes to metadata.db are not seen.
+
 Errors: InvalidArgument (malformed digest, empty ref, bad labels, an update path other than
 `labels`/`labels.<key>`, bad filters); NotFound (no record of the digest in the namespace,
 unknown ingest ref); AlreadyExists; Unavailable (the ref's writer is open elsewhere);
@@ -57,6 +65,7 @@ from datetime import datetime
 
 from supervisor import filters
 from supervisor import labels as labelrules
+from supervisor.content.cache import Lru
 from supervisor.content.digest import parse_digest
 from supervisor.content.ingest import quote
 from supervisor.content.store import BlobReader, ContentStore, Info, Status, Writer
@@ -146,28 +155,72 @@ def _status_adaptor(status: Status) -> filters.Adaptor:
     return lookup
 
 
+class _ContentWatch:
+    """`generation`, moved by every change to the content tables on one connection."""
+
+    TABLES = ("content", "content_labels")
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.installed = False
+        self._name = f"dockyard_content_changed_{id(self):x}"
+
+    def _bump(self) -> None:  # called by SQLite, in the db thread, inside the writing transaction
+        self.generation += 1
+
+    def install(self, conn: sqlite3.Connection) -> None:
+        """Create the function and temporary triggers; idempotent. Call in the db thread."""
+        conn.create_function(self._name, 0, self._bump)
+        for table in self.TABLES:
+            for op in ("INSERT", "UPDATE", "DELETE"):
+                conn.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS {self._name}_{table}_{op.lower()} "
+                             f"AFTER {op} ON {table} BEGIN SELECT {self._name}(); END")
+
+
 class NamespacedContentStore:
     """Records per namespace over one `ContentStore`; see the module docstring."""
 
     def __init__(self, db: Database, backend: ContentStore,
-                 on_delete: Callable[[], None] = lambda: None) -> None:
+                 on_delete: Callable[[], None] = lambda: None, max_cached: int = 4096) -> None:
         self.db = db
         self.backend = backend
         self.on_delete = on_delete
         self.gc_guard = GcGuard()
+        self._watch = _ContentWatch()
+        # (namespace, digest) -> its record, all read at `_cached_at`.
+        self._cached: Lru[tuple[str, str], Info] = Lru(max_cached)
+        self._cached_at = 0
 
     # -- records --------------------------------------------------------------------------
 
+    def _cached_info(self, ns: str, digest: str) -> Info | None:
+        if self._cached_at != self._watch.generation:
+            self._cached.clear()
+            self._cached_at = self._watch.generation
+        return self._cached.get((ns, digest))
+
     async def info(self, ns: str, digest: str) -> Info:
         _check_digest(digest)
+        found = self._cached_info(ns, digest)
+        if found is not None:
+            return replace(found, labels=dict(found.labels))
+        if not self._watch.installed:
+            await self.db.write(self._watch.install)
+            self._watch.installed = True
 
-        def tx(conn: sqlite3.Connection) -> Info:
-            return _info(_get(conn, ns, digest), _labels_of(conn, ns, digest))
+        def tx(conn: sqlite3.Connection) -> tuple[int, Info]:
+            # In the db thread, where the generation only moves inside write transactions.
+            return self._watch.generation, _info(_get(conn, ns, digest), _labels_of(conn, ns, digest))
 
-        return await self.db.read(tx)
+        generation, info = await self.db.read(tx)
+        if self._cached_info(ns, digest) is None and generation == self._cached_at:
+            self._cached.put((ns, digest), replace(info, labels=dict(info.labels)))
+        return info
 
     async def exists(self, ns: str, digest: str) -> bool:
         _check_digest(digest)
+        if self._cached_info(ns, digest) is not None:
+            return True
         return await self.db.read(lambda conn: conn.execute(
             "SELECT 1 FROM content WHERE namespace=? AND digest=?", (ns, digest)).fetchone() is not None)
 

@@ -13,7 +13,7 @@ ingest for a later resume, as does a client cancelling; the writer is always clo
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
@@ -33,10 +33,13 @@ READ_CHUNK = 1 << 20  # containerd's buffer; well under the 16 MiB message cap o
 LIST_BATCH = 100  # infos per List response, as containerd batches them
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _ts(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    # Timestamp.FromDatetime, without its slower arithmetic: Info is answered on every ctr run.
+    since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def _info_pb(info: Info) -> pb.Info:

@@ -22,7 +22,7 @@ from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from tests.daemon import REPO, DaemonProcess
+from tests.daemon import REPO, DaemonProcess, wait_subscribed
 from tests.integration.test_cli import dock
 
 
@@ -194,8 +194,10 @@ async def test_delete_publishes_event_and_keeps_other_namespaces(daemon: DaemonP
     data = b"shared between namespaces"
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
         events = events_pb2_grpc.EventsStub(ch)
-        sub = events.Subscribe(events_pb2.SubscribeRequest(filters=['topic=="/content/delete"']), metadata=md())
-        await asyncio.sleep(0.2)
+        # Either filter lets an event through: the second lets the subscription probes in.
+        sub = events.Subscribe(events_pb2.SubscribeRequest(filters=['topic=="/content/delete"', 'topic~="^/probe/"']),
+                               metadata=md())
+        await wait_subscribed(sub, events)
         async with daemon.client("other") as other_client:
             other = await leased(other_client)
             d = (await content.write("del", data)).digest
@@ -207,7 +209,7 @@ async def test_delete_publishes_event_and_keeps_other_namespaces(daemon: DaemonP
                 await content.delete(d)
             await asyncio.sleep(0.3)  # the delete scheduled a collection: let it run
             assert await other.read_all(d) == data  # the other namespace still has it
-        env = await asyncio.wait_for(sub.read(), 10)
+        env = await asyncio.wait_for(anext(aiter(sub)), 10)
         sub.cancel()
     assert (env.topic, env.namespace, env.event.type_url) == (
         "/content/delete", "default", "containerd.events.ContentDelete")
