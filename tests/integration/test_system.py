@@ -83,6 +83,17 @@ async def test_health_and_reflection(daemon: DaemonProcess) -> None:
         assert "dockyard.system.v1.System" in names
 
 
+@pytest.mark.parametrize("method", ["/containerd.services.version.v1.Version/Nope", "/no.such.v1.Service/Call"])
+async def test_unknown_methods_are_unimplemented(daemon: DaemonProcess, method: str) -> None:
+    """Every method is served through one table (supervisor/services/method_table.py): a miss
+    must still be UNIMPLEMENTED, which clients rely on to fall back (ctr: ListStream -> List)."""
+    async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
+        call = ch.unary_unary(method, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(b"", metadata=[("containerd-namespace", "default")])
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 async def test_introspection_server_over_raw_grpc(daemon: DaemonProcess) -> None:
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
         resp = await introspection_pb2_grpc.IntrospectionStub(ch).Server(empty_pb2.Empty())
