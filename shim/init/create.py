@@ -497,7 +497,6 @@ def _launch(plan: P.Plan, ctx: _Context, stdio: StdioFds, cgroup_hook: CgroupHoo
     deadline = time.monotonic() + timeout
     try:
         if cgroup_hook is not None:
-            # Stage 1 makes its first namespaces meanwhile (see P.AwaitCgroup).
             try:
                 cgroup_hook(stage1)
             except BaseException:

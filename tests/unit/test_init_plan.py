@@ -36,10 +36,9 @@ def index(steps: tuple[P.Step, ...], cls: type[P.Step]) -> int:
 
 def test_plain_container_order() -> None:
     plan = P.plan_create(make_spec(), BUNDLE, has_rootfs_mounts=True)
-    # The namespaces and the rootfs are made while the parent joins the cgroup; the fork waits.
-    assert names(plan.stage1) == ["ArrangeFds", "SetRlimits", "Unshare", "SetPropagation", "MountRootfs",
-                                  "AwaitCgroup", "ForkInit"]
-    unshare = plan.stage1[2]
+    assert names(plan.stage1) == ["ArrangeFds", "AwaitCgroup", "SetRlimits", "Unshare", "SetPropagation",
+                                  "MountRootfs", "ForkInit"]
+    unshare = plan.stage1[3]
     assert isinstance(unshare, P.Unshare)
     assert set(unshare.types) == {"pid", "network", "ipc", "uts", "mount"}
     assert unshare.flags == L.CLONE_NEWPID | L.CLONE_NEWNET | L.CLONE_NEWIPC | L.CLONE_NEWUTS | L.CLONE_NEWNS
@@ -64,9 +63,9 @@ def test_plain_container_order() -> None:
 def test_user_namespace_comes_first_and_owns_the_others() -> None:
     plan = P.plan_create(make_spec(userns=True), BUNDLE, has_rootfs_mounts=True)
     steps = names(plan.stage1)
-    assert steps == ["ArrangeFds", "SetRlimits",
+    assert steps == ["ArrangeFds", "AwaitCgroup", "SetRlimits",
                      "Unshare", "SetPropagation", "MountRootfs",  # transient mount ns, host privileges
-                     "Unshare", "AwaitCgroup", "MapIds", "BecomeRoot",  # the user namespace and its maps
+                     "Unshare", "MapIds", "BecomeRoot",  # the user namespace and its maps
                      "Unshare", "ForkInit"]  # everything else, owned by the user namespace
     first, user, rest = (s for s in plan.stage1 if isinstance(s, P.Unshare))
     assert first.types == ("mount",) and user.types == ("user",)
@@ -90,6 +89,16 @@ def test_rootless_denies_setgroups() -> None:
 def test_no_rootfs_mounts_no_transient_namespace() -> None:
     plan = P.plan_create(make_spec(userns=True), BUNDLE, has_rootfs_mounts=False)
     assert next(s.types for s in plan.stage1 if isinstance(s, P.Unshare)) == ("user",)
+
+
+@pytest.mark.parametrize("userns", [False, True])
+def test_the_cgroup_join_comes_before_any_namespace_or_mount(userns: bool) -> None:
+    """Namespaces and mounts made before the join would charge their kernel memory to the
+    shim's cgroup, not the container's."""
+    plan = P.plan_create(make_spec(userns=userns), BUNDLE, has_rootfs_mounts=True)
+    first_kernel_object = min(i for i, s in enumerate(plan.stage1)
+                              if isinstance(s, P.Unshare | P.MountRootfs | P.JoinNamespace))
+    assert index(plan.stage1, P.AwaitCgroup) < first_kernel_object
 
 
 def test_cgroup_namespace_is_unshared_after_the_cgroup_join() -> None:
