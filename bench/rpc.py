@@ -2,7 +2,8 @@
 
     python3 bench/rpc.py [--calls 3000] [--json out.json]
 
-Namespaces/List and Namespaces/Get with 1, 10 and 100 concurrent callers on one channel.
+Namespaces/List and Namespaces/Get with 1, 10 and 100 concurrent callers on one channel, both
+daemons up at once, each case run on one then the other (the order alternating).
 Reported as p50/p99 latency and calls per second, and dockyardd/containerd ratios.
 """
 
@@ -61,11 +62,14 @@ async def measure(address: str, method: str, concurrency: int, calls: int) -> di
     }
 
 
-def run_suite(address: str, calls: int) -> dict[str, dict[str, float]]:
-    out = {}
-    for method in ("List", "Get"):
-        for conc in (1, 10, 100):
-            out[f"{method} x{conc}"] = uvloop.run(measure(address, method, conc, calls))
+def run_suite(addresses: dict[str, str], calls: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Every case on each daemon in turn, the order flipping case by case: load drifting on a
+    shared host lands on both alike."""
+    out: dict[str, dict[str, dict[str, float]]] = {name: {} for name in addresses}
+    order = list(addresses)
+    for i, (method, conc) in enumerate((m, c) for m in ("List", "Get") for c in (1, 10, 100)):
+        for name in order if i % 2 == 0 else order[::-1]:
+            out[name][f"{method} x{conc}"] = uvloop.run(measure(addresses[name], method, conc, calls))
     return out
 
 
@@ -74,11 +78,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    results: dict[str, Any] = {}
-    with containerd() as sock:
-        results["containerd"] = run_suite(sock, args.calls)
-    with dockyardd() as sock:
-        results["dockyardd"] = run_suite(sock, args.calls)
+    with containerd() as ctd, dockyardd() as dy:
+        results: dict[str, Any] = run_suite({"containerd": ctd, "dockyardd": dy}, args.calls)
     print(f"{'case':12} {'p50 µs (dy/ctd)':>24} {'ratio':>6} {'calls/s (dy/ctd)':>22} {'ratio':>6}")
     for case, ctd in results["containerd"].items():
         dy = results["dockyardd"][case]
