@@ -17,6 +17,7 @@ Example /etc/dockyard/config.toml:
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ class ConfigError(Exception):
     """A configuration the daemon cannot start with; the message says what to fix."""
 
 
+GRPC_SERVERS = ("grpcio", "dockyard")
+
+
 @dataclass
 class Config:
     root: Path = Path("/var/lib/dockyard")
@@ -40,6 +44,9 @@ class Config:
     log_format: str = "text"
     default_snapshotter: str = "overlayfs"
     max_message_size: int = 16 * 1024 * 1024  # what ctr caps at, both ways
+    # Which server answers the socket: grpcio's aio server, or ours (supervisor/grpcserver).
+    # DOCKYARD_GRPC_SERVER overrides the file (tests and benchmarks run both).
+    grpc_server: str = "grpcio"
     runtimes: dict[str, str] = field(default_factory=dict)
     source: str = field(default="defaults", compare=False)
 
@@ -47,7 +54,8 @@ class Config:
 # section → {key: (Config attribute, expected type)}
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "": {"root": ("root", str), "state": ("state", str), "version": ("", int)},
-    "grpc": {"address": ("address", str), "max_message_size": ("max_message_size", int)},
+    "grpc": {"address": ("address", str), "max_message_size": ("max_message_size", int),
+             "server": ("grpc_server", str)},
     "log": {"level": ("log_level", str), "format": ("log_format", str)},
     "snapshotter": {"default": ("default_snapshotter", str)},
 }
@@ -85,6 +93,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name} must be an absolute path, not {str(getattr(cfg, name))!r}")
     if cfg.max_message_size < 1024 * 1024:
         raise ConfigError("grpc.max_message_size must be at least 1 MiB")
+    if cfg.grpc_server not in GRPC_SERVERS:
+        raise ConfigError(f"grpc.server must be one of {', '.join(GRPC_SERVERS)}, not {cfg.grpc_server!r}")
     return cfg
 
 
@@ -114,4 +124,5 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
     # The socket follows --state unless it was placed explicitly.
     if state_given and overrides.get("address") is None and cfg.address == Config.address:
         cfg.address = cfg.state / "dockyard.sock"
+    cfg.grpc_server = os.environ.get("DOCKYARD_GRPC_SERVER") or cfg.grpc_server
     return validate(cfg)

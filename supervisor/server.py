@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as shim_stats_pb2
 from supervisor.config import DEFAULT_CONFIG, Config
@@ -25,6 +25,7 @@ from supervisor.content.local import LocalContentStore
 from supervisor.differ import Differ
 from supervisor.errors import FailedPrecondition, InvalidArgument
 from supervisor.events import Exchange
+from supervisor.grpcserver import Server as OwnServer
 from supervisor.images.transfer import ImageTransfer
 from supervisor.images.unpack import Unpacker
 from supervisor.metadata.containers import ContainerStore
@@ -105,7 +106,7 @@ class Daemon:
     started_at: Any = None
     _lock: RootLock | None = None
     _db: Database | None = None
-    _server: grpc.aio.Server | None = None
+    _server: grpc.aio.Server | OwnServer | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
@@ -191,10 +192,14 @@ class Daemon:
                 self.collector.schedule), self.events),
              ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
         ]
-        server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", cfg.max_message_size),
-            ("grpc.max_send_message_length", cfg.max_message_size),
-        ])
+        server: grpc.aio.Server | OwnServer
+        if cfg.grpc_server == "dockyard":
+            server = OwnServer(max_message_size=cfg.max_message_size)
+        else:
+            server = grpc.aio.server(options=[
+                ("grpc.max_receive_message_length", cfg.max_message_size),
+                ("grpc.max_send_message_length", cfg.max_message_size),
+            ])
         names = []
         table = MethodTable()
         for plugin_id, servicer, requires in services:
@@ -202,8 +207,9 @@ class Daemon:
             self.registry.add(Plugin(GRPC_PLUGIN, plugin_id, requires=requires))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, table)
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME],
-                                            table)
+        # The asyncio servicer, explicitly: enable_server_reflection picks it only for a grpc.aio.Server.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer([*names, health.SERVICE_NAME, reflection.SERVICE_NAME]), table)
         server.add_generic_rpc_handlers((table,))
 
         cfg.address.parent.mkdir(parents=True, exist_ok=True, mode=0o711)

@@ -21,9 +21,9 @@ from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_gr
 from tests.daemon import REPO, DaemonProcess, start_daemon, wait_subscribed
 
 
-def run_dockyardd(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def run_dockyardd(*args: str, timeout: float = 20, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "supervisor", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          timeout=timeout, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env})
 
 
 def test_second_daemon_on_same_root_refuses(daemon: DaemonProcess, tmp_path: Path) -> None:
@@ -56,6 +56,9 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     cfg.write_text('[log]\nlevel = "loud"\n')
     res = run_dockyardd("--config", str(cfg))
     assert res.returncode == 2 and "log level must be one of" in res.stderr
+    cfg.write_text('[grpc]\nserver = "netty"\n')
+    res = run_dockyardd("--config", str(cfg), DOCKYARD_GRPC_SERVER="")  # the variable would override the file
+    assert res.returncode == 2 and "grpc.server must be one of grpcio, dockyard" in res.stderr
     res = run_dockyardd("--config", str(tmp_path / "missing.toml"))
     assert res.returncode == 2 and "does not exist" in res.stderr
 

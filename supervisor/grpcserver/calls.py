@@ -1,0 +1,302 @@
+"""gRPC calls over `h2.Stream`s: framing, metadata, deadlines, status, and the servicer context.
+
+Handlers are grpcio's own `RpcMethodHandler`s (what the generated `add_*_to_server` functions
+build), run the way grpc.aio runs them: unary and client-streaming behaviours return the
+reply; server-streaming and bidirectional ones are async generators (or write through
+`context.write`); request streams are async iterators (or `context.read`). `Context` offers the
+part of `grpc.aio.ServicerContext` that servicers use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import inspect
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+
+from supervisor.grpcserver.h2 import CANCEL, Stream, StreamReset
+
+log = logging.getLogger("dockyard.grpc")
+
+_RESERVED = frozenset(("te", "content-type", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
+                       "grpc-message-type"))
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_STATUS_OK = [("grpc-status", "0")]
+_RESPONSE_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
+
+
+class _Finished(Exception):
+    """Raised by `Context.abort` after the status is set; ends the handler."""
+
+
+class Details:
+    """grpc.HandlerCallDetails for the generic handler lookup."""
+
+    __slots__ = ("invocation_metadata", "method")
+
+    def __init__(self, method: str, metadata: tuple[tuple[str, str | bytes], ...]) -> None:
+        self.method = method
+        self.invocation_metadata = metadata
+
+
+def parse_timeout(text: str) -> float | None:
+    if len(text) < 2 or text[-1] not in _TIMEOUT_UNITS or not text[:-1].isdigit():
+        return None
+    return int(text[:-1]) * _TIMEOUT_UNITS[text[-1]]
+
+
+def metadata_of(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str | bytes], ...]:
+    out: list[tuple[str, str | bytes]] = []
+    for name, value in headers:
+        if name.startswith(":") or name in _RESERVED:
+            continue
+        if name.endswith("-bin"):
+            out.append((name, base64.b64decode(value + "=" * (-len(value) % 4))))
+        else:
+            out.append((name, value))
+    return tuple(out)
+
+
+def _encode_metadata(md: Sequence[tuple[str, str | bytes]] | None) -> list[tuple[str, str]]:
+    out = []
+    for key, value in md or ():
+        if isinstance(value, bytes):
+            out.append((key.lower(), base64.b64encode(value).decode().rstrip("=")))
+        else:
+            out.append((key.lower(), value))
+    return out
+
+
+class Messages:
+    """Length-prefixed gRPC messages out of a stream's request data."""
+
+    def __init__(self, stream: Stream, max_size: int) -> None:
+        self.stream = stream
+        self.max_size = max_size
+        self.buf = bytearray()
+        self.ended = False
+
+    async def next(self) -> bytes | None:
+        while True:
+            if len(self.buf) >= 5:
+                if self.buf[0] != 0:
+                    raise _Status(grpc.StatusCode.UNIMPLEMENTED, "compressed messages are not supported")
+                size = struct.unpack(">I", self.buf[1:5])[0]
+                if size > self.max_size:
+                    raise _Status(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"received message larger than max ({size} vs. {self.max_size})")
+                if len(self.buf) >= 5 + size:
+                    msg = bytes(self.buf[5:5 + size])
+                    del self.buf[:5 + size]
+                    return msg
+            if self.ended:
+                if self.buf:
+                    raise _Status(grpc.StatusCode.INTERNAL, "request ended inside a message")
+                return None
+            chunk = await self.stream.read()
+            if chunk is None:
+                self.ended = True
+            else:
+                self.buf += chunk
+
+
+class _Status(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class Context:
+    """The servicer context of one call (the subset of grpc.aio.ServicerContext in use)."""
+
+    def __init__(self, stream: Stream, method: str, metadata: tuple[tuple[str, str | bytes], ...],
+                 deadline: float | None, serializer: Callable[[Any], bytes] | None,
+                 messages: Messages, deserializer: Callable[[bytes], Any] | None) -> None:
+        self._stream = stream
+        self._method = method
+        self._metadata = metadata
+        self._deadline = deadline
+        self._serializer = serializer
+        self._deserializer = deserializer
+        self._messages = messages
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+        self._trailing: list[tuple[str, str]] = []
+        self._initial: list[tuple[str, str]] | None = None
+        self.headers_sent = False
+        self._done_callbacks: list[Callable[[Context], None]] = []
+        self.cancelled_ = False
+
+    # -- what servicers call --------------------------------------------------------------
+
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._metadata
+
+    async def abort(self, code: grpc.StatusCode, details: str = "",
+                    trailing_metadata: Sequence[tuple[str, str | bytes]] = ()) -> None:
+        if code == grpc.StatusCode.OK:
+            raise ValueError("abort with OK")
+        self._code, self._details = code, details
+        if trailing_metadata:
+            self._trailing = _encode_metadata(trailing_metadata)
+        raise grpc.aio.AbortError(f"{code}: {details}")
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def set_trailing_metadata(self, md: Sequence[tuple[str, str | bytes]]) -> None:
+        self._trailing = _encode_metadata(md)
+
+    async def send_initial_metadata(self, md: Sequence[tuple[str, str | bytes]]) -> None:
+        self._initial = _encode_metadata(md)
+        self._send_headers()
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def cancelled(self) -> bool:
+        return self.cancelled_
+
+    def done(self) -> bool:
+        return self._stream.local_closed
+
+    def peer(self) -> str:
+        return "unix:"
+
+    def add_done_callback(self, callback: Callable[[Context], None]) -> None:
+        self._done_callbacks.append(callback)
+
+    async def write(self, message: Any) -> None:
+        self._send_headers()
+        data = self._serializer(message) if self._serializer else message
+        await self._stream.send_data(b"\x00" + struct.pack(">I", len(data)) + data)
+
+    async def read(self) -> Any:
+        raw = await self._messages.next()
+        if raw is None:
+            return grpc.aio.EOF
+        return self._deserializer(raw) if self._deserializer else raw
+
+    # -- the call's end -------------------------------------------------------------------
+
+    def _send_headers(self) -> None:
+        if not self.headers_sent:
+            self.headers_sent = True
+            self._stream.send_headers(_RESPONSE_HEADERS + (self._initial or []))
+
+    def finish(self, code: grpc.StatusCode, details: str) -> None:
+        if self._code is not None:  # set_code / abort win over what the handler's end implies
+            code, details = self._code, self._details or details
+        trailers = [("grpc-status", str(code.value[0]))]
+        if details:
+            trailers.append(("grpc-message", quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")))
+        trailers += self._trailing
+        if self.headers_sent:
+            self._stream.send_headers(trailers, end_stream=True)
+        else:  # trailers-only
+            self.headers_sent = True
+            self._stream.send_headers(_RESPONSE_HEADERS + (self._initial or []) + trailers, end_stream=True)
+        for cb in self._done_callbacks:
+            with contextlib.suppress(Exception):
+                cb(self)
+
+
+async def _requests(messages: Messages, deserializer: Callable[[bytes], Any] | None) -> AsyncIterator[Any]:
+    while (raw := await messages.next()) is not None:
+        yield deserializer(raw) if deserializer else raw
+
+
+async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodHandler | None],
+                     max_message_size: int) -> None:
+    """Run one call to its end: a status is always sent, whatever the handler does."""
+    headers = dict(stream.headers)
+    method = headers.get(":path", "")
+    metadata = metadata_of(stream.headers)
+    timeout = parse_timeout(headers.get("grpc-timeout", ""))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    messages = Messages(stream, max_message_size)
+    if headers.get(":method") != "POST" or not headers.get("content-type", "").startswith("application/grpc"):
+        stream.send_headers([(":status", "415"), ("content-type", "text/plain")], end_stream=True)
+        return
+    if headers.get("grpc-encoding", "identity") != "identity":
+        ctx = Context(stream, method, metadata, deadline, None, messages, None)
+        ctx.finish(grpc.StatusCode.UNIMPLEMENTED, f"grpc-encoding {headers['grpc-encoding']} is not supported")
+        return
+    handler = lookup(Details(method, metadata))
+    if handler is None:
+        ctx = Context(stream, method, metadata, deadline, None, messages, None)
+        ctx.finish(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {method}")
+        return
+    ctx = Context(stream, method, metadata, deadline, handler.response_serializer, messages,
+                  handler.request_deserializer)
+    try:
+        if timeout is not None:
+            async with asyncio.timeout(timeout):
+                await _run(handler, ctx, messages)
+        else:
+            await _run(handler, ctx, messages)
+    except grpc.aio.AbortError:
+        ctx.finish(grpc.StatusCode.UNKNOWN, "")
+    except _Status as st:
+        ctx.finish(st.code, st.details)
+    except TimeoutError:
+        ctx.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    except StreamReset:
+        ctx.cancelled_ = True
+    except asyncio.CancelledError:
+        ctx.cancelled_ = True
+        stream.send_reset(CANCEL)
+        raise
+    except Exception as exc:
+        log.exception("%s: unexpected error in the handler", method)
+        ctx.finish(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
+    else:
+        ctx.finish(grpc.StatusCode.OK, "")
+
+
+async def _run(handler: grpc.RpcMethodHandler, ctx: Context, messages: Messages) -> None:
+    deserialize = handler.request_deserializer
+    if handler.request_streaming:
+        request: Any = _requests(messages, deserialize)
+    else:
+        raw = await messages.next()
+        if raw is None:
+            raise _Status(grpc.StatusCode.INTERNAL, "request without a message")
+        request = deserialize(raw) if deserialize else raw
+    if handler.response_streaming:
+        behaviour = handler.stream_stream if handler.request_streaming else handler.unary_stream
+        result = behaviour(request, ctx)
+        if hasattr(result, "__aiter__"):
+            async for reply in result:
+                await ctx.write(reply)
+        elif inspect.isawaitable(result):  # wrote through context.write
+            await result
+        else:  # a plain generator (servicers written for grpcio's threaded server)
+            for reply in result:
+                await ctx.write(reply)
+        return
+    behaviour = handler.stream_unary if handler.request_streaming else handler.unary_unary
+    reply = behaviour(request, ctx)
+    if inspect.isawaitable(reply):
+        reply = await reply
+    if ctx.code() not in (None, grpc.StatusCode.OK):
+        return  # set_code without abort: no message, the status says it
+    await ctx.write(reply)

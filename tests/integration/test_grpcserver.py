@@ -1,0 +1,207 @@
+"""supervisor/grpcserver: our HTTP/2 gRPC server, driven by grpcio's own client.
+
+The daemon-level suites run against it with DOCKYARD_GRPC_SERVER=dockyard; these tests pin the
+transport itself: all four call kinds, flow control beyond the default windows in both
+directions, metadata, status codes, deadlines, cancellation, limits and shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from supervisor.grpcserver import Server
+
+MiB = 1 << 20
+events: dict[str, asyncio.Event] = {}
+
+
+async def unary(request: bytes, context: Any) -> bytes:
+    md = dict(context.invocation_metadata())
+    if request == b"abort":
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing: ü%")
+    if request == b"boom":
+        raise RuntimeError("boom")
+    if request == b"sleep":
+        try:
+            await asyncio.sleep(30)
+        finally:
+            events["sleep-ended"].set()
+    context.set_trailing_metadata([("echo-trailer", md.get("echo", "")), ("echo-bin", md.get("blob-bin", b""))])
+    return request[::-1]
+
+
+async def server_stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    count, size = (int(x) for x in request.split(b"x"))
+    try:
+        for i in range(count):
+            yield bytes([i % 256]) * size
+            if count > 1000:
+                await asyncio.sleep(0.01)
+    finally:
+        events["stream-ended"].set()
+
+
+async def client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
+    h, n = hashlib.sha256(), 0
+    async for chunk in requests:
+        h.update(chunk)
+        n += len(chunk)
+    return f"{n} {h.hexdigest()}".encode()
+
+
+async def bidi(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+    async for msg in requests:
+        yield b"echo:" + msg
+
+
+HANDLERS = grpc.method_handlers_generic_handler("test.Echo", {
+    "Unary": grpc.unary_unary_rpc_method_handler(unary),
+    "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+    "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+    "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+})
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
+    events.clear()
+    events.update({"sleep-ended": asyncio.Event(), "stream-ended": asyncio.Event()})
+    path = str(tmp_path / "s.sock")
+    server = Server(max_message_size=4 * MiB)
+    server.add_generic_rpc_handlers((HANDLERS,))
+    server.add_insecure_port(f"unix:{path}")
+    await server.start()
+    try:
+        yield server, path
+    finally:
+        await server.stop(1)
+
+
+@pytest.fixture
+async def channel(served: tuple[Server, str]) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"unix:{served[1]}", options=[
+            ("grpc.max_receive_message_length", 16 * MiB), ("grpc.max_send_message_length", 16 * MiB)]) as ch:
+        yield ch
+
+
+async def test_unary_with_metadata_both_ways(channel: grpc.aio.Channel) -> None:
+    call = channel.unary_unary("/test.Echo/Unary")(b"hello", metadata=[("echo", "x1"), ("blob-bin", b"\x00\xff")])
+    assert await call == b"olleh"
+    trailers = dict(await call.trailing_metadata())
+    assert trailers["echo-trailer"] == "x1" and trailers["echo-bin"] == b"\x00\xff"
+    assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_server_stream_beyond_the_default_windows(channel: grpc.aio.Channel) -> None:
+    got = [m async for m in channel.unary_stream("/test.Echo/ServerStream")(b"8x1048576")]
+    assert [len(m) for m in got] == [MiB] * 8
+    assert all(m == bytes([i]) * MiB for i, m in enumerate(got))
+
+
+async def test_client_stream_beyond_the_default_windows(channel: grpc.aio.Channel) -> None:
+    chunks = [os.urandom(MiB) for _ in range(12)]
+    reply = await channel.stream_unary("/test.Echo/ClientStream")(iter(chunks))
+    assert reply == f"{12 * MiB} {hashlib.sha256(b''.join(chunks)).hexdigest()}".encode()
+
+
+async def test_bidi_ping_pong(channel: grpc.aio.Channel) -> None:
+    call = channel.stream_stream("/test.Echo/Bidi")()
+    for i in range(100):
+        await call.write(str(i).encode())
+        assert await call.read() == f"echo:{i}".encode()
+    await call.done_writing()
+    assert await call.read() == grpc.aio.EOF
+    assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_many_concurrent_calls(channel: grpc.aio.Channel) -> None:
+    fn = channel.unary_unary("/test.Echo/Unary")
+    replies = await asyncio.gather(*(fn(str(i).encode()) for i in range(300)))
+    assert replies == [str(i).encode()[::-1] for i in range(300)]
+
+
+@pytest.mark.parametrize(("request_", "code", "details"), [
+    (b"abort", grpc.StatusCode.NOT_FOUND, "no such thing: ü%"),
+    (b"boom", grpc.StatusCode.UNKNOWN, "Unexpected <class 'RuntimeError'>: boom"),
+])
+async def test_errors_carry_code_and_details(channel: grpc.aio.Channel, request_: bytes, code: grpc.StatusCode,
+                                             details: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await channel.unary_unary("/test.Echo/Unary")(request_)
+    assert err.value.code() == code and err.value.details() == details
+
+
+async def test_unknown_method(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await channel.unary_unary("/test.Echo/Nope")(b"")
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_message_over_the_limit(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await channel.unary_unary("/test.Echo/Unary")(b"x" * (5 * MiB))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await channel.unary_unary("/test.Echo/Unary")(b"ok") == b"ko"  # the connection lives on
+
+
+async def test_deadline_cancels_the_handler(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await channel.unary_unary("/test.Echo/Unary")(b"sleep", timeout=0.3)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.wait_for(events["sleep-ended"].wait(), 5)
+
+
+async def test_client_cancel_stops_a_stream(channel: grpc.aio.Channel) -> None:
+    call = channel.unary_stream("/test.Echo/ServerStream")(b"100000x10")
+    assert await call.read() == bytes([0]) * 10
+    call.cancel()
+    await asyncio.wait_for(events["stream-ended"].wait(), 5)
+
+
+async def test_garbage_client_does_not_hurt_others(served: tuple[Server, str], channel: grpc.aio.Channel) -> None:
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.setblocking(False)
+        await loop.sock_connect(s, served[1])
+        await loop.sock_sendall(s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await asyncio.wait_for(_read_until_closed(loop, s), 5)
+    assert await channel.unary_unary("/test.Echo/Unary")(b"ab") == b"ba"
+
+
+async def _read_until_closed(loop: asyncio.AbstractEventLoop, s: socket.socket) -> bool:
+    while await loop.sock_recv(s, 65536):
+        pass
+    return True
+
+
+async def test_stop_lets_calls_finish_and_removes_the_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "stop.sock")
+    gate = asyncio.Event()
+
+    async def slow(request: bytes, context: Any) -> bytes:
+        await gate.wait()
+        return b"done"
+
+    server = Server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "test.Slow", {"Call": grpc.unary_unary_rpc_method_handler(slow)}),))
+    server.add_insecure_port(f"unix:{path}")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"unix:{path}") as ch:
+        call = ch.unary_unary("/test.Slow/Call")(b"")
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(server.stop(5))
+        await asyncio.sleep(0.2)
+        gate.set()
+        assert await call == b"done"
+        await stopping
+    assert not os.path.exists(path)
