@@ -1,4 +1,4 @@
-"""Wire the daemon: config → components in dependency order → grpc.aio server → graceful stop."""
+"""Wire the daemon: config → components in dependency order → gRPC server (ours or grpc.aio) → graceful stop."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ class Daemon:
              ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
         ]
         server: grpc.aio.Server | OwnServer
-        if cfg.grpc_server == "dockyard":
+        if cfg.grpc_server == "dockyard":  # see supervisor/grpcserver/server.py for why
             server = OwnServer(max_message_size=cfg.max_message_size)
         else:
             server = grpc.aio.server(options=[

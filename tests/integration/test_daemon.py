@@ -58,7 +58,7 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert res.returncode == 2 and "log level must be one of" in res.stderr
     cfg.write_text('[grpc]\nserver = "netty"\n')
     res = run_dockyardd("--config", str(cfg), DOCKYARD_GRPC_SERVER="")  # the variable would override the file
-    assert res.returncode == 2 and "grpc.server must be one of grpcio, dockyard" in res.stderr
+    assert res.returncode == 2 and "grpc.server must be one of dockyard, grpcio" in res.stderr
     res = run_dockyardd("--config", str(tmp_path / "missing.toml"))
     assert res.returncode == 2 and "does not exist" in res.stderr
 

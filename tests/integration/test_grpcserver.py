@@ -1,6 +1,6 @@
 """supervisor/grpcserver: our HTTP/2 gRPC server, driven by grpcio's own client.
 
-The daemon-level suites run against it with DOCKYARD_GRPC_SERVER=dockyard; these tests pin the
+The daemon serves through it by default (the whole suite runs on it); these tests pin the
 transport itself: all four call kinds, flow control beyond the default windows in both
 directions, metadata, status codes, deadlines, cancellation, limits and shutdown.
 """
