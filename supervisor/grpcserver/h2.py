@@ -99,6 +99,7 @@ class Stream:
         self.reset = asyncio.Event()  # the client reset it, or the connection is gone
         self.task: asyncio.Task[None] | None = None  # the call serving it: a reset cancels it
         self.credit = 0  # request bytes read but not yet credited back to the client
+        self.recv_window = RECV_WINDOW  # what the client may still send on it
 
     # -- request side ---------------------------------------------------------------------
 
@@ -173,6 +174,7 @@ class Connection(asyncio.Protocol):
         self.on_close = on_close
         self.decoder = hpack.Decoder()
         self.decoder.max_allowed_table_size = 4096
+        self.decoder.max_header_list_size = 4 * MAX_HEADER_BLOCK  # decoded size; the encoded block is capped below
         self.buf = bytearray()
         self.preface_seen = False
         self.streams: dict[int, Stream] = {}
@@ -182,6 +184,7 @@ class Connection(asyncio.Protocol):
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame = 16384
         self.recv_unacked = 0  # consumed by the application, not yet credited back (connection)
+        self.recv_window = RECV_WINDOW  # what the client may still send on the connection
         self.window_waiters: list[asyncio.Future[None]] = []
         self.can_write = asyncio.Event()
         self.can_write.set()
@@ -316,9 +319,16 @@ class Connection(asyncio.Protocol):
 
     def _data(self, flags: int, sid: int, payload: bytes) -> None:
         size = len(payload)
+        self.recv_window -= size
+        if self.recv_window < 0:
+            raise ConnectionError_(FLOW_CONTROL_ERROR, "data beyond the connection window")
         if flags & PADDED:
             payload = payload[1:len(payload) - payload[0]]
         stream = self.streams.get(sid)
+        if stream is not None:
+            stream.recv_window -= size
+            if stream.recv_window < 0:
+                raise ConnectionError_(FLOW_CONTROL_ERROR, f"data beyond stream {sid}'s window")
         if stream is None or stream.remote_closed:
             # Closed or reset already: the data still counts against the connection window.
             self._credit(size)
@@ -414,6 +424,7 @@ class Connection(asyncio.Protocol):
             stream.credit += n
             if stream.credit >= CREDIT_BATCH:
                 out.append(frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">I", stream.credit)))
+                stream.recv_window += stream.credit
                 stream.credit = 0
         self._credit(n, out)
 
@@ -422,6 +433,7 @@ class Connection(asyncio.Protocol):
         out = out if out is not None else []
         if self.recv_unacked >= CREDIT_BATCH:
             out.append(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
+            self.recv_window += self.recv_unacked
             self.recv_unacked = 0
         if out:
             self.write(b"".join(out))

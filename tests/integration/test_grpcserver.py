@@ -8,6 +8,7 @@ directions, metadata, status codes, deadlines, cancellation, limits and shutdown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -18,7 +19,7 @@ from typing import Any
 import grpc
 import pytest
 
-from supervisor.grpcserver import Server
+from supervisor.grpcserver import Server, h2
 
 MiB = 1 << 20
 events: dict[str, asyncio.Event] = {}
@@ -89,7 +90,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
 @pytest.fixture
 async def channel(served: tuple[Server, str]) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"unix:{served[1]}", options=[
-            ("grpc.max_receive_message_length", 16 * MiB), ("grpc.max_send_message_length", 16 * MiB)]) as ch:
+            ("grpc.max_receive_message_length", 16 * MiB), ("grpc.max_send_message_length", 16 * MiB),
+            ("grpc.max_metadata_size", MiB)]) as ch:
         yield ch
 
 
@@ -99,6 +101,14 @@ async def test_unary_with_metadata_both_ways(channel: grpc.aio.Channel) -> None:
     trailers = dict(await call.trailing_metadata())
     assert trailers["echo-trailer"] == "x1" and trailers["echo-bin"] == b"\x00\xff"
     assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_header_blocks_over_one_frame_both_ways(channel: grpc.aio.Channel) -> None:
+    """A 40 KiB metadata value spans HEADERS + CONTINUATION frames, in and out."""
+    big = "v" * (40 * 1024)
+    call = channel.unary_unary("/test.Echo/Unary")(b"x", metadata=[("echo", big)])
+    assert await call == b"x"
+    assert dict(await call.trailing_metadata())["echo-trailer"] == big
 
 
 async def test_server_stream_beyond_the_default_windows(channel: grpc.aio.Channel) -> None:
@@ -205,3 +215,50 @@ async def test_stop_lets_calls_finish_and_removes_the_socket(tmp_path: Path) -> 
         assert await call == b"done"
         await stopping
     assert not os.path.exists(path)
+
+
+async def test_a_client_ignoring_flow_control_is_cut_off(tmp_path: Path) -> None:
+    """Request data beyond the windows we granted ends the connection (FLOW_CONTROL_ERROR): a
+    client cannot make the daemon buffer more than it allowed."""
+    path = str(tmp_path / "fc.sock")
+
+    async def lazy(requests: AsyncIterator[bytes], context: Any) -> bytes:
+        await asyncio.sleep(5)  # reads nothing meanwhile, so nothing is credited back
+        return b""
+
+    server = Server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "test.Lazy", {"Call": grpc.stream_unary_rpc_method_handler(lazy)}),))
+    server.add_insecure_port(f"unix:{path}")
+    await server.start()
+    try:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.setblocking(False)
+            await loop.sock_connect(s, path)
+            headers = h2.encode_headers([(":method", "POST"), (":scheme", "http"), (":path", "/test.Lazy/Call"),
+                                         (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers")])
+            await loop.sock_sendall(s, h2.PREFACE + h2.frame(h2.SETTINGS, 0, 0)
+                                    + h2.frame(h2.HEADERS, h2.END_HEADERS, 1, headers))
+            chunk = h2.frame(h2.DATA, 0, 1, b"\0" * 16384)
+            with contextlib.suppress(OSError):  # the server may close before all of it is sent
+                await asyncio.wait_for(loop.sock_sendall(s, chunk * (17 * 64)), 10)
+            received = bytearray()
+            with contextlib.suppress(OSError):
+                while data := await asyncio.wait_for(loop.sock_recv(s, 65536), 10):
+                    received += data
+        codes = [int.from_bytes(received[i + 13:i + 17], "big") for i in _frames_of(received, h2.GOAWAY)]
+        assert codes == [h2.FLOW_CONTROL_ERROR]
+    finally:
+        await server.stop(0)
+
+
+def _frames_of(buf: bytearray, kind: int) -> list[int]:
+    """Offsets of the frames of `kind` in a byte stream of frames."""
+    out, pos = [], 0
+    while pos + 9 <= len(buf):
+        length = int.from_bytes(buf[pos:pos + 3], "big")
+        if buf[pos + 3] == kind:
+            out.append(pos)
+        pos += 9 + length
+    return out
