@@ -247,18 +247,20 @@ async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodH
         return
     ctx = Context(stream, method, metadata, deadline, handler.response_serializer, messages,
                   handler.request_deserializer)
+    deadline_cm = asyncio.timeout(timeout)  # None: no deadline
     try:
-        if timeout is not None:
-            async with asyncio.timeout(timeout):
-                await _run(handler, ctx, messages)
-        else:
+        async with deadline_cm:
             await _run(handler, ctx, messages)
     except grpc.aio.AbortError:
         ctx.finish(grpc.StatusCode.UNKNOWN, "")
     except _Status as st:
         ctx.finish(st.code, st.details)
-    except TimeoutError:
-        ctx.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    except TimeoutError as exc:
+        if deadline_cm.expired():
+            ctx.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        else:  # the handler's own timeout, not the call's
+            log.exception("%s: unexpected error in the handler", method)
+            ctx.finish(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
     except StreamReset:
         ctx.cancelled_ = True
     except asyncio.CancelledError:

@@ -439,6 +439,12 @@ class Connection(asyncio.Protocol):
             self.write(b"".join(out))
 
     def stream_done(self, stream: Stream) -> None:
+        # Request data the handler never read still counts against the connection window:
+        # give it back, or a few calls answered early would stall the whole connection.
+        unread = sum(len(c) for c in stream._chunks)
+        stream._chunks.clear()
+        if unread:
+            self._credit(unread)
         if stream.local_closed and (stream.remote_closed or stream.reset.is_set()):
             self.streams.pop(stream.id, None)
         elif stream.local_closed:

@@ -31,6 +31,8 @@ async def unary(request: bytes, context: Any) -> bytes:
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing: ü%")
     if request == b"boom":
         raise RuntimeError("boom")
+    if request == b"own-timeout":
+        await asyncio.wait_for(asyncio.sleep(1), 0.01)
     if request == b"sleep":
         try:
             await asyncio.sleep(30)
@@ -59,6 +61,13 @@ async def client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
     return f"{n} {h.hexdigest()}".encode()
 
 
+async def first_only(requests: AsyncIterator[bytes], context: Any) -> bytes:
+    async for msg in requests:
+        await asyncio.sleep(0.1)  # the rest arrives meanwhile and waits, unread
+        return msg  # answers without reading it
+    return b""
+
+
 async def bidi(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
     async for msg in requests:
         yield b"echo:" + msg
@@ -69,6 +78,7 @@ HANDLERS = grpc.method_handlers_generic_handler("test.Echo", {
     "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
     "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+    "FirstOnly": grpc.stream_unary_rpc_method_handler(first_only),
 })
 
 
@@ -142,6 +152,7 @@ async def test_many_concurrent_calls(channel: grpc.aio.Channel) -> None:
 @pytest.mark.parametrize(("request_", "code", "details"), [
     (b"abort", grpc.StatusCode.NOT_FOUND, "no such thing: ü%"),
     (b"boom", grpc.StatusCode.UNKNOWN, "Unexpected <class 'RuntimeError'>: boom"),
+    (b"own-timeout", grpc.StatusCode.UNKNOWN, "Unexpected <class 'TimeoutError'>: "),  # not the call's deadline
 ])
 async def test_errors_carry_code_and_details(channel: grpc.aio.Channel, request_: bytes, code: grpc.StatusCode,
                                              details: str) -> None:
@@ -215,6 +226,15 @@ async def test_stop_lets_calls_finish_and_removes_the_socket(tmp_path: Path) -> 
         assert await call == b"done"
         await stopping
     assert not os.path.exists(path)
+
+
+async def test_requests_answered_before_they_are_read_do_not_stall_the_connection(
+        channel: grpc.aio.Channel) -> None:
+    """Request data a handler never reads is given back to the connection's window when the
+    call ends: 40 calls that each leave 1 MiB unread (40 MiB > the 16 MiB window) all work."""
+    fn = channel.stream_unary("/test.Echo/FirstOnly")
+    for _ in range(40):
+        assert await asyncio.wait_for(fn(iter([b"first", b"x" * MiB])), 10) == b"first"
 
 
 async def test_a_client_ignoring_flow_control_is_cut_off(tmp_path: Path) -> None:
