@@ -36,21 +36,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.daemons import containerd
 from bench.rpc import measure
 from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2 as pb
+from supervisor.grpcserver.h2 import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    HEADERS,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    encode_headers,
+    frame,
+)
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
 GET = "/containerd.services.namespaces.v1.Namespaces/Get"
 CREATE = "/containerd.services.namespaces.v1.Namespaces/Create"  # bench/rpc.py's client makes one first
-# HPACK, literal without indexing: ":status: 200" is static entry 8; content-type is name 31.
-RESPONSE_HEADERS = b"\x88" + b"\x0f\x10" + bytes([16]) + b"application/grpc"
-TRAILERS_OK = b"\x00" + bytes([11]) + b"grpc-status" + b"\x01" + b"0"
-TRAILERS_UNIMPLEMENTED = b"\x00" + bytes([11]) + b"grpc-status" + b"\x02" + b"12"
+RESPONSE_HEADERS = encode_headers([(":status", "200"), ("content-type", "application/grpc")])
+TRAILERS_OK = encode_headers([("grpc-status", "0")])
+TRAILERS_UNIMPLEMENTED = encode_headers([("grpc-status", "12")])
 TASK_PER_CALL = os.environ.get("H2_FLOOR_TASKS") == "1"
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
 
 
 def answer_create(body: bytes) -> bytes:
@@ -113,7 +122,7 @@ class Http2Unary(asyncio.Protocol):
             if kind == HEADERS:
                 if flags & PADDED:
                     payload = payload[1:len(payload) - payload[0]]
-                if flags & PRIORITY:
+                if flags & PRIORITY_FLAG:
                     payload = payload[5:]
                 self.headers_of[stream] = bytearray(payload)
                 end_stream = bool(flags & END_STREAM)

@@ -33,10 +33,6 @@ _STATUS_OK = [("grpc-status", "0")]
 _RESPONSE_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 
 
-class _Finished(Exception):
-    """Raised by `Context.abort` after the status is set; ends the handler."""
-
-
 class Details:
     """grpc.HandlerCallDetails for the generic handler lookup."""
 
@@ -118,15 +114,13 @@ class _Status(Exception):
 class Context:
     """The servicer context of one call (the subset of grpc.aio.ServicerContext in use)."""
 
-    def __init__(self, stream: Stream, method: str, metadata: tuple[tuple[str, str | bytes], ...],
-                 deadline: float | None, serializer: Callable[[Any], bytes] | None,
-                 messages: Messages, deserializer: Callable[[bytes], Any] | None) -> None:
+    def __init__(self, stream: Stream, metadata: tuple[tuple[str, str | bytes], ...], deadline: float | None,
+                 messages: Messages, handler: grpc.RpcMethodHandler | None) -> None:
         self._stream = stream
-        self._method = method
         self._metadata = metadata
         self._deadline = deadline
-        self._serializer = serializer
-        self._deserializer = deserializer
+        self._serializer: Callable[[Any], bytes] | None = handler.response_serializer if handler else None
+        self._deserializer: Callable[[bytes], Any] | None = handler.request_deserializer if handler else None
         self._messages = messages
         self._code: grpc.StatusCode | None = None
         self._details = ""
@@ -236,17 +230,15 @@ async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodH
     if headers.get(":method") != "POST" or not headers.get("content-type", "").startswith("application/grpc"):
         stream.send_headers([(":status", "415"), ("content-type", "text/plain")], end_stream=True)
         return
-    if headers.get("grpc-encoding", "identity") != "identity":
-        ctx = Context(stream, method, metadata, deadline, None, messages, None)
+    identity = headers.get("grpc-encoding", "identity") == "identity"
+    handler = lookup(Details(method, metadata)) if identity else None
+    ctx = Context(stream, metadata, deadline, messages, handler)
+    if not identity:
         ctx.finish(grpc.StatusCode.UNIMPLEMENTED, f"grpc-encoding {headers['grpc-encoding']} is not supported")
         return
-    handler = lookup(Details(method, metadata))
     if handler is None:
-        ctx = Context(stream, method, metadata, deadline, None, messages, None)
         ctx.finish(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {method}")
         return
-    ctx = Context(stream, method, metadata, deadline, handler.response_serializer, messages,
-                  handler.request_deserializer)
     deadline_cm = asyncio.timeout(timeout)  # None: no deadline
     try:
         async with deadline_cm:
@@ -255,12 +247,6 @@ async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodH
         ctx.finish(grpc.StatusCode.UNKNOWN, "")
     except _Status as st:
         ctx.finish(st.code, st.details)
-    except TimeoutError as exc:
-        if deadline_cm.expired():
-            ctx.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-        else:  # the handler's own timeout, not the call's
-            log.exception("%s: unexpected error in the handler", method)
-            ctx.finish(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
     except StreamReset:
         ctx.cancelled_ = True
     except asyncio.CancelledError:
@@ -268,8 +254,11 @@ async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodH
         stream.send_reset(CANCEL)
         raise
     except Exception as exc:
-        log.exception("%s: unexpected error in the handler", method)
-        ctx.finish(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
+        if isinstance(exc, TimeoutError) and deadline_cm.expired():
+            ctx.finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        else:  # a handler's own TimeoutError included: not the call's deadline
+            log.exception("%s: unexpected error in the handler", method)
+            ctx.finish(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}")
     else:
         ctx.finish(grpc.StatusCode.OK, "")
 

@@ -19,7 +19,7 @@ import contextlib
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import hpack
 
@@ -90,8 +90,6 @@ class Stream:
         self.id = sid
         self.headers = headers
         self.send_window = send_window
-        self.window_open = asyncio.Event()
-        self.window_open.set()
         self._chunks: deque[bytes] = deque()
         self._readable = asyncio.Event()
         self.remote_closed = False  # the client sent END_STREAM
@@ -146,7 +144,7 @@ class Stream:
                 raise StreamReset(f"stream {self.id} reset")
             n = min(len(view), self.send_window, self.conn.send_window, self.conn.peer_max_frame)
             if n <= 0:
-                await self.conn.wait_for_window(self)
+                await self.conn.wait_for_window()
                 continue
             self.send_window -= n
             self.conn.send_window -= n
@@ -156,7 +154,7 @@ class Stream:
 
     def _was_reset(self) -> None:
         self.reset.set()
-        self.window_open.set()
+        self.conn._wake_writers()  # a writer waiting for window sees the reset
         if self.task is not None and not self.local_closed:
             self.task.cancel()
         self.local_closed = True
@@ -396,15 +394,14 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, code) + message.encode()[:256]))
 
-    async def wait_for_window(self, stream: Stream) -> None:
+    async def wait_for_window(self) -> None:
+        """Until a window may have opened, or a reset (which wakes every waiter too): the caller
+        checks again. A plain future: no task per wait."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.window_waiters.append(waiter)
-        reset = asyncio.ensure_future(stream.reset.wait())
-        both: list[asyncio.Future[Any]] = [waiter, reset]
         try:
-            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         finally:
-            reset.cancel()
             with contextlib.suppress(ValueError):
                 self.window_waiters.remove(waiter)
 

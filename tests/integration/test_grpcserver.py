@@ -97,6 +97,19 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
         await server.stop(1)
 
 
+@contextlib.asynccontextmanager
+async def one_method(path: str, service: str, handler: grpc.RpcMethodHandler) -> AsyncIterator[Server]:
+    """A server on `path` answering `/<service>/Call` with `handler`."""
+    server = Server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Call": handler}),))
+    server.add_insecure_port(f"unix:{path}")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(0)
+
+
 @pytest.fixture
 async def channel(served: tuple[Server, str]) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"unix:{served[1]}", options=[
@@ -212,12 +225,8 @@ async def test_stop_lets_calls_finish_and_removes_the_socket(tmp_path: Path) -> 
         await gate.wait()
         return b"done"
 
-    server = Server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "test.Slow", {"Call": grpc.unary_unary_rpc_method_handler(slow)}),))
-    server.add_insecure_port(f"unix:{path}")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"unix:{path}") as ch:
+    async with one_method(path, "test.Slow", grpc.unary_unary_rpc_method_handler(slow)) as server, \
+            grpc.aio.insecure_channel(f"unix:{path}") as ch:
         call = ch.unary_unary("/test.Slow/Call")(b"")
         await asyncio.sleep(0.2)
         stopping = asyncio.ensure_future(server.stop(5))
@@ -225,7 +234,7 @@ async def test_stop_lets_calls_finish_and_removes_the_socket(tmp_path: Path) -> 
         gate.set()
         assert await call == b"done"
         await stopping
-    assert not os.path.exists(path)
+        assert not os.path.exists(path)
 
 
 async def test_requests_answered_before_they_are_read_do_not_stall_the_connection(
@@ -246,12 +255,7 @@ async def test_a_client_ignoring_flow_control_is_cut_off(tmp_path: Path) -> None
         await asyncio.sleep(5)  # reads nothing meanwhile, so nothing is credited back
         return b""
 
-    server = Server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "test.Lazy", {"Call": grpc.stream_unary_rpc_method_handler(lazy)}),))
-    server.add_insecure_port(f"unix:{path}")
-    await server.start()
-    try:
+    async with one_method(path, "test.Lazy", grpc.stream_unary_rpc_method_handler(lazy)):
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_UNIX) as s:
             s.setblocking(False)
@@ -269,8 +273,6 @@ async def test_a_client_ignoring_flow_control_is_cut_off(tmp_path: Path) -> None
                     received += data
         codes = [int.from_bytes(received[i + 13:i + 17], "big") for i in _frames_of(received, h2.GOAWAY)]
         assert codes == [h2.FLOW_CONTROL_ERROR]
-    finally:
-        await server.stop(0)
 
 
 def _frames_of(buf: bytearray, kind: int) -> list[int]:
