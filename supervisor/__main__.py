@@ -34,8 +34,9 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # grpc's own debug lines (one per call) drown ours; its warnings still come through
-    logging.getLogger("grpc").setLevel(max(logging.WARNING, root.level))
+    # grpc's and hpack's own debug lines (several per call) drown ours; warnings still come through
+    for noisy in ("grpc", "hpack"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
