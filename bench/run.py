@@ -1,6 +1,6 @@
 """Running containers: dockyardd (our shim) vs containerd with runc, driven by the same `ctr`.
 
-    python3 bench/run.py [--rounds 20] [--containers 50] [--json out.json]
+    python3 bench/run.py [--rounds 20] [--containers 50] [--json out.json] [--no-ksm]
 
 - latency of `ctr run --rm IMAGE ID true` (median and p90 of --rounds runs);
 - time to start --containers detached containers (`ctr run -d ... sleep 600`, one after another);
@@ -8,7 +8,10 @@
   (the init's parent) with those containers running, Dockyard's shim vs containerd-shim-runc-v2.
   Our shims are forked from a zygote that lives as long as they do: its PSS is shared out
   evenly over the shims it forked and added to each (`shim_pss_median_kib`); the shims' own
-  PSS and their private dirty pages are reported too.
+  PSS and their private dirty pages are reported too. Where the kernel has KSM and the host
+  does not run ksmd, memory is measured a second time with ksmd on (default pace, the host's
+  setting restored after; `--no-ksm` skips it): our shims offer the zygote's pages to it (see
+  shim.zygote.offer_to_ksm), and ksmd's own CPU is reported with them.
 The image is Debian's busybox-static, built by tests/images.py and imported on both daemons.
 """
 
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.daemons import containerd, dockyardd
 from bench.rounds import take_turns
+from tests import ksm
 from tests.images import busybox_oci_archive
 
 IMAGE = "docker.io/library/busybox:latest"
@@ -107,7 +111,37 @@ def run_latencies(addresses: dict[str, str], rounds: int) -> dict[str, list[floa
     return take_turns({name: partial(once, address) for name, address in addresses.items()}, rounds, flip=True)
 
 
-def measure(address: str, containers: int, samples: list[float]) -> dict[str, Any]:
+def shim_memory(shims: set[int], prefix: str = "") -> dict[str, float]:
+    own = {p: pss_kib(p) for p in shims}
+    share = helper_share_kib(shims)
+    pss = [own[p] + share[p] for p in shims]
+    dirty = [private_dirty_kib(p) for p in shims]
+    return {
+        f"{prefix}shim_pss_median_kib": statistics.median(pss) if pss else 0,
+        f"{prefix}shim_pss_total_kib": sum(pss),
+        f"{prefix}shim_own_pss_median_kib": statistics.median(own.values()) if own else 0,
+        f"{prefix}helper_pss_share_kib": statistics.median(share.values()) if share else 0,
+        f"{prefix}shim_private_dirty_median_kib": statistics.median(dirty) if dirty else 0,
+    }
+
+
+def memory_with_ksm(shims: set[int], window: float = 30.0) -> dict[str, float]:
+    """The shims' memory once ksmd (at its default pace) has merged what it can, and what ksmd
+    costs meanwhile: its CPU over `window` seconds after that, as a share of one core. Shims
+    that offer KSM nothing (containerd's) are measured as they are: ksmd would not scan them."""
+    if not any(ksm.smaps_kib(p, "Size", "mg") for p in shims):
+        return {**shim_memory(shims, "ksm_"), "ksm_settle_s": 0.0, "ksmd_cpu_percent": 0.0}
+    with ksm.running():
+        t = time.perf_counter()
+        ksm.settle(2, timeout=900)
+        settled = time.perf_counter() - t
+        cpu = ksm.ksmd_cpu_seconds()
+        time.sleep(window)
+        cpu = ksm.ksmd_cpu_seconds() - cpu
+        return {**shim_memory(shims, "ksm_"), "ksm_settle_s": settled, "ksmd_cpu_percent": 100 * cpu / window}
+
+
+def measure(address: str, containers: int, samples: list[float], with_ksm: bool) -> dict[str, Any]:
     t = time.perf_counter()
     ids = [f"d{i}" for i in range(containers)]
     try:
@@ -116,10 +150,9 @@ def measure(address: str, containers: int, samples: list[float]) -> dict[str, An
         start_all = time.perf_counter() - t
         rows = [r.split() for r in ctr(address, "tasks", "ls").stdout.splitlines()[1:]]
         shims = {shim_of(int(r[1])) for r in rows if r[0] in ids}
-        own = {p: pss_kib(p) for p in shims}
-        share = helper_share_kib(shims)
-        pss = [own[p] + share[p] for p in shims]
-        dirty = [private_dirty_kib(p) for p in shims]
+        memory = shim_memory(shims)
+        if with_ksm:
+            memory |= memory_with_ksm(shims)
     finally:
         for cid in ids:
             ctr(address, "tasks", "kill", "-s", "SIGKILL", cid, check=False)
@@ -136,11 +169,7 @@ def measure(address: str, containers: int, samples: list[float]) -> dict[str, An
         "start_containers_s": start_all,
         "containers": containers,
         "shims": len(shims),
-        "shim_pss_median_kib": statistics.median(pss) if pss else 0,
-        "shim_pss_total_kib": sum(pss),
-        "shim_own_pss_median_kib": statistics.median(own.values()) if own else 0,
-        "helper_pss_share_kib": statistics.median(share.values()) if share else 0,
-        "shim_private_dirty_median_kib": statistics.median(dirty) if dirty else 0,
+        **memory,
     }
 
 
@@ -149,7 +178,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--containers", type=int, default=50)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-ksm", action="store_true", help="skip the second memory measurement with ksmd on")
     args = ap.parse_args()
+    with_ksm = ksm.available() and not args.no_ksm and ksm.read("run") != 1
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         tar = Path(tmp) / "busybox.tar"
         tar.write_bytes(busybox_oci_archive(IMAGE))
@@ -161,13 +192,18 @@ def main() -> None:
             latencies = run_latencies(addresses, args.rounds)
             # the 50-container phase one daemon at a time: their shims must not share the memory picture
             for name, sock in addresses.items():
-                results[name] = measure(sock, args.containers, latencies[name])
+                results[name] = measure(sock, args.containers, latencies[name], with_ksm)
     dy, ctd = results["dockyardd"], results["containerd"]
     for key in ("run_rm_median_ms", "run_rm_p90_ms", "start_containers_s", "shim_pss_median_kib",
                 "shim_own_pss_median_kib", "shim_private_dirty_median_kib"):
         print(f"{key:30} dockyardd {dy[key]:10.1f}   containerd {ctd[key]:10.1f}   "
               f"ratio {dy[key] / max(ctd[key], 1e-9):5.2f}")
     print(f"{'helper_pss_share_kib':30} dockyardd {dy['helper_pss_share_kib']:10.1f}")
+    if with_ksm:
+        for key in ("ksm_shim_pss_median_kib", "ksm_shim_own_pss_median_kib", "ksm_shim_private_dirty_median_kib",
+                    "ksm_settle_s", "ksmd_cpu_percent"):
+            print(f"{key:30} dockyardd {dy[key]:10.1f}   containerd {ctd[key]:10.1f}   "
+                  f"ratio {dy[key] / max(ctd[key], 1e-9):5.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -318,6 +318,17 @@ def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
                 pass  # the fd of the listdir itself
 
 
+# ----- memory --------------------------------------------------------------------------------------
+
+MADV_MERGEABLE = 12
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def madvise(start: int, length: int, advice: int) -> None:
+    if _libc.madvise(start, length, advice) != 0:
+        raise _fail(f"madvise({start:#x}, {length}, {advice})")
+
+
 # ----- network -------------------------------------------------------------------------------------
 
 _SIOCGIFFLAGS = 0x8913

@@ -41,6 +41,7 @@ from shim.ttrpc import RequestContext, TTRPCServer
 from supervisor import errors
 from supervisor.runtime.bundle import Bundle, create_bundle
 from supervisor.runtime.shim import ShimBinary, ShimClient
+from tests import ksm
 from tests.daemon import stopping_new_zygotes
 from tests.rootfs import make_busybox_rootfs
 
@@ -591,16 +592,44 @@ def test_shim_modules_import_no_grpc_and_start_no_threads() -> None:
 async def test_shims_fork_from_the_zygote(shim: Harness) -> None:
     ours_only(shim)
     await shim.create("c1", ["sleep", "300"])
-    from shim import zygote
-
-    deadline = time.monotonic() + 20
-    while not os.path.exists(zygote.socket_path()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_for_zygote()
     client2, task2 = await shim.create("c2", ["sh", "-c", "echo from c2"])
     conn = await client2.call("Connect", pb.ConnectRequest(id="c2"), pb.ConnectResponse)
     assert parent_comm(conn.shim_pid) == "dockyard-zygote"
     assert Path(f"/proc/{conn.shim_pid}/comm").read_text().strip() == "dockyard-shim"
     assert await read_until(task2.out_fd, b"from c2\n") == b"from c2\n"
+
+
+async def wait_for_zygote() -> None:
+    from shim import zygote
+
+    deadline = time.monotonic() + 20
+    while not os.path.exists(zygote.socket_path()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def test_ksm_merges_the_pages_shims_copied(shim: Harness) -> None:
+    """Shims forked from the zygote offer its memory to KSM (see shim.zygote.offer_to_ksm): with
+    ksmd running, the pages they copied only to write reference counts are merged again."""
+    ours_only(shim)
+    if not ksm.available():
+        pytest.skip("this kernel has no KSM")
+    await shim.create("warm", ["true"])
+    await wait_for_zygote()
+    shims = []
+    for i in range(3):
+        client, task = await shim.create(f"k{i}", ["sleep", "300"])
+        conn = await client.call("Connect", pb.ConnectRequest(id=f"k{i}"), pb.ConnectResponse)
+        assert parent_comm(conn.shim_pid) == "dockyard-zygote"
+        assert ksm.smaps_kib(conn.shim_pid, "Size", "mg") > 4096  # inherited from the zygote
+        assert ksm.smaps_kib(task.pid, "Size", "mg") == 0  # and gone at the container's exec
+        shims.append(conn.shim_pid)
+    before = sum(ksm.smaps_kib(p, "Private_Dirty") for p in shims)
+    with ksm.running(pages_to_scan=20000, sleep_ms=5):
+        await asyncio.to_thread(ksm.settle, 2, 120)
+        after = sum(ksm.smaps_kib(p, "Private_Dirty") for p in shims)
+    print(f"\n[ksm] private dirty of 3 shims: {before} KiB before, {after} KiB merged")
+    assert after < before * 0.6
 
 
 async def test_without_the_zygote(shim: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
