@@ -220,6 +220,9 @@ class Daemon:
         os.chmod(cfg.address, 0o660)
         for name in [*names, ""]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if _ksm_state() == "0":
+            log.info("ksmd is off: shims keep ~5 MiB each of pages they could share "
+                     "(echo 1 > %s lets the kernel merge them; see shim/zygote.py)", KSM_RUN)
         log.info("dockyardd %s serving on %s (root %s, state %s)", _version(), cfg.address, cfg.root, cfg.state)
 
     def _shim_binary(self, runtime: str) -> ShimBinary:
@@ -303,6 +306,18 @@ def _register(server: MethodTable, servicer: Any) -> str:
     getattr(grpc_module, f"add_{base.__name__}_to_server")(servicer, server)
     pb2 = importlib.import_module(base.__module__.removesuffix("_grpc"))
     return str(pb2.DESCRIPTOR.services_by_name[base.__name__.removesuffix("Servicer")].full_name)
+
+
+KSM_RUN = "/sys/kernel/mm/ksm/run"
+
+
+def _ksm_state() -> str:
+    """ksmd's run setting ("0" off, "1" on), or "" for a kernel without KSM."""
+    try:
+        with open(KSM_RUN) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _version() -> str:

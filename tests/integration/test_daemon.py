@@ -124,3 +124,11 @@ async def test_sigterm_finishes_streams_and_removes_socket(daemon: DaemonProcess
 async def test_sigint_also_stops_gracefully(daemon: DaemonProcess) -> None:
     assert daemon.stop(signal.SIGINT) == 0
     assert not os.path.exists(daemon.address)
+
+
+def test_start_says_when_ksmd_is_off(daemon: DaemonProcess) -> None:
+    """Shims share memory through KSM only where the host runs ksmd: an off ksmd is worth a line."""
+    from tests import ksm
+
+    off = ksm.available() and ksm.read("run") == 0
+    assert ("ksmd is off" in daemon.log()) == off
