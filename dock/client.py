@@ -72,6 +72,7 @@ class DaemonInfo:
     default_snapshotter: str
     cgroup_driver: str
     python_version: str
+    ksm: str
 
 
 @dataclass
@@ -243,7 +244,7 @@ class Client:
         r = await self.call(self._system.Info, system_pb2.InfoRequest())
         return DaemonInfo(r.version, r.revision, r.root, r.state, r.address, r.pid,
                           r.started_at.ToDatetime().isoformat() + "Z", list(r.snapshotters),
-                          r.default_snapshotter, r.cgroup_driver, r.python_version)
+                          r.default_snapshotter, r.cgroup_driver, r.python_version, r.ksm)
 
     # namespaces
 

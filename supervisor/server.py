@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as shim_stats_pb2
+from supervisor import ksm
 from supervisor.config import DEFAULT_CONFIG, Config
 from supervisor.content.local import LocalContentStore
 from supervisor.differ import Differ
@@ -220,9 +221,9 @@ class Daemon:
         os.chmod(cfg.address, 0o660)
         for name in [*names, ""]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if _ksm_state() == "0":
+        if ksm.state() == "off":
             log.info("ksmd is off: shims keep ~5 MiB each of pages they could share "
-                     "(echo 1 > %s lets the kernel merge them; see shim/zygote.py)", KSM_RUN)
+                     "(echo 1 > %s lets the kernel merge them; see shim/zygote.py)", ksm.RUN)
         log.info("dockyardd %s serving on %s (root %s, state %s)", _version(), cfg.address, cfg.root, cfg.state)
 
     def _shim_binary(self, runtime: str) -> ShimBinary:
@@ -306,18 +307,6 @@ def _register(server: MethodTable, servicer: Any) -> str:
     getattr(grpc_module, f"add_{base.__name__}_to_server")(servicer, server)
     pb2 = importlib.import_module(base.__module__.removesuffix("_grpc"))
     return str(pb2.DESCRIPTOR.services_by_name[base.__name__.removesuffix("Servicer")].full_name)
-
-
-KSM_RUN = "/sys/kernel/mm/ksm/run"
-
-
-def _ksm_state() -> str:
-    """ksmd's run setting ("0" off, "1" on), or "" for a kernel without KSM."""
-    try:
-        with open(KSM_RUN) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def _version() -> str:

@@ -10,6 +10,7 @@ import grpc
 
 from dockyard_api.dockyard.system.v1 import system_pb2 as pb
 from dockyard_api.dockyard.system.v1 import system_pb2_grpc as pb_grpc
+from supervisor import ksm
 from supervisor.cgroupdriver import detect_cgroup_driver
 from supervisor.services.events import timestamp
 from supervisor.services.status import rpc
@@ -36,4 +37,5 @@ class SystemService(pb_grpc.SystemServicer):
             address=str(cfg.address), pid=os.getpid(), started_at=timestamp(self.daemon.started_at),
             snapshotters=snapshotters, default_snapshotter=cfg.default_snapshotter,
             cgroup_driver=detect_cgroup_driver(), python_version=platform.python_version(),
+            ksm=ksm.state(),
         )

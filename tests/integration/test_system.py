@@ -63,6 +63,9 @@ async def test_system_info(client: Client, daemon: DaemonProcess) -> None:
     assert info.address == daemon.address
     assert info.pid == daemon.proc.pid
     assert info.cgroup_driver in ("v1", "v2")
+    from tests import ksm
+
+    assert info.ksm == ("unavailable" if not ksm.available() else "on" if ksm.read("run") == 1 else "off")
 
 
 async def test_health_and_reflection(daemon: DaemonProcess) -> None:

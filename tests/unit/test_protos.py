@@ -130,6 +130,7 @@ def test_system_info_response() -> None:
         (9, "default_snapshotter", F.TYPE_STRING),
         (10, "cgroup_driver", F.TYPE_STRING),
         (11, "python_version", F.TYPE_STRING),
+        (12, "ksm", F.TYPE_STRING),
     ]
     started = system_pb2.InfoResponse.DESCRIPTOR.fields_by_name["started_at"]
     assert started.message_type.full_name == "google.protobuf.Timestamp"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64ockyard/system/v1/system.proto\x12\x12\x64ockyard.system.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\r\n\x0bInfoRequest\"\xfe\x01\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0c\n\x04root\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x03\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csnapshotters\x18\x08 \x03(\t\x12\x1b\n\x13\x64\x65\x66\x61ult_snapshotter\x18\t \x01(\t\x12\x15\n\rcgroup_driver\x18\n \x01(\t\x12\x16\n\x0epython_version\x18\x0b \x01(\t2S\n\x06System\x12I\n\x04Info\x12\x1f.dockyard.system.v1.InfoRequest\x1a .dockyard.system.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64ockyard/system/v1/system.proto\x12\x12\x64ockyard.system.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\r\n\x0bInfoRequest\"\x8b\x02\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x0c\n\x04root\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\x03\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csnapshotters\x18\x08 \x03(\t\x12\x1b\n\x13\x64\x65\x66\x61ult_snapshotter\x18\t \x01(\t\x12\x15\n\rcgroup_driver\x18\n \x01(\t\x12\x16\n\x0epython_version\x18\x0b \x01(\t\x12\x0b\n\x03ksm\x18\x0c \x01(\t2S\n\x06System\x12I\n\x04Info\x12\x1f.dockyard.system.v1.InfoRequest\x1a .dockyard.system.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFOREQUEST']._serialized_start=88
   _globals['_INFOREQUEST']._serialized_end=101
   _globals['_INFORESPONSE']._serialized_start=104
-  _globals['_INFORESPONSE']._serialized_end=358
-  _globals['_SYSTEM']._serialized_start=360
-  _globals['_SYSTEM']._serialized_end=443
+  _globals['_INFORESPONSE']._serialized_end=371
+  _globals['_SYSTEM']._serialized_start=373
+  _globals['_SYSTEM']._serialized_end=456
 # @@protoc_insertion_point(module_scope)

@@ -14,7 +14,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("version", "revision", "root", "state", "address", "pid", "started_at", "snapshotters", "default_snapshotter", "cgroup_driver", "python_version")
+    __slots__ = ("version", "revision", "root", "state", "address", "pid", "started_at", "snapshotters", "default_snapshotter", "cgroup_driver", "python_version", "ksm")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     ROOT_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class InfoResponse(_message.Message):
     DEFAULT_SNAPSHOTTER_FIELD_NUMBER: _ClassVar[int]
     CGROUP_DRIVER_FIELD_NUMBER: _ClassVar[int]
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KSM_FIELD_NUMBER: _ClassVar[int]
     version: str
     revision: str
     root: str
@@ -37,4 +38,5 @@ class InfoResponse(_message.Message):
     default_snapshotter: str
     cgroup_driver: str
     python_version: str
-    def __init__(self, version: _Optional[str] = ..., revision: _Optional[str] = ..., root: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshotters: _Optional[_Iterable[str]] = ..., default_snapshotter: _Optional[str] = ..., cgroup_driver: _Optional[str] = ..., python_version: _Optional[str] = ...) -> None: ...
+    ksm: str
+    def __init__(self, version: _Optional[str] = ..., revision: _Optional[str] = ..., root: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshotters: _Optional[_Iterable[str]] = ..., default_snapshotter: _Optional[str] = ..., cgroup_driver: _Optional[str] = ..., python_version: _Optional[str] = ..., ksm: _Optional[str] = ...) -> None: ...
