@@ -40,12 +40,12 @@ aborts hold `gc_guard.shared()` around their record-and-backend steps, so a coll
 takes `gc_guard.exclusive()` never sees a blob published but not yet recorded.
 
 Cached records: `info` (and `exists`, `reader`) answer from an in-memory copy of records read
-before, without a hop to the metadata thread. Temporary SQLite triggers on `content` and
-`content_labels`, installed on the daemon's one connection, bump `generation` inside every
-transaction that changes those tables, whoever runs it (this module, the collector's sweep):
-a copy read at generation g is current while `generation == g`, and the whole copy is dropped
-when it moves. Unlike `Database.generation`, lease, snapshot and container writes leave it be,
-so it stays warm through `ctr run`. Writes by other processes to metadata.db are not seen.
+before, without a hop to the metadata thread. A `Database.watch` on `content` and
+`content_labels` moves inside every transaction that changes those tables, whoever runs it
+(this module, the collector's sweep): a copy read at generation g is current while
+`generation == g`, and the whole copy is dropped when it moves. Lease, snapshot and container
+writes leave it be, so it stays warm through `ctr run`. Writes by other processes to
+metadata.db are not seen.
 
 Errors: InvalidArgument (malformed digest, empty ref, bad labels, an update path other than
 `labels`/`labels.<key>`, bad filters); NotFound (no record of the digest in the namespace,
@@ -155,28 +155,6 @@ def _status_adaptor(status: Status) -> filters.Adaptor:
     return lookup
 
 
-class _ContentWatch:
-    """`generation`, moved by every change to the content tables on one connection."""
-
-    TABLES = ("content", "content_labels")
-
-    def __init__(self) -> None:
-        self.generation = 0
-        self.installed = False
-        self._name = f"dockyard_content_changed_{id(self):x}"
-
-    def _bump(self) -> None:  # called by SQLite, in the db thread, inside the writing transaction
-        self.generation += 1
-
-    def install(self, conn: sqlite3.Connection) -> None:
-        """Create the function and temporary triggers; idempotent. Call in the db thread."""
-        conn.create_function(self._name, 0, self._bump)
-        for table in self.TABLES:
-            for op in ("INSERT", "UPDATE", "DELETE"):
-                conn.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS {self._name}_{table}_{op.lower()} "
-                             f"AFTER {op} ON {table} BEGIN SELECT {self._name}(); END")
-
-
 class NamespacedContentStore:
     """Records per namespace over one `ContentStore`; see the module docstring."""
 
@@ -186,7 +164,7 @@ class NamespacedContentStore:
         self.backend = backend
         self.on_delete = on_delete
         self.gc_guard = GcGuard()
-        self._watch = _ContentWatch()
+        self._watch = db.watch("content", "content_labels")
         # (namespace, digest) -> its record, all read at `_cached_at`.
         self._cached: Lru[tuple[str, str], Info] = Lru(max_cached)
         self._cached_at = 0
@@ -204,10 +182,6 @@ class NamespacedContentStore:
         found = self._cached_info(ns, digest)
         if found is not None:
             return replace(found, labels=dict(found.labels))
-        if not self._watch.installed:
-            await self.db.write(self._watch.install)
-            self._watch.installed = True
-
         def tx(conn: sqlite3.Connection) -> tuple[int, Info]:
             # In the db thread, where the generation only moves inside write transactions.
             return self._watch.generation, _info(_get(conn, ns, digest), _labels_of(conn, ns, digest))

@@ -22,6 +22,28 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+class Watch:
+    """`generation`, moved by every change to some tables: an in-memory copy of them read at
+    generation g (read in the db thread, inside the transaction) is current while
+    `generation == g`. Temporary triggers on the daemon's one connection move it, inside the
+    writing transaction, so it has moved before the writer resumes; cascaded deletes count."""
+
+    def __init__(self, tables: tuple[str, ...]) -> None:
+        self.tables = tables
+        self.generation = 0
+
+    def _bump(self) -> None:  # called by SQLite, in the db thread
+        self.generation += 1
+
+    def _install(self, conn: sqlite3.Connection) -> None:
+        name = f"dockyard_changed_{id(self):x}"
+        conn.create_function(name, 0, self._bump)
+        for table in self.tables:
+            for op in ("INSERT", "UPDATE", "DELETE"):
+                conn.execute(f"CREATE TEMP TRIGGER {name}_{table}_{op.lower()} "
+                             f"AFTER {op} ON {table} BEGIN SELECT {name}(); END")
+
+
 class Database:
     """The daemon's metadata.db. Open with `await Database.open(path)`."""
 
@@ -29,9 +51,13 @@ class Database:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-db")
         self._conn: sqlite3.Connection | None = None
-        # Bumped by every committed write (in the db thread, before the caller resumes): an
-        # in-memory copy read at generation g is current while `generation == g`.
-        self.generation = 0
+        self._unwatched: list[Watch] = []  # installed by the next transaction, in the db thread
+
+    def watch(self, *tables: str) -> Watch:
+        """A `Watch` on `tables`, in force from the next transaction on."""
+        watch = Watch(tables)
+        self._unwatched.append(watch)
+        return watch
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -76,6 +102,8 @@ class Database:
     def _transact(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
         conn = self._conn
         assert conn is not None, "database is closed"
+        while self._unwatched:
+            self._unwatched.pop()._install(conn)
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             result = fn(conn)
@@ -83,8 +111,6 @@ class Database:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        if write:
-            self.generation += 1
         return result
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -62,21 +62,22 @@ def _set_labels(conn: sqlite3.Connection, name: str, values: dict[str, str]) -> 
 
 
 class NamespaceStore:
-    """Namespaces, read from an in-memory copy of the (small) table that any committed write
-    to the database invalidates: Get and List are the hottest calls and need no db thread hop."""
+    """Namespaces, read from an in-memory copy of the (small) tables that any change to them
+    invalidates: Get and List are the hottest calls and need no db thread hop."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._watch = db.watch("namespaces", "namespace_labels")
         self._cached: tuple[int, dict[str, Namespace]] | None = None
 
     async def _all(self) -> dict[str, Namespace]:
         cached = self._cached
-        if cached is not None and cached[0] == self.db.generation:
+        if cached is not None and cached[0] == self._watch.generation:
             return cached[1]
 
         def tx(conn: sqlite3.Connection) -> tuple[int, dict[str, Namespace]]:
             # read in the db thread, the only writer, so this generation matches these rows
-            generation = self.db.generation
+            generation = self._watch.generation
             names = [r["name"] for r in conn.execute("SELECT name FROM namespaces ORDER BY name")]
             return generation, {n: Namespace(n, _labels(conn, n)) for n in names}
 
