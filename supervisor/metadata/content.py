@@ -182,6 +182,7 @@ class NamespacedContentStore:
         found = self._cached_info(ns, digest)
         if found is not None:
             return replace(found, labels=dict(found.labels))
+
         def tx(conn: sqlite3.Connection) -> tuple[int, Info]:
             # In the db thread, where the generation only moves inside write transactions.
             return self._watch.generation, _info(_get(conn, ns, digest), _labels_of(conn, ns, digest))

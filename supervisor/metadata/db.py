@@ -8,6 +8,7 @@ a transaction; writes use BEGIN IMMEDIATE so a reader-turned-writer cannot deadl
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -28,7 +29,8 @@ class Watch:
     `generation == g`. Temporary triggers on the daemon's one connection move it, inside the
     writing transaction, so it has moved before the writer resumes; cascaded deletes count."""
 
-    def __init__(self, tables: tuple[str, ...]) -> None:
+    def __init__(self, name: str, tables: tuple[str, ...]) -> None:
+        self.name = name
         self.tables = tables
         self.generation = 0
 
@@ -36,7 +38,7 @@ class Watch:
         self.generation += 1
 
     def _install(self, conn: sqlite3.Connection) -> None:
-        name = f"dockyard_changed_{id(self):x}"
+        name = self.name
         conn.create_function(name, 0, self._bump)
         for table in self.tables:
             for op in ("INSERT", "UPDATE", "DELETE"):
@@ -52,10 +54,11 @@ class Database:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-db")
         self._conn: sqlite3.Connection | None = None
         self._unwatched: list[Watch] = []  # installed by the next transaction, in the db thread
+        self._watches = itertools.count()
 
     def watch(self, *tables: str) -> Watch:
         """A `Watch` on `tables`, in force from the next transaction on."""
-        watch = Watch(tables)
+        watch = Watch(f"dockyard_changed_{next(self._watches)}", tables)
         self._unwatched.append(watch)
         return watch
 
