@@ -44,6 +44,11 @@ def running(pages_to_scan: int | None = None, sleep_ms: int | None = None) -> It
             _write(name, saved[name])
 
 
+def set_pace(sleep_ms: int) -> None:
+    """ksmd's pause between batches of pages_to_scan pages; inside `running`, which restores it."""
+    _write("sleep_millisecs", sleep_ms)
+
+
 def settle(scans: int = 2, timeout: float = 300.0) -> None:
     """Wait until ksmd has gone over every mergeable page `scans` more times."""
     target = read("full_scans") + scans
