@@ -1,13 +1,16 @@
-"""In-memory copies that spare hot small reads a thread hop: a bounded LRU, the bytes of small
-blobs by digest, and a reader over bytes.
+"""What spares hot reads a thread hop: a bounded LRU, the bytes of small blobs by digest, open
+descriptors of larger ones, and a reader over bytes.
 
-Blobs are immutable per digest and verified at commit, so a copy of one stays right for as long
-as the blob exists; whoever removes a blob file must `discard` it (LocalContentStore.delete).
-Nothing here does I/O: filling happens after a read in a worker thread, on the event loop.
+Blobs are immutable per digest and verified at commit, so a copy of one (or a descriptor of its
+file) stays right for as long as the blob exists; whoever removes a blob file must `discard` it
+from both (LocalContentStore.delete). Filling happens on the event loop, after the read or open
+in a worker thread; the only I/O here is closing the descriptors that leave.
 """
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -20,19 +23,23 @@ V = TypeVar("V")
 
 SMALL_BLOB = 16 << 10  # manifests, indexes and configs; layers are far larger
 CACHE_TOTAL = 4 << 20
+OPEN_BLOBS = 32  # descriptors held: ctr reads a blob one 32 KiB Read call at a time
 
 
 class Lru(Generic[K, V]):
     """Least recently used first out, bounded by the sum of `weigh(value)` (1 each by default).
 
-    A value heavier than the whole bound is never kept.
+    A value heavier than the whole bound is never kept. `on_evict(value)` is called for every
+    value that leaves (evicted, replaced, discarded, cleared, or refused as too heavy).
     """
 
-    def __init__(self, max_weight: int, weigh: Callable[[V], int] = lambda _: 1) -> None:
+    def __init__(self, max_weight: int, weigh: Callable[[V], int] = lambda _: 1,
+                 on_evict: Callable[[V], None] = lambda _: None) -> None:
         if max_weight < 0:
             raise InvalidArgument(f"cache bound {max_weight} must not be negative")
         self.max_weight = max_weight
         self._weigh = weigh
+        self._on_evict = on_evict
         self._items: OrderedDict[K, V] = OrderedDict()
         self.weight = 0
 
@@ -52,21 +59,26 @@ class Lru(Generic[K, V]):
         self.discard(key)
         w = self._weigh(value)
         if w > self.max_weight:
+            self._on_evict(value)
             return
         self._items[key] = value
         self.weight += w
         while self.weight > self.max_weight:
             _, old = self._items.popitem(last=False)
             self.weight -= self._weigh(old)
+            self._on_evict(old)
 
     def discard(self, key: K) -> None:
         value = self._items.pop(key, None)
         if value is not None:
             self.weight -= self._weigh(value)
+            self._on_evict(value)
 
     def clear(self) -> None:
-        self._items.clear()
+        items, self._items = self._items, OrderedDict()
         self.weight = 0
+        for value in items.values():
+            self._on_evict(value)
 
 
 class BlobCache:
@@ -110,6 +122,43 @@ class BlobCache:
     def discard(self, digest: str) -> None:
         self.epoch += 1
         self._lru.discard(digest)
+
+
+class OpenBlobs:
+    """Open read-only descriptors of recently read blobs, by digest, with their sizes: a reader
+    of one is a dup() on the event loop instead of an open() in a worker thread.
+
+    `put` takes the descriptor over (closed when it leaves, or at once when refused). Same epoch
+    rule as BlobCache: a descriptor opened by a hop that a `discard` overlapped is not kept, so
+    a deleted blob's space is never held by this cache.
+    """
+
+    def __init__(self, max_open: int = OPEN_BLOBS) -> None:
+        self._lru: Lru[str, tuple[int, int]] = Lru(max_open, on_evict=lambda held: os.close(held[0]))
+        self.epoch = 0
+        weakref.finalize(self, self._lru.clear)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def get(self, digest: str) -> tuple[int, int] | None:
+        """(descriptor, size): still ours; dup it to keep it."""
+        return self._lru.get(digest)
+
+    def put(self, digest: str, fd: int, size: int, epoch: int) -> bool:
+        if epoch != self.epoch:
+            os.close(fd)
+            return False
+        self._lru.put(digest, (fd, size))
+        return digest in self._lru
+
+    def discard(self, digest: str) -> None:
+        self.epoch += 1
+        self._lru.discard(digest)
+
+    def clear(self) -> None:
+        self.epoch += 1
+        self._lru.clear()
 
 
 class MemoryBlobReader(ReaderBase):

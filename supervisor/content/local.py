@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from supervisor.content import ingest
-from supervisor.content.cache import BlobCache, MemoryBlobReader
+from supervisor.content.cache import BlobCache, MemoryBlobReader, OpenBlobs
 from supervisor.content.digest import format_digest, parse_digest
 from supervisor.content.ingest import IngestPaths, disk_error, quote
 from supervisor.content.local_writer import LocalWriter, open_writer
@@ -54,11 +54,15 @@ class LocalBlobReader(ReaderBase):
         if not self._release.alive:
             raise FailedPrecondition(f"reader of content {self._digest} is closed")
         if self._cache is None:
-            return await asyncio.to_thread(self._pread, offset, size)
+            data = _read_cached(self._fd, offset, size)
+            return data if data is not None else await asyncio.to_thread(self._pread, offset, size)
         # Small: read it whole in this hop and keep it, so later readers need no hop at all.
         data = await asyncio.to_thread(self._pread, 0, self._size)
         self._cache.put(self._digest, data, self._epoch)
         return data[offset:offset + size]
+
+    def dup(self) -> int:
+        return os.dup(self._fd)
 
     def _pread(self, offset: int, size: int) -> bytes:
         chunks: list[bytes] = []
@@ -75,6 +79,17 @@ class LocalBlobReader(ReaderBase):
         self._release()
 
 
+def _read_cached(fd: int, offset: int, size: int) -> bytes | None:
+    """The range when the page cache holds all of it, else None. RWF_NOWAIT makes the read
+    fail rather than wait for the disk, so it may run on the event loop."""
+    buf = bytearray(size)
+    try:
+        n = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+    except OSError:  # EAGAIN (not cached, or readahead due) or EOPNOTSUPP (no RWF_NOWAIT here)
+        return None
+    return bytes(buf) if n == size else None
+
+
 class LocalContentStore:
     """Blobs and ingests under `root`. Constructing it touches no disk; first use prepares it.
 
@@ -83,13 +98,16 @@ class LocalContentStore:
 
     Small blobs (at most `cache.max_blob` bytes) are read whole by a reader's first `read_at`
     and their bytes kept (`cache`), so a later `reader` of one answers from memory without a
-    thread hop. `delete` drops a blob from the cache; a blob removed by another instance or
-    process stays readable from this one's cache (still the right bytes: content is immutable).
+    thread hop. Larger ones keep an open descriptor (`open_blobs`): a later `reader` dups it,
+    and reads that the page cache can answer run without a hop too. `delete` drops a blob from
+    both; a blob removed by another instance or process stays readable from this one's caches
+    (still the right bytes: content is immutable).
     """
 
     def __init__(self, root: Path | str, cache: BlobCache | None = None) -> None:
         self.root = Path(root)
         self.cache = cache if cache is not None else BlobCache()
+        self.open_blobs = OpenBlobs()
         self._blobs = self.root / "blobs" / "sha256"
         self._ingests = self.root / "ingest"
         self._prepared = False
@@ -109,8 +127,15 @@ class LocalContentStore:
         data = self.cache.get(digest)  # only well-formed digests are ever in it
         if data is not None:
             return MemoryBlobReader(data, digest)
+        held = self.open_blobs.get(digest)
+        if held is not None:
+            return LocalBlobReader(os.dup(held[0]), held[1], digest)
         path = self._blob_path(digest)
-        return await self._run(self._open_reader, digest, path, self.cache.epoch)
+        epoch = self.open_blobs.epoch
+        reader = await self._run(self._open_reader, digest, path, self.cache.epoch)
+        if not self.cache.fits(reader.size):
+            self.open_blobs.put(digest, reader.dup(), reader.size, epoch)
+        return reader
 
     async def read_all(self, digest: str, max_size: int) -> bytes:
         return await read_blob(self, digest, max_size)
@@ -118,11 +143,13 @@ class LocalContentStore:
     async def delete(self, digest: str) -> None:
         path = self._blob_path(digest)
         self.cache.discard(digest)
+        self.open_blobs.discard(digest)
         try:
             await self._run(self._delete, digest, path)
         finally:
             # Again: a fill whose thread hop began after the first discard may have just landed.
             self.cache.discard(digest)
+            self.open_blobs.discard(digest)
 
     async def walk(self) -> AsyncIterator[Info]:
         names = await self._run(self._blob_names)

@@ -1,4 +1,5 @@
-"""The small-blob byte cache and the cached content records: bounds, invalidation, hop-free hits."""
+"""The small-blob byte cache, held descriptors of larger blobs and the cached content records:
+bounds, invalidation, hop-free hits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from supervisor.content.cache import BlobCache, Lru, MemoryBlobReader
+from supervisor.content.cache import BlobCache, Lru, MemoryBlobReader, OpenBlobs
 from supervisor.content.local import LocalBlobReader, LocalContentStore
 from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound
 from supervisor.metadata.content import NamespacedContentStore
@@ -169,6 +170,71 @@ async def test_the_total_bound_holds_over_many_blobs(local: LocalContentStore) -
     assert len(local.cache) == 4  # the four most recent
     for data in blobs:  # evicted ones come back from disk
         assert await local.read_all(dg(data), 1000) == data
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_open_blobs_close_what_leaves() -> None:
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(4)]
+    held = OpenBlobs(max_open=2)
+    for i, fd in enumerate(fds[:3]):
+        assert held.put(f"d{i}", fd, 10, held.epoch)
+    assert len(held) == 2 and not is_open(fds[0]) and is_open(fds[1]) and is_open(fds[2])
+    epoch = held.epoch
+    held.discard("d1")  # a removal overlapping a fill: the fill's descriptor is refused, closed
+    assert not is_open(fds[1])
+    assert not held.put("d3", fds[3], 10, epoch) and not is_open(fds[3])
+    held.clear()
+    assert len(held) == 0 and not is_open(fds[2])
+
+
+def deleted_files_held(under: Path) -> list[str]:
+    """Targets of this process' descriptors that are deleted files below `under`."""
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith(str(under)) and target.endswith("(deleted)"):
+            out.append(target)
+    return out
+
+
+async def test_a_large_blob_is_reopened_and_read_without_a_hop(local: LocalContentStore, tmp_path: Path) -> None:
+    data = os.urandom(256 << 10)
+    d = await commit(local, data)
+    async with await local.reader(d) as r:  # the first open takes the thread, and is kept
+        assert await r.read_at(0, 10) == data[:10]
+    assert d not in local.cache and len(local.open_blobs) == 1
+    # ctr reads a blob one Read call (one reader) per 32 KiB: each is a dup and a cached read
+    for offset in range(0, len(data), 32 << 10):
+        r2 = without_suspending(local.reader(d))
+        assert without_suspending(r2.read_at(offset, 32 << 10)) == data[offset:offset + (32 << 10)]
+        await r2.close()
+    await local.delete(d)  # the held descriptor goes with the blob: its space is not kept
+    assert len(local.open_blobs) == 0 and deleted_files_held(tmp_path) == []
+    with pytest.raises(NotFound):
+        await local.reader(d)
+
+
+async def test_a_read_the_page_cache_cannot_answer_goes_to_the_disk(local: LocalContentStore) -> None:
+    data = os.urandom(1 << 20)
+    d = await commit(local, data)
+    fd = os.open(local.root / "blobs" / "sha256" / d.removeprefix("sha256:"), os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages: dropped
+    finally:
+        os.close(fd)
+    async with await local.reader(d) as r:
+        assert await r.read_at(4096, 300 << 10) == data[4096:4096 + (300 << 10)]
+        assert await r.read_at(0, len(data)) == data
 
 
 # -- NamespacedContentStore -------------------------------------------------------------------
