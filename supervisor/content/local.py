@@ -31,6 +31,7 @@ from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound
 T = TypeVar("T")
 _HEX64 = re.compile(r"[a-f0-9]{64}")
 _WALK_BATCH = 256
+INLINE_READ = 1 << 20  # the most a read on the event loop copies (~0.1 ms from the page cache)
 
 
 class LocalBlobReader(ReaderBase):
@@ -54,7 +55,7 @@ class LocalBlobReader(ReaderBase):
         if not self._release.alive:
             raise FailedPrecondition(f"reader of content {self._digest} is closed")
         if self._cache is None:
-            data = _read_cached(self._fd, offset, size)
+            data = _read_cached(self._fd, offset, size) if size <= INLINE_READ else None
             return data if data is not None else await asyncio.to_thread(self._pread, offset, size)
         # Small: read it whole in this hop and keep it, so later readers need no hop at all.
         data = await asyncio.to_thread(self._pread, 0, self._size)
