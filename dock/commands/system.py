@@ -33,6 +33,9 @@ async def version(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+_INFO_LABELS = {"ksm": "Shim page merging", "uuid": "UUID"}
+
+
 async def info(client: Client, args: argparse.Namespace) -> int:
     data = await client.info()
     if args.format == "json":
@@ -40,7 +43,8 @@ async def info(client: Client, args: argparse.Namespace) -> int:
         return 0
     for key, value in vars(data).items():
         shown = ", ".join(value) if isinstance(value, list) else value
-        print(f"{key.replace('_', ' ').capitalize() + ':':22} {shown}")
+        label = _INFO_LABELS.get(key) or key.replace("_", " ").capitalize()
+        print(f"{label + ':':22} {shown}")
     return 0
 
 

@@ -57,6 +57,9 @@ def test_plugins_and_info(daemon: DaemonProcess) -> None:
     assert [p["id"] for p in data] == ["version"]
     info = json.loads(dock(daemon.address, "--format", "json", "info").stdout)
     assert info["pid"] == daemon.proc.pid
+    shown = dict(line.split(":", 1) for line in dock(daemon.address, "info").stdout.splitlines())
+    assert shown["Pid"].strip() == str(daemon.proc.pid)
+    assert shown["Shim page merging"].strip() == info["ksm"] in ("on", "off", "unavailable")
 
 
 def test_no_daemon_is_a_clear_message(tmp_path: Path) -> None:
