@@ -47,12 +47,13 @@ def make_blob(path: Path, size: int) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def ctr(address: str, *args: str, stdin: IO[bytes] | None = None) -> subprocess.CompletedProcess[bytes]:
+def ctr(address: str, *args: str, stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | int = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
     ctr_bin = shutil.which("ctr")
     if ctr_bin is None:
         raise SystemExit("ctr is not installed (apt-get install containerd)")
     res = subprocess.run([ctr_bin, "--address", address, "--namespace", NAMESPACE, *args], stdin=stdin,
-                         capture_output=True, timeout=600)
+                         stdout=stdout, stderr=subprocess.PIPE, timeout=600)
     if res.returncode != 0:
         raise RuntimeError(f"ctr {' '.join(args)} failed: {res.stderr.decode()}")
     return res
@@ -78,13 +79,10 @@ def measure_get(address: str, blob: Path, digest: str, runs: int) -> list[float]
     with open(blob, "rb") as f:
         ctr(address, "content", "ingest", "--expected-size", str(size), "bench-get", stdin=f)
     rates = []
-    ctr_bin = shutil.which("ctr") or "ctr"
     for _ in range(runs):
-        with open(os.devnull, "wb") as out:
-            start = time.perf_counter()
-            subprocess.run([ctr_bin, "--address", address, "--namespace", NAMESPACE, "content", "get", digest],
-                           stdout=out, check=True, timeout=600)
-            rates.append(size / (time.perf_counter() - start) / (1 << 20))
+        start = time.perf_counter()
+        ctr(address, "content", "get", digest, stdout=subprocess.DEVNULL)
+        rates.append(size / (time.perf_counter() - start) / (1 << 20))
     ctr(address, "content", "rm", digest)
     return rates
 

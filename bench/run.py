@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.daemons import containerd, dockyardd
 from bench.rounds import take_turns
+from bench.stats import cpu_seconds
 from tests import ksm
 from tests.images import busybox_oci_archive
 
@@ -111,25 +112,28 @@ def run_latencies(addresses: dict[str, str], rounds: int) -> dict[str, list[floa
     return take_turns({name: partial(once, address) for name, address in addresses.items()}, rounds, flip=True)
 
 
-def shim_memory(shims: set[int], prefix: str = "") -> dict[str, float]:
+def shim_memory(shims: set[int], *prefixes: str) -> dict[str, float]:
+    """The shims' memory now, under each of `prefixes` ("" when none is given)."""
     own = {p: pss_kib(p) for p in shims}
     share = helper_share_kib(shims)
     pss = [own[p] + share[p] for p in shims]
     dirty = [private_dirty_kib(p) for p in shims]
-    return {
-        f"{prefix}shim_pss_median_kib": statistics.median(pss) if pss else 0,
-        f"{prefix}shim_pss_total_kib": sum(pss),
-        f"{prefix}shim_own_pss_median_kib": statistics.median(own.values()) if own else 0,
-        f"{prefix}helper_pss_share_kib": statistics.median(share.values()) if share else 0,
-        f"{prefix}shim_private_dirty_median_kib": statistics.median(dirty) if dirty else 0,
+    found = {
+        "shim_pss_median_kib": statistics.median(pss) if pss else 0,
+        "shim_pss_total_kib": sum(pss),
+        "shim_own_pss_median_kib": statistics.median(own.values()) if own else 0,
+        "helper_pss_share_kib": statistics.median(share.values()) if share else 0,
+        "shim_private_dirty_median_kib": statistics.median(dirty) if dirty else 0,
     }
+    return {prefix + key: value for prefix in prefixes or ("",) for key, value in found.items()}
 
 
 def ksmd_cpu_percent(window: float) -> float:
     """ksmd's CPU over the next `window` seconds, as a share of one core."""
-    cpu = ksm.ksmd_cpu_seconds()
+    pid = ksm.ksmd_pid()
+    cpu = cpu_seconds(pid)
     time.sleep(window)
-    return 100 * (ksm.ksmd_cpu_seconds() - cpu) / window
+    return 100 * (cpu_seconds(pid) - cpu) / window
 
 
 def memory_with_ksm(shims: set[int], window: float = 30.0) -> dict[str, float]:
@@ -138,8 +142,7 @@ def memory_with_ksm(shims: set[int], window: float = 30.0) -> dict[str, float]:
     tenth of the pace (what a host keeps once the pages are merged). Shims that offer KSM
     nothing (containerd's) are measured as they are: ksmd would not scan them."""
     if not any(ksm.smaps_kib(p, "Size", "mg") for p in shims):
-        memory = shim_memory(shims, "ksm_")
-        return {**memory, **shim_memory(shims, "ksm_slow_"), "ksm_settle_s": 0.0,
+        return {**shim_memory(shims, "ksm_", "ksm_slow_"), "ksm_settle_s": 0.0,
                 "ksmd_cpu_percent": 0.0, "ksmd_slow_cpu_percent": 0.0}
     with ksm.running():
         t = time.perf_counter()

@@ -169,8 +169,8 @@ def _preload() -> None:
     offer_to_ksm()
 
 
-def offer_to_ksm() -> int:
-    """Mark the zygote's private writable memory mergeable (MADV_MERGEABLE); the bytes marked.
+def offer_to_ksm() -> None:
+    """Mark the zygote's private writable memory mergeable (MADV_MERGEABLE).
 
     A shim cannot use an object without writing its reference count, so every page of shared
     objects it touches is copied into it, though the count is back where it was once the call
@@ -180,20 +180,15 @@ def offer_to_ksm() -> int:
     never merged. A kernel without KSM refuses every madvise: nothing is marked."""
     from shim import linux
 
-    marked = 0
     with open("/proc/self/maps") as maps:
         regions = [line.split() for line in maps]
     for fields in regions:
         perms = fields[1]
-        if perms[1] != "w" or perms[3] != "p":
-            continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        try:
-            linux.madvise(start, end - start, linux.MADV_MERGEABLE)
-        except OSError:
-            continue  # no KSM in this kernel, or a mapping it refuses (e.g. VM_IO)
-        marked += end - start
-    return marked
+        if perms[1] == "w" and perms[3] == "p":
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            # no KSM in this kernel, or a mapping it refuses (e.g. VM_IO): the rest still count
+            with contextlib.suppress(OSError):
+                linux.madvise(start, end - start, linux.MADV_MERGEABLE)
 
 
 def _rehearse() -> None:

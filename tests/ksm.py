@@ -59,15 +59,14 @@ def settle(scans: int = 2, timeout: float = 300.0) -> None:
         time.sleep(0.1)
 
 
-def ksmd_cpu_seconds() -> float:
-    """CPU time the ksmd kernel thread has used so far."""
+def ksmd_pid() -> int:
+    """The ksmd kernel thread's PID (0 when there is none)."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{entry}/comm").read_text().strip() == "ksmd":
-                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return 0.0
+                    return int(entry)
+    return 0
 
 
 def smaps_kib(pid: int, field: str, flag: str | None = None) -> int:

@@ -33,7 +33,7 @@ async def version(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-_INFO_LABELS = {"ksm": "Shim page merging", "uuid": "UUID"}
+_INFO_LABELS = {"ksm": "Shim page merging"}
 
 
 async def info(client: Client, args: argparse.Namespace) -> int:

@@ -81,24 +81,16 @@ class Lru(Generic[K, V]):
             self._on_evict(value)
 
 
-class BlobCache:
-    """The bytes of small blobs by digest: each at most `max_blob` bytes, `max_total` in all.
+class _ByDigest(Generic[V]):
+    """Values kept by blob digest in an `Lru`, under the epoch rule: `epoch` moves on every
+    `discard`; a filler notes it before its thread hop and passes it to `_keep`, which refuses
+    what a hop that a removal overlapped brought, so a blob deleted meanwhile never comes back."""
 
-    `epoch` moves on every `discard`. A filler notes it before its thread hop and passes it to
-    `put`, which then refuses bytes read by a hop that a removal overlapped: a blob deleted
-    while it was being read never comes back into the cache.
-    """
-
-    def __init__(self, max_blob: int = SMALL_BLOB, max_total: int = CACHE_TOTAL) -> None:
-        if max_blob < 0:
-            raise InvalidArgument(f"cache blob bound {max_blob} must not be negative")
-        self.max_blob = max_blob
-        self._lru: Lru[str, bytes] = Lru(max_total, len)
+    def __init__(self, max_weight: int, weigh: Callable[[V], int] = lambda _: 1,
+                 on_evict: Callable[[V], None] = lambda _: None) -> None:
+        self._lru: Lru[str, V] = Lru(max_weight, weigh, on_evict)
+        self._on_evict = on_evict
         self.epoch = 0
-
-    @property
-    def total(self) -> int:
-        return self._lru.weight
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -106,50 +98,14 @@ class BlobCache:
     def __contains__(self, digest: str) -> bool:
         return digest in self._lru
 
-    def fits(self, size: int) -> bool:
-        return size <= self.max_blob
-
-    def get(self, digest: str) -> bytes | None:
+    def get(self, digest: str) -> V | None:
         return self._lru.get(digest)
 
-    def put(self, digest: str, data: bytes, epoch: int) -> bool:
-        """Keep `data` unless it is too big or a discard happened since `epoch`; whether kept."""
-        if epoch != self.epoch or not self.fits(len(data)):
-            return False
-        self._lru.put(digest, data)
-        return digest in self._lru
-
-    def discard(self, digest: str) -> None:
-        self.epoch += 1
-        self._lru.discard(digest)
-
-
-class OpenBlobs:
-    """Open read-only descriptors of recently read blobs, by digest, with their sizes: a reader
-    of one is a dup() on the event loop instead of an open() in a worker thread.
-
-    `put` takes the descriptor over (closed when it leaves, or at once when refused). Same epoch
-    rule as BlobCache: a descriptor opened by a hop that a `discard` overlapped is not kept, so
-    a deleted blob's space is never held by this cache.
-    """
-
-    def __init__(self, max_open: int = OPEN_BLOBS) -> None:
-        self._lru: Lru[str, tuple[int, int]] = Lru(max_open, on_evict=lambda held: os.close(held[0]))
-        self.epoch = 0
-        weakref.finalize(self, self._lru.clear)
-
-    def __len__(self) -> int:
-        return len(self._lru)
-
-    def get(self, digest: str) -> tuple[int, int] | None:
-        """(descriptor, size): still ours; dup it to keep it."""
-        return self._lru.get(digest)
-
-    def put(self, digest: str, fd: int, size: int, epoch: int) -> bool:
+    def _keep(self, digest: str, value: V, epoch: int) -> bool:
         if epoch != self.epoch:
-            os.close(fd)
+            self._on_evict(value)
             return False
-        self._lru.put(digest, (fd, size))
+        self._lru.put(digest, value)
         return digest in self._lru
 
     def discard(self, digest: str) -> None:
@@ -159,6 +115,41 @@ class OpenBlobs:
     def clear(self) -> None:
         self.epoch += 1
         self._lru.clear()
+
+
+class BlobCache(_ByDigest[bytes]):
+    """The bytes of small blobs by digest: each at most `max_blob` bytes, `max_total` in all."""
+
+    def __init__(self, max_blob: int = SMALL_BLOB, max_total: int = CACHE_TOTAL) -> None:
+        if max_blob < 0:
+            raise InvalidArgument(f"cache blob bound {max_blob} must not be negative")
+        super().__init__(max_total, len)
+        self.max_blob = max_blob
+
+    @property
+    def total(self) -> int:
+        return self._lru.weight
+
+    def fits(self, size: int) -> bool:
+        return size <= self.max_blob
+
+    def put(self, digest: str, data: bytes, epoch: int) -> bool:
+        """Keep `data` unless it is too big or a discard happened since `epoch`; whether kept."""
+        return self.fits(len(data)) and self._keep(digest, data, epoch)
+
+
+class OpenBlobs(_ByDigest[tuple[int, int]]):
+    """Open read-only descriptors of recently read blobs, by digest, with their sizes: a reader
+    of one is a dup() on the event loop instead of an open() in a worker thread. `get` gives
+    (descriptor, size), still ours: dup it to keep it. `put` takes the descriptor over (closed
+    when it leaves, or at once when refused): a deleted blob's space is never held here."""
+
+    def __init__(self, max_open: int = OPEN_BLOBS) -> None:
+        super().__init__(max_open, on_evict=lambda held: os.close(held[0]))
+        weakref.finalize(self, self._lru.clear)
+
+    def put(self, digest: str, fd: int, size: int, epoch: int) -> bool:
+        return self._keep(digest, (fd, size), epoch)
 
 
 class MemoryBlobReader(ReaderBase):

@@ -29,7 +29,6 @@ log = logging.getLogger("dockyard.grpc")
 _RESERVED = frozenset(("te", "content-type", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
                        "grpc-message-type"))
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
-_STATUS_OK = [("grpc-status", "0")]
 _RESPONSE_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 
 

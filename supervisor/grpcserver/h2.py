@@ -94,7 +94,7 @@ class Stream:
         self._readable = asyncio.Event()
         self.remote_closed = False  # the client sent END_STREAM
         self.local_closed = False  # we sent END_STREAM (or a reset)
-        self.reset = asyncio.Event()  # the client reset it, or the connection is gone
+        self.reset = False  # the client reset it, or the connection is gone
         self.task: asyncio.Task[None] | None = None  # the call serving it: a reset cancels it
         self.credit = 0  # request bytes read but not yet credited back to the client
         self.recv_window = RECV_WINDOW  # what the client may still send on it
@@ -111,17 +111,12 @@ class Stream:
     async def read(self) -> bytes | None:
         """The next chunk of request data; None once the client has ended the stream."""
         while not self._chunks:
-            if self.reset.is_set():
+            if self.reset:
                 raise StreamReset(f"stream {self.id} reset")
             if self.remote_closed:
                 return None
             self._readable.clear()
-            waits = [asyncio.ensure_future(self._readable.wait()), asyncio.ensure_future(self.reset.wait())]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+            await self._readable.wait()  # a reset sets it too
         chunk = self._chunks.popleft()
         self.conn.consumed(self, len(chunk))
         return chunk
@@ -129,7 +124,7 @@ class Stream:
     # -- response side --------------------------------------------------------------------
 
     def send_headers(self, headers: list[tuple[str, str]], end_stream: bool = False) -> None:
-        if self.local_closed or self.reset.is_set():
+        if self.local_closed or self.reset:
             return
         self.conn.send_headers(self.id, headers, end_stream)
         if end_stream:
@@ -140,7 +135,7 @@ class Stream:
         """Send `data` as DATA frames within the peer's flow-control windows."""
         view = memoryview(data)
         while view:
-            if self.reset.is_set():
+            if self.reset:
                 raise StreamReset(f"stream {self.id} reset")
             n = min(len(view), self.send_window, self.conn.send_window, self.conn.peer_max_frame)
             if n <= 0:
@@ -153,7 +148,8 @@ class Stream:
             await self.conn.drained()
 
     def _was_reset(self) -> None:
-        self.reset.set()
+        self.reset = True
+        self._readable.set()  # a reader waiting for data sees the reset
         self.conn._wake_writers()  # a writer waiting for window sees the reset
         if self.task is not None and not self.local_closed:
             self.task.cancel()
@@ -442,7 +438,7 @@ class Connection(asyncio.Protocol):
         stream._chunks.clear()
         if unread:
             self._credit(unread)
-        if stream.local_closed and (stream.remote_closed or stream.reset.is_set()):
+        if stream.local_closed and (stream.remote_closed or stream.reset):
             self.streams.pop(stream.id, None)
         elif stream.local_closed:
             # We answered before the client finished sending: it need not send more.
