@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.compat.conftest import ctr
 from tests.daemon import DaemonProcess, remove_base, start_daemon
 from tests.images import busybox_oci_archive
 
@@ -16,12 +17,6 @@ IMAGE = "docker.io/library/busybox:latest"
 GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
 # "dockyard": our own shim (the default); "runc-go": containerd's shim, the reference.
 RUNTIMES = ["dockyard", "runc-go"]
-
-
-def ctr(d: DaemonProcess, *args: str, namespace: str = "default", timeout: float = 60,
-        input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ctr", "--address", d.address, "--namespace", namespace, *args],
-                          capture_output=True, text=True, timeout=timeout, input=input)
 
 
 @contextmanager

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
 
+from tests.compat.conftest import ctr
 from tests.daemon import DaemonProcess
 
 pytestmark = pytest.mark.compat
-
-CTR = shutil.which("ctr")
-if CTR is None:  # scripts/install puts it there; without it these tests cannot mean anything
-    pytest.fail("ctr is not installed: run scripts/install (Debian package containerd)", pytrace=False)
-
-
-def ctr(daemon: DaemonProcess, *args: str, namespace: str = "default") -> subprocess.CompletedProcess[str]:
-    assert CTR is not None
-    return subprocess.run([CTR, "--address", daemon.address, "--namespace", namespace, *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_ctr_version(daemon: DaemonProcess) -> None:

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
-import time
 
 import pytest
 
+from tests.compat.conftest import ctr as compat_ctr
 from tests.daemon import DaemonProcess
 
 pytestmark = pytest.mark.compat
 
-_found = shutil.which("ctr")
-if _found is None:
-    pytest.fail("ctr is not installed: run scripts/install (Debian package containerd)", pytrace=False)
-CTR: str = _found or ""
-
 
 def ctr(daemon: DaemonProcess, *args: str, namespace: str = "default", stdin: bytes | None = None
         ) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([CTR, "--address", daemon.address, "--namespace", namespace, *args],
-                          input=stdin, capture_output=True, timeout=120)
+    """ctr's content commands move bytes: binary in and out."""
+    return compat_ctr(daemon, *args, namespace=namespace, input=stdin, binary=True, timeout=120)
 
 
 def dg(data: bytes) -> str:
@@ -32,11 +26,8 @@ def dg(data: bytes) -> str:
 
 @pytest.fixture
 def quiet_daemon(daemon: DaemonProcess) -> DaemonProcess:
-    """ctr's writes hold no lease: let the start-up garbage collection pass first (it would
-    rightly remove unreferenced content, as containerd's does)."""
-    deadline = time.monotonic() + 10
-    while "garbage collection" not in daemon.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    """ctr's writes hold no lease: let the start-up garbage collection pass first."""
+    daemon.wait_startup_collection()
     return daemon
 
 

@@ -5,37 +5,27 @@ imports must look right to the other."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import tarfile
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from tests.compat.conftest import ctr as compat_ctr
+from tests.compat.conftest import ok
 from tests.conformance.mounts import unmount
 from tests.daemon import DaemonProcess
 from tests.images import Image, busybox_image, docker_archive, multilayer_image, oci_archive
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
 
-_found = shutil.which("ctr")
-if _found is None:  # scripts/install puts it there; without it these tests cannot mean anything
-    pytest.fail("ctr is not installed: run scripts/install (Debian package containerd)", pytrace=False)
-CTR: str = _found or "ctr"
 NS = "tapx7"
 LAYERED = "docker.io/library/layered:1"
 BUSYBOX = "docker.io/library/busybox:latest"
 
 
-def ctr(daemon: DaemonProcess, *args: str, namespace: str = NS) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CTR, "--address", daemon.address, "--namespace", namespace, *args],
-                          capture_output=True, text=True, timeout=120)
-
-
-def ok(res: subprocess.CompletedProcess[str]) -> str:
-    assert res.returncode == 0, res.stderr
-    return res.stdout
+ctr = partial(compat_ctr, namespace=NS, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import shutil
-import subprocess
+from functools import partial
 
 import pytest
 
 from dock.images import OCI_MANIFEST, Descriptor
+from tests.compat.conftest import ctr as compat_ctr
 from tests.daemon import DaemonProcess
 
 pytestmark = pytest.mark.compat
-
-CTR = shutil.which("ctr") or ""
-if not CTR:  # scripts/install puts it there; without it these tests cannot mean anything
-    pytest.fail("ctr is not installed: run scripts/install (Debian package containerd)", pytrace=False)
 
 NS = "tapx7"
 D1 = "sha256:" + "1" * 64
@@ -30,9 +26,7 @@ D2 = "sha256:" + "2" * 64
 BUSYBOX = "127.0.0.1:5001/tap/busybox:latest"
 
 
-def ctr(daemon: DaemonProcess, *args: str, namespace: str = NS) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CTR, "--address", daemon.address, "--namespace", namespace, *args],
-                          capture_output=True, text=True, timeout=60)
+ctr = partial(compat_ctr, namespace=NS)
 
 
 async def make(daemon: DaemonProcess, name: str, digest: str = D1, size: int = 349,

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.runtimes import IMAGE, ctr
+from tests.compat.conftest import ctr
+from tests.compat.runtimes import IMAGE
 from tests.compat.test_ctr_run import Session, mounts_under, session, stop_our_zygotes, task_pid
 from tests.daemon import shims_in_bundles
 from tests.images import build_image, oci_archive, tar_tree

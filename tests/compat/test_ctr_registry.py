@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from dock.client import Client
-from tests.compat.runtimes import ctr, remove_everything
+from tests.compat.conftest import ctr
+from tests.compat.runtimes import remove_everything
 from tests.daemon import DaemonProcess
 from tests.images import Image, busybox_image, oci_archive
 from tests.registry import RegistryProcess, start_registry

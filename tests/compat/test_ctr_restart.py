@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.runtimes import IMAGE, RUNTIMES, ctr, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.conftest import ctr
+from tests.compat.runtimes import IMAGE, RUNTIMES, daemon_with_runtime, import_busybox, remove_everything
 from tests.daemon import DaemonProcess, start_daemon
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]

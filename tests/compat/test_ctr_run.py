@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.runtimes import IMAGE, ctr, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.conftest import ctr
+from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything
 from tests.daemon import DaemonProcess, shim_pids, stopping_new_zygotes
 
 pytestmark = [pytest.mark.compat, pytest.mark.root,

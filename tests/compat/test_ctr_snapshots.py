@@ -6,34 +6,31 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 
 import pytest
 
+from tests.compat.conftest import ctr as compat_ctr
+from tests.compat.conftest import ok
 from tests.conformance.mounts import mounts_under, unmount
 from tests.daemon import DaemonProcess
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
 
-_found = shutil.which("ctr")
-if _found is None:  # scripts/install puts it there; without it these tests cannot mean anything
-    pytest.fail("ctr is not installed: run scripts/install (Debian package containerd)", pytrace=False)
-CTR: str = _found or "ctr"
-
-
 def ctr(daemon: DaemonProcess, *args: str, namespace: str = "tapx7",
         snapshotter: str = "") -> subprocess.CompletedProcess[str]:
+    """`ctr snapshots [--snapshotter S] ARGS`."""
     sn = ["--snapshotter", snapshotter] if snapshotter else []
-    return subprocess.run([CTR, "--address", daemon.address, "--namespace", namespace, "snapshots", *sn, *args],
-                          capture_output=True, text=True, timeout=60)
+    return compat_ctr(daemon, "snapshots", *sn, *args, namespace=namespace)
 
 
-def ok(res: subprocess.CompletedProcess[str]) -> str:
-    assert res.returncode == 0, res.stderr
-    return res.stdout
+@pytest.fixture
+def daemon(daemon: DaemonProcess) -> DaemonProcess:
+    """ctr's snapshot commands hold no lease: the start-up collection would take what they make."""
+    daemon.wait_startup_collection()
+    return daemon
 
 
 @pytest.fixture
@@ -130,7 +127,6 @@ def test_ctr_namespaces_and_unknown_snapshotter(daemon: DaemonProcess) -> None:
     assert res.returncode == 1 and "snapshot only-here does not exist: not found" in res.stderr
     res = ctr(daemon, "ls", snapshotter="zfs")
     assert res.returncode == 1 and "snapshotter not loaded: zfs: invalid argument" in res.stderr
-    ns = subprocess.run([CTR, "--address", daemon.address, "namespaces", "remove", "one"],
-                        capture_output=True, text=True, timeout=60)
+    ns = compat_ctr(daemon, "namespaces", "remove", "one")
     assert ns.returncode == 1 and 'snapshots on "overlayfs" snapshotter' in ns.stderr
     ok(ctr(daemon, "rm", "only-here", namespace="one"))

@@ -31,7 +31,8 @@ from dock.oci import SpecOptions
 from dock.runner import RunRequest
 from dock.tasks import Status
 from supervisor.errors import NotFound
-from tests.compat.runtimes import IMAGE, RUNTIMES, ctr, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.conftest import ctr
+from tests.compat.runtimes import IMAGE, RUNTIMES, daemon_with_runtime, import_busybox, remove_everything
 from tests.daemon import REPO, DaemonProcess
 from tests.images import build_image, oci_archive, tar_tree
 from tests.rootfs import make_busybox_rootfs

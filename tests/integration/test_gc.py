@@ -25,12 +25,9 @@ from tests.daemon import DaemonProcess
 
 @pytest.fixture
 def daemon(daemon: DaemonProcess) -> DaemonProcess:
-    """The daemon once its start-up collection (0.1 s after start) is done: the tests count what
-    their own collections remove, and that one would race them for it."""
-    deadline = time.monotonic() + 20
-    while "garbage collection: removed" not in daemon.log()[daemon.log_start:]:
-        assert time.monotonic() < deadline, "no start-up collection in 20 s"
-        time.sleep(0.02)
+    """The daemon once its start-up collection is done: the tests count what their own
+    collections remove, and that one would race them for it."""
+    daemon.wait_startup_collection()
     return daemon
 
 

@@ -31,7 +31,8 @@ from dockyard_api.dockyard.stats.v1 import stats_pb2_grpc as pb_grpc
 from shim.cgroups import Resources, new_manager
 from shim.stats import CgroupReader
 from supervisor.errors import InvalidArgument, NotFound
-from tests.compat.runtimes import IMAGE, ctr, daemon_with_runtime, import_busybox, remove_everything, shim_available
+from tests.compat.conftest import ctr
+from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, shim_available
 from tests.daemon import REPO, DaemonProcess, remove_empty_cgroups, start_daemon
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]

@@ -14,15 +14,13 @@ from supervisor.filters import (
     All,
     AnyOf,
     FilterSyntaxError,
-    GoRegexpError,
     Operator,
     Selector,
     adaptor_from,
-    compile_go_regexp,
     parse,
     parse_all,
-    translate_go_regexp,
 )
+from supervisor.goregexp import GoRegexpError, compile_go_regexp, translate_go_regexp
 
 # A corpus in the spirit of containerd's filter tests: names, an "other" field, labels with
 # awkward keys (spaces, backslashes, quotes, dots, slashes).
