@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -28,7 +29,7 @@ from supervisor.archive.compression import (
     open_compressor,
     open_layer,
 )
-from supervisor.archive.diff import write_diff, write_overlay_diff
+from supervisor.archive.diff import write_diff
 from supervisor.archive.hashing import DigestingReader, DigestingWriter
 from supervisor.content.store import BlobReader
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -156,13 +157,12 @@ class Differ:
         compressor = open_compressor(cast(BinaryIO, counted), compression)
         uncompressed = DigestingWriter(compressor)
         sink = cast(BinaryIO, uncompressed)
-        with mounted(lower, self.tmp_root, readonly=True) if lower else _EmptyDir(self.tmp_root) as low:
-            up_overlay = overlay_dirs(upper[0])[0] if len(upper) == 1 and upper[0].type == "overlay" else None
-            if up_overlay is not None:
-                write_overlay_diff(up_overlay, low, sink)
-            else:
-                with mounted(upper, self.tmp_root, readonly=True) as up:
-                    write_diff(low, up, sink)
+        # Both trees mounted and walked, as containerd's differ does: reading an overlay
+        # upperdir alone would be faster but cannot give containerd's bytes (it never writes
+        # opaque markers, and judges changes on the merged views).
+        with mounted(lower, self.tmp_root, readonly=True) if lower else _EmptyDir(self.tmp_root) as low, \
+                mounted(_readonly_view(upper), self.tmp_root) as up:
+            write_diff(low, up, sink)
         compressor.close()
         out.flush()
         return uncompressed.digest, counted.size
@@ -185,6 +185,25 @@ class Differ:
             with contextlib.suppress(Exception):
                 await writer.close()
             raise
+
+
+def _readonly_view(mounts: Sequence[Mount]) -> list[Mount]:
+    """containerd's read-only form of a mount list (its mount.readonlyMounts).
+
+    An overlay drops upperdir and workdir and stacks the upperdir on top of its lowers, so the
+    walk sees the inode numbers (hard links) containerd's differ sees; others get "ro"."""
+    out = []
+    for m in mounts:
+        if m.type != "overlay":
+            out.append(replace(m, options=[*(o for o in m.options if o not in ("rw", "ro")), "ro"]))
+            continue
+        upper = next((o.removeprefix("upperdir=") for o in m.options if o.startswith("upperdir=")), None)
+        options = [o for o in m.options if not o.startswith(("upperdir=", "workdir="))]
+        if upper is not None:
+            options = [f"lowerdir={upper}:{o.removeprefix('lowerdir=')}" if o.startswith("lowerdir=") else o
+                       for o in options]
+        out.append(replace(m, options=options))
+    return out
 
 
 class _EmptyDir:
