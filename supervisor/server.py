@@ -10,6 +10,7 @@ import platform
 import socket
 import sys
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,11 @@ from supervisor import ksm
 from supervisor.config import DEFAULT_CONFIG, Config
 from supervisor.content.local import LocalContentStore
 from supervisor.differ import Differ
+from supervisor.diskreserve import DiskReserve
 from supervisor.errors import FailedPrecondition, InvalidArgument
 from supervisor.events import Exchange
 from supervisor.grpcserver import Server as OwnServer
+from supervisor.images.leasing import release_stale
 from supervisor.images.transfer import ImageTransfer
 from supervisor.images.unpack import Unpacker
 from supervisor.metadata.containers import ContainerStore
@@ -109,16 +112,24 @@ class Daemon:
     _db: Database | None = None
     _server: grpc.aio.Server | OwnServer | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    reserve: DiskReserve = field(default_factory=DiskReserve)
+    _reserve_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
         self.started_at = now()
         cfg.root.mkdir(parents=True, exist_ok=True, mode=0o711)
         cfg.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+        # First, before anything writes: on a full disk the reserve makes room for start-up
+        # (the lock's pid, the databases' -shm files, the overlay check); see diskreserve.py.
+        snapshots_root = cfg.root / "snapshots"
+        await asyncio.to_thread(self.reserve.prepare, [cfg.root, cfg.root / "content",
+                                                       snapshots_root / "overlayfs", snapshots_root / "native"])
+        self._reserve_task = asyncio.get_running_loop().create_task(self.reserve.run())
         self._lock = RootLock(cfg.root)
         self._lock.acquire()
         uid = server_uuid(cfg.root)
-        self._db = await Database.open(cfg.root / "metadata.db")
+        self._db = await Database.open(cfg.root / "metadata.db", on_full=self.reserve.release)
         self.registry.add(Plugin("io.containerd.metadata.v1", "sqlite", exports={"path": str(self._db.path)}))
         self.registry.add(Plugin("io.containerd.event.v1", "exchange"))
         self.namespaces = NamespaceStore(self._db)
@@ -126,12 +137,14 @@ class Daemon:
         self.content = LocalContentStore(cfg.root / "content")
         self.registry.add(Plugin("io.containerd.content.v1", "content", exports={"root": str(cfg.root / "content")}))
         # Namespaced records over the shared blobs; on_delete is where the garbage collector hooks in.
-        self.content_records = NamespacedContentStore(self._db, self.content, on_delete=lambda: None)
-        self.snapshotters = await open_snapshotters(cfg.root / "snapshots", self.registry)
+        self.content_records = NamespacedContentStore(self._db, self.content)
+        self.snapshotters = await open_snapshotters(snapshots_root, self.registry, on_full=self.reserve.release)
         # Garbage collection; stores call self.collector.schedule after deleting things.
         self.collector = Collector(self._db, self.content, self.snapshotters,
                                    guards=[self.content_records.gc_guard])
-        self.content_records.on_delete = self.collector.schedule  # a deleted record may free a blob
+        self.content_records.on_delete = self.collector.free  # a deleted record may free a blob
+        # Jobs of a daemon that died (a crash, maybe on a full disk) hold what they wrote: let it go.
+        await release_stale(self.leases)
         self.collector.start()
         self.registry.add(Plugin("io.containerd.gc.v1", "scheduler", requires=["io.containerd.metadata.v1"]))
 
@@ -267,24 +280,31 @@ class Daemon:
         if self._db is not None:
             await self._db.close()
             self._db = None
+        if self._reserve_task is not None:
+            self._reserve_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reserve_task
+            self._reserve_task = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
         log.info("stopped")
 
 
-async def open_snapshotters(root: Path, registry: PluginRegistry) -> dict[str, Snapshotter]:
-    """Every snapshotter this host can run, under <root>/<name>; the others are reported."""
+async def open_snapshotters(root: Path, registry: PluginRegistry,
+                            on_full: Callable[[str], bool] | None = None) -> dict[str, Snapshotter]:
+    """Every snapshotter this host can run, under <root>/<name>; the others are reported.
+    `on_full` makes room for a removal on a full disk (`DiskReserve.release`)."""
     found: dict[str, Snapshotter] = {}
     problem = await asyncio.to_thread(_overlay_problem, root / "overlayfs")
     plugin_type = "io.containerd.snapshotter.v1"
     if problem is None:
-        found["overlayfs"] = await OverlaySnapshotter.open(root / "overlayfs")
+        found["overlayfs"] = await OverlaySnapshotter.open(root / "overlayfs", on_full=on_full)
         registry.add(Plugin(plugin_type, "overlayfs", exports={"root": str(root / "overlayfs")}))
     else:
         log.warning("overlayfs snapshotter unavailable: %s", problem)
         registry.add(Plugin(plugin_type, "overlayfs", init_error=f"skip plugin: {problem}"))
-    found["native"] = await NativeSnapshotter.open(root / "native")
+    found["native"] = await NativeSnapshotter.open(root / "native", on_full=on_full)
     registry.add(Plugin(plugin_type, "native", exports={"root": str(root / "native")}))
     return found
 

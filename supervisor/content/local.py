@@ -24,7 +24,7 @@ from supervisor.content import ingest
 from supervisor.content.cache import BlobCache, MemoryBlobReader, OpenBlobs
 from supervisor.content.digest import format_digest, parse_digest
 from supervisor.content.ingest import IngestPaths, disk_error, quote
-from supervisor.content.local_writer import LocalWriter, open_writer
+from supervisor.content.local_writer import LocalWriter, open_writer, retry_while_locked
 from supervisor.content.store import Info, ReaderBase, Status, read_blob
 from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -180,9 +180,9 @@ class LocalContentStore:
         if expected:
             parse_digest(expected)
         paths = IngestPaths.of(self._ingests, ref)
-        return await self._run(
+        return await retry_while_locked(lambda: self._run(
             lambda: open_writer(ref=ref, paths=paths, blobs=self._blobs, total=total, expected=expected)
-        )
+        ))
 
     # -- worker-thread side ---------------------------------------------------------------
 

@@ -13,18 +13,48 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from supervisor.content import ingest
 from supervisor.content.digest import format_digest, hash_fd, parse_digest
 from supervisor.content.ingest import IngestPaths, disk_error, quote
 from supervisor.content.store import Status
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from supervisor.timeutil import now
 
 log = logging.getLogger("dockyard.content")
+T = TypeVar("T")
+
+# How long opening a writer keeps trying a ref that another writer holds before Unavailable.
+# containerd's client closes a writer by half-closing its Write stream and may open the next
+# writer on the ref at once, before the daemon has seen the end of the old stream and released
+# the lock; containerd's local store retries for up to about a second for the same reason.
+LOCK_WAIT = 1.0
+_FIRST_RETRY = 0.001  # seconds; doubled per attempt, so a lock released within ms is found within ms
+_MAX_RETRY = 0.05
+
+
+async def retry_while_locked(open_writer: Callable[[], Awaitable[T]], wait: float = LOCK_WAIT) -> T:
+    """`open_writer()`, tried again while it raises Unavailable, for up to `wait` seconds.
+
+    Polling, not a wake-up from the holder: the lock is a flock, which another process (or a
+    writer dropped without close) may hold as well.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = _FIRST_RETRY
+    while True:
+        try:
+            return await open_writer()
+        except Unavailable:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, _MAX_RETRY)
 
 
 class LocalWriter:

@@ -12,7 +12,9 @@ ingest
     restarted; reopening a writer on the same ref resumes it at the bytes already stored.
 ref lock
     At most one open `Writer` per ref at a time (across processes for the local store).
-    A second `writer(ref)` while one is open raises `Unavailable("ref <ref> locked")`.
+    A second `writer(ref)` while one is open raises `Unavailable("ref <ref> locked")`, after
+    waiting up to `local_writer.LOCK_WAIT` (1 s) for the holder to let go, as containerd's
+    local store does: its clients reopen a ref right after closing the last writer on it.
 
 This layer knows bytes only. Labels, namespaces and leases belong to the metadata layer, so
 `Info.labels` is always empty here and nothing is filtered by namespace.

@@ -187,5 +187,5 @@ class ContainerStore:
             if conn.execute("DELETE FROM containers WHERE namespace=? AND id=?", (ns, cid)).rowcount == 0:
                 raise NotFound(f'container "{cid}" in namespace "{ns}"')
 
-        await self.db.write(tx)
+        await self.db.write(tx, frees=True)
         self.on_delete()

@@ -33,11 +33,14 @@ anyway (from offset 0, or from the end) gets a real ingest, seeded with the blob
 it continues at the end, exactly as containerd does. When the namespace already records
 `expected`, `writer` attaches the content to the lease and raises AlreadyExists.
 
-Garbage collection: `delete` only drops the namespace's record and calls `on_delete`; the
-collector removes a blob once no namespace records it and no ingest names it as `expected`,
-and backend ingests whose backend ref is in no `ingests` row. Writers, commits, deletes and
-aborts hold `gc_guard.shared()` around their record-and-backend steps, so a collector that
-takes `gc_guard.exclusive()` never sees a blob published but not yet recorded.
+Garbage collection: `delete` only drops the namespace's record and calls `on_delete(digest)`;
+the collector removes a blob once no namespace records it and no ingest names it as `expected`,
+and backend ingests whose backend ref is in no `ingests` row. An ingest begun under a lease
+goes once no live lease holds it (the client deleted its lease after a failed write, say);
+one begun without a lease is kept for a grace period, for a later resume (containerd's rule).
+Writers, commits, deletes and aborts hold `gc_guard.shared()` around their record-and-backend
+steps, so a collector that takes `gc_guard.exclusive()` never sees a blob published but not
+yet recorded.
 
 Cached records: `info` (and `exists`, `reader`) answer from an in-memory copy of records read
 before, without a hop to the metadata thread. A `Database.watch` on `content` and
@@ -56,6 +59,7 @@ ResourceExhausted (disk full).
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import sqlite3
@@ -159,7 +163,7 @@ class NamespacedContentStore:
     """Records per namespace over one `ContentStore`; see the module docstring."""
 
     def __init__(self, db: Database, backend: ContentStore,
-                 on_delete: Callable[[], None] = lambda: None, max_cached: int = 4096) -> None:
+                 on_delete: Callable[[str], None] = lambda digest: None, max_cached: int = 4096) -> None:
         self.db = db
         self.backend = backend
         self.on_delete = on_delete
@@ -240,8 +244,8 @@ class NamespacedContentStore:
             detach_everywhere(conn, ns, Resource(digest, CONTENT))
 
         async with self.gc_guard.shared():
-            await self.db.write(tx)
-        self.on_delete()
+            await self.db.write(tx, frees=True)
+        self.on_delete(digest)
 
     async def reader(self, ns: str, digest: str) -> BlobReader:
         """Open the blob, only if this namespace records it."""
@@ -292,7 +296,7 @@ class NamespacedContentStore:
             return str(row[0])
 
         async with self.gc_guard.shared():
-            bref = await self.db.write(tx)
+            bref = await self.db.write(tx, frees=True)
             try:
                 await self.backend.abort(bref)
             except NotFound:
@@ -327,11 +331,17 @@ class NamespacedContentStore:
                 namespaces.ensure(conn, ns)
                 row = conn.execute("SELECT 1 FROM ingests WHERE namespace=? AND ref=?", (ns, ref)).fetchone()
                 if row is None:
-                    conn.execute("INSERT INTO ingests (namespace, ref, backend_ref, expected, created_at) "
-                                 "VALUES (?, ?, ?, ?, ?)",
-                                 (ns, ref, bref, expected if shared_size >= 0 else "", now().isoformat()))
-                elif shared_size >= 0:
-                    conn.execute("UPDATE ingests SET expected=? WHERE namespace=? AND ref=?", (expected, ns, ref))
+                    conn.execute("INSERT INTO ingests (namespace, ref, backend_ref, expected, created_at, leased) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)",
+                                 (ns, ref, bref, expected if shared_size >= 0 else "", now().isoformat(),
+                                  1 if lease else 0))
+                else:
+                    if shared_size >= 0:
+                        conn.execute("UPDATE ingests SET expected=? WHERE namespace=? AND ref=?",
+                                     (expected, ns, ref))
+                    if not lease:  # opened without a lease: the grace period starts again (containerd's)
+                        conn.execute("UPDATE ingests SET leased=0, created_at=? WHERE namespace=? AND ref=?",
+                                     (now().isoformat(), ns, ref))
                 attach(conn, ns, lease, Resource(ref, INGESTS))
                 return row is None
 
@@ -347,12 +357,16 @@ class NamespacedContentStore:
                     # The blob appeared in the backend since we looked (or with another size):
                     # write it like any other content; commit will find it there.
                     backend = await self.backend.writer(bref, total=total)
-            except DockyardError as exc:
+            except BaseException as exc:
                 if created:
-                    await self._forget_ingest(ns, ref)
+                    # Whatever ended it (an error, or the client giving up while the ref's lock
+                    # was awaited), a row of ours with no writer behind it must not stay.
+                    await asyncio.shield(self._forget_ingest(ns, ref))
                 if isinstance(exc, Unavailable):
                     raise Unavailable(f"ref {ref} locked") from None
-                raise _rename_refs(exc, bref, ref) from None
+                if isinstance(exc, DockyardError):
+                    raise _rename_refs(exc, bref, ref) from None
+                raise
             return NamespacedWriter(self, ns, ref, bref, lease, backend, total, expected)
 
     async def _forget_ingest(self, ns: str, ref: str) -> None:
@@ -361,7 +375,7 @@ class NamespacedContentStore:
             detach_everywhere(conn, ns, Resource(ref, INGESTS))
 
         try:
-            await self.db.write(tx)
+            await self.db.write(tx, frees=True)
         except Exception:  # the row only costs a ListStatuses skip; the failure that led here matters
             log.exception("could not forget ingest %s/%s", ns, ref)
 
@@ -466,7 +480,12 @@ class NamespacedWriter:
                 except DockyardError as exc:
                     raise _rename_refs(exc, self._bref, self._ref) from None
                 size = self._w.status().offset
-            existed = await self._store._record(self._ns, self._ref, self._lease, dgst, size, given)
+            try:
+                existed = await self._store._record(self._ns, self._ref, self._lease, dgst, size, given)
+            except DockyardError:
+                if self._w is not None:  # published but not recorded (a full disk): the collector takes it back
+                    self._store.on_delete(dgst)
+                raise
         if existed:
             raise AlreadyExists(f"content {dgst}")
         return dgst

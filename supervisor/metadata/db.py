@@ -3,6 +3,12 @@
 One connection, owned by one worker thread: SQLite serialises writers anyway, and a
 single thread means no connection is ever shared between threads. Every call runs in
 a transaction; writes use BEGIN IMMEDIATE so a reader-turned-writer cannot deadlock.
+
+A full disk: SQLite then fails the write with SQLITE_FULL (usually at COMMIT, when the log
+frames are appended). The transaction is rolled back and the call fails with
+ResourceExhausted. A write that frees space (`write(..., frees=True)`: deletions) first asks
+`on_full` for room (the daemon's `DiskReserve.release`) and, given some, runs again: so
+removing things works on a disk that the failed operation filled.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from supervisor.errors import Internal
+from supervisor.diskreserve import sqlite_disk_full
+from supervisor.errors import Internal, ResourceExhausted
 from supervisor.metadata.schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -49,8 +56,10 @@ class Watch:
 class Database:
     """The daemon's metadata.db. Open with `await Database.open(path)`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_full: Callable[[Path], bool] | None = None) -> None:
         self.path = path
+        # Called (in the db thread) when a freeing write finds the disk full; True: room was made.
+        self.on_full = on_full
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-db")
         self._conn: sqlite3.Connection | None = None
         self._unwatched: list[Watch] = []  # installed by the next transaction, in the db thread
@@ -63,9 +72,15 @@ class Database:
         return watch
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
-        db = cls(path)
-        await db._call(db._open)
+    async def open(cls, path: Path, on_full: Callable[[Path], bool] | None = None) -> Database:
+        db = cls(path, on_full)
+        try:
+            await db._call(db._open)
+        except sqlite3.Error as exc:
+            await db.close()
+            if sqlite_disk_full(exc, path.parent):
+                raise ResourceExhausted(f"metadata database {path}: no space left on device ({exc})") from None
+            raise Internal(f"metadata database {path}: {exc}") from None
         return db
 
     def _open(self) -> None:
@@ -95,14 +110,29 @@ class Database:
                 conn.execute(f"PRAGMA user_version={version}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             log.info("metadata schema migrated to version %d", version)
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def _transact(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+    def _transact(self, fn: Callable[[sqlite3.Connection], T], write: bool, frees: bool = False) -> T:
+        try:
+            return self._once(fn, write)
+        except sqlite3.Error as exc:
+            if not sqlite_disk_full(exc, self.path.parent):
+                raise
+            if frees and self.on_full is not None and self.on_full(self.path):
+                log.warning("metadata database: disk full; retrying a deletion in the reserved room")
+                try:
+                    return self._once(fn, write)
+                except sqlite3.Error as again:
+                    if not sqlite_disk_full(again, self.path.parent):
+                        raise
+            raise ResourceExhausted(f"metadata database {self.path}: no space left on device") from None
+
+    def _once(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
         conn = self._conn
         assert conn is not None, "database is closed"
         while self._unwatched:
@@ -110,19 +140,25 @@ class Database:
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             result = fn(conn)
+            # Inside the try: COMMIT is where a full disk shows, and a failed COMMIT may leave
+            # the transaction open, which would make every later BEGIN fail.
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
-        conn.execute("COMMIT")
         return result
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` in a read transaction."""
         return await self._call(lambda: self._transact(fn, write=False))
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` in a write transaction: all of it lands, or none of it."""
-        return await self._call(lambda: self._transact(fn, write=True))
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, frees: bool = False) -> T:
+        """Run `fn(conn)` in a write transaction: all of it lands, or none of it.
+
+        `frees`: the write deletes things, so it may use the disk reserve (see the module
+        docstring); `fn` may then run twice (the first attempt rolled back).
+        """
+        return await self._call(lambda: self._transact(fn, write=True, frees=frees))
 
     async def close(self) -> None:
         def _close() -> None:
@@ -132,3 +168,13 @@ class Database:
 
         await self._call(_close)
         self._executor.shutdown(wait=True)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is open: SQLite ends some on its own after an error
+    (SQLITE_FULL among them), and a ROLLBACK then would fail and hide the first error."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("metadata database: rollback failed: %s", exc)

@@ -160,12 +160,12 @@ def load_inventory(conn: sqlite3.Connection) -> Inventory:
         snap = inv.snapshots.get(gc_graph.snapshot(r[0], r[1], r[2]))
         if snap is not None:
             snap.labels[r[3]] = r[4]
-    for r in conn.execute("SELECT namespace, ref, backend_ref, expected, created_at FROM ingests"):
+    for r in conn.execute("SELECT namespace, ref, backend_ref, expected, created_at, leased FROM ingests"):
         created = _aware(r[4])
         if created is None:  # unreadable: treat it as brand new rather than guess it is stale
             log.warning("ingest %s in namespace %s has an unreadable creation time %r", r[1], r[0], r[4])
             created = now()
-        inv.ingests[gc_graph.ingest(r[0], r[1])] = gc_graph.IngestRecord(r[2], created, r[3] or "")
+        inv.ingests[gc_graph.ingest(r[0], r[1])] = gc_graph.IngestRecord(r[2], created, r[3] or "", bool(r[5]))
     leases: dict[tuple[str, str], gc_graph.LeaseRecord] = {}
     for r in conn.execute("SELECT namespace, id FROM leases"):
         leases[(r[0], r[1])] = gc_graph.LeaseRecord(r[0], r[1])
@@ -235,6 +235,7 @@ class Collector:
         self._requests = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
+        self._freed: set[str] = set()  # digests whose records went outside a collection
         self.last: Stats | None = None
 
     # -- scheduling ---------------------------------------------------------------------------
@@ -262,6 +263,14 @@ class Collector:
 
     # The name colleagues wire as a callback after deletions.
     on_delete = schedule
+
+    def free(self, digest: str) -> None:
+        """A record of `digest` was deleted outside a collection (Content/Delete): schedule one,
+        which removes the blob unless a record or an ingest still refers to it. No orphan grace:
+        the blob was recorded, so no commit is still on its way to recording it (containerd's
+        collector likewise removes every unreferenced blob once content was deleted)."""
+        self._freed.add(digest)
+        self.schedule()
 
     def _fire(self) -> None:
         self._timer = None
@@ -306,6 +315,7 @@ class Collector:
             started = time.monotonic()
             stats = Stats()
             managed = frozenset(self.snapshotters)
+            freed, self._freed = self._freed, set()
 
             def mark(conn: sqlite3.Connection) -> tuple[Plan, tuple[int, int]]:
                 return self._plan(conn, managed), _fingerprint(conn)
@@ -318,12 +328,13 @@ class Collector:
                     plan = self._plan(conn, managed)
                 return plan, _sweep_records(conn, plan)
 
-            done, work = (planned, _BackendWork()) if planned.empty() else await self.db.write(sweep)
+            done, work = (planned, _BackendWork()) if planned.empty() else await self.db.write(sweep, frees=True)
             stats.content_removed = len(done.content)
             stats.snapshots_removed = len(done.snapshots)
             stats.ingests_removed = len(done.ingests)
             stats.leases_removed = len(done.leases)
             _log_plan(done)
+            work.digests |= freed
             await self._remove_backend(work, stats)
             await self._remove_orphans(stats)
             stats.duration = timedelta(seconds=time.monotonic() - started)

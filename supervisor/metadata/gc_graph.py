@@ -14,8 +14,10 @@ Roots (containerd's `scanRoots`)
       time has passed (an unreadable expiry counts as none, as in containerd). Expired leases
       hold nothing and are themselves collected.
     - content and snapshots labelled `containerd.io/gc.root` (any value)
-    - ingests not held by any live lease that are younger than the ingest grace period
-      (containerd gives lease-less ingests 24 hours)
+    - ingests begun without a lease, not held by any live lease, younger than the ingest
+      grace period (containerd gives lease-less ingests 24 hours). An ingest begun under a
+      lease gets no grace: once its lease is gone (a client that gave up after a failed
+      write deletes it) it is collected with its partial bytes, as containerd does.
     - snapshots of snapshotters the collector does not manage (it could not remove their
       data, so it keeps their records and everything they refer to)
     - whatever the root providers of `gc.py` add (images, containers)
@@ -101,6 +103,7 @@ class IngestRecord:
     backend_ref: str
     created_at: datetime
     expected: str = ""
+    leased: bool = False  # begun under a lease: no grace period once no lease holds it
 
 
 @dataclass
@@ -193,7 +196,7 @@ def roots(inv: Inventory, now: datetime, ingest_grace: timedelta,
         if unmanaged or ROOT_LABEL in snap.labels:
             found.append(Root(node))
     for node, ing in inv.ingests.items():
-        if node not in leased_ingests and now - ing.created_at < ingest_grace:
+        if node not in leased_ingests and not ing.leased and now - ing.created_at < ingest_grace:
             found.append(Root(node))
     return found, expired
 

@@ -256,7 +256,7 @@ class ImageStore:
             if not gone:
                 raise _not_found(name)
 
-        await self.db.write(tx)
+        await self.db.write(tx, frees=True)
         if sync:
             await self._collect()
         else:

@@ -214,12 +214,21 @@ class LeaseStore:
             if conn.execute("DELETE FROM leases WHERE namespace=? AND id=?", (ns, lease_id)).rowcount == 0:
                 raise NotFound(f"lease {go_quote(lease_id)}")
 
-        await self.db.write(tx)
+        await self.db.write(tx, frees=True)
 
     async def list(self, ns: str) -> builtins.list[Lease]:
         def tx(conn: sqlite3.Connection) -> builtins.list[Lease]:
             rows = conn.execute("SELECT * FROM leases WHERE namespace=? ORDER BY id", (ns,)).fetchall()
             return [_load(conn, ns, r) for r in rows]
+
+        return await self.db.read(tx)
+
+    async def labelled(self, key: str) -> builtins.list[tuple[str, str, str]]:
+        """(namespace, lease id, label value) of every lease, in any namespace, labelled `key`."""
+        def tx(conn: sqlite3.Connection) -> builtins.list[tuple[str, str, str]]:
+            rows = conn.execute("SELECT namespace, lease, value FROM lease_labels WHERE key=? "
+                                "ORDER BY namespace, lease", (key,))
+            return [(r[0], r[1], r[2]) for r in rows]
 
         return await self.db.read(tx)
 
@@ -238,7 +247,7 @@ class LeaseStore:
             conn.execute("DELETE FROM lease_resources WHERE namespace=? AND lease=? AND type=? AND id=?",
                          (ns, lease_id, res.type, res.id))
 
-        await self.db.write(tx)
+        await self.db.write(tx, frees=True)
 
     async def list_resources(self, ns: str, lease_id: str) -> builtins.list[Resource]:
         def tx(conn: sqlite3.Connection) -> builtins.list[Resource]:

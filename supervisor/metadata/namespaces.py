@@ -149,4 +149,4 @@ class NamespaceStore:
             conn.execute("DELETE FROM ingests WHERE namespace=?", (name,))
             conn.execute("DELETE FROM namespaces WHERE name=?", (name,))
 
-        await self.db.write(tx)
+        await self.db.write(tx, frees=True)

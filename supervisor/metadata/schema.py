@@ -145,4 +145,12 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (namespace, id)
         )""",
     ],
+    # 5: whether an ingest was begun under a lease. Such an ingest is collected as soon as no
+    # live lease holds it; only lease-less ones get the grace period (containerd marks those
+    # with an expiry instead). Existing rows that some lease holds count as leased.
+    [
+        "ALTER TABLE ingests ADD COLUMN leased INTEGER NOT NULL DEFAULT 0",
+        """UPDATE ingests SET leased = 1 WHERE EXISTS (SELECT 1 FROM lease_resources r
+            WHERE r.namespace = ingests.namespace AND r.type = 'ingests' AND r.id = ingests.ref)""",
+    ],
 ]

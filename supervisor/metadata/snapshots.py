@@ -477,7 +477,7 @@ class SnapshotStore:
         async with self._locks.hold((ns, sn, key)):
             if self._pins.get((ns, sn, key)):
                 raise FailedPrecondition("cannot remove snapshot with child")
-            bkey = await self.db.write(lambda conn: delete_record(conn, ns, sn, key))
+            bkey = await self.db.write(lambda conn: delete_record(conn, ns, sn, key), frees=True)
         self.remove_backend(sn, bkey)
         self.on_delete()
 

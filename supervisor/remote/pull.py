@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
+from supervisor.images.leasing import INSTANCE, JOB_LABEL
 from supervisor.images.manifest import (
     Descriptor,
     Matcher,
@@ -149,7 +150,8 @@ class Puller:
         if opts.unpack:
             self.unpacker.snapshots.backend(snapshotter)  # an unknown snapshotter fails before any download
         expire = leases.format_rfc3339(now() + LEASE_TTL)
-        lease = (await self.leases.create(ns, "", {leases.EXPIRE_LABEL: expire})).id
+        # JOB_LABEL: a daemon started after a crash deletes the lease at once (leasing.release_stale)
+        lease = (await self.leases.create(ns, "", {leases.EXPIRE_LABEL: expire, JOB_LABEL: INSTANCE})).id
         try:
             async def work(emit: Callable[[PullEvent], None]) -> None:
                 await self._pull(ns, ref, opts, matcher, snapshotter, lease, emit)

@@ -11,6 +11,13 @@ Layout under the snapshotter's root::
 Concurrency: one thread owns the database, so transactions never interleave;
 file work (copies, measuring, deleting) runs in other worker threads so a long
 copy does not hold up `stat`. Nothing blocking runs on the event loop.
+
+A full disk: creations fail with ResourceExhausted and leave nothing staged. Removal
+must work all the same, since it is what gives the space back: when its record
+deletion finds the disk full (SQLite cannot append to its log), `on_full(root)` is
+asked for room (the daemon releases its disk reserve there) and the deletion is
+retried once. Directories are deleted through directory descriptors (`remove_tree`),
+so trees of any depth the kernel let us build go too.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Self, TypeVar
 
+from supervisor.diskreserve import sqlite_disk_full
 from supervisor.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
 
 from .base import Info, Kind, Mount, Usage, WalkFilter
@@ -67,8 +75,11 @@ class DirectorySnapshotter:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        """Open (creating if needed) the snapshotter rooted at `root`. Blocks: see `open`."""
+    def __init__(self, root: str | os.PathLike[str], *, on_full: Callable[[str], bool] | None = None) -> None:
+        """Open (creating if needed) the snapshotter rooted at `root`. Blocks: see `open`.
+
+        `on_full(root)`, called from the database thread when a removal finds the disk full,
+        should make room there and say whether it did (see the module docstring)."""
         self.root = os.path.abspath(os.fspath(root))
         self._snapshots_dir = os.path.join(self.root, "snapshots")
         db_path = os.path.join(self.root, "metadata.db")
@@ -78,7 +89,11 @@ class DirectorySnapshotter:
             )
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.makedirs(self._snapshots_dir, mode=0o700, exist_ok=True)
-        self._store = MetaStore(db_path)
+        self.on_full = on_full
+        try:
+            self._store = MetaStore(db_path)
+        except sqlite3.Error as e:
+            raise self._sqlite_error(e) from None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"snapshotter-{self.name}-db")
         self._staging: set[str] = set()
         self._closed = False
@@ -123,9 +138,24 @@ class DirectorySnapshotter:
         try:
             return await _finish(self._pool, fn, *args)
         except sqlite3.Error as e:
-            raise Internal(f"snapshot metadata {self.root}: {e}") from e
+            raise self._sqlite_error(e) from None
         except OSError as e:
             raise _os_error(e, f"{self.name} snapshotter {self.root}") from e
+
+    def _sqlite_error(self, e: sqlite3.Error) -> DockyardError:
+        if sqlite_disk_full(e, self.root):
+            return ResourceExhausted(f"snapshot metadata {self.root}: no space left on device")
+        return Internal(f"snapshot metadata {self.root}: {e}")
+
+    def _freeing(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a write that frees space; on a full disk, once more in the room `on_full` makes."""
+        try:
+            return fn(*args)
+        except sqlite3.Error as e:
+            if not (sqlite_disk_full(e, self.root) and self.on_full is not None and self.on_full(self.root)):
+                raise
+        log.warning("%s snapshotter %s: disk full; retrying a removal in the reserved room", self.name, self.root)
+        return fn(*args)
 
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self._store.read():
@@ -252,7 +282,7 @@ class DirectorySnapshotter:
 
     async def remove(self, key: str) -> None:
         check_key(key)
-        hidden = await self._db(self._remove_record, key)
+        hidden = await self._db(self._freeing, self._remove_record, key)
         if hidden is not None:
             await _finish(None, self._delete, hidden)
 

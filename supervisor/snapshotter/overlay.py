@@ -32,6 +32,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 
 from supervisor.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
@@ -80,6 +81,12 @@ def overlay_problem(root: str) -> str | None:
         try:
             with open(os.path.join(d["merged"], "probe"), "w") as f:
                 f.write("ok")
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The overlay mounted; a full disk is no reason to do without overlayfs.
+            log.warning("overlay check at %s: the disk is full, so the write through it is not checked", root)
+            return None
         finally:
             res = _mount_cmd(["umount", d["merged"]])
             if res.returncode != 0:
@@ -104,7 +111,8 @@ def overlay_supported(root: str) -> bool:
 class OverlaySnapshotter(DirectorySnapshotter):
     name = "overlayfs"
 
-    def __init__(self, root: str | os.PathLike[str], *, short_link_dir: str = SHORT_LINK_DIR) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, short_link_dir: str = SHORT_LINK_DIR,
+                 on_full: Callable[[str], bool] | None = None) -> None:
         """Open the snapshotter at `root`; FailedPrecondition if overlayfs does not work there."""
         path = os.path.abspath(os.fspath(root))
         # These characters separate or escape overlay options and lowerdir lists.
@@ -113,7 +121,7 @@ class OverlaySnapshotter(DirectorySnapshotter):
         problem = overlay_problem(path)
         if problem is not None:
             raise FailedPrecondition(f"overlayfs is not usable at {path}: {problem}")
-        super().__init__(path)
+        super().__init__(path, on_full=on_full)
         self._index = _index_option()
         tag = hashlib.sha256(self._snapshots_dir.encode()).hexdigest()[:8]
         self.short_link = os.path.join(short_link_dir, tag)

@@ -93,12 +93,14 @@ class MetaStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise FailedPrecondition(
+                f"snapshot metadata {path} has schema version {version}, newer than {SCHEMA_VERSION}"
+            )
+        if version == SCHEMA_VERSION:
+            return  # nothing to write: opening must work on a full disk
         with self.write():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise FailedPrecondition(
-                    f"snapshot metadata {path} has schema version {version}, newer than {SCHEMA_VERSION}"
-                )
             # Statement by statement: executescript() would commit this transaction.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():

@@ -150,11 +150,20 @@ def copy_tree(src: str, dst: str) -> None:
         os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def remove_tree(path: str) -> None:
     """Delete the tree at `path`, refusing to descend into anything mounted in it.
 
     A snapshot's directory may have become a mount's source with shared
     propagation; deleting through a mount point would destroy someone else's files.
+
+    Works through directory descriptors (openat, unlinkat and rmdir relative to the
+    directory's fd), one open at a time, walking back up through ".." checked against
+    the device and inode recorded on the way down: no path longer than one name is ever
+    handed to the kernel, so a tree deeper than PATH_MAX (which a layer may build one
+    openat at a time) goes as easily as a flat one, without recursion or an fd per level.
     """
     try:
         top = os.lstat(path)
@@ -163,21 +172,53 @@ def remove_tree(path: str) -> None:
     if not stat.S_ISDIR(top.st_mode):
         os.unlink(path)
         return
-    stack: list[tuple[str, bool]] = [(path, False)]
-    while stack:
-        current, emptied = stack.pop()
-        if emptied:
-            os.rmdir(current)
-            continue
-        if os.lstat(current).st_dev != top.st_dev:
-            raise OSError(errno.EBUSY, "a filesystem is mounted inside the snapshot directory", current)
-        stack.append((current, True))
-        with os.scandir(current) as it:
+    fd = os.open(path, _DIR_FLAGS)
+    st = os.fstat(fd)
+    idents = [(st.st_dev, st.st_ino)]  # the directories from `path` down to the current one
+    names: list[str] = []
+    try:
+        while True:
+            sub = _clear_files(fd)
+            if sub is not None:
+                child = os.open(sub, _DIR_FLAGS, dir_fd=fd)
+                cst = os.fstat(child)
+                if cst.st_dev != st.st_dev:
+                    os.close(child)
+                    raise OSError(errno.EBUSY, "a filesystem is mounted inside the snapshot directory", path)
+                names.append(sub)
+                idents.append((cst.st_dev, cst.st_ino))
+                os.close(fd)
+                fd = child
+                continue
+            if not names:
+                break
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            pst = os.fstat(parent)
+            if (pst.st_dev, pst.st_ino) != idents[-2]:
+                os.close(parent)
+                raise OSError(errno.EAGAIN, "a directory was moved while its tree was being removed", path)
+            os.close(fd)
+            fd = parent
+            idents.pop()
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _clear_files(dir_fd: int) -> str | None:
+    """Unlink the non-directories in `dir_fd` until a subdirectory turns up; its name, or None
+    when only an empty directory is left."""
+    while True:
+        with os.scandir(dir_fd) as it:  # a dup of the fd; closing the iterator rewinds it
             for entry in it:
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, False))
-                else:
-                    os.unlink(entry.path)
+                    return entry.name
+                os.unlink(entry.name, dir_fd=dir_fd)
+        # Names unlinked while reading may hide others from that same pass: look once more.
+        with os.scandir(dir_fd) as it:
+            if next(it, None) is None:
+                return None
 
 
 def _same_entry(st: os.stat_result, path: str, lower: os.stat_result, lower_path: str) -> bool:

@@ -244,12 +244,12 @@ async def test_a_write_between_mark_and_sweep_is_seen(env: Env, tmp_path: Path) 
     class Racing(Database):
         raced = False
 
-        async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async def write(self, fn: Callable[[sqlite3.Connection], T], *, frees: bool = False) -> T:
             if not self.raced:  # the first write after the mark is the sweep: a lease takes the blob first
                 self.raced = True
                 await super().write(lambda c: c.execute(
                     "INSERT INTO lease_resources VALUES ('ns', 'late', 'content', ?)", (digest,)))
-            return await super().write(fn)
+            return await super().write(fn, frees=frees)
 
     await env.db.close()
     env.db = await Racing.open(tmp_path / "metadata.db")

@@ -23,8 +23,8 @@ def dg(data: bytes) -> str:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[NamespacedContentStore]:
     db = await Database.open(tmp_path / "metadata.db")
-    deleted: list[int] = []
-    s = NamespacedContentStore(db, LocalContentStore(tmp_path / "content"), on_delete=lambda: deleted.append(1))
+    deleted: list[str] = []
+    s = NamespacedContentStore(db, LocalContentStore(tmp_path / "content"), on_delete=deleted.append)
     s.deleted = deleted  # type: ignore[attr-defined]
     try:
         yield s
@@ -82,7 +82,7 @@ async def test_cancelled_holder_releases_the_guard() -> None:
 async def test_delete_tells_the_collector_and_keeps_the_blob(store: NamespacedContentStore) -> None:
     d = await put(store, "a", "r", b"bytes")
     await store.delete("a", d)
-    assert store.deleted == [1]  # type: ignore[attr-defined]
+    assert store.deleted == [d]  # type: ignore[attr-defined]
     assert await store.backend.exists(d)  # the collector's job, not delete's
     with pytest.raises(NotFound):
         await store.reader("a", d)
