@@ -13,6 +13,9 @@
   setting restored after; `--no-ksm` skips it): our shims offer the zygote's pages to it (see
   shim.zygote.offer_to_ksm), and ksmd's own CPU is reported with them.
 The image is Debian's busybox-static, built by tests/images.py and imported on both daemons.
+`--seccomp` adds two latency cases, alternating with the others round by round: the same
+`ctr run --rm` carrying Dockyard's default seccomp profile (dockyard_common, resolved for the
+default capabilities, as `dock run` sends it) on each daemon: what the filter costs to load.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.daemons import containerd, dockyardd
 from bench.rounds import take_turns
 from bench.stats import cpu_seconds
+from dockyard_common import capabilities, seccomp
 from tests import ksm
 from tests.images import busybox_oci_archive
 
@@ -99,17 +103,22 @@ def prepare(address: str, image_tar: Path) -> None:
     ctr(address, "run", "--rm", IMAGE, "warmup", "true")
 
 
-def run_latencies(addresses: dict[str, str], rounds: int) -> dict[str, list[float]]:
+def run_latencies(addresses: dict[str, str], rounds: int, profile: Path | None = None) -> dict[str, list[float]]:
     """`ctr run --rm` on each daemon in turn, round after round (the order flipping each round):
-    load drifting on a shared host lands on both alike."""
+    load drifting on a shared host lands on both alike. With `profile` (an OCI linux.seccomp
+    file) each daemon also runs with it, as case "<daemon>+seccomp"."""
     ids = itertools.count()
 
-    def once(address: str) -> float:
+    def once(address: str, *options: str) -> float:
         t = time.perf_counter()
-        ctr(address, "run", "--rm", IMAGE, f"r{next(ids)}", "true")
+        ctr(address, "run", "--rm", *options, IMAGE, f"r{next(ids)}", "true")
         return time.perf_counter() - t
 
-    return take_turns({name: partial(once, address) for name, address in addresses.items()}, rounds, flip=True)
+    cases = {name: partial(once, address) for name, address in addresses.items()}
+    if profile is not None:
+        cases |= {f"{name}+seccomp": partial(once, address, "--seccomp", "--seccomp-profile", str(profile))
+                  for name, address in addresses.items()}
+    return take_turns(cases, rounds, flip=True)
 
 
 def shim_memory(shims: set[int], *prefixes: str) -> dict[str, float]:
@@ -194,21 +203,33 @@ def main() -> None:
     ap.add_argument("--containers", type=int, default=50)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-ksm", action="store_true", help="skip the second memory measurement with ksmd on")
+    ap.add_argument("--seccomp", action="store_true",
+                    help="also time runs with Dockyard's default seccomp profile, alternating with those without")
     args = ap.parse_args()
     with_ksm = ksm.available() and not args.no_ksm and ksm.read("run") != 1
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         tar = Path(tmp) / "busybox.tar"
         tar.write_bytes(busybox_oci_archive(IMAGE))
+        profile = None
+        if args.seccomp:
+            profile = Path(tmp) / "seccomp.json"
+            profile.write_text(json.dumps(seccomp.default_profile().resolve(capabilities.DEFAULT)))
         results: dict[str, Any] = {}
         with containerd() as ctd_sock, dockyardd() as dy_sock:
             addresses = {"containerd": ctd_sock, "dockyardd": dy_sock}
             for sock in addresses.values():
                 prepare(sock, tar)
-            latencies = run_latencies(addresses, args.rounds)
+            latencies = run_latencies(addresses, args.rounds, profile)
             # the 50-container phase one daemon at a time: their shims must not share the memory picture
             for name, sock in addresses.items():
                 results[name] = measure(sock, args.containers, latencies[name], with_ksm)
     dy, ctd = results["dockyardd"], results["containerd"]
+    if profile is not None:
+        for name in addresses:
+            plain, filtered = statistics.median(latencies[name]), statistics.median(latencies[f"{name}+seccomp"])
+            results[name]["run_rm_seccomp_median_ms"] = filtered * 1e3
+            print(f"{'run_rm_median_ms':30} {name} without {plain * 1e3:8.1f}   with seccomp {filtered * 1e3:8.1f}   "
+                  f"ratio {filtered / plain:5.2f}")
     for key in ("run_rm_median_ms", "run_rm_p90_ms", "start_containers_s", "shim_pss_median_kib",
                 "shim_own_pss_median_kib", "shim_private_dirty_median_kib"):
         print(f"{key:30} dockyardd {dy[key]:10.1f}   containerd {ctd[key]:10.1f}   "

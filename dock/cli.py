@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import os
 import sys
+import traceback
 
 from dock.client import DEFAULT_ADDRESS, Client
 from supervisor.errors import DockyardError
@@ -68,6 +70,10 @@ async def _run(args: argparse.Namespace) -> int:
         return int(result or 0)
 
 
+# Set (to anything but "" or "0") to see the traceback of an unexpected error.
+DEBUG_ENV = "DOCK_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
@@ -77,6 +83,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `dock ... | head`: the reader is gone, nothing left to say
+        _quiet_stdout()
+        return 141
+    except Exception as exc:  # a bug or an answer we could not read: one line, never a traceback
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"dock: unexpected error: {_describe(exc)} (set {DEBUG_ENV}=1 for details)", file=sys.stderr)
+        return 1
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, in words: the message without Python's exception name."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    text = " ".join(str(exc).split())
+    return text[:300] if text else "no details"
+
+
+def _quiet_stdout() -> None:
+    # Python would complain once more when it flushes stdout at exit.
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

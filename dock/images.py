@@ -6,6 +6,7 @@
     await client.images.tag(img.name, "busybox:stable")                     # normalized: docker.io/…
     found = await client.images.list("labels.team==infra")
     await client.images.delete(img.name, sync=True)     # returns after garbage collection
+    size = await client.images.size(img)    # content bytes for this platform, unpacked bytes by snapshotter
 
 Names are sent as given, except where a method says it normalizes (`tag`'s target, `find`).
 Errors arrive as the daemon's kinds (NotFound, AlreadyExists, InvalidArgument, ...).
@@ -13,6 +14,7 @@ Errors arrive as the daemon's kinds (NotFound, AlreadyExists, InvalidArgument, .
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +24,8 @@ from google.protobuf import field_mask_pb2
 
 from dockyard_api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from dockyard_api.containerd.types import descriptor_pb2
-from supervisor.errors import NotFound
+from supervisor.errors import DockyardError, NotFound
+from supervisor.images import manifest as docs
 from supervisor.images.reference import InvalidReference, normalize
 
 if TYPE_CHECKING:
@@ -49,6 +52,21 @@ class ImageInfo:
     labels: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+@dataclass
+class ImageSize:
+    """How big an image is, the two ways one asks.
+
+    `content`: the bytes of its blobs for one platform - the target, the platform's manifest
+    (through nested indexes), its config and layers (compressed) - what `ctr images ls` shows
+    (containerd's Image.Size). Like ctr it is the sum of what could be walked: a manifest
+    missing from the content store ends the walk there. `unpacked`: per snapshotter that has
+    the image's layers unpacked, the disk usage of that chain of snapshots (each layer's own
+    usage, as `ctr snapshots usage` reports them, summed), as `docker images` shows its size."""
+
+    content: int
+    unpacked: dict[str, int] = field(default_factory=dict)
 
 
 def _descriptor_pb(d: Descriptor) -> descriptor_pb2.Descriptor:
@@ -130,6 +148,57 @@ class ImagesAPI:
     async def delete(self, name: str, sync: bool = False) -> None:
         """Delete an image record; with `sync` the daemon collects garbage before answering."""
         await self._client.call(self._stub.Delete, images_pb2.DeleteImageRequest(name=name, sync=sync))
+
+    async def size(self, image: ImageInfo, platform: str = "") -> ImageSize:
+        """The image's content size for `platform` (this host's by default) and its unpacked
+        size per snapshotter (see ImageSize)."""
+        matcher = docs.Matcher.parse(platform)
+        desc = docs.Descriptor(image.target.media_type, image.target.digest, image.target.size)
+        content = 0
+        config: docs.Descriptor | None = None
+        for _ in range(docs.MAX_INDEX_DEPTH):
+            content += desc.size
+            try:
+                doc = docs.parse_document(await self._client.content.read_all(desc.digest), desc.media_type,
+                                          f"image {image.name} {desc.digest}")
+            except DockyardError:
+                break  # missing or unreadable: what ctr counts is what it walked
+            if isinstance(doc, docs.Manifest):
+                content += doc.config.size + sum(layer.size for layer in doc.layers)
+                config = doc.config
+                break
+            best = matcher.best(doc.manifests)
+            if best is None:
+                break
+            desc = best
+        unpacked: dict[str, int] = {}
+        if config is not None:
+            unpacked = await self._unpacked(config.digest)
+        return ImageSize(content, unpacked)
+
+    async def _unpacked(self, config_digest: str) -> dict[str, int]:
+        """Per snapshotter the config's gc label names (set by whoever unpacked it), the usage
+        of the chain of snapshots from that top layer down."""
+        try:
+            labels = (await self._client.content.info(config_digest)).labels
+        except NotFound:
+            return {}
+        prefix = docs.LABEL_GC_REF_SNAPSHOT + "."
+        chains = {k.removeprefix(prefix): v for k, v in labels.items() if k.startswith(prefix) and v}
+
+        async def chain_usage(snapshotter: str, key: str) -> int | None:
+            snaps = self._client.snapshots.using(snapshotter)
+            total = 0
+            try:
+                while key:
+                    total += (await snaps.usage(key)).size
+                    key = (await snaps.stat(key)).parent
+            except DockyardError:
+                return None  # the label outlived the snapshots (or names no snapshotter): not unpacked there
+            return total
+
+        sizes = await asyncio.gather(*(chain_usage(sn, chain) for sn, chain in chains.items()))
+        return {sn: size for sn, size in zip(chains, sizes, strict=True) if size is not None}
 
     async def tag(self, source: str, target: str, normalize_target: bool = True) -> ImageInfo:
         """A new name for `source`'s target and labels, as `ctr images tag` does (Get, then

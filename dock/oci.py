@@ -12,7 +12,12 @@ each one the counterpart of a containerd `oci.With...` option:
     data = json.dumps(spec)
 
 `build_spec(namespace, id, image_config, SpecOptions(...), root)` applies them in the order
-`ctr run` does.
+`ctr run` does, then what dock adds to containerd's defaults, as Docker does: the hostname is
+the id's first 12 characters (or --hostname), and the container gets the default seccomp
+profile (dockyard_common/seccomp_default.toml) resolved for its capabilities, unless it is
+--privileged (every capability, the host's devices, no seccomp, nothing masked) or asks for
+`--security-opt seccomp=unconfined|PATH`; --cap-add/--cap-drop change the capability set
+first, so the profile follows them.
 
 Users: `root` is the image's root filesystem mounted somewhere on the host (a `RootFS`),
 read to resolve user and group names from its /etc/passwd and /etc/group and to find the
@@ -27,22 +32,20 @@ import copy
 import csv
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dockyard_common import capabilities, seccomp
 from supervisor.errors import InvalidArgument, NotFound
 
 Spec = dict[str, Any]  # an OCI runtime spec as its JSON object
 
 OCI_VERSION = "1.0.2-dev"  # the runtime-spec version containerd 1.6 writes
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-DEFAULT_CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-]
+DEFAULT_CAPABILITIES = list(capabilities.DEFAULT)
 MASKED_PATHS = [
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
     "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
@@ -68,6 +71,11 @@ DEFAULT_DEVICES: list[tuple[int, int | None]] = [
     (136, None),  # /dev/pts/*
     (5, 2),  # ptmx
 ]
+# /dev entries containerd's HostDevices does not copy into a privileged container: mounted anew
+# in every container, or the host's bookkeeping.
+HOST_DEVICES_SKIPPED = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "console"})
+SHORT_ID = 12  # the hostname a container gets by default: its id's first characters, as Docker
+SECCOMP_DEFAULT, SECCOMP_UNCONFINED = "default", "unconfined"
 MAX_ID = 2**31 - 1  # runc wants uid/gid <= MaxInt32, and containerd follows it
 STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
 
@@ -119,6 +127,82 @@ def with_default_unix_devices(spec: Spec) -> None:
         if minor is not None:
             rule["minor"] = minor
         devices.append(rule)
+
+
+def host_devices(dev: Path = Path("/dev")) -> list[dict[str, Any]]:
+    """The host's character and block devices under `dev` as OCI linux.devices entries
+    (containerd's HostDevices): what a privileged container sees in its /dev."""
+    found: list[dict[str, Any]] = []
+    try:
+        entries = sorted(os.scandir(dev), key=lambda e: e.name)
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.name in HOST_DEVICES_SKIPPED:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue  # gone meanwhile
+        if stat.S_ISDIR(st.st_mode):
+            found += host_devices(Path(entry.path))
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            found.append({"path": entry.path, "type": "c" if stat.S_ISCHR(st.st_mode) else "b",
+                          "major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev),
+                          "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid})
+    return found
+
+
+# -- privileges -----------------------------------------------------------------------------------
+
+
+def with_capabilities(spec: Spec, caps: Sequence[str]) -> None:
+    """The process's bounding, effective and permitted sets (what containerd's WithCapabilities sets)."""
+    _process(spec)["capabilities"] = {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)}
+
+
+def with_privileged(spec: Spec, devices: list[dict[str, Any]]) -> None:
+    """Docker's --privileged (containerd's WithPrivileged, WithHostDevices, WithAllDevicesAllowed):
+    every capability we have (`capabilities.current()`), nothing masked or read-only in /proc, a writable /sys,
+    `devices` (the host's) in /dev and all devices allowed; no seccomp (build_spec's choice)."""
+    with_capabilities(spec, capabilities.current())
+    linux = _linux(spec)
+    linux["maskedPaths"] = []
+    linux["readonlyPaths"] = []
+    for m in spec.get("mounts") or []:
+        if m.get("type") == "sysfs":
+            m["options"] = [o for o in m.get("options") or [] if o != "ro"]
+    linux["devices"] = copy.deepcopy(devices)
+    _resources(spec)["devices"] = [{"allow": True, "access": "rwm"}]
+
+
+def with_seccomp(spec: Spec, profile: seccomp.Profile) -> None:
+    """linux.seccomp: `profile` resolved for the process's bounding capabilities on this host."""
+    caps = ((spec.get("process") or {}).get("capabilities") or {}).get("bounding") or []
+    _linux(spec)["seccomp"] = profile.resolve(caps)
+
+
+def parse_security_opt(text: str) -> str:
+    """`seccomp=unconfined` or `seccomp=PATH` (Docker's --security-opt; `:` as Docker's old
+    separator): the seccomp choice. Other options are refused."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        key, sep, value = text.partition(":")
+    if key != "seccomp" or not value:
+        raise InvalidArgument(f"security option {text!r}: want seccomp=unconfined or seccomp=PATH")
+    return value
+
+
+def seccomp_profile(choice: str) -> seccomp.Profile | None:
+    """The profile `choice` names: the default, none for unconfined, else the file at that path."""
+    if choice == SECCOMP_UNCONFINED:
+        return None
+    if choice == SECCOMP_DEFAULT:
+        return seccomp.default_profile()
+    try:
+        return seccomp.load(choice)
+    except seccomp.ProfileError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 # -- environment, arguments, working directory ---------------------------------------------------
@@ -529,13 +613,21 @@ class SpecOptions:
     pids_limit: int | None = None
     mounts: list[dict[str, Any]] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False  # every capability, the host's devices, no seccomp
+    seccomp: str = SECCOMP_DEFAULT  # "default", "unconfined" or the path of a profile (JSON or .toml)
 
 
 def build_spec(namespace: str, cid: str, image: ImageConfig, opts: SpecOptions, root: RootFS | None,
-               host_hostname: str = "") -> Spec:
-    """The spec `ctr run` would build (same option order), plus dock's --user and --hostname."""
+               host_hostname: str = "", devices: list[dict[str, Any]] | None = None) -> Spec:
+    """The spec `ctr run` would build (same option order), plus dock's --user, its hostname
+    (--hostname, else the host's with --net host, else the id's first 12 characters), its
+    capabilities and seccomp profile. `devices`: the host's, for --privileged (read from /dev
+    when not given)."""
     if opts.net not in ("none", "host"):
         raise InvalidArgument(f"network mode {opts.net!r}: want none or host")
+    host_hostname = host_hostname or os.uname().nodename
     spec = default_spec(namespace, cid)
     with_default_unix_devices(spec)
     with_env(spec, opts.env)
@@ -548,7 +640,7 @@ def build_spec(namespace: str, cid: str, image: ImageConfig, opts: SpecOptions, 
     if opts.tty:
         with_tty(spec)
     if opts.net == "host":
-        with_host_network(spec, host_hostname or os.uname().nodename)
+        with_host_network(spec, host_hostname)
     if opts.cpus is not None:
         with_cpus(spec, opts.cpus)
     if opts.pids_limit is not None:
@@ -558,8 +650,16 @@ def build_spec(namespace: str, cid: str, image: ImageConfig, opts: SpecOptions, 
     if opts.user:
         with_user(spec, opts.user, root)
         with_additional_gids(spec, str(_user(spec)["uid"]), root)
-    if opts.hostname:
-        with_hostname(spec, opts.hostname)
+    with_hostname(spec, opts.hostname or (host_hostname if opts.net == "host" else cid[:SHORT_ID]))
+    if opts.privileged:  # Docker: --privileged wins over --cap-add/--cap-drop and seccomp
+        with_privileged(spec, host_devices() if devices is None else devices)
+    else:
+        try:
+            with_capabilities(spec, capabilities.tweak(DEFAULT_CAPABILITIES, opts.cap_add, opts.cap_drop))
+        except capabilities.UnknownCapability as exc:
+            raise InvalidArgument(str(exc)) from None
+        if (profile := seccomp_profile(opts.seccomp)) is not None:
+            with_seccomp(spec, profile)
     with_annotations(spec, opts.annotations)
     return spec
 

@@ -32,7 +32,7 @@ from dock.images import Descriptor
 from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
 from dockyard_api.dockyard.images.v1 import images_pb2 as pb
 from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
-from supervisor.errors import InvalidArgument
+from supervisor.errors import Internal, InvalidArgument
 from supervisor.services.status import error_from_status
 
 if TYPE_CHECKING:
@@ -133,6 +133,17 @@ class ImageCheck:
 
 def _desc(d: descriptor_pb2.Descriptor) -> Descriptor:
     return Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
+
+
+def _config_document(name: str, data: bytes) -> dict[str, Any]:
+    """The image config the daemon sent, as an object; anything else is an error in words."""
+    try:
+        doc = json.loads(data or b"{}")
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise Internal(f"image {name}: the daemon sent an image config that is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise Internal(f"image {name}: the daemon sent an image config that is not a JSON object")
+    return doc
 
 
 def _platform(p: platform_pb2.Platform) -> str:
@@ -299,7 +310,7 @@ class TransferAPI:
     async def inspect(self, name: str, *, platform: str = "") -> ImageInspection:
         r = await self._client.call(self._stub.Inspect, pb.InspectRequest(name=name, platform=platform))
         return ImageInspection(
-            r.name, _desc(r.target), _desc(r.manifest), _desc(r.config), json.loads(r.config_json or b"{}"),
+            r.name, _desc(r.target), _desc(r.manifest), _desc(r.config), _config_document(r.name, r.config_json),
             [LayerInfo(_desc(la.descriptor), la.diff_id, la.chain_id) for la in r.layers], r.size,
             _platform(r.platform), [_platform(p) for p in r.platforms], list(r.unpacked))
 

@@ -1,16 +1,20 @@
 """`python -m shim [flags] start|delete|serve`: containerd's runtime v2 shim command line.
 
+Installed as `containerd-shim-dockyard-v2` too: that is the binary a stock containerd runs for
+runtime `io.containerd.dockyard.v2` (containerd-shim-<name>-<version>, found in its PATH).
+
 Flags as containerd's shims take them (Go's flag syntax: `-name value`, `-name=value`, one or
 two dashes): -namespace, -address (the daemon's gRPC socket), -publish-binary, -id, -bundle
 (default: the cwd), -socket (serve: where to listen), -debug, -v. TTRPC_ADDRESS in the
 environment is where events go.
 
 start   Listen on `<bundle>/shim.sock` (mode 0600; /run/dockyard-shim/<hash>.sock when that path is
-        too long for a unix socket), have the serving shim forked on it (its own session, stdio
-        on the bundle's `log` FIFO), write `address` and `shim.pid` in the bundle, print
-        `unix://<path>`, exit 0. The runtime options (a serialized Any) arrive on stdin and are
-        not needed. A live shim already serving the bundle is answered with its address. Fails
-        (exit 1) only when a zygote took the request and never answered (see `shim.zygote`).
+        too long for a unix socket: the daemon dials the address we print, so it must fit), have
+        the serving shim forked on it (its own session, stdio on the bundle's `log` FIFO), write
+        `address` and `shim.pid` in the bundle, print `unix://<path>`, exit 0. The runtime
+        options (a serialized Any) arrive on stdin and are not needed. A live shim already
+        serving the bundle is answered with its address. Fails (exit 1) only when a zygote took
+        the request and never answered (see `shim.zygote`).
 delete  Clean up after a dead shim; print a serialized DeleteResponse (see `shim.cleanup`).
 serve   Serve the Task API in the foreground (start does this in its forked child).
 
@@ -28,12 +32,12 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shim.zygote import FALLBACK_DIR, MAX_SOCKET_PATH
+
 if TYPE_CHECKING:
     from shim.serve import Launch
 
 SOCKET_NAME = "shim.sock"
-FALLBACK_DIR = "/run/dockyard-shim"
-MAX_SOCKET_PATH = 107
 VERSION = "dockyard-shim 0.1.0 (containerd runtime v2, task API v2)"
 
 
@@ -124,18 +128,18 @@ def start_shim(launch: Launch, fork: bool) -> str | None:
     if path.startswith(FALLBACK_DIR + "/"):
         os.makedirs(FALLBACK_DIR, mode=0o700, exist_ok=True)
     address = f"unix://{path}"
-    if not fork and not zygote.enabled():
+    if not fork and (not zygote.enabled() or zygote.runtime_dir(launch) is None):
         return None
     try:
         listener = listen(path)
     except AlreadyServing:
         return address  # a live shim serves this bundle already (a retried start)
     pid = 0
-    if zygote.enabled():
-        zpath = zygote.socket_path()
+    zpath = zygote.socket_path(launch) if zygote.enabled() else None
+    if zpath is not None:
         pid = zygote.request_shim(launch, listener.fileno(), zpath)
         if not pid and fork:
-            with contextlib.suppress(OSError):  # no zygote (e.g. /run not writable): fork as below
+            with contextlib.suppress(OSError):  # no zygote (e.g. its dir not writable): fork as below
                 zygote.launch_zygote(zpath)  # for the next start; this one forks its shim itself
     if not pid and not fork:
         listener.close()

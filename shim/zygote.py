@@ -1,4 +1,4 @@
-"""The zygote: one warm process per host that forks serving shims, so they share its memory.
+"""The zygote: one warm process per daemon that forks serving shims, so they share its memory.
 
 A shim is mostly interpreter and imported modules (asyncio, protobuf, the shim's own code). Each
 `start` importing them anew costs ~0.2 s and ~19 MiB of private memory per shim; forked from a
@@ -6,18 +6,27 @@ process that imported them once (and froze them out of the cyclic GC, so collect
 dirty the shared pages), a shim's start is a fork and its PSS a few MiB (see the report in
 tests/integration/test_shim_contract.py::test_footprint).
 
-Protocol: a SOCK_SEQPACKET socket at /run/dockyard-shim/zygote-<key>.sock (0600, root's or our
-uid's peers only). The zygote greets each connection it accepts (HELLO); `start` then sends one
-message, the JSON `serve.Launch` with the shim's listening socket attached (SCM_RIGHTS); the
-zygote forks, the child runs `serve.run` on it, and the answer is `{"pid": N}` (or
-`{"error": "..."}`). Without the greeting `start` forks the shim itself; after it, a missing
-answer fails `start` (a shim may exist: forking a second one on the socket would be worse).
+Where: one zygote per runtime state dir, never one per host. Both containerd and dockyardd lay
+their bundles out as <runtime dir>/<namespace>/<id> (containerd: <state>/io.containerd.runtime.v2
+.task, dockyardd: <state>/tasks), so the shim knows that dir from the bundle, -namespace and -id it
+is given, and the zygote's socket is <runtime dir>/.dockyard-shim/zygote-<key>.sock (a hidden dir:
+both daemons skip hidden entries when they look for namespaces). When that path is longer than a
+unix socket path may be, it is /run/dockyard-shim/zygote-<key+dir>.sock instead: still one per
+runtime dir, only the file elsewhere. A bundle laid out otherwise gets no zygote (`start` forks).
+
+Protocol: a SOCK_SEQPACKET socket (0600, root's or our uid's peers only). The zygote greets each
+connection it accepts (HELLO); `start` then sends one message, the JSON `serve.Launch` with the
+shim's listening socket attached (SCM_RIGHTS); the zygote forks, the child runs `serve.run` on it,
+and the answer is `{"pid": N}` (or `{"error": "..."}`). Without the greeting `start` forks the shim
+itself; after it, a missing answer fails `start` (a shim may exist: forking a second one on the
+socket would be worse).
 
 <key> hashes the interpreter, where the shim's code lives and its newest source mtime, so an
 updated shim is never served by an old zygote. `start` launches the zygote when there is none
 (fresh interpreter, `-I -S`: none of site's imports), and meanwhile forks that one shim itself.
 The zygote exits once it has had no shim and no request for IDLE_EXIT seconds. Shims outlive it
-(they are reparented). Set DOCKYARD_SHIM_ZYGOTE=0 to never use one.
+(they are reparented); it also exits when its socket is removed (the daemon's state dir went away).
+Set DOCKYARD_SHIM_ZYGOTE=0 to never use one.
 """
 
 from __future__ import annotations
@@ -35,7 +44,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from shim.serve import Launch
 
-DIR = "/run/dockyard-shim"
+DIR_NAME = ".dockyard-shim"  # in the runtime state dir: see the module's docstring
+# sun_path is 108 bytes: a socket whose path is longer lives here (containerd's own shims listen
+# in the host-wide /run/containerd/s for the same reason).
+FALLBACK_DIR = "/run/dockyard-shim"
+MAX_SOCKET_PATH = 107
 SWITCH = "DOCKYARD_SHIM_ZYGOTE"
 IDLE_EXIT = 30.0
 REQUEST_TIMEOUT = 5.0
@@ -62,12 +75,31 @@ def _newest_source(root: str) -> int:
     return newest
 
 
-def socket_path() -> str:
+def runtime_dir(launch: Launch) -> str | None:
+    """The runtime state dir the bundle lives in: `<dir>` of a bundle at <dir>/<namespace>/<id>,
+    None for a bundle laid out otherwise (it is no daemon's: no zygote to share)."""
+    bundle = os.path.realpath(launch["bundle"])
+    ns_dir, cid = os.path.split(bundle)
+    root, ns = os.path.split(ns_dir)
+    if not launch["namespace"] or (ns, cid) != (launch["namespace"], launch["id"]) or root == "/":
+        return None
+    return root
+
+
+def socket_path(launch: Launch) -> str | None:
+    """The zygote socket for the runtime state dir of `launch`'s bundle (None: no zygote)."""
     import zlib
 
-    root = _code_root()
-    key = f"{os.path.realpath(sys.executable)}\0{root}\0{_newest_source(root)}\0{os.geteuid()}".encode()
-    return os.path.join(DIR, f"zygote-{zlib.crc32(key):08x}.sock")
+    root = runtime_dir(launch)
+    if root is None:
+        return None
+    code = _code_root()
+    key = f"{os.path.realpath(sys.executable)}\0{code}\0{_newest_source(code)}\0{os.geteuid()}"
+    path = os.path.join(root, DIR_NAME, f"zygote-{zlib.crc32(key.encode()):08x}.sock")
+    if len(path.encode()) <= MAX_SOCKET_PATH:
+        return path
+    per_dir = zlib.crc32(f"{key}\0{root}".encode())
+    return os.path.join(FALLBACK_DIR, f"zygote-{per_dir:08x}.sock")
 
 
 # ----- the client side: `start` ----------------------------------------------------------------------
@@ -79,9 +111,9 @@ class NoAnswer(Exception):
     a retried start finds the socket served (or not) and acts on that."""
 
 
-def request_shim(launch: Launch, listener_fd: int, path: str | None = None) -> int:
-    """Ask the zygote for a shim serving `listener_fd`; its PID, or 0 when there is no zygote."""
-    path = path or socket_path()
+def request_shim(launch: Launch, listener_fd: int, path: str) -> int:
+    """Ask the zygote at `path` for a shim serving `listener_fd`; its PID, or 0 when there is no
+    zygote."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock.settimeout(REQUEST_TIMEOUT)
     try:
@@ -105,11 +137,10 @@ def request_shim(launch: Launch, listener_fd: int, path: str | None = None) -> i
     return int(answer["pid"])
 
 
-def launch_zygote(path: str | None = None) -> None:
-    """Start a zygote in the background; returns at once (a zygote that finds another one
-    already serving its socket just exits)."""
-    path = path or socket_path()
-    os.makedirs(DIR, mode=0o700, exist_ok=True)
+def launch_zygote(path: str) -> None:
+    """Start a zygote listening at `path` in the background; returns at once (a zygote that
+    finds another one already serving its socket just exits)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     # A fresh interpreter without site: its .pth imports would only add private pages.
     cwd = os.getcwd()
     paths = [_code_root(), *(p for p in sys.path if p and p != cwd and os.path.isdir(p))]
@@ -286,6 +317,14 @@ def _reap(children: set[int]) -> None:
         children.discard(pid)
 
 
+def _still_at(path: str, inode: int) -> bool:
+    """Whether our socket is still reachable at `path` (its state dir may have been removed)."""
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
+
+
 def main(path: str) -> None:
     from shim.unixsock import AlreadyServing, listen
 
@@ -313,7 +352,7 @@ def main(path: str) -> None:
                 continue
             if not ready:
                 idle = idle + 1.0 if not children else 0.0
-                if idle >= IDLE_EXIT:
+                if idle >= IDLE_EXIT or not _still_at(path, inode):
                     return
                 continue
             idle = 0.0
@@ -328,7 +367,7 @@ def main(path: str) -> None:
                 with contextlib.suppress(OSError):
                     _serve_one(conn, listener, children)
     finally:
-        with contextlib.suppress(OSError):
-            if os.stat(path).st_ino == inode:
+        if _still_at(path, inode):
+            with contextlib.suppress(OSError):
                 os.unlink(path)
         listener.close()

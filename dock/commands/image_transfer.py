@@ -212,21 +212,34 @@ async def unpack_image(client: Client, args: argparse.Namespace) -> int:
 
 def _field(cfg: dict[str, Any], key: str) -> str:
     value = cfg.get(key)
-    if value is None or value == "" or value == []:
+    if value is None or value == "" or value == [] or value == {}:
         return "-"
     if isinstance(value, list):
         return " ".join(str(v) for v in value)
     if isinstance(value, dict):
-        return ", ".join(sorted(value))
+        return ", ".join(sorted(str(k) for k in value))
     return str(value)
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one: the daemon checks config types, but
+    what it answers is printed without trusting that (an older daemon, a record made before)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _lines(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [] if value is None or value == "" else [str(value)]
+
+
 def print_inspection(info: ImageInspection) -> None:
-    run = info.config.get("config") or {}
+    config = _object(info.config)
+    run = _object(config.get("config"))
     rows = [("Name", info.name), ("Target", f"{info.target.digest} ({info.target.media_type})"),
             ("Manifest", info.manifest.digest), ("Config", info.config_descriptor.digest),
             ("Platform", info.platform), ("Platforms", ", ".join(info.platforms) or "-"),
-            ("Created", str(info.config.get("created") or "-")),
+            ("Created", _field(config, "created")),
             ("Size", f"{human_size(info.size)} ({info.size} bytes, compressed)"),
             ("Unpacked", ", ".join(info.unpacked) or "no")]
     rows += [(key, _field(run, key)) for key in ("Entrypoint", "Cmd", "WorkingDir", "User", "ExposedPorts",
@@ -235,19 +248,22 @@ def print_inspection(info: ImageInspection) -> None:
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
     print("Env")
-    for line in run.get("Env") or []:
+    for line in _lines(run.get("Env")):
         print(f"  {line}")
-    labels = run.get("Labels") or {}
+    labels = run.get("Labels")
     if labels:
         print("Labels")
-        for k, v in sorted(labels.items()):
-            print(f"  {k}={v}")
+        if isinstance(labels, dict):
+            for k, v in sorted(labels.items(), key=lambda kv: str(kv[0])):
+                print(f"  {k}={v}")
+        else:
+            print(f"  {labels}")
     print("Layers")
-    emit_table(info.layers, [
-        ("  #", lambda la: f"  {info.layers.index(la)}"),
-        ("DIGEST", lambda la: la.descriptor.digest),
-        ("SIZE", lambda la: human_size(la.descriptor.size)),
-        ("DIFF ID", lambda la: la.diff_id),
+    emit_table(list(enumerate(info.layers)), [
+        ("  #", lambda row: f"  {row[0]}"),
+        ("DIGEST", lambda row: row[1].descriptor.digest),
+        ("SIZE", lambda row: human_size(row[1].descriptor.size)),
+        ("DIFF ID", lambda row: row[1].diff_id),
     ])
 
 

@@ -11,6 +11,7 @@ finds `docker.io/library/busybox:latest`; new names (tag targets) are stored nor
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from dock.args import parse_labels
 from dock.client import Client
 from dock.commands.image_transfer import TRANSFER_SUBCOMMANDS
-from dock.images import ImageInfo
+from dock.images import ImageInfo, ImageSize
 from dock.output import emit_json, emit_table, human_size, labels_text, to_jsonable
 from supervisor.errors import AlreadyExists, DockyardError
 from supervisor.images.reference import normalize
@@ -35,13 +36,34 @@ def short_type(media_type: str) -> str:
     return _SHORT_TYPES.get(media_type, media_type or "-")
 
 
-def image_json(img: ImageInfo) -> dict[str, Any]:
-    """An image as `--format json` prints it (times in ISO 8601)."""
+SIZE_CONCURRENCY = 8  # images whose sizes are asked for at once
+
+
+def image_json(img: ImageInfo, size: ImageSize | None = None) -> dict[str, Any]:
+    """An image as `--format json` prints it (times in ISO 8601; sizes in bytes when known)."""
     out: dict[str, Any] = to_jsonable(img)
     for key in ("created_at", "updated_at"):
         value = getattr(img, key)
         out[key] = value.isoformat() if value is not None else None
+    if size is not None:
+        out["size"] = size.content
+        out["unpacked"] = dict(size.unpacked)
     return out
+
+
+def unpacked_text(size: ImageSize) -> str:
+    """`overlayfs=1.2 MiB,native=3.4 MiB`, or `-` when no snapshotter has it unpacked."""
+    return ",".join(f"{sn}={human_size(n)}" for sn, n in sorted(size.unpacked.items())) or "-"
+
+
+async def image_sizes(client: Client, images: list[ImageInfo]) -> list[ImageSize]:
+    gate = asyncio.Semaphore(SIZE_CONCURRENCY)
+
+    async def one(img: ImageInfo) -> ImageSize:
+        async with gate:
+            return await client.images.size(img)
+
+    return list(await asyncio.gather(*(one(i) for i in images)))
 
 
 def add_ls(cmds: Any) -> None:
@@ -86,19 +108,22 @@ def register(sub: Any) -> None:
 
 async def ls(client: Client, args: argparse.Namespace) -> int:
     found = await client.images.list(*args.filters)
-    if args.format == "json":
-        emit_json([image_json(i) for i in found])
-        return 0
     if args.quiet:
         for img in found:
             print(img.name)
         return 0
-    emit_table(found, [
-        ("REF", lambda i: i.name),
-        ("TYPE", lambda i: short_type(i.target.media_type)),
-        ("DIGEST", lambda i: i.target.digest),
-        ("SIZE", lambda i: human_size(i.target.size)),  # the target's own size, not the layers'
-        ("LABELS", lambda i: labels_text(i.labels)),
+    sizes = await image_sizes(client, found)
+    if args.format == "json":
+        emit_json([image_json(i, s) for i, s in zip(found, sizes, strict=True)])
+        return 0
+    rows = list(zip(found, sizes, strict=True))
+    emit_table(rows, [
+        ("REF", lambda r: r[0].name),
+        ("TYPE", lambda r: short_type(r[0].target.media_type)),
+        ("DIGEST", lambda r: r[0].target.digest),
+        ("SIZE", lambda r: human_size(r[1].content)),  # as ctr images ls: this platform's blobs
+        ("UNPACKED", lambda r: unpacked_text(r[1])),  # as docker images: the snapshots' disk usage
+        ("LABELS", lambda r: labels_text(r[0].labels)),
     ])
     return 0
 

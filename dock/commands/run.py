@@ -8,7 +8,7 @@ from typing import Any
 from dock.args import parse_labels
 from dock.client import Client
 from dock.containers import RUNC_V2
-from dock.oci import SpecOptions, parse_bytes, parse_mount
+from dock.oci import SECCOMP_DEFAULT, SpecOptions, parse_bytes, parse_mount, parse_security_opt
 from dock.runner import RunRequest, run
 from supervisor.errors import InvalidArgument
 
@@ -32,6 +32,15 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default=RUNC_V2, help=f"runtime name (default {RUNC_V2})")
     p.add_argument("--platform", default="", help="image platform, e.g. linux/arm64 (default: this host's)")
     p.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="add a capability to the default set (e.g. NET_ADMIN; ALL for every one)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="drop a capability from the default set (e.g. CHOWN; ALL for every one)")
+    p.add_argument("--privileged", action="store_true",
+                   help="every capability, the host's devices, no seccomp filter, nothing masked in /proc")
+    p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                   help="seccomp=unconfined (no filter) or seccomp=PATH (a profile in Docker's JSON format, "
+                        "or TOML); default: Docker's default profile's rules")
     p.add_argument("image", help="image name, e.g. busybox or docker.io/library/busybox:latest")
     p.add_argument("id", help="container id")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD", help="command and arguments (default: the image's)")
@@ -50,11 +59,14 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
     try:
         memory = parse_bytes(args.memory) if args.memory is not None else None
         mounts = [parse_mount(m) for m in args.mount]
+        seccomp = [parse_security_opt(o) for o in args.security_opt]
     except InvalidArgument as exc:
         raise SystemExit(f"dock: {exc}") from None
     spec = SpecOptions(args=list(args.args), env=list(args.env), cwd=args.cwd, user=args.user,
                        hostname=args.hostname, tty=args.tty, net=args.net, memory=memory, cpus=args.cpus,
-                       pids_limit=args.pids_limit, mounts=mounts)
+                       pids_limit=args.pids_limit, mounts=mounts, cap_add=list(args.cap_add),
+                       cap_drop=list(args.cap_drop), privileged=args.privileged,
+                       seccomp=seccomp[-1] if seccomp else SECCOMP_DEFAULT)
     return RunRequest(args.image, args.id, spec, rm=getattr(args, "rm", False),
                       detach=getattr(args, "detach", False), interactive=getattr(args, "interactive", False),
                       snapshotter=args.snapshotter, labels=parse_labels(args.label), runtime=args.runtime,

@@ -110,7 +110,8 @@ async def ps(client: Client, args: argparse.Namespace) -> int:
 async def start(client: Client, args: argparse.Namespace) -> int:
     rootfs = await container_mounts(client, args.id)
     container = await client.containers.get(args.id)
-    tty = bool(json.loads(container.spec.value).get("process", {}).get("terminal")) if container.spec else False
+    process = _spec(args.id, container.spec.value).get("process") if container.spec else None
+    tty = bool(process.get("terminal")) if isinstance(process, dict) else False
     if args.detach:
         await client.tasks.create(args.id, rootfs)
         try:
@@ -147,7 +148,10 @@ async def exec_(client: Client, args: argparse.Namespace) -> int:
     container = await client.containers.get(args.id)
     if container.spec is None:
         raise FailedPrecondition(f"container {args.id} has no spec")
-    process = exec_process(json.loads(container.spec.value), args.args, tty=args.tty, cwd=args.cwd, env=args.env)
+    spec = _spec(args.id, container.spec.value)
+    if not isinstance(spec.get("process") or {}, dict):
+        raise FailedPrecondition(f"container {args.id}: its spec's process is not a JSON object")
+    process = exec_process(spec, args.args, tty=args.tty, cwd=args.cwd, env=args.env)
     exec_id = args.exec_id or f"exec-{secrets.token_hex(6)}"
     if args.detach:
         await client.tasks.exec(args.id, exec_id, process)
@@ -243,3 +247,14 @@ async def wait(client: Client, args: argparse.Namespace) -> int:
         emit_json({"id": args.exec_id or args.id, "exit_status": status.code,
                    "exited_at": status.exited_at.isoformat() if status.exited_at else None})
     return status.code & 0xFF
+
+
+def _spec(cid: str, data: bytes) -> dict[str, Any]:
+    """A container's OCI spec as stored; a record another client wrote may hold anything."""
+    try:
+        spec = json.loads(data)
+    except (ValueError, RecursionError):
+        raise FailedPrecondition(f"container {cid}: its spec is not valid JSON") from None
+    if not isinstance(spec, dict):
+        raise FailedPrecondition(f"container {cid}: its spec is not a JSON object")
+    return spec

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from supervisor.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from supervisor.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
 
 PARENT = "dockyard"
 # What containerd reports for an unlimited v2 value ("max"): the largest uint64.
@@ -221,6 +221,7 @@ def _throttles(bio: Mapping[str, Any], key: str) -> tuple[ThrottleDevice, ...]:
         major, minor, rate = (_int(d, k, f"blockIO.{key}") for k in ("major", "minor", "rate"))
         if major is None or minor is None or rate is None or min(major, minor, rate) < 0:
             raise InvalidArgument(f"linux.resources.blockIO.{key} entries need major, minor and rate >= 0")
+        _check_device_number(major, minor, f"linux.resources.blockIO.{key}")
         out.append(ThrottleDevice(major, minor, rate))
     return tuple(out)
 
@@ -239,8 +240,22 @@ def _device(d: Any) -> DeviceRule:
         raise InvalidArgument(f"device access {access!r} must be made of r, w, m")
     major, minor = _int(d, "major", "devices"), _int(d, "minor", "devices")
     # runc treats -1 as "any", like a missing number.
-    return DeviceRule(allow, typ, None if major in (None, -1) else major,
-                      None if minor in (None, -1) else minor, access)
+    major = None if major in (None, -1) else major
+    minor = None if minor in (None, -1) else minor
+    _check_device_number(major, minor, "linux.resources.devices")
+    return DeviceRule(allow, typ, major, minor, access)
+
+
+# What the kernel's dev_t holds: 12 bits of major, 20 of minor.
+DEV_MAJOR_MAX = (1 << 12) - 1
+DEV_MINOR_MAX = (1 << 20) - 1
+
+
+def _check_device_number(major: int | None, minor: int | None, where: str) -> None:
+    if (major is not None and not 0 <= major <= DEV_MAJOR_MAX) or (
+            minor is not None and not 0 <= minor <= DEV_MINOR_MAX):
+        raise InvalidArgument(f"{where}: device number {major}:{minor} is out of range "
+                              f"(major 0-{DEV_MAJOR_MAX}, minor 0-{DEV_MINOR_MAX})")
 
 
 def _hugepage(h: Any) -> HugepageLimit:
@@ -630,6 +645,74 @@ def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.01)
+
+
+# Walks of make_dirs that may start again because a level vanished under them. Each restart
+# means another delete removed an empty level meanwhile; two in a row are already rare.
+MKDIR_ATTEMPTS = 20
+
+
+def make_dirs(root: str, parts: Iterable[str], made: list[str],
+              prepare: Callable[[str, str, bool], None] | None = None) -> str:
+    """mkdir ``root/parts[0]/parts[1]/...`` one level at a time; returns the last directory.
+
+    Levels made here are appended to ``made`` (for the caller's rollback). ``prepare(parent,
+    directory, last)`` runs for every level once it exists (v1 copies cpusets, v2 enables
+    controllers). A delete elsewhere removes a namespace's directory once it is empty
+    (``prune_parents``): when a level vanishes between our mkdir and the next one (ENOENT, or
+    ``prepare`` failing on a directory no longer there), the walk starts again from ``root``.
+    """
+    levels = list(parts)
+    for _ in range(MKDIR_ATTEMPTS):
+        cur = root
+        passed: list[tuple[str, int]] = []  # the levels this walk found or made, by inode
+        try:
+            for i, part in enumerate(levels):
+                nxt = os.path.join(cur, part)
+                try:
+                    os.mkdir(nxt, 0o755)
+                    made.append(nxt)
+                except FileExistsError:
+                    pass
+                ino = _inode(nxt)
+                passed.append((nxt, -1 if ino is None else ino))
+                if ino is None:
+                    raise FileNotFoundError(errno.ENOENT, "removed meanwhile", nxt)
+                if prepare is not None:
+                    prepare(cur, nxt, i == len(levels) - 1)
+                cur = nxt
+            return cur
+        except (FileNotFoundError, DockyardError):
+            # By inode: a level may have gone and been made again (by another create) meanwhile.
+            if all(_inode(d) == ino for d, ino in passed):
+                raise  # nothing vanished: a real failure (a missing hierarchy, a refused value)
+    raise Unavailable(f"cgroup {os.path.join(root, *levels)}: its parent kept being removed while creating it")
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def prune_parents(directory: str, top: str) -> None:
+    """rmdir the ancestors of the removed cgroup ``directory`` that are empty now, up to (not
+    including) ``top``: a namespace's directory goes with its last container.
+
+    A level still holding a cgroup or a process refuses (EBUSY/ENOTEMPTY) and ends the walk,
+    as does one already gone: another container lives there, or is being created right now
+    (whose ``make_dirs`` starts again if we win the race). Nothing outside ``top`` is touched.
+    """
+    top = os.path.normpath(top)
+    parent = os.path.dirname(os.path.normpath(directory))
+    while parent.startswith(top + os.sep):
+        check_inside(parent, top)
+        try:
+            os.rmdir(parent)
+        except OSError:
+            return
+        parent = os.path.dirname(parent)
 
 
 def remove_tree(directory: str, parent: str, timeout: float = 2.0) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from supervisor.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
@@ -28,8 +28,10 @@ from .base import (
     Resources,
     Stats,
     ThrottleDevice,
+    make_dirs,
     normalize_path,
     parse_flat,
+    prune_parents,
     read_int,
     read_opt,
     read_procs,
@@ -124,17 +126,8 @@ class V1Manager:
         made: list[str] = []
         try:
             for mount in self._hierarchies():
-                cur = mount
-                for part in [PARENT, *rel.split("/")]:
-                    nxt = os.path.join(cur, part)
-                    try:
-                        os.mkdir(nxt, 0o755)
-                        made.append(nxt)
-                    except FileExistsError:
-                        pass
-                    if mount == self._mounts.get("cpuset"):
-                        _init_cpuset(cur, nxt, os.path.join(mount, PARENT))
-                    cur = nxt
+                cpuset = mount == self._mounts.get("cpuset")
+                make_dirs(mount, [PARENT, *rel.split("/")], made, _cpuset_preparer(mount) if cpuset else None)
             self._rel = rel
             if resources is not None:
                 self.apply(resources)
@@ -144,6 +137,9 @@ class V1Manager:
                     os.rmdir(d)
                 except OSError:
                     pass
+            for mount in self._hierarchies():
+                top = os.path.join(mount, PARENT)
+                prune_parents(os.path.join(top, rel), top)
             self._rel = None
             raise
 
@@ -303,6 +299,8 @@ class V1Manager:
                 raise Unavailable(f"cgroup /{rel}: processes {self.pids()} did not exit after SIGKILL")
         for mount in self._hierarchies():
             remove_tree(self._leaf(mount), os.path.join(mount, PARENT))
+        for mount in self._hierarchies():  # every leaf first: a level empties in all of them
+            prune_parents(self._leaf(mount), os.path.join(mount, PARENT))
 
     # ----- stats ---------------------------------------------------------------------------------
 
@@ -396,6 +394,15 @@ class V1Manager:
             os.close(efd)
             raise
         return EventfdWatch(efd, oom_control)
+
+
+def _cpuset_preparer(mount: str) -> Callable[[str, str, bool], None]:
+    top = os.path.join(mount, PARENT)
+
+    def prepare(parent: str, directory: str, _last: bool) -> None:
+        _init_cpuset(parent, directory, top)
+
+    return prepare
 
 
 def _init_cpuset(parent_dir: str, child: str, top: str) -> None:

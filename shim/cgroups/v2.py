@@ -32,9 +32,11 @@ from .base import (
     PidsStats,
     Resources,
     Stats,
+    make_dirs,
     normalize_path,
     parse_flat,
     parse_pressure,
+    prune_parents,
     read_int,
     read_opt,
     read_procs,
@@ -151,21 +153,18 @@ class V2Manager:
     def create(self, path: str, resources: Resources | None = None) -> None:
         rel = normalize_path(path)
         made: list[str] = []
+        skipped = len(self.skipped)
+
+        def prepare(parent: str, directory: str, last: bool) -> None:
+            if parent == self._root:  # a walk (again) from the top reports its own refusals only
+                del self.skipped[skipped:]
+            if not last:
+                # A parent hands controllers down only through its subtree_control; the root's
+                # is the host's business, so this starts at dockyard.
+                self._enable_controllers(directory)
+
         try:
-            levels = [PARENT, *rel.split("/")]
-            cur = self._root
-            for i, part in enumerate(levels):
-                nxt = os.path.join(cur, part)
-                try:
-                    os.mkdir(nxt, 0o755)
-                    made.append(nxt)
-                except FileExistsError:
-                    pass
-                if i < len(levels) - 1:
-                    # A parent hands controllers down only through its subtree_control; the root's
-                    # is the host's business, so this starts at dockyard.
-                    self._enable_controllers(nxt)
-                cur = nxt
+            make_dirs(self._root, [PARENT, *rel.split("/")], made, prepare)
             self._rel = rel
             if resources is not None:
                 self.apply(resources)
@@ -175,11 +174,15 @@ class V2Manager:
                     os.rmdir(d)
                 except OSError:
                     pass
+            prune_parents(os.path.join(self._top, rel), self._top)
             self._rel = None
             raise
 
     def _enable_controllers(self, directory: str) -> None:
-        available = (read_opt(os.path.join(directory, "cgroup.controllers")) or "").split()
+        available_text = read_opt(os.path.join(directory, "cgroup.controllers"))
+        if available_text is None and not os.path.isdir(directory):
+            raise FileNotFoundError(directory)  # removed meanwhile: make_dirs starts again
+        available = (available_text or "").split()
         enabled = (read_opt(os.path.join(directory, "cgroup.subtree_control")) or "").split()
         want = [c for c in CONTROLLERS if c in available and c not in enabled]
         if not want:
@@ -193,6 +196,8 @@ class V2Manager:
                 try:
                     write_file(control, "+" + c, self._top)
                 except DockyardError as e:
+                    if not os.path.isdir(directory):
+                        raise FileNotFoundError(directory) from None
                     self.skipped.append(f"controller {c} in {directory}: {e}")
 
     def load(self, path: str) -> None:
@@ -316,6 +321,7 @@ class V2Manager:
             if not wait_until(lambda: not self.pids(), EXIT_TIMEOUT):
                 raise Unavailable(f"cgroup /{rel}: processes {self.pids()} did not exit after SIGKILL")
         remove_tree(self.directory, self._top)
+        prune_parents(self.directory, self._top)
 
     # ----- stats ---------------------------------------------------------------------------------
 

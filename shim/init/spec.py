@@ -355,8 +355,10 @@ def _parse_linux(d: dict[str, Any]) -> Linux:
         devices.append(Device(
             path=_abs(_str(dev, "path", dpath), f"{dpath}.path"),
             type=dtype,
-            major=_int(dev, "major", dpath, 0, lo=0) if dtype != "p" else 0,
-            minor=_int(dev, "minor", dpath, 0, lo=0) if dtype != "p" else 0,
+            # The kernel's dev_t: 12 bits of major, 20 of minor (beyond, mknod would fail in
+            # the container's init with Python's words instead of the field's name).
+            major=_int(dev, "major", dpath, 0, lo=0, hi=(1 << 12) - 1) if dtype != "p" else 0,
+            minor=_int(dev, "minor", dpath, 0, lo=0, hi=(1 << 20) - 1) if dtype != "p" else 0,
             file_mode=_opt_int(dev, "fileMode", dpath, lo=0, hi=0o7777),
             uid=_opt_int(dev, "uid", dpath, lo=0, hi=_U32),
             gid=_opt_int(dev, "gid", dpath, lo=0, hi=_U32),

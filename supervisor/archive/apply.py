@@ -37,9 +37,12 @@ digests (`readahead`); file data is written straight from its buffers; a new fil
 and mode are set only when the create did not already give them; parent directories stay
 open in an LRU cache, and a miss is walked from the deepest cached ancestor.
 
-Errors: a malformed, truncated or hostile archive raises InvalidArgument; out of space
-raises ResourceExhausted; a missing target or parent raises NotFound; a set `cancel`
-event raises Cancelled; other I/O errors Internal.
+Errors: a malformed, truncated or hostile archive raises InvalidArgument, as do header
+values no system call takes (a device number past the kernel's dev_t, an id past uid_t, a NUL
+in a name), naming the entry and the field; out of space raises ResourceExhausted; a missing
+target or parent raises NotFound; a set `cancel` event raises Cancelled; other I/O errors
+Internal. No Python-level error (OverflowError, ValueError, ...) leaves: one not foreseen
+still becomes a domain error naming the entry, in words (the details go to the log).
 
 Example::
 
@@ -56,6 +59,7 @@ import os
 import resource
 import shutil
 import stat
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -101,6 +105,11 @@ WHITEOUT_OPAQUE = ".wh..wh..opq"
 # together, but not always (the benchmark's generator spreads files over 100 directories).
 _CACHE_SIZE = max(16, min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 16))
 _I64_MAX = (1 << 63) - 1
+# What the kernel's dev_t holds (12 bits of major, 20 of minor), and the largest id chown
+# takes ((uid_t)-1 means "unchanged" to it, so it is no owner).
+_DEV_MAJOR_MAX = (1 << 12) - 1
+_DEV_MINOR_MAX = (1 << 20) - 1
+_ID_MAX = (1 << 32) - 2
 
 _DEVICE_TYPES = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}
 _SUPPORTED = {REGULAR, DIRECTORY, SYMLINK, HARDLINK, CHAR, BLOCKDEV, FIFO}
@@ -138,6 +147,8 @@ def apply_layer(
         raise NotFound(f"apply target {e.filename}") from None
     except NotADirectoryError as e:
         raise InvalidArgument(f"apply target {e.filename}: not a directory") from None
+    except OSError as e:
+        raise _os_error(f"apply target {target}", e) from None
     try:
         # Decompressing and digesting happen on the read-ahead thread, the writes here.
         with ReadAhead(reader.read) as ahead:
@@ -147,10 +158,17 @@ def apply_layer(
                     if cancel is not None and cancel.is_set():
                         raise Cancelled(f"apply layer to {target}")
                     applier.apply(tar, entry)
+                    applier.last = entry.name
             except TarFormatError as e:
                 raise InvalidArgument(f"invalid layer tar: {e}") from None
             applier.finish()
             ahead.finish()  # the padding after the end blocks counts in the diff ID
+    except DockyardError:
+        raise
+    except OSError as e:  # reading the layer's bytes (the entries map their own)
+        raise _os_error("read layer", e) from None
+    except Exception as e:
+        raise _unexpected(f"layer tar (after entry {applier.last!r})" if applier.last else "layer tar", e) from None
     finally:
         applier.close()
     return ApplyResult(size=reader.size, digest=reader.digest)
@@ -182,6 +200,7 @@ class _Applier:
         # Directory times are set last: writing children changes them. Keyed by canonical
         # path, with the inode so a directory replaced later is not touched.
         self._dir_times: dict[Canonical, tuple[int, int, int, int]] = {}
+        self.last = ""  # the name of the last entry applied, for errors between entries
 
     def close(self) -> None:
         self._invalidate()
@@ -192,15 +211,16 @@ class _Applier:
 
     def apply(self, tar: TarReader, e: Entry) -> None:
         try:
+            _check_entry(e)
             self._apply(tar, e)
-        except DockyardError:
+        except (DockyardError, TarFormatError):  # the latter is apply_layer's to word
             raise
         except NotADirectory as err:
             raise InvalidArgument(f"tar entry {e.name!r}: {'/'.join(err.canonical)!r} is not a directory") from None
-        except (ValueError, OverflowError) as err:  # an embedded NUL in a name, a uid > 2**32
-            raise InvalidArgument(f"tar entry {e.name!r}: {err}") from None
         except OSError as err:
             raise _os_error(f"apply tar entry {e.name!r}", err) from None
+        except Exception as err:  # what _check_entry did not foresee: still no Python words for the user
+            raise _unexpected(f"tar entry {e.name!r}", err) from None
         finally:
             self._release()
 
@@ -496,6 +516,8 @@ class _Applier:
                     os.close(fd)
         except OSError as e:
             raise _os_error("apply layer: set directory times", e) from None
+        except (ValueError, OverflowError) as e:
+            raise _unexpected("apply layer: set directory times", e) from None
 
 
 # -- attribute helpers -------------------------------------------------------------------
@@ -578,6 +600,49 @@ def _times(e: Entry) -> tuple[int, int]:
 
 def _clamp(ns: int) -> int:
     return max(-_I64_MAX, min(_I64_MAX, ns))
+
+
+# -- header checks -------------------------------------------------------------------------
+
+
+def _check_entry(e: Entry) -> None:
+    """Refuse header values the system calls cannot take, in words (before any of them runs).
+
+    Python's os functions would refuse them too, but with Python's words ("Python int too
+    large to convert to C int", "embedded null byte"), which name neither the entry nor the field.
+    """
+    for what, value in (("name", e.name), ("link target", e.linkname)):
+        if "\0" in value:
+            raise InvalidArgument(f"tar entry {e.name!r}: its {what} contains a NUL byte")
+    if e.type in (CHAR, BLOCKDEV):
+        if not (0 <= e.devmajor <= _DEV_MAJOR_MAX and 0 <= e.devminor <= _DEV_MINOR_MAX):
+            raise InvalidArgument(
+                f"tar entry {e.name!r}: device number {e.devmajor}:{e.devminor} is out of range "
+                f"(major 0-{_DEV_MAJOR_MAX}, minor 0-{_DEV_MINOR_MAX})")
+    for what, ident in (("uid", e.uid), ("gid", e.gid)):
+        if not 0 <= ident <= _ID_MAX:
+            raise InvalidArgument(f"tar entry {e.name!r}: {what} {ident} is out of range (0-{_ID_MAX})")
+    for key in e.xattrs:
+        if not key or "\0" in key:
+            raise InvalidArgument(f"tar entry {e.name!r}: invalid xattr name {key!r}")
+
+
+def _unexpected(what: str, e: Exception) -> DockyardError:
+    """A Python-level error out of applying: a domain error in words, the details in the log."""
+    log.debug("%s: %s: %s", what, type(e).__name__, e)
+    if isinstance(e, MemoryError):
+        return ResourceExhausted(f"{what}: out of memory")
+    if isinstance(e, UnicodeError):
+        return InvalidArgument(f"{what}: a name or value is not valid text")
+    if isinstance(e, OverflowError | struct.error | ArithmeticError):
+        return InvalidArgument(f"{what}: a number in the header is out of range")
+    if isinstance(e, ValueError):
+        text = str(e)
+        if "null" in text.lower() or "nul" in text.lower():
+            return InvalidArgument(f"{what}: a name or value contains a NUL byte")
+        return InvalidArgument(f"{what}: a header value is invalid")
+    log.exception("%s: unexpected error", what)
+    return Internal(f"{what}: unexpected error while applying the layer")
 
 
 # -- filesystem helpers ------------------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 BLOCK = 512
 CHUNK = 1 << 20
@@ -35,6 +35,7 @@ MAX_EXTENDED = 1 << 20
 _ZERO_BLOCK = bytes(BLOCK)
 _USTAR_MAGIC = b"ustar\x00"
 _NS = 1_000_000_000
+_MAX_PAX_SECONDS = 1 << 63
 
 # Type flags (as one-character strings, like tarfile's).
 REGULAR = "0"
@@ -311,12 +312,17 @@ def _pax_int(key: str, value: bytes, at: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise TarFormatError(f"bad header at offset {at}: pax {key} {value!r}") from None
+        raise TarFormatError(f"bad header at offset {at}: pax {key} {value[:64]!r}") from None
 
 
 def _pax_time(key: str, value: bytes, at: int) -> int:
     """Seconds with an optional fraction, to ns, exactly."""
     try:
-        return int(Decimal(value.decode("ascii")) * _NS)
-    except (InvalidOperation, UnicodeDecodeError, ValueError, OverflowError):
-        raise TarFormatError(f"bad header at offset {at}: pax {key} {value!r}") from None
+        seconds = Decimal(value.decode("ascii"))
+        # Bounded before int(): 1e999999 would be a million-digit integer (seconds of CPU).
+        # Go's archive/tar refuses what does not fit an int64 of seconds as well.
+        if not seconds.is_finite() or abs(seconds) >= _MAX_PAX_SECONDS:
+            raise ValueError(value)
+        return int(seconds * _NS)
+    except (ArithmeticError, UnicodeDecodeError, ValueError):  # decimal's errors are ArithmeticErrors
+        raise TarFormatError(f"bad header at offset {at}: pax {key} {value[:64]!r}") from None

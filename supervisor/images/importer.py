@@ -395,7 +395,8 @@ class Importer:
                 try:
                     name = normalize(tag)
                 except InvalidReference as exc:
-                    raise InvalidArgument(f"{where}: RepoTag {tag!r}: {exc.reason}") from None
+                    raise InvalidArgument(f"{where}: RepoTag {tag[:100]!r}{'...' if len(tag) > 100 else ''}: "
+                                          f"{exc.reason}") from None
                 entries.append(Descriptor(desc.media_type, desc.digest, desc.size,
                                           {ANNOTATION_IMAGE_NAME: name, ANNOTATION_REF_NAME: oci_ref_name(name)},
                                           desc.platform))

@@ -586,7 +586,51 @@ def parse_config(data: bytes, where: str = "image config") -> ImageConfig:
         check_digest(d, f"{where} rootfs.diff_ids[{i}]")
     run = obj.get("config")
     run = _object(run, f"{where} config") if run is not None else {}
+    _check_fields(obj, _CONFIG_FIELDS, where)
+    _check_fields(run, _RUN_FIELDS, where, "config.")
+    for i, entry in enumerate(_array(obj, "history", where)):
+        _check_fields(_object(entry, f"{where} history[{i}]"), _HISTORY_FIELDS, where, f"history[{i}].")
     return ImageConfig(os_name, arch, _string(obj, "variant", where), list(diff_ids), run, obj)
+
+
+# The JSON types of the image config's fields (OCI image-spec config.md, and Docker's container
+# config where it adds fields the daemon or `dock` reads). containerd decodes a config into Go
+# structs, which refuse a field of another type (null is "unset" for every field); checking
+# here gives the same verdict at import, pull, inspect and run, in words naming the field.
+# Fields not listed are not read by anyone and stay unchecked, as in Go.
+_STRING, _STRINGS, _BOOL, _INT = "a string", "an array of strings", "a boolean", "an integer"
+_OBJECT, _SET, _STRING_MAP = "an object", "an object of objects", "an object of strings"
+_CONFIG_FIELDS = {"created": _STRING, "author": _STRING, "os.version": _STRING, "os.features": _STRINGS}
+_RUN_FIELDS = {"User": _STRING, "ExposedPorts": _SET, "Env": _STRINGS, "Entrypoint": _STRINGS, "Cmd": _STRINGS,
+               "Volumes": _SET, "WorkingDir": _STRING, "Labels": _STRING_MAP, "StopSignal": _STRING,
+               "ArgsEscaped": _BOOL, "Shell": _STRINGS, "OnBuild": _STRINGS, "StopTimeout": _INT,
+               "Healthcheck": _OBJECT}
+_HISTORY_FIELDS = {"created": _STRING, "created_by": _STRING, "author": _STRING, "comment": _STRING,
+                   "empty_layer": _BOOL}
+
+
+def _check_fields(obj: dict[str, Any], types: dict[str, str], where: str, prefix: str = "") -> None:
+    for key, want in types.items():
+        value = obj.get(key)
+        if value is not None and not _has_type(value, want):
+            raise _problem(where, f"field {prefix + key!r} must be {want}, not {_json_type(value)}")
+
+
+def _has_type(value: Any, want: str) -> bool:
+    if want == _STRING:
+        return isinstance(value, str)
+    if want == _BOOL:
+        return isinstance(value, bool)
+    if want == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if want == _OBJECT:
+        return isinstance(value, dict)
+    if want == _STRINGS:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if want == _STRING_MAP:
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    # _SET: Go's map[string]struct{}; each value is an object (null counts as one, as in Go)
+    return isinstance(value, dict) and all(v is None or isinstance(v, dict) for v in value.values())
 
 
 # -- identities and labels ---------------------------------------------------------------------

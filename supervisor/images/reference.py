@@ -18,6 +18,8 @@ Two readings:
     `normalize(s)`         what an image is stored under (`ParseDockerRef`): normalized, `latest`
                            added when there is neither tag nor digest, and a reference with both
                            keeps only the digest (the digest is what it names).
+    `check_image_name(s)`  what an image record may be named: what `parse` reads (the image
+                           store refuses anything else with InvalidArgument naming the name).
 
     normalize("busybox")                   == "docker.io/library/busybox:latest"
     normalize("localhost:5000/a/b")        == "localhost:5000/a/b:latest"
@@ -45,6 +47,8 @@ OFFICIAL_REPO_PREFIX = "library/"
 DEFAULT_TAG = "latest"
 NAME_TOTAL_LENGTH_MAX = 255
 TAG_LENGTH_MAX = 128
+# The longest reference the grammar allows: name, ":" tag, "@" sha512 digest.
+REFERENCE_LENGTH_MAX = NAME_TOTAL_LENGTH_MAX + 1 + TAG_LENGTH_MAX + 1 + len("sha512:") + 128
 
 # distribution/reference's regexp.go, in Python. re.ASCII: Go's \w is ASCII. The separator is
 # `[-]+`, not the older `[-]*`: the same language, but without the ambiguity that makes a
@@ -77,7 +81,7 @@ class InvalidReference(InvalidArgument):
     def __init__(self, text: str, reason: str) -> None:
         self.text = text
         self.reason = reason
-        super().__init__(f"reference {go_quote(text)}: {reason}")
+        super().__init__(f"reference {short_quote(text)}: {reason}")
 
 
 def digest_problem(digest: str) -> str | None:
@@ -121,6 +125,8 @@ class Reference:
 
 def parse(s: str) -> Reference:
     """Read `s` by the grammar alone (distribution's `reference.Parse`)."""
+    if len(s) > REFERENCE_LENGTH_MAX:  # before the regular expressions walk a megabyte
+        raise InvalidReference(s, f"longer than a reference can be ({REFERENCE_LENGTH_MAX} characters)")
     match = _REFERENCE_RE.fullmatch(s)
     if match is None:
         if s == "":
@@ -136,6 +142,44 @@ def parse(s: str) -> Reference:
     parts = _NAME_RE.fullmatch(name)
     assert parts is not None, "a name the reference grammar accepted"
     return Reference(parts.group(1) or "", parts.group(2), tag, digest)
+
+
+_QUOTE_MAX = 80
+
+
+def image_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a stored image's name, or None when it can.
+
+    containerd stores any non-empty name; clients (ctr, Docker, Kubernetes) then parse it as a
+    reference, and one that does not parse is a name nothing can pull, push, tag or run: `..`
+    components, absolute paths, `%2f`, blanks, uppercase repositories, names of thousands of
+    characters. The rule is the reference grammar alone (`parse`: nothing is added, so the
+    short names `ctr` users type, like `busybox:copy`, and CRI's `sha256:<id>` names pass).
+    """
+    if not name:
+        return "must not be empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "must not contain control characters"
+    try:
+        parse(name)
+    except InvalidReference as e:
+        return e.reason
+    return None
+
+
+def check_image_name(name: str) -> str:
+    """`name`, if it can name a stored image (`image_name_problem`); else InvalidArgument naming it."""
+    problem = image_name_problem(name)
+    if problem is not None:
+        raise InvalidArgument(f"image name {short_quote(name)}: {problem}")
+    return name
+
+
+def short_quote(s: str) -> str:
+    """Go's %q of `s`, cut to a readable length (a message must not repeat a 100 KiB name)."""
+    if len(s) <= _QUOTE_MAX:
+        return go_quote(s)
+    return f"{go_quote(s[:_QUOTE_MAX])}... ({len(s)} characters)"
 
 
 def _split_docker_domain(s: str) -> tuple[str, str]:
@@ -224,12 +268,16 @@ def _diagnose(s: str) -> str:
 __all__ = [
     "DEFAULT_DOMAIN",
     "DEFAULT_TAG",
+    "REFERENCE_LENGTH_MAX",
     "InvalidReference",
     "Reference",
+    "check_image_name",
     "digest_problem",
     "familiar",
+    "image_name_problem",
     "normalize",
     "normalize_reference",
     "parse",
     "parse_normalized",
+    "short_quote",
 ]

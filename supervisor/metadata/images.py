@@ -2,8 +2,10 @@
 
 Words
     image       a record `(namespace, name)` with a target, labels and timestamps. The name
-                is free text (containerd stores what the client sends; clients normalize
-                references themselves, see `supervisor.images.reference`).
+                is stored as the client sends it (clients normalize references themselves,
+                see `supervisor.images.reference`), but unlike containerd only if the reference
+                grammar reads it (`check_image_name`): no `..`, `/abs`, `%2f`, blanks,
+                control characters, uppercase repositories or names longer than a reference.
     target      the descriptor the name points at, usually a manifest or an index: media
                 type, digest, size and annotations. Nothing checks that the content exists:
                 a client may create the image before or after writing the blobs.
@@ -26,7 +28,8 @@ Lifecycle and semantics (containerd's `metadata/images.go`)
                                               Descriptor(MEDIA_TYPE, "sha256:…", 528)))
 
 Errors (messages in containerd's words)
-    InvalidArgument  `image name must not be empty`, `Target.Digest "x" invalid: invalid
+    InvalidArgument  `image name must not be empty`, `image name "a/../b": invalid reference
+                     format: ...` (create, and update before the lookup), `Target.Digest "x" invalid: invalid
                      checksum digest format`, `Target.Size must be greater than zero`,
                      `Target.MediaType must be set`, `image.Labels: label key …`,
                      `cannot update "x" field on image "n"`, bad filters
@@ -51,7 +54,7 @@ from supervisor import labels as labelrules
 from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.fieldpaths import apply_label_paths
 from supervisor.identifiers import go_quote
-from supervisor.images.reference import digest_problem
+from supervisor.images.reference import check_image_name, digest_problem
 from supervisor.metadata import namespaces
 from supervisor.metadata.db import Database
 from supervisor.timeutil import now, parse_iso
@@ -90,9 +93,8 @@ def validate(image: Image) -> None:
     """containerd's validateImage: name, labels, then the target's digest, size, media type."""
     if not image.name:
         raise InvalidArgument("image name must not be empty")
-    # Beyond containerd: a control character in a name is never a reference, only trouble.
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in image.name):
-        raise InvalidArgument(f"image name {go_quote(image.name)} must not contain control characters")
+    # Beyond containerd, which stores any name: one no reference grammar reads is refused.
+    check_image_name(image.name)
     labelrules.validate(image.labels, "image.Labels")
     target = image.target
     problem = digest_problem(target.digest)
@@ -233,6 +235,7 @@ class ImageStore:
     async def update(self, ns: str, image: Image, paths: Iterable[str] = ()) -> Image:
         if not image.name:
             raise InvalidArgument("image name is required for update")
+        check_image_name(image.name)
         paths = builtins.list(paths)
 
         def tx(conn: sqlite3.Connection) -> Image:

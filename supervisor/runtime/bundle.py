@@ -147,6 +147,8 @@ def list_bundles(state: Path) -> list[Bundle]:
     out = []
     tasks = state / "tasks"
     for ns_dir in sorted(tasks.iterdir()) if tasks.is_dir() else []:
+        if ns_dir.name.startswith("."):  # no namespace (e.g. the shims' zygote socket dir)
+            continue
         for task_dir in sorted(ns_dir.iterdir()) if ns_dir.is_dir() else []:
             if not task_dir.name.startswith("."):
                 out.append(Bundle(task_dir, ns_dir.name, task_dir.name))

@@ -27,6 +27,7 @@ from dockyard_api.containerd.types import mount_pb2
 from supervisor.errors import AlreadyExists, DockyardError, NotFound
 from supervisor.events import Exchange
 from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, list_bundles, parse_spec, remove_bundle
+from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, read_cgroup_rel
 from supervisor.runtime.shim import ShimBinary, ShimClient
 
 log = logging.getLogger("dockyard.runtime")
@@ -75,6 +76,7 @@ class TaskManager:
         self._tasks: dict[tuple[str, str], Task] = {}
         self._creating: set[tuple[str, str]] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
+        self.cgroups = CgroupPruner()
         # Told (namespace, id, present) when a task appears (create, recover) and goes (delete,
         # dead shim): stats streams join and end by it. Called synchronously; must not raise.
         self.observers: list[Callable[[str, str, bool], None]] = []
@@ -107,10 +109,16 @@ class TaskManager:
         if key in self._tasks or key in self._creating:
             raise AlreadyExists(f"task {cid}")
         self._creating.add(key)
+        rel: str | None = None  # a foreign shim's cgroup below our parent
+        held: list[str] = []
+        created = False
         try:
             binary = self.binary_for(runtime)
             if binary.foreign:
-                spec_json = confine_cgroup(parse_spec(spec_json), namespace, cid)
+                spec = parse_spec(spec_json)
+                spec_json = confine_cgroup(spec, namespace, cid)
+                rel = cgroup_rel(spec, namespace, cid, foreign=True)
+                held = self.cgroups.hold(rel)
             bundle = await asyncio.to_thread(create_bundle, self.state, namespace, cid, spec_json)
             task: Task | None = None
             log_fd = self._follow_log(bundle)
@@ -131,12 +139,16 @@ class TaskManager:
                 resp = await shim.call("Create", req, shim_pb2.CreateTaskResponse)
                 task.pid = resp.pid
                 self._notify(namespace, cid, True)
+                created = True
                 return task
             except BaseException:
                 await self._abandon(key, task, bundle, binary, log_fd)
                 raise
         finally:
             self._creating.discard(key)
+            self.cgroups.release(held)
+            if not created:
+                self.cgroups.prune(rel)
 
     async def delete(self, namespace: str, cid: str) -> shim_pb2.DeleteResponse:
         """Delete the init process in the shim, stop the shim, remove the bundle."""
@@ -167,7 +179,20 @@ class TaskManager:
         self._tasks.pop((task.namespace, task.id), None)
         self._notify(task.namespace, task.id, False)
         self._close_log(task.log_fd)
+        await self._prune_cgroup(task.bundle, task.runtime)
         await asyncio.to_thread(remove_bundle, task.bundle)
+
+    async def _prune_cgroup(self, bundle: Bundle, runtime: str) -> None:
+        """After a foreign shim's task is gone: the levels above its cgroup, if empty now (our
+        own shim does this itself when it removes the cgroup)."""
+        try:
+            foreign = self.binary_for(runtime).foreign
+        except DockyardError:
+            return
+        if foreign:
+            rel = await asyncio.to_thread(read_cgroup_rel, str(bundle.path / "config.json"), bundle.namespace,
+                                          bundle.id, foreign=True)
+            self.cgroups.prune(rel)
 
     # -- shims that go away --------------------------------------------------------------
 
@@ -197,6 +222,7 @@ class TaskManager:
         self._close_log(log_fd)
         if shim is not None:
             await shim.conn.close()
+        await self._prune_cgroup(bundle, runtime)
         await asyncio.to_thread(remove_bundle, bundle)
         if publish:
             ns, cid = bundle.namespace, bundle.id

@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shim.cgroups import PARENT, Resources, V1Manager, V2Manager
+from shim.cgroups import PARENT, Resources, Stats, V1Manager, V2Manager
 from shim.cgroups.detect import host_version, v1_mounts
 from shim.cgroups.metrics import to_v1_metrics, to_v2_metrics
 from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")]
 
@@ -331,13 +332,21 @@ def test_v1_cpu_quota_bounds_usage(v1: Callable[..., V1Manager], children: Child
     p = children.spawn("while True: pass")
     mgr.add_process(p.pid)
     children.release(p)
-    time.sleep(0.2)
-    t0, u0 = time.monotonic(), mgr.stats().cpu.usage_total
-    time.sleep(1.0)
-    t1, s1 = time.monotonic(), mgr.stats()
-    share = (s1.cpu.usage_total - u0) / ((t1 - t0) * 1e9)
-    assert 0.05 < share < 0.35, f"a 20% quota let the loop use {share:.0%} of a CPU"
-    assert s1.cpu.nr_throttled > 0 and s1.cpu.throttled_time > 0
+    # From the first period the quota cut short on: the loop runs, and at its bound.
+    wait_until(lambda: mgr.stats().cpu.nr_throttled > 0, timeout=60, what="the quota to throttle the loop")
+    t0, s0 = time.monotonic(), mgr.stats()
+
+    def throttled_8_more() -> Stats | None:
+        s = mgr.stats()
+        return s if s.cpu.nr_throttled >= s0.cpu.nr_throttled + 8 else None
+
+    # Over 8 more throttled periods (0.7 s at least): however little CPU a loaded machine gives
+    # the loop, it never gets more than its quota per period.
+    s1 = wait_until(throttled_8_more, timeout=60, what="8 more throttled periods")
+    t1 = time.monotonic()
+    share = (s1.cpu.usage_total - s0.cpu.usage_total) / ((t1 - t0) * 1e9)
+    assert 0 < share < 0.35, f"a 20% quota let the loop use {share:.0%} of a CPU"
+    assert s1.cpu.throttled_time > 0
     assert s1.cpu.nr_periods >= s1.cpu.nr_throttled
     assert sum(s1.cpu.per_cpu) == pytest.approx(s1.cpu.usage_total, rel=0.05)
     m = to_v1_metrics(s1)
@@ -351,22 +360,21 @@ def test_v1_cpu_quota_bounds_usage(v1: Callable[..., V1Manager], children: Child
 @v1_only
 def test_v1_freeze_and_thaw(v1: Callable[..., V1Manager], children: Children) -> None:
     mgr = v1("freeze")
-    p = children.spawn("while True: pass")
+    p = children.spawn("print('looping', flush=True)\nwhile True: pass")
     mgr.add_process(p.pid)
     children.release(p)
-    time.sleep(0.1)
+    assert p.stdout is not None and p.stdout.readline().strip() == "looping"
     mgr.freeze()
     assert mgr.frozen()
     assert _read(os.path.join(_v1_leaf(mgr, "freezer"), "freezer.state")) == "FROZEN"
     with open(f"/proc/{p.pid}/stat") as f:
         assert f.read().rsplit(")", 1)[1].split()[0] in ("D", "T")
     u0 = mgr.stats().cpu.usage_total
-    time.sleep(0.3)
+    time.sleep(0.3)  # a window in which nothing may happen: no event says "still frozen"
     assert mgr.stats().cpu.usage_total - u0 < 5_000_000  # frozen: no CPU
     mgr.thaw()
     assert not mgr.frozen()
-    time.sleep(0.3)
-    assert mgr.stats().cpu.usage_total - u0 > 20_000_000
+    wait_until(lambda: mgr.stats().cpu.usage_total - u0 > 20_000_000, what="the thawed loop to use CPU again")
     # kill_all on a frozen cgroup: SIGKILL still ends the processes
     mgr.freeze()
     mgr.kill_all(signal.SIGKILL)
@@ -536,12 +544,11 @@ def test_v2_create_procs_freeze_kill_delete(v2: Callable[..., V2Manager], childr
         assert "frozen 1" in watch.consume()
         assert not _readable(watch.fileno(), 0)
         u0 = mgr.stats().cpu.usage_total
-        time.sleep(0.3)
+        time.sleep(0.3)  # a window in which nothing may happen: no event says "still frozen"
         assert mgr.stats().cpu.usage_total - u0 < 5_000_000
         mgr.thaw()
         assert not mgr.frozen()
-        time.sleep(0.3)
-        assert mgr.stats().cpu.usage_total - u0 > 20_000_000
+        wait_until(lambda: mgr.stats().cpu.usage_total - u0 > 20_000_000, what="the thawed loop to use CPU again")
     finally:
         watch.close()
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,14 +15,15 @@ import grpc
 import pytest
 
 from dock.client import Client
-from dock.content import ContentAPI
+from dock.content import ContentAPI, ContentWriter
 from dockyard_api.containerd.events import content_pb2 as content_events
 from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tests.daemon import REPO, DaemonProcess, wait_subscribed
 from tests.integration.test_cli import dock
+from tests.waiting import wait_until_async
 
 
 def dg(data: bytes) -> str:
@@ -41,6 +41,11 @@ async def leased(c: Client) -> ContentAPI:
     """`c.content` under a lease of its namespace, so the garbage collector keeps what it writes."""
     await c.leases.create(LEASE)
     return c.content.with_lease(LEASE)
+
+
+def collections(daemon: DaemonProcess) -> int:
+    """How many garbage collections this daemon has run (each logs one line, at debug level)."""
+    return daemon.log()[daemon.log_start:].count("garbage collection: removed")
 
 
 def blobs_on_disk(daemon: DaemonProcess) -> list[str]:
@@ -198,16 +203,19 @@ async def test_delete_publishes_event_and_keeps_other_namespaces(daemon: DaemonP
         sub = events.Subscribe(events_pb2.SubscribeRequest(filters=['topic=="/content/delete"', 'topic~="^/probe/"']),
                                metadata=md())
         await wait_subscribed(sub, events)
+        await asyncio.to_thread(daemon.wait_startup_collection)  # the next collection counted is the delete's
         async with daemon.client("other") as other_client:
             other = await leased(other_client)
             d = (await content.write("del", data)).digest
             await other.write("del", data)
+            before = collections(daemon)
             await content.delete(d)
             with pytest.raises(NotFound):
                 await content.info(d)
             with pytest.raises(NotFound):
                 await content.delete(d)
-            await asyncio.sleep(0.3)  # the delete scheduled a collection: let it run
+            # The delete scheduled a collection: once it has run, the blob must still be there.
+            await wait_until_async(lambda: collections(daemon) > before, what="the collection the delete scheduled")
             assert await other.read_all(d) == data  # the other namespace still has it
         env = await asyncio.wait_for(anext(aiter(sub)), 10)
         sub.cancel()
@@ -402,12 +410,15 @@ async def test_client_cancel_after_commit_is_harmless(content: ContentAPI, stub:
     await exchange(call, pb.WriteContentRequest(action=pb.STAT, ref="mid"))
     await exchange(call, pb.WriteContentRequest(action=pb.WRITE, data=b"half"))
     call.cancel()
-    for _ in range(50):
+
+    async def unlocked_writer() -> ContentWriter | None:
+        """A writer on "mid" once the daemon has seen the cancel and unlocked the ref."""
         try:
-            w = await content.writer("mid")
-            break
-        except Exception:
-            await asyncio.sleep(0.1)
+            return await content.writer("mid")
+        except Unavailable:  # "ref mid locked"
+            return None
+
+    w = await wait_until_async(unlocked_writer, what='the cancelled write to unlock "mid"')
     assert w.status().offset == 4
     await w.close()
 
@@ -516,15 +527,8 @@ async def test_sdk_write_resumes_from_status_offset(content: ContentAPI, tmp_pat
 # -- the dock CLI ----------------------------------------------------------------------------
 
 
-def wait_startup_gc(daemon: DaemonProcess) -> None:
-    """The CLI writes without a lease here; let the start-up collection pass before it does."""
-    deadline = time.monotonic() + 10
-    while "garbage collection" not in daemon.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 async def test_cli_content(daemon: DaemonProcess, content: ContentAPI, tmp_path: Path) -> None:
-    wait_startup_gc(daemon)
+    await asyncio.to_thread(daemon.wait_startup_collection)  # the CLI writes without a lease here
     a = daemon.address
     data = os.urandom(3000)
     src = tmp_path / "in.bin"

@@ -7,7 +7,6 @@ collected, and leave the daemon serving.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import io
 import json
@@ -41,6 +40,7 @@ from tests.images import (
     sha256,
     tar_tree,
 )
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.root
 SNAPSHOTTERS = ["overlayfs", "native"]
@@ -464,22 +464,25 @@ async def test_bad_archives_fail_cleanly(client: Client, busybox: Image) -> None
     assert [i.name for i in result.images] == [BUSYBOX]
 
 
+async def _no_leases(client: Client) -> bool:
+    return not await client.leases.list()
+
+
 @pytest.mark.parametrize("fraction", [0.001, 0.5, 0.999])
 async def test_client_going_away_mid_import_leaves_nothing(client: Client, layered: Image, fraction: float) -> None:
     data = oci_archive([layered])
 
     async def half() -> AsyncIterator[bytes]:
         yield data[: int(len(data) * fraction)]
-        await asyncio.sleep(0.2)  # let the daemon get into the middle of it
+        # The daemon is in the middle of it once it holds the import's temporary lease.
+        await wait_until_async(client.leases.list, what="the import's lease")
         raise ConnectionError("the client gave up")
 
     with pytest.raises(ConnectionError):
         async for _ in client.transfer.import_stream(half()):
             pass
-    for _ in range(100):  # the daemon notices the cancelled call on its own time
-        if not await client.leases.list():
-            break
-        await asyncio.sleep(0.05)
+    # The daemon notices the cancelled call on its own time.
+    await wait_until_async(lambda: _no_leases(client), what="the import's lease to go")
     await nothing_left(client)
 
 

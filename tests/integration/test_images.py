@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -21,6 +22,7 @@ from dockyard_api.containerd.types import descriptor_pb2
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tests.daemon import DaemonProcess, start_daemon, wait_subscribed
 from tests.integration.test_cli import dock
+from tests.waiting import wait_until_async
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -85,7 +87,10 @@ async def test_update_labels_by_path(client: Client) -> None:
 
 async def test_update_target_keeps_created_at(client: Client) -> None:
     made = await client.images.create("img", target(), {"k": "v"})
-    await asyncio.sleep(0.01)
+    created = made.updated_at
+    assert created is not None
+    # The update must get a later time: on a coarse clock, wait until it has moved.
+    await wait_until_async(lambda: datetime.now(UTC) > created, what="the clock to pass the image's creation")
     img = await client.images.set_target("img", target(D2, 99, OCI_INDEX, a="b"))
     assert img.target == target(D2, 99, OCI_INDEX, a="b")
     assert img.labels == {"k": "v"}
@@ -425,8 +430,9 @@ async def test_cli_ls_tag_label_rm(daemon: DaemonProcess) -> None:
         await c.images.create(BUSYBOX, target(), {"team": "red"})
     a = daemon.address
     table = dock(a, "images", "ls").stdout.splitlines()
-    assert table[0].split() == ["REF", "TYPE", "DIGEST", "SIZE", "LABELS"]
-    assert table[1].split() == [BUSYBOX, "oci-manifest", D1, "528", "B", "team=red"]
+    assert table[0].split() == ["REF", "TYPE", "DIGEST", "SIZE", "UNPACKED", "LABELS"]
+    # no blob behind the record: ctr's size is the target's own (all it could walk), nothing unpacked
+    assert table[1].split() == [BUSYBOX, "oci-manifest", D1, "528", "B", "-", "team=red"]
     res = dock(a, "images", "tag", "busybox", "busybox:copy", "localhost:5000/bb")
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["docker.io/library/busybox:copy", "localhost:5000/bb:latest"]

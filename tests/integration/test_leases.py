@@ -16,6 +16,7 @@ from dockyard_api.containerd.services.leases.v1 import leases_pb2, leases_pb2_gr
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, NotImplementedYet
 from tests.daemon import DaemonProcess
 from tests.integration.test_cli import dock
+from tests.waiting import wait_until_async
 
 DIGEST = "sha256:" + "ab" * 32
 EXPIRE = "containerd.io/gc.expire"
@@ -162,14 +163,17 @@ async def test_namespace_header_is_required(daemon: DaemonProcess) -> None:
             await c.leases.create("x")
 
 
-async def test_expired_leases_are_collected(client: Client) -> None:
+async def test_expired_leases_are_collected(daemon: DaemonProcess, client: Client) -> None:
+    # Nothing here asks for a collection: after the start-up one, only ours removes "past".
+    await asyncio.to_thread(daemon.wait_startup_collection)
     now = datetime.now(UTC)
-    # "past" expires in 2 s: still there for any collection the daemon runs on its own before then
-    await client.leases.create("past", {EXPIRE: rfc3339(now + timedelta(seconds=2))})
+    expiry = rfc3339(now + timedelta(seconds=1))  # whole seconds: 0 to 1 s from now
+    await client.leases.create("past", {EXPIRE: expiry})
     await client.leases.create("future", {EXPIRE: rfc3339(now + timedelta(hours=1))})
     await client.leases.create("forever")
     assert {x.id for x in await client.leases.list()} == {"past", "future", "forever"}
-    await asyncio.sleep(2.5)
+    expires = datetime.strptime(expiry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    await wait_until_async(lambda: datetime.now(UTC) > expires, what='"past" to expire')
     stats = await client.leases.collect_garbage()
     assert stats.leases_removed == 1
     assert {x.id for x in await client.leases.list()} == {"future", "forever"}

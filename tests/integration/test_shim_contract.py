@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -44,11 +46,15 @@ from supervisor.runtime.shim import ShimBinary, ShimClient
 from tests import ksm
 from tests.daemon import stopping_new_zygotes
 from tests.rootfs import make_busybox_rootfs
+from tests.waiting import wait_until_async
 
 GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
 OURS = (sys.executable, "-m", "shim")
 REPO = Path(__file__).resolve().parents[2]
-NS = "shimtest"
+# Unique per run: the cgroups (/<ns>/<id>) and runc's state (/run/containerd/runc/<ns>) are the
+# host's, and another run of these tests may be using "c1" at the same time.
+NS = f"shimtest-{secrets.token_hex(3)}"
+RUNC_STATE = Path("/run/containerd/runc") / NS
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 
@@ -172,8 +178,8 @@ class Harness:
         resp = await client.call("Create", req, pb.CreateTaskResponse, timeout=30)
         task.pid = resp.pid
         self.container_pids.add(resp.pid)
-        if stdin:  # the shim reads the FIFO now: a writer opens without waiting, as ctr's does
-            task.in_fd = os.open(task.stdin, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if stdin:  # once the shim reads the FIFO (containerd's may open it after Create answers), as ctr's
+            task.in_fd = await wait_until_async(lambda: open_writer(task.stdin), what="the shim to read stdin")
         if start:
             started = await client.call("Start", pb.StartRequest(id=cid), pb.StartResponse)
             assert started.pid == resp.pid
@@ -201,6 +207,16 @@ class Harness:
                 os.close(fd)
 
 
+def open_writer(fifo: Path) -> int | None:
+    """The FIFO opened for writing without blocking; None while it has no reader yet (ENXIO)."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        return None
+
+
 async def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -217,6 +233,14 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return data[data.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
+def comm(pid: int) -> str:
+    """The process' command name ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -291,6 +315,14 @@ def stop_our_zygotes() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module", autouse=True)
+def remove_runc_state() -> Iterator[None]:
+    """The Go shim's runc keeps a directory per namespace, empty once its containers are gone."""
+    yield
+    with contextlib.suppress(OSError):
+        RUNC_STATE.rmdir()
+
+
 # ----- the contract -----------------------------------------------------------------------------
 
 
@@ -345,8 +377,11 @@ async def test_wait_before_start_and_kill(shim: Harness) -> None:
     assert (state.status, state.pid) == (task_pb2.CREATED, task.pid)
     # Wait may come before Start (ctr issues it concurrently).
     waiter = asyncio.ensure_future(client.call("Wait", pb.WaitRequest(id="c1"), pb.WaitResponse, timeout=30))
+    await asyncio.sleep(0)  # the waiter's turn: its request is written before Start's
     await client.call("Start", pb.StartRequest(id="c1"), pb.StartResponse)
-    await asyncio.sleep(0.2)
+    state = await client.call("State", pb.StateRequest(id="c1"), pb.StateResponse)
+    assert state.status == task_pb2.RUNNING
+    await asyncio.sleep(0.2)  # a window in which Wait must not answer: the process runs on
     assert not waiter.done()
     await client.call("Kill", pb.KillRequest(id="c1", signal=signal.SIGKILL), empty_pb2.Empty)
     assert (await waiter).exit_status == 137
@@ -410,6 +445,9 @@ async def test_exec(shim: Harness) -> None:
 
 async def test_pids_pause_resume_stats(shim: Harness) -> None:
     client, task = await shim.create("c1", ["sleep", "300"])
+    # containerd's shim answers Start once runc init is told to exec, not once it has (a pause
+    # would freeze it halfway, its Go threads counted): the counts below are of the exec'd sleep.
+    await wait_until_async(lambda: comm(task.pid) == "sleep", what="the container's init to exec sleep")
     pids = await client.call("Pids", pb.PidsRequest(id="c1"), pb.PidsResponse)
     assert [p.pid for p in pids.processes] == [task.pid]
     assert not pids.processes[0].HasField("info")
@@ -504,10 +542,12 @@ async def test_shutdown(shim: Harness) -> None:
     client, task = await shim.create("c1", ["sh", "-c", "exit 0"])
     conn = await client.call("Connect", pb.ConnectRequest(id="c1"), pb.ConnectResponse)
     await client.call("Wait", pb.WaitRequest(id="c1"), pb.WaitResponse, timeout=20)
-    # A shim still holding a task ignores Shutdown.
+    # A shim still holding a task ignores Shutdown: it answers the next call, and stays.
     await client.call("Shutdown", pb.ShutdownRequest(id="c1"), empty_pb2.Empty)
-    await asyncio.sleep(0.3)
-    assert alive(conn.shim_pid)
+    state = await client.call("State", pb.StateRequest(id="c1"), pb.StateResponse)
+    assert state.status == task_pb2.STOPPED
+    await asyncio.sleep(0.3)  # a window in which it must not exit (no event says "still here")
+    assert alive(conn.shim_pid) and not client.conn.closed
     await client.call("Delete", pb.DeleteRequest(id="c1"), pb.DeleteResponse)
     await client.shutdown()
     assert await wait_gone(conn.shim_pid, 5)
@@ -591,8 +631,8 @@ def test_shim_modules_import_no_grpc_and_start_no_threads() -> None:
 
 async def test_shims_fork_from_the_zygote(shim: Harness) -> None:
     ours_only(shim)
-    await shim.create("c1", ["sleep", "300"])
-    await wait_for_zygote()
+    _, task1 = await shim.create("c1", ["sleep", "300"])
+    await wait_for_zygote(task1)
     client2, task2 = await shim.create("c2", ["sh", "-c", "echo from c2"])
     conn = await client2.call("Connect", pb.ConnectRequest(id="c2"), pb.ConnectResponse)
     assert parent_comm(conn.shim_pid) == "dockyard-zygote"
@@ -600,11 +640,15 @@ async def test_shims_fork_from_the_zygote(shim: Harness) -> None:
     assert await read_until(task2.out_fd, b"from c2\n") == b"from c2\n"
 
 
-async def wait_for_zygote() -> None:
+async def wait_for_zygote(task: Task) -> None:
+    """Until the zygote of the task's runtime dir (<state>/tasks) listens."""
     from shim import zygote
+    from shim.__main__ import launch_for
 
+    path = zygote.socket_path(launch_for(NS, task.id, str(task.bundle.path), ""))
+    assert path is not None and path.startswith(f"{task.bundle.path.parent.parent}/.dockyard-shim/")
     deadline = time.monotonic() + 20
-    while not os.path.exists(zygote.socket_path()) and time.monotonic() < deadline:
+    while not os.path.exists(path) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
 
 
@@ -614,8 +658,8 @@ async def test_ksm_merges_the_pages_shims_copied(shim: Harness) -> None:
     ours_only(shim)
     if not ksm.available():
         pytest.skip("this kernel has no KSM")
-    await shim.create("warm", ["true"])
-    await wait_for_zygote()
+    _, warm = await shim.create("warm", ["true"])
+    await wait_for_zygote(warm)
     shims = []
     for i in range(3):
         client, task = await shim.create(f"k{i}", ["sleep", "300"])
@@ -656,7 +700,9 @@ async def test_footprint(shim: Harness) -> None:
     Run with -s to see the numbers; the bench compares them with containerd's shim.
     """
     n = 4
-    await shim.create("warm", ["true"])  # a first start may launch the zygote: not what is measured
+    _, warm = await shim.create("warm", ["true"])  # a first start may launch the zygote: not what is measured
+    if shim.ours:
+        await wait_for_zygote(warm)
     starts, creates, pids = [], [], []
     for i in range(n):
         cid = f"f{i}"
@@ -672,7 +718,8 @@ async def test_footprint(shim: Harness) -> None:
         starts.append(t1 - t0)
         await client.call("Stats", pb.StatsRequest(id=cid), pb.StatsResponse)
         pids.append((await client.call("Connect", pb.ConnectRequest(id=cid), pb.ConnectResponse)).shim_pid)
-    await asyncio.sleep(0.2)
+    for i in range(n):  # what a shim does after Start (forward its events) is done: measure it idle
+        await shim.sink.wait_for("/tasks/start", f"f{i}")
     pss = sorted(pss_kib(p) for p in pids)
     name = "dockyard" if shim.ours else "runc-v2"
     print(f"\n[footprint {name}] start (binary start + connect) median {sorted(starts)[n // 2] * 1000:.0f} ms, "
@@ -721,9 +768,7 @@ async def test_execs_die_with_the_init(shim: Harness) -> None:
     waited = await client.call("Wait", pb.WaitRequest(id="c1", exec_id="e1"), pb.WaitResponse, timeout=10)
     assert waited.exit_status == 137  # the PID namespace went down with its init
     assert (await client.call("Wait", pb.WaitRequest(id="c1"), pb.WaitResponse, timeout=10)).exit_status == 137
-    deadline = time.monotonic() + 10
-    while len([e for e in shim.sink.envelopes if e.topic == "/tasks/exit"]) < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_until_async(lambda: shim.sink.topics("c1").count("/tasks/exit") >= 2, timeout=10, what="both exits")
     exits = [EventSink.decode(e).id for e in shim.sink.envelopes if e.topic == "/tasks/exit"]
     assert sorted(exits) == ["c1", "e1"]
     if shim.ours:

@@ -34,6 +34,7 @@ from supervisor.errors import InvalidArgument, NotFound
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, shim_available
 from tests.daemon import REPO, DaemonProcess, remove_empty_cgroups, start_daemon
+from tests.waiting import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
 
@@ -105,17 +106,24 @@ async def take(stream: AsyncIterator[StatsSample], n: int, timeout: float = 15) 
     return out
 
 
-def wait_cpu_settled(cid: str, at_least_ns: int, timeout: float = 30) -> int:
-    """cpuacct.usage once it stops moving (the burn is over) and has passed `at_least_ns`."""
-    deadline = time.monotonic() + timeout
-    last = -1
-    while time.monotonic() < deadline:
-        now = read_int("cpuacct", cid, "cpuacct.usage")
-        if now == last and now >= at_least_ns:
-            return now
-        last = now
-        time.sleep(0.5)
-    raise AssertionError(f"cpu of {cid} never settled: {last}")
+def proc_state(pid: int) -> str:
+    """R, S, D, Z... ("" once the process is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def only_sleep_left(cid: str) -> bool:
+    """Whether the container's one process is `sleep`, asleep: the script before it is done."""
+    procs = (cgroup("pids", cid) / "cgroup.procs").read_text().split()
+    if len(procs) != 1:
+        return False
+    try:
+        cmd = Path(f"/proc/{procs[0]}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return cmd.startswith(b"sleep\0") and proc_state(int(procs[0])) == "S"
 
 
 # ----- samples are what the kernel says ------------------------------------------------------
@@ -126,11 +134,14 @@ async def test_samples_match_the_cgroup_files(d: DaemonProcess) -> None:
     cid = uid("burn")
     # 32 MiB into the container's tmpfs (charged to its memory cgroup as page cache), 4 MiB
     # synced to the disk (v1 may charge that writeback elsewhere: the files decide), then about
-    # 2 s of one CPU, then idle.
+    # a second of one CPU (a count, not a time: a loaded machine makes it slower, not smaller),
+    # then idle.
     run(d, cid, "dd if=/dev/zero of=/dev/shm/fill bs=1M count=32 2>/dev/null; "
                 "dd if=/dev/zero of=/blk bs=1M count=4 conv=fsync 2>/dev/null; "
-                "yes >/dev/null & p=$!; sleep 2; kill $p; wait $p; exec sleep 1000")
-    cpu = await asyncio.to_thread(wait_cpu_settled, cid, 500_000_000)
+                "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done; exec sleep 1000")
+    # Once the script has exec'd its final sleep, the CPU counter stands still.
+    await wait_until_async(lambda: only_sleep_left(cid), timeout=60, what="the burn to end in `exec sleep`")
+    cpu = read_int("cpuacct", cid, "cpuacct.usage")
     async with d.client() as c:
         stream = c.stats.stream(cid, interval=0.2)
         try:
@@ -204,12 +215,20 @@ def test_the_shims_fast_reader_agrees_with_the_cgroup_driver() -> None:
     group = f"/stats-test/{uid('reader')}"
     mgr = new_manager()
     mgr.create(group, Resources(memory_limit=256 << 20, pids_limit=50))
-    child = subprocess.Popen(["sh", "-c", "x=$(head -c 4000000 /dev/zero | tr '\\0' a); "
-                              "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; sleep 30"])
+    # It waits for a line on stdin (so it is in the cgroup before it uses anything), and says
+    # when its work is done; then only its sleep runs, and the two reads must agree.
+    child = subprocess.Popen(["sh", "-c", "read go; x=$(head -c 4000000 /dev/zero | tr '\\0' a); "
+                              "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; echo done; sleep 30"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     reader = CgroupReader(mgr)
     try:
         mgr.add_process(child.pid)
-        time.sleep(1.5)
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write("go\n")
+        child.stdin.close()
+        assert child.stdout.readline() == "done\n"
+        wait_until(lambda: len(mgr.pids()) == 2 and all(proc_state(p) == "S" for p in mgr.pids()),
+                   what="the shell to wait on its sleep")
         sample = pb_shim.Sample()
         reader.fill(sample)
         want = mgr.stats()
@@ -217,6 +236,9 @@ def test_the_shims_fast_reader_agrees_with_the_cgroup_driver() -> None:
         reader.close()
         child.kill()
         child.wait()
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
         mgr.delete(force=True)
         remove_empty_cgroups("dockyard/stats-test")
     assert sample.cgroup_version == want.version
@@ -252,14 +274,14 @@ async def test_stream_over_all_sees_a_later_container_and_its_end(d: DaemonProce
 
         reader = asyncio.create_task(read())
         try:
-            async with asyncio.timeout(15):
-                while not any(s.id == early for s in got):
-                    await asyncio.sleep(0.05)
+            await wait_until_async(lambda: any(s.id == early for s in got), timeout=15, what="a sample of early")
             await asyncio.to_thread(run, d, late, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 1; exit 3")
             async with asyncio.timeout(20):
                 await late_ended.wait()
             ended_at = len(got)
-            await asyncio.sleep(1.0)
+            # Three more rounds of the other container: time enough for a late sample to show.
+            await wait_until_async(lambda: sum(s.id == early for s in got[ended_at:]) >= 3, timeout=15,
+                                   what="the other container's samples after the end marker")
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -296,10 +318,12 @@ async def test_dead_shim_ends_its_container_with_a_marker(d: DaemonProcess) -> N
 
 
 async def test_label_filter_selects_containers_that_start_later(d: DaemonProcess) -> None:
-    web, other = uid("web"), uid("other")
+    web, other, probe = uid("web"), uid("other"), uid("probe")
+    run(d, probe, "exec sleep 1000")
     got: list[StatsSample] = []
     async with d.client() as c:
-        stream = c.stats.stream(filters=['labels."app"==web'], interval=0.2)
+        # The probe, selected by id, shows when the subscription is live: nothing else would.
+        stream = c.stats.stream(probe, filters=['labels."app"==web'], interval=0.2)
 
         async def read() -> None:
             async for s in stream:
@@ -307,17 +331,15 @@ async def test_label_filter_selects_containers_that_start_later(d: DaemonProcess
 
         reader = asyncio.create_task(read())
         try:
-            await asyncio.sleep(0.3)  # subscribed before either container exists
+            await wait_until_async(lambda: any(s.id == probe for s in got), timeout=15, what="the probe's sample")
             await asyncio.to_thread(run, d, other, "exec sleep 1000", label="app=db")
             await asyncio.to_thread(run, d, web, "exec sleep 1000", label="app=web")
-            async with asyncio.timeout(15):
-                while sum(s.id == web for s in got) < 3:
-                    await asyncio.sleep(0.05)
+            await wait_until_async(lambda: sum(s.id == web for s in got) >= 3, timeout=15, what="3 samples of web")
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-    assert {s.id for s in got} == {web}
+    assert {s.id for s in got} == {probe, web}
 
 
 async def test_bad_requests_are_refused(d: DaemonProcess) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from supervisor.metadata.leases import LeaseStore, Resource
 from supervisor.metadata.namespaces import ensure
 from supervisor.snapshotter import NativeSnapshotter
 from supervisor.timeutil import now
+from tests.waiting import wait_until_async
 
 T = TypeVar("T")
 OLD = timedelta(days=30)
@@ -294,42 +294,65 @@ class Counting(Collector):
         return await super().collect()
 
 
-async def test_schedule_coalesces_requests(env: Env) -> None:
+class LoopClock:
+    """The running loop's clock, moved by the test alone: the collector's timers fire when the
+    test has moved the time past them, never because a loaded machine stretched a real sleep."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        loop = asyncio.get_running_loop()
+        self.now = loop.time()
+        monkeypatch.setattr(loop, "time", lambda: self.now)
+
+    async def advance(self, seconds: float) -> None:
+        """Move the time on, and let the loop run what came due: a timer fires in the loop's next
+        round and the task it starts takes its first step in the one after; ten rounds is ample."""
+        self.now += seconds
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+
+async def test_schedule_coalesces_requests(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = LoopClock(monkeypatch)
     gc = Counting(env.db, env.content, {}, delay=0.05, max_delay=5)
-    for _ in range(20):
+    for _ in range(20):  # each request within `delay` of the last: the collection waits on
         gc.schedule()
-        await asyncio.sleep(0.005)
+        await clock.advance(0.04)
     assert gc.runs == 0
-    await asyncio.sleep(0.3)
+    await clock.advance(0.02)  # `delay` after the last request
+    await wait_until_async(lambda: gc.runs == 1, interval=0, what="the one collection")
+    await clock.advance(10)
     assert gc.runs == 1
     await gc.stop()
 
 
-async def test_mutation_threshold_and_max_delay_bound_the_wait(env: Env) -> None:
+async def test_mutation_threshold_and_max_delay_bound_the_wait(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = LoopClock(monkeypatch)
     gc = Counting(env.db, env.content, {}, delay=10, max_delay=60, mutation_threshold=3)
     for _ in range(3):
         gc.schedule()
-    await asyncio.sleep(0.1)
-    assert gc.runs == 1
+    # The third request makes it due at once: no time passes.
+    await wait_until_async(lambda: gc.runs == 1, interval=0, what="the collection the threshold asked for")
     gc2 = Counting(env.db, env.content, {}, delay=10, max_delay=0.1)
-    started = time.monotonic()
     gc2.schedule()
-    while gc2.runs == 0 and time.monotonic() - started < 5:
-        await asyncio.sleep(0.01)
-    assert gc2.runs == 1 and time.monotonic() - started < 2
+    await clock.advance(0.09)
+    gc2.schedule()  # would push it 10 s on, but not past max_delay after the first request
+    assert gc2.runs == 0
+    await clock.advance(0.02)
+    await wait_until_async(lambda: gc2.runs == 1, interval=0, what="the collection max_delay bounds")
     await gc.stop()
     await gc2.stop()
 
 
-async def test_stop_cancels_pending_requests(env: Env) -> None:
+async def test_stop_cancels_pending_requests(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = LoopClock(monkeypatch)
     gc = Counting(env.db, env.content, {}, delay=0.05)
     gc.start()
     gc.schedule()
     await gc.stop()
-    await asyncio.sleep(0.2)
+    await clock.advance(1)  # past the start-up collection's time and the request's
     assert gc.runs == 0
     gc.schedule()  # ignored once stopped
-    await asyncio.sleep(0.1)
+    await clock.advance(1)
     assert gc.runs == 0
 
 
@@ -340,8 +363,7 @@ async def test_scheduled_collection_failure_is_logged(env: Env, caplog: pytest.L
 
     gc = Broken(env.db, env.content, {}, delay=0.01)
     gc.schedule()
-    await asyncio.sleep(0.2)
-    assert "garbage collection failed" in caplog.text
+    await wait_until_async(lambda: "garbage collection failed" in caplog.text, what="the failure's log line")
     await gc.stop()
 
 

@@ -255,7 +255,7 @@ def test_build_spec_with_every_option(root: RootFS) -> None:
 def test_build_spec_defaults_keep_a_network_namespace(empty_root: RootFS) -> None:
     spec = oci.build_spec("ns", "web", ImageConfig(cmd=["sh"]), SpecOptions(), empty_root)
     assert "network" in [n["type"] for n in spec["linux"]["namespaces"]]
-    assert "hostname" not in spec and "terminal" not in spec["process"]
+    assert spec["hostname"] == "web" and "terminal" not in spec["process"]  # the short id, as Docker
     assert "resources" in spec["linux"] and "memory" not in spec["linux"]["resources"]
 
 

@@ -16,6 +16,7 @@ from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from shim.ttrpc import ConnectionClosed, RequestContext, TTRPCClient, TTRPCServer, parse_address, wire
 from supervisor import errors
 from tests.unit.ttrpc_fixtures import SERVICE, TASK, ScriptedTask, fake_server, response_frame, short_tmpdir
+from tests.waiting import wait_until_async
 
 NOBODY = 65534
 
@@ -141,7 +142,7 @@ async def test_graceful_shutdown_finishes_in_flight_calls(sock_dir: str) -> None
         assert not os.path.exists(path)
         with pytest.raises(errors.Unavailable):
             await TTRPCClient.connect(path)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # a window: the blocked call holds the shutdown, and its connection
         assert not call.done() and not stopping.done() and not busy.closed
         task.release.set()
         assert (await asyncio.wait_for(call, 5)).id == "block"  # its response was still sent
@@ -251,7 +252,7 @@ async def test_close_fails_pending_calls_and_runs_async_on_close(sock_dir: str) 
             await call
         await asyncio.wait_for(seen.wait(), 5)
         await c.close()  # twice is fine
-        await asyncio.wait_for(_until(lambda: task.cancelled == 1), 5)  # the server saw the drop
+        await wait_until_async(lambda: task.cancelled == 1, 5, "the server to see the drop")
     finally:
         await srv.close()
 
@@ -339,8 +340,3 @@ def test_under_uvloop(sock_dir: str) -> None:
         await c.close()
 
     uvloop.run(main())
-
-
-async def _until(cond: object, interval: float = 0.01) -> None:
-    while not cond():  # type: ignore[operator]
-        await asyncio.sleep(interval)

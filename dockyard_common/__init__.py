@@ -1,0 +1,1 @@
+"""What dockyardd, the shim and dock share, importing none of them."""
