@@ -1,0 +1,514 @@
+"""NetworkManager: a container's network - netns, CNI ADD/DEL/CHECK, ports, DNS files, reconcile.
+
+Words: an *attachment* is one container's network: its netns file ``<state>/netns/<ns>-<id>``
+(``lo`` brought up by the loopback plugin), one interface per network (``eth0``, ``eth1``, ... in
+the order asked), the published ports (given to the first network's portmap plugin), and its
+generated ``resolv.conf``/``hosts`` in ``<state>/network/<ns>/<id>/``. Its *record*,
+``<root>/networks/attachments/<cni id>.json``, holds what DEL needs without the daemon's memory: the
+conflist as used at ADD time, the interface names, the runtimeConfig and each ADD result. It lives
+under <root>, not <state>, because host-local's allocations (``<root>/networks/ipam``) outlive a
+reboot and must be released after one too. The *CNI container id* is ``dockyard-`` + a hash of
+(namespace, id): containerd allows one id in several namespaces, CNI needs one unique id.
+
+Lifecycle (the daemon's task path, wired in a later session):
+  - task create: ``att = await manager.attach(ns, id, networks, ports, hostname=..., dns=...)``;
+    put ``str(att.netns_path)`` into the OCI spec's network namespace ``path`` and bind-mount
+    ``att.resolv_conf``/``att.hosts`` onto /etc/resolv.conf and /etc/hosts. If the shim fails to
+    start, call ``detach``.
+  - task delete, container delete: ``await manager.detach(ns, id)`` (idempotent).
+  - daemon start, after the runtime has found its shims: ``await manager.reconcile(live)`` with
+    the (namespace, id) of every container whose task still runs.
+Writes are stage-then-rename; the record is written *before* the netns and the first ADD, so a
+crash at any point leaves a record (or an IPAM allocation) that reconcile finds.
+
+Errors: InvalidArgument (bad id, port, DNS server, --add-host, duplicate network), NotFound
+(unknown network), AlreadyExists (the container is already attached), FailedPrecondition (a host
+port in use - named -, a network in use on removal, a plugin error as the plugin reported it, a
+missing plugin), DeadlineExceeded (a plugin timed out), Unavailable (netns create/remove).
+After a failed ``attach`` nothing is left: DEL ran for every network, the netns and files are
+gone, the record removed. A failed ``detach`` keeps the record and the netns (reconcile retries
+it) and raises; DEL errors on a network whose ADD never completed are logged, not kept (best
+effort, as libcni).
+
+Example::
+
+    manager = NetworkManager(state=Path("/run/dockyard"), root=Path("/var/lib/dockyard"),
+                             store=NetworkStore(Path("/etc/dockyard/net.d"),
+                                                Path("/var/lib/dockyard/networks/ipam")))
+    att = await manager.attach("default", "web", ["dockyard"], [PortMapping(80, 8080)], hostname="web")
+    att.interfaces[0].addresses   # ["10.88.0.2/16"];  att.ports[0].host_port == 8080
+    await manager.detach("default", "web")
+    report = await manager.reconcile({("default", "db")})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from supervisor.network import netns, resolv
+from supervisor.network.cni import CNIRunner
+from supervisor.network.networks import DEFAULT_NETWORK, Network, NetworkStore, Problem
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+LOOPBACK = {"cniVersion": "1.0.0", "name": "dockyard-loopback", "plugins": [{"type": "loopback"}]}
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """`-p [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO]`; host_port 0 means "pick a free one"."""
+
+    container_port: int
+    host_port: int = 0
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+    def to_cni(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"hostPort": self.host_port, "containerPort": self.container_port,
+                               "protocol": self.protocol}
+        if self.host_ip:
+            out["hostIP"] = self.host_ip
+        return out
+
+    def describe(self) -> str:
+        return f"{self.host_ip or '0.0.0.0'}:{self.host_port}/{self.protocol}"
+
+
+@dataclass
+class Interface:
+    network: str
+    ifname: str
+    addresses: list[str]  # CIDR, as the ADD result gave them
+    gateway: str | None
+    mac: str | None
+
+
+@dataclass
+class Attachment:
+    namespace: str
+    container_id: str
+    netns_path: Path
+    interfaces: list[Interface]
+    ports: list[PortMapping]
+    resolv_conf: Path | None
+    hosts: Path | None
+
+
+@dataclass
+class ReconcileReport:
+    released: list[str] = field(default_factory=list)       # "<ns>/<id>" whose network was torn down
+    removed_netns: list[str] = field(default_factory=list)  # stray netns files removed
+    released_addresses: list[str] = field(default_factory=list)  # orphan IPAM allocations released
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def cni_container_id(namespace: str, container_id: str) -> str:
+    return "dockyard-" + hashlib.sha256(f"{namespace}\0{container_id}".encode()).hexdigest()[:32]
+
+
+class NetworkManager:
+    def __init__(self, *, state: Path, root: Path, store: NetworkStore, runner: CNIRunner | None = None) -> None:
+        self.netns_dir = Path(state) / "netns"
+        self.files_dir = Path(state) / "network"
+        self.records_dir = Path(root) / "networks" / "attachments"
+        self.store = store
+        self.runner = runner or CNIRunner()
+        self._lock = asyncio.Lock()  # ports, records and network create/remove decisions
+        self._net_locks: dict[str, asyncio.Lock] = {}
+        self._ctr_locks: dict[str, asyncio.Lock] = {}
+        self._records: dict[str, dict[str, Any]] = {}
+        self._load_records()
+
+    # ----- networks (in-use aware) --------------------------------------------------------------
+
+    async def create_network(self, name: str, **kw: Any) -> Network:
+        async with self._lock:
+            return await asyncio.to_thread(self.store.create, name, **kw)
+
+    async def list_networks(self) -> tuple[list[Network], list[Problem]]:
+        return await asyncio.to_thread(self.store.list)
+
+    async def inspect_network(self, name: str) -> tuple[Network, list[tuple[str, str]]]:
+        net = await asyncio.to_thread(self.store.get, name)
+        return net, self.users(name)
+
+    def users(self, network: str) -> list[tuple[str, str]]:
+        return sorted((r["namespace"], r["id"]) for r in self._records.values()
+                      if any(n["name"] == network for n in r["networks"]))
+
+    async def remove_network(self, name: str) -> Network:
+        async with self._lock:
+            users = self.users(name)
+            if users:
+                who = ", ".join(f"{ns}/{cid}" for ns, cid in users[:5]) + (" ..." if len(users) > 5 else "")
+                raise FailedPrecondition(f"network {name!r} is in use by {len(users)} container(s): {who}")
+            return await asyncio.to_thread(self.store.remove, name)
+
+    async def prune_networks(self) -> list[str]:
+        """Remove every unused network Dockyard made, except the default one."""
+        async with self._lock:
+            networks, _ = await asyncio.to_thread(self.store.list)
+            removed = []
+            for net in networks:
+                if net.managed and net.name != DEFAULT_NETWORK and not self.users(net.name):
+                    await asyncio.to_thread(self.store.remove, net.name)
+                    removed.append(net.name)
+            return removed
+
+    # ----- attach / detach -----------------------------------------------------------------------
+
+    def netns_path(self, namespace: str, container_id: str) -> Path:
+        return self.netns_dir / f"{namespace}-{container_id}"
+
+    async def attach(self, namespace: str, container_id: str, networks: Sequence[str] | None = None,
+                     ports: Sequence[PortMapping] = (), *, hostname: str = "", dns: Sequence[str] = (),
+                     dns_search: Sequence[str] = (), dns_options: Sequence[str] = (),
+                     extra_hosts: Sequence[str] = ()) -> Attachment:
+        _check_id("namespace", namespace)
+        _check_id("container id", container_id)
+        for p in ports:
+            _check_port(p)
+        resolv.resolv_conf("", dns=dns)  # validate before anything is made
+        resolv.hosts_file(hostname, [], extra_hosts)
+        names = list(networks or [DEFAULT_NETWORK])
+        if len(set(names)) != len(names):
+            raise InvalidArgument(f"network listed twice: {', '.join(names)}")
+        key = cni_container_id(namespace, container_id)
+        async with self._ctr_lock(key):
+            async with self._lock:
+                if key in self._records:
+                    raise AlreadyExists(f"network attachment of container {container_id!r} in namespace "
+                                        f"{namespace!r}")
+                # under the lock: a network cannot be removed between this and the record naming it
+                resolved = [await asyncio.to_thread(self._resolve, n) for n in names]
+                chosen = await asyncio.to_thread(self._choose_ports, ports)
+                path = self.netns_path(namespace, container_id)
+                rc = {"portMappings": [p.to_cni() for p in chosen]} if chosen else {}
+                rec: dict[str, Any] = {
+                    "namespace": namespace, "id": container_id, "cni_id": key, "netns": str(path),
+                    "hostname": hostname, "ports": [asdict(p) for p in chosen],
+                    "networks": [{"name": n.name, "ifname": f"eth{i}", "conflist": n.conflist,
+                                  "runtimeConfig": rc if i == 0 else {}, "result": None}
+                                 for i, n in enumerate(resolved)],
+                }
+                await asyncio.to_thread(self._save, rec)  # before the netns: a crash from here on is found
+            try:
+                await asyncio.to_thread(netns.create, path)
+                # a new netns has `lo` down; the loopback plugin brings it up (no DEL needed: it
+                # goes with the namespace)
+                await self.runner.add(LOOPBACK, key, str(path), "lo")
+                for net in rec["networks"]:
+                    async with self._net_lock(net["name"]):
+                        net["result"] = await self.runner.add(net["conflist"], key, str(path), net["ifname"],
+                                                              runtime_config=net["runtimeConfig"])
+                    await asyncio.to_thread(self._save, rec)
+                att = _attachment(rec)
+                addrs = [a.split("/")[0] for i in att.interfaces for a in i.addresses]
+                att.resolv_conf, att.hosts = await asyncio.to_thread(
+                    resolv.write_files, self._files(namespace, container_id), hostname=hostname,
+                    addresses=addrs, dns=dns, dns_search=dns_search, dns_options=dns_options,
+                    extra_hosts=extra_hosts)
+                return att
+            except BaseException:
+                try:
+                    await self._teardown(rec)
+                except Exception as exc:  # the original error matters more; reconcile retries this
+                    log.warning("cleaning up the failed network attachment of %s/%s: %s",
+                                namespace, container_id, exc)
+                raise
+
+    async def detach(self, namespace: str, container_id: str) -> None:
+        """Release the container's network (DEL, netns, files, record); nothing to do if it has none."""
+        key = cni_container_id(namespace, container_id)
+        async with self._ctr_lock(key):
+            rec = self._records.get(key)
+            if rec is None:
+                await asyncio.to_thread(netns.remove, self.netns_path(namespace, container_id))
+                await asyncio.to_thread(shutil.rmtree, self._files(namespace, container_id), True)
+                return
+            await self._teardown(rec)
+
+    def get(self, namespace: str, container_id: str) -> Attachment:
+        rec = self._records.get(cni_container_id(namespace, container_id))
+        if rec is None:
+            raise NotFound(f"network attachment of container {container_id!r} in namespace {namespace!r}")
+        att = _attachment(rec)
+        files = self._files(namespace, container_id)
+        att.resolv_conf, att.hosts = files / "resolv.conf", files / "hosts"
+        return att
+
+    async def check(self, namespace: str, container_id: str) -> None:
+        """CNI CHECK every network of a live container; raises what the plugin reported."""
+        rec = self._records.get(cni_container_id(namespace, container_id))
+        if rec is None:
+            raise NotFound(f"network attachment of container {container_id!r} in namespace {namespace!r}")
+        if not netns.is_mounted(Path(rec["netns"])):
+            raise FailedPrecondition(f"the network namespace of container {container_id!r} is gone")
+        for net in rec["networks"]:
+            await self.runner.check(net["conflist"], rec["cni_id"], rec["netns"], net["ifname"], net["result"],
+                                    runtime_config=net["runtimeConfig"])
+
+    # ----- reconcile -----------------------------------------------------------------------------
+
+    async def reconcile(self, live: Iterable[tuple[str, str]]) -> ReconcileReport:
+        """After a restart: release everything of containers not in `live`, CHECK the live ones."""
+        live = set(live)
+        live_keys = {cni_container_id(ns, cid) for ns, cid in live}
+        report = ReconcileReport()
+        self._load_records()
+        for key, rec in list(self._records.items()):
+            who = f"{rec['namespace']}/{rec['id']}"
+            if key in live_keys:
+                report.checked += 1
+                try:
+                    await self.check(rec["namespace"], rec["id"])
+                except DockyardError as exc:
+                    report.problems.append(f"{who}: {exc}")
+                continue
+            try:
+                async with self._ctr_lock(key):
+                    await self._teardown(rec)
+                report.released.append(who)
+            except DockyardError as exc:
+                report.problems.append(f"{who}: {exc}")
+        await self._release_orphan_addresses(live_keys | set(self._records), report)
+        live_netns = {self.netns_path(ns, cid) for ns, cid in live}
+        kept_netns = {Path(r["netns"]) for r in self._records.values()}
+        for path in await asyncio.to_thread(netns.listing, self.netns_dir):
+            if path not in live_netns and path not in kept_netns:
+                try:
+                    await asyncio.to_thread(netns.remove, path)
+                    report.removed_netns.append(str(path))
+                except DockyardError as exc:
+                    report.problems.append(str(exc))
+        await asyncio.to_thread(self._remove_stray_files, live)
+        return report
+
+    async def _release_orphan_addresses(self, keep: set[str], report: ReconcileReport) -> None:
+        """host-local allocations of no live container and no record (the record was lost): DEL
+        with that network's config releases them the plugins' way. Without a kept ADD result the
+        plugins get what they need rebuilt from what is left: the address (the allocation file's
+        name), the interface, the netns (found by its file name) and a port-mapping marker so
+        portmap removes the container's chains."""
+        stray: dict[str, Path] = {}
+        for path in await asyncio.to_thread(netns.listing, self.netns_dir):
+            name = path.name  # "<ns>-<id>"; both may hold '-', so try every split
+            for i, ch in enumerate(name):
+                if ch == "-":
+                    stray[cni_container_id(name[:i], name[i + 1:])] = path
+        networks, _ = await asyncio.to_thread(self.store.list)
+        for net in networks:
+            for d in net.ipam_dirs:
+                for owner, ifname, addr in await asyncio.to_thread(_allocations, d):
+                    if owner in keep or not owner.startswith("dockyard-"):
+                        continue  # another runtime's allocation in a shared dataDir is not ours
+                    ip = ipaddress.ip_address(addr)
+                    prefix = next((s.prefixlen for s in net.subnets if ip in s), ip.max_prefixlen)
+                    ns_path = stray.get(owner)
+                    ns_arg = ""
+                    if ns_path is not None and await asyncio.to_thread(netns.is_mounted, ns_path):
+                        ns_arg = str(ns_path)
+                    prev = {"cniVersion": net.conflist.get("cniVersion", "1.0.0"),
+                            "interfaces": [{"name": ifname, "sandbox": ns_arg}],
+                            "ips": [{"address": f"{addr}/{prefix}", "interface": 0}]}
+                    marker = {"portMappings": [{"hostPort": 1, "containerPort": 1, "protocol": "tcp"}]}
+                    try:
+                        await self.runner.delete(net.conflist, owner, ns_arg, ifname, prev, runtime_config=marker)
+                        report.released_addresses.append(f"{net.name}:{addr}")
+                    except DockyardError as exc:
+                        report.problems.append(f"releasing {addr} in network {net.name!r}: {exc}")
+
+    # ----- internals -----------------------------------------------------------------------------
+
+    def _resolve(self, name: str) -> Network:
+        return self.store.ensure_default() if name == DEFAULT_NETWORK else self.store.get(name)
+
+    async def _teardown(self, rec: dict[str, Any]) -> None:
+        path = Path(rec["netns"])
+        # DEL with the netns while it exists (plugins remove the veth inside); without it
+        # (a reboot) plugins still release addresses and firewall rules
+        ns_arg = str(path) if await asyncio.to_thread(netns.is_mounted, path) else ""
+        errors: list[DockyardError] = []
+        for net in reversed(rec["networks"]):
+            async with self._net_lock(net["name"]):
+                try:
+                    await self.runner.delete(net["conflist"], rec["cni_id"], ns_arg, net["ifname"], net["result"],
+                                             runtime_config=net["runtimeConfig"])
+                except DockyardError as exc:
+                    if net["result"] is not None:
+                        errors.append(exc)
+                    else:
+                        # its ADD never completed (it failed, or the daemon died in it): this DEL is
+                        # best effort, and a plugin that fails it would otherwise pin the record forever
+                        log.warning("DEL after an unfinished ADD of %s/%s on network %r: %s",
+                                    rec["namespace"], rec["id"], net["name"], exc)
+        if errors:
+            # keep the netns with the record: the retry's DEL needs it (the bridge plugin finds the
+            # addresses whose masquerade rules it removes on the interface inside)
+            raise errors[0]
+        await asyncio.to_thread(netns.remove, path)
+        await asyncio.to_thread(shutil.rmtree, self._files(rec["namespace"], rec["id"]), True)
+        await asyncio.to_thread(self._drop, rec["cni_id"])
+
+    def _choose_ports(self, ports: Sequence[PortMapping]) -> list[PortMapping]:
+        """Fix host ports: check the named ones are free, pick free ones for 0 (bind-probe)."""
+        taken = {(p["protocol"], p["host_port"], p["host_ip"]): f"{r['namespace']}/{r['id']}"
+                 for r in self._records.values() for p in r["ports"]}
+        out: list[PortMapping] = []
+
+        def clash(p: PortMapping) -> str | None:
+            for (proto, port, ip), who in taken.items():
+                if proto == p.protocol and port == p.host_port and (not ip or not p.host_ip or ip == p.host_ip):
+                    return who
+            return None
+
+        for p in ports:
+            if p.host_port == 0:
+                for _ in range(50):
+                    q = PortMapping(p.container_port, _probe(p.protocol, p.host_ip, 0), p.protocol, p.host_ip)
+                    if clash(q) is None:
+                        break
+                else:
+                    raise FailedPrecondition(f"no free host port for {p.container_port}/{p.protocol}")
+                p = q
+            else:
+                who = clash(p)
+                if who is not None:
+                    raise FailedPrecondition(f"host port {p.describe()} is already published by container {who}")
+                _probe(p.protocol, p.host_ip, p.host_port)
+            taken[(p.protocol, p.host_port, p.host_ip)] = "this container"
+            out.append(p)
+        return out
+
+    def _files(self, namespace: str, container_id: str) -> Path:
+        return self.files_dir / namespace / container_id
+
+    def _remove_stray_files(self, live: set[tuple[str, str]]) -> None:
+        kept = live | {(r["namespace"], r["id"]) for r in self._records.values()}
+        with contextlib.suppress(FileNotFoundError):
+            for ns_dir in self.files_dir.iterdir():
+                for d in ns_dir.iterdir():
+                    if (ns_dir.name, d.name) not in kept:
+                        shutil.rmtree(d, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    ns_dir.rmdir()
+
+    def _net_lock(self, name: str) -> asyncio.Lock:
+        # one ADD/DEL at a time per network: the bridge plugin's set-up of a shared bridge races
+        return self._net_locks.setdefault(name, asyncio.Lock())
+
+    def _ctr_lock(self, key: str) -> asyncio.Lock:
+        return self._ctr_locks.setdefault(key, asyncio.Lock())
+
+    def _load_records(self) -> None:
+        self._records = {}
+        with contextlib.suppress(FileNotFoundError):
+            for f in sorted(self.records_dir.glob("*.json")):
+                try:
+                    rec = json.loads(f.read_bytes())
+                    self._records[rec["cni_id"]] = rec
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    log.warning("ignoring unreadable network attachment record %s: %s", f, exc)
+
+    def _save(self, rec: dict[str, Any]) -> None:
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        path = self.records_dir / f"{rec['cni_id']}.json"
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(rec, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self._records[rec["cni_id"]] = rec
+
+    def _drop(self, key: str) -> None:
+        (self.records_dir / f"{key}.json").unlink(missing_ok=True)
+        self._records.pop(key, None)
+        self._ctr_locks.pop(key, None)
+
+
+def _attachment(rec: dict[str, Any]) -> Attachment:
+    interfaces = []
+    for net in rec["networks"]:
+        result = net.get("result") or {}
+        ifaces = result.get("interfaces") or []
+        ips = result.get("ips") or []
+        # the container-side interface is the one with a sandbox; its index is what ips point at
+        idx = next((i for i, itf in enumerate(ifaces) if itf.get("sandbox")), None)
+        mine = [ip for ip in ips if ip.get("interface") in (idx, None)]
+        interfaces.append(Interface(
+            network=net["name"], ifname=net["ifname"], addresses=[str(ip.get("address")) for ip in mine],
+            gateway=next((str(ip["gateway"]) for ip in mine if ip.get("gateway")), None),
+            mac=ifaces[idx].get("mac") if idx is not None else None))
+    return Attachment(namespace=rec["namespace"], container_id=rec["id"], netns_path=Path(rec["netns"]),
+                      interfaces=interfaces, ports=[PortMapping(**p) for p in rec["ports"]],
+                      resolv_conf=None, hosts=None)
+
+
+def _allocations(directory: Path) -> list[tuple[str, str, str]]:
+    """host-local's files: one per address, named by it, holding `<container id>\\r\\n<ifname>`."""
+    out = []
+    with contextlib.suppress(FileNotFoundError):
+        for f in directory.iterdir():
+            try:
+                ipaddress.ip_address(f.name)
+                lines = f.read_text().splitlines()
+            except (ValueError, OSError):
+                continue
+            if lines:
+                out.append((lines[0].strip(), lines[1].strip() if len(lines) > 1 else "eth0", f.name))
+    return out
+
+
+def _check_id(what: str, value: str) -> None:
+    if not value or "/" in value or value in (".", "..") or "\0" in value or len(value) > 200:
+        raise InvalidArgument(f"invalid {what} {value!r}")
+
+
+def _check_port(p: PortMapping) -> None:
+    if p.protocol not in PROTOCOLS:
+        raise InvalidArgument(f"invalid port protocol {p.protocol!r}: use tcp, udp or sctp")
+    if not 1 <= p.container_port <= 65535:
+        raise InvalidArgument(f"invalid container port {p.container_port}: use 1-65535")
+    if not 0 <= p.host_port <= 65535:
+        raise InvalidArgument(f"invalid host port {p.host_port}: use 1-65535, or 0 for any free port")
+    if p.host_ip:
+        try:
+            ipaddress.ip_address(p.host_ip)
+        except ValueError:
+            raise InvalidArgument(f"invalid host IP {p.host_ip!r} for a published port") from None
+
+
+def _probe(protocol: str, host_ip: str, port: int) -> int:
+    """Bind the port to learn it is free (or, with 0, which free one the kernel gives); the port."""
+    if protocol == "sctp":
+        if port == 0:
+            raise InvalidArgument("an sctp port needs an explicit host port")
+        return port
+    family = socket.AF_INET6 if host_ip and ipaddress.ip_address(host_ip).version == 6 else socket.AF_INET
+    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(family, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            # a port in TIME_WAIT is free to publish; only a live listener or binder is a conflict
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host_ip or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        except OSError as exc:
+            where = f"{host_ip or '0.0.0.0'}:{port}/{protocol}"
+            raise FailedPrecondition(f"host port {where} is already in use ({exc.strerror})") from None
+        return int(s.getsockname()[1])
