@@ -29,6 +29,7 @@ from supervisor.diskreserve import DiskReserve
 from supervisor.errors import FailedPrecondition, InvalidArgument
 from supervisor.events import Exchange
 from supervisor.grpcserver import Server as OwnServer
+from supervisor.grpcserver.decode import DecodeGuard
 from supervisor.images.leasing import release_stale
 from supervisor.images.transfer import ImageTransfer
 from supervisor.images.unpack import Unpacker
@@ -224,7 +225,8 @@ class Daemon:
         # The asyncio servicer, explicitly: enable_server_reflection picks it only for a grpc.aio.Server.
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection.aio.ReflectionServicer([*names, health.SERVICE_NAME, reflection.SERVICE_NAME]), table)
-        server.add_generic_rpc_handlers((table,))
+        # grpcio's server answers a malformed request UNKNOWN with a traceback; ours as grpc-go does
+        server.add_generic_rpc_handlers((table if isinstance(server, OwnServer) else DecodeGuard(table),))
 
         cfg.address.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
         _claim_socket(cfg.address)

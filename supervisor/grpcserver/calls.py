@@ -22,7 +22,8 @@ from urllib.parse import quote
 
 import grpc
 
-from supervisor.grpcserver.h2 import CANCEL, Stream, StreamReset
+from supervisor.grpcserver.decode import unmarshal_error
+from supervisor.grpcserver.h2 import CANCEL, RequestRefused, Stream, StreamReset
 
 log = logging.getLogger("dockyard.grpc")
 
@@ -71,7 +72,8 @@ def _encode_metadata(md: Sequence[tuple[str, str | bytes]] | None) -> list[tuple
 
 
 class Messages:
-    """Length-prefixed gRPC messages out of a stream's request data."""
+    """Length-prefixed gRPC messages out of a stream's request data. A message's bytes are
+    released to the connection (its window credited) when the message is handed over."""
 
     def __init__(self, stream: Stream, max_size: int) -> None:
         self.stream = stream
@@ -91,12 +93,19 @@ class Messages:
                 if len(self.buf) >= 5 + size:
                     msg = bytes(self.buf[5:5 + size])
                     del self.buf[:5 + size]
+                    self.stream.release(5 + size)
                     return msg
+                need = 5 + size - len(self.buf)
+            else:
+                need = 5 - len(self.buf) if self.buf else 0
             if self.ended:
                 if self.buf:
                     raise _Status(grpc.StatusCode.INTERNAL, "request ended inside a message")
                 return None
-            chunk = await self.stream.read()
+            try:
+                chunk = await self.stream.read(need)
+            except RequestRefused as exc:
+                raise _Status(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
             if chunk is None:
                 self.ended = True
             else:
@@ -183,10 +192,13 @@ class Context:
         await self._stream.send_data(b"\x00" + struct.pack(">I", len(data)) + data)
 
     async def read(self) -> Any:
-        raw = await self._messages.next()
-        if raw is None:
-            return grpc.aio.EOF
-        return self._deserializer(raw) if self._deserializer else raw
+        try:
+            raw = await self._messages.next()
+            if raw is None:
+                return grpc.aio.EOF
+            return _decode(self._deserializer, raw)
+        except _Status as st:  # inside the handler: end the call the way abort does
+            await self.abort(st.code, st.details)
 
     # -- the call's end -------------------------------------------------------------------
 
@@ -212,9 +224,23 @@ class Context:
                 cb(self)
 
 
-async def _requests(messages: Messages, deserializer: Callable[[bytes], Any] | None) -> AsyncIterator[Any]:
-    while (raw := await messages.next()) is not None:
-        yield deserializer(raw) if deserializer else raw
+def _decode(deserializer: Callable[[bytes], Any] | None, raw: bytes) -> Any:
+    if deserializer is None:
+        return raw
+    try:
+        return deserializer(raw)
+    except Exception as exc:  # a malformed message is the client's fault: INTERNAL, as grpc-go answers
+        raise _Status(grpc.StatusCode.INTERNAL, unmarshal_error(exc)) from None
+
+
+async def _requests(ctx: Context) -> AsyncIterator[Any]:
+    """The request iterator a streaming handler reads: a broken request ends the call with its
+    status (the handler's own exception handling sees an abort, not an error of its own)."""
+    while True:
+        message = await ctx.read()
+        if message is grpc.aio.EOF:
+            return
+        yield message
 
 
 async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodHandler | None],
@@ -248,6 +274,8 @@ async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodH
         ctx.finish(st.code, st.details)
     except StreamReset:
         ctx.cancelled_ = True
+    except RequestRefused as exc:
+        ctx.finish(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     except asyncio.CancelledError:
         ctx.cancelled_ = True
         stream.send_reset(CANCEL)
@@ -263,14 +291,13 @@ async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodH
 
 
 async def _run(handler: grpc.RpcMethodHandler, ctx: Context, messages: Messages) -> None:
-    deserialize = handler.request_deserializer
     if handler.request_streaming:
-        request: Any = _requests(messages, deserialize)
+        request: Any = _requests(ctx)
     else:
         raw = await messages.next()
         if raw is None:
             raise _Status(grpc.StatusCode.INTERNAL, "request without a message")
-        request = deserialize(raw) if deserialize else raw
+        request = _decode(handler.request_deserializer, raw)
     if handler.response_streaming:
         behaviour = handler.stream_stream if handler.request_streaming else handler.unary_stream
         result = behaviour(request, ctx)

@@ -10,18 +10,31 @@ priorities (parsed and ignored), and anything gRPC does not use.
 
 `Connection` hands each stream whose request headers are complete to `on_stream`; the stream
 (`Stream`) is then read and answered by the gRPC layer (calls.py).
+
+What one connection may cost is bounded (`Limits`): request bytes held (the connection's
+receive window is credited back only when the application *releases* bytes, i.e. a whole
+message has been handed over or the stream ended), calls in progress (reset or not), header
+block size and frame count, PINGs (grpc-go's policy), time to finish the handshake, a frame, a
+header block or a request message, and idle time. Frames are checked against RFC 9113's length
+and value rules; a connection error is a GOAWAY with its code, a stream error an RST_STREAM.
+While the transport's write buffer is over its high-water mark we stop reading the peer, so
+whatever we write in answer (ACKs, RST_STREAM, GOAWAY) is bounded by what the peer reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import hpack
+
+log = logging.getLogger("dockyard.grpc")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -36,10 +49,30 @@ REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 7, 8, 9, 11
 
 DEFAULT_WINDOW = 65535
 MAX_WINDOW = (1 << 31) - 1
-RECV_WINDOW = 16 << 20  # what we let a client send ahead, per stream and per connection
-MAX_STREAMS = 4096
+RECV_WINDOW = 16 << 20  # what we let a client send ahead on one stream
+MAX_FRAME = 16384  # our SETTINGS_MAX_FRAME_SIZE: the default
+MAX_STREAMS = 1024
 MAX_HEADER_BLOCK = 1 << 20
+MAX_HEADER_FRAMES = MAX_HEADER_BLOCK // MAX_FRAME + 16  # HEADERS + CONTINUATIONs of one block, empty ones too
 CREDIT_BATCH = 1 << 20
+# Request header fields RFC 9113 8.2.2 forbids (connection-specific).
+_CONNECTION_HEADERS = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"))
+_REQUEST_PSEUDO = {":method": 1, ":scheme": 2, ":path": 4, ":authority": 8}  # the first three are required
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may cost the server. Defaults: containerd's idle timeout, grpc-go's
+    PING policy; tests shorten the timeouts."""
+
+    max_streams: int = MAX_STREAMS  # calls in progress, counting reset ones whose handler still runs
+    buffer: int = 16 << 20  # request bytes held for the connection (its receive window)
+    handshake_timeout: float = 15.0  # preface and first SETTINGS
+    read_timeout: float = 20.0  # a frame, header block or request message begun must be complete in this
+    idle_timeout: float = 120.0  # no open stream and no frame for this long: GOAWAY and close
+    ping_interval: float = 300.0  # client PINGs closer than this while we send nothing are strikes
+    ping_strikes: int = 2  # more strikes than this: GOAWAY ENHANCE_YOUR_CALM "too_many_pings"
+    close_grace: float = 2.0  # a closing connection whose peer does not read is aborted after this
 
 
 class ConnectionError_(Exception):
@@ -52,6 +85,11 @@ class ConnectionError_(Exception):
 
 class StreamReset(Exception):
     """The peer reset the stream, or the connection went away."""
+
+
+class RequestRefused(Exception):
+    """The server will not hold more of this request: the connection's request buffer is full
+    of partial messages, or a message took too long to arrive. The call ends RESOURCE_EXHAUSTED."""
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -82,6 +120,27 @@ def _hpack_int(value: int, prefix: int) -> bytes:
     return bytes(out)
 
 
+def _malformed(headers: list[tuple[str, str]]) -> str | None:
+    """Why a request header list is malformed (RFC 9113 8.1.1, 8.2, 8.3.1), or None. On every
+    request: kept to one pass without allocations."""
+    regular = False
+    seen = 0
+    for name, value in headers:
+        if name[:1] == ":":
+            bit = _REQUEST_PSEUDO.get(name, 0)
+            if regular or not bit or seen & bit:
+                return f"bad pseudo-header {name}"
+            seen |= bit
+        else:
+            regular = True
+            if name in _CONNECTION_HEADERS or (name == "te" and value != "trailers") \
+                    or (not name.islower() and name != name.lower()):
+                return f"bad header {name}"
+    if seen & 7 != 7:
+        return "missing pseudo-headers"
+    return None
+
+
 class Stream:
     """One request stream: its headers, its request data as it arrives, and the answer."""
 
@@ -95,31 +154,68 @@ class Stream:
         self.remote_closed = False  # the client sent END_STREAM
         self.local_closed = False  # we sent END_STREAM (or a reset)
         self.reset = False  # the client reset it, or the connection is gone
+        self.finished = False  # out of the connection's books (see Connection._finish)
+        self.refused: str | None = None  # why the server stopped holding this request (RequestRefused)
         self.task: asyncio.Task[None] | None = None  # the call serving it: a reset cancels it
-        self.credit = 0  # request bytes read but not yet credited back to the client
+        self.credit = 0  # request bytes read but not yet credited back to the client (stream window)
         self.recv_window = RECV_WINDOW  # what the client may still send on it
+        self.held = 0  # request bytes received and not yet released (counted in the connection's buffer)
+        self.need = 0  # while blocked in read(): bytes still missing from the message being read
+        self.partial_since: float | None = None  # when a read first waited inside a message
 
     # -- request side ---------------------------------------------------------------------
 
     def _deliver(self, data: bytes, end: bool) -> None:
         if data:
             self._chunks.append(data)
+            self.held += len(data)
+            self.conn.held += len(data)
+            self.conn._blocked.discard(self)  # not waiting any more: the stall check must not count it
         if end:
             self.remote_closed = True
         self._readable.set()
 
-    async def read(self) -> bytes | None:
-        """The next chunk of request data; None once the client has ended the stream."""
+    async def read(self, need: int = 0) -> bytes | None:
+        """The next chunk of request data; None once the client has ended the stream. `need`:
+        how many more bytes the reader's current message lacks (0: it is between messages).
+        Reading credits the stream's window; the connection's comes back with `release`."""
         while not self._chunks:
+            if self.refused is not None:
+                raise RequestRefused(self.refused)
             if self.reset:
                 raise StreamReset(f"stream {self.id} reset")
             if self.remote_closed:
                 return None
             self._readable.clear()
-            await self._readable.wait()  # a reset sets it too
+            self.need = need
+            if need and self.partial_since is None:
+                self.partial_since = self.conn.now()
+            self.conn.blocked(self)
+            try:
+                await self._readable.wait()  # a reset sets it too
+            finally:
+                self.conn.unblocked(self)
         chunk = self._chunks.popleft()
-        self.conn.consumed(self, len(chunk))
+        if not self.remote_closed:  # a finished request needs no more stream window
+            self.credit += len(chunk)
+            if self.credit >= CREDIT_BATCH:
+                self._credit_stream()
         return chunk
+
+    def release(self, n: int) -> None:
+        """The application is done with `n` request bytes (a message handed over): the client
+        may send that much more on the connection."""
+        self.partial_since = None
+        if self.finished:
+            return  # given back when the stream ended
+        self.held -= n
+        self.conn.held -= n
+        self.conn.credit(n)
+
+    def _credit_stream(self) -> None:
+        self.conn.write(frame(WINDOW_UPDATE, 0, self.id, struct.pack(">I", self.credit)))
+        self.recv_window += self.credit
+        self.credit = 0
 
     # -- response side --------------------------------------------------------------------
 
@@ -134,18 +230,20 @@ class Stream:
     async def send_data(self, data: bytes) -> None:
         """Send `data` as DATA frames within the peer's flow-control windows."""
         view = memoryview(data)
+        conn = self.conn
         while view:
             if self.reset:
                 raise StreamReset(f"stream {self.id} reset")
-            n = min(len(view), self.send_window, self.conn.send_window, self.conn.peer_max_frame)
+            n = min(len(view), self.send_window, conn.send_window, conn.peer_max_frame)
             if n <= 0:
-                await self.conn.wait_for_window()
+                await conn.wait_for_window()
                 continue
             self.send_window -= n
-            self.conn.send_window -= n
-            self.conn.write(frame(DATA, 0, self.id, bytes(view[:n])))
+            conn.send_window -= n
+            conn.sent_since_ping = True
+            conn.write(frame(DATA, 0, self.id, bytes(view[:n])))
             view = view[n:]
-            await self.conn.drained()
+            await conn.drained()
 
     def _was_reset(self) -> None:
         self.reset = True
@@ -154,75 +252,162 @@ class Stream:
         if self.task is not None and not self.local_closed:
             self.task.cancel()
         self.local_closed = True
+        self.conn._finish(self)
 
     def send_reset(self, code: int = CANCEL) -> None:
         if not self.local_closed:
             self.local_closed = True
             self.conn.write(frame(RST_STREAM, 0, self.id, struct.pack(">I", code)))
-            self.conn.stream_done(self)
+            self.conn._finish(self)
+
+    def refuse(self, reason: str) -> None:
+        """Stop holding this request: its reader gets RequestRefused (the call answers)."""
+        self.refused = reason
+        self._readable.set()
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, on_stream: Callable[[Stream], None], on_close: Callable[[Connection], None]) -> None:
+    def __init__(self, on_stream: Callable[[Stream], None], on_close: Callable[[Connection], None],
+                 limits: Limits | None = None, on_call_end: Callable[[asyncio.Task[None]], None] | None = None) -> None:
         self.on_stream = on_stream
         self.on_close = on_close
+        self.on_call_end = on_call_end
+        self.limits = limits = limits or Limits()
         self.decoder = hpack.Decoder()
         self.decoder.max_allowed_table_size = 4096
         self.decoder.max_header_list_size = 4 * MAX_HEADER_BLOCK  # decoded size; the encoded block is capped below
         self.buf = bytearray()
         self.preface_seen = False
+        self.settings_seen = False
         self.streams: dict[int, Stream] = {}
+        self.calls = 0  # calls in progress, their streams open or not (Server counts them)
         self.last_stream = 0
         self.pending_headers: tuple[int, int, bytearray] | None = None  # (stream, flags, block)
+        self.header_frames = 0  # frames of the pending header block
         self.send_window = DEFAULT_WINDOW
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame = 16384
-        self.recv_unacked = 0  # consumed by the application, not yet credited back (connection)
-        self.recv_window = RECV_WINDOW  # what the client may still send on the connection
+        self.stream_window = min(RECV_WINDOW, limits.buffer)
+        self.held = 0  # request bytes received on open streams and not released
+        self.recv_unacked = 0  # released by the application, not yet credited back (connection)
+        self.recv_window = limits.buffer  # what the client may still send on the connection
+        self._half_buffer = limits.buffer // 2
+        self._blocked: set[Stream] = set()  # streams whose reader waits for data
         self.window_waiters: list[asyncio.Future[None]] = []
         self.can_write = asyncio.Event()
         self.can_write.set()
-        self.closing = False
+        self.reading_paused = False
+        self.closing = False  # GOAWAY sent or received: no new streams
         self.transport: asyncio.Transport | None = None
+        self.sent_since_ping = False
+        self.ping_strikes = 0
+        self.last_ping = float("-inf")
+        self._loop = asyncio.get_running_loop()
+        self.started = self.last_frame = self._loop.time()  # last_frame: or the last stream's end
+        self.partial_since: float | None = None  # an incomplete frame waits since
+        self.block_since = 0.0  # when the pending header block began
+        self._timer: asyncio.TimerHandle | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        self.failed = False  # the last-resort guard fired
+        self.ending = False  # GOAWAY sent and our side shut: what arrives is dropped until close
+
+    def now(self) -> float:
+        return self._loop.time()
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        settings = struct.pack(">HIHIHI", MAX_CONCURRENT_STREAMS, MAX_STREAMS, INITIAL_WINDOW_SIZE, RECV_WINDOW,
-                               ENABLE_PUSH, 0)
-        self.write(frame(SETTINGS, 0, 0, settings)
-                   + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", RECV_WINDOW - DEFAULT_WINDOW)))
+        try:
+            self.transport = cast(asyncio.Transport, transport)
+            settings = struct.pack(">HIHIHI", MAX_CONCURRENT_STREAMS, self.limits.max_streams,
+                                   INITIAL_WINDOW_SIZE, self.stream_window, ENABLE_PUSH, 0)
+            self.write(frame(SETTINGS, 0, 0, settings)
+                       + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.limits.buffer - DEFAULT_WINDOW)))
+            self._schedule_tick()
+        except Exception as exc:
+            self._fail(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        for stream in list(self.streams.values()):
-            stream._was_reset()
-        self.streams.clear()
-        self._wake_writers()
-        self.can_write.set()
-        self.on_close(self)
+        try:
+            self.closing = True
+            for handle in (self._timer, self._abort_timer):
+                if handle is not None:
+                    handle.cancel()
+            for stream in list(self.streams.values()):
+                stream._was_reset()
+            self.streams.clear()
+            self._wake_writers()
+            self.can_write.set()
+            self.buf.clear()
+            self.on_close(self)
+        except Exception as err:
+            self._fail(err)
 
     def pause_writing(self) -> None:
+        # The peer reads slower than we write: stop reading it, so nothing it sends can make us
+        # queue more answers (PING/SETTINGS ACKs, RST_STREAM) than it takes.
         self.can_write.clear()
+        self._pause_reading()
 
     def resume_writing(self) -> None:
-        self.can_write.set()
+        try:
+            self.can_write.set()
+            if self.reading_paused and not self.closing_transport():
+                self.reading_paused = False
+                self.partial_since = None  # the time we did not read is not the peer's
+                self.transport.resume_reading()  # type: ignore[union-attr]
+                self._process()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and not self.closing_transport():
+            self.reading_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def closing_transport(self) -> bool:
+        return self.ending or self.transport is None or self.transport.is_closing()
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
+        if self.ending:
+            return
+        try:
+            self.buf += data
+            self._process()
+        except Exception as exc:
+            self._fail(exc)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def _fail(self, exc: Exception) -> None:
+        """The last resort: no exception leaves a protocol callback (asyncio would drop the
+        connection without a GOAWAY and log it per frame). A bug here is logged once per
+        process with its traceback, then one line per connection."""
+        global _guard_fired
+        if not _guard_fired:
+            _guard_fired = True
+            log.exception("HTTP/2 connection failed unexpectedly")
+        else:
+            log.error("HTTP/2 connection failed unexpectedly: %s", exc)
+        self.failed = True
+        with contextlib.suppress(Exception):
+            self._abandon(INTERNAL_ERROR, "internal error")
+
+    def _process(self) -> None:
         try:
             if not self.preface_seen:
-                if len(self.buf) < len(PREFACE):
-                    return
-                if bytes(self.buf[:len(PREFACE)]) != PREFACE:
+                if bytes(self.buf[:len(PREFACE)]) != PREFACE[:len(self.buf)]:
                     raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 client (bad preface)")
+                if len(self.buf) < len(PREFACE):
+                    self._partial()
+                    return
                 del self.buf[:len(PREFACE)]
                 self.preface_seen = True
             pos, buf = 0, self.buf
-            while len(buf) - pos >= 9:
+            while len(buf) - pos >= 9 and not self.reading_paused:
                 length = int.from_bytes(buf[pos:pos + 3], "big")
-                if length > 16384:  # our SETTINGS_MAX_FRAME_SIZE is the default
+                if length > MAX_FRAME:
                     raise ConnectionError_(FRAME_SIZE_ERROR, f"frame of {length} bytes")
                 if len(buf) - pos < 9 + length:
                     break
@@ -231,15 +416,60 @@ class Connection(asyncio.Protocol):
                 payload = bytes(buf[pos + 9:pos + 9 + length])
                 pos += 9 + length
                 self._frame(kind, flags, sid, payload)
-            del buf[:pos]
+            if pos:
+                del buf[:pos]
+                self.last_frame = self._loop.time()
+                self.partial_since = None
+            self._partial()
         except ConnectionError_ as exc:
-            self.goaway(exc.code, str(exc))
-            if self.transport is not None:
-                self.transport.close()
+            self.buf.clear()
+            self._abandon(exc.code, str(exc))
+
+    def _partial(self) -> None:
+        if self.buf and self.partial_since is None:
+            self.partial_since = self._loop.time()
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _schedule_tick(self) -> None:
+        lim = self.limits
+        tick = min(lim.handshake_timeout, lim.read_timeout, lim.idle_timeout) / 4
+        self._timer = self._loop.call_later(max(0.02, min(tick, 5.0)), self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self._check_timeouts()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _check_timeouts(self) -> None:
+        if self.closing_transport():
+            return
+        now, lim = self._loop.time(), self.limits
+        if not self.settings_seen:
+            if now - self.started > lim.handshake_timeout:
+                self._abandon(PROTOCOL_ERROR, "handshake not completed in time")
+                return
+        elif not self.reading_paused and (
+                (self.partial_since is not None and now - self.partial_since > lim.read_timeout)
+                or (self.pending_headers is not None and now - self.block_since > lim.read_timeout)):
+            self._abandon(PROTOCOL_ERROR, "frame or header block not completed in time")
+            return
+        elif not self.streams and not self.calls and now - self.last_frame > lim.idle_timeout:
+            self.goaway(NO_ERROR, "idle")
+            self._close()
+            return
+        for stream in self._blocked:  # slow only if the client could have sent: it had the window
+            if stream.partial_since is not None and now - stream.partial_since > lim.read_timeout \
+                    and self.recv_window >= min(stream.need, MAX_FRAME):
+                stream.refuse(f"request message not completed within {lim.read_timeout:g} s")
+        self._schedule_tick()
 
     # -- frames in ------------------------------------------------------------------------
 
     def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
+        if not self.settings_seen and kind != SETTINGS:
+            raise ConnectionError_(PROTOCOL_ERROR, "the client preface must start with SETTINGS")
         if self.pending_headers is not None and kind != CONTINUATION:
             raise ConnectionError_(PROTOCOL_ERROR, "header block interrupted")
         if kind == DATA:
@@ -247,47 +477,65 @@ class Connection(asyncio.Protocol):
         elif kind == HEADERS:
             self._headers(flags, sid, payload)
         elif kind == CONTINUATION:
-            if self.pending_headers is None or self.pending_headers[0] != sid:
-                raise ConnectionError_(PROTOCOL_ERROR, "CONTINUATION without HEADERS")
-            block = self.pending_headers[2]
-            block += payload
-            if len(block) > MAX_HEADER_BLOCK:
-                raise ConnectionError_(ENHANCE_YOUR_CALM, "header block too large")
-            if flags & END_HEADERS:
-                first_flags = self.pending_headers[1]
-                self.pending_headers = None
-                self._header_block(first_flags, sid, bytes(block))
+            self._continuation(flags, sid, payload)
         elif kind == SETTINGS:
-            if not flags & ACK:
-                self._settings(payload)
-                self.write(frame(SETTINGS, ACK, 0))
+            self._settings(flags, sid, payload)
         elif kind == PING:
-            if not flags & ACK:
-                self.write(frame(PING, ACK, 0, payload))
+            self._ping(flags, sid, payload)
         elif kind == WINDOW_UPDATE:
             self._window_update(sid, payload)
         elif kind == RST_STREAM:
-            stream = self.streams.pop(sid, None)
-            if stream is not None:
-                stream._was_reset()
+            self._rst_stream(sid, payload)
+        elif kind == PRIORITY:
+            if sid == 0:
+                raise ConnectionError_(PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(payload) != 5:
+                self._stream_error(sid, FRAME_SIZE_ERROR)
+            elif int.from_bytes(payload[:4], "big") & 0x7FFFFFFF == sid:
+                self._stream_error(sid, PROTOCOL_ERROR)  # a stream cannot depend on itself
         elif kind == GOAWAY:
+            if sid != 0:
+                raise ConnectionError_(PROTOCOL_ERROR, "GOAWAY on a stream")
+            if len(payload) < 8:
+                raise ConnectionError_(FRAME_SIZE_ERROR, "GOAWAY length")
             self.closing = True
+            if not self.streams:
+                self._close()
         elif kind == PUSH_PROMISE:
             raise ConnectionError_(PROTOCOL_ERROR, "clients do not push")
-        # PRIORITY and unknown frame types are ignored, as the RFC asks
+        # unknown frame types are ignored, as the RFC asks
 
     def _headers(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0 or sid % 2 == 0:
             raise ConnectionError_(PROTOCOL_ERROR, f"HEADERS on stream {sid}")
         if flags & PADDED:
-            pad = payload[0]
-            payload = payload[1:len(payload) - pad]
+            payload = _unpad(payload)
         if flags & PRIORITY_FLAG:
+            if len(payload) < 5:
+                raise ConnectionError_(FRAME_SIZE_ERROR, "HEADERS priority fields cut short")
+            depends = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
             payload = payload[5:]
+            if depends == sid:
+                flags |= 0x100  # decoded below for HPACK's sake, then answered with a stream error
         if flags & END_HEADERS:
             self._header_block(flags, sid, payload)
         else:
             self.pending_headers = (sid, flags, bytearray(payload))
+            self.header_frames = 1
+            self.block_since = self._loop.time()
+
+    def _continuation(self, flags: int, sid: int, payload: bytes) -> None:
+        if self.pending_headers is None or self.pending_headers[0] != sid:
+            raise ConnectionError_(PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+        block = self.pending_headers[2]
+        block += payload
+        self.header_frames += 1
+        if len(block) > MAX_HEADER_BLOCK or self.header_frames > MAX_HEADER_FRAMES:
+            raise ConnectionError_(ENHANCE_YOUR_CALM, "header block too large")
+        if flags & END_HEADERS:
+            first_flags = self.pending_headers[1]
+            self.pending_headers = None
+            self._header_block(first_flags, sid, bytes(block))
 
     def _header_block(self, flags: int, sid: int, block: bytes) -> None:
         try:
@@ -296,45 +544,70 @@ class Connection(asyncio.Protocol):
         except Exception as exc:  # hpack raises its own family; all of them mean a broken table
             raise ConnectionError_(COMPRESSION_ERROR, f"bad header block: {exc}") from None
         stream = self.streams.get(sid)
-        if stream is not None:  # trailers from the client end its half
-            stream._deliver(b"", bool(flags & END_STREAM))
+        if stream is not None:  # trailers from the client: they must end its half
+            if stream.remote_closed:
+                self._stream_error(sid, STREAM_CLOSED)
+            elif not flags & END_STREAM or any(k[:1] == ":" for k, _ in headers):
+                self._stream_error(sid, PROTOCOL_ERROR)
+            else:
+                stream._deliver(b"", True)
             return
-        if sid <= self.last_stream:
-            raise ConnectionError_(PROTOCOL_ERROR, f"stream {sid} reused")
+        if sid <= self.last_stream:  # closed already (we reset or answered it): not a new stream
+            self.write(frame(RST_STREAM, 0, sid, struct.pack(">I", STREAM_CLOSED)))
+            return
         self.last_stream = sid
-        if self.closing or len(self.streams) >= MAX_STREAMS:
+        if flags & 0x100 or _malformed(headers) is not None:
+            self.write(frame(RST_STREAM, 0, sid, struct.pack(">I", PROTOCOL_ERROR)))
+            return
+        if self.closing or self.calls >= self.limits.max_streams:
             self.write(frame(RST_STREAM, 0, sid, struct.pack(">I", REFUSED_STREAM)))
             return
         stream = Stream(self, sid, headers, self.peer_initial_window)
+        stream.recv_window = self.stream_window
         self.streams[sid] = stream
         if flags & END_STREAM:
             stream.remote_closed = True
         self.on_stream(stream)
 
     def _data(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ConnectionError_(PROTOCOL_ERROR, "DATA on stream 0")
+        if sid > self.last_stream:
+            raise ConnectionError_(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
         size = len(payload)
         self.recv_window -= size
         if self.recv_window < 0:
             raise ConnectionError_(FLOW_CONTROL_ERROR, "data beyond the connection window")
         if flags & PADDED:
-            payload = payload[1:len(payload) - payload[0]]
+            payload = _unpad(payload)
         stream = self.streams.get(sid)
-        if stream is not None:
-            stream.recv_window -= size
-            if stream.recv_window < 0:
-                raise ConnectionError_(FLOW_CONTROL_ERROR, f"data beyond stream {sid}'s window")
-        if stream is None or stream.remote_closed:
-            # Closed or reset already: the data still counts against the connection window.
-            self._credit(size)
+        if stream is None:
+            self.credit(size)  # closed or reset already: the data still counted against the window
+            return
+        stream.recv_window -= size
+        if stream.recv_window < 0:
+            self.credit(size)
+            self._stream_error(sid, FLOW_CONTROL_ERROR)
+            return
+        if stream.remote_closed:
+            self.credit(size)
+            self._stream_error(sid, STREAM_CLOSED)
             return
         stream._deliver(payload, bool(flags & END_STREAM))
-        # Padding is consumed at once (connection window; the stream's comes back with its data).
-        if size - len(payload):
-            self._credit(size - len(payload))
+        if size - len(payload):  # padding is consumed at once
+            self.credit(size - len(payload))
+            stream.credit += size - len(payload)
 
-    def _settings(self, payload: bytes) -> None:
+    def _settings(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ConnectionError_(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise ConnectionError_(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
         if len(payload) % 6:
             raise ConnectionError_(FRAME_SIZE_ERROR, "SETTINGS length")
+        self.settings_seen = True
         for i in range(0, len(payload), 6):
             ident, value = struct.unpack(">HI", payload[i:i + 6])
             if ident == INITIAL_WINDOW_SIZE:
@@ -344,29 +617,86 @@ class Connection(asyncio.Protocol):
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:
+                        raise ConnectionError_(FLOW_CONTROL_ERROR, f"stream {stream.id} window overflow")
                 self._wake_writers()
             elif ident == MAX_FRAME_SIZE:
                 if not 16384 <= value <= (1 << 24) - 1:
                     raise ConnectionError_(PROTOCOL_ERROR, "bad MAX_FRAME_SIZE")
                 self.peer_max_frame = value
+            elif ident == ENABLE_PUSH and value > 1:
+                raise ConnectionError_(PROTOCOL_ERROR, "bad ENABLE_PUSH")
+        self.write(frame(SETTINGS, ACK, 0))
+
+    def _ping(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ConnectionError_(PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise ConnectionError_(FRAME_SIZE_ERROR, "PING length")
+        if flags & ACK:
+            return
+        # grpc-go's policy: PINGs while we send nothing, closer than the allowed interval
+        # (two hours without open streams), are strikes; too many end the connection.
+        now = self._loop.time()
+        last, self.last_ping = self.last_ping, now
+        if self.sent_since_ping:
+            self.sent_since_ping = False
+            self.ping_strikes = 0
+        else:
+            interval = self.limits.ping_interval if self.streams else 7200.0
+            if now - last < interval:
+                self.ping_strikes += 1
+                if self.ping_strikes > self.limits.ping_strikes:
+                    raise ConnectionError_(ENHANCE_YOUR_CALM, "too_many_pings")
+        self.write(frame(PING, ACK, 0, payload))
 
     def _window_update(self, sid: int, payload: bytes) -> None:
-        increment = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
+        if len(payload) != 4:
+            raise ConnectionError_(FRAME_SIZE_ERROR, "WINDOW_UPDATE length")
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
         if sid == 0:
+            if increment == 0:
+                raise ConnectionError_(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
             self.send_window += increment
             if self.send_window > MAX_WINDOW:
                 raise ConnectionError_(FLOW_CONTROL_ERROR, "connection window overflow")
         else:
+            if sid > self.last_stream:
+                raise ConnectionError_(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
             stream = self.streams.get(sid)
             if stream is None:
                 return
+            if increment == 0:
+                self._stream_error(sid, PROTOCOL_ERROR)
+                return
             stream.send_window += increment
+            if stream.send_window > MAX_WINDOW:
+                self._stream_error(sid, FLOW_CONTROL_ERROR)
+                return
         self._wake_writers()
+
+    def _rst_stream(self, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ConnectionError_(PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if len(payload) != 4:
+            raise ConnectionError_(FRAME_SIZE_ERROR, "RST_STREAM length")
+        if sid > self.last_stream:
+            raise ConnectionError_(PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+        stream = self.streams.get(sid)
+        if stream is not None:
+            stream._was_reset()
+
+    def _stream_error(self, sid: int, code: int) -> None:
+        """RST_STREAM with `code`; the call on it (if any) is cancelled and its books closed."""
+        self.write(frame(RST_STREAM, 0, sid, struct.pack(">I", code)))
+        stream = self.streams.get(sid)
+        if stream is not None:
+            stream._was_reset()
 
     # -- frames out -----------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.ending and not self.transport.is_closing():
             self.transport.write(data)
 
     async def drained(self) -> None:
@@ -374,6 +704,7 @@ class Connection(asyncio.Protocol):
             await self.can_write.wait()
 
     def send_headers(self, sid: int, headers: list[tuple[str, str]], end_stream: bool) -> None:
+        self.sent_since_ping = True
         block = encode_headers(headers)
         flags = END_STREAM if end_stream else 0
         first, rest = block[:self.peer_max_frame], block[self.peer_max_frame:]
@@ -390,10 +721,36 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, code) + message.encode()[:256]))
 
+    def _abandon(self, code: int, message: str) -> None:
+        """A connection error: GOAWAY with `code`, close, stop reading."""
+        self.goaway(code, message)
+        self._close()
+
+    def _close(self) -> None:
+        """Shut our side once what we wrote (the GOAWAY) is flushed, and drop what still arrives:
+        closing at once would lose the GOAWAY (a unix socket closed with unread data resets the
+        peer's). The peer closes in turn; one that does not is cut off after a grace."""
+        transport = self.transport
+        if transport is None or self.ending or transport.is_closing():
+            return
+        self.ending = True
+        self.buf.clear()
+        try:
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+            if self.reading_paused:
+                self.reading_paused = False
+                transport.resume_reading()
+        except Exception:  # the transport went away meanwhile
+            transport.abort()
+        self._abort_timer = self._loop.call_later(self.limits.close_grace, transport.abort)
+
     async def wait_for_window(self) -> None:
         """Until a window may have opened, or a reset (which wakes every waiter too): the caller
         checks again. A plain future: no task per wait."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = self._loop.create_future()
         self.window_waiters.append(waiter)
         try:
             await waiter
@@ -409,38 +766,88 @@ class Connection(asyncio.Protocol):
 
     # -- flow control of what we receive ---------------------------------------------------
 
-    def consumed(self, stream: Stream, n: int) -> None:
-        """Credit back request bytes the application read, a WINDOW_UPDATE per MiB: the client
-        keeps at least RECV_WINDOW - 1 MiB of window, and a slow reader slows it down."""
-        out = []
-        if not stream.remote_closed:  # a finished request needs no more stream window
-            stream.credit += n
-            if stream.credit >= CREDIT_BATCH:
-                out.append(frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">I", stream.credit)))
-                stream.recv_window += stream.credit
-                stream.credit = 0
-        self._credit(n, out)
-
-    def _credit(self, n: int, out: list[bytes] | None = None) -> None:
+    def credit(self, n: int) -> None:
+        """Give `n` bytes back to the client's connection window, a WINDOW_UPDATE per MiB."""
         self.recv_unacked += n
-        out = out if out is not None else []
         if self.recv_unacked >= CREDIT_BATCH:
-            out.append(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
-            self.recv_window += self.recv_unacked
-            self.recv_unacked = 0
-        if out:
-            self.write(b"".join(out))
+            self._flush_credit()
+
+    def _flush_credit(self) -> None:
+        self.write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
+        self.recv_window += self.recv_unacked
+        self.recv_unacked = 0
+
+    def blocked(self, stream: Stream) -> None:
+        """`stream`'s reader waits for data. Make sure the client can send it: credit what is
+        due at once when windows run low; and if the connection's buffer is full of partial
+        messages whose readers all wait (none can finish within the window left), refuse the
+        largest, or the connection would stall for good."""
+        self._blocked.add(stream)
+        if stream.credit and not stream.remote_closed and stream.recv_window < max(stream.need, RECV_WINDOW // 2):
+            stream._credit_stream()
+        if self.recv_window >= self._half_buffer:
+            return
+        if self.recv_unacked:
+            self._flush_credit()
+        if not self.held:
+            return
+        waiting = sum(s.held for s in self._blocked)
+        if waiting < self.held or any(s.need <= self.recv_window for s in self._blocked if s.need):
+            return  # some handler has data it has not read yet, or a message can still complete
+        victim = max(self._blocked, key=lambda s: s.held)
+        victim.refuse(f"more than {self.limits.buffer} bytes of partial requests on one connection")
+
+    def unblocked(self, stream: Stream) -> None:
+        self._blocked.discard(stream)
 
     def stream_done(self, stream: Stream) -> None:
-        # Request data the handler never read still counts against the connection window:
-        # give it back, or a few calls answered early would stall the whole connection.
-        unread = sum(len(c) for c in stream._chunks)
-        stream._chunks.clear()
-        if unread:
-            self._credit(unread)
-        if stream.local_closed and (stream.remote_closed or stream.reset):
-            self.streams.pop(stream.id, None)
-        elif stream.local_closed:
-            # We answered before the client finished sending: it need not send more.
-            self.streams.pop(stream.id, None)
+        """We answered (END_STREAM) or reset it: close its books. If the client was still
+        sending, RST_STREAM(NO_ERROR) tells it to stop (RFC 9113 8.1)."""
+        if not stream.remote_closed and not stream.reset and not stream.finished:
             self.write(frame(RST_STREAM, 0, stream.id, struct.pack(">I", NO_ERROR)))
+        self._finish(stream)
+
+    def _finish(self, stream: Stream) -> None:
+        """The one way out of the books for a stream, however it ends: the request bytes it
+        still holds (unread, or read and not released) go back to the connection's window."""
+        if stream.finished:
+            return
+        stream.finished = True
+        self.streams.pop(stream.id, None)
+        if self._blocked:
+            self._blocked.discard(stream)
+        if stream._chunks:
+            stream._chunks.clear()
+        if stream.held:
+            self.held -= stream.held
+            self.credit(stream.held)
+            stream.held = 0
+        if not self.streams:
+            self.last_frame = self._loop.time()  # idle time counts from the last stream's end too
+        if self.closing and not self.streams and not self.calls:
+            self._close_when_drained()
+
+    def call_ended(self, task: asyncio.Task[None]) -> None:
+        """The handler task of a call on this connection is done (a done callback)."""
+        self.calls -= 1
+        if self.on_call_end is not None:
+            self.on_call_end(task)
+        if self.closing and not self.streams and not self.calls:
+            self._close_when_drained()
+
+    def _close_when_drained(self) -> None:
+        # Only after the peer's GOAWAY, or ours for a stop/idle: a graceful end.
+        if not self.closing_transport():
+            self._loop.call_soon(self._close)
+
+
+_guard_fired = False
+
+
+def _unpad(payload: bytes) -> bytes:
+    if not payload:
+        raise ConnectionError_(FRAME_SIZE_ERROR, "padded frame without a pad length")
+    pad = payload[0]
+    if pad >= len(payload):
+        raise ConnectionError_(PROTOCOL_ERROR, "padding longer than the frame")
+    return payload[1:len(payload) - pad]

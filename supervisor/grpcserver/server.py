@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import Sequence
 
 import grpc
 
 from supervisor.grpcserver.calls import Details, serve_call
-from supervisor.grpcserver.h2 import Connection, Stream
+from supervisor.grpcserver.h2 import MAX_WINDOW, Connection, Limits, Stream
 
 DEFAULT_MAX_MESSAGE = 4 << 20
 
 
 class Server:
-    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE) -> None:
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE, limits: Limits | None = None) -> None:
         self._handlers: list[grpc.GenericRpcHandler] = []
         self._paths: list[str] = []
         self._servers: list[asyncio.AbstractServer] = []
@@ -31,6 +32,11 @@ class Server:
         self._calls: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
         self.max_message_size = max_message_size
+        limits = limits or Limits()
+        # A connection's request buffer holds two of the largest messages (one alone must always
+        # fit, or a call could never complete).
+        self.limits = dataclasses.replace(
+            limits, buffer=min(MAX_WINDOW, max(limits.buffer, 2 * (max_message_size + 5))))
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._handlers.extend(handlers)
@@ -52,10 +58,11 @@ class Server:
         task = asyncio.get_running_loop().create_task(serve_call(stream, self._lookup, self.max_message_size))
         stream.task = task  # a client reset cancels the handler, as grpc.aio does
         self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
+        stream.conn.calls += 1  # until the handler has ended, reset or not: what bounds pending work
+        task.add_done_callback(stream.conn.call_ended)
 
     def _connection(self) -> Connection:
-        conn = Connection(self._on_stream, self._connections.discard)
+        conn = Connection(self._on_stream, self._connections.discard, self.limits, self._calls.discard)
         self._connections.add(conn)
         return conn
 
