@@ -366,8 +366,11 @@ def test_containerd_restart_reattaches(containerd: PrivateContainerd, runtime: s
     keep, ends = uid("keep"), uid("ends")
     ok(c.ctr("run", "-d", "--runtime", runtime, IMAGE, keep, "sleep", "300"))
     # PID 1 of a PID namespace ignores signals it has no handler for: this one has one
-    ok(c.ctr("run", "-d", "--runtime", runtime, IMAGE, ends, "sh", "-c", "trap 'exit 5' TERM; sleep 300 & wait"))
+    ok(c.ctr("run", "-d", "--runtime", runtime, IMAGE, ends, "sh", "-c",
+             "trap 'exit 5' TERM; touch /trapped; sleep 300 & wait"))
     keep_pid, ends_pid = tasks(c)[keep][0], tasks(c)[ends][0]
+    # Start returns before the shell has run a line: a SIGTERM before its trap would be ignored
+    wait_until(lambda: os.path.exists(f"/proc/{ends_pid}/root/trapped"), what="the shell's trap")
     shims = {c.shim_pid(keep), c.shim_pid(ends)}
     c.stop(signal.SIGKILL)
     os.kill(ends_pid, signal.SIGTERM)  # the task exits while nobody listens to its shim
