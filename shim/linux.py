@@ -387,11 +387,38 @@ def set_controlling_tty(fd: int) -> None:
 # ----- libseccomp ----------------------------------------------------------------------------------
 
 SCMP_FLTATR_CTL_NNP = 3
+SCMP_FLTATR_CTL_TSYNC = 4
+SCMP_FLTATR_CTL_LOG = 6
+SCMP_FLTATR_CTL_SSB = 7
+
+# seccomp(2) (linux/seccomp.h): the flags libseccomp's seccomp_load derives from those attributes.
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_LOG = 2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+_FLAG_OF_ATTR = ((SCMP_FLTATR_CTL_TSYNC, SECCOMP_FILTER_FLAG_TSYNC), (SCMP_FLTATR_CTL_LOG, SECCOMP_FILTER_FLAG_LOG),
+                 (SCMP_FLTATR_CTL_SSB, SECCOMP_FILTER_FLAG_SPEC_ALLOW))
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+BPF_MAXINSNS = 4096  # the kernel's limit on a classic BPF program
+SOCK_FILTER_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+# __NR_seccomp by machine (libc may have no wrapper; libseccomp resolves it for others); a kernel
+# without seccomp(2) gets prctl(PR_SET_SECCOMP), as libseccomp does (flags 0 only).
+_NR_SECCOMP = {"x86_64": 317, "i686": 354, "i386": 354, "aarch64": 277, "armv7l": 383, "riscv64": 277,
+               "ppc64le": 358, "ppc64": 358, "s390x": 348}
 
 
 class _ScmpArgCmp(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
                 ("datum_b", ctypes.c_uint64)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _ScmpVersion(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
 
 
 _seccomp: ctypes.CDLL | None = None
@@ -415,7 +442,13 @@ def load_libseccomp() -> ctypes.CDLL:
         lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
                                                ctypes.POINTER(_ScmpArgCmp)]
         lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+        lib.seccomp_attr_get.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_uint32)]
         lib.seccomp_load.argtypes = [ctypes.c_void_p]
+        lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.seccomp_arch_native.restype = ctypes.c_uint32
+        lib.seccomp_arch_native.argtypes = []
+        lib.seccomp_version.restype = ctypes.POINTER(_ScmpVersion)
+        lib.seccomp_version.argtypes = []
         _seccomp = lib
     return _seccomp
 
@@ -460,7 +493,60 @@ class SeccompFilter:
     def load(self) -> None:
         self._check(self._lib.seccomp_load(self._ctx), "seccomp_load")
 
+    def export(self) -> tuple[bytes, int]:
+        """The BPF program `load()` would load (a `struct sock_filter[]`) and the seccomp(2)
+        flags it would pass, as `seccomp_load_program` takes them."""
+        fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
+        try:
+            self._check(self._lib.seccomp_export_bpf(self._ctx, fd), "seccomp_export_bpf")
+            size = os.lseek(fd, 0, os.SEEK_END)
+            program = os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
+        flags = 0
+        value = ctypes.c_uint32()
+        for attr, flag in _FLAG_OF_ATTR:
+            # An attribute this libseccomp does not know is one it cannot have set.
+            if self._lib.seccomp_attr_get(self._ctx, attr, ctypes.byref(value)) == 0 and value.value:
+                flags |= flag
+        return program, flags
+
     def release(self) -> None:
         if self._ctx:
             self._lib.seccomp_release(self._ctx)
             self._ctx = None
+
+
+def libseccomp_identity() -> str:
+    """What besides the rules decides libseccomp's program: its version and the native arch."""
+    lib = load_libseccomp()
+    v = lib.seccomp_version().contents
+    return f"libseccomp {v.major}.{v.minor}.{v.micro} native {lib.seccomp_arch_native():#x}"
+
+
+def seccomp_load_program(program: bytes, flags: int = 0) -> None:
+    """Load a BPF program (`SeccompFilter.export`'s) into this process as seccomp_load would:
+    seccomp(SECCOMP_SET_MODE_FILTER, flags), prctl(PR_SET_SECCOMP) without that syscall. Like
+    seccomp_load with no_new_privs off, it does not set no_new_privs (without it, CAP_SYS_ADMIN)."""
+    count, rest = divmod(len(program), SOCK_FILTER_SIZE)
+    if rest or not 0 < count <= BPF_MAXINSNS:
+        raise OSError(errno.EINVAL, f"seccomp: a BPF program of {len(program)} bytes is not one")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(count, ctypes.cast(buf, ctypes.c_void_p).value)
+    nr = _NR_SECCOMP.get(os.uname().machine)
+    if nr is None and _seccomp is not None:  # another machine: libseccomp knows its number
+        resolved = _seccomp.seccomp_syscall_resolve_name(b"seccomp")
+        nr = resolved if resolved >= 0 else None
+    rc = -1
+    err = errno.ENOSYS
+    if nr is not None:
+        rc = _libc.syscall(ctypes.c_long(nr), ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
+                           ctypes.byref(prog))
+        err = ctypes.get_errno() if rc != 0 else 0
+    if rc != 0 and err == errno.ENOSYS and flags == 0:
+        rc = _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
+        err = ctypes.get_errno() if rc != 0 else 0
+    if rc > 0 and flags & SECCOMP_FILTER_FLAG_TSYNC:
+        raise OSError(errno.ESRCH, f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x}): thread {rc} cannot sync")
+    if rc != 0:
+        raise OSError(err, f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x}, {count} insns): {os.strerror(err)}")

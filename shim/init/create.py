@@ -37,8 +37,9 @@ executable, InvalidArgument for a mount escaping the rootfs, ...), Internal for 
 failure before `ready`, every process made so far is killed and reaped; the mounts lived only in
 the container's mount namespace, so nothing is left behind.
 
-Seccomp: `linux.seccomp` is loaded through libseccomp (ctypes), dlopen'ed before the fork;
-SCMP_ACT_NOTIFY (a seccomp agent) is refused with InvalidArgument.
+Seccomp: `linux.seccomp`'s BPF program is built through libseccomp (ctypes) or taken from the
+cache before the fork (`seccomp.prepare`), and loaded by the init; SCMP_ACT_NOTIFY (a seccomp
+agent) is refused with InvalidArgument.
 """
 
 from __future__ import annotations
@@ -476,13 +477,15 @@ def _ensure_subreaper() -> None:
 
 
 def _launch(plan: P.Plan, ctx: _Context, stdio: StdioFds, cgroup_hook: CgroupHook | None,
-            timeout: float) -> ContainerProcess:
+            timeout: float, bundle: str | None = None) -> ContainerProcess:
     _ensure_subreaper()
-    if any(isinstance(s, P.Seccomp) for s in plan.init):
-        try:
-            L.load_libseccomp()  # now: after pivot_root the container has no copy of the library
-        except OSError as e:
-            raise errors.FailedPrecondition(f"seccomp profile given but {e.strerror}") from None
+    for step in plan.init:
+        if isinstance(step, P.Seccomp):
+            try:
+                # Now: after pivot_root the container has no libseccomp (nor the cache).
+                seccomp.prepare(step.program, bundle)
+            except OSError as e:
+                raise errors.FailedPrecondition(f"seccomp profile given but {e.strerror}") from None
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     map_step = next((s for s in plan.stage1 if isinstance(s, P.MapIds)), None)
     stage1 = os.fork()
@@ -575,7 +578,7 @@ def create_container(bundle: Path | str, spec: Spec, rootfs_mounts: Sequence[R.M
         new_cgroupns=spec.new_namespace("cgroup"),
         uid=spec.process.user.uid,
     )
-    return _launch(plan, ctx, stdio, cgroup_hook, timeout)
+    return _launch(plan, ctx, stdio, cgroup_hook, timeout, bundle)
 
 
 def join_cgroups_of(target_pid: int) -> CgroupHook:

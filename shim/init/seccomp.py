@@ -2,8 +2,11 @@
 
 `compile_profile` validates the profile and turns actions, architectures and argument operators
 into libseccomp's numbers (InvalidArgument for anything unknown or unsupported: SCMP_ACT_NOTIFY
-and a listener need a seccomp agent we do not have). `install` builds the filter with
-`shim.linux.SeccompFilter` and loads it into the calling process. Semantics follow runc:
+and a listener need a seccomp agent we do not have). `prepare`, in the shim before it forks the
+init, gets the BPF program: from the cache (`seccomp_cache`), else built with
+`shim.linux.SeccompFilter` and exported (and cached). `install`, in the init, loads the prepared
+program with seccomp(2) as libseccomp's seccomp_load would, or (nothing prepared) builds and loads
+the filter through libseccomp itself. Semantics follow runc:
 syscall names libseccomp does not know are skipped, rules whose action is the default action are
 skipped, conditions on distinct arguments are ANDed in one rule while several conditions on the
 same argument become one rule each (ORed).
@@ -12,10 +15,12 @@ same argument become one rule each (ORed).
 from __future__ import annotations
 
 import errno
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from shim import linux as L
+from shim.init import seccomp_cache
 from supervisor.errors import InvalidArgument
 
 _ACTIONS = {
@@ -117,8 +122,12 @@ def compile_profile(profile: dict[str, Any]) -> Program:
     return Program(default, tuple(arches), tuple(rules))
 
 
-def install(program: Program) -> None:
-    """Build and load the filter into this process (and so into what it execs)."""
+# Programs `prepare` got, by what they were made from; a forked init inherits them.
+_prepared: dict[Program, seccomp_cache.Compiled] = {}
+log = logging.getLogger("dockyard.shim.seccomp")
+
+
+def _build(program: Program) -> L.SeccompFilter:
     f = L.SeccompFilter(program.default_action)
     try:
         for arch in program.architectures:
@@ -130,6 +139,50 @@ def install(program: Program) -> None:
                 nr = f.resolve(name)
                 if nr is not None:
                     f.add_rule(rule.action, nr, list(rule.args))
+    except BaseException:
+        f.release()
+        raise
+    return f
+
+
+def prepare(program: Program, bundle: str | None = None) -> None:
+    """Have `program`'s BPF ready for `install` (call it before forking the init): from this
+    process's memory, the cache of `bundle`'s runtime dir, or libseccomp (then cached).
+
+    Raises OSError only when libseccomp is missing. A program libseccomp refuses is left
+    unprepared: `install` then fails on it in the init, reporting it as it always has."""
+    L.load_libseccomp()
+    if program in _prepared:
+        return
+    entry_key = seccomp_cache.key(program)
+    directory = seccomp_cache.cache_dir(bundle) if bundle else None
+    entry = seccomp_cache.read(directory, entry_key) if directory else None
+    if entry is not None:
+        log.debug("seccomp: program %s from the cache", entry_key[:12])
+    else:
+        try:
+            f = _build(program)
+            try:
+                entry = seccomp_cache.Compiled(*f.export())
+            finally:
+                f.release()
+        except OSError as e:
+            log.debug("seccomp: program %s not prepared: %s", entry_key[:12], e)
+            return
+        log.debug("seccomp: program %s built by libseccomp", entry_key[:12])
+        if directory:
+            seccomp_cache.write(directory, entry_key, entry)
+    _prepared[program] = entry
+
+
+def install(program: Program) -> None:
+    """Load the filter into this process (and so into what it execs)."""
+    entry = _prepared.get(program)
+    if entry is not None:
+        L.seccomp_load_program(entry.program, entry.flags)
+        return
+    f = _build(program)
+    try:
         f.load()
     finally:
         f.release()
