@@ -7,7 +7,8 @@
         await c.content.set_labels(info.digest, {"team": "red"})
 
 Every method acts in the client's namespace. Errors are the daemon's, as `supervisor.errors`
-kinds; OUT_OF_RANGE (a read or write past the end, containerd's code) arrives as InvalidArgument.
+kinds; OUT_OF_RANGE (a read or write past the end, containerd's code) arrives as OutOfRange,
+an InvalidArgument.
 """
 
 from __future__ import annotations
@@ -289,8 +290,6 @@ class ContentWriter:
             code, details = await call.code(), await call.details()
             if code == grpc.StatusCode.OK:
                 raise FailedPrecondition(f"write stream of ref {self._ref} ended early")
-            if code == grpc.StatusCode.OUT_OF_RANGE:
-                raise InvalidArgument(details or "out of range")
             raise error_from_status(code, details or "")
         self._offset = resp.offset
         if resp.digest:

@@ -40,6 +40,17 @@ class InvalidArgument(DockyardError):
     kind = "invalid argument"
 
 
+class OutOfRange(InvalidArgument):
+    """A read or write at an offset past what there is (gRPC's OUT_OF_RANGE). An InvalidArgument,
+    so callers that catch bad arguments catch it too. containerd words these itself without a
+    kind suffix ("read past object length 5 bytes"), so the message is sent as it is."""
+
+    kind = "out of range"
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class FailedPrecondition(DockyardError):
     kind = "failed precondition"
 

@@ -1,4 +1,9 @@
-"""Wire the daemon: config → components in dependency order → gRPC server (ours or grpc.aio) → graceful stop."""
+"""Wire the daemon: config → small builders in dependency order (root, metadata, storage,
+runtime, services) → gRPC server (ours or grpc.aio) → graceful stop.
+
+Each builder registers the release of what it took on the daemon's exit stack as it takes it,
+so one stop path unwinds exactly what was started, in reverse order, also after a failed start.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ import platform
 import socket
 import sys
 import uuid
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,7 @@ from supervisor.images.unpack import Unpacker
 from supervisor.metadata.containers import ContainerStore
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.db import Database
-from supervisor.metadata.gc import Collector
+from supervisor.metadata.gc import Collector, GcRequests
 from supervisor.metadata.images import ImageStore
 from supervisor.metadata.leases import LeaseStore
 from supervisor.metadata.namespaces import NamespaceStore
@@ -103,139 +108,229 @@ def _claim_socket(address: Path) -> None:
     raise FailedPrecondition(f"address {address} is in use by another server")
 
 
+@dataclass(frozen=True)
+class Metadata:
+    """The database and the stores that are only records."""
+
+    db: Database
+    namespaces: NamespaceStore
+    leases: LeaseStore
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Blobs and snapshots, their namespaced records, and the collector that sweeps both."""
+
+    content: LocalContentStore
+    records: NamespacedContentStore
+    snapshotters: dict[str, Snapshotter]
+    snapshots: SnapshotStore
+    collector: Collector
+    images: ImageStore
+    differ: Differ
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Containers, their tasks (one shim each) and the stats the shims push."""
+
+    containers: ContainerStore
+    stats: StatsHub
+    stats_control: ShimSamplerControl
+    tasks: TaskManager
+
+    async def end_streams(self) -> None:
+        """Stats streams end (UNAVAILABLE: clients reconnect) and samplers stop; idempotent."""
+        await self.stats.close()
+        self.stats_control.close()
+
+
+@dataclass(frozen=True)
+class Service:
+    plugin_id: str
+    servicer: Any  # its generated base class tells which service it implements
+    requires: list[str]
+
+
+async def claim_root(cfg: Config, reserve: DiskReserve, stack: AsyncExitStack) -> str:
+    """The disk reserve, then the root lock; returns the daemon's uuid."""
+    cfg.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    cfg.state.mkdir(parents=True, exist_ok=True, mode=0o711)
+    # First, before anything writes: on a full disk the reserve makes room for start-up
+    # (the lock's pid, the databases' -shm files, the overlay check); see diskreserve.py.
+    snapshots_root = cfg.root / "snapshots"
+    await asyncio.to_thread(reserve.prepare, [cfg.root, cfg.root / "content",
+                                              snapshots_root / "overlayfs", snapshots_root / "native"])
+    lock = RootLock(cfg.root)
+    lock.acquire()
+    stack.callback(lock.release)  # last of all: the reserve's task stops before another daemon may start
+    reserve_task = asyncio.get_running_loop().create_task(reserve.run())
+    stack.push_async_callback(_cancel, reserve_task)
+    return server_uuid(cfg.root)
+
+
+async def open_metadata(cfg: Config, reserve: DiskReserve, registry: PluginRegistry,
+                        stack: AsyncExitStack) -> Metadata:
+    db = await Database.open(cfg.root / "metadata.db", on_full=reserve.release)
+    stack.push_async_callback(db.close)
+    registry.add(Plugin("io.containerd.metadata.v1", "sqlite", exports={"path": str(db.path)}))
+    registry.add(Plugin("io.containerd.event.v1", "exchange"))
+    return Metadata(db, NamespaceStore(db), LeaseStore(db))
+
+
+async def open_storage(cfg: Config, meta: Metadata, reserve: DiskReserve, registry: PluginRegistry,
+                       stack: AsyncExitStack) -> Storage:
+    """Content, snapshots and the garbage collector, its start-up collection scheduled."""
+    content = LocalContentStore(cfg.root / "content")
+    registry.add(Plugin("io.containerd.content.v1", "content", exports={"root": str(cfg.root / "content")}))
+    # The stores tell the collector what they deleted, the collector needs their guards and
+    # cleanup: the requests object comes first and the collector joins it when made.
+    gc = GcRequests()
+    # Namespaced records over the shared blobs; a deleted record may free a blob.
+    records = NamespacedContentStore(meta.db, content, on_delete=gc.free)
+    snapshotters = await open_snapshotters(cfg.root / "snapshots", registry, on_full=reserve.release,
+                                           stack=stack)
+    # Namespaced snapshots over the backends; the collector must not sweep what they are creating.
+    snapshots = SnapshotStore(meta.db, snapshotters, on_delete=gc.schedule)
+    stack.push_async_callback(snapshots.drain)  # finish backend removals instead of orphaning them
+    collector = Collector(meta.db, content, snapshotters, guards=[records.gc_guard, snapshots.gc_guard],
+                          snapshot_cleanup=snapshots.cleanup,  # recovers commits, then sweeps
+                          requests=gc)
+    # Jobs of a daemon that died (a crash, maybe on a full disk) hold what they wrote: let it go.
+    await release_stale(meta.leases)
+    collector.start()
+    stack.push_async_callback(collector.stop)
+    registry.add(Plugin("io.containerd.gc.v1", "scheduler", requires=["io.containerd.metadata.v1"]))
+    return Storage(content, records, snapshotters, snapshots, collector,
+                   ImageStore(meta.db, collect=collector.collect, on_delete=collector.schedule),
+                   Differ(records, cfg.root / "tmp"))
+
+
+async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: Exchange,
+                        shim_binary: Callable[[str], ShimBinary], registry: PluginRegistry,
+                        stack: AsyncExitStack) -> Runtime:
+    """Tasks: one shim per container; shims forward their events and stats to our ttrpc socket.
+    The tasks that were running are recovered."""
+    containers = ContainerStore(meta.db, storage.collector.schedule)
+    stats = StatsHub(describe_from(containers))  # the hub fans the shims' samples out
+    shim_events = await serve_shim_events(cfg.state / "ttrpc.sock", events, [
+        (shim_stats_pb2.DESCRIPTOR.services_by_name["StatsSink"], StatsSink(stats))])
+    stack.push_async_callback(shim_events.shutdown, grace=2)
+    tasks = TaskManager(cfg.state, shim_binary, events)
+    stack.push_async_callback(tasks.close)  # the shims and their containers keep running
+    stats_control = ShimSamplerControl(tasks, stats)
+    runtime = Runtime(containers, stats, stats_control, tasks)
+    stack.push_async_callback(runtime.end_streams)
+    stats.bind(stats_control)
+    tasks.observers.append(stats.task_changed)
+    await tasks.recover()
+    registry.add(Plugin("io.containerd.runtime.v2", "task", requires=["io.containerd.event.v1"],
+                        platforms=[("linux", _arch(), "")]))
+    return runtime
+
+
+def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, runtime: Runtime) -> list[Service]:
+    cfg, events = daemon.config, daemon.events
+    records, collector = storage.records, storage.collector
+    unpacker = Unpacker(records, storage.snapshots, storage.differ, meta.leases, collector.schedule)
+    return [
+        Service("version", VersionService(), []),
+        Service("namespaces", NamespacesService(meta.namespaces, events), ["io.containerd.metadata.v1"]),
+        Service("events", EventsService(events), ["io.containerd.event.v1"]),
+        Service("introspection", IntrospectionService(daemon.registry, uid), []),
+        Service("dockyard.system", SystemService(daemon), []),
+        Service("containers", ContainersService(runtime.containers, events), ["io.containerd.metadata.v1"]),
+        Service("tasks", TasksService(runtime.tasks, runtime.containers), ["io.containerd.runtime.v2"]),
+        Service("dockyard.stats", StatsService(runtime.stats), ["io.containerd.runtime.v2"]),
+        Service("leases", LeasesService(meta.leases, collector.collect, collector.schedule),
+                ["io.containerd.metadata.v1"]),
+        Service("dockyard.gc", GCService(collector), ["io.containerd.gc.v1"]),
+        Service("images", ImagesService(storage.images, events),
+                ["io.containerd.metadata.v1", "io.containerd.gc.v1"]),
+        Service("content", ContentService(records, events),
+                ["io.containerd.content.v1", "io.containerd.metadata.v1"]),
+        Service("snapshots", SnapshotsService(storage.snapshots, events),
+                ["io.containerd.snapshotter.v1", "io.containerd.metadata.v1"]),
+        Service("diff", DiffService(storage.differ), ["io.containerd.content.v1", "io.containerd.metadata.v1"]),
+        Service("dockyard.transfer", TransferService(ImageTransfer(
+            records, storage.snapshots, storage.images, meta.leases, storage.differ, cfg.default_snapshotter,
+            collector.schedule), events),
+            ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
+        Service("dockyard.registry", RegistryService(Registry(
+            records, storage.images, meta.leases, unpacker, Hosts(config_dir_for(cfg.source, DEFAULT_CONFIG)),
+            cfg.default_snapshotter, collector.schedule), events),
+            ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
+    ]
+
+
+async def serve_grpc(cfg: Config, services: list[Service], registry: PluginRegistry, stack: AsyncExitStack,
+                     end_streams: Callable[[], Awaitable[None]]) -> None:
+    """Claim the socket and serve `services` (plus health and reflection) on it.
+    On stop, `end_streams` runs first so long streams do not hold the grace period."""
+    server: grpc.aio.Server | OwnServer
+    if cfg.grpc_server == "dockyard":  # see supervisor/grpcserver/server.py for why
+        server = OwnServer(max_message_size=cfg.max_message_size)
+    else:
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", cfg.max_message_size),
+            ("grpc.max_send_message_length", cfg.max_message_size),
+        ])
+    names = []
+    table = MethodTable()
+    for service in services:
+        names.append(_register(table, service.servicer))
+        registry.add(Plugin(GRPC_PLUGIN, service.plugin_id, requires=service.requires))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, table)
+    # The asyncio servicer, explicitly: enable_server_reflection picks it only for a grpc.aio.Server.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer([*names, health.SERVICE_NAME, reflection.SERVICE_NAME]), table)
+    # grpcio's server answers a malformed request UNKNOWN with a traceback; ours as grpc-go does
+    server.add_generic_rpc_handlers((table if isinstance(server, OwnServer) else DecodeGuard(table),))
+
+    cfg.address.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
+    _claim_socket(cfg.address)
+    server.add_insecure_port(f"unix:{cfg.address}")
+    await server.start()
+
+    async def stop_serving() -> None:
+        await end_streams()
+        await server.stop(STOP_GRACE_SECONDS)
+        with suppress(FileNotFoundError):  # ours to remove only once we served on it
+            cfg.address.unlink()
+
+    stack.push_async_callback(stop_serving)
+    os.chmod(cfg.address, 0o660)
+    for name in [*names, ""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
 @dataclass
 class Daemon:
     config: Config
     registry: PluginRegistry = field(default_factory=PluginRegistry)
     events: Exchange = field(default_factory=Exchange)
     started_at: Any = None
-    _lock: RootLock | None = None
-    _db: Database | None = None
-    _server: grpc.aio.Server | OwnServer | None = None
-    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     reserve: DiskReserve = field(default_factory=DiskReserve)
-    _reserve_task: asyncio.Task[None] | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # What start() took, each with its release; stop() unwinds it in reverse order.
+    _started: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     async def start(self) -> None:
+        """Start in dependency order; if a step fails, what the steps before it took is released."""
         cfg = self.config
         self.started_at = now()
-        cfg.root.mkdir(parents=True, exist_ok=True, mode=0o711)
-        cfg.state.mkdir(parents=True, exist_ok=True, mode=0o711)
-        # First, before anything writes: on a full disk the reserve makes room for start-up
-        # (the lock's pid, the databases' -shm files, the overlay check); see diskreserve.py.
-        snapshots_root = cfg.root / "snapshots"
-        await asyncio.to_thread(self.reserve.prepare, [cfg.root, cfg.root / "content",
-                                                       snapshots_root / "overlayfs", snapshots_root / "native"])
-        self._reserve_task = asyncio.get_running_loop().create_task(self.reserve.run())
-        self._lock = RootLock(cfg.root)
-        self._lock.acquire()
-        uid = server_uuid(cfg.root)
-        self._db = await Database.open(cfg.root / "metadata.db", on_full=self.reserve.release)
-        self.registry.add(Plugin("io.containerd.metadata.v1", "sqlite", exports={"path": str(self._db.path)}))
-        self.registry.add(Plugin("io.containerd.event.v1", "exchange"))
-        self.namespaces = NamespaceStore(self._db)
-        self.leases = LeaseStore(self._db)
-        self.content = LocalContentStore(cfg.root / "content")
-        self.registry.add(Plugin("io.containerd.content.v1", "content", exports={"root": str(cfg.root / "content")}))
-        # Namespaced records over the shared blobs; on_delete is where the garbage collector hooks in.
-        self.content_records = NamespacedContentStore(self._db, self.content)
-        self.snapshotters = await open_snapshotters(snapshots_root, self.registry, on_full=self.reserve.release)
-        # Garbage collection; stores call self.collector.schedule after deleting things.
-        self.collector = Collector(self._db, self.content, self.snapshotters,
-                                   guards=[self.content_records.gc_guard])
-        self.content_records.on_delete = self.collector.free  # a deleted record may free a blob
-        # Jobs of a daemon that died (a crash, maybe on a full disk) hold what they wrote: let it go.
-        await release_stale(self.leases)
-        self.collector.start()
-        self.registry.add(Plugin("io.containerd.gc.v1", "scheduler", requires=["io.containerd.metadata.v1"]))
-
-        # Namespaced snapshots over the backends; the collector must not sweep what they are creating.
-        self.snapshot_store = SnapshotStore(self._db, self.snapshotters, on_delete=self.collector.schedule)
-        self.collector.guards.append(self.snapshot_store.gc_guard)
-        self.collector.snapshot_cleanup = self.snapshot_store.cleanup  # recovers commits, then sweeps
-
-        # Tasks: one shim per container; shims forward their events to our ttrpc socket.
-        self.containers = ContainerStore(self._db, self.collector.schedule)
-        # Stats streams: shims push samples to the same ttrpc socket; the hub fans them out.
-        self.stats = StatsHub(describe_from(self.containers))
-        self.shim_events = await serve_shim_events(cfg.state / "ttrpc.sock", self.events, [
-            (shim_stats_pb2.DESCRIPTOR.services_by_name["StatsSink"], StatsSink(self.stats))])
-        self.tasks = TaskManager(cfg.state, self._shim_binary, self.events)
-        self.stats_control = ShimSamplerControl(self.tasks, self.stats)
-        self.stats.bind(self.stats_control)
-        self.tasks.observers.append(self.stats.task_changed)
-        await self.tasks.recover()
-        self.registry.add(Plugin("io.containerd.runtime.v2", "task", requires=["io.containerd.event.v1"],
-                                 platforms=[("linux", _arch(), "")]))
-
-        # (plugin id, servicer, plugins it requires); the servicer's generated base class
-        # tells which service it implements.
-        services: list[tuple[str, Any, list[str]]] = [
-            ("version", VersionService(), []),
-            ("namespaces", NamespacesService(self.namespaces, self.events), ["io.containerd.metadata.v1"]),
-            ("events", EventsService(self.events), ["io.containerd.event.v1"]),
-            ("introspection", IntrospectionService(self.registry, uid), []),
-            ("dockyard.system", SystemService(self), []),
-            ("containers", ContainersService(self.containers, self.events), ["io.containerd.metadata.v1"]),
-            ("tasks", TasksService(self.tasks, self.containers), ["io.containerd.runtime.v2"]),
-            ("dockyard.stats", StatsService(self.stats), ["io.containerd.runtime.v2"]),
-            ("leases", LeasesService(self.leases, self.collector.collect, self.collector.schedule),
-             ["io.containerd.metadata.v1"]),
-            ("dockyard.gc", GCService(self.collector), ["io.containerd.gc.v1"]),
-            ("images", ImagesService(ImageStore(self._db, collect=self.collector.collect,
-                                                on_delete=self.collector.schedule), self.events),
-             ["io.containerd.metadata.v1", "io.containerd.gc.v1"]),
-            ("content", ContentService(self.content_records, self.events),
-             ["io.containerd.content.v1", "io.containerd.metadata.v1"]),
-            ("snapshots", SnapshotsService(self.snapshot_store, self.events),
-             ["io.containerd.snapshotter.v1", "io.containerd.metadata.v1"]),
-            ("diff", DiffService(Differ(self.content_records, cfg.root / "tmp")),
-             ["io.containerd.content.v1", "io.containerd.metadata.v1"]),
-            ("dockyard.transfer", TransferService(ImageTransfer(
-                self.content_records, self.snapshot_store,
-                ImageStore(self._db, collect=self.collector.collect, on_delete=self.collector.schedule),
-                self.leases, Differ(self.content_records, cfg.root / "tmp"), cfg.default_snapshotter,
-                self.collector.schedule), self.events),
-             ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
-            ("dockyard.registry", RegistryService(Registry(
-                self.content_records,
-                ImageStore(self._db, collect=self.collector.collect, on_delete=self.collector.schedule),
-                self.leases, Unpacker(self.content_records, self.snapshot_store,
-                                      Differ(self.content_records, cfg.root / "tmp"), self.leases,
-                                      self.collector.schedule),
-                Hosts(config_dir_for(cfg.source, DEFAULT_CONFIG)), cfg.default_snapshotter,
-                self.collector.schedule), self.events),
-             ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
-        ]
-        server: grpc.aio.Server | OwnServer
-        if cfg.grpc_server == "dockyard":  # see supervisor/grpcserver/server.py for why
-            server = OwnServer(max_message_size=cfg.max_message_size)
-        else:
-            server = grpc.aio.server(options=[
-                ("grpc.max_receive_message_length", cfg.max_message_size),
-                ("grpc.max_send_message_length", cfg.max_message_size),
-            ])
-        names = []
-        table = MethodTable()
-        for plugin_id, servicer, requires in services:
-            names.append(_register(table, servicer))
-            self.registry.add(Plugin(GRPC_PLUGIN, plugin_id, requires=requires))
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, table)
-        # The asyncio servicer, explicitly: enable_server_reflection picks it only for a grpc.aio.Server.
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            reflection.aio.ReflectionServicer([*names, health.SERVICE_NAME, reflection.SERVICE_NAME]), table)
-        # grpcio's server answers a malformed request UNKNOWN with a traceback; ours as grpc-go does
-        server.add_generic_rpc_handlers((table if isinstance(server, OwnServer) else DecodeGuard(table),))
-
-        cfg.address.parent.mkdir(parents=True, exist_ok=True, mode=0o711)
-        _claim_socket(cfg.address)
-        server.add_insecure_port(f"unix:{cfg.address}")
-        await server.start()
-        self._server = server
-        os.chmod(cfg.address, 0o660)
-        for name in [*names, ""]:
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        stack = self._started
+        try:
+            uid = await claim_root(cfg, self.reserve, stack)
+            meta = await open_metadata(cfg, self.reserve, self.registry, stack)
+            storage = await open_storage(cfg, meta, self.reserve, self.registry, stack)
+            runtime = await start_runtime(cfg, meta, storage, self.events, self._shim_binary, self.registry, stack)
+            services = build_services(self, uid, meta, storage, runtime)
+            await serve_grpc(cfg, services, self.registry, stack, runtime.end_streams)
+        except BaseException:
+            await self._unwind()
+            raise
         if ksm.state() == "off":
             log.info("ksmd is off: shims keep ~5 MiB each of pages they could share "
                      "(echo 1 > %s lets the kernel merge them; see shim/zygote.py)", ksm.RUN)
@@ -259,54 +354,40 @@ class Daemon:
     async def stop(self) -> None:
         """Finish in-flight calls (up to a grace period), then release everything."""
         log.info("stopping: finishing in-flight calls")
-        self.events.close()  # event streams end now instead of holding the grace period
-        if getattr(self, "stats", None) is not None:
-            await self.stats.close()  # stats streams end (UNAVAILABLE: clients reconnect), samplers stop
-            if getattr(self, "stats_control", None) is not None:
-                self.stats_control.close()
-        if self._server is not None:
-            await self._server.stop(STOP_GRACE_SECONDS)
-            self._server = None
-            with suppress(FileNotFoundError):  # ours to remove only once we served on it
-                self.config.address.unlink()
-        if getattr(self, "tasks", None) is not None:
-            await self.tasks.close()  # the shims and their containers keep running
-        if getattr(self, "shim_events", None) is not None:
-            await self.shim_events.shutdown(grace=2)
-        if getattr(self, "collector", None) is not None:
-            await self.collector.stop()
-        if getattr(self, "snapshot_store", None) is not None:
-            await self.snapshot_store.drain()  # finish backend removals instead of orphaning them
-        for snapshotter in getattr(self, "snapshotters", {}).values():
-            await snapshotter.close()
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-        if self._reserve_task is not None:
-            self._reserve_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._reserve_task
-            self._reserve_task = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        await self._unwind()
         log.info("stopped")
+
+    async def _unwind(self) -> None:
+        self.events.close()  # event streams end now instead of holding the grace period
+        await self._started.aclose()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 async def open_snapshotters(root: Path, registry: PluginRegistry,
-                            on_full: Callable[[str], bool] | None = None) -> dict[str, Snapshotter]:
+                            on_full: Callable[[str], bool] | None = None,
+                            stack: AsyncExitStack | None = None) -> dict[str, Snapshotter]:
     """Every snapshotter this host can run, under <root>/<name>; the others are reported.
-    `on_full` makes room for a removal on a full disk (`DiskReserve.release`)."""
+    `on_full` makes room for a removal on a full disk (`DiskReserve.release`); `stack`, when
+    given, closes each snapshotter opened."""
     found: dict[str, Snapshotter] = {}
     problem = await asyncio.to_thread(_overlay_problem, root / "overlayfs")
     plugin_type = "io.containerd.snapshotter.v1"
     if problem is None:
         found["overlayfs"] = await OverlaySnapshotter.open(root / "overlayfs", on_full=on_full)
+        if stack is not None:
+            stack.push_async_callback(found["overlayfs"].close)
         registry.add(Plugin(plugin_type, "overlayfs", exports={"root": str(root / "overlayfs")}))
     else:
         log.warning("overlayfs snapshotter unavailable: %s", problem)
         registry.add(Plugin(plugin_type, "overlayfs", init_error=f"skip plugin: {problem}"))
     found["native"] = await NativeSnapshotter.open(root / "native", on_full=on_full)
+    if stack is not None:
+        stack.push_async_callback(found["native"].close)
     registry.add(Plugin(plugin_type, "native", exports={"root": str(root / "native")}))
     return found
 

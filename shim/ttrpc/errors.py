@@ -35,6 +35,7 @@ CODES: dict[type[errors.DockyardError], int] = {
     errors.NotFound: NOT_FOUND,
     errors.AlreadyExists: ALREADY_EXISTS,
     errors.InvalidArgument: INVALID_ARGUMENT,
+    errors.OutOfRange: OUT_OF_RANGE,
     errors.FailedPrecondition: FAILED_PRECONDITION,
     errors.Unavailable: UNAVAILABLE,
     errors.Aborted: ABORTED,

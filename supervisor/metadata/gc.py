@@ -198,6 +198,27 @@ class _BackendWork:
     digests: set[str] = field(default_factory=set)  # blobs that may have lost their last record
 
 
+class GcRequests:
+    """Stores' requests to a collector made after them: a store takes `free`/`schedule` as its
+    `on_delete` when constructed, while the collector needs the stores (their guards, cleanup);
+    the collector joins this when constructed (`Collector(requests=...)`). Until then requests
+    are dropped: the collector's start-up collection covers what came before it."""
+
+    def __init__(self) -> None:
+        self._collector: Collector | None = None
+
+    def join(self, collector: Collector) -> None:
+        self._collector = collector
+
+    def free(self, digest: str) -> None:
+        if self._collector is not None:
+            self._collector.free(digest)
+
+    def schedule(self) -> None:
+        if self._collector is not None:
+            self._collector.schedule()
+
+
 class Collector:
     """Collects garbage on demand (`collect`) or soon after it is asked to (`schedule`)."""
 
@@ -215,6 +236,7 @@ class Collector:
         root_providers: Iterable[RootProvider] | None = None,
         guards: Sequence[Guard] = (),
         snapshot_cleanup: Callable[[str], Awaitable[Sequence[str] | None]] | None = None,
+        requests: GcRequests | None = None,
     ) -> None:
         self.db = db
         self.content = content
@@ -237,6 +259,8 @@ class Collector:
         self._stopped = False
         self._freed: set[str] = set()  # digests whose records went outside a collection
         self.last: Stats | None = None
+        if requests is not None:
+            requests.join(self)
 
     # -- scheduling ---------------------------------------------------------------------------
 

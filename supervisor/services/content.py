@@ -22,7 +22,7 @@ from dockyard_api.containerd.events import content_pb2 as events_pb
 from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
 from supervisor.content.store import Info, Status
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
+from supervisor.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange
 from supervisor.events import Exchange
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.services.context import lease_of, namespace_of
@@ -89,7 +89,7 @@ class ContentService(pb_grpc.ContentServicer):
         info = await self.store.info(ns, request.digest)
         offset = max(request.offset, 0)
         if offset > info.size:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"read past object length {info.size} bytes")
+            raise OutOfRange(f"read past object length {info.size} bytes")
         # `size` is how much to read, not the blob's size: 0 (or too much) means to the end.
         size = request.size
         if size <= 0 or offset + size > info.size:
@@ -159,9 +159,7 @@ class ContentService(pb_grpc.ContentServicer):
                     if req.offset < 0:
                         raise InvalidArgument(f"write @{req.offset}: offset must not be negative")
                     if req.offset > 0 and req.offset != st.offset:
-                        await writer.close()  # abort() sends the status at once: release the ref first
-                        await context.abort(grpc.StatusCode.OUT_OF_RANGE,
-                                            f"write @{req.offset} must occur at current offset {st.offset}")
+                        raise OutOfRange(f"write @{req.offset} must occur at current offset {st.offset}")
                     if req.offset == 0 and st.offset > 0:
                         await writer.truncate(0)  # the client starts over
                         resp.offset = 0

@@ -21,6 +21,7 @@ CODES: dict[type[errors.DockyardError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Aborted: grpc.StatusCode.ABORTED,
@@ -32,8 +33,6 @@ CODES: dict[type[errors.DockyardError], grpc.StatusCode] = {
     errors.Unknown: grpc.StatusCode.UNKNOWN,
 }
 _KINDS = {code: kind for kind, code in CODES.items()}
-# containerd answers reads past the end with OUT_OF_RANGE; the hierarchy reads it as a bad argument
-_KINDS[grpc.StatusCode.OUT_OF_RANGE] = errors.InvalidArgument
 
 
 def code_for(err: errors.DockyardError) -> grpc.StatusCode:
