@@ -15,6 +15,7 @@ class RootLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock (no write: on a full disk there may be no room yet; see `record_pid`)."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -25,9 +26,13 @@ class RootLock:
                 f"another dockyardd (pid {holder}) is already using root {self.path.parent}; "
                 "stop it or choose another --root"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def record_pid(self) -> None:
+        """Write our pid into the lock file, for the message a second daemon gives."""
+        assert self._fd is not None, "record_pid before acquire"
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

@@ -153,17 +153,19 @@ class Service:
 
 
 async def claim_root(cfg: Config, reserve: DiskReserve, stack: AsyncExitStack) -> str:
-    """The disk reserve, then the root lock; returns the daemon's uuid."""
+    """The root lock, then the disk reserve; returns the daemon's uuid."""
     cfg.root.mkdir(parents=True, exist_ok=True, mode=0o711)
     cfg.state.mkdir(parents=True, exist_ok=True, mode=0o711)
-    # First, before anything writes: on a full disk the reserve makes room for start-up
+    # The lock first: a second daemon refused by it must not touch the live one's reserve.
+    lock = RootLock(cfg.root)
+    lock.acquire()
+    stack.callback(lock.release)  # last of all: the reserve's task stops before another daemon may start
+    # Then, before anything writes: on a full disk the reserve makes room for start-up
     # (the lock's pid, the databases' -shm files, the overlay check); see diskreserve.py.
     snapshots_root = cfg.root / "snapshots"
     await asyncio.to_thread(reserve.prepare, [cfg.root, cfg.root / "content",
                                               snapshots_root / "overlayfs", snapshots_root / "native"])
-    lock = RootLock(cfg.root)
-    lock.acquire()
-    stack.callback(lock.release)  # last of all: the reserve's task stops before another daemon may start
+    lock.record_pid()
     reserve_task = asyncio.get_running_loop().create_task(reserve.run())
     stack.push_async_callback(_cancel, reserve_task)
     return server_uuid(cfg.root)
@@ -368,26 +370,23 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def open_snapshotters(root: Path, registry: PluginRegistry,
-                            on_full: Callable[[str], bool] | None = None,
-                            stack: AsyncExitStack | None = None) -> dict[str, Snapshotter]:
+async def open_snapshotters(root: Path, registry: PluginRegistry, on_full: Callable[[str], bool],
+                            stack: AsyncExitStack) -> dict[str, Snapshotter]:
     """Every snapshotter this host can run, under <root>/<name>; the others are reported.
-    `on_full` makes room for a removal on a full disk (`DiskReserve.release`); `stack`, when
-    given, closes each snapshotter opened."""
+    `on_full` makes room for a removal on a full disk (`DiskReserve.release`); `stack` closes
+    each snapshotter opened."""
     found: dict[str, Snapshotter] = {}
     problem = await asyncio.to_thread(_overlay_problem, root / "overlayfs")
     plugin_type = "io.containerd.snapshotter.v1"
     if problem is None:
         found["overlayfs"] = await OverlaySnapshotter.open(root / "overlayfs", on_full=on_full)
-        if stack is not None:
-            stack.push_async_callback(found["overlayfs"].close)
+        stack.push_async_callback(found["overlayfs"].close)
         registry.add(Plugin(plugin_type, "overlayfs", exports={"root": str(root / "overlayfs")}))
     else:
         log.warning("overlayfs snapshotter unavailable: %s", problem)
         registry.add(Plugin(plugin_type, "overlayfs", init_error=f"skip plugin: {problem}"))
     found["native"] = await NativeSnapshotter.open(root / "native", on_full=on_full)
-    if stack is not None:
-        stack.push_async_callback(found["native"].close)
+    stack.push_async_callback(found["native"].close)
     registry.add(Plugin(plugin_type, "native", exports={"root": str(root / "native")}))
     return found
 

@@ -18,6 +18,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+from supervisor.diskreserve import DEFAULT_SIZE, RESERVE_NAME, free_bytes
 from tests.daemon import REPO, DaemonProcess, start_daemon, wait_subscribed
 
 
@@ -132,3 +133,29 @@ def test_start_says_when_ksmd_is_off(daemon: DaemonProcess) -> None:
 
     off = ksm.available() and ksm.read("run") == 0
     assert ("ksmd is off" in daemon.log()) == off
+
+
+@pytest.mark.root
+def test_a_refused_second_daemon_leaves_the_full_disk_reserve_alone(tmp_path: Path) -> None:
+    """On a nearly full root a starting daemon releases the disk reserve to make room; one that
+    the root lock refuses must not release the live daemon's (its deletions would then fail)."""
+    base = Path(tempfile.mkdtemp(prefix="dy-"))
+    (base / "root").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(base / "root")], check=True)
+    d = None
+    try:
+        d = start_daemon(base=base)
+        reserve = d.root / RESERVE_NAME
+        before = reserve.stat()
+        with open(d.root / "filler", "wb") as f:  # leave less than a reserve's worth free
+            f.write(b"\0" * max(0, free_bytes(d.root) - (DEFAULT_SIZE // 2)))
+        res = run_dockyardd("--root", str(d.root), "--state", str(tmp_path / "s"),
+                            "--address", str(tmp_path / "other.sock"))
+        assert res.returncode == 1 and "already using root" in res.stderr, res.stderr
+        after = reserve.stat()
+        assert (after.st_ino, after.st_blocks) == (before.st_ino, before.st_blocks)
+    finally:
+        code = d.stop() if d is not None else 0
+        subprocess.run(["umount", str(base / "root")], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+    assert code == 0
