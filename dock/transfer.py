@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import json
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from dock.images import Descriptor
 from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
 from dockyard_api.dockyard.images.v1 import images_pb2 as pb
 from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
+from dockyard_common.jsonutil import json_object
 from supervisor.errors import Internal, InvalidArgument
 from supervisor.services.status import error_from_status
 
@@ -137,13 +137,7 @@ def _desc(d: descriptor_pb2.Descriptor) -> Descriptor:
 
 def _config_document(name: str, data: bytes) -> dict[str, Any]:
     """The image config the daemon sent, as an object; anything else is an error in words."""
-    try:
-        doc = json.loads(data or b"{}")
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise Internal(f"image {name}: the daemon sent an image config that is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise Internal(f"image {name}: the daemon sent an image config that is not a JSON object")
-    return doc
+    return json_object(data or b"{}", f"image {name}: the daemon sent an image config; it", Internal)
 
 
 def _platform(p: platform_pb2.Platform) -> str:

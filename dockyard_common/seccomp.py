@@ -19,7 +19,6 @@ syscall names are not checked here: the runtime skips names its libseccomp does 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import tomllib
 from collections.abc import Iterable
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from dockyard_common.jsonutil import json_value
 
 ACTIONS = frozenset({"SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP",
                      "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_LOG", "SCMP_ACT_ALLOW"})
@@ -203,11 +204,15 @@ def load(path: str | os.PathLike[str]) -> Profile:
         raw = p.read_bytes()
     except OSError as exc:
         raise ProfileError(f"seccomp profile {p}: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(raw.decode()) if p.suffix == ".toml" else json.loads(raw)
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"seccomp profile {p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'}: {exc}") \
-            from None
+    if p.suffix != ".toml":
+        data = json_value(raw, f"seccomp profile {p}", ProfileError)
+    else:
+        try:
+            data = tomllib.loads(raw.decode())
+        except RecursionError:
+            raise ProfileError(f"seccomp profile {p}: not valid TOML: nested too deeply") from None
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ProfileError(f"seccomp profile {p}: not valid TOML: {exc}") from None
     try:
         return parse(data)
     except ProfileError as exc:

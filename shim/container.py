@@ -9,7 +9,6 @@ cannot attribute (see `reaper`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -18,6 +17,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from dockyard_common.jsonutil import json_object
 from shim import state
 from shim.cgroups import CgroupManager, EventWatch, Resources, new_manager
 from shim.cgroups.base import DeviceRule
@@ -233,11 +233,5 @@ class Container:
 
 def parse_resources(data: bytes) -> dict[str, Any]:
     """The LinuxResources JSON of an UpdateTaskRequest."""
-    try:
-        value = json.loads(data) if data else {}
-    except ValueError as exc:
-        raise InvalidArgument(f"resources: not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument("resources must be a JSON object")
-    return value
+    return json_object(data, "resources", InvalidArgument) if data else {}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 from typing import Any
 
@@ -13,6 +12,7 @@ from dock.client import Client
 from dock.commands.run import add_container_options, request_from_args
 from dock.output import emit, emit_json, labels_text
 from dock.runner import create_container, remove_container
+from dockyard_common.jsonutil import JsonError, json_value
 from supervisor.errors import FailedPrecondition, NotFound
 from supervisor.metadata.containers import Container
 
@@ -45,8 +45,8 @@ def describe(c: Container) -> dict[str, Any]:
     spec: Any = None
     if c.spec is not None:
         try:
-            spec = json.loads(c.spec.value)
-        except ValueError:
+            spec = json_value(c.spec.value, "spec")
+        except JsonError:  # shown as what it is, not decoded
             spec = {"type_url": c.spec.type_url, "bytes": len(c.spec.value)}
     return {
         "id": c.id, "image": c.image, "labels": c.labels, "runtime": c.runtime_name,

@@ -16,6 +16,7 @@ from dock.output import emit, emit_json, to_jsonable
 from dock.runner import Signals, attach, container_mounts, destroy_task
 from dock.stdio import ProcessIO
 from dock.tasks import Process, Status, TaskMetrics
+from dockyard_common.jsonutil import json_object
 from supervisor.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 
 
@@ -251,10 +252,4 @@ async def wait(client: Client, args: argparse.Namespace) -> int:
 
 def _spec(cid: str, data: bytes) -> dict[str, Any]:
     """A container's OCI spec as stored; a record another client wrote may hold anything."""
-    try:
-        spec = json.loads(data)
-    except (ValueError, RecursionError):
-        raise FailedPrecondition(f"container {cid}: its spec is not valid JSON") from None
-    if not isinstance(spec, dict):
-        raise FailedPrecondition(f"container {cid}: its spec is not a JSON object")
-    return spec
+    return json_object(data, f"container {cid}: its spec", FailedPrecondition)

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dockyard_common.devices import check_device_number
 from supervisor.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
 
 PARENT = "dockyard"
@@ -221,7 +222,7 @@ def _throttles(bio: Mapping[str, Any], key: str) -> tuple[ThrottleDevice, ...]:
         major, minor, rate = (_int(d, k, f"blockIO.{key}") for k in ("major", "minor", "rate"))
         if major is None or minor is None or rate is None or min(major, minor, rate) < 0:
             raise InvalidArgument(f"linux.resources.blockIO.{key} entries need major, minor and rate >= 0")
-        _check_device_number(major, minor, f"linux.resources.blockIO.{key}")
+        check_device_number(major, minor, f"linux.resources.blockIO.{key}", InvalidArgument)
         out.append(ThrottleDevice(major, minor, rate))
     return tuple(out)
 
@@ -242,20 +243,8 @@ def _device(d: Any) -> DeviceRule:
     # runc treats -1 as "any", like a missing number.
     major = None if major in (None, -1) else major
     minor = None if minor in (None, -1) else minor
-    _check_device_number(major, minor, "linux.resources.devices")
+    check_device_number(major, minor, "linux.resources.devices", InvalidArgument)
     return DeviceRule(allow, typ, major, minor, access)
-
-
-# What the kernel's dev_t holds: 12 bits of major, 20 of minor.
-DEV_MAJOR_MAX = (1 << 12) - 1
-DEV_MINOR_MAX = (1 << 20) - 1
-
-
-def _check_device_number(major: int | None, minor: int | None, where: str) -> None:
-    if (major is not None and not 0 <= major <= DEV_MAJOR_MAX) or (
-            minor is not None and not 0 <= minor <= DEV_MINOR_MAX):
-        raise InvalidArgument(f"{where}: device number {major}:{minor} is out of range "
-                              f"(major 0-{DEV_MAJOR_MAX}, minor 0-{DEV_MINOR_MAX})")
 
 
 def _hugepage(h: Any) -> HugepageLimit:

@@ -154,8 +154,9 @@ def prepare(program: Program, bundle: str | None = None) -> None:
     L.load_libseccomp()
     if program in _prepared:
         return
-    entry_key = seccomp_cache.key(program)
     directory = seccomp_cache.cache_dir(bundle) if bundle else None
+    # The key hashes the whole program: worth its cost only when there is a cache to look in.
+    entry_key = seccomp_cache.key(program) if directory else ""
     entry = seccomp_cache.read(directory, entry_key) if directory else None
     if entry is not None:
         log.debug("seccomp: program %s from the cache", entry_key[:12])
@@ -167,9 +168,9 @@ def prepare(program: Program, bundle: str | None = None) -> None:
             finally:
                 f.release()
         except OSError as e:
-            log.debug("seccomp: program %s not prepared: %s", entry_key[:12], e)
+            log.debug("seccomp: program %s not prepared: %s", entry_key[:12] or "(uncached)", e)
             return
-        log.debug("seccomp: program %s built by libseccomp", entry_key[:12])
+        log.debug("seccomp: program %s built by libseccomp", entry_key[:12] or "(uncached)")
         if directory:
             seccomp_cache.write(directory, entry_key, entry)
     _prepared[program] = entry

@@ -15,8 +15,8 @@ An entry: a header (magic, FORMAT, the seccomp(2) flags, the program's length, t
 sha256 over those and the program) and the program (`struct sock_filter[]`). Written to a temp name (0600) and
 renamed into place; read back only when every header field checks, else ignored (and rewritten by
 the caller). At most MAX_ENTRIES entries: a write beyond evicts the least recently used (a hit
-touches its entry). Every failure here is logged at debug and treated as a miss: the cache never
-fails a container.
+touches its entry); a write also removes the temp files a crashed writer left. Every failure
+here is logged at debug and treated as a miss: the cache never fails a container.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import logging
 import os
 import stat
 import struct
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +50,9 @@ FORMAT = 1
 SUBDIR = "seccomp"
 SUFFIX = ".bpf"
 MAX_ENTRIES = 64
+# A temp file (`.<name>.<pid>.tmp`) older than this, or whose writer is gone, was left by a
+# crash: eviction removes it. A live writer renames its own within milliseconds.
+STALE_TEMP_SECONDS = 60
 _MAGIC = b"DYSCBPF\0"
 # magic, FORMAT, flags, program length, key; then the sha256 of those and the program
 _FIELDS = struct.Struct("<8sIII32s")
@@ -192,13 +196,39 @@ def write(directory: str, entry_key: str, entry: Compiled) -> None:
         os.close(dfd)
 
 
+def _writer_gone(temp: str) -> bool:
+    """Whether the process named in the temp file `temp` no longer exists."""
+    try:
+        pid = int(temp.rsplit(".", 2)[-2])
+    except (IndexError, ValueError):
+        return True  # not a name `write` makes: nobody will rename it
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 def _evict(dfd: int, directory: str) -> None:
     entries: list[tuple[int, str]] = []
+    stale_before = time.time_ns() - STALE_TEMP_SECONDS * 1_000_000_000
     with os.scandir(dfd) as it:
         for e in it:
+            try:
+                mtime = e.stat(follow_symlinks=False).st_mtime_ns
+            except OSError:
+                continue
             if e.name.endswith(SUFFIX) and not e.name.startswith("."):
+                entries.append((mtime, e.name))
+            elif e.name.startswith(".") and e.name.endswith(".tmp") and (
+                    mtime < stale_before or _writer_gone(e.name)):
                 with contextlib.suppress(OSError):
-                    entries.append((e.stat(follow_symlinks=False).st_mtime_ns, e.name))
+                    os.unlink(e.name, dir_fd=dfd)
+                    log.debug("seccomp cache %s/%s: stale temp file removed", directory, e.name)
     entries.sort()
     for _, name in entries[: max(0, len(entries) - MAX_ENTRIES + 1)]:
         with contextlib.suppress(OSError):

@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard_common.devices import check_device_number
+from dockyard_common.jsonutil import json_value
 from shim.linux import CAPABILITIES
 from supervisor.errors import InvalidArgument
 
@@ -352,13 +354,13 @@ def _parse_linux(d: dict[str, Any]) -> Linux:
         dtype = _str(dev, "type", dpath)
         if dtype not in ("c", "b", "u", "p"):
             raise InvalidArgument(f"spec: {dpath}.type: unknown device type {dtype!r}")
+        major, minor = (_int(dev, "major", dpath, 0), _int(dev, "minor", dpath, 0)) if dtype != "p" else (0, 0)
+        check_device_number(major, minor, f"spec: {dpath}", InvalidArgument)
         devices.append(Device(
             path=_abs(_str(dev, "path", dpath), f"{dpath}.path"),
             type=dtype,
-            # The kernel's dev_t: 12 bits of major, 20 of minor (beyond, mknod would fail in
-            # the container's init with Python's words instead of the field's name).
-            major=_int(dev, "major", dpath, 0, lo=0, hi=(1 << 12) - 1) if dtype != "p" else 0,
-            minor=_int(dev, "minor", dpath, 0, lo=0, hi=(1 << 20) - 1) if dtype != "p" else 0,
+            major=major,
+            minor=minor,
             file_mode=_opt_int(dev, "fileMode", dpath, lo=0, hi=0o7777),
             uid=_opt_int(dev, "uid", dpath, lo=0, hi=_U32),
             gid=_opt_int(dev, "gid", dpath, lo=0, hi=_U32),
@@ -392,10 +394,7 @@ def _parse_linux(d: dict[str, Any]) -> Linux:
 
 
 def _decode(data: str | bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidArgument(f"spec: not valid JSON: {e}") from None
+    return json_value(data, "spec", InvalidArgument)
 
 
 def parse_spec(data: str | bytes | dict[str, Any]) -> Spec:

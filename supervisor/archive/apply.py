@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from dockyard_common.devices import check_device_number
 from supervisor.archive.hashing import DigestingReader
 from supervisor.archive.lowers import OVERLAY_OPAQUE_XATTR, LowerView
 from supervisor.archive.readahead import ReadAhead
@@ -105,10 +106,7 @@ WHITEOUT_OPAQUE = ".wh..wh..opq"
 # together, but not always (the benchmark's generator spreads files over 100 directories).
 _CACHE_SIZE = max(16, min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 16))
 _I64_MAX = (1 << 63) - 1
-# What the kernel's dev_t holds (12 bits of major, 20 of minor), and the largest id chown
-# takes ((uid_t)-1 means "unchanged" to it, so it is no owner).
-_DEV_MAJOR_MAX = (1 << 12) - 1
-_DEV_MINOR_MAX = (1 << 20) - 1
+# The largest id chown takes ((uid_t)-1 means "unchanged" to it, so it is no owner).
 _ID_MAX = (1 << 32) - 2
 
 _DEVICE_TYPES = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}
@@ -615,10 +613,7 @@ def _check_entry(e: Entry) -> None:
         if "\0" in value:
             raise InvalidArgument(f"tar entry {e.name!r}: its {what} contains a NUL byte")
     if e.type in (CHAR, BLOCKDEV):
-        if not (0 <= e.devmajor <= _DEV_MAJOR_MAX and 0 <= e.devminor <= _DEV_MINOR_MAX):
-            raise InvalidArgument(
-                f"tar entry {e.name!r}: device number {e.devmajor}:{e.devminor} is out of range "
-                f"(major 0-{_DEV_MAJOR_MAX}, minor 0-{_DEV_MINOR_MAX})")
+        check_device_number(e.devmajor, e.devminor, f"tar entry {e.name!r}", InvalidArgument)
     for what, ident in (("uid", e.uid), ("gid", e.gid)):
         if not 0 <= ident <= _ID_MAX:
             raise InvalidArgument(f"tar entry {e.name!r}: {what} {ident} is out of range (0-{_ID_MAX})")
@@ -636,10 +631,7 @@ def _unexpected(what: str, e: Exception) -> DockyardError:
         return InvalidArgument(f"{what}: a name or value is not valid text")
     if isinstance(e, OverflowError | struct.error | ArithmeticError):
         return InvalidArgument(f"{what}: a number in the header is out of range")
-    if isinstance(e, ValueError):
-        text = str(e)
-        if "null" in text.lower() or "nul" in text.lower():
-            return InvalidArgument(f"{what}: a name or value contains a NUL byte")
+    if isinstance(e, ValueError):  # NUL bytes were refused by name in `_check_entry`
         return InvalidArgument(f"{what}: a header value is invalid")
     log.exception("%s: unexpected error", what)
     return Internal(f"{what}: unexpected error while applying the layer")

@@ -1,6 +1,6 @@
 """NetworkManager: a container's network - netns, CNI ADD/DEL/CHECK, ports, DNS files, reconcile.
 
-Words: an *attachment* is one container's network: its netns file ``<state>/netns/<ns>-<id>``
+Words: an *attachment* is one container's network: its netns file ``<state>/netns/<cni id>``
 (``lo`` brought up by the loopback plugin), one interface per network (``eth0``, ``eth1``, ... in
 the order asked), the published ports (given to the first network's portmap plugin), and its
 generated ``resolv.conf``/``hosts`` in ``<state>/network/<ns>/<id>/``. Its *record*,
@@ -8,7 +8,9 @@ generated ``resolv.conf``/``hosts`` in ``<state>/network/<ns>/<id>/``. Its *reco
 conflist as used at ADD time, the interface names, the runtimeConfig and each ADD result. It lives
 under <root>, not <state>, because host-local's allocations (``<root>/networks/ipam``) outlive a
 reboot and must be released after one too. The *CNI container id* is ``dockyard-`` + a hash of
-(namespace, id): containerd allows one id in several namespaces, CNI needs one unique id.
+(namespace, id): containerd allows one id in several namespaces, CNI needs one unique id. The
+netns file is named by it too: ``-`` is allowed in both namespace and id, so ``<ns>-<id>`` would
+give ("a-b", "c") and ("a", "b-c") one file, and one container's cleanup would unmount the other's.
 
 Lifecycle (the daemon's task path, wired in a later session):
   - task create: ``att = await manager.attach(ns, id, networks, ports, hostname=..., dns=...)``;
@@ -52,6 +54,7 @@ import logging
 import os
 import shutil
 import socket
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,7 +133,9 @@ class NetworkManager:
         self.runner = runner or CNIRunner()
         self._lock = asyncio.Lock()  # ports, records and network create/remove decisions
         self._net_locks: dict[str, asyncio.Lock] = {}
-        self._ctr_locks: dict[str, asyncio.Lock] = {}
+        # a lock stays while a holder or waiter references it, then goes by itself: removing it
+        # by hand while held would let a newcomer take a fresh one and race the holder
+        self._ctr_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._records: dict[str, dict[str, Any]] = {}
         self._load_records()
 
@@ -173,7 +178,7 @@ class NetworkManager:
     # ----- attach / detach -----------------------------------------------------------------------
 
     def netns_path(self, namespace: str, container_id: str) -> Path:
-        return self.netns_dir / f"{namespace}-{container_id}"
+        return self.netns_dir / cni_container_id(namespace, container_id)
 
     async def attach(self, namespace: str, container_id: str, networks: Sequence[str] | None = None,
                      ports: Sequence[PortMapping] = (), *, hostname: str = "", dns: Sequence[str] = (),
@@ -209,6 +214,11 @@ class NetworkManager:
                 await asyncio.to_thread(self._save, rec)  # before the netns: a crash from here on is found
             try:
                 await asyncio.to_thread(netns.create, path)
+            except BaseException:
+                # the netns is not ours (a leftover file, or the kernel refused): undo only the record
+                await asyncio.to_thread(self._drop, key)
+                raise
+            try:
                 # a new netns has `lo` down; the loopback plugin brings it up (no DEL needed: it
                 # goes with the namespace)
                 await self.runner.add(LOOPBACK, key, str(path), "lo")
@@ -303,14 +313,11 @@ class NetworkManager:
         """host-local allocations of no live container and no record (the record was lost): DEL
         with that network's config releases them the plugins' way. Without a kept ADD result the
         plugins get what they need rebuilt from what is left: the address (the allocation file's
-        name), the interface, the netns (found by its file name) and a port-mapping marker so
+        name), the interface, the netns (its file is named by the owner) and a port-mapping marker so
         portmap removes the container's chains."""
-        stray: dict[str, Path] = {}
-        for path in await asyncio.to_thread(netns.listing, self.netns_dir):
-            name = path.name  # "<ns>-<id>"; both may hold '-', so try every split
-            for i, ch in enumerate(name):
-                if ch == "-":
-                    stray[cni_container_id(name[:i], name[i + 1:])] = path
+        # the netns file is named by the CNI container id, the allocation's owner (looked up among
+        # the files, not joined as a path: the owner is whatever the allocation file held)
+        stray = {p.name: p for p in await asyncio.to_thread(netns.listing, self.netns_dir)}
         networks, _ = await asyncio.to_thread(self.store.list)
         for net in networks:
             for d in net.ipam_dirs:
@@ -413,7 +420,10 @@ class NetworkManager:
         return self._net_locks.setdefault(name, asyncio.Lock())
 
     def _ctr_lock(self, key: str) -> asyncio.Lock:
-        return self._ctr_locks.setdefault(key, asyncio.Lock())
+        lock = self._ctr_locks.get(key)
+        if lock is None:
+            lock = self._ctr_locks[key] = asyncio.Lock()
+        return lock
 
     def _load_records(self) -> None:
         self._records = {}
@@ -439,7 +449,6 @@ class NetworkManager:
     def _drop(self, key: str) -> None:
         (self.records_dir / f"{key}.json").unlink(missing_ok=True)
         self._records.pop(key, None)
-        self._ctr_locks.pop(key, None)
 
 
 def _attachment(rec: dict[str, Any]) -> Attachment:

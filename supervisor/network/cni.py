@@ -165,7 +165,7 @@ class CNIRunner:
             return None
         try:
             return json.loads(out)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise CNIPluginError(f"{where} printed a result that is not JSON: {_clip(out)}",
                                  plugin=ptype, command=command) from None
 
@@ -206,7 +206,7 @@ def _plugins(conflist: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def _plugin_error(where: str, ptype: str, command: str, status: int, out: bytes, err: bytes) -> CNIPluginError:
     try:
         doc = json.loads(out)
-    except ValueError:
+    except (ValueError, RecursionError):  # not CNI's error document: reported as text below
         doc = None
     if isinstance(doc, dict) and ("msg" in doc or "code" in doc):
         code = doc.get("code")

@@ -1,23 +1,29 @@
 """A container's network byte and packet counters, read from inside its network namespace.
 
-Words: ``/proc/thread-self/net/dev`` lists the interfaces of the *calling thread's* network
-namespace (``/proc/net`` follows the main thread, and /sys/class/net the namespace sysfs was
-mounted in, so neither would do). ``read_counters(netns_path)`` enters the namespace in a fresh
-thread (netns.in_netns) and parses that file; loopback is left out, as Docker's stats do.
+Words: ``/proc/<pid>/net/dev`` lists the interfaces of the network namespace of process <pid>
+(its main thread's), so with a pid of a process in the container - the task's init - a read is
+a few stat calls and one small file read: no thread, no setns. Without a pid (no task yet, or it has
+exited) ``read_counters`` falls back to entering the netns file in a fresh thread
+(netns.in_netns) and reading ``/proc/thread-self/net/dev`` (``/proc/net`` follows the main
+thread, and /sys/class/net the namespace sysfs was mounted in, so neither would do). Loopback is
+left out, as Docker's stats do.
 
-Lifecycle: callable any time the netns file exists; the stats stream (a later session) calls it
-per sample from a worker thread (it blocks for a thread start and one small read).
+Lifecycle: callable any time the netns file exists; the stats stream calls it per sample with the
+task's pid. The pid is trusted only while its namespace is the netns file's (a pid that exited
+and was reused by another process must not report that process's counters); otherwise the
+netns file is read.
 
 Errors: NotFound when the netns file is gone (the container was removed meanwhile).
 
 Example::
 
-    counters = read_counters(Path("/run/dockyard/netns/default-web"))
+    counters = read_counters(manager.netns_path("default", "web"), pid=task_pid)
     counters["eth0"].rx_bytes, counters["eth0"].tx_bytes
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +58,36 @@ def parse_net_dev(text: str, *, include_loopback: bool = False) -> dict[str, Cou
     return out
 
 
-def read_counters(netns_path: Path, *, include_loopback: bool = False) -> dict[str, Counters]:
+def read_counters(netns_path: Path, *, pid: int | None = None,
+                  include_loopback: bool = False) -> dict[str, Counters]:
+    try:
+        ns = os.stat(netns_path)
+    except FileNotFoundError:
+        raise NotFound(f"network namespace {str(netns_path)!r}") from None
     if not netns.is_mounted(netns_path):
         raise NotFound(f"network namespace {str(netns_path)!r}")
+    if pid is not None:
+        text = _read_via_pid(pid, ns)
+        if text is not None:
+            return parse_net_dev(text, include_loopback=include_loopback)
 
     def read() -> str:
         with open("/proc/thread-self/net/dev") as f:
             return f.read()
 
     return parse_net_dev(netns.in_netns(netns_path, read), include_loopback=include_loopback)
+
+
+def _read_via_pid(pid: int, ns: os.stat_result) -> str | None:
+    """/proc/<pid>/net/dev when <pid> is (still) in the namespace `ns` names; None otherwise."""
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/net")
+        if (theirs.st_dev, theirs.st_ino) != (ns.st_dev, ns.st_ino):
+            return None
+        with open(f"/proc/{pid}/net/dev") as f:
+            text = f.read()
+        # checked again after the read: the pid may have exited and been reused in between
+        again = os.stat(f"/proc/{pid}/ns/net")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text if (again.st_dev, again.st_ino) == (ns.st_dev, ns.st_ino) else None

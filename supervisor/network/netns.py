@@ -16,7 +16,7 @@ raised.
 
 Example::
 
-    path = create(state / "netns" / "default-web")
+    path = create(state / "netns" / cni_container_id("default", "web"))
     try:
         ...  # CNI ADD with CNI_NETNS=str(path); OCI spec network namespace path = str(path)
         rx_tx = in_netns(path, read_counters)
@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from shim import linux as L
+from dockyard_common import netns_syscalls as L
 from supervisor.errors import AlreadyExists, Unavailable
 
 T = TypeVar("T")
@@ -72,7 +72,7 @@ def create(path: Path) -> Path:
 
     def make() -> None:
         L.unshare(L.CLONE_NEWNET)  # this thread only: the daemon's other threads stay put
-        L.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path), None, L.MS_BIND)
+        L.bind_mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path))
 
     try:
         in_fresh_thread(make)

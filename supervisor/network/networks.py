@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard_common.jsonutil import json_object
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 DEFAULT_NETWORK = "dockyard"
@@ -307,13 +308,9 @@ def build_conflist(name: str, subnet: IPNet, gateway: str, bridge: str, *, inter
 def load(path: Path) -> Network:
     """Parse one conflist (or single-plugin .conf); InvalidArgument naming the file when malformed."""
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json_object(path.read_bytes(), str(path), InvalidArgument)
     except OSError as exc:
         raise InvalidArgument(f"{path}: cannot read: {exc.strerror}") from None
-    except ValueError as exc:
-        raise InvalidArgument(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidArgument(f"{path}: must hold a JSON object")
     if "plugins" not in doc and isinstance(doc.get("type"), str):  # a single-plugin .conf
         doc = {"cniVersion": doc.get("cniVersion", CNI_VERSION), "name": doc.get("name"), "plugins": [doc]}
     name = doc.get("name")

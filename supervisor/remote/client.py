@@ -85,7 +85,7 @@ def _error_detail(body: bytes) -> str:
         if isinstance(errs, list) and errs:
             return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errs
                              if isinstance(e, dict))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not the registry's error document: show the text
         pass
     text = body[:200].decode(errors="replace").strip()
     return text
@@ -248,7 +248,7 @@ class RegistrySession:
                     return json.loads(await read_limited(resp, 1 << 20))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise connection_error(exc, what, host, self.timeouts) from None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
                 raise Unavailable(f"{what}: the answer is not JSON") from None
 
         doc = await with_retries(self.retry, once)

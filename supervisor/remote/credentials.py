@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard_common.jsonutil import json_object
 from supervisor.errors import FailedPrecondition, InvalidArgument
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
@@ -94,13 +95,7 @@ def _read(path: Path) -> dict[str, Any]:
         raw = path.read_bytes()
     except FileNotFoundError:
         return {}
-    try:
-        data = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgument(f"{path}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument(f"{path}: expected a JSON object")
-    return data
+    return json_object(raw or b"{}", str(path), InvalidArgument)
 
 
 def _decode(entry: Any, where: str) -> Credentials | None:
@@ -173,7 +168,7 @@ def _from_helper(name: str, server: str) -> Credentials | None:
         raise FailedPrecondition(f"credential helper {program} get {auth_key(server)}: {output[:300]}")
     try:
         doc = json.loads(output)
-    except ValueError:
+    except (ValueError, RecursionError):  # refused below in words
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("Username"), str) \
             or not isinstance(doc.get("Secret"), str):

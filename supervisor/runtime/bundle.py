@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard_common.jsonutil import json_object
 from supervisor import identifiers
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
@@ -72,13 +73,7 @@ def confine_cgroup(spec: dict[str, Any], namespace: str, cid: str) -> bytes:
 
 
 def parse_spec(spec_json: bytes) -> dict[str, Any]:
-    try:
-        spec = json.loads(spec_json)
-    except ValueError as exc:
-        raise InvalidArgument(f"container spec is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise InvalidArgument("container spec must be a JSON object")
-    return spec
+    return json_object(spec_json, "container spec", InvalidArgument)
 
 
 def _host_id_of_root(mappings: Any) -> int | None:

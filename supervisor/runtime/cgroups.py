@@ -15,11 +15,12 @@ is in use goes. Only directories under `<hierarchy>/dockyard/` are ever touched.
 from __future__ import annotations
 
 import collections
-import json
+import functools
 import logging
 import os
 from typing import Any
 
+from dockyard_common.jsonutil import JsonError, json_value
 from shim.cgroups.base import PARENT, check_inside, normalize_path
 from shim.cgroups.detect import CGROUP_ROOT, host_version, v1_mounts, v2_mountpoint
 from supervisor.errors import DockyardError
@@ -53,8 +54,8 @@ def read_cgroup_rel(config: str, namespace: str, cid: str, *, foreign: bool) -> 
     """`cgroup_rel` of a bundle's config.json (None when it cannot be read)."""
     try:
         with open(config, "rb") as f:
-            spec = json.loads(f.read())
-    except (OSError, ValueError, RecursionError):
+            spec = json_value(f.read(), config)
+    except (OSError, JsonError):
         return None
     return cgroup_rel(spec, namespace, cid, foreign=foreign)
 
@@ -72,9 +73,15 @@ class CgroupPruner:
         self.root = root
         self._busy: collections.Counter[str] = collections.Counter()  # levels creates need
 
+    @functools.cached_property
     def tops(self) -> list[str]:
         """Our parent in every hierarchy (a foreign runc makes its cgroup in each v1 one, and
-        in the unified one of a hybrid host)."""
+        in the unified one of a hybrid host).
+
+        Found once, on the first prune (an OSError is not cached, so the next one retries):
+        the hierarchies are mounted at boot, and reading mountinfo on every prune would block
+        the event loop for nothing.
+        """
         if host_version(self.root) == 2:
             return [os.path.join(self.root, PARENT)]
         mounts = set(v1_mounts().values())
@@ -102,7 +109,7 @@ class CgroupPruner:
         if not rel:
             return
         try:
-            tops = self.tops()
+            tops = self.tops
         except OSError as exc:
             log.debug("cgroup prune of %s: %s", rel, exc)
             return

@@ -22,7 +22,7 @@ from typing import Any
 
 from supervisor.errors import DockyardError
 from supervisor.network import netns
-from supervisor.network.attachments import NetworkManager, PortMapping
+from supervisor.network.attachments import NetworkManager, PortMapping, cni_container_id
 from supervisor.network.cni import CNIRunner
 from supervisor.network.networks import NetworkStore
 
@@ -112,8 +112,74 @@ async def _do(mgr: NetworkManager, base: Path, op: str, a: dict[str, Any]) -> di
         return {"removed": await mgr.prune_networks()}
     if op == "counters":
         from supervisor.network.counters import read_counters
-        return {k: vars(v) for k, v in (await asyncio.to_thread(read_counters, Path(a["netns"]))).items()}
+        got = await asyncio.to_thread(read_counters, Path(a["netns"]), pid=a.get("pid"))
+        return {k: vars(v) for k, v in got.items()}
+    if op == "lock_race":
+        return await _lock_race(mgr, a["ns"], a["id"])
     raise ValueError(f"unknown op {op}")
+
+
+async def _lock_race(mgr: NetworkManager, ns: str, cid: str) -> dict[str, Any]:
+    """attach; detach B, held inside its DEL while attach C queues; during C's first ADD a new
+    detach D arrives. D must wait for C: it used to get a fresh lock once B had dropped the
+    record (and its lock), and tore the netns down under C's ADD. Reports what the plugins saw."""
+    key = cni_container_id(ns, cid)
+    real_add, real_delete = mgr.runner.add, mgr.runner.delete
+    busy = 0
+    seen: dict[str, Any] = {"overlap": False, "adds": [], "order": []}
+    b_in_del, b_go, d_in_del = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    tasks: dict[str, asyncio.Task[Any]] = {}
+
+    async def tracked(fn: Any, *args: Any, **kw: Any) -> Any:
+        nonlocal busy
+        busy += 1
+        seen["overlap"] = seen["overlap"] or busy > 1  # two operations of one container at once
+        try:
+            return await fn(*args, **kw)
+        finally:
+            busy -= 1
+
+    async def add(conflist: dict[str, Any], cni_id: str, netns_arg: str, ifname: str, **kw: Any) -> Any:
+        seen["adds"].append(ifname)
+        if "C" in tasks and "D" not in tasks:  # C's first ADD: D arrives now
+            tasks["D"] = asyncio.create_task(run("D", mgr.detach(ns, cid)))
+            # D must not reach its DEL while C is in its ADD; if it can, it does so at once
+            await asyncio.wait([tasks["D"], asyncio.create_task(d_in_del.wait())], timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+        return await tracked(real_add, conflist, cni_id, netns_arg, ifname, **kw)
+
+    async def delete(*args: Any, **kw: Any) -> Any:
+        if "D" in tasks:
+            d_in_del.set()
+            seen["overlap"] = seen["overlap"] or not tasks["C"].done()  # D tearing down under C
+        elif not b_in_del.is_set():
+            b_in_del.set()
+            await b_go.wait()
+        return await tracked(real_delete, *args, **kw)
+
+    async def run(name: str, coro: Any) -> Any:
+        try:
+            return await coro
+        finally:
+            seen["order"].append(name)
+
+    await mgr.attach(ns, cid)
+    mgr.runner.add, mgr.runner.delete = add, delete  # type: ignore[method-assign,assignment]
+    try:
+        tasks["B"] = asyncio.create_task(run("B", mgr.detach(ns, cid)))
+        await b_in_del.wait()
+        tasks["C"] = asyncio.create_task(run("C", mgr.attach(ns, cid)))
+        await asyncio.sleep(0)  # C's first step: it queues on the container's lock
+        b_go.set()
+        results = list(await asyncio.gather(tasks["B"], tasks["C"], return_exceptions=True))
+        if "D" in tasks:
+            results.append((await asyncio.gather(tasks["D"], return_exceptions=True))[0])
+    finally:
+        mgr.runner.add, mgr.runner.delete = real_add, real_delete  # type: ignore[method-assign]
+    seen["errors"] = [repr(r) for r in results if isinstance(r, BaseException)]
+    seen["attached"] = key in mgr._records
+    seen["locks_left"] = len(mgr._ctr_locks)
+    return seen
 
 
 class HostNamespace:

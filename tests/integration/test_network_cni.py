@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.network import netns
+from supervisor.network.attachments import cni_container_id
 from tests.integration.netcni_driver import HostNamespace, server_in
 
 pytestmark = pytest.mark.root
@@ -436,3 +438,65 @@ def test_failed_detach_keeps_the_record_and_reconcile_retries(host: HostNamespac
     report = host.ok("reconcile", live=[])
     assert report["released"] == ["t/a"] and report["problems"] == []
     assert empty(host.snapshot())
+
+
+def test_ids_with_dashes_get_their_own_netns(host: HostNamespace) -> None:
+    # ("a-b", "c") and ("a", "b-c") once shared the netns file "a-b-c": the second attach's
+    # failure tore down the first's netns, and a detach of either removed the other's
+    one = host.ok("attach", ns="a-b", id="c")
+    two = host.ok("attach", ns="a", id="b-c")
+    assert one["netns"] != two["netns"] and ip_of(one) != ip_of(two)
+    assert host.ping(one["netns"], ip_of(two)) and host.ping(two["netns"], ip_of(one))
+    host.ok("detach", ns="a-b", id="c")
+    assert host.ping(two["netns"], "10.88.0.1")  # untouched by the other's detach
+    host.ok("detach", ns="a-b", id="c")  # no record now: must not remove the other's netns either
+    assert host.ping(two["netns"], "10.88.0.1")
+    host.ok("check", ns="a", id="b-c")
+    again = host.ok("attach", ns="a-b", id="c")
+    assert again["netns"] == one["netns"] and host.ping(again["netns"], ip_of(two))
+    host.ok("detach", ns="a", id="b-c")
+    assert host.ping(again["netns"], "10.88.0.1")
+    host.ok("detach", ns="a-b", id="c")
+    assert empty(host.snapshot())
+
+
+def test_attach_never_tears_down_a_netns_it_did_not_make(host: HostNamespace) -> None:
+    host.ok("attach", ns="t", id="warm")
+    host.ok("detach", ns="t", id="warm")
+    baseline = host.snapshot()
+    # a netns file already at the container's path with no record (a record lost in a crash)
+    stray = netns.create(host.base / "state" / "netns" / cni_container_id("t", "x"))
+    try:
+        r = host.call("attach", ns="t", id="x")
+        assert r["error"] == "already exists" and str(stray) in r["message"], r
+        assert netns.is_mounted(stray)  # left as it was: no DEL ran in it, nothing unmounted it
+        snap = host.snapshot()
+        assert snap["records"] == [] and snap["ipam"] == [] and snap["netns"] == [stray.name]
+    finally:
+        netns.remove(stray)
+    assert host.snapshot() == baseline
+
+
+def test_attach_detach_attach_on_one_container_serialise(host: HostNamespace) -> None:
+    seen = host.ok("lock_race", ns="t", id="racy")
+    # B (detach) ends before C (attach) begins its work, D (detach) waits for C: one at a time
+    assert seen["order"] == ["B", "C", "D"] and not seen["overlap"] and seen["errors"] == [], seen
+    assert seen["adds"] == ["lo", "eth0"]  # C's ADDs once each, none repeated or interleaved
+    assert not seen["attached"] and seen["locks_left"] == 0  # consistent, and no lock kept
+    assert empty(host.snapshot())
+
+
+def test_counters_through_a_pid_match_the_netns(host: HostNamespace) -> None:
+    a = host.ok("attach", ns="t", id="a")
+    with server_in(a["netns"], TCP_ECHO) as proc:
+        assert host.ping(a["netns"], "10.88.0.1")
+        by_netns = host.ok("counters", netns=a["netns"])
+        by_pid = host.ok("counters", netns=a["netns"], pid=proc.pid)
+        assert set(by_pid) == set(by_netns) == {"eth0"}
+        # the same interface: counters only grow between the two reads
+        assert 0 < by_netns["eth0"]["rx_bytes"] <= by_pid["eth0"]["rx_bytes"]
+        assert 0 < by_netns["eth0"]["tx_packets"] <= by_pid["eth0"]["tx_packets"]
+        # a pid outside the container (the driver's own) is not trusted: the netns is read instead
+        driver = host.proc.pid if host.proc is not None else 0
+        assert set(host.ok("counters", netns=a["netns"], pid=driver)) == {"eth0"}
+    host.ok("detach", ns="t", id="a")

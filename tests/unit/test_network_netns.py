@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,12 @@ def test_remove_a_half_made_file(tmp_path: Path) -> None:
     assert not netns.is_mounted(half)
     netns.remove(half)
     assert not half.exists()
+
+
+def test_netns_does_not_import_the_shim() -> None:
+    # the daemon's side must not reach into the shim's internals; dockyard_common is the shared ground
+    code = ("import sys, supervisor.network.netns, supervisor.network.counters, dockyard_common.netns_syscalls; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('shim', 'cli', 'dock')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.strip()
+    assert out == "[]"

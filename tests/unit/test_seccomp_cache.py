@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +192,46 @@ def test_a_program_libseccomp_refuses_is_left_to_the_init(runtime: Path) -> None
     S.prepare(program, str(runtime / "default" / "c1"))
     assert program not in S._prepared
     assert not (runtime / DIR_NAME / C.SUBDIR).exists()
+
+
+def test_no_key_is_computed_without_a_cache(tmp_path: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key hashes the whole program: a container without a cache dir does not pay for it."""
+    keyed: list[S.Program] = []
+    real_key = C.key
+
+    def counted_key(p: S.Program) -> str:
+        keyed.append(p)
+        return real_key(p)
+
+    monkeypatch.setattr(C, "key", counted_key)
+    (tmp_path / "elsewhere" / "ns" / "id").mkdir(parents=True)
+    for action, bundle in (("SCMP_ACT_LOG", None), ("SCMP_ACT_TRAP", str(tmp_path / "elsewhere" / "ns" / "id"))):
+        program = _profile(defaultAction=action)
+        S.prepare(program, bundle)
+        assert S._prepared[program] == _built(program)
+    assert keyed == []
+    program = _profile()
+    S.prepare(program, str(runtime / "default" / "c1"))  # a cache: keyed once, and stored
+    assert keyed == [program] and C.read(str(runtime / DIR_NAME / C.SUBDIR), real_key(program)) is not None
+
+
+def test_eviction_removes_temp_files_a_crash_left(runtime: Path) -> None:
+    d = runtime / DIR_NAME / C.SUBDIR
+    first, second = _profile(), _profile(defaultAction="SCMP_ACT_LOG")
+    C.write(str(d), C.key(first), _built(first))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a writer that died before renaming its temp file
+    name = C.key(second) + C.SUFFIX
+    dead = d / f".{name}.{gone.pid}.tmp"
+    old = d / f".{name}.{os.getppid()}.tmp"  # its writer lives, but it is far older than any write
+    live = d / f".{'0' * 64}{C.SUFFIX}.{os.getpid()}.tmp"  # another entry's write, in progress
+    other = d / f".{name}.notapid.tmp"  # no name `write` makes
+    for p in (dead, old, live, other):
+        p.write_bytes(b"torn")
+    os.utime(old, (time.time() - 2 * C.STALE_TEMP_SECONDS,) * 2)
+    foreign = d / ".keep"  # not a temp file: not the cache's to remove
+    foreign.write_bytes(b"")
+    C.write(str(d), C.key(second), _built(second))
+    assert not dead.exists() and not old.exists() and not other.exists()
+    assert live.exists() and foreign.exists()
+    assert C.read(str(d), C.key(first)) == _built(first) and C.read(str(d), C.key(second)) == _built(second)
