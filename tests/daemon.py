@@ -23,6 +23,7 @@ from google.protobuf import any_pb2
 
 from dock.client import Client
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,11 +59,11 @@ class DaemonProcess:
         Writes made without a lease, as ctr makes them, are rightly collected by it (as by
         containerd's): a test that makes them, or counts what its own collections remove,
         waits for it first."""
-        deadline = time.monotonic() + timeout
-        while "garbage collection: removed" not in self.log()[self.log_start:]:
+        def collected() -> bool:
             assert self.proc.poll() is None, f"dockyardd exited with {self.proc.returncode}"
-            assert time.monotonic() < deadline, f"no start-up collection in {timeout} s"
-            time.sleep(0.02)
+            return "garbage collection: removed" in self.log()[self.log_start:]
+
+        wait_until(collected, timeout, what="the start-up garbage collection")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
@@ -109,16 +110,24 @@ def wait_ready(d: DaemonProcess, timeout: float = 20) -> None:
     raise RuntimeError(f"dockyardd did not become ready in {timeout}s:\n{d.log()}")
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
+def processes_mentioning(text: str) -> set[int]:
+    """PIDs (other than ours) whose command line contains `text`."""
+    found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit() and int(entry) != os.getpid():
-            try:
+            with contextlib.suppress(OSError):
                 if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    found.append(int(entry))
-            except OSError:
-                continue
+                    found.add(int(entry))
     return found
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody reaped yet)."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: read while the process is being torn down
+        return False
+    return data[data.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
 
 
 def processes_in(directory: Path) -> set[int]:
@@ -174,7 +183,7 @@ def remove_empty_cgroups(below: str = "dockyard") -> None:
 def reap_leftovers(base: Path) -> None:
     """After a failed test: shims of this daemon (found by their -address under `base`) are
     killed by PID, the containers in their cgroups too, and mounts under `base` undone."""
-    for pid in set(_processes_mentioning(str(base))) | processes_in(base):
+    for pid in processes_mentioning(str(base)) | processes_in(base):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for config in (base / "state" / "tasks").glob("*/*/config.json"):

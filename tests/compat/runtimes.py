@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.compat.conftest import ctr
+from tests.ctr import ctr
 from tests.daemon import DaemonProcess, remove_base, start_daemon
 from tests.images import busybox_oci_archive
 
@@ -17,6 +18,12 @@ IMAGE = "docker.io/library/busybox:latest"
 GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
 # "dockyard": our own shim (the default); "runc-go": containerd's shim, the reference.
 RUNTIMES = ["dockyard", "runc-go"]
+
+
+def uid(name: str) -> str:
+    """A container id unique on this machine: the Go shim keeps its runc state host-wide
+    (/run/containerd/runc/<namespace>), whichever daemon started it."""
+    return f"{name}-{secrets.token_hex(3)}"
 
 
 @contextmanager

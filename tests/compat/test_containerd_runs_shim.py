@@ -9,176 +9,45 @@ containerd restart that reattaches to the running shims.
 Nothing is left behind: the test's containerd, its shims, containers, zygote, mounts and the
 namespace's cgroups are gone afterwards (checked by PID and path).
 
-`PrivateContainerd` / `private_containerd()` (over tests/containerd.py's config, with our shim in
-containerd's PATH, restarts, and a cleanup that checks) serve test_ctr_task_update.py too.
+The private containerd (with our shim in its PATH, restarts, and a cleanup that checks) is
+tests/containerd.py's `PrivateContainerd`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
-import secrets
 import shutil
 import signal
 import subprocess
-import sysconfig
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import ctr, ok
-from tests.containerd import CONTAINERD_CONFIG, stop
-from tests.daemon import REPO, processes_in
-from tests.images import busybox_oci_archive
+from tests.compat.runtimes import IMAGE, uid
+from tests.containerd import CGROUP_ROOT, PrivateContainerd, private_containerd
+from tests.ctr import ok
+from tests.daemon import alive, processes_mentioning
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
 
-IMAGE = "docker.io/library/busybox:latest"
 OURS = "io.containerd.dockyard.v2"
 RUNC = "io.containerd.runc.v2"
-SHIM_BINARY = "containerd-shim-dockyard-v2"
-TASK_DIR = "io.containerd.runtime.v2.task"  # containerd's runtime v2 state dir, under its state
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-# containerd's /opt plugin would make /opt/containerd on the host: keep it in the test's dir too
-OPT_PLUGIN = """[plugins."io.containerd.internal.v1.opt"]
-  path = "{base}/opt"
-"""
-
-
-# ----- a private containerd ------------------------------------------------------------------------
-
-
-def shim_scripts_dir() -> str:
-    """Where `pip install -e .` put the console scripts of this interpreter (containerd-shim-dockyard-v2)."""
-    scripts = sysconfig.get_path("scripts")
-    if not os.access(os.path.join(scripts, SHIM_BINARY), os.X_OK):
-        pytest.fail(f"{SHIM_BINARY} is not installed in {scripts}: run scripts/install (pip install -e .)",
-                    pytrace=False)
-    return scripts
-
-
-@dataclass
-class PrivateContainerd:
-    """Debian's containerd on private dirs, with our shim in its PATH; one namespace of its own."""
-
-    base: Path
-    namespace: str = field(default_factory=lambda: f"dyc-{secrets.token_hex(3)}")
-    proc: subprocess.Popen[bytes] | None = None
-    shims: set[int] = field(default_factory=set)  # every shim PID seen, checked gone at the end
-
-    @property
-    def address(self) -> str:
-        return str(self.base / "containerd.sock")  # as tests.containerd's config says
-
-    @property
-    def task_root(self) -> Path:
-        """containerd's runtime v2 state dir: bundles are <task_root>/<namespace>/<id>."""
-        return self.base / "state" / TASK_DIR
-
-    @property
-    def log_path(self) -> Path:
-        return self.base / "containerd.log"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def start(self) -> None:
-        binary = shutil.which("containerd")
-        if binary is None:
-            pytest.fail("containerd is not installed: run scripts/install (Debian package containerd)", pytrace=False)
-        (self.base / "config.toml").write_text((CONTAINERD_CONFIG + OPT_PLUGIN).format(base=self.base))
-        env = {**os.environ, "PATH": f"{shim_scripts_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-               "PYTHONPATH": str(REPO)}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([binary, "--config", str(self.base / "config.toml")], stdout=log,
-                                         stderr=log, env=env, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while ctr(self.address, "version", namespace=self.namespace, timeout=10).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"containerd did not come up:\n{self.log()}")
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if sig == signal.SIGKILL:
-            self.proc.kill()
-            self.proc.wait()
-        stop(self.proc)
-
-    def ctr(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return ctr(self.address, *args, namespace=self.namespace, timeout=timeout)
-
-    def import_busybox(self) -> None:
-        with tempfile.NamedTemporaryFile(suffix=".tar", dir=self.base) as f:
-            f.write(busybox_oci_archive(IMAGE))
-            f.flush()
-            ok(self.ctr("images", "import", f.name))
-
-    def bundle(self, cid: str) -> Path:
-        return self.task_root / self.namespace / cid
-
-    def shim_pid(self, cid: str) -> int:
-        """The PID of the shim serving `cid` (ours writes it to the bundle; runc's is found by -id)."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int((self.bundle(cid) / "shim.pid").read_text())
-            self.shims.add(pid)
-            return pid
-        for pid in _pids_whose_cmdline_has(self.address):
-            if cid.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-                self.shims.add(pid)
-                return pid
-        raise AssertionError(f"no shim found for {cid}")
-
-    def removed(self, cid: str) -> bool:
-        return self.ctr("tasks", "rm", cid).returncode == 0
-
-    def remove_everything(self) -> None:
-        """Kill and delete every task of the namespace, then its containers."""
-        for cid in self.ctr("tasks", "ls", "-q").stdout.split():
-            self.ctr("tasks", "kill", "-a", "-s", "SIGKILL", cid)
-        for cid in self.ctr("tasks", "ls", "-q").stdout.split():
-            with contextlib.suppress(AssertionError):  # what is left is reaped by PID at the end
-                wait_until(partial(self.removed, cid), 10, what=f"task {cid} to be deleted")
-        for cid in self.ctr("containers", "ls", "-q").stdout.split():
-            self.ctr("containers", "rm", cid)
-
-
-def _pids_whose_cmdline_has(text: str) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            with contextlib.suppress(OSError):
-                if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    found.add(int(entry))
-    return found
 
 
 def zygotes_of(c: PrivateContainerd) -> set[int]:
     """Our zygotes serving this containerd: their command line names their socket in its state."""
     found = set()
-    for pid in _pids_whose_cmdline_has(str(c.task_root)):
+    for pid in processes_mentioning(str(c.task_root)):
         with contextlib.suppress(OSError):
             if Path(f"/proc/{pid}/comm").read_text().strip() == "dockyard-zygote":
                 found.add(pid)
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return False
-    return data[data.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
 
 
 def cgroup_file(pid: int, controller: str, name: str) -> Path:
@@ -188,40 +57,6 @@ def cgroup_file(pid: int, controller: str, name: str) -> Path:
         if controller in controllers.split(","):
             return CGROUP_ROOT / controllers / path.lstrip("/") / name
     raise AssertionError(f"process {pid} is in no {controller} cgroup")
-
-
-def mounts_under(path: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(f"{path}/")]
-
-
-@contextlib.contextmanager
-def private_containerd() -> Iterator[PrivateContainerd]:
-    """A running private containerd with busybox imported in its namespace; everything it and its
-    shims made is removed (and checked gone) at the end."""
-    c = PrivateContainerd(Path(tempfile.mkdtemp(prefix="ctrd-")))
-    try:
-        c.start()
-        c.import_busybox()
-        yield c
-        c.remove_everything()
-    finally:
-        c.shims |= _pids_whose_cmdline_has(c.address) | processes_in(c.task_root)
-        c.stop()
-        with contextlib.suppress(AssertionError):
-            wait_until(lambda: not any(alive(p) for p in c.shims), 10, what="the shims to exit")
-        outlived = [p for p in c.shims if alive(p)]
-        for pid in c.shims | _pids_whose_cmdline_has(str(c.base)) | processes_in(c.task_root):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for target in reversed(mounts_under(c.base)):
-            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
-        # the namespace level of the cgroups (runc: /<ns>, ours: /dockyard/<ns>): only ours, by name
-        for d in [*CGROUP_ROOT.glob(f"*/{c.namespace}"), *CGROUP_ROOT.glob(f"*/dockyard/{c.namespace}")]:
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        shutil.rmtree(c.base, ignore_errors=True)
-        assert not outlived, f"shims outlived their tasks: {outlived}"
 
 
 # ----- ctr events, read in the background -----------------------------------------------------------
@@ -247,25 +82,32 @@ class EventLog:
     def _subscribed(self) -> None:
         """Until the subscription is live: label the namespace (an /namespaces/update event)
         until one of those arrives."""
-        deadline = time.monotonic() + 20
-        for n in range(10_000):
-            ok(self.c.ctr("namespaces", "label", self.c.namespace, f"probe={n}"))
+        probes = itertools.count()
+
+        def an_update_arrived() -> bool:
+            ok(self.c.ctr("namespaces", "label", self.c.namespace, f"probe={next(probes)}"))
             with contextlib.suppress(queue.Empty):
                 while True:
                     if "/namespaces/update" in self.lines.get(timeout=0.2):
-                        return
-            assert time.monotonic() < deadline, "ctr events never saw an event"
+                        return True
+            return False
+
+        wait_until(an_update_arrived, 20, what="ctr events to see an event", interval=0)
 
     def topics(self, cid: str, until: str, timeout: float = 20) -> list[str]:
         """The /tasks/ topics of `cid`, in order, up to and including `until`."""
         out: list[str] = []
-        deadline = time.monotonic() + timeout
-        while until not in out:
-            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            self.seen.append(line)
-            fields = line.split()
-            if len(fields) > 5 and fields[5].startswith("/tasks/") and cid in line:
-                out.append(fields[5])
+
+        def reached() -> bool:
+            with contextlib.suppress(queue.Empty):
+                line = self.lines.get(timeout=0.1)
+                self.seen.append(line)
+                fields = line.split()
+                if len(fields) > 5 and fields[5].startswith("/tasks/") and cid in line:
+                    out.append(fields[5])
+            return until in out
+
+        wait_until(reached, timeout, what=f"{until} of {cid}", interval=0)
         return out
 
     def close(self) -> None:
@@ -290,11 +132,6 @@ def containerd() -> Iterator[PrivateContainerd]:
 
 
 RUNTIMES = [pytest.param(OURS, id="dockyard-shim"), pytest.param(RUNC, id="runc-shim")]
-
-
-def uid(name: str) -> str:
-    """Unique on the host: runc's shim keeps its runc state in a host-wide /run/containerd/runc."""
-    return f"{name}-{secrets.token_hex(3)}"
 
 
 def tasks(c: PrivateContainerd) -> dict[str, tuple[int, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.compat.conftest import ctr
-from tests.compat.runtimes import IMAGE, RUNTIMES, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.runtimes import IMAGE, RUNTIMES, daemon_with_runtime, import_busybox, remove_everything, uid
 from tests.daemon import DaemonProcess, start_daemon
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
@@ -24,11 +23,6 @@ def daemon_rt(request: pytest.FixtureRequest) -> Iterator[DaemonProcess]:
         import_busybox(d)
         yield d
         remove_everything(d)
-
-
-def uid(name: str) -> str:
-    """A container id no other test run on this machine uses (the Go shim's runc state is global)."""
-    return f"{name}-{secrets.token_hex(3)}"
 
 
 def restart(d: DaemonProcess) -> DaemonProcess:

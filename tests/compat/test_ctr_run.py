@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import shlex
 import signal
 import subprocess
@@ -23,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from tests.compat.conftest import ctr
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything
-from tests.daemon import DaemonProcess, shim_pids, stopping_new_zygotes
+from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, uid
+from tests.daemon import DaemonProcess, alive, shim_pids, stopping_new_zygotes
 
 pytestmark = [pytest.mark.compat, pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
@@ -32,19 +31,6 @@ pytestmark = [pytest.mark.compat, pytest.mark.root,
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # "dockyard" is dockyardd's default config (our shim); "runc-go" configures containerd's.
 RUNTIMES = ["dockyard", "runc-go"]
-
-
-def uid(name: str) -> str:
-    """A container id unique on this machine (the Go shim keeps runc state globally)."""
-    return f"{name}-{secrets.token_hex(3)}"
-
-
-def alive(pid: int) -> bool:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return False
-    return data[data.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
 
 
 def mounts_under(path: Path) -> list[str]:

@@ -41,20 +41,11 @@ import pytest
 from google.protobuf import any_pb2
 
 from dockyard_api.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from tests.compat.conftest import CTR, ctr, ok
-from tests.compat.runtimes import daemon_with_runtime, import_busybox, remove_everything
-from tests.compat.test_containerd_runs_shim import (
-    CGROUP_ROOT,
-    IMAGE,
-    OURS,
-    RUNC,
-    PrivateContainerd,
-    alive,
-    cgroup_file,
-    private_containerd,
-    uid,
-)
-from tests.daemon import DaemonProcess, stopping_new_zygotes
+from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, uid
+from tests.compat.test_containerd_runs_shim import OURS, RUNC, cgroup_file
+from tests.containerd import CGROUP_ROOT, PrivateContainerd, private_containerd
+from tests.ctr import CTR, ctr, ok
+from tests.daemon import DaemonProcess, alive, stopping_new_zygotes
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]

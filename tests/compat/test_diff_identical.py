@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from supervisor.snapshotter.base import Mount
-from tests.compat.conftest import CTR, ok
-from tests.compat.conftest import ctr as run_ctr
 from tests.conformance.mounts import mount_all, mounts_under, unmount
 from tests.containerd import containerd
+from tests.ctr import CTR, ok
+from tests.ctr import ctr as run_ctr
 from tests.daemon import remove_base, start_daemon
 from tests.diff_cases import BASE_TIME, CASES, CHANGE_TIME, DiffCase, settle
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import grpc
 
-from supervisor.grpcserver import h2
+from supervisor.grpcserver import Server, h2
+from supervisor.grpcserver.server import DEFAULT_MAX_MESSAGE
 from tests.integration.h2_raw import RawClient, grpc_message, request_headers
 
 KiB = 1024
@@ -76,6 +77,23 @@ HANDLERS = grpc.method_handlers_generic_handler("stress.Mix", {
     "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
 })
+
+
+
+@contextlib.asynccontextmanager
+async def serving(path: str, handlers: grpc.GenericRpcHandler = HANDLERS, max_message_size: int = DEFAULT_MAX_MESSAGE,
+                  limits: h2.Limits | None = None) -> AsyncIterator[Server]:
+    """supervisor/grpcserver's Server with `handlers` on the unix socket `path`; at the end the
+    raw clients still open are closed and the server stopped."""
+    server = Server(max_message_size=max_message_size, limits=limits)
+    server.add_generic_rpc_handlers((handlers,))
+    server.add_insecure_port(f"unix:{path}")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await RawClient.close_all()
+        await server.stop(0)
 
 
 @dataclass

@@ -137,26 +137,35 @@ class Box:
         return self.run(self.spec("sh", "-c", script, userns=userns), **kw)
 
 
-@pytest.fixture
-def box() -> Iterator[Box]:
+@dataclass
+class Made:
+    """A test's temp dir and the containers and fds it made there (`containers_dir` undoes them)."""
+
+    dir: Path
+    procs: list[ContainerProcess] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def containers_dir(prefix: str) -> Iterator[Made]:
+    """A temp dir to make containers in; at the end their processes are killed and reaped, the
+    fds closed, mounts left below it undone (and the test failed for them), the dir removed and
+    this process' child-subreaper flag as it was."""
     was_subreaper = L.is_child_subreaper()
-    d = Path(tempfile.mkdtemp(prefix="dockyard-init-"))
+    d = Path(tempfile.mkdtemp(prefix=prefix))
     # Container root in a user namespace is an unprivileged host uid: it must be able to reach
     # the rootfs (mkdtemp makes the directory 0700).
     os.chmod(d, 0o755)
-    bundle = d / "bundle"
-    bundle.mkdir()
-    b = Box(d, bundle, make_busybox_rootfs(bundle / "rootfs"))
+    made = Made(d)
     try:
-        yield b
+        yield made
     finally:
-        for p in b.procs:
+        for p in made.procs:
             p.close()
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGKILL)
+            p.kill()
             with contextlib.suppress(ChildProcessError):
                 wait_pid(p.pid)
-        for fd in b.fds:
+        for fd in made.fds:
             os.close(fd)
         left = mounts_under(str(d))
         if left:
@@ -165,6 +174,14 @@ def box() -> Iterator[Box]:
         if not was_subreaper:
             L.set_child_subreaper(False)
         assert not left, f"left mounted: {left}"
+
+
+@pytest.fixture
+def box() -> Iterator[Box]:
+    with containers_dir("dockyard-init-") as made:
+        bundle = made.dir / "bundle"
+        bundle.mkdir()
+        yield Box(made.dir, bundle, make_busybox_rootfs(bundle / "rootfs"), made.procs, made.fds)
 
 
 # ----- the basics ------------------------------------------------------------------------------------

@@ -156,15 +156,8 @@ async def _attack(path: str, rng: random.Random, seen: collections.Counter[str])
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
     path = str(tmp_path / "fuzz.sock")
-    server = Server(limits=LIMITS)
-    server.add_generic_rpc_handlers((grpc_stress.HANDLERS,))
-    server.add_insecure_port(f"unix:{path}")
-    await server.start()
-    try:
+    async with grpc_stress.serving(path, limits=LIMITS) as server:
         yield server, path
-    finally:
-        await RawClient.close_all()
-        await server.stop(0)
 
 
 async def test_random_frames_never_hurt_the_server(served: tuple[Server, str],

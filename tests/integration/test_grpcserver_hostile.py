@@ -25,6 +25,7 @@ import pytest
 from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2 as ns_pb
 from supervisor.grpcserver import Server, h2
 from supervisor.grpcserver.decode import DecodeGuard
+from tests.integration.grpc_stress import serving
 from tests.integration.h2_raw import RawClient, grpc_message, request_headers
 
 MiB = 1 << 20
@@ -99,16 +100,11 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
     gate.clear()
     gate["release"] = asyncio.Event()
     path = str(tmp_path / "h.sock")
-    server = Server(max_message_size=4 * MiB, limits=LIMITS)
-    server.add_generic_rpc_handlers((HANDLERS,))
-    server.add_insecure_port(f"unix:{path}")
-    await server.start()
-    try:
-        yield server, path
-    finally:
-        gate["release"].set()
-        await RawClient.close_all()
-        await server.stop(0)
+    async with serving(path, HANDLERS, max_message_size=4 * MiB, limits=LIMITS) as server:
+        try:
+            yield server, path
+        finally:
+            gate["release"].set()  # before the server stops: a stubborn handler waits for it
 
 
 @pytest.fixture

@@ -18,21 +18,13 @@ import pytest
 
 from supervisor.grpcserver import Server
 from tests.integration import grpc_stress
-from tests.integration.h2_raw import RawClient
 
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
     path = str(tmp_path / "stress.sock")
-    server = Server()
-    server.add_generic_rpc_handlers((grpc_stress.HANDLERS,))
-    server.add_insecure_port(f"unix:{path}")
-    await server.start()
-    try:
+    async with grpc_stress.serving(path) as server:
         yield server, path
-    finally:
-        await RawClient.close_all()
-        await server.stop(0)
 
 
 async def test_mixed_load_every_call_ends(served: tuple[Server, str]) -> None:

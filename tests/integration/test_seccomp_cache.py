@@ -9,7 +9,6 @@ dir's cache. Each test cleans up its processes and temp dir.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import logging
@@ -18,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +30,10 @@ from shim.init import ContainerProcess, StdioFds, create_container, default_spec
 from shim.init import seccomp as S
 from shim.init import seccomp_cache as C
 from shim.zygote import DIR_NAME
-from tests.compat.conftest import ctr, ok
-from tests.conformance.mounts import mounts_under, unmount
+from tests.ctr import ctr, ok
 from tests.daemon import REPO, DaemonProcess
 from tests.images import busybox_oci_archive
-from tests.integration.test_container_init import read_all, wait_pid
+from tests.integration.test_container_init import containers_dir, read_all, wait_pid
 from tests.rootfs import make_busybox_rootfs
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -119,7 +116,7 @@ class Runtime:
     """A runtime state dir laid out as a daemon's (<dir>/<namespace>/<id> bundles, .dockyard-shim)."""
 
     dir: Path
-    pids: list[int] = field(default_factory=list)
+    procs: list[ContainerProcess] = field(default_factory=list)
     fds: list[int] = field(default_factory=list)
 
     @property
@@ -144,7 +141,7 @@ class Runtime:
                                                       StdioFds(None, out_w, out_w))
         finally:
             os.close(out_w)
-        self.pids.append(proc.pid)
+        self.procs.append(proc)
         proc.start()
         out = read_all(out_r)
         assert wait_pid(proc.pid) == 0, out
@@ -153,29 +150,12 @@ class Runtime:
 
 @pytest.fixture
 def runtime() -> Iterator[Runtime]:
-    was_subreaper = L.is_child_subreaper()
-    d = Path(tempfile.mkdtemp(prefix="dockyard-seccomp-cache-"))
-    os.chmod(d, 0o755)
-    (d / DIR_NAME).mkdir(mode=0o700)
-    r = Runtime(d)
-    try:
-        yield r
-    finally:
-        S._prepared.clear()
-        for pid in r.pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        for fd in r.fds:
-            os.close(fd)
-        left = mounts_under(str(d))
-        if left:
-            unmount(str(d))
-        shutil.rmtree(d)
-        if not was_subreaper:
-            L.set_child_subreaper(False)
-        assert not left, f"left mounted: {left}"
+    with containers_dir("dockyard-seccomp-cache-") as made:
+        (made.dir / DIR_NAME).mkdir(mode=0o700)
+        try:
+            yield Runtime(made.dir, made.procs, made.fds)
+        finally:
+            S._prepared.clear()
 
 
 def _entries(r: Runtime) -> list[str]:
