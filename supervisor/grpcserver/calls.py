@@ -23,7 +23,7 @@ from urllib.parse import quote
 import grpc
 
 from supervisor.grpcserver.decode import unmarshal_error
-from supervisor.grpcserver.h2 import CANCEL, RequestRefused, Stream, StreamReset
+from supervisor.grpcserver.h2 import CANCEL, RequestRefused, Stream, StreamReset, encode_headers
 
 log = logging.getLogger("dockyard.grpc")
 
@@ -31,6 +31,9 @@ _RESERVED = frozenset(("te", "content-type", "grpc-timeout", "grpc-encoding", "g
                        "grpc-message-type"))
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _RESPONSE_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
+# The blocks nearly every call sends, encoded once (our blocks do not depend on HPACK state).
+_RESPONSE_BLOCK = encode_headers(_RESPONSE_HEADERS)
+_OK_BLOCK = encode_headers([("grpc-status", "0")])
 
 
 class Details:
@@ -205,11 +208,15 @@ class Context:
     def _send_headers(self) -> None:
         if not self.headers_sent:
             self.headers_sent = True
-            self._stream.send_headers(_RESPONSE_HEADERS + (self._initial or []))
+            self._stream.send_headers(_RESPONSE_HEADERS + self._initial if self._initial else _RESPONSE_BLOCK)
 
     def finish(self, code: grpc.StatusCode, details: str) -> None:
         if self._code is not None:  # set_code / abort win over what the handler's end implies
             code, details = self._code, self._details or details
+        if code is grpc.StatusCode.OK and not details and not self._trailing and self.headers_sent:
+            self._stream.send_headers(_OK_BLOCK, end_stream=True)  # the common end, pre-encoded
+            self._run_done_callbacks()
+            return
         trailers = [("grpc-status", str(code.value[0]))]
         if details:
             trailers.append(("grpc-message", quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")))
@@ -219,6 +226,9 @@ class Context:
         else:  # trailers-only
             self.headers_sent = True
             self._stream.send_headers(_RESPONSE_HEADERS + (self._initial or []) + trailers, end_stream=True)
+        self._run_done_callbacks()
+
+    def _run_done_callbacks(self) -> None:
         for cb in self._done_callbacks:
             with contextlib.suppress(Exception):
                 cb(self)

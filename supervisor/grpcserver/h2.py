@@ -55,6 +55,12 @@ MAX_STREAMS = 1024
 MAX_HEADER_BLOCK = 1 << 20
 MAX_HEADER_FRAMES = MAX_HEADER_BLOCK // MAX_FRAME + 16  # HEADERS + CONTINUATIONs of one block, empty ones too
 CREDIT_BATCH = 1 << 20
+# Header blocks whose decoding a connection remembers (see `_decode_block`): how many, and how
+# large each may be encoded and decoded (a gRPC call's are a few hundred bytes decoded). What a
+# connection may hold this way stays small whatever a client sends.
+DECODED_BLOCKS = 32
+DECODED_BLOCK_MAX = 2048
+FLUSH_AT = 64 << 10  # frames queued for the socket beyond this are written at once (see `write`)
 # Request header fields RFC 9113 8.2.2 forbids (connection-specific).
 _CONNECTION_HEADERS = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"))
 _REQUEST_PSEUDO = {":method": 1, ":scheme": 2, ":path": 4, ":authority": 8}  # the first three are required
@@ -219,7 +225,8 @@ class Stream:
 
     # -- response side --------------------------------------------------------------------
 
-    def send_headers(self, headers: list[tuple[str, str]], end_stream: bool = False) -> None:
+    def send_headers(self, headers: list[tuple[str, str]] | bytes, end_stream: bool = False) -> None:
+        """`headers`: a list, or a block `encode_headers` made already (the common answers)."""
         if self.local_closed or self.reset:
             return
         self.conn.send_headers(self.id, headers, end_stream)
@@ -276,6 +283,7 @@ class Connection(asyncio.Protocol):
         self.decoder = hpack.Decoder()
         self.decoder.max_allowed_table_size = 4096
         self.decoder.max_header_list_size = 4 * MAX_HEADER_BLOCK  # decoded size; the encoded block is capped below
+        self._decoded: dict[bytes, tuple[list[tuple[str, str]], str | None]] = {}  # see `_decode_block`
         self.buf = bytearray()
         self.preface_seen = False
         self.settings_seen = False
@@ -299,6 +307,9 @@ class Connection(asyncio.Protocol):
         self.reading_paused = False
         self.closing = False  # GOAWAY sent or received: no new streams
         self.transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []  # frames not yet handed to the transport (see `write`)
+        self._out_size = 0
+        self._flush_pending = False
         self.sent_since_ping = False
         self.ping_strikes = 0
         self.last_ping = float("-inf")
@@ -323,6 +334,7 @@ class Connection(asyncio.Protocol):
                                    INITIAL_WINDOW_SIZE, self.stream_window, ENABLE_PUSH, 0)
             self.write(frame(SETTINGS, 0, 0, settings)
                        + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.limits.buffer - DEFAULT_WINDOW)))
+            self.flush()
             self._schedule_tick()
         except Exception as exc:
             self._fail(exc)
@@ -339,6 +351,8 @@ class Connection(asyncio.Protocol):
             self._wake_writers()
             self.can_write.set()
             self.buf.clear()
+            self._out.clear()
+            self._out_size = 0
             self.on_close(self)
         except Exception as err:
             self._fail(err)
@@ -357,6 +371,7 @@ class Connection(asyncio.Protocol):
                 self.partial_since = None  # the time we did not read is not the peer's
                 self.transport.resume_reading()  # type: ignore[union-attr]
                 self._process()
+                self.flush()
         except Exception as exc:
             self._fail(exc)
 
@@ -374,6 +389,7 @@ class Connection(asyncio.Protocol):
         try:
             self.buf += data
             self._process()
+            self.flush()  # what the frames read asked for (ACKs, resets, credit): one write
         except Exception as exc:
             self._fail(exc)
 
@@ -537,12 +553,37 @@ class Connection(asyncio.Protocol):
             self.pending_headers = None
             self._header_block(first_flags, sid, bytes(block))
 
-    def _header_block(self, flags: int, sid: int, block: bytes) -> None:
+    def _decode_block(self, block: bytes) -> tuple[list[tuple[str, str]], str | None]:
+        """The headers of `block` and why they are malformed as a request (or None).
+
+        A client repeating a call sends the same bytes each time once its fields are in the
+        HPACK table (indexed references only), and such a block reads the same as long as the
+        table has not changed. Decoding was the daemon's largest Python cost per call with many
+        connections (py-spy, bench/rpc.py --mixed), so blocks that left the table as it was
+        are remembered until a block changes it (an insertion puts a new entry in front; a
+        size update changes maxsize). The lists returned are shared: read-only."""
+        hit = self._decoded.get(block)
+        if hit is not None:  # remembered at the table's present state: every change clears them
+            return hit
+        table = self.decoder.header_table
+        entries = table.dynamic_entries
+        front, size = (entries[0] if entries else None), table.maxsize  # held: its identity stays its own
         try:
             headers = [(k if isinstance(k, str) else k.decode(), v if isinstance(v, str) else v.decode("latin-1"))
                        for k, v in self.decoder.decode(block)]
         except Exception as exc:  # hpack raises its own family; all of them mean a broken table
             raise ConnectionError_(COMPRESSION_ERROR, f"bad header block: {exc}") from None
+        decoded = headers, _malformed(headers)
+        if (entries[0] if entries else None) is not front or table.maxsize != size:
+            self._decoded.clear()  # the table moved: what was remembered may read differently now
+        elif len(block) <= DECODED_BLOCK_MAX and sum(len(k) + len(v) for k, v in headers) <= DECODED_BLOCK_MAX:
+            if len(self._decoded) >= DECODED_BLOCKS:
+                self._decoded.clear()
+            self._decoded[block] = decoded
+        return decoded
+
+    def _header_block(self, flags: int, sid: int, block: bytes) -> None:
+        headers, malformed = self._decode_block(block)
         stream = self.streams.get(sid)
         if stream is not None:  # trailers from the client: they must end its half
             if stream.remote_closed:
@@ -556,7 +597,7 @@ class Connection(asyncio.Protocol):
             self.write(frame(RST_STREAM, 0, sid, struct.pack(">I", STREAM_CLOSED)))
             return
         self.last_stream = sid
-        if flags & 0x100 or _malformed(headers) is not None:
+        if flags & 0x100 or malformed is not None:
             self.write(frame(RST_STREAM, 0, sid, struct.pack(">I", PROTOCOL_ERROR)))
             return
         if self.closing or self.calls >= self.limits.max_streams:
@@ -696,16 +737,44 @@ class Connection(asyncio.Protocol):
     # -- frames out -----------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        """Queue `data` for the socket; it is written at the end of this turn of the event loop
+        (or at once past FLUSH_AT). Why: a unary answer is three frames (headers, message,
+        trailers), and each transport.write is a sendmsg; with 200 connections a call's three
+        syscalls were the largest single cost in the daemon (py-spy, bench/rpc.py --mixed).
+        Queued, what all calls of a connection wrote in one turn goes out in one write."""
         if self.transport is not None and not self.ending and not self.transport.is_closing():
+            self._out.append(data)
+            self._out_size += len(data)
+            if self._out_size >= FLUSH_AT:
+                self.flush()
+            elif not self._flush_pending:
+                self._flush_pending = True
+                self._loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_pending = False
+        try:
+            self.flush()
+        except Exception as exc:
+            self._fail(exc)
+
+    def flush(self) -> None:
+        """Hand what is queued to the transport (whose own buffer and pause_writing then apply)."""
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     async def drained(self) -> None:
         if not self.can_write.is_set():
             await self.can_write.wait()
 
-    def send_headers(self, sid: int, headers: list[tuple[str, str]], end_stream: bool) -> None:
+    def send_headers(self, sid: int, headers: list[tuple[str, str]] | bytes, end_stream: bool) -> None:
         self.sent_since_ping = True
-        block = encode_headers(headers)
+        block = headers if isinstance(headers, bytes) else encode_headers(headers)
         flags = END_STREAM if end_stream else 0
         first, rest = block[:self.peer_max_frame], block[self.peer_max_frame:]
         if not rest:
@@ -720,6 +789,7 @@ class Connection(asyncio.Protocol):
     def goaway(self, code: int = NO_ERROR, message: str = "") -> None:
         self.closing = True
         self.write(frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, code) + message.encode()[:256]))
+        self.flush()  # callers may close the transport next
 
     def _abandon(self, code: int, message: str) -> None:
         """A connection error: GOAWAY with `code`, close, stop reading."""
@@ -733,6 +803,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.ending or transport.is_closing():
             return
+        self.flush()
         self.ending = True
         self.buf.clear()
         try:

@@ -21,6 +21,7 @@ from supervisor.grpcserver.calls import Details, serve_call
 from supervisor.grpcserver.h2 import MAX_WINDOW, Connection, Limits, Stream
 
 DEFAULT_MAX_MESSAGE = 4 << 20
+LISTEN_BACKLOG = 4096
 
 
 class Server:
@@ -69,7 +70,10 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         for path in self._paths:
-            self._servers.append(await loop.create_unix_server(self._connection, path))
+            # asyncio's default backlog (100) refuses clients when more connect at once (grpcio
+            # then fails the call UNAVAILABLE); Go servers such as containerd's listen with
+            # net.core.somaxconn (4096 here). The kernel caps it at somaxconn.
+            self._servers.append(await loop.create_unix_server(self._connection, path, backlog=LISTEN_BACKLOG))
 
     async def stop(self, grace: float | None) -> None:
         """Stop accepting, tell clients (GOAWAY), let calls in flight finish for `grace` seconds,

@@ -18,7 +18,7 @@ from supervisor import filters, identifiers
 from supervisor import labels as labelrules
 from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.metadata import namespaces
-from supervisor.metadata.db import Database
+from supervisor.metadata.db import Database, ReadCache
 from supervisor.timeutil import now, parse_iso
 
 
@@ -139,18 +139,23 @@ class ContainerStore:
     def __init__(self, db: Database, on_delete: Callable[[], None] = lambda: None) -> None:
         self.db = db
         self.on_delete = on_delete
+        self._listed: ReadCache[str, tuple[Container, ...]] = ReadCache(db, db.watch("containers"))
 
     async def get(self, ns: str, cid: str) -> Container:
         return await self.db.read(lambda conn: _get(conn, ns, cid))
 
     async def list(self, ns: str, filter_texts: builtins.list[str] | None = None) -> builtins.list[Container]:
+        """Containers of `ns` matching any of the filters, by id. Shared with other callers
+        (a cached read): do not modify them."""
         match = filters.parse_all(filter_texts or [])
 
-        def tx(conn: sqlite3.Connection) -> builtins.list[Container]:
-            rows = conn.execute("SELECT * FROM containers WHERE namespace=? ORDER BY id", (ns,))
-            return [c for c in map(_load, rows) if match.match(adaptor(c))]
+        def tx(conn: sqlite3.Connection) -> tuple[Container, ...]:
+            return tuple(map(_load, conn.execute("SELECT * FROM containers WHERE namespace=? ORDER BY id", (ns,))))
 
-        return await self.db.read(tx)
+        found = await self._listed.get(ns, tx)
+        if match is filters.ALWAYS:
+            return builtins.list(found)
+        return [c for c in found if match.match(adaptor(c))]
 
     async def create(self, ns: str, c: Container) -> Container:
         validate(c)

@@ -20,13 +20,14 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from supervisor.diskreserve import sqlite_disk_full
 from supervisor.errors import Internal, ResourceExhausted
 from supervisor.metadata.schema import MIGRATIONS
 
 T = TypeVar("T")
+K = TypeVar("K")
 log = logging.getLogger(__name__)
 
 
@@ -51,6 +52,36 @@ class Watch:
             for op in ("INSERT", "UPDATE", "DELETE"):
                 conn.execute(f"CREATE TEMP TRIGGER {name}_{table}_{op.lower()} "
                              f"AFTER {op} ON {table} BEGIN SELECT {name}(); END")
+
+
+class ReadCache(Generic[K, T]):
+    """Results of a read per key (a namespace), reused while `watch` has not moved: List calls
+    then cost no db thread hop and no row decoding. Why: with many concurrent clients every
+    List queued behind the one db thread, and decoding rows there held the GIL against the
+    event loop (bench/rpc.py --mixed). Values are shared between callers: read-only.
+    At most `size` keys are kept (the oldest dropped)."""
+
+    def __init__(self, db: Database, watch: Watch, size: int = 64) -> None:
+        self.db = db
+        self.watch = watch
+        self.size = size
+        self._entries: dict[K, tuple[int, T]] = {}
+
+    async def get(self, key: K, fn: Callable[[sqlite3.Connection], T]) -> T:
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] == self.watch.generation:
+            return hit[1]
+
+        def tx(conn: sqlite3.Connection) -> tuple[int, T]:
+            # read in the db thread, the only writer: this generation matches these rows
+            return self.watch.generation, fn(conn)
+
+        generation, value = await self.db.read(tx)
+        self._entries.pop(key, None)
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (generation, value)
+        return value
 
 
 class Database:

@@ -56,7 +56,7 @@ from supervisor.fieldpaths import apply_label_paths
 from supervisor.identifiers import go_quote
 from supervisor.images.reference import check_image_name, digest_problem
 from supervisor.metadata import namespaces
-from supervisor.metadata.db import Database
+from supervisor.metadata.db import Database, ReadCache
 from supervisor.timeutil import now, parse_iso
 
 ANNOTATIONS = "annotations"
@@ -194,6 +194,7 @@ class ImageStore:
         self.db = db
         self._collect = collect
         self._on_delete = on_delete
+        self._listed: ReadCache[str, tuple[Image, ...]] = ReadCache(db, db.watch("images", "image_labels"))
 
     async def get(self, ns: str, name: str) -> Image:
         def tx(conn: sqlite3.Connection) -> Image:
@@ -205,17 +206,21 @@ class ImageStore:
         return await self.db.read(tx)
 
     async def list(self, ns: str, filter_texts: Iterable[str] = ()) -> builtins.list[Image]:
-        """Images of `ns` matching any of the filters (none: all), ordered by name."""
+        """Images of `ns` matching any of the filters (none: all), ordered by name. Shared with
+        other callers (a cached read): do not modify them."""
         match = filters.parse_all(filter_texts)
 
-        def tx(conn: sqlite3.Connection) -> builtins.list[Image]:
+        def tx(conn: sqlite3.Connection) -> tuple[Image, ...]:
             labels: dict[str, dict[str, str]] = {}
             for r in conn.execute("SELECT image, key, value FROM image_labels WHERE namespace=?", (ns,)):
                 labels.setdefault(r["image"], {})[r["key"]] = r["value"]
             rows = conn.execute(f"SELECT {_COLUMNS} FROM images WHERE namespace=? ORDER BY name", (ns,))
-            return [_from_row(r, labels.get(r["name"], {})) for r in rows]
+            return tuple(_from_row(r, labels.get(r["name"], {})) for r in rows)
 
-        return [img for img in await self.db.read(tx) if match.match(adaptor(img))]
+        found = await self._listed.get(ns, tx)
+        if match is filters.ALWAYS:
+            return builtins.list(found)
+        return [img for img in found if match.match(adaptor(img))]
 
     async def create(self, ns: str, image: Image) -> Image:
         image = _stored_form(image)

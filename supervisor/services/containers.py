@@ -14,6 +14,7 @@ from supervisor.events import Exchange
 from supervisor.metadata.containers import AnyValue, Container, ContainerStore
 from supervisor.services.context import namespace_of
 from supervisor.services.events import publish, timestamp
+from supervisor.services.list_memo import ListMemo
 from supervisor.services.status import rpc, rpc_stream
 
 
@@ -56,6 +57,11 @@ class ContainersService(pb_grpc.ContainersServicer):
     def __init__(self, store: ContainerStore, events: Exchange) -> None:
         self.store = store
         self.events = events
+        self._listed: ListMemo[Container, pb.ListContainersResponse] = ListMemo(
+            lambda found: pb.ListContainersResponse(containers=[to_pb(c) for c in found]))
+        # ListStream (what ctr calls) sends one message per container: kept the same way
+        self._streamed: ListMemo[Container, list[pb.ListContainerMessage]] = ListMemo(
+            lambda found: [pb.ListContainerMessage(container=to_pb(c)) for c in found])
 
     @rpc
     async def Get(self, request: pb.GetContainerRequest, context: grpc.aio.ServicerContext
@@ -66,14 +72,15 @@ class ContainersService(pb_grpc.ContainersServicer):
     @rpc
     async def List(self, request: pb.ListContainersRequest, context: grpc.aio.ServicerContext
                    ) -> pb.ListContainersResponse:
-        found = await self.store.list(namespace_of(context), list(request.filters))
-        return pb.ListContainersResponse(containers=[to_pb(c) for c in found])
+        ns, filters = namespace_of(context), list(request.filters)
+        return self._listed.get((ns, *filters), await self.store.list(ns, filters))
 
     @rpc_stream
     async def ListStream(self, request: pb.ListContainersRequest, context: grpc.aio.ServicerContext
                          ) -> AsyncIterator[pb.ListContainerMessage]:
-        for c in await self.store.list(namespace_of(context), list(request.filters)):
-            yield pb.ListContainerMessage(container=to_pb(c))
+        ns, filters = namespace_of(context), list(request.filters)
+        for message in self._streamed.get((ns, *filters), await self.store.list(ns, filters)):
+            yield message
 
     @rpc
     async def Create(self, request: pb.CreateContainerRequest, context: grpc.aio.ServicerContext

@@ -20,6 +20,7 @@ from supervisor.events import Exchange
 from supervisor.metadata.images import Descriptor, Image, ImageStore
 from supervisor.services.context import namespace_of
 from supervisor.services.events import publish, timestamp
+from supervisor.services.list_memo import ListMemo
 from supervisor.services.status import rpc
 
 
@@ -49,6 +50,8 @@ class ImagesService(pb_grpc.ImagesServicer):
     def __init__(self, store: ImageStore, events: Exchange) -> None:
         self.store = store
         self.events = events
+        self._listed: ListMemo[Image, pb.ListImagesResponse] = ListMemo(
+            lambda found: pb.ListImagesResponse(images=[image_to_pb(i) for i in found]))
 
     @rpc
     async def Get(self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext) -> pb.GetImageResponse:
@@ -58,8 +61,8 @@ class ImagesService(pb_grpc.ImagesServicer):
     @rpc
     async def List(self, request: pb.ListImagesRequest, context: grpc.aio.ServicerContext
                    ) -> pb.ListImagesResponse:
-        found = await self.store.list(namespace_of(context), list(request.filters))
-        return pb.ListImagesResponse(images=[image_to_pb(i) for i in found])
+        ns, filters = namespace_of(context), list(request.filters)
+        return self._listed.get((ns, *filters), await self.store.list(ns, filters))
 
     @rpc
     async def Create(self, request: pb.CreateImageRequest, context: grpc.aio.ServicerContext
