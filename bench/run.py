@@ -12,6 +12,9 @@
   does not run ksmd, memory is measured a second time with ksmd on (default pace, the host's
   setting restored after; `--no-ksm` skips it): our shims offer the zygote's pages to it (see
   shim.zygote.offer_to_ksm), and ksmd's own CPU is reported with them.
+- `ctr tasks ls` and `ctr containers ls` latency with --list-containers running containers on
+  each daemon (default 50, then 1000; the daemons alternating round by round, --list-rounds);
+  `--list-only` runs just this case.
 The image is Debian's busybox-static, built by tests/images.py and imported on both daemons.
 `--seccomp` adds two latency cases, alternating with the others round by round: the same
 `ctr run --rm` carrying Dockyard's default seccomp profile (dockyard_common, resolved for the
@@ -165,6 +168,52 @@ def memory_with_ksm(shims: set[int], window: float = 30.0) -> dict[str, float]:
                 "ksmd_cpu_percent": cpu, "ksmd_slow_cpu_percent": slow_cpu}
 
 
+def remove_containers(address: str, ids: list[str]) -> None:
+    """Kill and remove the tasks and containers `ids` (those that exist)."""
+    for cid in ids:
+        ctr(address, "tasks", "kill", "-s", "SIGKILL", cid, check=False)
+    for cid in ids:
+        for _ in range(50):
+            if ctr(address, "tasks", "rm", cid, check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        ctr(address, "containers", "rm", cid, check=False)
+
+
+def list_latencies(addresses: dict[str, str], counts: list[int], rounds: int) -> dict[str, Any]:
+    """`ctr tasks ls` and `ctr containers ls` with N running containers on each daemon, N
+    growing through `counts`; the daemons take turns round by round (order flipping)."""
+    started: dict[str, list[str]] = {name: [] for name in addresses}
+
+    def once(address: str, *args: str) -> float:
+        t = time.perf_counter()
+        ctr(address, *args)
+        return time.perf_counter() - t
+
+    results: dict[str, Any] = {}
+    try:
+        for count in counts:
+            for name, address in addresses.items():
+                for i in range(len(started[name]), count):
+                    started[name].append(f"ls{i}")  # before the run: a failed run is cleaned up too
+                    ctr(address, "run", "-d", IMAGE, f"ls{i}", "sleep", "3600")
+                running = sum(" RUNNING" in r for r in ctr(address, "tasks", "ls").stdout.splitlines())
+                assert running >= count, f"{name}: {running} running tasks, wanted {count}"
+            cases = {f"{what} {name}": partial(once, address, what, "ls")
+                     for what in ("tasks", "containers") for name, address in addresses.items()}
+            times = take_turns(cases, rounds, flip=True)
+            found = {case: statistics.median(samples) * 1e3 for case, samples in times.items()}
+            results[str(count)] = found
+            for what in ("tasks", "containers"):
+                dy, ctd = found[f"{what} dockyardd"], found[f"{what} containerd"]
+                print(f"ctr {what} ls, {count:5d} running: dockyardd {dy:8.1f} ms   containerd {ctd:8.1f} ms   "
+                      f"ratio {dy / ctd:5.2f}", flush=True)
+    finally:
+        for name, address in addresses.items():
+            remove_containers(address, started[name])
+    return results
+
+
 def measure(address: str, containers: int, samples: list[float], with_ksm: bool) -> dict[str, Any]:
     t = time.perf_counter()
     ids = [f"d{i}" for i in range(containers)]
@@ -178,14 +227,7 @@ def measure(address: str, containers: int, samples: list[float], with_ksm: bool)
         if with_ksm:
             memory |= memory_with_ksm(shims)
     finally:
-        for cid in ids:
-            ctr(address, "tasks", "kill", "-s", "SIGKILL", cid, check=False)
-        for cid in ids:
-            for _ in range(50):
-                if ctr(address, "tasks", "rm", cid, check=False).returncode == 0:
-                    break
-                time.sleep(0.1)
-            ctr(address, "containers", "rm", cid, check=False)
+        remove_containers(address, ids)
     ordered = sorted(samples)
     return {
         "run_rm_median_ms": statistics.median(ordered) * 1e3,
@@ -205,6 +247,10 @@ def main() -> None:
     ap.add_argument("--no-ksm", action="store_true", help="skip the second memory measurement with ksmd on")
     ap.add_argument("--seccomp", action="store_true",
                     help="also time runs with Dockyard's default seccomp profile, alternating with those without")
+    ap.add_argument("--list-containers", type=int, nargs="*", default=[50, 1000],
+                    help="running containers for the `ctr tasks ls` / `ctr containers ls` case (growing)")
+    ap.add_argument("--list-rounds", type=int, default=20)
+    ap.add_argument("--list-only", action="store_true", help="only the listing case")
     args = ap.parse_args()
     with_ksm = ksm.available() and not args.no_ksm and ksm.read("run") != 1
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
@@ -219,6 +265,12 @@ def main() -> None:
             addresses = {"containerd": ctd_sock, "dockyardd": dy_sock}
             for sock in addresses.values():
                 prepare(sock, tar)
+            if args.list_containers:
+                results["list_ms"] = list_latencies(addresses, sorted(args.list_containers), args.list_rounds)
+            if args.list_only:
+                if args.json:
+                    args.json.write_text(json.dumps(results, indent=2))
+                return
             latencies = run_latencies(addresses, args.rounds, profile)
             # the 50-container phase one daemon at a time: their shims must not share the memory picture
             for name, sock in addresses.items():

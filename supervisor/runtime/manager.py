@@ -14,58 +14,25 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
-from google.protobuf import timestamp_pb2
-
-from dockyard_api.containerd.events import task_pb2 as task_events
-from dockyard_api.containerd.runtime.v2.task import shim_pb2
-from dockyard_api.containerd.types import mount_pb2
-from supervisor.errors import AlreadyExists, DockyardError, NotFound
+from supervisor.errors import AlreadyExists, DeadlineExceeded, DockyardError, NotFound, ResourceExhausted, Unavailable
 from supervisor.events import Exchange
 from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, list_bundles, parse_spec, remove_bundle
 from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, read_cgroup_rel
-from supervisor.runtime.shim import ShimBinary, ShimClient
+from supervisor.runtime.shim import ShimBinary, ShimClient, event_container_id, task_exit_events
+from supervisor.runtime.task import Task
+from supervisor.runtime.types import AnyValue, CreateOptions, Exit, Status, TaskState
+
+__all__ = ["CreateOptions", "Task", "TaskManager"]
 
 log = logging.getLogger("dockyard.runtime")
-
-
-@dataclass
-class Task:
-    bundle: Bundle
-    runtime: str
-    shim: ShimClient
-    pid: int
-    deleting: bool = False
-    log_fd: int | None = field(default=None, repr=False)
-
-    @property
-    def namespace(self) -> str:
-        return self.bundle.namespace
-
-    @property
-    def id(self) -> str:
-        return self.bundle.id
-
-
-@dataclass
-class CreateOptions:
-    rootfs: list[mount_pb2.Mount]
-    stdin: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    terminal: bool = False
-    options: bytes = b""  # the runtime options Any, serialised (the shim's stdin at start)
-    task_options: object | None = None  # the request's options Any, passed to the shim's Create
-
-
-def _ts(when: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(when)
-    return ts
+LIST_DEADLINE = 2.0  # seconds one shim gets to answer for a listing (List, Metrics)
+LIST_CONCURRENCY = 128  # shims asked at once for a listing
+R = TypeVar("R")
 
 
 class TaskManager:
@@ -80,6 +47,26 @@ class TaskManager:
         # Told (namespace, id, present) when a task appears (create, recover) and goes (delete,
         # dead shim): stats streams join and end by it. Called synchronously; must not raise.
         self.observers: list[Callable[[str, str, bool], None]] = []
+        self._follower: asyncio.Task[None] | None = None
+
+    def _follow(self) -> None:
+        """Start invalidating tasks' cached states on their events (once, on a running loop)."""
+        if self._follower is None:
+            self._follower = asyncio.get_running_loop().create_task(self._follow_events())
+
+    async def _follow_events(self) -> None:
+        while True:
+            try:
+                async for event in self.events.subscribe([]):
+                    if event.topic.startswith("/tasks/"):
+                        task = self._tasks.get((event.namespace, event_container_id(event.type_url, event.value)))
+                        if task is not None:
+                            task.invalidate()
+                return  # the exchange closed (daemon shutdown)
+            except ResourceExhausted:  # we fell behind and missed events: trust no cached state
+                log.warning("task event follower fell behind: dropping every cached task state")
+                for task in list(self._tasks.values()):
+                    task.invalidate()
 
     def _notify(self, namespace: str, cid: str, present: bool) -> None:
         for observer in self.observers:
@@ -101,6 +88,70 @@ class TaskManager:
 
     def all(self) -> builtins.list[Task]:
         return [t for t in self._tasks.values() if not t.deleting]
+
+    # -- many tasks at once ----------------------------------------------------------------
+
+    async def _ask_all(self, tasks: builtins.list[Task], ask: Callable[[Task], Awaitable[R]]
+                       ) -> builtins.list[R | DockyardError]:
+        """`ask` each task's shim, LIST_CONCURRENCY at a time; an error comes back in its place."""
+        gate = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def one(task: Task) -> R | DockyardError:
+            async with gate:
+                try:
+                    return await ask(task)
+                except DockyardError as exc:
+                    return exc
+
+        return await asyncio.gather(*(one(t) for t in tasks))
+
+    async def states(self, namespace: str, deadline: float = LIST_DEADLINE) -> builtins.list[TaskState]:
+        """The init state of every task in `namespace`, sorted by id, for listing.
+
+        A state cached since the task's last event is used as it is; the others are asked of
+        their shims concurrently, `deadline` seconds each. A shim that does not answer in time
+        (stopped, overloaded) is listed with status UNKNOWN instead of holding up the list; a
+        task deleted meanwhile is left out."""
+        self._follow()
+        await asyncio.sleep(0)  # let events already delivered to our follower invalidate first
+        tasks = self.list(namespace)
+        found: dict[str, TaskState] = {}
+        ask: builtins.list[Task] = []
+        for task in tasks:
+            cached = task.cached_state()
+            if cached is None:
+                ask.append(task)
+            else:
+                found[task.id] = cached
+        if ask:
+            t0 = time.perf_counter()
+            answers = await self._ask_all(ask, functools.partial(Task.state, timeout=deadline))
+            for task, answer in zip(ask, answers, strict=True):
+                if isinstance(answer, TaskState):
+                    found[task.id] = answer
+                elif isinstance(answer, (DeadlineExceeded, Unavailable)) and not task.deleting:
+                    log.warning("task %s/%s: %s; listed as UNKNOWN", task.namespace, task.id, answer)
+                    found[task.id] = TaskState(id=task.id, exec_id="", pid=task.pid, status=Status.UNKNOWN)
+                elif not isinstance(answer, NotFound) and not task.deleting:
+                    raise answer
+            log.debug("states of %d tasks: %d asked in %.1f ms", len(tasks), len(ask),
+                      (time.perf_counter() - t0) * 1e3)
+        return [found[t.id] for t in tasks if t.id in found]
+
+    async def metrics(self, tasks: builtins.list[Task], deadline: float = LIST_DEADLINE
+                      ) -> builtins.list[tuple[Task, AnyValue | None]]:
+        """Each task's cgroup metrics, asked of the shims concurrently, `deadline` seconds each;
+        a task whose shim did not answer in time or that is gone is left out (and logged)."""
+        answers = await self._ask_all(tasks, functools.partial(Task.stats, timeout=deadline))
+        out: builtins.list[tuple[Task, AnyValue | None]] = []
+        for task, answer in zip(tasks, answers, strict=True):
+            if not isinstance(answer, DockyardError):
+                out.append((task, answer))
+            elif isinstance(answer, (DeadlineExceeded, Unavailable)):
+                log.warning("task %s/%s: no metrics: %s", task.namespace, task.id, answer)
+            elif not isinstance(answer, NotFound) and not task.deleting:
+                raise answer
+        return out
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -130,14 +181,8 @@ class TaskManager:
                 shim = await ShimClient.connect(address, bundle, functools.partial(self._shim_closed, key))
                 task = Task(bundle, runtime, shim, 0, log_fd=log_fd)
                 self._tasks[key] = task
-                req = shim_pb2.CreateTaskRequest(
-                    id=cid, bundle=str(bundle.path), rootfs=opts.rootfs, terminal=opts.terminal,
-                    stdin=opts.stdin, stdout=opts.stdout, stderr=opts.stderr)
-                if opts.task_options is not None:
-                    req.options.CopyFrom(opts.task_options)  # type: ignore[arg-type]
                 log.debug("task %s/%s: creating in the shim", namespace, cid)
-                resp = await shim.call("Create", req, shim_pb2.CreateTaskResponse)
-                task.pid = resp.pid
+                await task.create(opts)
                 self._notify(namespace, cid, True)
                 created = True
                 return task
@@ -150,10 +195,10 @@ class TaskManager:
             if not created:
                 self.cgroups.prune(rel)
 
-    async def delete(self, namespace: str, cid: str) -> shim_pb2.DeleteResponse:
+    async def delete(self, namespace: str, cid: str) -> Exit:
         """Delete the init process in the shim, stop the shim, remove the bundle."""
         task = self.get(namespace, cid)
-        resp = await task.shim.call("Delete", shim_pb2.DeleteRequest(id=cid), shim_pb2.DeleteResponse)
+        resp = await task.delete()
         task.deleting = True
         await self._retire(task)
         return resp
@@ -165,8 +210,7 @@ class TaskManager:
         if task is not None:
             task.deleting = True
             with contextlib.suppress(DockyardError):
-                await task.shim.call("Delete", shim_pb2.DeleteRequest(id=bundle.id), shim_pb2.DeleteResponse,
-                                     timeout=10)
+                await task.shim.delete("", timeout=10)
             await task.shim.shutdown()
         if bundle.read("address"):
             with contextlib.suppress(DockyardError):
@@ -209,12 +253,12 @@ class TaskManager:
     async def _cleanup_dead(self, bundle: Bundle, runtime: str, pid: int, log_fd: int | None,
                             shim: ShimClient | None, publish: bool) -> None:
         log.warning("shim of task %s/%s is gone: cleaning up", bundle.namespace, bundle.id)
-        status, exited = 255, datetime.now(UTC)
+        status, exited = 255, time.time_ns()
         try:
-            resp = await self.binary_for(runtime).delete(bundle)
-            pid, status = resp.pid or pid, resp.exit_status
-            if resp.HasField("exited_at"):
-                exited = resp.exited_at.ToDatetime(tzinfo=UTC)
+            found = await self.binary_for(runtime).cleanup(bundle)
+            pid, status = found.pid or pid, found.exit_status
+            if found.exited_at_ns is not None:
+                exited = found.exited_at_ns
         except DockyardError as exc:
             log.warning("cleanup of task %s/%s: %s", bundle.namespace, bundle.id, exc)
         if self._tasks.pop((bundle.namespace, bundle.id), None) is not None:
@@ -225,18 +269,14 @@ class TaskManager:
         await self._prune_cgroup(bundle, runtime)
         await asyncio.to_thread(remove_bundle, bundle)
         if publish:
-            ns, cid = bundle.namespace, bundle.id
-            exit_ev = task_events.TaskExit(container_id=cid, id=cid, pid=pid, exit_status=status,
-                                           exited_at=_ts(exited))
-            self.events.publish(ns, "/tasks/exit", exit_ev.DESCRIPTOR.full_name, exit_ev.SerializeToString())
-            del_ev = task_events.TaskDelete(container_id=cid, pid=pid, exit_status=status,
-                                            exited_at=_ts(exited))
-            self.events.publish(ns, "/tasks/delete", del_ev.DESCRIPTOR.full_name, del_ev.SerializeToString())
+            for topic, type_url, payload in task_exit_events(bundle.id, pid, status, exited):
+                self.events.publish(bundle.namespace, topic, type_url, payload)
 
     # -- restart -------------------------------------------------------------------------
 
     async def recover(self) -> None:
         """Reconnect to the shims of every bundle left in the state dir."""
+        self._follow()
         for bundle in await asyncio.to_thread(list_bundles, self.state):
             key = (bundle.namespace, bundle.id)
             runtime = bundle.read("runtime")
@@ -244,18 +284,22 @@ class TaskManager:
             log_fd = self._follow_log(bundle)
             try:
                 shim = await ShimClient.connect(address, bundle, functools.partial(self._shim_closed, key), timeout=2)
-                resp = await shim.call("Connect", shim_pb2.ConnectRequest(id=bundle.id), shim_pb2.ConnectResponse,
-                                       timeout=5)
+                shim_pid, task_pid = await shim.connect_task(timeout=5)
             except DockyardError as exc:
                 log.warning("task %s/%s: shim unreachable (%s): cleaning up", bundle.namespace, bundle.id, exc)
                 await self._cleanup_dead(bundle, runtime, 0, log_fd, None, publish=False)
                 continue
-            self._tasks[key] = Task(bundle, runtime, shim, resp.task_pid, log_fd=log_fd)
+            self._tasks[key] = Task(bundle, runtime, shim, task_pid, log_fd=log_fd)
             self._notify(bundle.namespace, bundle.id, True)
-            log.info("task %s/%s: reconnected to its shim (pid %d)", bundle.namespace, bundle.id, resp.shim_pid)
+            log.info("task %s/%s: reconnected to its shim (pid %d)", bundle.namespace, bundle.id, shim_pid)
 
     async def close(self) -> None:
         """Daemon shutdown: drop the connections, leave the shims (and containers) running."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
         for job in list(self._cleanups):
             with contextlib.suppress(Exception):
                 await job

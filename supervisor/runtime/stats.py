@@ -21,20 +21,19 @@ from google.protobuf import empty_pb2
 
 from dockyard_api.containerd.cgroups.stats.v1 import metrics_pb2 as v1pb
 from dockyard_api.containerd.cgroups.v2.stats import metrics_pb2 as v2pb
-from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as pb
 from shim.ttrpc import RequestContext, inline
 from supervisor.errors import DockyardError, NotFound, Unimplemented
 from supervisor.filters import Adaptor
 from supervisor.metadata.containers import ContainerStore
 from supervisor.metadata.containers import adaptor as container_adaptor
-from supervisor.runtime.manager import Task, TaskManager
+from supervisor.runtime.manager import TaskManager
+from supervisor.runtime.task import Task
+from supervisor.runtime.types import Status
 from supervisor.stats import Describe, Sample, StatsHub
 
 log = logging.getLogger("dockyard.stats")
 
-STATS_SERVICE = "dockyard.shim.v1.Stats"
-NAMESPACE_KEY = "containerd-namespace-ttrpc"
 CALL_TIMEOUT = 5.0
 UNLIMITED = 2**64 - 1
 EMPTY = empty_pb2.Empty()
@@ -70,8 +69,7 @@ class ShimSamplerControl:
             poller.interval = interval_ms / 1000
             return
         try:
-            await task.shim.conn.call(STATS_SERVICE, "Watch", pb.WatchRequest(id=cid, interval_ms=interval_ms),
-                                      empty_pb2.Empty, timeout=CALL_TIMEOUT, metadata={NAMESPACE_KEY: namespace})
+            await task.watch_stats(interval_ms, timeout=CALL_TIMEOUT)
         except Unimplemented:
             log.info("task %s/%s: its shim has no stats stream; polling Task.Stats instead", namespace, cid)
             self._stop_poller(namespace, cid)
@@ -90,8 +88,7 @@ class ShimSamplerControl:
             task = self.manager.get(namespace, cid)
         except NotFound:
             return  # its shim went with it
-        await task.shim.conn.call(STATS_SERVICE, "Unwatch", pb.UnwatchRequest(id=cid), empty_pb2.Empty,
-                                  timeout=CALL_TIMEOUT, metadata={NAMESPACE_KEY: namespace})
+        await task.unwatch_stats(timeout=CALL_TIMEOUT)
 
     def _stop_poller(self, namespace: str, cid: str) -> bool:
         poller = self._pollers.pop((namespace, cid), None)
@@ -125,15 +122,14 @@ class _Poller:
     async def _poll(self) -> None:
         task = self.task
         while True:
-            state = await task.shim.call("State", shim_pb2.StateRequest(id=task.id), shim_pb2.StateResponse,
-                                         timeout=CALL_TIMEOUT)
-            end = state.status == 3  # STOPPED: containerd.v1.types.Status
+            state = await task.state(timeout=CALL_TIMEOUT)
+            end = state.status == Status.STOPPED
             sample = pb.Sample(id=task.id, namespace=task.namespace, seq=self.seq + 1, end=end)
             sample.timestamp.FromNanoseconds(time.time_ns())
             with contextlib.suppress(DockyardError):
-                resp = await task.shim.call("Stats", shim_pb2.StatsRequest(id=task.id), shim_pb2.StatsResponse,
-                                            timeout=CALL_TIMEOUT)
-                metrics_into_sample(resp.stats.type_url, resp.stats.value, sample)
+                metrics = await task.stats(timeout=CALL_TIMEOUT)
+                if metrics is not None:
+                    metrics_into_sample(metrics.type_url, metrics.value, sample)
             self.seq += 1
             self.hub.push(to_sample(sample))
             if end:
