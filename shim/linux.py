@@ -20,6 +20,8 @@ import os
 import socket
 import struct
 
+from dockyard_common import capabilities
+
 
 def _load(soname: str, short: str) -> ctypes.CDLL:
     # The soname first: ctypes.util.find_library runs ldconfig, too slow for every shim start.
@@ -95,23 +97,8 @@ _SYS_SETNS = 308
 _SYS_CLOSE_RANGE = 436
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# Capability numbers (linux/capability.h); names are the OCI spellings.
-CAPABILITIES: dict[str, int] = {
-    name: number
-    for number, name in enumerate(
-        [
-            "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-            "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-            "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-            "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-            "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-            "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-            "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-            "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-            "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-        ]
-    )
-}
+# Capability numbers (linux/capability.h): a name's position in the shared list.
+CAPABILITIES: dict[str, int] = {name: number for number, name in enumerate(capabilities.ALL)}
 
 
 def _fail(call: str) -> OSError:

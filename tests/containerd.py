@@ -70,8 +70,8 @@ def wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: f
         raise RuntimeError(f"{exc}:\n{log.read_text(errors='replace')}") from None
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 30 s, to the one process we started."""
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then SIGKILL after 30 s, to the one process we started; its exit status."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -79,6 +79,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    return proc.returncode
 
 
 def shim_scripts_dir() -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from dock.client import Client
 from dock.snapshots import SnapshotsAPI
 from supervisor.errors import AlreadyExists, FailedPrecondition
 from supervisor.snapshotter.base import Info, Mount, Usage, WalkFilter
+from tests.containerd import stop
 from tests.daemon import REPO, dockyardd_command
 
 from .mounts import unmount
@@ -64,7 +64,7 @@ class RemoteSnapshotter:
         deadline = time.monotonic() + 20
         while not (address.exists() and "serving on" in log.read_text(errors="replace")):
             if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc)
+                stop(proc)
                 text = log.read_text(errors="replace")
                 _release(base)
                 raise RuntimeError(f"dockyardd did not start:\n{text}")
@@ -118,7 +118,7 @@ class RemoteSnapshotter:
             return
         self._closed = True
         await self._client.close()
-        code = _stop(self._proc)
+        code = stop(self._proc)
         log = (self._base / "dockyardd.log").read_text(errors="replace")
         _release(self._base)
         assert code == 0, f"dockyardd exited with {code}:\n{log}"
@@ -129,17 +129,6 @@ def _release(base: Path) -> None:
     unmount(str(base / "root"))
     os.rmdir(base / "root")
     shutil.rmtree(base)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 class RemoteOverlay(RemoteSnapshotter):
