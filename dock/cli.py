@@ -11,7 +11,7 @@ import sys
 import traceback
 
 from dock.client import DEFAULT_ADDRESS, Client
-from supervisor.errors import DockyardError
+from dockyard_common.errors import DockyardError
 
 # Command groups, in help order. Only the module of the command being run is imported (a CLI
 # that imports every group starts in ~1 s instead of ~0.3 s); `--help` or an unknown command

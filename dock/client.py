@@ -22,7 +22,7 @@ from dockyard_api.containerd.services.introspection.v1 import introspection_pb2,
 from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from dockyard_api.containerd.services.version.v1 import version_pb2_grpc
 from dockyard_api.dockyard.system.v1 import system_pb2, system_pb2_grpc
-from supervisor.errors import DockyardError, Unavailable
+from dockyard_common.errors import DockyardError, Unavailable
 from supervisor.services.status import error_from_status
 
 if TYPE_CHECKING:

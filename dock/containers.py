@@ -16,7 +16,7 @@ from google.protobuf import field_mask_pb2
 
 from dockyard_api.containerd.services.containers.v1 import containers_pb2 as pb
 from dockyard_api.containerd.services.containers.v1 import containers_pb2_grpc as pb_grpc
-from supervisor.errors import Unimplemented
+from dockyard_common.errors import Unimplemented
 from supervisor.metadata.containers import AnyValue, Container
 from supervisor.services.containers import from_pb, to_pb
 

@@ -6,7 +6,7 @@
             ...
         await c.content.set_labels(info.digest, {"team": "red"})
 
-Every method acts in the client's namespace. Errors are the daemon's, as `supervisor.errors`
+Every method acts in the client's namespace. Errors are the daemon's, as `dockyard_common.errors`
 kinds; OUT_OF_RANGE (a read or write past the end, containerd's code) arrives as OutOfRange,
 an InvalidArgument.
 """
@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.services.status import error_from_status
 
 if TYPE_CHECKING:

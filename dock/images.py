@@ -24,7 +24,7 @@ from google.protobuf import field_mask_pb2
 
 from dockyard_api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from dockyard_api.containerd.types import descriptor_pb2
-from supervisor.errors import DockyardError, NotFound
+from dockyard_common.errors import DockyardError, NotFound
 from supervisor.images import manifest as docs
 from supervisor.images.reference import InvalidReference, normalize
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard_common import capabilities, seccomp
-from supervisor.errors import InvalidArgument, NotFound
+from dockyard_common.errors import InvalidArgument, NotFound
 
 Spec = dict[str, Any]  # an OCI runtime spec as its JSON object
 

@@ -11,7 +11,7 @@
 
 Credentials travel with each call (`username`/`secret`); without them the daemon uses its
 own credential file. `credentials_for(ref)` reads this user's Docker credential file, as
-`dock pull` does. Errors are the daemon's kinds (`supervisor.errors`).
+`dock pull` does. Errors are the daemon's kinds (`dockyard_common.errors`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dock.transfer import LayerProgress, UnpackResult, _unpack_event
 from dockyard_api.containerd.types import descriptor_pb2
 from dockyard_api.dockyard.registry.v1 import registry_pb2 as pb
 from dockyard_api.dockyard.registry.v1 import registry_pb2_grpc as pb_grpc
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.images.reference import normalize_reference
 from supervisor.remote import credentials as credfile
 

@@ -43,8 +43,8 @@ from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_
 from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
 from dock.stdio import ProcessIO, write_all
 from dock.tasks import Status
+from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from supervisor import mounts as hostmounts
-from supervisor.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.images import manifest as docs
 from supervisor.metadata.containers import AnyValue, Container
 from supervisor.snapshotter.base import Mount

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import mount_pb2
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.snapshotter.base import Info, Kind, Mount, Usage
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ import grpc
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as shim_pb
 from dockyard_api.dockyard.stats.v1 import stats_pb2 as pb
 from dockyard_api.dockyard.stats.v1 import stats_pb2_grpc as pb_grpc
-from supervisor.errors import DeadlineExceeded, DockyardError, Unavailable
+from dockyard_common.errors import DeadlineExceeded, DockyardError, Unavailable
 
 if TYPE_CHECKING:
     from dock.client import Client

@@ -35,7 +35,7 @@ from dockyard_api.containerd.services.tasks.v1 import tasks_pb2 as pb
 from dockyard_api.containerd.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_api.containerd.types.task import task_pb2
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.snapshotter.base import Mount
 
 if TYPE_CHECKING:

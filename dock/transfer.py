@@ -12,7 +12,7 @@
             print(r.name, r.complete, r.unpacked)
 
 The archive is read in CHUNK pieces (never whole) from a path, a binary file, bytes, or an
-(async) iterable of bytes. Errors are the daemon's kinds (`supervisor.errors`).
+(async) iterable of bytes. Errors are the daemon's kinds (`dockyard_common.errors`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dock.images import Descriptor
 from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
 from dockyard_api.dockyard.images.v1 import images_pb2 as pb
 from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
+from dockyard_common.errors import Internal, InvalidArgument
 from dockyard_common.jsonutil import json_object
-from supervisor.errors import Internal, InvalidArgument
 from supervisor.services.status import error_from_status
 
 if TYPE_CHECKING:

@@ -121,8 +121,8 @@ def start_shim(launch: Launch, fork: bool) -> str | None:
     """Have a shim serve `launch`; returns its address. With `fork` false (a caller that must
     not fork, like the daemon taking the fast path) it only asks a warm zygote, and returns None
     when there is none, so that the caller runs the `start` command instead."""
+    from dockyard_common.unixsock import AlreadyServing, listen
     from shim import state, zygote
-    from shim.unixsock import AlreadyServing, listen
 
     path, bundle = launch["socket"], launch["bundle"]
     if path.startswith(FALLBACK_DIR + "/"):
@@ -190,8 +190,8 @@ def delete(bundle: str) -> int:
 
 
 def serve_foreground(opts: Options, bundle: str) -> int:
+    from dockyard_common.unixsock import listen
     from shim.serve import run
-    from shim.unixsock import listen
 
     path = opts.socket.removeprefix("unix://") or socket_path(bundle)
     listener = listen(path)

@@ -62,8 +62,8 @@ def _remove_cgroup(bundle: str) -> bool:
     path = state.read_file(bundle, state.CGROUP)
     if not path:
         return False
+    from dockyard_common.errors import DockyardError, NotFound
     from shim.cgroups import new_manager
-    from supervisor.errors import DockyardError, NotFound
 
     mgr = new_manager()
     try:
@@ -82,7 +82,7 @@ def _unmount_rootfs(bundle: str) -> None:
     rootfs = os.path.join(bundle, "rootfs")
     if not os.path.ismount(rootfs):
         return
-    from shim import linux
+    from dockyard_common import linux
 
     with contextlib.suppress(OSError):
         linux.umount2(rootfs, linux.MNT_DETACH)

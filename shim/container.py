@@ -17,6 +17,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 from dockyard_common.jsonutil import json_object
 from shim import state
 from shim.cgroups import CgroupManager, EventWatch, Resources, new_manager
@@ -24,7 +25,6 @@ from shim.cgroups.base import DeviceRule
 from shim.init import Mount, Spec, create_container, exec_process, parse_process, parse_spec
 from shim.process import ExecProcess, InitProcess, Process, Status
 from shim.stdio import ProcessIO, StdioPaths
-from supervisor.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 
 log = logging.getLogger("dockyard.shim")
 

@@ -22,9 +22,9 @@ import enum
 import os
 import time
 
+from dockyard_common.errors import FailedPrecondition, NotFound
 from shim.init import ContainerProcess
 from shim.stdio import ProcessIO, StdioPaths
-from supervisor.errors import FailedPrecondition, NotFound
 
 
 class Status(enum.IntEnum):

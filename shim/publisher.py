@@ -21,7 +21,7 @@ from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from dockyard_api.containerd.services.ttrpc.events.v1 import events_pb2
-from shim.ttrpc import TTRPCClient
+from dockyard_common.ttrpc import TTRPCClient
 
 log = logging.getLogger("dockyard.shim.events")
 

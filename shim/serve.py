@@ -23,12 +23,12 @@ from google.protobuf import empty_pb2
 
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.dockyard.shim.v1 import stats_pb2
-from shim import linux
+from dockyard_common import linux
+from dockyard_common.ttrpc import RequestContext, TTRPCServer
 from shim.publisher import Publisher
 from shim.reaper import Reaper
 from shim.service import TaskService
 from shim.stats import StatsService
-from shim.ttrpc import RequestContext, TTRPCServer
 
 log = logging.getLogger("dockyard.shim")
 

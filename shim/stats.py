@@ -34,13 +34,13 @@ from google.protobuf import empty_pb2
 
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as pb
 from dockyard_api.ttrpc import ttrpc_pb2
+from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard_common.ttrpc import RequestContext, parse_address, wire
+from dockyard_common.ttrpc.errors import error_from_status
 from shim.cgroups import CgroupManager
 from shim.cgroups.base import PARENT, UNLIMITED
 from shim.cgroups.detect import CGROUP_ROOT, v1_mounts
 from shim.container import Container
-from shim.ttrpc import RequestContext, parse_address, wire
-from shim.ttrpc.errors import error_from_status
-from supervisor.errors import DockyardError, InvalidArgument, NotFound, Unavailable
 
 log = logging.getLogger("dockyard.shim.stats")
 

@@ -37,8 +37,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from dockyard_common.errors import InvalidArgument, NotFound, Unimplemented
 from shim.init import StdioFds
-from supervisor.errors import InvalidArgument, NotFound, Unimplemented
 
 log = logging.getLogger("dockyard.shim.stdio")
 
@@ -291,7 +291,7 @@ class ProcessIO:
     def resize(self, width: int, height: int) -> None:
         if self._console is None:
             return  # no terminal, or already closed: as containerd, not an error
-        from shim.linux import set_winsize
+        from dockyard_common.linux import set_winsize
 
         with contextlib.suppress(OSError):
             set_winsize(self._console, height, width)

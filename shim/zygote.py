@@ -67,7 +67,7 @@ def _code_root() -> str:
 
 def _newest_source(root: str) -> int:
     newest = 0
-    for sub in ("shim", "shim/ttrpc", "shim/init", "shim/cgroups", "supervisor"):
+    for sub in ("shim", "dockyard_common/ttrpc", "shim/init", "shim/cgroups", "supervisor"):
         with contextlib.suppress(OSError), os.scandir(os.path.join(root, sub)) as it:
             for entry in it:
                 if entry.name.endswith(".py"):
@@ -209,7 +209,7 @@ def offer_to_ksm() -> None:
     host runs KSM (/sys/kernel/mm/ksm/run = 1), ksmd merges those copies back into one page.
     The mark is inherited by the forked shims and gone at exec, so container processes are
     never merged. A kernel without KSM refuses every madvise: nothing is marked."""
-    from shim import linux
+    from dockyard_common import linux
 
     with open("/proc/self/maps") as maps:
         regions = [line.split() for line in maps]
@@ -233,10 +233,10 @@ def _rehearse() -> None:
 
     from dockyard_api.containerd.runtime.v2.task import shim_pb2
     from dockyard_api.dockyard.shim.v1 import stats_pb2
+    from dockyard_common.errors import NotFound
+    from dockyard_common.ttrpc import TTRPCClient
+    from dockyard_common.unixsock import listen
     from shim.serve import loop_factory, serve
-    from shim.ttrpc import TTRPCClient
-    from shim.unixsock import listen
-    from supervisor.errors import NotFound
 
     async def client(path: str) -> None:
         async with await TTRPCClient.connect(f"unix://{path}") as c:
@@ -262,7 +262,7 @@ def _rehearse() -> None:
             runner.run(asyncio.wait_for(both(bundle, path, listener.detach()), 10))
     # Planning a container is pure: plan one (the default spec, as ctr sends it) here too
     # (-0.1 MiB per shim, measured).
-    from shim import linux
+    from dockyard_common import linux
     from shim.init import default_spec, parse_spec
     from shim.init.plan import plan_create
 
@@ -326,7 +326,7 @@ def _still_at(path: str, inode: int) -> bool:
 
 
 def main(path: str) -> None:
-    from shim.unixsock import AlreadyServing, listen
+    from dockyard_common.unixsock import AlreadyServing, listen
 
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write("dockyard-zygote")  # first: `ps` (and tests) know it from the start

@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from dockyard_common.errors import DockyardError
 from supervisor import config as configmod
-from supervisor.errors import DockyardError
 
 
 class JsonFormatter(logging.Formatter):

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from supervisor.archive.apply import apply_layer
 from supervisor.archive.compression import (
     MEDIA_TYPE_OCI_LAYER,
@@ -32,7 +33,6 @@ from supervisor.archive.compression import (
 from supervisor.archive.diff import write_diff
 from supervisor.archive.hashing import DigestingReader, DigestingWriter
 from supervisor.content.store import BlobReader
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.images import Descriptor
 from supervisor.mounts import mounted, overlay_dirs

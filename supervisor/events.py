@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from dockyard_common.errors import InvalidArgument, ResourceExhausted
 from supervisor import filters, identifiers
-from supervisor.errors import InvalidArgument, ResourceExhausted
 from supervisor.timeutil import now
 
 log = logging.getLogger(__name__)

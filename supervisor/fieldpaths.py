@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.identifiers import go_quote
 
 LABELS = "labels"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 MAX_LENGTH = 76
 PATTERN = r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 MAX_SIZE = 4096
 # containerd cuts the key to its first 10 bytes in the message, so a huge key is not echoed.

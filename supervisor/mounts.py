@@ -16,10 +16,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from shim import linux as L
+from dockyard_common import linux as L
+from dockyard_common.errors import Internal
 from shim.init.mountopts import overlay_dirs as parse_overlay_dirs
 from shim.init.rootfs import mount_rootfs, mountinfo
-from supervisor.errors import Internal
 from supervisor.snapshotter.base import Mount
 
 

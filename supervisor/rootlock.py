@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from supervisor.errors import FailedPrecondition
+from dockyard_common.errors import FailedPrecondition
 
 
 class RootLock:

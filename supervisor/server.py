@@ -26,12 +26,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as shim_stats_pb2
+from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from supervisor import ksm
 from supervisor.config import DEFAULT_CONFIG, Config
 from supervisor.content.local import LocalContentStore
 from supervisor.differ import Differ
 from supervisor.diskreserve import DiskReserve
-from supervisor.errors import FailedPrecondition, InvalidArgument
 from supervisor.events import Exchange
 from supervisor.grpcserver import Server as OwnServer
 from supervisor.grpcserver.decode import DecodeGuard

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from supervisor.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable
 from supervisor.filters import Adaptor, Filter, adaptor_from, parse_all
 
 log = logging.getLogger("dockyard.stats")

@@ -12,8 +12,8 @@ from dock.client import Client
 from dock.commands.run import add_container_options, request_from_args
 from dock.output import emit, emit_json, labels_text
 from dock.runner import create_container, remove_container
+from dockyard_common.errors import FailedPrecondition, NotFound
 from dockyard_common.jsonutil import JsonError, json_value
-from supervisor.errors import FailedPrecondition, NotFound
 from supervisor.metadata.containers import Container
 
 

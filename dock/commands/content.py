@@ -12,7 +12,7 @@ from dock.args import parse_labels
 from dock.client import Client
 from dock.content import ContentInfo, IngestStatus
 from dock.output import emit_json, emit_table, human_size, labels_text
-from supervisor.errors import NotFound
+from dockyard_common.errors import NotFound
 
 
 def register(sub: Any) -> None:

@@ -21,7 +21,7 @@ from dock.client import Client
 from dock.commands.image_transfer import TRANSFER_SUBCOMMANDS
 from dock.images import ImageInfo, ImageSize
 from dock.output import emit_json, emit_table, human_size, labels_text, to_jsonable
-from supervisor.errors import AlreadyExists, DockyardError
+from dockyard_common.errors import AlreadyExists, DockyardError
 from supervisor.images.reference import normalize
 
 _SHORT_TYPES = {

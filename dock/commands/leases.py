@@ -11,7 +11,7 @@ from typing import Any
 from dock.args import parse_labels
 from dock.client import Client
 from dock.output import emit, emit_json, labels_text
-from supervisor.errors import NotFound
+from dockyard_common.errors import NotFound
 
 # Go's time.ParseDuration units, which ctr's --expires takes.
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -8,7 +8,7 @@ from typing import Any
 from dock.args import parse_labels
 from dock.client import Client
 from dock.output import emit, emit_json, labels_text
-from supervisor.errors import NotFound
+from dockyard_common.errors import NotFound
 
 
 def register(sub: Any) -> None:

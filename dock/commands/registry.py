@@ -28,7 +28,7 @@ from dock.client import Client
 from dock.output import emit_json, human_size
 from dock.registry import BlobProgress, RegistryEvent, Resolved, TransferDone
 from dock.transfer import LayerProgress, UnpackResult
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.images.reference import normalize_reference
 from supervisor.remote import credentials as credfile
 

@@ -10,7 +10,7 @@ from dock.client import Client
 from dock.containers import RUNC_V2
 from dock.oci import SECCOMP_DEFAULT, SpecOptions, parse_bytes, parse_mount, parse_security_opt
 from dock.runner import RunRequest, run
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 
 def add_container_options(p: argparse.ArgumentParser) -> None:

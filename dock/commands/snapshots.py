@@ -12,7 +12,7 @@ from dock.args import parse_labels
 from dock.client import Client
 from dock.output import emit_json, emit_table, human_size, labels_text
 from dock.snapshots import DEFAULT_SNAPSHOTTER, Info, Mount, SnapshotsAPI
-from supervisor.errors import NotFound
+from dockyard_common.errors import NotFound
 
 # Like ctr, prepare/commit (and here view too) mark what they make as a GC root, so the
 # collector leaves it until `dock snapshots rm`.

@@ -16,8 +16,8 @@ from dock.output import emit, emit_json, to_jsonable
 from dock.runner import Signals, attach, container_mounts, destroy_task
 from dock.stdio import ProcessIO
 from dock.tasks import Process, Status, TaskMetrics
+from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.jsonutil import json_object
-from supervisor.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 
 
 def register(sub: Any) -> None:

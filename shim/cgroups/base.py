@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dockyard_common.devices import check_device_number
-from supervisor.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
 
 PARENT = "dockyard"
 # What containerd reports for an unlimited v2 value ("max"): the largest uint64.

@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 
-from supervisor.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 from . import detect
 from .base import (

@@ -17,7 +17,7 @@ import os
 import select
 import signal
 
-from supervisor.errors import DockyardError, FailedPrecondition, NotFound, Unavailable
+from dockyard_common.errors import DockyardError, FailedPrecondition, NotFound, Unavailable
 
 from . import detect
 from .base import (

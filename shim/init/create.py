@@ -57,14 +57,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import supervisor.errors as errors
-from shim import linux as L
+import dockyard_common.errors as errors
+from dockyard_common import linux as L
+from dockyard_common.errors import DeadlineExceeded, DockyardError, Internal
 from shim.init import plan as P
 from shim.init import process as proc_attrs
 from shim.init import rootfs as R
 from shim.init import seccomp
 from shim.init.spec import NAMESPACE_TYPES, Process, Spec
-from supervisor.errors import DeadlineExceeded, DockyardError, Internal
 
 CgroupHook = Callable[[int], None]
 

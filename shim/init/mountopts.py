@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shim import linux as L
-from supervisor.errors import InvalidArgument
+from dockyard_common import linux as L
+from dockyard_common.errors import InvalidArgument
 
 # option -> (clear?, flag): "ro" sets MS_RDONLY, "rw" clears it.
 _FLAGS: dict[str, tuple[bool, int]] = {

@@ -21,11 +21,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from shim import linux as L
+from dockyard_common import linux as L
+from dockyard_common.errors import InvalidArgument
 from shim.init.mountopts import PROPAGATION_FLAGS, MountOptions, parse_mount_options
 from shim.init.seccomp import Program, compile_profile
 from shim.init.spec import Device, IDMapping, Process, Rlimit, Spec, SpecMount
-from supervisor.errors import InvalidArgument
 
 # The unshare(2) flag of each OCI namespace type.
 CLONE_FLAGS: dict[str, int] = {

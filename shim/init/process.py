@@ -13,9 +13,9 @@ import resource
 import stat
 from collections.abc import Iterable, Sequence
 
-from shim import linux as L
+from dockyard_common import linux as L
+from dockyard_common.errors import FailedPrecondition, NotFound
 from shim.init.spec import Rlimit
-from supervisor.errors import FailedPrecondition, NotFound
 
 _RLIMIT_NUMBERS = {
     "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,

@@ -20,11 +20,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shim import linux as L
+from dockyard_common import linux as L
+from dockyard_common.errors import InvalidArgument, NotFound
 from shim.init.mountopts import overlay_dirs, parse_mount_options, statvfs_to_ms
 from shim.init.plan import MountSpec
 from shim.init.spec import Device
-from supervisor.errors import InvalidArgument, NotFound
 
 _MAX_SYMLINKS = 40
 # Flags a remount must repeat in a user namespace: the kernel locks them on mounts inherited

@@ -4,7 +4,7 @@
 into libseccomp's numbers (InvalidArgument for anything unknown or unsupported: SCMP_ACT_NOTIFY
 and a listener need a seccomp agent we do not have). `prepare`, in the shim before it forks the
 init, gets the BPF program: from the cache (`seccomp_cache`), else built with
-`shim.linux.SeccompFilter` and exported (and cached). `install`, in the init, loads the prepared
+`dockyard_common.linux.SeccompFilter` and exported (and cached). `install`, in the init, loads the prepared
 program with seccomp(2) as libseccomp's seccomp_load would, or (nothing prepared) builds and loads
 the filter through libseccomp itself. Semantics follow runc:
 syscall names libseccomp does not know are skipped, rules whose action is the default action are
@@ -19,9 +19,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from shim import linux as L
+from dockyard_common import linux as L
+from dockyard_common.errors import InvalidArgument
 from shim.init import seccomp_cache
-from supervisor.errors import InvalidArgument
 
 _ACTIONS = {
     "SCMP_ACT_KILL": 0x00000000,

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shim import linux as L
+from dockyard_common import linux as L
 from shim.zygote import DIR_NAME
 
 # Python's own SHA-256, not hashlib's: hashlib loads OpenSSL's libcrypto, whose relocated pages

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard_common.devices import check_device_number
+from dockyard_common.errors import InvalidArgument
 from dockyard_common.jsonutil import json_value
-from shim.linux import CAPABILITIES
-from supervisor.errors import InvalidArgument
+from dockyard_common.linux import CAPABILITIES
 
 # OCI namespace type -> the name used in /proc/<pid>/ns/.
 NAMESPACE_TYPES: dict[str, str] = {

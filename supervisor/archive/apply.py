@@ -68,6 +68,15 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from dockyard_common.devices import check_device_number
+from dockyard_common.errors import (
+    Cancelled,
+    DockyardError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from supervisor.archive.hashing import DigestingReader
 from supervisor.archive.lowers import OVERLAY_OPAQUE_XATTR, LowerView
 from supervisor.archive.readahead import ReadAhead
@@ -83,15 +92,6 @@ from supervisor.archive.tarread import (
     Entry,
     TarFormatError,
     TarReader,
-)
-from supervisor.errors import (
-    Cancelled,
-    DockyardError,
-    FailedPrecondition,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
 )
 
 log = logging.getLogger(__name__)

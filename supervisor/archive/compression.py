@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from supervisor.errors import FailedPrecondition, InvalidArgument
+from dockyard_common.errors import FailedPrecondition, InvalidArgument
 
 try:  # optional dependency: only zstd layers need it
     import zstandard

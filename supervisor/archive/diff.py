@@ -55,6 +55,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from dockyard_common.errors import NotFound
 from supervisor.archive.apply import WHITEOUT_PREFIX
 from supervisor.archive.tarwrite import (
     TYPE_BLOCK,
@@ -67,7 +68,6 @@ from supervisor.archive.tarwrite import (
     TarHeader,
     TarWriter,
 )
-from supervisor.errors import NotFound
 
 CAPABILITY_XATTR = "security.capability"
 _PAX_CAPABILITY = "SCHILY.xattr." + CAPABILITY_XATTR

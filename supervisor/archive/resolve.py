@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 # Linux's own limit on symlink expansions in one lookup (MAXSYMLINKS).
 MAX_SYMLINKS = 40

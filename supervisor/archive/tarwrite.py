@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 BLOCK = 512
 TYPE_REG = b"0"

@@ -15,8 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from supervisor.content.store import ReaderBase
-from supervisor.errors import FailedPrecondition, InvalidArgument
 
 K = TypeVar("K")
 V = TypeVar("V")

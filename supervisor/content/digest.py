@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from supervisor.errors import FailedPrecondition, InvalidArgument
+from dockyard_common.errors import FailedPrecondition, InvalidArgument
 
 ALGORITHM = "sha256"
 _ALGORITHM_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dockyard_common.errors import ResourceExhausted, Unavailable
 from supervisor.content.store import Status
-from supervisor.errors import ResourceExhausted, Unavailable
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 

@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from supervisor.content import ingest
 from supervisor.content.cache import BlobCache, MemoryBlobReader, OpenBlobs
 from supervisor.content.digest import format_digest, parse_digest
 from supervisor.content.ingest import IngestPaths, disk_error, quote
 from supervisor.content.local_writer import LocalWriter, open_writer, retry_while_locked
 from supervisor.content.store import Info, ReaderBase, Status, read_blob
-from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound
 
 T = TypeVar("T")
 _HEX64 = re.compile(r"[a-f0-9]{64}")

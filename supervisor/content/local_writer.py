@@ -18,11 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from supervisor.content import ingest
 from supervisor.content.digest import format_digest, hash_fd, parse_digest
 from supervisor.content.ingest import IngestPaths, disk_error, quote
 from supervisor.content.store import Status
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from supervisor.timeutil import now
 
 log = logging.getLogger("dockyard.content")

@@ -37,7 +37,7 @@ and AlreadyExists is raised; callers that only want the content present treat th
 success. Two writers under different refs writing the same bytes therefore both finish:
 the first commit publishes the blob, the second raises AlreadyExists, one blob remains.
 
-Errors (from `supervisor.errors`)
+Errors (from `dockyard_common.errors`)
 ---------------------------------
 InvalidArgument     malformed digest or one that is not sha256; empty ref; negative total,
                     size or offset; a write at an offset other than the current one (0 excepted,
@@ -63,7 +63,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from supervisor.errors import InvalidArgument, ResourceExhausted
+from dockyard_common.errors import InvalidArgument, ResourceExhausted
 
 
 @dataclass(frozen=True, slots=True)

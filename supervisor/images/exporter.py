@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
-from supervisor.errors import Internal, InvalidArgument, NotFound
+from dockyard_common.errors import Internal, InvalidArgument, NotFound
 from supervisor.images.importer import OCI_INDEX_FILE, OCI_LAYOUT_FILE, OCI_LAYOUT_VERSION, oci_ref_name
 from supervisor.images.manifest import (
     ANNOTATION_IMAGE_NAME,

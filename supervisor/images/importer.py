@@ -45,6 +45,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 from supervisor.archive.compression import (
     MEDIA_TYPE_DOCKER_LAYER,
     MEDIA_TYPE_DOCKER_LAYER_GZIP,
@@ -52,7 +53,6 @@ from supervisor.archive.compression import (
     Compression,
     detect_compression,
 )
-from supervisor.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 from supervisor.images.leasing import temporary_lease
 from supervisor.images.manifest import (
     ANNOTATION_IMAGE_NAME,

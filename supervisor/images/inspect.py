@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from supervisor.errors import DockyardError, NotFound
+from dockyard_common.errors import DockyardError, NotFound
 from supervisor.images.manifest import Descriptor, ImageConfig, Matcher, Platform, chain_ids
 from supervisor.images.resolve import Resolver
 from supervisor.metadata.content import NamespacedContentStore

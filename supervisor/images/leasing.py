@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from supervisor.errors import NotFound
+from dockyard_common.errors import NotFound
 from supervisor.metadata import leases
 from supervisor.timeutil import now
 

@@ -37,8 +37,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard_common.errors import InvalidArgument
 from supervisor.archive.compression import compression_for_media_type
-from supervisor.errors import InvalidArgument
 from supervisor.images.reference import digest_problem
 from supervisor.metadata import images as records
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from supervisor.errors import InvalidArgument, NotFound
+from dockyard_common.errors import InvalidArgument, NotFound
 from supervisor.images.manifest import (
     MAX_DOCUMENT_SIZE,
     MAX_INDEX_DEPTH,

@@ -23,7 +23,7 @@ import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 BLOCK = 512
 END = b"\0" * (2 * BLOCK)

@@ -38,8 +38,8 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.differ import Differ
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.images.leasing import temporary_lease
 from supervisor.images.manifest import LABEL_UNCOMPRESSED, Descriptor, Matcher, chain_ids, snapshot_gc_label
 from supervisor.images.resolve import Resolver

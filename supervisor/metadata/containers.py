@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor import filters, identifiers
 from supervisor import labels as labelrules
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.metadata import namespaces
 from supervisor.metadata.db import Database, ReadCache
 from supervisor.timeutil import now, parse_iso

@@ -67,13 +67,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
-from supervisor import filters
-from supervisor import labels as labelrules
-from supervisor.content.cache import Lru
-from supervisor.content.digest import parse_digest
-from supervisor.content.ingest import quote
-from supervisor.content.store import BlobReader, ContentStore, Info, Status, Writer
-from supervisor.errors import (
+from dockyard_common.errors import (
     AlreadyExists,
     DockyardError,
     FailedPrecondition,
@@ -81,6 +75,12 @@ from supervisor.errors import (
     NotFound,
     Unavailable,
 )
+from supervisor import filters
+from supervisor import labels as labelrules
+from supervisor.content.cache import Lru
+from supervisor.content.digest import parse_digest
+from supervisor.content.ingest import quote
+from supervisor.content.store import BlobReader, ContentStore, Info, Status, Writer
 from supervisor.fieldpaths import apply_label_paths, split_paths
 from supervisor.metadata import namespaces
 from supervisor.metadata.db import Database

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from dockyard_common.errors import Internal, ResourceExhausted
 from supervisor.diskreserve import sqlite_disk_full
-from supervisor.errors import Internal, ResourceExhausted
 from supervisor.metadata.schema import MIGRATIONS
 
 T = TypeVar("T")

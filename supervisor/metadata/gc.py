@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from dockyard_common.errors import DockyardError, NotFound
 from supervisor.content.store import ContentStore
-from supervisor.errors import DockyardError, NotFound
 from supervisor.metadata import gc_graph
 from supervisor.metadata.db import Database
 from supervisor.metadata.gc_graph import Inventory, Kind, Node, Plan

@@ -49,9 +49,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor import filters
 from supervisor import labels as labelrules
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.fieldpaths import apply_label_paths
 from supervisor.identifiers import go_quote
 from supervisor.images.reference import check_image_name, digest_problem

@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound, NotImplementedYet
 from supervisor import labels as labelrules
 from supervisor.content.digest import parse_digest
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound, NotImplementedYet
 from supervisor.identifiers import go_quote
 from supervisor.metadata import namespaces
 from supervisor.metadata.db import Database

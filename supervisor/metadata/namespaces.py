@@ -10,9 +10,9 @@ import builtins
 import sqlite3
 from dataclasses import dataclass, field
 
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from supervisor import identifiers
 from supervisor import labels as labelrules
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.metadata.db import Database
 from supervisor.timeutil import now_iso
 

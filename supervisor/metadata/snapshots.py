@@ -55,9 +55,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from supervisor import fieldpaths, filters
 from supervisor import labels as labelrules
-from supervisor.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.identifiers import go_quote
 from supervisor.metadata import leases, namespaces
 from supervisor.metadata.db import Database

@@ -60,7 +60,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.network import netns, resolv
 from supervisor.network.cni import CNIRunner
 from supervisor.network.networks import DEFAULT_NETWORK, Network, NetworkStore, Problem

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from supervisor.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
+from dockyard_common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
 
 DEFAULT_PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 DEFAULT_TIMEOUT = 60.0

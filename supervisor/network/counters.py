@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor.errors import NotFound
+from dockyard_common.errors import NotFound
 from supervisor.network import netns
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dockyard_common import netns_syscalls as L
-from supervisor.errors import AlreadyExists, Unavailable
+from dockyard_common.errors import AlreadyExists, Unavailable
 
 T = TypeVar("T")
 

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from dockyard_common.jsonutil import json_object
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 DEFAULT_NETWORK = "dockyard"
 DEFAULT_BRIDGE = "dockyard0"

@@ -26,7 +26,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
 HOST_RESOLV = Path("/etc/resolv.conf")

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from supervisor.errors import FailedPrecondition
+from dockyard_common.errors import FailedPrecondition
 from supervisor.remote.credentials import Credentials
 
 DEFAULT_TOKEN_SECONDS = 60  # the spec's default when expires_in is absent

@@ -35,7 +35,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from supervisor.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable
 from supervisor.remote.auth import Credentials, HostAuth, RegistryAuthError, TokenCache, parse_challenges
 from supervisor.remote.hosts import RegistryHost
 from supervisor.remote.retry import (

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from dockyard_common.jsonutil import json_object
-from supervisor.errors import FailedPrecondition, InvalidArgument
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 CAP_PULL = "pull"
 CAP_RESOLVE = "resolve"

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from supervisor.errors import DockyardError
+from dockyard_common.errors import DockyardError
 
 E = TypeVar("E")
 _DONE = object()

@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.images.leasing import INSTANCE, JOB_LABEL
 from supervisor.images.manifest import (
     Descriptor,

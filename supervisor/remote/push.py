@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
-from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from supervisor.images.manifest import Descriptor, Matcher, is_index, is_manifest
 from supervisor.images.reference import InvalidReference, Reference, normalize, normalize_reference
 from supervisor.images.resolve import Resolver

@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator
 from urllib.parse import quote, urljoin
 
-from supervisor.errors import FailedPrecondition, Unavailable
+from dockyard_common.errors import FailedPrecondition, Unavailable
 from supervisor.images.manifest import Descriptor
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.remote.client import Endpoint, status_error

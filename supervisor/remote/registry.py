@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.images.reference import InvalidReference, normalize
 from supervisor.images.unpack import Unpacker
 from supervisor.metadata import images as records

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
-from supervisor.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.images.manifest import (
     MAX_DOCUMENT_SIZE,
     MEDIA_TYPE_DOCKER_MANIFEST,

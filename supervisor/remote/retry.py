@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from supervisor.errors import Unavailable
+from dockyard_common.errors import Unavailable
 
 log = logging.getLogger("dockyard.remote")
 

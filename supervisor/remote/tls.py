@@ -22,7 +22,7 @@ import ssl
 
 import aiohttp
 
-from supervisor.errors import DockyardError, FailedPrecondition, InvalidArgument
+from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument
 from supervisor.remote.hosts import RegistryHost
 
 _KEY_MARK = b"PRIVATE KEY-----"

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from dockyard_common.jsonutil import json_object
 from supervisor import identifiers
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ import logging
 import os
 from typing import Any
 
+from dockyard_common.errors import DockyardError
 from dockyard_common.jsonutil import JsonError, json_value
 from shim.cgroups.base import PARENT, check_inside, normalize_path
 from shim.cgroups.detect import CGROUP_ROOT, host_version, v1_mounts, v2_mountpoint
-from supervisor.errors import DockyardError
 
 log = logging.getLogger("dockyard.runtime")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from google.protobuf import descriptor, empty_pb2
 
 from dockyard_api.containerd.services.ttrpc.events.v1 import events_pb2 as pb
-from shim.ttrpc import RequestContext, TTRPCServer
+from dockyard_common.ttrpc import RequestContext, TTRPCServer
 from supervisor.events import Event, Exchange
 from supervisor.timeutil import now
 

@@ -19,7 +19,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from supervisor.errors import AlreadyExists, DeadlineExceeded, DockyardError, NotFound, ResourceExhausted, Unavailable
+from dockyard_common.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    DockyardError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from supervisor.events import Exchange
 from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, list_bundles, parse_spec, remove_bundle
 from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, read_cgroup_rel

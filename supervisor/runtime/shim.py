@@ -27,8 +27,8 @@ from dockyard_api.containerd.events import task_pb2 as task_events
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_api.dockyard.shim.v1 import stats_pb2
-from shim.ttrpc import ConnectionClosed, TTRPCClient
-from supervisor.errors import DeadlineExceeded, Internal, Unavailable
+from dockyard_common.errors import DeadlineExceeded, Internal, Unavailable
+from dockyard_common.ttrpc import ConnectionClosed, TTRPCClient
 from supervisor.runtime.bundle import Bundle
 from supervisor.runtime.types import AnyValue, CreateOptions, ExecOptions, Exit, ProcessInfo, Status, TaskState
 

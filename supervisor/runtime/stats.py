@@ -22,8 +22,8 @@ from google.protobuf import empty_pb2
 from dockyard_api.containerd.cgroups.stats.v1 import metrics_pb2 as v1pb
 from dockyard_api.containerd.cgroups.v2.stats import metrics_pb2 as v2pb
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as pb
-from shim.ttrpc import RequestContext, inline
-from supervisor.errors import DockyardError, NotFound, Unimplemented
+from dockyard_common.errors import DockyardError, NotFound, Unimplemented
+from dockyard_common.ttrpc import RequestContext, inline
 from supervisor.filters import Adaptor
 from supervisor.metadata.containers import ContainerStore
 from supervisor.metadata.containers import adaptor as container_adaptor

@@ -21,8 +21,8 @@ from google.protobuf import empty_pb2, timestamp_pb2
 from dockyard_api.containerd.events import content_pb2 as events_pb
 from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange
 from supervisor.content.store import Info, Status
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange
 from supervisor.events import Exchange
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.services.context import lease_of, namespace_of

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
+from dockyard_common.errors import FailedPrecondition
 from supervisor import identifiers
-from supervisor.errors import FailedPrecondition
 
 NAMESPACE_KEY = "containerd-namespace"
 LEASE_KEY = "containerd-lease"

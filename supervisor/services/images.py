@@ -15,7 +15,7 @@ from dockyard_api.containerd.events import image_pb2 as events_pb
 from dockyard_api.containerd.services.images.v1 import images_pb2 as pb
 from dockyard_api.containerd.services.images.v1 import images_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import descriptor_pb2
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.events import Exchange
 from supervisor.metadata.images import Descriptor, Image, ImageStore
 from supervisor.services.context import namespace_of

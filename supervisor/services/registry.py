@@ -14,7 +14,7 @@ import grpc
 from dockyard_api.containerd.events import image_pb2 as events_pb
 from dockyard_api.dockyard.registry.v1 import registry_pb2 as pb
 from dockyard_api.dockyard.registry.v1 import registry_pb2_grpc as pb_grpc
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.events import Exchange
 from supervisor.images.manifest import Descriptor
 from supervisor.images.unpack import LayerProgress, UnpackDone

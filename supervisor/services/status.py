@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from supervisor import errors
+from dockyard_common import errors
 
 log = logging.getLogger("dockyard.rpc")
 

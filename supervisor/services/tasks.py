@@ -15,8 +15,8 @@ from dockyard_api.containerd.services.tasks.v1 import tasks_pb2 as pb
 from dockyard_api.containerd.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import metrics_pb2
 from dockyard_api.containerd.types.task import task_pb2
+from dockyard_common.errors import InvalidArgument, Unimplemented
 from supervisor import filters
-from supervisor.errors import InvalidArgument, Unimplemented
 from supervisor.metadata.containers import ContainerStore
 from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.task import Task

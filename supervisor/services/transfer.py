@@ -17,7 +17,7 @@ from dockyard_api.containerd.events import image_pb2 as events_pb
 from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
 from dockyard_api.dockyard.images.v1 import images_pb2 as pb
 from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
-from supervisor.errors import DockyardError, InvalidArgument
+from dockyard_common.errors import DockyardError, InvalidArgument
 from supervisor.events import Exchange
 from supervisor.images.exporter import ExportOptions
 from supervisor.images.importer import BlobProgress, ImageImported, ImportDone, ImportEvent, ImportOptions

@@ -101,7 +101,7 @@ class Snapshotter(Protocol):
     their labels. `cleanup` reclaims directories no record refers to (left by a crash
     or an interrupted removal); `close` releases the database and is idempotent.
 
-    Errors (`supervisor.errors`)
+    Errors (`dockyard_common.errors`)
         NotFound            any method given an unknown key/name, or an unknown parent
         AlreadyExists       prepare/view with a key in use; commit to a name in use
         InvalidArgument     empty key/name; parent that is not committed; update of a

@@ -33,8 +33,8 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Self, TypeVar
 
+from dockyard_common.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
 from supervisor.diskreserve import sqlite_disk_full
-from supervisor.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
 
 from .base import Info, Kind, Mount, Usage, WalkFilter
 from .storage import MetaStore, Record, check_key, check_labels

@@ -34,7 +34,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 
-from supervisor.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 from .base import Kind, Mount
 from .directory import DirectorySnapshotter

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 from .base import EPOCH, Info, Kind, Usage
 

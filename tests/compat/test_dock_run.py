@@ -30,7 +30,7 @@ from dock.images import OCI_INDEX, Descriptor
 from dock.oci import SpecOptions
 from dock.runner import RunRequest
 from dock.tasks import Status
-from supervisor.errors import NotFound
+from dockyard_common.errors import NotFound
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE, RUNTIMES, daemon_with_runtime, import_busybox, remove_everything
 from tests.daemon import REPO, DaemonProcess

@@ -22,8 +22,8 @@ from typing import Self
 
 from dock.client import Client
 from dock.content import ContentAPI, ContentWriter, IngestStatus
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from supervisor.content.store import Info, Status, read_blob
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from tests.daemon import DaemonProcess, remove_base, start_daemon
 
 NAMESPACE = "conformance"

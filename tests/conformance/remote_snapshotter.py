@@ -23,7 +23,7 @@ from typing import ClassVar, Self
 
 from dock.client import Client
 from dock.snapshots import SnapshotsAPI
-from supervisor.errors import AlreadyExists, FailedPrecondition
+from dockyard_common.errors import AlreadyExists, FailedPrecondition
 from supervisor.snapshotter.base import Info, Mount, Usage, WalkFilter
 from tests.containerd import stop
 from tests.daemon import REPO, dockyardd_command

@@ -18,9 +18,7 @@ from typing import Protocol
 
 import pytest
 
-from supervisor.content.local import LocalContentStore
-from supervisor.content.store import BlobReader, ContentStore, Info, Status, Writer
-from supervisor.errors import (
+from dockyard_common.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -28,6 +26,8 @@ from supervisor.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from supervisor.content.local import LocalContentStore
+from supervisor.content.store import BlobReader, ContentStore, Info, Status, Writer
 from tests.conformance.content_remote import RemoteHarness
 
 

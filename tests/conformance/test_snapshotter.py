@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.snapshotter import (
     Info,
     Kind,

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from supervisor.errors import DockyardError
+from dockyard_common.errors import DockyardError
 from supervisor.network import netns
 from supervisor.network.attachments import NetworkManager, PortMapping, cni_container_id
 from supervisor.network.cni import CNIRunner

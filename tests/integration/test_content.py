@@ -20,7 +20,7 @@ from dockyard_api.containerd.events import content_pb2 as content_events
 from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tests.daemon import REPO, DaemonProcess, wait_subscribed
 from tests.integration.test_cli import dock
 from tests.waiting import wait_until_async

@@ -13,7 +13,7 @@ from dock.client import Client
 from dock.content import ContentAPI
 from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
-from supervisor.errors import InvalidArgument, NotFound
+from dockyard_common.errors import InvalidArgument, NotFound
 from tests.compat.test_ctr_content import ctr, quiet_daemon  # noqa: F401  (a fixture)
 from tests.daemon import DaemonProcess
 from tests.integration.test_content import content, dg, leased, md, stub

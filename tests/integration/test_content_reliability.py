@@ -16,7 +16,7 @@ import pytest
 
 from dock.client import Client
 from dock.content import ContentAPI
-from supervisor.errors import DockyardError, NotFound, ResourceExhausted
+from dockyard_common.errors import DockyardError, NotFound, ResourceExhausted
 from tests.daemon import DaemonProcess, remove_base, start_daemon
 
 LEASE = "keep"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dock.client import Client
-from supervisor.errors import FailedPrecondition
+from dockyard_common.errors import FailedPrecondition
 from tests.daemon import REPO, DaemonProcess, remove_base, start_daemon
 from tests.images import OCI_MANIFEST, Image, busybox_image
 from tests.registry import RegistryProcess, push_blobs, push_manifest, start_registry

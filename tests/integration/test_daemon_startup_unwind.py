@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import AlreadyExists
 from supervisor.config import Config
-from supervisor.errors import AlreadyExists
 from supervisor.server import Daemon
 
 pytestmark = pytest.mark.root

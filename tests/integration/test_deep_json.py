@@ -13,7 +13,7 @@ import pytest
 
 from dock import runner
 from dock.client import Client
-from supervisor.errors import InvalidArgument, NotFound
+from dockyard_common.errors import InvalidArgument, NotFound
 from tests.conformance.mounts import mounts_under
 from tests.daemon import DaemonProcess, shims_in_bundles
 from tests.images import busybox_image

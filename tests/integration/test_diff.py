@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dock.client import Client
-from supervisor.errors import InvalidArgument, NotFound
+from dockyard_common.errors import InvalidArgument, NotFound
 from supervisor.metadata.images import Descriptor
 from tests.conformance.mounts import mount_all, unmount
 from tests.daemon import DaemonProcess

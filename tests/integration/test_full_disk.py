@@ -37,8 +37,8 @@ import pytest
 import zstandard
 
 from dock.client import Client
+from dockyard_common.errors import ResourceExhausted
 from supervisor.diskreserve import DEFAULT_SIZE, RESERVE_NAME, free_bytes
-from supervisor.errors import ResourceExhausted
 from tests.ctr import ctr, ok
 from tests.daemon import REPO, DaemonProcess, reap_leftovers, start_daemon, stopping_new_zygotes
 from tests.images import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, busybox_image, oci_archive, sha256

@@ -18,8 +18,8 @@ from dockyard_api.containerd.services.content.v1 import content_pb2 as cpb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2 as spb
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2_grpc
+from dockyard_common.errors import NotFound
 from supervisor.content.local import LocalContentStore
-from supervisor.errors import NotFound
 from tests.daemon import DaemonProcess
 
 

@@ -19,7 +19,7 @@ from dockyard_api.containerd.events import image_pb2 as image_events
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from dockyard_api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from dockyard_api.containerd.types import descriptor_pb2
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tests.daemon import DaemonProcess, start_daemon, wait_subscribed
 from tests.integration.test_cli import dock
 from tests.waiting import wait_until_async

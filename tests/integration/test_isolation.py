@@ -30,8 +30,8 @@ from dock.client import Client
 from dock.containers import RUNC_V2, SPEC_TYPE_URL
 from dock.oci import ImageConfig, SpecOptions, build_spec
 from dock.runner import RunRequest
+from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from supervisor import mounts as hostmounts
-from supervisor.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.metadata.containers import AnyValue, Container
 from supervisor.snapshotter.base import Mount
 from tests.compat.conftest import ctr

@@ -13,7 +13,7 @@ import pytest
 
 from dock.client import Client
 from dockyard_api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, NotImplementedYet
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, NotImplementedYet
 from tests.daemon import DaemonProcess
 from tests.integration.test_cli import dock
 from tests.waiting import wait_until_async

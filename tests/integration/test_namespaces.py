@@ -7,7 +7,7 @@ import pytest
 
 from dock.client import Client
 from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
 from tests.daemon import DaemonProcess
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dock.client import Client
-from supervisor.errors import FailedPrecondition
+from dockyard_common.errors import FailedPrecondition
 from tests.daemon import REPO, DaemonProcess
 from tests.images import Image, busybox_image, oci_archive
 from tests.integration.test_registry_pull import pull_events

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from dock.client import Client
-from supervisor.errors import FailedPrecondition, InvalidArgument, Unavailable
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from tests.images import OCI_CONFIG, OCI_MANIFEST, Image, build_image, sha256
 from tests.integration.test_registry_pull import pull_events
 from tests.registry import ThreadedApp

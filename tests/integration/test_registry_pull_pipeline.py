@@ -14,7 +14,7 @@ from aiohttp import web
 
 from dock.client import Client
 from dock.transfer import LayerProgress
-from supervisor.errors import NotFound
+from dockyard_common.errors import NotFound
 from tests.images import OCI_MANIFEST, Image, build_image
 from tests.registry import ThreadedApp
 from tests.unit.archive_fixtures import build_tar, file

@@ -13,7 +13,7 @@ import pytest
 
 from dock.client import Client
 from dock.registry import BlobProgress, RegistryEvent, Resolved, TransferDone
-from supervisor.errors import AlreadyExists, FailedPrecondition, NotFound
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, NotFound
 from tests.images import Image, busybox_image, oci_archive
 from tests.integration.test_registry_pull import multi_platform, pull_events
 from tests.registry import RegistryProcess, start_registry

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from dock.client import Client
-from supervisor.errors import InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import InvalidArgument, NotFound, Unavailable
 from tests.images import OCI_MANIFEST, Image, build_image, busybox_image, oci_archive
 from tests.integration.test_registry_pull import pull_events
 from tests.registry import RegistryProcess, ThreadedApp, push_blobs, push_manifest, start_registry

@@ -15,7 +15,7 @@ import pytest
 
 from dock.client import Client
 from dock.registry import Resolved, TransferDone
-from supervisor.errors import FailedPrecondition
+from dockyard_common.errors import FailedPrecondition
 from tests.daemon import remove_base, start_daemon
 from tests.images import OCI_MANIFEST, Image, busybox_image
 from tests.registry import RegistryProcess, TLSFiles, make_tls, push_blobs, push_manifest, start_registry

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from dockyard_common import linux as L
 from dockyard_common.seccomp import default_profile
-from shim import linux as L
 from shim.init import ContainerProcess, StdioFds, create_container, default_spec, parse_spec
 from shim.init import seccomp as S
 from shim.init import seccomp_cache as C

@@ -38,9 +38,9 @@ from dockyard_api.containerd.runtime.v2.task import shim_pb2 as pb
 from dockyard_api.containerd.services.ttrpc.events.v1 import events_pb2
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_api.containerd.types.task import task_pb2
+from dockyard_common import errors
+from dockyard_common.ttrpc import RequestContext, TTRPCServer
 from shim.init import default_spec
-from shim.ttrpc import RequestContext, TTRPCServer
-from supervisor import errors
 from supervisor.runtime.bundle import Bundle, create_bundle
 from supervisor.runtime.shim import ShimBinary, ShimClient
 from tests import ksm

@@ -29,7 +29,7 @@ from dockyard_api.containerd.events import snapshot_pb2 as snap_events
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
-from supervisor.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.metadata.db import Database
 from supervisor.metadata.snapshots import COMMIT_LABEL, SnapshotStore
 from supervisor.snapshotter import NativeSnapshotter, OverlaySnapshotter

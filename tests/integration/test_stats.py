@@ -28,9 +28,9 @@ from dockyard_api.containerd.services.tasks.v1 import tasks_pb2_grpc as pb_tasks
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as pb_shim
 from dockyard_api.dockyard.stats.v1 import stats_pb2 as pb
 from dockyard_api.dockyard.stats.v1 import stats_pb2_grpc as pb_grpc
+from dockyard_common.errors import InvalidArgument, NotFound
 from shim.cgroups import Resources, new_manager
 from shim.stats import CgroupReader
-from supervisor.errors import InvalidArgument, NotFound
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, shim_available
 from tests.daemon import REPO, DaemonProcess, remove_empty_cgroups, start_daemon

@@ -30,8 +30,8 @@ from google.protobuf import empty_pb2
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.containerd.services.ttrpc.events.v1 import events_pb2
 from dockyard_api.containerd.types.task import task_pb2
-from shim.ttrpc import ConnectionClosed, RequestContext, TTRPCClient, TTRPCServer, parse_address
-from supervisor import errors
+from dockyard_common import errors
+from dockyard_common.ttrpc import ConnectionClosed, RequestContext, TTRPCClient, TTRPCServer, parse_address
 
 SHIM = shutil.which("containerd-shim-runc-v2")
 RUNC = shutil.which("runc")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dock.transfer import ImportResult
-from supervisor.errors import ResourceExhausted
+from dockyard_common.errors import ResourceExhausted
 from tests.conformance.mounts import mounts_under, unmount
 from tests.daemon import reap_leftovers, start_daemon
 from tests.images import Image, busybox_image, oci_archive

@@ -25,7 +25,7 @@ from dock.client import Client
 from dock.images import OCI_MANIFEST, Descriptor, ImageInfo
 from dockyard_api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from dockyard_api.containerd.types import descriptor_pb2
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from tests.daemon import DaemonProcess
 from tests.images import OCI_CONFIG, OCI_LAYER_GZIP, Image, build_image, busybox_image, docker_archive, oci_archive
 from tests.integration.test_cli import dock

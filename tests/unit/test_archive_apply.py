@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import Cancelled, InvalidArgument, NotFound
 from supervisor.archive.apply import _CACHE_SIZE, ApplyResult, apply_layer
-from supervisor.errors import Cancelled, InvalidArgument, NotFound
 from tests.unit.archive_fixtures import (
     TarEntry,
     block_device,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from dockyard_common.errors import InvalidArgument
 from supervisor.archive.apply import apply_layer
 from supervisor.archive.compression import (
     Compression,
@@ -22,7 +23,6 @@ from supervisor.archive.compression import (
     open_layer,
 )
 from supervisor.archive.hashing import DigestingWriter
-from supervisor.errors import InvalidArgument
 from tests.unit.archive_fixtures import build_tar, directory, file, gzip_compress, sha256_digest, zstd_compress
 
 OCI = "application/vnd.oci.image.layer.v1.tar"

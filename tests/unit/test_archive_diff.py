@@ -16,10 +16,10 @@ from typing import cast
 
 import pytest
 
+from dockyard_common.errors import InvalidArgument, NotFound
 from supervisor.archive.apply import apply_layer
 from supervisor.archive.diff import write_diff
 from supervisor.archive.tarwrite import TYPE_REG, TarHeader, TarWriter, _pax_record
-from supervisor.errors import InvalidArgument, NotFound
 from tests.diff_cases import BASE_TIME, CAPABILITY, CASES, CHANGE_TIME, DiffCase, settle
 from tests.unit.archive_fixtures import mount_overlay, tree_state, umount
 

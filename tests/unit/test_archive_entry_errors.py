@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import DockyardError, InvalidArgument
 from supervisor.archive.apply import apply_layer
-from supervisor.errors import DockyardError, InvalidArgument
 from tests.unit.archive_fixtures import TarEntry, block_device, build_tar, char_device, directory, file, symlink
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown)")]

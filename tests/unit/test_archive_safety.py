@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import InvalidArgument
 from supervisor.archive.apply import apply_layer
-from supervisor.errors import InvalidArgument
 from tests.unit.archive_fixtures import (
     TarEntry,
     build_tar,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import supervisor.archive.apply as apply_mod
+from dockyard_common.errors import InvalidArgument
 from supervisor.archive.apply import _unexpected, apply_layer
-from supervisor.errors import InvalidArgument
 from tests.unit.archive_fixtures import build_tar, file
 
 

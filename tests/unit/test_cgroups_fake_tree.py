@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from shim.cgroups.base import PARENT, Resources
 from shim.cgroups.v1 import V1Manager
 from shim.cgroups.v2 import V2Manager
-from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound
 
 V2_LEAF = {
     "cgroup.controllers": "cpuset cpu io memory hugetlb pids\n", "cgroup.subtree_control": "",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from shim.cgroups.base import (
     UNLIMITED,
     BlkioEntry,
@@ -29,7 +30,6 @@ from shim.cgroups.detect import host_version, parse_mountinfo, v1_mounts, v2_mou
 from shim.cgroups.metrics import to_metrics, to_v1_metrics, to_v2_metrics
 from shim.cgroups.v1 import fold_blkio, parse_blkio
 from shim.cgroups.v2 import blkio_to_io_weight, parse_io_stat, shares_to_weight
-from supervisor.errors import FailedPrecondition, InvalidArgument
 
 # ----- paths -----------------------------------------------------------------------------------
 

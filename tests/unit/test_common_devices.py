@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from dockyard_common.devices import DEV_MAJOR_MAX, DEV_MINOR_MAX, check_device_number
+from dockyard_common.errors import InvalidArgument
 from shim.cgroups import Resources
 from shim.init.spec import default_spec, parse_spec
 from supervisor.archive.apply import apply_layer
-from supervisor.errors import InvalidArgument
 from tests.unit.archive_fixtures import build_tar, char_device
 
 RANGES = f"(major 0-{DEV_MAJOR_MAX}, minor 0-{DEV_MINOR_MAX})"

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from supervisor.content.cache import BlobCache, Lru, MemoryBlobReader, OpenBlobs
 from supervisor.content.local import LocalBlobReader, LocalContentStore
-from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.db import Database
 from supervisor.metadata.gc import Collector

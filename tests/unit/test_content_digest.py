@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from supervisor.content.digest import digest_bytes, digest_file, format_digest, parse_digest, verify_digest
-from supervisor.errors import FailedPrecondition, InvalidArgument
 
 HEX = hashlib.sha256(b"x").hexdigest()
 

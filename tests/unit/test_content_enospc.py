@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import NotFound, ResourceExhausted
 from supervisor.content import LocalContentStore
-from supervisor.errors import NotFound, ResourceExhausted
 
 pytestmark = [
     pytest.mark.root,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from supervisor.content import LocalContentStore
 from supervisor.content.ingest import parse_time, ref_key
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 
 
 def dg(data: bytes) -> str:

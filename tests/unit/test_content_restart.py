@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import Unavailable
 from supervisor.content import LocalContentStore
-from supervisor.errors import Unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = hashlib.sha256(b"seed").digest() * 65536  # 2 MiB

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import NotFound, Unavailable
 from supervisor.content.local import LocalContentStore
 from supervisor.content.local_writer import retry_while_locked
-from supervisor.errors import NotFound, Unavailable
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.db import Database
 from supervisor.metadata.gc import Collector

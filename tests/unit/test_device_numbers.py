@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from dockyard_common.errors import InvalidArgument
 from shim.cgroups import Resources
 from shim.init.spec import default_spec, parse_spec
-from supervisor.errors import InvalidArgument
 
 BAD = [(1 << 40, 1), (1 << 31, 0), (4096, 0), (0, 1 << 20), (0, -3)]
 

@@ -12,7 +12,7 @@ import dock.cli as cli
 from dock.commands.image_transfer import print_inspection
 from dock.images import Descriptor
 from dock.transfer import ImageInspection, LayerInfo, _config_document
-from supervisor.errors import Internal
+from dockyard_common.errors import Internal
 
 
 def _failing(exc: BaseException) -> Any:

@@ -14,7 +14,7 @@ from dock.tasks import METRICS_V1_TYPE_URL, METRICS_V2_TYPE_URL, decode_metrics,
 from dockyard_api.containerd.cgroups.stats.v1 import metrics_pb2 as v1
 from dockyard_api.containerd.cgroups.v2.stats import metrics_pb2 as v2
 from dockyard_api.containerd.events import container_pb2, task_pb2
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 
 def test_v1_metrics_keep_64_bit_numbers_as_numbers() -> None:

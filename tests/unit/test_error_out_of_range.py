@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from shim.ttrpc import errors as ttrpc_codes
-from supervisor import errors
+from dockyard_common import errors
+from dockyard_common.ttrpc import errors as ttrpc_codes
 from supervisor.services import status
 
 

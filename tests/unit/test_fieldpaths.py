@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.fieldpaths import apply_label_paths, split_paths
 
 GC = "containerd.io/gc.ref.content.l.0"

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from dockyard_common.errors import InvalidArgument
 from supervisor import filters
-from supervisor.errors import InvalidArgument
 from supervisor.filters import (
     ALWAYS,
     All,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import ResourceExhausted
 from supervisor.content.local import LocalContentStore
 from supervisor.diskreserve import DEFAULT_SIZE, RESERVE_NAME, DiskReserve, free_bytes
-from supervisor.errors import ResourceExhausted
 from supervisor.metadata import gc_graph as g
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.db import Database

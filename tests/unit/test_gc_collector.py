@@ -14,8 +14,8 @@ from typing import TypeVar
 
 import pytest
 
+from dockyard_common.errors import NotFound
 from supervisor.content.local import LocalContentStore
-from supervisor.errors import NotFound
 from supervisor.metadata.db import Database
 from supervisor.metadata.gc import Collector, Stats
 from supervisor.metadata.leases import LeaseStore, Resource

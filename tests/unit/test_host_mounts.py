@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import Internal, NotFound
+from dockyard_common.errors import Internal, NotFound
 from supervisor.mounts import mount_all, mounted, unmount_all
 from supervisor.snapshotter.base import Mount
 from tests.conformance.mounts import mounts_under

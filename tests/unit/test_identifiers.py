@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dockyard_common.errors import InvalidArgument
 from supervisor import identifiers
-from supervisor.errors import InvalidArgument
 from supervisor.identifiers import MAX_LENGTH, PATTERN, go_quote, validate, validate_namespace
 
 VALID = [

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.images.manifest import parse_config
 
 DIFF = "sha256:" + "d" * 64

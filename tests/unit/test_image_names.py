@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.images.reference import REFERENCE_LENGTH_MAX, check_image_name, image_name_problem
 from supervisor.metadata.images import Descriptor, Image, validate
 

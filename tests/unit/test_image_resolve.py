@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 
-from supervisor.errors import InvalidArgument, NotFound
+from dockyard_common.errors import InvalidArgument, NotFound
 from supervisor.images.manifest import (
     MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_INDEX,

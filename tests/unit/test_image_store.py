@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.content.local import LocalContentStore
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound
 from supervisor.metadata import gc_graph
 from supervisor.metadata.db import Database
 from supervisor.metadata.gc import Collector, image_roots

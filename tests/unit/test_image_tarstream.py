@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.images.tarstream import END, ByteSource, TarReader, clean_name, header, link_target, padding
 from tests.unit.archive_fixtures import build_tar, directory, file, hardlink, symlink
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import InvalidArgument
 from shim.init.rootfs import opened_in_root, secure_join
-from supervisor.errors import InvalidArgument
 
 
 @pytest.fixture

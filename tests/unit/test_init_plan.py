@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from shim import linux as L
+from dockyard_common import linux as L
+from dockyard_common.errors import InvalidArgument
 from shim.init import plan as P
 from shim.init.mountopts import parse_mount_options, statvfs_to_ms
 from shim.init.spec import Spec, default_spec, parse_process, parse_spec
-from supervisor.errors import InvalidArgument
 
 BUNDLE = "/run/dockyard/tasks/default/c1"
 

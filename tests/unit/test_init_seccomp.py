@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from dockyard_common.errors import InvalidArgument
 from shim.init.seccomp import Rule, compile_profile
-from supervisor.errors import InvalidArgument
 
 ALLOW, ERRNO, KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from dockyard_common.errors import InvalidArgument
 from shim.init.spec import default_spec, parse_process, parse_spec
-from supervisor.errors import InvalidArgument
 
 
 def spec(**changes: Any) -> dict[str, Any]:

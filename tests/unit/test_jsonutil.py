@@ -15,12 +15,12 @@ from dock.commands.containers import describe
 from dock.commands.tasks import _spec as dock_spec
 from dock.containers import SPEC_TYPE_URL
 from dock.transfer import _config_document
+from dockyard_common.errors import FailedPrecondition, Internal, InvalidArgument
 from dockyard_common.jsonutil import JsonError, json_object, json_value
 from dockyard_common.seccomp import ProfileError
 from dockyard_common.seccomp import load as load_profile
 from shim.container import parse_resources
 from shim.init.spec import parse_spec as shim_parse_spec
-from supervisor.errors import FailedPrecondition, Internal, InvalidArgument
 from supervisor.metadata.containers import AnyValue, Container
 from supervisor.network.cni import _plugin_error
 from supervisor.network.networks import load as load_network

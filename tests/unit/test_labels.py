@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.labels import MAX_SIZE, validate, validate_label
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import FailedPrecondition, NotFound
 from supervisor.content.local import LocalContentStore
-from supervisor.errors import FailedPrecondition, NotFound
 from supervisor.metadata.content import NamespacedContentStore, backend_ref
 from supervisor.metadata.db import Database
 from supervisor.metadata.guard import GcGuard

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import (
+from dockyard_common.errors import (
     AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import NotFound
+from dockyard_common.errors import NotFound
 from supervisor.network import netns
 from supervisor.network.counters import read_counters
 

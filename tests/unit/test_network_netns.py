@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import AlreadyExists, NotFound
+from dockyard_common.errors import AlreadyExists, NotFound
 from supervisor.network import netns
 from supervisor.network.counters import read_counters
 

@@ -9,7 +9,7 @@ import pytest
 
 from dock import oci
 from dock.oci import ImageConfig, RootFS, SpecOptions
-from supervisor.errors import InvalidArgument, NotFound
+from dockyard_common.errors import InvalidArgument, NotFound
 
 PASSWD = """root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.images.reference import (
     InvalidReference,
     Reference,

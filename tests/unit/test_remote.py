@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument
 from supervisor.remote import credentials as credfile
 from supervisor.remote.auth import Challenge, TokenCache, merge_scopes, parse_challenges
 from supervisor.remote.client import origin

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from supervisor.remote import credentials as credfile
 from supervisor.remote.client import shown_url
 from supervisor.remote.hosts import Hosts, RegistryHost

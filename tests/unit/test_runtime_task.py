@@ -20,8 +20,8 @@ from google.protobuf.message import Message
 from dockyard_api.containerd.events import task_pb2 as task_events
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.containerd.types.task import task_pb2
-from shim.ttrpc import RequestContext, TTRPCServer
-from supervisor import errors
+from dockyard_common import errors
+from dockyard_common.ttrpc import RequestContext, TTRPCServer
 from supervisor.events import Exchange
 from supervisor.runtime.bundle import Bundle
 from supervisor.runtime.manager import TaskManager

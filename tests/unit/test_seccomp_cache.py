@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shim import linux as L
+from dockyard_common import linux as L
 from shim.init import seccomp as S
 from shim.init import seccomp_cache as C
 from shim.zygote import DIR_NAME

@@ -15,8 +15,8 @@ import pytest
 from dock import oci
 from dock.oci import ImageConfig, SpecOptions
 from dockyard_common import capabilities, seccomp
+from dockyard_common.errors import InvalidArgument
 from shim.init.seccomp import compile_profile
-from supervisor.errors import InvalidArgument
 
 COMMON = Path(seccomp.__file__).parent
 # Refused to a container with the default capabilities, whatever else changes in the profile.

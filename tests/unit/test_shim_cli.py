@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from dockyard_common.errors import FailedPrecondition, NotFound
 from shim import state
 from shim.__main__ import FALLBACK_DIR, UsageError, main, parse_args, socket_path
 from shim.process import ExecProcess, Status
 from shim.reaper import exit_code
 from shim.stdio import StdioPaths
-from supervisor.errors import FailedPrecondition, NotFound
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.errors import InvalidArgument, NotFound, Unimplemented
 from shim.stdio import ProcessIO, StdioPaths
-from supervisor.errors import InvalidArgument, NotFound, Unimplemented
 
 
 def fifos(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import FailedPrecondition
+from dockyard_common.errors import FailedPrecondition
 from supervisor.snapshotter import NativeSnapshotter, OverlaySnapshotter
 
 pytestmark = pytest.mark.root

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from supervisor.snapshotter import Mount, OverlaySnapshotter, overlay_supported
 from supervisor.snapshotter.overlay import overlay_problem
 

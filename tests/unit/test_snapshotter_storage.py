@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.snapshotter.base import Info, Kind, Usage
 from supervisor.snapshotter.storage import SCHEMA_VERSION, MetaStore, check_key, check_labels
 

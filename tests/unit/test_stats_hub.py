@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from supervisor.errors import InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import InvalidArgument, NotFound, Unavailable
 from supervisor.filters import Adaptor, adaptor_from
 from supervisor.stats import Delivery, Sample, Selector, StatsHub, Subscription
 

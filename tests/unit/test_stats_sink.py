@@ -12,9 +12,9 @@ from google.protobuf import empty_pb2
 
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as pb
 from dockyard_api.ttrpc import ttrpc_pb2
+from dockyard_common import errors
+from dockyard_common.ttrpc import RequestContext, TTRPCClient, TTRPCServer, inline, wire
 from shim.stats import SINK_SERVICE, _Sink
-from shim.ttrpc import RequestContext, TTRPCClient, TTRPCServer, inline, wire
-from supervisor import errors
 from supervisor.runtime.stats import StatsSink
 from supervisor.stats import Sample
 

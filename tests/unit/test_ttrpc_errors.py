@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shim.ttrpc import errors as codes
-from supervisor import errors
+from dockyard_common import errors
+from dockyard_common.ttrpc import errors as codes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_subclasses_and_raw_statuses() -> None:
 def test_shim_ttrpc_imports_no_grpc_and_starts_no_threads() -> None:
     code = (
         "import sys, threading\n"
-        "import shim.ttrpc, shim.ttrpc.server, shim.ttrpc.client\n"
+        "import dockyard_common.ttrpc, dockyard_common.ttrpc.server, dockyard_common.ttrpc.client\n"
         "from dockyard_api.containerd.runtime.v2.task import shim_pb2\n"
         "bad = sorted(m for m in sys.modules if m == 'grpc' or m.startswith(('grpc.', '_grpc', 'grpc_')))\n"
         "assert not bad, bad\n"

@@ -13,8 +13,8 @@ import uvloop
 from google.protobuf import empty_pb2
 
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
-from shim.ttrpc import ConnectionClosed, RequestContext, TTRPCClient, TTRPCServer, parse_address, wire
-from supervisor import errors
+from dockyard_common import errors
+from dockyard_common.ttrpc import ConnectionClosed, RequestContext, TTRPCClient, TTRPCServer, parse_address, wire
 from tests.unit.ttrpc_fixtures import SERVICE, TASK, ScriptedTask, fake_server, response_frame, short_tmpdir
 from tests.waiting import wait_until_async
 

@@ -11,9 +11,9 @@ import pytest
 
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.containerd.services.events.v1 import events_pb2
-from shim.ttrpc import TTRPCClient, TTRPCServer, wire
-from shim.ttrpc import errors as codes
-from supervisor import errors
+from dockyard_common import errors
+from dockyard_common.ttrpc import TTRPCClient, TTRPCServer, wire
+from dockyard_common.ttrpc import errors as codes
 from tests.unit.ttrpc_fixtures import (
     SERVICE,
     TASK,

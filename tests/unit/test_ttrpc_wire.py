@@ -8,8 +8,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from dockyard_api.ttrpc import ttrpc_pb2
-from shim.ttrpc import wire
-from shim.ttrpc.metadata import Metadata
+from dockyard_common.ttrpc import wire
+from dockyard_common.ttrpc.metadata import Metadata
 
 FD = descriptor_pb2.FieldDescriptorProto
 

@@ -14,8 +14,8 @@ from google.protobuf.message import Message
 
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.ttrpc import ttrpc_pb2
-from shim.ttrpc import RequestContext, TTRPCError, wire
-from supervisor import errors
+from dockyard_common import errors
+from dockyard_common.ttrpc import RequestContext, TTRPCError, wire
 
 TASK = shim_pb2.DESCRIPTOR.services_by_name["Task"]
 SERVICE = TASK.full_name  # containerd.task.v2.Task

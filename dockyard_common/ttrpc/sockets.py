@@ -12,8 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from shim import unixsock
-from supervisor import errors
+from dockyard_common import errors, unixsock
 
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 _SUN_PATH_MAX = 107  # sizeof(sun_path) - 1 for the NUL

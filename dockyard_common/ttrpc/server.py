@@ -14,7 +14,7 @@ Contract
   frame is read (for cheap, hot methods: the daemon's stats Push, a hundred a second). It must
   not block; a request's timeout does not apply to it.
 - Requests on one connection run concurrently, each in its own task. A handler fails by
-  raising a domain error (`supervisor.errors`) or `TTRPCError`; the client gets the matching
+  raising a domain error (`dockyard_common.errors`) or `TTRPCError`; the client gets the matching
   gRPC code and `str(exc)` as the message. Anything else is logged and sent like ttrpc's
   convertCode would (ENOENT → NOT_FOUND, ..., otherwise UNKNOWN).
 - A request's `timeout_nano` is enforced: the handler task is cancelled at the deadline and
@@ -52,11 +52,17 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from dockyard_api.ttrpc import ttrpc_pb2
-from shim.ttrpc import errors as codes
-from shim.ttrpc import wire
-from shim.ttrpc.metadata import Metadata
-from shim.ttrpc.sockets import PeerCredentials, adopt_listener, listen_unix, peer_credentials, same_user_or_root
-from supervisor import errors
+from dockyard_common import errors
+from dockyard_common.ttrpc import errors as codes
+from dockyard_common.ttrpc import wire
+from dockyard_common.ttrpc.metadata import Metadata
+from dockyard_common.ttrpc.sockets import (
+    PeerCredentials,
+    adopt_listener,
+    listen_unix,
+    peer_credentials,
+    same_user_or_root,
+)
 
 log = logging.getLogger("dockyard.ttrpc")
 

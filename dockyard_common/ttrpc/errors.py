@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 
-from supervisor import errors
+from dockyard_common import errors
 
 # gRPC code numbers (google/rpc/code.proto).
 OK = 0

@@ -1,6 +1,6 @@
 """Filesystem unix sockets for `start` and the zygote, without importing the ttrpc package.
 
-`shim.ttrpc.sockets.listen_unix` does the same, but importing it loads asyncio and protobuf
+`dockyard_common.ttrpc.sockets.listen_unix` does the same, but importing it loads asyncio and protobuf
 through the package; `start` must stay light (it only makes the socket and hands it over).
 """
 

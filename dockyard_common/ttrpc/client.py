@@ -6,7 +6,7 @@ Contract
   socket (`\\0name` or `@name`, as older shims print). A failed dial raises Unavailable.
 - `await client.call(service, method, request, ResponseType, timeout=..., metadata=...)` sends
   one request (odd, increasing stream ids) and returns the decoded response. A non-OK status
-  raises the domain error of its code (NOT_FOUND → supervisor.errors.NotFound, ...; codes
+  raises the domain error of its code (NOT_FOUND → dockyard_common.errors.NotFound, ...; codes
   without a kind → Unknown). `timeout` (seconds) travels as timeout_nano and is also enforced
   here: DeadlineExceeded. A request over 4 MiB raises ResourceExhausted without being sent.
 - When the connection is lost (the peer closed it, the shim died), every pending and later
@@ -38,11 +38,11 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from dockyard_api.ttrpc import ttrpc_pb2
-from shim.ttrpc import errors as codes
-from shim.ttrpc import wire
-from shim.ttrpc.metadata import Metadata, MetadataLike
-from shim.ttrpc.sockets import parse_address
-from supervisor import errors
+from dockyard_common import errors
+from dockyard_common.ttrpc import errors as codes
+from dockyard_common.ttrpc import wire
+from dockyard_common.ttrpc.metadata import Metadata, MetadataLike
+from dockyard_common.ttrpc.sockets import parse_address
 
 log = logging.getLogger("dockyard.ttrpc")
 

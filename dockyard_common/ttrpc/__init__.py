@@ -4,11 +4,11 @@ No grpc, no threads: the shim imports this. See `server` and `client` for the co
 `wire` for the framing.
 """
 
-from shim.ttrpc.client import TTRPCClient
-from shim.ttrpc.errors import ConnectionClosed, TTRPCError
-from shim.ttrpc.metadata import Metadata
-from shim.ttrpc.server import RequestContext, TTRPCServer, inline
-from shim.ttrpc.sockets import PeerCredentials, parse_address
+from dockyard_common.ttrpc.client import TTRPCClient
+from dockyard_common.ttrpc.errors import ConnectionClosed, TTRPCError
+from dockyard_common.ttrpc.metadata import Metadata
+from dockyard_common.ttrpc.server import RequestContext, TTRPCServer, inline
+from dockyard_common.ttrpc.sockets import PeerCredentials, parse_address
 
 __all__ = [
     "ConnectionClosed",
