@@ -44,10 +44,10 @@ from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
 from dock.stdio import ProcessIO, write_all
 from dock.tasks import Status
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.types import Mount
 from supervisor import mounts as hostmounts
 from supervisor.images import manifest as docs
 from supervisor.metadata.containers import AnyValue, Container
-from supervisor.snapshotter.base import Mount
 
 RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"  # an empty runc Options message, as ctr sends
 DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"

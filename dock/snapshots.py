@@ -27,7 +27,8 @@ from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_common.errors import InvalidArgument
-from supervisor.snapshotter.base import Info, Kind, Mount, Usage
+from dockyard_common.types import Mount
+from supervisor.snapshotter.base import Info, Kind, Usage
 
 if TYPE_CHECKING:
     from dock.client import Client

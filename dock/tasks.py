@@ -36,7 +36,7 @@ from dockyard_api.containerd.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_api.containerd.types.task import task_pb2
 from dockyard_common.errors import InvalidArgument
-from supervisor.snapshotter.base import Mount
+from dockyard_common.types import Mount
 
 if TYPE_CHECKING:
     from dock.client import Client

@@ -19,10 +19,11 @@ from google.protobuf.message import Message
 
 from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 from dockyard_common.jsonutil import json_object
+from dockyard_common.types import Mount
 from shim import state
 from shim.cgroups import CgroupManager, EventWatch, Resources, new_manager
 from shim.cgroups.base import DeviceRule
-from shim.init import Mount, Spec, create_container, exec_process, parse_process, parse_spec
+from shim.init import Spec, create_container, exec_process, parse_process, parse_spec
 from shim.process import ExecProcess, InitProcess, Process, Status
 from shim.stdio import ProcessIO, StdioPaths
 

@@ -26,8 +26,8 @@ from dockyard_api.containerd.runtime.v2.task import shim_pb2 as pb
 from dockyard_api.containerd.types.task import task_pb2
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, NotFound, Unimplemented
 from dockyard_common.ttrpc import RequestContext
+from dockyard_common.types import Mount
 from shim.container import Container, parse_resources
-from shim.init import Mount
 from shim.process import ExecProcess, Process, Status
 from shim.publisher import Publisher
 from shim.stdio import StdioPaths

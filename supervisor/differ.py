@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from dockyard_common.types import Mount
 from supervisor.archive.apply import apply_layer
 from supervisor.archive.compression import (
     MEDIA_TYPE_OCI_LAYER,
@@ -36,7 +37,6 @@ from supervisor.content.store import BlobReader
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.images import Descriptor
 from supervisor.mounts import mounted, overlay_dirs
-from supervisor.snapshotter.base import Mount
 
 log = logging.getLogger("dockyard.differ")
 

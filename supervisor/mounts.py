@@ -18,9 +18,9 @@ from pathlib import Path
 
 from dockyard_common import linux as L
 from dockyard_common.errors import Internal
+from dockyard_common.types import Mount
 from shim.init.mountopts import overlay_dirs as parse_overlay_dirs
 from shim.init.rootfs import mount_rootfs, mountinfo
-from supervisor.snapshotter.base import Mount
 
 
 def mount_all(mounts: Sequence[Mount], target: Path, readonly: bool = False) -> None:

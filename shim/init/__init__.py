@@ -5,12 +5,10 @@
 """
 
 from shim.init.create import ContainerProcess, StdioFds, create_container, exec_process, join_cgroups_of
-from shim.init.rootfs import Mount
 from shim.init.spec import Process, Spec, default_spec, parse_process, parse_spec
 
 __all__ = [
     "ContainerProcess",
-    "Mount",
     "Process",
     "Spec",
     "StdioFds",

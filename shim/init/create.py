@@ -60,6 +60,7 @@ from typing import Any, NoReturn
 import dockyard_common.errors as errors
 from dockyard_common import linux as L
 from dockyard_common.errors import DeadlineExceeded, DockyardError, Internal
+from dockyard_common.types import Mount
 from shim.init import plan as P
 from shim.init import process as proc_attrs
 from shim.init import rootfs as R
@@ -172,7 +173,7 @@ def _raise_early_error(chan: _Channel) -> None:
 @dataclass
 class _Context:
     plan: P.Plan
-    rootfs_mounts: Sequence[R.MountLike] = ()
+    rootfs_mounts: Sequence[Mount] = ()
     in_userns: bool = False
     new_cgroupns: bool = False
     uid: int = 0
@@ -552,7 +553,7 @@ def _launch(plan: P.Plan, ctx: _Context, stdio: StdioFds, cgroup_hook: CgroupHoo
         raise
 
 
-def create_container(bundle: Path | str, spec: Spec, rootfs_mounts: Sequence[R.MountLike], stdio: StdioFds,
+def create_container(bundle: Path | str, spec: Spec, rootfs_mounts: Sequence[Mount], stdio: StdioFds,
                      cgroup_hook: CgroupHook | None = None, *, timeout: float = 30.0) -> ContainerProcess:
     """Create the container's init from `spec` and the bundle at `bundle`; it waits for `start()`.
 

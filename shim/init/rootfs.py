@@ -17,11 +17,10 @@ import re
 import stat
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from dockyard_common import linux as L
 from dockyard_common.errors import InvalidArgument, NotFound
+from dockyard_common.types import Mount
 from shim.init.mountopts import overlay_dirs, parse_mount_options, statvfs_to_ms
 from shim.init.plan import MountSpec
 from shim.init.spec import Device
@@ -30,29 +29,6 @@ _MAX_SYMLINKS = 40
 # Flags a remount must repeat in a user namespace: the kernel locks them on mounts inherited
 # from a more privileged namespace and refuses a remount that would clear them.
 _LOCKABLE = L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC | L.MS_NOATIME | L.MS_NODIRATIME | L.MS_RELATIME
-
-
-class MountLike(Protocol):
-    """One rootfs mount as a snapshotter describes it (supervisor.snapshotter.base.Mount)."""
-
-    @property
-    def type(self) -> str: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def target(self) -> str: ...
-    @property
-    def options(self) -> Sequence[str]: ...
-
-
-@dataclass
-class Mount:
-    """A rootfs mount: ``mount -t <type> -o <options> <source> <rootfs>/<target>``."""
-
-    type: str
-    source: str
-    target: str = ""
-    options: list[str] = field(default_factory=list)
 
 
 # ----- resolving paths inside the rootfs -------------------------------------------------------------
@@ -158,7 +134,7 @@ def _bind(root: str, source: str, dest: str, *, recursive: bool, flags: int,
 # ----- the snapshot's mounts -------------------------------------------------------------------------
 
 
-def mount_rootfs(mounts: Sequence[MountLike], rootfs: str) -> None:
+def mount_rootfs(mounts: Sequence[Mount], rootfs: str) -> None:
     """Mount the snapshot's mounts, in order, onto `rootfs` (their targets are relative to it)."""
     rootfs = os.path.realpath(rootfs)
     for m in mounts:
@@ -180,7 +156,7 @@ def mount_rootfs(mounts: Sequence[MountLike], rootfs: str) -> None:
             raise NotFound(f"rootfs mount {m.type}: {', '.join(missing)} does not exist") from None
 
 
-def _missing_paths(m: MountLike) -> list[str]:
+def _missing_paths(m: Mount) -> list[str]:
     """The host paths a rootfs mount names (bind source, overlay layer dirs) that do not exist."""
     paths = [m.source] if m.source.startswith("/") else []
     paths += overlay_dirs(m.options).all

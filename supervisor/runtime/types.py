@@ -8,8 +8,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from dockyard_common.types import Mount
 from supervisor.metadata.containers import AnyValue
-from supervisor.snapshotter.base import Mount
 
 __all__ = ["AnyValue", "CreateOptions", "ExecOptions", "Exit", "Mount", "ProcessInfo", "Status", "TaskState"]
 

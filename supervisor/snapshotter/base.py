@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
+from dockyard_common.types import Mount
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -27,20 +29,6 @@ class Kind(enum.IntEnum):
     def __str__(self) -> str:
         # containerd prints kinds capitalised ("Active") in `ctr snapshots ls`.
         return self.name.capitalize()
-
-
-@dataclass(slots=True)
-class Mount:
-    """One mount to perform, as `mount -t <type> -o <options> <source> <target>`.
-
-    `target` is relative to the directory the whole list is mounted on; "" means
-    that directory itself (containerd's `mount.Mount`).
-    """
-
-    type: str
-    source: str
-    target: str = ""
-    options: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 
-from .base import Kind, Mount, Usage
+from dockyard_common.types import Mount
+
+from .base import Kind, Usage
 from .directory import DirectorySnapshotter
 from .storage import Record
 from .tree import copy_tree, diff_usage, disk_usage

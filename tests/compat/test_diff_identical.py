@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.snapshotter.base import Mount
+from dockyard_common.types import Mount
 from tests.conformance.mounts import mount_all, mounts_under, unmount
 from tests.containerd import containerd
 from tests.ctr import CTR, ok

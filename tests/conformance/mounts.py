@@ -6,7 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterable
 
-from supervisor.snapshotter.base import Mount
+from dockyard_common.types import Mount
 
 
 def _unescape(field: str) -> str:

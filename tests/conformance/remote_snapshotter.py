@@ -24,7 +24,8 @@ from typing import ClassVar, Self
 from dock.client import Client
 from dock.snapshots import SnapshotsAPI
 from dockyard_common.errors import AlreadyExists, FailedPrecondition
-from supervisor.snapshotter.base import Info, Mount, Usage, WalkFilter
+from dockyard_common.types import Mount
+from supervisor.snapshotter.base import Info, Usage, WalkFilter
 from tests.containerd import stop
 from tests.daemon import REPO, dockyardd_command
 

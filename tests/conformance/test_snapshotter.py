@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.types import Mount
 from supervisor.snapshotter import (
     Info,
     Kind,
-    Mount,
     NativeSnapshotter,
     OverlaySnapshotter,
     Snapshotter,

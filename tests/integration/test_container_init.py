@@ -25,7 +25,8 @@ import pytest
 
 from dockyard_common import linux as L
 from dockyard_common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
-from shim.init import ContainerProcess, Mount, StdioFds, create_container, default_spec, exec_process, parse_spec
+from dockyard_common.types import Mount
+from shim.init import ContainerProcess, StdioFds, create_container, default_spec, exec_process, parse_spec
 from shim.init.spec import parse_process
 from tests.conformance.mounts import mounts_under, unmount
 from tests.rootfs import make_busybox_rootfs

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dockyard_common.errors import Internal, NotFound
+from dockyard_common.types import Mount
 from supervisor.mounts import mount_all, mounted, unmount_all
-from supervisor.snapshotter.base import Mount
 from tests.conformance.mounts import mounts_under
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dockyard_common.types import Mount
 from shim.init.mountopts import OverlayDirs, overlay_dirs
 from supervisor.mounts import overlay_dirs as host_overlay_dirs
-from supervisor.snapshotter.base import Mount
 
 
 def test_the_snapshotters_options() -> None:

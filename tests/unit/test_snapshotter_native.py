@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.snapshotter import Mount, NativeSnapshotter
+from dockyard_common.types import Mount
+from supervisor.snapshotter import NativeSnapshotter
 
 pytestmark = pytest.mark.root
 

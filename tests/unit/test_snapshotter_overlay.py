@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from supervisor.snapshotter import Mount, OverlaySnapshotter, overlay_supported
+from dockyard_common.types import Mount
+from supervisor.snapshotter import OverlaySnapshotter, overlay_supported
 from supervisor.snapshotter.overlay import overlay_problem
 
 pytestmark = pytest.mark.root
