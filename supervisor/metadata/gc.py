@@ -336,40 +336,50 @@ class Collector:
             # wait until the backends are swept, as containerd's collector holds its lock.
             for guard in self.guards:
                 await held.enter_async_context(guard.exclusive())
-            started = time.monotonic()
-            stats = Stats()
             managed = frozenset(self.snapshotters)
+            # Taken now; given back if this collection fails before their blobs are gone, so a
+            # failed collection cannot forget a deleted record's blob.
             freed, self._freed = self._freed, set()
+            try:
+                return await self._collect(managed, freed)
+            except BaseException:
+                self._freed |= freed
+                raise
 
-            def mark(conn: sqlite3.Connection) -> tuple[Plan, tuple[int, int]]:
-                return self._plan(conn, managed), _fingerprint(conn)
+    async def _collect(self, managed: frozenset[str], freed: set[str]) -> Stats:
+        started = time.monotonic()
+        stats = Stats()
 
-            planned, fingerprint = await self.db.read(mark)
+        def mark(conn: sqlite3.Connection) -> tuple[Plan, tuple[int, int]]:
+            return self._plan(conn, managed), _fingerprint(conn)
 
-            def sweep(conn: sqlite3.Connection) -> tuple[Plan, _BackendWork]:
-                plan = planned
-                if _fingerprint(conn) != fingerprint:  # written since the mark: mark again, now locked
-                    plan = self._plan(conn, managed)
-                return plan, _sweep_records(conn, plan)
+        planned, fingerprint = await self.db.read(mark)
 
-            done, work = (planned, _BackendWork()) if planned.empty() else await self.db.write(sweep, frees=True)
-            stats.content_removed = len(done.content)
-            stats.snapshots_removed = len(done.snapshots)
-            stats.ingests_removed = len(done.ingests)
-            stats.leases_removed = len(done.leases)
-            _log_plan(done)
-            work.digests |= freed
-            await self._remove_backend(work, stats)
-            await self._remove_orphans(stats)
-            stats.duration = timedelta(seconds=time.monotonic() - started)
-            level = logging.INFO if stats.removed_anything() else logging.DEBUG
-            log.log(level, "garbage collection: removed %d content, %d snapshots, %d ingests, %d leases "
-                    "(%d blobs, %d orphaned backend snapshots, %d orphaned ingests) in %.3fs",
-                    stats.content_removed, stats.snapshots_removed, stats.ingests_removed, stats.leases_removed,
-                    stats.blobs_removed, stats.backend_snapshots_removed, stats.backend_ingests_aborted,
-                    stats.duration.total_seconds())
-            self.last = stats
-            return stats
+        def sweep(conn: sqlite3.Connection) -> tuple[Plan, _BackendWork]:
+            plan = planned
+            if _fingerprint(conn) != fingerprint:  # written since the mark: mark again, now locked
+                plan = self._plan(conn, managed)
+            return plan, _sweep_records(conn, plan)
+
+        done, work = (planned, _BackendWork()) if planned.empty() else await self.db.write(sweep, frees=True)
+        stats.content_removed = len(done.content)
+        stats.snapshots_removed = len(done.snapshots)
+        stats.ingests_removed = len(done.ingests)
+        stats.leases_removed = len(done.leases)
+        _log_plan(done)
+        freed |= work.digests  # the caller gives these back too if the rest fails
+        work.digests = freed
+        await self._remove_backend(work, stats)
+        await self._remove_orphans(stats)
+        stats.duration = timedelta(seconds=time.monotonic() - started)
+        level = logging.INFO if stats.removed_anything() else logging.DEBUG
+        log.log(level, "garbage collection: removed %d content, %d snapshots, %d ingests, %d leases "
+                "(%d blobs, %d orphaned backend snapshots, %d orphaned ingests) in %.3fs",
+                stats.content_removed, stats.snapshots_removed, stats.ingests_removed, stats.leases_removed,
+                stats.blobs_removed, stats.backend_snapshots_removed, stats.backend_ingests_aborted,
+                stats.duration.total_seconds())
+        self.last = stats
+        return stats
 
     def _plan(self, conn: sqlite3.Connection, managed: frozenset[str]) -> Plan:
         inv = load_inventory(conn)

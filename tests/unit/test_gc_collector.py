@@ -367,6 +367,28 @@ async def test_scheduled_collection_failure_is_logged(env: Env, caplog: pytest.L
     await gc.stop()
 
 
+async def test_a_failed_collection_keeps_the_blobs_it_was_told_of(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Content/Delete told the collector of a blob (free); a collection that fails before the
+    # blob is removed must not forget it: the next one removes it, with no orphan grace needed.
+    digest = await env.blob(b"freed then failed")
+    gc = env.collector(orphan_grace=timedelta(days=1))
+    gc.free(digest)
+    await gc.stop()  # no scheduled run: the test calls collect itself
+
+    async def broken(self: Collector, stats: Stats) -> None:
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(Collector, "_remove_orphans", broken)
+    monkeypatch.setattr(Collector, "_remove_backend", lambda self, work, stats: broken(self, stats))
+    with pytest.raises(OSError):
+        await gc.collect()
+    assert await env.content.exists(digest)
+    monkeypatch.undo()
+    stats = await gc.collect()
+    assert stats.blobs_removed == 1
+    assert not await env.content.exists(digest)
+
+
 async def test_missing_backend_data_is_not_an_error(env: Env) -> None:
     digest = await env.blob(b"vanishing")
     await env.record("ns", digest)
