@@ -16,8 +16,8 @@ from dockyard_common.errors import DockyardError
 # Command groups, in help order. Only the module of the command being run is imported (a CLI
 # that imports every group starts in ~1 s instead of ~0.3 s); `--help` or an unknown command
 # imports them all. tests/unit/test_cli_table.py checks COMMANDS against what modules register.
-GROUPS = ("system", "namespaces", "leases", "containers", "content", "snapshots", "images", "registry", "run",
-          "tasks", "events", "stats")
+GROUPS = ("system", "namespaces", "leases", "containers", "content", "snapshots", "images", "registry", "commit",
+          "run", "tasks", "events", "stats", "network")
 COMMANDS: dict[str, str] = {
     "version": "system", "info": "system", "plugins": "system",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
@@ -27,10 +27,12 @@ COMMANDS: dict[str, str] = {
     "snapshots": "snapshots", "snapshot": "snapshots", "snap": "snapshots",
     "images": "images", "image": "images", "i": "images",
     "pull": "registry", "push": "registry", "tag": "registry", "login": "registry", "logout": "registry",
+    "commit": "commit",
     "run": "run",
     "tasks": "tasks", "task": "tasks", "t": "tasks",
     "events": "events", "event": "events",
     "stats": "stats",
+    "network": "network", "networks": "network", "port": "network",
 }
 
 

@@ -22,8 +22,8 @@ from dockyard_api.containerd.services.introspection.v1 import introspection_pb2,
 from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from dockyard_api.containerd.services.version.v1 import version_pb2_grpc
 from dockyard_api.dockyard.system.v1 import system_pb2, system_pb2_grpc
+from dockyard_common.codes import error_from_status
 from dockyard_common.errors import DockyardError, Unavailable
-from supervisor.services.status import error_from_status
 
 if TYPE_CHECKING:
     from dock.containers import ContainersAPI
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from dock.events import EventsAPI
     from dock.images import ImagesAPI
     from dock.leases import LeasesAPI
+    from dock.network import NetworksAPI
     from dock.registry import RegistryAPI
     from dock.snapshots import SnapshotsAPI
     from dock.stats import StatsAPI
@@ -171,6 +172,11 @@ class Client:
         from dock.stats import StatsAPI
         return StatsAPI(self)
 
+    @functools.cached_property
+    def networks(self) -> NetworksAPI:
+        from dock.network import NetworksAPI
+        return NetworksAPI(self)
+
     async def __aenter__(self) -> Client:
         return self
 
@@ -219,7 +225,7 @@ class Client:
         if exc.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect to all addresses" in (exc.details() or ""):
             _check_socket(self.address)  # a precise reason when there is one
             return DaemonUnreachable(f"cannot connect to dockyardd at {self.address}: {exc.details()}")
-        return error_from_status(exc.code(), exc.details() or "")
+        return error_from_status(exc.code().value[0], exc.details() or "")
 
     # version and introspection
 

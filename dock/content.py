@@ -27,8 +27,8 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
+from dockyard_common.codes import error_from_status
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from supervisor.services.status import error_from_status
 
 if TYPE_CHECKING:
     from dock.client import Client
@@ -290,7 +290,7 @@ class ContentWriter:
             code, details = await call.code(), await call.details()
             if code == grpc.StatusCode.OK:
                 raise FailedPrecondition(f"write stream of ref {self._ref} ended early")
-            raise error_from_status(code, details or "")
+            raise error_from_status(code.value[0], details or "")
         self._offset = resp.offset
         if resp.digest:
             self._digest = resp.digest

@@ -31,11 +31,13 @@ from dockyard_api.containerd.events import (
 )
 from dockyard_api.containerd.services.events.v1 import events_pb2 as pb
 from dockyard_api.containerd.services.events.v1 import events_pb2_grpc as pb_grpc
+from dockyard_api.dockyard.network.v1 import events_pb2 as network_events_pb2
 
 if TYPE_CHECKING:
     from dock.client import Client
 
-_EVENT_MODULES = (container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2)
+_EVENT_MODULES = (container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2,
+                  network_events_pb2)  # ours: /network/attach, /network/detach
 
 
 @dataclass

@@ -24,25 +24,19 @@ from google.protobuf import field_mask_pb2
 
 from dockyard_api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from dockyard_api.containerd.types import descriptor_pb2
+from dockyard_common import imagespec as docs
 from dockyard_common.errors import DockyardError, NotFound
-from supervisor.images import manifest as docs
-from supervisor.images.reference import InvalidReference, normalize
+from dockyard_common.imagespec import Descriptor
+from dockyard_common.reference import InvalidReference, normalize
 
 if TYPE_CHECKING:
     from dock.client import Client
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-@dataclass
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-    annotations: dict[str, str] = field(default_factory=dict)
+# The SDK's short names for the media types an image target has.
+OCI_INDEX = docs.MEDIA_TYPE_OCI_INDEX
+OCI_MANIFEST = docs.MEDIA_TYPE_OCI_MANIFEST
+DOCKER_MANIFEST_LIST = docs.MEDIA_TYPE_DOCKER_MANIFEST_LIST
+DOCKER_MANIFEST = docs.MEDIA_TYPE_DOCKER_MANIFEST
 
 
 @dataclass
@@ -153,7 +147,7 @@ class ImagesAPI:
         """The image's content size for `platform` (this host's by default) and its unpacked
         size per snapshotter (see ImageSize)."""
         matcher = docs.Matcher.parse(platform)
-        desc = docs.Descriptor(image.target.media_type, image.target.digest, image.target.size)
+        desc = image.target
         content = 0
         config: docs.Descriptor | None = None
         for _ in range(docs.MAX_INDEX_DEPTH):
@@ -206,3 +200,35 @@ class ImagesAPI:
         src = await self.find(source)
         name = normalize(target) if normalize_target else target
         return await self.create(name, src.target, src.labels)
+
+    async def commit(self, container_id: str, ref: str, *, pause: bool = True,
+                     changes: builtins.list[str] | None = None, message: str = "", author: str = "",
+                     compression: str = "") -> CommitResult:
+        """An image named `ref` (normalized) of the container's filesystem changes, made by the
+        daemon as `docker commit` makes one: `changes` are Dockerfile instructions (CMD, ENTRYPOINT,
+        ENV, EXPOSE, LABEL, USER, WORKDIR, VOLUME, STOPSIGNAL); a running container is paused for the
+        diff unless `pause` is False; `compression` is "gzip" (default) or "zstd"."""
+        from dockyard_api.dockyard.images.v1 import builder_pb2, builder_pb2_grpc
+
+        req = builder_pb2.CommitRequest(container_id=container_id, ref=ref, pause=pause, changes=changes or [],
+                                        message=message, author=author, compression=compression)
+        resp = await self._client.call(builder_pb2_grpc.BuilderStub(self._client.channel).Commit, req)
+
+        def desc(d: descriptor_pb2.Descriptor) -> Descriptor:
+            return Descriptor(d.media_type, d.digest, d.size, dict(d.annotations))
+
+        return CommitResult(resp.name, desc(resp.target), desc(resp.config), desc(resp.layer), resp.diff_id,
+                            resp.created)
+
+
+@dataclass
+class CommitResult:
+    """What a commit made: the image record's name and target (the manifest), its config, the
+    new layer and its diff ID; `created` is False when an image of that name now points here."""
+
+    name: str
+    target: Descriptor
+    config: Descriptor
+    layer: Descriptor
+    diff_id: str
+    created: bool

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from dockyard_common.imagespec import Descriptor
+
 Column = tuple[str, Callable[[Any], Any]]  # (header, how to get the cell from a row)
 
 
@@ -26,7 +28,14 @@ def labels_text(labels: dict[str, str]) -> str:
 
 def to_jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+        out = {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, Descriptor):
+            # The daemon's API carries no platform or URLs in a descriptor: print them only when set.
+            if obj.platform is None:
+                del out["platform"]
+            if not obj.urls:
+                del out["urls"]
+        return out
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -20,14 +20,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dock.images import Descriptor
 from dock.transfer import LayerProgress, UnpackResult, _unpack_event
 from dockyard_api.containerd.types import descriptor_pb2
 from dockyard_api.dockyard.registry.v1 import registry_pb2 as pb
 from dockyard_api.dockyard.registry.v1 import registry_pb2_grpc as pb_grpc
+from dockyard_common import credentials as credfile
 from dockyard_common.errors import InvalidArgument
-from supervisor.images.reference import normalize_reference
-from supervisor.remote import credentials as credfile
+from dockyard_common.imagespec import Descriptor
+from dockyard_common.reference import normalize_reference
 
 if TYPE_CHECKING:
     from dock.client import Client

@@ -39,15 +39,15 @@ from typing import Any, TypeVar
 
 from dock.client import Client
 from dock.containers import RUNC_V2, oci_spec_any
+from dock.network import BRIDGE, NetworkOptions
 from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_spec
 from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
 from dock.stdio import ProcessIO, write_all
 from dock.tasks import Status
+from dockyard_common import imagespec as docs
+from dockyard_common import mounts as hostmounts
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
-from dockyard_common.types import Mount
-from supervisor import mounts as hostmounts
-from supervisor.images import manifest as docs
-from supervisor.metadata.containers import AnyValue, Container
+from dockyard_common.types import AnyValue, Container, Mount
 
 RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"  # an empty runc Options message, as ctr sends
 DEFAULT_SNAPSHOTTER_LABEL = "containerd.io/defaults/snapshotter"
@@ -85,6 +85,8 @@ class RunRequest:
     labels: dict[str, str] = field(default_factory=dict)
     runtime: str = RUNC_V2
     platform: str = ""  # "" = this host's
+    # None: no network labels, the spec alone rules (as a containerd client); the CLI always sets it
+    network: NetworkOptions | None = None
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -174,6 +176,8 @@ def _build_spec_on(mounts: list[Mount], namespace: str, cid: str, config: ImageC
 
 async def create_container(client: Client, req: RunRequest, undo: contextlib.AsyncExitStack) -> Container:
     """The container `req` describes, with its snapshot; `undo` gets what removes them again."""
+    if req.network is not None:
+        await check_network(client, req.network)
     image = await resolve_image(client, req.image, req.platform)
     snapshotter = req.snapshotter or await default_snapshotter(client)
     config = image.run_config
@@ -187,7 +191,8 @@ async def create_container(client: Client, req: RunRequest, undo: contextlib.Asy
         if not opts.annotations and req.labels:
             opts.annotations = dict(req.labels)  # ctr passes --label as annotations too
         spec = await _uninterrupted(asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts))
-        labels = {**config.labels, **req.labels, STOP_SIGNAL_LABEL: config.stop_signal or "SIGTERM"}
+        labels = {**config.labels, **req.labels, **(req.network.labels() if req.network else {}),
+                  STOP_SIGNAL_LABEL: config.stop_signal or "SIGTERM"}
         container = Container(
             id=req.id, runtime_name=req.runtime, spec=oci_spec_any(spec), labels=labels, image=image.name,
             runtime_options=AnyValue(RUNC_OPTIONS_TYPE_URL, b"") if req.runtime == RUNC_V2 else None,
@@ -197,6 +202,17 @@ async def create_container(client: Client, req: RunRequest, undo: contextlib.Asy
         return created
     finally:
         await _quietly(client.leases.delete, lease.id)
+
+
+async def check_network(client: Client, net: NetworkOptions) -> None:
+    """Before anything is made: the networks named exist (the default one is made on first use), and
+    so does the container whose network is joined (whether its task runs, the daemon checks when
+    this one's task is created); so a typo fails at once, in its own words."""
+    for name in net.networks:
+        if name != BRIDGE:  # the daemon's default network: made on first use, or none at all
+            await client.networks.inspect(name)
+    if net.mode == "container":
+        await client.containers.get(net.container)
 
 
 async def _uninterrupted(work: Awaitable[T]) -> T:

@@ -7,8 +7,8 @@
         async for info in c.snapshots.list("kind==committed"):
             print(info.name, info.parent, info.kind)
 
-The data types are the daemon's own plain dataclasses (`Info`, `Kind`, `Mount`, `Usage` from
-`supervisor.snapshotter.base`). Every call acts in the client's namespace; a `lease` makes new
+The data types are the value types the daemon uses too (`Info`, `Kind`, `Mount`, `Usage` from
+`dockyard_common.types`). Every call acts in the client's namespace; a `lease` makes new
 snapshots part of that lease (the `containerd-lease` header, as ctr sends it).
 """
 
@@ -27,8 +27,7 @@ from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_common.errors import InvalidArgument
-from dockyard_common.types import Mount
-from supervisor.snapshotter.base import Info, Kind, Usage
+from dockyard_common.types import Info, Kind, Mount, Usage
 
 if TYPE_CHECKING:
     from dock.client import Client

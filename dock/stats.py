@@ -95,6 +95,21 @@ class Pressure:
 
 
 @dataclass
+class InterfaceStats:
+    """One network interface of the container (loopback left out), counted since it was made."""
+
+    name: str
+    rx_bytes: int
+    rx_packets: int
+    rx_errors: int
+    rx_dropped: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errors: int
+    tx_dropped: int
+
+
+@dataclass
 class StatsSample:
     id: str
     namespace: str
@@ -113,6 +128,16 @@ class StatsSample:
     dropped: int  # samples this stream lost so far because we read too slowly
     received_ns: int = 0  # time.time_ns() when this client got it
     reconnected: bool = False  # the first sample after the stream was re-established
+    # The container's interfaces when it has a network of its own (`dock run`'s default bridge,
+    # a named network, another container's); None otherwise (only lo, or the host's network).
+    networks: list[InterfaceStats] | None = None
+
+    @property
+    def network_io(self) -> tuple[int, int] | None:
+        """(rx bytes, tx bytes) summed over the interfaces; None without a network of its own."""
+        if self.networks is None:
+            return None
+        return sum(i.rx_bytes for i in self.networks), sum(i.tx_bytes for i in self.networks)
 
 
 def _line(p: shim_pb.PressureLine) -> PressureLine:
@@ -126,7 +151,12 @@ def _pressure(msg: shim_pb.Sample, name: str) -> Pressure | None:
     return Pressure(_line(p.some), _line(p.full) if p.HasField("full") else None)
 
 
-def decode_sample(msg: shim_pb.Sample, dropped: int = 0) -> StatsSample:
+def decode_network(msg: pb.NetworkStats) -> list[InterfaceStats]:
+    return [InterfaceStats(i.name, i.rx_bytes, i.rx_packets, i.rx_errors, i.rx_dropped, i.tx_bytes, i.tx_packets,
+                           i.tx_errors, i.tx_dropped) for i in msg.interfaces]
+
+
+def decode_sample(msg: shim_pb.Sample, dropped: int = 0, network: pb.NetworkStats | None = None) -> StatsSample:
     c, m, p, b = msg.cpu, msg.memory, msg.pids, msg.blkio
     ns = msg.timestamp.ToNanoseconds()
     return StatsSample(
@@ -139,7 +169,8 @@ def decode_sample(msg: shim_pb.Sample, dropped: int = 0) -> StatsSample:
         pids=PidsStats(p.current, p.limit) if msg.HasField("pids") else None,
         blkio=BlockIOStats(b.read_bytes, b.write_bytes, b.read_ops, b.write_ops) if msg.HasField("blkio") else None,
         cpu_pressure=_pressure(msg, "cpu_pressure"), memory_pressure=_pressure(msg, "memory_pressure"),
-        io_pressure=_pressure(msg, "io_pressure"), end=msg.end, dropped=dropped, received_ns=time.time_ns())
+        io_pressure=_pressure(msg, "io_pressure"), end=msg.end, dropped=dropped, received_ns=time.time_ns(),
+        networks=decode_network(network) if network is not None else None)
 
 
 def cpu_percent(prev: StatsSample | None, cur: StatsSample) -> float | None:
@@ -176,8 +207,9 @@ class StatsAPI:
             try:
                 async for msg in call:
                     last_dropped, pause = msg.dropped, RETRY_FIRST
+                    networks = {(n.id, n.seq): n for n in msg.networks}
                     for one in msg.samples:
-                        sample = decode_sample(one, dropped_before + msg.dropped)
+                        sample = decode_sample(one, dropped_before + msg.dropped, networks.get((one.id, one.seq)))
                         sample.reconnected, reconnected = reconnected, False
                         yield sample
                 return  # the daemon ended the stream without an error: nothing more will come

@@ -22,7 +22,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -36,7 +35,7 @@ from dockyard_api.containerd.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_api.containerd.types.task import task_pb2
 from dockyard_common.errors import InvalidArgument
-from dockyard_common.types import Mount
+from dockyard_common.types import Mount, Status
 
 if TYPE_CHECKING:
     from dock.client import Client
@@ -48,21 +47,6 @@ _METRICS_TYPES: dict[str, type[Message]] = {
     METRICS_V1_TYPE_URL: cgroups_v1.Metrics,
     METRICS_V2_TYPE_URL: cgroups_v2.Metrics,
 }
-
-
-class Status(IntEnum):
-    """containerd.v1.types.Status."""
-
-    UNKNOWN = 0
-    CREATED = 1
-    RUNNING = 2
-    STOPPED = 3
-    PAUSED = 4
-    PAUSING = 5
-
-    @property
-    def label(self) -> str:
-        return self.name  # what `ctr tasks ls` prints
 
 
 @dataclass

@@ -27,19 +27,18 @@ from typing import IO, TYPE_CHECKING, Any
 
 import grpc
 
-from dock.images import Descriptor
 from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
 from dockyard_api.dockyard.images.v1 import images_pb2 as pb
 from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
+from dockyard_common.codes import error_from_status
 from dockyard_common.errors import Internal, InvalidArgument
+from dockyard_common.imagespec import Descriptor
 from dockyard_common.jsonutil import json_object
-from supervisor.services.status import error_from_status
 
 if TYPE_CHECKING:
     from dock.client import Client
 
 CHUNK = 1 << 20
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes] | Iterable[bytes]
 
@@ -168,7 +167,7 @@ def _import_event(m: pb.ImportProgress) -> ImportEvent:
         d = m.done
         return ImportResult(d.format, _desc(d.index), [_imported(i) for i in d.images], d.bytes_read)
     if kind == "error":
-        raise error_from_status(_CODES.get(m.error.code, grpc.StatusCode.UNKNOWN), m.error.message)
+        raise error_from_status(m.error.code, m.error.message)
     raise InvalidArgument(f"import: unexpected progress message {m!r}")
 
 

@@ -13,26 +13,45 @@ as Docker does before the spec reaches the runtime:
     spec["linux"]["seccomp"] = profile.resolve(spec["process"]["capabilities"]["bounding"])
 
 Loading checks the shape and raises ProfileError (a ValueError) with the place and the fault;
-syscall names are not checked here: the runtime skips names its libseccomp does not know.
+syscall names are not checked here: the runtime skips names its libseccomp does not know. The
+checks of an action, an errno and an argument condition (`check_action`, `check_errno`,
+`check_arg`) are the shim's too, when it compiles a spec's `linux.seccomp` for libseccomp.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from dockyard_common.jsonutil import json_value
 
-ACTIONS = frozenset({"SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP",
-                     "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_LOG", "SCMP_ACT_ALLOW"})
-OPERATORS = frozenset({"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
-                       "SCMP_CMP_MASKED_EQ"})
+# Actions and their libseccomp values (SCMP_ACT_*); ERRNO and TRACE carry a number in the low
+# 16 bits. SCMP_ACT_NOTIFY needs a seccomp agent, which Dockyard does not have.
+ACTIONS: dict[str, int] = {
+    "SCMP_ACT_KILL": 0x00000000,
+    "SCMP_ACT_KILL_THREAD": 0x00000000,
+    "SCMP_ACT_KILL_PROCESS": 0x80000000,
+    "SCMP_ACT_TRAP": 0x00030000,
+    "SCMP_ACT_ERRNO": 0x00050000,
+    "SCMP_ACT_TRACE": 0x7FF00000,
+    "SCMP_ACT_LOG": 0x7FFC0000,
+    "SCMP_ACT_ALLOW": 0x7FFF0000,
+}
+WITH_ERRNO = frozenset({"SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"})
+# Argument comparisons and their libseccomp values (enum scmp_compare).
+OPERATORS: dict[str, int] = {
+    "SCMP_CMP_NE": 1,
+    "SCMP_CMP_LT": 2,
+    "SCMP_CMP_LE": 3,
+    "SCMP_CMP_EQ": 4,
+    "SCMP_CMP_GE": 5,
+    "SCMP_CMP_GT": 6,
+    "SCMP_CMP_MASKED_EQ": 7,
+}
 # uname's machine → (libseccomp's architecture, the name profiles use in `arches`)
 MACHINES = {
     "x86_64": ("SCMP_ARCH_X86_64", "amd64"),
@@ -125,7 +144,8 @@ def _strings(obj: dict[str, Any], key: str, ctx: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _errno(value: Any, where: str) -> int | None:
+def check_errno(value: Any, where: str) -> int | None:
+    """An errno number (errnoRet, defaultErrnoRet), or None when not given."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
@@ -133,10 +153,33 @@ def _errno(value: Any, where: str) -> int | None:
     return value
 
 
-def _action(value: Any, where: str) -> str:
-    if value not in ACTIONS:
+def check_action(value: Any, where: str) -> str:
+    """An action's name, one of ACTIONS."""
+    if value == "SCMP_ACT_NOTIFY":
+        raise ProfileError(f"{where}: SCMP_ACT_NOTIFY is not supported")
+    if not isinstance(value, str) or value not in ACTIONS:
         raise ProfileError(f"{where}: unknown action {value!r}")
-    return str(value)
+    return value
+
+
+def _u64(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        raise ProfileError(f"{where}: expected an unsigned 64-bit integer, got {value!r}")
+    return value
+
+
+def check_arg(value: Any, where: str) -> dict[str, Any]:
+    """An argument condition, with its defaults: {"index", "value", "valueTwo", "op"}."""
+    if not isinstance(value, dict):
+        raise ProfileError(f"{where}: expected an object")
+    index = value.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 5:
+        raise ProfileError(f"{where}.index: expected 0-5, got {index!r}")
+    op = value.get("op")
+    if op not in OPERATORS:
+        raise ProfileError(f"{where}.op: unknown operator {op!r}")
+    return {"index": index, "value": _u64(value.get("value", 0), f"{where}.value"),
+            "valueTwo": _u64(value.get("valueTwo", 0), f"{where}.valueTwo"), "op": op}
 
 
 def _filter(value: Any, where: str) -> Filter:
@@ -148,19 +191,10 @@ def _filter(value: Any, where: str) -> Filter:
 
 
 def _arg(value: Any, where: str) -> dict[str, Any]:
+    # A profile is ours to read strictly: a key we do not know is a typo, not an extension.
     if not isinstance(value, dict) or set(value) - {"index", "value", "valueTwo", "op"}:
         raise ProfileError(f"{where}: expected index, value, valueTwo, op")
-    index = value.get("index")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 5:
-        raise ProfileError(f"{where}.index: expected 0-5, got {index!r}")
-    if value.get("op") not in OPERATORS:
-        raise ProfileError(f"{where}.op: unknown operator {value.get('op')!r}")
-    out = {"index": index, "value": value.get("value", 0), "valueTwo": value.get("valueTwo", 0), "op": value["op"]}
-    for key in ("value", "valueTwo"):
-        v = out[key]
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**64:
-            raise ProfileError(f"{where}.{key}: expected an unsigned 64-bit integer, got {v!r}")
-    return out
+    return check_arg(value, where)
 
 
 def parse(data: Any) -> Profile:
@@ -188,17 +222,19 @@ def parse(data: Any) -> Profile:
         args = sc.get("args") or []
         if not isinstance(args, list):
             raise ProfileError(f"{where}.args: expected a list")
-        groups.append(Group(names, _action(sc.get("action"), f"{where}.action"),
-                            _errno(sc.get("errnoRet"), f"{where}.errnoRet"),
+        groups.append(Group(names, check_action(sc.get("action"), f"{where}.action"),
+                            check_errno(sc.get("errnoRet"), f"{where}.errnoRet"),
                             tuple(_arg(a, f"{where}.args[{j}]") for j, a in enumerate(args)),
                             _filter(sc.get("includes"), f"{where}.includes"),
                             _filter(sc.get("excludes"), f"{where}.excludes")))
-    return Profile(_action(data.get("defaultAction"), "defaultAction"),
-                   _errno(data.get("defaultErrnoRet"), "defaultErrnoRet"), arch_map, tuple(groups))
+    return Profile(check_action(data.get("defaultAction"), "defaultAction"),
+                   check_errno(data.get("defaultErrnoRet"), "defaultErrnoRet"), arch_map, tuple(groups))
 
 
 def load(path: str | os.PathLike[str]) -> Profile:
     """A profile file: TOML when its name ends in .toml, else JSON (Docker's profiles)."""
+    import tomllib  # here: the shim imports this module for its checks only
+
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -222,4 +258,7 @@ def load(path: str | os.PathLike[str]) -> Profile:
 @functools.cache
 def default_profile() -> Profile:
     """Dockyard's default profile (Docker's semantics), read once per process."""
+    import tomllib
+    from importlib import resources
+
     return parse(tomllib.loads(resources.files(__package__).joinpath(DEFAULT_FILE).read_text()))

@@ -12,6 +12,9 @@ import os
 import socket
 import stat
 
+# sizeof(sun_path) - 1 for the NUL: the longest filesystem path a unix socket may have.
+MAX_PATH = 107
+
 
 class AlreadyServing(Exception):
     """A live server accepts on the path already."""

@@ -10,11 +10,12 @@ environment is where events go.
 
 start   Listen on `<bundle>/shim.sock` (mode 0600; /run/dockyard-shim/<hash>.sock when that path is
         too long for a unix socket: the daemon dials the address we print, so it must fit), have
-        the serving shim forked on it (its own session, stdio on the bundle's `log` FIFO), write
-        `address` and `shim.pid` in the bundle, print `unix://<path>`, exit 0. The runtime
+        the serving shim forked on it (its own session, stdio on the bundle's `log` FIFO), have
+        `address` and `shim.pid` written in the bundle, print `unix://<path>`, exit 0. The runtime
         options (a serialized Any) arrive on stdin and are not needed. A live shim already
         serving the bundle is answered with its address. Fails (exit 1) only when a zygote took
         the request and never answered (see `shim.zygote`).
+        The paths and the zygote protocol are `dockyard_common.shimlaunch` (the daemon's side too).
 delete  Clean up after a dead shim; print a serialized DeleteResponse (see `shim.cleanup`).
 serve   Serve the Task API in the foreground (start does this in its forked child).
 
@@ -30,14 +31,19 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from shim.zygote import FALLBACK_DIR, MAX_SOCKET_PATH
+from dockyard_common.shimlaunch import (
+    EVENTS_ENV,
+    Launch,
+    address,
+    enabled,
+    launch_for,
+    listen_for,
+    request_shim,
+    socket_path,
+    zygote_socket_path,
+)
 
-if TYPE_CHECKING:
-    from shim.serve import Launch
-
-SOCKET_NAME = "shim.sock"
 VERSION = "dockyard-shim 0.1.0 (containerd runtime v2, task API v2)"
 
 
@@ -97,69 +103,39 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
-def socket_path(bundle: str) -> str:
-    """`<bundle>/shim.sock`, or a short stable path when that does not fit in sun_path."""
-    path = os.path.join(bundle, SOCKET_NAME)
-    if len(path.encode()) <= MAX_SOCKET_PATH:
-        return path
-    import hashlib
-
-    digest = hashlib.sha256(os.path.realpath(bundle).encode()).hexdigest()[:32]
-    return os.path.join(FALLBACK_DIR, f"{digest}.sock")
-
-
 # ----- start -------------------------------------------------------------------------------------
 
 
 def start(opts: Options, bundle: str) -> int:
     sys.stdin.buffer.read()  # the runtime options Any: nothing in runc's Options changes this shim
-    sys.stdout.write(start_shim(_launch(opts, bundle, socket_path(bundle)), fork=True) or "")
+    sys.stdout.write(start_shim(_launch(opts, bundle)))
     return 0
 
 
-def start_shim(launch: Launch, fork: bool) -> str | None:
-    """Have a shim serve `launch`; returns its address. With `fork` false (a caller that must
-    not fork, like the daemon taking the fast path) it only asks a warm zygote, and returns None
-    when there is none, so that the caller runs the `start` command instead."""
-    from dockyard_common.unixsock import AlreadyServing, listen
+def start_shim(launch: Launch) -> str:
+    """Have a shim serve `launch`, forked by the warm zygote or else by us; returns its address."""
     from shim import state, zygote
 
-    path, bundle = launch["socket"], launch["bundle"]
-    if path.startswith(FALLBACK_DIR + "/"):
-        os.makedirs(FALLBACK_DIR, mode=0o700, exist_ok=True)
-    address = f"unix://{path}"
-    if not fork and (not zygote.enabled() or zygote.runtime_dir(launch) is None):
-        return None
+    listener = listen_for(launch)
+    if listener is None:
+        return address(launch)  # a live shim serves this bundle already (a retried start)
     try:
-        listener = listen(path)
-    except AlreadyServing:
-        return address  # a live shim serves this bundle already (a retried start)
-    pid = 0
-    zpath = zygote.socket_path(launch) if zygote.enabled() else None
-    if zpath is not None:
-        pid = zygote.request_shim(launch, listener.fileno(), zpath)
-        if not pid and fork:
-            with contextlib.suppress(OSError):  # no zygote (e.g. its dir not writable): fork as below
-                zygote.launch_zygote(zpath)  # for the next start; this one forks its shim itself
-    if not pid and not fork:
+        zpath = zygote_socket_path(launch) if enabled() else None
+        # The zygote records shim.pid and address itself before it answers.
+        if zpath is None or not request_shim(launch, listener.fileno(), zpath):
+            if zpath is not None:
+                with contextlib.suppress(OSError):  # no zygote (e.g. its dir not writable): fork as below
+                    zygote.launch_zygote(zpath)  # for the next start; this one forks its shim itself
+            pid = _fork_shim(launch, listener)
+            state.write_file(launch["bundle"], state.SHIM_PID, str(pid))
+            state.write_file(launch["bundle"], state.ADDRESS, address(launch))
+    finally:
         listener.close()
-        os.unlink(path)
-        return None
-    if not pid:
-        pid = _fork_shim(launch, listener)
-    listener.close()
-    state.write_file(bundle, state.SHIM_PID, str(pid))
-    state.write_file(bundle, state.ADDRESS, address)
-    return address
+    return address(launch)
 
 
-def _launch(opts: Options, bundle: str, path: str) -> Launch:
-    return launch_for(opts.namespace, opts.id, bundle, os.environ.get("TTRPC_ADDRESS", ""), opts.debug)
-
-
-def launch_for(namespace: str, cid: str, bundle: str, events: str, debug: bool = False) -> Launch:
-    return {"namespace": namespace, "id": cid, "bundle": bundle, "socket": socket_path(bundle),
-            "events": events, "debug": debug}
+def _launch(opts: Options, bundle: str) -> Launch:
+    return launch_for(opts.namespace, opts.id, bundle, os.environ.get(EVENTS_ENV, ""), opts.debug)
 
 
 def _fork_shim(launch: Launch, listener: socket.socket) -> int:
@@ -196,7 +172,7 @@ def serve_foreground(opts: Options, bundle: str) -> int:
     path = opts.socket.removeprefix("unix://") or socket_path(bundle)
     listener = listen(path)
     os.chdir(bundle)
-    return run(_launch(opts, bundle, path), listener.detach(), detach=False)
+    return run(_launch(opts, bundle), listener.detach(), detach=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,28 +18,13 @@ process"), NotFound for signalling a process that is gone ("process already fini
 from __future__ import annotations
 
 import asyncio
-import enum
 import os
 import time
 
 from dockyard_common.errors import FailedPrecondition, NotFound
+from dockyard_common.types import Status
 from shim.init import ContainerProcess
 from shim.stdio import ProcessIO, StdioPaths
-
-
-class Status(enum.IntEnum):
-    """containerd.v1.types.Status numbers."""
-
-    UNKNOWN = 0
-    CREATED = 1
-    RUNNING = 2
-    STOPPED = 3
-    PAUSED = 4
-    PAUSING = 5
-
-    @property
-    def word(self) -> str:
-        return self.name.lower()
 
 
 class Process:

@@ -17,13 +17,13 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import TypedDict
 
 from google.protobuf import empty_pb2
 
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.dockyard.shim.v1 import stats_pb2
 from dockyard_common import linux
+from dockyard_common.shimlaunch import Launch
 from dockyard_common.ttrpc import RequestContext, TTRPCServer
 from shim.publisher import Publisher
 from shim.reaper import Reaper
@@ -31,17 +31,6 @@ from shim.service import TaskService
 from shim.stats import StatsService
 
 log = logging.getLogger("dockyard.shim")
-
-
-class Launch(TypedDict):
-    """What a serving shim needs to know (JSON: it crosses to the zygote)."""
-
-    namespace: str
-    id: str
-    bundle: str
-    socket: str  # the listening socket's path (removed at the end)
-    events: str  # TTRPC_ADDRESS: the daemon's events endpoint
-    debug: bool
 
 
 def run(launch: Launch, listener_fd: int, detach: bool = True) -> int:

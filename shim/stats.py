@@ -34,12 +34,12 @@ from google.protobuf import empty_pb2
 
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as pb
 from dockyard_api.ttrpc import ttrpc_pb2
+from dockyard_common.cgroups import CGROUP_ROOT, PARENT, v1_mounts
 from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable
 from dockyard_common.ttrpc import RequestContext, parse_address, wire
 from dockyard_common.ttrpc.errors import error_from_status
 from shim.cgroups import CgroupManager
-from shim.cgroups.base import PARENT, UNLIMITED
-from shim.cgroups.detect import CGROUP_ROOT, v1_mounts
+from shim.cgroups.base import UNLIMITED
 from shim.container import Container
 
 log = logging.getLogger("dockyard.shim.stats")

@@ -7,26 +7,17 @@ dirty the shared pages), a shim's start is a fork and its PSS a few MiB (see the
 tests/integration/test_shim_contract.py::test_footprint).
 
 Where: one zygote per runtime state dir, never one per host. Both containerd and dockyardd lay
-their bundles out as <runtime dir>/<namespace>/<id> (containerd: <state>/io.containerd.runtime.v2
-.task, dockyardd: <state>/tasks), so the shim knows that dir from the bundle, -namespace and -id it
-is given, and the zygote's socket is <runtime dir>/.dockyard-shim/zygote-<key>.sock (a hidden dir:
-both daemons skip hidden entries when they look for namespaces). When that path is longer than a
-unix socket path may be, it is /run/dockyard-shim/zygote-<key+dir>.sock instead: still one per
-runtime dir, only the file elsewhere. A bundle laid out otherwise gets no zygote (`start` forks).
+their bundles out as <runtime dir>/<namespace>/<id>, so the shim knows that dir from the bundle,
+-namespace and -id it is given. Where exactly it listens, and the protocol (a greeting, the JSON
+Launch with the shim's listening socket attached, the answer), are the shim's public launch
+contract: `dockyard_common.shimlaunch`, whose client side `start` and the daemon use. A bundle
+laid out otherwise gets no zygote (`start` forks).
 
-Protocol: a SOCK_SEQPACKET socket (0600, root's or our uid's peers only). The zygote greets each
-connection it accepts (HELLO); `start` then sends one message, the JSON `serve.Launch` with the
-shim's listening socket attached (SCM_RIGHTS); the zygote forks, the child runs `serve.run` on it,
-and the answer is `{"pid": N}` (or `{"error": "..."}`). Without the greeting `start` forks the shim
-itself; after it, a missing answer fails `start` (a shim may exist: forking a second one on the
-socket would be worse).
-
-<key> hashes the interpreter, where the shim's code lives and its newest source mtime, so an
-updated shim is never served by an old zygote. `start` launches the zygote when there is none
-(fresh interpreter, `-I -S`: none of site's imports), and meanwhile forks that one shim itself.
-The zygote exits once it has had no shim and no request for IDLE_EXIT seconds. Shims outlive it
-(they are reparented); it also exits when its socket is removed (the daemon's state dir went away).
-Set DOCKYARD_SHIM_ZYGOTE=0 to never use one.
+`start` launches the zygote when there is none (fresh interpreter, `-I -S`: none of site's
+imports), and meanwhile forks that one shim itself. The zygote writes `shim.pid` and `address` in
+the bundle before it answers. It exits once it has had no shim and no request for IDLE_EXIT
+seconds. Shims outlive it (they are reparented); it also exits when its socket is removed (the
+daemon's state dir went away). Set DOCKYARD_SHIM_ZYGOTE=0 to never use one.
 """
 
 from __future__ import annotations
@@ -39,102 +30,17 @@ import select
 import signal
 import socket
 import sys
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from shim.serve import Launch
+from dockyard_common.shimlaunch import REQUEST_TIMEOUT, BadRequest, answer, receive_request
+from shim import state
 
-DIR_NAME = ".dockyard-shim"  # in the runtime state dir: see the module's docstring
-# sun_path is 108 bytes: a socket whose path is longer lives here (containerd's own shims listen
-# in the host-wide /run/containerd/s for the same reason).
-FALLBACK_DIR = "/run/dockyard-shim"
-MAX_SOCKET_PATH = 107
-SWITCH = "DOCKYARD_SHIM_ZYGOTE"
 IDLE_EXIT = 30.0
-REQUEST_TIMEOUT = 5.0
-HELLO = b"dockyard-zygote/1"
 rehearsed = False  # `_preload` served once in this process (see `_rehearse`)
 
 
-def enabled() -> bool:
-    return os.environ.get(SWITCH, "1") != "0"
-
-
 def _code_root() -> str:
-    """The directory holding the `shim`, `supervisor` and `dockyard_api` packages."""
+    """The directory holding the `shim` package (and `dockyard_common`, `dockyard_api`)."""
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _newest_source(root: str) -> int:
-    newest = 0
-    for sub in ("shim", "dockyard_common/ttrpc", "shim/init", "shim/cgroups", "supervisor"):
-        with contextlib.suppress(OSError), os.scandir(os.path.join(root, sub)) as it:
-            for entry in it:
-                if entry.name.endswith(".py"):
-                    newest = max(newest, entry.stat().st_mtime_ns)
-    return newest
-
-
-def runtime_dir(launch: Launch) -> str | None:
-    """The runtime state dir the bundle lives in: `<dir>` of a bundle at <dir>/<namespace>/<id>,
-    None for a bundle laid out otherwise (it is no daemon's: no zygote to share)."""
-    bundle = os.path.realpath(launch["bundle"])
-    ns_dir, cid = os.path.split(bundle)
-    root, ns = os.path.split(ns_dir)
-    if not launch["namespace"] or (ns, cid) != (launch["namespace"], launch["id"]) or root == "/":
-        return None
-    return root
-
-
-def socket_path(launch: Launch) -> str | None:
-    """The zygote socket for the runtime state dir of `launch`'s bundle (None: no zygote)."""
-    import zlib
-
-    root = runtime_dir(launch)
-    if root is None:
-        return None
-    code = _code_root()
-    key = f"{os.path.realpath(sys.executable)}\0{code}\0{_newest_source(code)}\0{os.geteuid()}"
-    path = os.path.join(root, DIR_NAME, f"zygote-{zlib.crc32(key.encode()):08x}.sock")
-    if len(path.encode()) <= MAX_SOCKET_PATH:
-        return path
-    per_dir = zlib.crc32(f"{key}\0{root}".encode())
-    return os.path.join(FALLBACK_DIR, f"zygote-{per_dir:08x}.sock")
-
-
-# ----- the client side: `start` ----------------------------------------------------------------------
-
-
-class NoAnswer(Exception):
-    """The request reached a zygote that then did not answer: it may or may not have forked a
-    shim on the socket, so forking another could leave two serving it. `start` fails instead;
-    a retried start finds the socket served (or not) and acts on that."""
-
-
-def request_shim(launch: Launch, listener_fd: int, path: str) -> int:
-    """Ask the zygote at `path` for a shim serving `listener_fd`; its PID, or 0 when there is no
-    zygote."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    sock.settimeout(REQUEST_TIMEOUT)
-    try:
-        try:
-            sock.connect(path)
-            # The zygote greets a connection it accepted: without the greeting (no zygote, or one
-            # exiting with us in its backlog) nothing is handed over and `start` forks itself.
-            if sock.recv(64) != HELLO:
-                return 0
-            socket.send_fds(sock, [json.dumps(launch).encode()], [listener_fd])
-        except OSError:
-            return 0  # nothing was handed over
-        try:
-            answer = json.loads(sock.recv(65536) or b"{}")
-        except (OSError, ValueError) as exc:
-            raise NoAnswer(f"shim zygote {path}: {exc}") from None
-    finally:
-        sock.close()
-    if not answer.get("pid"):
-        raise NoAnswer(f"shim zygote {path}: {answer.get('error') or 'no answer'}")
-    return int(answer["pid"])
 
 
 def launch_zygote(path: str) -> None:
@@ -275,17 +181,9 @@ def _serve_one(conn: socket.socket, listener: socket.socket, children: set[int])
     uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
     if uid not in (0, os.geteuid()):
         return
-    conn.send(HELLO)
-    data, fds, _, _ = socket.recv_fds(conn, 65536, 1)
-    if not fds:
-        conn.send(json.dumps({"error": "no listening socket attached"}).encode())
-        return
     try:
-        launch = json.loads(data)
-    except ValueError as exc:
-        conn.send(json.dumps({"error": f"bad request: {exc}"}).encode())
-        for fd in fds:
-            os.close(fd)
+        launch, fd = receive_request(conn)
+    except BadRequest:
         return
     pid = os.fork()
     if pid == 0:
@@ -296,13 +194,19 @@ def _serve_one(conn: socket.socket, listener: socket.socket, children: set[int])
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             from shim.serve import run
 
-            code = run(launch, fds[0])
+            code = run(launch, fd)
         finally:
             os._exit(code)
-    for fd in fds:
-        os.close(fd)
+    os.close(fd)
     children.add(pid)
-    conn.send(json.dumps({"pid": pid}).encode())
+    try:
+        # Before the answer: whoever asked may rely on them as soon as it has the PID.
+        state.write_file(launch["bundle"], state.SHIM_PID, str(pid))
+        state.write_file(launch["bundle"], state.ADDRESS, f"unix://{launch['socket']}")
+    except OSError as exc:
+        answer(conn, error=f"shim {pid} started, its bundle {launch['bundle']}: {exc.strerror or exc}")
+        return
+    answer(conn, pid=pid)
 
 
 def _reap(children: set[int]) -> None:

@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help=f"TOML config file (default {configmod.DEFAULT_CONFIG})")
     p.add_argument("--log-level", choices=configmod.LOG_LEVELS)
     p.add_argument("--log-format", choices=configmod.LOG_FORMATS)
+    p.add_argument("--default-network", metavar="NAME|none",
+                   help="the network `dock run` joins without --net (default dockyard, made on first use); "
+                        "none: no default network")
     return p.parse_args(argv)
 
 
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = configmod.load(args.config, {
             "root": args.root, "state": args.state, "address": args.address,
-            "log_level": args.log_level, "log_format": args.log_format,
+            "log_level": args.log_level, "log_format": args.log_format, "default_network": args.default_network,
         })
     except configmod.ConfigError as exc:
         print(f"dockyardd: {exc}", file=sys.stderr)

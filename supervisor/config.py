@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor.network.networks import NAME as network_name
+
 DEFAULT_CONFIG = Path("/etc/dockyard/config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -48,6 +50,9 @@ class Config:
     # grpcio's aio server. DOCKYARD_GRPC_SERVER overrides the file (CI runs both).
     grpc_server: str = "dockyard"
     runtimes: dict[str, str] = field(default_factory=dict)
+    # The network `dock run` joins without --net (its "bridge"); "none": no default network, as
+    # dockerd's `--bridge none` (a container then gets only lo unless it names a network).
+    default_network: str = "dockyard"
     source: str = field(default="defaults", compare=False)
 
 
@@ -58,6 +63,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
              "server": ("grpc_server", str)},
     "log": {"level": ("log_level", str), "format": ("log_format", str)},
     "snapshotter": {"default": ("default_snapshotter", str)},
+    "network": {"default": ("default_network", str)},
 }
 
 
@@ -93,6 +99,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name} must be an absolute path, not {str(getattr(cfg, name))!r}")
     if cfg.max_message_size < 1024 * 1024:
         raise ConfigError("grpc.max_message_size must be at least 1 MiB")
+    if cfg.default_network != "none" and not network_name.match(cfg.default_network):
+        raise ConfigError(f"network.default must be a network name or none, not {cfg.default_network!r}")
     if cfg.grpc_server not in GRPC_SERVERS:
         raise ConfigError(f"grpc.server must be one of {', '.join(GRPC_SERVERS)}, not {cfg.grpc_server!r}")
     return cfg

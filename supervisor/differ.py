@@ -22,21 +22,21 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from dockyard_common.types import Mount
-from supervisor.archive.apply import apply_layer
-from supervisor.archive.compression import (
+from dockyard_common.imagespec import (
     MEDIA_TYPE_OCI_LAYER,
     MEDIA_TYPE_OCI_LAYER_GZIP,
+    Descriptor,
     compression_for_media_type,
-    open_compressor,
-    open_layer,
 )
+from dockyard_common.mountopts import overlay_dirs
+from dockyard_common.mounts import mounted
+from dockyard_common.types import Mount
+from supervisor.archive.apply import apply_layer
+from supervisor.archive.compression import open_compressor, open_layer
 from supervisor.archive.diff import write_diff
 from supervisor.archive.hashing import DigestingReader, DigestingWriter
 from supervisor.content.store import BlobReader
 from supervisor.metadata.content import NamespacedContentStore
-from supervisor.metadata.images import Descriptor
-from supervisor.mounts import mounted, overlay_dirs
 
 log = logging.getLogger("dockyard.differ")
 
@@ -115,9 +115,10 @@ class Differ:
     def _apply(self, blob: DigestingReader, media_type: str, mounts: list[Mount], cancel: threading.Event) -> Any:
         stream = open_layer(cast(BinaryIO, blob), media_type)
         if len(mounts) == 1 and mounts[0].type == "overlay":
-            upper, lowers = overlay_dirs(mounts[0])
-            if upper is not None:
-                result = apply_layer(stream, upper, whiteout_mode="overlay", parents=lowers, cancel=cancel)
+            dirs = overlay_dirs(mounts[0].options)
+            if dirs.upper is not None:
+                result = apply_layer(stream, Path(dirs.upper), whiteout_mode="overlay",
+                                     parents=[Path(p) for p in dirs.lowers], cancel=cancel)
                 blob.drain()
                 return result
         if len(mounts) == 1 and mounts[0].type == "bind" and "ro" not in mounts[0].options:
@@ -197,12 +198,10 @@ def _readonly_view(mounts: Sequence[Mount]) -> list[Mount]:
         if m.type != "overlay":
             out.append(replace(m, options=[*(o for o in m.options if o not in ("rw", "ro")), "ro"]))
             continue
-        upper = next((o.removeprefix("upperdir=") for o in m.options if o.startswith("upperdir=")), None)
-        options = [o for o in m.options if not o.startswith(("upperdir=", "workdir="))]
-        if upper is not None:
-            options = [f"lowerdir={upper}:{o.removeprefix('lowerdir=')}" if o.startswith("lowerdir=") else o
-                       for o in options]
-        out.append(replace(m, options=options))
+        dirs = overlay_dirs(m.options)
+        options = [o for o in m.options if not o.startswith(("upperdir=", "workdir=", "lowerdir="))]
+        lowers = [dirs.upper, *dirs.lowers] if dirs.upper is not None else list(dirs.lowers)
+        out.append(replace(m, options=[*options, f"lowerdir={':'.join(lowers)}"] if lowers else options))
     return out
 
 

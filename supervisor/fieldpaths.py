@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from dockyard_common.errors import InvalidArgument
-from supervisor.identifiers import go_quote
+from dockyard_common.goquote import go_quote
 
 LABELS = "labels"
 

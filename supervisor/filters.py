@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.goquote import go_quote
 from supervisor.goregexp import GoRegexpError, compile_go_regexp
-from supervisor.identifiers import go_quote
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,7 @@ separators `.`, `_` or `-` (never two in a row, never leading or trailing). The 
 safe to use as path components and in URLs. Errors are `InvalidArgument` with containerd's
 wording, e.g. `identifier "a..b" must match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$`.
 
-Also here: `go_quote`, Go's `%q` formatting, so every containerd-style message that quotes a
-user's string renders it exactly as containerd would.
+Messages quote the identifier with `dockyard_common.goquote.go_quote`, as containerd does.
 """
 
 from __future__ import annotations
@@ -14,39 +13,12 @@ from __future__ import annotations
 import re
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.goquote import go_quote
 
 MAX_LENGTH = 76
 PATTERN = r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
 # \Z rather than $: Python's $ also matches before a trailing newline, Go's does not.
 _IDENTIFIER = re.compile(r"[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*\Z")
-
-_GO_ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t",
-               "\v": r"\v", "\\": r"\\", '"': r"\""}
-
-
-def go_quote(s: str) -> str:
-    """`s` as Go's strconv.Quote (`%q`) renders it: printable runes kept, the rest escaped.
-
-    Lone surrogates (bytes that were not UTF-8, decoded with surrogateescape) render as the
-    `\\xNN` byte escape Go uses for invalid UTF-8.
-    """
-    out = ['"']
-    for ch in s:
-        cp = ord(ch)
-        if ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif 0xDC80 <= cp <= 0xDCFF:
-            out.append(f"\\x{cp - 0xDC00:02x}")
-        elif ch.isprintable():  # Python's notion matches Go's unicode.IsPrint (L, M, N, P, S, ' ')
-            out.append(ch)
-        elif cp < 0x80:
-            out.append(f"\\x{cp:02x}")
-        elif cp < 0x10000:
-            out.append(f"\\u{cp:04x}")
-        else:
-            out.append(f"\\U{cp:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def validate(s: str, what: str = "identifier") -> str:

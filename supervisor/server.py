@@ -26,8 +26,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as shim_stats_pb2
+from dockyard_common import shimlaunch
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from supervisor import ksm
+from supervisor.build.commit import Committer
+from supervisor.build.imagewrite import ImageWriter
 from supervisor.config import DEFAULT_CONFIG, Config
 from supervisor.content.local import LocalContentStore
 from supervisor.differ import Differ
@@ -46,6 +49,9 @@ from supervisor.metadata.images import ImageStore
 from supervisor.metadata.leases import LeaseStore
 from supervisor.metadata.namespaces import NamespaceStore
 from supervisor.metadata.snapshots import SnapshotStore
+from supervisor.network.attachments import NetworkManager
+from supervisor.network.networks import NetworkStore
+from supervisor.network.wiring import ContainerNetworks
 from supervisor.plugins import Plugin, PluginRegistry
 from supervisor.remote.hosts import Hosts, config_dir_for
 from supervisor.remote.registry import Registry
@@ -53,7 +59,8 @@ from supervisor.rootlock import RootLock
 from supervisor.runtime.events import serve_shim_events
 from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.shim import ShimBinary
-from supervisor.runtime.stats import ShimSamplerControl, StatsSink, describe_from
+from supervisor.runtime.stats import ShimSamplerControl, StatsSink, describe_from, network_counters_from
+from supervisor.services.builder import BuilderService
 from supervisor.services.containers import ContainersService
 from supervisor.services.content import ContentService
 from supervisor.services.diff import DiffService
@@ -64,6 +71,8 @@ from supervisor.services.introspection import IntrospectionService
 from supervisor.services.leases import LeasesService
 from supervisor.services.method_table import MethodTable
 from supervisor.services.namespaces import NamespacesService
+from supervisor.services.network import NetworksService
+from supervisor.services.network_events import publisher as network_events
 from supervisor.services.registry import RegistryService
 from supervisor.services.snapshots import SnapshotsService
 from supervisor.services.stats import StatsService
@@ -138,6 +147,8 @@ class Runtime:
     stats: StatsHub
     stats_control: ShimSamplerControl
     tasks: TaskManager
+    network: NetworkManager
+    container_networks: ContainerNetworks  # the manager put to work by the tasks' lifecycle
 
     async def end_streams(self) -> None:
         """Stats streams end (UNAVAILABLE: clients reconnect) and samplers stop; idempotent."""
@@ -218,17 +229,32 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     shim_events = await serve_shim_events(cfg.state / "ttrpc.sock", events, [
         (shim_stats_pb2.DESCRIPTOR.services_by_name["StatsSink"], StatsSink(stats))])
     stack.push_async_callback(shim_events.shutdown, grace=2)
-    tasks = TaskManager(cfg.state, shim_binary, events)
+    network = network_manager(cfg)
+    container_networks = ContainerNetworks(network, cfg.default_network)
+    container_networks.observers.append(network_events(events))
+    tasks = TaskManager(cfg.state, shim_binary, events, container_networks)
     stack.push_async_callback(tasks.close)  # the shims and their containers keep running
     stats_control = ShimSamplerControl(tasks, stats)
-    runtime = Runtime(containers, stats, stats_control, tasks)
+    runtime = Runtime(containers, stats, stats_control, tasks, network, container_networks)
     stack.push_async_callback(runtime.end_streams)
     stats.bind(stats_control)
+    stats.network = network_counters_from(tasks, container_networks)
     tasks.observers.append(stats.task_changed)
     await tasks.recover()
+    # Networks of containers whose task is gone or exited while no daemon watched are released
+    # before we serve, so their addresses and host ports are free for new tasks.
+    await container_networks.reconcile(await tasks.running())
+    stack.push_async_callback(container_networks.close)
     registry.add(Plugin("io.containerd.runtime.v2", "task", requires=["io.containerd.event.v1"],
                         platforms=[("linux", _arch(), "")]))
     return runtime
+
+
+def network_manager(cfg: Config) -> NetworkManager:
+    """Networks are conflists in the config directory's net.d/ (so a user can drop one in);
+    IPAM allocations and attachment records under <root>/networks, netns files under <state>/netns."""
+    store = NetworkStore(config_dir_for(cfg.source, DEFAULT_CONFIG) / "net.d", cfg.root / "networks" / "ipam")
+    return NetworkManager(state=cfg.state, root=cfg.root, store=store)
 
 
 def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, runtime: Runtime) -> list[Service]:
@@ -241,9 +267,11 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
         Service("events", EventsService(events), ["io.containerd.event.v1"]),
         Service("introspection", IntrospectionService(daemon.registry, uid), []),
         Service("dockyard.system", SystemService(daemon), []),
-        Service("containers", ContainersService(runtime.containers, events), ["io.containerd.metadata.v1"]),
+        Service("containers", ContainersService(runtime.containers, events, runtime.tasks.container_deleted),
+                ["io.containerd.metadata.v1"]),
         Service("tasks", TasksService(runtime.tasks, runtime.containers), ["io.containerd.runtime.v2"]),
         Service("dockyard.stats", StatsService(runtime.stats), ["io.containerd.runtime.v2"]),
+        Service("dockyard.network", NetworksService(runtime.network), ["io.containerd.runtime.v2"]),
         Service("leases", LeasesService(meta.leases, collector.collect, collector.schedule),
                 ["io.containerd.metadata.v1"]),
         Service("dockyard.gc", GCService(collector), ["io.containerd.gc.v1"]),
@@ -262,6 +290,11 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
             records, storage.images, meta.leases, unpacker, Hosts(config_dir_for(cfg.source, DEFAULT_CONFIG)),
             cfg.default_snapshotter, collector.schedule), events),
             ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
+        Service("dockyard.builder", BuilderService(Committer(
+            runtime.containers, runtime.tasks, storage.snapshots, storage.images, meta.leases,
+            ImageWriter(records, storage.images, storage.differ), collector.schedule), events),
+            ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1",
+             "io.containerd.runtime.v2"]),
     ]
 
 
@@ -343,7 +376,7 @@ class Daemon:
         if not runtime:
             raise InvalidArgument("container has no runtime name")
         binary = self.config.runtimes.get(runtime)
-        command = (binary,) if binary else (sys.executable, "-m", "shim")
+        command = (binary,) if binary else (sys.executable, *shimlaunch.RUN_MODULE)
         return ShimBinary(command, str(self.config.address), str(self.config.state / "ttrpc.sock"),
                           publish_binary=sys.argv[0] or "dockyardd", foreign=bool(binary))
 
@@ -412,7 +445,7 @@ def _register(server: MethodTable, servicer: Any) -> str:
 
 
 def _version() -> str:
-    from supervisor.version import VERSION
+    from dockyard_common.version import VERSION
 
     return VERSION
 

@@ -8,6 +8,8 @@ import os
 # handlers would print into their output (and have nothing to do for a fork+exec).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -27,6 +29,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Leave no empty cgroup of ours behind (the daemon keeps its parent while it runs)."""
     remove_empty_cgroups()
+
+
+def _host_network() -> tuple[list[str], list[str]]:
+    """The host's links and firewall rules (no counters), to compare before and after."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    names = sorted(line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if ":" in line)
+    saved = "" if shutil.which("iptables-save") is None else \
+        subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    # chains by name only: their packet counters move on their own
+    rules = [line.split()[0] if line.startswith(":") else line
+             for line in saved.splitlines() if line and not line.startswith("#")]
+    return names, sorted(rules)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_network_untouched() -> Iterator[None]:
+    """No test may leave (or make) links or firewall rules in the host's own network namespace:
+    networking tests run their daemon in a namespace they make, and other test daemons have no
+    default network (tests/daemon.py)."""
+    before = _host_network()
+    yield
+    after = _host_network()
+    assert after == before, (
+        "the host's network changed during the tests: "
+        f"links +{sorted(set(after[0]) - set(before[0]))} -{sorted(set(before[0]) - set(after[0]))}, "
+        f"rules +{sorted(set(after[1]) - set(before[1]))[:10]} -{sorted(set(before[1]) - set(after[1]))[:10]}")
 
 
 @pytest.fixture

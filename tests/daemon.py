@@ -81,21 +81,64 @@ def dockyardd_command(*args: str) -> list[str]:
 
 
 def start_daemon(base: Path | None = None, extra: list[str] | None = None,
-                 wait: bool = True) -> DaemonProcess:
-    """Start dockyardd on private dirs (short paths: unix socket paths max out at 107 bytes)."""
+                 wait: bool = True, netns: Path | None = None) -> DaemonProcess:
+    """Start dockyardd on private dirs (short paths: unix socket paths max out at 107 bytes).
+
+    Unless `extra` names a --config, the daemon reads an empty <base>/config.toml: its config
+    directory (the networks' net.d/, certs.d/) is then <base>, never the machine's /etc/dockyard,
+    which the daemons of other tests would share. With `netns` (a pinned namespace file, see
+    `pinned_netns`) the daemon runs inside it (`nsenter --net=`, not `ip netns exec`, which
+    remounts /sys and hides the cgroup mounts)."""
     base = base or Path(tempfile.mkdtemp(prefix="dy-"))
     log_path = base / "dockyardd.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
     args = ["--root", str(base / "root"), "--state", str(base / "state"), "--log-level", "debug",
             *(extra or [])]
+    if netns is None and "--default-network" not in args:
+        # On the host's own network namespace a test daemon has no default network (as dockerd
+        # -b none): `dock run` without --net must not make bridges and firewall chains on the host.
+        # Networking tests run their daemon in a namespace they make (netns=...).
+        args += ["--default-network", "none"]
+    if "--config" not in args:
+        config = base / "config.toml"
+        if not config.exists():
+            config.write_text("")
+        args += ["--config", str(config)]
+    command = dockyardd_command(*args)
+    if netns is not None:
+        command = ["nsenter", f"--net={netns}", *command]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(dockyardd_command(*args), stdout=log, stderr=log, env=env, cwd=REPO,
+        proc = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=REPO,
                                 start_new_session=True)
     d = DaemonProcess(base, proc, log_path, log_start)
     if wait:
         wait_ready(d)
     return d
+
+
+@contextlib.contextmanager
+def pinned_netns(prefix: str = "dy-netns-") -> Iterator[Path]:
+    """A fresh network namespace pinned on a file in a private temp dir, `lo` up inside, standing
+    in for the host: start a daemon in it (`start_daemon(netns=...)`) and run clients in it with
+    `nsenter --net=<path>` (see `in_netns`). Removed (unmounted, unlinked) at the end; the
+    namespace itself ends with its last process."""
+    from supervisor.network import netns as netns_files
+
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    path = netns_files.create(base / "net")
+    try:
+        in_netns(path, "ip", "link", "set", "lo", "up")
+        yield path
+    finally:
+        netns_files.remove(path)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def in_netns(path: Path, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a command inside the namespace pinned at `path` (output captured as text)."""
+    return subprocess.run(["nsenter", f"--net={path}", *argv], capture_output=True, text=True, check=check,
+                          timeout=timeout)
 
 
 def wait_ready(d: DaemonProcess, timeout: float = 20) -> None:

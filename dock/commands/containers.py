@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import sys
 from typing import Any
@@ -10,11 +11,12 @@ from typing import Any
 from dock.args import parse_labels
 from dock.client import Client
 from dock.commands.run import add_container_options, request_from_args
-from dock.output import emit, emit_json, labels_text
+from dock.network import LABEL_PREFIX, PORTS_LABEL, PortBinding, ports_text
+from dock.output import emit, emit_json, labels_text, to_jsonable
 from dock.runner import create_container, remove_container
 from dockyard_common.errors import FailedPrecondition, NotFound
 from dockyard_common.jsonutil import JsonError, json_value
-from supervisor.metadata.containers import Container
+from dockyard_common.types import Container
 
 
 def register(sub: Any) -> None:
@@ -57,21 +59,47 @@ def describe(c: Container) -> dict[str, Any]:
     }
 
 
+async def published(client: Client, containers: list[Container]) -> dict[str, list[PortBinding]]:
+    """The host ports of the containers that publish some, asked concurrently (a few at a time):
+    only those carry the ports label, so listing many containers costs no extra calls for the rest."""
+    limit = asyncio.Semaphore(16)
+
+    async def one(cid: str) -> tuple[str, list[PortBinding]]:
+        async with limit:
+            return cid, await client.networks.published_ports(cid)
+
+    return dict(await asyncio.gather(*(one(c.id) for c in containers if PORTS_LABEL in c.labels)))
+
+
+def ports_json(ports: list[PortBinding]) -> list[dict[str, Any]]:
+    return [{"container_port": p.container_port, "protocol": p.protocol, "host_ip": p.host_ip,
+             "host_port": p.host_port} for p in ports]
+
+
 async def ls(client: Client, args: argparse.Namespace) -> int:
     found = await client.containers.list(args.filters)
     if args.quiet and args.format != "json":
         print("\n".join(c.id for c in found) + ("\n" if found else ""), end="")
         return 0
+    ports = await published(client, found)
     if args.format == "json":
-        emit_json([describe(c) | {"spec": None} for c in found])
+        emit_json([describe(c) | {"spec": None, "ports": ports_json(ports.get(c.id, []))} for c in found])
         return 0
     emit("table", found, [("CONTAINER", lambda c: c.id), ("IMAGE", lambda c: c.image or "-"),
-                          ("RUNTIME", lambda c: c.runtime_name), ("LABELS", lambda c: labels_text(c.labels))])
+                          ("RUNTIME", lambda c: c.runtime_name), ("PORTS", lambda c: ports_text(ports.get(c.id, []))),
+                          ("LABELS", lambda c: labels_text(c.labels))])
     return 0
 
 
 async def info(client: Client, args: argparse.Namespace) -> int:
-    emit_json(describe(await client.containers.get(args.id)))
+    c = await client.containers.get(args.id)
+    att = None
+    if any(k.startswith(LABEL_PREFIX) for k in c.labels):
+        with contextlib.suppress(NotFound):  # no task yet, or its network is another container's
+            att = await client.networks.attachment(c.id)
+    ports = sorted(att.ports, key=lambda p: (p.container_port, p.protocol)) if att else []
+    network = {"netns": att.netns_path, "interfaces": to_jsonable(att.interfaces)} if att else None
+    emit_json(describe(c) | {"ports": ports_json(ports), "network": network})
     return 0
 
 

@@ -22,7 +22,7 @@ from dock.commands.image_transfer import TRANSFER_SUBCOMMANDS
 from dock.images import ImageInfo, ImageSize
 from dock.output import emit_json, emit_table, human_size, labels_text, to_jsonable
 from dockyard_common.errors import AlreadyExists, DockyardError
-from supervisor.images.reference import normalize
+from dockyard_common.reference import normalize
 
 _SHORT_TYPES = {
     "application/vnd.oci.image.index.v1+json": "oci-index",

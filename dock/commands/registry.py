@@ -28,9 +28,9 @@ from dock.client import Client
 from dock.output import emit_json, human_size
 from dock.registry import BlobProgress, RegistryEvent, Resolved, TransferDone
 from dock.transfer import LayerProgress, UnpackResult
+from dockyard_common import credentials as credfile
 from dockyard_common.errors import InvalidArgument
-from supervisor.images.reference import normalize_reference
-from supervisor.remote import credentials as credfile
+from dockyard_common.reference import normalize_reference
 
 
 def _remote_flags(p: argparse.ArgumentParser) -> None:

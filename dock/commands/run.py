@@ -8,6 +8,7 @@ from typing import Any
 from dock.args import parse_labels
 from dock.client import Client
 from dock.containers import RUNC_V2
+from dock.network import network_options
 from dock.oci import SECCOMP_DEFAULT, SpecOptions, parse_bytes, parse_mount, parse_security_opt
 from dock.runner import RunRequest, run
 from dockyard_common.errors import InvalidArgument
@@ -25,8 +26,18 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pids-limit", type=int, default=None, metavar="N", help="most processes at once")
     p.add_argument("--mount", action="append", default=[], metavar="SPEC",
                    help="type=bind,src=/host/path,dst=/container/path,options=rbind:ro")
-    p.add_argument("--net", choices=("none", "host"), default="none",
-                   help="none: a network namespace of its own, with only lo (default); host: the host's")
+    p.add_argument("--net", "--network", action="append", default=[], metavar="NET",
+                   help="bridge: the default network (default); NAME: a network of `dock network ls` "
+                        "(repeat for several); none: a network namespace with only lo; host: the host's; "
+                        "container:ID: that container's")
+    p.add_argument("--publish", "-p", action="append", default=[], metavar="[IP:][HOST:]CONTAINER[/PROTO]",
+                   help="publish a container port on the host, e.g. 8080:80, 127.0.0.1:53:53/udp; "
+                        "without HOST a free port (see `dock port`)")
+    p.add_argument("--dns", action="append", default=[], metavar="IP",
+                   help="a resolver for /etc/resolv.conf (default: the host's, loopback ones left out)")
+    p.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN", help="a DNS search domain")
+    p.add_argument("--dns-option", action="append", default=[], metavar="OPT", help="a resolv.conf option")
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP", help="a line for /etc/hosts")
     p.add_argument("--snapshotter", default="", help="snapshotter for the rootfs (default: overlayfs)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="container label")
     p.add_argument("--runtime", default=RUNC_V2, help=f"runtime name (default {RUNC_V2})")
@@ -60,17 +71,19 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         memory = parse_bytes(args.memory) if args.memory is not None else None
         mounts = [parse_mount(m) for m in args.mount]
         seccomp = [parse_security_opt(o) for o in args.security_opt]
+        network = network_options(args.net, args.publish, args.dns, args.dns_search, args.dns_option,
+                                  args.add_host, hostname=args.hostname)
     except InvalidArgument as exc:
         raise SystemExit(f"dock: {exc}") from None
     spec = SpecOptions(args=list(args.args), env=list(args.env), cwd=args.cwd, user=args.user,
-                       hostname=args.hostname, tty=args.tty, net=args.net, memory=memory, cpus=args.cpus,
+                       hostname=args.hostname, tty=args.tty, net=network.spec_net, memory=memory, cpus=args.cpus,
                        pids_limit=args.pids_limit, mounts=mounts, cap_add=list(args.cap_add),
                        cap_drop=list(args.cap_drop), privileged=args.privileged,
                        seccomp=seccomp[-1] if seccomp else SECCOMP_DEFAULT)
     return RunRequest(args.image, args.id, spec, rm=getattr(args, "rm", False),
                       detach=getattr(args, "detach", False), interactive=getattr(args, "interactive", False),
                       snapshotter=args.snapshotter, labels=parse_labels(args.label), runtime=args.runtime,
-                      platform=args.platform)
+                      platform=args.platform, network=network)
 
 
 async def run_command(client: Client, args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """dock stats: live cgroup stats of containers, like `docker stats`.
 
-On a terminal: a table refreshed in place (CPU %, MEM USAGE / LIMIT, MEM %, PIDS, BLOCK I/O).
+On a terminal: a table refreshed in place (CPU %, MEM USAGE / LIMIT, MEM %, NET I/O, PIDS, BLOCK I/O;
+NET I/O is "--" for a container without a network of its own: only lo, or the host's).
 Otherwise, or with `--format json`: one JSON object per sample, a line each, as they come.
 `--no-stream` prints one table (or one JSON line per container) and exits.
 """
@@ -26,7 +27,7 @@ REDRAW_EVERY = 0.25  # seconds between redraws of the live table, however many s
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("stats", help="live CPU, memory, pids and block I/O of running containers")
+    p = sub.add_parser("stats", help="live CPU, memory, network, pids and block I/O of running containers")
     p.add_argument("--no-stream", action="store_true", help="print one snapshot and exit")
     p.add_argument("--format", dest="stats_format", choices=("table", "json"), default=None,
                    help="table (a terminal's default) or json (one object per line; the default into a pipe)")
@@ -76,9 +77,11 @@ def figures(row: Row) -> dict[str, Any]:
     used = s.memory.used if s.memory else 0
     limit = memory_limit(s)
     cpu = cpu_percent(row.prev, s)
+    net = s.network_io
     return {
         "id": s.id, "cpu_percent": cpu, "memory_usage": used, "memory_limit": limit,
         "memory_percent": (used / limit * 100) if limit else None,
+        "net_rx": net[0] if net else None, "net_tx": net[1] if net else None,
         "pids": s.pids.current if s.pids else 0,
         "block_read": s.blkio.read_bytes if s.blkio else 0, "block_write": s.blkio.write_bytes if s.blkio else 0,
     }
@@ -92,11 +95,13 @@ def cells(row: Row) -> list[str]:
     f = figures(row)
     cpu = "--" if f["cpu_percent"] is None else f"{f['cpu_percent']:.2f}%"
     mem = "--" if f["memory_percent"] is None else f"{f['memory_percent']:.2f}%"
-    return [f["id"], cpu, f"{_size(f['memory_usage'])} / {_size(f['memory_limit'])}", mem, str(f["pids"]),
+    net = "--" if f["net_rx"] is None else f"{_size(f['net_rx'])} / {_size(f['net_tx'])}"
+    return [f["id"], cpu, f"{_size(f['memory_usage'])} / {_size(f['memory_limit'])}", mem, net, str(f["pids"]),
             f"{_size(f['block_read'])} / {_size(f['block_write'])}"]
 
 
-HEADERS = ["CONTAINER", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS", "BLOCK I/O"]
+HEADERS = ["CONTAINER", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "PIDS", "BLOCK I/O"]
+LEFT = ("CONTAINER", "MEM USAGE / LIMIT", "NET I/O", "BLOCK I/O")
 
 
 def sample_json(s: StatsSample, row: Row | None) -> dict[str, Any]:
@@ -128,7 +133,7 @@ def render(rows: Iterable[Row]) -> Any:
 
     table = Table(box=None, pad_edge=False, show_edge=False)
     for h in HEADERS:
-        table.add_column(h, justify="right" if h not in ("CONTAINER", "MEM USAGE / LIMIT", "BLOCK I/O") else "left",
+        table.add_column(h, justify="right" if h not in LEFT else "left",
                          no_wrap=True)
     for row in sorted(rows, key=lambda r: r.last.id):
         table.add_row(*cells(row))
@@ -209,7 +214,7 @@ async def _snapshot(client: Client, args: argparse.Namespace, stream: Any, fmt: 
             sys.stdout.write(json.dumps(sample_json(rows[cid].last, rows[cid]), sort_keys=True) + "\n")
         return 0
     table = [cells(rows[cid]) for cid in sorted(rows)]
-    table += [[cid, "--", "-- / --", "--", "--", "-- / --"] for cid in sorted(want - rows.keys())]
+    table += [[cid, "--", "-- / --", "--", "--", "--", "-- / --"] for cid in sorted(want - rows.keys())]
     emit_table(table, [(h, operator.itemgetter(i)) for i, h in enumerate(HEADERS)])
     return 0
 

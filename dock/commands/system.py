@@ -7,7 +7,7 @@ from typing import Any
 
 from dock.client import Client
 from dock.output import emit, emit_json
-from supervisor.version import REVISION, VERSION
+from dockyard_common.version import REVISION, VERSION
 
 
 def register(sub: Any) -> None:

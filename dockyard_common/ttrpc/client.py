@@ -39,6 +39,7 @@ from google.protobuf.message import DecodeError, Message
 
 from dockyard_api.ttrpc import ttrpc_pb2
 from dockyard_common import errors
+from dockyard_common.codes import Code
 from dockyard_common.ttrpc import errors as codes
 from dockyard_common.ttrpc import wire
 from dockyard_common.ttrpc.metadata import Metadata, MetadataLike
@@ -181,7 +182,7 @@ class TTRPCClient:
             response = ttrpc_pb2.Response.FromString(payload)
         except DecodeError as exc:
             raise errors.Internal(f"{where}: bad response envelope: {exc}") from exc
-        if response.status.code != codes.OK:
+        if response.status.code != Code.OK:
             raise codes.error_from_status(response.status.code, response.status.message)
         try:
             return response_type.FromString(response.payload)

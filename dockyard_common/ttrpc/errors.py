@@ -1,9 +1,8 @@
-"""Status codes on the ttrpc wire, and their mapping to the domain errors — without grpc.
+"""Status codes on the ttrpc wire: raw statuses, a closed connection, and what a handler's
+exception is sent as.
 
-ttrpc carries a `google.rpc.Status` whose `code` uses gRPC's numbering. The gRPC edge of the
-daemon maps domain errors with `grpc.StatusCode` (`supervisor.services.status.CODES`); the shim
-must not import grpc, so the same table lives here as plain integers (a unit test keeps the
-two tables equal).
+ttrpc carries a `google.rpc.Status` whose `code` uses gRPC's numbering; the table between
+codes and domain errors is `dockyard_common.codes`, the one the daemon's gRPC edge uses too.
 """
 
 from __future__ import annotations
@@ -11,42 +10,10 @@ from __future__ import annotations
 import errno
 
 from dockyard_common import errors
+from dockyard_common.codes import Code, error_from_status
+from dockyard_common.codes import code_for as code_for_error
 
-# gRPC code numbers (google/rpc/code.proto).
-OK = 0
-CANCELLED = 1
-UNKNOWN = 2
-INVALID_ARGUMENT = 3
-DEADLINE_EXCEEDED = 4
-NOT_FOUND = 5
-ALREADY_EXISTS = 6
-PERMISSION_DENIED = 7
-RESOURCE_EXHAUSTED = 8
-FAILED_PRECONDITION = 9
-ABORTED = 10
-OUT_OF_RANGE = 11
-UNIMPLEMENTED = 12
-INTERNAL = 13
-UNAVAILABLE = 14
-DATA_LOSS = 15
-UNAUTHENTICATED = 16
-
-CODES: dict[type[errors.DockyardError], int] = {
-    errors.NotFound: NOT_FOUND,
-    errors.AlreadyExists: ALREADY_EXISTS,
-    errors.InvalidArgument: INVALID_ARGUMENT,
-    errors.OutOfRange: OUT_OF_RANGE,
-    errors.FailedPrecondition: FAILED_PRECONDITION,
-    errors.Unavailable: UNAVAILABLE,
-    errors.Aborted: ABORTED,
-    errors.ResourceExhausted: RESOURCE_EXHAUSTED,
-    errors.Unimplemented: UNIMPLEMENTED,
-    errors.Internal: INTERNAL,
-    errors.Cancelled: CANCELLED,
-    errors.DeadlineExceeded: DEADLINE_EXCEEDED,
-    errors.Unknown: UNKNOWN,
-}
-_KINDS: dict[int, type[errors.DockyardError]] = {code: kind for kind, code in CODES.items()}
+__all__ = ["ConnectionClosed", "TTRPCError", "code_for", "error_from_status"]
 
 
 class TTRPCError(Exception):
@@ -82,30 +49,14 @@ def code_for(exc: BaseException) -> int:
     if isinstance(exc, TTRPCError):
         return exc.code
     if isinstance(exc, errors.DockyardError):
-        for kind in type(exc).__mro__:
-            if kind in CODES:
-                return CODES[kind]
-        return UNKNOWN
+        return code_for_error(exc)
     if isinstance(exc, OSError):
         if exc.errno == errno.ENOENT:
-            return NOT_FOUND
+            return Code.NOT_FOUND
         if exc.errno == errno.EEXIST:
-            return ALREADY_EXISTS
+            return Code.ALREADY_EXISTS
         if exc.errno in (errno.EACCES, errno.EPERM):
-            return PERMISSION_DENIED
+            return Code.PERMISSION_DENIED
     if isinstance(exc, EOFError):
-        return OUT_OF_RANGE
-    return UNKNOWN
-
-
-def error_from_status(code: int, message: str) -> errors.DockyardError:
-    """The domain error for a non-OK status (the client's side of the mapping).
-
-    The kind suffix the server appended ("...: not found") is stripped so the error's own
-    `__str__` does not repeat it. Codes without a domain kind become Unknown.
-    """
-    kind = _KINDS.get(code, errors.Unknown)
-    suffix = ": " + kind.kind
-    if message.endswith(suffix):
-        message = message[: -len(suffix)]
-    return kind(message)
+        return Code.OUT_OF_RANGE
+    return Code.UNKNOWN

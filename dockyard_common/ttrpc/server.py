@@ -53,6 +53,7 @@ from google.rpc import status_pb2
 
 from dockyard_api.ttrpc import ttrpc_pb2
 from dockyard_common import errors
+from dockyard_common.codes import Code
 from dockyard_common.ttrpc import errors as codes
 from dockyard_common.ttrpc import wire
 from dockyard_common.ttrpc.metadata import Metadata
@@ -132,7 +133,7 @@ class _Connection:
                     frame = await wire.read_frame(self.reader)
                 except wire.FrameTooLarge as exc:
                     # The payload was skipped, so the stream is still aligned: answer and go on.
-                    self._start(self._send_status(exc.header.stream_id, codes.RESOURCE_EXHAUSTED, str(exc)))
+                    self._start(self._send_status(exc.header.stream_id, Code.RESOURCE_EXHAUSTED, str(exc)))
                     continue
                 except (asyncio.IncompleteReadError, OSError):
                     return
@@ -148,12 +149,12 @@ class _Connection:
         try:
             request = ttrpc_pb2.Request.FromString(frame.payload)
         except DecodeError as exc:
-            self._start(self._send_status(frame.stream_id, codes.INVALID_ARGUMENT, f"unmarshal request error: {exc}"))
+            self._start(self._send_status(frame.stream_id, Code.INVALID_ARGUMENT, f"unmarshal request error: {exc}"))
             return
         if frame.stream_id % 2 != 1:
             self._start(
                 self._send_status(
-                    frame.stream_id, codes.INVALID_ARGUMENT, "StreamID must be odd for client initiated streams"
+                    frame.stream_id, Code.INVALID_ARGUMENT, "StreamID must be odd for client initiated streams"
                 )
             )
             return
@@ -198,7 +199,7 @@ class _Connection:
         data = response.SerializeToString()
         if not wire.check_length(len(data)):
             # The peer would discard it and fail the call anyway; say so without sending it.
-            error = status_pb2.Status(code=codes.RESOURCE_EXHAUSTED, message=wire.oversized_message(len(data)))
+            error = status_pb2.Status(code=Code.RESOURCE_EXHAUSTED, message=wire.oversized_message(len(data)))
             data = ttrpc_pb2.Response(status=error).SerializeToString()
         self.writer.write(wire.encode_frame(stream_id, wire.TYPE_RESPONSE, data))
         return True
@@ -335,7 +336,7 @@ class TTRPCServer:
             payload = self._encode(method, method.handler(message, ctx))
         except Exception as exc:
             return ttrpc_pb2.Response(status=self._status_for(exc, request.service, request.method))
-        return ttrpc_pb2.Response(status=status_pb2.Status(code=codes.OK), payload=payload)
+        return ttrpc_pb2.Response(status=status_pb2.Status(code=Code.OK), payload=payload)
 
     async def call(self, request: ttrpc_pb2.Request, peer: PeerCredentials | None = None) -> ttrpc_pb2.Response:
         """Run one request to its Response (status and payload); raises only CancelledError."""
@@ -343,10 +344,10 @@ class TTRPCServer:
         try:
             methods = self._services.get(service)
             if methods is None:
-                raise codes.TTRPCError(codes.UNIMPLEMENTED, f"service {service}")
+                raise codes.TTRPCError(Code.UNIMPLEMENTED, f"service {service}")
             method = methods.get(method_name)
             if method is None:
-                raise codes.TTRPCError(codes.UNIMPLEMENTED, f"method {method_name}")
+                raise codes.TTRPCError(Code.UNIMPLEMENTED, f"method {method_name}")
             message, ctx = self._decode(method, request, peer)
             if method.inline:
                 result: Message = method.handler(message, ctx)  # type: ignore[assignment]
@@ -362,7 +363,7 @@ class TTRPCServer:
                                                               service, method_name))
         except Exception as exc:
             return ttrpc_pb2.Response(status=self._status_for(exc, service, method_name))
-        return ttrpc_pb2.Response(status=status_pb2.Status(code=codes.OK), payload=payload)
+        return ttrpc_pb2.Response(status=status_pb2.Status(code=Code.OK), payload=payload)
 
     @staticmethod
     def _decode(method: _Method, request: ttrpc_pb2.Request,
@@ -370,15 +371,15 @@ class TTRPCServer:
         try:
             message = method.request_type.FromString(request.payload)
         except DecodeError as exc:
-            raise codes.TTRPCError(codes.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from exc
+            raise codes.TTRPCError(Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from exc
         return message, RequestContext(request.service, request.method, Metadata.from_pairs(request.metadata), peer)
 
     @staticmethod
     def _encode(method: _Method, result: Message | None) -> bytes:
         if result is None:
-            raise codes.TTRPCError(codes.UNKNOWN, "ttrpc: marshal called with nil")
+            raise codes.TTRPCError(Code.UNKNOWN, "ttrpc: marshal called with nil")
         if not isinstance(result, method.response_type):
-            raise codes.TTRPCError(codes.INTERNAL, f"ttrpc: error unsupported response type: {type(result).__name__}")
+            raise codes.TTRPCError(Code.INTERNAL, f"ttrpc: error unsupported response type: {type(result).__name__}")
         return result.SerializeToString()
 
     @staticmethod

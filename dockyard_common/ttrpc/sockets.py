@@ -15,7 +15,6 @@ from pathlib import Path
 from dockyard_common import errors, unixsock
 
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
-_SUN_PATH_MAX = 107  # sizeof(sun_path) - 1 for the NUL
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +50,7 @@ def parse_address(address: str | os.PathLike[str]) -> str:
         text = "\0" + text[1:]
     if not text or text == "\0":
         raise errors.InvalidArgument(f"ttrpc address {address!r} is empty")
-    if len(text.encode()) > _SUN_PATH_MAX + (1 if text.startswith("\0") else 0):
+    if len(text.encode()) > unixsock.MAX_PATH + (1 if text.startswith("\0") else 0):
         raise errors.InvalidArgument(f"ttrpc address {address!r} is longer than a unix socket path may be")
     return text
 

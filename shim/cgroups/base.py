@@ -31,7 +31,6 @@ grpc). Example::
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import re
 import time
@@ -39,10 +38,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dockyard_common.cgroups import check_inside
 from dockyard_common.devices import check_device_number
 from dockyard_common.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
 
-PARENT = "dockyard"
 # What containerd reports for an unlimited v2 value ("max"): the largest uint64.
 UNLIMITED = 2**64 - 1
 
@@ -473,48 +472,6 @@ class CgroupManager(Protocol):
 # ----- shared helpers ----------------------------------------------------------------------------
 
 
-def normalize_path(cgroups_path: str) -> str:
-    """The cgroups path relative to the parent, without leading slash: "/default/c1" -> "default/c1".
-
-    Refuses what could leave the parent or is not a plain path (InvalidArgument).
-    """
-    if not isinstance(cgroups_path, str) or not cgroups_path.strip("/"):
-        raise InvalidArgument(f"cgroups path {cgroups_path!r} must name a cgroup")
-    if any(c in cgroups_path for c in "\0\n") or ":" in cgroups_path:
-        # "slice:prefix:name" is the systemd driver's syntax, which Dockyard does not speak.
-        raise InvalidArgument(f"cgroups path {cgroups_path!r} is not a cgroupfs path")
-    parts = [p for p in cgroups_path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise InvalidArgument(f"cgroups path {cgroups_path!r} escapes the {PARENT} cgroup")
-    if not parts:
-        raise InvalidArgument(f"cgroups path {cgroups_path!r} must name a cgroup")
-    return "/".join(parts)
-
-
-@functools.lru_cache(maxsize=256)
-def _resolved_dir(path: str) -> str:
-    """A directory's real path, remembered: a Create writes ~30 files in a dozen directories,
-    and resolving each file's path anew was ~5 ms of it. Sound because cgroupfs cannot hold
-    symlinks: only the mount points above it could be links, and those do not change."""
-    return os.path.realpath(path)
-
-
-def check_inside(path: str, parent: str) -> str:
-    """Return ``path`` if it lies strictly under ``parent`` (both resolved), else InvalidArgument.
-
-    Every write goes through this: a bug elsewhere must not reach the host's own cgroups.
-    """
-    directory, name = os.path.split(path)
-    if name in ("", ".", ".."):
-        real = os.path.realpath(path)
-    else:
-        real = os.path.join(_resolved_dir(directory), name)
-    top = _resolved_dir(parent)
-    if real != top and not real.startswith(top + os.sep):
-        raise InvalidArgument(f"cgroup file {path} is outside {parent}")
-    return real
-
-
 def read_text(path: str) -> str:
     with open(path, encoding="ascii", errors="replace") as f:
         return f.read()
@@ -683,25 +640,6 @@ def _inode(path: str) -> int | None:
         return os.stat(path).st_ino
     except OSError:
         return None
-
-
-def prune_parents(directory: str, top: str) -> None:
-    """rmdir the ancestors of the removed cgroup ``directory`` that are empty now, up to (not
-    including) ``top``: a namespace's directory goes with its last container.
-
-    A level still holding a cgroup or a process refuses (EBUSY/ENOTEMPTY) and ends the walk,
-    as does one already gone: another container lives there, or is being created right now
-    (whose ``make_dirs`` starts again if we win the race). Nothing outside ``top`` is touched.
-    """
-    top = os.path.normpath(top)
-    parent = os.path.dirname(os.path.normpath(directory))
-    while parent.startswith(top + os.sep):
-        check_inside(parent, top)
-        try:
-            os.rmdir(parent)
-        except OSError:
-            return
-        parent = os.path.dirname(parent)
 
 
 def remove_tree(directory: str, parent: str, timeout: float = 2.0) -> None:

@@ -11,11 +11,10 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 
+from dockyard_common.cgroups import PARENT, normalize_path, prune_parents, v1_mounts
 from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
-from . import detect
 from .base import (
-    PARENT,
     BlkioEntry,
     CpuStats,
     HugetlbStats,
@@ -29,9 +28,7 @@ from .base import (
     Stats,
     ThrottleDevice,
     make_dirs,
-    normalize_path,
     parse_flat,
-    prune_parents,
     read_int,
     read_opt,
     read_procs,
@@ -74,12 +71,12 @@ class EventfdWatch:
 
 
 class V1Manager:
-    """A container's cgroup on a v1 host. ``mounts`` maps controller -> mount point (detect.v1_mounts)."""
+    """A container's cgroup on a v1 host. ``mounts`` maps controller -> mount point (v1_mounts)."""
 
     version = 1
 
     def __init__(self, mounts: Mapping[str, str] | None = None) -> None:
-        mounts = detect.v1_mounts() if mounts is None else mounts
+        mounts = v1_mounts() if mounts is None else mounts
         self._mounts = {c: m for c, m in mounts.items() if c in MANAGED}
         self._rel: str | None = None
 

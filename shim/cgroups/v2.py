@@ -17,11 +17,10 @@ import os
 import select
 import signal
 
+from dockyard_common.cgroups import CGROUP_ROOT, PARENT, normalize_path, prune_parents
 from dockyard_common.errors import DockyardError, FailedPrecondition, NotFound, Unavailable
 
-from . import detect
 from .base import (
-    PARENT,
     CpuStats,
     HugetlbStats,
     IoDeviceStat,
@@ -33,10 +32,8 @@ from .base import (
     Resources,
     Stats,
     make_dirs,
-    normalize_path,
     parse_flat,
     parse_pressure,
-    prune_parents,
     read_int,
     read_opt,
     read_procs,
@@ -122,7 +119,7 @@ class V2Manager:
     version = 2
 
     def __init__(self, root: str | None = None) -> None:
-        self._root = root or detect.CGROUP_ROOT
+        self._root = root or CGROUP_ROOT
         self._top = os.path.join(self._root, PARENT)
         self._rel: str | None = None
         self.skipped: list[str] = []  # what apply could not do on this host, for the shim to log

@@ -60,6 +60,8 @@ from typing import Any, NoReturn
 import dockyard_common.errors as errors
 from dockyard_common import linux as L
 from dockyard_common.errors import DeadlineExceeded, DockyardError, Internal
+from dockyard_common.mountinfo import mountinfo
+from dockyard_common.mounts import mount_rootfs
 from dockyard_common.types import Mount
 from shim.init import plan as P
 from shim.init import process as proc_attrs
@@ -302,7 +304,7 @@ def _run_step(step: P.Step, ctx: _Context) -> None:
         case P.SetPropagation(target=target, flags=flags):
             R.set_propagation(target, flags)
         case P.MountRootfs(rootfs=rootfs):
-            R.mount_rootfs(ctx.rootfs_mounts, rootfs)
+            mount_rootfs(ctx.rootfs_mounts, rootfs)
         case P.JoinContainer(pid=pid):
             ctx.in_userns = _join_container(pid)
         case P.ForkInit():
@@ -586,7 +588,7 @@ def join_cgroups_of(target_pid: int) -> CgroupHook:
     """A cgroup hook moving a process into every cgroup `target_pid` is in (for exec)."""
 
     def hook(pid: int) -> None:
-        mounts = R.mountinfo()
+        mounts = mountinfo()
         with open("/proc/cgroups") as f:
             subsystems = {line.split()[0] for line in f if line.strip() and not line.startswith("#")}
         with open(f"/proc/{target_pid}/cgroup") as f:

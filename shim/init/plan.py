@@ -23,7 +23,7 @@ from typing import Any
 
 from dockyard_common import linux as L
 from dockyard_common.errors import InvalidArgument
-from shim.init.mountopts import PROPAGATION_FLAGS, MountOptions, parse_mount_options
+from dockyard_common.mountopts import PROPAGATION_FLAGS, MountOptions, parse_mount_options
 from shim.init.seccomp import Program, compile_profile
 from shim.init.spec import Device, IDMapping, Process, Rlimit, Spec, SpecMount
 

@@ -1,8 +1,9 @@
 """The OCI `linux.seccomp` object → a libseccomp filter (compile is pure; `install` loads it).
 
-`compile_profile` validates the profile and turns actions, architectures and argument operators
-into libseccomp's numbers (InvalidArgument for anything unknown or unsupported: SCMP_ACT_NOTIFY
-and a listener need a seccomp agent we do not have). `prepare`, in the shim before it forks the
+`compile_profile` validates the profile (with the checks of `dockyard_common.seccomp`, which reads
+Docker's profiles) and turns actions, architectures and argument operators into libseccomp's
+numbers (InvalidArgument for anything unknown or unsupported: SCMP_ACT_NOTIFY and a listener need
+a seccomp agent we do not have). `prepare`, in the shim before it forks the
 init, gets the BPF program: from the cache (`seccomp_cache`), else built with
 `dockyard_common.linux.SeccompFilter` and exported (and cached). `install`, in the init, loads the prepared
 program with seccomp(2) as libseccomp's seccomp_load would, or (nothing prepared) builds and loads
@@ -21,29 +22,8 @@ from typing import Any
 
 from dockyard_common import linux as L
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.seccomp import ACTIONS, OPERATORS, WITH_ERRNO, ProfileError, check_action, check_arg, check_errno
 from shim.init import seccomp_cache
-
-_ACTIONS = {
-    "SCMP_ACT_KILL": 0x00000000,
-    "SCMP_ACT_KILL_THREAD": 0x00000000,
-    "SCMP_ACT_KILL_PROCESS": 0x80000000,
-    "SCMP_ACT_TRAP": 0x00030000,
-    "SCMP_ACT_ERRNO": 0x00050000,
-    "SCMP_ACT_TRACE": 0x7FF00000,
-    "SCMP_ACT_LOG": 0x7FFC0000,
-    "SCMP_ACT_ALLOW": 0x7FFF0000,
-}
-_WITH_ERRNO = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
-
-_OPS = {
-    "SCMP_CMP_NE": 1,
-    "SCMP_CMP_LT": 2,
-    "SCMP_CMP_LE": 3,
-    "SCMP_CMP_EQ": 4,
-    "SCMP_CMP_GE": 5,
-    "SCMP_CMP_GT": 6,
-    "SCMP_CMP_MASKED_EQ": 7,
-}
 
 
 @dataclass(frozen=True)
@@ -60,60 +40,45 @@ class Program:
     rules: tuple[Rule, ...]
 
 
-def _action(name: Any, errno_ret: Any, where: str) -> int:
-    if name == "SCMP_ACT_NOTIFY":
-        raise InvalidArgument(f"spec: {where}: SCMP_ACT_NOTIFY is not supported")
-    if not isinstance(name, str) or name not in _ACTIONS:
-        raise InvalidArgument(f"spec: {where}: unknown seccomp action {name!r}")
-    value = _ACTIONS[name]
-    if name in _WITH_ERRNO:
-        code = errno.EPERM if errno_ret is None else errno_ret
-        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 0xFFFF:
-            raise InvalidArgument(f"spec: {where}: bad errnoRet {code!r}")
-        value |= code
-    return value
-
-
-def _u64(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
-        raise InvalidArgument(f"spec: {where}: expected an unsigned 64-bit integer, got {value!r}")
+def _action(name: Any, errno_ret: Any, where: str, errno_where: str) -> int:
+    value = ACTIONS[check_action(name, where)]
+    if name in WITH_ERRNO:
+        code = check_errno(errno_ret, errno_where)
+        value |= errno.EPERM if code is None else code
     return value
 
 
 def compile_profile(profile: dict[str, Any]) -> Program:
     """Validate an OCI seccomp object and translate it; raises InvalidArgument."""
+    try:
+        return _compile(profile)
+    except ProfileError as exc:
+        raise InvalidArgument(f"spec: {exc}") from None
+
+
+def _compile(profile: dict[str, Any]) -> Program:
     if profile.get("listenerPath"):
-        raise InvalidArgument("spec: linux.seccomp.listenerPath: seccomp notify is not supported")
-    default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), "linux.seccomp.defaultAction")
+        raise ProfileError("linux.seccomp.listenerPath: seccomp notify is not supported")
+    default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), "linux.seccomp.defaultAction",
+                      "linux.seccomp.defaultErrnoRet")
     arches = []
     for i, arch in enumerate(profile.get("architectures") or []):
         if not isinstance(arch, str) or not arch.startswith("SCMP_ARCH_"):
-            raise InvalidArgument(f"spec: linux.seccomp.architectures[{i}]: unknown architecture {arch!r}")
+            raise ProfileError(f"linux.seccomp.architectures[{i}]: unknown architecture {arch!r}")
         arches.append(arch.removeprefix("SCMP_ARCH_").lower())
     rules: list[Rule] = []
     for i, sc in enumerate(profile.get("syscalls") or []):
         where = f"linux.seccomp.syscalls[{i}]"
         if not isinstance(sc, dict):
-            raise InvalidArgument(f"spec: {where}: expected an object")
+            raise ProfileError(f"{where}: expected an object")
         names = sc.get("names") or []
         if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-            raise InvalidArgument(f"spec: {where}.names: expected a non-empty array of syscall names")
-        action = _action(sc.get("action"), sc.get("errnoRet"), f"{where}.action")
+            raise ProfileError(f"{where}.names: expected a non-empty array of syscall names")
+        action = _action(sc.get("action"), sc.get("errnoRet"), f"{where}.action", f"{where}.errnoRet")
         if action == default:
             continue  # libseccomp refuses a rule that repeats the default action
-        conds = []
-        for j, arg in enumerate(sc.get("args") or []):
-            awhere = f"{where}.args[{j}]"
-            if not isinstance(arg, dict):
-                raise InvalidArgument(f"spec: {awhere}: expected an object")
-            index = arg.get("index")
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 5:
-                raise InvalidArgument(f"spec: {awhere}.index: expected 0-5, got {index!r}")
-            op = arg.get("op")
-            if op not in _OPS:
-                raise InvalidArgument(f"spec: {awhere}.op: unknown operator {op!r}")
-            conds.append((index, _OPS[op], _u64(arg.get("value", 0), f"{awhere}.value"),
-                          _u64(arg.get("valueTwo", 0), f"{awhere}.valueTwo")))
+        args = [check_arg(a, f"{where}.args[{j}]") for j, a in enumerate(sc.get("args") or [])]
+        conds = [(a["index"], OPERATORS[a["op"]], a["value"], a["valueTwo"]) for a in args]
         indexes = [c[0] for c in conds]
         if len(set(indexes)) == len(indexes):
             rules.append(Rule(action, tuple(names), tuple(conds)))

@@ -7,7 +7,7 @@ actions libseccomp accepts), so those, with FORMAT, hashed, are the entry's key.
 
 Where: one cache per runtime state dir, next to the shim zygote's socket:
 <runtime dir>/.dockyard-shim/seccomp/<key>.bpf for a bundle at <runtime dir>/<namespace>/<id>
-(see shim.zygote). It is used only when that .dockyard-shim dir already exists and is ours, so a
+(see dockyard_common.shimlaunch). It is used only when that .dockyard-shim dir already exists and is ours, so a
 bundle laid out otherwise (a test's temp dir) gets no cache and leaves nothing behind; the
 seccomp dir must be ours and 0700, its entries are opened relative to it without following links.
 
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dockyard_common import linux as L
-from shim.zygote import DIR_NAME
+from dockyard_common.shimlaunch import ZYGOTE_DIR
 
 # Python's own SHA-256, not hashlib's: hashlib loads OpenSSL's libcrypto, whose relocated pages
 # would be every shim's own (the shim speaks no TLS and maps no OpenSSL of its own).
@@ -73,7 +73,7 @@ def cache_dir(bundle: str) -> str | None:
     root = os.path.dirname(os.path.dirname(os.path.realpath(bundle)))
     if root == "/":
         return None
-    marker = os.path.join(root, DIR_NAME)
+    marker = os.path.join(root, ZYGOTE_DIR)
     try:
         st = os.lstat(marker)
     except OSError:

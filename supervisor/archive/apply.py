@@ -24,9 +24,9 @@ Whiteouts (OCI image-spec, layer.md):
   `lib -> usr/lib`) is followed inside the upperdir instead of being shadowed by a new
   directory, so the merged view equals what "delete" mode gives on the full tree.
 
-Safety: names are cleaned by `resolve.clean_name` (a leading `/` is dropped, a `..` above
+Safety: names are cleaned by `dockyard_common.rootpath.clean_name` (a leading `/` is dropped, a `..` above
 the root is InvalidArgument naming the entry); every parent is resolved by
-`resolve.RootDir` as if `target` were `/`; the final component is always handled with
+`dockyard_common.rootpath.RootDir` as if `target` were `/`; the final component is always handled with
 `*at` calls that do not follow it. `trusted.*` xattrs in an archive are ignored (they are
 the overlay driver's private namespace). Nothing outside `target` is created, changed or
 removed, even when the archive fails halfway (the target may then hold a partial tree).
@@ -77,10 +77,10 @@ from dockyard_common.errors import (
     NotFound,
     ResourceExhausted,
 )
+from dockyard_common.rootpath import Canonical, NotADirectory, ResolvedDir, RootDir, clean_name
 from supervisor.archive.hashing import DigestingReader
 from supervisor.archive.lowers import OVERLAY_OPAQUE_XATTR, LowerView
 from supervisor.archive.readahead import ReadAhead
-from supervisor.archive.resolve import Canonical, NotADirectory, ResolvedDir, RootDir, clean_name
 from supervisor.archive.tarread import (
     BLOCKDEV,
     CHAR,

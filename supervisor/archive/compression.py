@@ -1,10 +1,9 @@
-"""Layer compression: media types, magic-number detection, decompressing and compressing streams.
+"""Layer compression: magic-number detection, decompressing and compressing streams.
 
 Contract
 --------
-- `compression_for_media_type(mt)` -> Compression the media type declares, or None when it
-  leaves it open (Docker's `...rootfs.diff.tar` was often used for gzip'd blobs). An unknown
-  or unsupported (encrypted) layer media type raises InvalidArgument.
+- The layer media types and what compression each declares (`compression_for_media_type`,
+  `media_type_for`) are image-spec facts: `dockyard_common.imagespec`.
 - `detect_compression(head)` -> Compression from the first bytes (gzip `1f 8b 08`, zstd
   frame `28 b5 2f fd` or a skippable frame), else NONE.
 - `open_layer(stream, media_type=None)` -> a readable binary stream of the *uncompressed*
@@ -25,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import enum
 import gzip
 import io
 import zlib
@@ -33,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
+from dockyard_common.imagespec import Compression, compression_for_media_type
 
 try:  # optional dependency: only zstd layers need it
     import zstandard
@@ -40,61 +39,10 @@ except ImportError:  # pragma: no cover - exercised only where zstandard is miss
     zstandard = None  # type: ignore[assignment]
 
 
-class Compression(enum.Enum):
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
-
-
-MEDIA_TYPE_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-MEDIA_TYPE_OCI_LAYER_GZIP = MEDIA_TYPE_OCI_LAYER + "+gzip"
-MEDIA_TYPE_OCI_LAYER_ZSTD = MEDIA_TYPE_OCI_LAYER + "+zstd"
-MEDIA_TYPE_OCI_LAYER_NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar"
-MEDIA_TYPE_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-MEDIA_TYPE_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-MEDIA_TYPE_DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar"
-MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-
-_OCI_BASES = {MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_NONDISTRIBUTABLE}
-_DOCKER_UNKNOWN = {MEDIA_TYPE_DOCKER_LAYER, MEDIA_TYPE_DOCKER_LAYER_FOREIGN}
-_DOCKER_GZIP = {MEDIA_TYPE_DOCKER_LAYER_GZIP, MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP}
-_OCI_SUFFIXES = {"gzip": Compression.GZIP, "zstd": Compression.ZSTD}
-
 GZIP_MAGIC = b"\x1f\x8b\x08"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _HEAD = 10
 _READ_CHUNK = 1 << 20
-
-
-def compression_for_media_type(media_type: str) -> Compression | None:
-    """The compression a layer media type declares; None = "detect it" (Docker's plain tar)."""
-    base, *suffixes = media_type.strip().split("+")
-    if "encrypted" in suffixes:
-        raise InvalidArgument(f"layer media type {media_type!r}: encrypted layers are not supported")
-    if base in _OCI_BASES:
-        if not suffixes:
-            return Compression.NONE
-        if len(suffixes) == 1 and suffixes[0] in _OCI_SUFFIXES:
-            return _OCI_SUFFIXES[suffixes[0]]
-    elif not suffixes:
-        if base in _DOCKER_UNKNOWN:
-            return None
-        if base in _DOCKER_GZIP:
-            return Compression.GZIP
-    raise InvalidArgument(f"unrecognised layer media type {media_type!r}")
-
-
-def media_type_for(compression: Compression, *, docker: bool = False) -> str:
-    """The layer media type to record for a blob written with `compression`."""
-    if docker:
-        if compression is Compression.ZSTD:
-            raise InvalidArgument("docker layer media types have no zstd variant")
-        return MEDIA_TYPE_DOCKER_LAYER_GZIP if compression is Compression.GZIP else MEDIA_TYPE_DOCKER_LAYER
-    return {
-        Compression.NONE: MEDIA_TYPE_OCI_LAYER,
-        Compression.GZIP: MEDIA_TYPE_OCI_LAYER_GZIP,
-        Compression.ZSTD: MEDIA_TYPE_OCI_LAYER_ZSTD,
-    }[compression]
 
 
 def detect_compression(head: bytes) -> Compression:

@@ -24,7 +24,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from supervisor.archive.resolve import Canonical
+from dockyard_common.rootpath import Canonical
 
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 

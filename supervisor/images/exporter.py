@@ -29,8 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from dockyard_common.errors import Internal, InvalidArgument, NotFound
-from supervisor.images.importer import OCI_INDEX_FILE, OCI_LAYOUT_FILE, OCI_LAYOUT_VERSION, oci_ref_name
-from supervisor.images.manifest import (
+from dockyard_common.imagespec import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
     MEDIA_TYPE_OCI_INDEX,
@@ -42,7 +41,8 @@ from supervisor.images.manifest import (
     is_manifest,
     parse_platform,
 )
-from supervisor.images.reference import DEFAULT_TAG, InvalidReference, Reference, familiar, parse_normalized
+from dockyard_common.reference import DEFAULT_TAG, InvalidReference, Reference, familiar, parse_normalized
+from supervisor.images.importer import OCI_INDEX_FILE, OCI_LAYOUT_FILE, OCI_LAYOUT_VERSION, oci_ref_name
 from supervisor.images.resolve import Resolver
 from supervisor.images.tarstream import END, header, padding
 from supervisor.metadata.content import NamespacedContentStore
@@ -96,7 +96,7 @@ class Exporter:
         targets = []
         for name in names:
             image = await self.images.get(ns, name)
-            target = Descriptor.of(image.target)
+            target = image.target.record()
             target.annotations.update({ANNOTATION_IMAGE_NAME: name, ANNOTATION_REF_NAME: oci_ref_name(name)})
             targets.append(target)
 

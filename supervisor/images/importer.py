@@ -46,21 +46,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
-from supervisor.archive.compression import (
-    MEDIA_TYPE_DOCKER_LAYER,
-    MEDIA_TYPE_DOCKER_LAYER_GZIP,
-    MEDIA_TYPE_OCI_LAYER_ZSTD,
-    Compression,
-    detect_compression,
-)
-from supervisor.images.leasing import temporary_lease
-from supervisor.images.manifest import (
+from dockyard_common.imagespec import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
     MAX_INDEX_DEPTH,
     MEDIA_TYPE_DOCKER_CONFIG,
+    MEDIA_TYPE_DOCKER_LAYER,
+    MEDIA_TYPE_DOCKER_LAYER_GZIP,
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_LAYER_ZSTD,
+    Compression,
     Descriptor,
     Index,
     Matcher,
@@ -73,7 +69,9 @@ from supervisor.images.manifest import (
     parse_index,
     sha256_digest,
 )
-from supervisor.images.reference import InvalidReference, normalize, parse
+from dockyard_common.reference import InvalidReference, normalize, parse
+from supervisor.archive.compression import detect_compression
+from supervisor.images.leasing import temporary_lease
 from supervisor.images.resolve import Resolver
 from supervisor.images.tarstream import ByteSource, Entry, TarReader, clean_name, link_target
 from supervisor.images.unpack import LayerProgress, UnpackDone, Unpacker

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dockyard_common.errors import DockyardError, NotFound
-from supervisor.images.manifest import Descriptor, ImageConfig, Matcher, Platform, chain_ids
+from dockyard_common.imagespec import Descriptor, ImageConfig, Matcher, Platform, chain_ids
 from supervisor.images.resolve import Resolver
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.images import Image, ImageStore
@@ -65,7 +65,7 @@ class Inspector:
 
     async def inspect(self, ns: str, name: str, matcher: Matcher) -> Inspection:
         image = await self.images.get(ns, name)
-        target = Descriptor.of(image.target)
+        target = image.target.record()
         found = await self.resolver.resolve(ns, target, matcher)
         config_json = await self.resolver.read(ns, found.manifest.config)
         chain = chain_ids(found.config.diff_ids)
@@ -87,7 +87,7 @@ class Inspector:
         return [await self._check(ns, image, matcher, snapshotter) for image in images]
 
     async def _check(self, ns: str, image: Image, matcher: Matcher, snapshotter: str) -> CheckResult:
-        target = Descriptor.of(image.target)
+        target = image.target.record()
         result = CheckResult(image.name, target, False, 0, 0)
         try:
             for desc in await self.resolver.walk(ns, target, matcher, missing_ok=True):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dockyard_common.errors import InvalidArgument, NotFound
-from supervisor.images.manifest import (
+from dockyard_common.imagespec import (
     MAX_DOCUMENT_SIZE,
     MAX_INDEX_DEPTH,
     Descriptor,

@@ -39,9 +39,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
+from dockyard_common.imagespec import LABEL_UNCOMPRESSED, Descriptor, Matcher, chain_ids, snapshot_gc_label
 from supervisor.differ import Differ
 from supervisor.images.leasing import temporary_lease
-from supervisor.images.manifest import LABEL_UNCOMPRESSED, Descriptor, Matcher, chain_ids, snapshot_gc_label
 from supervisor.images.resolve import Resolver
 from supervisor.metadata import leases
 from supervisor.metadata.content import NamespacedContentStore

@@ -11,39 +11,15 @@ import json
 import sqlite3
 from base64 import b64decode, b64encode
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import replace
 
 from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
+from dockyard_common.types import AnyValue, Container
 from supervisor import filters, identifiers
 from supervisor import labels as labelrules
 from supervisor.metadata import namespaces
 from supervisor.metadata.db import Database, ReadCache
 from supervisor.timeutil import now, parse_iso
-
-
-@dataclass(frozen=True)
-class AnyValue:
-    """A google.protobuf.Any, kept opaque."""
-
-    type_url: str
-    value: bytes = b""
-
-
-@dataclass
-class Container:
-    id: str
-    runtime_name: str
-    spec: AnyValue | None
-    labels: dict[str, str] = field(default_factory=dict)
-    image: str = ""
-    runtime_options: AnyValue | None = None
-    snapshotter: str = ""
-    snapshot_key: str = ""
-    extensions: dict[str, AnyValue] = field(default_factory=dict)
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
 
 UPDATABLE = ("labels", "spec", "extensions", "image", "snapshotkey")
 

@@ -3,7 +3,7 @@
 Words
     image       a record `(namespace, name)` with a target, labels and timestamps. The name
                 is stored as the client sends it (clients normalize references themselves,
-                see `supervisor.images.reference`), but unlike containerd only if the reference
+                see `dockyard_common.reference`), but unlike containerd only if the reference
                 grammar reads it (`check_image_name`): no `..`, `/abs`, `%2f`, blanks,
                 control characters, uppercase repositories or names longer than a reference.
     target      the descriptor the name points at, usually a manifest or an index: media
@@ -50,26 +50,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
+from dockyard_common.goquote import go_quote
+from dockyard_common.imagespec import Descriptor
+from dockyard_common.reference import check_image_name, digest_problem
 from supervisor import filters
 from supervisor import labels as labelrules
 from supervisor.fieldpaths import apply_label_paths
-from supervisor.identifiers import go_quote
-from supervisor.images.reference import check_image_name, digest_problem
 from supervisor.metadata import namespaces
 from supervisor.metadata.db import Database, ReadCache
 from supervisor.timeutil import now, parse_iso
 
 ANNOTATIONS = "annotations"
-
-
-@dataclass
-class Descriptor:
-    """An OCI descriptor, as much of it as containerd stores for an image target."""
-
-    media_type: str = ""
-    digest: str = ""
-    size: int = 0
-    annotations: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

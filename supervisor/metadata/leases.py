@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
 from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound, NotImplementedYet
+from dockyard_common.goquote import go_quote
 from supervisor import labels as labelrules
 from supervisor.content.digest import parse_digest
-from supervisor.identifiers import go_quote
 from supervisor.metadata import namespaces
 from supervisor.metadata.db import Database
 from supervisor.timeutil import now_iso, parse_iso

@@ -56,14 +56,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
-from dockyard_common.types import Mount
+from dockyard_common.goquote import go_quote
+from dockyard_common.types import Info, Kind, Mount, Usage
 from supervisor import fieldpaths, filters
 from supervisor import labels as labelrules
-from supervisor.identifiers import go_quote
 from supervisor.metadata import leases, namespaces
 from supervisor.metadata.db import Database
 from supervisor.metadata.guard import GcGuard
-from supervisor.snapshotter.base import Info, Kind, Snapshotter, Usage
+from supervisor.snapshotter.base import Snapshotter
 from supervisor.timeutil import now_iso, parse_iso
 
 log = logging.getLogger(__name__)

@@ -61,9 +61,10 @@ from pathlib import Path
 from typing import Any
 
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.netlabels import DEFAULT_NETWORK
 from supervisor.network import netns, resolv
 from supervisor.network.cni import CNIRunner
-from supervisor.network.networks import DEFAULT_NETWORK, Network, NetworkStore, Problem
+from supervisor.network.networks import Network, NetworkStore, Problem
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class NetworkManager:
         self.netns_dir = Path(state) / "netns"
         self.files_dir = Path(state) / "network"
         self.records_dir = Path(root) / "networks" / "attachments"
+        self.ipam_root = Path(root) / "networks"
         self.store = store
         self.runner = runner or CNIRunner()
         self._lock = asyncio.Lock()  # ports, records and network create/remove decisions
@@ -275,8 +277,9 @@ class NetworkManager:
 
     # ----- reconcile -----------------------------------------------------------------------------
 
-    async def reconcile(self, live: Iterable[tuple[str, str]]) -> ReconcileReport:
-        """After a restart: release everything of containers not in `live`, CHECK the live ones."""
+    async def reconcile(self, live: Iterable[tuple[str, str]], *, check: bool = True) -> ReconcileReport:
+        """After a restart: release everything of containers not in `live`, CHECK the live ones
+        (unless `check` is false: the daemon CHECKs them later, without holding up its start)."""
         live = set(live)
         live_keys = {cni_container_id(ns, cid) for ns, cid in live}
         report = ReconcileReport()
@@ -284,6 +287,8 @@ class NetworkManager:
         for key, rec in list(self._records.items()):
             who = f"{rec['namespace']}/{rec['id']}"
             if key in live_keys:
+                if not check:
+                    continue
                 report.checked += 1
                 try:
                     await self.check(rec["namespace"], rec["id"])
@@ -310,8 +315,9 @@ class NetworkManager:
         return report
 
     async def _release_orphan_addresses(self, keep: set[str], report: ReconcileReport) -> None:
-        """host-local allocations of no live container and no record (the record was lost): DEL
-        with that network's config releases them the plugins' way. Without a kept ADD result the
+        """host-local allocations of no live container and no record (the record was lost), in
+        IPAM dirs under our <root>/networks only: DEL with that network's config releases them the
+        plugins' way. Without a kept ADD result the
         plugins get what they need rebuilt from what is left: the address (the allocation file's
         name), the interface, the netns (its file is named by the owner) and a port-mapping marker so
         portmap removes the container's chains."""
@@ -321,6 +327,10 @@ class NetworkManager:
         networks, _ = await asyncio.to_thread(self.store.list)
         for net in networks:
             for d in net.ipam_dirs:
+                if not d.is_relative_to(self.ipam_root):
+                    # another daemon's (a net.d shared by daemons with other roots) or another
+                    # runtime's: allocations we have no record of there may be live, not lost
+                    continue
                 for owner, ifname, addr in await asyncio.to_thread(_allocations, d):
                     if owner in keep or not owner.startswith("dockyard-"):
                         continue  # another runtime's allocation in a shared dataDir is not ours

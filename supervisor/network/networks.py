@@ -45,11 +45,11 @@ from typing import Any
 
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from dockyard_common.jsonutil import json_object
+from dockyard_common.netlabels import DEFAULT_NETWORK, MODES
 
-DEFAULT_NETWORK = "dockyard"
 DEFAULT_BRIDGE = "dockyard0"
 CNI_VERSION = "1.0.0"
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
 _SUFFIXES = (".conflist", ".conf", ".json")
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -173,6 +173,8 @@ class NetworkStore:
     def create(self, name: str, *, subnet: str | None = None, gateway: str | None = None, internal: bool = False,
                labels: Mapping[str, str] | None = None, bridge: str | None = None) -> Network:
         validate_name(name)
+        if name in MODES:
+            raise InvalidArgument(f"network name {name!r} is reserved: `--net {name}` means a network mode")
         labels = dict(labels or {})
         for k, v in labels.items():
             if not k or not isinstance(k, str) or not isinstance(v, str):
@@ -236,7 +238,7 @@ class NetworkStore:
 
 
 def validate_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME.match(name):
         raise InvalidArgument(f"invalid network name {name!r}: use letters, digits, '_', '.', '-' "
                               "(at most 64, starting with a letter or digit)")
 
@@ -314,7 +316,7 @@ def load(path: Path) -> Network:
     if "plugins" not in doc and isinstance(doc.get("type"), str):  # a single-plugin .conf
         doc = {"cniVersion": doc.get("cniVersion", CNI_VERSION), "name": doc.get("name"), "plugins": [doc]}
     name = doc.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME.match(name):
         raise InvalidArgument(f"{path}: \"name\" must be a network name, not {name!r}")
     if not isinstance(doc.get("cniVersion", CNI_VERSION), str):
         raise InvalidArgument(f"{path}: \"cniVersion\" must be a string")

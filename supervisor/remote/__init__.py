@@ -1,9 +1,9 @@
 """The daemon's registry client: the OCI distribution HTTP API over aiohttp.
+(Docker's credentials file, which `dock login` writes too, is `dockyard_common.credentials`.)
 
     hosts.py        where a registry domain is reached (hosts.toml: mirrors, plain HTTP, TLS)
     tls.py          per-host TLS: CA files, skip_verify, client certificates; TLS errors in words
     retry.py        transient failures (429, 502-504, resets): bounded retries, backoff, jitter
-    credentials.py  Docker's credentials: config.json `auths`, credential helpers, DOCKER_CONFIG
     auth.py         WWW-Authenticate challenges, Bearer tokens (cached per scope), Basic
     client.py       one registry session: requests with auth, redirects by hand, timeouts, retries
     resolver.py     tag -> descriptor; manifests and indexes fetched and verified

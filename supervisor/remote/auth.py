@@ -28,8 +28,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from dockyard_common.credentials import Credentials
 from dockyard_common.errors import FailedPrecondition
-from supervisor.remote.credentials import Credentials
 
 DEFAULT_TOKEN_SECONDS = 60  # the spec's default when expires_in is absent
 MIN_TOKEN_SECONDS = 60

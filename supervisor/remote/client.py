@@ -36,6 +36,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard_common.version import VERSION
 from supervisor.remote.auth import Credentials, HostAuth, RegistryAuthError, TokenCache, parse_challenges
 from supervisor.remote.hosts import RegistryHost
 from supervisor.remote.retry import (
@@ -48,7 +49,6 @@ from supervisor.remote.retry import (
     with_retries,
 )
 from supervisor.remote.tls import SpeaksPlainHTTP, context_for, tls_error
-from supervisor.version import VERSION
 
 log = logging.getLogger("dockyard.remote")
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, Unavailable
-from supervisor.images.manifest import MAX_DOCUMENT_SIZE, Descriptor, is_config, is_index, is_layer, is_manifest
+from dockyard_common.imagespec import MAX_DOCUMENT_SIZE, Descriptor, is_config, is_index, is_layer, is_manifest
 from supervisor.metadata.content import NamespacedContentStore, NamespacedWriter
 from supervisor.remote.client import Endpoint, read_limited, status_error
 from supervisor.remote.resolver import fetch_document

@@ -34,9 +34,9 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from dockyard_common.credentials import Credentials
 from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
-from supervisor.images.leasing import INSTANCE, JOB_LABEL
-from supervisor.images.manifest import (
+from dockyard_common.imagespec import (
     Descriptor,
     Matcher,
     child_gc_labels,
@@ -46,14 +46,14 @@ from supervisor.images.manifest import (
     parse_index,
     parse_manifest,
 )
-from supervisor.images.reference import Reference, normalize_reference
+from dockyard_common.reference import Reference, normalize_reference
+from supervisor.images.leasing import INSTANCE, JOB_LABEL
 from supervisor.images.unpack import LayerProgress, UnpackDone, Unpacker
 from supervisor.metadata import images as records
 from supervisor.metadata import leases
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.remote.auth import TokenCache
 from supervisor.remote.client import Endpoint, RegistrySession, Timeouts
-from supervisor.remote.credentials import Credentials
 from supervisor.remote.fetcher import BlobProgress, Fetcher, ref_key
 from supervisor.remote.hosts import CAP_PULL, CAP_RESOLVE, Hosts, hostname
 from supervisor.remote.progress import pump, run_bounded

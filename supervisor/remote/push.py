@@ -21,15 +21,15 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
+from dockyard_common.credentials import Credentials
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from supervisor.images.manifest import Descriptor, Matcher, is_index, is_manifest
-from supervisor.images.reference import InvalidReference, Reference, normalize, normalize_reference
+from dockyard_common.imagespec import Descriptor, Matcher, is_index, is_manifest
+from dockyard_common.reference import InvalidReference, Reference, normalize, normalize_reference
 from supervisor.images.resolve import Resolver
 from supervisor.metadata import images as records
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.remote.auth import TokenCache
 from supervisor.remote.client import Endpoint, RegistrySession, Timeouts
-from supervisor.remote.credentials import Credentials
 from supervisor.remote.fetcher import BlobProgress, ref_key
 from supervisor.remote.hosts import CAP_PUSH, Hosts
 from supervisor.remote.progress import pump, run_bounded
@@ -91,7 +91,7 @@ class PushEngine:
     async def push(self, ns: str, ref_text: str, opts: PushOptions) -> AsyncGenerator[PushEvent, None]:
         ref = normalize_reference(ref_text)
         image = await self._image(ns, opts.local or ref_text)
-        target = Descriptor.of(image.target)
+        target = image.target.record()
         if opts.platform and is_index(target.media_type):
             found = await self.resolver.manifests(ns, target, Matcher.parse(opts.platform))
             if not found:

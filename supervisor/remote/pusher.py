@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote, urljoin
 
 from dockyard_common.errors import FailedPrecondition, Unavailable
-from supervisor.images.manifest import Descriptor
+from dockyard_common.imagespec import Descriptor
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.remote.client import Endpoint, status_error
 from supervisor.remote.fetcher import PROGRESS_SECONDS, BlobProgress, ProgressFn, ref_key

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
 
+from dockyard_common import credentials as credfile
+from dockyard_common.credentials import Credentials
 from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
-from supervisor.images.reference import InvalidReference, normalize
+from dockyard_common.reference import InvalidReference, normalize
 from supervisor.images.unpack import Unpacker
 from supervisor.metadata import images as records
 from supervisor.metadata import leases
 from supervisor.metadata.content import NamespacedContentStore
-from supervisor.remote import credentials as credfile
 from supervisor.remote.auth import TokenCache
 from supervisor.remote.client import RegistrySession, Timeouts, status_error
-from supervisor.remote.credentials import Credentials
 from supervisor.remote.hosts import Hosts
 from supervisor.remote.pull import Puller, PullEvent, PullOptions, RemoteOptions
 from supervisor.remote.push import PushEngine, PushEvent, PushOptions

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 
 from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
-from supervisor.images.manifest import (
+from dockyard_common.imagespec import (
     MAX_DOCUMENT_SIZE,
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
@@ -29,7 +29,7 @@ from supervisor.images.manifest import (
     is_index,
     is_manifest,
 )
-from supervisor.images.reference import Reference
+from dockyard_common.reference import Reference
 from supervisor.remote.client import Endpoint, read_limited, status_error
 from supervisor.remote.retry import with_retries
 

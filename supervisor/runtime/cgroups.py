@@ -1,9 +1,9 @@
 """The cgroup directories a foreign shim leaves under our parent: a namespace's goes with its last task.
 
 Dockyard's shim removes the empty levels above a container's cgroup itself when it deletes it
-(`shim.cgroups.base.prune_parents`). A foreign shim (containerd's runc shim) removes only the
-container's own cgroup, so `dockyard/<namespace>/` would stay behind: the daemon prunes after
-such a task is deleted.
+(`dockyard_common.cgroups.prune_parents`, which the daemon uses too). A foreign shim
+(containerd's runc shim) removes only the container's own cgroup, so `dockyard/<namespace>/`
+would stay behind: the daemon prunes after such a task is deleted.
 
 Races: a task being created at the same moment in the same namespace needs that directory. The
 daemon knows every task it is creating (`hold`), and prunes synchronously on the event loop,
@@ -20,10 +20,17 @@ import logging
 import os
 from typing import Any
 
+from dockyard_common.cgroups import (
+    CGROUP_ROOT,
+    PARENT,
+    host_version,
+    normalize_path,
+    prune_parents,
+    v1_mounts,
+    v2_mountpoint,
+)
 from dockyard_common.errors import DockyardError
 from dockyard_common.jsonutil import JsonError, json_value
-from shim.cgroups.base import PARENT, check_inside, normalize_path
-from shim.cgroups.detect import CGROUP_ROOT, host_version, v1_mounts, v2_mountpoint
 
 log = logging.getLogger("dockyard.runtime")
 
@@ -114,12 +121,7 @@ class CgroupPruner:
             log.debug("cgroup prune of %s: %s", rel, exc)
             return
         for top in tops:
-            for level in _ancestors(rel):
-                if self._busy[level]:
-                    break
-                directory = os.path.join(top, level)
-                try:
-                    check_inside(directory, top)
-                    os.rmdir(directory)
-                except (OSError, DockyardError):
-                    break  # in use, gone, or not ours: the levels above stay too
+            try:
+                prune_parents(os.path.join(top, rel), top, keep=lambda level: self._busy[level] > 0)
+            except DockyardError:
+                continue  # not inside `top`: not ours

@@ -12,10 +12,11 @@ import asyncio
 import builtins
 import contextlib
 import functools
+import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,6 +29,7 @@ from dockyard_common.errors import (
     Unavailable,
 )
 from supervisor.events import Exchange
+from supervisor.network.wiring import ContainerNetworks
 from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, list_bundles, parse_spec, remove_bundle
 from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, read_cgroup_rel
 from supervisor.runtime.shim import ShimBinary, ShimClient, event_container_id, task_exit_events
@@ -43,10 +45,14 @@ R = TypeVar("R")
 
 
 class TaskManager:
-    def __init__(self, state: Path, binary_for: Callable[[str], ShimBinary], events: Exchange) -> None:
+    def __init__(self, state: Path, binary_for: Callable[[str], ShimBinary], events: Exchange,
+                 network: ContainerNetworks | None = None) -> None:
         self.state = state
         self.binary_for = binary_for
         self.events = events
+        # Networks for containers whose labels ask for one (see supervisor/network/wiring.py);
+        # None: every task runs with its spec's own namespaces, as under containerd.
+        self.network = network
         self._tasks: dict[tuple[str, str], Task] = {}
         self._creating: set[tuple[str, str]] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
@@ -69,11 +75,37 @@ class TaskManager:
                         task = self._tasks.get((event.namespace, event_container_id(event.type_url, event.value)))
                         if task is not None:
                             task.invalidate()
+                            if event.topic == "/tasks/exit" and self.network is not None \
+                                    and self.network.networked(task.namespace, task.id):
+                                self._spawn(self._release_if_stopped(task))
                 return  # the exchange closed (daemon shutdown)
             except ResourceExhausted:  # we fell behind and missed events: trust no cached state
                 log.warning("task event follower fell behind: dropping every cached task state")
                 for task in list(self._tasks.values()):
                     task.invalidate()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        job = asyncio.ensure_future(coro)
+        self._cleanups.add(job)
+        job.add_done_callback(self._cleanups.discard)
+
+    async def _release_if_stopped(self, task: Task) -> None:
+        """An exit in a networked container: if it was the init's, the task can never run again,
+        so its address and host ports are freed now (as Docker and Podman do on exit)."""
+        try:
+            state = await task.state()
+        except DockyardError:
+            return  # the shim is gone: its cleanup releases the network
+        if state.status == Status.STOPPED:
+            await self._release_network(task.namespace, task.id)
+
+    async def running(self, deadline: float = LIST_DEADLINE) -> dict[tuple[str, str], Path]:
+        """Every task whose init has not exited (or whose shim did not say), with its bundle's
+        config.json: what keeps its network at the daemon's start."""
+        tasks = self.all()
+        answers = await self._ask_all(tasks, functools.partial(Task.state, timeout=deadline))
+        return {(t.namespace, t.id): t.bundle.path / "config.json" for t, a in zip(tasks, answers, strict=True)
+                if not (isinstance(a, TaskState) and a.status == Status.STOPPED)}
 
     def _notify(self, namespace: str, cid: str, present: bool) -> None:
         for observer in self.observers:
@@ -162,7 +194,10 @@ class TaskManager:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def create(self, namespace: str, cid: str, runtime: str, spec_json: bytes, opts: CreateOptions) -> Task:
+    async def create(self, namespace: str, cid: str, runtime: str, spec_json: bytes, opts: CreateOptions,
+                     labels: Mapping[str, str] | None = None) -> Task:
+        """Create the task of container `cid`; its `labels` may ask for a network (attached
+        here, released again if anything after fails)."""
         key = (namespace, cid)
         if key in self._tasks or key in self._creating:
             raise AlreadyExists(f"task {cid}")
@@ -170,6 +205,7 @@ class TaskManager:
         rel: str | None = None  # a foreign shim's cgroup below our parent
         held: list[str] = []
         created = False
+        networked = False
         try:
             binary = self.binary_for(runtime)
             if binary.foreign:
@@ -177,6 +213,11 @@ class TaskManager:
                 spec_json = confine_cgroup(spec, namespace, cid)
                 rel = cgroup_rel(spec, namespace, cid, foreign=True)
                 held = self.cgroups.hold(rel)
+            if self.network is not None and labels:
+                spec = parse_spec(spec_json)
+                networked = await self.network.prepare(namespace, cid, labels, spec, self._pid_of)
+                if networked:
+                    spec_json = json.dumps(spec).encode()
             bundle = await asyncio.to_thread(create_bundle, self.state, namespace, cid, spec_json)
             task: Task | None = None
             log_fd = self._follow_log(bundle)
@@ -197,10 +238,32 @@ class TaskManager:
                 await self._abandon(key, task, bundle, binary, log_fd)
                 raise
         finally:
+            if networked and not created:
+                await self._release_network(namespace, cid)
             self._creating.discard(key)
             self.cgroups.release(held)
             if not created:
                 self.cgroups.prune(rel)
+
+    def _pid_of(self, namespace: str, cid: str) -> int | None:
+        task = self._tasks.get((namespace, cid))
+        return task.pid if task is not None and not task.deleting and task.pid else None
+
+    async def container_deleted(self, namespace: str, cid: str) -> None:
+        """The container's record is gone: so goes its network, unless its task still runs (the
+        task's delete releases it then)."""
+        if (namespace, cid) not in self._tasks and (namespace, cid) not in self._creating:
+            await self._release_network(namespace, cid)
+
+    async def _release_network(self, namespace: str, cid: str) -> None:
+        """The task is gone (or never came): its network goes too. A failure is logged; the
+        attachment's record stays for the next release or the next start's reconcile."""
+        if self.network is None:
+            return
+        try:
+            await self.network.release(namespace, cid)
+        except DockyardError as exc:
+            log.warning("task %s/%s: releasing its network: %s", namespace, cid, exc)
 
     async def delete(self, namespace: str, cid: str) -> Exit:
         """Delete the init process in the shim, stop the shim, remove the bundle."""
@@ -208,6 +271,7 @@ class TaskManager:
         resp = await task.delete()
         task.deleting = True
         await self._retire(task)
+        await self._release_network(namespace, cid)
         return resp
 
     async def _abandon(self, key: tuple[str, str], task: Task | None, bundle: Bundle, binary: ShimBinary,
@@ -252,10 +316,7 @@ class TaskManager:
         if task is None or task.deleting:
             return
         task.deleting = True
-        job = asyncio.get_running_loop().create_task(
-            self._cleanup_dead(task.bundle, task.runtime, task.pid, task.log_fd, task.shim, publish=True))
-        self._cleanups.add(job)
-        job.add_done_callback(self._cleanups.discard)
+        self._spawn(self._cleanup_dead(task.bundle, task.runtime, task.pid, task.log_fd, task.shim, publish=True))
 
     async def _cleanup_dead(self, bundle: Bundle, runtime: str, pid: int, log_fd: int | None,
                             shim: ShimClient | None, publish: bool) -> None:
@@ -275,6 +336,7 @@ class TaskManager:
             await shim.conn.close()
         await self._prune_cgroup(bundle, runtime)
         await asyncio.to_thread(remove_bundle, bundle)
+        await self._release_network(bundle.namespace, bundle.id)
         if publish:
             for topic, type_url, payload in task_exit_events(bundle.id, pid, status, exited):
                 self.events.publish(bundle.namespace, topic, type_url, payload)

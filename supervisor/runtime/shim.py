@@ -6,7 +6,9 @@ protobufs; everything it returns is a value of `supervisor.runtime.types`.
 `start` runs `<binary> -namespace NS -address SOCK -publish-binary BIN -id ID start` in the
 bundle, with TTRPC_ADDRESS naming our events endpoint and the runtime options on stdin; the
 binary prints the ttrpc address of the shim it left running. `delete` runs the same binary
-with `delete` when the shim is gone, to clean up and learn the exit status.
+with `delete` when the shim is gone, to clean up and learn the exit status. That contract, and
+our own shim's zygote protocol, are `dockyard_common.shimlaunch`: the daemon never imports the
+shim.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from dockyard_api.containerd.events import task_pb2 as task_events
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_api.dockyard.shim.v1 import stats_pb2
+from dockyard_common import shimlaunch
 from dockyard_common.errors import DeadlineExceeded, Internal, Unavailable
 from dockyard_common.ttrpc import ConnectionClosed, TTRPCClient
 from supervisor.runtime.bundle import Bundle
@@ -51,16 +53,16 @@ class ShimBinary:
     foreign: bool = False  # not Dockyard's own shim: it takes the spec exactly as written
 
     def args(self, bundle: Bundle, action: str, debug: bool = False) -> list[str]:
-        return [*self.command, "-namespace", bundle.namespace, "-address", self.daemon_address,
-                "-publish-binary", self.publish_binary, "-id", bundle.id, *(["-debug"] if debug else []),
-                action]
+        return shimlaunch.command_line(self.command, namespace=bundle.namespace, address=self.daemon_address,
+                                       publish_binary=self.publish_binary, cid=bundle.id, action=action,
+                                       debug=debug)
 
     async def _run(self, bundle: Bundle, action: str, stdin: bytes) -> bytes:
         # subprocess in a worker thread, not the event loop's spawner: CPython's fork path
         # closes every inherited fd (close_fds), so no descriptor of the daemon's (gRPC's
         # wakeup pipes, sockets) can leak into a shim that outlives it.
         args = self.args(bundle, action)
-        env = {**os.environ, "TTRPC_ADDRESS": self.ttrpc_address}
+        env = shimlaunch.environment(self.ttrpc_address)
         try:
             res = await asyncio.to_thread(subprocess.run, args, cwd=bundle.path, input=stdin, capture_output=True,
                                           env=env, timeout=START_TIMEOUT, close_fds=True, check=False)
@@ -79,7 +81,7 @@ class ShimBinary:
         Dockyard's own shim has a fast path: when its zygote is warm, the daemon hands it the
         listening socket directly instead of running `python -m shim start` (which costs an
         interpreter start, ~100 ms); the command runs when there is no zygote yet."""
-        if self.command[-2:] == ("-m", "shim"):  # Dockyard's own shim, run by this interpreter
+        if self.command[-2:] == shimlaunch.RUN_MODULE:  # Dockyard's own shim, run by this interpreter
             address = await asyncio.to_thread(_start_via_zygote, bundle, self.ttrpc_address)
             if address:
                 return address
@@ -96,12 +98,9 @@ class ShimBinary:
 
 
 def _start_via_zygote(bundle: Bundle, events: str) -> str | None:
-    from shim.__main__ import launch_for, start_shim
-    from shim.zygote import NoAnswer
-
     try:
-        return start_shim(launch_for(bundle.namespace, bundle.id, str(bundle.path), events), fork=False)
-    except NoAnswer as exc:
+        return shimlaunch.start_via_zygote(shimlaunch.launch_for(bundle.namespace, bundle.id, str(bundle.path), events))
+    except shimlaunch.NoAnswer as exc:
         raise Unavailable(f"shim start for {bundle.id}: {exc}") from None
 
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 
 from google.protobuf import empty_pb2
 
@@ -27,10 +28,12 @@ from dockyard_common.ttrpc import RequestContext, inline
 from supervisor.filters import Adaptor
 from supervisor.metadata.containers import ContainerStore
 from supervisor.metadata.containers import adaptor as container_adaptor
+from supervisor.network.counters import Counters
+from supervisor.network.wiring import ContainerNetworks
 from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.task import Task
 from supervisor.runtime.types import Status
-from supervisor.stats import Describe, Sample, StatsHub
+from supervisor.stats import Describe, NetworkCounters, Sample, StatsHub
 
 log = logging.getLogger("dockyard.stats")
 
@@ -197,3 +200,16 @@ def describe_from(store: ContainerStore) -> Describe:
         return container_adaptor(await store.get(namespace, cid))
 
     return describe
+
+
+def network_counters_from(manager: TaskManager, networks: ContainerNetworks) -> NetworkCounters:
+    """The hub's reader of a container's network counters: through its task's init pid."""
+
+    def counters(namespace: str, cid: str) -> Mapping[str, Counters] | None:
+        try:
+            pid = manager.get(namespace, cid).pid
+        except NotFound:
+            return None
+        return networks.counters(namespace, cid, pid)
+
+    return counters

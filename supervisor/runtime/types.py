@@ -5,24 +5,11 @@ The numbers of `Status` are containerd's (`containerd.v1.types.Status`), so conv
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from dockyard_common.types import Mount
-from supervisor.metadata.containers import AnyValue
+from dockyard_common.types import AnyValue, Mount, Status
 
 __all__ = ["AnyValue", "CreateOptions", "ExecOptions", "Exit", "Mount", "ProcessInfo", "Status", "TaskState"]
-
-
-class Status(enum.IntEnum):
-    """A process's state, numbered as containerd numbers it."""
-
-    UNKNOWN = 0  # also: the shim did not answer in time
-    CREATED = 1
-    RUNNING = 2
-    STOPPED = 3
-    PAUSED = 4
-    PAUSING = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from google.protobuf import any_pb2, empty_pb2
@@ -54,9 +54,11 @@ def to_pb(c: Container) -> pb.Container:
 
 
 class ContainersService(pb_grpc.ContainersServicer):
-    def __init__(self, store: ContainerStore, events: Exchange) -> None:
+    def __init__(self, store: ContainerStore, events: Exchange,
+                 on_delete: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.events = events
+        self.on_delete = on_delete  # the runtime lets go of what it keeps for the container (its network)
         self._listed: ListMemo[Container, pb.ListContainersResponse] = ListMemo(
             lambda found: pb.ListContainersResponse(containers=[to_pb(c) for c in found]))
         # ListStream (what ctr calls) sends one message per container: kept the same way
@@ -108,5 +110,7 @@ class ContainersService(pb_grpc.ContainersServicer):
                      ) -> empty_pb2.Empty:
         ns = namespace_of(context)
         await self.store.delete(ns, request.id)
+        if self.on_delete is not None:
+            await self.on_delete(ns, request.id)
         publish(self.events, ns, "/containers/delete", events_pb.ContainerDelete(id=request.id))
         return empty_pb2.Empty()

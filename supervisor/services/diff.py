@@ -7,9 +7,9 @@ import grpc
 from dockyard_api.containerd.services.diff.v1 import diff_pb2 as pb
 from dockyard_api.containerd.services.diff.v1 import diff_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import descriptor_pb2, mount_pb2
+from dockyard_common.imagespec import Descriptor
 from dockyard_common.types import Mount
 from supervisor.differ import Differ
-from supervisor.metadata.images import Descriptor
 from supervisor.services.context import lease_of, namespace_of
 from supervisor.services.status import rpc
 

@@ -16,8 +16,9 @@ from dockyard_api.containerd.services.images.v1 import images_pb2 as pb
 from dockyard_api.containerd.services.images.v1 import images_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import descriptor_pb2
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.imagespec import Descriptor
 from supervisor.events import Exchange
-from supervisor.metadata.images import Descriptor, Image, ImageStore
+from supervisor.metadata.images import Image, ImageStore
 from supervisor.services.context import namespace_of
 from supervisor.services.events import publish, timestamp
 from supervisor.services.list_memo import ListMemo

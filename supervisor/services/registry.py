@@ -14,11 +14,10 @@ import grpc
 from dockyard_api.containerd.events import image_pb2 as events_pb
 from dockyard_api.dockyard.registry.v1 import registry_pb2 as pb
 from dockyard_api.dockyard.registry.v1 import registry_pb2_grpc as pb_grpc
+from dockyard_common.credentials import Credentials
 from dockyard_common.errors import InvalidArgument
 from supervisor.events import Exchange
-from supervisor.images.manifest import Descriptor
 from supervisor.images.unpack import LayerProgress, UnpackDone
-from supervisor.remote.credentials import Credentials
 from supervisor.remote.fetcher import BlobProgress
 from supervisor.remote.pull import PullDone, PullOptions, RemoteOptions, Resolved
 from supervisor.remote.push import PushDone, PushOptions
@@ -118,7 +117,7 @@ class RegistryService(pb_grpc.RegistryServicer):
             publish(self.events, ns, "/images/create", events_pb.ImageCreate(name=image.name, labels=image.labels))
         else:
             publish(self.events, ns, "/images/update", events_pb.ImageUpdate(name=image.name, labels=image.labels))
-        return pb.TagResponse(name=image.name, target=descriptor_pb(Descriptor.of(image.target)), created=created)
+        return pb.TagResponse(name=image.name, target=descriptor_pb(image.target), created=created)
 
     @rpc
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.LoginResponse:

@@ -11,13 +11,12 @@ from dockyard_api.containerd.events import snapshot_pb2 as events_pb
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import mount_pb2
-from dockyard_common.types import Mount
+from dockyard_common.types import EPOCH, Info, Kind, Mount
 from supervisor.events import Exchange
 from supervisor.metadata.snapshots import SnapshotStore
 from supervisor.services.context import lease_of, namespace_of
 from supervisor.services.events import publish, timestamp
 from supervisor.services.status import rpc, rpc_stream
-from supervisor.snapshotter.base import EPOCH, Info, Kind
 
 LIST_BATCH = 100  # infos per List message, as containerd sends them
 

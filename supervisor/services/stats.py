@@ -26,6 +26,12 @@ def response(samples: Iterable[Sample], dropped: int) -> pb.StreamResponse:
         else:  # an end marker the daemon made: the task went away without a final sample
             msg.id, msg.namespace, msg.seq, msg.end = s.id, s.namespace, s.seq, s.end
             msg.timestamp.FromNanoseconds(s.timestamp_ns)
+        if s.network is not None:
+            out.networks.append(pb.NetworkStats(id=s.id, seq=s.seq, interfaces=[
+                pb.InterfaceStats(name=name, rx_bytes=c.rx_bytes, rx_packets=c.rx_packets, rx_errors=c.rx_errors,
+                                  rx_dropped=c.rx_dropped, tx_bytes=c.tx_bytes, tx_packets=c.tx_packets,
+                                  tx_errors=c.tx_errors, tx_dropped=c.tx_dropped)
+                for name, c in sorted(s.network.items())]))
     return out
 
 

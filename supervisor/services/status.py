@@ -1,7 +1,8 @@
-"""The one place where domain errors meet gRPC status codes, in both directions.
+"""The one place where domain errors meet gRPC status codes in the daemon.
 
 The server wraps every servicer method with `rpc` (unary) or `rpc_stream` (server
-streaming); the client SDK uses `error_from_status` to raise the same error kinds.
+streaming). Which code an error kind gets is `dockyard_common.codes`' table, the one the
+shim's ttrpc and the client SDK (which maps codes back to the same kinds) use too.
 """
 
 from __future__ import annotations
@@ -13,41 +14,16 @@ from typing import Any, TypeVar
 
 import grpc
 
-from dockyard_common import errors
+from dockyard_common import codes, errors
 
 log = logging.getLogger("dockyard.rpc")
 
-CODES: dict[type[errors.DockyardError], grpc.StatusCode] = {
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.Aborted: grpc.StatusCode.ABORTED,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.NotImplementedYet: grpc.StatusCode.UNIMPLEMENTED,
-    errors.Internal: grpc.StatusCode.INTERNAL,
-    errors.Cancelled: grpc.StatusCode.CANCELLED,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.Unknown: grpc.StatusCode.UNKNOWN,
-}
-_KINDS = {code: kind for kind, code in CODES.items()}
+# grpc.StatusCode by number: the table itself is dockyard_common.codes, shared with ttrpc and the SDK
+_GRPC_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def code_for(err: errors.DockyardError) -> grpc.StatusCode:
-    for kind in type(err).__mro__:
-        if kind in CODES:
-            return CODES[kind]  # type: ignore[index]
-    return grpc.StatusCode.UNKNOWN
-
-
-def error_from_status(code: grpc.StatusCode, details: str) -> errors.DockyardError:
-    """The domain error for a status a server sent (the client's side of the mapping)."""
-    kind = _KINDS.get(code, errors.Unknown)
-    suffix = ": " + kind.kind
-    message = details[: -len(suffix)] if details.endswith(suffix) else details
-    return kind(message)
+    return _GRPC_CODES[codes.code_for(err)]
 
 
 async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:

@@ -10,11 +10,11 @@ import grpc
 
 from dockyard_api.dockyard.system.v1 import system_pb2 as pb
 from dockyard_api.dockyard.system.v1 import system_pb2_grpc as pb_grpc
+from dockyard_common.cgroups import detect_cgroup_driver
+from dockyard_common.version import REVISION, VERSION
 from supervisor import ksm
-from supervisor.cgroupdriver import detect_cgroup_driver
 from supervisor.services.events import timestamp
 from supervisor.services.status import rpc
-from supervisor.version import REVISION, VERSION
 
 if TYPE_CHECKING:
     from supervisor.server import Daemon

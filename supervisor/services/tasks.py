@@ -89,7 +89,7 @@ class TasksService(pb_grpc.TasksServicer):
             stdin=request.stdin, stdout=request.stdout, stderr=request.stderr, terminal=request.terminal,
             options=options, task_options=_any_in(request, "options"))
         task = await self.manager.create(ns, container.id, request.runtime_path or container.runtime_name,
-                                         container.spec.value, opts)
+                                         container.spec.value, opts, labels=container.labels)
         return pb.CreateTaskResponse(container_id=container.id, pid=task.pid)
 
     @rpc

@@ -18,10 +18,10 @@ from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
 from dockyard_api.dockyard.images.v1 import images_pb2 as pb
 from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
 from dockyard_common.errors import DockyardError, InvalidArgument
+from dockyard_common.imagespec import Descriptor, Matcher, Platform
 from supervisor.events import Exchange
 from supervisor.images.exporter import ExportOptions
 from supervisor.images.importer import BlobProgress, ImageImported, ImportDone, ImportEvent, ImportOptions
-from supervisor.images.manifest import Descriptor, Matcher, Platform
 from supervisor.images.transfer import ImageTransfer
 from supervisor.images.unpack import LayerProgress, UnpackEvent
 from supervisor.services.context import namespace_of
@@ -128,7 +128,7 @@ class TransferService(pb_grpc.TransferServicer):
         ns = namespace_of(context)
         image = await self.transfer.images.get(ns, request.name)
         snapshotter = request.snapshotter or self.transfer.default_snapshotter
-        run = self.transfer.unpacker.unpack(ns, Descriptor.of(image.target), snapshotter,
+        run = self.transfer.unpacker.unpack(ns, image.target.record(), snapshotter,
                                             Matcher.parse(request.platform))
         async with aclosing(run) as steps:
             async for step in steps:

@@ -7,8 +7,8 @@ from google.protobuf import empty_pb2
 
 from dockyard_api.containerd.services.version.v1 import version_pb2 as pb
 from dockyard_api.containerd.services.version.v1 import version_pb2_grpc as pb_grpc
+from dockyard_common.version import REVISION, VERSION
 from supervisor.services.status import rpc
-from supervisor.version import REVISION, VERSION
 
 
 class VersionService(pb_grpc.VersionServicer):

@@ -1,6 +1,8 @@
 """Snapshotters: filesystem snapshots described as mounts (see `base.Snapshotter`)."""
 
-from .base import Info, Kind, Snapshotter, Usage
+from dockyard_common.types import Info, Kind, Usage
+
+from .base import Snapshotter
 from .native import NativeSnapshotter
 from .overlay import OverlaySnapshotter, overlay_supported
 

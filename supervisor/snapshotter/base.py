@@ -7,58 +7,10 @@ descriptions and whoever needs the filesystem performs them.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-from dockyard_common.types import Mount
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class Kind(enum.IntEnum):
-    """The kind of a snapshot; values are containerd's `snapshots.v1.Kind` numbers."""
-
-    UNKNOWN = 0
-    VIEW = 1
-    ACTIVE = 2
-    COMMITTED = 3
-
-    def __str__(self) -> str:
-        # containerd prints kinds capitalised ("Active") in `ctr snapshots ls`.
-        return self.name.capitalize()
-
-
-@dataclass(slots=True)
-class Info:
-    """What a snapshotter knows about one snapshot.
-
-    `name` is the key (active or view snapshot) or the name (committed one);
-    `parent` is the name of the committed parent, "" for none. Timestamps are
-    timezone-aware UTC.
-    """
-
-    name: str
-    parent: str = ""
-    kind: Kind = Kind.UNKNOWN
-    created_at: datetime = EPOCH
-    updated_at: datetime = EPOCH
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True, frozen=True)
-class Usage:
-    """Disk resources used by a snapshot itself, excluding its parents.
-
-    `size` counts allocated bytes (st_blocks * 512) and `inodes` distinct inodes,
-    each hard-linked inode once, as containerd's `fs.DiskUsage` does.
-    """
-
-    size: int = 0
-    inodes: int = 0
-
+from dockyard_common.types import Info, Mount, Usage
 
 WalkFilter = Callable[[Info], bool]
 

@@ -34,10 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Self, TypeVar
 
 from dockyard_common.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
-from dockyard_common.types import Mount
+from dockyard_common.types import Info, Kind, Mount, Usage
 from supervisor.diskreserve import sqlite_disk_full
 
-from .base import Info, Kind, Usage, WalkFilter
+from .base import WalkFilter
 from .storage import MetaStore, Record, check_key, check_labels
 from .tree import disk_usage, remove_tree
 

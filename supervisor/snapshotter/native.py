@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 
-from dockyard_common.types import Mount
+from dockyard_common.types import Kind, Mount, Usage
 
-from .base import Kind, Usage
 from .directory import DirectorySnapshotter
 from .storage import Record
 from .tree import copy_tree, diff_usage, disk_usage

@@ -35,9 +35,8 @@ import tempfile
 from collections.abc import Callable
 
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from dockyard_common.types import Mount
+from dockyard_common.types import Kind, Mount
 
-from .base import Kind
 from .directory import DirectorySnapshotter
 from .storage import Record
 from .tree import remove_tree

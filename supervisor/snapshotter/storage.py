@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-
-from .base import EPOCH, Info, Kind, Usage
+from dockyard_common.types import EPOCH, Info, Kind, Usage
 
 SCHEMA_VERSION = 1
 

@@ -11,7 +11,7 @@ import logging
 import os
 import stat
 
-from .base import Usage
+from dockyard_common.types import Usage
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.images.reference import image_name_problem
+from dockyard_common.reference import image_name_problem
 from tests.compat.conftest import ctr as compat_ctr
 from tests.compat.conftest import ok
 from tests.daemon import DaemonProcess

@@ -46,7 +46,7 @@ def check_line(daemon: DaemonProcess, name: str, namespace: str = NS) -> list[st
 
 
 def chain_of(img: Image) -> list[str]:
-    from supervisor.images.manifest import chain_ids
+    from dockyard_common.imagespec import chain_ids
 
     return chain_ids(json.loads(img.config)["rootfs"]["diff_ids"])
 

@@ -24,8 +24,8 @@ from typing import ClassVar, Self
 from dock.client import Client
 from dock.snapshots import SnapshotsAPI
 from dockyard_common.errors import AlreadyExists, FailedPrecondition
-from dockyard_common.types import Mount
-from supervisor.snapshotter.base import Info, Usage, WalkFilter
+from dockyard_common.types import Info, Mount, Usage
+from supervisor.snapshotter.base import WalkFilter
 from tests.containerd import stop
 from tests.daemon import REPO, dockyardd_command
 

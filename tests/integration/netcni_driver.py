@@ -182,6 +182,37 @@ async def _lock_race(mgr: NetworkManager, ns: str, cid: str) -> dict[str, Any]:
     return seen
 
 
+def network_state(netns_file: Path, base: Path) -> dict[str, Any]:
+    """What attach/detach may change in the "host" namespace at `netns_file`, for a manager (or
+    a daemon) over <base>/{root,state}: links, rules per table, IPAM files, netns files, records,
+    generated files."""
+
+    def sh(*argv: str) -> str:
+        return subprocess.run(["nsenter", f"--net={netns_file}", *argv], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+
+    links = sorted(x["ifname"] for x in json.loads(sh("ip", "-j", "link")))
+    rules: dict[str, list[str]] = {}
+    table = ""
+    for line in sh("iptables-save").splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+            rules[table] = []
+        elif line.startswith(("-A", ":")):
+            rules[table].append(line.split(" [")[0])
+    for t in rules:
+        rules[t].sort()
+
+    def files(d: Path) -> list[str]:
+        return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()) if d.exists() else []
+
+    ipam = [f for f in files(base / "root" / "networks" / "ipam")
+            if not f.endswith(("/lock", "last_reserved_ip.0"))]
+    return {"links": links, "rules": rules, "ipam": ipam, "netns": files(base / "state" / "netns"),
+            "records": files(base / "root" / "networks" / "attachments"),
+            "files": files(base / "state" / "network")}
+
+
 class HostNamespace:
     """A pinned network namespace standing in for the host, and the driver process inside it."""
 
@@ -232,27 +263,7 @@ class HostNamespace:
         return r.returncode == 0
 
     def snapshot(self) -> dict[str, Any]:
-        """What attach/detach may change: links, rules per table, IPAM files, netns files, records."""
-        links = sorted(x["ifname"] for x in json.loads(self.sh("ip", "-j", "link").stdout))
-        rules: dict[str, list[str]] = {}
-        table = ""
-        for line in self.sh("iptables-save").stdout.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-                rules[table] = []
-            elif line.startswith(("-A", ":")):
-                rules[table].append(line.split(" [")[0])
-        for t in rules:
-            rules[t].sort()
-
-        def files(d: Path) -> list[str]:
-            return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()) if d.exists() else []
-
-        ipam = [f for f in files(self.base / "root" / "networks" / "ipam")
-                if not f.endswith(("/lock", "last_reserved_ip.0"))]
-        return {"links": links, "rules": rules, "ipam": ipam, "netns": files(self.base / "state" / "netns"),
-                "records": files(self.base / "root" / "networks" / "attachments"),
-                "files": files(self.base / "state" / "network")}
+        return network_state(self.file, self.base)
 
     def close(self) -> None:
         if self.proc is not None:

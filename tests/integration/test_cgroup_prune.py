@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.cgroups import PARENT, host_version, prune_parents, v1_mounts
 from dockyard_common.errors import DockyardError
-from shim.cgroups import PARENT, Resources, V1Manager, V2Manager
-from shim.cgroups.base import prune_parents
-from shim.cgroups.detect import host_version, v1_mounts
+from shim.cgroups import Resources, V1Manager, V2Manager
 from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import daemon_with_runtime, import_busybox, remove_everything

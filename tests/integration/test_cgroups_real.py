@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from dockyard_common.cgroups import PARENT, host_version, v1_mounts
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from shim.cgroups import PARENT, Resources, Stats, V1Manager, V2Manager
-from shim.cgroups.detect import host_version, v1_mounts
+from shim.cgroups import Resources, Stats, V1Manager, V2Manager
 from shim.cgroups.metrics import to_v1_metrics, to_v2_metrics
 from tests.waiting import wait_until
 

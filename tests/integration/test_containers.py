@@ -15,7 +15,7 @@ from dockyard_api.containerd.services.containers.v1 import containers_pb2 as pb
 from dockyard_api.containerd.services.containers.v1 import containers_pb2_grpc as pb_grpc
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from supervisor.metadata.containers import AnyValue, Container
+from dockyard_common.types import AnyValue, Container
 from tests.daemon import DaemonProcess, wait_subscribed
 
 SPEC = {"ociVersion": "1.0.2", "process": {"args": ["sh"]}, "root": {"path": "rootfs"}}

@@ -60,6 +60,8 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     cfg.write_text('[grpc]\nserver = "netty"\n')
     res = run_dockyardd("--config", str(cfg), DOCKYARD_GRPC_SERVER="")  # the variable would override the file
     assert res.returncode == 2 and "grpc.server must be one of dockyard, grpcio" in res.stderr
+    res = run_dockyardd("--default-network", "no such/net")
+    assert res.returncode == 2 and "network.default must be a network name or none" in res.stderr
     res = run_dockyardd("--config", str(tmp_path / "missing.toml"))
     assert res.returncode == 2 and "does not exist" in res.stderr
 

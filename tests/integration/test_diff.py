@@ -15,7 +15,7 @@ import pytest
 
 from dock.client import Client
 from dockyard_common.errors import InvalidArgument, NotFound
-from supervisor.metadata.images import Descriptor
+from dockyard_common.imagespec import Descriptor
 from tests.conformance.mounts import mount_all, unmount
 from tests.daemon import DaemonProcess
 from tests.unit.archive_fixtures import build_tar, directory, file, gzip_compress, symlink, whiteout

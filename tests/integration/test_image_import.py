@@ -25,7 +25,7 @@ import pytest
 from dock.client import Client
 from dock.transfer import ImportResult, LayerProgress, UnpackResult
 from dockyard_common.errors import InvalidArgument, NotFound
-from supervisor.images.manifest import chain_ids
+from dockyard_common.imagespec import chain_ids
 from tests.conformance.mounts import mount_all, mounts_under, unmount
 from tests.daemon import REPO, DaemonProcess
 from tests.images import (

@@ -30,10 +30,9 @@ from dock.client import Client
 from dock.containers import RUNC_V2, SPEC_TYPE_URL
 from dock.oci import ImageConfig, SpecOptions, build_spec
 from dock.runner import RunRequest
+from dockyard_common import mounts as hostmounts
 from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
-from dockyard_common.types import Mount
-from supervisor import mounts as hostmounts
-from supervisor.metadata.containers import AnyValue, Container
+from dockyard_common.types import AnyValue, Container, Mount
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE
 from tests.conformance.mounts import mounts_under

@@ -16,7 +16,7 @@ import pytest
 from dock.client import Client
 from dock.registry import BlobProgress, RegistryEvent, Resolved, TransferDone
 from dockyard_common.errors import InvalidArgument, NotFound, Unavailable
-from supervisor.images.manifest import chain_ids
+from dockyard_common.imagespec import chain_ids
 from tests.daemon import REPO, DaemonProcess, remove_base, start_daemon
 from tests.images import OCI_INDEX, OCI_MANIFEST, Image, build_image, busybox_image
 from tests.registry import RegistryProcess, push_blobs, push_manifest, start_registry

@@ -26,7 +26,7 @@ import pytest
 
 from dock.oci import host_devices
 from dockyard_common import capabilities
-from supervisor.images.manifest import chain_ids
+from dockyard_common.imagespec import chain_ids
 from tests.compat.conftest import ctr, ok
 from tests.compat.runtimes import RUNTIMES, daemon_with_runtime, remove_everything
 from tests.daemon import REPO, DaemonProcess

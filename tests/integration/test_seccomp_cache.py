@@ -26,10 +26,10 @@ import pytest
 
 from dockyard_common import linux as L
 from dockyard_common.seccomp import default_profile
+from dockyard_common.shimlaunch import ZYGOTE_DIR
 from shim.init import ContainerProcess, StdioFds, create_container, default_spec, parse_spec
 from shim.init import seccomp as S
 from shim.init import seccomp_cache as C
-from shim.zygote import DIR_NAME
 from tests.ctr import ctr, ok
 from tests.daemon import REPO, DaemonProcess
 from tests.images import busybox_oci_archive
@@ -121,7 +121,7 @@ class Runtime:
 
     @property
     def cache(self) -> Path:
-        return self.dir / DIR_NAME / C.SUBDIR
+        return self.dir / ZYGOTE_DIR / C.SUBDIR
 
     def run(self, cid: str, seccomp: dict[str, Any]) -> str:
         bundle = self.dir / "default" / cid
@@ -151,7 +151,7 @@ class Runtime:
 @pytest.fixture
 def runtime() -> Iterator[Runtime]:
     with containers_dir("dockyard-seccomp-cache-") as made:
-        (made.dir / DIR_NAME).mkdir(mode=0o700)
+        (made.dir / ZYGOTE_DIR).mkdir(mode=0o700)
         try:
             yield Runtime(made.dir, made.procs, made.fds)
         finally:
@@ -206,7 +206,7 @@ def test_a_different_profile_gets_its_own_entry(runtime: Runtime) -> None:
 
 
 def test_no_cache_outside_a_runtime_dir(runtime: Runtime) -> None:
-    shutil.rmtree(runtime.dir / DIR_NAME)  # a bundle laid out as no daemon's
+    shutil.rmtree(runtime.dir / ZYGOTE_DIR)  # a bundle laid out as no daemon's
     assert "refused" in runtime.run("first", MKDIR_REFUSED)
     assert sorted(p.name for p in runtime.dir.iterdir()) == ["default"]
 
@@ -220,7 +220,7 @@ def test_dock_run_fills_and_then_uses_the_daemons_cache(daemon: DaemonProcess, t
     archive.write_bytes(busybox_oci_archive(image))
     ok(ctr(daemon, "images", "import", str(archive)))
     env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": daemon.address, "TMPDIR": str(tmp_path)}
-    cache = daemon.state / "tasks" / DIR_NAME / C.SUBDIR
+    cache = daemon.state / "tasks" / ZYGOTE_DIR / C.SUBDIR
 
     def run(cid: str) -> str:
         res = subprocess.run([sys.executable, "-m", "dock.cli", "run", "--rm", image, cid, "grep", "^Seccomp:",

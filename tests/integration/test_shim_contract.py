@@ -642,10 +642,9 @@ async def test_shims_fork_from_the_zygote(shim: Harness) -> None:
 
 async def wait_for_zygote(task: Task) -> None:
     """Until the zygote of the task's runtime dir (<state>/tasks) listens."""
-    from shim import zygote
-    from shim.__main__ import launch_for
+    from dockyard_common.shimlaunch import launch_for, zygote_socket_path
 
-    path = zygote.socket_path(launch_for(NS, task.id, str(task.bundle.path), ""))
+    path = zygote_socket_path(launch_for(NS, task.id, str(task.bundle.path), ""))
     assert path is not None and path.startswith(f"{task.bundle.path.parent.parent}/.dockyard-shim/")
     deadline = time.monotonic() + 20
     while not os.path.exists(path) and time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from dock.client import Client
 from dockyard_api.containerd.services.introspection.v1 import introspection_pb2_grpc
 from dockyard_common.errors import InvalidArgument
-from supervisor.version import VERSION
+from dockyard_common.version import VERSION
 from tests.daemon import DaemonProcess, start_daemon
 
 

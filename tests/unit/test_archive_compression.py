@@ -13,15 +13,9 @@ import pytest
 import zstandard
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.imagespec import Compression, compression_for_media_type, media_type_for
 from supervisor.archive.apply import apply_layer
-from supervisor.archive.compression import (
-    Compression,
-    compression_for_media_type,
-    detect_compression,
-    media_type_for,
-    open_compressor,
-    open_layer,
-)
+from supervisor.archive.compression import detect_compression, open_compressor, open_layer
 from supervisor.archive.hashing import DigestingWriter
 from tests.unit.archive_fixtures import build_tar, directory, file, gzip_compress, sha256_digest, zstd_compress
 

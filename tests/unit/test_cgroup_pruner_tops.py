@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shim.cgroups.base import PARENT
+from dockyard_common.cgroups import PARENT
 from supervisor.runtime import cgroups
 from supervisor.runtime.cgroups import CgroupPruner
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.cgroups import PARENT
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
-from shim.cgroups.base import PARENT, Resources
+from shim.cgroups.base import Resources
 from shim.cgroups.v1 import V1Manager
 from shim.cgroups.v2 import V2Manager
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common.cgroups import check_inside, host_version, normalize_path, v1_mounts, v2_mountpoint
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
+from dockyard_common.mountinfo import parse_mountinfo
 from shim.cgroups.base import (
     UNLIMITED,
     BlkioEntry,
@@ -20,13 +22,10 @@ from shim.cgroups.base import (
     Resources,
     Stats,
     ThrottleDevice,
-    check_inside,
-    normalize_path,
     parse_flat,
     parse_pressure,
     write_file,
 )
-from shim.cgroups.detect import host_version, parse_mountinfo, v1_mounts, v2_mountpoint
 from shim.cgroups.metrics import to_metrics, to_v1_metrics, to_v2_metrics
 from shim.cgroups.v1 import fold_blkio, parse_blkio
 from shim.cgroups.v2 import blkio_to_io_weight, parse_io_stat, shares_to_weight

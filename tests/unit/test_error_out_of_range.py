@@ -5,21 +5,22 @@ from __future__ import annotations
 import grpc
 
 from dockyard_common import errors
-from dockyard_common.ttrpc import errors as ttrpc_codes
+from dockyard_common.codes import Code, error_from_status
+from dockyard_common.ttrpc import errors as ttrpc_errors
 from supervisor.services import status
 
 
 def test_out_of_range_maps_both_ways_with_containerds_wording() -> None:
     err = errors.OutOfRange("read past object length 5 bytes")
     assert status.code_for(err) == grpc.StatusCode.OUT_OF_RANGE
-    assert ttrpc_codes.code_for(err) == ttrpc_codes.OUT_OF_RANGE == grpc.StatusCode.OUT_OF_RANGE.value[0]
+    assert ttrpc_errors.code_for(err) == Code.OUT_OF_RANGE == grpc.StatusCode.OUT_OF_RANGE.value[0]
     assert str(err) == "read past object length 5 bytes"  # sent as containerd words it, no kind suffix
-    back = status.error_from_status(grpc.StatusCode.OUT_OF_RANGE, str(err))
+    back = error_from_status(Code.OUT_OF_RANGE, str(err))
     assert type(back) is errors.OutOfRange and str(back) == str(err)
     # callers that catch bad arguments (the SDK did map OUT_OF_RANGE to InvalidArgument) still do
     assert isinstance(back, errors.InvalidArgument)
     # a Go server's errdefs suffix is stripped, not doubled
-    assert status.error_from_status(grpc.StatusCode.OUT_OF_RANGE, "x: out of range").message == "x"
+    assert error_from_status(Code.OUT_OF_RANGE, "x: out of range").message == "x"
     # a plain InvalidArgument keeps its own code
     assert status.code_for(errors.InvalidArgument("bad")) == grpc.StatusCode.INVALID_ARGUMENT
 

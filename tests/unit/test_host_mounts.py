@@ -1,4 +1,4 @@
-"""supervisor.mounts: mount lists performed in the daemon, always undone."""
+"""dockyard_common.mounts in the daemon: mount lists performed to look at a tree, always undone."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dockyard_common.errors import Internal, NotFound
+from dockyard_common.mounts import mount_all, mounted, unmount_all
 from dockyard_common.types import Mount
-from supervisor.mounts import mount_all, mounted, unmount_all
 from tests.conformance.mounts import mounts_under
 
 

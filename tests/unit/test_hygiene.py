@@ -18,3 +18,10 @@ def test_mypy_is_clean() -> None:
     res = subprocess.run([sys.executable, "-m", "mypy", "."], cwd=REPO,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_the_layers_hold() -> None:
+    # import-linter's contracts in pyproject.toml: the three programs meet only in
+    # dockyard_common, the domain speaks no daemon-API protobuf and never reaches up.
+    res = subprocess.run(["lint-imports"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr

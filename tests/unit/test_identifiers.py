@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.goquote import go_quote
 from supervisor import identifiers
-from supervisor.identifiers import MAX_LENGTH, PATTERN, go_quote, validate, validate_namespace
+from supervisor.identifiers import MAX_LENGTH, PATTERN, validate, validate_namespace
 
 VALID = [
     "default",

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dockyard_common.errors import InvalidArgument
-from supervisor.images.manifest import parse_config
+from dockyard_common.imagespec import parse_config
 
 DIFF = "sha256:" + "d" * 64
 

@@ -1,4 +1,4 @@
-"""Manifests, indexes, configs, platforms and chain IDs (supervisor/images/manifest.py)."""
+"""Manifests, indexes, configs, platforms and chain IDs (dockyard_common/imagespec.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dockyard_common.errors import InvalidArgument
-from supervisor.images.manifest import (
+from dockyard_common.imagespec import (
     MEDIA_TYPE_DOCKER_CONFIG,
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,

@@ -12,8 +12,9 @@ import time
 import pytest
 
 from dockyard_common.errors import InvalidArgument
-from supervisor.images.reference import REFERENCE_LENGTH_MAX, check_image_name, image_name_problem
-from supervisor.metadata.images import Descriptor, Image, validate
+from dockyard_common.imagespec import Descriptor
+from dockyard_common.reference import REFERENCE_LENGTH_MAX, check_image_name, image_name_problem
+from supervisor.metadata.images import Image, validate
 
 D = "sha256:" + "a" * 64
 

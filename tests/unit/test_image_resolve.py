@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 
 from dockyard_common.errors import InvalidArgument, NotFound
-from supervisor.images.manifest import (
+from dockyard_common.imagespec import (
     MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_INDEX,
     MEDIA_TYPE_OCI_MANIFEST,

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
+from dockyard_common.imagespec import Descriptor
 from supervisor.content.local import LocalContentStore
 from supervisor.metadata import gc_graph
 from supervisor.metadata.db import Database
 from supervisor.metadata.gc import Collector, image_roots
-from supervisor.metadata.images import Descriptor, Image, ImageStore
+from supervisor.metadata.images import Image, ImageStore
 from supervisor.metadata.namespaces import ensure
 from supervisor.timeutil import now
 

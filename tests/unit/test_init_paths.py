@@ -1,4 +1,4 @@
-"""Resolving mount destinations inside a rootfs (shim.init.rootfs.secure_join) — no root needed."""
+"""Resolving mount destinations inside a rootfs (dockyard_common.rootpath.secure_join) — no root needed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dockyard_common.errors import InvalidArgument
-from shim.init.rootfs import opened_in_root, secure_join
+from dockyard_common.rootpath import opened_in_root, secure_join
 
 
 @pytest.fixture

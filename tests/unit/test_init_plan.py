@@ -8,8 +8,8 @@ import pytest
 
 from dockyard_common import linux as L
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.mountopts import parse_mount_options, statvfs_to_ms
 from shim.init import plan as P
-from shim.init.mountopts import parse_mount_options, statvfs_to_ms
 from shim.init.spec import Spec, default_spec, parse_process, parse_spec
 
 BUNDLE = "/run/dockyard/tasks/default/c1"

@@ -15,17 +15,17 @@ from dock.commands.containers import describe
 from dock.commands.tasks import _spec as dock_spec
 from dock.containers import SPEC_TYPE_URL
 from dock.transfer import _config_document
+from dockyard_common.credentials import _read as read_credentials
 from dockyard_common.errors import FailedPrecondition, Internal, InvalidArgument
 from dockyard_common.jsonutil import JsonError, json_object, json_value
 from dockyard_common.seccomp import ProfileError
 from dockyard_common.seccomp import load as load_profile
+from dockyard_common.types import AnyValue, Container
 from shim.container import parse_resources
 from shim.init.spec import parse_spec as shim_parse_spec
-from supervisor.metadata.containers import AnyValue, Container
 from supervisor.network.cni import _plugin_error
 from supervisor.network.networks import load as load_network
 from supervisor.remote.client import _error_detail
-from supervisor.remote.credentials import _read as read_credentials
 from supervisor.runtime.bundle import parse_spec
 from supervisor.runtime.cgroups import read_cgroup_rel
 

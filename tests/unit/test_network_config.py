@@ -19,9 +19,10 @@ from dockyard_common.errors import (
     NotFound,
     ResourceExhausted,
 )
+from dockyard_common.netlabels import DEFAULT_NETWORK
 from supervisor.network.cni import CNIPluginError, CNIRunner, PluginNotFound, plugin_config
 from supervisor.network.counters import parse_net_dev
-from supervisor.network.networks import DEFAULT_NETWORK, NetworkStore, Route
+from supervisor.network.networks import NetworkStore, Route
 from supervisor.network.resolv import hosts_file, resolv_conf
 
 
@@ -232,3 +233,11 @@ def test_runner_reports_plugin_errors_as_sent(tmp_path: Path) -> None:
     with pytest.raises(CNIPluginError, match="raw"):
         asyncio.run(runner.delete({"name": "n", "plugins": [{"type": "raw"}, {"type": "absent"}]},
                                   "c", "", "eth0", None))
+
+
+def test_the_words_of_net_are_not_network_names(tmp_path: Path) -> None:
+    # any API client, not only dock, is refused: `--net bridge|host|none` must keep one meaning
+    store = NetworkStore(tmp_path / "net.d", tmp_path / "ipam")
+    for name in ("bridge", "host", "none"):
+        with pytest.raises(InvalidArgument, match=f"network name '{name}' is reserved"):
+            store.create(name, subnet="10.200.0.0/24")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from dockyard_common.errors import InvalidArgument
-from supervisor.images.reference import (
+from dockyard_common.reference import (
     InvalidReference,
     Reference,
     digest_problem,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common import credentials as credfile
 from dockyard_common.errors import InvalidArgument
-from supervisor.remote import credentials as credfile
 from supervisor.remote.auth import Challenge, TokenCache, merge_scopes, parse_challenges
 from supervisor.remote.client import origin
 from supervisor.remote.hosts import Hosts, hostname

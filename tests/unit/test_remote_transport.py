@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard_common import credentials as credfile
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from supervisor.remote import credentials as credfile
 from supervisor.remote.client import shown_url
 from supervisor.remote.hosts import Hosts, RegistryHost
 from supervisor.remote.retry import RetryPolicy, TransientError, parse_retry_after, with_retries

@@ -13,10 +13,12 @@ from typing import Any
 
 import hpack
 
+from dockyard_common.imagespec import Descriptor
+from dockyard_common.types import AnyValue, Container
 from supervisor.grpcserver import h2
-from supervisor.metadata.containers import AnyValue, Container, ContainerStore
+from supervisor.metadata.containers import ContainerStore
 from supervisor.metadata.db import Database
-from supervisor.metadata.images import Descriptor, Image, ImageStore
+from supervisor.metadata.images import Image, ImageStore
 from supervisor.services.list_memo import ListMemo
 
 DIGEST = "sha256:" + "a" * 64

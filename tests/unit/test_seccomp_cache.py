@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from dockyard_common import linux as L
+from dockyard_common.shimlaunch import ZYGOTE_DIR
 from shim.init import seccomp as S
 from shim.init import seccomp_cache as C
-from shim.zygote import DIR_NAME
 
 PROFILE: dict[str, Any] = {
     "defaultAction": "SCMP_ACT_ALLOW",
@@ -32,7 +32,7 @@ def _profile(**changes: Any) -> S.Program:
 @pytest.fixture
 def runtime(tmp_path: Path) -> Path:
     """A runtime state dir the shim has marked (its .dockyard-shim dir exists)."""
-    (tmp_path / DIR_NAME).mkdir(mode=0o700)
+    (tmp_path / ZYGOTE_DIR).mkdir(mode=0o700)
     (tmp_path / "default" / "c1").mkdir(parents=True)
     return tmp_path
 
@@ -70,14 +70,14 @@ def test_libseccomp_exports_the_same_program_each_time() -> None:
 
 
 def test_cache_dir_only_in_a_marked_runtime_dir(tmp_path: Path, runtime: Path) -> None:
-    assert C.cache_dir(str(runtime / "default" / "c1")) == str(runtime / DIR_NAME / C.SUBDIR)
+    assert C.cache_dir(str(runtime / "default" / "c1")) == str(runtime / ZYGOTE_DIR / C.SUBDIR)
     (tmp_path / "other" / "ns" / "id").mkdir(parents=True)
     assert C.cache_dir(str(tmp_path / "other" / "ns" / "id")) is None
     assert C.cache_dir("/x") is None
 
 
 def test_round_trip_private_files(runtime: Path) -> None:
-    d = str(runtime / DIR_NAME / C.SUBDIR)
+    d = str(runtime / ZYGOTE_DIR / C.SUBDIR)
     entry, key = _built(_profile()), C.key(_profile())
     assert C.read(d, key) is None  # no dir yet
     C.write(d, key, entry)
@@ -90,7 +90,7 @@ def test_round_trip_private_files(runtime: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["flip-program", "flip-header", "truncate", "append", "empty"])
 def test_a_corrupt_entry_is_ignored(runtime: Path, damage: str) -> None:
-    d = str(runtime / DIR_NAME / C.SUBDIR)
+    d = str(runtime / ZYGOTE_DIR / C.SUBDIR)
     entry, key = _built(_profile()), C.key(_profile())
     C.write(d, key, entry)
     path = Path(d) / (key + C.SUFFIX)
@@ -110,7 +110,7 @@ def test_a_corrupt_entry_is_ignored(runtime: Path, damage: str) -> None:
 
 
 def test_another_keys_entry_is_ignored(runtime: Path) -> None:
-    d = str(runtime / DIR_NAME / C.SUBDIR)
+    d = str(runtime / ZYGOTE_DIR / C.SUBDIR)
     a, b = _profile(), _profile(defaultAction="SCMP_ACT_LOG")
     C.write(d, C.key(a), _built(a))
     os.rename(Path(d) / (C.key(a) + C.SUFFIX), Path(d) / (C.key(b) + C.SUFFIX))
@@ -118,7 +118,7 @@ def test_another_keys_entry_is_ignored(runtime: Path) -> None:
 
 
 def test_a_dir_others_can_write_or_a_symlinked_entry_is_not_used(runtime: Path, tmp_path: Path) -> None:
-    d = runtime / DIR_NAME / C.SUBDIR
+    d = runtime / ZYGOTE_DIR / C.SUBDIR
     entry, key = _built(_profile()), C.key(_profile())
     C.write(str(d), key, entry)
     d.chmod(0o777)
@@ -134,7 +134,7 @@ def test_a_dir_others_can_write_or_a_symlinked_entry_is_not_used(runtime: Path, 
 
 def test_entries_are_bounded(runtime: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(C, "MAX_ENTRIES", 3)
-    d = str(runtime / DIR_NAME / C.SUBDIR)
+    d = str(runtime / ZYGOTE_DIR / C.SUBDIR)
     keys = []
     for n in range(5):
         p = _profile(syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": n + 1}])
@@ -145,7 +145,7 @@ def test_entries_are_bounded(runtime: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_an_oversized_program_is_not_cached(runtime: Path) -> None:
-    d = str(runtime / DIR_NAME / C.SUBDIR)
+    d = str(runtime / ZYGOTE_DIR / C.SUBDIR)
     C.write(d, "00" * 32, C.Compiled(bytes(L.BPF_MAXINSNS * L.SOCK_FILTER_SIZE + 8), 0))
     assert not os.path.exists(d) or os.listdir(d) == []
 
@@ -155,7 +155,7 @@ def test_prepare_builds_then_hits_then_rebuilds_a_corrupt_entry(runtime: Path, c
     caplog.set_level(logging.DEBUG, "dockyard.shim.seccomp")
     bundle = str(runtime / "default" / "c1")
     program = _profile()
-    path = runtime / DIR_NAME / C.SUBDIR / (C.key(program) + C.SUFFIX)
+    path = runtime / ZYGOTE_DIR / C.SUBDIR / (C.key(program) + C.SUFFIX)
 
     S.prepare(program, bundle)
     assert "built by libseccomp" in caplog.text and path.exists()
@@ -180,7 +180,7 @@ def test_prepare_builds_then_hits_then_rebuilds_a_corrupt_entry(runtime: Path, c
 
 def test_a_cache_that_cannot_be_written_never_fails(runtime: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, "dockyard.shim.seccomp")
-    (runtime / DIR_NAME / C.SUBDIR).write_text("not a directory")
+    (runtime / ZYGOTE_DIR / C.SUBDIR).write_text("not a directory")
     program = _profile()
     S.prepare(program, str(runtime / "default" / "c1"))
     assert S._prepared[program] == _built(program)
@@ -191,7 +191,7 @@ def test_a_program_libseccomp_refuses_is_left_to_the_init(runtime: Path) -> None
     program = S.Program(0x7FFF0000, ("x86_64",), (S.Rule(0x00050001, ("mkdir",), ((0, 99, 0, 0),)),))  # bad op
     S.prepare(program, str(runtime / "default" / "c1"))
     assert program not in S._prepared
-    assert not (runtime / DIR_NAME / C.SUBDIR).exists()
+    assert not (runtime / ZYGOTE_DIR / C.SUBDIR).exists()
 
 
 def test_no_key_is_computed_without_a_cache(tmp_path: Path, runtime: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,11 +212,11 @@ def test_no_key_is_computed_without_a_cache(tmp_path: Path, runtime: Path, monke
     assert keyed == []
     program = _profile()
     S.prepare(program, str(runtime / "default" / "c1"))  # a cache: keyed once, and stored
-    assert keyed == [program] and C.read(str(runtime / DIR_NAME / C.SUBDIR), real_key(program)) is not None
+    assert keyed == [program] and C.read(str(runtime / ZYGOTE_DIR / C.SUBDIR), real_key(program)) is not None
 
 
 def test_eviction_removes_temp_files_a_crash_left(runtime: Path) -> None:
-    d = runtime / DIR_NAME / C.SUBDIR
+    d = runtime / ZYGOTE_DIR / C.SUBDIR
     first, second = _profile(), _profile(defaultAction="SCMP_ACT_LOG")
     C.write(str(d), C.key(first), _built(first))
     gone = subprocess.Popen(["true"])

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from dockyard_common.errors import FailedPrecondition, NotFound
+from dockyard_common.shimlaunch import FALLBACK_DIR, socket_path
+from dockyard_common.types import Status
 from shim import state
-from shim.__main__ import FALLBACK_DIR, UsageError, main, parse_args, socket_path
-from shim.process import ExecProcess, Status
+from shim.__main__ import UsageError, main, parse_args
+from shim.process import ExecProcess
 from shim.reaper import exit_code
 from shim.stdio import StdioPaths
 
@@ -145,30 +147,30 @@ def _fake_zygote(path: Path) -> socket.socket:
 
 
 def test_zygote_request_falls_back_only_when_nothing_was_handed_over(tmp_path: Path) -> None:
-    from shim import zygote
+    from dockyard_common import shimlaunch
 
     launch: Any = {"namespace": "n", "id": "x", "bundle": str(tmp_path), "socket": "", "events": "", "debug": False}
     r, w = os.pipe()
     try:
-        assert zygote.request_shim(launch, r, str(tmp_path / "none.sock")) == 0  # no zygote at all
+        assert shimlaunch.request_shim(launch, r, str(tmp_path / "none.sock")) == 0  # no zygote at all
         srv = _fake_zygote(tmp_path / "z.sock")
         with srv:
             # Accepted but never greeted (a zygote on its way out): fall back, nothing was sent.
             pending = threading.Thread(target=lambda: srv.accept()[0].close())
             pending.start()
-            assert zygote.request_shim(launch, r, str(tmp_path / "z.sock")) == 0
+            assert shimlaunch.request_shim(launch, r, str(tmp_path / "z.sock")) == 0
             pending.join()
 
             def greet_then_vanish() -> None:
                 conn, _ = srv.accept()
-                conn.send(zygote.HELLO)
+                conn.send(shimlaunch.HELLO)
                 socket.recv_fds(conn, 65536, 1)
                 conn.close()
 
             vanish = threading.Thread(target=greet_then_vanish)
             vanish.start()
-            with pytest.raises(zygote.NoAnswer):
-                zygote.request_shim(launch, r, str(tmp_path / "z.sock"))
+            with pytest.raises(shimlaunch.NoAnswer):
+                shimlaunch.request_shim(launch, r, str(tmp_path / "z.sock"))
             vanish.join()
     finally:
         os.close(r)

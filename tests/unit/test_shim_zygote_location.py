@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shim import zygote
-from shim.__main__ import launch_for
-from shim.serve import Launch
+from dockyard_common import shimlaunch
+from dockyard_common.shimlaunch import Launch, launch_for
 
 
 def launch(bundle: Path, namespace: str = "default", cid: str = "c1") -> Launch:
@@ -30,29 +29,29 @@ def test_the_runtime_dir_is_above_namespace_and_id(short_dir: Path) -> None:
     # containerd: <state>/io.containerd.runtime.v2.task/<ns>/<id>; dockyardd: <state>/tasks/<ns>/<id>
     root = short_dir / "io.containerd.runtime.v2.task"
     (root / "default" / "c1").mkdir(parents=True)
-    assert zygote.runtime_dir(launch(root / "default" / "c1")) == str(root)
-    path = zygote.socket_path(launch(root / "default" / "c1"))
+    assert shimlaunch.runtime_dir(launch(root / "default" / "c1")) == str(root)
+    path = shimlaunch.zygote_socket_path(launch(root / "default" / "c1"))
     assert path is not None and path.startswith(f"{root}/.dockyard-shim/zygote-") and path.endswith(".sock")
     # every bundle of that runtime dir shares it
-    assert zygote.socket_path(launch(root / "other" / "c2", "other", "c2")) == path
+    assert shimlaunch.zygote_socket_path(launch(root / "other" / "c2", "other", "c2")) == path
 
 
 def test_daemons_do_not_share_a_zygote(short_dir: Path) -> None:
-    a = zygote.socket_path(launch(short_dir / "a" / "default" / "c1"))
-    b = zygote.socket_path(launch(short_dir / "b" / "default" / "c1"))
+    a = shimlaunch.zygote_socket_path(launch(short_dir / "a" / "default" / "c1"))
+    b = shimlaunch.zygote_socket_path(launch(short_dir / "b" / "default" / "c1"))
     assert a == f"{short_dir}/a/.dockyard-shim/{Path(str(a)).name}" and b is not None and a != b
 
 
 def test_a_bundle_laid_out_otherwise_gets_no_zygote(tmp_path: Path) -> None:
-    assert zygote.runtime_dir(launch(tmp_path / "default" / "elsewhere")) is None  # id is not the dir name
-    assert zygote.runtime_dir(launch(tmp_path / "ns" / "c1")) is None  # namespace is not the parent
-    assert zygote.socket_path(launch(tmp_path / "x")) is None
+    assert shimlaunch.runtime_dir(launch(tmp_path / "default" / "elsewhere")) is None  # id is not the dir name
+    assert shimlaunch.runtime_dir(launch(tmp_path / "ns" / "c1")) is None  # namespace is not the parent
+    assert shimlaunch.zygote_socket_path(launch(tmp_path / "x")) is None
 
 
 def test_a_long_runtime_dir_gets_a_short_socket_still_its_own(tmp_path: Path) -> None:
     long_a, long_b = tmp_path / ("a" * 90), tmp_path / ("b" * 90)
-    a = zygote.socket_path(launch(long_a / "default" / "c1"))
-    b = zygote.socket_path(launch(long_b / "default" / "c1"))
+    a = shimlaunch.zygote_socket_path(launch(long_a / "default" / "c1"))
+    b = shimlaunch.zygote_socket_path(launch(long_b / "default" / "c1"))
     assert a is not None and b is not None and a != b
     for path in (a, b):
-        assert path.startswith(zygote.FALLBACK_DIR + "/") and len(path.encode()) <= zygote.MAX_SOCKET_PATH
+        assert path.startswith(shimlaunch.FALLBACK_DIR + "/") and len(path.encode()) <= shimlaunch.MAX_PATH

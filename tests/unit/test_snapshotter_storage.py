@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from supervisor.snapshotter.base import Info, Kind, Usage
+from dockyard_common.types import Info, Kind, Usage
 from supervisor.snapshotter.storage import SCHEMA_VERSION, MetaStore, check_key, check_labels
 
 

@@ -1,4 +1,5 @@
-"""The grpc-free status table of the ttrpc layer, and the shim's no-grpc rule."""
+"""The grpc-free status table (dockyard_common.codes) shared by the gRPC edge, ttrpc and the SDK,
+and the shim's no-grpc rule."""
 
 from __future__ import annotations
 
@@ -10,44 +11,50 @@ from pathlib import Path
 import pytest
 
 from dockyard_common import errors
-from dockyard_common.ttrpc import errors as codes
+from dockyard_common.codes import CODES, Code, code_for, error_from_status
+from dockyard_common.ttrpc import errors as ttrpc_errors
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_code_table_equals_the_grpc_edge() -> None:
+def test_code_numbers_are_grpcs() -> None:
     import grpc
 
+    assert {c.name: c.value for c in Code} == {c.name: c.value[0] for c in grpc.StatusCode}
+
+
+def test_grpc_edge_and_ttrpc_use_the_one_table() -> None:
     from supervisor.services import status
 
-    assert {kind: code.value[0] for kind, code in status.CODES.items()} == codes.CODES
-    # and the numbers are gRPC's
-    for name in ("OK", "CANCELLED", "UNKNOWN", "NOT_FOUND", "UNIMPLEMENTED", "UNAVAILABLE", "UNAUTHENTICATED"):
-        assert getattr(codes, name) == getattr(grpc.StatusCode, name).value[0]
+    for kind, code in CODES.items():
+        assert status.code_for(kind("x")).value[0] == code
+        assert ttrpc_errors.code_for(kind("x")) == code
 
 
-@pytest.mark.parametrize("kind", list(codes.CODES))
+@pytest.mark.parametrize("kind", list(CODES))
 def test_every_domain_error_round_trips(kind: type[errors.DockyardError]) -> None:
     err = kind("thing x")
-    code = codes.code_for(err)
-    back = codes.error_from_status(code, str(err))
+    code = code_for(err)
+    back = error_from_status(code, str(err))
     assert type(back) is kind
     assert back.message == "thing x"
     assert str(back) == str(err)
 
 
 def test_subclasses_and_raw_statuses() -> None:
-    assert codes.code_for(codes.ConnectionClosed("ttrpc: closed")) == codes.UNAVAILABLE
-    assert codes.code_for(codes.TTRPCError(codes.PERMISSION_DENIED, "no")) == codes.PERMISSION_DENIED
-    assert codes.code_for(FileNotFoundError(errno.ENOENT, "x")) == codes.NOT_FOUND
-    assert codes.code_for(FileExistsError(errno.EEXIST, "x")) == codes.ALREADY_EXISTS
-    assert codes.code_for(PermissionError(errno.EACCES, "x")) == codes.PERMISSION_DENIED
-    assert codes.code_for(ValueError("x")) == codes.UNKNOWN
+    assert ttrpc_errors.code_for(ttrpc_errors.ConnectionClosed("ttrpc: closed")) == Code.UNAVAILABLE
+    assert ttrpc_errors.code_for(ttrpc_errors.TTRPCError(Code.PERMISSION_DENIED, "no")) == Code.PERMISSION_DENIED
+    assert ttrpc_errors.code_for(FileNotFoundError(errno.ENOENT, "x")) == Code.NOT_FOUND
+    assert ttrpc_errors.code_for(FileExistsError(errno.EEXIST, "x")) == Code.ALREADY_EXISTS
+    assert ttrpc_errors.code_for(PermissionError(errno.EACCES, "x")) == Code.PERMISSION_DENIED
+    assert ttrpc_errors.code_for(ValueError("x")) == Code.UNKNOWN
+    # a subclass with no code of its own takes its base kind's
+    assert code_for(ttrpc_errors.ConnectionClosed("closed")) == Code.UNAVAILABLE
     # codes with no domain kind arrive as Unknown, message intact
-    err = codes.error_from_status(codes.PERMISSION_DENIED, "denied")
+    err = error_from_status(Code.PERMISSION_DENIED, "denied")
     assert type(err) is errors.Unknown and err.message == "denied"
     # a message without the suffix (as Go's errdefs may send) is kept whole
-    assert codes.error_from_status(codes.NOT_FOUND, "container not created").message == "container not created"
+    assert error_from_status(Code.NOT_FOUND, "container not created").message == "container not created"
 
 
 def test_shim_ttrpc_imports_no_grpc_and_starts_no_threads() -> None:

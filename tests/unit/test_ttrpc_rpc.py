@@ -12,8 +12,8 @@ import pytest
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.containerd.services.events.v1 import events_pb2
 from dockyard_common import errors
+from dockyard_common.codes import Code
 from dockyard_common.ttrpc import TTRPCClient, TTRPCServer, wire
-from dockyard_common.ttrpc import errors as codes
 from tests.unit.ttrpc_fixtures import (
     SERVICE,
     TASK,
@@ -143,18 +143,18 @@ async def test_statuses_on_the_wire(server: TTRPCServer) -> None:
     finally:
         await close_writer(writer)
     assert sorted(got) == [1, 3, 5, 7, 8, 9, 13]
-    assert (got[1].status.code, got[1].status.message) == (codes.NOT_FOUND, "container a: not found")
-    assert (got[3].status.code, got[3].status.message) == (codes.UNIMPLEMENTED, "service containerd.task.v2.Nope")
-    assert (got[5].status.code, got[5].status.message) == (codes.UNIMPLEMENTED, "method Nope")
-    assert got[7].status.code == codes.INTERNAL
+    assert (got[1].status.code, got[1].status.message) == (Code.NOT_FOUND, "container a: not found")
+    assert (got[3].status.code, got[3].status.message) == (Code.UNIMPLEMENTED, "service containerd.task.v2.Nope")
+    assert (got[5].status.code, got[5].status.message) == (Code.UNIMPLEMENTED, "method Nope")
+    assert got[7].status.code == Code.INTERNAL
     assert got[7].status.message.startswith("ttrpc: error unmarshalling payload:")
     assert (got[8].status.code, got[8].status.message) == (
-        codes.INVALID_ARGUMENT,
+        Code.INVALID_ARGUMENT,
         "StreamID must be odd for client initiated streams",
     )
-    assert got[9].status.code == codes.INVALID_ARGUMENT
+    assert got[9].status.code == Code.INVALID_ARGUMENT
     assert got[9].status.message.startswith("unmarshal request error:")
-    assert got[13].HasField("status") and got[13].status.code == codes.OK  # ttrpc always sends a status
+    assert got[13].HasField("status") and got[13].status.code == Code.OK  # ttrpc always sends a status
     assert shim_pb2.StateResponse.FromString(got[13].payload).id == "ok"
 
 
@@ -174,7 +174,7 @@ async def test_server_enforces_timeout_nano(server: TTRPCServer, task: ScriptedT
         got = dict([await read_response(reader) for _ in range(3)])
     finally:
         await close_writer(writer)
-    assert got[1].status.code == codes.DEADLINE_EXCEEDED
+    assert got[1].status.code == Code.DEADLINE_EXCEEDED
     assert got[1].status.message == "ttrpc: containerd.task.v2.Task/State: context deadline exceeded"
     assert task.cancelled == 1  # the handler was stopped, not left running
     assert 4.0 < float(shim_pb2.StateResponse.FromString(got[3].payload).id) <= 5.0
@@ -224,7 +224,7 @@ async def test_oversized_messages(server: TTRPCServer, client: TTRPCClient) -> N
         got = dict([await read_response(reader) for _ in range(2)])
     finally:
         await close_writer(writer)
-    assert got[1].status.code == codes.RESOURCE_EXHAUSTED
+    assert got[1].status.code == Code.RESOURCE_EXHAUSTED
     assert got[1].status.message.startswith("message length 4194")
     assert shim_pb2.StateResponse.FromString(got[3].payload).id == "next"
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as dockyard_dot_shim_dot_v1_dot_stats__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ockyard/stats/v1/stats.proto\x12\x11\x64ockyard.stats.v1\x1a\x1c\x64ockyard/shim/v1/stats.proto\"O\n\rStreamRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\x12\x13\n\x0binterval_ms\x18\x04 \x01(\r\"L\n\x0eStreamResponse\x12)\n\x07samples\x18\x01 \x03(\x0b\x32\x18.dockyard.shim.v1.Sample\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\x32X\n\x05Stats\x12O\n\x06Stream\x12 .dockyard.stats.v1.StreamRequest\x1a!.dockyard.stats.v1.StreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ockyard/stats/v1/stats.proto\x12\x11\x64ockyard.stats.v1\x1a\x1c\x64ockyard/shim/v1/stats.proto\"O\n\rStreamRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\x12\x13\n\x0binterval_ms\x18\x04 \x01(\r\"\x7f\n\x0eStreamResponse\x12)\n\x07samples\x18\x01 \x03(\x0b\x32\x18.dockyard.shim.v1.Sample\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\x12\x31\n\x08networks\x18\x03 \x03(\x0b\x32\x1f.dockyard.stats.v1.NetworkStats\"^\n\x0cNetworkStats\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x35\n\ninterfaces\x18\x03 \x03(\x0b\x32!.dockyard.stats.v1.InterfaceStats\"\xb8\x01\n\x0eInterfaceStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08rx_bytes\x18\x02 \x01(\x04\x12\x12\n\nrx_packets\x18\x03 \x01(\x04\x12\x11\n\trx_errors\x18\x04 \x01(\x04\x12\x12\n\nrx_dropped\x18\x05 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x06 \x01(\x04\x12\x12\n\ntx_packets\x18\x07 \x01(\x04\x12\x11\n\ttx_errors\x18\x08 \x01(\x04\x12\x12\n\ntx_dropped\x18\t \x01(\x04\x32X\n\x05Stats\x12O\n\x06Stream\x12 .dockyard.stats.v1.StreamRequest\x1a!.dockyard.stats.v1.StreamResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMREQUEST']._serialized_start=82
   _globals['_STREAMREQUEST']._serialized_end=161
   _globals['_STREAMRESPONSE']._serialized_start=163
-  _globals['_STREAMRESPONSE']._serialized_end=239
-  _globals['_STATS']._serialized_start=241
-  _globals['_STATS']._serialized_end=329
+  _globals['_STREAMRESPONSE']._serialized_end=290
+  _globals['_NETWORKSTATS']._serialized_start=292
+  _globals['_NETWORKSTATS']._serialized_end=386
+  _globals['_INTERFACESTATS']._serialized_start=389
+  _globals['_INTERFACESTATS']._serialized_end=573
+  _globals['_STATS']._serialized_start=575
+  _globals['_STATS']._serialized_end=663
 # @@protoc_insertion_point(module_scope)

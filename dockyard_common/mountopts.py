@@ -3,6 +3,7 @@
 `parse_mount_options(["nosuid", "rbind", "ro", "mode=755"])` gives the flags to set, the
 propagation changes to apply afterwards (they need their own mount(2) call), and the data
 string passed to the filesystem. Unknown options are filesystem data, as mount(8) treats them.
+Shared by the shim (container mounts) and the daemon (mounting snapshots to diff or apply them).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 
 from dockyard_common.errors import InvalidArgument
-from supervisor.identifiers import go_quote
+from dockyard_common.goquote import go_quote
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"

@@ -1,4 +1,6 @@
-"""Image documents: OCI and Docker schema 2 manifests, indexes (manifest lists) and configs.
+"""Image documents: OCI and Docker schema 2 manifests, indexes (manifest lists) and configs,
+the descriptors that point at blobs, layer media types, platforms, chain IDs and gc labels.
+Pure (no I/O): the daemon reads and writes content with it, the CLI resolves images with it.
 
 Words
     descriptor  what points at a blob: media type, digest, size, annotations, and (in an
@@ -29,6 +31,7 @@ and `Matcher.strict(p)`; `default_platform()` is the host's (linux/amd64 on x86-
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import platform as _host
@@ -38,9 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard_common.errors import InvalidArgument
-from supervisor.archive.compression import compression_for_media_type
-from supervisor.images.reference import digest_problem
-from supervisor.metadata import images as records
+from dockyard_common.reference import digest_problem
 
 # -- media types ---------------------------------------------------------------------------
 
@@ -76,6 +77,61 @@ MAX_ENTRIES = 10_000  # manifests in an index, layers in a manifest
 
 SCHEMA1_MESSAGE = ("Docker schema 1 manifests are not supported (deprecated since Docker 1.10): "
                    "pull or build the image again with a current tool to get a schema 2 or OCI manifest")
+
+
+# -- layer media types and their compression ----------------------------------------------
+
+
+class Compression(enum.Enum):
+    NONE = "none"
+    GZIP = "gzip"
+    ZSTD = "zstd"
+
+
+MEDIA_TYPE_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_TYPE_OCI_LAYER_GZIP = MEDIA_TYPE_OCI_LAYER + "+gzip"
+MEDIA_TYPE_OCI_LAYER_ZSTD = MEDIA_TYPE_OCI_LAYER + "+zstd"
+MEDIA_TYPE_OCI_LAYER_NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+MEDIA_TYPE_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+MEDIA_TYPE_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MEDIA_TYPE_DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar"
+MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+_OCI_BASES = {MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_NONDISTRIBUTABLE}
+_DOCKER_UNKNOWN = {MEDIA_TYPE_DOCKER_LAYER, MEDIA_TYPE_DOCKER_LAYER_FOREIGN}
+_DOCKER_GZIP = {MEDIA_TYPE_DOCKER_LAYER_GZIP, MEDIA_TYPE_DOCKER_LAYER_FOREIGN_GZIP}
+_OCI_SUFFIXES = {"gzip": Compression.GZIP, "zstd": Compression.ZSTD}
+
+
+def compression_for_media_type(media_type: str) -> Compression | None:
+    """The compression a layer media type declares; None = "detect it" (Docker's plain tar)."""
+    base, *suffixes = media_type.strip().split("+")
+    if "encrypted" in suffixes:
+        raise InvalidArgument(f"layer media type {media_type!r}: encrypted layers are not supported")
+    if base in _OCI_BASES:
+        if not suffixes:
+            return Compression.NONE
+        if len(suffixes) == 1 and suffixes[0] in _OCI_SUFFIXES:
+            return _OCI_SUFFIXES[suffixes[0]]
+    elif not suffixes:
+        if base in _DOCKER_UNKNOWN:
+            return None
+        if base in _DOCKER_GZIP:
+            return Compression.GZIP
+    raise InvalidArgument(f"unrecognised layer media type {media_type!r}")
+
+
+def media_type_for(compression: Compression, *, docker: bool = False) -> str:
+    """The layer media type to record for a blob written with `compression`."""
+    if docker:
+        if compression is Compression.ZSTD:
+            raise InvalidArgument("docker layer media types have no zstd variant")
+        return MEDIA_TYPE_DOCKER_LAYER_GZIP if compression is Compression.GZIP else MEDIA_TYPE_DOCKER_LAYER
+    return {
+        Compression.NONE: MEDIA_TYPE_OCI_LAYER,
+        Compression.GZIP: MEDIA_TYPE_OCI_LAYER_GZIP,
+        Compression.ZSTD: MEDIA_TYPE_OCI_LAYER_ZSTD,
+    }[compression]
 
 
 def is_index(media_type: str) -> bool:
@@ -315,22 +371,19 @@ class Matcher:
 
 @dataclass
 class Descriptor:
-    """An OCI descriptor as it appears in manifests and indexes."""
+    """An OCI descriptor: what points at a blob, in manifests and indexes, as an image record's
+    target (which keeps no platform or URLs) and on the wire of the daemon's API."""
 
-    media_type: str
-    digest: str
-    size: int
+    media_type: str = ""
+    digest: str = ""
+    size: int = 0
     annotations: dict[str, str] = field(default_factory=dict)
     platform: Platform | None = None
     urls: list[str] = field(default_factory=list)
 
-    def record(self) -> records.Descriptor:
-        """The form image records and the differ use (no platform)."""
-        return records.Descriptor(self.media_type, self.digest, self.size, dict(self.annotations))
-
-    @classmethod
-    def of(cls, d: records.Descriptor) -> Descriptor:
-        return cls(d.media_type, d.digest, d.size, dict(d.annotations))
+    def record(self) -> Descriptor:
+        """A copy as image records and the differ keep it: no platform, no URLs."""
+        return Descriptor(self.media_type, self.digest, self.size, dict(self.annotations))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}

@@ -1,0 +1,162 @@
+"""dock network create|ls|inspect|rm|prune, dock port."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from dock.args import parse_labels
+from dock.client import Client
+from dock.network import NetworkInfo, NetworkUser, check_network_name
+from dock.output import emit, emit_json, labels_text
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
+
+SHORT_ID = 12
+
+
+def register(sub: Any) -> None:
+    group = sub.add_parser("network", aliases=["networks"], help="manage networks")
+    cmds = group.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
+    p = cmds.add_parser("create", help="create a bridge network and print its id")
+    p.add_argument("--subnet", default="", help="CIDR, e.g. 10.100.0.0/24 (default: a free /16)")
+    p.add_argument("--gateway", default="", help="the gateway address (default: the subnet's first)")
+    p.add_argument("--internal", action="store_true", help="no route out of the network")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="network label")
+    p.add_argument("name")
+    p.set_defaults(handler=create)
+    p = cmds.add_parser("ls", aliases=["list"], help="list networks (and the files in net.d that are not ones)")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only names")
+    p.set_defaults(handler=ls)
+    p = cmds.add_parser("inspect", help="show networks and the containers attached to them")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(handler=inspect)
+    p = cmds.add_parser("rm", aliases=["remove", "delete"], help="remove networks (refused while in use)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(handler=rm)
+    p = cmds.add_parser("prune", help="remove every unused network Dockyard made (not the default one)")
+    p.add_argument("--force", "-f", action="store_true", help="accepted for Docker's scripts: there is no prompt")
+    p.set_defaults(handler=prune)
+    p = sub.add_parser("port", help="list a container's published ports, or where one is published")
+    p.add_argument("id", help="container id")
+    p.add_argument("port", nargs="?", default="", metavar="PORT[/PROTO]", help="e.g. 80 or 53/udp")
+    p.set_defaults(handler=port)
+
+
+def network_json(net: NetworkInfo, users: list[NetworkUser] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": net.name, "id": net.id, "driver": _driver(net), "subnets": net.subnets, "gateway": net.gateway,
+        "bridge": net.bridge, "internal": net.internal, "labels": net.labels,
+        "created_at": net.created_at.isoformat() if net.created_at else None, "managed": net.managed,
+        "path": net.path, "plugins": net.plugins,
+    }
+    if users is not None:
+        out["containers"] = [{"namespace": u.namespace, "id": u.container_id} for u in users]
+    return out
+
+
+def _driver(net: NetworkInfo) -> str:
+    """The plugin that makes the interface (Docker's DRIVER column): the conflist's first."""
+    return net.plugins[0] if net.plugins else "-"
+
+
+async def create(client: Client, args: argparse.Namespace) -> int:
+    check_network_name(args.name)
+    net = await client.networks.create(args.name, subnet=args.subnet, gateway=args.gateway,
+                                       internal=args.internal, labels=parse_labels(args.label))
+    if args.format == "json":
+        emit_json(network_json(net))
+    else:
+        print(net.id)
+    return 0
+
+
+async def ls(client: Client, args: argparse.Namespace) -> int:
+    networks, problems = await client.networks.list()
+    for p in problems:  # never hidden, never hiding the others
+        print(f"dock: warning: {p.message}", file=sys.stderr)
+    if args.format == "json":
+        emit_json([network_json(n) for n in networks])
+        return 0
+    if args.quiet:
+        for n in networks:
+            print(n.name)
+        return 0
+    emit("table", networks, [
+        ("NETWORK ID", lambda n: n.id[:SHORT_ID]), ("NAME", lambda n: n.name), ("DRIVER", _driver),
+        ("SUBNET", lambda n: ",".join(n.subnets) or "-"), ("GATEWAY", lambda n: n.gateway or "-"),
+        ("INTERNAL", lambda n: "yes" if n.internal else "no"), ("LABELS", lambda n: labels_text(n.labels)),
+    ])
+    return 0
+
+
+async def inspect(client: Client, args: argparse.Namespace) -> int:
+    """As `docker network inspect`: a JSON list; names not found are reported and make it fail."""
+    found, failed = [], 0
+    for name in args.names:
+        try:
+            net, users = await client.networks.inspect(name)
+        except (NotFound, InvalidArgument) as exc:
+            print(f"dock: {exc}", file=sys.stderr)
+            failed = 1
+            continue
+        found.append(network_json(net, users))
+    if found or not failed:
+        emit_json(found)
+    return failed
+
+
+async def rm(client: Client, args: argparse.Namespace) -> int:
+    failed, removed = 0, []
+    for name in args.names:
+        try:
+            await client.networks.remove(name)
+        except (NotFound, FailedPrecondition, InvalidArgument) as exc:
+            print(f"dock: {exc}", file=sys.stderr)
+            failed = 1
+            continue
+        removed.append(name)
+        if args.format != "json":
+            print(name)
+    if args.format == "json":
+        emit_json(removed)
+    return failed
+
+
+async def prune(client: Client, args: argparse.Namespace) -> int:
+    removed = await client.networks.prune()
+    if args.format == "json":
+        emit_json(removed)
+    else:
+        for name in removed:
+            print(name)
+    return 0
+
+
+def parse_port_arg(text: str) -> tuple[int, str]:
+    """`dock port`'s PORT[/PROTO] (tcp when no protocol is given, as Docker)."""
+    number, slash, proto = text.partition("/")
+    proto = proto.lower() if slash else "tcp"
+    if not number.isascii() or not number.isdigit() or not 1 <= int(number) <= 65535:
+        raise InvalidArgument(f"invalid port {text!r}: want PORT[/PROTO], e.g. 80 or 53/udp (port 1-65535)")
+    if proto not in ("tcp", "udp", "sctp"):
+        raise InvalidArgument(f"invalid port {text!r}: protocol {proto!r} is not tcp, udp or sctp")
+    return int(number), proto
+
+
+async def port(client: Client, args: argparse.Namespace) -> int:
+    """As `docker port`: `80/tcp -> 0.0.0.0:18080` per mapping, or with PORT only where it is published."""
+    wanted = parse_port_arg(args.port) if args.port else None
+    await client.containers.get(args.id)  # "container x: not found" before "no ports"
+    ports = await client.networks.published_ports(args.id)
+    if wanted is not None:
+        ports = [p for p in ports if (p.container_port, p.protocol) == wanted]
+        if not ports:
+            print(f"dock: no public port '{wanted[0]}/{wanted[1]}' published for {args.id}", file=sys.stderr)
+            return 1
+    if args.format == "json":
+        emit_json(ports)
+        return 0
+    for p in ports:
+        print(p.host_address() if wanted else f"{p.container_port}/{p.protocol} -> {p.host_address()}")
+    return 0
