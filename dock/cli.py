@@ -17,7 +17,7 @@ from dockyard_common.errors import DockyardError
 # that imports every group starts in ~1 s instead of ~0.3 s); `--help` or an unknown command
 # imports them all. tests/unit/test_cli_table.py checks COMMANDS against what modules register.
 GROUPS = ("system", "namespaces", "leases", "containers", "content", "snapshots", "images", "registry", "commit",
-          "run", "tasks", "events", "stats", "network")
+          "build", "run", "tasks", "events", "stats", "logs", "network")
 COMMANDS: dict[str, str] = {
     "version": "system", "info": "system", "plugins": "system",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
@@ -28,10 +28,12 @@ COMMANDS: dict[str, str] = {
     "images": "images", "image": "images", "i": "images",
     "pull": "registry", "push": "registry", "tag": "registry", "login": "registry", "logout": "registry",
     "commit": "commit",
+    "build": "build",
     "run": "run",
     "tasks": "tasks", "task": "tasks", "t": "tasks",
     "events": "events", "event": "events",
     "stats": "stats",
+    "logs": "logs",
     "network": "network", "networks": "network", "port": "network",
 }
 

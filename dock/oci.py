@@ -40,37 +40,23 @@ from typing import Any
 
 from dockyard_common import capabilities, seccomp
 from dockyard_common.errors import InvalidArgument, NotFound
+from dockyard_common.ocispec import (  # noqa: F401  (dock's spec API re-exports them)
+    DEFAULT_CAPABILITIES,
+    DEFAULT_DEVICES,
+    DEFAULT_ENV,
+    DEFAULT_MOUNTS,
+    MASKED_PATHS,
+    NAMESPACES,
+    OCI_VERSION,
+    READONLY_PATHS,
+    Spec,
+    default_spec,
+    with_default_unix_devices,
+)
+from dockyard_common.ocispec import linux_of as _linux
+from dockyard_common.ocispec import process_of as _process
+from dockyard_common.ocispec import resources_of as _resources
 
-Spec = dict[str, Any]  # an OCI runtime spec as its JSON object
-
-OCI_VERSION = "1.0.2-dev"  # the runtime-spec version containerd 1.6 writes
-DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-DEFAULT_CAPABILITIES = list(capabilities.DEFAULT)
-MASKED_PATHS = [
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
-]
-READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-NAMESPACES = ["pid", "ipc", "uts", "mount", "network"]
-DEFAULT_MOUNTS: list[dict[str, Any]] = [
-    {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-    {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
-     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-]
-# (major, minor or None for all) of the character devices every container may use.
-DEFAULT_DEVICES: list[tuple[int, int | None]] = [
-    (1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 1),  # null random full tty zero urandom console
-    (136, None),  # /dev/pts/*
-    (5, 2),  # ptmx
-]
 # /dev entries containerd's HostDevices does not copy into a privileged container: mounted anew
 # in every container, or the host's bookkeeping.
 HOST_DEVICES_SKIPPED = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "console"})
@@ -78,55 +64,6 @@ SHORT_ID = 12  # the hostname a container gets by default: its id's first charac
 SECCOMP_DEFAULT, SECCOMP_UNCONFINED = "default", "unconfined"
 MAX_ID = 2**31 - 1  # runc wants uid/gid <= MaxInt32, and containerd follows it
 STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
-
-
-# -- the default spec --------------------------------------------------------------------------
-
-
-def default_spec(namespace: str, cid: str) -> Spec:
-    """containerd's populateDefaultUnixSpec: what every Linux container starts from."""
-    caps = list(DEFAULT_CAPABILITIES)
-    return {
-        "ociVersion": OCI_VERSION,
-        "process": {
-            "user": {"uid": 0, "gid": 0},
-            "cwd": "/",
-            "capabilities": {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs"},
-        "mounts": copy.deepcopy(DEFAULT_MOUNTS),
-        "linux": {
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "cgroupsPath": f"/{namespace}/{cid}",
-            "namespaces": [{"type": t} for t in NAMESPACES],
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
-    }
-
-
-def _process(spec: Spec) -> dict[str, Any]:
-    return spec.setdefault("process", {})  # type: ignore[no-any-return]
-
-
-def _linux(spec: Spec) -> dict[str, Any]:
-    return spec.setdefault("linux", {})  # type: ignore[no-any-return]
-
-
-def _resources(spec: Spec) -> dict[str, Any]:
-    return _linux(spec).setdefault("resources", {})  # type: ignore[no-any-return]
-
-
-def with_default_unix_devices(spec: Spec) -> None:
-    """Allow the usual character devices in the device cgroup (containerd's WithDefaultUnixDevices)."""
-    devices = _resources(spec).setdefault("devices", [])
-    for major, minor in DEFAULT_DEVICES:
-        rule: dict[str, Any] = {"allow": True, "type": "c", "major": major, "access": "rwm"}
-        if minor is not None:
-            rule["minor"] = minor
-        devices.append(rule)
 
 
 def host_devices(dev: Path = Path("/dev")) -> list[dict[str, Any]]:

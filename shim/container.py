@@ -24,6 +24,7 @@ from shim import state
 from shim.cgroups import CgroupManager, EventWatch, Resources, new_manager
 from shim.cgroups.base import DeviceRule
 from shim.init import Spec, create_container, exec_process, parse_process, parse_spec
+from shim.logfile import LogConfig
 from shim.process import ExecProcess, InitProcess, Process, Status
 from shim.stdio import ProcessIO, StdioPaths
 
@@ -93,7 +94,7 @@ class Container:
         io: ProcessIO | None = None
         try:
             state.write_file(bundle, state.CGROUP, cgroup.path)
-            io = ProcessIO.open(paths)
+            io = ProcessIO.open(paths, LogConfig.from_bundle(bundle), namespace, id)
             handle = create_container(bundle, spec, rootfs, io.child_fds(), cgroup_hook=cgroup.add_process)
         except BaseException:
             if io is not None:
@@ -191,7 +192,7 @@ class Container:
         process = parse_process(p.spec_json)
         paths = StdioPaths(p.paths.stdin, p.paths.stdout, "" if process.terminal else p.paths.stderr,
                            process.terminal)
-        io = ProcessIO.open(paths)
+        io = ProcessIO.open(paths, None, self.namespace, self.id)
         try:
             handle = exec_process(self.init.pid, process, io.child_fds(),
                                   cgroup_hook=self.cgroup.add_process if self.cgroup else None,

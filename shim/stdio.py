@@ -1,7 +1,9 @@
 """A container process's stdio: the client's FIFOs on one side, the process's pipes or pty on the other.
 
 Paths come from CreateTaskRequest/ExecProcessRequest. A bare path (or `fifo://`) is a FIFO the
-client made; `file://` is a log file (created, appended). An output FIFO is opened
+client made; `file://` is a log file (created with its directory, appended: plain output, as
+containerd's shim writes it); `binary:///path?arg=value` starts a logging binary with containerd's
+conventions (`_start_binary`). An output FIFO is opened
 O_RDWR|O_NONBLOCK: the open never waits for a reader, and a reader that goes away never makes
 our writes fail with EPIPE. The stdin FIFO is opened twice, as containerd does: a non-blocking
 reader we copy from, and a writer we keep open so the client closing (or reopening) its end is
@@ -13,6 +15,9 @@ Without a terminal the process gets pipes, and the event loop copies FIFO → st
 stdout/stderr pipes → FIFOs; files are handed to the process as they are. With a terminal the
 process gets the pty (made in the container), and the loop copies between its master and the
 FIFOs; ResizePty sets the master's window size.
+
+With a container log (`LogConfig`, the init only) the process always gets pipes for stdout and
+stderr (or the pty), and each copier also hands what it reads to the log's sink (`logfile`).
 
 Lifecycle::
 
@@ -30,19 +35,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
+import select
 import stat
+import urllib.parse
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard_common.errors import InvalidArgument, NotFound, Unimplemented
+from dockyard_common.errors import InvalidArgument, NotFound, Unavailable
 from shim.init import StdioFds
+from shim.logfile import LogConfig, LogSink
 
 log = logging.getLogger("dockyard.shim.stdio")
 
 CHUNK = 32 * 1024
+LOG_CHUNK = 256 * 1024  # reads of a logged stream
+LOG_PIPE_SIZE = 1 << 20  # the kernel's default pipe-max-size
+BINARY_READY_TIMEOUT = 10.0  # containerd's wait for a logging binary to signal it is ready
 
 
 @dataclass(frozen=True)
@@ -71,10 +83,14 @@ def _open(path: str, output: bool) -> _Endpoint | None:
     if scheme == "file":
         if not output:
             raise InvalidArgument(f"stdin cannot be a file:// URI: {path}")
-        fd = os.open(rest, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        file = urllib.parse.urlsplit(path).path
+        if not os.path.isabs(file):
+            raise InvalidArgument(f"file:// URI needs an absolute path: {path}")
+        os.makedirs(os.path.dirname(file), mode=0o755, exist_ok=True)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         return _Endpoint(fd, fifo=False)
     if scheme == "binary":
-        raise Unimplemented(f"logging binaries (binary://) for stdio: {path}")
+        raise InvalidArgument(f"binary:// stdio must be the same URI for stdout and stderr, not stdin: {path}")
     if scheme != "fifo":
         raise InvalidArgument(f"unknown STDIO scheme {scheme}")
     try:
@@ -94,6 +110,51 @@ def _open(path: str, output: bool) -> _Endpoint | None:
     # A plain file or device given by path: the process reads or writes it itself.
     flags = (os.O_WRONLY | os.O_APPEND) if output else os.O_RDONLY
     return _Endpoint(os.open(rest, flags | os.O_CLOEXEC), fifo=False)
+
+
+def _start_binary(uri: str, namespace: str, id: str) -> tuple[int, int]:
+    """Start a logging binary as containerd's shim does: the query's keys and values are its
+    arguments, CONTAINER_ID and CONTAINER_NAMESPACE its environment, the read ends of the
+    stdout and stderr pipes its fds 3 and 4, and fd 5 a pipe it closes once it is ready.
+    Returns the pipes' write ends (the process's stdout and stderr). The binary sees EOF when
+    the process and its children are gone, and exits; the reaper collects it."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.path or not os.path.isabs(parts.path):
+        raise InvalidArgument(f"binary:// URI needs an absolute path: {uri}")
+    args = [parts.path]
+    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        args.append(key)
+        if value:
+            args.append(value)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    ours = [out_r, err_r, ready_w]
+    try:
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+               "CONTAINER_ID": id, "CONTAINER_NAMESPACE": namespace}
+        try:
+            os.posix_spawn(parts.path, args, env, file_actions=[
+                (os.POSIX_SPAWN_DUP2, out_r, 3), (os.POSIX_SPAWN_DUP2, err_r, 4),
+                (os.POSIX_SPAWN_DUP2, ready_w, 5)])
+        except OSError as exc:
+            raise InvalidArgument(f"cannot start logging binary {parts.path}: {exc.strerror}") from None
+        for fd in ours:
+            os.close(fd)
+        ours = []
+        # Blocking on purpose: Create must not return before the logger reads (containerd waits too).
+        readable, _, _ = select.select([ready_r], [], [], BINARY_READY_TIMEOUT)
+        if not readable:
+            raise Unavailable(f"logging binary {parts.path} did not signal ready in {BINARY_READY_TIMEOUT:.0f}s")
+        while os.read(ready_r, 4096):
+            pass
+    except BaseException:
+        for fd in (*ours, out_w, err_w):
+            _close(fd)
+        raise
+    finally:
+        _close(ready_r)
+    return out_w, err_w
 
 
 def _close(fd: int | None) -> None:
@@ -145,6 +206,8 @@ def _nonblocking(fd: int) -> int:
 class ProcessIO:
     def __init__(self, paths: StdioPaths) -> None:
         self.paths = paths
+        self._sink: LogSink | None = None
+        self._handed: list[bool] = [False, False, False]  # the process uses the client's file itself
         self._ends: list[_Endpoint | None] = [None, None, None]
         self._child: list[int | None] = [None, None, None]  # the process's side of each stream
         self._ours: list[int | None] = [None, None, None]  # our side of each pipe
@@ -156,11 +219,24 @@ class ProcessIO:
     # ----- setup ---------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, paths: StdioPaths) -> ProcessIO:
+    def open(cls, paths: StdioPaths, log_config: LogConfig | None = None, namespace: str = "",
+             id: str = "") -> ProcessIO:
+        """Open the client's paths; with `log_config`, also the container log (init only)."""
         io = cls(paths)
         try:
-            io._ends = [_open(paths.stdin, False), _open(paths.stdout, True),
-                        None if paths.terminal else _open(paths.stderr, True)]
+            if paths.stdout.startswith("binary://"):
+                if not paths.terminal and paths.stderr not in ("", paths.stdout):
+                    raise InvalidArgument("a logging binary takes both stdout and stderr (the same binary:// URI)")
+                out_w, err_w = _start_binary(paths.stdout, namespace, id)
+                io._ends = [_open(paths.stdin, False), _Endpoint(out_w, fifo=False), _Endpoint(err_w, fifo=False)]
+                if paths.terminal:
+                    _close(err_w)
+                    io._ends[2] = None
+            else:
+                io._ends = [_open(paths.stdin, False), _open(paths.stdout, True),
+                            None if paths.terminal else _open(paths.stderr, True)]
+            if log_config is not None:
+                io._sink = LogSink(log_config, streams=1 if paths.terminal else 2)
             if not paths.terminal:
                 io._make_pipes()
         except BaseException:
@@ -170,12 +246,18 @@ class ProcessIO:
 
     def _make_pipes(self) -> None:
         for i, end in enumerate(self._ends):
-            if end is None:
+            logged = i > 0 and self._sink is not None
+            if end is None and not logged:
                 continue
-            if not end.fifo:
+            if end is not None and not end.fifo and not logged:
                 self._child[i] = end.fd  # a file: the process uses it directly
+                self._handed[i] = True
                 continue
             r, w = os.pipe2(os.O_CLOEXEC)
+            if logged:
+                # A logged stream is read in big chunks: fewer wake-ups per byte for the copier.
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, LOG_PIPE_SIZE)
             child, ours = (r, w) if i == 0 else (w, r)
             self._child[i], self._ours[i] = child, _nonblocking(ours)
 
@@ -186,14 +268,19 @@ class ProcessIO:
     def attach(self, console: int | None) -> None:
         """The process exists: drop our copies of its ends and start copying."""
         for i in range(3):
-            end = self._ends[i]
-            if end is not None and not end.fifo:
+            if self._handed[i]:
                 self._ends[i] = None  # a file handed to the process: its fd is closed just below
             _close(self._child[i])
             self._child[i] = None
         if self._closed:
             _close(console)
             return
+        for i in (1, 2):  # an end we copy to (a file, a logger's pipe) must not block the loop
+            end = self._ends[i]
+            if end is not None and not end.fifo:
+                os.set_blocking(end.fd, False)
+        if self._sink is not None:
+            self._sink.start()
         stdin, stdout = self._ends[0], self._ends[1]
         if console is not None:
             self._console = _nonblocking(console)
@@ -207,8 +294,9 @@ class ProcessIO:
             self._stdin_task = self._spawn(self._copy_stdin(stdin.fd, pipe_in))
         for i in (1, 2):
             src, end = self._ours[i], self._ends[i]
-            if src is not None and end is not None:
-                self._outputs.append(self._spawn(self._copy_out(src, end.fd, ("stdout", "stderr")[i - 1])))
+            if src is not None and (end is not None or self._sink is not None):
+                self._outputs.append(self._spawn(self._copy_out(src, end.fd if end else None,
+                                                                ("stdout", "stderr")[i - 1])))
 
     @staticmethod
     def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -217,11 +305,14 @@ class ProcessIO:
     # ----- copying -------------------------------------------------------------------------------
 
     async def _copy_out(self, src: int, dst: int | None, name: str) -> None:
-        """Process output → FIFO, until EOF (every writer closed; EIO from a pty master)."""
+        """Process output → FIFO (and the log), until EOF (every writer closed; EIO from a pty master)."""
+        stream = "stderr" if name == "stderr" else "stdout"
+        sink = self._sink
+        size = CHUNK if sink is None else LOG_CHUNK
         try:
             while True:
                 try:
-                    data = os.read(src, CHUNK)
+                    data = os.read(src, size)
                 except BlockingIOError:
                     await _wait_fd(src, writable=False)
                     continue
@@ -231,12 +322,16 @@ class ProcessIO:
                     raise
                 if not data:
                     break
+                if sink is not None:
+                    await sink.put(stream, data)
                 if dst is not None and not await _write_all(dst, data):
                     dst = None  # nobody can read it any more: keep draining the process
         except Exception:
             log.exception("copying %s failed", name)
         finally:
             self._finish_output(name)
+        if sink is not None:  # not reached when cancelled (Delete): aclose ends the log then
+            await sink.end(stream)
 
     def _finish_output(self, name: str) -> None:
         # EOF for the client: our fd is the FIFO's only writer once the process's side is done.
@@ -313,11 +408,16 @@ class ProcessIO:
             task.cancel()
         # Let the copiers unregister from the loop before their fd numbers can be reused.
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sink is not None:
+            await self._sink.aclose()
         self.close()
 
     def close(self) -> None:
         """Close every fd; copiers must be stopped already (`aclose`), or never started."""
         self._closed = True
+        if self._sink is not None:
+            self._sink.close()  # at once when aclose ended it already
+            self._sink = None
         self._outputs.clear()
         self._stdin_task = None
         for i in range(3):

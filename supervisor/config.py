@@ -11,6 +11,9 @@ Example /etc/dockyard/config.toml:
     format = "text"     # or "json"
     [snapshotter]
     default = "overlayfs"
+    [container_log]     # defaults of the logs `dock run` asks for (--log-opt overrides)
+    max_size = "10m"    # rotate a container's log when it would pass this
+    max_file = 3        # files kept, the current one included
     [runtimes]          # runtime name -> shim binary; unlisted names use Dockyard's own shim
     "io.containerd.runc.v2" = "/usr/bin/containerd-shim-runc-v2"
 """
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dockyard_common.containerlog import parse_max_file, parse_size
+from dockyard_common.errors import InvalidArgument
 from supervisor.network.networks import NAME as network_name
 
 DEFAULT_CONFIG = Path("/etc/dockyard/config.toml")
@@ -53,6 +58,8 @@ class Config:
     # The network `dock run` joins without --net (its "bridge"); "none": no default network, as
     # dockerd's `--bridge none` (a container then gets only lo unless it names a network).
     default_network: str = "dockyard"
+    container_log_max_size: str = "10m"
+    container_log_max_file: int = 3
     source: str = field(default="defaults", compare=False)
 
 
@@ -64,6 +71,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "log": {"level": ("log_level", str), "format": ("log_format", str)},
     "snapshotter": {"default": ("default_snapshotter", str)},
     "network": {"default": ("default_network", str)},
+    "container_log": {"max_size": ("container_log_max_size", str), "max_file": ("container_log_max_file", int)},
 }
 
 
@@ -101,6 +109,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("grpc.max_message_size must be at least 1 MiB")
     if cfg.default_network != "none" and not network_name.match(cfg.default_network):
         raise ConfigError(f"network.default must be a network name or none, not {cfg.default_network!r}")
+    try:
+        parse_size(cfg.container_log_max_size)
+        parse_max_file(str(cfg.container_log_max_file))
+    except InvalidArgument as exc:
+        raise ConfigError(f"container_log: {exc}") from None
     if cfg.grpc_server not in GRPC_SERVERS:
         raise ConfigError(f"grpc.server must be one of {', '.join(GRPC_SERVERS)}, not {cfg.grpc_server!r}")
     return cfg

@@ -27,8 +27,10 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from dockyard_api.dockyard.shim.v1 import stats_pb2 as shim_stats_pb2
 from dockyard_common import shimlaunch
+from dockyard_common.containerlog import parse_size
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from supervisor import ksm
+from supervisor.build.builder import Builder, BuildStores
 from supervisor.build.commit import Committer
 from supervisor.build.imagewrite import ImageWriter
 from supervisor.config import DEFAULT_CONFIG, Config
@@ -41,6 +43,8 @@ from supervisor.grpcserver.decode import DecodeGuard
 from supervisor.images.leasing import release_stale
 from supervisor.images.transfer import ImageTransfer
 from supervisor.images.unpack import Unpacker
+from supervisor.logs import LogDefaults, LogStore
+from supervisor.metadata.buildcache import BuildCacheStore
 from supervisor.metadata.containers import ContainerStore
 from supervisor.metadata.content import NamespacedContentStore
 from supervisor.metadata.db import Database
@@ -60,6 +64,7 @@ from supervisor.runtime.events import serve_shim_events
 from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.shim import ShimBinary
 from supervisor.runtime.stats import ShimSamplerControl, StatsSink, describe_from, network_counters_from
+from supervisor.services.build import BuildService
 from supervisor.services.builder import BuilderService
 from supervisor.services.containers import ContainersService
 from supervisor.services.content import ContentService
@@ -69,6 +74,7 @@ from supervisor.services.gc import GCService
 from supervisor.services.images import ImagesService
 from supervisor.services.introspection import IntrospectionService
 from supervisor.services.leases import LeasesService
+from supervisor.services.logs import LogsService
 from supervisor.services.method_table import MethodTable
 from supervisor.services.namespaces import NamespacesService
 from supervisor.services.network import NetworksService
@@ -232,7 +238,8 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     network = network_manager(cfg)
     container_networks = ContainerNetworks(network, cfg.default_network)
     container_networks.observers.append(network_events(events))
-    tasks = TaskManager(cfg.state, shim_binary, events, container_networks)
+    logs = LogStore(cfg.root / "logs", LogDefaults(parse_size(cfg.container_log_max_size), cfg.container_log_max_file))
+    tasks = TaskManager(cfg.state, shim_binary, events, container_networks, logs)
     stack.push_async_callback(tasks.close)  # the shims and their containers keep running
     stats_control = ShimSamplerControl(tasks, stats)
     runtime = Runtime(containers, stats, stats_control, tasks, network, container_networks)
@@ -261,6 +268,11 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
     cfg, events = daemon.config, daemon.events
     records, collector = storage.records, storage.collector
     unpacker = Unpacker(records, storage.snapshots, storage.differ, meta.leases, collector.schedule)
+    registry = Registry(records, storage.images, meta.leases, unpacker,
+                        Hosts(config_dir_for(cfg.source, DEFAULT_CONFIG)), cfg.default_snapshotter, collector.schedule)
+    builder = Builder(BuildStores(records, storage.images, storage.snapshots, meta.leases, storage.differ,
+                                  runtime.tasks, unpacker, registry, BuildCacheStore(meta.db), cfg.default_snapshotter,
+                                  cfg.root / "tmp"), on_release=collector.schedule)
     return [
         Service("version", VersionService(), []),
         Service("namespaces", NamespacesService(meta.namespaces, events), ["io.containerd.metadata.v1"]),
@@ -271,6 +283,7 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
                 ["io.containerd.metadata.v1"]),
         Service("tasks", TasksService(runtime.tasks, runtime.containers), ["io.containerd.runtime.v2"]),
         Service("dockyard.stats", StatsService(runtime.stats), ["io.containerd.runtime.v2"]),
+        Service("dockyard.logs", LogsService(runtime.containers, runtime.tasks.logs), ["io.containerd.runtime.v2"]),
         Service("dockyard.network", NetworksService(runtime.network), ["io.containerd.runtime.v2"]),
         Service("leases", LeasesService(meta.leases, collector.collect, collector.schedule),
                 ["io.containerd.metadata.v1"]),
@@ -286,15 +299,16 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
             records, storage.snapshots, storage.images, meta.leases, storage.differ, cfg.default_snapshotter,
             collector.schedule), events),
             ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
-        Service("dockyard.registry", RegistryService(Registry(
-            records, storage.images, meta.leases, unpacker, Hosts(config_dir_for(cfg.source, DEFAULT_CONFIG)),
-            cfg.default_snapshotter, collector.schedule), events),
+        Service("dockyard.registry", RegistryService(registry, events),
             ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
         Service("dockyard.builder", BuilderService(Committer(
             runtime.containers, runtime.tasks, storage.snapshots, storage.images, meta.leases,
             ImageWriter(records, storage.images, storage.differ), collector.schedule), events),
             ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1",
              "io.containerd.runtime.v2"]),
+        Service("dockyard.build", BuildService(builder, cfg.root / "tmp"),
+                ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1",
+                 "io.containerd.runtime.v2"]),
     ]
 
 

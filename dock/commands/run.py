@@ -11,6 +11,7 @@ from dock.containers import RUNC_V2
 from dock.network import network_options
 from dock.oci import SECCOMP_DEFAULT, SpecOptions, parse_bytes, parse_mount, parse_security_opt
 from dock.runner import RunRequest, run
+from dockyard_common.containerlog import labels_from_opts
 from dockyard_common.errors import InvalidArgument
 
 
@@ -40,6 +41,8 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP", help="a line for /etc/hosts")
     p.add_argument("--snapshotter", default="", help="snapshotter for the rootfs (default: overlayfs)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="container label")
+    p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="the container's log (`dock logs`): max-size=10m, max-file=3 (default: the daemon's)")
     p.add_argument("--runtime", default=RUNC_V2, help=f"runtime name (default {RUNC_V2})")
     p.add_argument("--platform", default="", help="image platform, e.g. linux/arm64 (default: this host's)")
     p.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")
@@ -71,6 +74,7 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         memory = parse_bytes(args.memory) if args.memory is not None else None
         mounts = [parse_mount(m) for m in args.mount]
         seccomp = [parse_security_opt(o) for o in args.security_opt]
+        log_labels = labels_from_opts(args.log_opt)
         network = network_options(args.net, args.publish, args.dns, args.dns_search, args.dns_option,
                                   args.add_host, hostname=args.hostname)
     except InvalidArgument as exc:
@@ -82,7 +86,8 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
                        seccomp=seccomp[-1] if seccomp else SECCOMP_DEFAULT)
     return RunRequest(args.image, args.id, spec, rm=getattr(args, "rm", False),
                       detach=getattr(args, "detach", False), interactive=getattr(args, "interactive", False),
-                      snapshotter=args.snapshotter, labels=parse_labels(args.label), runtime=args.runtime,
+                      snapshotter=args.snapshotter, labels={**log_labels, **parse_labels(args.label)},
+                      runtime=args.runtime,
                       platform=args.platform, network=network)
 
 

@@ -115,6 +115,15 @@ class Written:
     created: bool = True  # False: an existing image record now points here
 
 
+DANGLING_REPOSITORY = "dockyard-dangling"
+
+
+def dangling_name(digest: str) -> str:
+    """The record name of an image made without a name (a build without tags): image records
+    need one, and this one says what it is (Docker's containerd store writes `moby-dangling@`)."""
+    return f"{DANGLING_REPOSITORY}@{digest}"
+
+
 def rfc3339(t: datetime) -> str:
     """`t` in UTC as Go's RFC3339Nano writes it (what image configs carry); naive means UTC."""
     u = (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).astimezone(UTC)
@@ -181,9 +190,11 @@ class ImageWriter:
                     run_config: dict[str, Any], lease: str, *, author: str = "",
                     created: datetime | None = None, labels: dict[str, str] | None = None) -> Written:
         """Config, manifest and image record for `base` plus `steps`; see the module docstring.
-        `run_config` is the new image's `config` object (Cmd, Env, ...) as the caller made it."""
+        `run_config` is the new image's `config` object (Cmd, Env, ...) as the caller made it;
+        `name` "" stores the image as `dangling_name(<manifest digest>)`."""
         placeholder = Descriptor(MEDIA_TYPE_OCI_MANIFEST, sha256_digest(b""), 1)
-        records.validate(records.Image(name, placeholder, dict(labels or {})))  # before anything is written
+        # before anything is written; "" names the image by its manifest digest (dangling_name)
+        records.validate(records.Image(name or dangling_name(placeholder.digest), placeholder, dict(labels or {})))
         when = created or now()
         layers = [s.layer for s in steps if s.layer is not None]
         oci = base is None or base.manifest.media_type == MEDIA_TYPE_OCI_MANIFEST or any(
@@ -205,6 +216,7 @@ class ImageWriter:
 
         await self.put(ns, config_bytes, lease)
         await self.put(ns, manifest_bytes, lease, child_gc_labels([config_desc, *manifest.layers]))
+        name = name or dangling_name(target.digest)
         created_record = await self._name(ns, records.Image(name, target.record(), dict(labels or {})))
         return Written(name, target, config_desc, manifest.layers, created_record)
 

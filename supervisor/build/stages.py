@@ -187,6 +187,8 @@ def plan_build(df: Dockerfile, options: BuildOptions | None = None) -> BuildPlan
 
     if options.target is not None:
         target = names.get(options.target.lower())
+        if target is None and options.target.isdigit() and int(options.target) < len(stages):
+            target = int(options.target)  # api.BuildRequest.target: "a stage name or index"
         if target is None:
             raise DockerfileError(f"target stage {options.target!r} could not be found", None)
     else:

@@ -34,9 +34,9 @@ writer's "it is there" and its record (containerd's collector holds its lock the
 Root providers: other tables whose records keep things alive register one function each
 in `ROOT_PROVIDERS` (or pass `root_providers=`). A provider gets the read transaction's
 connection and yields `gc_graph` nodes; adding a kind of root is one function and one entry.
-Images (their target and what their labels refer to) and containers (their snapshot and
-what their labels refer to) are the two there are now; a provider whose table an older
-schema lacks yields nothing.
+Images (their target and what their labels refer to), containers (their snapshot and what
+their labels refer to) and build cache records (their layer and snapshot, metadata/buildcache.py)
+are those there are now; a provider whose table an older schema lacks yields nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from typing import Protocol
 from dockyard_common.errors import DockyardError, NotFound
 from supervisor.content.store import ContentStore
 from supervisor.metadata import gc_graph
+from supervisor.metadata.buildcache import build_cache_roots
 from supervisor.metadata.db import Database
 from supervisor.metadata.gc_graph import Inventory, Kind, Node, Plan
 from supervisor.snapshotter.base import Snapshotter
@@ -99,7 +100,7 @@ def container_roots(conn: sqlite3.Connection) -> Iterator[Node]:
 
 
 # One entry per table whose records are roots (see the module docstring).
-ROOT_PROVIDERS: list[RootProvider] = [image_roots, container_roots]
+ROOT_PROVIDERS: list[RootProvider] = [image_roots, container_roots, build_cache_roots]
 
 DEFAULT_INGEST_GRACE = timedelta(hours=24)  # containerd's expiry for lease-less ingests
 DEFAULT_ORPHAN_GRACE = timedelta(minutes=10)

@@ -153,4 +153,22 @@ MIGRATIONS: list[list[str]] = [
         """UPDATE ingests SET leased = 1 WHERE EXISTS (SELECT 1 FROM lease_resources r
             WHERE r.namespace = ingests.namespace AND r.type = 'ingests' AND r.id = ingests.ref)""",
     ],
+    # 6: the build cache (supervisor/metadata/buildcache.py): one row per build step key, with
+    # the layer and the committed snapshot it made (none for a config-only step). No foreign key
+    # to namespaces: the rows are a cache, and must not keep a namespace from being deleted.
+    [
+        """CREATE TABLE build_cache (
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            snapshotter TEXT NOT NULL DEFAULT '',
+            snapshot TEXT NOT NULL DEFAULT '',
+            layer_media_type TEXT NOT NULL DEFAULT '',
+            layer_digest TEXT NOT NULL DEFAULT '',
+            layer_size INTEGER NOT NULL DEFAULT 0,
+            diff_id TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            last_used TEXT NOT NULL,
+            PRIMARY KEY (namespace, key)
+        )""",
+    ],
 ]

@@ -1,9 +1,10 @@
 """NetworkManager: a container's network - netns, CNI ADD/DEL/CHECK, ports, DNS files, reconcile.
 
 Words: an *attachment* is one container's network: its netns file ``<state>/netns/<cni id>``
-(``lo`` brought up by the loopback plugin), one interface per network (``eth0``, ``eth1``, ... in
-the order asked), the published ports (given to the first network's portmap plugin), and its
-generated ``resolv.conf``/``hosts`` in ``<state>/network/<ns>/<id>/``. Its *record*,
+(``lo`` brought up as it is made: the effect of CNI's loopback plugin, without a process), one
+interface per network (``eth0``, ``eth1``, ... in the order asked), the published ports (given
+to the first network's portmap plugin), and its generated ``resolv.conf``/``hosts`` in
+``<state>/network/<ns>/<id>/``. Its *record*,
 ``<root>/networks/attachments/<cni id>.json``, holds what DEL needs without the daemon's memory: the
 conflist as used at ADD time, the interface names, the runtimeConfig and each ADD result. It lives
 under <root>, not <state>, because host-local's allocations (``<root>/networks/ipam``) outlive a
@@ -69,7 +70,6 @@ from supervisor.network.networks import Network, NetworkStore, Problem
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("tcp", "udp", "sctp")
-LOOPBACK = {"cniVersion": "1.0.0", "name": "dockyard-loopback", "plugins": [{"type": "loopback"}]}
 
 
 @dataclass(frozen=True)
@@ -202,8 +202,8 @@ class NetworkManager:
                     raise AlreadyExists(f"network attachment of container {container_id!r} in namespace "
                                         f"{namespace!r}")
                 # under the lock: a network cannot be removed between this and the record naming it
-                resolved = [await asyncio.to_thread(self._resolve, n) for n in names]
-                chosen = await asyncio.to_thread(self._choose_ports, ports)
+                resolved, chosen = await asyncio.to_thread(
+                    lambda: ([self._resolve(n) for n in names], self._choose_ports(ports)))  # one thread hop
                 path = self.netns_path(namespace, container_id)
                 rc = {"portMappings": [p.to_cni() for p in chosen]} if chosen else {}
                 rec: dict[str, Any] = {
@@ -213,21 +213,25 @@ class NetworkManager:
                                   "runtimeConfig": rc if i == 0 else {}, "result": None}
                                  for i, n in enumerate(resolved)],
                 }
-                await asyncio.to_thread(self._save, rec)  # before the netns: a crash from here on is found
+                # durable, before the netns: a crash (or power loss) from here on is found
+                await asyncio.to_thread(self._save, rec, durable=True)
             try:
-                await asyncio.to_thread(netns.create, path)
+                # a new netns has `lo` down: it is brought up in the thread that makes the netns, which
+                # is all CNI's loopback plugin does on ADD (one process start less per container; no
+                # DEL needed: lo goes with the namespace)
+                await asyncio.to_thread(netns.create, path, lo_up=True)
             except BaseException:
                 # the netns is not ours (a leftover file, or the kernel refused): undo only the record
                 await asyncio.to_thread(self._drop, key)
                 raise
             try:
-                # a new netns has `lo` down; the loopback plugin brings it up (no DEL needed: it
-                # goes with the namespace)
-                await self.runner.add(LOOPBACK, key, str(path), "lo")
                 for net in rec["networks"]:
                     async with self._net_lock(net["name"]):
                         net["result"] = await self.runner.add(net["conflist"], key, str(path), net["ifname"],
                                                               runtime_config=net["runtimeConfig"])
+                    # no fsync: a process crash keeps the renamed file; after a power loss the netns,
+                    # veths and rules are gone and the durable record (or, lost, the IPAM
+                    # allocation) still gets the addresses released
                     await asyncio.to_thread(self._save, rec)
                 att = _attachment(rec)
                 addrs = [a.split("/")[0] for i in att.interfaces for a in i.addresses]
@@ -378,9 +382,14 @@ class NetworkManager:
             # keep the netns with the record: the retry's DEL needs it (the bridge plugin finds the
             # addresses whose masquerade rules it removes on the interface inside)
             raise errors[0]
-        await asyncio.to_thread(netns.remove, path)
-        await asyncio.to_thread(shutil.rmtree, self._files(rec["namespace"], rec["id"]), True)
-        await asyncio.to_thread(self._drop, rec["cni_id"])
+        await asyncio.to_thread(self._remove_all, path, self._files(rec["namespace"], rec["id"]), rec["cni_id"])
+
+    def _remove_all(self, path: Path, files: Path, key: str) -> None:
+        """The netns, the generated files, then the record (in that order: a crash keeps the record
+        while anything else is left), in one thread hop."""
+        netns.remove(path)
+        shutil.rmtree(files, True)
+        self._drop(key)
 
     def _choose_ports(self, ports: Sequence[PortMapping]) -> list[PortMapping]:
         """Fix host ports: check the named ones are free, pick free ones for 0 (bind-probe)."""
@@ -445,14 +454,16 @@ class NetworkManager:
                 except (OSError, ValueError, KeyError, TypeError) as exc:
                     log.warning("ignoring unreadable network attachment record %s: %s", f, exc)
 
-    def _save(self, rec: dict[str, Any]) -> None:
+    def _save(self, rec: dict[str, Any], *, durable: bool = False) -> None:
+        """Stage, then rename (a reader never sees half a record); `durable`: fsync'd first."""
         self.records_dir.mkdir(parents=True, exist_ok=True)
         path = self.records_dir / f"{rec['cni_id']}.json"
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "w") as f:
             json.dump(rec, f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
         self._records[rec["cni_id"]] = rec
 

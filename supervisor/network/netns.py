@@ -31,7 +31,10 @@ work.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -61,8 +64,23 @@ def in_fresh_thread(fn: Callable[[], T]) -> T:
     return box["value"]  # type: ignore[return-value]
 
 
-def create(path: Path) -> Path:
-    """Make a new network namespace and pin it at `path` (which must not exist)."""
+# <linux/sockios.h>, <net/if.h>: the flags of an interface, by name (struct ifreq: name[16], short)
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def loopback_up() -> None:
+    """Bring `lo` up in the calling thread's network namespace: all CNI's loopback plugin does
+    on ADD (its result, lo's own 127.0.0.1/8 and ::1, is not kept), without a process start."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # made in the thread's namespace
+        req = struct.pack("16sh", b"lo", 0)
+        flags = struct.unpack("16sh", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
+        if not flags & IFF_UP:
+            fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
+
+
+def create(path: Path, *, lo_up: bool = False) -> Path:
+    """Make a new network namespace and pin it at `path` (which must not exist); with `lo_up`,
+    its `lo` is up (done in the thread that made it, before the namespace is pinned)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # O_EXCL: two creators of one name must not share (or unmount) one namespace
@@ -72,6 +90,8 @@ def create(path: Path) -> Path:
 
     def make() -> None:
         L.unshare(L.CLONE_NEWNET)  # this thread only: the daemon's other threads stay put
+        if lo_up:
+            loopback_up()
         L.bind_mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path))
 
     try:

@@ -29,6 +29,7 @@ from dockyard_common.errors import (
     Unavailable,
 )
 from supervisor.events import Exchange
+from supervisor.logs import LogStore
 from supervisor.network.wiring import ContainerNetworks
 from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, list_bundles, parse_spec, remove_bundle
 from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, read_cgroup_rel
@@ -46,8 +47,9 @@ R = TypeVar("R")
 
 class TaskManager:
     def __init__(self, state: Path, binary_for: Callable[[str], ShimBinary], events: Exchange,
-                 network: ContainerNetworks | None = None) -> None:
+                 network: ContainerNetworks | None = None, logs: LogStore | None = None) -> None:
         self.state = state
+        self.logs = logs  # containers whose labels ask for a log get one (supervisor/logs)
         self.binary_for = binary_for
         self.events = events
         # Networks for containers whose labels ask for one (see supervisor/network/wiring.py);
@@ -222,6 +224,8 @@ class TaskManager:
             task: Task | None = None
             log_fd = self._follow_log(bundle)
             try:
+                if self.logs is not None and labels:  # before the shim starts: it reads this with the spec
+                    await asyncio.to_thread(self.logs.prepare, bundle.path, namespace, cid, labels)
                 address = await binary.start(bundle, opts.options)
                 log.debug("task %s/%s: shim serving on %s", namespace, cid, address)
                 await asyncio.to_thread(bundle.write, "address", address)
@@ -254,6 +258,8 @@ class TaskManager:
         task's delete releases it then)."""
         if (namespace, cid) not in self._tasks and (namespace, cid) not in self._creating:
             await self._release_network(namespace, cid)
+        if self.logs is not None:
+            await asyncio.to_thread(self.logs.remove, namespace, cid)
 
     async def _release_network(self, namespace: str, cid: str) -> None:
         """The task is gone (or never came): its network goes too. A failure is logged; the

@@ -65,14 +65,11 @@ async def _do(mgr: NetworkManager, base: Path, op: str, a: dict[str, Any]) -> di
     if op == "attach_then_crash":  # the record and the plugins' state stay; the process vanishes
         await _do(mgr, base, "attach", a)
         os._exit(0)
-    if op == "crash_during_add":  # die at the second network's ADD (after lo's and the first network's)
+    if op == "crash_during_add":  # die at the second network's ADD (eth1; after the first network's)
         real_add = mgr.runner.add
-        calls = 0
 
         async def add(*args: Any, **kw: Any) -> dict[str, Any]:
-            nonlocal calls
-            calls += 1
-            if calls == 3:
+            if args[3] == "eth1":  # (conflist, container id, netns, ifname)
                 os._exit(0)
             return await real_add(*args, **kw)
 

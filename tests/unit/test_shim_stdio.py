@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_common.errors import InvalidArgument, NotFound, Unimplemented
+from dockyard_common.errors import InvalidArgument, NotFound
 from shim.stdio import ProcessIO, StdioPaths
 
 
@@ -110,8 +110,10 @@ async def test_files_go_to_the_process_directly(tmp_path: Path) -> None:
 def test_bad_paths(tmp_path: Path) -> None:
     with pytest.raises(NotFound, match="stdio fifo"):
         ProcessIO.open(StdioPaths(stdout=str(tmp_path / "missing")))
-    with pytest.raises(Unimplemented):
-        ProcessIO.open(StdioPaths(stdout="binary:///usr/bin/logger"))
+    with pytest.raises(InvalidArgument, match="cannot start logging binary"):
+        ProcessIO.open(StdioPaths(stdout=f"binary://{tmp_path}/no-such-logger"))
+    with pytest.raises(InvalidArgument, match="binary://"):
+        ProcessIO.open(StdioPaths(stdin="binary:///usr/bin/logger"))
     with pytest.raises(InvalidArgument, match="unknown STDIO scheme"):
         ProcessIO.open(StdioPaths(stdout="ftp://x"))
     with pytest.raises(InvalidArgument):

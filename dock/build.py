@@ -1,0 +1,355 @@
+"""Building images in the SDK: the daemon's dockyard.build.v1.Builder service.
+
+    async with Client(address) as c:
+        builds = BuildAPI(c)
+        options = BuildOptions(dockerfile=Path("app/Dockerfile").read_bytes(), tags=["app:1"])
+        async for event in builds.build(directory_context(Path("app")), options):
+            print(event)                      # ContextSent, ContextReceived, BuildEvent ..., BuildResult
+        result = await builds.build_image(directory_context(Path("app")), options)
+
+The context is an uncompressed tar, given as bytes, a path, a binary file or an (async)
+iterable of bytes and sent in pieces (never whole); `directory_context` makes one of a
+directory with `.dockerignore` applied, as the docker CLI does. Errors are the daemon's kinds
+(`dockyard_common.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import stat
+import tarfile
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import grpc
+
+from dock.transfer import CHUNK, Source, _chunks
+from dockyard_api.dockyard.build.v1 import build_pb2 as pb
+from dockyard_api.dockyard.build.v1 import build_pb2_grpc as pb_grpc
+from dockyard_common.codes import error_from_status
+from dockyard_common.dockerignore import Matcher, go_clean, keep_build_files, read_patterns, walk_context
+from dockyard_common.errors import DockyardError, InvalidArgument
+
+if TYPE_CHECKING:
+    from dock.client import Client
+
+NETWORK_MODES = ("default", "none", "host")
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named in Python 3.10+ only on some builds
+
+
+@dataclass
+class BuildOptions:
+    dockerfile: bytes
+    tags: list[str] = field(default_factory=list)
+    build_args: list[tuple[str, str]] = field(default_factory=list)  # in order; a later key wins
+    target: str = ""  # a stage name or index; "" the last stage
+    no_cache: bool = False
+    pull: bool = False
+    platform: str = ""  # "os/arch[/variant]"; "" the daemon host's
+    labels: list[tuple[str, str]] = field(default_factory=list)
+    network: str = "default"  # for RUN steps: one of NETWORK_MODES
+
+
+@dataclass
+class ContextSent:
+    """Context bytes this client has sent so far."""
+
+    sent: int
+
+
+@dataclass
+class ContextReceived:
+    """The daemon has the whole context, extracted."""
+
+    bytes: int
+    entries: int
+
+
+@dataclass
+class BuildEvent:
+    """A step starts ("step"), came from the cache ("cached"), wrote output ("output": `data`
+    from `stream`), finished ("done"), or a "warning"; see the service's proto."""
+
+    kind: str
+    step: int = 0
+    total: int = 0
+    stage: str = ""
+    text: str = ""
+    data: bytes = b""
+    stream: str = ""
+
+
+@dataclass
+class BuildResult:
+    manifest_digest: str
+    config_digest: str
+    tags: list[str] = field(default_factory=list)
+
+
+Event = ContextSent | ContextReceived | BuildEvent | BuildResult
+
+
+def _options_pb(o: BuildOptions) -> pb.BuildOptions:
+    return pb.BuildOptions(dockerfile=o.dockerfile, tags=o.tags,
+                           build_args=[pb.KeyValue(key=k, value=v) for k, v in o.build_args],
+                           target=o.target, no_cache=o.no_cache, pull=o.pull, platform=o.platform,
+                           labels=[pb.KeyValue(key=k, value=v) for k, v in o.labels], network=o.network)
+
+
+def _event(m: pb.BuildResponse) -> Event:
+    kind = m.WhichOneof("response")
+    if kind == "event":
+        e = m.event
+        return BuildEvent(e.kind, e.step, e.total, e.stage, e.text, e.data, e.stream)
+    if kind == "context":
+        return ContextReceived(m.context.bytes, m.context.entries)
+    if kind == "result":
+        r = m.result
+        return BuildResult(r.manifest_digest, r.config_digest, list(r.tags))
+    if kind == "error":
+        raise error_from_status(m.error.code, m.error.message)
+    raise InvalidArgument(f"build: unexpected message from the daemon {m!r}")
+
+
+class BuildAPI:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = pb_grpc.BuilderStub(client.channel)
+
+    async def build(self, context: Source, options: BuildOptions) -> AsyncIterator[Event]:
+        """Send the options and the context tar; yield progress as it comes, ending with one
+        BuildResult. Leaving the iteration early cancels the build."""
+        sent = asyncio.Queue[int]()
+        failed: list[BaseException] = []  # why reading the context stopped, if it failed
+
+        async def requests() -> AsyncIterator[pb.BuildRequest]:
+            yield pb.BuildRequest(options=_options_pb(options))
+            total = 0
+            try:
+                async for chunk in _chunks(context):
+                    yield pb.BuildRequest(chunk=chunk)
+                    total += len(chunk)
+                    sent.put_nowait(total)
+            except Exception as exc:  # grpc cancels the call; the caller should see this instead
+                failed.append(exc)
+                raise
+
+        call = self._stub.Build(requests(), metadata=self._client.metadata(), timeout=self._client.timeout)
+        try:
+            async for message in call:
+                while not sent.empty():
+                    yield ContextSent(sent.get_nowait())
+                yield _event(message)
+        except grpc.aio.AioRpcError as exc:
+            if failed:
+                raise failed[0] from None
+            raise self._client._error(exc) from None
+        except asyncio.CancelledError:
+            if failed:
+                raise failed[0] from None
+            raise
+        finally:
+            call.cancel()
+
+    async def build_image(self, context: Source, options: BuildOptions) -> BuildResult:
+        """Build and wait for the result."""
+        result = None
+        async for event in self.build(context, options):
+            if isinstance(event, BuildResult):
+                result = event
+        if result is None:
+            raise InvalidArgument("build: the daemon ended the stream without a result")
+        return result
+
+
+# -- the context of a directory --------------------------------------------------------------
+
+
+def context_matcher(root: Path, dockerfile: Path | None = None) -> Matcher:
+    """What of `root` to leave out: `<dockerfile>.dockerignore` when there is one next to the
+    Dockerfile (as BuildKit reads it), else `root/.dockerignore`; the Dockerfile and the
+    .dockerignore are always sent when inside the context (as the docker CLI does)."""
+    ignore = root / ".dockerignore"
+    if dockerfile is not None and Path(f"{dockerfile}.dockerignore").is_file():
+        ignore = Path(f"{dockerfile}.dockerignore")
+    try:
+        text = ignore.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        text = ""
+    except OSError as exc:
+        raise _context_error(exc) from None
+    patterns = read_patterns(text)
+    inside = _relative(dockerfile, root) if dockerfile is not None else "Dockerfile"
+    return Matcher(keep_build_files(patterns, inside or "Dockerfile"))
+
+
+def _relative(path: Path, root: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    return ""
+
+
+def context_paths(root: Path, matcher: Matcher) -> list[str]:
+    """The relative paths of `root` a build context holds, parents first (see walk_context)."""
+    return list(walk_context(root, matcher))
+
+
+def _context_paths_of(root: Path, dockerfile: Path | None) -> list[str]:
+    if not root.is_dir():
+        raise InvalidArgument(f"build context {str(root)!r}: not a directory")
+    try:
+        return context_paths(root, context_matcher(root, dockerfile))
+    except OSError as exc:  # a directory we may not read
+        raise _context_error(exc) from None
+
+
+def write_context(root: Path, paths: Sequence[str], out: IO[bytes]) -> None:
+    """Write the tar of `paths` under `root` to `out`, as the docker CLI makes it: owners 0:0
+    (no names), modes and whole-second mtimes kept, hard links kept, sockets left out."""
+    inodes: dict[tuple[int, int], str] = {}
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for rel in paths:
+            full = os.path.join(root, rel)
+            info = _tarinfo(full, rel, inodes)
+            if info is None:
+                continue
+            if info.isreg():
+                with open(full, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+
+
+def _tarinfo(full: str, rel: str, inodes: dict[tuple[int, int], str]) -> tarfile.TarInfo | None:
+    """The header of one context entry; None for a socket or another type a tar cannot hold.
+    (tarfile's gettarinfo would also look the owners up by name: a cost per file for names
+    the context does not carry.)"""
+    st = os.lstat(full)
+    info = tarfile.TarInfo(rel)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.mtime = int(st.st_mtime)
+    if stat.S_ISREG(st.st_mode):
+        key = (st.st_ino, st.st_dev)
+        if st.st_nlink > 1 and key in inodes:
+            info.type, info.linkname = tarfile.LNKTYPE, inodes[key]
+        else:
+            info.type, info.size = tarfile.REGTYPE, st.st_size
+            inodes[key] = rel
+    elif stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(full)
+    elif stat.S_ISFIFO(st.st_mode):
+        info.type = tarfile.FIFOTYPE
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    else:
+        return None
+    return info
+
+
+async def directory_context(root: Path, dockerfile: Path | None = None) -> AsyncIterator[bytes]:
+    """The build context of the directory `root` as tar pieces, .dockerignore applied."""
+    paths = await asyncio.to_thread(_context_paths_of, root, dockerfile)
+    async for piece in _piped(lambda out: write_context(root, paths, out)):
+        yield piece
+
+
+def read_tar_context(f: IO[bytes], dockerfile: str = "Dockerfile") -> tuple[bytes, Matcher] | None:
+    """A tar build context (plain, gzip, bzip2 or xz) in the seekable `f`: the bytes of its
+    Dockerfile (`dockerfile`, a path inside it) and what its .dockerignore leaves out; None
+    when `f` is not a tar (then it is a Dockerfile and the context is empty, as docker takes
+    `docker build - < Dockerfile`)."""
+    want = go_clean(dockerfile.lstrip("/"))
+    found: bytes | None = None
+    ignore = ""
+    try:
+        with tarfile.open(fileobj=f, mode="r:*") as tar:
+            for member in tar:
+                name = go_clean(member.name.lstrip("/"))
+                if name not in (want, ".dockerignore"):
+                    continue
+                if not member.isreg():
+                    raise InvalidArgument(f"build context: {member.name!r} is not a regular file")
+                data = tar.extractfile(member)
+                content = data.read() if data is not None else b""
+                if name == want:
+                    found = content
+                if name == ".dockerignore":
+                    ignore = content.decode("utf-8", errors="replace")
+    except tarfile.ReadError:
+        f.seek(0)
+        return None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InvalidArgument(f"build context: not a valid tar: {exc}") from None
+    finally:
+        f.seek(0)
+    if found is None:
+        raise InvalidArgument(f"build context: no Dockerfile {dockerfile!r} in the archive")
+    return found, Matcher(keep_build_files(read_patterns(ignore), want))
+
+
+async def tar_context(f: IO[bytes], matcher: Matcher) -> AsyncIterator[bytes]:
+    """The tar context in `f` (see read_tar_context) as uncompressed tar pieces without what
+    `matcher` leaves out; `f` is closed at the end."""
+    with f:
+        async for piece in _piped(lambda out: filter_tar(f, matcher, out)):
+            yield piece
+
+
+def filter_tar(f: IO[bytes], matcher: Matcher, out: IO[bytes]) -> None:
+    try:
+        with tarfile.open(fileobj=f, mode="r:*") as src, \
+                tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+            for member in src:
+                name = go_clean(member.name.lstrip("/"))
+                if name != "." and matcher.excluded(name):
+                    continue
+                dst.addfile(member, src.extractfile(member) if member.isreg() else None)
+    except (tarfile.TarError, EOFError) as exc:
+        raise InvalidArgument(f"build context: not a valid tar: {exc}") from None
+
+
+async def _piped(write: Callable[[IO[bytes]], None]) -> AsyncIterator[bytes]:
+    """What `write` writes, in pieces: it runs in a thread writing into a pipe, so memory
+    stays flat whatever the files' sizes; leaving the iteration early stops it (EPIPE)."""
+    r, w = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(w, _F_SETPIPE_SZ, CHUNK)
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with os.fdopen(w, "wb") as out:
+                write(out)
+        except BrokenPipeError:  # the reader stopped (the build ended or was cancelled)
+            pass
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=writer, name="dock-build-context", daemon=True)
+    thread.start()
+    try:
+        while piece := await asyncio.to_thread(os.read, r, CHUNK):
+            yield piece
+        await asyncio.to_thread(thread.join)
+        if failed:
+            raise _context_error(failed[0])
+    finally:
+        os.close(r)  # a writer still writing gets EPIPE and ends
+
+
+def _context_error(exc: BaseException) -> Exception:
+    if isinstance(exc, DockyardError):
+        return exc
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return InvalidArgument(f"build context: {where}{exc.strerror or exc}")
+    return InvalidArgument(f"build context: {exc}")

@@ -1,0 +1,224 @@
+"""dock build: an image from a Dockerfile, built by the daemon (docker build).
+
+    dock build -t app:1 .                              # ./Dockerfile, the context . (.dockerignore applied)
+    dock build -t app:1 -f ci/Dockerfile --build-arg VERSION=2 --target runtime .
+    dock build -f - . < Dockerfile                     # the Dockerfile from stdin
+    tar -c . | dock build -t app:1 -                   # a tar context from stdin (its Dockerfile inside)
+    dock build - < Dockerfile                          # no context at all
+
+Progress: `plain` prints each step and what RUN steps write, `json` one JSON object a line
+(`{"type": "step"|"cached"|"output"|"done"|"warning"|"context"|"result", ...}`), `auto` is
+plain. The last line (plain) names the image's manifest digest and its tags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+from dock.build import (
+    NETWORK_MODES,
+    BuildAPI,
+    BuildEvent,
+    BuildOptions,
+    BuildResult,
+    ContextReceived,
+    Event,
+    directory_context,
+    read_tar_context,
+    tar_context,
+)
+from dock.client import Client
+from dock.output import human_size
+from dockyard_common.errors import DockyardError, InvalidArgument
+
+PROGRESS_MODES = ("auto", "plain", "json")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("build", help="build an image from a Dockerfile")
+    p.add_argument("--tag", "-t", action="append", default=[], metavar="REF",
+                   help="name the image, e.g. app:1 (repeatable)")
+    p.add_argument("--file", "-f", default=None, metavar="FILE",
+                   help="the Dockerfile (default CONTEXT/Dockerfile; - reads it from stdin)")
+    p.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set a build argument; a bare KEY takes its value from the environment (repeatable)")
+    p.add_argument("--target", default="", metavar="STAGE", help="build this stage (default: the last)")
+    p.add_argument("--no-cache", action="store_true", help="reuse nothing from the build cache")
+    p.add_argument("--pull", action="store_true", help="fetch base images again even when present")
+    p.add_argument("--platform", default="", help="build for os/arch[/variant] (default: the daemon's)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="add a label to the image (repeatable)")
+    p.add_argument("--network", choices=NETWORK_MODES, default="default", help="the network of RUN steps")
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="auto", help="how to show progress")
+    p.add_argument("context", metavar="CONTEXT", help="the build context: a directory, or - for a tar on stdin")
+    p.set_defaults(handler=build)
+
+
+def parse_build_args(items: list[str], environ: dict[str, str] | os._Environ[str] = os.environ
+                     ) -> list[tuple[str, str]]:
+    """`KEY=VALUE`, or a bare `KEY` taking its value from the environment (left out when unset,
+    as docker does)."""
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key or key != key.strip() or "\0" in item:
+            raise InvalidArgument(f"invalid --build-arg {item!r}: want KEY=VALUE")
+        if not eq:
+            if key not in environ:
+                continue
+            value = environ[key]
+        out.append((key, value))
+    return out
+
+
+def parse_label_pairs(items: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid --label {item!r}: want KEY=VALUE")
+        out.append((key, value))
+    return out
+
+
+def _read_stdin() -> IO[bytes]:
+    """All of stdin in a temp file (a tar context is read twice: for its Dockerfile, then to send)."""
+    spool = tempfile.TemporaryFile(prefix="dock-build-")
+    shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+    spool.seek(0)
+    return spool
+
+
+def _read_dockerfile(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the Dockerfile {path}: {exc.strerror or exc}") from None
+
+
+def prepare(args: argparse.Namespace) -> tuple[bytes, AsyncIterator[bytes] | bytes]:
+    """The Dockerfile's bytes and the context to send, from the command line (see the module doc)."""
+    if args.context == "-":
+        if args.file == "-":
+            raise InvalidArgument("cannot read both the Dockerfile and the context from stdin")
+        spool = _read_stdin()
+        try:
+            found = read_tar_context(spool, args.file or "Dockerfile")
+            if found is None:  # not a tar: stdin is the Dockerfile, the context is empty
+                if args.file:
+                    raise InvalidArgument("-f names a Dockerfile inside the context, but stdin is not a tar")
+                with spool:
+                    return spool.read(), b""
+        except BaseException:
+            spool.close()
+            raise
+        dockerfile, matcher = found
+        return dockerfile, tar_context(spool, matcher)  # which closes the spool
+    root = Path(args.context)
+    if not root.is_dir():
+        raise InvalidArgument(f"build context {args.context}: not a directory")
+    if args.file == "-":
+        return sys.stdin.buffer.read(), directory_context(root)
+    file = Path(args.file) if args.file else root / "Dockerfile"
+    return _read_dockerfile(str(file)), directory_context(root, file)
+
+
+async def build(client: Client, args: argparse.Namespace) -> int:
+    build_args = parse_build_args(args.build_arg)
+    labels = parse_label_pairs(args.label)
+    dockerfile, context = prepare(args)
+    if not dockerfile.strip():
+        raise InvalidArgument("the Dockerfile is empty")
+    options = BuildOptions(dockerfile=dockerfile, tags=list(args.tag), build_args=build_args, target=args.target,
+                           no_cache=args.no_cache, pull=args.pull, platform=args.platform, labels=labels,
+                           network=args.network)
+    view = JsonView() if args.progress == "json" else PlainView()
+    try:
+        async for event in BuildAPI(client).build(context, options):
+            view.show(event)
+    except DockyardError as exc:  # one line: a failed RUN's message ends with its last output lines
+        exc.message = one_line(exc.message)
+        exc.args = (exc.message,)
+        raise
+    return 0
+
+
+def one_line(message: str) -> str:
+    """A multi-line message on one line: its first line, then the others joined by " | "."""
+    first, *rest = message.splitlines() or [""]
+    rest = [line.strip() for line in rest if line.strip()]
+    return f"{first} {' | '.join(rest)}" if rest else first
+
+
+class PlainView:
+    """Steps and RUN output as lines, docker's classic builder's way."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def show(self, event: Event) -> None:
+        out = self.out
+        if isinstance(event, ContextReceived):
+            print(f"build context: {human_size(event.bytes)}, {event.entries} entries", file=out)
+        elif isinstance(event, BuildEvent):
+            if event.kind == "step":
+                # A named stage is shown; an index says little next to the step numbers.
+                stage = f" [{event.stage}]" if event.stage and not event.stage.isdigit() else ""
+                print(f"Step {event.step}/{event.total}{stage} : {event.text}", file=out)
+            elif event.kind == "cached":
+                print(" ---> Using cache", file=out)
+            elif event.kind == "output":
+                out.flush()
+                self._write(event.data)
+            elif event.kind == "done":
+                print(f" ---> {event.text}" if event.text else " ---> done", file=out)
+            elif event.kind == "warning":
+                print(f"[warning] {event.text}", file=sys.stderr)
+        elif isinstance(event, BuildResult):
+            print(f"Successfully built {event.manifest_digest}", file=out)
+            for tag in event.tags:
+                print(f"Successfully tagged {tag}", file=out)
+        out.flush()
+
+    def _write(self, data: bytes) -> None:
+        buffer = getattr(self.out, "buffer", None)
+        if buffer is not None:
+            buffer.write(data)
+            buffer.flush()
+        else:
+            self.out.write(data.decode("utf-8", errors="replace"))
+
+
+class JsonView:
+    """One JSON object a line per event; output bytes as text (invalid UTF-8 replaced)."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def show(self, event: Event) -> None:
+        record: dict[str, Any]
+        if isinstance(event, ContextReceived):
+            record = {"type": "context", "bytes": event.bytes, "entries": event.entries}
+        elif isinstance(event, BuildEvent):
+            record = {"type": event.kind, "step": event.step, "total": event.total}
+            if event.stage:
+                record["stage"] = event.stage
+            if event.text:
+                record["text"] = event.text
+            if event.kind == "output":
+                record["stream"] = event.stream
+                record["data"] = event.data.decode("utf-8", errors="replace")
+        elif isinstance(event, BuildResult):
+            record = {"type": "result", "manifest_digest": event.manifest_digest,
+                      "config_digest": event.config_digest, "tags": event.tags}
+        else:
+            return  # ContextSent: the client's own bookkeeping
+        print(json.dumps(record), file=self.out, flush=True)

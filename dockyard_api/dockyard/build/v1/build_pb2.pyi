@@ -1,0 +1,94 @@
+from google.rpc import status_pb2 as _status_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class KeyValue(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class BuildOptions(_message.Message):
+    __slots__ = ("dockerfile", "tags", "build_args", "target", "no_cache", "pull", "platform", "labels", "network")
+    DOCKERFILE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    BUILD_ARGS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NO_CACHE_FIELD_NUMBER: _ClassVar[int]
+    PULL_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    dockerfile: bytes
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    build_args: _containers.RepeatedCompositeFieldContainer[KeyValue]
+    target: str
+    no_cache: bool
+    pull: bool
+    platform: str
+    labels: _containers.RepeatedCompositeFieldContainer[KeyValue]
+    network: str
+    def __init__(self, dockerfile: _Optional[bytes] = ..., tags: _Optional[_Iterable[str]] = ..., build_args: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., target: _Optional[str] = ..., no_cache: _Optional[bool] = ..., pull: _Optional[bool] = ..., platform: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., network: _Optional[str] = ...) -> None: ...
+
+class BuildRequest(_message.Message):
+    __slots__ = ("options", "chunk")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    options: BuildOptions
+    chunk: bytes
+    def __init__(self, options: _Optional[_Union[BuildOptions, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ContextReceived(_message.Message):
+    __slots__ = ("bytes", "entries")
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    bytes: int
+    entries: int
+    def __init__(self, bytes: _Optional[int] = ..., entries: _Optional[int] = ...) -> None: ...
+
+class BuildEvent(_message.Message):
+    __slots__ = ("kind", "step", "total", "stage", "text", "data", "stream")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    step: int
+    total: int
+    stage: str
+    text: str
+    data: bytes
+    stream: str
+    def __init__(self, kind: _Optional[str] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., stage: _Optional[str] = ..., text: _Optional[str] = ..., data: _Optional[bytes] = ..., stream: _Optional[str] = ...) -> None: ...
+
+class BuildResult(_message.Message):
+    __slots__ = ("manifest_digest", "config_digest", "tags")
+    MANIFEST_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    manifest_digest: str
+    config_digest: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, manifest_digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BuildResponse(_message.Message):
+    __slots__ = ("context", "event", "result", "error")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    context: ContextReceived
+    event: BuildEvent
+    result: BuildResult
+    error: _status_pb2.Status
+    def __init__(self, context: _Optional[_Union[ContextReceived, _Mapping]] = ..., event: _Optional[_Union[BuildEvent, _Mapping]] = ..., result: _Optional[_Union[BuildResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,307 @@
+"""The container log the shim writes (format and layout: dockyard_common/containerlog.py).
+
+The copiers in `stdio` hand what they read from the process's pipes to a `LogSink`; one thread
+per log formats it into CRI records and writes them, rotating by size. Between the two sits a
+bounded buffer (`BUFFER` bytes): while it has room, the process's output is never held up by the
+disk; when it is full the copier waits, so the pipe fills and the process blocks in write(2), as
+Docker's default ("blocking") mode. Memory stays bounded whatever the process writes. The thread
+exists because a file write may sleep on the disk, and the event loop must keep serving.
+
+The log outlives the daemon: the shim writes it, so a daemon restart loses nothing. The writer
+holds an flock on `writer.lock` until the last stream ended and everything is on disk; readers
+following the log take that as the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from dockyard_common import containerlog as cl
+from dockyard_common.errors import FailedPrecondition, InvalidArgument
+
+log = logging.getLogger("dockyard.shim.log")
+
+BUFFER = 1 << 20  # bytes read from the process and not yet written
+LOCK_WAIT = 2.0
+IOV_MAX = 1024
+Buffer = bytes | memoryview
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    path: str
+    max_size: int
+    max_file: int
+
+    @classmethod
+    def from_bundle(cls, bundle: str) -> LogConfig | None:
+        try:
+            with open(os.path.join(bundle, cl.CONFIG_FILE), "rb") as f:
+                raw = json.loads(f.read())
+            config = cls(str(raw["path"]), int(raw["max_size"]), int(raw["max_file"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"bundle {bundle}: bad {cl.CONFIG_FILE}: {exc}") from None
+        if not os.path.isabs(config.path) or config.max_size < 1 or config.max_file < 1:
+            raise InvalidArgument(f"bundle {bundle}: bad {cl.CONFIG_FILE}: {raw!r}")
+        return config
+
+
+class LogWriter:
+    """The files: append, rotate by size. Used by the sink's thread only (after __init__)."""
+
+    def __init__(self, config: LogConfig) -> None:
+        self.config = config
+        os.makedirs(config.path, mode=0o700, exist_ok=True)
+        self._lock = os.open(os.path.join(config.path, cl.WRITER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._take_lock()
+            self._fd = self._open()
+        except BaseException:
+            os.close(self._lock)
+            raise
+        self.size = os.fstat(self._fd).st_size
+
+    def _take_lock(self) -> None:
+        # Readers hold it shared for an instant; a writer holding it is another live task of
+        # this container, which must not be (refused rather than waited for: Create would hang).
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FailedPrecondition(f"another process writes the log in {self.config.path}") from None
+                time.sleep(0.005)
+
+    def _open(self) -> int:
+        return os.open(os.path.join(self.config.path, cl.CURRENT),
+                       os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+    def write_buffers(self, buffers: list[Buffer]) -> None:
+        """Append whole records given as buffers: one writev(2) while they fit the file, else
+        joined and cut at record ends by `write`."""
+        total = sum(len(b) for b in buffers)
+        if not total:
+            return
+        if self.size + total > self.config.max_size:
+            self.write(b"".join(buffers))
+            return
+        for i in range(0, len(buffers), IOV_MAX):
+            part = buffers[i:i + IOV_MAX]
+            n = os.writev(self._fd, part)
+            want = sum(len(b) for b in part)
+            if n < want:  # a short write (a full disk, a signal): finish the rest plainly
+                self._append_rest(b"".join(part)[n:])
+            self.size += n
+
+    def _append_rest(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+            self.size += n
+
+    def write(self, data: bytes) -> None:
+        """Append whole records; a file is rotated before it would pass max_size (a single
+        record longer than that gets a file of its own)."""
+        while data:
+            room = self.config.max_size - self.size
+            if len(data) <= room:
+                self._append(data)
+                return
+            cut = data.rfind(b"\n", 0, room) + 1
+            if cut == 0:
+                if self.size:
+                    self._rotate()
+                    continue
+                cut = data.find(b"\n", room) + 1 or len(data)
+            self._append(data[:cut])
+            data = data[cut:]
+            if data:
+                self._rotate()
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.size += len(data)
+
+    def _rotate(self) -> None:
+        if self.config.max_file <= 1:
+            os.ftruncate(self._fd, 0)  # only one file: start it again (readers see it shrink)
+            self.size = 0
+            return
+        path = self.config.path
+        # Oldest first, so every name always holds a whole file; the last rename drops the oldest.
+        for n in range(self.config.max_file - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(os.path.join(path, cl.rotated(n - 1)), os.path.join(path, cl.rotated(n)))
+        os.close(self._fd)
+        self._fd = self._open()
+        self.size = 0
+
+    def close(self) -> None:
+        os.close(self._fd)
+        os.close(self._lock)  # releases the flock: the log is complete
+
+
+class _Formatter:
+    """Bytes of a stream → CRI records; an unfinished line waits for its end (up to MAX_LINE)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, bytes] = {}
+
+    def format(self, ts: bytes, stream: str, data: bytes) -> list[Buffer]:
+        """The records for `data`, as buffers to write in order (no copy joins them)."""
+        data = self._pending.pop(stream, b"") + data
+        cut = data.rfind(b"\n") + 1
+        rest = data[cut:]
+        out: list[Buffer] = []
+        if cut:
+            if self._may_be_long(data, cut):
+                out.append(b"".join(self._records(ts, stream, line) for line in data[:cut - 1].split(b"\n")))
+            else:
+                # The common case: one C-speed pass puts a prefix after every newline; the
+                # prefix after the last one (and the unfinished rest) are cut off by a view.
+                prefix = b"%s %s F " % (ts, stream.encode())
+                body = data.replace(b"\n", b"\n" + prefix)
+                out += [prefix, memoryview(body)[:len(body) - len(prefix) - len(rest)]]
+        while len(rest) >= cl.MAX_LINE:
+            out.append(b"%s %s P %s\n" % (ts, stream.encode(), rest[:cl.MAX_LINE]))
+            rest = rest[cl.MAX_LINE:]
+        if rest:
+            self._pending[stream] = rest
+        return out
+
+    @staticmethod
+    def _may_be_long(data: bytes, end: int) -> bool:
+        """Whether data[:end] may hold a line longer than MAX_LINE: a newline-free run that long
+        covers a whole aligned window of half that size, so only windows are looked at."""
+        half = cl.MAX_LINE // 2
+        return end > cl.MAX_LINE and any(data.find(b"\n", k, k + half) < 0 for k in range(0, end - half, half))
+
+    @staticmethod
+    def _records(ts: bytes, stream: str, line: bytes) -> bytes:
+        """One whole line: P records of MAX_LINE bytes while it is longer, then its F record."""
+        tag = b"%s %s " % (ts, stream.encode())
+        pieces = [line[i:i + cl.MAX_LINE] for i in range(0, len(line), cl.MAX_LINE)] or [b""]
+        return b"".join(tag + b"P " + piece + b"\n" for piece in pieces[:-1]) + tag + b"F " + pieces[-1] + b"\n"
+
+    def end(self, ts: bytes, stream: str) -> bytes:
+        rest = self._pending.pop(stream, b"")
+        return b"%s %s F %s\n" % (ts, stream.encode(), rest) if rest else b""
+
+
+class LogSink:
+    """What the copiers write to: `await put(stream, data)`, `await end(stream)` per stream."""
+
+    def __init__(self, config: LogConfig, streams: int, bound: int = BUFFER) -> None:
+        self._writer = LogWriter(config)
+        self._bound = bound
+        self._open_streams = streams
+        self._cond = threading.Condition()
+        self._queue: collections.deque[tuple[int, str, bytes | None]] = collections.deque()
+        self._queued = 0
+        self._waiting = False
+        self._loop = asyncio.get_running_loop()
+        self._room = asyncio.Event()
+        self._done = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+
+    def start(self) -> None:
+        """Start writing. Called once the init exists: forking it with no thread of ours alive
+        leaves its Python set-up code nothing it could deadlock on."""
+        self._thread.start()
+
+    async def put(self, stream: str, data: bytes) -> None:
+        while True:
+            with self._cond:
+                if self._done.is_set():
+                    return  # the writer failed (logged): keep draining the process
+                if self._queued < self._bound or not self._queue:
+                    self._queue.append((time.time_ns(), stream, data))
+                    self._queued += len(data)
+                    self._cond.notify()
+                    return
+                self._waiting = True
+                self._room.clear()
+            await self._room.wait()
+
+    async def end(self, stream: str) -> None:
+        """The stream reached EOF; after the last one, wait until all is written."""
+        with self._cond:
+            self._queue.append((time.time_ns(), stream, None))
+            self._cond.notify()
+        await self._done.wait()
+
+    async def aclose(self) -> None:
+        """Stop (Delete): write what is queued, close the files."""
+        with self._cond:
+            self._open_streams = 0
+            self._cond.notify()
+        await self._done.wait()
+
+    def close(self) -> None:
+        """As aclose, for set-up paths that failed before anything was copied."""
+        if not self._thread.is_alive() and not self._done.is_set():
+            if self._thread.ident is None:  # never started
+                self._writer.close()
+                self._done.set()
+            return
+        with self._cond:
+            self._open_streams = 0
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        fmt = _Formatter()
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and self._open_streams > 0:
+                        self._cond.wait()
+                    if not self._queue:
+                        break
+                    batch = list(self._queue)
+                    self._queue.clear()
+                out: list[Buffer] = []
+                size = 0
+                for ns, stream, data in batch:
+                    ts = cl.timestamp(ns)
+                    if data is None:
+                        out.append(fmt.end(ts, stream))
+                        with self._cond:
+                            self._open_streams -= 1
+                    else:
+                        out += fmt.format(ts, stream, data)
+                        size += len(data)
+                try:
+                    self._writer.write_buffers(out)
+                except OSError as exc:
+                    log.error("writing the container log failed, %d bytes lost: %s", size, exc)
+                with self._cond:
+                    self._queued -= size
+                    if self._waiting:
+                        self._waiting = False
+                        self._loop.call_soon_threadsafe(self._room.set)
+        except Exception:
+            log.exception("the container log writer failed")
+        finally:
+            with contextlib.suppress(OSError):
+                self._writer.close()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(self._done.set)
+                self._loop.call_soon_threadsafe(self._room.set)

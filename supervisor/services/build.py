@@ -1,0 +1,191 @@
+"""dockyard.build.v1.Builder: building images from a Dockerfile (our extension).
+
+The call's first message carries the options, the rest the context tar. The tar is spooled to a
+private directory under <root>/tmp, checked and extracted there (`archive.context`), the build
+executor runs over it, and its events go out as they come: the executor's progress callback
+awaits the stream's write, so a slow client slows the build instead of growing a buffer. The
+private directory is removed when the call ends, however it ends; a client that goes away
+cancels the build (grpc cancels this handler, the cancellation reaches the executor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+from google.rpc import status_pb2
+
+from dockyard_api.dockyard.build.v1 import build_pb2 as pb
+from dockyard_api.dockyard.build.v1 import build_pb2_grpc as pb_grpc
+from dockyard_common.errors import DockyardError, InvalidArgument
+from supervisor.archive.context import ContextLimits, ContextStats, extract_context
+from supervisor.build.api import NETWORK_MODES, BuildEvent, BuildRequest, BuildResult, Progress
+from supervisor.services.context import namespace_of
+from supervisor.services.status import code_for, rpc
+
+log = logging.getLogger("dockyard.build")
+
+# <tmp_root>/build-context-XXXX/{context.tar, context/}: one per call (the step runner's are "build-io-")
+TMP_PREFIX = "build-context-"
+_CONTEXT_TAR = "context.tar"
+_CONTEXT_DIR = "context"
+
+
+class Executor(Protocol):
+    """What runs a build (supervisor/build/builder.py's Builder; see supervisor/build/api.py)."""
+
+    async def build(self, namespace: str, context_dir: Path, request: BuildRequest,
+                    progress: Progress) -> BuildResult: ...
+
+
+def _pairs(items: list[pb.KeyValue], what: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for kv in items:
+        if not kv.key or "=" in kv.key or "\0" in kv.key or "\0" in kv.value:
+            raise InvalidArgument(f"{what} {kv.key!r}: want a non-empty KEY without '=' or NUL, and a VALUE")
+        out.append((kv.key, kv.value))
+    return tuple(out)
+
+
+def build_request(options: pb.BuildOptions) -> BuildRequest:
+    """The options as the executor takes them; malformed ones are InvalidArgument."""
+    network = options.network or "default"
+    if network not in NETWORK_MODES:
+        raise InvalidArgument(f"network {options.network!r}: must be one of {', '.join(NETWORK_MODES)}")
+    if not options.dockerfile.strip():
+        raise InvalidArgument("the Dockerfile is empty")
+    for tag in options.tags:
+        if not tag:
+            raise InvalidArgument("an image tag is empty")
+    return BuildRequest(dockerfile=options.dockerfile, tags=tuple(options.tags),
+                        build_args=_pairs(list(options.build_args), "build argument"),
+                        target=options.target, no_cache=options.no_cache, pull=options.pull,
+                        platform=options.platform, labels=_pairs(list(options.labels), "label"),
+                        network=network)
+
+
+def event_pb(event: BuildEvent) -> pb.BuildResponse:
+    return pb.BuildResponse(event=pb.BuildEvent(kind=event.kind, step=event.step, total=event.total,
+                                                stage=event.stage, text=event.text, data=event.data,
+                                                stream=event.stream))
+
+
+def result_pb(result: BuildResult) -> pb.BuildResponse:
+    return pb.BuildResponse(result=pb.BuildResult(manifest_digest=result.manifest_digest,
+                                                  config_digest=result.config_digest, tags=list(result.tags)))
+
+
+class BuildService(pb_grpc.BuilderServicer):
+    def __init__(self, executor: Executor, tmp_root: Path, limits: ContextLimits | None = None) -> None:
+        self.executor = executor
+        self.tmp_root = tmp_root
+        self.limits = limits or ContextLimits()
+        self._swept = False
+        self._sweep_lock = asyncio.Lock()
+
+    @rpc
+    async def Build(self, requests: AsyncIterator[pb.BuildRequest], context: grpc.aio.ServicerContext) -> None:
+        try:
+            ns = namespace_of(context)
+            first = await anext(requests, None)
+            if first is None or first.WhichOneof("request") != "options":
+                raise InvalidArgument("build: the first message must carry the options")
+            request = build_request(first.options)
+            await self._sweep_once()
+            work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=TMP_PREFIX, dir=self.tmp_root))
+        except Exception as exc:
+            await self._tell(context, exc, requests)
+            raise
+        try:
+            try:
+                stats = await self._receive(requests, work)
+                await context.write(pb.BuildResponse(context=pb.ContextReceived(bytes=stats.bytes,
+                                                                                entries=stats.entries)))
+
+                async def progress(event: BuildEvent) -> None:
+                    await context.write(event_pb(event))
+
+                result = await self.executor.build(ns, work / _CONTEXT_DIR, request, progress)
+            except Exception as exc:
+                await self._tell(context, exc, requests)
+                raise
+            await context.write(result_pb(result))
+        finally:
+            # In a thread that runs to its end even if this task is cancelled again meanwhile.
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, ignore_errors=True))
+
+    async def _receive(self, requests: AsyncIterator[pb.BuildRequest], work: Path) -> ContextStats:
+        """Spool the context tar into `work`, then check and extract it into work/context."""
+        tar_path = work / _CONTEXT_TAR
+        received = 0
+        fd = await asyncio.to_thread(os.open, tar_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            async for req in requests:
+                if req.WhichOneof("request") != "chunk":
+                    raise InvalidArgument("build: options may only be sent in the first message")
+                received += len(req.chunk)
+                if received > self.limits.max_bytes:
+                    raise InvalidArgument(f"build context: larger than {self.limits.max_bytes} bytes")
+                await asyncio.to_thread(_write_all, fd, req.chunk)
+        finally:
+            os.close(fd)
+        target = work / _CONTEXT_DIR
+        target.mkdir(mode=0o700)
+        cancel = threading.Event()
+        job = asyncio.ensure_future(asyncio.to_thread(self._extract, tar_path, target, cancel))
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # Stop the extraction and wait for its thread before the caller removes `work`.
+            cancel.set()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await job
+            raise
+
+    def _extract(self, tar_path: Path, target: Path, cancel: threading.Event) -> ContextStats:
+        try:
+            return extract_context(tar_path, target, limits=self.limits, cancel=cancel)
+        finally:
+            tar_path.unlink(missing_ok=True)  # the extracted tree is what the build reads
+
+    async def _sweep_once(self) -> None:
+        """Remove build directories a daemon that died left in tmp_root (once, before our first)."""
+        async with self._sweep_lock:
+            if not self._swept:
+                await asyncio.to_thread(_sweep, self.tmp_root)
+                self._swept = True
+
+    @staticmethod
+    async def _tell(context: grpc.aio.ServicerContext, exc: Exception,
+                    requests: AsyncIterator[pb.BuildRequest]) -> None:
+        """The error as a last message first (a call that ends while its client still sends may
+        reach the client as INTERNAL), then read on until the client stops (ours cancels)."""
+        code = code_for(exc) if isinstance(exc, DockyardError) else grpc.StatusCode.INTERNAL
+        message = str(exc) if isinstance(exc, DockyardError) else "build: internal error"
+        with contextlib.suppress(Exception):
+            await context.write(pb.BuildResponse(error=status_pb2.Status(code=code.value[0], message=message)))
+            async for _ in requests:
+                pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _sweep(tmp_root: Path) -> None:
+    tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for entry in tmp_root.iterdir():
+        if entry.name.startswith(TMP_PREFIX) and entry.is_dir() and not entry.is_symlink():
+            log.info("removing %s, left by an earlier daemon", entry)
+            shutil.rmtree(entry, ignore_errors=True)
