@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dockyard_api.dockyard.network.v1 import network_pb2 as pb
-from dockyard_api.dockyard.network.v1 import network_pb2_grpc as pb_grpc
 from dockyard_common import netlabels
 from dockyard_common.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from dock.client import Client
+    from dockyard_api.dockyard.network.v1 import network_pb2 as pb
 
 LABEL_PREFIX = netlabels.PREFIX
 NETWORKS_LABEL = netlabels.NETWORKS
@@ -142,36 +141,40 @@ def _attachment(m: pb.Attachment) -> AttachmentInfo:
 
 class NetworksAPI:
     def __init__(self, client: Client) -> None:
+        # the generated modules come with the first NetworksAPI: `dock run` on the default network
+        # only parses flags here and never calls the service
+        from dockyard_api.dockyard.network.v1 import network_pb2, network_pb2_grpc
         self._client = client
-        self._stub = pb_grpc.NetworksStub(client.channel)
+        self._pb = network_pb2
+        self._stub = network_pb2_grpc.NetworksStub(client.channel)
 
     async def create(self, name: str, *, subnet: str = "", gateway: str = "", internal: bool = False,
                      labels: dict[str, str] | None = None) -> NetworkInfo:
-        req = pb.CreateNetworkRequest(name=name, subnet=subnet, gateway=gateway, internal=internal,
-                                      labels=labels or {})
+        req = self._pb.CreateNetworkRequest(name=name, subnet=subnet, gateway=gateway, internal=internal,
+                                            labels=labels or {})
         return _network((await self._client.call(self._stub.Create, req)).network)
 
     async def list(self) -> tuple[builtins.list[NetworkInfo], builtins.list[NetworkProblem]]:
         """Every network, and the files in the daemon's net.d that are not usable ones."""
-        resp = await self._client.call(self._stub.List, pb.ListNetworksRequest())
+        resp = await self._client.call(self._stub.List, self._pb.ListNetworksRequest())
         return [_network(n) for n in resp.networks], [NetworkProblem(p.path, p.message) for p in resp.problems]
 
     async def inspect(self, name: str) -> tuple[NetworkInfo, builtins.list[NetworkUser]]:
         """A network and the containers (of every namespace) attached to it."""
-        resp = await self._client.call(self._stub.Inspect, pb.InspectNetworkRequest(name=name))
+        resp = await self._client.call(self._stub.Inspect, self._pb.InspectNetworkRequest(name=name))
         return _network(resp.network), [NetworkUser(u.namespace, u.container_id) for u in resp.containers]
 
     async def remove(self, name: str) -> None:
         """FailedPrecondition while a container uses it."""
-        await self._client.call(self._stub.Remove, pb.RemoveNetworkRequest(name=name))
+        await self._client.call(self._stub.Remove, self._pb.RemoveNetworkRequest(name=name))
 
     async def prune(self) -> builtins.list[str]:
         """Remove the unused networks Dockyard made (not the default one); their names."""
-        return list((await self._client.call(self._stub.Prune, pb.PruneNetworksRequest())).removed)
+        return list((await self._client.call(self._stub.Prune, self._pb.PruneNetworksRequest())).removed)
 
     async def attachment(self, container_id: str) -> AttachmentInfo:
         """The network a container of this namespace got; NotFound when it has none (yet)."""
-        resp = await self._client.call(self._stub.Attachment, pb.AttachmentRequest(container_id=container_id))
+        resp = await self._client.call(self._stub.Attachment, self._pb.AttachmentRequest(container_id=container_id))
         return _attachment(resp.attachment)
 
     async def published_ports(self, container_id: str) -> builtins.list[PortBinding]:

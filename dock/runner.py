@@ -176,10 +176,28 @@ def _build_spec_on(mounts: list[Mount], namespace: str, cid: str, config: ImageC
 
 async def create_container(client: Client, req: RunRequest, undo: contextlib.AsyncExitStack) -> Container:
     """The container `req` describes, with its snapshot; `undo` gets what removes them again."""
+    container, _ = await _create_container(client, req, undo)
+    return container
+
+
+async def _create_container(client: Client, req: RunRequest,
+                            undo: contextlib.AsyncExitStack) -> tuple[Container, list[Mount]]:
+    """create_container, with the rootfs mounts Snapshots/Prepare returned: `dock run` hands them
+    to Tasks/Create as they are instead of asking Containers/Get and Snapshots/Mounts again."""
     if req.network is not None:
         await check_network(client, req.network)
-    image = await resolve_image(client, req.image, req.platform)
-    snapshotter = req.snapshotter or await default_snapshotter(client)
+    # The namespace's default snapshotter is asked for while the image is resolved (one round trip
+    # less on the way to Tasks/Create); the image's errors still come first.
+    asked = None if req.snapshotter else asyncio.ensure_future(default_snapshotter(client))
+    try:
+        image = await resolve_image(client, req.image, req.platform)
+    except BaseException:
+        if asked is not None:
+            asked.cancel()
+            with contextlib.suppress(BaseException):
+                await asked
+        raise
+    snapshotter = req.snapshotter if asked is None else await asked
     config = image.run_config
     lease = await client.leases.create(f"dock-run-{time.time_ns()}-{secrets.token_hex(4)}", expires=LEASE_TTL)
     try:
@@ -199,7 +217,7 @@ async def create_container(client: Client, req: RunRequest, undo: contextlib.Asy
             snapshotter=snapshotter, snapshot_key=req.id)
         created = await client.containers.create(container)
         undo.push_async_callback(_quietly, client.containers.delete, req.id)
-        return created
+        return created, mounts
     finally:
         await _quietly(client.leases.delete, lease.id)
 
@@ -388,8 +406,7 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
         raise InvalidArgument("a detached task has no one to talk to: -d does not go with -i or -t")
     try:
         async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as container_undo:
-            await create_container(client, req, container_undo)
-            rootfs = await container_mounts(client, req.id)
+            _, rootfs = await _create_container(client, req, container_undo)
             async with contextlib.AsyncExitStack() as task_undo:
                 if req.detach:
                     await client.tasks.create(req.id, rootfs)  # no stdio: the shim gives it /dev/null

@@ -28,8 +28,6 @@ import grpc
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from dockyard_api.containerd.cgroups.stats.v1 import metrics_pb2 as cgroups_v1
-from dockyard_api.containerd.cgroups.v2.stats import metrics_pb2 as cgroups_v2
 from dockyard_api.containerd.services.tasks.v1 import tasks_pb2 as pb
 from dockyard_api.containerd.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import mount_pb2
@@ -43,10 +41,13 @@ if TYPE_CHECKING:
 PROCESS_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 METRICS_V1_TYPE_URL = "io.containerd.cgroups.v1.Metrics"
 METRICS_V2_TYPE_URL = "io.containerd.cgroups.v2.Metrics"
-_METRICS_TYPES: dict[str, type[Message]] = {
-    METRICS_V1_TYPE_URL: cgroups_v1.Metrics,
-    METRICS_V2_TYPE_URL: cgroups_v2.Metrics,
-}
+
+
+def _metrics_types() -> dict[str, type[Message]]:
+    # imported when metrics are decoded: `dock run` and most task calls never need them
+    from dockyard_api.containerd.cgroups.stats.v1 import metrics_pb2 as cgroups_v1
+    from dockyard_api.containerd.cgroups.v2.stats import metrics_pb2 as cgroups_v2
+    return {METRICS_V1_TYPE_URL: cgroups_v1.Metrics, METRICS_V2_TYPE_URL: cgroups_v2.Metrics}
 
 
 @dataclass
@@ -110,7 +111,7 @@ def _process(msg: task_pb2.Process) -> Process:
 
 def decode_metrics(type_url: str, value: bytes) -> dict[str, Any]:
     """A cgroups v1 or v2 Metrics payload as a dict; other types are refused, as ctr does."""
-    kind = _METRICS_TYPES.get(type_url.removeprefix("type.googleapis.com/"))
+    kind = _metrics_types().get(type_url.removeprefix("type.googleapis.com/"))
     if kind is None:
         raise InvalidArgument(f"cannot convert metric data of type {type_url!r}")
     msg = kind()

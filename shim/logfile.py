@@ -1,11 +1,13 @@
 """The container log the shim writes (format and layout: dockyard_common/containerlog.py).
 
-The copiers in `stdio` hand what they read from the process's pipes to a `LogSink`; one thread
-per log formats it into CRI records and writes them, rotating by size. Between the two sits a
-bounded buffer (`BUFFER` bytes): while it has room, the process's output is never held up by the
-disk; when it is full the copier waits, so the pipe fills and the process blocks in write(2), as
-Docker's default ("blocking") mode. Memory stays bounded whatever the process writes. The thread
-exists because a file write may sleep on the disk, and the event loop must keep serving.
+One thread per log formats the process's output into CRI records and writes them, rotating by
+size. A stream no client reads, it reads from the process's pipe itself (`read_from`): one read,
+one clock reading, one format and one writev per chunk, no event-loop wake-up; while it writes,
+the pipe (1 MiB) is the buffer, and when that is full the process blocks in write(2), as Docker's
+default ("blocking") mode. A stream the loop also copies to a client comes from the loop's copier
+through a bounded queue (`BUFFER` bytes; when full the copier waits, with the same effect).
+Memory stays bounded whatever the process writes. The thread exists because a file write may
+sleep on the disk, and the event loop must keep serving.
 
 The log outlives the daemon: the shim writes it, so a daemon restart loses nothing. The writer
 holds an flock on `writer.lock` until the last stream ended and everything is on disk; readers
@@ -17,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import select
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +37,14 @@ log = logging.getLogger("dockyard.shim.log")
 BUFFER = 1 << 20  # bytes read from the process and not yet written
 LOCK_WAIT = 2.0
 IOV_MAX = 1024
+READ_SIZE = 1 << 18  # a read of a pipe the thread drains itself (the pipe holds 1 MiB, see stdio)
+# A read shorter than SMALL_READ means the thread keeps pace with the process: it then lets the
+# pipe fill for GATHER seconds, so a process writing 4 KiB at a time costs one wake-up, one clock
+# read, one format and one writev per GATHER of output instead of per write(2). The pipe holds
+# far more than a process writes in that time, so the process is not held up; a line waits in
+# the pipe at most GATHER longer.
+SMALL_READ = 64 * 1024
+GATHER = 0.002
 Buffer = bytes | memoryview
 
 
@@ -206,35 +218,68 @@ class _Formatter:
 
 
 class LogSink:
-    """What the copiers write to: `await put(stream, data)`, `await end(stream)` per stream."""
+    """The writer thread and what feeds it. A stream nobody else reads (no client FIFO to tee
+    to) is handed over whole with `read_from` before `start`: the thread polls and reads that
+    pipe itself, so a chunk costs no loop wake-up and no hand-off. A stream the loop also copies
+    to a client comes through `await put(stream, data)` … `await end(stream)`."""
 
     def __init__(self, config: LogConfig, streams: int, bound: int = BUFFER) -> None:
         self._writer = LogWriter(config)
         self._bound = bound
         self._open_streams = streams
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: collections.deque[tuple[int, str, bytes | None]] = collections.deque()
         self._queued = 0
-        self._waiting = False
+        self._waiting = False  # a put waits for room
+        self._sleeping = False  # the thread waits in poll for the wake pipe or a source
+        self._stop = False
+        self._sources: dict[int, str] = {}  # fd → stream, read by the thread
+        self._live: dict[int, str] = {}  # the thread's: sources not at EOF yet
+        self._ended: set[str] = set()  # sources whose EOF the thread wrote
+        self._source_done: dict[str, asyncio.Event] = {}
         self._loop = asyncio.get_running_loop()
         self._room = asyncio.Event()
         self._done = asyncio.Event()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+
+    def read_from(self, fd: int, stream: str) -> None:
+        """Before `start`: the thread reads `fd` (the caller's; closed by it after `drained`)
+        until EOF, which ends `stream`. Only the thread reads it then: the pipe is the bound."""
+        self._sources[fd] = stream
+        self._source_done[stream] = asyncio.Event()
 
     def start(self) -> None:
         """Start writing. Called once the init exists: forking it with no thread of ours alive
         leaves its Python set-up code nothing it could deadlock on."""
         self._thread.start()
 
+    async def source_ended(self, stream: str) -> bool:
+        """Until the thread stops reading `stream` (given to `read_from`): True at its EOF,
+        False when the writer failed or was stopped (the caller then drains the pipe itself)."""
+        await self._source_done[stream].wait()
+        return stream in self._ended
+
+    async def written(self) -> None:
+        """Until the last stream ended and everything is written (or the writer stopped)."""
+        await self._done.wait()
+
+    def _wake(self) -> None:
+        # Under self._lock. A byte only when the thread sleeps: no syscall per put otherwise.
+        if self._sleeping and self._wake_w >= 0:  # (closed: the thread has finished)
+            self._sleeping = False
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_w, b"\0")
+
     async def put(self, stream: str, data: bytes) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 if self._done.is_set():
                     return  # the writer failed (logged): keep draining the process
                 if self._queued < self._bound or not self._queue:
                     self._queue.append((time.time_ns(), stream, data))
                     self._queued += len(data)
-                    self._cond.notify()
+                    self._wake()
                     return
                 self._waiting = True
                 self._room.clear()
@@ -242,66 +287,143 @@ class LogSink:
 
     async def end(self, stream: str) -> None:
         """The stream reached EOF; after the last one, wait until all is written."""
-        with self._cond:
+        with self._lock:
             self._queue.append((time.time_ns(), stream, None))
-            self._cond.notify()
+            self._wake()
         await self._done.wait()
 
     async def aclose(self) -> None:
-        """Stop (Delete): write what is queued, close the files."""
-        with self._cond:
-            self._open_streams = 0
-            self._cond.notify()
+        """Stop (Delete): write what is queued or read, close the files."""
+        if self._thread.ident is None:  # never started (the init never existed)
+            self.close()
+            return
+        self._request_stop()
         await self._done.wait()
+
+    def _request_stop(self) -> None:
+        with self._lock:
+            self._stop = True
+            self._sleeping = True  # wake it even if it is busy: it sees _stop at its next poll
+            self._wake()
 
     def close(self) -> None:
         """As aclose, for set-up paths that failed before anything was copied."""
         if not self._thread.is_alive() and not self._done.is_set():
             if self._thread.ident is None:  # never started
                 self._writer.close()
+                self._close_wake()
                 self._done.set()
             return
-        with self._cond:
-            self._open_streams = 0
-            self._cond.notify()
+        self._request_stop()
         self._thread.join()
+
+    def _close_wake(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def _run(self) -> None:
         fmt = _Formatter()
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        self._live = dict(self._sources)
+        for fd in self._live:
+            poller.register(fd, select.POLLIN)
+        gather = False
         try:
             while True:
-                with self._cond:
-                    while not self._queue and self._open_streams > 0:
-                        self._cond.wait()
-                    if not self._queue:
-                        break
+                with self._lock:
                     batch = list(self._queue)
                     self._queue.clear()
-                out: list[Buffer] = []
-                size = 0
-                for ns, stream, data in batch:
-                    ts = cl.timestamp(ns)
+                    stop = self._stop
+                    if not batch and not stop and self._open_streams > 0:
+                        self._sleeping = True
+                if stop:
+                    self._write(fmt, batch + self._stop_sources(), wrote=sum(len(d) for _, _, d in batch if d),
+                                eof=False)
+                    break
+                if batch:
+                    self._write(fmt, batch, wrote=sum(len(d) for _, _, d in batch if d))
+                    continue  # more may have come meanwhile: look again before sleeping
+                with self._lock:
+                    if self._open_streams <= 0:
+                        break
+                if gather:
+                    time.sleep(GATHER)
+                    gather = False
+                events = poller.poll()
+                with self._lock:
+                    self._sleeping = False
+                for fd, _ in events:
+                    if fd == self._wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake_r, 4096)
+                        continue
+                    data = self._read(fd)
                     if data is None:
-                        out.append(fmt.end(ts, stream))
-                        with self._cond:
-                            self._open_streams -= 1
-                    else:
-                        out += fmt.format(ts, stream, data)
-                        size += len(data)
-                try:
-                    self._writer.write_buffers(out)
-                except OSError as exc:
-                    log.error("writing the container log failed, %d bytes lost: %s", size, exc)
-                with self._cond:
-                    self._queued -= size
-                    if self._waiting:
-                        self._waiting = False
-                        self._loop.call_soon_threadsafe(self._room.set)
+                        continue
+                    gather = gather or 0 < len(data) < SMALL_READ
+                    if not data:
+                        poller.unregister(fd)
+                        del self._live[fd]
+                    self._write(fmt, [(time.time_ns(), self._sources[fd], data or None)], wrote=0)
         except Exception:
             log.exception("the container log writer failed")
         finally:
             with contextlib.suppress(OSError):
                 self._writer.close()
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                self._loop.call_soon_threadsafe(self._done.set)
-                self._loop.call_soon_threadsafe(self._room.set)
+            with self._lock:
+                self._close_wake()
+            for event in [*self._source_done.values(), self._done, self._room]:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                    self._loop.call_soon_threadsafe(event.set)
+
+    @staticmethod
+    def _read(fd: int) -> bytes | None:
+        """One chunk of a source (all its lines get one time); b"" at EOF, None if nothing."""
+        try:
+            return os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EBADF):  # EIO: a pty master whose slave closed
+                return b""
+            raise
+
+    def _stop_sources(self) -> list[tuple[int, str, bytes | None]]:
+        # Delete: the process may live on in a forked child; what is still in the pipes is not
+        # waited for, but an unfinished line already read is written.
+        return [(time.time_ns(), stream, None) for stream in self._live.values()]
+
+    def _write(self, fmt: _Formatter, batch: list[tuple[int, str, bytes | None]], wrote: int,
+               eof: bool = True) -> None:
+        """Format and write a batch; `wrote`: how many of its bytes came through the queue.
+        A None ends its stream (`eof`: the source's true EOF, not a stop)."""
+        out: list[Buffer] = []
+        size = 0
+        for ns, stream, data in batch:
+            ts = cl.timestamp(ns)
+            if data is None:
+                out.append(fmt.end(ts, stream))
+                with self._lock:
+                    self._open_streams -= 1
+                done = self._source_done.get(stream)
+                if done is not None:
+                    if eof:
+                        self._ended.add(stream)
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.call_soon_threadsafe(done.set)
+            else:
+                out += fmt.format(ts, stream, data)
+                size += len(data)
+        try:
+            self._writer.write_buffers(out)
+        except OSError as exc:
+            log.error("writing the container log failed, %d bytes lost: %s", size, exc)
+        if wrote:
+            with self._lock:
+                self._queued -= wrote
+                if self._waiting:
+                    self._waiting = False
+                    self._loop.call_soon_threadsafe(self._room.set)

@@ -17,7 +17,8 @@ process gets the pty (made in the container), and the loop copies between its ma
 FIFOs; ResizePty sets the master's window size.
 
 With a container log (`LogConfig`, the init only) the process always gets pipes for stdout and
-stderr (or the pty), and each copier also hands what it reads to the log's sink (`logfile`).
+stderr (or the pty). An output with a client FIFO is copied by the loop, which also hands what it
+reads to the log's sink (`logfile`); one without is read by the log's thread itself.
 
 Lifecycle::
 
@@ -279,24 +280,24 @@ class ProcessIO:
             end = self._ends[i]
             if end is not None and not end.fifo:
                 os.set_blocking(end.fd, False)
-        if self._sink is not None:
-            self._sink.start()
         stdin, stdout = self._ends[0], self._ends[1]
         if console is not None:
             self._console = _nonblocking(console)
             if stdin is not None:
                 self._stdin_task = self._spawn(self._copy_stdin(stdin.fd, self._console))
-            self._outputs.append(self._spawn(self._copy_out(self._console, stdout.fd if stdout else None,
-                                                            "console")))
-            return
-        pipe_in = self._ours[0]
-        if stdin is not None and pipe_in is not None:
-            self._stdin_task = self._spawn(self._copy_stdin(stdin.fd, pipe_in))
-        for i in (1, 2):
-            src, end = self._ours[i], self._ends[i]
-            if src is not None and (end is not None or self._sink is not None):
-                self._outputs.append(self._spawn(self._copy_out(src, end.fd if end else None,
-                                                                ("stdout", "stderr")[i - 1])))
+            self._outputs.append(self._spawn(self._output(self._console, stdout.fd if stdout else None,
+                                                          "console")))
+        else:
+            pipe_in = self._ours[0]
+            if stdin is not None and pipe_in is not None:
+                self._stdin_task = self._spawn(self._copy_stdin(stdin.fd, pipe_in))
+            for i in (1, 2):
+                src, end = self._ours[i], self._ends[i]
+                if src is not None and (end is not None or self._sink is not None):
+                    self._outputs.append(self._spawn(self._output(src, end.fd if end else None,
+                                                                  ("stdout", "stderr")[i - 1])))
+        if self._sink is not None:
+            self._sink.start()  # after every read_from
 
     @staticmethod
     def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -304,10 +305,26 @@ class ProcessIO:
 
     # ----- copying -------------------------------------------------------------------------------
 
-    async def _copy_out(self, src: int, dst: int | None, name: str) -> None:
+    def _output(self, src: int, dst: int | None, name: str) -> Coroutine[Any, Any, None]:
+        """The copier of one output: a logged stream that no client reads is left to the log's
+        thread whole (it reads the pipe itself: no loop wake-up, no hand-off per chunk)."""
+        stream = "stderr" if name == "stderr" else "stdout"
+        if self._sink is not None and dst is None:
+            self._sink.read_from(src, stream)
+            return self._logged_only(src, name, stream, self._sink)
+        return self._copy_out(src, dst, name, self._sink)
+
+    async def _logged_only(self, src: int, name: str, stream: str, sink: LogSink) -> None:
+        if not await sink.source_ended(stream):
+            # The writer failed (logged): drain the process here so it is not blocked for good.
+            await self._copy_out(src, None, name, None)
+            return
+        self._finish_output(name)  # the thread no longer polls src
+        await sink.written()
+
+    async def _copy_out(self, src: int, dst: int | None, name: str, sink: LogSink | None) -> None:
         """Process output → FIFO (and the log), until EOF (every writer closed; EIO from a pty master)."""
         stream = "stderr" if name == "stderr" else "stdout"
-        sink = self._sink
         size = CHUNK if sink is None else LOG_CHUNK
         try:
             while True:

@@ -35,11 +35,13 @@ from supervisor.build.commit import Committer
 from supervisor.build.imagewrite import ImageWriter
 from supervisor.config import DEFAULT_CONFIG, Config
 from supervisor.content.local import LocalContentStore
+from supervisor.cri.images import CRI_NAMESPACE, CriImages
 from supervisor.differ import Differ
 from supervisor.diskreserve import DiskReserve
 from supervisor.events import Exchange
 from supervisor.grpcserver import Server as OwnServer
 from supervisor.grpcserver.decode import DecodeGuard
+from supervisor.images.inspect import Inspector
 from supervisor.images.leasing import release_stale
 from supervisor.images.transfer import ImageTransfer
 from supervisor.images.unpack import Unpacker
@@ -68,6 +70,8 @@ from supervisor.services.build import BuildService
 from supervisor.services.builder import BuilderService
 from supervisor.services.containers import ContainersService
 from supervisor.services.content import ContentService
+from supervisor.services.cri_images import ImageService as CriImageService
+from supervisor.services.cri_runtime import RuntimeService as CriRuntimeService
 from supervisor.services.diff import DiffService
 from supervisor.services.events import EventsService
 from supervisor.services.gc import GCService
@@ -309,6 +313,12 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
         Service("dockyard.build", BuildService(builder, cfg.root / "tmp"),
                 ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1",
                  "io.containerd.runtime.v2"]),
+        # Kubernetes CRI (runtime.v1) on the same socket, as containerd serves it; images only so far.
+        Service("cri.runtime", CriRuntimeService(), ["io.containerd.runtime.v2"]),
+        Service("cri.images", CriImageService(CriImages(
+            storage.images, Inspector(records, storage.images, storage.snapshots), registry, CRI_NAMESPACE,
+            cfg.default_snapshotter, cfg.root / "snapshots" / cfg.default_snapshotter)),
+            ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
     ]
 
 

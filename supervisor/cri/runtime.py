@@ -1,0 +1,45 @@
+"""The CRI runtime's identity and readiness (RuntimeService Version and Status)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard_common.version import VERSION
+from supervisor.network.cni import DEFAULT_PLUGIN_DIRS
+
+RUNTIME_NAME = "dockyard"
+RUNTIME_API_VERSION = "v1"
+# The kubelet's CRI client version this answers to (containerd reports the same).
+KUBELET_API_VERSION = "0.1.0"
+RUNTIME_READY = "RuntimeReady"
+NETWORK_READY = "NetworkReady"
+# The plugins a pod network needs (bridge for the pod's link, host-local for its address).
+POD_NETWORK_PLUGINS = ("bridge", "host-local", "loopback")
+
+
+@dataclass(frozen=True)
+class RuntimeVersion:
+    version: str = KUBELET_API_VERSION
+    runtime_name: str = RUNTIME_NAME
+    runtime_version: str = VERSION
+    runtime_api_version: str = RUNTIME_API_VERSION
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: bool
+    reason: str = ""
+    message: str = ""
+
+
+def conditions(plugin_dirs: Sequence[Path] = DEFAULT_PLUGIN_DIRS) -> list[Condition]:
+    """RuntimeReady: the daemon answers, so its runtime is up. NetworkReady: the CNI plugins a
+    pod network needs are installed (kubelet starts no pod that needs a network without it)."""
+    missing = [p for p in POD_NETWORK_PLUGINS if not any((d / p).is_file() for d in plugin_dirs)]
+    network = Condition(NETWORK_READY, True) if not missing else Condition(
+        NETWORK_READY, False, "NetworkPluginNotReady",
+        f"CNI plugins {', '.join(missing)} not found in {', '.join(str(d) for d in plugin_dirs)}")
+    return [Condition(RUNTIME_READY, True), network]
