@@ -203,13 +203,13 @@ class Dock:
 
     def load(self, archive: Path) -> None:
         self.dock("images", "import", "--unpack", "--quiet", str(archive))
-        self.dock("run", "--rm", IMAGE, self.next_id(), "true")  # warm-up: the default network, the zygote
+        self.dock("run", "--rm", "--name", self.next_id(), IMAGE, "true")  # warm-up: the default network, the zygote
 
     def run_rm(self, port: int) -> None:
-        self.dock("run", "--rm", "-p", f"{port}:80", IMAGE, self.next_id(), "true")
+        self.dock("run", "--rm", "-p", f"{port}:80", "--name", self.next_id(), IMAGE, "true")
 
     def start(self, name: str, port: int, *argv: str) -> None:
-        self.dock("run", "-d", "-p", f"{port}:80", IMAGE, name, *argv)
+        self.dock("run", "-d", "-p", f"{port}:80", "--name", name, IMAGE, *argv)
 
     def remove(self, names: list[str]) -> None:
         self.dock("tasks", "rm", "-f", *names, timeout=600)

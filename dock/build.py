@@ -27,9 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import grpc
-
-from dock.transfer import CHUNK, Source, _chunks
+from dock.upload import CHUNK, Sent, Source, Upload
 from dockyard_api.dockyard.build.v1 import build_pb2 as pb
 from dockyard_api.dockyard.build.v1 import build_pb2_grpc as pb_grpc
 from dockyard_common.codes import error_from_status
@@ -125,37 +123,10 @@ class BuildAPI:
     async def build(self, context: Source, options: BuildOptions) -> AsyncIterator[Event]:
         """Send the options and the context tar; yield progress as it comes, ending with one
         BuildResult. Leaving the iteration early cancels the build."""
-        sent = asyncio.Queue[int]()
-        failed: list[BaseException] = []  # why reading the context stopped, if it failed
-
-        async def requests() -> AsyncIterator[pb.BuildRequest]:
-            yield pb.BuildRequest(options=_options_pb(options))
-            total = 0
-            try:
-                async for chunk in _chunks(context):
-                    yield pb.BuildRequest(chunk=chunk)
-                    total += len(chunk)
-                    sent.put_nowait(total)
-            except Exception as exc:  # grpc cancels the call; the caller should see this instead
-                failed.append(exc)
-                raise
-
-        call = self._stub.Build(requests(), metadata=self._client.metadata(), timeout=self._client.timeout)
-        try:
-            async for message in call:
-                while not sent.empty():
-                    yield ContextSent(sent.get_nowait())
-                yield _event(message)
-        except grpc.aio.AioRpcError as exc:
-            if failed:
-                raise failed[0] from None
-            raise self._client._error(exc) from None
-        except asyncio.CancelledError:
-            if failed:
-                raise failed[0] from None
-            raise
-        finally:
-            call.cancel()
+        upload = Upload(self._stub.Build, pb.BuildRequest(options=_options_pb(options)),
+                        lambda data: pb.BuildRequest(chunk=data))
+        async for message in upload.run(self._client, context):
+            yield ContextSent(message.sent) if isinstance(message, Sent) else _event(message)
 
     async def build_image(self, context: Source, options: BuildOptions) -> BuildResult:
         """Build and wait for the result."""

@@ -9,6 +9,7 @@ import importlib
 import os
 import sys
 import traceback
+from typing import NoReturn
 
 from dock.client import DEFAULT_ADDRESS, Client
 from dockyard_common.errors import DockyardError
@@ -17,7 +18,7 @@ from dockyard_common.errors import DockyardError
 # that imports every group starts in ~1 s instead of ~0.3 s); `--help` or an unknown command
 # imports them all. tests/unit/test_cli_table.py checks COMMANDS against what modules register.
 GROUPS = ("system", "namespaces", "leases", "containers", "content", "snapshots", "images", "registry", "commit",
-          "build", "run", "tasks", "events", "stats", "logs", "network")
+          "build", "run", "verbs", "exec", "cp", "top", "tasks", "events", "stats", "logs", "network", "volumes")
 COMMANDS: dict[str, str] = {
     "version": "system", "info": "system", "plugins": "system",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
@@ -30,11 +31,15 @@ COMMANDS: dict[str, str] = {
     "commit": "commit",
     "build": "build",
     "run": "run",
+    "ps": "verbs", "inspect": "verbs", "stop": "verbs", "start": "verbs", "restart": "verbs", "kill": "verbs",
+    "rm": "verbs", "wait": "verbs",
+    "exec": "exec", "cp": "cp", "top": "top",
     "tasks": "tasks", "task": "tasks", "t": "tasks",
     "events": "events", "event": "events",
     "stats": "stats",
     "logs": "logs",
     "network": "network", "networks": "network", "port": "network",
+    "volume": "volumes", "volumes": "volumes",
 }
 
 
@@ -47,16 +52,29 @@ def _add_global_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None, help="per-call timeout in seconds")
 
 
+class _QuietParser(argparse.ArgumentParser):
+    """A parser that raises instead of printing usage and exiting: a look-ahead, never the judge."""
+
+    def error(self, message: str) -> NoReturn:
+        raise argparse.ArgumentError(None, message)
+
+
 def _groups_for(argv: list[str] | None) -> list[str]:
-    """The group modules the parser needs for `argv`: the command's own, or all of them."""
-    pre = argparse.ArgumentParser(add_help=False)
+    """The group modules the parser needs for `argv`: the command's own, or all of them. Only the
+    words before the command are read as global options (`ps -a` is ps's -a, not --address)."""
+    pre = _QuietParser(add_help=False)
     _add_global_options(pre)
-    try:
-        _, rest = pre.parse_known_args(argv)
-    except SystemExit:  # a bad global option: the full parser says what is wrong
-        return list(GROUPS)
-    group = COMMANDS.get(rest[0]) if rest else None
-    return [group] if group else list(GROUPS)
+    words = sys.argv[1:] if argv is None else argv
+    for i, word in enumerate(words):
+        if word not in COMMANDS:
+            continue
+        try:
+            _, rest = pre.parse_known_args(words[:i])
+        except argparse.ArgumentError:  # a bad global option: the full parser says what is wrong
+            return list(GROUPS)
+        if not rest:
+            return [COMMANDS[word]]
+    return list(GROUPS)
 
 
 def build_parser(argv: list[str] | None = None, groups: list[str] | None = None) -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from dock.stats import StatsAPI
     from dock.tasks import TasksAPI
     from dock.transfer import TransferAPI
+    from dock.volumes import VolumesAPI
     from dockyard_api.containerd.services.introspection.v1.introspection_pb2_grpc import IntrospectionStub
     from dockyard_api.containerd.services.version.v1.version_pb2_grpc import VersionStub
     from dockyard_api.dockyard.system.v1.system_pb2_grpc import SystemStub
@@ -197,6 +198,11 @@ class Client:
     def networks(self) -> NetworksAPI:
         from dock.network import NetworksAPI
         return NetworksAPI(self)
+
+    @functools.cached_property
+    def volumes(self) -> VolumesAPI:
+        from dock.volumes import VolumesAPI
+        return VolumesAPI(self)
 
     async def __aenter__(self) -> Client:
         return self

@@ -56,6 +56,7 @@ from dockyard_common.ocispec import (  # noqa: F401  (dock's spec API re-exports
 from dockyard_common.ocispec import linux_of as _linux
 from dockyard_common.ocispec import process_of as _process
 from dockyard_common.ocispec import resources_of as _resources
+from dockyard_common.volumelabels import check_name
 
 # /dev entries containerd's HostDevices does not copy into a privileged container: mounted anew
 # in every container, or the host's bookkeeping.
@@ -230,6 +231,123 @@ def parse_mount(text: str) -> dict[str, Any]:
     elif not mount["source"]:
         mount["source"] = mount["type"]
     return mount
+
+
+@dataclass(frozen=True)
+class VolumeRequest:
+    """`-v NAME:/path[:ro]`: a named volume of the daemon (made on first use), bound at `destination`
+    once the daemon says where it lives (dock/volumes.py); `copy`: seeded from the image when empty."""
+
+    name: str
+    destination: str
+    readonly: bool = False
+    copy: bool = True
+
+
+# Docker's -v options: access, and (binds) propagation; `nocopy` only for a named volume.
+_VOLUME_ACCESS = ("ro", "rw")
+_PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+# Docker's --tmpfs defaults; a user's option (e.g. `exec`) comes after them, so it wins.
+TMPFS_DEFAULTS = ("nosuid", "nodev", "noexec")
+_TMPFS_SIZE = re.compile(r"\d+[kmgtKMGT%]?")
+_OCTAL_MODE = re.compile(r"[0-7]{1,4}")
+
+
+def _container_path(flag: str, text: str, path: str) -> str:
+    if not path.startswith("/"):
+        raise InvalidArgument(f"{flag} {text!r}: {path!r} is not an absolute path in the container")
+    if path.rstrip("/") == "":
+        raise InvalidArgument(f"{flag} {text!r}: the container's root / cannot be a mount point")
+    return path
+
+
+def parse_volume(text: str) -> dict[str, Any] | VolumeRequest:
+    """Docker's `-v`: `/host/path:/path[:OPTS]` (a bind mount, as parse_mount makes it) or
+    `NAME:/path[:OPTS]` (a named volume); OPTS comma-separated: ro or rw, nocopy (volumes),
+    a propagation (binds). A volume without a name (`-v /path`) is refused: name it."""
+    parts = text.split(":")
+    if len(parts) == 1:
+        raise InvalidArgument(f"-v {text!r}: anonymous volumes are not supported: give one a name, "
+                              f"e.g. -v data:{text}")
+    if len(parts) > 3:
+        raise InvalidArgument(f"-v {text!r}: want SOURCE:DESTINATION[:OPTIONS]")
+    source, dest = parts[0], _container_path("-v", text, parts[1])
+    opts = [o for o in parts[2].split(",") if o] if len(parts) == 3 else []
+    if len(parts) == 3 and not opts:
+        raise InvalidArgument(f"-v {text!r}: empty options after the last ':'")
+    access = [o for o in opts if o in _VOLUME_ACCESS]
+    if len(access) > 1:
+        raise InvalidArgument(f"-v {text!r}: give ro or rw once")
+    bind = source.startswith("/")
+    allowed = (*_VOLUME_ACCESS, *(_PROPAGATIONS if bind else ("nocopy",)))
+    unknown = [o for o in opts if o not in allowed]
+    if unknown:
+        raise InvalidArgument(f"-v {text!r}: unknown option {unknown[0]!r} (want {', '.join(allowed)})")
+    if not bind:
+        if not source:
+            raise InvalidArgument(f"-v {text!r}: no volume name or host path before ':'")
+        return VolumeRequest(check_name(source), dest, readonly=access == ["ro"], copy="nocopy" not in opts)
+    # the OCI mount parse_mount makes of `type=bind,src=..,dst=..` (rbind: submounts come along)
+    return {"type": "bind", "source": source, "destination": dest, "options": ["rbind", *opts]}
+
+
+def parse_tmpfs(text: str) -> dict[str, Any]:
+    """Docker's `--tmpfs /path[:OPTIONS]` (e.g. `/run:size=64m,mode=1777`): a tmpfs mount with
+    nosuid, nodev and noexec unless the options say otherwise."""
+    dest, _, rest = text.partition(":")
+    _container_path("--tmpfs", text, dest)
+    opts = [o for o in rest.split(",") if o]
+    for o in opts:
+        key, sep, value = o.partition("=")
+        if key == "size" and not (sep and _TMPFS_SIZE.fullmatch(value)):
+            raise InvalidArgument(f"--tmpfs {text!r}: size {value!r}: want bytes, or a number with k, m, g or %")
+        if key == "mode" and not (sep and _OCTAL_MODE.fullmatch(value)):
+            raise InvalidArgument(f"--tmpfs {text!r}: mode {value!r}: want octal permissions, e.g. 1777")
+    return {"type": "tmpfs", "source": "tmpfs", "destination": dest, "options": [*TMPFS_DEFAULTS, *opts]}
+
+
+def check_destinations(mounts: Iterable[dict[str, Any]], volumes: Iterable[VolumeRequest]) -> None:
+    """Two mounts on one path: refused, as Docker's "Duplicate mount point"."""
+    seen: set[str] = set()
+    for dest in [*(m["destination"] for m in mounts), *(v.destination for v in volumes)]:
+        clean = os.path.normpath(dest)
+        if clean in seen:
+            raise InvalidArgument(f"duplicate mount point: {dest}")
+        seen.add(clean)
+
+
+def volume_options(volumes: Sequence[str], tmpfs: Sequence[str], mounts: Sequence[dict[str, Any]] = (),
+                   exists: Callable[[str], bool] = os.path.exists) -> tuple[list[dict[str, Any]], list[VolumeRequest]]:
+    """`dock run -v ... --tmpfs ...`: the bind and tmpfs mounts, and the named volumes. A bind's
+    host path must exist (refused, not made: unlike Docker's -v, a typo must not leave a new
+    directory owned by root behind; --mount behaves the same). No two mounts (with `mounts`,
+    those of --mount) may share a destination."""
+    parsed = [parse_volume(v) for v in volumes]
+    binds = [m for m in parsed if isinstance(m, dict)]
+    named = [m for m in parsed if isinstance(m, VolumeRequest)]
+    for m in binds:
+        if not exists(m["source"]):
+            raise InvalidArgument(f"-v {m['source']}:{m['destination']}: host path {m['source']} does not exist "
+                                  "(create it first)")
+    tmpfs_mounts = [parse_tmpfs(t) for t in tmpfs]
+    check_destinations([*mounts, *binds, *tmpfs_mounts], named)
+    return [*binds, *tmpfs_mounts], named
+
+
+def volume_mounts(volumes: Iterable[VolumeRequest], paths: dict[str, str]) -> list[dict[str, Any]]:
+    """Bind mounts of named volumes from their directories (`paths`: name -> the daemon's mountpoint)."""
+    out = []
+    for v in volumes:
+        if v.name not in paths:
+            raise InvalidArgument(f"volume {v.name!r}: the daemon has not said where it lives (create it first)")
+        out.append({"type": "bind", "source": paths[v.name], "destination": v.destination,
+                    "options": ["rbind", "ro" if v.readonly else "rw"]})
+    return out
+
+
+def with_readonly_root(spec: Spec) -> None:
+    """Docker's --read-only: the root file system mounted read-only (mounts on it keep their own mode)."""
+    spec.setdefault("root", {"path": "rootfs"})["readonly"] = True
 
 
 def without_namespace(spec: Spec, kind: str) -> None:
@@ -554,6 +672,9 @@ class SpecOptions:
     cap_drop: list[str] = field(default_factory=list)
     privileged: bool = False  # every capability, the host's devices, no seccomp
     seccomp: str = SECCOMP_DEFAULT  # "default", "unconfined" or the path of a profile (JSON or .toml)
+    volumes: list[VolumeRequest] = field(default_factory=list)  # -v NAME:/path
+    volume_paths: dict[str, str] = field(default_factory=dict)  # their directories: dock/volumes.py fills it
+    readonly_root: bool = False  # --read-only
 
 
 def build_spec(namespace: str, cid: str, image: ImageConfig, opts: SpecOptions, root: RootFS | None,
@@ -569,6 +690,9 @@ def build_spec(namespace: str, cid: str, image: ImageConfig, opts: SpecOptions, 
     with_default_unix_devices(spec)
     with_env(spec, opts.env)
     with_mounts(spec, opts.mounts)
+    with_mounts(spec, volume_mounts(opts.volumes, opts.volume_paths))
+    if opts.readonly_root:
+        with_readonly_root(spec)
     with_image_config(spec, image, root, opts.args)
     if not _process(spec)["args"]:
         raise InvalidArgument("no command: the image has no Entrypoint or Cmd, and none was given")

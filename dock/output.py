@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO, TypeVar
 
+from dockyard_common.errors import DockyardError
 from dockyard_common.imagespec import Descriptor
 
 Column = tuple[str, Callable[[Any], Any]]  # (header, how to get the cell from a row)
@@ -61,3 +63,30 @@ def emit(fmt: str, rows: Sequence[Any], columns: Sequence[Column]) -> None:
         emit_json(list(rows))
     else:
         emit_table(rows, columns)
+
+
+T = TypeVar("T")
+
+
+async def for_each(names: Sequence[str], act: Callable[[str], Awaitable[T]], *,
+                   at_once: int = 16) -> tuple[list[T], int]:
+    """`act` on every name concurrently (`at_once` at a time), as `docker rm a b c` does: the
+    results in the order given, each failure said on stderr, and 1 as the exit status if any."""
+    limit = asyncio.Semaphore(at_once)
+
+    async def one(name: str) -> T | DockyardError:
+        async with limit:
+            try:
+                return await act(name)
+            except DockyardError as exc:
+                return exc
+
+    done: list[T] = []
+    failed = 0
+    for result in await asyncio.gather(*(one(n) for n in names)):
+        if isinstance(result, DockyardError):
+            print(f"dock: {result}", file=sys.stderr)
+            failed = 1
+        else:
+            done.append(result)
+    return done, failed

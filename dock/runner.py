@@ -37,6 +37,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dock import volumes
 from dock.client import Client
 from dock.containers import RUNC_V2, oci_spec_any
 from dock.network import BRIDGE, NetworkOptions
@@ -208,8 +209,9 @@ async def _create_container(client: Client, req: RunRequest,
         opts = req.spec
         if not opts.annotations and req.labels:
             opts.annotations = dict(req.labels)  # ctr passes --label as annotations too
+        volume_labels = await volumes.attach_named(client, opts)  # -v NAME:/path: made on first use
         spec = await _uninterrupted(asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts))
-        labels = {**config.labels, **req.labels, **(req.network.labels() if req.network else {}),
+        labels = {**config.labels, **req.labels, **(req.network.labels() if req.network else {}), **volume_labels,
                   STOP_SIGNAL_LABEL: config.stop_signal or "SIGTERM"}
         container = Container(
             id=req.id, runtime_name=req.runtime, spec=oci_spec_any(spec), labels=labels, image=image.name,
@@ -217,6 +219,7 @@ async def _create_container(client: Client, req: RunRequest,
             snapshotter=snapshotter, snapshot_key=req.id)
         created = await client.containers.create(container)
         undo.push_async_callback(_quietly, client.containers.delete, req.id)
+        await volumes.seed_named(client, created)  # Docker's copy-up into empty volumes, before any task
         return created, mounts
     finally:
         await _quietly(client.leases.delete, lease.id)

@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import grpc
-
+from dock.upload import Sent, Source, Upload
 from dockyard_api.containerd.types import descriptor_pb2, platform_pb2
 from dockyard_api.dockyard.images.v1 import images_pb2 as pb
 from dockyard_api.dockyard.images.v1 import images_pb2_grpc as pb_grpc
@@ -38,9 +37,6 @@ from dockyard_common.jsonutil import json_object
 if TYPE_CHECKING:
     from dock.client import Client
 
-CHUNK = 1 << 20
-
-Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes] | Iterable[bytes]
 
 
 @dataclass
@@ -171,35 +167,6 @@ def _import_event(m: pb.ImportProgress) -> ImportEvent:
     raise InvalidArgument(f"import: unexpected progress message {m!r}")
 
 
-async def _chunks(source: Source) -> AsyncIterator[bytes]:
-    """The archive in CHUNK pieces, whatever it comes as; file reads run off the event loop."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        for i in range(0, len(data), CHUNK):
-            yield data[i:i + CHUNK]
-        return
-    if isinstance(source, str | os.PathLike):
-        f = await asyncio.to_thread(open, source, "rb")
-        try:
-            while chunk := await asyncio.to_thread(f.read, CHUNK):
-                yield chunk
-        finally:
-            f.close()
-        return
-    if hasattr(source, "read"):
-        while chunk := await asyncio.to_thread(source.read, CHUNK):  # type: ignore[union-attr]
-            yield chunk
-        return
-    if isinstance(source, AsyncIterable):
-        async for piece in source:
-            for i in range(0, len(piece), CHUNK):
-                yield bytes(piece[i:i + CHUNK])
-        return
-    for piece in source:
-        for i in range(0, len(piece), CHUNK):
-            yield bytes(piece[i:i + CHUNK])
-
-
 class TransferAPI:
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -214,37 +181,9 @@ class TransferAPI:
         options = pb.ImportOptions(index_name=index_name, base_name=base_name, all_platforms=all_platforms,
                                    platform=platform, unpack=unpack, snapshotter=snapshotter, digests=digests,
                                    labels=labels or {})
-        sent = asyncio.Queue[int]()
-        failed: list[BaseException] = []  # why reading the source stopped, if it failed
-
-        async def requests() -> AsyncIterator[pb.ImportRequest]:
-            yield pb.ImportRequest(options=options)
-            total = 0
-            try:
-                async for chunk in _chunks(source):
-                    yield pb.ImportRequest(chunk=chunk)
-                    total += len(chunk)
-                    sent.put_nowait(total)
-            except Exception as exc:  # grpc cancels the call; the caller should see this instead
-                failed.append(exc)
-                raise
-
-        call = self._stub.Import(requests(), metadata=self._client.metadata(), timeout=self._client.timeout)
-        try:
-            async for message in call:
-                while not sent.empty():
-                    yield SentProgress(sent.get_nowait())
-                yield _import_event(message)
-        except grpc.aio.AioRpcError as exc:
-            if failed:
-                raise failed[0] from None
-            raise self._client._error(exc) from None
-        except asyncio.CancelledError:
-            if failed:
-                raise failed[0] from None
-            raise
-        finally:
-            call.cancel()
+        upload = Upload(self._stub.Import, pb.ImportRequest(options=options), lambda data: pb.ImportRequest(chunk=data))
+        async for message in upload.run(self._client, source):
+            yield SentProgress(message.sent) if isinstance(message, Sent) else _import_event(message)
 
     async def import_archive(self, source: Source, **options: Any) -> ImportResult:
         """Import and wait for the result; options as for `import_stream`."""

@@ -57,7 +57,8 @@ CreateHook = Callable[[int, str, Canonical], None]
 LowerLinkHook = Callable[[Canonical], "str | None"]
 
 
-def clean_name(name: str, *, what: str = "tar entry") -> tuple[str, ...]:
+def clean_name(name: str, *, what: str = "tar entry",
+               escapes: str = ": path escapes the layer root") -> tuple[str, ...]:
     """Normalise a tar name to components relative to the layer root.
 
     A leading `/` is dropped (Docker and containerd treat `/etc/passwd` as `etc/passwd`),
@@ -71,7 +72,7 @@ def clean_name(name: str, *, what: str = "tar entry") -> tuple[str, ...]:
             continue
         if comp == "..":
             if not parts:
-                raise InvalidArgument(f"{what} {name!r}: path escapes the layer root")
+                raise InvalidArgument(f"{what} {name!r}{escapes}")
             parts.pop()
             continue
         parts.append(comp)

@@ -40,6 +40,7 @@ from dockyard_common.shimlaunch import (
     launch_for,
     listen_for,
     request_shim,
+    runtime_dir,
     socket_path,
     zygote_socket_path,
 )
@@ -125,7 +126,8 @@ def start_shim(launch: Launch) -> str:
         if zpath is None or not request_shim(launch, listener.fileno(), zpath):
             if zpath is not None:
                 with contextlib.suppress(OSError):  # no zygote (e.g. its dir not writable): fork as below
-                    zygote.launch_zygote(zpath)  # for the next start; this one forks its shim itself
+                    # for the next start; this one forks its shim itself
+                    zygote.launch_zygote(zpath, runtime_dir(launch) or "")
             pid = _fork_shim(launch, listener)
             state.write_file(launch["bundle"], state.SHIM_PID, str(pid))
             state.write_file(launch["bundle"], state.ADDRESS, address(launch))

@@ -43,16 +43,16 @@ def _code_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def launch_zygote(path: str) -> None:
-    """Start a zygote listening at `path` in the background; returns at once (a zygote that
-    finds another one already serving its socket just exits)."""
+def launch_zygote(path: str, root: str = "") -> None:
+    """Start a zygote listening at `path` for the runtime state dir `root` in the background;
+    returns at once (a zygote that finds another one already serving its socket just exits)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     # A fresh interpreter without site: its .pth imports would only add private pages.
     cwd = os.getcwd()
     paths = [_code_root(), *(p for p in sys.path if p and p != cwd and os.path.isdir(p))]
     argv = [sys.executable, "-I", "-S", "-c",
-            "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); import shim.zygote as z; z.main(sys.argv[2])",
-            json.dumps(paths), path]
+            "import sys, json; sys.path[:0] = json.loads(sys.argv[1]); import shim.zygote as z; z.main(*sys.argv[2:])",
+            json.dumps(paths), path, root]
     pid = os.fork()
     if pid == 0:
         try:
@@ -229,7 +229,13 @@ def _still_at(path: str, inode: int) -> bool:
         return False
 
 
-def main(path: str) -> None:
+def _wanted(path: str, inode: int, root: str) -> bool:
+    """Whether the daemon we serve may still ask: our socket is in place, and so is its runtime
+    state dir (a long state dir puts the socket in the shared fallback dir, which outlives it)."""
+    return _still_at(path, inode) and (not root or os.path.isdir(root))
+
+
+def main(path: str, root: str = "") -> None:
     from dockyard_common.unixsock import AlreadyServing, listen
 
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
@@ -256,7 +262,7 @@ def main(path: str) -> None:
                 continue
             if not ready:
                 idle = idle + 1.0 if not children else 0.0
-                if idle >= IDLE_EXIT or not _still_at(path, inode):
+                if idle >= IDLE_EXIT or not _wanted(path, inode, root):
                     return
                 continue
             idle = 0.0

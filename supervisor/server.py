@@ -62,14 +62,17 @@ from supervisor.plugins import Plugin, PluginRegistry
 from supervisor.remote.hosts import Hosts, config_dir_for
 from supervisor.remote.registry import Registry
 from supervisor.rootlock import RootLock
+from supervisor.runtime.copy import ContainerFiles
 from supervisor.runtime.events import serve_shim_events
 from supervisor.runtime.manager import TaskManager
+from supervisor.runtime.restart import RestartMonitor
 from supervisor.runtime.shim import ShimBinary
 from supervisor.runtime.stats import ShimSamplerControl, StatsSink, describe_from, network_counters_from
 from supervisor.services.build import BuildService
 from supervisor.services.builder import BuilderService
 from supervisor.services.containers import ContainersService
 from supervisor.services.content import ContentService
+from supervisor.services.copy import CopyService
 from supervisor.services.cri_images import ImageService as CriImageService
 from supervisor.services.cri_runtime import RuntimeService as CriRuntimeService
 from supervisor.services.diff import DiffService
@@ -90,10 +93,12 @@ from supervisor.services.system import SystemService
 from supervisor.services.tasks import TasksService
 from supervisor.services.transfer import TransferService
 from supervisor.services.version import VersionService
+from supervisor.services.volumes import VolumesService
 from supervisor.snapshotter import NativeSnapshotter, OverlaySnapshotter, Snapshotter
 from supervisor.snapshotter.overlay import overlay_problem
 from supervisor.stats import StatsHub
 from supervisor.timeutil import now
+from supervisor.volumes.store import VolumeStore
 
 log = logging.getLogger("dockyard")
 GRPC_PLUGIN = "io.containerd.grpc.v1"
@@ -159,6 +164,12 @@ class Runtime:
     tasks: TaskManager
     network: NetworkManager
     container_networks: ContainerNetworks  # the manager put to work by the tasks' lifecycle
+    restarts: RestartMonitor  # restart policies (containerd's restart labels)
+
+    async def container_deleted(self, namespace: str, cid: str) -> None:
+        """A container's record is gone: no restart of it, then the runtime lets go of the rest."""
+        await self.restarts.container_deleted(namespace, cid)
+        await self.tasks.container_deleted(namespace, cid)
 
     async def end_streams(self) -> None:
         """Stats streams end (UNAVAILABLE: clients reconnect) and samplers stop; idempotent."""
@@ -246,7 +257,8 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     tasks = TaskManager(cfg.state, shim_binary, events, container_networks, logs)
     stack.push_async_callback(tasks.close)  # the shims and their containers keep running
     stats_control = ShimSamplerControl(tasks, stats)
-    runtime = Runtime(containers, stats, stats_control, tasks, network, container_networks)
+    restarts = RestartMonitor(containers, tasks, storage.snapshots, meta.namespaces, events)
+    runtime = Runtime(containers, stats, stats_control, tasks, network, container_networks, restarts)
     stack.push_async_callback(runtime.end_streams)
     stats.bind(stats_control)
     stats.network = network_counters_from(tasks, container_networks)
@@ -256,6 +268,9 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     # before we serve, so their addresses and host ports are free for new tasks.
     await container_networks.reconcile(await tasks.running())
     stack.push_async_callback(container_networks.close)
+    # Only now, with the shims found again: bring back what the policies want, follow exits.
+    restarts.start()
+    stack.push_async_callback(restarts.close)  # before the tasks let go of their shims
     registry.add(Plugin("io.containerd.runtime.v2", "task", requires=["io.containerd.event.v1"],
                         platforms=[("linux", _arch(), "")]))
     return runtime
@@ -283,12 +298,19 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
         Service("events", EventsService(events), ["io.containerd.event.v1"]),
         Service("introspection", IntrospectionService(daemon.registry, uid), []),
         Service("dockyard.system", SystemService(daemon), []),
-        Service("containers", ContainersService(runtime.containers, events, runtime.tasks.container_deleted),
+        Service("containers", ContainersService(runtime.containers, events, runtime.container_deleted),
                 ["io.containerd.metadata.v1"]),
-        Service("tasks", TasksService(runtime.tasks, runtime.containers), ["io.containerd.runtime.v2"]),
+        Service("tasks", TasksService(runtime.tasks, runtime.containers, runtime.restarts),
+                ["io.containerd.runtime.v2"]),
         Service("dockyard.stats", StatsService(runtime.stats), ["io.containerd.runtime.v2"]),
         Service("dockyard.logs", LogsService(runtime.containers, runtime.tasks.logs), ["io.containerd.runtime.v2"]),
+        Service("dockyard.copy", CopyService(ContainerFiles(runtime.containers, runtime.tasks, storage.snapshots,
+                                                            cfg.root / "tmp"), runtime.tasks),
+                ["io.containerd.runtime.v2", "io.containerd.snapshotter.v1"]),
         Service("dockyard.network", NetworksService(runtime.network), ["io.containerd.runtime.v2"]),
+        Service("dockyard.volumes", VolumesService(VolumeStore(cfg.root / "volumes", runtime.containers,
+                                                               storage.snapshots, cfg.root / "tmp")),
+                ["io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
         Service("leases", LeasesService(meta.leases, collector.collect, collector.schedule),
                 ["io.containerd.metadata.v1"]),
         Service("dockyard.gc", GCService(collector), ["io.containerd.gc.v1"]),

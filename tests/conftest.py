@@ -8,9 +8,17 @@ import os
 # handlers would print into their output (and have nothing to do for a fork+exec).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+import signal
+
+# Started from a background job (`cmd &` in a script), the run inherits SIGINT ignored, and so
+# would every client a test starts and means to stop with Ctrl-C's signal: give it back its default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +35,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Leave no empty cgroup of ours behind (the daemon keeps its parent while it runs)."""
-    remove_empty_cgroups()
+    """Leave no empty cgroup of ours behind (the daemon keeps its parent while it runs).
+
+    Not while another test run is going on this host (or with DOCKYARD_TEST_SHARED_HOST=1): it
+    may have just made a cgroup it has not filled yet, and the last run to finish cleans up."""
+    if os.environ.get("DOCKYARD_TEST_SHARED_HOST") != "1" and not _other_test_runs():
+        remove_empty_cgroups()
+
+
+def _other_test_runs() -> bool:
+    """Whether a pytest process other than this one (and its workers) runs on the host."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != me and any(arg.endswith(b"pytest") or b"pytest/" in arg or arg == b"pytest" for arg in argv[:3]):
+            return True
+    return False
 
 
 def _host_network() -> tuple[list[str], list[str]]:

@@ -70,6 +70,20 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None,
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
+def _wait_http_in(netns: Path, url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:
+    """`_wait_http` from inside a pinned network namespace (busybox wget run there)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()}")
+        res = subprocess.run(["nsenter", f"--net={netns}", "/bin/busybox", "wget", "-q", "-O", "/dev/null", url],
+                             capture_output=True, timeout=10, check=False)
+        if res.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout}s in {netns}")
+
+
 # -- servers on a thread ------------------------------------------------------------------
 
 
@@ -331,9 +345,14 @@ def _htpasswd(path: Path, users: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def start_registry(auth: str = "", users: dict[str, str] | None = None, token: TokenServer | None = None,
-                   tls: TLSFiles | None = None, client_auth: bool = False) -> Iterator[RegistryProcess]:
+                   tls: TLSFiles | None = None, client_auth: bool = False,
+                   netns: Path | None = None) -> Iterator[RegistryProcess]:
     """docker-registry on 127.0.0.1:<free port>, storage in a temp dir; auth "", "htpasswd" or "token";
-    over https with `tls` (requiring a client certificate signed by its CA with `client_auth`)."""
+    over https with `tls` (requiring a client certificate signed by its CA with `client_auth`).
+    With `netns` (a pinned namespace, tests/daemon.py `pinned_netns`) it listens on that namespace's
+    loopback, for daemons started in it; plain http and no auth only."""
+    if netns is not None and (tls is not None or auth):
+        raise ValueError("a registry in a network namespace serves plain http without auth")
     if not os.path.exists(REGISTRY_BINARY):
         raise RuntimeError("docker-registry is not installed: run scripts/install (Debian package docker-registry)")
     base = Path(tempfile.mkdtemp(prefix="dy-reg-"))
@@ -358,11 +377,15 @@ def start_registry(auth: str = "", users: dict[str, str] | None = None, token: T
     config.write_text("\n".join(lines) + "\n")
     log = base / "registry.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=out, stderr=out,
-                                start_new_session=True)
+        command = [REGISTRY_BINARY, "serve", str(config)]
+        proc = subprocess.Popen(command if netns is None else ["nsenter", f"--net={netns}", *command],
+                                stdout=out, stderr=out, start_new_session=True)
     reg = RegistryProcess(proc, port, base, "https" if tls is not None else "http")
     try:
-        _wait_http(f"{reg.url}/v2/", proc, log, context=tls.client_context() if tls is not None else None)
+        if netns is None:
+            _wait_http(f"{reg.url}/v2/", proc, log, context=tls.client_context() if tls is not None else None)
+        else:
+            _wait_http_in(netns, f"{reg.url}/v2/", proc, log)
         yield reg
     finally:
         reg.stop()

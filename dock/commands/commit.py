@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from dock.client import Client
+from dock.lookup import resolve_id
 from dock.output import emit_json
 
 
@@ -26,13 +27,14 @@ def register(sub: Any) -> None:
     p.add_argument("--message", "-m", default="", help="commit message (the history entry's comment)")
     p.add_argument("--author", default="", help='author, e.g. "Jane Doe <jane@example.com>"')
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip", help="layer compression (default gzip)")
-    p.add_argument("container", help="container id")
+    p.add_argument("container", help="container name, id or unique id prefix")
     p.add_argument("ref", help="image name, e.g. app:1 (normalized: docker.io/library/app:1)")
     p.set_defaults(handler=commit)
 
 
 async def commit(client: Client, args: argparse.Namespace) -> int:
-    result = await client.images.commit(args.container, args.ref, pause=args.pause, changes=list(args.change),
+    cid = await resolve_id(client, args.container)
+    result = await client.images.commit(cid, args.ref, pause=args.pause, changes=list(args.change),
                                         message=args.message, author=args.author, compression=args.compression)
     if args.format == "json":
         emit_json(result)

@@ -91,15 +91,20 @@ async def ls(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def info(client: Client, args: argparse.Namespace) -> int:
-    c = await client.containers.get(args.id)
+async def network_info(client: Client, c: Container) -> dict[str, Any]:
+    """The ports and network (netns, interfaces) container `c`'s task got, for `info` and `dock inspect`."""
     att = None
     if any(k.startswith(LABEL_PREFIX) for k in c.labels):
         with contextlib.suppress(NotFound):  # no task yet, or its network is another container's
             att = await client.networks.attachment(c.id)
     ports = sorted(att.ports, key=lambda p: (p.container_port, p.protocol)) if att else []
     network = {"netns": att.netns_path, "interfaces": to_jsonable(att.interfaces)} if att else None
-    emit_json(describe(c) | {"ports": ports_json(ports), "network": network})
+    return {"ports": ports_json(ports), "network": network}
+
+
+async def info(client: Client, args: argparse.Namespace) -> int:
+    c = await client.containers.get(args.id)
+    emit_json(describe(c) | await network_info(client, c))
     return 0
 
 

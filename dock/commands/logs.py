@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from dock.client import Client
+from dock.lookup import resolve_id
 from dockyard_common.containerlog import parse_timestamp, timestamp
 from dockyard_common.errors import InvalidArgument
 
@@ -52,7 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument("--since", default="", metavar="TIME", help="only lines since TIME (RFC 3339, Unix time or 10m)")
     p.add_argument("--until", default="", metavar="TIME", help="only lines before TIME")
     p.add_argument("--timestamps", "-t", action="store_true", help="show each line's time")
-    p.add_argument("id", metavar="ID", help="container id")
+    p.add_argument("id", metavar="ID", help="container name, id or unique id prefix")
     p.set_defaults(handler=logs)
 
 
@@ -74,7 +75,8 @@ async def logs(client: Client, args: argparse.Namespace) -> int:
     until = parse_time(args.until) if args.until else 0
     out: dict[str, BinaryIO] = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
     line_start = {"stdout": True, "stderr": True}
-    async for e in client.logs.read(args.id, follow=args.follow, tail=tail, since_ns=since, until_ns=until,
+    cid = await resolve_id(client, args.id)
+    async for e in client.logs.read(cid, follow=args.follow, tail=tail, since_ns=since, until_ns=until,
                                     timestamps=args.timestamps):
         f = out.get(e.stream, sys.stdout.buffer)
         if args.timestamps and line_start.get(e.stream, True):

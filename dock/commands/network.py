@@ -8,9 +8,10 @@ from typing import Any
 
 from dock.args import parse_labels
 from dock.client import Client
+from dock.lookup import resolve_id
 from dock.network import NetworkInfo, NetworkUser, check_network_name
-from dock.output import emit, emit_json, labels_text
-from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from dock.output import emit, emit_json, for_each, labels_text
+from dockyard_common.errors import InvalidArgument
 
 SHORT_ID = 12
 
@@ -38,7 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("--force", "-f", action="store_true", help="accepted for Docker's scripts: there is no prompt")
     p.set_defaults(handler=prune)
     p = sub.add_parser("port", help="list a container's published ports, or where one is published")
-    p.add_argument("id", help="container id")
+    p.add_argument("id", help="container name, id or unique id prefix")
     p.add_argument("port", nargs="?", default="", metavar="PORT[/PROTO]", help="e.g. 80 or 53/udp")
     p.set_defaults(handler=port)
 
@@ -92,34 +93,26 @@ async def ls(client: Client, args: argparse.Namespace) -> int:
 
 async def inspect(client: Client, args: argparse.Namespace) -> int:
     """As `docker network inspect`: a JSON list; names not found are reported and make it fail."""
-    found, failed = [], 0
-    for name in args.names:
-        try:
-            net, users = await client.networks.inspect(name)
-        except (NotFound, InvalidArgument) as exc:
-            print(f"dock: {exc}", file=sys.stderr)
-            failed = 1
-            continue
-        found.append(network_json(net, users))
+    async def one(name: str) -> dict[str, Any]:
+        return network_json(*await client.networks.inspect(name))
+
+    found, failed = await for_each(args.names, one)
     if found or not failed:
         emit_json(found)
     return failed
 
 
 async def rm(client: Client, args: argparse.Namespace) -> int:
-    failed, removed = 0, []
-    for name in args.names:
-        try:
-            await client.networks.remove(name)
-        except (NotFound, FailedPrecondition, InvalidArgument) as exc:
-            print(f"dock: {exc}", file=sys.stderr)
-            failed = 1
-            continue
-        removed.append(name)
-        if args.format != "json":
-            print(name)
+    async def one(name: str) -> str:
+        await client.networks.remove(name)
+        return name
+
+    removed, failed = await for_each(args.names, one)
     if args.format == "json":
         emit_json(removed)
+    else:
+        for name in removed:
+            print(name)
     return failed
 
 
@@ -147,8 +140,8 @@ def parse_port_arg(text: str) -> tuple[int, str]:
 async def port(client: Client, args: argparse.Namespace) -> int:
     """As `docker port`: `80/tcp -> 0.0.0.0:18080` per mapping, or with PORT only where it is published."""
     wanted = parse_port_arg(args.port) if args.port else None
-    await client.containers.get(args.id)  # "container x: not found" before "no ports"
-    ports = await client.networks.published_ports(args.id)
+    cid = await resolve_id(client, args.id)  # "container 'x': not found" before "no ports"
+    ports = await client.networks.published_ports(cid)
     if wanted is not None:
         ports = [p for p in ports if (p.container_port, p.protocol) == wanted]
         if not ports:

@@ -1,4 +1,7 @@
-"""dock run: a container from an image, its task in the foreground (or detached with -d)."""
+"""dock run: a container from an image, its task in the foreground (or detached with -d).
+
+    dock run [--name NAME] [OPTIONS] IMAGE [CMD...]     # as Docker: the id is NAME, else 64 random hex
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,11 @@ from typing import Any
 from dock.args import parse_labels
 from dock.client import Client
 from dock.containers import RUNC_V2
+from dock.lookup import new_container_id
 from dock.network import network_options
-from dock.oci import SECCOMP_DEFAULT, SpecOptions, parse_bytes, parse_mount, parse_security_opt
+from dock.oci import SECCOMP_DEFAULT, SpecOptions, parse_bytes, parse_mount, parse_security_opt, volume_options
 from dock.runner import RunRequest, run
+from dockyard_common import restartpolicy
 from dockyard_common.containerlog import labels_from_opts
 from dockyard_common.errors import InvalidArgument
 
@@ -27,6 +32,13 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pids-limit", type=int, default=None, metavar="N", help="most processes at once")
     p.add_argument("--mount", action="append", default=[], metavar="SPEC",
                    help="type=bind,src=/host/path,dst=/container/path,options=rbind:ro")
+    p.add_argument("--volume", "-v", action="append", default=[], metavar="SRC:DST[:OPTS]",
+                   help="NAME:/path (a named volume, made on first use and, while empty, filled with the "
+                        "image's /path) or /host/path:/path (a bind; the host path must exist); OPTS: ro, rw, "
+                        "nocopy (volumes), a propagation (binds)")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="/PATH[:OPTS]",
+                   help="a tmpfs at PATH (nosuid, nodev, noexec), e.g. /run:size=64m,mode=1777")
+    p.add_argument("--read-only", action="store_true", help="mount the container's root file system read-only")
     p.add_argument("--net", "--network", action="append", default=[], metavar="NET",
                    help="bridge: the default network (default); NAME: a network of `dock network ls` "
                         "(repeat for several); none: a network namespace with only lo; host: the host's; "
@@ -43,6 +55,9 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="container label")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="the container's log (`dock logs`): max-size=10m, max-file=3 (default: the daemon's)")
+    p.add_argument("--restart", default="no", metavar="POLICY",
+                   help="restart the container when it exits: no (default), always, unless-stopped, "
+                        "on-failure[:MAX-RETRIES]; also when the daemon starts again")
     p.add_argument("--runtime", default=RUNC_V2, help=f"runtime name (default {RUNC_V2})")
     p.add_argument("--platform", default="", help="image platform, e.g. linux/arm64 (default: this host's)")
     p.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")
@@ -55,8 +70,9 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
                    help="seccomp=unconfined (no filter) or seccomp=PATH (a profile in Docker's JSON format, "
                         "or TOML); default: Docker's default profile's rules")
+    p.add_argument("--name", default="",
+                   help="the container's name, which is its id (default: 64 random hex digits)")
     p.add_argument("image", help="image name, e.g. busybox or docker.io/library/busybox:latest")
-    p.add_argument("id", help="container id")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD", help="command and arguments (default: the image's)")
 
 
@@ -73,22 +89,38 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
     try:
         memory = parse_bytes(args.memory) if args.memory is not None else None
         mounts = [parse_mount(m) for m in args.mount]
+        volume_mounts, volumes = volume_options(args.volume, args.tmpfs, mounts)
         seccomp = [parse_security_opt(o) for o in args.security_opt]
         log_labels = labels_from_opts(args.log_opt)
+        restart_labels = restart_labels_from(args)
         network = network_options(args.net, args.publish, args.dns, args.dns_search, args.dns_option,
                                   args.add_host, hostname=args.hostname)
+        cid = new_container_id(args.name)
     except InvalidArgument as exc:
         raise SystemExit(f"dock: {exc}") from None
     spec = SpecOptions(args=list(args.args), env=list(args.env), cwd=args.cwd, user=args.user,
                        hostname=args.hostname, tty=args.tty, net=network.spec_net, memory=memory, cpus=args.cpus,
-                       pids_limit=args.pids_limit, mounts=mounts, cap_add=list(args.cap_add),
+                       pids_limit=args.pids_limit, mounts=[*mounts, *volume_mounts], volumes=volumes,
+                       readonly_root=args.read_only, cap_add=list(args.cap_add),
                        cap_drop=list(args.cap_drop), privileged=args.privileged,
                        seccomp=seccomp[-1] if seccomp else SECCOMP_DEFAULT)
-    return RunRequest(args.image, args.id, spec, rm=getattr(args, "rm", False),
+    return RunRequest(args.image, cid, spec, rm=getattr(args, "rm", False),
                       detach=getattr(args, "detach", False), interactive=getattr(args, "interactive", False),
-                      snapshotter=args.snapshotter, labels={**log_labels, **parse_labels(args.label)},
+                      snapshotter=args.snapshotter,
+                      labels={**log_labels, **parse_labels(args.label), **restart_labels},
                       runtime=args.runtime,
                       platform=args.platform, network=network)
+
+
+def restart_labels_from(args: argparse.Namespace) -> dict[str, str]:
+    """`--restart POLICY` as containerd's restart labels (dockyard_common/restartpolicy.py)."""
+    policy = restartpolicy.parse(args.restart)
+    if policy.restarts and getattr(args, "rm", False):
+        raise InvalidArgument("conflicting options: --restart and --rm (a container removed when it exits "
+                              "cannot be restarted)")
+    if policy.restarts and not getattr(args, "detach", True):
+        raise InvalidArgument("--restart needs -d (--detach): a restarted task has no terminal to come back to")
+    return restartpolicy.labels_for(policy)
 
 
 async def run_command(client: Client, args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dock.client import Client
+from dock.lookup import resolve_id
 from dock.output import emit_table, human_size, to_jsonable
 from dock.stats import UNLIMITED, StatsSample, cpu_percent
 from dock.tasks import Status
@@ -34,7 +35,7 @@ def register(sub: Any) -> None:
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="sampling interval (default 1)")
     p.add_argument("--filter", action="append", default=[], metavar="FILTER",
                    help='also stream containers a containerd filter matches, e.g. labels."app"==web')
-    p.add_argument("ids", nargs="*", metavar="ID", help="containers to show (default: all in the namespace)")
+    p.add_argument("ids", nargs="*", metavar="ID", help="containers to show: names, ids or id prefixes (default: all)")
     p.set_defaults(handler=stats)
 
 
@@ -145,6 +146,7 @@ async def stats(client: Client, args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     if fmt is None:
         fmt = "table" if tty or args.no_stream else "json"
+    args.ids = list(await asyncio.gather(*(resolve_id(client, ref) for ref in args.ids)))  # names, prefixes
     stream = client.stats.stream(*args.ids, filters=args.filter, interval=args.interval)
     if args.no_stream:
         return await _snapshot(client, args, stream, fmt)

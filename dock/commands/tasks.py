@@ -11,13 +11,14 @@ import sys
 from typing import Any
 
 from dock.client import Client
-from dock.oci import exec_process
+from dock.oci import STOP_SIGNAL_LABEL, exec_process
 from dock.output import emit, emit_json, to_jsonable
 from dock.runner import Signals, attach, container_mounts, destroy_task
 from dock.stdio import ProcessIO
 from dock.tasks import Process, Status, TaskMetrics
 from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.jsonutil import json_object
+from dockyard_common.types import Container, Mount
 
 
 def register(sub: Any) -> None:
@@ -114,12 +115,7 @@ async def start(client: Client, args: argparse.Namespace) -> int:
     process = _spec(args.id, container.spec.value).get("process") if container.spec else None
     tty = bool(process.get("terminal")) if isinstance(process, dict) else False
     if args.detach:
-        await client.tasks.create(args.id, rootfs)
-        try:
-            await client.tasks.start(args.id)
-        except BaseException:
-            await destroy_task(client, args.id)
-            raise
+        await start_detached(client, args.id, rootfs)
         return 0
     async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as undo:
         io = await ProcessIO.open(args.id, stdin=args.interactive, tty=tty)
@@ -131,12 +127,26 @@ async def start(client: Client, args: argparse.Namespace) -> int:
     raise AssertionError("unreachable")
 
 
+async def start_detached(client: Client, cid: str, rootfs: list[Mount]) -> None:
+    """Create and start the task of container `cid`, without stdio; none is left if the start fails."""
+    await client.tasks.create(cid, rootfs)
+    try:
+        await client.tasks.start(cid)
+    except BaseException:
+        await destroy_task(client, cid)
+        raise
+
+
+def stop_signal(container: Container) -> int:
+    """As ctr: the image's stop signal, which `run` stored as a container label; else SIGTERM."""
+    return parse_signal(container.labels.get(STOP_SIGNAL_LABEL) or "SIGTERM")
+
+
 async def kill(client: Client, args: argparse.Namespace) -> int:
     if args.signal:
         signum = parse_signal(args.signal)
-    else:  # as ctr: the image's stop signal, which `run` stored as a container label
-        container = await client.containers.get(args.id)
-        signum = parse_signal(container.labels.get("io.containerd.image.config.stop-signal") or "SIGTERM")
+    else:
+        signum = stop_signal(await client.containers.get(args.id))
     await client.tasks.kill(args.id, signum, exec_id=args.exec_id, all=args.all)
     return 0
 
@@ -153,19 +163,27 @@ async def exec_(client: Client, args: argparse.Namespace) -> int:
     if not isinstance(spec.get("process") or {}, dict):
         raise FailedPrecondition(f"container {args.id}: its spec's process is not a JSON object")
     process = exec_process(spec, args.args, tty=args.tty, cwd=args.cwd, env=args.env)
-    exec_id = args.exec_id or f"exec-{secrets.token_hex(6)}"
-    if args.detach:
-        await client.tasks.exec(args.id, exec_id, process)
-        await client.tasks.start(args.id, exec_id)
+    return await run_exec(client, args.id, process, exec_id=args.exec_id, tty=args.tty,
+                          interactive=args.interactive, detach=args.detach)
+
+
+async def run_exec(client: Client, cid: str, process: dict[str, Any], *, exec_id: str = "", tty: bool = False,
+                   interactive: bool = False, detach: bool = False) -> int:
+    """Run `process` (an OCI process) in the task of `cid`: detached (its exec id printed), or
+    attached to our stdio until it exits, then deleted; its exit status. (`dock exec` too.)"""
+    exec_id = exec_id or f"exec-{secrets.token_hex(6)}"
+    if detach:
+        await client.tasks.exec(cid, exec_id, process)
+        await client.tasks.start(cid, exec_id)
         print(exec_id)
         return 0
     async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as undo:
-        io = await ProcessIO.open(exec_id, stdin=args.interactive, tty=args.tty)
+        io = await ProcessIO.open(exec_id, stdin=interactive, tty=tty)
         undo.push_async_callback(io.close)
-        await client.tasks.exec(args.id, exec_id, process, io.stdin, io.stdout, io.stderr, args.tty)
-        undo.push_async_callback(_delete_exec, client, args.id, exec_id)
-        return await attach(client, args.id, io, signals, lambda: client.tasks.start(args.id, exec_id),
-                            exec_id=exec_id, tty=args.tty, interactive=args.interactive)
+        await client.tasks.exec(cid, exec_id, process, io.stdin, io.stdout, io.stderr, tty)
+        undo.push_async_callback(_delete_exec, client, cid, exec_id)
+        return await attach(client, cid, io, signals, lambda: client.tasks.start(cid, exec_id),
+                            exec_id=exec_id, tty=tty, interactive=interactive)
     raise AssertionError("unreachable")
 
 

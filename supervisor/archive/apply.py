@@ -16,6 +16,8 @@ Whiteouts (OCI image-spec, layer.md):
 - "delete": the target holds the full parent tree (native snapshots). Whiteouts delete,
   opaque directories are emptied of what lower layers put there (not of what this layer
   added, whatever the order of the entries).
+- "none": the tar is a plain archive, not a layer (`docker cp`): `.wh.` names are files
+  like any other (the target is handled as in "delete" mode otherwise).
 - "overlay": the target is an empty overlayfs upperdir. A whiteout becomes a 0/0 character
   device, an opaque directory gets `trusted.overlay.opaque=y`. `parents` (the lowerdirs,
   topmost first) are looked up as overlayfs merges them (see `lowers.py`): implicitly
@@ -96,7 +98,7 @@ from supervisor.archive.tarread import (
 
 log = logging.getLogger(__name__)
 
-WhiteoutMode = Literal["overlay", "delete"]
+WhiteoutMode = Literal["overlay", "delete", "none"]
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -129,18 +131,20 @@ def apply_layer(
     whiteout_mode: WhiteoutMode,
     parents: Sequence[Path] = (),
     cancel: threading.Event | None = None,
+    owner: tuple[int, int] | None = None,
 ) -> ApplyResult:
     """Apply the uncompressed layer tar `stream` to `target`; see the module docstring.
 
     `cancel`, set from another thread, stops the apply before the next entry (Cancelled).
+    `owner` (uid, gid), when given, owns every entry instead of the ids the tar names.
     """
-    if whiteout_mode not in ("overlay", "delete"):
-        raise InvalidArgument(f"whiteout mode {whiteout_mode!r}: must be 'overlay' or 'delete'")
+    if whiteout_mode not in ("overlay", "delete", "none"):
+        raise InvalidArgument(f"whiteout mode {whiteout_mode!r}: must be 'overlay', 'delete' or 'none'")
     if not os.path.isdir("/proc/self/fd"):
         raise FailedPrecondition("apply layer: /proc is not mounted")
     reader = DigestingReader(stream)
     try:
-        applier = _Applier(target, whiteout_mode, parents)
+        applier = _Applier(target, whiteout_mode, parents, owner)
     except FileNotFoundError as e:
         raise NotFound(f"apply target {e.filename}") from None
     except NotADirectoryError as e:
@@ -175,8 +179,10 @@ def apply_layer(
 class _Applier:
     """The state of one apply: open roots, a parent cache, what this layer unpacked."""
 
-    def __init__(self, target: Path, mode: WhiteoutMode, parents: Sequence[Path]) -> None:
+    def __init__(self, target: Path, mode: WhiteoutMode, parents: Sequence[Path],
+                 owner: tuple[int, int] | None = None) -> None:
         self.mode = mode
+        self.owner = owner
         for p in parents:
             if not os.path.isdir(p):
                 raise NotFound(f"apply layer: parent directory {p}")
@@ -209,6 +215,8 @@ class _Applier:
 
     def apply(self, tar: TarReader, e: Entry) -> None:
         try:
+            if self.owner is not None:
+                e.uid, e.gid = self.owner
             _check_entry(e)
             self._apply(tar, e)
         except (DockyardError, TarFormatError):  # the latter is apply_layer's to word
@@ -227,7 +235,7 @@ class _Applier:
         if not parts:
             return  # the root itself: its attributes belong to the snapshot, not the layer
         base = parts[-1]
-        if base.startswith(WHITEOUT_PREFIX):
+        if base.startswith(WHITEOUT_PREFIX) and self.mode != "none":
             self._whiteout(e, parts)
             return
         if e.type not in _SUPPORTED:

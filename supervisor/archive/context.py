@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard_common.errors import Cancelled, InvalidArgument
+from dockyard_common.rootpath import clean_name
 from supervisor.archive.apply import WHITEOUT_PREFIX, apply_layer
 from supervisor.archive.tarread import BLOCKDEV, CHAR, DIRECTORY, HARDLINK, SYMLINK, TarFormatError, TarReader
 
@@ -86,17 +87,7 @@ def check_context(tar_path: Path, limits: ContextLimits, cancel: threading.Event
 def _parts(name: str, of: str = "entry") -> tuple[str, ...]:
     if "\0" in name:
         raise InvalidArgument(f"build context: {of} {name!r} contains a NUL byte")
-    parts: list[str] = []
-    for comp in name.split("/"):
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if not parts:
-                raise InvalidArgument(f"build context: {of} {name!r} leaves the context")
-            parts.pop()
-            continue
-        parts.append(comp)
-    return tuple(parts)
+    return clean_name(name, what=f"build context: {of}", escapes=" leaves the context")
 
 
 def _not_below_symlink(name: str, parts: tuple[str, ...], symlinks: set[tuple[str, ...]]) -> None:

@@ -26,7 +26,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
-BLOCK = 512
+from supervisor.archive.tarformat import (
+    BLOCK,
+    BLOCKDEV,
+    CHAR,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    PAX,
+    PAX_GLOBAL,
+    REGULAR,
+    SYMLINK,
+    XATTR_PREFIX,
+)
+
 CHUNK = 1 << 20
 # Extended headers (pax records, GNU long names) are read into memory: cap them (Go's
 # archive/tar allows 1 MiB as well).
@@ -37,22 +50,12 @@ _USTAR_MAGIC = b"ustar\x00"
 _NS = 1_000_000_000
 _MAX_PAX_SECONDS = 1 << 63
 
-# Type flags (as one-character strings, like tarfile's).
-REGULAR = "0"
-HARDLINK = "1"
-SYMLINK = "2"
-CHAR = "3"
-BLOCKDEV = "4"
-DIRECTORY = "5"
-FIFO = "6"
 _REGULAR_ALIASES = {"\0": REGULAR, "7": REGULAR}  # old "regular", contiguous file
-_PAX = "x"
-_PAX_GLOBAL = "g"
+_PAX = PAX
+_PAX_GLOBAL = PAX_GLOBAL
 _GNU_LONGNAME = "L"
 _GNU_LONGLINK = "K"
 _SPECIAL = {_PAX, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK}
-
-XATTR_PREFIX = "SCHILY.xattr."
 
 
 class TarFormatError(Exception):

@@ -31,16 +31,17 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from dockyard_common.errors import InvalidArgument
+from supervisor.archive import tarformat
+from supervisor.archive.tarformat import BLOCK
 
-BLOCK = 512
-TYPE_REG = b"0"
-TYPE_LINK = b"1"
-TYPE_SYMLINK = b"2"
-TYPE_CHAR = b"3"
-TYPE_BLOCK = b"4"
-TYPE_DIR = b"5"
-TYPE_FIFO = b"6"
-_TYPE_PAX = b"x"
+TYPE_REG = tarformat.REGULAR.encode()
+TYPE_LINK = tarformat.HARDLINK.encode()
+TYPE_SYMLINK = tarformat.SYMLINK.encode()
+TYPE_CHAR = tarformat.CHAR.encode()
+TYPE_BLOCK = tarformat.BLOCKDEV.encode()
+TYPE_DIR = tarformat.DIRECTORY.encode()
+TYPE_FIFO = tarformat.FIFO.encode()
+_TYPE_PAX = tarformat.PAX.encode()
 _HEADER_ONLY = {TYPE_LINK, TYPE_SYMLINK, TYPE_CHAR, TYPE_BLOCK, TYPE_DIR, TYPE_FIFO}
 
 # Go's zero time.Time (year 1): "unset", written as 0.

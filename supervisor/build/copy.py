@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import bz2
 import email.utils
-import errno
 import hashlib
 import lzma
 import os
@@ -66,6 +65,7 @@ from dockyard_common.gomatch import has_magic, match
 from dockyard_common.rootpath import MAX_SYMLINKS, NotADirectory, RootDir, clean_name
 from supervisor.archive.apply import apply_layer
 from supervisor.archive.compression import open_layer
+from supervisor.treecopy import copy_bytes, set_attributes
 
 _OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_DIR_RD = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -572,9 +572,7 @@ class _Writer:
             fd = os.open(name, _OPEN_DIR_RD, dir_fd=dir_fd)
             try:
                 self._tree(src, fd, (*canonical, name))
-                os.fchown(fd, uid, gid)
-                os.fchmod(fd, perm)
-                os.utime(fd, ns=times)  # last: the children changed it
+                set_attributes(fd, st, owner=(uid, gid), mode=perm)  # last: the children changed it
             finally:
                 os.close(fd)
             return
@@ -590,10 +588,8 @@ class _Writer:
             try:
                 fd = os.open(name, _OPEN_WRITE, 0o600, dir_fd=dir_fd)
                 try:
-                    _copy_data(src_fd, fd, st.st_size)
-                    os.fchown(fd, uid, gid)
-                    os.fchmod(fd, perm)  # after chown, which clears setuid bits
-                    os.utime(fd, ns=times)
+                    copy_bytes(src_fd, fd, st.st_size)
+                    set_attributes(fd, st, owner=(uid, gid), mode=perm)
                 finally:
                     os.close(fd)
             finally:
@@ -605,13 +601,11 @@ class _Writer:
             return  # a symlink's link count is not ours to keep
         elif stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
             os.mknod(name, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=dir_fd)
-            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
             fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            try:
-                os.chmod(f"/proc/self/fd/{fd}", perm)  # no fchmod on O_PATH; the magic link is this inode
+            try:  # no fchmod on O_PATH; the magic link is this inode
+                set_attributes(f"/proc/self/fd/{fd}", st, owner=(uid, gid), mode=perm)
             finally:
                 os.close(fd)
-            os.utime(name, ns=times, dir_fd=dir_fd, follow_symlinks=False)
         else:
             return  # sockets: docker skips them too
         if st.st_nlink > 1:
@@ -631,30 +625,6 @@ class _Writer:
         finally:
             os.close(first_fd)
         return True
-
-
-def _copy_data(src_fd: int, dst_fd: int, size: int) -> None:
-    """Copy a file's bytes in the kernel (copy_file_range: reflinks where the fs can), falling
-    back to read/write where it refuses (another fs type, an old kernel)."""
-    left = size
-    try:
-        while left > 0:
-            n = os.copy_file_range(src_fd, dst_fd, min(left, 1 << 30))
-            if n == 0:
-                break  # the file shrank meanwhile
-            left -= n
-        if left <= 0 and os.read(src_fd, 1) == b"":
-            return
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF):
-            raise
-    os.lseek(src_fd, 0, os.SEEK_SET)
-    os.lseek(dst_fd, 0, os.SEEK_SET)
-    os.ftruncate(dst_fd, 0)
-    while chunk := os.read(src_fd, _CHUNK):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst_fd, view):]
 
 
 def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:

@@ -19,6 +19,7 @@ from dockyard_common.errors import InvalidArgument, Unimplemented
 from supervisor import filters
 from supervisor.metadata.containers import ContainerStore
 from supervisor.runtime.manager import TaskManager
+from supervisor.runtime.restart import RestartMonitor
 from supervisor.runtime.task import Task
 from supervisor.runtime.types import AnyValue, CreateOptions, ExecOptions, Exit, Mount, TaskState
 from supervisor.services.context import namespace_of
@@ -61,9 +62,11 @@ def _deleted(exit: Exit, exec_id: str = "") -> pb.DeleteResponse:
 
 
 class TasksService(pb_grpc.TasksServicer):
-    def __init__(self, manager: TaskManager, containers: ContainerStore) -> None:
+    def __init__(self, manager: TaskManager, containers: ContainerStore, restarts: RestartMonitor | None = None
+                 ) -> None:
         self.manager = manager
         self.containers = containers
+        self.restarts = restarts  # told of a user's starts and stops (restart policies)
         # namespace -> id -> (a state, its message): listed states are mostly the same cached
         # objects call after call, and building a thousand messages is most of List's time
         self._listed: dict[str, dict[str, tuple[TaskState, task_pb2.Process]]] = {}
@@ -90,6 +93,8 @@ class TasksService(pb_grpc.TasksServicer):
             options=options, task_options=_any_in(request, "options"))
         task = await self.manager.create(ns, container.id, request.runtime_path or container.runtime_name,
                                          container.spec.value, opts, labels=container.labels)
+        if self.restarts is not None:
+            await self.restarts.user_created(ns, container)
         return pb.CreateTaskResponse(container_id=container.id, pid=task.pid)
 
     @rpc
@@ -139,6 +144,9 @@ class TasksService(pb_grpc.TasksServicer):
 
     @rpc
     async def Kill(self, request: pb.KillRequest, context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+        if self.restarts is not None:  # before the signal: its exit must find the stop recorded
+            await self.restarts.user_killing(namespace_of(context), request.container_id, request.signal,
+                                             request.exec_id)
         await self._task(context, request.container_id).kill(request.signal, request.all, request.exec_id)
         return empty_pb2.Empty()
 

@@ -1,21 +1,19 @@
-"""Blocking file-tree work for snapshotters: copy, measure, remove.
+"""Blocking file-tree work for snapshotters: copy, measure, remove (volumes and the CRI image
+file system measure and empty theirs with it too).
 
-Everything here blocks; snapshotters run it in a worker thread, never on the
-event loop.
+Everything here blocks; callers run it in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 
 from dockyard_common.types import Usage
+from supervisor import treecopy
 
-log = logging.getLogger(__name__)
-
-_COPY_CHUNK = 1 << 30
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def disk_usage(path: str) -> Usage:
@@ -51,106 +49,19 @@ def disk_usage(path: str) -> Usage:
     return Usage(size=size, inodes=len(seen))
 
 
-def _copy_data(src: str, dst: str) -> None:
-    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def copy_tree(src: str, dst: str) -> None:
+    """Copy the tree at `src` into the existing empty directory `dst`, as containerd's
+    `fs.CopyDir` does: every file type (sockets too), modes, owners, xattrs, times and hard
+    links within the tree (supervisor/treecopy.py, through descriptors)."""
+    sfd = os.open(src, _DIR_FLAGS)
     try:
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        dfd = os.open(dst, _DIR_FLAGS)
         try:
-            # copy_file_range lets the filesystem share extents (reflinks) or at
-            # least copy in the kernel; fall back to read/write across filesystems.
-            try:
-                while os.copy_file_range(sfd, dfd, _COPY_CHUNK):
-                    pass
-                return
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                os.lseek(sfd, 0, os.SEEK_SET)
-                os.ftruncate(dfd, 0)
-                os.lseek(dfd, 0, os.SEEK_SET)
-            while chunk := os.read(sfd, 1 << 20):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(dfd, view) :]
+            treecopy.copy_tree(sfd, dfd, sockets=True)
         finally:
             os.close(dfd)
     finally:
         os.close(sfd)
-
-
-def _copy_xattrs(src: str, dst: str) -> None:
-    try:
-        names = os.listxattr(src, follow_symlinks=False)
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return
-        raise
-    for name in names:
-        try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False), follow_symlinks=False)
-        except OSError as e:
-            # security.* (SELinux labels, ...) often cannot be set; containerd's native
-            # snapshotter ignores those failures too (moby/buildkit#1189).
-            if name.startswith("security.") or e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                log.debug("cannot copy xattr %s of %s: %s", name, src, e)
-                continue
-            raise
-
-
-def _copy_metadata(src: str, dst: str, st: os.stat_result) -> None:
-    # chown first: it clears setuid/setgid bits and security.capability, which
-    # chmod and the xattr copy then restore.
-    os.lchown(dst, st.st_uid, st.st_gid)
-    if not stat.S_ISLNK(st.st_mode):
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
-    _copy_xattrs(src, dst)
-    if not stat.S_ISDIR(st.st_mode):
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def copy_tree(src: str, dst: str) -> None:
-    """Copy the tree at `src` into the existing empty directory `dst`.
-
-    Preserves file types (regular, directory, symlink, device, fifo, socket),
-    modes, owners, xattrs, timestamps and hard links (within the tree).
-    """
-    links: dict[tuple[int, int], str] = {}
-    dirs: list[tuple[str, os.stat_result]] = []
-    stack = [(src, dst)]
-    while stack:
-        s, d = stack.pop()
-        st = os.lstat(s)
-        mode = st.st_mode
-        if s != src:
-            if not stat.S_ISDIR(mode) and st.st_nlink > 1:
-                first = links.get((st.st_dev, st.st_ino))
-                if first is not None:
-                    os.link(first, d, follow_symlinks=False)
-                    continue
-                links[(st.st_dev, st.st_ino)] = d
-            if stat.S_ISDIR(mode):
-                os.mkdir(d, 0o700)
-            elif stat.S_ISREG(mode):
-                _copy_data(s, d)
-            elif stat.S_ISLNK(mode):
-                os.symlink(os.readlink(s), d)
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-                os.mknod(d, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-            else:
-                raise OSError(errno.EINVAL, f"cannot copy file of mode {mode:o}", s)
-        elif not stat.S_ISDIR(mode):
-            raise NotADirectoryError(errno.ENOTDIR, "copy source is not a directory", s)
-        _copy_metadata(s, d, st)
-        if stat.S_ISDIR(mode):
-            dirs.append((d, st))
-            with os.scandir(s) as it:
-                stack.extend((entry.path, os.path.join(d, entry.name)) for entry in it)
-    # Directory times last: creating their entries touched them.
-    for d, st in reversed(dirs):
-        os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def remove_tree(path: str) -> None:
@@ -173,8 +84,20 @@ def remove_tree(path: str) -> None:
         os.unlink(path)
         return
     fd = os.open(path, _DIR_FLAGS)
+    try:
+        empty(fd, path)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def empty(dir_fd: int, name: str | None = None) -> None:
+    """Remove everything inside the directory `dir_fd` (left open, and in place), as `remove_tree`
+    does: never into a mount (EBUSY), no recursion. `name`: the directory's, for errors. A
+    volume's seed that failed half-way is undone with it."""
+    fd = os.open(".", _DIR_FLAGS, dir_fd=dir_fd)  # ours to move down and up; the caller's stays
     st = os.fstat(fd)
-    idents = [(st.st_dev, st.st_ino)]  # the directories from `path` down to the current one
+    idents = [(st.st_dev, st.st_ino)]  # the directories from `dir_fd` down to the current one
     names: list[str] = []
     try:
         while True:
@@ -184,7 +107,7 @@ def remove_tree(path: str) -> None:
                 cst = os.fstat(child)
                 if cst.st_dev != st.st_dev:
                     os.close(child)
-                    raise OSError(errno.EBUSY, "a filesystem is mounted inside the snapshot directory", path)
+                    raise OSError(errno.EBUSY, "a filesystem is mounted inside the directory being emptied", name)
                 names.append(sub)
                 idents.append((cst.st_dev, cst.st_ino))
                 os.close(fd)
@@ -196,14 +119,13 @@ def remove_tree(path: str) -> None:
             pst = os.fstat(parent)
             if (pst.st_dev, pst.st_ino) != idents[-2]:
                 os.close(parent)
-                raise OSError(errno.EAGAIN, "a directory was moved while its tree was being removed", path)
+                raise OSError(errno.EAGAIN, "a directory was moved while its tree was being removed", name)
             os.close(fd)
             fd = parent
             idents.pop()
             os.rmdir(names.pop(), dir_fd=fd)
     finally:
         os.close(fd)
-    os.rmdir(path)
 
 
 def _clear_files(dir_fd: int) -> str | None:

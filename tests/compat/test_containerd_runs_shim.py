@@ -16,13 +16,9 @@ tests/containerd.py's `PrivateContainerd`.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-import queue
 import shutil
 import signal
-import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +28,7 @@ from tests.compat.runtimes import IMAGE, uid
 from tests.containerd import CGROUP_ROOT, PrivateContainerd, private_containerd
 from tests.ctr import ok
 from tests.daemon import alive, processes_mentioning
+from tests.eventlog import EventLog
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
@@ -57,69 +54,6 @@ def cgroup_file(pid: int, controller: str, name: str) -> Path:
         if controller in controllers.split(","):
             return CGROUP_ROOT / controllers / path.lstrip("/") / name
     raise AssertionError(f"process {pid} is in no {controller} cgroup")
-
-
-# ----- ctr events, read in the background -----------------------------------------------------------
-
-
-class EventLog:
-    """`ctr events` of one containerd: lines arrive in a thread; `wait_for` takes them in order."""
-
-    def __init__(self, c: PrivateContainerd) -> None:
-        self.c = c
-        self.proc = subprocess.Popen(["ctr", "--address", c.address, "events"], stdout=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self._subscribed()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def _subscribed(self) -> None:
-        """Until the subscription is live: label the namespace (an /namespaces/update event)
-        until one of those arrives."""
-        probes = itertools.count()
-
-        def an_update_arrived() -> bool:
-            ok(self.c.ctr("namespaces", "label", self.c.namespace, f"probe={next(probes)}"))
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    if "/namespaces/update" in self.lines.get(timeout=0.2):
-                        return True
-            return False
-
-        wait_until(an_update_arrived, 20, what="ctr events to see an event", interval=0)
-
-    def topics(self, cid: str, until: str, timeout: float = 20) -> list[str]:
-        """The /tasks/ topics of `cid`, in order, up to and including `until`."""
-        out: list[str] = []
-
-        def reached() -> bool:
-            with contextlib.suppress(queue.Empty):
-                line = self.lines.get(timeout=0.1)
-                self.seen.append(line)
-                fields = line.split()
-                if len(fields) > 5 and fields[5].startswith("/tasks/") and cid in line:
-                    out.append(fields[5])
-            return until in out
-
-        wait_until(reached, timeout, what=f"{until} of {cid}", interval=0)
-        return out
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.reader.join(10)  # EOF once ctr is gone
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
 
 
 # ----- the tests ---------------------------------------------------------------------------------------
@@ -179,7 +113,7 @@ def test_exec_pause_resume_kill_delete(containerd: PrivateContainerd, runtime: s
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_events(containerd: PrivateContainerd, runtime: str) -> None:
     c, cid = containerd, uid("ev")
-    events = EventLog(c)
+    events = EventLog(["ctr", "--address", c.address, "events"], c.address, c.namespace)
     try:
         ok(c.ctr("run", "-d", "--runtime", runtime, IMAGE, cid, "sleep", "300"))
         ok(c.ctr("tasks", "exec", "--exec-id", "x1", cid, "true"))
@@ -188,7 +122,7 @@ def test_events(containerd: PrivateContainerd, runtime: str) -> None:
         ok(c.ctr("tasks", "kill", "-s", "SIGKILL", cid))
         wait_until(lambda: tasks(c)[cid][1] == "STOPPED", what=f"{cid} to stop")
         c.ctr("tasks", "rm", cid)
-        topics = events.topics(cid, until="/tasks/delete")
+        topics = events.task_topics(cid, until="/tasks/delete")
     finally:
         events.close()
     assert topics == ["/tasks/create", "/tasks/start", "/tasks/exec-added", "/tasks/exec-started", "/tasks/exit",
@@ -219,10 +153,10 @@ def test_containerd_restart_reattaches(containerd: PrivateContainerd, runtime: s
     assert ok(c.ctr("tasks", "exec", "--exec-id", "after", keep, "echo", "still-here")) == "still-here\n"
     res = c.ctr("tasks", "rm", ends)
     assert res.returncode == 0 and "exit code 5" in res.stderr, res.stderr
-    events = EventLog(c)  # the shim publishes to the new containerd
+    events = EventLog(["ctr", "--address", c.address, "events"], c.address, c.namespace)  # the new containerd
     try:
         ok(c.ctr("tasks", "kill", "-s", "SIGKILL", keep))
-        assert events.topics(keep, until="/tasks/exit") == ["/tasks/exit"]
+        assert events.task_topics(keep, until="/tasks/exit") == ["/tasks/exit"]
     finally:
         events.close()
     assert c.ctr("tasks", "rm", keep).returncode == 0

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE
 from tests.compat.test_ctr_run import Session, mounts_under, session, stop_our_zygotes, task_pid
 from tests.daemon import shims_in_bundles
+from tests.eventlog import EventLog
 from tests.images import build_image, oci_archive, tar_tree
 from tests.rootfs import make_busybox_rootfs
 from tests.unit.archive_fixtures import build_tar, symlink
@@ -162,21 +162,15 @@ def test_no_host_descriptor_leaks_in(session: Session) -> None:
 def test_memory_limit_kills_and_publishes_oom(session: Session) -> None:
     s = session
     limit = ("--memory-limit", str(32 << 20))
-    events = subprocess.Popen(["ctr", "--address", s.d.address, "events"], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.5)  # subscribed before the runs
+    with EventLog(["ctr", "--address", s.d.address, "events"], s.d.address) as events:
         # tail of /dev/zero keeps everything it reads (no newline ever comes): only the OOM killer stops it.
         child = run(s, "oom", "sh", "-c", "tail /dev/zero; echo tail-ended-$?", flags=limit)
         init = run(s, "oominit", "sh", "-c", "exec tail /dev/zero", flags=limit)
-        time.sleep(0.5)
-    finally:
-        events.send_signal(signal.SIGINT)
-        out, _ = events.communicate(timeout=10)
-    assert (child.returncode, child.stdout) == (0, "tail-ended-137\n"), child.stderr  # the shell lives on
-    assert init.returncode == 137, init.stderr  # the container's init itself, SIGKILLed
-    for cid in s.ids[-2:]:
-        topics = [line.split()[5] for line in out.splitlines() if f'"container_id":"{cid}"' in line]
-        assert "/tasks/oom" in topics and topics.index("/tasks/oom") < topics.index("/tasks/exit"), out
+        assert (child.returncode, child.stdout) == (0, "tail-ended-137\n"), child.stderr  # the shell lives on
+        assert init.returncode == 137, init.stderr  # the container's init itself, SIGKILLed
+        for cid in s.ids[-2:]:
+            topics = events.task_topics(f'"container_id":"{cid}"', until="/tasks/delete")
+            assert "/tasks/oom" in topics and topics.index("/tasks/oom") < topics.index("/tasks/exit"), events.seen
 
 
 def test_cpu_quota_bounds_usage(session: Session) -> None:

@@ -24,6 +24,7 @@ import pytest
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, uid
 from tests.daemon import DaemonProcess, alive, shim_pids, stopping_new_zygotes
+from tests.eventlog import EventLog
 
 pytestmark = [pytest.mark.compat, pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
@@ -173,14 +174,8 @@ def test_run_with_piped_stdin(session: Session) -> None:
 def test_events_of_a_run(session: Session) -> None:
     d = session.d
     cid = session.new_id("ev")
-    events = subprocess.Popen(["ctr", "--address", d.address, "events"], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.5)  # subscribed before the run
+    with EventLog(["ctr", "--address", d.address, "events"], d.address) as events:
         res = ctr(d, "run", "--rm", IMAGE, cid, "true")
         assert res.returncode == 0, res.stderr
-        time.sleep(0.5)
-    finally:
-        events.send_signal(signal.SIGINT)
-        out, _ = events.communicate(timeout=10)
-    topics = [line.split()[5] for line in out.splitlines() if cid in line and "/tasks/" in line]
-    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], out
+        topics = events.task_topics(cid, until="/tasks/delete")
+    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], events.seen

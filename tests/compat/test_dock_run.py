@@ -33,7 +33,8 @@ from dock.tasks import Status
 from dockyard_common.errors import NotFound
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE, RUNTIMES, daemon_with_runtime, import_busybox, remove_everything
-from tests.daemon import REPO, DaemonProcess
+from tests.daemon import REPO, DaemonProcess, wait_subscribed
+from tests.eventlog import EventLog
 from tests.images import build_image, oci_archive, tar_tree
 from tests.rootfs import make_busybox_rootfs
 from tests.unit.archive_fixtures import build_tar, directory, file
@@ -134,9 +135,9 @@ def import_image(s: Session, archive: bytes) -> None:
 
 def test_run_rm_prints_and_passes_the_exit_code(session: Session) -> None:
     s = session
-    res = s.dock("run", "--rm", "busybox", s.new_id("hello"), "echo", "hello")
+    res = s.dock("run", "--rm", "--name", s.new_id("hello"), "busybox", "echo", "hello")
     assert (res.returncode, res.stdout, res.stderr) == (0, "hello\n", "")
-    res = s.dock("run", "--rm", IMAGE, s.new_id("three"), "sh", "-c", "echo out; echo err >&2; exit 3")
+    res = s.dock("run", "--rm", "--name", s.new_id("three"), IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (res.returncode, res.stdout, res.stderr) == (3, "out\n", "err\n")
     assert s.ok("containers", "ls", "-q") == "" and s.ok("tasks", "ls", "-q") == ""
     assert not [cid for cid in s.ids if cid in s.snapshots()]
@@ -145,7 +146,7 @@ def test_run_rm_prints_and_passes_the_exit_code(session: Session) -> None:
 def test_run_without_rm_keeps_the_container(session: Session) -> None:
     s = session
     cid = s.new_id("keep")
-    assert s.ok("run", "busybox", cid, "true") == ""
+    assert s.ok("run", "--name", cid, "busybox", "true") == ""
     assert s.ok("containers", "ls", "-q") == f"{cid}\n"
     assert s.ok("tasks", "ls", "-q") == ""  # the task goes, as with ctr run
     info = json.loads(s.ok("containers", "info", cid))
@@ -164,13 +165,14 @@ def test_run_without_rm_keeps_the_container(session: Session) -> None:
 def test_env_cwd_user_hostname(session: Session) -> None:
     s = session
     out = s.ok("run", "--rm", "--env", "FOO=bar", "-e", "PATH=/bin", "--cwd", "/tmp", "--user", "1000",
-               "--hostname", "boxy", "busybox", s.new_id("who"), "sh", "-c", "id -u; id -g; pwd; hostname; env")
+               "--hostname", "boxy", "--name", s.new_id("who"), "busybox", "sh", "-c",
+               "id -u; id -g; pwd; hostname; env")
     lines = out.splitlines()
     assert lines[:4] == ["1000", "1000", "/tmp", "boxy"]
     assert "FOO=bar" in lines and "PATH=/bin" in lines  # the user's PATH replaces the image's
-    out = s.ok("run", "--rm", "--user", "nobody", "busybox", s.new_id("nobody"), "id", "-u")
+    out = s.ok("run", "--rm", "--user", "nobody", "--name", s.new_id("nobody"), "busybox", "id", "-u")
     assert out == "65534\n"
-    res = s.dock("run", "--rm", "--user", "ghost", "busybox", s.new_id("ghost"), "true")
+    res = s.dock("run", "--rm", "--user", "ghost", "--name", s.new_id("ghost"), "busybox", "true")
     assert res.returncode == 1 and "user 'ghost'" in res.stderr and "not found" in res.stderr
 
 
@@ -188,13 +190,13 @@ def test_image_config_is_honoured(session: Session) -> None:
         "StopSignal": "SIGINT"})
     import_image(s, oci_archive([image]))
     cid = s.new_id("cfg")
-    out = s.ok("run", name, cid)
+    out = s.ok("run", "--name", cid, name)
     assert out.splitlines() == ["from-cmd", "1000", "1000 5", "/work", "hi /bin:/usr/bin"]
     assert json.loads(s.ok("containers", "info", cid))["labels"]["io.containerd.image.config.stop-signal"] == \
         "SIGINT"
     s.ok("containers", "rm", cid)
     # Arguments replace Cmd and keep the Entrypoint; --env goes over the image's.
-    out = s.ok("run", "--rm", "-e", "GREETING=bye", name, s.new_id("args"), "echo $GREETING; id -u")
+    out = s.ok("run", "--rm", "-e", "GREETING=bye", "--name", s.new_id("args"), name, "echo $GREETING; id -u")
     assert out == "bye\n1000\n"
 
 
@@ -214,7 +216,7 @@ def test_an_index_target_picks_this_platform(session: Session) -> None:
             await c.images.create("docker.io/library/multi:1", Descriptor(OCI_INDEX, info.digest, len(index)))
 
     asyncio.run(tag_index())
-    assert s.ok("run", "--rm", "multi:1", s.new_id("multi"), "echo", "picked") == "picked\n"
+    assert s.ok("run", "--rm", "--name", s.new_id("multi"), "multi:1", "echo", "picked") == "picked\n"
 
 
 # -- failures undo what they made --------------------------------------------------------------------
@@ -222,15 +224,15 @@ def test_an_index_target_picks_this_platform(session: Session) -> None:
 
 def test_failures_leave_nothing_behind(session: Session) -> None:
     s = session
-    res = s.dock("run", "--rm", "nothere", s.new_id("noimg"), "true")
+    res = s.dock("run", "--rm", "--name", s.new_id("noimg"), "nothere", "true")
     assert res.returncode == 1 and "not found" in res.stderr and "Traceback" not in res.stderr
-    res = s.dock("run", "--rm", "busybox", s.new_id("nocmd"), "/no/such/binary")
+    res = s.dock("run", "--rm", "--name", s.new_id("nocmd"), "busybox", "/no/such/binary")
     assert res.returncode != 0 and "Traceback" not in res.stderr
-    res = s.dock("run", "--rm", "--mount", "src=relative,dst=/x", "busybox", s.new_id("badmount"), "true")
+    res = s.dock("run", "--rm", "--mount", "src=relative,dst=/x", "--name", s.new_id("badmount"), "busybox", "true")
     assert res.returncode != 0 and "absolute" in res.stderr
-    res = s.dock("run", "--memory", "lots", "busybox", s.new_id("badmem"), "true")
+    res = s.dock("run", "--memory", "lots", "--name", s.new_id("badmem"), "busybox", "true")
     assert res.returncode != 0 and "invalid size" in res.stderr
-    res = s.dock("run", "-d", "-i", "busybox", s.new_id("di"), "cat")
+    res = s.dock("run", "-d", "-i", "--name", s.new_id("di"), "busybox", "cat")
     assert res.returncode == 1 and "-d does not go with -i" in res.stderr
     assert s.ok("containers", "ls", "-q") == "" and s.ok("tasks", "ls", "-q") == ""
     assert not [cid for cid in s.ids if cid in s.snapshots()]
@@ -241,8 +243,8 @@ def test_failures_leave_nothing_behind(session: Session) -> None:
 def test_a_taken_id_is_refused_and_the_owner_untouched(session: Session) -> None:
     s = session
     cid = s.new_id("taken")
-    assert s.ok("run", "-d", "busybox", cid, "sleep", "300") == f"{cid}\n"
-    res = s.dock("run", "--rm", "busybox", cid, "true")
+    assert s.ok("run", "-d", "--name", cid, "busybox", "sleep", "300") == f"{cid}\n"
+    res = s.dock("run", "--rm", "--name", cid, "busybox", "true")
     assert res.returncode == 1 and "already exists" in res.stderr
     assert s.tasks()[cid][1] == "RUNNING"
     assert cid in s.snapshots() and s.ok("containers", "ls", "-q") == f"{cid}\n"
@@ -255,7 +257,7 @@ def test_a_taken_id_is_refused_and_the_owner_untouched(session: Session) -> None
 def test_detached_task_lifecycle(session: Session) -> None:
     s = session
     cid = s.new_id("bg")
-    assert s.ok("run", "-d", "busybox", cid, "sleep", "300") == f"{cid}\n"
+    assert s.ok("run", "-d", "--name", cid, "busybox", "sleep", "300") == f"{cid}\n"
     pid, status = s.tasks()[cid]
     assert status == "RUNNING" and pid > 0
     assert [str(pid), "-"] in [r.split() for r in s.ok("tasks", "ps", cid).splitlines()]
@@ -293,12 +295,12 @@ def test_detached_task_lifecycle(session: Session) -> None:
 def test_containers_create_then_tasks_start(session: Session) -> None:
     s = session
     cid = s.new_id("made")
-    assert s.ok("containers", "create", "--env", "X=1", "busybox", cid, "sh", "-c", "echo $X") == f"{cid}\n"
+    assert s.ok("containers", "create", "--env", "X=1", "--name", cid, "busybox", "sh", "-c", "echo $X") == f"{cid}\n"
     assert s.ok("tasks", "ls", "-q") == ""
     assert s.ok("tasks", "start", cid) == "1\n"
     assert s.ok("tasks", "ls", "-q") == ""  # a foreground start deletes the task after
     cid2 = s.new_id("bgstart")
-    s.ok("containers", "create", "busybox", cid2, "sleep", "300")
+    s.ok("containers", "create", "--name", cid2, "busybox", "sleep", "300")
     s.ok("tasks", "start", "-d", cid2)
     s.wait_status(cid2, "RUNNING")
     s.ok("tasks", "kill", "-a", "-s", "9", cid2)
@@ -312,7 +314,7 @@ def test_signals_are_forwarded(session: Session) -> None:
     s = session
     cid = s.new_id("sig")
     # PID 1 of a PID namespace ignores signals it has no handler for: trap it.
-    proc = s.popen("run", "--rm", "busybox", cid, "sh", "-c", "trap 'echo got TERM; exit 7' TERM; "
+    proc = s.popen("run", "--rm", "--name", cid, "busybox", "sh", "-c", "trap 'echo got TERM; exit 7' TERM; "
                    "while true; do sleep 0.1; done", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         s.wait_status(cid, "RUNNING")
@@ -333,7 +335,8 @@ def test_signals_are_forwarded(session: Session) -> None:
 def test_resource_limits_reach_the_cgroup(session: Session) -> None:
     s = session
     cid = s.new_id("limits")
-    s.ok("run", "-d", "--memory", "64m", "--pids-limit", "20", "--cpus", "0.5", "busybox", cid, "sleep", "300")
+    s.ok("run", "-d", "--memory", "64m", "--pids-limit", "20", "--cpus", "0.5", "--name", cid, "busybox",
+         "sleep", "300")
     assert (s.cgroup("memory", cid) / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
     assert (s.cgroup("pids", cid) / "pids.max").read_text().strip() == "20"
     assert (s.cgroup("cpu", cid) / "cpu.cfs_quota_us").read_text().strip() == "50000"
@@ -343,10 +346,10 @@ def test_resource_limits_reach_the_cgroup(session: Session) -> None:
 
 def test_network_modes(session: Session) -> None:
     s = session
-    out = s.ok("run", "--rm", "--net", "none", "busybox", s.new_id("netnone"), "cat", "/proc/net/dev")
+    out = s.ok("run", "--rm", "--net", "none", "--name", s.new_id("netnone"), "busybox", "cat", "/proc/net/dev")
     ifaces = [line.split(":")[0].strip() for line in out.splitlines()[2:]]
     assert ifaces == ["lo"]
-    out = s.ok("run", "--rm", "--net", "host", "busybox", s.new_id("nethost"), "cat", "/proc/net/dev")
+    out = s.ok("run", "--rm", "--net", "host", "--name", s.new_id("nethost"), "busybox", "cat", "/proc/net/dev")
     host = [line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]]
     assert sorted(line.split(":")[0].strip() for line in out.splitlines()[2:]) == sorted(host)
 
@@ -355,30 +358,31 @@ def test_bind_mounts(session: Session) -> None:
     s = session
     with tempfile.TemporaryDirectory(prefix="dy-bind-") as host:
         (Path(host) / "in.txt").write_text("from the host\n")
-        out = s.ok("run", "--rm", "--mount", f"type=bind,src={host},dst=/data,options=rbind:rw", "busybox",
-                   s.new_id("rw"), "sh", "-c", "cat /data/in.txt; echo written > /data/out.txt")
+        out = s.ok("run", "--rm", "--mount", f"type=bind,src={host},dst=/data,options=rbind:rw", "--name",
+                   s.new_id("rw"), "busybox", "sh", "-c", "cat /data/in.txt; echo written > /data/out.txt")
         assert out == "from the host\n" and (Path(host) / "out.txt").read_text() == "written\n"
-        res = s.dock("run", "--rm", "--mount", f"type=bind,src={host},dst=/data,options=rbind:ro", "busybox",
-                     s.new_id("ro"), "sh", "-c", "cat /data/in.txt; touch /data/nope")
+        res = s.dock("run", "--rm", "--mount", f"type=bind,src={host},dst=/data,options=rbind:ro", "--name",
+                     s.new_id("ro"), "busybox", "sh", "-c", "cat /data/in.txt; touch /data/nope")
         assert res.returncode != 0 and res.stdout == "from the host\n" and "Read-only" in res.stderr
         assert not (Path(host) / "nope").exists()
 
 
 def test_piped_stdin(session: Session) -> None:
     s = session
-    assert s.ok("run", "--rm", "-i", "busybox", s.new_id("cat"), "cat", input="data\nmore\n") == "data\nmore\n"
+    out = s.ok("run", "--rm", "-i", "--name", s.new_id("cat"), "busybox", "cat", input="data\nmore\n")
+    assert out == "data\nmore\n"
     # Instant EOF (the case where ctr hangs): CloseIO is sent once our copy is done.
     res = subprocess.run(["sh", "-c", f"printf data | {shlex.quote(sys.executable)} -m dock.cli run --rm -i "
-                          f"busybox {s.new_id('printf')} cat"], capture_output=True, text=True, env=s.env(),
+                          f"--name {s.new_id('printf')} busybox cat"], capture_output=True, text=True, env=s.env(),
                          cwd=REPO, timeout=60)
     assert (res.returncode, res.stdout) == (0, "data"), res.stderr
     # Without -i the process reads an empty stdin.
-    assert s.ok("run", "--rm", "busybox", s.new_id("noin"), "cat", input="ignored\n") == ""
+    assert s.ok("run", "--rm", "--name", s.new_id("noin"), "busybox", "cat", input="ignored\n") == ""
 
 
 def test_run_with_a_terminal(session: Session) -> None:
     s = session
-    command = (f"{shlex.quote(sys.executable)} -m dock.cli run --rm -t -i busybox {s.new_id('tty')} "
+    command = (f"{shlex.quote(sys.executable)} -m dock.cli run --rm -t -i --name {s.new_id('tty')} busybox "
                "sh -c 'tty; echo $TERM; echo done'")
     res = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60,
                          stdin=subprocess.DEVNULL, env=s.env(), cwd=REPO)
@@ -392,15 +396,15 @@ def test_run_with_a_terminal(session: Session) -> None:
 def test_events_of_a_run(session: Session) -> None:
     s = session
     cid = s.new_id("ev")
-    watcher = s.popen("--format", "json", "events", stdout=subprocess.PIPE)
-    try:
-        time.sleep(1.0)  # subscribed before the run
-        s.ok("run", "--rm", "busybox", cid, "true")
-        time.sleep(0.5)
-    finally:
-        watcher.send_signal(signal.SIGINT)
-        out, _ = watcher.communicate(timeout=10)
-    events = [json.loads(line) for line in out.splitlines()]
+    with EventLog([sys.executable, "-m", "dock.cli", "--format", "json", "events"], s.d.address,
+                  env=s.env()) as watcher:
+        s.ok("run", "--rm", "--name", cid, "busybox", "true")
+
+        def deleted(lines: list[str]) -> bool:
+            return any('"/containers/delete"' in line and cid in line for line in lines)
+
+        lines = watcher.until(deleted, what=f"the delete of {cid}")
+    events = [json.loads(line) for line in lines]
     mine = [e for e in events if e["topic"].startswith("/tasks/") and e["event"].get("container_id") == cid]
     assert [e["topic"] for e in mine] == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
     assert mine[0]["type"] == "containerd.events.TaskCreate" and mine[0]["namespace"] == "default"
@@ -417,14 +421,16 @@ async def test_sdk_run_tasks_and_events(session: Session) -> None:
     async with s.d.client() as c:
         seen: list[Envelope] = []
 
+        events = c.events.subscribe('topic~="/tasks/"')
+        await wait_subscribed(events, c.channel, c.namespace, "/tasks")  # nothing of the run can be missed
+
         async def watch() -> None:
-            async for env in c.events.subscribe('topic~="/tasks/"'):
+            async for env in events:
                 seen.append(env)
                 if env.topic == "/tasks/delete" and env.event.get("container_id") == cid:
                     return
 
         watcher = asyncio.create_task(watch())
-        await asyncio.sleep(0.5)
         with tempfile.TemporaryFile() as out, open(os.devnull) as devnull:
             req = RunRequest("busybox", cid, SpecOptions(args=["sh", "-c", "echo hi; exit 5"]), rm=True)
             code = await runner.run(c, req, in_fd=devnull.fileno(), out_fd=out.fileno(), err_fd=out.fileno())

@@ -202,7 +202,7 @@ CMD ["sh", "-c", "cat /app/made.txt /app/hello.txt; echo $GREETING; pwd; id -u"]
     # The RUN's mount points (/dev/pts, ...) stay out of its layer; its file is in it.
     assert await rig.layer_names(result, 1) == ["app", "app/made.txt"]
 
-    out = await rig.ok("run", "--rm", "built:1", "built-run")
+    out = await rig.ok("run", "--rm", "--name", "built-run", "built:1")
     assert out == "built\nhello from the context\nhi\n/app\n1000\n"
 
 
@@ -278,7 +278,7 @@ CMD ["cat", "/one", "/two"]
     assert any(b"ran-two" in e.data for e in events if e.kind == "output")
     assert not any(b"ran-one" in e.data for e in events if e.kind == "output")
 
-    assert await rig.ok("run", "--rm", "cached:1", "cached-run") == "a\nb changed\n"
+    assert await rig.ok("run", "--rm", "--name", "cached-run", "cached:1") == "a\nb changed\n"
 
     await rig.restart()  # the records are in metadata.db: the cache survives the daemon
     _, events = await rig.build(dockerfile, ctx, tags=("cached:1",))

@@ -250,7 +250,7 @@ def test_build_then_run(rig: Rig) -> None:
     assert "Step 1/4 : FROM busybox" in out, out
     assert "hello.txt" in out and "ignored.tmp" not in out, out  # the RUN step's output
     assert "Successfully tagged docker.io/library/app:1" in out, out
-    run = rig.ok("run", "--rm", "app:1", f"app-{secrets.token_hex(4)}")
+    run = rig.ok("run", "--rm", "--name", f"app-{secrets.token_hex(4)}", "app:1")
     assert run.splitlines() == ["hello from the context", "built-by-run", "hello.txt", "run.txt"], run
     assert not rig.build_dirs()
 
@@ -272,7 +272,7 @@ def test_dockerfile_on_stdin(rig: Rig) -> None:
     dockerfile = b'FROM busybox\nCOPY src/hello.txt /h\nCMD ["cat", "/h"]\n'
     out = rig.ok("build", "-t", "app:stdin-dockerfile", "-f", "-", str(ctx), stdin=dockerfile)
     assert "Step 2/3 : COPY src/hello.txt /h" in out, out
-    run = rig.ok("run", "--rm", "app:stdin-dockerfile", f"app-{secrets.token_hex(4)}")
+    run = rig.ok("run", "--rm", "--name", f"app-{secrets.token_hex(4)}", "app:stdin-dockerfile")
     assert run == "hello from the context\n", run
 
 

@@ -17,7 +17,6 @@ import os
 import secrets
 import shlex
 import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -43,7 +42,8 @@ from dockyard_common.imagespec import (
     MEDIA_TYPE_OCI_MANIFEST,
 )
 from tests.ctr import ctr, ok
-from tests.daemon import REPO, DaemonProcess, remove_base, start_daemon, stopping_new_zygotes, wait_subscribed
+from tests.daemon import DaemonProcess, remove_base, start_daemon, stopping_new_zygotes, wait_subscribed
+from tests.dockcli import DockCLI
 from tests.images import build_image, docker_archive, oci_archive, tar_tree
 from tests.rootfs import make_busybox_rootfs
 from tests.waiting import wait_until_async
@@ -88,15 +88,10 @@ class Rig:
     containers: list[str] = field(default_factory=list)
 
     def dock(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": self.d.address, "TMPDIR": str(self.tmp)}
-        return subprocess.run([sys.executable, "-m", "dock.cli", *args], capture_output=True, text=True, env=env,
-                              timeout=timeout, cwd=REPO)
+        return DockCLI(self.d.address, self.tmp).dock(*args, timeout=timeout)
 
     def ok(self, *args: str) -> str:
-        res = self.dock(*args)
-        assert res.returncode == 0, f"dock {shlex.join(args)}: rc {res.returncode}\n{res.stdout}\n{res.stderr}"
-        assert "Traceback" not in res.stderr, res.stderr
-        return res.stdout
+        return DockCLI(self.d.address, self.tmp).ok(*args, timeout=120)
 
     def fails(self, *args: str) -> str:
         """stderr of a dock command that must fail cleanly: rc 1, one line, no Python in it."""
@@ -114,7 +109,7 @@ class Rig:
     def run_detached(self, image: str, script: str, name: str = "commit") -> str:
         """A container that makes its changes, marks /ready, then keeps running."""
         cid = self.new_id(name)
-        self.ok("run", "-d", image, cid, "sh", "-c", f"{script} && touch /ready && exec sleep 100000")
+        self.ok("run", "-d", "--name", cid, image, "sh", "-c", f"{script} && touch /ready && exec sleep 100000")
         return cid
 
 
@@ -252,7 +247,7 @@ async def test_commit_running_container_pauses_and_resumes(rig: Rig, client: Cli
     assert "ready" in entries and "victim" not in entries
 
     # The image runs and shows the changes; ctr sees it.
-    out = rig.ok("run", "--rm", name, rig.new_id("check"), "sh", "-c", CHECK)
+    out = rig.ok("run", "--rm", "--name", rig.new_id("check"), name, "sh", "-c", CHECK)
     assert out == CHECKED
     assert name in ok(ctr(rig.d, "images", "ls", "-q")).split()
     assert ok(ctr(rig.d, "run", "--rm", name, rig.new_id("ctr"), "sh", "-c", CHECK)) == CHECKED
@@ -262,25 +257,25 @@ async def test_commit_running_container_pauses_and_resumes(rig: Rig, client: Cli
 async def test_commit_stopped_containers(rig: Rig, client: Client) -> None:
     # A container whose task ran and was deleted (dock run in the foreground, without --rm).
     gone = rig.new_id("stopped")
-    rig.ok("run", OCI_BASE, gone, "sh", "-c", CHANGES)
+    rig.ok("run", "--name", gone, OCI_BASE, "sh", "-c", CHANGES)
     with pytest.raises(NotFound):
         await client.tasks.get(gone)
     async with recording(client) as seen:
         rig.ok("commit", gone, "committed:stopped")
         await wait_until_async(lambda: "/images/create" in topics(seen, gone), 20, what="the image create event")
     assert topics(seen, gone) == ["/images/create"]  # nothing to pause
-    assert rig.ok("run", "--rm", "committed:stopped", rig.new_id("check"), "sh", "-c", CHECK) == CHECKED
+    assert rig.ok("run", "--rm", "--name", rig.new_id("check"), "committed:stopped", "sh", "-c", CHECK) == CHECKED
 
     # A container whose task exited and is still there (STOPPED); the same name is updated.
     exited = rig.new_id("exited")
-    rig.ok("run", "-d", OCI_BASE, exited, "sh", "-c", "echo second > /second.txt")
+    rig.ok("run", "-d", "--name", exited, OCI_BASE, "sh", "-c", "echo second > /second.txt")
     await client.tasks.wait(exited)
     assert (await client.tasks.get(exited)).status == Status.STOPPED
     first = (await client.images.get("docker.io/library/committed:stopped")).target.digest
     result = await client.images.commit(exited, "committed:stopped", message="again")
     assert not result.created and result.target.digest != first
     assert (await client.tasks.get(exited)).status == Status.STOPPED
-    out = rig.ok("run", "--rm", "committed:stopped", rig.new_id("check"), "sh", "-c",
+    out = rig.ok("run", "--rm", "--name", rig.new_id("check"), "committed:stopped", "sh", "-c",
                  "cat /second.txt; test -e /new.txt || echo no-new")
     assert out == "second\nno-new\n"
     await client.tasks.delete(exited)
@@ -319,7 +314,7 @@ async def test_changes_land_in_the_config(rig: Rig, client: Client) -> None:
     assert run["Cmd"] == ["echo $GREETING from $(pwd) as $(id -u):$(id -g) base=$BASE"]
     await stop(client, cid)
     # The defaults are what a container of the image runs with.
-    out = rig.ok("run", "--rm", "committed:changes", rig.new_id("check"))
+    out = rig.ok("run", "--rm", "--name", rig.new_id("check"), "committed:changes")
     assert out == "hello world from /work/sub as 1000:1000 base=2\n"
 
     # ENTRYPOINT drops the base's CMD unless a CMD came first, as in Docker.
@@ -358,7 +353,7 @@ async def test_media_types_follow_the_base_and_zstd_runs(rig: Rig, client: Clien
     assert blob[:4] == b"\x28\xb5\x2f\xfd" and zst.diff_id == gz.diff_id  # same changes, same tar
     assert "new.txt" in layer_entries(blob)
     await stop(client, cid)
-    assert rig.ok("run", "--rm", zst.name, rig.new_id("check"), "sh", "-c", CHECK) == CHECKED
+    assert rig.ok("run", "--rm", "--name", rig.new_id("check"), zst.name, "sh", "-c", CHECK) == CHECKED
 
 
 async def leftovers(c: Client) -> tuple[list[str], list[str], list[str], list[str]]:

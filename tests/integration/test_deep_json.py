@@ -69,7 +69,7 @@ async def test_an_image_config_nested_too_deeply_is_one_plain_line(d: DaemonProc
             line = one_clean_line(dock(d.address, "--format", fmt, "images", "inspect", name),
                                   "not valid JSON: nested too deeply")
             assert "recursion" not in line, line
-        one_clean_line(dock(d.address, "run", "--rm", name, new_id("deep"), "true"), "nested too deeply")
+        one_clean_line(dock(d.address, "run", "--rm", "--name", new_id("deep"), name, "true"), "nested too deeply")
     finally:
         await c.images.delete(name)
         await c.leases.delete(lease.id)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import REPO, DaemonProcess, in_netns, pinned_netns, remove_base, start_daemon
+from tests.daemon import DaemonProcess, in_netns, pinned_netns, remove_base, start_daemon
+from tests.dockcli import DockCLI
 from tests.images import build_image, oci_archive, tar_tree
 from tests.rootfs import make_busybox_rootfs
 from tests.waiting import wait_until
@@ -56,29 +55,22 @@ class Rig:
         self.ids.append(cid)
         return cid
 
+    @property
+    def cli(self) -> DockCLI:
+        return DockCLI(self.d.address, self.tmp)
+
     def dock(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": self.d.address, "TMPDIR": str(self.tmp)}
-        env.pop("DOCK_DEBUG", None)
-        return subprocess.run([sys.executable, "-m", "dock.cli", *args], capture_output=True, text=True, env=env,
-                              timeout=timeout, cwd=REPO)
+        return self.cli.dock(*args, timeout=timeout)
 
     def ok(self, *args: str) -> str:
-        res = self.dock(*args)
-        assert res.returncode == 0, f"dock {shlex.join(args)}: rc {res.returncode}\n{res.stdout}\n{res.stderr}"
-        assert "Traceback" not in res.stderr, res.stderr
-        return res.stdout
+        return self.cli.ok(*args, timeout=120)
 
     def fails(self, *args: str, words: str) -> str:
         """The command fails with one clear line on stderr naming `words`: no traceback, no Python names."""
-        res = self.dock(*args)
-        assert res.returncode != 0, f"dock {shlex.join(args)} succeeded:\n{res.stdout}"
-        err = res.stderr.strip()
-        assert words in err, err
-        assert err.startswith("dock: ") and "Traceback" not in err and "Error:" not in err and "Exception" not in err
-        return err
+        return self.cli.fails(*args, words=words)
 
     def json(self, *args: str) -> Any:
-        return json.loads(self.ok("--format", "json", *args))
+        return self.cli.json(*args)
 
     def container_ids(self) -> list[str]:
         return self.ok("containers", "ls", "-q").split()
@@ -216,7 +208,7 @@ def test_a_malformed_user_conflist_is_named_and_hides_nothing(clean: Rig) -> Non
         assert str(broken) in res.stderr and "warning" in res.stderr and "Traceback" not in res.stderr
         r.fails("network", "inspect", "broken", words=str(broken))
         cid = r.new_id("broken")
-        r.fails("run", "--rm", "--net", "broken", IMAGE, cid, "true", words=str(broken))
+        r.fails("run", "--rm", "--net", "broken", "--name", cid, IMAGE, "true", words=str(broken))
         assert cid not in r.container_ids()
     finally:
         broken.unlink()
@@ -226,8 +218,8 @@ def test_a_malformed_user_conflist_is_named_and_hides_nothing(clean: Rig) -> Non
 def test_unknown_network_fails_before_anything_is_made(clean: Rig) -> None:
     r = clean
     cid = r.new_id("unknown")
-    r.fails("run", "--rm", "--net", "nosuch", IMAGE, cid, "true", words="network 'nosuch': not found")
-    r.fails("run", "-d", "--net", "container:nosuch", IMAGE, cid, "true", words="nosuch")
+    r.fails("run", "--rm", "--net", "nosuch", "--name", cid, IMAGE, "true", words="network 'nosuch': not found")
+    r.fails("run", "-d", "--net", "container:nosuch", "--name", cid, IMAGE, "true", words="nosuch")
     assert cid not in r.container_ids()
 
 
@@ -237,7 +229,7 @@ def test_unknown_network_fails_before_anything_is_made(clean: Rig) -> None:
 def test_publish_serves_and_dock_port_shows_it(clean: Rig) -> None:
     r = clean
     cid = r.new_id("web")
-    assert r.ok("run", "-d", "-p", "18080:80", IMAGE, cid, *HTTPD) == f"{cid}\n"
+    assert r.ok("run", "-d", "-p", "18080:80", "--name", cid, IMAGE, *HTTPD) == f"{cid}\n"
     assert r.serves("http://127.0.0.1:18080/") == PAGE
     # the address the container got answers too, from the test's namespace (the host side)
     info = r.json("containers", "info", cid)
@@ -261,20 +253,20 @@ def test_publish_serves_and_dock_port_shows_it(clean: Rig) -> None:
     r.fails("network", "rm", "dockyard", words=f"default/{cid}")
     # the same host port again: a clear error naming it, and nothing of the second run stays
     other = r.new_id("clash")
-    r.fails("run", "-d", "-p", "18080:80", IMAGE, other, *HTTPD, words="18080")
+    r.fails("run", "-d", "-p", "18080:80", "--name", other, IMAGE, *HTTPD, words="18080")
     assert other not in r.container_ids()
     r.remove(cid)
     r.ids.remove(cid)
     # its port is free again
     again = r.new_id("again")
-    r.ok("run", "-d", "-p", "18080:80", IMAGE, again, *HTTPD)
+    r.ok("run", "-d", "-p", "18080:80", "--name", again, IMAGE, *HTTPD)
     assert r.serves("http://127.0.0.1:18080/") == PAGE
 
 
 def test_a_free_host_port_is_picked_and_shown(clean: Rig) -> None:
     r = clean
     cid = r.new_id("free")
-    r.ok("run", "-d", "-p", "80", IMAGE, cid, *HTTPD)
+    r.ok("run", "-d", "-p", "80", "--name", cid, IMAGE, *HTTPD)
     line = r.ok("port", cid).strip()
     assert line.startswith("80/tcp -> 0.0.0.0:"), line
     port = int(line.rsplit(":", 1)[1])
@@ -291,7 +283,7 @@ def test_a_named_network_is_in_use_while_a_container_is_on_it(clean: Rig) -> Non
     name = f"busy-{secrets.token_hex(3)}"
     r.ok("network", "create", "--subnet", "10.131.0.0/24", name)
     cid = r.new_id("onnet")
-    r.ok("run", "-d", "--net", name, IMAGE, cid, "sleep", "600")
+    r.ok("run", "-d", "--net", name, "--name", cid, IMAGE, "sleep", "600")
     [eth0] = r.json("containers", "info", cid)["network"]["interfaces"]
     assert eth0["network"] == name and eth0["addresses"][0].startswith("10.131.0.")
     [shown] = r.json("network", "inspect", name)
@@ -308,7 +300,7 @@ def test_dns_hosts_and_hostname_reach_the_container(clean: Rig) -> None:
     r = clean
     cid = r.new_id("dns")
     out = r.ok("run", "--rm", "--dns", "192.0.2.53", "--dns-search", "example.org", "--add-host", "db:10.1.2.3",
-               "--hostname", "webhost", IMAGE, cid, "sh", "-c", "cat /etc/resolv.conf /etc/hosts; hostname")
+               "--hostname", "webhost", "--name", cid, IMAGE, "sh", "-c", "cat /etc/resolv.conf /etc/hosts; hostname")
     assert "nameserver 192.0.2.53" in out and "example.org" in out
     assert any(line.split()[:2] == ["10.1.2.3", "db"] for line in out.splitlines()), out
     assert out.splitlines()[-1] == "webhost"
@@ -317,9 +309,9 @@ def test_dns_hosts_and_hostname_reach_the_container(clean: Rig) -> None:
 
 def test_default_is_bridge_and_none_is_only_lo(clean: Rig) -> None:
     r = clean
-    out = r.ok("run", "--rm", IMAGE, r.new_id("deflt"), "ip", "-o", "-4", "addr", "show", "eth0")
+    out = r.ok("run", "--rm", "--name", r.new_id("deflt"), IMAGE, "ip", "-o", "-4", "addr", "show", "eth0")
     assert " eth0 " in out and "inet " in out
-    links = r.ok("run", "--rm", "--net", "none", IMAGE, r.new_id("none"), "ip", "-o", "link").splitlines()
+    links = r.ok("run", "--rm", "--net", "none", "--name", r.new_id("none"), IMAGE, "ip", "-o", "link").splitlines()
     assert [line.split(":")[1].strip() for line in links] == ["lo"]
 
 
@@ -329,25 +321,25 @@ def test_bad_flags_leave_nothing(clean: Rig) -> None:
     for argv, words in ((["-p", "70000:80"], "out of range"), (["-p", "80/icmp"], "not tcp or udp"),
                         (["-p", "300.1.1.1:80:80"], "not an IP address"), (["--net", "host", "-p", "80"], "--net host"),
                         (["--dns", "resolver"], "not an IP address"), (["--add-host", "db"], "want NAME:IP")):
-        r.fails("run", "-d", *argv, IMAGE, cid, "true", words=words)
+        r.fails("run", "-d", *argv, "--name", cid, IMAGE, "true", words=words)
     assert cid not in r.container_ids()
 
 
 def test_container_mode_shares_the_other_containers_network(clean: Rig) -> None:
     r = clean
     web = r.new_id("shared")
-    r.ok("run", "-d", IMAGE, web, *HTTPD)
+    r.ok("run", "-d", "--name", web, IMAGE, *HTTPD)
     [eth0] = r.json("containers", "info", web)["network"]["interfaces"]
     r.serves(f"http://{eth0['addresses'][0].split('/')[0]}:80/")  # its server is up
     # its localhost is this one's: the same network namespace
-    out = r.ok("run", "--rm", "--net", f"container:{web}", IMAGE, r.new_id("joiner"),
+    out = r.ok("run", "--rm", "--net", f"container:{web}", "--name", r.new_id("joiner"), IMAGE,
                "wget", "-q", "-O", "-", "http://127.0.0.1:80/")
     assert out == PAGE
-    r.fails("run", "--rm", "--net", f"container:{web}", "-p", "81:80", IMAGE, r.new_id("joinp"), "true",
+    r.fails("run", "--rm", "--net", f"container:{web}", "-p", "81:80", "--name", r.new_id("joinp"), IMAGE, "true",
             words=f"does not go with --net container:{web}")
     # a container without a running task has no network to join: refused, nothing left
     stopped = r.new_id("stopped")
-    r.ok("containers", "create", IMAGE, stopped, "true")
+    r.ok("containers", "create", "--name", stopped, IMAGE, "true")
     joiner = r.new_id("nojoin")
-    r.fails("run", "--rm", "--net", f"container:{stopped}", IMAGE, joiner, "true", words=stopped)
+    r.fails("run", "--rm", "--net", f"container:{stopped}", "--name", joiner, IMAGE, "true", words=stopped)
     assert joiner not in r.container_ids()

@@ -113,7 +113,7 @@ class Env:
 
     def run_busybox(self) -> None:
         cid = f"full-{secrets.token_hex(3)}"
-        out = ok(self.dock("run", "--rm", "busybox", cid, "echo", "still here"))
+        out = ok(self.dock("run", "--rm", "--name", cid, "busybox", "echo", "still here"))
         assert out == "still here\n"
 
     def restart_on_full_disk(self) -> None:

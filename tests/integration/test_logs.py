@@ -59,7 +59,7 @@ def ok(d: DaemonProcess, *args: str) -> bytes:
 
 
 def run_detached(d: DaemonProcess, cid: str, script: str, *opts: str) -> None:
-    ok(d, "run", "-d", "--net", "none", *opts, IMAGE, cid, "sh", "-c", script)
+    ok(d, "run", "-d", "--net", "none", *opts, "--name", cid, IMAGE, "sh", "-c", script)
 
 
 def task_gone(d: DaemonProcess, cid: str) -> bool:
@@ -117,7 +117,7 @@ def test_follow_sees_new_lines_and_ends_with_the_container(d: DaemonProcess) -> 
     cid = uid("follow")
     gate = Path(f"/tmp/dy-logs-gate-{secrets.token_hex(4)}")
     ok(d, "run", "-d", "--net", "none", "--mount", "type=bind,src=/tmp,dst=/host,options=rbind",
-       IMAGE, cid, "sh", "-c",
+       "--name", cid, IMAGE, "sh", "-c",
        f"echo line 0; while [ ! -e /host/{gate.name} ]; do sleep 0.05; done; echo line 1; echo line 2")
     env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": d.address}
     follower = subprocess.Popen([sys.executable, "-m", "dock.cli", "logs", "-f", cid], stdout=subprocess.PIPE,
@@ -250,7 +250,7 @@ def test_container_without_a_log_is_refused_clearly(d: DaemonProcess) -> None:
     assert ctr(d, "run", "-d", IMAGE, cid, "true").returncode == 0
     res = dock(d, "logs", cid)
     assert res.returncode != 0 and b"without a log" in res.stderr and b"Traceback" not in res.stderr
-    bad = dock(d, "run", "-d", "--log-opt", "max-size=lots", IMAGE, uid("bad"), "true")
+    bad = dock(d, "run", "-d", "--log-opt", "max-size=lots", "--name", uid("bad"), IMAGE, "true")
     assert bad.returncode != 0 and b"max-size" in bad.stderr and b"Traceback" not in bad.stderr
     # Another client's bad label: the task is refused and leaves no bundle behind.
     other = uid("badlabel")
@@ -292,7 +292,7 @@ def test_ctr_log_uri_binary_follows_containerds_contract(d: DaemonProcess, tmp_p
 
 def test_foreground_run_prints_and_logs_the_same_lines(d: DaemonProcess) -> None:
     cid = uid("fg")
-    res = dock(d, "run", "--net", "none", IMAGE, cid, "sh", "-c", "echo line 0; echo line 1 >&2; echo line 2")
+    res = dock(d, "run", "--net", "none", "--name", cid, IMAGE, "sh", "-c", "echo line 0; echo line 1 >&2; echo line 2")
     assert res.returncode == 0, res.stderr
     assert (res.stdout, res.stderr) == (b"line 0\nline 2\n", b"line 1\n")
     logged = dock(d, "logs", cid)
@@ -301,7 +301,7 @@ def test_foreground_run_prints_and_logs_the_same_lines(d: DaemonProcess) -> None
 
 def test_a_terminals_output_is_logged_as_stdout(d: DaemonProcess) -> None:
     cid = uid("tty")
-    shown = dock(d, "run", "-t", "--net", "none", IMAGE, cid, "sh", "-c", "echo line 0; echo line 1 >&2")
+    shown = dock(d, "run", "-t", "--net", "none", "--name", cid, IMAGE, "sh", "-c", "echo line 0; echo line 1 >&2")
     assert shown.returncode == 0, shown.stderr
     res = dock(d, "logs", cid)
     assert res.stderr == b""

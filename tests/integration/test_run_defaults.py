@@ -14,9 +14,7 @@ import json
 import os
 import re
 import secrets
-import shlex
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +27,8 @@ from dockyard_common import capabilities
 from dockyard_common.imagespec import chain_ids
 from tests.compat.conftest import ctr, ok
 from tests.compat.runtimes import RUNTIMES, daemon_with_runtime, remove_everything
-from tests.daemon import REPO, DaemonProcess
+from tests.daemon import DaemonProcess
+from tests.dockcli import DockCLI
 from tests.images import Image, build_image, oci_archive, tar_tree
 from tests.rootfs import make_busybox_rootfs
 
@@ -72,18 +71,13 @@ class Rig:
         return cid
 
     def dock(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": self.d.address, "TMPDIR": str(self.tmp)}
-        return subprocess.run([sys.executable, "-m", "dock.cli", *args], capture_output=True, text=True, env=env,
-                              timeout=timeout, cwd=REPO)
+        return DockCLI(self.d.address, self.tmp).dock(*args, timeout=timeout)
 
     def ok(self, *args: str) -> str:
-        res = self.dock(*args)
-        assert res.returncode == 0, f"dock {shlex.join(args)}: rc {res.returncode}\n{res.stdout}\n{res.stderr}"
-        assert "Traceback" not in res.stderr, res.stderr
-        return res.stdout
+        return DockCLI(self.d.address, self.tmp).ok(*args)
 
     def run(self, *options: str, cmd: list[str], name: str = "run") -> str:
-        return self.ok("run", "--rm", *options, IMAGE, self.new_id(name), *cmd)
+        return self.ok("run", "--rm", *options, "--name", self.new_id(name), IMAGE, *cmd)
 
     def probe(self, *options: str, calls: list[str]) -> dict[str, str]:
         out = self.run(*options, cmd=["/bin/sysprobe", *calls], name="probe")
@@ -139,7 +133,7 @@ def test_default_profile_is_on_and_refuses_with_eperm(rig: Rig) -> None:
 
 def test_an_exec_is_filtered_too(rig: Rig) -> None:
     cid = rig.new_id("bg")
-    assert rig.ok("run", "-d", IMAGE, cid, "sleep", "300") == f"{cid}\n"
+    assert rig.ok("run", "-d", "--name", cid, IMAGE, "sleep", "300") == f"{cid}\n"
     try:
         out = rig.ok("tasks", "exec", cid, "/bin/sysprobe", "getpid", "keyctl", "unshare-user")
         assert out.splitlines() == ["getpid ok", f"keyctl E{errno.EPERM}", f"unshare-user E{errno.EPERM}"]
@@ -161,7 +155,7 @@ def test_the_profile_follows_the_capabilities(rig: Rig) -> None:
     script = "unshare -m sh -c 'mount -t tmpfs t /tmp && echo mounted'"
     out = rig.run("--cap-add", "SYS_ADMIN", cmd=["sh", "-c", script])
     assert out == "mounted\n"
-    res = rig.dock("run", "--rm", IMAGE, rig.new_id("nomount"), "unshare", "-m", "true")
+    res = rig.dock("run", "--rm", "--name", rig.new_id("nomount"), IMAGE, "unshare", "-m", "true")
     assert res.returncode != 0 and "Operation not permitted" in res.stdout + res.stderr
 
 
@@ -175,7 +169,7 @@ def test_a_profile_from_a_file(rig: Rig, tmp_path: Path) -> None:
     bad.write_text('{"defaultAction": "SCMP_ACT_MAYBE"}')
     for opt, words in [(f"seccomp={bad}", "unknown action"), (f"seccomp={tmp_path}/none.json", "No such file"),
                        ("apparmor=unconfined", "want seccomp=unconfined")]:
-        res = rig.dock("run", "--rm", "--security-opt", opt, IMAGE, rig.new_id("bad"), "true")
+        res = rig.dock("run", "--rm", "--security-opt", opt, "--name", rig.new_id("bad"), IMAGE, "true")
         assert res.returncode != 0 and words in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
 
@@ -194,7 +188,7 @@ def test_cap_add_and_cap_drop(rig: Rig) -> None:
     assert int(status_field(status, "CapEff"), 16) == cap_mask(["CAP_KILL"])
     out = rig.run("--cap-drop", "CHOWN", cmd=["sh", "-c", "touch /f; chown 1000 /f; echo rc=$?"])
     assert out.strip().endswith("rc=1")
-    res = rig.dock("run", "--rm", "--cap-add", "SYS_MAGIC", IMAGE, rig.new_id("badcap"), "true")
+    res = rig.dock("run", "--rm", "--cap-add", "SYS_MAGIC", "--name", rig.new_id("badcap"), IMAGE, "true")
     assert res.returncode != 0 and "unknown capability 'SYS_MAGIC'" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -217,7 +211,7 @@ def test_privileged(rig: Rig) -> None:
 
 def test_hostname_is_the_short_id(rig: Rig) -> None:
     cid = rig.new_id("a-rather-long-container-name")
-    assert rig.ok("run", "--rm", IMAGE, cid, "hostname") == cid[:12] + "\n"
+    assert rig.ok("run", "--rm", "--name", cid, IMAGE, "hostname") == cid[:12] + "\n"
     assert rig.run("--hostname", "boxy", cmd=["hostname"]) == "boxy\n"
     assert rig.run("--net", "host", cmd=["hostname"]) == os.uname().nodename + "\n"
 

@@ -223,8 +223,9 @@ def test_dock_run_fills_and_then_uses_the_daemons_cache(daemon: DaemonProcess, t
     cache = daemon.state / "tasks" / ZYGOTE_DIR / C.SUBDIR
 
     def run(cid: str) -> str:
-        res = subprocess.run([sys.executable, "-m", "dock.cli", "run", "--rm", image, cid, "grep", "^Seccomp:",
-                              "/proc/self/status"], capture_output=True, text=True, env=env, timeout=90, cwd=REPO)
+        res = subprocess.run([sys.executable, "-m", "dock.cli", "run", "--rm", "--name", cid, image, "grep",
+                              "^Seccomp:", "/proc/self/status"],
+                             capture_output=True, text=True, env=env, timeout=90, cwd=REPO)
         assert res.returncode == 0 and "Traceback" not in res.stderr, res
         return res.stdout
 

@@ -123,7 +123,7 @@ async def test_images_with_wrong_config_types_fail_in_words(daemon: DaemonProces
             line = one_clean_line(res, words, "image config")
             assert line.endswith(": invalid argument"), line
         one_clean_line(dock(a, "images", "unpack", name), words)
-        one_clean_line(dock(a, "run", "--rm", name, f"c-{key}", "true"), words)
+        one_clean_line(dock(a, "run", "--rm", "--name", f"c-{key}", name, "true"), words)
         check = dock(a, "images", "check", name)
         assert check.returncode == 1 and words in check.stdout and "Traceback" not in check.stderr
     # nothing of a refused run stays behind
@@ -238,5 +238,5 @@ def test_a_device_out_of_range_is_named_by_the_unpack(daemon: DaemonProcess, tmp
     assert dock(a, "images", "import", "-q", str(archive)).returncode == 0  # stored, not unpacked
     res = dock(a, "images", "unpack", "docker.io/library/devices:1")
     one_clean_line(res, "'dev/evil'", "device number", "out of range")
-    res = dock(a, "run", "--rm", "docker.io/library/devices:1", "dev1", "true")
+    res = dock(a, "run", "--rm", "--name", "dev1", "docker.io/library/devices:1", "true")
     one_clean_line(res, "'dev/evil'", "device number", "out of range")

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def labels_of(*argv: str) -> dict[str, str]:
-    args = build_parser(["run", *argv, "busybox", "c1"]).parse_args(["run", *argv, "busybox", "c1"])
+    args = build_parser(["run", *argv, "--name", "c1", "busybox"]).parse_args(["run", *argv, "--name", "c1", "busybox"])
     req = request_from_args(args)
     assert req.network is not None
     return req.network.labels()
@@ -116,7 +116,7 @@ def test_bridge_is_the_default() -> None:
     # attaches nothing
     assert labels_of() == {NETWORKS_LABEL: '["bridge"]'}
     assert labels_of("--net", "bridge") == {NETWORKS_LABEL: '["bridge"]'}
-    assert request_from_args(build_parser().parse_args(["run", "busybox", "c1"])).spec.net == "none"
+    assert request_from_args(build_parser().parse_args(["run", "--name", "c1", "busybox"])).spec.net == "none"
 
 
 def test_named_networks_in_order() -> None:
@@ -126,7 +126,7 @@ def test_named_networks_in_order() -> None:
 
 @pytest.mark.parametrize("mode, spec_net", [("none", "none"), ("host", "host")])
 def test_none_and_host_set_no_label(mode: str, spec_net: str) -> None:
-    args = build_parser().parse_args(["run", "--net", mode, "busybox", "c1"])
+    args = build_parser().parse_args(["run", "--net", mode, "--name", "c1", "busybox"])
     req = request_from_args(args)
     assert req.network is not None and req.network.labels() == {}
     assert req.spec.net == spec_net
@@ -229,7 +229,7 @@ def test_docker_shapes() -> None:
 def test_cli_errors_are_one_clear_line(argv: list[str], words: str) -> None:
     # no daemon: the flags are refused before anything is asked of one
     res = subprocess.run([sys.executable, "-m", "dock.cli", "--address", "/nonexistent.sock", "run", *argv,
-                          "busybox", "c1", "true"], cwd=REPO, capture_output=True, text=True, timeout=60)
+                          "--name", "c1", "busybox", "true"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dock: ") and words in lines[0], res.stderr

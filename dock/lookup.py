@@ -1,0 +1,88 @@
+"""Containers by the names people type: `--name` values, generated ids, and what resolves them.
+
+A container's id is its name (`dock run --name web` makes the container `web`, which `ctr c ls`
+shows as it shows its own), or without a name 64 random hex digits, as Docker's ids. A reference
+names a container by its exact id, else by a prefix of one id alone (`dock stop 3f9a`):
+
+    container = await resolve(client, "3f9a")    # NotFound, or InvalidArgument when ambiguous
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import TYPE_CHECKING
+
+from dockyard_common.errors import InvalidArgument, NotFound
+from dockyard_common.types import Container
+
+if TYPE_CHECKING:
+    from dock.client import Client
+
+# Docker's rule for container names; the daemon's identifier rule (no separators in a row, none
+# at the end, at most 76 bytes) still applies on top, with its own message.
+NAME_PATTERN = "[a-zA-Z0-9][a-zA-Z0-9_.-]*"
+_NAME = re.compile(NAME_PATTERN + r"\Z")
+MAX_NAME = 76
+ID_BYTES = 32  # 64 hex digits
+_GENERATED = re.compile(r"[0-9a-f]{64}\Z")
+SHORT_ID = 12
+
+
+def check_container_name(name: str) -> str:
+    """`name` if Docker would take it as a container name, else InvalidArgument saying why."""
+    if not _NAME.match(name):
+        raise InvalidArgument(f"invalid container name {name!r}: only {NAME_PATTERN} is allowed")
+    if len(name) > MAX_NAME:
+        raise InvalidArgument(f"invalid container name {name!r}: longer than {MAX_NAME} characters")
+    return name
+
+
+def new_container_id(name: str = "") -> str:
+    """The id of a new container: its (checked) name, else 64 random hex digits."""
+    return check_container_name(name) if name else secrets.token_hex(ID_BYTES)
+
+
+def is_generated(cid: str) -> bool:
+    """An id made by new_container_id without a name (shown short, as Docker shows ids)."""
+    return bool(_GENERATED.match(cid))
+
+
+def display_name(cid: str) -> str:
+    """What `dock ps` shows as the NAMES of a container: its name, or its short id if it has none."""
+    return cid[:SHORT_ID] if is_generated(cid) else cid
+
+
+def prefix_filter(prefix: str) -> str:
+    """A containerd filter for the ids starting with `prefix` (a checked name: only `.` is special
+    in a regexp, and a class keeps it literal without a backslash the filter would read)."""
+    return "id~=/^" + prefix.replace(".", "[.]") + "/"
+
+
+def pick(ref: str, candidates: list[Container], missing: NotFound | None = None) -> Container:
+    """The one container whose id is `ref` or starts with it; `missing` (or a NotFound) when there is
+    none, InvalidArgument when there are several."""
+    exact = [c for c in candidates if c.id == ref]
+    if exact:
+        return exact[0]
+    found = [c for c in candidates if c.id.startswith(ref)]
+    if not found:
+        raise missing or NotFound(f"container {ref!r}")
+    if len(found) > 1:
+        raise InvalidArgument(f"ambiguous: {len(found)} containers start with {ref!r}; give more of the id")
+    return found[0]
+
+
+async def resolve(client: Client, ref: str) -> Container:
+    """The container `ref` names: exact id first (one call), else the only id starting with it."""
+    if not ref or not _NAME.match(ref):  # no id looks like it: not worth asking
+        raise NotFound(f"container {ref!r}")
+    try:
+        return await client.containers.get(ref)
+    except NotFound as exc:
+        missing = exc  # the daemon's words, should no id start with `ref` either
+    return pick(ref, await client.containers.list([prefix_filter(ref)]), missing)
+
+
+async def resolve_id(client: Client, ref: str) -> str:
+    return (await resolve(client, ref)).id

@@ -1,0 +1,124 @@
+"""Named volumes in the SDK: `client.volumes`, and what `dock run -v NAME:/path` does with them.
+
+    vol, created = await client.volumes.create("data", labels={"team": "a"})
+    vol, users = await client.volumes.get("data")       # users: ids of containers using it
+    await client.volumes.delete("data")                 # FailedPrecondition while a container uses it
+    removed, space = await client.volumes.prune()
+
+Volumes belong to the client's namespace. A container that mounts named volumes is created with
+(see `attach_named` and `seed_named`, called by dock/runner.py):
+
+1. each volume made if missing (`ensure`), and its directory bound in the spec (`SpecOptions.volume_paths`);
+2. the label `dockyard.volume/mounts` naming them, which makes them "in use" for delete and prune;
+3. once the container (and its rootfs snapshot) exists, each empty volume seeded by the daemon
+   with the image's content at the mount path (`Volumes/Seed`), as Docker does, unless `nocopy`.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from dock.oci import SpecOptions
+from dockyard_common import volumelabels
+from dockyard_common.errors import AlreadyExists, NotFound
+from dockyard_common.types import Container
+
+if TYPE_CHECKING:
+    from dock.client import Client
+    from dockyard_api.dockyard.volumes.v1 import volumes_pb2 as pb
+
+MOUNTS_LABEL = volumelabels.MOUNTS
+
+
+@dataclass
+class VolumeInfo:
+    name: str
+    mountpoint: str
+    labels: dict[str, str]
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    seeded: bool
+    entries: int
+    bytes: int
+
+
+def _volume(m: pb.Volume) -> VolumeInfo:
+    created = m.created_at.ToDatetime(tzinfo=UTC) if m.HasField("created_at") else None
+    return VolumeInfo(m.name, m.mountpoint, dict(m.labels), created)
+
+
+class VolumesAPI:
+    def __init__(self, client: Client) -> None:
+        from dockyard_api.dockyard.volumes.v1 import volumes_pb2, volumes_pb2_grpc
+        self._client = client
+        self._pb = volumes_pb2
+        self._stub = volumes_pb2_grpc.VolumesStub(client.channel)
+
+    async def create(self, name: str, labels: dict[str, str] | None = None) -> tuple[VolumeInfo, bool]:
+        """The volume, and whether this call made it (an existing one with the same labels is
+        answered as it is; with other labels: AlreadyExists)."""
+        resp = await self._client.call(self._stub.Create, self._pb.CreateVolumeRequest(name=name, labels=labels or {}))
+        return _volume(resp.volume), resp.created
+
+    async def get(self, name: str) -> tuple[VolumeInfo, builtins.list[str]]:
+        """The volume and the ids of the containers of this namespace that use it."""
+        resp = await self._client.call(self._stub.Get, self._pb.GetVolumeRequest(name=name))
+        return _volume(resp.volume), list(resp.containers)
+
+    async def list(self, filters: builtins.list[str] | None = None) -> builtins.list[VolumeInfo]:
+        """Volumes matching any of the filters (containerd's syntax; fields name and labels.*)."""
+        resp = await self._client.call(self._stub.List, self._pb.ListVolumesRequest(filters=filters or []))
+        return [_volume(v) for v in resp.volumes]
+
+    async def delete(self, name: str) -> None:
+        await self._client.call(self._stub.Delete, self._pb.DeleteVolumeRequest(name=name))
+
+    async def prune(self, filters: builtins.list[str] | None = None) -> tuple[builtins.list[str], int]:
+        """Remove the volumes no container uses; their names and the bytes they held."""
+        resp = await self._client.call(self._stub.Prune, self._pb.PruneVolumesRequest(filters=filters or []))
+        return list(resp.removed), resp.space_reclaimed
+
+    async def seed(self, name: str, snapshotter: str, snapshot_key: str, path: str) -> SeedResult:
+        """Fill the volume, if empty, with what the snapshot holds at `path` (Docker's copy-up)."""
+        resp = await self._client.call(self._stub.Seed, self._pb.SeedVolumeRequest(
+            name=name, snapshotter=snapshotter, snapshot_key=snapshot_key, path=path))
+        return SeedResult(resp.seeded, resp.entries, resp.bytes)
+
+    async def ensure(self, name: str) -> VolumeInfo:
+        """The volume `name`, made (without labels) if it does not exist yet: `-v NAME:/path`."""
+        try:
+            return (await self.get(name))[0]
+        except NotFound:
+            pass
+        try:
+            return (await self.create(name))[0]
+        except AlreadyExists:  # made meanwhile, with labels
+            return (await self.get(name))[0]
+
+
+async def attach_named(client: Client, opts: SpecOptions) -> dict[str, str]:
+    """Make the named volumes `opts` asks for (if missing) and tell the spec where they live;
+    the container labels that name them (none without volumes)."""
+    if not opts.volumes:
+        return {}
+    for v in opts.volumes:
+        if v.name not in opts.volume_paths:
+            opts.volume_paths[v.name] = (await client.volumes.ensure(v.name)).mountpoint
+    mounts = [volumelabels.VolumeMount(v.name, v.destination, v.copy) for v in opts.volumes]
+    return {MOUNTS_LABEL: volumelabels.encode(mounts)}
+
+
+async def seed_named(client: Client, container: Container) -> None:
+    """Seed each empty volume the container's label names (unless nocopy) from its rootfs snapshot."""
+    value = container.labels.get(MOUNTS_LABEL)
+    if not value or not container.snapshot_key:
+        return
+    for m in volumelabels.decode(value):
+        if m.copy:
+            await client.volumes.seed(m.name, container.snapshotter, container.snapshot_key, m.destination)
