@@ -93,6 +93,15 @@ class BuildResult:
 Event = ContextSent | ContextReceived | BuildEvent | BuildResult
 
 
+@dataclass
+class PruneResult:
+    """Build cache records removed (keys, least recently used first) and the bytes of layers
+    nothing else holds now: the next collection (`dock gc`) frees them."""
+
+    removed: list[str]
+    reclaimed_bytes: int
+
+
 def _options_pb(o: BuildOptions) -> pb.BuildOptions:
     return pb.BuildOptions(dockerfile=o.dockerfile, tags=o.tags,
                            build_args=[pb.KeyValue(key=k, value=v) for k, v in o.build_args],
@@ -127,6 +136,13 @@ class BuildAPI:
                         lambda data: pb.BuildRequest(chunk=data))
         async for message in upload.run(self._client, context):
             yield ContextSent(message.sent) if isinstance(message, Sent) else _event(message)
+
+    async def prune(self, *, all: bool = False, unused_for_seconds: int = 0, keep_storage: int = 0) -> PruneResult:
+        """Remove build cache records: with `all` every one, else those holding no image's layer;
+        only those unused for `unused_for_seconds`; keeping `keep_storage` bytes of cache."""
+        resp = await self._client.call(self._stub.Prune, pb.PruneRequest(
+            all=all, unused_for_seconds=unused_for_seconds, keep_storage=keep_storage))
+        return PruneResult(list(resp.removed), resp.reclaimed_bytes)
 
     async def build_image(self, context: Source, options: BuildOptions) -> BuildResult:
         """Build and wait for the result."""

@@ -18,7 +18,8 @@ from dockyard_common.errors import DockyardError
 # that imports every group starts in ~1 s instead of ~0.3 s); `--help` or an unknown command
 # imports them all. tests/unit/test_cli_table.py checks COMMANDS against what modules register.
 GROUPS = ("system", "namespaces", "leases", "containers", "content", "snapshots", "images", "registry", "commit",
-          "build", "run", "verbs", "exec", "cp", "top", "tasks", "events", "stats", "logs", "network", "volumes")
+          "build", "run", "verbs", "exec", "cp", "top", "tasks", "events", "stats", "logs", "network", "volumes",
+          "completion", "attach")
 COMMANDS: dict[str, str] = {
     "version": "system", "info": "system", "plugins": "system",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
@@ -29,7 +30,7 @@ COMMANDS: dict[str, str] = {
     "images": "images", "image": "images", "i": "images",
     "pull": "registry", "push": "registry", "tag": "registry", "login": "registry", "logout": "registry",
     "commit": "commit",
-    "build": "build",
+    "build": "build", "builder": "build",
     "run": "run",
     "ps": "verbs", "inspect": "verbs", "stop": "verbs", "start": "verbs", "restart": "verbs", "kill": "verbs",
     "rm": "verbs", "wait": "verbs",
@@ -38,8 +39,10 @@ COMMANDS: dict[str, str] = {
     "events": "events", "event": "events",
     "stats": "stats",
     "logs": "logs",
+    "attach": "attach",
     "network": "network", "networks": "network", "port": "network",
     "volume": "volumes", "volumes": "volumes",
+    "completion": "completion",
 }
 
 
@@ -97,6 +100,10 @@ DEBUG_ENV = "DOCK_DEBUG"
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks what TAB could mean: dock/completion.py
+        from dock.completion import complete
+
+        complete(build_parser(groups=list(GROUPS)))  # exits
     args = build_parser(argv).parse_args(argv)
     try:
         return asyncio.run(_run(args))

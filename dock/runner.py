@@ -12,6 +12,9 @@ The client does the work containerd's client does (ctr-calls.md §2, "run --rm")
     container  Containers/Create, then the lease goes (the container now holds the snapshot)
     task       FIFOs in a private temp dir → Tasks/Create → Start → copy stdio, forward
                signals as Tasks/Kill, resize a terminal → Wait → Tasks/Delete
+               (with -i or -t: Tasks/Create without stdio → the daemon's Attach (dock/attach.py)
+               → Start, so ctrl-p ctrl-q detaches and leaves it running; FIFOs again when the
+               task's shim does not serve attach, e.g. containerd's runc shim)
 
 Whatever fails, what this run made is undone in reverse order: no task, container,
 snapshot, lease or FIFO dir of it stays behind. Only success keeps the container (and,
@@ -45,8 +48,12 @@ from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_
 from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
 from dock.stdio import ProcessIO, write_all
 from dock.tasks import Status
+from dockyard_common import attachsock
 from dockyard_common import imagespec as docs
 from dockyard_common import mounts as hostmounts
+from dockyard_common.aio import uninterrupted
+from dockyard_common.containerlog import DRIVER as LOG_DRIVER
+from dockyard_common.containerlog import LABEL_DRIVER
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.types import AnyValue, Container, Mount
 
@@ -88,6 +95,7 @@ class RunRequest:
     platform: str = ""  # "" = this host's
     # None: no network labels, the spec alone rules (as a containerd client); the CLI always sets it
     network: NetworkOptions | None = None
+    detach_keys: str = ""  # with -t and -i: Docker's syntax, "" is ctrl-p,ctrl-q
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -209,8 +217,10 @@ async def _create_container(client: Client, req: RunRequest,
         opts = req.spec
         if not opts.annotations and req.labels:
             opts.annotations = dict(req.labels)  # ctr passes --label as annotations too
+        if req.interactive:  # Docker's OpenStdin: the shim keeps its stdin for attached clients
+            opts.annotations = {**opts.annotations, attachsock.OPEN_STDIN: "true"}
         volume_labels = await volumes.attach_named(client, opts)  # -v NAME:/path: made on first use
-        spec = await _uninterrupted(asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts))
+        spec = await uninterrupted(asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts))
         labels = {**config.labels, **req.labels, **(req.network.labels() if req.network else {}), **volume_labels,
                   STOP_SIGNAL_LABEL: config.stop_signal or "SIGTERM"}
         container = Container(
@@ -234,18 +244,6 @@ async def check_network(client: Client, net: NetworkOptions) -> None:
             await client.networks.inspect(name)
     if net.mode == "container":
         await client.containers.get(net.container)
-
-
-async def _uninterrupted(work: Awaitable[T]) -> T:
-    """Await `work`; if we are cancelled meanwhile, let it finish first (a thread that has the
-    snapshot mounted must unmount it before cleanup can remove the snapshot), then go."""
-    fut = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await fut
-        raise
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -405,8 +403,6 @@ async def attach(client: Client, cid: str, io: ProcessIO, signals: Signals, star
 async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 1, err_fd: int = 2) -> int:
     """`dock run`: the container, its task in the foreground (or detached); the exit status.
     Without `rm` the container stays (the task does not), as with `ctr run`."""
-    if req.detach and (req.interactive or req.spec.tty):
-        raise InvalidArgument("a detached task has no one to talk to: -d does not go with -i or -t")
     try:
         async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as container_undo:
             _, rootfs = await _create_container(client, req, container_undo)
@@ -419,6 +415,29 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
                     container_undo.pop_all()
                     await asyncio.to_thread(write_all, out_fd, f"{req.id}\n".encode())
                     return 0
+                if req.interactive or (req.spec.tty and req.labels.get(LABEL_DRIVER) == LOG_DRIVER):
+                    # Through the daemon's attach (its shim holds the stdio): detaching works, and
+                    # `dock attach` can come back later.
+                    try:
+                        try:
+                            await client.tasks.create(req.id, rootfs)  # our shim: the spec says tty
+                        except DockyardError as exc:
+                            raise _NotAttachable from exc  # runc's shim wants FIFOs for a tty
+                        task_undo.push_async_callback(destroy_task, client, req.id)
+                        code = await _run_attached(client, req, signals, in_fd, out_fd, err_fd)
+                    except _NotAttachable:
+                        # Another runtime's shim (containerd's runc shim): no attach socket. The
+                        # task never started: it goes, and FIFOs are used as a containerd client
+                        # would (a real error then shows again, from that Create).
+                        await task_undo.aclose()
+                    else:
+                        if code is None:  # detached: the task runs on, and the container stays
+                            task_undo.pop_all()
+                            container_undo.pop_all()
+                            return 0
+                        if not req.rm:
+                            container_undo.pop_all()
+                        return code
                 io = await ProcessIO.open(req.id, stdin=req.interactive, tty=req.spec.tty, out_fd=out_fd,
                                           err_fd=err_fd, in_fd=in_fd)
                 task_undo.push_async_callback(io.close)
@@ -431,6 +450,35 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
             return code
     except Interrupted as exc:
         return 128 + exc.signum
+
+
+async def _run_attached(client: Client, req: RunRequest, signals: Signals, in_fd: int, out_fd: int,
+                        err_fd: int) -> int | None:
+    """Attach to the created task, start it, copy its stdio until it exits (its status) or we
+    detach (None)."""
+    from dock.attach import Attached, AttachOptions
+    from dock.attach import attach as attach_stdio
+
+    started = False
+
+    async def start(_: Attached) -> None:
+        nonlocal started
+        started = True
+        await client.tasks.start(req.id)
+        signals.forward_to(req.id)
+
+    opts = AttachOptions(stdin=req.interactive, detach_keys=req.detach_keys, close_stdin=True, in_fd=in_fd,
+                         out_fd=out_fd, err_fd=err_fd)
+    try:
+        return await attach_stdio(client, req.id, opts, start, raw_terminal, terminal_size)
+    except FailedPrecondition:
+        if started:
+            raise
+        raise _NotAttachable from None
+
+
+class _NotAttachable(Exception):
+    """The task's shim does not serve attach (it is not ours)."""
 
 
 async def container_mounts(client: Client, cid: str) -> list[Mount]:

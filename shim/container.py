@@ -13,10 +13,11 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
+from dockyard_common import attachsock
 from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 from dockyard_common.jsonutil import json_object
 from dockyard_common.types import Mount
@@ -27,6 +28,9 @@ from shim.init import Spec, create_container, exec_process, parse_process, parse
 from shim.logfile import LogConfig
 from shim.process import ExecProcess, InitProcess, Process, Status
 from shim.stdio import ProcessIO, StdioPaths
+
+if TYPE_CHECKING:
+    from shim.attach import AttachServer
 
 log = logging.getLogger("dockyard.shim")
 
@@ -76,6 +80,7 @@ class Container:
         self.init = init
         self.execs: dict[str, ExecProcess] = {}
         self.oom: EventWatch | None = None
+        self.attach: AttachServer | None = None  # the init's attach socket (shim.attach)
 
     # ----- creation ------------------------------------------------------------------------------
 
@@ -94,7 +99,8 @@ class Container:
         io: ProcessIO | None = None
         try:
             state.write_file(bundle, state.CGROUP, cgroup.path)
-            io = ProcessIO.open(paths, LogConfig.from_bundle(bundle), namespace, id)
+            io = ProcessIO.open(paths, LogConfig.from_bundle(bundle), namespace, id,
+                                open_stdin=spec.annotations.get(attachsock.OPEN_STDIN) == "true")
             handle = create_container(bundle, spec, rootfs, io.child_fds(), cgroup_hook=cgroup.add_process)
         except BaseException:
             if io is not None:

@@ -27,6 +27,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockyard_common import containerlog as cl
@@ -242,6 +243,9 @@ class LogSink:
         self._done = asyncio.Event()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        # Set (by the loop) while clients are attached: each chunk the thread reads itself is also
+        # posted to it on the loop (shim.attach). Read without the lock: a reference swap.
+        self.tap: Callable[[str, bytes], None] | None = None
 
     def read_from(self, fd: int, stream: str) -> None:
         """Before `start`: the thread reads `fd` (the caller's; closed by it after `drained`)
@@ -364,6 +368,9 @@ class LogSink:
                     if data is None:
                         continue
                     gather = gather or 0 < len(data) < SMALL_READ
+                    tap = self.tap
+                    if tap is not None and data:
+                        self._loop.call_soon_threadsafe(tap, self._sources[fd], data)
                     if not data:
                         poller.unregister(fd)
                         del self._live[fd]

@@ -27,6 +27,7 @@ from dockyard_api.containerd.types.task import task_pb2
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, NotFound, Unimplemented
 from dockyard_common.ttrpc import RequestContext
 from dockyard_common.types import Mount
+from shim.attach import AttachServer
 from shim.container import Container, parse_resources
 from shim.process import ExecProcess, Process, Status
 from shim.publisher import Publisher
@@ -94,6 +95,8 @@ class TaskService:
         if p.io is not None and not await p.io.drained(DRAIN_TIMEOUT):
             log.warning("container %s: output of %s still open %.0fs after its exit", c.id, p.id, DRAIN_TIMEOUT)
         if p is c.init:
+            if c.attach is not None:  # after the output, before anyone is told of the exit
+                c.attach.exited(p.exit_status, p.exited_at)
             # Execs die with the init's PID namespace (or were just killed): report them first.
             waits = [asyncio.ensure_future(e.wait()) for e in c.execs.values() if e.pid and not e.reported]
             if waits:
@@ -140,6 +143,12 @@ class TaskService:
         c = Container.create(req.id, self.namespace, bundle, rootfs,
                              StdioPaths(req.stdin, req.stdout, req.stderr, req.terminal))
         self.containers[req.id] = c
+        io = c.init.io
+        if io is not None and (io.logged or io.open_stdin):  # its output is ours to hand out
+            try:
+                c.attach = await AttachServer.start(c.bundle, io)
+            except OSError as exc:
+                log.warning("container %s: no attach socket: %s", c.id, exc)
         log.info("container %s: created, init pid %d", c.id, c.init.pid)
         self.publisher.publish("/tasks/create", ev.TaskCreate(
             container_id=c.id, bundle=bundle, rootfs=req.rootfs, checkpoint=req.checkpoint, pid=c.init.pid,
@@ -189,6 +198,8 @@ class TaskService:
 
     async def _destroy(self, c: Container) -> None:
         self._unwatch_oom(c)
+        if c.attach is not None:
+            await c.attach.close()
         for p in [*c.execs.values(), c.init]:
             if p.io is not None:
                 await p.io.aclose()

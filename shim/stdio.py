@@ -42,7 +42,7 @@ import os
 import select
 import stat
 import urllib.parse
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,9 +204,15 @@ def _nonblocking(fd: int) -> int:
     return fd
 
 
+Tap = Callable[[str, bytes], None]  # (stream, data): called on the loop for each chunk read
+
+
 class ProcessIO:
-    def __init__(self, paths: StdioPaths) -> None:
+    def __init__(self, paths: StdioPaths, open_stdin: bool = False) -> None:
         self.paths = paths
+        self.open_stdin = open_stdin  # the init's stdin stays writable for attached clients
+        self._tap: Tap | None = None
+        self._stdin_lock = asyncio.Lock()
         self._sink: LogSink | None = None
         self._handed: list[bool] = [False, False, False]  # the process uses the client's file itself
         self._ends: list[_Endpoint | None] = [None, None, None]
@@ -221,9 +227,10 @@ class ProcessIO:
 
     @classmethod
     def open(cls, paths: StdioPaths, log_config: LogConfig | None = None, namespace: str = "",
-             id: str = "") -> ProcessIO:
-        """Open the client's paths; with `log_config`, also the container log (init only)."""
-        io = cls(paths)
+             id: str = "", open_stdin: bool = False) -> ProcessIO:
+        """Open the client's paths; with `log_config`, also the container log (init only); with
+        `open_stdin`, a stdin pipe (or the terminal) the shim keeps for attached clients."""
+        io = cls(paths, open_stdin)
         try:
             if paths.stdout.startswith("binary://"):
                 if not paths.terminal and paths.stderr not in ("", paths.stdout):
@@ -248,7 +255,8 @@ class ProcessIO:
     def _make_pipes(self) -> None:
         for i, end in enumerate(self._ends):
             logged = i > 0 and self._sink is not None
-            if end is None and not logged:
+            kept = i == 0 and self.open_stdin  # stdin for attached clients, no FIFO needed
+            if end is None and not logged and not kept:
                 continue
             if end is not None and not end.fifo and not logged:
                 self._child[i] = end.fd  # a file: the process uses it directly
@@ -341,6 +349,8 @@ class ProcessIO:
                     break
                 if sink is not None:
                     await sink.put(stream, data)
+                if self._tap is not None:
+                    self._tap(stream, data)
                 if dst is not None and not await _write_all(dst, data):
                     dst = None  # nobody can read it any more: keep draining the process
         except Exception:
@@ -386,6 +396,47 @@ class ProcessIO:
         # The process reads EOF once the pipe's last writer closes (a pty is left open).
         _close(self._ours[0])
         self._ours[0] = None
+
+    # ----- attached clients (shim.attach) ---------------------------------------------------------
+
+    @property
+    def tap(self) -> Tap | None:
+        return self._tap
+
+    @tap.setter
+    def tap(self, tap: Tap | None) -> None:
+        """Also hand every chunk read to `tap` (None: stop). The log's thread reads its streams
+        itself: it posts them to the loop only while a tap is set."""
+        self._tap = tap
+        if self._sink is not None:
+            self._sink.tap = tap
+
+    @property
+    def logged(self) -> bool:
+        return self._sink is not None
+
+    @property
+    def stdin_open(self) -> bool:
+        return self.open_stdin and self._attached_stdin() is not None
+
+    def _attached_stdin(self) -> int | None:
+        return self._console if self.paths.terminal else self._ours[0]
+
+    async def write_stdin(self, data: bytes) -> bool:
+        """An attached client's input, into the process's stdin; False when it is closed (or was
+        never open: the container was created without an open stdin)."""
+        if not self.open_stdin:
+            return False
+        async with self._stdin_lock:  # one waiter per fd: the loop keeps one writer callback per fd
+            fd = self._attached_stdin()
+            return fd is not None and await _write_all(fd, data)
+
+    def close_attached_stdin(self) -> None:
+        """An attached client's stdin ended (`dock run -i`): the process reads EOF. A terminal
+        stays open (it is also the output), as a FIFO-fed stdin is left to CloseIO."""
+        if self.open_stdin and not self.paths.terminal and self._stdin_task is None:
+            _close(self._ours[0])
+            self._ours[0] = None
 
     # ----- requests ------------------------------------------------------------------------------
 

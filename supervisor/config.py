@@ -16,6 +16,11 @@ Example /etc/dockyard/config.toml:
     max_file = 3        # files kept, the current one included
     [runtimes]          # runtime name -> shim binary; unlisted names use Dockyard's own shim
     "io.containerd.runc.v2" = "/usr/bin/containerd-shim-runc-v2"
+    [build]
+    cache_max_size = "10g"   # the build cache's own layers, per namespace; least recently used go first
+    [cri]               # Kubernetes CRI (runtime.v1) on the same socket
+    enabled = true
+    sandbox_image = "registry.k8s.io/pause:3.10"   # each pod's sandbox (pulled when missing; containerd 2.x default)
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from dockyard_common.containerlog import parse_max_file, parse_size
 from dockyard_common.errors import InvalidArgument
+from supervisor.build.cacheprune import parse_limit
 from supervisor.network.networks import NAME as network_name
 
 DEFAULT_CONFIG = Path("/etc/dockyard/config.toml")
@@ -60,6 +66,10 @@ class Config:
     default_network: str = "dockyard"
     container_log_max_size: str = "10m"
     container_log_max_file: int = 3
+    build_cache_max_size: str = ""  # "" no limit (supervisor/build/cacheprune.py)
+    cri_enabled: bool = True
+    # containerd 1.6's default sandbox image (critest's images are matched against it)
+    cri_sandbox_image: str = "registry.k8s.io/pause:3.10"
     source: str = field(default="defaults", compare=False)
 
 
@@ -72,6 +82,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "snapshotter": {"default": ("default_snapshotter", str)},
     "network": {"default": ("default_network", str)},
     "container_log": {"max_size": ("container_log_max_size", str), "max_file": ("container_log_max_file", int)},
+    "build": {"cache_max_size": ("build_cache_max_size", str)},
+    "cri": {"enabled": ("cri_enabled", bool), "sandbox_image": ("cri_sandbox_image", str)},
 }
 
 
@@ -91,7 +103,7 @@ def _apply(cfg: Config, data: dict[str, Any], path: Path) -> None:
             if key not in keys:
                 raise ConfigError(f"{path}: unknown setting {where!r}")
             attr, kind = keys[key]
-            if not isinstance(value, kind) or isinstance(value, bool):
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 raise ConfigError(f"{path}: {where} must be a {kind.__name__}, not {value!r}")
             if attr:
                 setattr(cfg, attr, Path(str(value)) if attr in ("root", "state", "address") else value)
@@ -114,6 +126,12 @@ def validate(cfg: Config) -> Config:
         parse_max_file(str(cfg.container_log_max_file))
     except InvalidArgument as exc:
         raise ConfigError(f"container_log: {exc}") from None
+    try:
+        parse_limit(cfg.build_cache_max_size)
+    except InvalidArgument as exc:
+        raise ConfigError(f"build.cache_max_size: {exc}") from None
+    if not cfg.cri_sandbox_image.strip():
+        raise ConfigError("cri.sandbox_image must name an image")
     if cfg.grpc_server not in GRPC_SERVERS:
         raise ConfigError(f"grpc.server must be one of {', '.join(GRPC_SERVERS)}, not {cfg.grpc_server!r}")
     return cfg

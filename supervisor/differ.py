@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from dockyard_common.imagespec import (
     MEDIA_TYPE_OCI_LAYER,
@@ -94,16 +95,9 @@ class Differ:
             blob = DigestingReader(cast(BinaryIO, _BlockingBlob(reader, asyncio.get_running_loop())))
             started = time.monotonic()
             cancel = threading.Event()
-            work = asyncio.ensure_future(asyncio.to_thread(self._apply, blob, desc.media_type, list(mounts), cancel))
-            try:
-                result = await asyncio.shield(work)
-            except asyncio.CancelledError:
-                # A thread cannot be cancelled: ask it to stop at the next entry and wait, so
-                # whoever removes the snapshot next does not race a writer still inside it.
-                cancel.set()
-                with contextlib.suppress(Exception):
-                    await work
-                raise
+            # cancelled: the thread stops at the next entry, and ends before anyone removes the snapshot
+            result = await uninterrupted(asyncio.to_thread(self._apply, blob, desc.media_type, list(mounts), cancel),
+                                         cancel.set)
             log.debug("applied %s (%d bytes, %d uncompressed) in %.3fs", desc.digest, reader.size, result.size,
                       time.monotonic() - started)
         finally:
@@ -131,8 +125,10 @@ class Differ:
         return result
 
     async def diff(self, ns: str, lower: Sequence[Mount], upper: Sequence[Mount], *, media_type: str = "",
-                   ref: str = "", labels: Mapping[str, str] | None = None, lease: str = "") -> Descriptor:
-        """Write the changes from `lower` to `upper` as a new layer blob in the content store."""
+                   ref: str = "", labels: Mapping[str, str] | None = None, lease: str = "",
+                   mtime_clamp: int | None = None) -> Descriptor:
+        """Write the changes from `lower` to `upper` as a new layer blob in the content store
+        (`mtime_clamp`: no entry newer than it, see archive/diff.py)."""
         media_type = media_type or MEDIA_TYPE_OCI_LAYER_GZIP
         compression = compression_for_media_type(media_type)
         if compression is None:
@@ -145,7 +141,7 @@ class Differ:
         try:
             with os.fdopen(fd, "w+b") as out:
                 diff_id, written = await asyncio.to_thread(
-                    self._diff, list(lower), list(upper), out, compression)
+                    self._diff, list(lower), list(upper), out, compression, mtime_clamp)
                 out.seek(0)
                 digest = await self._store(ns, out, written, ref or f"diff-{secrets.token_hex(8)}",
                                            {**(labels or {}), UNCOMPRESSED_LABEL: diff_id}, lease)
@@ -153,7 +149,8 @@ class Differ:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
         return Descriptor(media_type, digest, written)
 
-    def _diff(self, lower: list[Mount], upper: list[Mount], out: BinaryIO, compression: Any) -> tuple[str, int]:
+    def _diff(self, lower: list[Mount], upper: list[Mount], out: BinaryIO, compression: Any,
+              mtime_clamp: int | None = None) -> tuple[str, int]:
         counted = DigestingWriter(out)
         compressor = open_compressor(cast(BinaryIO, counted), compression)
         uncompressed = DigestingWriter(compressor)
@@ -163,7 +160,7 @@ class Differ:
         # opaque markers, and judges changes on the merged views).
         with mounted(lower, self.tmp_root, readonly=True) if lower else _EmptyDir(self.tmp_root) as low, \
                 mounted(_readonly_view(upper), self.tmp_root) as up:
-            write_diff(low, up, sink)
+            write_diff(low, up, sink, mtime_clamp=mtime_clamp)
         compressor.close()
         out.flush()
         return uncompressed.digest, counted.size

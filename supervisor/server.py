@@ -31,11 +31,13 @@ from dockyard_common.containerlog import parse_size
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from supervisor import ksm
 from supervisor.build.builder import Builder, BuildStores
+from supervisor.build.cacheprune import parse_limit
 from supervisor.build.commit import Committer
 from supervisor.build.imagewrite import ImageWriter
 from supervisor.config import DEFAULT_CONFIG, Config
 from supervisor.content.local import LocalContentStore
 from supervisor.cri.images import CRI_NAMESPACE, CriImages
+from supervisor.cri.sandbox import PodSandboxes, SandboxDeps, SandboxSettings
 from supervisor.differ import Differ
 from supervisor.diskreserve import DiskReserve
 from supervisor.events import Exchange
@@ -68,6 +70,7 @@ from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.restart import RestartMonitor
 from supervisor.runtime.shim import ShimBinary
 from supervisor.runtime.stats import ShimSamplerControl, StatsSink, describe_from, network_counters_from
+from supervisor.services.attach import AttachService
 from supervisor.services.build import BuildService
 from supervisor.services.builder import BuilderService
 from supervisor.services.containers import ContainersService
@@ -291,7 +294,8 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
                         Hosts(config_dir_for(cfg.source, DEFAULT_CONFIG)), cfg.default_snapshotter, collector.schedule)
     builder = Builder(BuildStores(records, storage.images, storage.snapshots, meta.leases, storage.differ,
                                   runtime.tasks, unpacker, registry, BuildCacheStore(meta.db), cfg.default_snapshotter,
-                                  cfg.root / "tmp"), on_release=collector.schedule)
+                                  cfg.root / "tmp", parse_limit(cfg.build_cache_max_size)),
+                      on_release=collector.schedule)
     return [
         Service("version", VersionService(), []),
         Service("namespaces", NamespacesService(meta.namespaces, events), ["io.containerd.metadata.v1"]),
@@ -304,6 +308,7 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
                 ["io.containerd.runtime.v2"]),
         Service("dockyard.stats", StatsService(runtime.stats), ["io.containerd.runtime.v2"]),
         Service("dockyard.logs", LogsService(runtime.containers, runtime.tasks.logs), ["io.containerd.runtime.v2"]),
+        Service("dockyard.attach", AttachService(runtime.containers, runtime.tasks), ["io.containerd.runtime.v2"]),
         Service("dockyard.copy", CopyService(ContainerFiles(runtime.containers, runtime.tasks, storage.snapshots,
                                                             cfg.root / "tmp"), runtime.tasks),
                 ["io.containerd.runtime.v2", "io.containerd.snapshotter.v1"]),
@@ -335,12 +340,24 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
         Service("dockyard.build", BuildService(builder, cfg.root / "tmp"),
                 ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1",
                  "io.containerd.runtime.v2"]),
-        # Kubernetes CRI (runtime.v1) on the same socket, as containerd serves it; images only so far.
-        Service("cri.runtime", CriRuntimeService(), ["io.containerd.runtime.v2"]),
-        Service("cri.images", CriImageService(CriImages(
-            storage.images, Inspector(records, storage.images, storage.snapshots), registry, CRI_NAMESPACE,
-            cfg.default_snapshotter, cfg.root / "snapshots" / cfg.default_snapshotter)),
-            ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
+    ] + (cri_services(cfg, storage, runtime, registry, unpacker) if cfg.cri_enabled else [])
+
+
+def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Registry, unpacker: Unpacker
+                 ) -> list[Service]:
+    """Kubernetes CRI (runtime.v1) on the same socket, as containerd serves it."""
+    inspector = Inspector(storage.records, storage.images, storage.snapshots)
+    images = CriImages(storage.images, inspector, registry, CRI_NAMESPACE, cfg.default_snapshotter,
+                       cfg.root / "snapshots" / cfg.default_snapshotter)
+    sandboxes = PodSandboxes(
+        SandboxDeps(runtime.containers, runtime.tasks, storage.snapshots, runtime.container_networks, images,
+                    inspector, unpacker, runtime.container_deleted),
+        SandboxSettings(cfg.cri_sandbox_image, cfg.default_network, cfg.default_snapshotter, tuple(cfg.runtimes)),
+        CRI_NAMESPACE)
+    return [
+        Service("cri.runtime", CriRuntimeService(sandboxes), ["io.containerd.runtime.v2"]),
+        Service("cri.images", CriImageService(images),
+                ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
     ]
 
 

@@ -5,6 +5,7 @@
     dock build -f - . < Dockerfile                     # the Dockerfile from stdin
     tar -c . | dock build -t app:1 -                   # a tar context from stdin (its Dockerfile inside)
     dock build - < Dockerfile                          # no context at all
+    dock builder prune -af --filter until=24h --keep-storage 1g   # the build cache (`dock gc` frees it)
 
 Progress: `plain` prints each step and what RUN steps write, `json` one JSON object a line
 (`{"type": "step"|"cached"|"output"|"done"|"warning"|"context"|"result", ...}`), `auto` is
@@ -36,10 +37,13 @@ from dock.build import (
     tar_context,
 )
 from dock.client import Client
+from dock.commands.leases import parse_duration
+from dock.oci import parse_bytes
 from dock.output import human_size
 from dockyard_common.errors import DockyardError, InvalidArgument
 
 PROGRESS_MODES = ("auto", "plain", "json")
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
 
 
 def register(sub: Any) -> None:
@@ -60,6 +64,18 @@ def register(sub: Any) -> None:
     p.add_argument("--progress", choices=PROGRESS_MODES, default="auto", help="how to show progress")
     p.add_argument("context", metavar="CONTEXT", help="the build context: a directory, or - for a tar on stdin")
     p.set_defaults(handler=build)
+
+    group = sub.add_parser("builder", help="manage the daemon's build cache")
+    cmds = group.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
+    p = cmds.add_parser("prune", help="remove build cache (its layers are freed by the next gc)")
+    p.add_argument("--all", "-a", action="store_true",
+                   help="remove all build cache, not only what no image uses (dangling)")
+    p.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
+                   help="only cache unused for DURATION, e.g. until=24h")
+    p.add_argument("--keep-storage", default="", metavar="SIZE",
+                   help="keep this much cache, the most recently used (e.g. 512m, 1g)")
+    p.add_argument("--force", "-f", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=prune)
 
 
 def parse_build_args(items: list[str], environ: dict[str, str] | os._Environ[str] = os.environ
@@ -131,8 +147,18 @@ def prepare(args: argparse.Namespace) -> tuple[bytes, AsyncIterator[bytes] | byt
     return _read_dockerfile(str(file)), directory_context(root, file)
 
 
+def with_source_date_epoch(build_args: list[tuple[str, str]],
+                           environ: dict[str, str] | os._Environ[str] = os.environ) -> list[tuple[str, str]]:
+    """The environment's SOURCE_DATE_EPOCH as a build arg unless the command line sets one (as
+    buildx passes it on): the daemon then makes a reproducible image."""
+    value = environ.get(SOURCE_DATE_EPOCH, "")
+    if not value or any(key == SOURCE_DATE_EPOCH for key, _ in build_args):
+        return build_args
+    return [*build_args, (SOURCE_DATE_EPOCH, value)]
+
+
 async def build(client: Client, args: argparse.Namespace) -> int:
-    build_args = parse_build_args(args.build_arg)
+    build_args = with_source_date_epoch(parse_build_args(args.build_arg))
     labels = parse_label_pairs(args.label)
     dockerfile, context = prepare(args)
     if not dockerfile.strip():
@@ -148,6 +174,43 @@ async def build(client: Client, args: argparse.Namespace) -> int:
         exc.message = one_line(exc.message)
         exc.args = (exc.message,)
         raise
+    return 0
+
+
+def prune_filters(items: list[str]) -> int:
+    """`until=<duration>` as seconds (docker's other filters are BuildKit's record kinds, which
+    this cache does not have)."""
+    seconds = 0
+    for item in items:
+        key, eq, value = item.partition("=")
+        if key != "until" or not eq:
+            raise InvalidArgument(f"invalid --filter {item!r}: only until=DURATION (e.g. until=24h) is supported")
+        try:
+            seconds = int(parse_duration(value).total_seconds())
+        except argparse.ArgumentTypeError as exc:
+            raise InvalidArgument(f"invalid --filter {item!r}: {exc}") from None
+    return seconds
+
+
+async def prune(client: Client, args: argparse.Namespace) -> int:
+    unused_for = prune_filters(args.filter)
+    keep = parse_bytes(args.keep_storage) if args.keep_storage else 0
+    if not args.force:
+        what = "all build cache" if args.all else "all dangling build cache"
+        print(f"WARNING! This will remove {what}. Are you sure you want to continue? [y/N] ", end="",
+              file=sys.stderr, flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    result = await BuildAPI(client).prune(all=args.all, unused_for_seconds=unused_for, keep_storage=keep)
+    if args.format == "json":
+        print(json.dumps({"removed": result.removed, "reclaimed_bytes": result.reclaimed_bytes}))
+        return 0
+    if result.removed:
+        print("Deleted build cache objects:")
+        for key in result.removed:
+            print(key)
+        print()
+    print(f"Total reclaimed space: {human_size(result.reclaimed_bytes)}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dock.args import containers_arg
 from dock.client import Client
 from dock.lookup import resolve_id
 from dock.output import emit_json
@@ -27,7 +28,7 @@ def register(sub: Any) -> None:
     p.add_argument("--message", "-m", default="", help="commit message (the history entry's comment)")
     p.add_argument("--author", default="", help='author, e.g. "Jane Doe <jane@example.com>"')
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip", help="layer compression (default gzip)")
-    p.add_argument("container", help="container name, id or unique id prefix")
+    containers_arg(p, "container", help="container name, id or unique id prefix")
     p.add_argument("ref", help="image name, e.g. app:1 (normalized: docker.io/library/app:1)")
     p.set_defaults(handler=commit)
 

@@ -8,7 +8,7 @@ import contextlib
 import sys
 from typing import Any
 
-from dock.args import parse_labels
+from dock.args import containers_arg, parse_labels
 from dock.client import Client
 from dock.commands.run import add_container_options, request_from_args
 from dock.network import LABEL_PREFIX, PORTS_LABEL, PortBinding, ports_text
@@ -30,14 +30,14 @@ def register(sub: Any) -> None:
     p.add_argument("filters", nargs="*", help="containerd filters, e.g. labels.app==web")
     p.set_defaults(handler=ls)
     p = cmds.add_parser("info", help="show a container, spec included")
-    p.add_argument("id")
+    containers_arg(p, "id")
     p.set_defaults(handler=info)
     p = cmds.add_parser("rm", aliases=["delete", "remove"],
                         help="remove containers and their snapshots (a stopped task goes too)")
-    p.add_argument("ids", nargs="+")
+    containers_arg(p, "ids", nargs="+")
     p.set_defaults(handler=rm)
     p = cmds.add_parser("label", help="set (KEY=VALUE) or remove (KEY=) labels")
-    p.add_argument("id")
+    containers_arg(p, "id")
     p.add_argument("labels", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(handler=label)
 

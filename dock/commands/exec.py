@@ -17,6 +17,7 @@ import stat
 import tarfile
 from typing import Any
 
+from dock.args import containers_arg
 from dock.client import Client
 from dock.commands.tasks import run_exec
 from dock.copy import CopyAPI
@@ -40,7 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("--user", "-u", default="", help="USER, UID, USER:GROUP or UID:GID (default: the container's)")
     p.add_argument("--workdir", "-w", default="", help="working directory in the container (absolute)")
     p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE", help="set (or add) a variable")
-    p.add_argument("container", metavar="CONTAINER")
+    containers_arg(p, "container", metavar="CONTAINER")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(handler=exec_)
 

@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from typing import Any, BinaryIO
 
+from dock.args import containers_arg
 from dock.client import Client
 from dock.lookup import resolve_id
 from dockyard_common.containerlog import parse_timestamp, timestamp
@@ -53,7 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument("--since", default="", metavar="TIME", help="only lines since TIME (RFC 3339, Unix time or 10m)")
     p.add_argument("--until", default="", metavar="TIME", help="only lines before TIME")
     p.add_argument("--timestamps", "-t", action="store_true", help="show each line's time")
-    p.add_argument("id", metavar="ID", help="container name, id or unique id prefix")
+    containers_arg(p, "id", metavar="ID", help="container name, id or unique id prefix")
     p.set_defaults(handler=logs)
 
 

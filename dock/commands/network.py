@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from dock.args import parse_labels
+from dock.args import containers_arg, parse_labels
 from dock.client import Client
 from dock.lookup import resolve_id
 from dock.network import NetworkInfo, NetworkUser, check_network_name
@@ -39,7 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("--force", "-f", action="store_true", help="accepted for Docker's scripts: there is no prompt")
     p.set_defaults(handler=prune)
     p = sub.add_parser("port", help="list a container's published ports, or where one is published")
-    p.add_argument("id", help="container name, id or unique id prefix")
+    containers_arg(p, "id", help="container name, id or unique id prefix")
     p.add_argument("port", nargs="?", default="", metavar="PORT[/PROTO]", help="e.g. 80 or 53/udp")
     p.set_defaults(handler=port)
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dock.args import parse_labels
+from dock.args import images_arg, parse_labels
 from dock.client import Client
 from dock.containers import RUNC_V2
 from dock.lookup import new_container_id
 from dock.network import network_options
 from dock.oci import SECCOMP_DEFAULT, SpecOptions, parse_bytes, parse_mount, parse_security_opt, volume_options
 from dock.runner import RunRequest, run
-from dockyard_common import restartpolicy
+from dockyard_common import detachkeys, restartpolicy
 from dockyard_common.containerlog import labels_from_opts
 from dockyard_common.errors import InvalidArgument
 
@@ -72,7 +72,7 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
                         "or TOML); default: Docker's default profile's rules")
     p.add_argument("--name", default="",
                    help="the container's name, which is its id (default: 64 random hex digits)")
-    p.add_argument("image", help="image name, e.g. busybox or docker.io/library/busybox:latest")
+    images_arg(p, "image", help="image name, e.g. busybox or docker.io/library/busybox:latest")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD", help="command and arguments (default: the image's)")
 
 
@@ -80,7 +80,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run a container from an image")
     p.add_argument("--rm", action="store_true", help="remove the container (and its snapshot) when it exits")
     p.add_argument("--detach", "-d", action="store_true", help="start the task and return, printing the id")
-    p.add_argument("--interactive", "-i", action="store_true", help="connect our stdin to the process")
+    p.add_argument("--interactive", "-i", action="store_true",
+                   help="keep the process's stdin open (for `dock attach` too) and connect ours to it")
+    p.add_argument("--detach-keys", default="", metavar="KEYS",
+                   help="with -it, the keys that detach and leave it running, e.g. ctrl-a,x (default ctrl-p,ctrl-q)")
     add_container_options(p)
     p.set_defaults(handler=run_command)
 
@@ -96,6 +99,8 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         network = network_options(args.net, args.publish, args.dns, args.dns_search, args.dns_option,
                                   args.add_host, hostname=args.hostname)
         cid = new_container_id(args.name)
+        detach_keys = getattr(args, "detach_keys", "")
+        detachkeys.parse(detach_keys)  # refused before anything is made
     except InvalidArgument as exc:
         raise SystemExit(f"dock: {exc}") from None
     spec = SpecOptions(args=list(args.args), env=list(args.env), cwd=args.cwd, user=args.user,
@@ -109,7 +114,7 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
                       snapshotter=args.snapshotter,
                       labels={**log_labels, **parse_labels(args.label), **restart_labels},
                       runtime=args.runtime,
-                      platform=args.platform, network=network)
+                      platform=args.platform, network=network, detach_keys=detach_keys)
 
 
 def restart_labels_from(args: argparse.Namespace) -> dict[str, str]:

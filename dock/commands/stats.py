@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dock.args import containers_arg
 from dock.client import Client
 from dock.lookup import resolve_id
 from dock.output import emit_table, human_size, to_jsonable
@@ -35,7 +36,8 @@ def register(sub: Any) -> None:
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="sampling interval (default 1)")
     p.add_argument("--filter", action="append", default=[], metavar="FILTER",
                    help='also stream containers a containerd filter matches, e.g. labels."app"==web')
-    p.add_argument("ids", nargs="*", metavar="ID", help="containers to show: names, ids or id prefixes (default: all)")
+    containers_arg(p, "ids", nargs="*", metavar="ID",
+                   help="containers to show: names, ids or id prefixes (default: all)")
     p.set_defaults(handler=stats)
 
 

@@ -10,6 +10,7 @@ import signal
 import sys
 from typing import Any
 
+from dock.args import containers_arg
 from dock.client import Client
 from dock.oci import STOP_SIGNAL_LABEL, exec_process
 from dock.output import emit, emit_json, to_jsonable
@@ -29,18 +30,18 @@ def register(sub: Any) -> None:
     p.add_argument("filter", nargs="?", default="", help="a containerd filter, e.g. status==running")
     p.set_defaults(handler=ls)
     p = cmds.add_parser("ps", help="list a task's processes")
-    p.add_argument("id")
+    containers_arg(p, "id")
     p.set_defaults(handler=ps)
     p = cmds.add_parser("start", help="create and start the task of an existing container")
     p.add_argument("--detach", "-d", action="store_true", help="return once started")
     p.add_argument("--interactive", "-i", action="store_true", help="connect our stdin to the process")
-    p.add_argument("id")
+    containers_arg(p, "id")
     p.set_defaults(handler=start)
     p = cmds.add_parser("kill", help="signal a task (default SIGTERM, or the image's stop signal)")
     p.add_argument("--signal", "-s", default="", help="signal name or number")
     p.add_argument("--all", "-a", action="store_true", help="signal every process in the task")
     p.add_argument("--exec-id", default="", help="signal this exec process instead of the init")
-    p.add_argument("id")
+    containers_arg(p, "id")
     p.set_defaults(handler=kill)
     p = cmds.add_parser("exec", help="run another process in a task")
     p.add_argument("--exec-id", default="", help="the process' id (default: a random one)")
@@ -49,25 +50,25 @@ def register(sub: Any) -> None:
     p.add_argument("--cwd", "-w", default="", help="working directory")
     p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--detach", "-d", action="store_true", help="start it and return (no stdio)")
-    p.add_argument("id")
+    containers_arg(p, "id")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(handler=exec_)
     for name, handler, text in (("pause", pause, "freeze a task's processes"),
                                 ("resume", resume, "thaw a paused task")):
         p = cmds.add_parser(name, help=text)
-        p.add_argument("id")
+        containers_arg(p, "id")
         p.set_defaults(handler=handler)
     p = cmds.add_parser("metrics", aliases=["metric"], help="a task's cgroup statistics")
-    p.add_argument("ids", nargs="+")
+    containers_arg(p, "ids", nargs="+")
     p.set_defaults(handler=metrics)
     p = cmds.add_parser("rm", aliases=["delete", "remove"], help="delete stopped tasks")
     p.add_argument("--force", "-f", action="store_true", help="kill a running task first")
     p.add_argument("--exec-id", default="", help="delete this exec process instead")
-    p.add_argument("ids", nargs="+")
+    containers_arg(p, "ids", nargs="+")
     p.set_defaults(handler=rm)
     p = cmds.add_parser("wait", help="wait for a task to exit; exits with its status")
     p.add_argument("--exec-id", default="")
-    p.add_argument("id")
+    containers_arg(p, "id")
     p.set_defaults(handler=wait)
 
 

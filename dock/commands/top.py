@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dock.args import containers_arg
 from dock.client import Client
 from dock.copy import CopyAPI
 from dock.lookup import resolve_id
@@ -20,7 +21,7 @@ from dock.output import emit_json, emit_table
 def register(sub: Any) -> None:
     p = sub.add_parser("top", help="the processes of a container (docker top)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("container", metavar="CONTAINER")
+    containers_arg(p, "container", metavar="CONTAINER")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTIONS", help="options for ps (default -ef)")
     p.set_defaults(handler=top)
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from dock.args import containers_arg
 from dock.client import Client
 from dock.commands.containers import describe, network_info, ports_json, published
 from dock.commands.tasks import parse_signal, process_json, start_detached, stop_signal
@@ -29,7 +30,7 @@ from dock.output import emit_json, emit_table, for_each
 from dock.ps import Filters, ago, command_of, command_text, image_text, process_started, ps_json, state_of, status_text
 from dock.runner import container_mounts, destroy_task, remove_container
 from dock.tasks import Process
-from dockyard_common.errors import FailedPrecondition, NotFound
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.types import Container, Status
 
@@ -51,30 +52,33 @@ def register(sub: Any) -> None:
     p.add_argument("--no-trunc", action="store_true", help="full ids and commands")
     p.set_defaults(handler=ps)
     p = sub.add_parser("inspect", help="show containers as JSON: record, state, mounts, network")
-    p.add_argument("refs", nargs="+", metavar="CONTAINER")
+    containers_arg(p, "refs", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=inspect)
     for name, handler, text in (("stop", stop, "stop containers: the image's stop signal, then SIGKILL"),
                                 ("restart", restart, "stop containers, then start them again")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--time", "-t", type=int, default=DEFAULT_STOP_TIMEOUT, metavar="SECONDS",
                        help=f"seconds to wait before SIGKILL (default {DEFAULT_STOP_TIMEOUT}; -1 waits for ever)")
-        p.add_argument("refs", nargs="+", metavar="CONTAINER")
+        containers_arg(p, "refs", nargs="+", metavar="CONTAINER")
         p.set_defaults(handler=handler)
-    p = sub.add_parser("start", help="start stopped containers (detached)")
-    p.add_argument("refs", nargs="+", metavar="CONTAINER")
+    p = sub.add_parser("start", help="start stopped containers (detached; -a attaches)")
+    p.add_argument("--attach", "-a", action="store_true", help="attach to its output (and wait for its exit)")
+    p.add_argument("--interactive", "-i", action="store_true", help="attach our input too")
+    p.add_argument("--detach-keys", default="", metavar="KEYS", help="the keys that detach (default ctrl-p,ctrl-q)")
+    containers_arg(p, "refs", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=start)
     p = sub.add_parser("kill", help="signal running containers (default SIGKILL)")
     p.add_argument("--signal", "-s", default="KILL", help="signal name or number (default KILL)")
-    p.add_argument("refs", nargs="+", metavar="CONTAINER")
+    containers_arg(p, "refs", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=kill)
     p = sub.add_parser("rm", help="remove containers and their snapshots")
     p.add_argument("--force", "-f", action="store_true", help="kill a running container first")
     p.add_argument("--volumes", "-v", action="store_true",
                    help="accepted for Docker's scripts: named volumes stay, and there are no anonymous ones")
-    p.add_argument("refs", nargs="+", metavar="CONTAINER")
+    containers_arg(p, "refs", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=rm)
     p = sub.add_parser("wait", help="wait for containers to exit; print their exit codes")
-    p.add_argument("refs", nargs="+", metavar="CONTAINER")
+    containers_arg(p, "refs", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=wait)
 
 
@@ -244,6 +248,11 @@ async def restart(client: Client, args: argparse.Namespace) -> int:
 
 
 async def start(client: Client, args: argparse.Namespace) -> int:
+    if args.attach or args.interactive:
+        from dock.commands.attach import start_attached
+        if len(args.refs) != 1:
+            raise InvalidArgument("you cannot start and attach several containers at once")
+        return await start_attached(client, args.refs[0], args.interactive, args.detach_keys)
     async def act(ref: str) -> str:
         await start_container(client, await resolve(client, ref))
         return ref

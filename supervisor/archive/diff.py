@@ -28,6 +28,8 @@ Go's archive/tar; see supervisor/archive/tarwrite.py for the header encoding):
 - Whiteouts are empty regular files, mode 0, owner 0, with one mtime for the whole layer:
   the time the diff started, rounded to the second (pass `whiteout_mtime` to fix it, as
   SOURCE_DATE_EPOCH does in newer containerd). Nothing else is time-dependent.
+- `mtime_clamp` (a reproducible build's SOURCE_DATE_EPOCH): every entry's mtime is at most it,
+  and whiteouts get it (buildkit's rewrite-timestamp); the trees are not touched.
 - Opaque directories are never marked with `.wh..wh..opq`: a directory emptied and reused
   shows as one whiteout per name it lost.
 - Hard links (non-directories with more than one link, keyed by inode number): the first
@@ -82,14 +84,17 @@ class Change(enum.Enum):
     UNMODIFIED = "unmodified"  # only reported for hard-linked files, whose other names may change
 
 
-def write_diff(lower: Path, upper: Path, out: BinaryIO, *, whiteout_mtime: int | None = None) -> None:
+def write_diff(lower: Path, upper: Path, out: BinaryIO, *, whiteout_mtime: int | None = None,
+               mtime_clamp: int | None = None) -> None:
     """Write the changes from the full tree `lower` to the full tree `upper` to `out`."""
     _require_dir(lower)
     _require_dir(upper)
+    if whiteout_mtime is None and mtime_clamp is not None:
+        whiteout_mtime = mtime_clamp
     if whiteout_mtime is None:
         now = time.time_ns()
         whiteout_mtime = now // _NS + (1 if now % _NS >= _NS // 2 else 0)  # Go's Round(time.Second)
-    writer = _ChangeWriter(TarWriter(out), os.fsencode(upper), whiteout_mtime)
+    writer = _ChangeWriter(TarWriter(out), os.fsencode(upper), whiteout_mtime, mtime_clamp)
     for kind, rel, path, st in _double_walk(os.fsencode(lower), os.fsencode(upper)):
         if kind is None or st is None:
             writer.delete(rel)
@@ -180,10 +185,11 @@ def _is_linked(st: os.stat_result) -> bool:
 
 
 class _ChangeWriter:
-    def __init__(self, tar: TarWriter, root: bytes, whiteout_mtime: int) -> None:
+    def __init__(self, tar: TarWriter, root: bytes, whiteout_mtime: int, mtime_clamp: int | None = None) -> None:
         self._tar = tar
         self._root = root
         self._whiteout_mtime = whiteout_mtime
+        self._clamp = mtime_clamp
         self._added_dirs: set[bytes] = set()
         self._inode_first: dict[int, bytes] = {}  # the name an inode was written under
         self._inode_waiting: dict[int, list[bytes]] = {}  # unchanged names, linked once it is written
@@ -198,6 +204,8 @@ class _ChangeWriter:
         if stat.S_ISSOCK(st.st_mode):
             return
         h = _header(rel, path, st)
+        if self._clamp is not None and h.mtime > self._clamp:
+            h.mtime = self._clamp
         extra_links: list[bytes] = []
         if _is_linked(st):
             first = self._inode_first.get(st.st_ino)

@@ -25,7 +25,9 @@ The contract (requests, events, result, errors) is `api.py`'s. How a build runs:
    step has a key of its parent (the chain ID below it and a digest of the config and ARGs so
    far), the instruction as it runs, the sources it copies and the platform. A hit reuses the
    record's layer and snapshot; a layer step whose blob or snapshot is gone is run again.
-   `no_cache` skips the lookups and still records.
+   `no_cache` skips the lookups and still records. `Builder.prune` removes records
+   (`cacheprune.py`); with `BuildStores.cache_max_size` the least recently used go after each
+   build until the cache's own layers fit.
 5. The image: the target stage's base image plus every step of its stage chain
    (`ImageWriter.write`), the request's labels added to the config's; named by the first tag
    (the others then point at it too), or, with no tags, `imagewrite.dangling_name(digest)`.
@@ -38,8 +40,16 @@ stages contributes layers to the image.
 Errors keep their kind and get the instruction's line (`dockerfile.at_instruction`); a RUN
 that exits non-zero is FailedPrecondition with the step, the line, the code and its last lines
 of output; the host refusing a file operation is ResourceExhausted (a full disk) or Internal.
-Not done yet: SOURCE_DATE_EPOCH (reproducible digests), ADD of a URL is never a cache hit (its
-key would need the download), RUN heredocs and --mount, supplementary groups of the USER.
+Reproducible builds (`epoch.py`): with a SOURCE_DATE_EPOCH build arg the config's and the new
+history entries' times are it and layer entries are clamped to it (part of every step's key).
+
+RUN heredocs (`heredoc.py`: the text run by the shell, a `#!` script run as a file) and RUN
+--mount (`runmounts.py`: bind from the context, a stage or an image; cache directories kept by
+the daemon; tmpfs) are prepared only when the step runs; a bind's source content, like COPY's,
+is part of the step's key.
+
+Not done yet: ADD of a URL is never a cache hit (its key would need the download), RUN --mount
+of secrets and ssh, a writable bind mount, supplementary groups of the USER.
 
 Nothing of a build outlives it: RUN tasks are deleted (runstep.py), active snapshots and views
 removed in `finally` blocks (shielded from cancellation), and what was committed is held by the
@@ -54,13 +64,16 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import (
     AlreadyExists,
     DockyardError,
@@ -82,9 +95,11 @@ from dockyard_common.imagespec import (
 )
 from dockyard_common.mounts import mounted
 from dockyard_common.reference import InvalidReference, normalize, parse
+from dockyard_common.rootpath import secure_join
 from dockyard_common.types import Mount
 from supervisor.build.api import NETWORK_MODES, BuildEvent, BuildRequest, BuildResult, Progress
 from supervisor.build.cachekey import hash_sources, step_key
+from supervisor.build.cacheprune import PruneOptions, PruneReport, prune_cache
 from supervisor.build.config import CONFIG_INSTRUCTIONS, StageState
 from supervisor.build.copy import (
     Source,
@@ -97,8 +112,11 @@ from supervisor.build.copy import (
     resolve_sources,
 )
 from supervisor.build.dockerfile import Dockerfile, Instruction, at_instruction, parse_dockerfile
+from supervisor.build.epoch import epoch_time, source_date_epoch
+from supervisor.build.heredoc import SCRIPT_DIR, SCRIPT_MODE, Script, run_argv
 from supervisor.build.imagewrite import BaseImage, History, ImageWriter, Layer, Step, docker_layers
-from supervisor.build.runstep import RunSpec, StepRunner, complete
+from supervisor.build.runmounts import CacheDirs, RunMount, bind_mount, parse_mount, tmpfs_mount
+from supervisor.build.runstep import RunSpec, StepRunner
 from supervisor.build.stages import SCRATCH, BuildOptions, BuildPlan, CopySource, Stage, plan_build
 from supervisor.differ import Differ
 from supervisor.images.leasing import temporary_lease
@@ -112,6 +130,7 @@ from supervisor.metadata.snapshots import SnapshotStore, resource
 from supervisor.remote.pull import PullOptions
 from supervisor.remote.registry import Registry
 from supervisor.runtime.manager import TaskManager
+from supervisor.timeutil import now
 
 log = logging.getLogger("dockyard.build")
 
@@ -135,6 +154,8 @@ class BuildStores:
     cache: BuildCacheStore
     snapshotter: str
     tmp_root: Path  # for mounts and FIFOs (the differ's)
+    cache_max_size: int = 0  # bytes the build cache alone may hold per namespace (cacheprune.py); 0: no limit
+    cache_mounts: Path | None = None  # RUN --mount=type=cache directories; None: <tmp_root>/../build-cache-mounts
 
 
 @dataclass
@@ -148,6 +169,29 @@ class StageResult:
     base: BaseImage | None
     steps: list[Step] = field(default_factory=list)
     diff_ids: list[str] = field(default_factory=list)  # of every layer below `chain`, base's first
+
+
+@dataclass(frozen=True)
+class _MountSource:
+    """A RUN --mount's bind source: a host path (the context's) or a snapshot chain to view,
+    and what identifies its content in the step's cache key."""
+
+    host: str = ""
+    chain: str = ""
+    identity: str = ""
+
+
+def _in_root(root: Path, path: str, what: str) -> str:
+    """`path` inside `root` (symlinks followed within it), which must exist."""
+    host = secure_join(str(root), path)
+    if not os.path.lexists(host):
+        raise NotFound(f"RUN --mount: source {path!r} not found in {what}")
+    return host
+
+
+def _hash_bind(host: str, spec: str) -> str:
+    """The content of a bind mount's source in the context, as COPY's sources are hashed."""
+    return hash_sources([Source(Path(host), "source", os.path.isdir(host), spec)], owners=False)
 
 
 def image_tags(tags: tuple[str, ...]) -> list[str]:
@@ -183,7 +227,7 @@ class _Build:
     """One build's working state (the Builder is shared by concurrent builds)."""
 
     def __init__(self, builder: Builder, ns: str, context: Path, request: BuildRequest, progress: Progress,
-                 df: Dockerfile, plan: BuildPlan, lease: str, platform: str) -> None:
+                 df: Dockerfile, plan: BuildPlan, lease: str, platform: str, epoch: int | None = None) -> None:
         self.b = builder
         self.s = builder.stores
         self.ns = ns
@@ -194,6 +238,7 @@ class _Build:
         self.plan = plan
         self.lease = lease
         self.platform = platform
+        self.epoch = epoch  # SOURCE_DATE_EPOCH (epoch.py), None: times as they are
         self.results: dict[int, StageResult] = {}
         self.building: set[int] = set()
         self.images: dict[str, tuple[BaseImage, str]] = {}  # reference -> (image, unpacked chain)
@@ -303,8 +348,11 @@ class _Build:
 
     def parent_id(self, result: StageResult) -> str:
         """What a step starts from: the rootfs below it and everything the config and ARGs say."""
-        return _digest_json({"chain": result.chain, "config": result.state.image, "args": result.state.args,
-                             "diff_ids": result.diff_ids})
+        doc: dict[str, Any] = {"chain": result.chain, "config": result.state.image, "args": result.state.args,
+                               "diff_ids": result.diff_ids}
+        if self.epoch is not None:  # its layers differ in their mtimes
+            doc["epoch"] = self.epoch
+        return _digest_json(doc)
 
     async def instruction(self, stage: Stage, result: StageResult, ins: Instruction) -> None:
         if ins.name in CONFIG_INSTRUCTIONS:
@@ -375,8 +423,8 @@ class _Build:
             async with self.view(result.chain) as lower:
                 docker = docker_layers(result.base, COMPRESSION)
                 # the walk runs in a thread on our mounts: a cancelled build lets it end first
-                layer = await complete(self.b.writer.diff(self.ns, lower, mounts, COMPRESSION, self.lease,
-                                                          docker=docker))
+                layer = await uninterrupted(self.b.writer.diff(self.ns, lower, mounts, COMPRESSION, self.lease,
+                                                               docker=docker, mtime_clamp=self.epoch))
             chain = chain_ids([*result.diff_ids, layer.diff_id])[-1]
             try:
                 await self.s.snapshots.commit(self.ns, sn, chain, active, lease=self.lease)
@@ -404,10 +452,6 @@ class _Build:
     # -- RUN --------------------------------------------------------------------------------
 
     async def run_step(self, stage: Stage, result: StageResult, ins: Instruction) -> None:
-        if ins.heredocs:
-            raise Unimplemented("RUN with a heredoc is not supported yet")
-        if ins.flag("mount"):
-            raise Unimplemented("RUN --mount is not supported yet")
         security = ins.flag("security")
         if security not in (None, "sandbox"):
             raise Unimplemented(f"RUN --security={security} is not supported")
@@ -415,11 +459,74 @@ class _Build:
         if network not in NETWORK_MODES:
             raise ins.error(f"RUN --network={network}: want default, none or host")
         state = result.state
-        run = RunSpec(state.command(ins), state.run_env(), str(state.config.get("User") or ""),
-                      str(state.config.get("WorkingDir") or "/"), network)
-        key = step_key(parent=self.parent_id(result), instruction=_digest_json(
-            {"argv": run.argv, "env": run.env, "user": run.user, "workdir": run.workdir, "network": network}),
-            platform=self.platform, extra={"kind": "run"})
+        user, workdir = str(state.config.get("User") or ""), str(state.config.get("WorkingDir") or "/")
+        argv, script = run_argv(state.shell(), ins) if ins.heredocs else (state.command(ins), None)
+        specs = [parse_mount(text, lambda word: state.expand(ins, word), workdir) for text in ins.flag("mount") or []]
+        sources = [await self._mount_source(ins, m) for m in specs]
+        doc: dict[str, Any] = {"argv": argv, "env": state.run_env(), "user": user, "workdir": workdir,
+                               "network": network}
+        if script is not None:
+            doc["script"] = script.content
+        if specs:
+            doc["mounts"] = [{**m.key(), "content": src.identity} for m, src in zip(specs, sources, strict=True)]
+        key = step_key(parent=self.parent_id(result), instruction=_digest_json(doc), platform=self.platform,
+                       extra={"kind": "run"})
+
+        async def prepare(stack: contextlib.AsyncExitStack) -> RunSpec:
+            mounts: list[dict[str, Any]] = []
+            if script is not None:
+                mounts.append(await stack.enter_async_context(self._script_mount(script)))
+            for m, src in zip(specs, sources, strict=True):
+                mounts.append(await self._step_mount(stack, m, src))
+            return RunSpec(argv, state.run_env(), user, workdir, network, tuple(mounts))
+
+        await self._run(stage, result, ins, key, prepare)
+
+    async def _mount_source(self, ins: Instruction, m: RunMount) -> _MountSource:
+        """Where a bind mount reads and what identifies its content for the cache key."""
+        if m.type != "bind":
+            return _MountSource()
+        if not m.from_:
+            host = await asyncio.to_thread(_in_root, self.context, m.source, "the build context")
+            return _MountSource(host=host, identity=await asyncio.to_thread(_hash_bind, host, m.source))
+        chain, what = await self._source_chain(self.plan.source_of(ins, m.from_, "RUN --mount from"), ins)
+        if not chain:
+            raise NotFound(f"RUN --mount from={m.from_}: the source is empty (scratch)")
+        return _MountSource(chain=chain, identity=what)
+
+    async def _step_mount(self, stack: contextlib.AsyncExitStack, m: RunMount, src: _MountSource) -> dict[str, Any]:
+        """The OCI mount of one --mount, what it needs held by `stack` for the step."""
+        if m.type == "tmpfs":
+            return tmpfs_mount(m)
+        if m.type == "cache":
+            cache_dir = await stack.enter_async_context(self.b.cache_dirs.use(self.ns, m, self._tmp()))
+            return bind_mount(str(cache_dir), m)
+        if src.chain:
+            view = await stack.enter_async_context(self.view(src.chain))
+            root = await stack.enter_async_context(self.mounted(view))
+            host = await asyncio.to_thread(_in_root, root, m.source, f"from={m.from_}")
+            return bind_mount(host, m)
+        return bind_mount(src.host, m)
+
+    @contextlib.asynccontextmanager
+    async def _script_mount(self, script: Script) -> AsyncIterator[dict[str, Any]]:
+        """A heredoc script in a private directory, bound read-only at SCRIPT_DIR for the step."""
+        directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="build-script-", dir=self._tmp()))
+        try:
+            def write() -> None:
+                os.chmod(directory, 0o755)  # the step's USER may not be root
+                path = directory / script.name
+                path.write_text(script.content)
+                os.chmod(path, SCRIPT_MODE)
+
+            await asyncio.to_thread(write)
+            yield {"destination": SCRIPT_DIR, "type": "bind", "source": str(directory),
+                   "options": ["rbind", "ro", "nosuid", "nodev"]}
+        finally:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, directory, True))
+
+    async def _run(self, stage: Stage, result: StageResult, ins: Instruction, key: str,
+                   prepare: Callable[[contextlib.AsyncExitStack], Any]) -> None:
         tail = bytearray()
 
         async def output(stream: str, data: bytes) -> None:
@@ -428,7 +535,9 @@ class _Build:
             await self.emit("output", stage, data=data, stream=stream)
 
         async def work(mounts: list[Mount]) -> None:
-            code = await self.b.runner.run(self.ns, run, mounts, output)
+            async with contextlib.AsyncExitStack() as stack:
+                run = await prepare(stack)
+                code = await self.b.runner.run(self.ns, run, mounts, output)
             if code != 0:
                 lines = bytes(tail).decode(errors="replace").rstrip("\n").splitlines()[-TAIL_LINES:]
                 last = ("; last output:\n" + "\n".join(lines)) if lines else ""
@@ -468,8 +577,8 @@ class _Build:
                                    platform=self.platform, extra={"kind": "copy", "from": what})
 
                     async def work(mounts: list[Mount]) -> None:
-                        await complete(asyncio.to_thread(self._copy, mounts, args.dest, [*sources, *inline], workdir,
-                                                         args.chown, args.chmod, True))
+                        await uninterrupted(asyncio.to_thread(self._copy, mounts, args.dest, [*sources, *inline],
+                                                              workdir, args.chown, args.chmod, True))
 
                     await self.layer_step(stage, result, ins, key, work)
 
@@ -487,10 +596,10 @@ class _Build:
 
         async def work(mounts: list[Mount]) -> None:
             if ins.name == "ADD":
-                await complete(asyncio.to_thread(self._add, mounts, args, workdir, inline))
+                await uninterrupted(asyncio.to_thread(self._add, mounts, args, workdir, inline))
             else:
-                await complete(asyncio.to_thread(self._copy, mounts, args.dest, [*sources, *inline], workdir,
-                                                 args.chown, args.chmod, False))
+                await uninterrupted(asyncio.to_thread(self._copy, mounts, args.dest, [*sources, *inline], workdir,
+                                                      args.chown, args.chmod, False))
 
         await self.layer_step(stage, result, ins, key, work)
 
@@ -534,11 +643,11 @@ class _Build:
         """`mounts` read-only on a temporary directory for the block (mount and unmount in a
         thread: they may wait on the disk)."""
         cm = mounted(mounts, self._tmp(), readonly=True)
-        root = await complete(asyncio.to_thread(cm.__enter__))
+        root = await uninterrupted(asyncio.to_thread(cm.__enter__))
         try:
             yield root
         finally:
-            await complete(asyncio.to_thread(cm.__exit__, None, None, None))
+            await uninterrupted(asyncio.to_thread(cm.__exit__, None, None, None))
 
     def _tmp(self) -> Path:
         self.s.tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -552,6 +661,7 @@ class Builder:
         self.writer = ImageWriter(stores.content, stores.images, stores.differ)
         self.resolver = Resolver(stores.content)
         self.runner = StepRunner(stores.tasks, stores.tmp_root)
+        self.cache_dirs = CacheDirs(stores.cache_mounts or stores.tmp_root.parent / "build-cache-mounts")
 
     async def build(self, namespace: str, context_dir: Path, request: BuildRequest, progress: Progress) -> BuildResult:
         if request.network not in NETWORK_MODES:
@@ -563,6 +673,7 @@ class Builder:
             except InvalidArgument as exc:
                 raise InvalidArgument(f"build: platform {request.platform!r}: {exc.message}") from None
         tags = image_tags(request.tags)
+        epoch = source_date_epoch(request.build_args)
         for key, _ in request.labels:
             if not key:
                 raise InvalidArgument("build: a label needs a name")
@@ -577,10 +688,37 @@ class Builder:
             await progress(BuildEvent("warning", 0, 0, first.label,
                                       f"build-arg {name} was not consumed by any ARG of the stages built"))
         async with temporary_lease(self.stores.leases, namespace, self.on_release) as lease:
-            run = _Build(self, namespace, Path(context_dir), request, progress, df, plan, lease, platform)
+            run = _Build(self, namespace, Path(context_dir), request, progress, df, plan, lease, platform, epoch)
             for index in plan.order:
                 await run.stage(index)
-            return await self._write(run, plan.stages[plan.target], run.results[plan.target], tags, lease)
+            result = await self._write(run, plan.stages[plan.target], run.results[plan.target], tags, lease)
+        await self._limit_cache(namespace)
+        return result
+
+    async def prune(self, namespace: str, options: PruneOptions) -> PruneReport:
+        """Remove build cache records (`cacheprune.py`; the collector then frees their layers) and,
+        unless `keep_storage` asks to keep some cache, the RUN --mount=type=cache directories no
+        step uses (they are freed at once)."""
+        report = await prune_cache(self.stores.cache, self.stores.content, self.stores.images, namespace, options,
+                                   self.on_release)
+        if options.keep_storage:
+            return report
+        dirs, freed = await asyncio.to_thread(self.cache_dirs.prune, namespace, options.unused_for, now())
+        return PruneReport(report.removed + tuple(dirs), report.reclaimed + freed)
+
+    async def _limit_cache(self, namespace: str) -> None:
+        """The config's size limit, after each build: least recently used records go first. A
+        failure here is logged, not the build's: the image is made."""
+        if self.stores.cache_max_size <= 0:
+            return
+        try:
+            report = await self.prune(namespace, PruneOptions(all=True, keep_storage=self.stores.cache_max_size))
+        except DockyardError:
+            log.exception("build: could not bring the build cache under its size limit")
+            return
+        if report.removed:
+            log.info("build cache of %s over its limit: %d records removed, %d bytes released", namespace,
+                     len(report.removed), report.reclaimed)
 
     async def _write(self, run: _Build, stage: Stage, result: StageResult, tags: list[str],
                      lease: str) -> BuildResult:
@@ -588,7 +726,8 @@ class Builder:
         if run.request.labels:
             config["Labels"] = {**(config.get("Labels") or {}), **dict(run.request.labels)}
         written = await self.writer.write(run.ns, tags[0] if tags else "", result.base, result.steps, config, lease,
-                                          author=str(result.state.image.get("author") or ""))
+                                          author=str(result.state.image.get("author") or ""),
+                                          created=epoch_time(run.epoch) if run.epoch is not None else None)
         if result.chain:
             label = snapshot_gc_label(self.stores.snapshotter)
             await self.stores.content.update(run.ns, written.config.digest, {label: result.chain},

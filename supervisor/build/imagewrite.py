@@ -142,10 +142,11 @@ class ImageWriter:
     # -- layers ----------------------------------------------------------------------------------
 
     async def diff(self, ns: str, lower: Sequence[Mount], upper: Sequence[Mount], compression: Compression,
-                   lease: str, *, docker: bool = False) -> Layer:
-        """The changes from `lower` (empty: from nothing) to `upper` as a layer blob under `lease`."""
+                   lease: str, *, docker: bool = False, mtime_clamp: int | None = None) -> Layer:
+        """The changes from `lower` (empty: from nothing) to `upper` as a layer blob under `lease`
+        (`mtime_clamp`: SOURCE_DATE_EPOCH, no entry newer than it)."""
         media_type = media_type_for(compression, docker=docker)
-        desc = await self.differ.diff(ns, lower, upper, media_type=media_type, lease=lease)
+        desc = await self.differ.diff(ns, lower, upper, media_type=media_type, lease=lease, mtime_clamp=mtime_clamp)
         return Layer(desc, await self._diff_id(ns, desc))
 
     async def _diff_id(self, ns: str, desc: Descriptor) -> str:

@@ -24,7 +24,7 @@ Order, and why:
    (bundle and cgroup go with it), and the FIFO directory is removed: nothing of the step
    outlives it.
 5. Mount points the spec made in the rootfs that the image did not have (/proc, /dev, /sys,
-   /etc/resolv.conf, ...) are removed again if they are still empty, so they do not end up in
+   /etc/resolv.conf, the step's own `mounts`, ...) are removed again if they are still empty, so they do not end up in
    the layer (buildkit's mount-stub cleaner does the same). Walked with O_NOFOLLOW: the command
    may have left symlinks there.
 """
@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dockyard_common import ocispec, seccomp
+from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import DockyardError, InvalidArgument, NotFound
 from dockyard_common.mounts import mounted
 from dockyard_common.netlabels import BRIDGE, NETWORKS
@@ -79,6 +80,7 @@ class RunSpec:
     user: str  # the stage's USER ("" root)
     workdir: str
     network: str  # "default" | "none" | "host"
+    mounts: tuple[dict[str, Any], ...] = ()  # OCI mounts for this step only (heredoc scripts, RUN --mount)
 
 
 def build_spec(namespace: str, cid: str, run: RunSpec, uid: int, gid: int) -> dict[str, Any]:
@@ -88,6 +90,7 @@ def build_spec(namespace: str, cid: str, run: RunSpec, uid: int, gid: int) -> di
     spec["process"].update({"args": list(run.argv), "env": list(run.env), "cwd": run.workdir or "/",
                             "user": {"uid": uid, "gid": gid}})
     spec["hostname"] = HOSTNAME
+    spec["mounts"] += [copy.deepcopy(m) for m in run.mounts]
     if run.network == "host":
         spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "network"]
         spec["mounts"] += [{"destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]}
@@ -110,20 +113,21 @@ class StepRunner:
     async def run(self, ns: str, run: RunSpec, rootfs: Sequence[Mount], on_output: Output) -> int:
         """Run the command on `rootfs`; its exit status. See the module docstring."""
         cid = f"build-{secrets.token_hex(8)}"
-        uid, gid, stubs = await complete(asyncio.to_thread(self._prepare_rootfs, list(rootfs), run))
+        uid, gid, stubs = await uninterrupted(asyncio.to_thread(self._prepare_rootfs, list(rootfs), run))
         spec = build_spec(ns, cid, run, uid, gid)
         try:
             return await self._run_task(ns, cid, spec, run, list(rootfs), on_output)
         finally:
             if stubs:
-                await complete(asyncio.to_thread(self._remove_stubs, list(rootfs), stubs))
+                await uninterrupted(asyncio.to_thread(self._remove_stubs, list(rootfs), stubs))
 
     def _prepare_rootfs(self, rootfs: list[Mount], run: RunSpec
                         ) -> tuple[int, int, list[tuple[tuple[str, ...], int]]]:
         with mounted(rootfs, self.tmp_root) as root:
             owner = resolve_user(run.user, root) if run.user else None
             make_workdir(root, run.workdir or "/", owner)
-            destinations = [m["destination"] for m in _RUN_MOUNTS] + list(_NETWORK_FILES)
+            destinations = ([m["destination"] for m in _RUN_MOUNTS] + list(_NETWORK_FILES)
+                            + [m["destination"] for m in run.mounts])
             stubs = [(parts, depth) for parts in (_parts(d) for d in destinations)
                      if (depth := _first_missing(root, parts)) is not None]
         uid, gid = (owner.uid, owner.gid) if owner else (0, 0)
@@ -163,7 +167,7 @@ class StepRunner:
             return exit_.exit_status
         finally:
             if created:
-                await complete(self._end(ns, cid))
+                await uninterrupted(self._end(ns, cid))
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -183,18 +187,6 @@ class StepRunner:
             await self.tasks.delete(ns, cid)
         except DockyardError as exc:
             log.warning("build: could not delete RUN task %s/%s: %s", ns, cid, exc)
-
-
-async def complete(work: Awaitable[T]) -> T:
-    """Await `work` to its end even when the caller is cancelled (the cancellation is raised
-    after it): work on a step's mounts or task must be over before the snapshot is removed."""
-    job = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(job)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await job
-        raise
 
 
 class _Pumps:

@@ -35,6 +35,7 @@ from dockyard_common.imagespec import Platform, default_platform, format_platfor
 
 from .dockerfile import Dockerfile, DockerfileError, Instruction
 from .expand import ExpandError, expand_word
+from .runmounts import mount_from_values
 
 SCRATCH = "scratch"
 
@@ -72,6 +73,7 @@ class Stage:
     line: int  # of the FROM
     instructions: tuple[Instruction, ...]
     copy_from: Mapping[int, CopySource]  # instruction index -> where its --from reads
+    mount_from: tuple[CopySource, ...] = ()  # where its RUN --mount from= read (dependencies)
 
     @property
     def label(self) -> str:
@@ -96,13 +98,18 @@ class BuildPlan:
         names = {s.name: s.index for s in self.stages if s.name is not None}
         return resolve_copy_from(ins, names, len(self.stages), self.global_args, self.escape)
 
+    def source_of(self, ins: Instruction, value: str, what: str) -> CopySource:
+        """Where a `from=` of the instruction (already expanded) reads."""
+        names = {s.name: s.index for s in self.stages if s.name is not None}
+        return resolve_from(ins, value, names, len(self.stages), what)
+
     def images(self) -> list[str]:
         """Image references the needed stages pull (FROM and COPY --from), in first-use order."""
         out: list[str] = []
         for i in self.order:
             s = self.stages[i]
             refs = [s.base] if s.base_stage is None and s.base != SCRATCH else []
-            refs += [c.image for c in s.copy_from.values() if c.image is not None]
+            refs += [c.image for c in [*s.copy_from.values(), *s.mount_from] if c.image is not None]
             out += [r for r in refs if r not in out]
         return out
 
@@ -181,9 +188,13 @@ def plan_build(df: Dockerfile, options: BuildOptions | None = None) -> BuildPlan
             for i, ins in enumerate(instructions)
             if ins.name == "COPY" and ins.flag("from") is not None
         }
+        mount_from = tuple(
+            resolve_from(ins, _expand(ins, value, globals_, df.escape), names, len(raw), "RUN --mount from")
+            for ins in instructions if ins.name == "RUN"
+            for value in mount_from_values(list(ins.flag("mount") or [])))
         stage_name = from_ins.args[2].lower() if len(from_ins.args) == 3 else None
         stages.append(Stage(index, stage_name, image, base_stage, platform, from_ins.line, tuple(instructions),
-                            copy_from))
+                            copy_from, mount_from))
 
     if options.target is not None:
         target = names.get(options.target.lower())
@@ -212,13 +223,17 @@ def _builder_arg(name: str) -> bool:
 
 def resolve_copy_from(ins: Instruction, names: Mapping[str, int], n_stages: int, global_args: Mapping[str, str],
                       escape: str) -> CopySource:
-    value = _expand(ins, ins.flag("from"), global_args, escape)
+    return resolve_from(ins, _expand(ins, ins.flag("from"), global_args, escape), names, n_stages, "COPY --from")
+
+
+def resolve_from(ins: Instruction, value: str, names: Mapping[str, int], n_stages: int, what: str) -> CopySource:
+    """A `from` value (COPY --from, RUN --mount from=): a stage index or name, else an image."""
     if not value:
-        raise ins.error("COPY --from: the stage or image must not be empty")
+        raise ins.error(f"{what}: the stage or image must not be empty")
     if value.isdigit():
         index = int(value)
         if index >= n_stages:
-            raise ins.error(f"COPY --from={value}: there is no stage {index} (the Dockerfile has {n_stages})")
+            raise ins.error(f"{what}={value}: there is no stage {index} (the Dockerfile has {n_stages})")
         return CopySource(stage=index)
     stage = names.get(value.lower())
     if stage is not None:
@@ -250,7 +265,7 @@ def _expand(ins: Instruction, word: str, env: Mapping[str, str], escape: str) ->
 
 def _dependencies(stage: Stage) -> list[int]:
     deps = [stage.base_stage] if stage.base_stage is not None else []
-    deps += [c.stage for c in stage.copy_from.values() if c.stage is not None]
+    deps += [c.stage for c in [*stage.copy_from.values(), *stage.mount_from] if c.stage is not None]
     return deps
 
 

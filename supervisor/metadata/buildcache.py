@@ -4,6 +4,7 @@
     hit = await cache.get("default", key)          # a Record, or None
     await cache.put("default", Record(key, "overlayfs", chain_id, layer_descriptor, diff_id))
     removed = await cache.prune("default")         # every record of the namespace
+    await cache.delete_keys("default", [key])      # some (supervisor/build/cacheprune.py chooses)
 
 Words: a record's `key` is `supervisor.build.cachekey.step_key` of one step. A step that made a
 layer records the layer blob (descriptor, diff ID) and the committed snapshot of the rootfs
@@ -18,7 +19,7 @@ result survives collections and daemon restarts until the record is pruned.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from dockyard_common.imagespec import Descriptor
@@ -86,6 +87,15 @@ class BuildCacheStore:
             return [_record(r) for r in rows]
 
         return await self.db.read(tx)
+
+    async def delete_keys(self, ns: str, keys: Sequence[str]) -> int:
+        """Remove the records of `keys` (missing ones are no error); how many went. The collector
+        (scheduled by the caller) then frees what only they kept."""
+        def tx(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute(f"DELETE FROM {TABLE} WHERE namespace=? AND key=?", (ns, key)).rowcount
+                       for key in keys)
+
+        return await self.db.write(tx, frees=True)
 
     async def prune(self, ns: str) -> int:
         """Remove every record of the namespace; how many went. The collector (scheduled by the

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -26,9 +27,11 @@ from google.rpc import status_pb2
 
 from dockyard_api.dockyard.build.v1 import build_pb2 as pb
 from dockyard_api.dockyard.build.v1 import build_pb2_grpc as pb_grpc
+from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import DockyardError, InvalidArgument
 from supervisor.archive.context import ContextLimits, ContextStats, extract_context
 from supervisor.build.api import NETWORK_MODES, BuildEvent, BuildRequest, BuildResult, Progress
+from supervisor.build.cacheprune import PruneOptions, PruneReport
 from supervisor.services.context import namespace_of
 from supervisor.services.status import code_for, rpc
 
@@ -45,6 +48,8 @@ class Executor(Protocol):
 
     async def build(self, namespace: str, context_dir: Path, request: BuildRequest,
                     progress: Progress) -> BuildResult: ...
+
+    async def prune(self, namespace: str, options: PruneOptions) -> PruneReport: ...
 
 
 def _pairs(items: list[pb.KeyValue], what: str) -> tuple[tuple[str, str], ...]:
@@ -71,6 +76,13 @@ def build_request(options: pb.BuildOptions) -> BuildRequest:
                         target=options.target, no_cache=options.no_cache, pull=options.pull,
                         platform=options.platform, labels=_pairs(list(options.labels), "label"),
                         network=network)
+
+
+def prune_options(request: pb.PruneRequest) -> PruneOptions:
+    if request.unused_for_seconds < 0 or request.keep_storage < 0:
+        raise InvalidArgument("prune: unused_for_seconds and keep_storage must not be negative")
+    return PruneOptions(all=request.all, unused_for=timedelta(seconds=request.unused_for_seconds),
+                        keep_storage=request.keep_storage)
 
 
 def event_pb(event: BuildEvent) -> pb.BuildResponse:
@@ -123,6 +135,11 @@ class BuildService(pb_grpc.BuilderServicer):
             # In a thread that runs to its end even if this task is cancelled again meanwhile.
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, ignore_errors=True))
 
+    @rpc
+    async def Prune(self, request: pb.PruneRequest, context: grpc.aio.ServicerContext) -> pb.PruneResponse:
+        report = await self.executor.prune(namespace_of(context), prune_options(request))
+        return pb.PruneResponse(removed=list(report.removed), reclaimed_bytes=report.reclaimed)
+
     async def _receive(self, requests: AsyncIterator[pb.BuildRequest], work: Path) -> ContextStats:
         """Spool the context tar into `work`, then check and extract it into work/context."""
         tar_path = work / _CONTEXT_TAR
@@ -141,15 +158,8 @@ class BuildService(pb_grpc.BuilderServicer):
         target = work / _CONTEXT_DIR
         target.mkdir(mode=0o700)
         cancel = threading.Event()
-        job = asyncio.ensure_future(asyncio.to_thread(self._extract, tar_path, target, cancel))
-        try:
-            return await asyncio.shield(job)
-        except asyncio.CancelledError:
-            # Stop the extraction and wait for its thread before the caller removes `work`.
-            cancel.set()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await job
-            raise
+        # cancelled: the extraction stops, and its thread ends before the caller removes `work`
+        return await uninterrupted(asyncio.to_thread(self._extract, tar_path, target, cancel), cancel.set)
 
     def _extract(self, tar_path: Path, target: Path, cancel: threading.Event) -> ContextStats:
         try:

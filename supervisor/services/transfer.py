@@ -26,7 +26,7 @@ from supervisor.images.transfer import ImageTransfer
 from supervisor.images.unpack import LayerProgress, UnpackEvent
 from supervisor.services.context import namespace_of
 from supervisor.services.events import publish
-from supervisor.services.status import code_for, rpc, rpc_bidi, rpc_stream
+from supervisor.services.status import code_for, rpc, rpc_stream, rpc_upload
 
 
 def descriptor_pb(d: Descriptor) -> descriptor_pb2.Descriptor:
@@ -76,7 +76,7 @@ class TransferService(pb_grpc.TransferServicer):
         self.transfer = transfer
         self.events = events
 
-    @rpc_bidi
+    @rpc_upload
     async def Import(self, requests: AsyncIterator[pb.ImportRequest], context: grpc.aio.ServicerContext
                      ) -> AsyncIterator[pb.ImportProgress]:
         ns = namespace_of(context)

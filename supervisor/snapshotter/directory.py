@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Self, TypeVar
 
+from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
 from dockyard_common.types import Info, Kind, Mount, Usage
 from supervisor.diskreserve import sqlite_disk_full
@@ -63,12 +64,7 @@ async def _finish(executor: ThreadPoolExecutor | None, fn: Callable[..., T], *ar
     A thread cannot be interrupted, so a caller's cleanup after cancellation must
     see the work's final effect (a renamed directory, a committed record).
     """
-    fut = asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        await asyncio.wait([fut])
-        raise
+    return await uninterrupted(asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args)))
 
 
 class DirectorySnapshotter:

@@ -10,6 +10,7 @@ import io
 import os
 import tarfile
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from dockyard_api.dockyard.build.v1 import build_pb2 as pb
 from dockyard_common.errors import FailedPrecondition
 from supervisor.archive.context import ContextLimits
 from supervisor.build.api import BuildEvent, BuildRequest, BuildResult, Progress
+from supervisor.build.cacheprune import PruneOptions, PruneReport
 from supervisor.services.build import BuildService
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the context applier sets owners")
@@ -51,6 +53,7 @@ class FakeExecutor:
         self.block = block
         self.seen: list[tuple[str, list[str], BuildRequest]] = []
         self.started = asyncio.Event()
+        self.pruned: tuple[str, PruneOptions] | None = None
 
     async def build(self, namespace: str, context_dir: Path, request: BuildRequest,
                     progress: Progress) -> BuildResult:
@@ -63,6 +66,10 @@ class FakeExecutor:
             raise self.fail
         await progress(BuildEvent("done", 1, 1, text="ok"))
         return BuildResult("sha256:m", "sha256:c", ("docker.io/library/app:1",))
+
+    async def prune(self, namespace: str, options: PruneOptions) -> PruneReport:
+        self.pruned = (namespace, options)
+        return PruneReport(("sha256:k", "cachemount:x"), 1234)
 
 
 def context_tar() -> bytes:
@@ -155,3 +162,15 @@ async def test_cancelled_mid_build_removes_the_context(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_prune_options_and_report(tmp_path: Path) -> None:
+    executor = FakeExecutor()
+    handler: Any = BuildService(executor, tmp_path).Prune
+    resp = await handler(pb.PruneRequest(all=True, unused_for_seconds=3600, keep_storage=10), FakeContext())
+    assert (list(resp.removed), resp.reclaimed_bytes) == (["sha256:k", "cachemount:x"], 1234)
+    assert executor.pruned == ("default", PruneOptions(all=True, unused_for=timedelta(hours=1), keep_storage=10))
+    ctx = FakeContext()
+    with pytest.raises(Aborted, match="must not be negative"):
+        await handler(pb.PruneRequest(keep_storage=-1), ctx)
+    assert ctx.status is not None and ctx.status[0] == grpc.StatusCode.INVALID_ARGUMENT

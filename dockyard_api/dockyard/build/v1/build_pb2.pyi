@@ -7,6 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PruneRequest(_message.Message):
+    __slots__ = ("all", "unused_for_seconds", "keep_storage")
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    UNUSED_FOR_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_STORAGE_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    unused_for_seconds: int
+    keep_storage: int
+    def __init__(self, all: _Optional[bool] = ..., unused_for_seconds: _Optional[int] = ..., keep_storage: _Optional[int] = ...) -> None: ...
+
+class PruneResponse(_message.Message):
+    __slots__ = ("removed", "reclaimed_bytes")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    RECLAIMED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    reclaimed_bytes: int
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., reclaimed_bytes: _Optional[int] = ...) -> None: ...
+
 class KeyValue(_message.Message):
     __slots__ = ("key", "value")
     KEY_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class BuilderStub:
                 request_serializer=dockyard_dot_build_dot_v1_dot_build__pb2.BuildRequest.SerializeToString,
                 response_deserializer=dockyard_dot_build_dot_v1_dot_build__pb2.BuildResponse.FromString,
                 _registered_method=True)
+        self.Prune = channel.unary_unary(
+                '/dockyard.build.v1.Builder/Prune',
+                request_serializer=dockyard_dot_build_dot_v1_dot_build__pb2.PruneRequest.SerializeToString,
+                response_deserializer=dockyard_dot_build_dot_v1_dot_build__pb2.PruneResponse.FromString,
+                _registered_method=True)
 
 
 class BuilderServicer:
@@ -64,6 +69,18 @@ class BuilderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prune(self, request, context):
+        """Prune removes records of the namespace's build cache (`docker builder prune`) and says
+        which, and how many bytes of layers nothing else holds any more. The records were roots of
+        garbage collection: a collection is scheduled, and `dock gc` (Dockyard's GC RPC) runs one
+        now, freeing those layers and their snapshots. Unless `keep_storage` is set, the namespace's
+        RUN --mount=type=cache directories that no step uses go too ("cachemount:<id>", freed at
+        once). Errors: INVALID_ARGUMENT (a negative number).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuilderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -71,6 +88,11 @@ def add_BuilderServicer_to_server(servicer, server):
                     servicer.Build,
                     request_deserializer=dockyard_dot_build_dot_v1_dot_build__pb2.BuildRequest.FromString,
                     response_serializer=dockyard_dot_build_dot_v1_dot_build__pb2.BuildResponse.SerializeToString,
+            ),
+            'Prune': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prune,
+                    request_deserializer=dockyard_dot_build_dot_v1_dot_build__pb2.PruneRequest.FromString,
+                    response_serializer=dockyard_dot_build_dot_v1_dot_build__pb2.PruneResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -100,6 +122,33 @@ class Builder:
             '/dockyard.build.v1.Builder/Build',
             dockyard_dot_build_dot_v1_dot_build__pb2.BuildRequest.SerializeToString,
             dockyard_dot_build_dot_v1_dot_build__pb2.BuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prune(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.build.v1.Builder/Prune',
+            dockyard_dot_build_dot_v1_dot_build__pb2.PruneRequest.SerializeToString,
+            dockyard_dot_build_dot_v1_dot_build__pb2.PruneResponse.FromString,
             options,
             channel_credentials,
             insecure,

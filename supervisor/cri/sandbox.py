@@ -1,0 +1,297 @@
+"""Pod sandboxes (CRI RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus,
+ListPodSandbox): a sandbox is a container of the CRI namespace running the sandbox image's pause
+process, which holds the pod's namespaces; its network comes from the daemon's network wiring
+(supervisor/cri/sandbox_spec.py says how the config maps).
+
+    pods = PodSandboxes(deps, SandboxSettings("registry.k8s.io/pause:3.10", "dockyard", "overlayfs"))
+    pod_id = await pods.run(config)          # 64 hex digits; the task runs, the network is up
+    (await pods.status(pod_id)).ips          # ["10.88.0.2"]
+    await pods.stop(pod_id)                  # the task goes (and with it the network): NOTREADY
+    await pods.remove(pod_id)                # the container and its snapshot go
+
+State lives in the metadata database: the container record (kind label, network labels, the
+pod's config in an extension) plus the task the runtime recovers after a restart, so a daemon
+restart lists the same pods in the same states. Stop and remove of a pod that is not there
+succeed, as the CRI asks; ids may be given as unique prefixes (as crictl users type them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from dockyard_common.aio import uninterrupted
+from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
+from dockyard_common.imagespec import Matcher
+from dockyard_common.types import AnyValue, Container, Status
+from supervisor.cri.images import CriImages, PullAuth, reference_of
+from supervisor.cri.sandbox_spec import network_labels, sandbox_spec
+from supervisor.cri.sandbox_types import PodConfig, PodMetadata, Sandbox, SandboxState
+from supervisor.images.inspect import Inspection, Inspector
+from supervisor.images.unpack import Unpacker
+from supervisor.metadata.containers import ContainerStore
+from supervisor.metadata.snapshots import SnapshotStore
+from supervisor.network.wiring import ContainerNetworks
+from supervisor.runtime.manager import TaskManager
+from supervisor.runtime.types import CreateOptions, TaskState
+
+log = logging.getLogger("dockyard.cri")
+
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+KIND_LABEL = "io.cri-containerd.kind"  # containerd's: "sandbox" or "container"
+KIND_SANDBOX = "sandbox"
+METADATA_EXTENSION = "io.cri-containerd.sandbox.metadata"
+METADATA_TYPE_URL = "dockyard.cri/sandbox-metadata/v1"
+DEFAULT_RUNTIME = "io.containerd.runc.v2"
+HANDLERS = {"": DEFAULT_RUNTIME, "runc": DEFAULT_RUNTIME}  # containerd's default handler names
+STOP_WAIT = 10.0  # seconds for the killed pause process to be reported gone
+
+
+@dataclass(frozen=True)
+class SandboxDeps:
+    containers: ContainerStore
+    tasks: TaskManager
+    snapshots: SnapshotStore
+    networks: ContainerNetworks
+    images: CriImages
+    inspector: Inspector
+    unpacker: Unpacker
+    on_deleted: Callable[[str, str], Awaitable[None]]  # the runtime's: a container record is gone
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    sandbox_image: str
+    default_network: str
+    snapshotter: str
+    runtimes: tuple[str, ...] = ()  # more runtime names a handler may name (the daemon's [runtimes])
+
+
+class PodSandboxes:
+    def __init__(self, deps: SandboxDeps, settings: SandboxSettings, namespace: str = "k8s.io") -> None:
+        self.d = deps
+        self.settings = settings
+        self.namespace = namespace
+        self._reserve = asyncio.Lock()  # name check and record creation, one pod at a time
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, pod_id: str) -> asyncio.Lock:
+        lock = self._locks.get(pod_id)
+        if lock is None:
+            lock = self._locks[pod_id] = asyncio.Lock()
+        return lock
+
+    # -- run ---------------------------------------------------------------------------------
+
+    async def run(self, config: PodConfig) -> str:
+        """Create and start the pod's sandbox; its id. Nothing is left if it fails."""
+        runtime = self._runtime(config.runtime_handler)
+        labels = network_labels(config, self.settings.default_network)
+        image_ref, image = await self._sandbox_image()
+        if not image.layers:
+            raise InvalidArgument(f"sandbox image {image_ref}: it has no layers")
+        pod_id = secrets.token_hex(32)
+        spec = sandbox_spec(config, pod_id, self.namespace, image_ref, image.config.config)
+        spec_json = json.dumps(spec).encode()
+        meta = {"config": config.to_json(), "image": image_ref}
+        record = Container(id=pod_id, runtime_name=runtime, spec=AnyValue(SPEC_TYPE_URL, spec_json),
+                           labels={KIND_LABEL: KIND_SANDBOX, **labels}, image=image_ref,
+                           snapshotter=self.settings.snapshotter, snapshot_key=pod_id,
+                           extensions={METADATA_EXTENSION: AnyValue(METADATA_TYPE_URL, json.dumps(meta).encode())})
+        async with self._reserve:
+            await self._check_name(config.metadata)
+            await self.d.containers.create(self.namespace, record)
+        async with self._lock(pod_id):
+            try:
+                mounts = await self.d.snapshots.prepare(self.namespace, self.settings.snapshotter, pod_id,
+                                                        image.layers[-1].chain_id)
+                task = await self.d.tasks.create(self.namespace, pod_id, runtime, spec_json,
+                                                 CreateOptions(rootfs=mounts), labels=labels)
+                await task.start()
+            except BaseException:
+                try:
+                    await uninterrupted(self._remove(pod_id))
+                except DockyardError as exc:  # the start's error is the one to report
+                    log.warning("pod sandbox %s: cleanup after a failed start: %s", pod_id, exc)
+                raise
+        log.info("pod sandbox %s (%s/%s) is running", pod_id, config.metadata.namespace, config.metadata.name)
+        return pod_id
+
+    def _runtime(self, handler: str) -> str:
+        if handler in HANDLERS:
+            return HANDLERS[handler]
+        if handler in self.settings.runtimes:
+            return handler
+        known = sorted({"runc", *self.settings.runtimes})
+        raise InvalidArgument(f"runtime handler {handler!r} is not configured (known: {', '.join(known)})")
+
+    async def _check_name(self, metadata: PodMetadata) -> None:
+        """A pod's metadata names one sandbox at a time (containerd reserves the name)."""
+        for container in await self._records():
+            other = _config_of(container)
+            if other is not None and other.metadata == metadata:
+                raise AlreadyExists(f"pod sandbox name {_pod_name(metadata)!r} is reserved for {container.id}")
+
+    async def _sandbox_image(self) -> tuple[str, Inspection]:
+        """The configured sandbox image, pulled if missing and unpacked for the snapshotter."""
+        ref = self.settings.sandbox_image
+        found = await self.d.images.find(ref)
+        if found is None:
+            log.info("pulling the sandbox image %s", ref)
+            await self.d.images.pull(ref, PullAuth())
+            found = await self.d.images.find(ref)
+            if found is None:
+                raise NotFound(f"sandbox image {ref} (after pulling it)")
+        name = str(reference_of(ref))
+        record = name if name in found.records else found.records[0]
+        inspection = await self.d.inspector.inspect(self.namespace, record, Matcher.default())
+        if self.settings.snapshotter not in inspection.unpacked:
+            async with aclosing(self.d.unpacker.unpack(self.namespace, inspection.target, self.settings.snapshotter,
+                                                       Matcher.default())) as events:
+                async for _ in events:
+                    pass
+        return name, inspection
+
+    # -- stop and remove ---------------------------------------------------------------------
+
+    async def stop(self, pod_id: str) -> None:
+        """Stop the pause process and tear the network down; a missing pod is no error."""
+        try:
+            container = await self._find(pod_id)
+        except NotFound:
+            return
+        async with self._lock(container.id):
+            await self._stop(container.id)
+
+    async def _stop(self, pod_id: str) -> None:
+        # The pod's containers would stop here first; CreateContainer does not exist yet.
+        try:
+            task = self.d.tasks.get(self.namespace, pod_id)
+        except NotFound:
+            task = None
+        if task is not None:
+            with contextlib.suppress(DockyardError):
+                await task.kill(signal.SIGKILL, all=True)
+            with contextlib.suppress(DockyardError, TimeoutError):
+                await asyncio.wait_for(task.wait(), STOP_WAIT)
+            with contextlib.suppress(NotFound):
+                await self.d.tasks.delete(self.namespace, pod_id)  # releases the network too
+        await self.d.networks.release(self.namespace, pod_id)  # idempotent: also when the task was gone
+
+    async def remove(self, pod_id: str) -> None:
+        """Stop the pod if it runs, then remove its container and snapshot; a missing pod is no error."""
+        try:
+            container = await self._find(pod_id)
+        except NotFound:
+            return
+        async with self._lock(container.id):
+            await self._remove(container.id)
+        log.info("pod sandbox %s removed", container.id)
+
+    async def _remove(self, pod_id: str) -> None:
+        await self._stop(pod_id)
+        with contextlib.suppress(NotFound):
+            await self.d.snapshots.remove(self.namespace, self.settings.snapshotter, pod_id)
+        with contextlib.suppress(NotFound):
+            await self.d.containers.delete(self.namespace, pod_id)
+        await self.d.on_deleted(self.namespace, pod_id)
+
+    # -- status and list ---------------------------------------------------------------------
+
+    async def status(self, pod_id: str) -> Sandbox:
+        container = await self._find(pod_id)
+        try:
+            state: TaskState | None = await self.d.tasks.get(self.namespace, container.id).state()
+        except NotFound:
+            state = None
+        return self._sandbox(container, state)
+
+    async def info(self, sandbox: Sandbox) -> dict[str, Any]:
+        """containerd's verbose status info: what the sandbox is made of."""
+        container = await self.d.containers.get(self.namespace, sandbox.id)
+        spec = json.loads(container.spec.value) if container.spec else {}
+        return {"pid": sandbox.pid, "processStatus": "running" if sandbox.state == SandboxState.READY else "stopped",
+                "netNamespacePath": sandbox.netns, "image": sandbox.image, "snapshotKey": container.snapshot_key,
+                "snapshotter": container.snapshotter, "runtimeHandler": sandbox.config.runtime_handler,
+                "runtimeType": container.runtime_name, "config": sandbox.config.to_json(), "runtimeSpec": spec}
+
+    async def list(self, pod_id: str = "", state: SandboxState | None = None,
+                   selector: Mapping[str, str] | None = None) -> builtins.list[Sandbox]:
+        """The pods matching every filter given: an id (or its prefix), a state, labels."""
+        records = [c for c in await self._records() if c.id.startswith(pod_id)]
+        states = {s.id: s for s in await self.d.tasks.states(self.namespace)} if records else {}
+        out = []
+        for container in records:
+            try:
+                sandbox = self._sandbox(container, states.get(container.id))
+            except InvalidArgument as exc:  # a record we cannot read is logged, not a failed listing
+                log.warning("pod sandbox %s: %s", container.id, exc)
+                continue
+            if state is not None and sandbox.state != state:
+                continue
+            if selector and any(sandbox.config.labels.get(k) != v for k, v in selector.items()):
+                continue
+            out.append(sandbox)
+        return sorted(out, key=lambda s: s.created_at_ns)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _records(self) -> builtins.list[Container]:
+        return [c for c in await self.d.containers.list(self.namespace) if c.labels.get(KIND_LABEL) == KIND_SANDBOX]
+
+    async def _find(self, pod_id: str) -> Container:
+        """The sandbox `pod_id` names, in full or by a unique prefix (NotFound, InvalidArgument)."""
+        if not pod_id:
+            raise InvalidArgument("pod sandbox id must not be empty")
+        matches = [c for c in await self._records() if c.id.startswith(pod_id)]
+        exact = [c for c in matches if c.id == pod_id]
+        if exact:
+            return exact[0]
+        if not matches:
+            raise NotFound(f"pod sandbox {pod_id!r}")
+        if len(matches) > 1:
+            raise InvalidArgument(f"pod sandbox id prefix {pod_id!r} is ambiguous: {len(matches)} pods match")
+        return matches[0]
+
+    def _sandbox(self, container: Container, state: TaskState | None) -> Sandbox:
+        config = _config_of(container)
+        if config is None:
+            raise InvalidArgument("its stored config is missing")
+        ready = state is not None and state.status == Status.RUNNING
+        ips: builtins.list[str] = []
+        netns = ""
+        if ready:
+            with contextlib.suppress(NotFound):
+                att = self.d.networks.manager.get(self.namespace, container.id)
+                netns = str(att.netns_path)
+                ips = [a.split("/", 1)[0] for i in att.interfaces for a in i.addresses]
+                ips.sort(key=lambda ip: ":" in ip)  # IPv4 first, as the primary
+        created = int(container.created_at.timestamp() * 1e9) if container.created_at else 0
+        return Sandbox(container.id, config, SandboxState.READY if ready else SandboxState.NOTREADY, created,
+                       ips, state.pid if ready and state else 0, netns, container.image)
+
+
+def _config_of(container: Container) -> PodConfig | None:
+    ext = container.extensions.get(METADATA_EXTENSION)
+    if ext is None or ext.type_url != METADATA_TYPE_URL:
+        return None
+    try:
+        data = json.loads(ext.value)
+        return PodConfig.from_json(data["config"]) if isinstance(data, dict) and "config" in data else None
+    except (ValueError, InvalidArgument):
+        return None
+
+
+def _pod_name(m: PodMetadata) -> str:
+    """containerd's sandbox name: k8s_POD_<name>_<namespace>_<uid>_<attempt>."""
+    return f"k8s_POD_{m.name}_{m.namespace}_{m.uid}_{m.attempt}"

@@ -1,0 +1,120 @@
+"""A pod sandbox as the CRI describes it, in values: what RunPodSandbox asks for (PodConfig) and
+what the status calls report (Sandbox). The services convert the protobuf at the edge; the
+config is also what is persisted with the sandbox's container (`to_json`/`from_json`), so a
+daemon restart reports the pod as it was asked for.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dockyard_common.errors import InvalidArgument
+
+
+class NamespaceMode(enum.IntEnum):
+    """The CRI's NamespaceMode numbers."""
+
+    POD = 0
+    CONTAINER = 1
+    NODE = 2
+    TARGET = 3
+
+
+class SandboxState(enum.IntEnum):
+    """The CRI's PodSandboxState numbers."""
+
+    READY = 0
+    NOTREADY = 1
+
+
+@dataclass(frozen=True)
+class PodMetadata:
+    name: str
+    uid: str
+    namespace: str
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    servers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    protocol: str  # "tcp" | "udp"
+    container_port: int
+    host_port: int
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
+class NamespaceModes:
+    network: NamespaceMode = NamespaceMode.POD
+    pid: NamespaceMode = NamespaceMode.POD
+    ipc: NamespaceMode = NamespaceMode.POD
+
+
+@dataclass(frozen=True)
+class SecurityContext:
+    privileged: bool = False
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    supplemental_groups: tuple[int, ...] = ()
+    readonly_rootfs: bool = False
+    seccomp: str = ""  # "" / "Unconfined", "RuntimeDefault", or "localhost/<path>"
+
+
+@dataclass(frozen=True)
+class PodConfig:
+    metadata: PodMetadata
+    hostname: str = ""
+    log_directory: str = ""
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    ports: tuple[PortMapping, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    cgroup_parent: str = ""
+    sysctls: dict[str, str] = field(default_factory=dict)
+    namespaces: NamespaceModes = field(default_factory=NamespaceModes)
+    security: SecurityContext = field(default_factory=SecurityContext)
+    runtime_handler: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PodConfig:
+        """The config as `to_json` stored it (InvalidArgument if it is not that)."""
+        try:
+            ns = data["namespaces"]
+            sec = data["security"]
+            return cls(
+                metadata=PodMetadata(**data["metadata"]), hostname=data["hostname"],
+                log_directory=data["log_directory"], dns=DnsConfig(*(tuple(v) for v in data["dns"].values())),
+                ports=tuple(PortMapping(**p) for p in data["ports"]), labels=dict(data["labels"]),
+                annotations=dict(data["annotations"]), cgroup_parent=data["cgroup_parent"],
+                sysctls=dict(data["sysctls"]),
+                namespaces=NamespaceModes(*(NamespaceMode(ns[k]) for k in ("network", "pid", "ipc"))),
+                security=SecurityContext(**{**sec, "supplemental_groups": tuple(sec["supplemental_groups"])}),
+                runtime_handler=data["runtime_handler"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidArgument(f"stored pod sandbox config is not readable: {exc}") from None
+
+
+@dataclass
+class Sandbox:
+    """A pod sandbox as PodSandboxStatus and ListPodSandbox report it."""
+
+    id: str
+    config: PodConfig
+    state: SandboxState
+    created_at_ns: int
+    ips: list[str] = field(default_factory=list)  # the pod's addresses, the primary first
+    pid: int = 0  # the sandbox process (0: not running)
+    netns: str = ""  # the pod's network namespace file ("" host network or none)
+    image: str = ""  # the sandbox image's reference
