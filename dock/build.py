@@ -17,28 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import stat
 import tarfile
-import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from dock.upload import CHUNK, Sent, Source, Upload
+from dock.upload import CHUNK, Sent, Source, Upload, local_error
 from dockyard_api.dockyard.build.v1 import build_pb2 as pb
 from dockyard_api.dockyard.build.v1 import build_pb2_grpc as pb_grpc
+from dockyard_common.aio import piped
 from dockyard_common.codes import error_from_status
 from dockyard_common.dockerignore import Matcher, go_clean, keep_build_files, read_patterns, walk_context
-from dockyard_common.errors import DockyardError, InvalidArgument
+from dockyard_common.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from dock.client import Client
 
 NETWORK_MODES = ("default", "none", "host")
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named in Python 3.10+ only on some builds
 
 
 @dataclass
@@ -245,7 +243,7 @@ def _tarinfo(full: str, rel: str, inodes: dict[tuple[int, int], str]) -> tarfile
 async def directory_context(root: Path, dockerfile: Path | None = None) -> AsyncIterator[bytes]:
     """The build context of the directory `root` as tar pieces, .dockerignore applied."""
     paths = await asyncio.to_thread(_context_paths_of, root, dockerfile)
-    async for piece in _piped(lambda out: write_context(root, paths, out)):
+    async for piece in piped(lambda out: write_context(root, paths, out), pipe_size=CHUNK, error=_context_error):
         yield piece
 
 
@@ -287,7 +285,7 @@ async def tar_context(f: IO[bytes], matcher: Matcher) -> AsyncIterator[bytes]:
     """The tar context in `f` (see read_tar_context) as uncompressed tar pieces without what
     `matcher` leaves out; `f` is closed at the end."""
     with f:
-        async for piece in _piped(lambda out: filter_tar(f, matcher, out)):
+        async for piece in piped(lambda out: filter_tar(f, matcher, out), pipe_size=CHUNK, error=_context_error):
             yield piece
 
 
@@ -304,39 +302,5 @@ def filter_tar(f: IO[bytes], matcher: Matcher, out: IO[bytes]) -> None:
         raise InvalidArgument(f"build context: not a valid tar: {exc}") from None
 
 
-async def _piped(write: Callable[[IO[bytes]], None]) -> AsyncIterator[bytes]:
-    """What `write` writes, in pieces: it runs in a thread writing into a pipe, so memory
-    stays flat whatever the files' sizes; leaving the iteration early stops it (EPIPE)."""
-    r, w = os.pipe()
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(w, _F_SETPIPE_SZ, CHUNK)
-    failed: list[BaseException] = []
-
-    def writer() -> None:
-        try:
-            with os.fdopen(w, "wb") as out:
-                write(out)
-        except BrokenPipeError:  # the reader stopped (the build ended or was cancelled)
-            pass
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=writer, name="dock-build-context", daemon=True)
-    thread.start()
-    try:
-        while piece := await asyncio.to_thread(os.read, r, CHUNK):
-            yield piece
-        await asyncio.to_thread(thread.join)
-        if failed:
-            raise _context_error(failed[0])
-    finally:
-        os.close(r)  # a writer still writing gets EPIPE and ends
-
-
-def _context_error(exc: BaseException) -> Exception:
-    if isinstance(exc, DockyardError):
-        return exc
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return InvalidArgument(f"build context: {where}{exc.strerror or exc}")
-    return InvalidArgument(f"build context: {exc}")
+def _context_error(exc: BaseException) -> BaseException:
+    return local_error(exc, "build context: ")

@@ -21,11 +21,12 @@ import asyncio
 import os
 import posixpath
 import tarfile
-import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import IO, cast
 
+from dock.upload import local_error
+from dockyard_common.aio import BlockingReader, piped
 from dockyard_common.errors import DockyardError, InvalidArgument
 
 CHUNK = 256 << 10
@@ -45,64 +46,11 @@ def write_tar(src: Path, top: str, out: IO[bytes]) -> None:
 
 
 async def tar_of(src: Path, top: str) -> AsyncIterator[bytes]:
-    async for piece in _piped(lambda out: write_tar(src, top, out)):
+    async for piece in piped(lambda out: write_tar(src, top, out), pipe_size=CHUNK, error=local_error):
         yield piece
 
 
-async def _piped(write: Callable[[IO[bytes]], None]) -> AsyncIterator[bytes]:
-    """What `write` writes in a thread, through a pipe (memory stays flat); leaving the
-    iteration early ends the writer (EPIPE)."""
-    r, w = os.pipe()
-    failed: list[BaseException] = []
-
-    def writer() -> None:
-        try:
-            with os.fdopen(w, "wb") as out:
-                write(out)
-        except BrokenPipeError:
-            pass
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=writer, name="dock-cp-tar", daemon=True)
-    thread.start()
-    try:
-        while piece := await asyncio.to_thread(os.read, r, CHUNK):
-            yield piece
-        await asyncio.to_thread(thread.join)
-        if failed:
-            raise _local_error(failed[0])
-    finally:
-        os.close(r)
-
-
 # -- receiving ----------------------------------------------------------------------------------
-
-
-class _Pulled:
-    """A blocking reader over an async iterator, for the extracting thread."""
-
-    def __init__(self, chunks: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop) -> None:
-        self.it = aiter(chunks)
-        self.loop = loop
-        self.buf = b""
-        self.eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        while not self.buf and not self.eof:
-            try:
-                self.buf = asyncio.run_coroutine_threadsafe(_next(self.it), self.loop).result()
-            except StopAsyncIteration:
-                self.eof = True
-        if n < 0 or n >= len(self.buf):
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-
-async def _next(it: AsyncIterator[bytes]) -> bytes:
-    return await anext(it)
 
 
 def renamed(name: str, rename: tuple[str, str] | None) -> str:
@@ -124,7 +72,7 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _extract_all(reader: _Pulled, dest: Path, rename: tuple[str, str] | None, keep_owner: bool) -> None:
+def _extract_all(reader: BlockingReader, dest: Path, rename: tuple[str, str] | None, keep_owner: bool) -> None:
     real_dest = os.path.realpath(dest)
     uid, gid = os.getuid(), os.getgid()
     with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as tar:
@@ -154,7 +102,7 @@ def _extract_all(reader: _Pulled, dest: Path, rename: tuple[str, str] | None, ke
 
 async def extract(chunks: AsyncIterable[bytes], dest: Path, rename: tuple[str, str] | None,
                   keep_owner: bool) -> None:
-    reader = _Pulled(chunks, asyncio.get_running_loop())
+    reader = BlockingReader(chunks, asyncio.get_running_loop())
     try:
         await asyncio.to_thread(_extract_all, reader, dest, rename, keep_owner)
     except (tarfile.TarError, EOFError) as exc:
@@ -162,14 +110,5 @@ async def extract(chunks: AsyncIterable[bytes], dest: Path, rename: tuple[str, s
     except DockyardError:
         raise
     except OSError as exc:
-        raise _local_error(exc) from None
-
-
-def _local_error(exc: BaseException) -> Exception:
-    if isinstance(exc, DockyardError):
-        return exc
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return InvalidArgument(f"{where}{exc.strerror or exc}")
-    return InvalidArgument(str(exc))
+        raise local_error(exc) from None
 

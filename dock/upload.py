@@ -13,6 +13,8 @@ from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 
+from dockyard_common.errors import DockyardError, InvalidArgument
+
 if TYPE_CHECKING:
     from dock.client import Client
 
@@ -101,3 +103,13 @@ class Upload(Generic[Request]):
             raise
         finally:
             call.cancel()
+
+
+def local_error(exc: BaseException, what: str = "") -> BaseException:
+    """A failure reading local files, as the user's error: `what` then the path and the reason."""
+    if isinstance(exc, DockyardError):
+        return exc
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return InvalidArgument(f"{what}{where}{exc.strerror or exc}")
+    return InvalidArgument(f"{what}{exc}")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import fcntl
+import io
+import os
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import IO, TypeVar
 
 T = TypeVar("T")
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux); Python names it only on some builds
 
 
 async def uninterrupted(work: Awaitable[T], on_cancel: Callable[[], object] | None = None) -> T:
@@ -24,3 +29,66 @@ async def uninterrupted(work: Awaitable[T], on_cancel: Callable[[], object] | No
         with contextlib.suppress(BaseException):
             await job
         raise
+
+
+class BlockingReader(io.RawIOBase):
+    """A file-like blocking reader over an async iterator of byte chunks, for a worker thread
+    (tar extraction, layer apply) while the chunks arrive on the event loop `loop`."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._chunks = aiter(chunks)
+        self._loop = loop
+        self._buf = b""
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        while not self._buf and not self._eof:
+            try:
+                self._buf = asyncio.run_coroutine_threadsafe(_next_chunk(self._chunks), self._loop).result()
+            except StopAsyncIteration:
+                self._eof = True
+        if n is None or n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes:
+    return await anext(chunks)
+
+
+async def piped(write: Callable[[IO[bytes]], object], *, pipe_size: int = 0,
+                error: Callable[[BaseException], BaseException] | None = None) -> AsyncIterator[bytes]:
+    """What `write` writes, in pieces: it runs in a thread writing into a pipe, so memory stays
+    flat whatever it writes; leaving the iteration early ends the writer (EPIPE). An error of
+    the writer is raised (as `error` makes it, if given) once what it wrote has been read."""
+    r, w = os.pipe()
+    if pipe_size:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, _F_SETPIPE_SZ, pipe_size)
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with os.fdopen(w, "wb") as out:
+                write(out)
+        except BrokenPipeError:  # the reader stopped
+            pass
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=writer, name="piped-writer", daemon=True)
+    thread.start()
+    try:
+        while piece := await asyncio.to_thread(os.read, r, max(pipe_size, 64 << 10)):
+            yield piece
+        await asyncio.to_thread(thread.join)
+        if failed:
+            raise (error(failed[0]) if error is not None else failed[0])
+    finally:
+        os.close(r)  # a writer still writing gets EPIPE and ends

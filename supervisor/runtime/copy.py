@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
+from dockyard_common.aio import BlockingReader, uninterrupted
 from dockyard_common.errors import (
     Cancelled,
     DockyardError,
@@ -502,47 +503,12 @@ async def _produced(work: Callable[[BinaryIO], None]) -> AsyncIterator[bytes]:
                 await asyncio.shield(done)
 
 
-class _Pulled:
-    """A blocking reader over an async iterator of chunks, for a worker thread."""
-
-    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
-        self.chunks, self.loop = chunks, loop
-        self.buf = b""
-        self.eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        while not self.buf and not self.eof:
-            try:
-                self.buf = asyncio.run_coroutine_threadsafe(_next(self.chunks), self.loop).result()
-            except StopAsyncIteration:
-                self.eof = True
-        if n < 0 or n >= len(self.buf):
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def readable(self) -> bool:
-        return True
-
-
-async def _next(chunks: AsyncIterator[bytes]) -> bytes:
-    return await chunks.__anext__()
-
-
 async def _consumed(chunks: AsyncIterator[bytes], work: Callable[[BinaryIO, threading.Event], object]) -> None:
     """Run `work` in a thread over the bytes of `chunks`; a cancelled call stops it before the
     next entry and waits for it (the caller unmounts after)."""
     cancel = threading.Event()
-    reader = _Pulled(chunks, asyncio.get_running_loop())
-    done = asyncio.ensure_future(asyncio.to_thread(work, cast(BinaryIO, reader), cancel))
-    try:
-        await asyncio.shield(done)
-    except asyncio.CancelledError:
-        cancel.set()
-        with contextlib.suppress(BaseException):
-            await done
-        raise
+    reader = BlockingReader(chunks, asyncio.get_running_loop())
+    await uninterrupted(asyncio.to_thread(work, cast(BinaryIO, reader), cancel), cancel.set)
 
 
 async def _in_thread(path: str, fn: Callable[..., T], *args: Any) -> T:
