@@ -91,6 +91,9 @@ class Terminal:
         self.resize(rows, cols, fd=slave)
         name = os.ttyname(slave)
         os.close(slave)
+        # Non-blocking: `dock` making the terminal raw (TCSAFLUSH) may discard output between our
+        # select and read, and a blocking read would then wait for ever.
+        os.set_blocking(self.master, False)
         self.proc = subprocess.Popen([sys.executable, "-c", LAUNCH, name, *args], env=env_for(d), cwd=REPO,
                                      start_new_session=True, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -100,7 +103,13 @@ class Terminal:
         fcntl.ioctl(self.master if fd is None else fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def type(self, data: bytes) -> None:
-        os.write(self.master, data)
+        view = memoryview(data)
+        while view:
+            select.select([], [self.master], [], 5)
+            try:
+                view = view[os.write(self.master, view):]
+            except BlockingIOError:
+                continue
 
     def _read(self, timeout: float) -> bool:
         ready, _, _ = select.select([self.master], [], [], timeout)
@@ -108,6 +117,8 @@ class Terminal:
             return True
         try:
             data = os.read(self.master, 65536)
+        except BlockingIOError:  # flushed away meanwhile: nothing to read after all
+            return True
         except OSError:  # EIO: every slave fd is closed (dock exited)
             return False
         self.seen += data

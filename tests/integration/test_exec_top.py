@@ -7,6 +7,7 @@ top: the rows are the container's processes, by the PIDs its shim lists.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -99,6 +100,8 @@ def _read_until_exit(master: int, proc: subprocess.Popen[bytes], timeout: float 
         if ready:
             try:
                 piece = os.read(master, 65536)
+            except BlockingIOError:  # flushed away meanwhile
+                continue
             except OSError:  # EIO: every slave end is closed
                 break
             if not piece:
@@ -112,6 +115,9 @@ def _read_until_exit(master: int, proc: subprocess.Popen[bytes], timeout: float 
 def test_tty_is_a_real_terminal_the_size_of_ours(d: DaemonProcess) -> None:
     cid = running(d)
     master, slave = pty.openpty()
+    # Non-blocking: dock making the terminal raw (TCSAFLUSH) may discard output between a select
+    # and the read that follows, and a blocking read would then wait for ever.
+    os.set_blocking(master, False)
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
     try:
         proc = subprocess.Popen([sys.executable, "-m", "dock.cli", "exec", "-i", "-t", cid,
@@ -125,7 +131,8 @@ def test_tty_is_a_real_terminal_the_size_of_ours(d: DaemonProcess) -> None:
         deadline = time.monotonic() + 60
         while b"stdin-is-a-tty" not in got and time.monotonic() < deadline:
             if select.select([master], [], [], 0.2)[0]:
-                got += os.read(master, 65536)
+                with contextlib.suppress(BlockingIOError):
+                    got += os.read(master, 65536)
         os.write(master, b"hello\r")
         got += _read_until_exit(master, proc)
         assert proc.wait(timeout=60) == 5
