@@ -19,17 +19,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def dockyardd() -> Iterator[str]:
+def dockyardd(config: str = "") -> Iterator[str]:
     """A private dockyardd from this checkout; yields its socket path. It has no default network
     (`--default-network none`): it runs on the host's network namespace, and `ctr run`, its peer,
-    attaches none either; bench/net.py measures networking in a namespace of its own."""
+    attaches none either; bench/net.py measures networking in a namespace of its own.
+    `config`: the text of a config file for it."""
     base = Path(tempfile.mkdtemp(prefix="dyb-"))
     log = base / "dockyardd.log"
+    (base / "config.toml").write_text(config)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "--root", str(base / "root"), "--state", str(base / "state"),
-             "--log-level", "warning", "--default-network", "none"],
+             "--log-level", "warning", "--default-network", "none", "--config", str(base / "config.toml")],
             stdout=out, stderr=out, env=env, start_new_session=True)
     try:
         wait_socket(base / "state" / "dockyard.sock", proc, log)

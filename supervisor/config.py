@@ -16,6 +16,8 @@ Example /etc/dockyard/config.toml:
     max_file = 3        # files kept, the current one included
     [runtimes]          # runtime name -> shim binary; unlisted names use Dockyard's own shim
     "io.containerd.runc.v2" = "/usr/bin/containerd-shim-runc-v2"
+    [diff]
+    compressor = "auto"   # "containerd": its encoders (dockyard-compress), its layer digests; "python": zlib/libzstd
     [build]
     cache_max_size = "10g"   # the build cache's own layers, per namespace; least recently used go first
     [cri]               # Kubernetes CRI (runtime.v1) on the same socket
@@ -33,12 +35,14 @@ from typing import Any
 
 from dockyard_common.containerlog import parse_max_file, parse_size
 from dockyard_common.errors import InvalidArgument
+from supervisor.archive.gocompress import HELPER, find_helper
 from supervisor.build.cacheprune import parse_limit
 from supervisor.network.networks import NAME as network_name
 
 DEFAULT_CONFIG = Path("/etc/dockyard/config.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+DIFF_COMPRESSORS = ("auto", "containerd", "python")
 
 
 class ConfigError(Exception):
@@ -67,6 +71,8 @@ class Config:
     container_log_max_size: str = "10m"
     container_log_max_file: int = 3
     build_cache_max_size: str = ""  # "" no limit (supervisor/build/cacheprune.py)
+    # auto: containerd's encoders when dockyard-compress is installed (supervisor/archive/gocompress.py)
+    diff_compressor: str = "auto"
     cri_enabled: bool = True
     # containerd 1.6's default sandbox image (critest's images are matched against it)
     cri_sandbox_image: str = "registry.k8s.io/pause:3.10"
@@ -83,6 +89,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "network": {"default": ("default_network", str)},
     "container_log": {"max_size": ("container_log_max_size", str), "max_file": ("container_log_max_file", int)},
     "build": {"cache_max_size": ("build_cache_max_size", str)},
+    "diff": {"compressor": ("diff_compressor", str)},
     "cri": {"enabled": ("cri_enabled", bool), "sandbox_image": ("cri_sandbox_image", str)},
 }
 
@@ -130,6 +137,10 @@ def validate(cfg: Config) -> Config:
         parse_limit(cfg.build_cache_max_size)
     except InvalidArgument as exc:
         raise ConfigError(f"build.cache_max_size: {exc}") from None
+    if cfg.diff_compressor not in DIFF_COMPRESSORS:
+        raise ConfigError(f"diff.compressor must be one of {', '.join(DIFF_COMPRESSORS)}, not {cfg.diff_compressor!r}")
+    if cfg.diff_compressor == "containerd" and find_helper() is None:
+        raise ConfigError(f"diff.compressor = \"containerd\" needs {HELPER} on PATH (scripts/install builds it)")
     if not cfg.cri_sandbox_image.strip():
         raise ConfigError("cri.sandbox_image must name an image")
     if cfg.grpc_server not in GRPC_SERVERS:
@@ -165,3 +176,8 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Config:
         cfg.address = cfg.state / "dockyard.sock"
     cfg.grpc_server = os.environ.get("DOCKYARD_GRPC_SERVER") or cfg.grpc_server
     return validate(cfg)
+
+
+def compress_helper(cfg: Config) -> str | None:
+    """The layer compressor the differ runs: containerd's encoders unless told otherwise."""
+    return None if cfg.diff_compressor == "python" else find_helper()

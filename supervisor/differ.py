@@ -78,9 +78,10 @@ class _BlockingBlob:
 
 
 class Differ:
-    def __init__(self, content: NamespacedContentStore, tmp_root: Path) -> None:
+    def __init__(self, content: NamespacedContentStore, tmp_root: Path, compress_helper: str | None = None) -> None:
         self.content = content
         self.tmp_root = tmp_root
+        self.compress_helper = compress_helper  # containerd's encoders (archive/gocompress.py), or None
 
     async def apply(self, ns: str, desc: Descriptor, mounts: Sequence[Mount]) -> Descriptor:
         """Apply the layer blob `desc` onto `mounts`; returns the uncompressed descriptor."""
@@ -152,16 +153,15 @@ class Differ:
     def _diff(self, lower: list[Mount], upper: list[Mount], out: BinaryIO, compression: Any,
               mtime_clamp: int | None = None) -> tuple[str, int]:
         counted = DigestingWriter(out)
-        compressor = open_compressor(cast(BinaryIO, counted), compression)
-        uncompressed = DigestingWriter(compressor)
-        sink = cast(BinaryIO, uncompressed)
-        # Both trees mounted and walked, as containerd's differ does: reading an overlay
-        # upperdir alone would be faster but cannot give containerd's bytes (it never writes
-        # opaque markers, and judges changes on the merged views).
-        with mounted(lower, self.tmp_root, readonly=True) if lower else _EmptyDir(self.tmp_root) as low, \
-                mounted(_readonly_view(upper), self.tmp_root) as up:
-            write_diff(low, up, sink, mtime_clamp=mtime_clamp)
-        compressor.close()
+        with open_compressor(cast(BinaryIO, counted), compression, helper=self.compress_helper) as compressor:
+            uncompressed = DigestingWriter(compressor)
+            sink = cast(BinaryIO, uncompressed)
+            # Both trees mounted and walked, as containerd's differ does: reading an overlay
+            # upperdir alone would be faster but cannot give containerd's bytes (it never writes
+            # opaque markers, and judges changes on the merged views).
+            with mounted(lower, self.tmp_root, readonly=True) if lower else _EmptyDir(self.tmp_root) as low, \
+                    mounted(_readonly_view(upper), self.tmp_root) as up:
+                write_diff(low, up, sink, mtime_clamp=mtime_clamp)
         out.flush()
         return uncompressed.digest, counted.size
 

@@ -34,7 +34,7 @@ from supervisor.build.builder import Builder, BuildStores
 from supervisor.build.cacheprune import parse_limit
 from supervisor.build.commit import Committer
 from supervisor.build.imagewrite import ImageWriter
-from supervisor.config import DEFAULT_CONFIG, Config
+from supervisor.config import DEFAULT_CONFIG, Config, compress_helper
 from supervisor.content.local import LocalContentStore
 from supervisor.cri.images import CRI_NAMESPACE, CriImages
 from supervisor.cri.sandbox import PodSandboxes, SandboxDeps, SandboxSettings
@@ -240,7 +240,7 @@ async def open_storage(cfg: Config, meta: Metadata, reserve: DiskReserve, regist
     registry.add(Plugin("io.containerd.gc.v1", "scheduler", requires=["io.containerd.metadata.v1"]))
     return Storage(content, records, snapshotters, snapshots, collector,
                    ImageStore(meta.db, collect=collector.collect, on_delete=collector.schedule),
-                   Differ(records, cfg.root / "tmp"))
+                   Differ(records, cfg.root / "tmp", compress_helper(cfg)))
 
 
 async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: Exchange,

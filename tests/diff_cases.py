@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import stat
 from collections.abc import Callable
@@ -251,6 +252,15 @@ def _sparse(root: Path) -> None:
     write(root / "shrinks", b"")
 
 
+def _large(root: Path) -> None:
+    """Megabytes that compress some but not all the way: many deflate and zstd blocks."""
+    rng = random.Random(7)
+    words = [bytes(rng.choices(b"abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(4000)]
+    text = b" ".join(rng.choice(words) for _ in range(600_000))
+    write(root / "text", text)
+    write(root / "noise", rng.randbytes(1 << 20))
+
+
 def _types_base(root: Path) -> None:
     write(root / "f", b"file")
     mkdir(root / "d")
@@ -289,5 +299,6 @@ CASES: dict[str, DiffCase] = {c.name: c for c in [
     DiffCase("long-names", _long_names_base, _long_names),
     DiffCase("sparse-empty", _sparse_base, _sparse),
     DiffCase("types", _types_base, _types),
+    DiffCase("large", _etc, _large),
     DiffCase("special", _etc, _special),
 ]}

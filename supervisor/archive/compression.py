@@ -10,9 +10,11 @@ Contract
   tar. The content decides (as containerd's DecompressStream does); a declared gzip/zstd
   whose bytes are something else is InvalidArgument. Corrupt or truncated compressed data
   raises InvalidArgument when read; errors of the underlying stream pass through.
-- `open_compressor(out, compression)` -> a writable stream compressing into `out`
-  (deterministic gzip: no name, mtime 0). Closing it finishes the compressed stream but
-  leaves `out` open.
+- `open_compressor(out, compression, helper=None)` -> a writable stream compressing into
+  `out` (deterministic gzip: no name, mtime 0); with `helper` (gocompress.find_helper()),
+  through containerd's own encoders, for containerd's bytes. Closing it finishes the
+  compressed stream but leaves `out` open; use it as a context manager so that an error
+  ends the stream without finishing it.
 
 zstd needs the `zstandard` package; without it zstd raises FailedPrecondition.
 
@@ -32,6 +34,7 @@ from typing import Any, BinaryIO
 
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from dockyard_common.imagespec import Compression, compression_for_media_type
+from supervisor.archive.gocompress import PipedCompressor
 
 try:  # optional dependency: only zstd layers need it
     import zstandard
@@ -84,8 +87,11 @@ def open_layer(stream: BinaryIO, media_type: str | None = None) -> io.BufferedRe
     return io.BufferedReader(raw, _READ_CHUNK)
 
 
-def open_compressor(out: BinaryIO, compression: Compression, *, level: int | None = None) -> BinaryIO:
+def open_compressor(out: BinaryIO, compression: Compression, *, level: int | None = None,
+                    helper: str | None = None) -> BinaryIO:
     """A writer compressing into `out`; close it to finish the stream (`out` stays open)."""
+    if helper is not None and level is None and compression in (Compression.GZIP, Compression.ZSTD):
+        return PipedCompressor(out, compression.value, helper)  # type: ignore[return-value]
     if compression is Compression.GZIP:
         # mtime=0 and no file name: the same tar always gives the same blob digest.
         return gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level or 6, mtime=0)  # type: ignore[return-value]

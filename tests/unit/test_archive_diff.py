@@ -48,6 +48,7 @@ GOLDEN: dict[str, tuple[int, int | None, str]] = {
     "sparse-empty": (4196864, None, "7efea2c207975cccaf8318a6d28167fd66d6816c21869976b8df2880fbf0c1da"),
     "types": (3584, None, "12b749f66cdb5e84488baa9a58c6d0b69d0298179fe888dea0b1b33a67b1795d"),
     "special": (8704, None, "f2a3aff25fd5662521b2c1a6e51206d4d3705c3c1b696efc80cd273d31044b27"),
+    "large": (4938240, None, "c2add1812b2481c721467fb4fdb0f00505203450084ccfe6ab01951a43e7b97e"),
 }
 
 
