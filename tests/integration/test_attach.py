@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.compat.conftest import ctr
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, uid
+from tests.compat.runtimes import IMAGE, uid
 from tests.daemon import REPO, DaemonProcess
 from tests.waiting import wait_until
 
@@ -37,19 +37,6 @@ LAUNCH = ("import os, sys\n"
           "for n in (0, 1, 2): os.dup2(fd, n)\n"
           "os.close(fd)\n"
           "os.execv(sys.executable, [sys.executable, '-m', 'dock.cli', *sys.argv[2:]])\n")
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:  # --default-network none (tests/daemon.py)
-        import_busybox(d)
-        yield d
-
-
-@pytest.fixture
-def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
-    yield daemon
-    remove_everything(daemon)
 
 
 def env_for(d: DaemonProcess) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.runtimes import IMAGE
 from tests.daemon import REPO, DaemonProcess
 from tests.dockcli import DockCLI
 
@@ -60,14 +60,6 @@ def test_commands_and_options_complete_without_a_daemon(bindir: Path) -> None:
     assert set(complete(bindir, "dock completion ")) == {"bash", "zsh", "fish", "tcsh"}
     # container names come from the daemon: none there, so nothing (and no hang, no traceback)
     assert complete(bindir, "dock stop ") == []
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:
-        import_busybox(d)
-        yield d
-        remove_everything(d)
 
 
 def test_container_and_image_names_complete_from_the_daemon(bindir: Path, daemon: DaemonProcess) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from dockyard_common.mountinfo import mountinfo
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.runtimes import IMAGE
 from tests.daemon import REPO, DaemonProcess
 from tests.waiting import wait_until
 
@@ -28,19 +28,6 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ru
 
 SETUP = ("mkdir -p /d/sub && echo hello > /d/f && echo deep > /d/sub/g && ln -s /etc /d/etclink"
          " && ln -s / /d/rootlink && ln -s f /d/flink && echo container-marker > /etc/dy-marker")
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:
-        import_busybox(d)
-        yield d
-
-
-@pytest.fixture
-def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
-    yield daemon
-    remove_everything(daemon)
 
 
 @pytest.fixture

@@ -18,29 +18,15 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.compat.conftest import ctr
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.runtimes import IMAGE
 from tests.daemon import REPO, DaemonProcess
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:
-        import_busybox(d)
-        yield d
-
-
-@pytest.fixture
-def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
-    yield daemon
-    remove_everything(daemon)
 
 
 def env_of(d: DaemonProcess) -> dict[str, str]:

@@ -42,13 +42,6 @@ CGROUPS = Path("/sys/fs/cgroup")
 NS = "default"
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:
-        import_busybox(d)
-        yield d
-
-
 @pytest.fixture
 def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
     yield daemon

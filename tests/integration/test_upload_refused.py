@@ -14,21 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.runtimes import IMAGE
 from tests.daemon import DaemonProcess
 from tests.dockcli import DockCLI
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
 
 BIG = 48 << 20  # far more than flow control lets through before the daemon answers
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:
-        import_busybox(d)
-        yield d
-        remove_everything(d)
 
 
 @pytest.fixture

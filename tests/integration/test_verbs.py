@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.compat.conftest import ctr
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.runtimes import IMAGE, remove_everything
 from tests.daemon import REPO, DaemonProcess
 from tests.dockcli import DockCLI
 from tests.waiting import wait_until
@@ -29,13 +29,6 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 # PID 1 ignores signals it has no handler for: these trap TERM, say so in their log, then idle.
 TRAPS_TERM = "trap 'echo got TERM; exit 42' TERM; echo ready; while true; do sleep 0.1; done"
 IGNORES_TERM = "trap '' TERM; echo ready; while true; do sleep 0.1; done"
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:  # --default-network none (tests/daemon.py)
-        import_busybox(d)
-        yield d
 
 
 @pytest.fixture
