@@ -11,9 +11,9 @@ from tests.daemon import DaemonProcess
 
 
 @pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
+def busybox_daemon() -> Iterator[DaemonProcess]:
     """The module's dockyardd (our shim, `--default-network none`: tests/daemon.py) with busybox
-    imported into the default namespace. A module that needs another daemon defines its own."""
+    imported into the default namespace. (tests/conftest.py's `daemon` is a bare one per test.)"""
     with daemon_with_runtime("dockyard") as d:
         import_busybox(d)
         yield d
@@ -21,7 +21,7 @@ def daemon() -> Iterator[DaemonProcess]:
 
 
 @pytest.fixture
-def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
-    """The module's daemon, emptied of containers, tasks and snapshots after the test."""
-    yield daemon
-    remove_everything(daemon)
+def d(busybox_daemon: DaemonProcess) -> Iterator[DaemonProcess]:
+    """The module's busybox daemon, emptied of containers, tasks and snapshots after the test."""
+    yield busybox_daemon
+    remove_everything(busybox_daemon)

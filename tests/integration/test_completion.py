@@ -62,17 +62,17 @@ def test_commands_and_options_complete_without_a_daemon(bindir: Path) -> None:
     assert complete(bindir, "dock stop ") == []
 
 
-def test_container_and_image_names_complete_from_the_daemon(bindir: Path, daemon: DaemonProcess) -> None:
-    dock = DockCLI(daemon.address)
+def test_container_and_image_names_complete_from_the_daemon(bindir: Path, busybox_daemon: DaemonProcess) -> None:
+    dock = DockCLI(busybox_daemon.address)
     name = f"web-{secrets.token_hex(3)}"
     other = f"db-{secrets.token_hex(3)}"
     dock.ok("containers", "create", "--net", "none", "--name", name, IMAGE, "true")
     dock.ok("containers", "create", "--net", "none", "--name", other, IMAGE, "true")
     try:
-        assert complete(bindir, "dock stop we", daemon.address) == [name]
-        assert set(complete(bindir, "dock rm ", daemon.address)) == {name, other}
-        assert complete(bindir, f"dock logs {other[:4]}", daemon.address) == [other]
-        assert complete(bindir, "dock tasks kill d", daemon.address) == [other]
-        assert "busybox:latest" in complete(bindir, "dock run --net none busy", daemon.address)
+        assert complete(bindir, "dock stop we", busybox_daemon.address) == [name]
+        assert set(complete(bindir, "dock rm ", busybox_daemon.address)) == {name, other}
+        assert complete(bindir, f"dock logs {other[:4]}", busybox_daemon.address) == [other]
+        assert complete(bindir, "dock tasks kill d", busybox_daemon.address) == [other]
+        assert "busybox:latest" in complete(bindir, "dock run --net none busy", busybox_daemon.address)
     finally:
         dock.ok("rm", name, other)

@@ -19,10 +19,9 @@ from tests.daemon import DaemonProcess, shims_in_bundles
 from tests.images import busybox_image
 from tests.integration.test_cli import dock
 from tests.integration.test_isolation import c, make_container, new_id
-from tests.integration.test_stats import d, daemon
 from tests.integration.test_user_errors import PYTHON_WORDS, one_clean_line, store_image
 
-__all__ = ["c", "d", "daemon"]  # a module's daemon with busybox, emptied after each test
+__all__ = ["c"]  # test_isolation's SDK client fixture; d comes from conftest.py
 
 pytestmark = [pytest.mark.root]
 

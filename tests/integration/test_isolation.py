@@ -37,10 +37,7 @@ from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE
 from tests.conformance.mounts import mounts_under
 from tests.daemon import DaemonProcess, shims_in_bundles, wait_subscribed
-from tests.integration.test_stats import d, daemon
 from tests.waiting import wait_until_async
-
-__all__ = ["d", "daemon"]  # test_stats' fixtures: a module's daemon with busybox, emptied after each test
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
 
@@ -117,13 +114,13 @@ async def test_own_hostname_and_pid_one(c: Client) -> None:
     assert os.uname().nodename == before
 
 
-async def test_no_host_descriptor_reaches_init_or_exec(daemon: DaemonProcess, c: Client) -> None:
+async def test_no_host_descriptor_reaches_init_or_exec(busybox_daemon: DaemonProcess, c: Client) -> None:
     code, out = await run_captured(c, new_id("fds"), SpecOptions(args=["ls", "/proc/self/fd"]))
     assert (code, out.split()) == (0, ["0", "1", "2", "3"])  # 3: the directory ls reads
     cid = new_id("fdbg")
     await detach(c, cid, SpecOptions(args=["sleep", "300"]))
     for path, fds in (("/proc/1/fd", ["0", "1", "2"]), ("/proc/self/fd", ["0", "1", "2", "3"])):  # init, exec
-        res = ctr(daemon, "tasks", "exec", "--exec-id", new_id("x"), cid, "ls", path)
+        res = ctr(busybox_daemon, "tasks", "exec", "--exec-id", new_id("x"), cid, "ls", path)
         assert (res.returncode, res.stdout.split()) == (0, fds), res.stderr
 
 
@@ -237,30 +234,30 @@ def _userns(spec: dict[str, Any]) -> None:
         spec["linux"][key] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
 
 
-async def test_a_remapped_root_that_cannot_reach_its_bundle_is_refused_early(daemon: DaemonProcess,
+async def test_a_remapped_root_that_cannot_reach_its_bundle_is_refused_early(busybox_daemon: DaemonProcess,
                                                                             c: Client) -> None:
     """The test daemon lives in a private mkdtemp dir (0700): host uid 100000 cannot search it."""
-    assert daemon.base.stat().st_mode & 0o777 == 0o700
+    assert busybox_daemon.base.stat().st_mode & 0o777 == 0o700
     cid = new_id("userns")
-    shims = shims_in_bundles(daemon)
+    shims = shims_in_bundles(busybox_daemon)
     mounts = await make_container(c, cid, _spec_with(cid, _userns, "id", "-u"))
     try:
         with pytest.raises(FailedPrecondition) as info:
             await c.tasks.create(cid, mounts)
         assert info.value.message == (
-            f"the container's root (host uid 100000, user namespace) cannot reach its bundle: {daemon.base} is "
+            f"the container's root (host uid 100000, user namespace) cannot reach its bundle: {busybox_daemon.base} is "
             "mode 0700; the directories above the state dir must be searchable (0711)")
-        assert shims_in_bundles(daemon) == shims and mounts_under(str(daemon.base)) == []
-        assert list((daemon.state / "tasks").glob("[!.]*/*")) == []  # .dockyard-shim: the zygote
+        assert shims_in_bundles(busybox_daemon) == shims and mounts_under(str(busybox_daemon.base)) == []
+        assert list((busybox_daemon.state / "tasks").glob("[!.]*/*")) == []  # .dockyard-shim: the zygote
     finally:
         await runner.remove_container(c, cid)
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-async def test_bad_input_fails_clearly_and_leaves_nothing(daemon: DaemonProcess, c: Client, case: str) -> None:
+async def test_bad_input_fails_clearly_and_leaves_nothing(busybox_daemon: DaemonProcess, c: Client, case: str) -> None:
     bad = BAD_INPUT[case]
     cid = new_id(case)
-    shims = shims_in_bundles(daemon)
+    shims = shims_in_bundles(busybox_daemon)
     mounts = await make_container(c, cid, bad.spec(cid))
     try:
         if bad.tamper is not None:
@@ -270,10 +267,10 @@ async def test_bad_input_fails_clearly_and_leaves_nothing(daemon: DaemonProcess,
         assert bad.message in info.value.message
         with pytest.raises(NotFound):
             await c.tasks.get(cid)
-        await wait_until_async(lambda: not shims_in_bundles(daemon) - shims, 10, "the shim to exit")
-        assert mounts_under(str(daemon.base)) == []
+        await wait_until_async(lambda: not shims_in_bundles(busybox_daemon) - shims, 10, "the shim to exit")
+        assert mounts_under(str(busybox_daemon.base)) == []
         assert not cgroups_of(cid)
-        assert list((daemon.state / "tasks").glob("[!.]*/*")) == []  # no bundle, not even a hidden one
+        assert list((busybox_daemon.state / "tasks").glob("[!.]*/*")) == []  # no bundle, not even a hidden one
         assert not Path("/tmp", VICTIM).exists()
     finally:
         with contextlib.suppress(DockyardError):

@@ -138,7 +138,7 @@ def test_since_and_until(d: DaemonProcess) -> None:
     assert bad.returncode != 0 and b"invalid time" in bad.stderr and b"Traceback" not in bad.stderr
 
 
-def test_daemon_kill_and_restart_loses_and_duplicates_nothing(daemon: DaemonProcess) -> None:
+def test_daemon_kill_and_restart_loses_and_duplicates_nothing(busybox_daemon: DaemonProcess) -> None:
     gate = Path(f"/tmp/dy-logs-gate-{secrets.token_hex(4)}")
     with daemon_with_runtime("dockyard") as d:
         try:

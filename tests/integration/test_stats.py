@@ -43,11 +43,11 @@ NS = "default"
 
 
 @pytest.fixture
-def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
-    yield daemon
-    remove_everything(daemon)
-    assert ctr(daemon, "tasks", "ls", "-q").stdout == ""
-    assert ctr(daemon, "containers", "ls", "-q").stdout == ""
+def d(busybox_daemon: DaemonProcess) -> Iterator[DaemonProcess]:
+    yield busybox_daemon
+    remove_everything(busybox_daemon)
+    assert ctr(busybox_daemon, "tasks", "ls", "-q").stdout == ""
+    assert ctr(busybox_daemon, "containers", "ls", "-q").stdout == ""
 
 
 def uid(name: str) -> str:

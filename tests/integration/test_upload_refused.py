@@ -32,8 +32,8 @@ def big_file() -> Iterator[Path]:
         yield path
 
 
-def test_copy_into_a_read_only_container_says_read_only(daemon: DaemonProcess, big_file: Path) -> None:
-    dock = DockCLI(daemon.address)
+def test_copy_into_a_read_only_container_says_read_only(busybox_daemon: DaemonProcess, big_file: Path) -> None:
+    dock = DockCLI(busybox_daemon.address)
     cid = f"ro-{secrets.token_hex(3)}"
     dock.ok("run", "-d", "--net", "none", "--read-only", "--name", cid, IMAGE, "sleep", "600")
     small = big_file.with_name("small")
@@ -48,8 +48,8 @@ def test_copy_into_a_read_only_container_says_read_only(daemon: DaemonProcess, b
         dock.ok("rm", "-f", cid)
 
 
-def test_importing_a_big_file_that_is_no_archive_says_so(daemon: DaemonProcess, big_file: Path) -> None:
-    dock = DockCLI(daemon.address)
+def test_importing_a_big_file_that_is_no_archive_says_so(busybox_daemon: DaemonProcess, big_file: Path) -> None:
+    dock = DockCLI(busybox_daemon.address)
     for _ in range(3):
         res = dock.dock("images", "import", str(big_file))
         assert res.returncode == 1, res

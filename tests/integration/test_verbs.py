@@ -32,9 +32,9 @@ IGNORES_TERM = "trap '' TERM; echo ready; while true; do sleep 0.1; done"
 
 
 @pytest.fixture
-def cli(daemon: DaemonProcess, tmp_path: Path) -> Iterator[DockCLI]:
-    yield DockCLI(daemon.address, tmp_path)
-    remove_everything(daemon)
+def cli(busybox_daemon: DaemonProcess, tmp_path: Path) -> Iterator[DockCLI]:
+    yield DockCLI(busybox_daemon.address, tmp_path)
+    remove_everything(busybox_daemon)
     assert list(tmp_path.iterdir()) == [], "dock left temp files behind"
 
 
@@ -67,10 +67,10 @@ def state(cli: DockCLI, cid: str) -> dict[str, Any]:
 # -- names and references -------------------------------------------------------------------------
 
 
-def test_names_are_ids_and_unnamed_ones_get_64_hex(cli: DockCLI, daemon: DaemonProcess) -> None:
+def test_names_are_ids_and_unnamed_ones_get_64_hex(cli: DockCLI, busybox_daemon: DaemonProcess) -> None:
     web = name("web")
     assert run_d(cli, "--name", web) == web
-    assert web in ctr(daemon, "containers", "ls", "-q").stdout.split()  # ctr sees the name as the id
+    assert web in ctr(busybox_daemon, "containers", "ls", "-q").stdout.split()  # ctr sees the name as the id
     anon = run_d(cli)
     assert HEX64.fullmatch(anon), anon
     [record] = cli.json("inspect", anon[:10])
@@ -238,33 +238,33 @@ def test_kill_signals(cli: DockCLI) -> None:
 # -- rm, wait ---------------------------------------------------------------------------------------
 
 
-def snapshot_exists(daemon: DaemonProcess, key: str) -> bool:
-    return ctr(daemon, "snapshots", "info", key).returncode == 0
+def snapshot_exists(busybox_daemon: DaemonProcess, key: str) -> bool:
+    return ctr(busybox_daemon, "snapshots", "info", key).returncode == 0
 
 
-def test_rm_refuses_a_running_container_unless_forced(cli: DockCLI, daemon: DaemonProcess) -> None:
+def test_rm_refuses_a_running_container_unless_forced(cli: DockCLI, busybox_daemon: DaemonProcess) -> None:
     cid = run_d(cli, "--name", name("rm"))
     cli.fails("rm", cid, words=f"cannot remove container {cid}: it is running; stop it first, or use dock rm -f")
-    assert state(cli, cid)["status"] == "running" and snapshot_exists(daemon, cid)
+    assert state(cli, cid)["status"] == "running" and snapshot_exists(busybox_daemon, cid)
     assert cli.ok("rm", "-f", "-v", cid) == f"{cid}\n"
     assert cid not in cli.ok("ps", "-a", "-q", "--no-trunc").split()
-    assert cid not in ctr(daemon, "tasks", "ls", "-q").stdout.split()
-    assert not snapshot_exists(daemon, cid)
+    assert cid not in ctr(busybox_daemon, "tasks", "ls", "-q").stdout.split()
+    assert not snapshot_exists(busybox_daemon, cid)
     exited = run_d(cli, "--name", name("rmx"), cmd=["true"])
     cli.ok("wait", exited)
     created = cli.ok("containers", "create", "--net", "none", "--name", name("rmc"), IMAGE, "true").strip()
     assert cli.ok("rm", exited, created) == f"{exited}\n{created}\n"  # stopped ones need no -f
-    assert not snapshot_exists(daemon, exited) and not snapshot_exists(daemon, created)
+    assert not snapshot_exists(busybox_daemon, exited) and not snapshot_exists(busybox_daemon, created)
     assert cli.ok("ps", "-a", "-q") == ""
 
 
-def test_wait_on_exited_and_running_containers(cli: DockCLI, daemon: DaemonProcess) -> None:
+def test_wait_on_exited_and_running_containers(cli: DockCLI, busybox_daemon: DaemonProcess) -> None:
     exited = run_d(cli, "--name", name("w1"), cmd=["sh", "-c", "exit 5"])
     running = run_d(cli, "--name", name("w2"), cmd=["sh", "-c", TRAPS_TERM])
     ready(cli, running)
     assert cli.ok("wait", exited) == "5\n"
     assert cli.ok("wait", exited) == "5\n"  # and again: an exited task keeps its status
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": daemon.address}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": busybox_daemon.address}
     waiter = subprocess.Popen([sys.executable, "-m", "dock.cli", "wait", running, exited], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
