@@ -16,6 +16,11 @@ max_file - 1 overwritten) and a new one started. The live writer holds an exclus
 
 Labels on the container ask for it (`dock run` sets them): `dockyard.log.driver=local`, and
 optionally `dockyard.log.max-size` / `dockyard.log.max-file` over the daemon's defaults.
+
+`dockyard.log.path` (the CRI's: kubelet names the file) puts the log at that absolute file
+instead: log.json then also has {"file": "<name>"}, the log is `<path>/<name>` (rotated as
+`<name>.1`, …, and only if max-size/max-file labels ask: kubelet rotates its logs itself), and
+the writer's lock is `<path>/.<name>.lock`, so the containers of a pod may share a directory.
 """
 
 from __future__ import annotations
@@ -35,15 +40,21 @@ MAX_LINE = 16 * 1024  # longer lines are split into P records (as containerd's C
 LABEL_DRIVER = "dockyard.log.driver"
 LABEL_MAX_SIZE = "dockyard.log.max-size"
 LABEL_MAX_FILE = "dockyard.log.max-file"
+LABEL_PATH = "dockyard.log.path"
 DRIVER = "local"
 
 STDOUT = "stdout"
 STDERR = "stderr"
 
 
-def rotated(n: int) -> str:
+def rotated(n: int, file: str = CURRENT) -> str:
     """The file name of the n-th older file (0: the current one)."""
-    return CURRENT if n == 0 else f"{CURRENT}.{n}"
+    return file if n == 0 else f"{file}.{n}"
+
+
+def lock_name(file: str = CURRENT) -> str:
+    """The writer's lock beside the log `file` (one per file: a directory may hold several)."""
+    return WRITER_LOCK if file == CURRENT else f".{file}.lock"
 
 
 @dataclass(frozen=True)

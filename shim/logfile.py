@@ -54,18 +54,21 @@ class LogConfig:
     path: str
     max_size: int
     max_file: int
+    file: str = cl.CURRENT  # the log's name in `path` (the CRI's names its own)
 
     @classmethod
     def from_bundle(cls, bundle: str) -> LogConfig | None:
         try:
             with open(os.path.join(bundle, cl.CONFIG_FILE), "rb") as f:
                 raw = json.loads(f.read())
-            config = cls(str(raw["path"]), int(raw["max_size"]), int(raw["max_file"]))
+            config = cls(str(raw["path"]), int(raw["max_size"]), int(raw["max_file"]),
+                         str(raw.get("file") or cl.CURRENT))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InvalidArgument(f"bundle {bundle}: bad {cl.CONFIG_FILE}: {exc}") from None
-        if not os.path.isabs(config.path) or config.max_size < 1 or config.max_file < 1:
+        if not os.path.isabs(config.path) or config.max_size < 1 or config.max_file < 1 \
+                or "/" in config.file or config.file in (".", ".."):
             raise InvalidArgument(f"bundle {bundle}: bad {cl.CONFIG_FILE}: {raw!r}")
         return config
 
@@ -76,7 +79,8 @@ class LogWriter:
     def __init__(self, config: LogConfig) -> None:
         self.config = config
         os.makedirs(config.path, mode=0o700, exist_ok=True)
-        self._lock = os.open(os.path.join(config.path, cl.WRITER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock = os.open(os.path.join(config.path, cl.lock_name(config.file)),
+                             os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             self._take_lock()
             self._fd = self._open()
@@ -99,7 +103,7 @@ class LogWriter:
                 time.sleep(0.005)
 
     def _open(self) -> int:
-        return os.open(os.path.join(self.config.path, cl.CURRENT),
+        return os.open(os.path.join(self.config.path, self.config.file),
                        os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
     def write_buffers(self, buffers: list[Buffer]) -> None:
@@ -161,7 +165,8 @@ class LogWriter:
         # Oldest first, so every name always holds a whole file; the last rename drops the oldest.
         for n in range(self.config.max_file - 1, 0, -1):
             with contextlib.suppress(FileNotFoundError):
-                os.rename(os.path.join(path, cl.rotated(n - 1)), os.path.join(path, cl.rotated(n)))
+                os.rename(os.path.join(path, cl.rotated(n - 1, self.config.file)),
+                          os.path.join(path, cl.rotated(n, self.config.file)))
         os.close(self._fd)
         self._fd = self._open()
         self.size = 0

@@ -36,6 +36,7 @@ from supervisor.build.commit import Committer
 from supervisor.build.imagewrite import ImageWriter
 from supervisor.config import DEFAULT_CONFIG, Config, compress_helper
 from supervisor.content.local import LocalContentStore
+from supervisor.cri.containers import CriContainers
 from supervisor.cri.images import CRI_NAMESPACE, CriImages
 from supervisor.cri.sandbox import PodSandboxes, SandboxDeps, SandboxSettings
 from supervisor.differ import Differ
@@ -349,13 +350,15 @@ def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Regi
     inspector = Inspector(storage.records, storage.images, storage.snapshots)
     images = CriImages(storage.images, inspector, registry, CRI_NAMESPACE, cfg.default_snapshotter,
                        cfg.root / "snapshots" / cfg.default_snapshotter)
+    deps = SandboxDeps(runtime.containers, runtime.tasks, storage.snapshots, runtime.container_networks, images,
+                       inspector, unpacker, runtime.container_deleted)
     sandboxes = PodSandboxes(
-        SandboxDeps(runtime.containers, runtime.tasks, storage.snapshots, runtime.container_networks, images,
-                    inspector, unpacker, runtime.container_deleted),
-        SandboxSettings(cfg.cri_sandbox_image, cfg.default_network, cfg.default_snapshotter, tuple(cfg.runtimes)),
+        deps, SandboxSettings(cfg.cri_sandbox_image, cfg.default_network, cfg.default_snapshotter,
+                              tuple(cfg.runtimes), files_dir=cfg.state / "cri" / "sandboxes"),
         CRI_NAMESPACE)
+    containers = CriContainers(deps, sandboxes, cfg.state / "cri" / "exec")
     return [
-        Service("cri.runtime", CriRuntimeService(sandboxes), ["io.containerd.runtime.v2"]),
+        Service("cri.runtime", CriRuntimeService(sandboxes, containers), ["io.containerd.runtime.v2"]),
         Service("cri.images", CriImageService(images),
                 ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
     ]

@@ -9,6 +9,10 @@ process, which holds the pod's namespaces; its network comes from the daemon's n
     await pods.stop(pod_id)                  # the task goes (and with it the network): NOTREADY
     await pods.remove(pod_id)                # the container and its snapshot go
 
+The pod's containers (supervisor/cri/containers.py, registered as `members`) are stopped before
+the pause process and removed with the pod. Files the containers share (a /dev/shm tmpfs, the
+hostname file) are made on the host before the sandbox starts and go with the pod (podfiles.py).
+
 State lives in the metadata database: the container record (kind label, network labels, the
 pod's config in an extension) plus the task the runtime recovers after a restart, so a daemon
 restart lists the same pods in the same states. Stop and remove of a pod that is not there
@@ -28,15 +32,17 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 from dockyard_common.imagespec import Matcher
 from dockyard_common.types import AnyValue, Container, Status
-from supervisor.cri.images import CriImages, PullAuth, reference_of
+from supervisor.cri.images import CriImage, CriImages, PullAuth, is_image_id, reference_of
+from supervisor.cri.podfiles import PodFiles
 from supervisor.cri.sandbox_spec import network_labels, sandbox_spec
-from supervisor.cri.sandbox_types import PodConfig, PodMetadata, Sandbox, SandboxState
+from supervisor.cri.sandbox_types import NamespaceMode, PodConfig, PodMetadata, Sandbox, SandboxState
 from supervisor.images.inspect import Inspection, Inspector
 from supervisor.images.unpack import Unpacker
 from supervisor.metadata.containers import ContainerStore
@@ -75,6 +81,15 @@ class SandboxSettings:
     default_network: str
     snapshotter: str
     runtimes: tuple[str, ...] = ()  # more runtime names a handler may name (the daemon's [runtimes])
+    files_dir: Path | None = None  # where pods' shared files go (podfiles.py); None: none shared
+
+
+class PodMembers(Protocol):
+    """The pod's containers (supervisor/cri/containers.py), which go before their sandbox."""
+
+    async def stop_pod(self, pod_id: str) -> None: ...
+
+    async def remove_pod(self, pod_id: str) -> None: ...
 
 
 class PodSandboxes:
@@ -84,6 +99,8 @@ class PodSandboxes:
         self.namespace = namespace
         self._reserve = asyncio.Lock()  # name check and record creation, one pod at a time
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.files = PodFiles(settings.files_dir) if settings.files_dir is not None else None
+        self.members: PodMembers | None = None  # set by whoever serves the pod's containers
 
     def _lock(self, pod_id: str) -> asyncio.Lock:
         lock = self._locks.get(pod_id)
@@ -101,7 +118,10 @@ class PodSandboxes:
         if not image.layers:
             raise InvalidArgument(f"sandbox image {image_ref}: it has no layers")
         pod_id = secrets.token_hex(32)
-        spec = sandbox_spec(config, pod_id, self.namespace, image_ref, image.config.config)
+        host_ipc = config.namespaces.ipc == NamespaceMode.NODE
+        shm = self.files.paths(pod_id, shm=not host_ipc).shm if self.files is not None else None
+        spec = sandbox_spec(config, pod_id, self.namespace, image_ref, image.config.config,
+                            shm_source=str(shm) if shm else "")
         spec_json = json.dumps(spec).encode()
         meta = {"config": config.to_json(), "image": image_ref}
         record = Container(id=pod_id, runtime_name=runtime, spec=AnyValue(SPEC_TYPE_URL, spec_json),
@@ -113,6 +133,8 @@ class PodSandboxes:
             await self.d.containers.create(self.namespace, record)
         async with self._lock(pod_id):
             try:
+                if self.files is not None:
+                    await asyncio.to_thread(self.files.make, pod_id, config.hostname, not host_ipc)
                 mounts = await self.d.snapshots.prepare(self.namespace, self.settings.snapshotter, pod_id,
                                                         image.layers[-1].chain_id)
                 task = await self.d.tasks.create(self.namespace, pod_id, runtime, spec_json,
@@ -152,15 +174,7 @@ class PodSandboxes:
             found = await self.d.images.find(ref)
             if found is None:
                 raise NotFound(f"sandbox image {ref} (after pulling it)")
-        name = str(reference_of(ref))
-        record = name if name in found.records else found.records[0]
-        inspection = await self.d.inspector.inspect(self.namespace, record, Matcher.default())
-        if self.settings.snapshotter not in inspection.unpacked:
-            async with aclosing(self.d.unpacker.unpack(self.namespace, inspection.target, self.settings.snapshotter,
-                                                       Matcher.default())) as events:
-                async for _ in events:
-                    pass
-        return name, inspection
+        return await unpacked_image(self.d, self.namespace, self.settings.snapshotter, ref, found)
 
     # -- stop and remove ---------------------------------------------------------------------
 
@@ -174,7 +188,8 @@ class PodSandboxes:
             await self._stop(container.id)
 
     async def _stop(self, pod_id: str) -> None:
-        # The pod's containers would stop here first; CreateContainer does not exist yet.
+        if self.members is not None:  # its containers first: they live in the pause's namespaces
+            await self.members.stop_pod(pod_id)
         try:
             task = self.d.tasks.get(self.namespace, pod_id)
         except NotFound:
@@ -199,7 +214,11 @@ class PodSandboxes:
         log.info("pod sandbox %s removed", container.id)
 
     async def _remove(self, pod_id: str) -> None:
+        if self.members is not None:
+            await self.members.remove_pod(pod_id)
         await self._stop(pod_id)
+        if self.files is not None:
+            await asyncio.to_thread(self.files.remove, pod_id)
         with contextlib.suppress(NotFound):
             await self.d.snapshots.remove(self.namespace, self.settings.snapshotter, pod_id)
         with contextlib.suppress(NotFound):
@@ -279,6 +298,26 @@ class PodSandboxes:
         created = int(container.created_at.timestamp() * 1e9) if container.created_at else 0
         return Sandbox(container.id, config, SandboxState.READY if ready else SandboxState.NOTREADY, created,
                        ips, state.pid if ready and state else 0, netns, container.image)
+
+
+async def unpacked_image(deps: SandboxDeps, namespace: str, snapshotter: str, ref: str, found: CriImage
+                         ) -> tuple[str, Inspection]:
+    """The image `ref` names (found as `found`): its name as kubelet would write it (the
+    normalised reference, or one of its records for an image id) and its inspection, unpacked
+    for `snapshotter` if it was not yet."""
+    if is_image_id(ref):
+        name = found.repo_tags[0] if found.repo_tags else found.records[0]
+        record = found.records[0]
+    else:
+        name = str(reference_of(ref))
+        record = name if name in found.records else found.records[0]
+    inspection = await deps.inspector.inspect(namespace, record, Matcher.default())
+    if snapshotter not in inspection.unpacked:
+        async with aclosing(deps.unpacker.unpack(namespace, inspection.target, snapshotter,
+                                                 Matcher.default())) as events:
+            async for _ in events:
+                pass
+    return name, inspection
 
 
 def _config_of(container: Container) -> PodConfig | None:

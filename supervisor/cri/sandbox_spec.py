@@ -80,8 +80,10 @@ def cgroups_path(config: PodConfig, pod_id: str, namespace: str) -> str:
 
 
 def sandbox_spec(config: PodConfig, pod_id: str, namespace: str, image_ref: str,
-                 image_config: dict[str, Any], own_oom_score_adj: int | None = None) -> dict[str, Any]:
-    """The sandbox container's OCI spec; InvalidArgument for what cannot be honoured."""
+                 image_config: dict[str, Any], own_oom_score_adj: int | None = None,
+                 shm_source: str = "") -> dict[str, Any]:
+    """The sandbox container's OCI spec; InvalidArgument for what cannot be honoured.
+    `shm_source`: the pod's shared /dev/shm tmpfs on the host (supervisor/cri/podfiles.py)."""
     spec = ocispec.default_spec(namespace, pod_id)
     ocispec.with_default_unix_devices(spec)
     process, linux = ocispec.process_of(spec), ocispec.linux_of(spec)
@@ -101,8 +103,10 @@ def sandbox_spec(config: PodConfig, pod_id: str, namespace: str, image_ref: str,
     linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] not in drop]
     if modes.ipc == NamespaceMode.NODE:
         spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in ("/dev/shm", "/dev/mqueue")]
-        spec["mounts"].append({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
-                               "options": ["rbind", "nosuid", "nodev", "noexec"]})
+        spec["mounts"].append(shm_mount("/dev/shm"))
+    elif shm_source:
+        spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/dev/shm"]
+        spec["mounts"].append(shm_mount(shm_source))
     linux["cgroupsPath"] = cgroups_path(config, pod_id, namespace)
     if config.sysctls:
         linux["sysctl"] = _sysctls(config)
@@ -113,6 +117,12 @@ def sandbox_spec(config: PodConfig, pod_id: str, namespace: str, image_ref: str,
         SANDBOX_LOG_DIR: config.log_directory, SANDBOX_IMAGE_NAME: image_ref,
     }
     return spec
+
+
+def shm_mount(source: str) -> dict[str, Any]:
+    """/dev/shm bound from `source`: the host's, or the pod's shared tmpfs."""
+    return {"destination": "/dev/shm", "type": "bind", "source": source,
+            "options": ["rbind", "nosuid", "nodev", "noexec"]}
 
 
 def _sysctls(config: PodConfig) -> dict[str, str]:
@@ -128,7 +138,7 @@ def _sysctls(config: PodConfig) -> dict[str, str]:
 
 def _security(spec: dict[str, Any], config: PodConfig) -> None:
     sec = config.security
-    process, linux = spec["process"], spec["linux"]
+    process = spec["process"]
     user = process["user"]
     if sec.run_as_user is not None:
         user["uid"] = sec.run_as_user
@@ -141,15 +151,28 @@ def _security(spec: dict[str, Any], config: PodConfig) -> None:
     if sec.readonly_rootfs:
         spec["root"]["readonly"] = True
     if sec.privileged:
-        caps = list(capabilities.ALL)
-        process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": list(caps)}
-        linux["maskedPaths"], linux["readonlyPaths"] = [], []
-        for m in spec["mounts"]:
-            if m["destination"] == "/sys":
-                m["options"] = [o for o in m["options"] if o != "ro"]
-        linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
+        apply_privileged(spec)
         return  # containerd: a privileged sandbox runs without a seccomp profile
-    profile = sec.seccomp
+    apply_seccomp(spec, sec.seccomp)
+
+
+def apply_privileged(spec: dict[str, Any]) -> None:
+    """A privileged pod or container: every capability this daemon has (not every one the kernel
+    knows: a host may withhold some, and the runtime cannot give what it lacks), nothing masked or
+    read-only in /proc, a writable /sys, all devices allowed. No seccomp: the caller's choice."""
+    caps = capabilities.current()
+    spec["process"]["capabilities"] = {"bounding": caps, "effective": list(caps), "permitted": list(caps)}
+    linux = spec["linux"]
+    linux["maskedPaths"], linux["readonlyPaths"] = [], []
+    for m in spec["mounts"]:
+        if m["destination"] == "/sys":
+            m["options"] = [o for o in m["options"] if o != "ro"]
+    linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
+
+
+def apply_seccomp(spec: dict[str, Any], profile: str) -> None:
+    """The seccomp profile "RuntimeDefault", "localhost/<path>" or none ("", "Unconfined")."""
+    process, linux = spec["process"], spec["linux"]
     if profile == "RuntimeDefault":
         linux["seccomp"] = seccomp.default_profile().resolve(process["capabilities"]["bounding"])
     elif profile.startswith("localhost/"):

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard_common import containerlog as cl
+from dockyard_common.errors import InvalidArgument
 
 log = logging.getLogger("dockyard.logs")
+UNROTATED = 1 << 62  # max_size of a log the daemon never rotates
 
 
 @dataclass(frozen=True)
@@ -42,16 +44,29 @@ class LogStore:
             return None
         size = labels.get(cl.LABEL_MAX_SIZE)
         count = labels.get(cl.LABEL_MAX_FILE)
+        file = labels.get(cl.LABEL_PATH)
+        if file is not None:  # the client's file (CRI): rotated only when the labels ask
+            return {"path": os.path.dirname(file), "file": os.path.basename(file),
+                    "max_size": cl.parse_size(size) if size else UNROTATED,
+                    "max_file": cl.parse_max_file(count) if count else 1}
         return {"path": str(self.dir(namespace, cid)),
                 "max_size": cl.parse_size(size) if size else self.defaults.max_size,
                 "max_file": cl.parse_max_file(count) if count else self.defaults.max_file}
 
+    @staticmethod
+    def _checked_file(labels: Mapping[str, str]) -> None:
+        file = labels.get(cl.LABEL_PATH)
+        if file is not None and (not os.path.isabs(file) or file.endswith("/")
+                                 or os.path.basename(file) in (".", "..")):
+            raise InvalidArgument(f"label {cl.LABEL_PATH}: {file!r} is not an absolute file path")
+
     def prepare(self, bundle: Path, namespace: str, cid: str, labels: Mapping[str, str]) -> None:
         """Before the shim starts: tell it (in the bundle) to log, and where."""
+        self._checked_file(labels)
         config = self.config(namespace, cid, labels)
         if config is None:
             return
-        os.makedirs(self.dir(namespace, cid), mode=0o700, exist_ok=True)
+        os.makedirs(str(config["path"]), mode=0o700 if cl.LABEL_PATH not in labels else 0o755, exist_ok=True)
         tmp = bundle / f".{cl.CONFIG_FILE}.tmp"
         tmp.write_text(json.dumps(config))
         os.replace(tmp, bundle / cl.CONFIG_FILE)

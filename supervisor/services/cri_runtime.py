@@ -1,7 +1,8 @@
-"""runtime.v1.RuntimeService (Kubernetes CRI): Version, Status and pod sandboxes
-(supervisor/cri/sandbox.py; messages converted in cri_sandbox_pb.py).
+"""runtime.v1.RuntimeService (Kubernetes CRI): Version, Status, pod sandboxes
+(supervisor/cri/sandbox.py; messages converted in cri_sandbox_pb.py) and containers
+(supervisor/cri/containers.py; cri_containers_pb.py).
 
-Containers, streaming and stats are not served yet: each such call answers
+Streaming (Exec, Attach, PortForward), pod stats and log reopening are not served yet: each such call answers
 UNIMPLEMENTED naming the call, so kubelet and crictl say what is missing instead of failing
 with a bare "Method not implemented!".
 """
@@ -18,15 +19,18 @@ from dockyard_api.cri.runtime.v1 import api_pb2 as pb
 from dockyard_api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from dockyard_common.errors import InvalidArgument, Unimplemented
 from supervisor.cri import runtime
+from supervisor.cri.containers import CriContainers
 from supervisor.cri.sandbox import PodSandboxes
 from supervisor.cri.sandbox_types import SandboxState
+from supervisor.services import cri_containers_pb as cpb
 from supervisor.services.cri_sandbox_pb import pod_config, sandbox_pb, status_pb
 from supervisor.services.status import rpc, rpc_stream
 
 
 class RuntimeService(pb_grpc.RuntimeServiceServicer):
-    def __init__(self, sandboxes: PodSandboxes) -> None:
+    def __init__(self, sandboxes: PodSandboxes, containers: CriContainers) -> None:
         self.sandboxes = sandboxes
+        self.containers = containers
 
     @rpc
     async def Version(self, request: pb.VersionRequest, context: grpc.aio.ServicerContext) -> pb.VersionResponse:
@@ -78,6 +82,80 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             state = SandboxState(f.state.state)
         found = await self.sandboxes.list(f.id, state, dict(f.label_selector))
         return pb.ListPodSandboxResponse(items=[sandbox_pb(s) for s in found])
+
+    # -- containers ----------------------------------------------------------------------
+
+    @rpc
+    async def CreateContainer(self, request: pb.CreateContainerRequest,
+                              context: grpc.aio.ServicerContext) -> pb.CreateContainerResponse:
+        if not request.pod_sandbox_id:
+            raise InvalidArgument("create container: pod_sandbox_id must not be empty")
+        if not request.HasField("config"):
+            raise InvalidArgument("create container: config is missing")
+        cid = await self.containers.create(request.pod_sandbox_id, cpb.container_config(request.config))
+        return pb.CreateContainerResponse(container_id=cid)
+
+    @rpc
+    async def StartContainer(self, request: pb.StartContainerRequest,
+                             context: grpc.aio.ServicerContext) -> pb.StartContainerResponse:
+        await self.containers.start(request.container_id)
+        return pb.StartContainerResponse()
+
+    @rpc
+    async def StopContainer(self, request: pb.StopContainerRequest,
+                            context: grpc.aio.ServicerContext) -> pb.StopContainerResponse:
+        if request.timeout < 0:
+            raise InvalidArgument("stop container: timeout must not be negative")
+        await self.containers.stop(request.container_id, float(request.timeout))  # gone: success
+        return pb.StopContainerResponse()
+
+    @rpc
+    async def RemoveContainer(self, request: pb.RemoveContainerRequest,
+                              context: grpc.aio.ServicerContext) -> pb.RemoveContainerResponse:
+        await self.containers.remove(request.container_id)
+        return pb.RemoveContainerResponse()
+
+    @rpc
+    async def ContainerStatus(self, request: pb.ContainerStatusRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ContainerStatusResponse:
+        found = await self.containers.status(request.container_id)
+        info = {"info": json.dumps(await self.containers.info(found))} if request.verbose else {}
+        return pb.ContainerStatusResponse(status=cpb.status_pb(found), info=info)
+
+    @rpc
+    async def ListContainers(self, request: pb.ListContainersRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListContainersResponse:
+        f = request.filter
+        state = cpb.state_of(f.state.state) if f.HasField("state") else None
+        found = await self.containers.list(f.id, state, f.pod_sandbox_id, dict(f.label_selector))
+        return pb.ListContainersResponse(containers=[cpb.container_pb(c) for c in found])
+
+    @rpc
+    async def ExecSync(self, request: pb.ExecSyncRequest, context: grpc.aio.ServicerContext) -> pb.ExecSyncResponse:
+        if request.timeout < 0:
+            raise InvalidArgument("exec sync: timeout must not be negative")
+        result = await self.containers.exec_sync(request.container_id, list(request.cmd), float(request.timeout))
+        return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    @rpc
+    async def ContainerStats(self, request: pb.ContainerStatsRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ContainerStatsResponse:
+        return pb.ContainerStatsResponse(stats=cpb.stats_pb(await self.containers.stats(request.container_id)))
+
+    @rpc
+    async def ListContainerStats(self, request: pb.ListContainerStatsRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.ListContainerStatsResponse:
+        f = request.filter
+        found = await self.containers.list_stats(f.id, f.pod_sandbox_id, dict(f.label_selector))
+        return pb.ListContainerStatsResponse(stats=[cpb.stats_pb(u) for u in found])
+
+    @rpc
+    async def UpdateContainerResources(self, request: pb.UpdateContainerResourcesRequest,
+                                       context: grpc.aio.ServicerContext) -> pb.UpdateContainerResourcesResponse:
+        if not request.HasField("linux"):
+            raise InvalidArgument("update container resources: linux resources are missing")
+        await self.containers.update_resources(request.container_id, cpb.resources_of(request.linux))
+        return pb.UpdateContainerResourcesResponse()
 
 
 def unimplemented(service: str, method: str, streaming: bool) -> Callable[..., Any]:

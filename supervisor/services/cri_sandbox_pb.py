@@ -74,27 +74,30 @@ def _namespaces(o: pb.NamespaceOption) -> NamespaceModes:
     return NamespaceModes(_mode(o.network, "network"), _mode(o.pid, "pid"), _mode(o.ipc, "ipc"))
 
 
+def seccomp_of(s: pb.LinuxSandboxSecurityContext | pb.LinuxContainerSecurityContext, where: str) -> str:
+    """The seccomp profile asked for: "" / "Unconfined", "RuntimeDefault" or "localhost/<path>"."""
+    if s.HasField("seccomp"):
+        kind = s.seccomp.profile_type
+        if kind == pb.SecurityProfile.Localhost:
+            if not s.seccomp.localhost_ref.startswith("/"):
+                raise InvalidArgument(f"{where}: seccomp localhost_ref must be an absolute path")
+            return "localhost/" + s.seccomp.localhost_ref
+        return str(pb.SecurityProfile.ProfileType.Name(kind))
+    if s.seccomp_profile_path.startswith("localhost/"):
+        return s.seccomp_profile_path
+    if s.seccomp_profile_path in _SECCOMP_PATHS:
+        return _SECCOMP_PATHS[s.seccomp_profile_path]
+    raise InvalidArgument(f"{where}: seccomp_profile_path {s.seccomp_profile_path!r} is not "
+                          "runtime/default, unconfined or localhost/<path>")
+
+
 def _security(s: pb.LinuxSandboxSecurityContext) -> SecurityContext:
     for field in ("run_as_user", "run_as_group"):
         if s.HasField(field) and getattr(s, field).value < 0:
             raise InvalidArgument(f"pod sandbox config: security_context.{field} must not be negative")
     if any(g < 0 for g in s.supplemental_groups):
         raise InvalidArgument("pod sandbox config: security_context.supplemental_groups must not be negative")
-    if s.HasField("seccomp"):
-        kind = s.seccomp.profile_type
-        if kind == pb.SecurityProfile.Localhost:
-            if not s.seccomp.localhost_ref.startswith("/"):
-                raise InvalidArgument("pod sandbox config: seccomp localhost_ref must be an absolute path")
-            seccomp = "localhost/" + s.seccomp.localhost_ref
-        else:
-            seccomp = pb.SecurityProfile.ProfileType.Name(kind)
-    elif s.seccomp_profile_path.startswith("localhost/"):
-        seccomp = s.seccomp_profile_path
-    elif s.seccomp_profile_path in _SECCOMP_PATHS:
-        seccomp = _SECCOMP_PATHS[s.seccomp_profile_path]
-    else:
-        raise InvalidArgument(f"pod sandbox config: seccomp_profile_path {s.seccomp_profile_path!r} is not "
-                              "runtime/default, unconfined or localhost/<path>")
+    seccomp = seccomp_of(s, "pod sandbox config")
     return SecurityContext(
         privileged=s.privileged, run_as_user=s.run_as_user.value if s.HasField("run_as_user") else None,
         run_as_group=s.run_as_group.value if s.HasField("run_as_group") else None,

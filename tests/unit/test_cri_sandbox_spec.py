@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dockyard_api.cri.runtime.v1 import api_pb2 as pb
+from dockyard_common import capabilities
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from dockyard_common.netlabels import DNS, NETWORKS, PORTS
 from supervisor import config as daemon_config
@@ -70,6 +71,8 @@ def test_privileged_and_default_spec() -> None:
     assert spec["hostname"] == "web-0" and spec["linux"]["cgroupsPath"] == f"/k8s.io/{POD_ID}"
     assert "seccomp" not in spec["linux"] and spec["linux"]["maskedPaths"] == []
     assert "CAP_SYS_ADMIN" in spec["process"]["capabilities"]["bounding"]
+    # what this daemon has, not every capability: a host may withhold some (capset would fail)
+    assert spec["process"]["capabilities"]["bounding"] == capabilities.current()
     assert spec["process"]["oomScoreAdj"] == 0  # -998 clamped to the daemon's own
 
 
