@@ -236,7 +236,8 @@ def parse_mount(text: str) -> dict[str, Any]:
 @dataclass(frozen=True)
 class VolumeRequest:
     """`-v NAME:/path[:ro]`: a named volume of the daemon (made on first use), bound at `destination`
-    once the daemon says where it lives (dock/volumes.py); `copy`: seeded from the image when empty."""
+    once the daemon says where it lives (dock/volumes.py); `copy`: seeded from the image when empty.
+    `name` "": an anonymous volume (`-v /path`, the image's VOLUME), named when it is made."""
 
     name: str
     destination: str
@@ -264,11 +265,13 @@ def _container_path(flag: str, text: str, path: str) -> str:
 def parse_volume(text: str) -> dict[str, Any] | VolumeRequest:
     """Docker's `-v`: `/host/path:/path[:OPTS]` (a bind mount, as parse_mount makes it) or
     `NAME:/path[:OPTS]` (a named volume); OPTS comma-separated: ro or rw, nocopy (volumes),
-    a propagation (binds). A volume without a name (`-v /path`) is refused: name it."""
+    a propagation (binds). `-v /path` alone: an anonymous volume there (Docker's)."""
     parts = text.split(":")
     if len(parts) == 1:
-        raise InvalidArgument(f"-v {text!r}: anonymous volumes are not supported: give one a name, "
-                              f"e.g. -v data:{text}")
+        if not text.startswith("/"):
+            raise InvalidArgument(f"-v {text!r}: want /path (an anonymous volume), NAME:/path or "
+                                  "/host/path:/path")
+        return VolumeRequest("", _container_path("-v", text, text))
     if len(parts) > 3:
         raise InvalidArgument(f"-v {text!r}: want SOURCE:DESTINATION[:OPTIONS]")
     source, dest = parts[0], _container_path("-v", text, parts[1])
@@ -314,6 +317,14 @@ def check_destinations(mounts: Iterable[dict[str, Any]], volumes: Iterable[Volum
         if clean in seen:
             raise InvalidArgument(f"duplicate mount point: {dest}")
         seen.add(clean)
+
+
+def image_volume_requests(opts: SpecOptions, image_volumes: Iterable[str]) -> list[VolumeRequest]:
+    """An anonymous volume for each VOLUME path of the image that no mount or volume of `opts`
+    covers (Docker: a user's mount at the path replaces the image's volume)."""
+    covered = {os.path.normpath(m["destination"]) for m in opts.mounts}
+    covered |= {os.path.normpath(v.destination) for v in opts.volumes}
+    return [VolumeRequest("", p) for p in image_volumes if os.path.normpath(p) not in covered]
 
 
 def volume_options(volumes: Sequence[str], tmpfs: Sequence[str], mounts: Sequence[dict[str, Any]] = (),
@@ -612,6 +623,7 @@ class ImageConfig:
     working_dir: str = ""
     stop_signal: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    volumes: list[str] = field(default_factory=list)  # the image's VOLUME paths: anonymous volumes
 
     @classmethod
     def from_json(cls, config: dict[str, Any]) -> ImageConfig:
@@ -630,8 +642,11 @@ class ImageConfig:
         labels = config.get("Labels") or {}
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             raise InvalidArgument("image config: Labels must be an object of strings")
+        volumes = config.get("Volumes") or {}
+        if not isinstance(volumes, dict) or not all(isinstance(k, str) and k.startswith("/") for k in volumes):
+            raise InvalidArgument("image config: Volumes must be an object whose keys are absolute paths")
         return cls(string("User"), strings("Env"), strings("Entrypoint"), strings("Cmd"), string("WorkingDir"),
-                   string("StopSignal"), dict(labels))
+                   string("StopSignal"), dict(labels), sorted(volumes))
 
 
 def with_image_config(spec: Spec, config: ImageConfig, root: RootFS | None, args: Sequence[str] = ()) -> None:

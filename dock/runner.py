@@ -17,8 +17,21 @@ The client does the work containerd's client does (ctr-calls.md §2, "run --rm")
                task's shim does not serve attach, e.g. containerd's runc shim)
 
 Whatever fails, what this run made is undone in reverse order: no task, container,
-snapshot, lease or FIFO dir of it stays behind. Only success keeps the container (and,
-with `--rm`, not even that).
+snapshot, lease, anonymous volume or FIFO dir of it stays behind. Only success keeps the
+container (and, with `--rm`, not even that).
+
+What the daemon does at the exit, the daemon owns (dockyard_common/autoremove.py, restartpolicy.py):
+- `--rm` detached, or attached through the daemon (-i, or -t with a log): the container carries
+  the auto-remove label and the daemon removes it, with its anonymous volumes, whenever its task
+  exits (also after ctrl-p ctrl-q, or when this client was killed); an attached run then waits
+  for that removal (Docker's `wait --condition=removed`), so the next command no longer sees it.
+- A plain foreground `--rm` (FIFOs, which every runtime's shim serves) removes the container
+  itself once Tasks/Wait has answered, as `ctr run --rm`: a removal by the daemon could beat our
+  Wait and lose the exit status (and trying attach first would cost other runtimes a task).
+- A restart policy in the foreground goes through the daemon's attach: the first run is shown and
+  its exit status comes from that task's own shim, so a restart that follows at once cannot be
+  mistaken for it; the task and the container stay for the daemon. A shim that does not serve
+  attach (containerd's runc shim) cannot do this: refused, use -d.
 
     code = await run(client, RunRequest("busybox", "hello", SpecOptions(args=["echo", "hi"]), rm=True))
 """
@@ -48,9 +61,10 @@ from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_
 from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
 from dock.stdio import ProcessIO, write_all
 from dock.tasks import Status
-from dockyard_common import attachsock
+from dockyard_common import attachsock, autoremove
 from dockyard_common import imagespec as docs
 from dockyard_common import mounts as hostmounts
+from dockyard_common import restartpolicy as rp
 from dockyard_common.aio import uninterrupted
 from dockyard_common.containerlog import DRIVER as LOG_DRIVER
 from dockyard_common.containerlog import LABEL_DRIVER
@@ -63,6 +77,8 @@ LEASE_TTL = timedelta(hours=24)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 T = TypeVar("T")
 KILL_WAIT = 10.0  # seconds for a killed task to stop during cleanup
+REMOVE_WAIT = 30.0  # seconds for the daemon to remove an --rm container before we do it ourselves
+REMOVE_RECHECK = 1.0  # seconds between looks at the container while its delete event is awaited
 
 
 @dataclass
@@ -96,6 +112,32 @@ class RunRequest:
     # None: no network labels, the spec alone rules (as a containerd client); the CLI always sets it
     network: NetworkOptions | None = None
     detach_keys: str = ""  # with -t and -i: Docker's syntax, "" is ctrl-p,ctrl-q
+
+    @property
+    def restarts(self) -> bool:
+        """A restart policy in the labels: the daemon restarts the task when it exits."""
+        return rp.State.of(self.labels).policy.restarts
+
+    @property
+    def attachable(self) -> bool:
+        """Our shim serves attach for it (it has an open stdin or a log): output and exit status
+        can come through the daemon instead of FIFOs."""
+        return self.interactive or self.labels.get(LABEL_DRIVER) == LOG_DRIVER
+
+    @property
+    def through_attach(self) -> bool:
+        """A foreground run whose stdio goes through the daemon's attach rather than FIFOs: with an
+        open stdin (so it can detach), a log's terminal, or a restart policy (the first run's
+        exit status then comes from its own shim, never from a restarted task)."""
+        return self.interactive or (self.attachable and (self.spec.tty or self.restarts))
+
+    @property
+    def auto_remove(self) -> bool:
+        """`--rm` done by the daemon: detached, or in the foreground through the daemon's attach.
+        A plain foreground run (FIFOs, which every shim serves) waits for its task and removes it
+        itself, as `ctr run --rm`: its exit status must come from Tasks/Wait, which the daemon's
+        removal could otherwise beat."""
+        return self.rm and not self.restarts and (self.detach or self.through_attach)
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -219,10 +261,12 @@ async def _create_container(client: Client, req: RunRequest,
             opts.annotations = dict(req.labels)  # ctr passes --label as annotations too
         if req.interactive:  # Docker's OpenStdin: the shim keeps its stdin for attached clients
             opts.annotations = {**opts.annotations, attachsock.OPEN_STDIN: "true"}
-        volume_labels = await volumes.attach_named(client, opts)  # -v NAME:/path: made on first use
+        # -v NAME:/path made on first use; -v /path and the image's VOLUMEs: anonymous volumes
+        volume_labels = await volumes.attach_named(client, opts, req.id, config.volumes, undo)
         spec = await uninterrupted(asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts))
         labels = {**config.labels, **req.labels, **(req.network.labels() if req.network else {}), **volume_labels,
-                  STOP_SIGNAL_LABEL: config.stop_signal or "SIGTERM"}
+                  STOP_SIGNAL_LABEL: config.stop_signal or "SIGTERM",
+                  **(autoremove.labels() if req.auto_remove else {})}
         container = Container(
             id=req.id, runtime_name=req.runtime, spec=oci_spec_any(spec), labels=labels, image=image.name,
             runtime_options=AnyValue(RUNC_OPTIONS_TYPE_URL, b"") if req.runtime == RUNC_V2 else None,
@@ -402,7 +446,11 @@ async def attach(client: Client, cid: str, io: ProcessIO, signals: Signals, star
 
 async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 1, err_fd: int = 2) -> int:
     """`dock run`: the container, its task in the foreground (or detached); the exit status.
-    Without `rm` the container stays (the task does not), as with `ctr run`."""
+    Without `rm` the container stays (the task does not, unless a restart policy keeps it for
+    the daemon), as with `ctr run`."""
+    if req.restarts and not req.detach and not req.attachable:
+        raise InvalidArgument("a restart policy in the foreground needs the container's log (label "
+                              f"{LABEL_DRIVER}={LOG_DRIVER}) or an open stdin; or run it detached")
     try:
         async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as container_undo:
             _, rootfs = await _create_container(client, req, container_undo)
@@ -415,7 +463,8 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
                     container_undo.pop_all()
                     await asyncio.to_thread(write_all, out_fd, f"{req.id}\n".encode())
                     return 0
-                if req.interactive or (req.spec.tty and req.labels.get(LABEL_DRIVER) == LOG_DRIVER):
+                daemon_owned = req.auto_remove or req.restarts  # the daemon acts on the exit
+                if req.through_attach:
                     # Through the daemon's attach (its shim holds the stdio): detaching works, and
                     # `dock attach` can come back later.
                     try:
@@ -428,15 +477,25 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
                     except _NotAttachable:
                         # Another runtime's shim (containerd's runc shim): no attach socket. The
                         # task never started: it goes, and FIFOs are used as a containerd client
-                        # would (a real error then shows again, from that Create).
+                        # would (a real error then shows again, from that Create). With --rm we remove
+                        # it ourselves after all, as ctr run --rm: the label goes before the task is
+                        # killed, so the daemon does not take that kill's exit for the end of the run.
+                        if req.auto_remove:
+                            await _set_labels(client, req.id, {autoremove.LABEL: ""})
                         await task_undo.aclose()
+                        if req.restarts:
+                            raise FailedPrecondition(f"runtime {req.runtime}: its shim does not serve attach, so a "
+                                                     "restart policy needs the container detached (-d)") from None
                     else:
-                        if code is None:  # detached: the task runs on, and the container stays
+                        if code is None or daemon_owned:  # detached, or the daemon removes or restarts it
                             task_undo.pop_all()
                             container_undo.pop_all()
-                            return 0
-                        if not req.rm:
-                            container_undo.pop_all()
+                            if code is None:
+                                return 0
+                            if req.auto_remove:
+                                await wait_removed(client, req.id)
+                            return code
+                        container_undo.pop_all()
                         return code
                 io = await ProcessIO.open(req.id, stdin=req.interactive, tty=req.spec.tty, out_fd=out_fd,
                                           err_fd=err_fd, in_fd=in_fd)
@@ -447,9 +506,51 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
                                     tty=req.spec.tty, interactive=req.interactive, in_fd=in_fd, out_fd=out_fd)
             if not req.rm:
                 container_undo.pop_all()
-            return code
+            return code  # with rm: container_undo removes the container and its anonymous volumes now
     except Interrupted as exc:
         return 128 + exc.signum
+
+
+async def _set_labels(client: Client, cid: str, labels: dict[str, str]) -> None:
+    """Set (with "": remove) some of a container's labels."""
+    patch = Container(id=cid, runtime_name="", spec=None, labels=labels)
+    await client.containers.update(patch, [f"labels.{k}" for k in labels])
+
+
+async def wait_removed(client: Client, cid: str, timeout: float = REMOVE_WAIT) -> None:
+    """Until the daemon has removed an `--rm` container whose task exited (so the next command
+    no longer sees it, as Docker's client waits): its /containers/delete event, with a look at
+    the container now and then (the subscription may begin after the delete). A daemon that has
+    not removed it by `timeout` (one that does not know the label) leaves it to us."""
+    loop = asyncio.get_running_loop()
+    gone = asyncio.Event()
+
+    async def follow() -> None:
+        async for env in client.events.subscribe('topic=="/containers/delete"'):
+            if env.namespace == client.namespace and env.event.get("id") == cid:
+                gone.set()
+                return
+
+    watcher = asyncio.ensure_future(follow())
+    deadline = loop.time() + timeout
+    try:
+        while True:
+            try:
+                await client.containers.get(cid)
+            except NotFound:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gone.wait(), min(remaining, REMOVE_RECHECK))
+    finally:
+        watcher.cancel()
+        await asyncio.wait({watcher})
+        if not watcher.cancelled():
+            watcher.exception()  # a stream that failed (the looks at the container went on): seen
+    await _quietly(remove_container, client, cid)
+    await _quietly(volumes.remove_anonymous, client, cid)
 
 
 async def _run_attached(client: Client, req: RunRequest, signals: Signals, in_fd: int, out_fd: int,

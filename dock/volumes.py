@@ -9,21 +9,30 @@ Volumes belong to the client's namespace. A container that mounts named volumes 
 (see `attach_named` and `seed_named`, called by dock/runner.py):
 
 1. each volume made if missing (`ensure`), and its directory bound in the spec (`SpecOptions.volume_paths`);
+   an anonymous one (`-v /path`, or a VOLUME of the image that no mount covers) made under a new
+   64-hex name, labelled with its container (`volumelabels.anonymous_labels`);
 2. the label `dockyard.volume/mounts` naming them, which makes them "in use" for delete and prune;
 3. once the container (and its rootfs snapshot) exists, each empty volume seeded by the daemon
    with the image's content at the mount path (`Volumes/Seed`), as Docker does, unless `nocopy`.
+
+`remove_anonymous` removes a container's anonymous volumes (`dock rm -v`; the daemon does the same
+for `--rm`): one Volumes/Prune whose filter names the container, so a volume another container
+still uses stays.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from dock.oci import SpecOptions
+from dock.oci import SpecOptions, image_volume_requests
 from dockyard_common import volumelabels
-from dockyard_common.errors import AlreadyExists, NotFound
+from dockyard_common.errors import AlreadyExists, DockyardError, NotFound
 from dockyard_common.types import Container
 
 if TYPE_CHECKING:
@@ -102,16 +111,40 @@ class VolumesAPI:
             return (await self.get(name))[0]
 
 
-async def attach_named(client: Client, opts: SpecOptions) -> dict[str, str]:
-    """Make the named volumes `opts` asks for (if missing) and tell the spec where they live;
-    the container labels that name them (none without volumes)."""
-    if not opts.volumes:
+async def attach_named(client: Client, opts: SpecOptions, cid: str, image_volumes: Sequence[str] = (),
+                       undo: contextlib.AsyncExitStack | None = None) -> dict[str, str]:
+    """Make the volumes `opts` asks for (named ones if missing; anonymous ones, and one for each of
+    the image's VOLUME paths no mount covers, new for container `cid`) and tell the spec where they
+    live; the container labels that name them (none without volumes). `undo` gets the removal of
+    the anonymous volumes made here."""
+    wanted = [*opts.volumes, *image_volume_requests(opts, image_volumes)]
+    if not wanted:
         return {}
-    for v in opts.volumes:
-        if v.name not in opts.volume_paths:
+    made = []
+    for v in wanted:
+        if not v.name:
+            v = dataclasses.replace(v, name=volumelabels.anonymous_name())
+            vol, _ = await client.volumes.create(v.name, volumelabels.anonymous_labels(cid))
+            if undo is not None:
+                undo.push_async_callback(_delete_quietly, client, v.name)
+            opts.volume_paths[v.name] = vol.mountpoint
+        elif v.name not in opts.volume_paths:
             opts.volume_paths[v.name] = (await client.volumes.ensure(v.name)).mountpoint
-    mounts = [volumelabels.VolumeMount(v.name, v.destination, v.copy) for v in opts.volumes]
+        made.append(v)
+    opts.volumes = made
+    mounts = [volumelabels.VolumeMount(v.name, v.destination, v.copy) for v in made]
     return {MOUNTS_LABEL: volumelabels.encode(mounts)}
+
+
+async def _delete_quietly(client: Client, name: str) -> None:
+    with contextlib.suppress(DockyardError):
+        await client.volumes.delete(name)
+
+
+async def remove_anonymous(client: Client, cid: str) -> builtins.list[str]:
+    """Remove the anonymous volumes made for container `cid` that no container uses; their names."""
+    removed, _ = await client.volumes.prune([volumelabels.anonymous_filter(cid)])
+    return removed
 
 
 async def seed_named(client: Client, container: Container) -> None:

@@ -7,12 +7,20 @@ container records, never of specs).
 
 `copy`: whether the volume is seeded from the image when it is empty (Docker's default; false is
 Docker's `nocopy`).
+
+An anonymous volume (`dock run -v /path`, or the image's VOLUME) is a volume like the others,
+named by 64 random hex digits and labelled with its owner, so `dock rm -v`, `--rm` (the
+daemon's auto-remove) and `dock volume ls` find it by one filter over volume records:
+
+    dockyard.volume/anonymous   "true"
+    dockyard.volume/container   the id of the container it was made for
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +28,8 @@ from dockyard_common.errors import InvalidArgument
 from dockyard_common.jsonutil import json_value
 
 MOUNTS = "dockyard.volume/mounts"
+ANONYMOUS = "dockyard.volume/anonymous"
+CONTAINER = "dockyard.volume/container"
 MAX_NAME = 128
 # Docker's rule for volume names (letters or digits first, at least two characters); never a
 # path, never hidden (the store keeps its staging entries as dot-names beside the volumes).
@@ -73,3 +83,18 @@ def names_in(labels: Mapping[str, str]) -> set[str]:
         return {m.name for m in decode(value)}
     except InvalidArgument:
         return set()
+
+
+def anonymous_name() -> str:
+    """A new anonymous volume's name: 64 random hex digits, as Docker's."""
+    return secrets.token_hex(32)
+
+
+def anonymous_labels(cid: str) -> dict[str, str]:
+    """The labels of an anonymous volume made for container `cid`."""
+    return {ANONYMOUS: "true", CONTAINER: cid}
+
+
+def anonymous_filter(cid: str) -> str:
+    """The volume filter (containerd's syntax) that matches the anonymous volumes of `cid`."""
+    return f'labels."{ANONYMOUS}"=="true",labels."{CONTAINER}"=={json.dumps(cid)}'

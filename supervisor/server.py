@@ -65,6 +65,7 @@ from supervisor.plugins import Plugin, PluginRegistry
 from supervisor.remote.hosts import Hosts, config_dir_for
 from supervisor.remote.registry import Registry
 from supervisor.rootlock import RootLock
+from supervisor.runtime.autoremove import AutoRemover
 from supervisor.runtime.copy import ContainerFiles
 from supervisor.runtime.events import serve_shim_events
 from supervisor.runtime.manager import TaskManager
@@ -168,7 +169,8 @@ class Runtime:
     tasks: TaskManager
     network: NetworkManager
     container_networks: ContainerNetworks  # the manager put to work by the tasks' lifecycle
-    restarts: RestartMonitor  # restart policies (containerd's restart labels)
+    restarts: RestartMonitor  # restart policies (containerd's restart labels), and --rm
+    volumes: VolumeStore  # named and anonymous volumes (the --rm of a container removes its anonymous ones)
 
     async def container_deleted(self, namespace: str, cid: str) -> None:
         """A container's record is gone: no restart of it, then the runtime lets go of the rest."""
@@ -262,7 +264,9 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     stack.push_async_callback(tasks.close)  # the shims and their containers keep running
     stats_control = ShimSamplerControl(tasks, stats)
     restarts = RestartMonitor(containers, tasks, storage.snapshots, meta.namespaces, events)
-    runtime = Runtime(containers, stats, stats_control, tasks, network, container_networks, restarts)
+    volumes = VolumeStore(cfg.root / "volumes", containers, storage.snapshots, cfg.root / "tmp")
+    runtime = Runtime(containers, stats, stats_control, tasks, network, container_networks, restarts, volumes)
+    restarts.remover = AutoRemover(containers, tasks, storage.snapshots, volumes, events, runtime.container_deleted)
     stack.push_async_callback(runtime.end_streams)
     stats.bind(stats_control)
     stats.network = network_counters_from(tasks, container_networks)
@@ -314,8 +318,7 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
                                                             cfg.root / "tmp"), runtime.tasks),
                 ["io.containerd.runtime.v2", "io.containerd.snapshotter.v1"]),
         Service("dockyard.network", NetworksService(runtime.network), ["io.containerd.runtime.v2"]),
-        Service("dockyard.volumes", VolumesService(VolumeStore(cfg.root / "volumes", runtime.containers,
-                                                               storage.snapshots, cfg.root / "tmp")),
+        Service("dockyard.volumes", VolumesService(runtime.volumes),
                 ["io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
         Service("leases", LeasesService(meta.leases, collector.collect, collector.schedule),
                 ["io.containerd.metadata.v1"]),
@@ -341,17 +344,17 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
         Service("dockyard.build", BuildService(builder, cfg.root / "tmp"),
                 ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1",
                  "io.containerd.runtime.v2"]),
-    ] + (cri_services(cfg, storage, runtime, registry, unpacker) if cfg.cri_enabled else [])
+    ] + (cri_services(cfg, storage, runtime, registry, unpacker, meta.leases) if cfg.cri_enabled else [])
 
 
-def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Registry, unpacker: Unpacker
-                 ) -> list[Service]:
+def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Registry, unpacker: Unpacker,
+                 leases: LeaseStore) -> list[Service]:
     """Kubernetes CRI (runtime.v1) on the same socket, as containerd serves it."""
     inspector = Inspector(storage.records, storage.images, storage.snapshots)
     images = CriImages(storage.images, inspector, registry, CRI_NAMESPACE, cfg.default_snapshotter,
                        cfg.root / "snapshots" / cfg.default_snapshotter)
     deps = SandboxDeps(runtime.containers, runtime.tasks, storage.snapshots, runtime.container_networks, images,
-                       inspector, unpacker, runtime.container_deleted)
+                       inspector, unpacker, runtime.container_deleted, leases, storage.collector.schedule)
     sandboxes = PodSandboxes(
         deps, SandboxSettings(cfg.cri_sandbox_image, cfg.default_network, cfg.default_snapshotter,
                               tuple(cfg.runtimes), files_dir=cfg.state / "cri" / "sandboxes"),

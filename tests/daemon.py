@@ -81,14 +81,15 @@ def dockyardd_command(*args: str) -> list[str]:
 
 
 def start_daemon(base: Path | None = None, extra: list[str] | None = None,
-                 wait: bool = True, netns: Path | None = None) -> DaemonProcess:
+                 wait: bool = True, netns: Path | None = None, private_ipc: bool = False) -> DaemonProcess:
     """Start dockyardd on private dirs (short paths: unix socket paths max out at 107 bytes).
 
     Unless `extra` names a --config, the daemon reads an empty <base>/config.toml: its config
     directory (the networks' net.d/, certs.d/) is then <base>, never the machine's /etc/dockyard,
     which the daemons of other tests would share. With `netns` (a pinned namespace file, see
     `pinned_netns`) the daemon runs inside it (`nsenter --net=`, not `ip netns exec`, which
-    remounts /sys and hides the cgroup mounts)."""
+    remounts /sys and hides the cgroup mounts). With `private_ipc` it runs in an IPC namespace of
+    its own (/proc/<pid>/ns/ipc), which is then the "host" IPC of its host-IPC containers."""
     base = base or Path(tempfile.mkdtemp(prefix="dy-"))
     log_path = base / "dockyardd.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
@@ -107,6 +108,8 @@ def start_daemon(base: Path | None = None, extra: list[str] | None = None,
     command = dockyardd_command(*args)
     if netns is not None:
         command = ["nsenter", f"--net={netns}", *command]
+    if private_ipc:
+        command = ["unshare", "--ipc", *command]  # exec'd in turn: the pid stays the daemon's
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=REPO,

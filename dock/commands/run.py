@@ -34,8 +34,8 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
                    help="type=bind,src=/host/path,dst=/container/path,options=rbind:ro")
     p.add_argument("--volume", "-v", action="append", default=[], metavar="SRC:DST[:OPTS]",
                    help="NAME:/path (a named volume, made on first use and, while empty, filled with the "
-                        "image's /path) or /host/path:/path (a bind; the host path must exist); OPTS: ro, rw, "
-                        "nocopy (volumes), a propagation (binds)")
+                        "image's /path), /path (an anonymous volume, likewise filled) or /host/path:/path (a "
+                        "bind; the host path must exist); OPTS: ro, rw, nocopy (volumes), a propagation (binds)")
     p.add_argument("--tmpfs", action="append", default=[], metavar="/PATH[:OPTS]",
                    help="a tmpfs at PATH (nosuid, nodev, noexec), e.g. /run:size=64m,mode=1777")
     p.add_argument("--read-only", action="store_true", help="mount the container's root file system read-only")
@@ -57,7 +57,8 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
                    help="the container's log (`dock logs`): max-size=10m, max-file=3 (default: the daemon's)")
     p.add_argument("--restart", default="no", metavar="POLICY",
                    help="restart the container when it exits: no (default), always, unless-stopped, "
-                        "on-failure[:MAX-RETRIES]; also when the daemon starts again")
+                        "on-failure[:MAX-RETRIES]; also when the daemon starts again (in the foreground: "
+                        "shows the first run and returns its exit status)")
     p.add_argument("--runtime", default=RUNC_V2, help=f"runtime name (default {RUNC_V2})")
     p.add_argument("--platform", default="", help="image platform, e.g. linux/arm64 (default: this host's)")
     p.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")
@@ -78,7 +79,9 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run a container from an image")
-    p.add_argument("--rm", action="store_true", help="remove the container (and its snapshot) when it exits")
+    p.add_argument("--rm", action="store_true",
+                   help="remove the container (its snapshot and anonymous volumes) when it exits, also once "
+                        "detached (-d, or ctrl-p ctrl-q): the daemon does it")
     p.add_argument("--detach", "-d", action="store_true", help="start the task and return, printing the id")
     p.add_argument("--interactive", "-i", action="store_true",
                    help="keep the process's stdin open (for `dock attach` too) and connect ours to it")
@@ -123,8 +126,6 @@ def restart_labels_from(args: argparse.Namespace) -> dict[str, str]:
     if policy.restarts and getattr(args, "rm", False):
         raise InvalidArgument("conflicting options: --restart and --rm (a container removed when it exits "
                               "cannot be restarted)")
-    if policy.restarts and not getattr(args, "detach", True):
-        raise InvalidArgument("--restart needs -d (--detach): a restarted task has no terminal to come back to")
     return restartpolicy.labels_for(policy)
 
 

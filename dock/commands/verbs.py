@@ -30,6 +30,7 @@ from dock.output import emit_json, emit_table, for_each
 from dock.ps import Filters, ago, command_of, command_text, image_text, process_started, ps_json, state_of, status_text
 from dock.runner import container_mounts, destroy_task, remove_container
 from dock.tasks import Process
+from dock.volumes import remove_anonymous
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.types import Container, Status
@@ -74,7 +75,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("rm", help="remove containers and their snapshots")
     p.add_argument("--force", "-f", action="store_true", help="kill a running container first")
     p.add_argument("--volumes", "-v", action="store_true",
-                   help="accepted for Docker's scripts: named volumes stay, and there are no anonymous ones")
+                   help="remove the container's anonymous volumes too (named volumes stay)")
     containers_arg(p, "refs", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=rm)
     p = sub.add_parser("wait", help="wait for containers to exit; print their exit codes")
@@ -282,6 +283,8 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
                                          "stop it first, or use dock rm -f")
             await destroy_task(client, c.id)
         await remove_container(client, c.id)
+        if args.volumes:
+            await remove_anonymous(client, c.id)
         return ref
     return await each(args.refs, act)
 

@@ -31,8 +31,11 @@ def set_propagation(target: str, flags: int) -> None:
 
 def bind_rootfs(rootfs: str) -> None:
     """Make `rootfs` a mount point whose parent mount is private (pivot_root's requirements)."""
-    # The parent mount of the new root must not be shared or pivot_root fails with EINVAL.
-    parent = _mount_point_of(os.path.dirname(rootfs))
+    # The parent mount of the new root must not be shared or pivot_root fails with EINVAL. The
+    # rootfs is usually a mount point itself (the snapshot's overlay), and that mount is the
+    # parent of the bind below: it, not the directory's, must be private (an rshared root
+    # propagation, as a CRI mount with rshared propagation asks, made it shared).
+    parent = _mount_point_of(rootfs)
     with contextlib.suppress(OSError):
         L.mount(None, parent, None, L.MS_PRIVATE)
     L.mount(rootfs, rootfs, None, L.MS_BIND | L.MS_REC)

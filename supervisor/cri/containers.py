@@ -58,6 +58,8 @@ from supervisor.cri.container_spec import PodContext, User, container_spec, cont
 from supervisor.cri.container_types import ContainerConfig, ContainerState, ContainerUsage, CriContainer, Resources
 from supervisor.cri.sandbox import KIND_LABEL, SPEC_TYPE_URL, PodSandboxes, SandboxDeps, unpacked_image
 from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
+from supervisor.images.inspect import Inspection
+from supervisor.images.leasing import temporary_lease
 from supervisor.runtime.stats import UNLIMITED, metrics_into_sample
 from supervisor.runtime.types import CreateOptions, ExecOptions, TaskState
 
@@ -151,38 +153,45 @@ class CriContainers:
             self._pending.add(key)
         cid = secrets.token_hex(32)
         try:
-            mounts = await self.d.snapshots.prepare(self.namespace, self.snapshotter, cid, image.layers[-1].chain_id)
-            try:
-                workdir = config.working_dir or str(image.config.config.get("WorkingDir") or "")
-                user = await asyncio.to_thread(_prepare_rootfs, mounts, self.exec_dir,
-                                               _user_text(config, image.config.config), workdir)
-                user = replace(user, additional_gids=user.additional_gids + config.security.supplemental_groups)
-                target_pid = await self._target_pid(config)
-                files = self.pods.files.paths(pod.id, pod.config.namespaces.ipc != NamespaceMode.NODE) \
-                    if self.pods.files is not None else None
-                devices = tuple([await asyncio.to_thread(host_device, d.container_path, d.host_path, d.permissions)
-                                  for d in config.devices])
-                spec = container_spec(config, PodContext(pod.id, pod.config, pod.pid, files), cid, self.namespace,
-                                      image_ref, image.config.config, user, target_pid, devices=devices)
-                await asyncio.to_thread(_make_host_paths, config)
-                log_path = os.path.join(pod.config.log_directory, config.log_path) \
-                    if config.log_path and pod.config.log_directory else ""
-                meta = _Meta(config.to_json(), pod.id, image_ref, image.config_descriptor.digest, log_path,
-                             stop_signal=_signal_of(str(image.config.config.get("StopSignal") or "")))
-                record = Container(id=cid, runtime_name=await self._runtime_of(pod),
-                                   spec=AnyValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
-                                   labels={KIND_LABEL: KIND_CONTAINER, SANDBOX_LABEL: pod.id}, image=image_ref,
-                                   snapshotter=self.snapshotter, snapshot_key=cid,
-                                   extensions={METADATA_EXTENSION: _meta_value(meta)})
-                await self.d.containers.create(self.namespace, record)
-            except BaseException:
-                with contextlib.suppress(NotFound):
-                    await uninterrupted(self.d.snapshots.remove(self.namespace, self.snapshotter, cid))
-                raise
+            async with temporary_lease(self.d.leases, self.namespace, self.d.on_lease_release) as lease:
+                # Leased until the record refers to it: the collector may run in between.
+                await self._create(pod, config, cid, image_ref, image, lease)
         finally:
             self._pending.discard(key)
         log.info("container %s (%s in pod %s) created", cid, config.metadata.name, pod.id)
         return cid
+
+    async def _create(self, pod: Sandbox, config: ContainerConfig, cid: str, image_ref: str, image: Inspection,
+                      lease: str) -> None:
+        mounts = await self.d.snapshots.prepare(self.namespace, self.snapshotter, cid, image.layers[-1].chain_id,
+                                                lease=lease)
+        try:
+            workdir = config.working_dir or str(image.config.config.get("WorkingDir") or "")
+            user = await asyncio.to_thread(_prepare_rootfs, mounts, self.exec_dir,
+                                           _user_text(config, image.config.config), workdir)
+            user = replace(user, additional_gids=user.additional_gids + config.security.supplemental_groups)
+            target_pid = await self._target_pid(config)
+            files = self.pods.files.paths(pod.id, pod.config.namespaces.ipc != NamespaceMode.NODE) \
+                if self.pods.files is not None else None
+            devices = tuple([await asyncio.to_thread(host_device, d.container_path, d.host_path, d.permissions)
+                              for d in config.devices])
+            spec = container_spec(config, PodContext(pod.id, pod.config, pod.pid, files), cid, self.namespace,
+                                  image_ref, image.config.config, user, target_pid, devices=devices)
+            await asyncio.to_thread(_make_host_paths, config)
+            log_path = os.path.join(pod.config.log_directory, config.log_path) \
+                if config.log_path and pod.config.log_directory else ""
+            meta = _Meta(config.to_json(), pod.id, image_ref, image.config_descriptor.digest, log_path,
+                         stop_signal=_signal_of(str(image.config.config.get("StopSignal") or "")))
+            record = Container(id=cid, runtime_name=await self._runtime_of(pod),
+                               spec=AnyValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
+                               labels={KIND_LABEL: KIND_CONTAINER, SANDBOX_LABEL: pod.id}, image=image_ref,
+                               snapshotter=self.snapshotter, snapshot_key=cid,
+                               extensions={METADATA_EXTENSION: _meta_value(meta)})
+            await self.d.containers.create(self.namespace, record)
+        except BaseException:
+            with contextlib.suppress(NotFound):
+                await uninterrupted(self.d.snapshots.remove(self.namespace, self.snapshotter, cid))
+            raise
 
     async def _runtime_of(self, pod: Sandbox) -> str:
         return (await self.d.containers.get(self.namespace, pod.id)).runtime_name

@@ -46,6 +46,7 @@ from supervisor.cri.sandbox_types import NamespaceMode, PodConfig, PodMetadata, 
 from supervisor.images.inspect import Inspection, Inspector
 from supervisor.images.unpack import Unpacker
 from supervisor.metadata.containers import ContainerStore
+from supervisor.metadata.leases import LeaseStore
 from supervisor.metadata.snapshots import SnapshotStore
 from supervisor.network.wiring import ContainerNetworks
 from supervisor.runtime.manager import TaskManager
@@ -73,6 +74,8 @@ class SandboxDeps:
     inspector: Inspector
     unpacker: Unpacker
     on_deleted: Callable[[str, str], Awaitable[None]]  # the runtime's: a container record is gone
+    leases: LeaseStore  # a container's snapshot is leased until its record refers to it
+    on_lease_release: Callable[[], None]  # the collector's: something may have become garbage
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,12 @@ Words (labels and rules: dockyard_common/restartpolicy.py, containerd's names):
 A pending restart is cancelled by an explicit stop, a user start, the container's delete and the
 daemon's stop; nothing the monitor starts outlives its container.
 
+The same exits drive `--rm` (dockyard_common/autoremove.py): a container with the auto-remove
+label and no restart policy is handed to the `remover` (autoremove.py) when its init exits; at
+the daemon's start, one whose task is stopped, or gone and made before this daemon started, is
+removed too (Docker's daemon removes them at its start); a catch-up reconcile removes the stopped
+ones.
+
     monitor = RestartMonitor(containers, tasks, snapshots, namespaces, events)
     monitor.start()          # after tasks.recover(); subscribes, then reconciles in the background
     ...
@@ -36,11 +42,14 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
+from datetime import UTC, datetime
+from typing import Protocol
 
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
 from dockyard_api.containerd.events import task_pb2 as task_events
+from dockyard_common import autoremove
 from dockyard_common import restartpolicy as rp
 from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, ResourceExhausted
 from dockyard_common.types import Container
@@ -95,6 +104,10 @@ def _has_restart_labels(labels: Mapping[str, str]) -> bool:
     return rp.POLICY_LABEL in labels or rp.STATUS_LABEL in labels
 
 
+class Remover(Protocol):
+    async def remove(self, namespace: str, judged: Container) -> bool: ...
+
+
 class RestartMonitor:
     def __init__(self, containers: ContainerStore, tasks: TaskManager, snapshots: SnapshotStore,
                  namespaces: NamespaceStore, events: Exchange) -> None:
@@ -111,6 +124,11 @@ class RestartMonitor:
         self._exit_pids: dict[Key, int] = {}  # the init pid of the last exit judged
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
+        self.remover: Remover | None = None  # `--rm`: set by the daemon before `start`
+        self._removing: set[Key] = set()
+        self._removals: set[asyncio.Task[None]] = set()  # finished, not cancelled, at close: half a removal
+        # would leave anonymous volumes no container names (the next start no longer sees them)
+        self._born = datetime.now(UTC)  # a container made before this is no client's run still being set up
         self.reconciled = asyncio.Event()  # set once the start-up reconcile is done
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -135,7 +153,8 @@ class RestartMonitor:
         """No restart from now on (the daemon stops): cancel the waiting and running ones."""
         self._closed = True
         for job in list(self._jobs):
-            job.cancel()
+            if job not in self._removals:
+                job.cancel()
         self._pending.clear()
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
@@ -259,12 +278,16 @@ class RestartMonitor:
             container = await self.containers.get(namespace, cid)
         except NotFound:
             return
-        if not _has_restart_labels(container.labels):
+        restarts = _has_restart_labels(container.labels)
+        if not restarts and not autoremove.wanted(container.labels):
             return
         if pid:
             if self._exit_pids.get(key) == pid:
                 return  # told twice while we read the record
             self._exit_pids[key] = pid
+        if not restarts:
+            self._remove(namespace, container)
+            return
         when = rp.rfc3339(exited_at_ns if exited_at_ns is not None else time.time_ns())
         container = await self._set_labels(namespace, cid, {rp.EXIT_STATUS_LABEL: str(status),
                                                             rp.EXITED_AT_LABEL: when}) or container
@@ -379,7 +402,14 @@ class RestartMonitor:
             for container in await self.containers.list(namespace):
                 if self._closed:
                     return
-                if not _has_restart_labels(container.labels) or (namespace, container.id) in self._pending:
+                if not _has_restart_labels(container.labels):
+                    if autoremove.wanted(container.labels):
+                        try:
+                            await self._judge_removal(namespace, container, daemon_start)
+                        except DockyardError as exc:
+                            log.warning("restart monitor: container %s/%s: %s", namespace, container.id, exc)
+                    continue
+                if (namespace, container.id) in self._pending:
                     continue
                 judged += 1
                 try:
@@ -407,6 +437,43 @@ class RestartMonitor:
         if now.status == Status.STOPPED:
             await self._exited(namespace, container.id, now.exit_status, now.exited_at_ns, now.pid,
                                daemon_start=daemon_start)
+
+    # -- --rm ----------------------------------------------------------------------------------
+
+    async def _judge_removal(self, namespace: str, container: Container, daemon_start: bool) -> None:
+        """At a reconcile: remove an --rm container whose task is stopped; at the daemon's start
+        also one whose task is gone (ended while none watched), unless it was made since."""
+        try:
+            task = self.tasks.get(namespace, container.id)
+        except NotFound:
+            made = container.created_at
+            if daemon_start and made is not None and made < self._born:
+                self._remove(namespace, container)
+            return
+        if (await task.state()).status == Status.STOPPED:
+            self._remove(namespace, container)
+
+    def _remove(self, namespace: str, container: Container) -> None:
+        """Hand the container to the remover, in the background (once at a time)."""
+        key = (namespace, container.id)
+        if self.remover is None or self._closed or key in self._removing:
+            return
+        remover = self.remover
+        self._removing.add(key)
+
+        async def remove() -> None:
+            try:
+                await remover.remove(namespace, container)
+            except DockyardError as exc:
+                log.warning("removing container %s/%s (--rm) failed: %s", namespace, container.id, exc)
+            except Exception:  # a bug must not pass silently in a task nobody awaits
+                log.exception("removing container %s/%s (--rm) failed", namespace, container.id)
+            finally:
+                self._removing.discard(key)
+
+        job = self._spawn(remove())
+        self._removals.add(job)
+        job.add_done_callback(self._removals.discard)
 
     # -- labels ------------------------------------------------------------------------------
 

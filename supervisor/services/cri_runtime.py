@@ -45,6 +45,12 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions))
 
     @rpc
+    async def RuntimeConfig(self, request: pb.RuntimeConfigRequest,
+                            context: grpc.aio.ServicerContext) -> pb.RuntimeConfigResponse:
+        # Pods' cgroup parents are cgroupfs paths (sandbox_spec.cgroups_path), never systemd slices.
+        return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=pb.CGROUPFS))
+
+    @rpc
     async def RunPodSandbox(self, request: pb.RunPodSandboxRequest,
                             context: grpc.aio.ServicerContext) -> pb.RunPodSandboxResponse:
         if not request.HasField("config"):

@@ -284,7 +284,7 @@ def test_no_restart_after_the_container_is_deleted(d: DaemonProcess) -> None:
     (["-d", "--restart", "sometimes"], "invalid restart policy 'sometimes'"),
     (["-d", "--restart", "always:2"], "only on-failure takes a maximum retry count"),
     (["-d", "--rm", "--restart", "on-failure"], "conflicting options: --restart and --rm"),
-    (["--restart", "unless-stopped"], "--restart needs -d"),
+    (["--rm", "--restart", "always"], "conflicting options: --restart and --rm"),  # in the foreground too
 ])
 def test_dock_run_refuses_a_bad_restart_option_in_words(d: DaemonProcess, args: list[str], words: str) -> None:
     cid = uid("bad")

@@ -140,8 +140,9 @@ def test_dock_restart_option_sets_labels_and_refuses_conflicts() -> None:
     assert restart_labels_from(_args("always")) == rp.labels_for(rp.parse("always"))  # containers create
     with pytest.raises(InvalidArgument, match="--restart and --rm"):
         restart_labels_from(_args("always", rm=True, detach=True))
-    with pytest.raises(InvalidArgument, match="needs -d"):
-        restart_labels_from(_args("unless-stopped", rm=False, detach=False))
+    # in the foreground too (Docker's): the client shows the first run, the daemon restarts it
+    assert restart_labels_from(_args("unless-stopped", rm=False, detach=False)) == rp.labels_for(
+        rp.parse("unless-stopped"))
     with pytest.raises(InvalidArgument, match="invalid restart policy"):
         restart_labels_from(_args("forever", rm=False, detach=True))
 

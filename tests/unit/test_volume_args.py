@@ -26,6 +26,10 @@ def test_named_volume() -> None:
     assert parse_volume("d.b-1_x:/x:rw,nocopy") == VolumeRequest("d.b-1_x", "/x", readonly=False, copy=False)
 
 
+def test_anonymous_volume() -> None:
+    assert parse_volume("/data") == VolumeRequest("", "/data")
+
+
 def test_bind_mount() -> None:
     assert parse_volume("/srv/a:/a") == {"type": "bind", "source": "/srv/a", "destination": "/a",
                                          "options": ["rbind"]}
@@ -34,7 +38,8 @@ def test_bind_mount() -> None:
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ("/data", "anonymous volumes are not supported"),
+    ("data", "want /path"),
+    ("/", "cannot be a mount point"),
     ("data:rel", "not an absolute path"),
     ("data:/", "cannot be a mount point"),
     ("a:/b:/c:ro", "want SOURCE:DESTINATION"),
