@@ -18,12 +18,12 @@ from google.protobuf import any_pb2, field_mask_pb2, timestamp_pb2
 from dockyard_api.containerd.services.containers.v1 import containers_pb2 as pb
 from dockyard_api.containerd.services.containers.v1 import containers_pb2_grpc as pb_grpc
 from dockyard_common.errors import Unimplemented
+from dockyard_common.ocispec import SPEC_TYPE_URL
 from dockyard_common.types import AnyValue, Container
 
 if TYPE_CHECKING:
     from dock.client import Client
 
-SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 RUNC_V2 = "io.containerd.runc.v2"
 
 

@@ -49,6 +49,7 @@ from dockyard_common.ocispec import (  # noqa: F401  (dock's spec API re-exports
     NAMESPACES,
     OCI_VERSION,
     READONLY_PATHS,
+    STOP_SIGNAL_LABEL,
     Spec,
     default_spec,
     with_default_unix_devices,
@@ -64,7 +65,6 @@ HOST_DEVICES_SKIPPED = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mo
 SHORT_ID = 12  # the hostname a container gets by default: its id's first characters, as Docker
 SECCOMP_DEFAULT, SECCOMP_UNCONFINED = "default", "unconfined"
 MAX_ID = 2**31 - 1  # runc wants uid/gid <= MaxInt32, and containerd follows it
-STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
 
 
 def host_devices(dev: Path = Path("/dev")) -> list[dict[str, Any]]:

@@ -11,6 +11,10 @@ from dockyard_common import capabilities
 Spec = dict[str, Any]  # an OCI runtime spec as its JSON object
 
 OCI_VERSION = "1.0.2-dev"  # the runtime-spec version containerd 1.6 writes
+# The Any type URL of a container record's spec, as containerd's client writes it.
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+# The container label where containerd's client (and `dock run`) keeps the image's StopSignal.
+STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 DEFAULT_CAPABILITIES = list(capabilities.DEFAULT)
 MASKED_PATHS = [

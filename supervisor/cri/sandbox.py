@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 from dockyard_common.imagespec import Matcher
+from dockyard_common.ocispec import SPEC_TYPE_URL
 from dockyard_common.types import AnyValue, Container, Status
 from supervisor.cri.images import CriImage, CriImages, PullAuth, is_image_id, reference_of
 from supervisor.cri.podfiles import PodFiles
@@ -54,7 +55,6 @@ from supervisor.runtime.types import CreateOptions, TaskState
 
 log = logging.getLogger("dockyard.cri")
 
-SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 KIND_LABEL = "io.cri-containerd.kind"  # containerd's: "sandbox" or "container"
 KIND_SANDBOX = "sandbox"
 METADATA_EXTENSION = "io.cri-containerd.sandbox.metadata"

@@ -52,6 +52,7 @@ from dockyard_api.containerd.events import task_pb2 as task_events
 from dockyard_common import autoremove
 from dockyard_common import restartpolicy as rp
 from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, ResourceExhausted
+from dockyard_common.ocispec import SPEC_TYPE_URL, STOP_SIGNAL_LABEL
 from dockyard_common.types import Container
 from supervisor.events import Event, Exchange
 from supervisor.metadata.containers import ContainerStore
@@ -63,8 +64,6 @@ from supervisor.runtime.types import CreateOptions, Mount, Status
 log = logging.getLogger("dockyard.restart")
 
 EXIT_FILTER = 'topic=="/tasks/exit"'
-SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
-STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"  # what `dock run` stores from the image
 # Signals whose default action ends a process: a user sending one means "stop"; others (HUP,
 # USR1, WINCH, ...) usually ask a running server to do something and are not stops.
 STOPPING_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})

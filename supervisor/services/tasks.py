@@ -16,6 +16,7 @@ from dockyard_api.containerd.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import metrics_pb2
 from dockyard_api.containerd.types.task import task_pb2
 from dockyard_common.errors import InvalidArgument, Unimplemented
+from dockyard_common.ocispec import SPEC_TYPE_URL
 from supervisor import filters
 from supervisor.metadata.containers import ContainerStore
 from supervisor.runtime.manager import TaskManager
@@ -25,7 +26,6 @@ from supervisor.runtime.types import AnyValue, CreateOptions, ExecOptions, Exit,
 from supervisor.services.context import namespace_of
 from supervisor.services.status import rpc
 
-SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 _STATUS_WORDS = {s: task_pb2.Status.Name(s).lower() for s in task_pb2.Status.values()}
 
 
