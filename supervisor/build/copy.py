@@ -270,6 +270,19 @@ def resolve_user(spec: str, root: Path) -> Owner:
     return Owner(uid, gid)
 
 
+def additional_gids(owner: Owner, root: Path) -> list[int]:
+    """A process' supplementary groups: its primary group and the /etc/group groups that list
+    its passwd name as a member, as containerd's WithAdditionalGIDs (and buildah) set them."""
+    names = [f[0] for f in (line.split(":") for line in (read_in_root(root, ("etc", "passwd")) or "").splitlines())
+             if len(f) >= 3 and f[2] == str(owner.uid)][:1]
+    gids = {owner.gid}
+    for line in (read_in_root(root, ("etc", "group")) or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[2].isdigit() and names and names[0] in fields[3].split(","):
+            gids.add(int(fields[2]))
+    return sorted(gids)
+
+
 def _passwd_entry(user: str, root: Path) -> tuple[int, int] | None:
     for line in (read_in_root(root, ("etc", "passwd")) or "").splitlines():
         fields = line.split(":")

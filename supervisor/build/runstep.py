@@ -11,8 +11,9 @@ Order, and why:
 2. The spec: containerd's default Linux spec, as `dock run` starts from it
    (dockyard_common/ocispec.py), without /run's tmpfs (buildkit's
    WithoutRunMount: what a RUN writes under /run belongs to the layer), with Docker's default
-   capabilities and seccomp profile (dockyard_common), the stage's env, user and working
-   directory. Network: "none" a new namespace (lo only), "host" the host's (and its resolv.conf
+   capabilities and seccomp profile (dockyard_common), the stage's env, user (its primary group
+   and /etc/group memberships as supplementary groups, as containerd and buildah set them) and
+   working directory. Network: "none" a new namespace (lo only), "host" the host's (and its resolv.conf
    and hosts, read-only), "default" the daemon's default network through the container labels
    the network wiring reads (dockyard_common/netlabels.py; a daemon run with
    --default-network none gives lo only).
@@ -54,7 +55,7 @@ from dockyard_common.errors import DockyardError, InvalidArgument, NotFound
 from dockyard_common.mounts import mounted
 from dockyard_common.netlabels import BRIDGE, NETWORKS
 from dockyard_common.types import Mount
-from supervisor.build.copy import make_workdir, resolve_user
+from supervisor.build.copy import Owner, additional_gids, make_workdir, resolve_user
 from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.types import CreateOptions
 
@@ -83,12 +84,13 @@ class RunSpec:
     mounts: tuple[dict[str, Any], ...] = ()  # OCI mounts for this step only (heredoc scripts, RUN --mount)
 
 
-def build_spec(namespace: str, cid: str, run: RunSpec, uid: int, gid: int) -> dict[str, Any]:
+def build_spec(namespace: str, cid: str, run: RunSpec, uid: int, gid: int,
+               gids: Sequence[int] = ()) -> dict[str, Any]:
     spec = ocispec.default_spec(namespace, cid)
     spec["mounts"] = copy.deepcopy(_RUN_MOUNTS)
     ocispec.with_default_unix_devices(spec)
     spec["process"].update({"args": list(run.argv), "env": list(run.env), "cwd": run.workdir or "/",
-                            "user": {"uid": uid, "gid": gid}})
+                            "user": {"uid": uid, "gid": gid, "additionalGids": list(gids) or [gid]}})
     spec["hostname"] = HOSTNAME
     spec["mounts"] += [copy.deepcopy(m) for m in run.mounts]
     if run.network == "host":
@@ -113,8 +115,8 @@ class StepRunner:
     async def run(self, ns: str, run: RunSpec, rootfs: Sequence[Mount], on_output: Output) -> int:
         """Run the command on `rootfs`; its exit status. See the module docstring."""
         cid = f"build-{secrets.token_hex(8)}"
-        uid, gid, stubs = await uninterrupted(asyncio.to_thread(self._prepare_rootfs, list(rootfs), run))
-        spec = build_spec(ns, cid, run, uid, gid)
+        owner, gids, stubs = await uninterrupted(asyncio.to_thread(self._prepare_rootfs, list(rootfs), run))
+        spec = build_spec(ns, cid, run, owner.uid, owner.gid, gids)
         try:
             return await self._run_task(ns, cid, spec, run, list(rootfs), on_output)
         finally:
@@ -122,16 +124,16 @@ class StepRunner:
                 await uninterrupted(asyncio.to_thread(self._remove_stubs, list(rootfs), stubs))
 
     def _prepare_rootfs(self, rootfs: list[Mount], run: RunSpec
-                        ) -> tuple[int, int, list[tuple[tuple[str, ...], int]]]:
+                        ) -> tuple[Owner, list[int], list[tuple[tuple[str, ...], int]]]:
         with mounted(rootfs, self.tmp_root) as root:
             owner = resolve_user(run.user, root) if run.user else None
             make_workdir(root, run.workdir or "/", owner)
+            gids = additional_gids(owner or Owner(0, 0), root)
             destinations = ([m["destination"] for m in _RUN_MOUNTS] + list(_NETWORK_FILES)
                             + [m["destination"] for m in run.mounts])
             stubs = [(parts, depth) for parts in (_parts(d) for d in destinations)
                      if (depth := _first_missing(root, parts)) is not None]
-        uid, gid = (owner.uid, owner.gid) if owner else (0, 0)
-        return uid, gid, stubs
+        return owner or Owner(0, 0), gids, stubs
 
     def _remove_stubs(self, rootfs: list[Mount], stubs: list[tuple[tuple[str, ...], int]]) -> None:
         try:
