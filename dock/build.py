@@ -16,7 +16,6 @@ directory with `.dockerignore` applied, as the docker CLI does. Errors are the d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import stat
 import tarfile
@@ -30,7 +29,7 @@ from dockyard_api.dockyard.build.v1 import build_pb2 as pb
 from dockyard_api.dockyard.build.v1 import build_pb2_grpc as pb_grpc
 from dockyard_common.aio import piped
 from dockyard_common.codes import error_from_status
-from dockyard_common.dockerignore import Matcher, go_clean, keep_build_files, read_patterns, walk_context
+from dockyard_common.dockerignore import Matcher, go_clean, read_patterns, walk_context
 from dockyard_common.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -170,14 +169,7 @@ def context_matcher(root: Path, dockerfile: Path | None = None) -> Matcher:
     except OSError as exc:
         raise _context_error(exc) from None
     patterns = read_patterns(text)
-    inside = _relative(dockerfile, root) if dockerfile is not None else "Dockerfile"
-    return Matcher(keep_build_files(patterns, inside or "Dockerfile"))
-
-
-def _relative(path: Path, root: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
-    return ""
+    return Matcher(patterns)
 
 
 def context_paths(root: Path, matcher: Matcher) -> list[str]:
@@ -278,7 +270,7 @@ def read_tar_context(f: IO[bytes], dockerfile: str = "Dockerfile") -> tuple[byte
         f.seek(0)
     if found is None:
         raise InvalidArgument(f"build context: no Dockerfile {dockerfile!r} in the archive")
-    return found, Matcher(keep_build_files(read_patterns(ignore), want))
+    return found, Matcher(read_patterns(ignore))
 
 
 async def tar_context(f: IO[bytes], matcher: Matcher) -> AsyncIterator[bytes]:

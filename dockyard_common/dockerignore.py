@@ -1,7 +1,6 @@
 """`.dockerignore`: which files of a build context the client leaves out, as docker does.
 
     patterns = read_patterns(Path(ctx, ".dockerignore").read_text())
-    patterns = keep_build_files(patterns, "Dockerfile")    # the daemon needs these anyway
     matcher = Matcher(patterns)
     matcher.excluded("node_modules/x/y.js")                # True / False
     for rel in walk_context(ctx, matcher): ...             # what to send, in walk order
@@ -12,6 +11,9 @@ docker CLI applies before sending the context:
   trimmed, empty lines skipped; a leading `!` makes an exception (re-includes); patterns are
   cleaned like Go's filepath.Clean and a leading `/` dropped (they are relative to the
   context root, never matched at any depth as in .gitignore).
+- nothing is kept back for the build's own files: the Dockerfile travels in the build's
+  options, so one the .dockerignore leaves out (or the .dockerignore itself) is not in the
+  context and COPY cannot copy it, which is docker's rule for them.
 - `*` matches within one path component, `?` one character, `[...]` a class, `\\` escapes,
   and `**` any number of components (`**/x` is x at any depth, `x/**` everything below x).
 - the last matching pattern wins; a path is also excluded when one of its parent directories
@@ -74,16 +76,6 @@ def read_patterns(text: str) -> list[str]:
             if len(pattern) > 1 and pattern.startswith("/"):
                 pattern = pattern[1:]
         out.append("!" + pattern if invert else pattern)
-    return out
-
-
-def keep_build_files(patterns: Sequence[str], dockerfile: str) -> list[str]:
-    """The patterns plus exceptions for the Dockerfile and .dockerignore when they are excluded:
-    the docker CLI sends both whatever the file says (TrimBuildFilesFromExcludes)."""
-    out = list(patterns)
-    for name in (go_clean(dockerfile), ".dockerignore"):
-        if Matcher(out).excluded(name):
-            out.append("!" + name)
     return out
 
 

@@ -251,15 +251,19 @@ def test_multi_stage(rig: Rig, target: str) -> None:
     assert_same(ours, theirs, runs=bool(target))
 
 
-def test_dockerignore(rig: Rig) -> None:
-    ctx = rig.context("ignoring", IGNORING, {
-        ".dockerignore": DOCKERIGNORE, "app.txt": "app\n", "debug.log": "no\n", "keep.log": "yes\n",
+@pytest.mark.parametrize("build_files", [False, True])
+def test_dockerignore(rig: Rig, build_files: bool) -> None:
+    """With `build_files` the .dockerignore leaves out the Dockerfile and itself: both still
+    reach the builder, and COPY copies neither (docker's and buildah's rule)."""
+    ignore = DOCKERIGNORE + ("Dockerfile\n.dockerignore\n" if build_files else "")
+    ctx = rig.context(f"ignoring-{build_files}", IGNORING, {
+        ".dockerignore": ignore, "app.txt": "app\n", "debug.log": "no\n", "keep.log": "yes\n",
         "secret/key": "no\n", "src/x.tmp": "no\n", "src/deep/y.tmp": "no\n", "src/main.c": "int main;\n"})
-    ours, theirs = rig.both(ctx, tag="diff-ignore:1")
+    ours, theirs = rig.both(ctx, tag=f"diff-ignore:{int(build_files)}")
     assert_same(ours, theirs, runs=False)
-    assert sorted(p for p in ours.files if p.startswith("/ctx/")) == [
-        "/ctx/.dockerignore", "/ctx/Dockerfile", "/ctx/app.txt", "/ctx/keep.log", "/ctx/src", "/ctx/src/deep",
-        "/ctx/src/main.c"]
+    build = [] if build_files else ["/ctx/.dockerignore", "/ctx/Dockerfile"]
+    assert sorted(p for p in ours.files if p.startswith("/ctx/")) == sorted([
+        *build, "/ctx/app.txt", "/ctx/keep.log", "/ctx/src", "/ctx/src/deep", "/ctx/src/main.c"])
 
 
 def test_heredoc_matches_buildah_without_heredocs(rig: Rig) -> None:

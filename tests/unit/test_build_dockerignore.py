@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_common.dockerignore import Matcher, go_clean, keep_build_files, read_patterns, walk_context
+from dockyard_common.dockerignore import Matcher, go_clean, read_patterns, walk_context
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.gomatch import has_magic, match
 
@@ -51,11 +51,6 @@ def test_bad_patterns() -> None:
         Matcher(["!"])
     with pytest.raises(InvalidArgument, match="syntax error"):
         Matcher(["a["])
-
-
-def test_keep_build_files() -> None:
-    assert keep_build_files(["*"], "Dockerfile") == ["*", "!Dockerfile", "!.dockerignore"]
-    assert keep_build_files(["node_modules"], "./build/Dockerfile") == ["node_modules"]
 
 
 def test_walk_context(tmp_path: Path) -> None:
