@@ -127,9 +127,11 @@ class Differ:
 
     async def diff(self, ns: str, lower: Sequence[Mount], upper: Sequence[Mount], *, media_type: str = "",
                    ref: str = "", labels: Mapping[str, str] | None = None, lease: str = "",
-                   mtime_clamp: int | None = None) -> Descriptor:
+                   mtime_clamp: int | None = None, from_upperdir: bool = False) -> Descriptor:
         """Write the changes from `lower` to `upper` as a new layer blob in the content store
-        (`mtime_clamp`: no entry newer than it, see archive/diff.py)."""
+        (`mtime_clamp`: no entry newer than it, see archive/diff.py). `from_upperdir`: when
+        `upper` is an overlay on `lower`, walk only what its upperdir holds (our builds; the
+        bytes then need not be containerd's, see archive/diff.py write_diff)."""
         media_type = media_type or MEDIA_TYPE_OCI_LAYER_GZIP
         compression = compression_for_media_type(media_type)
         if compression is None:
@@ -141,8 +143,9 @@ class Differ:
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "w+b") as out:
+                changed = _upperdir(upper) if from_upperdir else None
                 diff_id, written = await asyncio.to_thread(
-                    self._diff, list(lower), list(upper), out, compression, mtime_clamp)
+                    self._diff, list(lower), list(upper), out, compression, mtime_clamp, changed)
                 out.seek(0)
                 digest = await self._store(ns, out, written, ref or f"diff-{secrets.token_hex(8)}",
                                            {**(labels or {}), UNCOMPRESSED_LABEL: diff_id}, lease)
@@ -151,7 +154,7 @@ class Differ:
         return Descriptor(media_type, digest, written)
 
     def _diff(self, lower: list[Mount], upper: list[Mount], out: BinaryIO, compression: Any,
-              mtime_clamp: int | None = None) -> tuple[str, int]:
+              mtime_clamp: int | None = None, changed: Path | None = None) -> tuple[str, int]:
         counted = DigestingWriter(out)
         with open_compressor(cast(BinaryIO, counted), compression, helper=self.compress_helper) as compressor:
             uncompressed = DigestingWriter(compressor)
@@ -161,7 +164,7 @@ class Differ:
             # opaque markers, and judges changes on the merged views).
             with mounted(lower, self.tmp_root, readonly=True) if lower else _EmptyDir(self.tmp_root) as low, \
                     mounted(_readonly_view(upper), self.tmp_root) as up:
-                write_diff(low, up, sink, mtime_clamp=mtime_clamp)
+                write_diff(low, up, sink, mtime_clamp=mtime_clamp, changed=changed)
         out.flush()
         return uncompressed.digest, counted.size
 
@@ -183,6 +186,14 @@ class Differ:
             with contextlib.suppress(Exception):
                 await writer.close()
             raise
+
+
+def _upperdir(mounts: Sequence[Mount]) -> Path | None:
+    """The upperdir of `mounts` when they are one overlay (a snapshot on a parent), else None."""
+    if len(mounts) != 1 or mounts[0].type != "overlay":
+        return None
+    upper = overlay_dirs(mounts[0].options).upper
+    return Path(upper) if upper else None
 
 
 def _readonly_view(mounts: Sequence[Mount]) -> list[Mount]:

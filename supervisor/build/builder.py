@@ -423,8 +423,10 @@ class _Build:
             async with self.view(result.chain) as lower:
                 docker = docker_layers(result.base, COMPRESSION)
                 # the walk runs in a thread on our mounts: a cancelled build lets it end first
+                # The step's overlay upperdir names what it changed: only that is walked.
                 layer = await uninterrupted(self.b.writer.diff(self.ns, lower, mounts, COMPRESSION, self.lease,
-                                                               docker=docker, mtime_clamp=self.epoch))
+                                                               docker=docker, mtime_clamp=self.epoch,
+                                                               from_upperdir=True))
             chain = chain_ids([*result.diff_ids, layer.diff_id])[-1]
             try:
                 await self.s.snapshots.commit(self.ns, sn, chain, active, lease=self.lease)

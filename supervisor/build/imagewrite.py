@@ -142,11 +142,13 @@ class ImageWriter:
     # -- layers ----------------------------------------------------------------------------------
 
     async def diff(self, ns: str, lower: Sequence[Mount], upper: Sequence[Mount], compression: Compression,
-                   lease: str, *, docker: bool = False, mtime_clamp: int | None = None) -> Layer:
+                   lease: str, *, docker: bool = False, mtime_clamp: int | None = None,
+                   from_upperdir: bool = False) -> Layer:
         """The changes from `lower` (empty: from nothing) to `upper` as a layer blob under `lease`
-        (`mtime_clamp`: SOURCE_DATE_EPOCH, no entry newer than it)."""
+        (`mtime_clamp`: SOURCE_DATE_EPOCH, no entry newer than it; `from_upperdir`: see Differ.diff)."""
         media_type = media_type_for(compression, docker=docker)
-        desc = await self.differ.diff(ns, lower, upper, media_type=media_type, lease=lease, mtime_clamp=mtime_clamp)
+        desc = await self.differ.diff(ns, lower, upper, media_type=media_type, lease=lease, mtime_clamp=mtime_clamp,
+                                      from_upperdir=from_upperdir)
         return Layer(desc, await self._diff_id(ns, desc))
 
     async def _diff_id(self, ns: str, desc: Descriptor) -> str:

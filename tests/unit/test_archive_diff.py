@@ -196,3 +196,67 @@ def test_pax_record_length_counts_its_own_digits() -> None:
         record = _pax_record(b"path", b"a" * n)
         length, _, rest = record.partition(b" ")
         assert int(length) == len(record) and rest == b"path=" + b"a" * n + b"\n"
+
+
+def _overlay_change(work: Path, case: DiffCase) -> tuple[Path, Path, Path]:
+    """The case's base in `lower`, its change made through an overlay on it: (lower, upperdir, merged)."""
+    lower, upper, ovl_work, merged = (work / n for n in ("lower", "upper", "ovl-work", "merged"))
+    for d in (lower, upper, ovl_work, merged):
+        d.mkdir()
+    case.base(lower)
+    settle(lower, BASE_TIME)
+    mount_overlay([str(lower)], str(upper), str(ovl_work), str(merged))
+    case.change(merged)
+    settle(merged, CHANGE_TIME)
+    return lower, upper, merged
+
+
+def _entries(raw: bytes) -> dict[str, tuple[object, ...]]:
+    return {m.name: (m.type, m.mode, m.uid, m.gid, m.size, m.linkname) for m in _members(raw)}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_walking_the_upperdir_only_gives_the_same_change(work: Path, name: str) -> None:
+    """Builds walk only what the step's upperdir holds (write_diff's `changed`): applied, the
+    layer makes the same tree as the full walk's; it holds every entry the full walk writes,
+    plus at most directories the step copied up without changing them."""
+    lower, upperdir, merged = _overlay_change(work, CASES[name])
+    full = io.BytesIO()
+    write_diff(lower, merged, full, whiteout_mtime=CHANGE_TIME)
+    pruned = io.BytesIO()
+    write_diff(lower, merged, pruned, whiteout_mtime=CHANGE_TIME, changed=upperdir)
+    ours, theirs = _entries(pruned.getvalue()), _entries(full.getvalue())
+    assert {n: e for n, e in ours.items() if n in theirs} == theirs
+    assert all(ours[n][0] == tarfile.DIRTYPE for n in set(ours) - set(theirs)), set(ours) - set(theirs)
+    results = []
+    for i, raw in enumerate((full.getvalue(), pruned.getvalue())):
+        result = work / f"result-{i}"
+        _copy(lower, result)
+        apply_layer(io.BytesIO(raw), result, whiteout_mode="delete")  # type: ignore[arg-type]
+        results.append(_state(result))
+    assert results[1] == results[0] == _state(merged)
+
+
+def test_walking_the_upperdir_skips_untouched_trees(work: Path) -> None:
+    """A step that adds one file next to a big untouched tree reads nothing of that tree."""
+    lower, upper, ovl_work, merged = (work / n for n in ("lower", "upper", "ovl-work", "merged"))
+    for d in (lower, upper, ovl_work, merged):
+        d.mkdir()
+    (lower / "big").mkdir()
+    for i in range(50):
+        (lower / "big" / f"f{i}").write_text("x")
+    mount_overlay([str(lower)], str(upper), str(ovl_work), str(merged))
+    (merged / "new").write_text("n")
+    seen: list[bytes] = []
+    real_listdir = os.listdir
+
+    def listdir(path: bytes) -> list[bytes]:
+        seen.append(path)
+        return real_listdir(path)
+
+    out = io.BytesIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("supervisor.archive.diff.os.listdir", listdir)
+        write_diff(lower, merged, out, changed=upper)
+    assert [m.name for m in _members(out.getvalue())] == ["new"]
+    assert not any(p.endswith(b"/big") for p in seen), seen
