@@ -7,7 +7,9 @@ anonymous volumes (dockyard_common/volumelabels.py), whether a client is attache
 starts removes those whose task ended while none watched. A restart policy wins over it (`dock`
 refuses the two together, as Docker does).
 
-    dockyard.auto-remove   "true"
+    dockyard.auto-remove         "true"
+    dockyard.auto-remove.held    set while `dock restart` stops and starts it again: that exit
+                                 is no reason to remove it (Docker's restart keeps an --rm container)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 LABEL = "dockyard.auto-remove"
+HELD = "dockyard.auto-remove.held"
 
 
 def labels() -> dict[str, str]:
@@ -22,4 +25,4 @@ def labels() -> dict[str, str]:
 
 
 def wanted(found: Mapping[str, str]) -> bool:
-    return found.get(LABEL) == "true"
+    return found.get(LABEL) == "true" and HELD not in found

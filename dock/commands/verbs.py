@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from dock.ps import Filters, ago, command_of, command_text, image_text, process_
 from dock.runner import container_mounts, destroy_task, remove_container
 from dock.tasks import Process
 from dock.volumes import remove_anonymous
+from dockyard_common import autoremove
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.types import Container, Status
@@ -242,8 +244,15 @@ async def stop(client: Client, args: argparse.Namespace) -> int:
 async def restart(client: Client, args: argparse.Namespace) -> int:
     async def act(ref: str) -> str:
         c = await resolve(client, ref)
+        held = autoremove.LABEL in c.labels  # an --rm container: its stop here must not remove it
+        if held:
+            c = await client.containers.update(replace(c, labels={**c.labels, autoremove.HELD: "restart"}),
+                                               [f"labels.{autoremove.HELD}"])
         await stop_container(client, c, args.time)
         await start_container(client, c)
+        if held:
+            labels = {k: v for k, v in c.labels.items() if k != autoremove.HELD}
+            await client.containers.update(replace(c, labels=labels), [f"labels.{autoremove.HELD}"])
         return ref
     return await each(args.refs, act)
 

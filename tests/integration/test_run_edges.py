@@ -167,6 +167,25 @@ def test_detached_rm_container_is_removed_when_it_exits(d: DaemonProcess) -> Non
     assert volume[0] not in cli(d).ok("volume", "ls", "-q").split()
 
 
+def test_restart_keeps_an_rm_container_and_a_later_stop_removes_it(d: DaemonProcess) -> None:
+    """Docker's restart of an --rm container restarts it; its stop inside the restart is no exit
+    to remove it for. A plain stop afterwards is."""
+    cid = uid("rs-rm")
+    cli(d).ok("run", "-d", "--rm", "--net", "none", "--name", cid, IMAGE, "sleep", "100000")
+    def running() -> int | None:
+        found = task(d, cid)
+        return found[0] if found is not None and found[1] == "RUNNING" else None
+
+    first = wait_until(running, timeout=30, what=f"{cid} running")
+    cli(d).ok("restart", "-t", "1", cid)
+    again = wait_until(running, timeout=30, what=f"{cid} running again")
+    assert again != first, "a new init after the restart"
+    assert not gone(d, cid)
+    assert autoremove.HELD not in labels(d, cid) and labels(d, cid).get(autoremove.LABEL) == "true"
+    cli(d).ok("stop", "-t", "1", cid)
+    wait_until(lambda: gone(d, cid), timeout=30, what=f"{cid} removed by the daemon after it stopped")
+
+
 def test_it_rm_detached_with_the_keys_is_removed_when_it_later_exits(d: DaemonProcess) -> None:
     cid = uid("it-rm")
     term = Terminal(d, "run", "-it", "--rm", "--net", "none", "--name", cid, IMAGE, "sh")
