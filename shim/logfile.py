@@ -106,6 +106,14 @@ class LogWriter:
         return os.open(os.path.join(self.config.path, self.config.file),
                        os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
+    def reopen(self) -> None:
+        """Open the log's path again (a new file when it was renamed, as kubelet rotates) and
+        write there from now on; the new one is opened first, so a failure keeps the old."""
+        fd = self._open()
+        os.close(self._fd)
+        self._fd = fd
+        self.size = os.fstat(fd).st_size
+
     def write_buffers(self, buffers: list[Buffer]) -> None:
         """Append whole records given as buffers: one writev(2) while they fit the file, else
         joined and cut at record ends by `write`."""
@@ -243,6 +251,10 @@ class LogSink:
         self._live: dict[int, str] = {}  # the thread's: sources not at EOF yet
         self._ended: set[str] = set()  # sources whose EOF the thread wrote
         self._source_done: dict[str, asyncio.Event] = {}
+        self._reopens: list[asyncio.Future[None]] = []  # reopen calls the thread has to answer
+        # Bytes the thread has written so far (it alone adds; the loop only reads it): how an
+        # exit that waits for the output tells a slow disk, still going, from a stuck pipe.
+        self.progress = 0
         self._loop = asyncio.get_running_loop()
         self._room = asyncio.Event()
         self._done = asyncio.Event()
@@ -301,6 +313,20 @@ class LogSink:
             self._wake()
         await self._done.wait()
 
+    async def reopen(self) -> None:
+        """Reopen the log file at its path (ReopenContainerLog). The thread does it between two
+        writes: what it read before is in the old file, what comes after in the new one."""
+        if self._thread.ident is None:  # not started: nothing writes, do it here
+            self._writer.reopen()
+            return
+        done: asyncio.Future[None] = self._loop.create_future()
+        with self._lock:
+            if self._done.is_set() or self._stop:
+                raise FailedPrecondition("the container log is closed: its output has ended")
+            self._reopens.append(done)
+            self._wake()
+        await done
+
     async def aclose(self) -> None:
         """Stop (Delete): write what is queued or read, close the files."""
         if self._thread.ident is None:  # never started (the init never existed)
@@ -345,15 +371,20 @@ class LogSink:
                 with self._lock:
                     batch = list(self._queue)
                     self._queue.clear()
+                    reopens, self._reopens = self._reopens, []
                     stop = self._stop
-                    if not batch and not stop and self._open_streams > 0:
+                    if not batch and not reopens and not stop and self._open_streams > 0:
                         self._sleeping = True
                 if stop:
                     self._write(fmt, batch + self._stop_sources(), wrote=sum(len(d) for _, _, d in batch if d),
                                 eof=False)
+                    self._answer(reopens, FailedPrecondition("the container log is closed: the task is deleted"))
                     break
                 if batch:
                     self._write(fmt, batch, wrote=sum(len(d) for _, _, d in batch if d))
+                if reopens:
+                    self._reopen(reopens)
+                if batch or reopens:
                     continue  # more may have come meanwhile: look again before sleeping
                 with self._lock:
                     if self._open_streams <= 0:
@@ -387,9 +418,36 @@ class LogSink:
                 self._writer.close()
             with self._lock:
                 self._close_wake()
+                reopens, self._reopens = self._reopens, []
+            self._answer(reopens, FailedPrecondition("the container log is closed: its output has ended"))
             for event in [*self._source_done.values(), self._done, self._room]:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                     self._loop.call_soon_threadsafe(event.set)
+
+    def _reopen(self, calls: list[asyncio.Future[None]]) -> None:
+        try:
+            self._writer.reopen()
+        except OSError as exc:
+            log.error("reopening the container log failed: %s", exc)
+            self._answer(calls, FailedPrecondition(f"reopening the container log {self._writer.config.path}/"
+                                                   f"{self._writer.config.file}: {exc.strerror or exc}"))
+            return
+        self._answer(calls, None)
+
+    def _answer(self, calls: list[asyncio.Future[None]], error: Exception | None) -> None:
+        """Resolve reopen calls (from the thread) on the loop."""
+        def resolve() -> None:
+            for call in calls:
+                if call.done():  # the caller went away
+                    continue
+                if error is None:
+                    call.set_result(None)
+                else:
+                    call.set_exception(error)
+
+        if calls:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(resolve)
 
     @staticmethod
     def _read(fd: int) -> bytes | None:
@@ -433,6 +491,7 @@ class LogSink:
             self._writer.write_buffers(out)
         except OSError as exc:
             log.error("writing the container log failed, %d bytes lost: %s", size, exc)
+        self.progress += size
         if wrote:
             with self._lock:
                 self._queued -= wrote

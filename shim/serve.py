@@ -21,10 +21,11 @@ from collections.abc import Callable
 from google.protobuf import empty_pb2
 
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
-from dockyard_api.dockyard.shim.v1 import stats_pb2
+from dockyard_api.dockyard.shim.v1 import log_pb2, stats_pb2
 from dockyard_common import linux
 from dockyard_common.shimlaunch import Launch
 from dockyard_common.ttrpc import RequestContext, TTRPCServer
+from shim.logservice import LogService
 from shim.publisher import Publisher
 from shim.reaper import Reaper
 from shim.service import TaskService
@@ -145,6 +146,7 @@ async def serve(namespace: str, bundle: str, listener_fd: int, socket_path: str,
     # Our extension: cgroup samples pushed to the daemon while it watches (see shim.stats).
     stats = service.stats = StatsService(namespace, service.containers, events_address)
     server.register(stats_pb2.DESCRIPTOR.services_by_name["Stats"], stats)
+    server.register(log_pb2.DESCRIPTOR.services_by_name["Log"], LogService(service.containers))
     try:
         st = os.stat(socket_path)
         inode: tuple[int, int] | None = (st.st_dev, st.st_ino)

@@ -35,7 +35,7 @@ from shim.stdio import StdioPaths
 
 log = logging.getLogger("dockyard.shim")
 
-DRAIN_TIMEOUT = 2.0  # how long an exit waits for output still held open by a forked child
+DRAIN_TIMEOUT = 2.0  # how long an exit waits with no output moving (a forked child holds the pipe)
 EXECS_TIMEOUT = 2.0  # how long an init's exit waits for its execs' exits to be reported first
 EMPTY = empty_pb2.Empty()
 
@@ -93,7 +93,8 @@ class TaskService:
 
     async def _report(self, c: Container, p: Process) -> None:
         if p.io is not None and not await p.io.drained(DRAIN_TIMEOUT):
-            log.warning("container %s: output of %s still open %.0fs after its exit", c.id, p.id, DRAIN_TIMEOUT)
+            log.warning("container %s: output of %s still open after its exit, nothing moving for %.0fs", c.id, p.id,
+                        DRAIN_TIMEOUT)
         if p is c.init:
             if c.attach is not None:  # after the output, before anyone is told of the exit
                 c.attach.exited(p.exit_status, p.exited_at)

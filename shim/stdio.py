@@ -46,7 +46,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard_common.errors import InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from shim.init import StdioFds
 from shim.logfile import LogConfig, LogSink
 
@@ -56,6 +56,7 @@ CHUNK = 32 * 1024
 LOG_CHUNK = 256 * 1024  # reads of a logged stream
 LOG_PIPE_SIZE = 1 << 20  # the kernel's default pipe-max-size
 BINARY_READY_TIMEOUT = 10.0  # containerd's wait for a logging binary to signal it is ready
+DRAIN_LIMIT = 30.0  # the longest an exit waits for output that is still moving
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ class ProcessIO:
         self._ours: list[int | None] = [None, None, None]  # our side of each pipe
         self._console: int | None = None
         self._outputs: list[asyncio.Task[None]] = []
+        self._copied = 0  # output bytes the loop's copiers read (the log's thread counts its own)
         self._stdin_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -255,7 +257,9 @@ class ProcessIO:
     def _make_pipes(self) -> None:
         for i, end in enumerate(self._ends):
             logged = i > 0 and self._sink is not None
-            kept = i == 0 and self.open_stdin  # stdin for attached clients, no FIFO needed
+            # An open stdin is for attached clients (no FIFO needed), and so is the output then:
+            # without a log or FIFO it would go to /dev/null, never reaching them.
+            kept = self.open_stdin
             if end is None and not logged and not kept:
                 continue
             if end is not None and not end.fifo and not logged:
@@ -301,7 +305,7 @@ class ProcessIO:
                 self._stdin_task = self._spawn(self._copy_stdin(stdin.fd, pipe_in))
             for i in (1, 2):
                 src, end = self._ours[i], self._ends[i]
-                if src is not None and (end is not None or self._sink is not None):
+                if src is not None and (end is not None or self._sink is not None or self.open_stdin):
                     self._outputs.append(self._spawn(self._output(src, end.fd if end else None,
                                                                   ("stdout", "stderr")[i - 1])))
         if self._sink is not None:
@@ -347,6 +351,7 @@ class ProcessIO:
                     raise
                 if not data:
                     break
+                self._copied += len(data)
                 if sink is not None:
                     await sink.put(stream, data)
                 if self._tap is not None:
@@ -415,6 +420,12 @@ class ProcessIO:
     def logged(self) -> bool:
         return self._sink is not None
 
+    async def reopen_log(self) -> None:
+        """Reopen the container log's file at its path (FailedPrecondition without a log)."""
+        if self._sink is None:
+            raise FailedPrecondition("the container has no log to reopen")
+        await self._sink.reopen()
+
     @property
     def stdin_open(self) -> bool:
         return self.open_stdin and self._attached_stdin() is not None
@@ -459,14 +470,24 @@ class ProcessIO:
         with contextlib.suppress(OSError):
             set_winsize(self._console, height, width)
 
-    async def drained(self, timeout: float) -> bool:
-        """Wait until the output is copied and the FIFOs closed; False if `timeout` passed first
-        (a forked child still holds the pipe: copying goes on in the background)."""
-        pending = [t for t in self._outputs if not t.done()]
-        if not pending:
-            return True
-        done, _ = await asyncio.wait(pending, timeout=timeout)
-        return len(done) == len(pending)
+    async def drained(self, timeout: float, limit: float = DRAIN_LIMIT) -> bool:
+        """Wait until the output is copied and the FIFOs closed; False once `timeout` passed
+        with no byte copied or written to the log (a forked child holds the pipe open: copying
+        goes on in the background), or `limit` in all. A slow disk under the log, still
+        writing what the process left in the pipe, is waited for: what was printed before the
+        exit is in the log when the exit is told."""
+        pending = {t for t in self._outputs if not t.done()}
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + limit
+        while pending:
+            before = self._progress()
+            _, pending = await asyncio.wait(pending, timeout=max(0.0, min(timeout, give_up - loop.time())))
+            if pending and (self._progress() == before or loop.time() >= give_up):
+                return False
+        return True
+
+    def _progress(self) -> int:
+        return self._copied + (self._sink.progress if self._sink is not None else 0)
 
     async def aclose(self) -> None:
         """Stop copying and close every fd (Delete)."""

@@ -39,6 +39,9 @@ from supervisor.content.local import LocalContentStore
 from supervisor.cri.containers import CriContainers
 from supervisor.cri.images import CRI_NAMESPACE, CriImages
 from supervisor.cri.sandbox import PodSandboxes, SandboxDeps, SandboxSettings
+from supervisor.cri.stream_backend import CriStreamBackend
+from supervisor.cri.streaming.server import StreamServer
+from supervisor.cri.streams import CriStreams
 from supervisor.differ import Differ
 from supervisor.diskreserve import DiskReserve
 from supervisor.events import Exchange
@@ -344,11 +347,12 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
         Service("dockyard.build", BuildService(builder, cfg.root / "tmp"),
                 ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1",
                  "io.containerd.runtime.v2"]),
-    ] + (cri_services(cfg, storage, runtime, registry, unpacker, meta.leases) if cfg.cri_enabled else [])
+    ] + (cri_services(cfg, storage, runtime, registry, unpacker, meta.leases, daemon._started)
+         if cfg.cri_enabled else [])
 
 
 def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Registry, unpacker: Unpacker,
-                 leases: LeaseStore) -> list[Service]:
+                 leases: LeaseStore, stack: AsyncExitStack) -> list[Service]:
     """Kubernetes CRI (runtime.v1) on the same socket, as containerd serves it."""
     inspector = Inspector(storage.records, storage.images, storage.snapshots)
     images = CriImages(storage.images, inspector, registry, CRI_NAMESPACE, cfg.default_snapshotter,
@@ -360,8 +364,11 @@ def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Regi
                               tuple(cfg.runtimes), files_dir=cfg.state / "cri" / "sandboxes"),
         CRI_NAMESPACE)
     containers = CriContainers(deps, sandboxes, cfg.state / "cri" / "exec")
+    # The streaming server listens from the first Exec/Attach/PortForward; it stops with the daemon.
+    streams = CriStreams(StreamServer(CriStreamBackend(containers, sandboxes)), containers, sandboxes)
+    stack.push_async_callback(streams.close)
     return [
-        Service("cri.runtime", CriRuntimeService(sandboxes, containers), ["io.containerd.runtime.v2"]),
+        Service("cri.runtime", CriRuntimeService(sandboxes, containers, streams), ["io.containerd.runtime.v2"]),
         Service("cri.images", CriImageService(images),
                 ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1"]),
     ]

@@ -26,7 +26,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard_common import capabilities, ocispec
+from dockyard_common import attachsock, capabilities, ocispec
 from dockyard_common.errors import InvalidArgument
 from supervisor.cri.container_types import ContainerConfig, Propagation
 from supervisor.cri.podfiles import PodPaths
@@ -144,6 +144,8 @@ def container_spec(config: ContainerConfig, pod: PodContext, cid: str, namespace
         SANDBOX_NAMESPACE: pod.config.metadata.namespace, SANDBOX_UID: pod.config.metadata.uid,
         CONTAINER_NAME: config.metadata.name, SANDBOX_IMAGE_NAME: image_ref,
     }
+    if config.stdin:  # the shim keeps the init's stdin for attached clients (CRI Attach)
+        spec["annotations"][attachsock.OPEN_STDIN] = "true"
     return spec
 
 

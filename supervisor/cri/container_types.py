@@ -103,6 +103,7 @@ class ContainerConfig:
     log_path: str = ""
     tty: bool = False
     stdin: bool = False
+    stdin_once: bool = False  # the first attach's end of input closes the container's stdin
     resources: Resources = field(default_factory=Resources)
     security: ContainerSecurity = field(default_factory=ContainerSecurity)
 
@@ -123,7 +124,8 @@ class ContainerConfig:
                                        Propagation(m["propagation"])) for m in data["mounts"]),
                 devices=tuple(DeviceSpec(**d) for d in data["devices"]),
                 labels=dict(data["labels"]), annotations=dict(data["annotations"]), log_path=data["log_path"],
-                tty=data["tty"], stdin=data["stdin"], resources=Resources(**data["resources"]),
+                tty=data["tty"], stdin=data["stdin"],
+                stdin_once=bool(data.get("stdin_once", False)), resources=Resources(**data["resources"]),
                 security=ContainerSecurity(
                     **{**sec, "supplemental_groups": tuple(sec["supplemental_groups"]),
                        "add_capabilities": tuple(sec["add_capabilities"]),
@@ -166,6 +168,7 @@ class ContainerUsage:
     memory_usage: int | None = None
     memory_rss: int | None = None
     memory_available: int | None = None  # limit minus working set, when limited
+    process_count: int | None = None  # processes in its cgroup (pod stats sum them)
     writable_bytes: int | None = None
     writable_inodes: int | None = None
     fs_mountpoint: str = ""

@@ -49,6 +49,7 @@ from dockyard_common.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    Unimplemented,
 )
 from dockyard_common.mounts import mounted
 from dockyard_common.netlabels import CONTAINER as JOIN_NETWORK
@@ -61,6 +62,7 @@ from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
 from supervisor.images.inspect import Inspection
 from supervisor.images.leasing import temporary_lease
 from supervisor.runtime.stats import UNLIMITED, metrics_into_sample
+from supervisor.runtime.task import Task
 from supervisor.runtime.types import CreateOptions, ExecOptions, TaskState
 
 log = logging.getLogger("dockyard.cri")
@@ -356,28 +358,24 @@ class CriContainers:
 
     async def stats(self, cid: str) -> ContainerUsage:
         found = await self._find(cid)
-        return await self._usage(self._view(found, await self._task_state(found.record.id)))
+        return await self.usage(self._view(found, await self._task_state(found.record.id)))
 
     async def list_stats(self, cid: str = "", pod_id: str = "", selector: Mapping[str, str] | None = None
                          ) -> builtins.list[ContainerUsage]:
         """The usage of every container that runs (a task's cgroup to read), filtered as `list`."""
-        return [await self._usage(c) for c in await self.list(cid, None, pod_id, selector)
+        return [await self.usage(c) for c in await self.list(cid, None, pod_id, selector)
                 if c.state == ContainerState.RUNNING]
 
-    async def _usage(self, c: CriContainer) -> ContainerUsage:
+    async def usage(self, c: CriContainer) -> ContainerUsage:
+        """What the container uses now (its task's cgroup, its writable layer)."""
         now = time.time_ns()
         fields: dict[str, Any] = {}
-        try:
-            metrics = await self.d.tasks.get(self.namespace, c.id).stats()
-        except NotFound:
-            metrics = None
-        if metrics is not None:
-            sample = stats_pb.Sample()
-            metrics_into_sample(metrics.type_url, metrics.value, sample)
+        sample = await task_sample(self.d, self.namespace, c.id)
+        if sample is not None:
             mem = sample.memory
             working_set = max(0, mem.usage - mem.inactive_file)
             fields.update(cpu_usage_ns=sample.cpu.usage_total_ns, memory_working_set=working_set,
-                          memory_usage=mem.usage, memory_rss=mem.rss)
+                          memory_usage=mem.usage, memory_rss=mem.rss, process_count=sample.pids.current)
             if 0 < mem.limit < UNLIMITED:
                 fields["memory_available"] = max(0, mem.limit - working_set)
         with contextlib.suppress(NotFound):
@@ -407,13 +405,29 @@ class CriContainers:
             found.record = await self.d.containers.update(self.namespace, found.record,
                                                           ["spec", f"extensions.{METADATA_EXTENSION}"])
 
+    # -- logs ----------------------------------------------------------------------------
+
+    async def reopen_log(self, cid: str) -> None:
+        """ReopenContainerLog: kubelet renamed the log file; the shim that writes it opens the
+        path again (a new file). FailedPrecondition unless the container runs, as containerd."""
+        found = await self._find(cid)
+        cid = found.record.id
+        state = await self._task_state(cid)
+        if state is None or state.status not in (Status.RUNNING, Status.PAUSED):
+            raise FailedPrecondition(f"container {cid} is not running: its log cannot be reopened")
+        if not found.meta.log_path:
+            raise FailedPrecondition(f"container {cid} has no log path: there is no log to reopen")
+        try:
+            await self.d.tasks.get(self.namespace, cid).reopen_log()
+        except Unimplemented:
+            raise FailedPrecondition(f"container {cid}: the shim of runtime {found.record.runtime_name!r} "
+                                     "cannot reopen container logs") from None
+
     # -- exec ----------------------------------------------------------------------------
 
-    async def exec_sync(self, cid: str, cmd: builtins.list[str], timeout: float) -> ExecResult:
-        """Run `cmd` in the running container and collect its output; DeadlineExceeded (the
-        process killed) when it runs longer than `timeout` seconds (0: no limit)."""
-        if not cmd:
-            raise InvalidArgument("exec sync: cmd must not be empty")
+    async def exec_target(self, cid: str) -> tuple[str, Task, dict[str, Any]]:
+        """For an exec in running container `cid`: its full id, task and init's process spec (the
+        exec's starting point: user, env, cwd, capabilities). FailedPrecondition if it does not run."""
         found = await self._find(cid)
         cid = found.record.id
         try:
@@ -424,7 +438,19 @@ class CriContainers:
         if not running:
             raise FailedPrecondition(f"container {cid} is not running")
         assert found.record.spec is not None
-        process = dict(json.loads(found.record.spec.value)["process"])
+        return cid, task, dict(json.loads(found.record.spec.value)["process"])
+
+    async def config_of(self, cid: str) -> tuple[str, ContainerConfig]:
+        """Container `cid`'s full id and CRI config (NotFound, InvalidArgument)."""
+        found = await self._find(cid)
+        return found.record.id, found.config
+
+    async def exec_sync(self, cid: str, cmd: builtins.list[str], timeout: float) -> ExecResult:
+        """Run `cmd` in the running container and collect its output; DeadlineExceeded (the
+        process killed) when it runs longer than `timeout` seconds (0: no limit)."""
+        if not cmd:
+            raise InvalidArgument("exec sync: cmd must not be empty")
+        cid, task, process = await self.exec_target(cid)
         process.update(args=list(cmd), terminal=False)
         exec_id = f"exec-sync-{secrets.token_hex(6)}"
         await asyncio.to_thread(self.exec_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
@@ -517,6 +543,19 @@ class CriContainers:
         elif state.status == Status.UNKNOWN:
             out.state = ContainerState.UNKNOWN
         return out
+
+
+async def task_sample(deps: SandboxDeps, namespace: str, cid: str) -> stats_pb.Sample | None:
+    """The cgroup metrics of task `cid` as its shim reports them; None without a task (or metrics)."""
+    try:
+        metrics = await deps.tasks.get(namespace, cid).stats()
+    except NotFound:
+        return None
+    if metrics is None:
+        return None
+    sample = stats_pb.Sample()
+    metrics_into_sample(metrics.type_url, metrics.value, sample)
+    return sample
 
 
 def _signal_of(text: str) -> int:

@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError, Message
 from dockyard_api.containerd.events import task_pb2 as task_events
 from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.containerd.types import mount_pb2
-from dockyard_api.dockyard.shim.v1 import stats_pb2
+from dockyard_api.dockyard.shim.v1 import log_pb2, stats_pb2
 from dockyard_common import shimlaunch
 from dockyard_common.errors import DeadlineExceeded, Internal, Unavailable
 from dockyard_common.ttrpc import ConnectionClosed, TTRPCClient
@@ -37,6 +37,7 @@ from supervisor.runtime.types import AnyValue, CreateOptions, ExecOptions, Exit,
 log = logging.getLogger("dockyard.runtime")
 TASK_SERVICE = "containerd.task.v2.Task"
 STATS_SERVICE = "dockyard.shim.v1.Stats"
+LOG_SERVICE = "dockyard.shim.v1.Log"
 NAMESPACE_KEY = "containerd-namespace-ttrpc"
 START_TIMEOUT = 30.0
 M = TypeVar("M", bound=Message)
@@ -262,6 +263,12 @@ class ShimClient:
     async def unwatch_stats(self, timeout: float | None) -> None:
         await self.call("Unwatch", stats_pb2.UnwatchRequest(id=self.bundle.id), empty_pb2.Empty, timeout,
                         service=STATS_SERVICE)
+
+    # -- dockyard.shim.v1.Log (our extension: the container log the shim writes) ------------
+
+    async def reopen_log(self, timeout: float | None) -> None:
+        await self.call("Reopen", log_pb2.ReopenRequest(id=self.bundle.id), empty_pb2.Empty, timeout,
+                        service=LOG_SERVICE)
 
     async def shutdown(self) -> None:
         """Ask the shim to exit; it may drop the connection before answering, which is fine."""

@@ -143,3 +143,7 @@ class Task:
 
     async def unwatch_stats(self, timeout: float | None = CONTROL_TIMEOUT) -> None:
         await self.shim.unwatch_stats(timeout)
+
+    async def reopen_log(self, timeout: float | None = CONTROL_TIMEOUT) -> None:
+        """Have the shim reopen the container log it writes at its path (after a rename)."""
+        await self.shim.reopen_log(timeout)

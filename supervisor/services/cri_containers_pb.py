@@ -24,6 +24,9 @@ from supervisor.cri.sandbox_types import NamespaceMode
 from supervisor.services.cri_sandbox_pb import seccomp_of
 
 WHERE = "container config"
+MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262144  # the kernel's range (cgroup v1 cpu.shares)
+MIN_CPU_PERIOD, MAX_CPU_PERIOD = 1000, 1_000_000  # CFS bandwidth: 1 ms .. 1 s; a quota is at least 1 ms
+MIN_MEMORY = 6 << 20  # Docker's minimum: below it a container is OOM-killed before it runs anything
 
 
 def container_config(config: pb.ContainerConfig) -> ContainerConfig:
@@ -46,7 +49,7 @@ def container_config(config: pb.ContainerConfig) -> ContainerConfig:
         envs=tuple(envs), mounts=tuple(_mount(i, m) for i, m in enumerate(config.mounts)),
         devices=tuple(_device(i, d) for i, d in enumerate(config.devices)),
         labels=dict(config.labels), annotations=dict(config.annotations), log_path=config.log_path,
-        tty=config.tty, stdin=config.stdin, resources=resources_of(linux.resources),
+        tty=config.tty, stdin=config.stdin, stdin_once=config.stdin_once, resources=resources_of(linux.resources),
         security=_security(linux.security_context))
 
 
@@ -83,6 +86,19 @@ def resources_of(r: pb.LinuxContainerResources) -> Resources:
     for name in ("cpu_period", "cpu_quota", "cpu_shares", "memory_limit_in_bytes"):
         if getattr(r, name) < 0 and not (name == "cpu_quota" and r.cpu_quota == -1):
             raise InvalidArgument(f"{WHERE}: resources.{name} must not be negative")
+    # What the kernel would refuse (or, for shares, silently clamp) at the start: said at create.
+    if r.cpu_shares and not MIN_CPU_SHARES <= r.cpu_shares <= MAX_CPU_SHARES:
+        raise InvalidArgument(f"{WHERE}: resources.cpu_shares {r.cpu_shares} must be within "
+                              f"{MIN_CPU_SHARES}..{MAX_CPU_SHARES}")
+    if r.cpu_period and not MIN_CPU_PERIOD <= r.cpu_period <= MAX_CPU_PERIOD:
+        raise InvalidArgument(f"{WHERE}: resources.cpu_period {r.cpu_period} must be within "
+                              f"{MIN_CPU_PERIOD}..{MAX_CPU_PERIOD} (microseconds)")
+    if r.cpu_quota > 0 and r.cpu_quota < MIN_CPU_PERIOD:
+        raise InvalidArgument(f"{WHERE}: resources.cpu_quota {r.cpu_quota} must be at least {MIN_CPU_PERIOD} "
+                              "(microseconds), or -1 for none")
+    if r.memory_limit_in_bytes and r.memory_limit_in_bytes < MIN_MEMORY:
+        raise InvalidArgument(f"{WHERE}: resources.memory_limit_in_bytes {r.memory_limit_in_bytes} is below "
+                              f"the minimum of {MIN_MEMORY >> 20} MiB")
     if r.oom_score_adj and not -1000 <= r.oom_score_adj <= 1000:
         raise InvalidArgument(f"{WHERE}: resources.oom_score_adj must be within -1000..1000")
     return Resources(r.cpu_period, r.cpu_quota, r.cpu_shares, r.memory_limit_in_bytes, r.oom_score_adj,

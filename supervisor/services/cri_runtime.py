@@ -2,9 +2,9 @@
 (supervisor/cri/sandbox.py; messages converted in cri_sandbox_pb.py) and containers
 (supervisor/cri/containers.py; cri_containers_pb.py).
 
-Streaming (Exec, Attach, PortForward), pod stats and log reopening are not served yet: each such call answers
-UNIMPLEMENTED naming the call, so kubelet and crictl say what is missing instead of failing
-with a bare "Method not implemented!".
+Exec, Attach and PortForward answer with one-time URLs of the streaming server
+(supervisor/cri/streams.py). A call not served yet answers UNIMPLEMENTED naming the call, so
+kubelet and crictl say what is missing instead of failing with a bare "Method not implemented!".
 """
 
 from __future__ import annotations
@@ -20,17 +20,23 @@ from dockyard_api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from dockyard_common.errors import InvalidArgument, Unimplemented
 from supervisor.cri import runtime
 from supervisor.cri.containers import CriContainers
+from supervisor.cri.podstats import PodStats
 from supervisor.cri.sandbox import PodSandboxes
 from supervisor.cri.sandbox_types import SandboxState
+from supervisor.cri.streaming.types import AttachRequest, ExecRequest, PortForwardRequest
+from supervisor.cri.streams import CriStreams
 from supervisor.services import cri_containers_pb as cpb
+from supervisor.services.cri_podstats_pb import pod_stats_pb
 from supervisor.services.cri_sandbox_pb import pod_config, sandbox_pb, status_pb
 from supervisor.services.status import rpc, rpc_stream
 
 
 class RuntimeService(pb_grpc.RuntimeServiceServicer):
-    def __init__(self, sandboxes: PodSandboxes, containers: CriContainers) -> None:
+    def __init__(self, sandboxes: PodSandboxes, containers: CriContainers, streams: CriStreams) -> None:
         self.sandboxes = sandboxes
         self.containers = containers
+        self.streams = streams
+        self.pod_stats = PodStats(containers)
 
     @rpc
     async def Version(self, request: pb.VersionRequest, context: grpc.aio.ServicerContext) -> pb.VersionResponse:
@@ -144,6 +150,24 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         return pb.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
 
     @rpc
+    async def Exec(self, request: pb.ExecRequest, context: grpc.aio.ServicerContext) -> pb.ExecResponse:
+        url = await self.streams.exec(ExecRequest(request.container_id, tuple(request.cmd), request.tty,
+                                                  request.stdin, request.stdout, request.stderr))
+        return pb.ExecResponse(url=url)
+
+    @rpc
+    async def Attach(self, request: pb.AttachRequest, context: grpc.aio.ServicerContext) -> pb.AttachResponse:
+        url = await self.streams.attach(AttachRequest(request.container_id, request.tty, request.stdin,
+                                                      request.stdout, request.stderr))
+        return pb.AttachResponse(url=url)
+
+    @rpc
+    async def PortForward(self, request: pb.PortForwardRequest,
+                          context: grpc.aio.ServicerContext) -> pb.PortForwardResponse:
+        url = await self.streams.port_forward(PortForwardRequest(request.pod_sandbox_id, tuple(request.port)))
+        return pb.PortForwardResponse(url=url)
+
+    @rpc
     async def ContainerStats(self, request: pb.ContainerStatsRequest,
                              context: grpc.aio.ServicerContext) -> pb.ContainerStatsResponse:
         return pb.ContainerStatsResponse(stats=cpb.stats_pb(await self.containers.stats(request.container_id)))
@@ -162,6 +186,24 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             raise InvalidArgument("update container resources: linux resources are missing")
         await self.containers.update_resources(request.container_id, cpb.resources_of(request.linux))
         return pb.UpdateContainerResourcesResponse()
+
+    @rpc
+    async def PodSandboxStats(self, request: pb.PodSandboxStatsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.PodSandboxStatsResponse:
+        return pb.PodSandboxStatsResponse(stats=pod_stats_pb(await self.pod_stats.stats(request.pod_sandbox_id)))
+
+    @rpc
+    async def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.ListPodSandboxStatsResponse:
+        f = request.filter
+        found = await self.pod_stats.list(f.id, dict(f.label_selector))
+        return pb.ListPodSandboxStatsResponse(stats=[pod_stats_pb(u) for u in found])
+
+    @rpc
+    async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.ReopenContainerLogResponse:
+        await self.containers.reopen_log(request.container_id)
+        return pb.ReopenContainerLogResponse()
 
 
 def unimplemented(service: str, method: str, streaming: bool) -> Callable[..., Any]:

@@ -37,9 +37,6 @@ NOT_HERE = {
     r"[Bb]enchmark": "benchmarks, not conformance (bench/cri.py)",
     r"public image with digest should be pulled and removed":
         "pins a real public image by digest: a look-alike cannot have that digest, and nothing outside is reachable",
-    r"Streaming runtime should support streaming interfaces":
-        "not built yet: the streaming server (Exec, Attach, PortForward URLs; issue 16)",
-    r"runtime should support reopening container log": "not built yet: ReopenContainerLog (issue 16)",
     r"Image Volume \[Feature:ImageVolume\]": "not built yet: image volumes (Kubernetes 1.31's feature gate)",
     r"mount with 'rshared' should support propagation from host to container and vice versa":
         "not built yet: container-to-host propagation needs the container's mounts to be the host's peers, and the"

@@ -46,7 +46,7 @@ def test_config_round_trips_through_its_stored_form() -> None:
         command=["sh"], envs=[pb.KeyValue(key="A", value=b"1")], labels={"k": "v"},
         mounts=[pb.Mount(container_path="/data/", host_path="/srv", readonly=True,
                          propagation=pb.PROPAGATION_HOST_TO_CONTAINER)],
-        linux=pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(memory_limit_in_bytes=1 << 20),
+        linux=pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(memory_limit_in_bytes=16 << 20),
                                       security_context=pb.LinuxContainerSecurityContext(
                                           capabilities=pb.Capability(add_capabilities=["NET_ADMIN"])))))
     assert cfg.mounts[0].container_path == "/data" and cfg.envs == (("A", "1"),)
@@ -63,6 +63,11 @@ def test_config_round_trips_through_its_stored_form() -> None:
     ({"envs": [pb.KeyValue(key="A=B", value=b"")]}, "envs[0]"),
     ({"mounts": [pb.Mount(container_path="rel", host_path="/x")]}, "mounts[0]"),
     ({"linux": pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(cpu_shares=-1))}, "cpu_shares"),
+    ({"linux": pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(cpu_shares=1))}, "cpu_shares 1"),
+    ({"linux": pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(cpu_period=10))}, "cpu_period"),
+    ({"linux": pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(cpu_quota=10))}, "cpu_quota"),
+    ({"linux": pb.LinuxContainerConfig(resources=pb.LinuxContainerResources(memory_limit_in_bytes=4096))},
+     "below the minimum"),
     ({"linux": pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
         namespace_options=pb.NamespaceOption(pid=pb.TARGET)))}, "target_id"),
 ])

@@ -118,3 +118,60 @@ def test_bad_paths(tmp_path: Path) -> None:
         ProcessIO.open(StdioPaths(stdout="ftp://x"))
     with pytest.raises(InvalidArgument):
         ProcessIO.open(StdioPaths(stdin=f"file://{tmp_path}/in"))
+
+
+async def test_an_exit_waits_for_a_slow_log_while_it_still_writes(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process printed and exited; the log's disk is slow. Each `timeout` passes with bytes
+    still being written: the drain waits on, and the log is whole when it says so."""
+    from shim.logfile import Buffer, LogConfig, LogWriter
+    from supervisor.logs.store import UNROTATED
+
+    slow = LogWriter.write_buffers
+
+    def write_slowly(self: LogWriter, buffers: list[Buffer]) -> None:
+        time.sleep(0.05)
+        slow(self, buffers)
+
+    monkeypatch.setattr(LogWriter, "write_buffers", write_slowly)
+    monkeypatch.setattr("shim.logfile.READ_SIZE", 4096)  # many writes, each slow
+    io = ProcessIO.open(StdioPaths(), log_config=LogConfig(str(tmp_path), UNROTATED, 1, "0.log"))
+    proc = spawn(io, "sh", "-c", "i=0; while [ $i -lt 6000 ]; do echo line $i; i=$((i+1)); done")
+    try:
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+        started = time.monotonic()
+        assert await io.drained(0.3)  # far longer than 0.3 s in all, but never 0.3 s without a byte
+        assert time.monotonic() - started > 0.3
+        lines = [ln for ln in (tmp_path / "0.log").read_bytes().splitlines() if b" F line " in ln]
+        assert len(lines) == 6000
+    finally:
+        await io.aclose()
+
+
+async def test_a_child_that_keeps_writing_is_waited_for_only_up_to_the_limit(tmp_path: Path) -> None:
+    _, stdout, _ = fifos(tmp_path)
+    out = os.open(stdout, os.O_RDONLY | os.O_NONBLOCK)
+    io = ProcessIO.open(StdioPaths(stdout=str(stdout)))
+    pidfile = tmp_path / "writer.pid"
+    proc = spawn(io, "sh", "-c", f"(while :; do echo more; sleep 0.01; done) & echo $! > {pidfile}")
+    drain = asyncio.ensure_future(asyncio.sleep(0))
+    try:
+        assert await asyncio.to_thread(proc.wait, 5) == 0
+
+        async def empty_the_fifo() -> None:
+            while True:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(out, 65536)
+                await asyncio.sleep(0.01)
+        drain = asyncio.ensure_future(empty_the_fifo())
+        started = time.monotonic()
+        assert not await io.drained(0.3, limit=1.0)  # bytes keep coming: only the limit ends it
+        assert 0.9 < time.monotonic() - started < 3
+    finally:
+        drain.cancel()
+        with contextlib.suppress(BaseException):
+            await drain
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        await io.aclose()
+        os.close(out)
