@@ -5,6 +5,11 @@ The daemon and critest run in a network namespace this module pins and in the da
 namespace (the host-IPC specs make SysV shared memory segments in "the host's"), with the public
 images critest pulls served by a mirror inside the namespace (tests/cri_mirror.py). Benchmarks are
 bench/cri.py's business, not this suite's.
+
+2026-12-06: 93 specs run, 93 pass. critest skips 36 more by itself, for what this host or
+Dockyard does not offer: NRI (13: no NRI socket), AppArmor (9: disabled on this kernel), user
+namespaces (6: no runtime handler reports them), recursive read-only mounts (4),
+SupplementalGroupsPolicy (2) and the CRI metrics calls (2) - the last four not built yet.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ def test_critest_passes(critest: tuple[Run, DaemonProcess]) -> None:
     assert run.returncode == 0, run.output[-3000:]
     # What runs: everything but NOT_HERE and the features this kernel or host lacks (AppArmor,
     # NRI's socket, user namespaces...). Fewer passing specs than this means specs went missing.
-    assert counts["passed"] >= 85, run.summary()
+    assert counts["passed"] >= 91, run.summary()  # containerd 1.6.20 passed 89 here (issue 16)
 
 
 def test_the_daemon_stayed_healthy(critest: tuple[Run, DaemonProcess]) -> None:
