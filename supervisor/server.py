@@ -364,6 +364,7 @@ def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Regi
                               tuple(cfg.runtimes), files_dir=cfg.state / "cri" / "sandboxes"),
         CRI_NAMESPACE)
     containers = CriContainers(deps, sandboxes, cfg.state / "cri" / "exec")
+    runtime.restarts.exit_observers.append(containers.on_exit)  # an exited container's shim goes
     # The streaming server listens from the first Exec/Attach/PortForward; it stops with the daemon.
     streams = CriStreams(StreamServer(CriStreamBackend(containers, sandboxes)), containers, sandboxes)
     stack.push_async_callback(streams.close)

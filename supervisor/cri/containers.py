@@ -310,6 +310,23 @@ class CriContainers:
             await self.d.containers.delete(self.namespace, cid)
         await self.d.on_deleted(self.namespace, cid)
 
+    async def on_exit(self, namespace: str, cid: str) -> None:
+        """A task's init exited (the runtime's exit monitor tells every one): for a container of
+        ours the exit goes into its record and the task, with its shim, goes, as containerd's CRI
+        does at TaskExit. Kubelet keeps exited containers for a while; their shims need not live."""
+        if namespace != self.namespace:
+            return
+        try:
+            record = await self.d.containers.get(namespace, cid)
+        except NotFound:
+            return
+        if record.labels.get(KIND_LABEL) != KIND_CONTAINER:
+            return
+        async with self._lock(cid):
+            state = await self._task_state(cid)
+            if state is not None and state.status == Status.STOPPED:
+                await self._stop(cid, 0)  # nothing to kill: records the exit, deletes the task
+
     async def stop_pod(self, pod_id: str) -> None:
         """StopPodSandbox: every container of the pod is killed (containerd's timeout 0)."""
         for found in await self._all(pod_id):

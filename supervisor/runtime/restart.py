@@ -41,7 +41,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -85,6 +85,13 @@ def _exit_of(event: Event) -> tuple[str, int, int | None, int] | None:
     return exit.container_id, exit.exit_status, stamp or None, exit.pid
 
 
+async def _observed(observer: Callable[[str, str], Awaitable[None]], namespace: str, cid: str) -> None:
+    try:
+        await observer(namespace, cid)
+    except DockyardError as exc:
+        log.warning("exit of container %s/%s: %s", namespace, cid, exc)
+
+
 def _signal_number(text: str) -> int | None:
     text = text.strip().upper()
     if text.isdigit():
@@ -124,6 +131,8 @@ class RestartMonitor:
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
         self.remover: Remover | None = None  # `--rm`: set by the daemon before `start`
+        # Told of every init's exit, in the background (the CRI frees an exited container's shim).
+        self.exit_observers: list[Callable[[str, str], Awaitable[None]]] = []
         self._removing: set[Key] = set()
         self._removals: set[asyncio.Task[None]] = set()  # finished, not cancelled, at close: half a removal
         # would leave anonymous volumes no container names (the next start no longer sees them)
@@ -263,6 +272,8 @@ class RestartMonitor:
                       pid: int = 0, daemon_start: bool = False) -> None:
         """Record the exit on the container; schedule a restart if its policy wants one (at the
         daemon's start at once, else after the back-off)."""
+        for observer in self.exit_observers:
+            self._spawn(_observed(observer, namespace, cid))
         key = (namespace, cid)
         if pid and self._exit_pids.get(key) == pid:
             return  # the same exit told twice (the shim's event, then its cleanup's)

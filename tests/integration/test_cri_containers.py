@@ -230,6 +230,10 @@ def test_exit_codes_and_reasons(clean: CriRig) -> None:
     status = rig.status(failing)
     assert (status["exitCode"], status["reason"]) == (3, "Error")
     assert status["finishedAt"] >= status["startedAt"]
+    # As containerd's CRI at the exit: the exit is recorded and the task, with its shim, goes.
+    wait_until(lambda: not {failing, done} & set(ok(ctr(rig.d, "tasks", "ls", "-q", namespace=CRI_NS)).split()),
+               what="the exited containers' tasks to be deleted")
+    assert (rig.status(failing)["exitCode"], rig.status(failing)["reason"]) == (3, "Error")
     assert (rig.status(done)["exitCode"], rig.status(done)["reason"]) == (0, "Completed")
     res = rig.crictl("start", failing)  # an exited container cannot start again
     assert res.returncode != 0 and "not CREATED" in res.stderr, res
