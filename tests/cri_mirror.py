@@ -55,7 +55,7 @@ class Mirror:
     names: list[str]
 
 
-def _rootfs(tmp: Path, extra: dict[str, str] | None = None, *, users: str = "", groups: str = "") -> bytes:
+def busybox_layer(tmp: Path, extra: dict[str, str] | None = None, *, users: str = "", groups: str = "") -> bytes:
     """A busybox root with every applet, ipcs and pgrep, and `extra` executable scripts."""
     root = make_busybox_rootfs(tmp / "rootfs", all_applets=True)
     for name, text in {"usr/bin/ipcs": IPCS, "usr/bin/pgrep": PGREP, **(extra or {})}.items():
@@ -109,13 +109,13 @@ def _nonewprivs(tmp: Path) -> bytes:
     return tar_tree(root)
 
 
-def _pause(tmp: Path) -> bytes:
+def pause_layer(tmp: Path) -> bytes:
     root = tmp / "rootfs"
     _static_program(tmp, PAUSE_C, root / "pause", 0o755)
     return tar_tree(root)
 
 
-def _image(name: str, layer: bytes, config: dict[str, Any] | None = None) -> Image:
+def mirror_image(name: str, layer: bytes, config: dict[str, Any] | None = None) -> Image:
     # The name in a label: every image its own config digest (critest checks exact RepoTags).
     return build_image(name, [layer], {"Labels": {"io.dockyard.test.mirror": name}, **(config or {})})
 
@@ -123,46 +123,46 @@ def _image(name: str, layer: bytes, config: dict[str, Any] | None = None) -> Ima
 def mirror_images(tmp: Path) -> list[Image]:
     """The look-alikes, one Image per name (several names may share one Image's blobs)."""
     def fresh(sub: str, extra: dict[str, str] | None = None, **kw: str) -> bytes:
-        return _rootfs(Path(tempfile.mkdtemp(prefix=f"{sub}-", dir=tmp)), extra, **kw)
+        return busybox_layer(Path(tempfile.mkdtemp(prefix=f"{sub}-", dir=tmp)), extra, **kw)
 
     base = fresh("base")
-    pause = _pause(Path(tempfile.mkdtemp(prefix="pause-", dir=tmp)))
+    pause = pause_layer(Path(tempfile.mkdtemp(prefix="pause-", dir=tmp)))
     www = "www-data:x:33:33:www-data:/var/www:/bin/sh\n"
     images = [
-        _image("registry.k8s.io/e2e-test-images/busybox:1.29-2", base),
-        _image("public.ecr.aws/docker/library/busybox:1-uclibc", base),
-        _image("registry.k8s.io/pause:3.10", pause, {"Entrypoint": ["/pause"], "Cmd": None}),
-        _image("registry.k8s.io/pause:3.6", pause, {"Entrypoint": ["/pause"], "Cmd": None}),
-        _image("registry.k8s.io/e2e-test-images/nginx:1.14-2", fresh("nginx", {"usr/sbin/nginx": NGINX}),
+        mirror_image("registry.k8s.io/e2e-test-images/busybox:1.29-2", base),
+        mirror_image("public.ecr.aws/docker/library/busybox:1-uclibc", base),
+        mirror_image("registry.k8s.io/pause:3.10", pause, {"Entrypoint": ["/pause"], "Cmd": None}),
+        mirror_image("registry.k8s.io/pause:3.6", pause, {"Entrypoint": ["/pause"], "Cmd": None}),
+        mirror_image("registry.k8s.io/e2e-test-images/nginx:1.14-2", fresh("nginx", {"usr/sbin/nginx": NGINX}),
                {"Cmd": ["/usr/sbin/nginx", "master process", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}}}),
-        _image("registry.k8s.io/e2e-test-images/httpd:2.4.39-4",
+        mirror_image("registry.k8s.io/e2e-test-images/httpd:2.4.39-4",
                fresh("httpd", {"usr/local/bin/httpd-foreground": HTTPD}),
                {"Cmd": ["/usr/local/bin/httpd-foreground"], "ExposedPorts": {"80/tcp": {}}}),
-        _image(f"{STAGING}/hostnet-nginx-amd64:latest", fresh("hostnet", {"usr/sbin/nginx": HOSTNET_NGINX}),
+        mirror_image(f"{STAGING}/hostnet-nginx-amd64:latest", fresh("hostnet", {"usr/sbin/nginx": HOSTNET_NGINX}),
                {"Cmd": ["/usr/sbin/nginx"]}),
-        _image(f"{STAGING}/test-image-predefined-group:latest",
+        mirror_image(f"{STAGING}/test-image-predefined-group:latest",
                fresh("group", users="user1000:x:1000:50000::/home/user:/bin/sh\n",
                      groups="group50000:x:50000:user1000\n"),
                {"User": "1000"}),
-        _image(f"{STAGING}/test-image-latest:latest", base),
-        _image(f"{STAGING}/test-image-tag:test", base),
-        _image(f"{STAGING}/test-image-tag:all", base),
-        _image(f"{STAGING}/test-image-1:latest", base),
-        _image(f"{STAGING}/test-image-2:latest", base),
-        _image(f"{STAGING}/test-image-3:latest", base),
-        _image(f"{STAGING}/test-image-user-uid:latest", base, {"User": "1002"}),
-        _image(f"{STAGING}/test-image-user-username:latest", fresh("www", users=www), {"User": "www-data"}),
-        _image(f"{STAGING}/test-image-user-uid-group:latest", base, {"User": "1003:1004"}),
-        _image(f"{STAGING}/test-image-user-username-group:latest", fresh("www2", users=www),
+        mirror_image(f"{STAGING}/test-image-latest:latest", base),
+        mirror_image(f"{STAGING}/test-image-tag:test", base),
+        mirror_image(f"{STAGING}/test-image-tag:all", base),
+        mirror_image(f"{STAGING}/test-image-1:latest", base),
+        mirror_image(f"{STAGING}/test-image-2:latest", base),
+        mirror_image(f"{STAGING}/test-image-3:latest", base),
+        mirror_image(f"{STAGING}/test-image-user-uid:latest", base, {"User": "1002"}),
+        mirror_image(f"{STAGING}/test-image-user-username:latest", fresh("www", users=www), {"User": "www-data"}),
+        mirror_image(f"{STAGING}/test-image-user-uid-group:latest", base, {"User": "1003:1004"}),
+        mirror_image(f"{STAGING}/test-image-user-username-group:latest", fresh("www2", users=www),
                {"User": "www-data:1004"}),
     ]
-    images.append(_image("registry.k8s.io/e2e-test-images/nonewprivs:1.3",
+    images.append(mirror_image("registry.k8s.io/e2e-test-images/nonewprivs:1.3",
                          _nonewprivs(Path(tempfile.mkdtemp(prefix="nnp-", dir=tmp))),
                          {"Entrypoint": ["/usr/local/bin/nnp"], "Cmd": None}))
-    tags = _image(f"{STAGING}/test-image-tags:1", base)
+    tags = mirror_image(f"{STAGING}/test-image-tags:1", base)
     images += [tags, *(Image(f"{STAGING}/test-image-tags:{t}", tags.manifest, tags.config, tags.layers, tags.blobs)
                        for t in ("2", "3"))]
-    pause39 = _image("registry.k8s.io/pause:3.9", pause, {"Entrypoint": ["/pause"], "Cmd": None})
+    pause39 = mirror_image("registry.k8s.io/pause:3.9", pause, {"Entrypoint": ["/pause"], "Cmd": None})
     images += [pause39, Image("k8s.gcr.io/pause:3.9", pause39.manifest, pause39.config, pause39.layers, pause39.blobs)]
     return images
 
