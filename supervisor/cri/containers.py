@@ -57,6 +57,7 @@ from dockyard_common.types import AnyValue, Container, Status
 from supervisor.build.copy import make_workdir, read_in_root, resolve_user
 from supervisor.cri.container_spec import PodContext, User, container_spec, container_spec_resources, host_device
 from supervisor.cri.container_types import ContainerConfig, ContainerState, ContainerUsage, CriContainer, Resources
+from supervisor.cri.lookup import by_id_prefix
 from supervisor.cri.sandbox import KIND_LABEL, SPEC_TYPE_URL, PodSandboxes, SandboxDeps, unpacked_image
 from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
 from supervisor.images.inspect import Inspection
@@ -522,17 +523,7 @@ class CriContainers:
 
     async def _find(self, cid: str) -> _Found:
         """The container `cid` names, in full or by a unique prefix (NotFound, InvalidArgument)."""
-        if not cid:
-            raise InvalidArgument("container id must not be empty")
-        matches = [f for f in await self._all() if f.record.id.startswith(cid)]
-        exact = [f for f in matches if f.record.id == cid]
-        if exact:
-            return exact[0]
-        if not matches:
-            raise NotFound(f"container {cid!r}")
-        if len(matches) > 1:
-            raise InvalidArgument(f"container id prefix {cid!r} is ambiguous: {len(matches)} containers match")
-        return matches[0]
+        return by_id_prefix(await self._all() if cid else [], lambda f: f.record.id, cid, "container", "containers")
 
     async def _save(self, found: _Found) -> None:
         found.record.extensions[METADATA_EXTENSION] = _meta_value(found.meta)

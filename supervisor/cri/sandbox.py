@@ -41,6 +41,7 @@ from dockyard_common.imagespec import Matcher
 from dockyard_common.ocispec import SPEC_TYPE_URL
 from dockyard_common.types import AnyValue, Container, Status
 from supervisor.cri.images import CriImage, CriImages, PullAuth, is_image_id, reference_of
+from supervisor.cri.lookup import by_id_prefix
 from supervisor.cri.podfiles import PodFiles
 from supervisor.cri.sandbox_spec import network_labels, sandbox_spec
 from supervisor.cri.sandbox_types import NamespaceMode, PodConfig, PodMetadata, Sandbox, SandboxState
@@ -273,17 +274,7 @@ class PodSandboxes:
 
     async def _find(self, pod_id: str) -> Container:
         """The sandbox `pod_id` names, in full or by a unique prefix (NotFound, InvalidArgument)."""
-        if not pod_id:
-            raise InvalidArgument("pod sandbox id must not be empty")
-        matches = [c for c in await self._records() if c.id.startswith(pod_id)]
-        exact = [c for c in matches if c.id == pod_id]
-        if exact:
-            return exact[0]
-        if not matches:
-            raise NotFound(f"pod sandbox {pod_id!r}")
-        if len(matches) > 1:
-            raise InvalidArgument(f"pod sandbox id prefix {pod_id!r} is ambiguous: {len(matches)} pods match")
-        return matches[0]
+        return by_id_prefix(await self._records() if pod_id else [], lambda c: c.id, pod_id, "pod sandbox", "pods")
 
     def _sandbox(self, container: Container, state: TaskState | None) -> Sandbox:
         config = _config_of(container)
