@@ -26,7 +26,7 @@ import pytest
 
 from tests.compat.runtimes import IMAGE, uid
 from tests.containerd import CGROUP_ROOT, PrivateContainerd, private_containerd
-from tests.ctr import ok
+from tests.ctr import exec_output, ok
 from tests.daemon import alive, processes_mentioning
 from tests.eventlog import EventLog
 from tests.waiting import wait_until
@@ -90,7 +90,7 @@ def test_exec_pause_resume_kill_delete(containerd: PrivateContainerd, runtime: s
     pid, status = tasks(c)[cid]
     assert status == "RUNNING" and alive(pid)
     shim = c.shim_pid(cid)
-    assert ok(c.ctr("tasks", "exec", "--exec-id", "e1", cid, "sh", "-c", "echo in; exit 0")) == "in\n"
+    assert ok(exec_output(c.ctr, cid, "sh", "-c", "echo in; exit 0")) == "in\n"
     res = c.ctr("tasks", "exec", "--exec-id", "e2", cid, "sh", "-c", "exit 4")
     assert res.returncode == 4, res.stderr
     assert ok(c.ctr("tasks", "ps", cid)).split()[2] == str(pid)
@@ -150,7 +150,7 @@ def test_containerd_restart_reattaches(containerd: PrivateContainerd, runtime: s
     assert all(alive(p) for p in shims), "a shim died with containerd"
     listed = tasks(c)
     assert listed[keep] == (keep_pid, "RUNNING") and listed[ends] == (ends_pid, "STOPPED"), c.log()
-    assert ok(c.ctr("tasks", "exec", "--exec-id", "after", keep, "echo", "still-here")) == "still-here\n"
+    assert ok(exec_output(c.ctr, keep, "echo", "still-here")) == "still-here\n"
     res = c.ctr("tasks", "rm", ends)
     assert res.returncode == 0 and "exit code 5" in res.stderr, res.stderr
     events = EventLog(["ctr", "--address", c.address, "events"], c.address, c.namespace)  # the new containerd

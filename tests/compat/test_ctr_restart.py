@@ -6,12 +6,14 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE, RUNTIMES, daemon_with_runtime, import_busybox, remove_everything, uid
+from tests.ctr import exec_output
 from tests.daemon import DaemonProcess, start_daemon
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
@@ -53,7 +55,7 @@ def test_tasks_survive_daemon_kill(daemon_rt: DaemonProcess) -> None:
     assert rows[ends][2] == "STOPPED"
     res = ctr(d, "tasks", "rm", ends)
     assert res.returncode == 0, res.stderr
-    assert ctr(d, "tasks", "exec", "--exec-id", "after", keep, "echo", "still-here").stdout.strip() == "still-here"
+    assert exec_output(partial(ctr, d), keep, "echo", "still-here").stdout.strip() == "still-here"
 
 
 def test_exit_while_daemon_down_keeps_status(daemon_rt: DaemonProcess) -> None:

@@ -17,12 +17,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, uid
+from tests.ctr import exec_output
 from tests.daemon import DaemonProcess, alive, shim_pids, stopping_new_zygotes
 from tests.eventlog import EventLog
 
@@ -131,7 +133,7 @@ def test_detached_task_lifecycle(session: Session) -> None:
     assert metrics.returncode == 0, metrics.stderr
     assert re.search(r"^pids\.current\s+1\s*$", metrics.stdout, re.M)
     assert re.search(r"^memory\.usage_in_bytes\s+\d+", metrics.stdout, re.M)
-    res = ctr(d, "tasks", "exec", "--exec-id", "e1", cid, "echo", "hi")
+    res = exec_output(partial(ctr, d), cid, "echo", "hi")
     assert (res.returncode, res.stdout) == (0, "hi\n"), res.stderr
     res = ctr(d, "tasks", "exec", "--exec-id", "e2", cid, "sh", "-c", "exit 4")
     assert res.returncode == 4, res.stderr
