@@ -16,6 +16,7 @@ import secrets
 import subprocess
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import pytest
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE
 from tests.compat.test_ctr_run import Session, mounts_under, session, stop_our_zygotes, task_pid
+from tests.ctr import exec_output
 from tests.daemon import shims_in_bundles
 from tests.eventlog import EventLog
 from tests.images import build_image, oci_archive, tar_tree
@@ -53,7 +55,7 @@ def start(s: Session, name: str, *args: str, flags: tuple[str, ...] = ()) -> tup
 
 
 def exec_in(s: Session, cid: str, *args: str) -> str:
-    res = ctr(s.d, "tasks", "exec", "--exec-id", f"x{secrets.token_hex(3)}", cid, *args)
+    res = exec_output(partial(ctr, s.d), cid, *args)
     assert res.returncode == 0, res.stderr
     return res.stdout
 

@@ -44,7 +44,7 @@ from dockyard_api.containerd.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, uid
 from tests.compat.test_containerd_runs_shim import OURS, RUNC, cgroup_file
 from tests.containerd import CGROUP_ROOT, PrivateContainerd, private_containerd
-from tests.ctr import CTR, ctr, ok
+from tests.ctr import CTR, ctr, exec_output, ok
 from tests.daemon import DaemonProcess, alive, stopping_new_zygotes
 from tests.waiting import wait_until
 
@@ -274,7 +274,7 @@ def test_checkpoint_fails_cleanly_and_the_task_runs_on(each: Each) -> None:
         messages[t.name] = res.stderr.strip()
         missing = t.ctr("tasks", "checkpoint", uid("nope"))
         return {"exit code": res.returncode, "task": t.task(cid), "alive": alive(pid),
-                "exec": t.ctr("tasks", "exec", "--exec-id", "after", cid, "echo", "ok").stdout,
+                "exec": exec_output(t.ctr, cid, "echo", "ok").stdout,
                 "missing": (missing.returncode, "not found" in missing.stderr)}
 
     observed = each(scenario)

@@ -20,6 +20,7 @@ import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from dockyard_common.types import AnyValue, Container, Mount
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE
 from tests.conformance.mounts import mounts_under
+from tests.ctr import exec_output
 from tests.daemon import DaemonProcess, shims_in_bundles, wait_subscribed
 from tests.waiting import wait_until_async
 
@@ -120,7 +122,7 @@ async def test_no_host_descriptor_reaches_init_or_exec(busybox_daemon: DaemonPro
     cid = new_id("fdbg")
     await detach(c, cid, SpecOptions(args=["sleep", "300"]))
     for path, fds in (("/proc/1/fd", ["0", "1", "2"]), ("/proc/self/fd", ["0", "1", "2", "3"])):  # init, exec
-        res = ctr(busybox_daemon, "tasks", "exec", "--exec-id", new_id("x"), cid, "ls", path)
+        res = exec_output(partial(ctr, busybox_daemon), cid, "ls", path)
         assert (res.returncode, res.stdout.split()) == (0, fds), res.stderr
 
 

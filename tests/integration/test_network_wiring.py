@@ -33,7 +33,7 @@ from dockyard_api.containerd.services.events.v1.events_pb2 import SubscribeReque
 from dockyard_api.containerd.services.events.v1.events_pb2_grpc import EventsStub
 from dockyard_api.dockyard.network.v1 import events_pb2 as net_events
 from tests.compat.runtimes import IMAGE, remove_everything
-from tests.ctr import ctr, ok
+from tests.ctr import ctr, exec_output, ok
 from tests.daemon import (
     DaemonProcess,
     alive,
@@ -121,7 +121,7 @@ class Net:
         ok(self.run(cid, BB, "sh", "-c", HTTPD, **kw))
 
     def exec(self, cid: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return ctr(self.d, "tasks", "exec", "--exec-id", f"x{time.monotonic_ns()}", cid, *argv, timeout=timeout)
+        return exec_output(functools.partial(ctr, self.d, timeout=timeout), cid, *argv)
 
     def ip_of(self, cid: str) -> str:
         out = ok(self.exec(cid, BB, "ip", "-4", "-o", "addr", "show", "eth0"))
