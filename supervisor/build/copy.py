@@ -270,11 +270,13 @@ def resolve_user(spec: str, root: Path) -> Owner:
     return Owner(uid, gid)
 
 
-def additional_gids(owner: Owner, root: Path) -> list[int]:
+def additional_gids(owner: Owner, root: Path, name: str = "") -> list[int]:
     """A process' supplementary groups: its primary group and the /etc/group groups that list
-    its passwd name as a member, as containerd's WithAdditionalGIDs (and buildah) set them."""
-    names = [f[0] for f in (line.split(":") for line in (read_in_root(root, ("etc", "passwd")) or "").splitlines())
-             if len(f) >= 3 and f[2] == str(owner.uid)][:1]
+    its name (`name`, else its uid's first passwd name) as a member, as containerd's
+    WithAdditionalGIDs (and buildah) set them."""
+    names = [name] if name else [
+        f[0] for f in (line.split(":") for line in (read_in_root(root, ("etc", "passwd")) or "").splitlines())
+        if len(f) >= 3 and f[2] == str(owner.uid)][:1]
     gids = {owner.gid}
     for line in (read_in_root(root, ("etc", "group")) or "").splitlines():
         fields = line.split(":")

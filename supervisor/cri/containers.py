@@ -54,7 +54,7 @@ from dockyard_common.errors import (
 from dockyard_common.mounts import mounted
 from dockyard_common.netlabels import CONTAINER as JOIN_NETWORK
 from dockyard_common.types import AnyValue, Container, Status
-from supervisor.build.copy import make_workdir, read_in_root, resolve_user
+from supervisor.build.copy import additional_gids, make_workdir, resolve_user
 from supervisor.cri.container_spec import PodContext, User, container_spec, container_spec_resources, host_device
 from supervisor.cri.container_types import ContainerConfig, ContainerState, ContainerUsage, CriContainer, Resources
 from supervisor.cri.lookup import by_id_prefix
@@ -659,26 +659,10 @@ def _prepare_rootfs(mounts: builtins.list[Any], tmp_root: Path, user_text: str, 
     tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with mounted(mounts, tmp_root) as root:
         owner = resolve_user(user_text, root)
-        groups = () if sep else _member_gids(root, uid_text, owner.uid)
+        groups = () if sep else tuple(additional_gids(owner, root, "" if uid_text.isdigit() else uid_text))
         if workdir.strip("/"):
             make_workdir(root, workdir, owner)
     return User(owner.uid, owner.gid, groups)
-
-
-def _member_gids(root: Path, user: str, uid: int) -> tuple[int, ...]:
-    """The gids of /etc/group entries that list the user (by name; a uid by its passwd name)."""
-    name = user
-    if user.isdigit():
-        entries = (line.split(":") for line in (read_in_root(root, ("etc", "passwd")) or "").splitlines())
-        name = next((e[0] for e in entries if len(e) > 2 and e[2] == str(uid)), "")
-    if not name:
-        return ()
-    out = []
-    for line in (read_in_root(root, ("etc", "group")) or "").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[2].isdigit() and name in fields[3].split(","):
-            out.append(int(fields[2]))
-    return tuple(out)
 
 
 class _Collector:
