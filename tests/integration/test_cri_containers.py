@@ -8,13 +8,14 @@ pause look-alike and two busybox images imported into `k8s.io`: nothing is pulle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from dockyard_api.cri.runtime.v1 import api_pb2, api_pb2_grpc
 from tests.ctr import ctr, ok
 from tests.daemon import pinned_netns, remove_base, start_daemon
-from tests.images import build_image, oci_archive, tar_tree
+from tests.images import Image, build_image, oci_archive, tar_tree
 from tests.integration.test_cri_sandbox import CRI_NS, CRICTL, Rig, pause_archive, pod_config
 from tests.rootfs import make_busybox_rootfs
 from tests.waiting import wait_until
@@ -72,24 +73,22 @@ def inode(path: str) -> int:
     return os.stat(path).st_ino
 
 
-@pytest.fixture(scope="module")
-def rig() -> Iterator[CriRig]:
+R = TypeVar("R", bound=CriRig)
+
+
+@contextlib.contextmanager
+def cri_rig(kind: type[R], prefix: str, images: Callable[[Path], list[Image]]) -> Iterator[R]:
+    """A daemon in a network namespace of its own with the pause look-alike and `images(busybox
+    root)` imported into k8s.io; its pods removed and the daemon gone at the end."""
     if not CRICTL.exists():
         pytest.fail(f"{CRICTL} is missing (see /work/shared/tools/cri/README.md)", pytrace=False)
-    with pinned_netns() as ns, tempfile.TemporaryDirectory(prefix="dy-cric-") as tmp:
+    with pinned_netns() as ns, tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         d = start_daemon(Path(tempfile.mkdtemp(prefix="dy-")), netns=ns)
-        r = CriRig(d, ns, Path(tmp))
+        r = kind(d, ns, Path(tmp))
         r.containers = []
         try:
             root = make_busybox_rootfs(Path(tmp) / "busybox")
-            with (root / "etc" / "group").open("a") as f:
-                f.write("extra:x:50000:user\n")  # a group that lists `user` (uid 1000)
-            images = [build_image(BUSYBOX, [tar_tree(root)]),
-                      build_image(ECHOER, [tar_tree(root)], config={"Entrypoint": ["/bin/echo", "from-entrypoint"],
-                                                                    "Cmd": ["default-arg"], "WorkingDir": "/tmp",
-                                                                    "Env": ["PATH=/bin", "FROM_IMAGE=1"]}),
-                      build_image(POLITE, [tar_tree(root)], config={"StopSignal": "SIGINT"})]
-            for name, blob in (("pause", pause_archive(Path(tmp))), ("images", oci_archive(images))):
+            for name, blob in (("pause", pause_archive(Path(tmp))), ("images", oci_archive(images(root)))):
                 archive = Path(tmp) / f"{name}.tar"
                 archive.write_bytes(blob)
                 ok(ctr(d, "images", "import", str(archive), namespace=CRI_NS))
@@ -98,6 +97,22 @@ def rig() -> Iterator[CriRig]:
             for p in r.pods:
                 r.crictl("rmp", "-f", p)
             remove_base(r.d)
+
+
+def _images(root: Path) -> list[Image]:
+    with (root / "etc" / "group").open("a") as f:
+        f.write("extra:x:50000:user\n")  # a group that lists `user` (uid 1000)
+    return [build_image(BUSYBOX, [tar_tree(root)]),
+            build_image(ECHOER, [tar_tree(root)], config={"Entrypoint": ["/bin/echo", "from-entrypoint"],
+                                                          "Cmd": ["default-arg"], "WorkingDir": "/tmp",
+                                                          "Env": ["PATH=/bin", "FROM_IMAGE=1"]}),
+            build_image(POLITE, [tar_tree(root)], config={"StopSignal": "SIGINT"})]
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[CriRig]:
+    with cri_rig(CriRig, "dy-cric-", _images) as r:
+        yield r
 
 
 @pytest.fixture

@@ -31,13 +31,12 @@ import pytest
 
 from dockyard_api.cri.runtime.v1 import api_pb2, api_pb2_grpc
 from tests.cri_mirror import cri_mirror
-from tests.ctr import ctr, ok
+from tests.ctr import ok
 from tests.daemon import in_netns, pinned_netns, processes_mentioning, remove_base, start_daemon
-from tests.images import build_image, oci_archive, tar_tree
-from tests.integration.test_cri_containers import BUSYBOX, CriRig, container, pod
-from tests.integration.test_cri_sandbox import CRI_NS, CRICTL, pause_archive
+from tests.images import build_image, tar_tree
+from tests.integration.test_cri_containers import BUSYBOX, CriRig, container, cri_rig, pod
+from tests.integration.test_cri_sandbox import CRICTL
 from tests.integration.test_critest import CRITEST
-from tests.rootfs import make_busybox_rootfs
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.root
@@ -55,27 +54,9 @@ class NetnsRig(CriRig):
         return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout, input=input)
 
 
-@contextlib.contextmanager
-def streaming_rig() -> Iterator[NetnsRig]:
+def streaming_rig() -> contextlib.AbstractContextManager[NetnsRig]:
     """A daemon in its own network namespace with the pause look-alike and busybox in k8s.io."""
-    if not CRICTL.exists():
-        pytest.fail(f"{CRICTL} is missing (see /work/shared/tools/cri/README.md)", pytrace=False)
-    with pinned_netns() as ns, tempfile.TemporaryDirectory(prefix="dy-cristream-") as tmp:
-        d = start_daemon(Path(tempfile.mkdtemp(prefix="dy-")), netns=ns)
-        r = NetnsRig(d, ns, Path(tmp))
-        r.containers = []
-        try:
-            root = make_busybox_rootfs(Path(tmp) / "busybox")
-            for name, blob in (("pause", pause_archive(Path(tmp))),
-                               ("images", oci_archive([build_image(BUSYBOX, [tar_tree(root)])]))):
-                archive = Path(tmp) / f"{name}.tar"
-                archive.write_bytes(blob)
-                ok(ctr(d, "images", "import", str(archive), namespace=CRI_NS))
-            yield r
-        finally:
-            for p in r.pods:
-                r.crictl("rmp", "-f", p)
-            remove_base(r.d)
+    return cri_rig(NetnsRig, "dy-cristream-", lambda root: [build_image(BUSYBOX, [tar_tree(root)])])
 
 
 @pytest.fixture(scope="module")
