@@ -9,14 +9,18 @@
 
 The context is an uncompressed tar, given as bytes, a path, a binary file or an (async)
 iterable of bytes and sent in pieces (never whole); `directory_context` makes one of a
-directory with `.dockerignore` applied, as the docker CLI does. Errors are the daemon's kinds
-(`dockyard_common.errors`).
+directory with `.dockerignore` applied, as the docker CLI does. `synced_context` names a
+directory instead: the daemon keeps a copy of it between builds and only what changed since the
+last build of that directory is sent (a manifest of the whole first, see the service's proto).
+Errors are the daemon's kinds (`dockyard_common.errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import socket
 import stat
 import tarfile
 from collections.abc import AsyncIterator, Sequence
@@ -64,6 +68,7 @@ class ContextReceived:
 
     bytes: int
     entries: int
+    reused: int = 0  # a synced context: entries the daemon kept from the last build (not sent)
 
 
 @dataclass
@@ -88,6 +93,16 @@ class BuildResult:
 
 
 Event = ContextSent | ContextReceived | BuildEvent | BuildResult
+MANIFEST_BATCH = 20_000  # entries per ContextManifest message (~1 MB)
+
+
+@dataclass(frozen=True)
+class SyncedContext:
+    """A directory sent as a synced context (see the module docstring); `key` names its kept copy."""
+
+    root: Path
+    dockerfile: Path | None = None
+    key: str = ""
 
 
 @dataclass
@@ -112,7 +127,7 @@ def _event(m: pb.BuildResponse) -> Event:
         e = m.event
         return BuildEvent(e.kind, e.step, e.total, e.stage, e.text, e.data, e.stream)
     if kind == "context":
-        return ContextReceived(m.context.bytes, m.context.entries)
+        return ContextReceived(m.context.bytes, m.context.entries, m.context.reused)
     if kind == "result":
         r = m.result
         return BuildResult(r.manifest_digest, r.config_digest, list(r.tags))
@@ -126,13 +141,50 @@ class BuildAPI:
         self._client = client
         self._stub = pb_grpc.BuilderStub(client.channel)
 
-    async def build(self, context: Source, options: BuildOptions) -> AsyncIterator[Event]:
+    async def build(self, context: Source | SyncedContext, options: BuildOptions) -> AsyncIterator[Event]:
         """Send the options and the context tar; yield progress as it comes, ending with one
         BuildResult. Leaving the iteration early cancels the build."""
+        if isinstance(context, SyncedContext):
+            async for event in self._build_synced(context, options):
+                yield event
+            return
         upload = Upload(self._stub.Build, pb.BuildRequest(options=_options_pb(options)),
                         lambda data: pb.BuildRequest(chunk=data))
         async for message in upload.run(self._client, context):
             yield ContextSent(message.sent) if isinstance(message, Sent) else _event(message)
+
+    async def _build_synced(self, context: SyncedContext, options: BuildOptions) -> AsyncIterator[Event]:
+        """The options, the manifest; then the tar of what the daemon's answer asks for."""
+        root = context.root
+        paths, entries = await asyncio.to_thread(_scan_context, root, context.dockerfile)
+        first = _options_pb(options)
+        first.context_key = context.key or context_key(root)
+        manifest = [pb.BuildRequest(manifest=pb.ContextManifest(entries=entries[i:i + MANIFEST_BATCH],
+                                                                last=i + MANIFEST_BATCH >= len(entries)))
+                    for i in range(0, max(len(entries), 1), MANIFEST_BATCH)]
+        wanted: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        indexes: list[int] = []
+
+        async def changes() -> AsyncIterator[bytes]:
+            chosen = [paths[i] for i in await wanted]
+            async for piece in piped(lambda out: write_context(root, chosen, out), pipe_size=CHUNK,
+                                     error=_context_error):
+                yield piece
+
+        upload = Upload(self._stub.Build, pb.BuildRequest(options=first), lambda data: pb.BuildRequest(chunk=data),
+                        more=manifest)
+        async for message in upload.run(self._client, changes()):
+            if isinstance(message, Sent):
+                yield ContextSent(message.sent)
+            elif message.WhichOneof("response") == "wanted":
+                for i in message.wanted.indexes:
+                    if i >= len(paths):
+                        raise InvalidArgument(f"build: the daemon asked for entry {i} of {len(paths)}")
+                    indexes.append(i)
+                if message.wanted.last and not wanted.done():
+                    wanted.set_result(indexes)
+            else:
+                yield _event(message)
 
     async def prune(self, *, all: bool = False, unused_for_seconds: int = 0, keep_storage: int = 0) -> PruneResult:
         """Remove build cache records: with `all` every one, else those holding no image's layer;
@@ -184,6 +236,38 @@ def _context_paths_of(root: Path, dockerfile: Path | None) -> list[str]:
         return context_paths(root, context_matcher(root, dockerfile))
     except OSError as exc:  # a directory we may not read
         raise _context_error(exc) from None
+
+
+def context_key(root: Path) -> str:
+    """The name a synced context's kept copy goes by: this host and the directory."""
+    where = f"{socket.gethostname()}\0{os.path.realpath(root)}"
+    return "dir:" + hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _scan_context(root: Path, dockerfile: Path | None) -> tuple[list[str], list[pb.ContextEntry]]:
+    """The context's paths and their descriptions (see the service's ContextEntry); sockets are
+    left out, as the tar leaves them out."""
+    paths: list[str] = []
+    entries: list[pb.ContextEntry] = []
+    inodes: dict[tuple[int, int], str] = {}
+    try:
+        for rel in _context_paths_of(root, dockerfile):
+            st = os.lstat(os.path.join(root, rel))
+            kind = stat.S_IFMT(st.st_mode)
+            if kind == stat.S_IFSOCK:
+                continue
+            entry = pb.ContextEntry(path=rel, mode=st.st_mode, mtime_ns=st.st_mtime_ns)
+            if kind == stat.S_IFREG:
+                entry.size = st.st_size
+                if st.st_nlink > 1:
+                    entry.link_group = inodes.setdefault((st.st_ino, st.st_dev), rel)
+            elif kind == stat.S_IFLNK:
+                entry.linkname = os.readlink(os.path.join(root, rel))
+            paths.append(rel)
+            entries.append(entry)
+    except OSError as exc:
+        raise _context_error(exc) from None
+    return paths, entries
 
 
 def write_context(root: Path, paths: Sequence[str], out: IO[bytes]) -> None:

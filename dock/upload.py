@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -63,11 +63,13 @@ async def chunks(source: Source) -> AsyncIterator[bytes]:
 
 @dataclass
 class Upload(Generic[Request]):
-    """`method(requests)` is a stream-stream call that takes `first`, then `chunk(data)` per piece."""
+    """`method(requests)` is a stream-stream call that takes `first` (and `more`), then
+    `chunk(data)` per piece."""
 
     method: Callable[..., Any]
     first: Request
     chunk: Callable[[bytes], Request]
+    more: Sequence[Request] = ()
 
     async def run(self, client: Client, source: Source) -> AsyncIterator[Sent | Any]:
         """Yield Sent progress and the daemon's answers as they come. A failure reading the
@@ -77,6 +79,8 @@ class Upload(Generic[Request]):
 
         async def requests() -> AsyncIterator[Request]:
             yield self.first
+            for request in self.more:
+                yield request
             total = 0
             try:
                 async for data in chunks(source):

@@ -20,6 +20,7 @@ Example /etc/dockyard/config.toml:
     compressor = "auto"   # "containerd": its encoders (dockyard-compress), its layer digests; "python": zlib/libzstd
     [build]
     cache_max_size = "10g"   # the build cache's own layers, per namespace; least recently used go first
+    kept_contexts = 8        # synced build contexts kept for the next build (0: none; `dock builder prune`)
     [cri]               # Kubernetes CRI (runtime.v1) on the same socket
     enabled = true
     sandbox_image = "registry.k8s.io/pause:3.10"   # each pod's sandbox (pulled when missing; containerd 2.x default)
@@ -71,6 +72,7 @@ class Config:
     container_log_max_size: str = "10m"
     container_log_max_file: int = 3
     build_cache_max_size: str = ""  # "" no limit (supervisor/build/cacheprune.py)
+    build_kept_contexts: int = 8  # supervisor/build/contextstore.py
     # auto: containerd's encoders when dockyard-compress is installed (supervisor/archive/gocompress.py)
     diff_compressor: str = "auto"
     cri_enabled: bool = True
@@ -88,7 +90,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "snapshotter": {"default": ("default_snapshotter", str)},
     "network": {"default": ("default_network", str)},
     "container_log": {"max_size": ("container_log_max_size", str), "max_file": ("container_log_max_file", int)},
-    "build": {"cache_max_size": ("build_cache_max_size", str)},
+    "build": {"cache_max_size": ("build_cache_max_size", str), "kept_contexts": ("build_kept_contexts", int)},
     "diff": {"compressor": ("diff_compressor", str)},
     "cri": {"enabled": ("cri_enabled", bool), "sandbox_image": ("cri_sandbox_image", str)},
 }
@@ -137,6 +139,8 @@ def validate(cfg: Config) -> Config:
         parse_limit(cfg.build_cache_max_size)
     except InvalidArgument as exc:
         raise ConfigError(f"build.cache_max_size: {exc}") from None
+    if cfg.build_kept_contexts < 0:
+        raise ConfigError(f"build.kept_contexts must not be negative, not {cfg.build_kept_contexts}")
     if cfg.diff_compressor not in DIFF_COMPRESSORS:
         raise ConfigError(f"diff.compressor must be one of {', '.join(DIFF_COMPRESSORS)}, not {cfg.diff_compressor!r}")
     if cfg.diff_compressor == "containerd" and find_helper() is None:

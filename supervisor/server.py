@@ -33,6 +33,7 @@ from supervisor import ksm
 from supervisor.build.builder import Builder, BuildStores
 from supervisor.build.cacheprune import parse_limit
 from supervisor.build.commit import Committer
+from supervisor.build.contextstore import ContextStore
 from supervisor.build.imagewrite import ImageWriter
 from supervisor.config import DEFAULT_CONFIG, Config, compress_helper
 from supervisor.content.local import LocalContentStore
@@ -344,7 +345,8 @@ def build_services(daemon: Daemon, uid: str, meta: Metadata, storage: Storage, r
             ImageWriter(records, storage.images, storage.differ), collector.schedule), events),
             ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1",
              "io.containerd.runtime.v2"]),
-        Service("dockyard.build", BuildService(builder, cfg.root / "tmp"),
+        Service("dockyard.build", BuildService(builder, cfg.root / "tmp", contexts=ContextStore(
+            cfg.root / "build-contexts", keep=cfg.build_kept_contexts)),
                 ["io.containerd.content.v1", "io.containerd.metadata.v1", "io.containerd.snapshotter.v1",
                  "io.containerd.runtime.v2"]),
     ] + (cri_services(cfg, storage, runtime, registry, unpacker, meta.leases, daemon._started)

@@ -32,7 +32,7 @@ from dock.build import (
     BuildResult,
     ContextReceived,
     Event,
-    directory_context,
+    SyncedContext,
     read_tar_context,
     tar_context,
 )
@@ -120,7 +120,7 @@ def _read_dockerfile(path: str) -> bytes:
         raise InvalidArgument(f"cannot read the Dockerfile {path}: {exc.strerror or exc}") from None
 
 
-def prepare(args: argparse.Namespace) -> tuple[bytes, AsyncIterator[bytes] | bytes]:
+def prepare(args: argparse.Namespace) -> tuple[bytes, AsyncIterator[bytes] | bytes | SyncedContext]:
     """The Dockerfile's bytes and the context to send, from the command line (see the module doc)."""
     if args.context == "-":
         if args.file == "-":
@@ -141,10 +141,11 @@ def prepare(args: argparse.Namespace) -> tuple[bytes, AsyncIterator[bytes] | byt
     root = Path(args.context)
     if not root.is_dir():
         raise InvalidArgument(f"build context {args.context}: not a directory")
+    # A directory is synced: the daemon keeps it between builds, only changes are sent.
     if args.file == "-":
-        return sys.stdin.buffer.read(), directory_context(root)
+        return sys.stdin.buffer.read(), SyncedContext(root)
     file = Path(args.file) if args.file else root / "Dockerfile"
-    return _read_dockerfile(str(file)), directory_context(root, file)
+    return _read_dockerfile(str(file)), SyncedContext(root, file)
 
 
 def with_source_date_epoch(build_args: list[tuple[str, str]],
@@ -230,7 +231,8 @@ class PlainView:
     def show(self, event: Event) -> None:
         out = self.out
         if isinstance(event, ContextReceived):
-            print(f"build context: {human_size(event.bytes)}, {event.entries} entries", file=out)
+            kept = f" ({event.reused} unchanged, kept by the daemon)" if event.reused else ""
+            print(f"build context: {human_size(event.bytes)}, {event.entries} entries{kept}", file=out)
         elif isinstance(event, BuildEvent):
             if event.kind == "step":
                 # A named stage is shown; an index says little next to the step numbers.
@@ -269,7 +271,7 @@ class JsonView:
     def show(self, event: Event) -> None:
         record: dict[str, Any]
         if isinstance(event, ContextReceived):
-            record = {"type": "context", "bytes": event.bytes, "entries": event.entries}
+            record = {"type": "context", "bytes": event.bytes, "entries": event.entries, "reused": event.reused}
         elif isinstance(event, BuildEvent):
             record = {"type": event.kind, "step": event.step, "total": event.total}
             if event.stage:

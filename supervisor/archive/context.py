@@ -20,14 +20,30 @@ A set `cancel` event stops the extraction (Cancelled); the caller removes `targe
 
 from __future__ import annotations
 
+import stat
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard_common.errors import Cancelled, InvalidArgument
 from dockyard_common.rootpath import clean_name
 from supervisor.archive.apply import WHITEOUT_PREFIX, apply_layer
-from supervisor.archive.tarread import BLOCKDEV, CHAR, DIRECTORY, HARDLINK, SYMLINK, TarFormatError, TarReader
+from supervisor.archive.tarread import (
+    BLOCKDEV,
+    CHAR,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    TarFormatError,
+    TarReader,
+)
+
+# The tar types an entry of each kind (stat.S_IFMT) may come as: a file may be a hard link.
+_TYPES = {stat.S_IFREG: (REGULAR, HARDLINK), stat.S_IFDIR: (DIRECTORY,), stat.S_IFLNK: (SYMLINK,),
+          stat.S_IFIFO: (FIFO,)}
 
 
 @dataclass(frozen=True)
@@ -51,11 +67,15 @@ def extract_context(tar_path: Path, target: Path, *, limits: ContextLimits = Con
     return ContextStats(result.size, entries)
 
 
-def check_context(tar_path: Path, limits: ContextLimits, cancel: threading.Event | None = None) -> int:
+def check_context(tar_path: Path, limits: ContextLimits, cancel: threading.Event | None = None,
+                  expect: Mapping[tuple[str, ...], int] | None = None) -> int:
     """Read the headers of the context tar and refuse what may not be extracted (see the
-    module docstring); returns the number of entries."""
+    module docstring); returns the number of entries. With `expect` (path parts -> st_mode
+    kind), the tar must hold exactly those entries, each of its kind (a synced context's
+    changes: build/contextstore.py)."""
     symlinks: set[tuple[str, ...]] = set()
     count = 0
+    seen: set[tuple[str, ...]] = set()
     with open(tar_path, "rb") as f:
         reader = TarReader(f.read)
         try:
@@ -72,6 +92,8 @@ def check_context(tar_path: Path, limits: ContextLimits, cancel: threading.Event
                     raise InvalidArgument(f"build context: entry {entry.name!r}: names starting with "
                                           f"{WHITEOUT_PREFIX!r} are not supported")
                 _not_below_symlink(entry.name, parts, symlinks)
+                if expect is not None:
+                    _expected(entry.name, entry.type, parts, expect, seen)
                 if entry.type == HARDLINK:
                     target = _parts(entry.linkname, of=f"hard link {entry.name!r} to")
                     _not_below_symlink(entry.name, target, symlinks)
@@ -81,7 +103,22 @@ def check_context(tar_path: Path, limits: ContextLimits, cancel: threading.Event
                     symlinks.discard(parts)  # replaced: later entries below it go into a directory
         except TarFormatError as e:
             raise InvalidArgument(f"build context: not a valid tar: {e}") from None
+    if expect is not None and len(seen) != len(expect):
+        missing = sorted("/".join(p) for p in expect.keys() - seen)
+        raise InvalidArgument(f"build context: {len(missing)} changed entries were not sent, e.g. {missing[0]!r}")
     return count
+
+
+def _expected(name: str, kind: str, parts: tuple[str, ...], expect: Mapping[tuple[str, ...], int],
+              seen: set[tuple[str, ...]]) -> None:
+    want = expect.get(parts)
+    if want is None:
+        raise InvalidArgument(f"build context: entry {name!r} was not asked for")
+    if kind not in _TYPES.get(want, ()):
+        raise InvalidArgument(f"build context: entry {name!r} is not of the kind its description says")
+    if parts in seen:
+        raise InvalidArgument(f"build context: entry {name!r} sent twice")
+    seen.add(parts)
 
 
 def _parts(name: str, of: str = "entry") -> tuple[str, ...]:

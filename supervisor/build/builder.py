@@ -98,7 +98,7 @@ from dockyard_common.reference import InvalidReference, normalize, parse
 from dockyard_common.rootpath import secure_join
 from dockyard_common.types import Mount
 from supervisor.build.api import NETWORK_MODES, BuildEvent, BuildRequest, BuildResult, Progress
-from supervisor.build.cachekey import hash_sources, step_key
+from supervisor.build.cachekey import DigestCache, SourceMemo, hash_sources, step_key
 from supervisor.build.cacheprune import PruneOptions, PruneReport, prune_cache
 from supervisor.build.config import CONFIG_INSTRUCTIONS, StageState
 from supervisor.build.copy import (
@@ -232,6 +232,7 @@ class _Build:
         self.s = builder.stores
         self.ns = ns
         self.context = context
+        self.sources: SourceMemo | None = None  # digests of the context's sources kept from earlier builds
         self.request = request
         self.progress = progress
         self.df = df
@@ -590,7 +591,8 @@ class _Build:
         local = [s for s in args.sources if s not in urls]
         sources = await asyncio.to_thread(resolve_sources, self.context, local, confined=True,
                                           what=ins.name) if local else []
-        hashed = await asyncio.to_thread(hash_sources, [*sources, *inline], owners=False)
+        hashed = await asyncio.to_thread(hash_sources, [*sources, *inline], owners=False,
+                                         digests=self.b.context_digests, memo=self.sources, root=self.context)
         # ADD of a URL: what the server sends is only known by downloading it, so it is not cached.
         extra: dict[str, Any] = {"kind": "copy", "nonce": secrets.token_hex(8) if urls else ""}
         key = step_key(parent=self.parent_id(result), instruction=instruction, sources=hashed,
@@ -664,8 +666,10 @@ class Builder:
         self.resolver = Resolver(stores.content)
         self.runner = StepRunner(stores.tasks, stores.tmp_root)
         self.cache_dirs = CacheDirs(stores.cache_mounts or stores.tmp_root.parent / "build-cache-mounts")
+        self.context_digests = DigestCache()  # a kept context's files are hashed once (cachekey.py)
 
-    async def build(self, namespace: str, context_dir: Path, request: BuildRequest, progress: Progress) -> BuildResult:
+    async def build(self, namespace: str, context_dir: Path, request: BuildRequest, progress: Progress,
+                    sources: SourceMemo | None = None) -> BuildResult:
         if request.network not in NETWORK_MODES:
             raise InvalidArgument(f"build: network {request.network!r}: want one of {', '.join(NETWORK_MODES)}")
         platform = ""
@@ -691,6 +695,7 @@ class Builder:
                                       f"build-arg {name} was not consumed by any ARG of the stages built"))
         async with temporary_lease(self.stores.leases, namespace, self.on_release) as lease:
             run = _Build(self, namespace, Path(context_dir), request, progress, df, plan, lease, platform, epoch)
+            run.sources = sources
             for index in plan.order:
                 await run.stage(index)
             result = await self._write(run, plan.stages[plan.target], run.results[plan.target], tags, lease)

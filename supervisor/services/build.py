@@ -1,7 +1,10 @@
 """dockyard.build.v1.Builder: building images from a Dockerfile (our extension).
 
 The call's first message carries the options, the rest the context tar. The tar is spooled to a
-private directory under <root>/tmp, checked and extracted there (`archive.context`), the build
+private directory under <root>/tmp, checked and extracted there (`archive.context`); a synced
+context (`context_key`) is first a manifest, answered with what to send, and the tar of that goes
+into the daemon's kept copy of the context (`build.contextstore`), which goes back to the store
+when the call ends. The build
 executor runs over it, and its events go out as they come: the executor's progress callback
 awaits the stream's write, so a slow client slows the build instead of growing a buffer. The
 private directory is removed when the call ends, however it ends; a client that goes away
@@ -31,7 +34,9 @@ from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import DockyardError, InvalidArgument
 from supervisor.archive.context import ContextLimits, ContextStats, extract_context
 from supervisor.build.api import NETWORK_MODES, BuildEvent, BuildRequest, BuildResult, Progress
+from supervisor.build.cachekey import SourceMemo
 from supervisor.build.cacheprune import PruneOptions, PruneReport
+from supervisor.build.contextstore import ContextEntry, ContextStore, ContextSync
 from supervisor.services.context import namespace_of
 from supervisor.services.status import code_for, rpc
 
@@ -41,13 +46,14 @@ log = logging.getLogger("dockyard.build")
 TMP_PREFIX = "build-context-"
 _CONTEXT_TAR = "context.tar"
 _CONTEXT_DIR = "context"
+_WANTED_BATCH = 100_000  # indexes per ContextWanted message (~0.5 MB at most)
 
 
 class Executor(Protocol):
     """What runs a build (supervisor/build/builder.py's Builder; see supervisor/build/api.py)."""
 
     async def build(self, namespace: str, context_dir: Path, request: BuildRequest,
-                    progress: Progress) -> BuildResult: ...
+                    progress: Progress, sources: SourceMemo | None = None) -> BuildResult: ...
 
     async def prune(self, namespace: str, options: PruneOptions) -> PruneReport: ...
 
@@ -97,10 +103,12 @@ def result_pb(result: BuildResult) -> pb.BuildResponse:
 
 
 class BuildService(pb_grpc.BuilderServicer):
-    def __init__(self, executor: Executor, tmp_root: Path, limits: ContextLimits | None = None) -> None:
+    def __init__(self, executor: Executor, tmp_root: Path, limits: ContextLimits | None = None,
+                 contexts: ContextStore | None = None) -> None:
         self.executor = executor
         self.tmp_root = tmp_root
         self.limits = limits or ContextLimits()
+        self.contexts = contexts or ContextStore(tmp_root.parent / "build-contexts", keep=0)
         self._swept = False
         self._sweep_lock = asyncio.Lock()
 
@@ -117,31 +125,99 @@ class BuildService(pb_grpc.BuilderServicer):
         except Exception as exc:
             await self._tell(context, exc, requests)
             raise
+        synced: list[ContextSync] = []  # the kept context this call took, to give back
         try:
             try:
-                stats = await self._receive(requests, work)
+                reused = 0
+                if first.options.context_key:
+                    stats = await self._receive_synced(ns, first.options.context_key, requests, context, work, synced)
+                    reused = synced[0].reused
+                else:
+                    stats = await self._receive(requests, work)
                 await context.write(pb.BuildResponse(context=pb.ContextReceived(bytes=stats.bytes,
-                                                                                entries=stats.entries)))
+                                                                                entries=stats.entries, reused=reused)))
 
                 async def progress(event: BuildEvent) -> None:
                     await context.write(event_pb(event))
 
-                result = await self.executor.build(ns, work / _CONTEXT_DIR, request, progress)
+                memo = synced[0].memo if synced else None
+                result = await self.executor.build(ns, work / _CONTEXT_DIR, request, progress, sources=memo)
             except Exception as exc:
                 await self._tell(context, exc, requests)
                 raise
+            if synced:  # back in the store before the client hears of the end: its next build finds it
+                # (to its end even if cancelled: the finally below removes what is left in `work`)
+                await uninterrupted(asyncio.to_thread(self.contexts.end, synced.pop()))
             await context.write(result_pb(result))
         finally:
             # In a thread that runs to its end even if this task is cancelled again meanwhile.
-            await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, ignore_errors=True))
+            await asyncio.shield(asyncio.to_thread(self._finish, work, synced))
+
+    def _finish(self, work: Path, synced: list[ContextSync]) -> None:
+        if synced:
+            self.contexts.end(synced[0])  # the tree goes back to the store (out of `work`)
+        shutil.rmtree(work, ignore_errors=True)
 
     @rpc
     async def Prune(self, request: pb.PruneRequest, context: grpc.aio.ServicerContext) -> pb.PruneResponse:
-        report = await self.executor.prune(namespace_of(context), prune_options(request))
-        return pb.PruneResponse(removed=list(report.removed), reclaimed_bytes=report.reclaimed)
+        ns = namespace_of(context)
+        options = prune_options(request)
+        report = await self.executor.prune(ns, options)
+        removed = list(report.removed)
+        if not options.keep_storage:  # the kept contexts of synced builds go with the cache
+            pruned = await asyncio.to_thread(self.contexts.prune, ns, options.unused_for.total_seconds())
+            removed += [f"context:{cid}" for cid in pruned]
+        return pb.PruneResponse(removed=removed, reclaimed_bytes=report.reclaimed)
 
     async def _receive(self, requests: AsyncIterator[pb.BuildRequest], work: Path) -> ContextStats:
         """Spool the context tar into `work`, then check and extract it into work/context."""
+        tar_path = await self._spool(requests, work)
+        target = work / _CONTEXT_DIR
+        target.mkdir(mode=0o700)
+        cancel = threading.Event()
+        # cancelled: the extraction stops, and its thread ends before the caller removes `work`
+        return await uninterrupted(asyncio.to_thread(self._extract, tar_path, target, cancel), cancel.set)
+
+    async def _receive_synced(self, ns: str, key: str, requests: AsyncIterator[pb.BuildRequest],
+                              context: grpc.aio.ServicerContext, work: Path, synced: list[ContextSync]) -> ContextStats:
+        """A synced context: the manifest, the answer of what to send, then the tar of that into
+        the kept copy, which `synced` holds from then on (see the module docstring)."""
+        entries: list[ContextEntry] = []
+        async for req in requests:
+            if req.WhichOneof("request") != "manifest":
+                raise InvalidArgument("build: a synced context starts with its manifest")
+            entries.extend(ContextEntry(e.path, e.mode, e.size, e.mtime_ns, e.linkname, e.link_group)
+                           for e in req.manifest.entries)
+            if len(entries) > self.limits.max_entries:
+                raise InvalidArgument(f"build context: more than {self.limits.max_entries} entries")
+            if req.manifest.last:
+                break
+        else:
+            raise InvalidArgument("build: the context's manifest ended without its last message")
+
+        def begin() -> ContextSync:
+            sync = self.contexts.begin(ns, key, entries, work / _CONTEXT_DIR, self.limits)
+            synced.append(sync)  # even when this call was cancelled meanwhile: _finish gives it back
+            return sync
+
+        sync = await uninterrupted(asyncio.to_thread(begin))
+        wanted = sync.wanted
+        for i in range(0, max(len(wanted), 1), _WANTED_BATCH):
+            batch = wanted[i:i + _WANTED_BATCH]
+            await context.write(pb.BuildResponse(wanted=pb.ContextWanted(
+                indexes=batch, last=i + _WANTED_BATCH >= len(wanted))))
+        tar_path = await self._spool(requests, work)
+        cancel = threading.Event()
+        return await uninterrupted(asyncio.to_thread(self._apply, sync, tar_path, cancel), cancel.set)
+
+    def _apply(self, sync: ContextSync, tar_path: Path, cancel: threading.Event) -> ContextStats:
+        try:
+            return sync.apply(tar_path, self.limits, cancel)
+        finally:
+            tar_path.unlink(missing_ok=True)
+
+    async def _spool(self, requests: AsyncIterator[pb.BuildRequest], work: Path) -> Path:
+        """The context tar's chunks, to work/context.tar."""
         tar_path = work / _CONTEXT_TAR
         received = 0
         fd = await asyncio.to_thread(os.open, tar_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -155,11 +231,7 @@ class BuildService(pb_grpc.BuilderServicer):
                 await asyncio.to_thread(_write_all, fd, req.chunk)
         finally:
             os.close(fd)
-        target = work / _CONTEXT_DIR
-        target.mkdir(mode=0o700)
-        cancel = threading.Event()
-        # cancelled: the extraction stops, and its thread ends before the caller removes `work`
-        return await uninterrupted(asyncio.to_thread(self._extract, tar_path, target, cancel), cancel.set)
+        return tar_path
 
     def _extract(self, tar_path: Path, target: Path, cancel: threading.Event) -> ContextStats:
         try:
@@ -179,6 +251,8 @@ class BuildService(pb_grpc.BuilderServicer):
                     requests: AsyncIterator[pb.BuildRequest]) -> None:
         """The error as a last message first (a call that ends while its client still sends may
         reach the client as INTERNAL), then read on until the client stops (ours cancels)."""
+        if not isinstance(exc, DockyardError):
+            log.error("build: internal error", exc_info=exc)  # the client is told no more than that
         code = code_for(exc) if isinstance(exc, DockyardError) else grpc.StatusCode.INTERNAL
         message = str(exc) if isinstance(exc, DockyardError) else "build: internal error"
         with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ from dockyard_api.dockyard.build.v1 import build_pb2 as pb
 from dockyard_common.errors import FailedPrecondition
 from supervisor.archive.context import ContextLimits
 from supervisor.build.api import BuildEvent, BuildRequest, BuildResult, Progress
+from supervisor.build.cachekey import SourceMemo
 from supervisor.build.cacheprune import PruneOptions, PruneReport
 from supervisor.services.build import BuildService
 
@@ -56,7 +57,7 @@ class FakeExecutor:
         self.pruned: tuple[str, PruneOptions] | None = None
 
     async def build(self, namespace: str, context_dir: Path, request: BuildRequest,
-                    progress: Progress) -> BuildResult:
+                    progress: Progress, sources: SourceMemo | None = None) -> BuildResult:
         self.seen.append((namespace, sorted(p.name for p in context_dir.iterdir()), request))
         self.started.set()
         await progress(BuildEvent("step", 1, 1, "0", "FROM scratch"))

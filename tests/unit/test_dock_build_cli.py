@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dock.build import BuildEvent, BuildResult, ContextReceived, ContextSent, directory_context
+from dock.build import BuildEvent, BuildResult, ContextReceived, ContextSent, SyncedContext, directory_context
 from dock.cli import build_parser
 from dock.commands.build import JsonView, PlainView, one_line, parse_build_args, parse_label_pairs, prepare
 from dockyard_common.errors import InvalidArgument
@@ -24,7 +24,8 @@ def parse(*argv: str) -> argparse.Namespace:
     return build_parser(["build", *argv]).parse_args(["build", *argv])
 
 
-async def collect(chunks: AsyncIterator[bytes] | bytes) -> bytes:
+async def collect(chunks: AsyncIterator[bytes] | bytes | SyncedContext) -> bytes:
+    assert not isinstance(chunks, SyncedContext), "a tar context, not a directory"
     if isinstance(chunks, bytes):
         return chunks
     return b"".join([c async for c in chunks])
@@ -138,7 +139,8 @@ async def test_default_dockerfile_and_f_relative_to_cwd(ctx: Path, tmp_path: Pat
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     dockerfile, context = prepare(parse(str(ctx)))
     assert dockerfile == b"FROM busybox\nCOPY . /app\n"
-    assert "src/main.py" in members(await collect(context))
+    assert context == SyncedContext(ctx, ctx / "Dockerfile")  # a directory is synced
+    assert "src/main.py" in members(await collect(directory_context(context.root, context.dockerfile)))
     (tmp_path / "ci").mkdir()
     (tmp_path / "ci" / "Dockerfile").write_text("FROM scratch\n")
     monkeypatch.chdir(tmp_path)
@@ -158,7 +160,7 @@ async def test_dockerfile_from_stdin(ctx: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr("sys.stdin", Stdin(b"FROM busybox\nRUN true\n"))
     dockerfile, context = prepare(parse("-f", "-", str(ctx)))
     assert dockerfile == b"FROM busybox\nRUN true\n"
-    assert "src/main.py" in members(await collect(context))
+    assert context == SyncedContext(ctx)
 
 
 def test_stdin_twice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,7 +218,7 @@ def test_json_view() -> None:
                   BuildResult("sha256:m", "sha256:c", ["t"])):
         view.show(event)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert lines == [{"type": "context", "bytes": 5, "entries": 1},
+    assert lines == [{"type": "context", "bytes": 5, "entries": 1, "reused": 0},
                      {"type": "output", "step": 1, "total": 1, "stream": "stderr", "data": "\ufffdok"},
                      {"type": "result", "manifest_digest": "sha256:m", "config_digest": "sha256:c", "tags": ["t"]}]
 

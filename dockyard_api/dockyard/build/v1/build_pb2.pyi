@@ -34,7 +34,7 @@ class KeyValue(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class BuildOptions(_message.Message):
-    __slots__ = ("dockerfile", "tags", "build_args", "target", "no_cache", "pull", "platform", "labels", "network")
+    __slots__ = ("dockerfile", "tags", "build_args", "target", "no_cache", "pull", "platform", "labels", "network", "context_key")
     DOCKERFILE_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     BUILD_ARGS_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class BuildOptions(_message.Message):
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_KEY_FIELD_NUMBER: _ClassVar[int]
     dockerfile: bytes
     tags: _containers.RepeatedScalarFieldContainer[str]
     build_args: _containers.RepeatedCompositeFieldContainer[KeyValue]
@@ -53,23 +54,60 @@ class BuildOptions(_message.Message):
     platform: str
     labels: _containers.RepeatedCompositeFieldContainer[KeyValue]
     network: str
-    def __init__(self, dockerfile: _Optional[bytes] = ..., tags: _Optional[_Iterable[str]] = ..., build_args: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., target: _Optional[str] = ..., no_cache: _Optional[bool] = ..., pull: _Optional[bool] = ..., platform: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., network: _Optional[str] = ...) -> None: ...
+    context_key: str
+    def __init__(self, dockerfile: _Optional[bytes] = ..., tags: _Optional[_Iterable[str]] = ..., build_args: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., target: _Optional[str] = ..., no_cache: _Optional[bool] = ..., pull: _Optional[bool] = ..., platform: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., network: _Optional[str] = ..., context_key: _Optional[str] = ...) -> None: ...
+
+class ContextEntry(_message.Message):
+    __slots__ = ("path", "mode", "size", "mtime_ns", "linkname", "link_group")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    LINKNAME_FIELD_NUMBER: _ClassVar[int]
+    LINK_GROUP_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    size: int
+    mtime_ns: int
+    linkname: str
+    link_group: str
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., linkname: _Optional[str] = ..., link_group: _Optional[str] = ...) -> None: ...
+
+class ContextManifest(_message.Message):
+    __slots__ = ("entries", "last")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[ContextEntry]
+    last: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[ContextEntry, _Mapping]]] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class BuildRequest(_message.Message):
-    __slots__ = ("options", "chunk")
+    __slots__ = ("options", "chunk", "manifest")
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
     options: BuildOptions
     chunk: bytes
-    def __init__(self, options: _Optional[_Union[BuildOptions, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+    manifest: ContextManifest
+    def __init__(self, options: _Optional[_Union[BuildOptions, _Mapping]] = ..., chunk: _Optional[bytes] = ..., manifest: _Optional[_Union[ContextManifest, _Mapping]] = ...) -> None: ...
+
+class ContextWanted(_message.Message):
+    __slots__ = ("indexes", "last")
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    indexes: _containers.RepeatedScalarFieldContainer[int]
+    last: bool
+    def __init__(self, indexes: _Optional[_Iterable[int]] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class ContextReceived(_message.Message):
-    __slots__ = ("bytes", "entries")
+    __slots__ = ("bytes", "entries", "reused")
     BYTES_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
     bytes: int
     entries: int
-    def __init__(self, bytes: _Optional[int] = ..., entries: _Optional[int] = ...) -> None: ...
+    reused: int
+    def __init__(self, bytes: _Optional[int] = ..., entries: _Optional[int] = ..., reused: _Optional[int] = ...) -> None: ...
 
 class BuildEvent(_message.Message):
     __slots__ = ("kind", "step", "total", "stage", "text", "data", "stream")
@@ -100,13 +138,15 @@ class BuildResult(_message.Message):
     def __init__(self, manifest_digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BuildResponse(_message.Message):
-    __slots__ = ("context", "event", "result", "error")
+    __slots__ = ("context", "event", "result", "error", "wanted")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WANTED_FIELD_NUMBER: _ClassVar[int]
     context: ContextReceived
     event: BuildEvent
     result: BuildResult
     error: _status_pb2.Status
-    def __init__(self, context: _Optional[_Union[ContextReceived, _Mapping]] = ..., event: _Optional[_Union[BuildEvent, _Mapping]] = ..., result: _Optional[_Union[BuildResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    wanted: ContextWanted
+    def __init__(self, context: _Optional[_Union[ContextReceived, _Mapping]] = ..., event: _Optional[_Union[BuildEvent, _Mapping]] = ..., result: _Optional[_Union[BuildResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., wanted: _Optional[_Union[ContextWanted, _Mapping]] = ...) -> None: ...

@@ -64,6 +64,13 @@ class BuilderServicer:
         names the step, its line and the exit code). An error is sent as a last BuildResponse with
         `error` set, then as the call's status: a client still sending should stop (cancel) when it
         sees it. Cancelling the call cancels the build; nothing of it remains.
+
+        A synced context (`options.context_key` set) sends only what changed since the last build
+        of that key: after the options, the client sends a `manifest` of its whole context (one or
+        more messages, the last with `last` set); the daemon answers with `wanted` (one or more,
+        the last with `last` set): the manifest's indexes to send. The client then sends a tar of
+        exactly those entries (`chunk`s) and half-closes; the daemon has kept the rest from the
+        earlier build. A wanted entry missing from the tar, or one not wanted, is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
