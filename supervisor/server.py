@@ -365,8 +365,10 @@ def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Regi
         deps, SandboxSettings(cfg.cri_sandbox_image, cfg.default_network, cfg.default_snapshotter,
                               tuple(cfg.runtimes), files_dir=cfg.state / "cri" / "sandboxes"),
         CRI_NAMESPACE)
-    containers = CriContainers(deps, sandboxes, cfg.state / "cri" / "exec")
+    containers = CriContainers(deps, sandboxes, cfg.state / "cri" / "exec", cfg.state / "cri" / "image-volumes")
     runtime.restarts.exit_observers.append(containers.on_exit)  # an exited container's shim goes
+    # Image volumes of containers removed while the daemon was away go (safe beside requests).
+    stack.push_async_callback(_cancel, asyncio.ensure_future(containers.sweep_image_volumes()))
     # The streaming server listens from the first Exec/Attach/PortForward; it stops with the daemon.
     streams = CriStreams(StreamServer(CriStreamBackend(containers, sandboxes)), containers, sandboxes)
     stack.push_async_callback(streams.close)

@@ -303,6 +303,8 @@ def _run_step(step: P.Step, ctx: _Context) -> None:
             _become_root()
         case P.SetPropagation(target=target, flags=flags):
             R.set_propagation(target, flags)
+        case P.IsolateRootfsParent(rootfs=rootfs):
+            R.isolate_rootfs_parent(os.path.realpath(rootfs))
         case P.MountRootfs(rootfs=rootfs):
             mount_rootfs(ctx.rootfs_mounts, rootfs)
         case P.JoinContainer(pid=pid):

@@ -159,6 +159,13 @@ class SetPropagation(Step):
            "propagating back into the host, which a shared host root would otherwise do.")
 
 
+class IsolateRootfsParent(Step):
+    rootfs: str = ""
+    why = ("With a shared root propagation (kept so binds of the host's shared mounts stay their peers, "
+           "as runc keeps them), before the rootfs is mounted: the mount holding the rootfs directory "
+           "becomes a slave, so the snapshot's mounts made on it do not propagate to the host.")
+
+
 class MountRootfs(Step):
     rootfs: str = ""
     why = ("The snapshot's mounts go onto the bundle's rootfs inside a private mount namespace, with "
@@ -437,15 +444,21 @@ def plan_create(spec: Spec, bundle: str, *, has_rootfs_mounts: bool, rootless: b
         stage1.append(BecomeRoot())
     if new_types:
         stage1.append(Unshare(tuple(new_types)))
-    if not new_userns:
-        stage1.append(SetPropagation())
-        if has_rootfs_mounts:
-            stage1.append(MountRootfs(rootfs))
-    stage1.append(ForkInit())
-
     propagation = L.MS_SLAVE | L.MS_REC
     if linux.rootfs_propagation:
         propagation = PROPAGATION_FLAGS[linux.rootfs_propagation]
+    if not new_userns:
+        # runc applies rootfsPropagation to / right after unshare. A shared one keeps the copies
+        # of the host's shared mounts its peers (a bidirectional bind propagates both ways);
+        # anything else starts rslave, so nothing we mount reaches the host, and is set in init.
+        shared = bool(propagation & L.MS_SHARED)
+        stage1.append(SetPropagation(flags=propagation) if shared else SetPropagation())
+        if has_rootfs_mounts:
+            if shared:
+                stage1.append(IsolateRootfsParent(rootfs))
+            stage1.append(MountRootfs(rootfs))
+    stage1.append(ForkInit())
+
     init: list[Step] = [
         AwaitContinue(),
         Setsid(),

@@ -29,6 +29,14 @@ def set_propagation(target: str, flags: int) -> None:
     L.mount(None, target, None, flags)
 
 
+def isolate_rootfs_parent(rootfs: str) -> None:
+    """The mount holding `rootfs` (a copy of the host's, in our new mount namespace) stops sending
+    propagation: a slave receives the host's events but the overlay mounted next stays ours.
+    A slave rather than private, so host-to-container propagation of binds from it still works.
+    Making a private mount a slave leaves it private."""
+    L.mount(None, _mount_point_of(rootfs), None, L.MS_SLAVE)
+
+
 def bind_rootfs(rootfs: str) -> None:
     """Make `rootfs` a mount point whose parent mount is private (pivot_root's requirements)."""
     # The parent mount of the new root must not be shared or pivot_root fails with EINVAL. The

@@ -39,10 +39,16 @@ class ContainerMetadata:
 
 @dataclass(frozen=True)
 class MountSpec:
+    """A bind of `host_path`, or (with `image` set, `host_path` empty) an image volume: the image's
+    tree (or its `image_sub_path`) read-only; `image_ref` is its ID, resolved at create."""
+
     container_path: str
     host_path: str
     readonly: bool = False
     propagation: Propagation = Propagation.PRIVATE
+    image: str = ""
+    image_ref: str = ""
+    image_sub_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,8 @@ class ContainerConfig:
                 command=tuple(data["command"]), args=tuple(data["args"]), working_dir=data["working_dir"],
                 envs=tuple((k, v) for k, v in data["envs"]),
                 mounts=tuple(MountSpec(m["container_path"], m["host_path"], m["readonly"],
-                                       Propagation(m["propagation"])) for m in data["mounts"]),
+                                       Propagation(m["propagation"]), m.get("image", ""), m.get("image_ref", ""),
+                                       m.get("image_sub_path", "")) for m in data["mounts"]),
                 devices=tuple(DeviceSpec(**d) for d in data["devices"]),
                 labels=dict(data["labels"]), annotations=dict(data["annotations"]), log_path=data["log_path"],
                 tty=data["tty"], stdin=data["stdin"],

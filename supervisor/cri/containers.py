@@ -57,6 +57,7 @@ from dockyard_common.types import AnyValue, Container, Status
 from supervisor.build.copy import additional_gids, make_workdir, resolve_user
 from supervisor.cri.container_spec import PodContext, User, container_spec, container_spec_resources, host_device
 from supervisor.cri.container_types import ContainerConfig, ContainerState, ContainerUsage, CriContainer, Resources
+from supervisor.cri.image_volumes import ImageVolumes
 from supervisor.cri.lookup import by_id_prefix
 from supervisor.cri.sandbox import KIND_LABEL, SPEC_TYPE_URL, PodSandboxes, SandboxDeps, unpacked_image
 from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
@@ -115,12 +116,14 @@ class _Found:
 
 
 class CriContainers:
-    def __init__(self, deps: SandboxDeps, pods: PodSandboxes, exec_dir: Path) -> None:
+    def __init__(self, deps: SandboxDeps, pods: PodSandboxes, exec_dir: Path, volumes_dir: Path | None = None) -> None:
         self.d = deps
         self.pods = pods
         self.namespace = pods.namespace
         self.snapshotter = pods.settings.snapshotter
         self.exec_dir = exec_dir  # FIFOs of ExecSync
+        self.volumes = ImageVolumes(deps, self.namespace, self.snapshotter,
+                                    volumes_dir or exec_dir.parent / "image-volumes")
         self._reserve = asyncio.Lock()
         self._pending: set[tuple[str, str, int]] = set()  # names being created: (pod, name, attempt)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -158,7 +161,8 @@ class CriContainers:
         try:
             async with temporary_lease(self.d.leases, self.namespace, self.d.on_lease_release) as lease:
                 # Leased until the record refers to it: the collector may run in between.
-                await self._create(pod, config, cid, image_ref, image, lease)
+                with self.volumes.creating(cid):
+                    await self._create(pod, config, cid, image_ref, image, lease)
         finally:
             self._pending.discard(key)
         log.info("container %s (%s in pod %s) created", cid, config.metadata.name, pod.id)
@@ -169,6 +173,7 @@ class CriContainers:
         mounts = await self.d.snapshots.prepare(self.namespace, self.snapshotter, cid, image.layers[-1].chain_id,
                                                 lease=lease)
         try:
+            made = await self.volumes.make(cid, config, lease)
             workdir = config.working_dir or str(image.config.config.get("WorkingDir") or "")
             user = await asyncio.to_thread(_prepare_rootfs, mounts, self.exec_dir,
                                            _user_text(config, image.config.config), workdir)
@@ -178,20 +183,22 @@ class CriContainers:
                 if self.pods.files is not None else None
             devices = tuple([await asyncio.to_thread(host_device, d.container_path, d.host_path, d.permissions)
                               for d in config.devices])
-            spec = container_spec(config, PodContext(pod.id, pod.config, pod.pid, files), cid, self.namespace,
-                                  image_ref, image.config.config, user, target_pid, devices=devices)
+            spec = container_spec(made.spec_config, PodContext(pod.id, pod.config, pod.pid, files), cid,
+                                  self.namespace, image_ref, image.config.config, user, target_pid, devices=devices)
             await asyncio.to_thread(_make_host_paths, config)
             log_path = os.path.join(pod.config.log_directory, config.log_path) \
                 if config.log_path and pod.config.log_directory else ""
-            meta = _Meta(config.to_json(), pod.id, image_ref, image.config_descriptor.digest, log_path,
+            meta = _Meta(made.config.to_json(), pod.id, image_ref, image.config_descriptor.digest, log_path,
                          stop_signal=_signal_of(str(image.config.config.get("StopSignal") or "")))
             record = Container(id=cid, runtime_name=await self._runtime_of(pod),
                                spec=AnyValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
-                               labels={KIND_LABEL: KIND_CONTAINER, SANDBOX_LABEL: pod.id}, image=image_ref,
+                               labels={KIND_LABEL: KIND_CONTAINER, SANDBOX_LABEL: pod.id, **made.labels},
+                               image=image_ref,
                                snapshotter=self.snapshotter, snapshot_key=cid,
                                extensions={METADATA_EXTENSION: _meta_value(meta)})
             await self.d.containers.create(self.namespace, record)
         except BaseException:
+            await uninterrupted(self.volumes.remove(cid, config))
             with contextlib.suppress(NotFound):
                 await uninterrupted(self.d.snapshots.remove(self.namespace, self.snapshotter, cid))
             raise
@@ -231,6 +238,7 @@ class CriContainers:
                 labels[containerlog.LABEL_PATH] = found.meta.log_path
             assert found.record.spec is not None
             try:
+                await self.volumes.ensure(cid, found.config)
                 mounts = await self.d.snapshots.mounts(self.namespace, self.snapshotter, cid)
                 task = await self.d.tasks.create(self.namespace, cid, found.record.runtime_name,
                                                  found.record.spec.value, CreateOptions(rootfs=mounts),
@@ -305,11 +313,22 @@ class CriContainers:
 
     async def _remove(self, cid: str) -> None:
         await self._stop(cid, 0)
+        try:
+            config: ContainerConfig | None = (await self._find(cid)).config
+        except NotFound:
+            config = None  # a record we cannot read: whatever is found of its volumes goes
+        await self.volumes.remove(cid, config)
         with contextlib.suppress(NotFound):
             await self.d.snapshots.remove(self.namespace, self.snapshotter, cid)
         with contextlib.suppress(NotFound):
             await self.d.containers.delete(self.namespace, cid)
         await self.d.on_deleted(self.namespace, cid)
+
+    async def sweep_image_volumes(self) -> None:
+        """At daemon start: image volumes of containers whose record is gone are removed."""
+        async def live() -> set[str]:
+            return {c.id for c in await self.d.containers.list(self.namespace)}
+        await self.volumes.sweep(live)
 
     async def on_exit(self, namespace: str, cid: str) -> None:
         """A task's init exited (the runtime's exit monitor tells every one): for a container of
@@ -627,7 +646,7 @@ def _found(record: Container) -> _Found:
 def _make_host_paths(config: ContainerConfig) -> None:
     """A bind mount's missing host path is made as a directory (containerd does likewise)."""
     for m in config.mounts:
-        if not os.path.exists(m.host_path):
+        if not m.image and not os.path.exists(m.host_path):
             try:
                 os.makedirs(m.host_path, mode=0o755, exist_ok=True)
             except OSError as exc:

@@ -61,15 +61,29 @@ def _working_dir(path: str) -> str:
 
 def _mount(i: int, m: pb.Mount) -> MountSpec:
     where = f"{WHERE}: mounts[{i}]"
-    if not m.container_path.startswith("/") or not m.host_path.startswith("/"):
-        raise InvalidArgument(f"{where}: container_path and host_path must be absolute paths")
-    if m.HasField("image") and m.image.image:
-        raise InvalidArgument(f"{where}: image volumes are not supported by dockyardd yet")
+    image = m.image.image if m.HasField("image") else ""
+    if not m.container_path.startswith("/"):
+        raise InvalidArgument(f"{where}: container_path must be an absolute path")
     try:
         propagation = Propagation(m.propagation)
     except ValueError:
         raise InvalidArgument(f"{where}: unknown propagation {m.propagation}") from None
-    return MountSpec(os.path.normpath(m.container_path), m.host_path, m.readonly, propagation)
+    if not image:
+        if m.image_sub_path:
+            raise InvalidArgument(f"{where}: image_sub_path is only for an image volume (image is not set)")
+        if not m.host_path.startswith("/"):
+            raise InvalidArgument(f"{where}: host_path must be an absolute path")
+        return MountSpec(os.path.normpath(m.container_path), m.host_path, m.readonly, propagation)
+    # An image volume (KEP 4639): the image's tree, read-only by definition.
+    if m.host_path:
+        raise InvalidArgument(f"{where}: host_path and image are mutually exclusive")
+    if not m.readonly:
+        raise InvalidArgument(f"{where}: an image volume is read-only: readonly must be true")
+    sub = m.image_sub_path
+    if sub and (sub.startswith("/") or ".." in sub.split("/")):
+        raise InvalidArgument(f"{where}: image_sub_path {sub!r} must be a relative path inside the image")
+    return MountSpec(os.path.normpath(m.container_path), "", True, propagation, image=image,
+                     image_sub_path=os.path.normpath(sub) if sub else "")
 
 
 def _device(i: int, d: pb.Device) -> DeviceSpec:
@@ -166,7 +180,9 @@ def container_pb(c: CriContainer) -> pb.Container:
 
 def status_pb(c: CriContainer) -> pb.ContainerStatus:
     mounts = [pb.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
-                       propagation=pb.MountPropagation.Value(_PB_PROPAGATION[m.propagation]))
+                       propagation=pb.MountPropagation.Value(_PB_PROPAGATION[m.propagation]),
+                       image=pb.ImageSpec(image=m.image, image_ref=m.image_ref) if m.image else None,
+                       image_sub_path=m.image_sub_path)
               for m in c.config.mounts]
     return pb.ContainerStatus(
         id=c.id, metadata=_metadata_pb(c), state=state_pb(c.state), created_at=c.created_at_ns,

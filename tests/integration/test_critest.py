@@ -6,10 +6,11 @@ namespace (the host-IPC specs make SysV shared memory segments in "the host's"),
 images critest pulls served by a mirror inside the namespace (tests/cri_mirror.py). Benchmarks are
 bench/cri.py's business, not this suite's.
 
-2026-12-06: 93 specs run, 93 pass. critest skips 36 more by itself, for what this host or
-Dockyard does not offer: NRI (13: no NRI socket), AppArmor (9: disabled on this kernel), user
-namespaces (6: no runtime handler reports them), recursive read-only mounts (4),
-SupplementalGroupsPolicy (2) and the CRI metrics calls (2) - the last four not built yet.
+2026-12-06: 99 specs run, 99 pass (image volumes and rshared propagation joined the 93).
+critest skips 36 more by itself, for what this host or Dockyard does not offer: NRI (13: no NRI
+socket), AppArmor (9: disabled on this kernel), user namespaces (6: no runtime handler reports
+them), recursive read-only mounts (4), SupplementalGroupsPolicy (2) and the CRI metrics calls (2)
+- the last three not built yet.
 """
 
 from __future__ import annotations
@@ -42,10 +43,6 @@ NOT_HERE = {
     r"[Bb]enchmark": "benchmarks, not conformance (bench/cri.py)",
     r"public image with digest should be pulled and removed":
         "pins a real public image by digest: a look-alike cannot have that digest, and nothing outside is reachable",
-    r"Image Volume \[Feature:ImageVolume\]": "not built yet: image volumes (Kubernetes 1.31's feature gate)",
-    r"mount with 'rshared' should support propagation from host to container and vice versa":
-        "not built yet: container-to-host propagation needs the container's mounts to be the host's peers, and the"
-        " shim mounts the rootfs inside the container's namespace after making it rslave (docs/design-notes.md)",
     r"runtime should support MaskedPaths":
         "the look-alike image's shell is busybox-static's standalone ash, which runs `ls` from /proc/self/exe:"
         " a masked /bin/ls is never executed (containerd fails it here alike)",
@@ -99,7 +96,7 @@ def test_critest_passes(critest: tuple[Run, DaemonProcess]) -> None:
     assert run.returncode == 0, run.output[-3000:]
     # What runs: everything but NOT_HERE and the features this kernel or host lacks (AppArmor,
     # NRI's socket, user namespaces...). Fewer passing specs than this means specs went missing.
-    assert counts["passed"] >= 91, run.summary()  # containerd 1.6.20 passed 89 here (issue 16)
+    assert counts["passed"] >= 99, run.summary()  # containerd 1.6.20 passed 89 here (issue 16)
 
 
 def test_the_daemon_stayed_healthy(critest: tuple[Run, DaemonProcess]) -> None:
