@@ -11,7 +11,8 @@ empty and `decoded` False, so a newer daemon cannot break an older subscriber.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ from dockyard_api.containerd.events import (
 from dockyard_api.containerd.services.events.v1 import events_pb2 as pb
 from dockyard_api.containerd.services.events.v1 import events_pb2_grpc as pb_grpc
 from dockyard_api.dockyard.network.v1 import events_pb2 as network_events_pb2
+from dockyard_common.errors import Unavailable
+from dockyard_common.eventstream import SUBSCRIBED_HEADER
 
 if TYPE_CHECKING:
     from dock.client import Client
@@ -91,9 +94,38 @@ class EventsAPI:
         containerd filters matches: `topic=="/tasks/exit"`, `namespace==ns`, `event.container_id==x`)."""
         call = self.stub.Subscribe(pb.SubscribeRequest(filters=list(filters)), metadata=self.client.metadata())
         try:
+            async for env in self._envelopes(call):
+                yield env
+        finally:
+            call.cancel()
+
+    @contextlib.asynccontextmanager
+    async def subscribed(self, *filters: str) -> AsyncIterator[AsyncIterator[Envelope]]:
+        """`subscribe`, entered once the daemon has the subscription in place (it sends its
+        headers then), so whatever is published after that is seen: subscribe, then start what
+        is watched, without a race (as Docker's client waits for a wait's headers before it
+        starts a container). The stream ends when the block does."""
+        call = self.stub.Subscribe(pb.SubscribeRequest(filters=list(filters)), metadata=self.client.metadata())
+        envelopes = self._envelopes(call)
+        try:
+            try:
+                headers = await call.initial_metadata()
+            except grpc.aio.AioRpcError as exc:
+                raise self.client._error(exc) from None
+            if SUBSCRIBED_HEADER not in (headers or ()):
+                # No subscription: refused (a bad filter; its error, raised here), or a daemon
+                # that does not say (its headers came with a first event).
+                async for _ in envelopes:
+                    break
+                raise Unavailable("the daemon did not confirm the event subscription (is it an older dockyardd?)")
+            yield envelopes
+        finally:
+            call.cancel()
+            await envelopes.aclose()
+
+    async def _envelopes(self, call: grpc.aio.UnaryStreamCall[Any, pb.Envelope]) -> AsyncGenerator[Envelope, None]:
+        try:
             async for msg in call:
                 yield _envelope(msg)
         except grpc.aio.AioRpcError as exc:
             raise self.client._error(exc) from None
-        finally:
-            call.cancel()

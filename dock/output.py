@@ -24,6 +24,13 @@ def human_size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def confirm(warning: str) -> bool:
+    """Docker's prompt before a prune removes things: the warning and a [y/N] question on
+    stderr, the answer a line of stdin (no line, or anything but y/yes, is no)."""
+    print(f"WARNING! {warning} Are you sure you want to continue? [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def labels_text(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 

@@ -21,13 +21,15 @@ snapshot, lease, anonymous volume or FIFO dir of it stays behind. Only success k
 container (and, with `--rm`, not even that).
 
 What the daemon does at the exit, the daemon owns (dockyard_common/autoremove.py, restartpolicy.py):
-- `--rm` detached, or attached through the daemon (-i, or -t with a log): the container carries
-  the auto-remove label and the daemon removes it, with its anonymous volumes, whenever its task
-  exits (also after ctrl-p ctrl-q, or when this client was killed); an attached run then waits
-  for that removal (Docker's `wait --condition=removed`), so the next command no longer sees it.
-- A plain foreground `--rm` (FIFOs, which every runtime's shim serves) removes the container
-  itself once Tasks/Wait has answered, as `ctr run --rm`: a removal by the daemon could beat our
-  Wait and lose the exit status (and trying attach first would cost other runtimes a task).
+- `--rm`: the container carries the auto-remove label and the daemon removes it, with its
+  anonymous volumes, whenever its task exits (also after ctrl-p ctrl-q, or when this client was
+  killed). A foreground run subscribes to its events before Tasks/Create (RemovalWatch; the
+  daemon says when the subscription is in place) and waits for its /containers/delete (Docker's
+  `wait --condition=removed`), so the next command no longer sees it. Through the daemon's attach
+  (-i, or -t with a log) the exit status comes from the attach stream; through FIFOs (a plain
+  foreground run, which every runtime's shim serves) from the task's /tasks/exit event, never
+  from Tasks/Wait, which the daemon's removal could beat. The one client-side removal left, as
+  `ctr run --rm`: -i/-t with a shim that does not serve attach (the fallback below).
 - A restart policy in the foreground goes through the daemon's attach: the first run is shown and
   its exit status comes from that task's own shim, so a restart that follows at once cannot be
   mistaken for it; the task and the container stay for the daemon. A shim that does not serve
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -56,6 +59,7 @@ from typing import Any, TypeVar
 from dock import volumes
 from dock.client import Client
 from dock.containers import RUNC_V2, oci_spec_any
+from dock.events import Envelope
 from dock.network import BRIDGE, NetworkOptions
 from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_spec
 from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
@@ -68,7 +72,14 @@ from dockyard_common import restartpolicy as rp
 from dockyard_common.aio import uninterrupted
 from dockyard_common.containerlog import DRIVER as LOG_DRIVER
 from dockyard_common.containerlog import LABEL_DRIVER
-from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import (
+    AlreadyExists,
+    DockyardError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from dockyard_common.types import AnyValue, Container, Mount
 
 RUNC_OPTIONS_TYPE_URL = "containerd.runc.v1.Options"  # an empty runc Options message, as ctr sends
@@ -78,7 +89,8 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 T = TypeVar("T")
 KILL_WAIT = 10.0  # seconds for a killed task to stop during cleanup
 REMOVE_WAIT = 30.0  # seconds for the daemon to remove an --rm container before we do it ourselves
-REMOVE_RECHECK = 1.0  # seconds between looks at the container while its delete event is awaited
+EXIT_TOPIC = "/tasks/exit"
+DELETE_TOPIC = "/containers/delete"
 
 
 @dataclass
@@ -133,11 +145,9 @@ class RunRequest:
 
     @property
     def auto_remove(self) -> bool:
-        """`--rm` done by the daemon: detached, or in the foreground through the daemon's attach.
-        A plain foreground run (FIFOs, which every shim serves) waits for its task and removes it
-        itself, as `ctr run --rm`: its exit status must come from Tasks/Wait, which the daemon's
-        removal could otherwise beat."""
-        return self.rm and not self.restarts and (self.detach or self.through_attach)
+        """`--rm` done by the daemon (every run that asks for it: a restart policy is refused with
+        it): the client's exit, even by SIGKILL, leaves nothing behind once the task ends."""
+        return self.rm and not self.restarts
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -412,9 +422,10 @@ class Signals:
 
 async def attach(client: Client, cid: str, io: ProcessIO, signals: Signals, start: Callable[[], Awaitable[int]],
                  *, exec_id: str = "", tty: bool = False, interactive: bool = False, in_fd: int = 0,
-                 out_fd: int = 1) -> int:
+                 out_fd: int = 1, exited: Callable[[], Awaitable[int]] | None = None) -> int:
     """Start the created process (by `start`), copy its stdio, forward our signals to it,
-    keep its terminal the size of ours; its exit status once it is gone."""
+    keep its terminal the size of ours; its exit status once it is gone (from `exited` when
+    given, else Tasks/Wait), with its output all copied."""
     loop = asyncio.get_running_loop()
 
     def on_resize() -> None:
@@ -436,12 +447,12 @@ async def attach(client: Client, cid: str, io: ProcessIO, signals: Signals, star
         try:
             if interactive:
                 io.start_stdin(on_stdin_eof)
-            status = await client.tasks.wait(cid, exec_id)
+            code = await exited() if exited is not None else (await client.tasks.wait(cid, exec_id)).code
             await io.drain()
         finally:
             if tty:
                 loop.remove_signal_handler(signal.SIGWINCH)
-    return status.code
+    return code
 
 
 async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 1, err_fd: int = 2) -> int:
@@ -452,7 +463,8 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
         raise InvalidArgument("a restart policy in the foreground needs the container's log (label "
                               f"{LABEL_DRIVER}={LOG_DRIVER}) or an open stdin; or run it detached")
     try:
-        async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as container_undo:
+        async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as container_undo, \
+                contextlib.AsyncExitStack() as watching:  # a RemovalWatch, when the daemon removes it
             _, rootfs = await _create_container(client, req, container_undo)
             async with contextlib.AsyncExitStack() as task_undo:
                 if req.detach:
@@ -464,10 +476,13 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
                     await asyncio.to_thread(write_all, out_fd, f"{req.id}\n".encode())
                     return 0
                 daemon_owned = req.auto_remove or req.restarts  # the daemon acts on the exit
+                daemon_removes = req.auto_remove
                 if req.through_attach:
                     # Through the daemon's attach (its shim holds the stdio): detaching works, and
                     # `dock attach` can come back later.
                     try:
+                        watch = await watching.enter_async_context(RemovalWatch.of(client, req.id)) \
+                            if req.auto_remove else None
                         try:
                             await client.tasks.create(req.id, rootfs)  # our shim: the spec says tty
                         except DockyardError as exc:
@@ -482,6 +497,8 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
                         # killed, so the daemon does not take that kill's exit for the end of the run.
                         if req.auto_remove:
                             await _set_labels(client, req.id, {autoremove.LABEL: ""})
+                            daemon_removes = False
+                        await watching.aclose()
                         await task_undo.aclose()
                         if req.restarts:
                             raise FailedPrecondition(f"runtime {req.runtime}: its shim does not serve attach, so a "
@@ -492,21 +509,36 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
                             container_undo.pop_all()
                             if code is None:
                                 return 0
-                            if req.auto_remove:
-                                await wait_removed(client, req.id)
+                            if watch is not None:
+                                await watch.removed()
                             return code
                         container_undo.pop_all()
                         return code
                 io = await ProcessIO.open(req.id, stdin=req.interactive, tty=req.spec.tty, out_fd=out_fd,
                                           err_fd=err_fd, in_fd=in_fd)
                 task_undo.push_async_callback(io.close)
+                # With the daemon's --rm the status comes from the exit event, watched from before
+                # the task exists: Tasks/Wait could come after the daemon deleted the task.
+                watch = await watching.enter_async_context(RemovalWatch.of(client, req.id)) \
+                    if daemon_removes else None
                 await client.tasks.create(req.id, rootfs, io.stdin, io.stdout, io.stderr, req.spec.tty)
-                task_undo.push_async_callback(destroy_task, client, req.id)
+                ended = False  # the task ran and exited: the daemon's to delete now, not ours
+
+                async def undo_task() -> None:
+                    if not ended:
+                        await destroy_task(client, req.id)
+
+                task_undo.push_async_callback(undo_task)
                 code = await attach(client, req.id, io, signals, lambda: client.tasks.start(req.id),
-                                    tty=req.spec.tty, interactive=req.interactive, in_fd=in_fd, out_fd=out_fd)
+                                    tty=req.spec.tty, interactive=req.interactive, in_fd=in_fd, out_fd=out_fd,
+                                    exited=watch.exited if watch is not None else None)
+                if watch is not None:
+                    ended = True
+                    await watch.removed()
+                    container_undo.pop_all()  # removed, with its anonymous volumes, by the daemon
             if not req.rm:
                 container_undo.pop_all()
-            return code  # with rm: container_undo removes the container and its anonymous volumes now
+            return code  # with rm (not the daemon's): container_undo removes it and its anonymous volumes now
     except Interrupted as exc:
         return 128 + exc.signum
 
@@ -517,40 +549,51 @@ async def _set_labels(client: Client, cid: str, labels: dict[str, str]) -> None:
     await client.containers.update(patch, [f"labels.{k}" for k in labels])
 
 
-async def wait_removed(client: Client, cid: str, timeout: float = REMOVE_WAIT) -> None:
-    """Until the daemon has removed an `--rm` container whose task exited (so the next command
-    no longer sees it, as Docker's client waits): its /containers/delete event, with a look at
-    the container now and then (the subscription may begin after the delete). A daemon that has
-    not removed it by `timeout` (one that does not know the label) leaves it to us."""
-    loop = asyncio.get_running_loop()
-    gone = asyncio.Event()
+class RemovalWatch:
+    """The daemon's events about one `--rm` container, subscribed to before its task starts (the
+    daemon says when the subscription is in place), so none can pass unseen: its init's exit
+    status (/tasks/exit, which the daemon publishes before it removes the container: Tasks/Wait
+    could come after the task is gone) and its removal (/containers/delete, which the daemon
+    publishes last, after the anonymous volumes went), which the client waits for, as Docker's
+    waits for `condition=removed`, so the next command no longer sees any of it."""
 
-    async def follow() -> None:
-        async for env in client.events.subscribe('topic=="/containers/delete"'):
-            if env.namespace == client.namespace and env.event.get("id") == cid:
-                gone.set()
-                return
+    def __init__(self, client: Client, cid: str, stream: AsyncIterator[Envelope]) -> None:
+        self.client = client
+        self.cid = cid
+        self._stream = stream
 
-    watcher = asyncio.ensure_future(follow())
-    deadline = loop.time() + timeout
-    try:
-        while True:
-            try:
-                await client.containers.get(cid)
-            except NotFound:
-                return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(gone.wait(), min(remaining, REMOVE_RECHECK))
-    finally:
-        watcher.cancel()
-        await asyncio.wait({watcher})
-        if not watcher.cancelled():
-            watcher.exception()  # a stream that failed (the looks at the container went on): seen
-    await _quietly(remove_container, client, cid)
-    await _quietly(volumes.remove_anonymous, client, cid)
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def of(cls, client: Client, cid: str) -> AsyncIterator[RemovalWatch]:
+        ns = json.dumps(client.namespace)
+        async with client.events.subscribed(f'topic=="{EXIT_TOPIC}",namespace=={ns}',
+                                            f'topic=="{DELETE_TOPIC}",namespace=={ns}') as stream:
+            yield cls(client, cid, stream)
+
+    async def _next(self, topic: str) -> dict[str, Any]:
+        async for env in self._stream:
+            found = env.event
+            if env.namespace != self.client.namespace or env.topic != topic:
+                continue
+            if topic == DELETE_TOPIC and found.get("id") == self.cid:
+                return found
+            if topic == EXIT_TOPIC and found.get("container_id") == self.cid \
+                    and found.get("id", "") in ("", self.cid):  # the init's exit, not an exec's
+                return found
+        raise Unavailable(f"container {self.cid}: the daemon's events ended before its task exited")
+
+    async def exited(self) -> int:
+        """The init's exit status, once it has exited."""
+        return int((await self._next(EXIT_TOPIC)).get("exit_status", 0))
+
+    async def removed(self, timeout: float = REMOVE_WAIT) -> None:
+        """Until the daemon has removed the container whose task exited. A daemon that has not
+        by `timeout` (one that does not know the label), or whose events fail, leaves it to us."""
+        try:
+            await asyncio.wait_for(self._next(DELETE_TOPIC), timeout)
+        except (TimeoutError, DockyardError):
+            await _quietly(remove_container, self.client, self.cid)
+            await _quietly(volumes.remove_anonymous, self.client, self.cid)
 
 
 async def _run_attached(client: Client, req: RunRequest, signals: Signals, in_fd: int, out_fd: int,

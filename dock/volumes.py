@@ -3,7 +3,7 @@
     vol, created = await client.volumes.create("data", labels={"team": "a"})
     vol, users = await client.volumes.get("data")       # users: ids of containers using it
     await client.volumes.delete("data")                 # FailedPrecondition while a container uses it
-    removed, space = await client.volumes.prune()
+    removed, space = await client.volumes.prune()       # unused anonymous volumes (all=True: named too)
 
 Volumes belong to the client's namespace. A container that mounts named volumes is created with
 (see `attach_named` and `seed_named`, called by dock/runner.py):
@@ -88,9 +88,14 @@ class VolumesAPI:
     async def delete(self, name: str) -> None:
         await self._client.call(self._stub.Delete, self._pb.DeleteVolumeRequest(name=name))
 
-    async def prune(self, filters: builtins.list[str] | None = None) -> tuple[builtins.list[str], int]:
-        """Remove the volumes no container uses; their names and the bytes they held."""
-        resp = await self._client.call(self._stub.Prune, self._pb.PruneVolumesRequest(filters=filters or []))
+    async def prune(self, filters: builtins.list[str] | None = None, *, all: bool = False,
+                    labels: Sequence[str] = (), labels_not: Sequence[str] = ()) -> tuple[builtins.list[str], int]:
+        """Remove the anonymous volumes no container uses (with `all`, the named ones too, as
+        Docker 23+); their names and the bytes they held. Narrowed by `filters` (containerd's
+        syntax, any may match), `labels` (Docker's `label=`: KEY or KEY=VALUE, every one carried)
+        and `labels_not` (`label!=`: none of them carried)."""
+        req = self._pb.PruneVolumesRequest(filters=filters or [], all=all, labels=labels, labels_not=labels_not)
+        resp = await self._client.call(self._stub.Prune, req)
         return list(resp.removed), resp.space_reclaimed
 
     async def seed(self, name: str, snapshotter: str, snapshot_key: str, path: str) -> SeedResult:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -87,11 +87,16 @@ class Exchange:
                 sub.overflowed = True
                 log.warning("event subscriber fell %d events behind; disconnecting it", QUEUE_LIMIT)
 
-    async def subscribe(self, filter_texts: list[str]) -> AsyncIterator[Event]:
-        """Events from every namespace (as containerd: the header does not filter)."""
+    async def subscribe(self, filter_texts: list[str],
+                        on_subscribed: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[Event]:
+        """Events from every namespace (as containerd: the header does not filter).
+        `on_subscribed` runs once the subscription is in place: every event published after it
+        began is delivered (so a client can be told it may now start what it watches)."""
         sub = _Subscriber(filters.parse_all(filter_texts))
         self._subscribers.add(sub)
         try:
+            if on_subscribed is not None:
+                await on_subscribed()
             while True:
                 if sub.overflowed and sub.queue.empty():
                     raise ResourceExhausted("event subscriber too slow: events were dropped")

@@ -7,8 +7,9 @@ from typing import Any
 
 from dock.args import parse_labels
 from dock.client import Client
-from dock.output import emit, emit_json, for_each, human_size, labels_text
+from dock.output import confirm, emit, emit_json, for_each, human_size, labels_text
 from dock.volumes import VolumeInfo
+from dockyard_common.errors import InvalidArgument
 from dockyard_common.volumelabels import check_name
 
 
@@ -32,9 +33,12 @@ def register(sub: Any) -> None:
                                                                   "a container uses one)")
     p.add_argument("names", nargs="+", metavar="NAME")
     p.set_defaults(handler=rm)
-    p = cmds.add_parser("prune", help="remove every volume no container uses, with its data")
-    p.add_argument("--filter", action="append", default=[], metavar="FILTER", help="only volumes matching")
-    p.add_argument("--force", "-f", action="store_true", help="accepted for Docker's scripts: there is no prompt")
+    p = cmds.add_parser("prune", help="remove the anonymous volumes no container uses (-a: named ones too), "
+                                      "with their data")
+    p.add_argument("--all", "-a", action="store_true", help="remove named unused volumes too, not only anonymous ones")
+    p.add_argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]",
+                   help="only volumes with this label (label!=KEY[=VALUE]: without it); repeat: all must hold")
+    p.add_argument("--force", "-f", action="store_true", help="do not ask for confirmation")
     p.set_defaults(handler=prune)
 
 
@@ -93,8 +97,25 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
     return failed
 
 
+def prune_filters(items: list[str]) -> tuple[list[str], list[str]]:
+    """Docker's `--filter label=KEY[=VALUE]` and `label!=KEY[=VALUE]` values: (with, without)."""
+    carrying: list[str] = []
+    not_carrying: list[str] = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if not eq or key not in ("label", "label!") or not value.partition("=")[0]:
+            raise InvalidArgument(f"invalid filter {item!r}: want label=KEY[=VALUE] or label!=KEY[=VALUE]")
+        (carrying if key == "label" else not_carrying).append(value)
+    return carrying, not_carrying
+
+
 async def prune(client: Client, args: argparse.Namespace) -> int:
-    removed, space = await client.volumes.prune(args.filter)
+    carrying, not_carrying = prune_filters(args.filter)  # a bad filter fails before the question
+    if not args.force and not confirm(f"This will remove {'all' if args.all else 'anonymous'} local volumes "
+                                      "not used by at least one container."):
+        return 0
+    removed, space = await client.volumes.prune(all=args.all, labels=carrying, labels_not=not_carrying)
     if args.format == "json":
         emit_json({"removed": removed, "space_reclaimed": space})
         return 0

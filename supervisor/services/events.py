@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 
 from dockyard_api.containerd.services.events.v1 import events_pb2 as pb
 from dockyard_api.containerd.services.events.v1 import events_pb2_grpc as pb_grpc
+from dockyard_common.eventstream import SUBSCRIBED_HEADER
 from supervisor.events import Event, Exchange
 from supervisor.services.context import namespace_of
 from supervisor.services.status import rpc, rpc_stream
@@ -69,7 +70,13 @@ class EventsService(pb_grpc.EventsServicer):
     @rpc_stream
     async def Subscribe(self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[pb.Envelope]:
-        async for ev in self.exchange.subscribe(list(request.filters)):
+        async def subscribed() -> None:
+            # Our headers go out once the subscription is in place (not with the first event),
+            # saying so: a client that awaits them knows no later event can be missed (`dock run
+            # --rm` subscribes to its task's exit before it starts it). Other clients ignore them.
+            await context.send_initial_metadata(((SUBSCRIBED_HEADER, "true"),))
+
+        async for ev in self.exchange.subscribe(list(request.filters), subscribed):
             yield pb.Envelope(
                 timestamp=timestamp(ev.timestamp),
                 namespace=ev.namespace,

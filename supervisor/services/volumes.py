@@ -12,7 +12,7 @@ from dockyard_api.dockyard.volumes.v1 import volumes_pb2 as pb
 from dockyard_api.dockyard.volumes.v1 import volumes_pb2_grpc as pb_grpc
 from supervisor.services.context import namespace_of
 from supervisor.services.status import rpc
-from supervisor.volumes.store import Volume, VolumeStore
+from supervisor.volumes.store import LabelFilter, Volume, VolumeStore
 
 
 def volume_to_pb(vol: Volume) -> pb.Volume:
@@ -52,7 +52,10 @@ class VolumesService(pb_grpc.VolumesServicer):
     @rpc
     async def Prune(self, request: pb.PruneVolumesRequest,
                     context: grpc.aio.ServicerContext) -> pb.PruneVolumesResponse:
-        pruned = await self.store.prune(namespace_of(context), list(request.filters))
+        carrying = [LabelFilter.parse(t, "label") for t in request.labels]  # errors before anything goes
+        not_carrying = [LabelFilter.parse(t, "label!") for t in request.labels_not]
+        pruned = await self.store.prune(namespace_of(context), list(request.filters), named=request.all,
+                                        carrying=carrying, not_carrying=not_carrying)
         return pb.PruneVolumesResponse(removed=pruned.removed, space_reclaimed=pruned.space_reclaimed)
 
     @rpc

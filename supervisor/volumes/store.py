@@ -84,6 +84,25 @@ class Pruned:
     space_reclaimed: int
 
 
+@dataclass(frozen=True)
+class LabelFilter:
+    """A value of Docker's `label` / `label!` prune filters: KEY (the volume carries the key) or
+    KEY=VALUE (carries it with that value)."""
+
+    key: str
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, what: str = "label") -> LabelFilter:
+        key, eq, value = text.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid {what} filter {text!r}: want KEY or KEY=VALUE")
+        return cls(key, value if eq else None)
+
+    def matches(self, found: Mapping[str, str]) -> bool:
+        return self.key in found and (self.value is None or found[self.key] == self.value)
+
+
 def adaptor(v: Volume) -> filters.Adaptor:
     return filters.adaptor_from({"name": v.name, "labels": v.labels})
 
@@ -239,10 +258,18 @@ class VolumeStore:
         except OSError as exc:
             raise Internal(f"removing volume {name!r}: {exc.strerror or exc}") from None
 
-    async def prune(self, ns: str, filter_texts: Iterable[str] = ()) -> Pruned:
-        """Remove every volume of `ns` that no container uses and the filters match."""
+    async def prune(self, ns: str, filter_texts: Iterable[str] = (), *, named: bool = True,
+                    carrying: Iterable[LabelFilter] = (), not_carrying: Iterable[LabelFilter] = ()) -> Pruned:
+        """Remove every volume of `ns` that no container uses and the filters match (any of
+        `filter_texts`, every one of `carrying`, none of `not_carrying`); anonymous ones only
+        unless `named`."""
+        carrying, not_carrying = tuple(carrying), tuple(not_carrying)
         removed, space = [], 0
         for vol in await self.list(ns, filter_texts):
+            if not named and vol.labels.get(volumelabels.ANONYMOUS) != "true":
+                continue
+            if not all(f.matches(vol.labels) for f in carrying) or any(f.matches(vol.labels) for f in not_carrying):
+                continue
             async with self._locked(ns, vol.name):
                 with contextlib.suppress(NotFound, FailedPrecondition):  # gone, or used meanwhile: keep it
                     space += await self._delete(ns, vol.name)

@@ -110,7 +110,7 @@ def test_the_images_volume_gets_an_anonymous_volume_seeded_from_the_image(d: Dae
     keeper = uid("keeper")
     cli(d).ok("rm", cid)
     cli(d).ok("run", "-d", "--net", "none", "-v", f"{keeper}:/k", "--name", keeper, PLAIN, "sleep", "100000")
-    pruned = cli(d).json("volume", "prune")
+    pruned = cli(d).json("volume", "prune", "-f")
     assert pruned["removed"] == [anon], pruned
     assert keeper in volumes(d)
 

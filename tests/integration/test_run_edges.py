@@ -126,7 +126,8 @@ def test_restart_with_rm_is_refused_in_words_before_anything_is_made(d: DaemonPr
 
 
 def test_plain_foreground_rm_returns_status_and_output_and_nothing_stays(d: DaemonProcess) -> None:
-    """Through FIFOs (any shim): the client has the status from Tasks/Wait and removes it all."""
+    """Through FIFOs (any shim): the status from the task's exit event, the daemon removes it all
+    (more in test_run_rm_foreground.py)."""
     cid = uid("fg-rm")
     res = cli(d).dock("run", "--rm", "--net", "none", "-v", "/scratch", "--name", cid, IMAGE,
                       "sh", "-c", "echo out; echo err >&2; echo kept > /scratch/f; exit 7")
@@ -241,7 +242,7 @@ def test_with_runcs_shim_foreground_restart_is_refused_and_detached_rm_still_rem
         cid = uid("runc-drm")
         cli(d).ok("run", "-d", "--rm", "--net", "none", "--name", cid, IMAGE, "sh", "-c", "exit 2")
         wait_until(lambda: gone(d, cid), timeout=30, what=f"{cid} removed by the daemon")
-        # And a plain foreground --rm still returns its status, then removes it itself.
+        # And a plain foreground --rm still returns its status; the daemon removes it.
         cid = uid("runc-rm")
         res = cli(d).dock("run", "--rm", "--net", "none", "--name", cid, IMAGE, "sh", "-c", "echo hi; exit 6")
         assert (res.returncode, res.stdout) == (6, "hi\n"), res.stderr

@@ -79,7 +79,7 @@ def daemon() -> Iterator[DaemonProcess]:
 def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
     yield daemon
     remove_everything(daemon)
-    call(daemon, lambda c: c.volumes.prune())
+    call(daemon, lambda c: c.volumes.prune(all=True))
 
 
 def call(d: DaemonProcess, fn: Callable[[Client], Awaitable[T]]) -> T:
@@ -237,7 +237,7 @@ def test_prune_removes_only_unused_volumes(d: DaemonProcess) -> None:
     used, unused, cid = uid("used"), uid("unused"), uid("holder")
     ok(d, *run_args(cid, "-v", f"{used}:/data", cmd=["true"]))
     run_ok(d, "--rm", "-v", f"{unused}:/data", cmd=["dd", "if=/dev/zero", "of=/data/blob", "bs=64k", "count=16"])
-    out = json.loads(ok(d, "--format", "json", "volume", "prune"))
+    out = json.loads(ok(d, "--format", "json", "volume", "prune", "--all", "-f"))
     assert out["removed"] == [unused]
     assert out["space_reclaimed"] >= 1 << 20
     assert [v.name for v in call(d, lambda c: c.volumes.list())] == [used]

@@ -88,10 +88,16 @@ class DeleteVolumeResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class PruneVolumesRequest(_message.Message):
-    __slots__ = ("filters",)
+    __slots__ = ("filters", "all", "labels", "labels_not")
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_NOT_FIELD_NUMBER: _ClassVar[int]
     filters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, filters: _Optional[_Iterable[str]] = ...) -> None: ...
+    all: bool
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    labels_not: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, filters: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ..., labels_not: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PruneVolumesResponse(_message.Message):
     __slots__ = ("removed", "space_reclaimed")

@@ -101,7 +101,10 @@ class VolumesServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Prune(self, request, context):
-        """Remove every volume of the namespace no container uses (and that the filters match).
+        """Remove the volumes of the namespace no container uses: the anonymous ones (label
+        dockyard.volume/anonymous=true: `dock run -v /path`, an image's VOLUME), or with `all` the
+        named ones too, as Docker 23+ (API 1.42); narrowed by the request's filters. InvalidArgument:
+        a filter that does not parse (nothing is removed then).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
