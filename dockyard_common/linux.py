@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import functools
 import os
 import socket
 import struct
@@ -73,6 +74,16 @@ MS_LAZYTIME = 0x2000000
 MNT_FORCE = 0x1
 MNT_DETACH = 0x2
 
+# mount_setattr(2) (linux/mount.h, Linux 5.12): attributes of a mount, or of a whole tree of them.
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
@@ -95,6 +106,7 @@ _SYS_CAPGET = 125
 _SYS_CAPSET = 126
 _SYS_SETNS = 308
 _SYS_CLOSE_RANGE = 436
+_SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added after the unification)
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # Capability numbers (linux/capability.h): a name's position in the shared list.
@@ -146,6 +158,29 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, d
 def umount2(target: str, flags: int = 0) -> None:
     if _libc.umount2(_s(target), flags) != 0:
         raise _fail(f"umount2({target!r}, {flags:#x})")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+    """mount_setattr(2): set and clear MOUNT_ATTR_* of the mount at `path` (relative to `dirfd`;
+    "" with AT_EMPTY_PATH: `dirfd`'s own), of every mount below it too with AT_RECURSIVE."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    if _libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(dirfd), _s(path), ctypes.c_uint(flags), ctypes.byref(attr),
+                     ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
+        raise _fail(f"mount_setattr({dirfd}, {path!r}, {flags:#x}, set={attr_set:#x}, clear={attr_clr:#x})")
+
+
+@functools.cache
+def has_mount_setattr() -> bool:
+    """Whether this kernel (and any seccomp filter on us) lets mount_setattr(2) through: asked
+    once, with arguments it refuses before doing anything (EINVAL or EBADF: it is there)."""
+    rc = _libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(-1), b"", ctypes.c_uint(AT_EMPTY_PATH), None,
+                       ctypes.c_size_t(0))
+    return rc == 0 or ctypes.get_errno() not in (errno.ENOSYS, errno.EPERM)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

@@ -3,6 +3,8 @@
 `parse_mount_options(["nosuid", "rbind", "ro", "mode=755"])` gives the flags to set, the
 propagation changes to apply afterwards (they need their own mount(2) call), and the data
 string passed to the filesystem. Unknown options are filesystem data, as mount(8) treats them.
+runc's recursive options ("rro", "rnosuid", ...) become mount attributes set on the whole tree
+of the new mount with mount_setattr(2) afterwards (`attr_set`, `attr_clr`).
 Shared by the shim (container mounts) and the daemon (mounting snapshots to diff or apply them).
 """
 
@@ -57,9 +59,25 @@ PROPAGATION_FLAGS: dict[str, int] = {
     "runbindable": L.MS_UNBINDABLE | L.MS_REC,
 }
 
+# runc's recursive options -> (clear?, MOUNT_ATTR_*): applied to the mount and every mount below
+# it (a plain "ro" on an rbind leaves the sub-mounts writable). runc's atime ones are not here.
+RECURSIVE_ATTRS: dict[str, tuple[bool, int]] = {
+    "rro": (False, L.MOUNT_ATTR_RDONLY),
+    "rrw": (True, L.MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, L.MOUNT_ATTR_NOSUID),
+    "rsuid": (True, L.MOUNT_ATTR_NOSUID),
+    "rnodev": (False, L.MOUNT_ATTR_NODEV),
+    "rdev": (True, L.MOUNT_ATTR_NODEV),
+    "rnoexec": (False, L.MOUNT_ATTR_NOEXEC),
+    "rexec": (True, L.MOUNT_ATTR_NOEXEC),
+    "rnosymfollow": (False, L.MOUNT_ATTR_NOSYMFOLLOW),
+    "rsymfollow": (True, L.MOUNT_ATTR_NOSYMFOLLOW),
+}
+
 # runc's own extensions that are no filesystem data; "tmpcopyup" is accepted and ignored.
 _IGNORED = frozenset({"tmpcopyup"})
-_UNSUPPORTED = frozenset({"idmap", "ridmap", "rro", "rrw", "rnosuid", "rnodev", "rnoexec"})
+_UNSUPPORTED = frozenset({"idmap", "ridmap", "rnoatime", "ratime", "rstrictatime", "rnostrictatime", "rrelatime",
+                          "rnorelatime", "rnodiratime", "rdiratime"})
 
 # Flags a read-only bind remount must repeat (the kernel refuses, in a user namespace, to drop
 # flags locked on the source mount), and statvfs f_flag bits they come from.
@@ -79,6 +97,12 @@ class MountOptions:
     flags: int = 0
     propagation: tuple[int, ...] = ()
     data: str = ""
+    attr_set: int = 0  # MOUNT_ATTR_* for the whole tree (the recursive options), after the mount
+    attr_clr: int = 0
+
+    @property
+    def recursive_attrs(self) -> bool:
+        return bool(self.attr_set or self.attr_clr)
 
     @property
     def is_bind(self) -> bool:
@@ -94,13 +118,21 @@ class MountOptions:
 
 
 def parse_mount_options(options: tuple[str, ...] | list[str], where: str = "mount") -> MountOptions:
-    flags = 0
+    flags = attr_set = attr_clr = 0
     propagation: list[int] = []
     data: list[str] = []
     for opt in options:
         if opt in _FLAGS:
             clear, flag = _FLAGS[opt]
             flags = flags & ~flag if clear else flags | flag
+        elif opt in RECURSIVE_ATTRS:
+            # Both kept, as runc keeps them: the kernel applies the clear, then the set ("rro" wins
+            # over "rrw", in whichever order).
+            clear, attr = RECURSIVE_ATTRS[opt]
+            if clear:
+                attr_clr |= attr
+            else:
+                attr_set |= attr
         elif opt in PROPAGATION_FLAGS:
             propagation.append(PROPAGATION_FLAGS[opt])
         elif opt in _IGNORED:
@@ -109,7 +141,8 @@ def parse_mount_options(options: tuple[str, ...] | list[str], where: str = "moun
             raise InvalidArgument(f"{where}: mount option {opt!r} is not supported")
         elif opt:
             data.append(opt)
-    return MountOptions(flags=flags, propagation=tuple(propagation), data=",".join(data))
+    return MountOptions(flags=flags, propagation=tuple(propagation), data=",".join(data), attr_set=attr_set,
+                        attr_clr=attr_clr)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def mount_at(root: str, dest: str, source: str | None, fstype: str | None, flags
 
 
 def bind(root: str, source: str, dest: str, *, recursive: bool, flags: int,
-         propagation: Sequence[int] = ()) -> None:
+         propagation: Sequence[int] = (), attr_set: int = 0, attr_clr: int = 0) -> None:
     mount_at(root, dest, source, None, L.MS_BIND | (L.MS_REC if recursive else 0))
     extra = flags & ~(L.MS_BIND | L.MS_REC | L.MS_REMOUNT)
     if extra:
@@ -60,6 +60,15 @@ def bind(root: str, source: str, dest: str, *, recursive: bool, flags: int,
         mount_at(root, dest, None, None, L.MS_BIND | L.MS_REMOUNT | extra)
     for p in propagation:
         mount_at(root, dest, None, None, p)
+    if attr_set or attr_clr:
+        set_tree_attrs(root, dest, attr_set, attr_clr)
+
+
+def set_tree_attrs(root: str, dest: str, attr_set: int, attr_clr: int = 0) -> None:
+    """MOUNT_ATTR_* set and cleared on the mount at `dest` and every mount below it (runc's "rro"
+    and kin): a remount changes one mount only, so an rbind's sub-mounts would keep theirs."""
+    with opened_in_root(root, dest) as target:
+        L.mount_setattr(L.AT_FDCWD, target, L.AT_RECURSIVE, attr_set, attr_clr)
 
 
 def mount_rootfs(mounts: Sequence[Mount], rootfs: str) -> None:
@@ -71,11 +80,13 @@ def mount_rootfs(mounts: Sequence[Mount], rootfs: str) -> None:
         try:
             if m.type == "bind" or opts.is_bind:
                 bind(rootfs, m.source, target, recursive=opts.recursive, flags=opts.flags,
-                     propagation=opts.propagation)
+                     propagation=opts.propagation, attr_set=opts.attr_set, attr_clr=opts.attr_clr)
             else:
                 mount_at(rootfs, target, m.source, m.type, opts.flags, opts.data or None)
                 for p in opts.propagation:
                     mount_at(rootfs, target, None, None, p)
+                if opts.recursive_attrs:
+                    set_tree_attrs(rootfs, target, opts.attr_set, opts.attr_clr)
         except FileNotFoundError:
             # Typically a snapshot removed after its mounts were read: name what is gone.
             missing = _missing_paths(m)

@@ -24,10 +24,14 @@ Example /etc/dockyard/config.toml:
     [cri]               # Kubernetes CRI (runtime.v1) on the same socket
     enabled = true
     sandbox_image = "registry.k8s.io/pause:3.10"   # each pod's sandbox (pulled when missing; containerd 2.x default)
+    stream_server_address = "127.0.0.1"   # the IP the Exec/Attach/PortForward streaming server listens on
+                                          # and names in the URLs it gives kubelet (as containerd's key)
+    stream_server_port = 0                # its TCP port; 0: one the kernel picks
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -78,6 +82,10 @@ class Config:
     cri_enabled: bool = True
     # containerd 1.6's default sandbox image (critest's images are matched against it)
     cri_sandbox_image: str = "registry.k8s.io/pause:3.10"
+    # The CRI streaming server's listening address and port (supervisor/cri/streaming/server.py);
+    # the URLs it hands out name them. Loopback and a kernel-picked port, as containerd's defaults.
+    cri_stream_address: str = "127.0.0.1"
+    cri_stream_port: int = 0
     source: str = field(default="defaults", compare=False)
 
 
@@ -92,7 +100,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "container_log": {"max_size": ("container_log_max_size", str), "max_file": ("container_log_max_file", int)},
     "build": {"cache_max_size": ("build_cache_max_size", str), "kept_contexts": ("build_kept_contexts", int)},
     "diff": {"compressor": ("diff_compressor", str)},
-    "cri": {"enabled": ("cri_enabled", bool), "sandbox_image": ("cri_sandbox_image", str)},
+    "cri": {"enabled": ("cri_enabled", bool), "sandbox_image": ("cri_sandbox_image", str),
+            "stream_server_address": ("cri_stream_address", str), "stream_server_port": ("cri_stream_port", int)},
 }
 
 
@@ -147,6 +156,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"diff.compressor = \"containerd\" needs {HELPER} on PATH (scripts/install builds it)")
     if not cfg.cri_sandbox_image.strip():
         raise ConfigError("cri.sandbox_image must name an image")
+    try:
+        ipaddress.ip_address(cfg.cri_stream_address)
+    except ValueError:
+        raise ConfigError(f"cri.stream_server_address must be an IP address, not {cfg.cri_stream_address!r}") from None
+    if not 0 <= cfg.cri_stream_port <= 65535:
+        raise ConfigError("cri.stream_server_port must be a TCP port (0-65535; 0: any free one), "
+                          f"not {cfg.cri_stream_port}")
     if cfg.grpc_server not in GRPC_SERVERS:
         raise ConfigError(f"grpc.server must be one of {', '.join(GRPC_SERVERS)}, not {cfg.grpc_server!r}")
     return cfg

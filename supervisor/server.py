@@ -370,7 +370,8 @@ def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Regi
     # Image volumes of containers removed while the daemon was away go (safe beside requests).
     stack.push_async_callback(_cancel, asyncio.ensure_future(containers.sweep_image_volumes()))
     # The streaming server listens from the first Exec/Attach/PortForward; it stops with the daemon.
-    streams = CriStreams(StreamServer(CriStreamBackend(containers, sandboxes)), containers, sandboxes)
+    streams = CriStreams(StreamServer(CriStreamBackend(containers, sandboxes), cfg.cri_stream_address,
+                                      cfg.cri_stream_port), containers, sandboxes)
     stack.push_async_callback(streams.close)
     return [
         Service("cri.runtime", CriRuntimeService(sandboxes, containers, streams), ["io.containerd.runtime.v2"]),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dockyard_common import linux as L
@@ -378,7 +378,7 @@ def _mount_step(rootfs: str, bundle: str, m: SpecMount, index: int) -> MountSpec
     where = f"mounts[{index}] ({m.destination})"
     opts = parse_mount_options(m.options, where)
     if m.type == "bind" and not opts.is_bind:
-        opts = MountOptions(opts.flags | L.MS_BIND, opts.propagation, opts.data)
+        opts = replace(opts, flags=opts.flags | L.MS_BIND)
     if opts.is_bind:
         if not m.source:
             raise InvalidArgument(f"spec: {where}: a bind mount needs a source")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dockyard_common import linux as L
 from dockyard_common.errors import NotFound
 from dockyard_common.mountinfo import mountinfo
-from dockyard_common.mounts import bind, locked_flags, mount_at
+from dockyard_common.mounts import bind, locked_flags, mount_at, set_tree_attrs
 from dockyard_common.rootpath import secure_join
 from shim.init.plan import MountSpec
 from shim.init.spec import Device
@@ -67,7 +67,8 @@ def mount_spec(step: MountSpec, *, in_userns: bool, new_cgroupns: bool) -> None:
         if not os.path.exists(step.source):
             raise NotFound(f"mount {m.destination}: source {step.source}")
         dest = secure_join(rootfs, m.destination, create="dir" if os.path.isdir(step.source) else "file")
-        bind(rootfs, step.source, dest, recursive=opts.recursive, flags=opts.flags, propagation=opts.propagation)
+        bind(rootfs, step.source, dest, recursive=opts.recursive, flags=opts.flags, propagation=opts.propagation,
+             attr_set=opts.attr_set, attr_clr=opts.attr_clr)
         return
     dest = secure_join(rootfs, m.destination, create="dir")
     if step.kind == "cgroup":
@@ -83,6 +84,8 @@ def mount_spec(step: MountSpec, *, in_userns: bool, new_cgroupns: bool) -> None:
         bind(rootfs, "/sys", dest, recursive=True, flags=opts.flags)
     for p in opts.propagation:
         mount_at(rootfs, dest, None, None, p)
+    if opts.recursive_attrs:
+        set_tree_attrs(rootfs, dest, opts.attr_set, opts.attr_clr)
 
 
 def _own_cgroups() -> list[tuple[str, str]]:

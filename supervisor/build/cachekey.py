@@ -52,7 +52,7 @@ RACY = 2.0  # seconds
 class DigestCache:
     """File digests by (dev, ino, size, mtime, ctime), least recently used dropped past `size`."""
 
-    def __init__(self, size: int = 500_000) -> None:
+    def __init__(self, size: int = 100_000) -> None:  # ~25 MB at most
         self.size = size
         self._digests: collections.OrderedDict[tuple[int, ...], str] = collections.OrderedDict()
         self._lock = threading.Lock()

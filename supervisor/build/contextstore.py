@@ -57,6 +57,7 @@ log = logging.getLogger("dockyard.build.context")
 
 _TREE = "tree"
 _MANIFEST = "manifest.json"
+_MANIFEST_OUT = "manifest.out"  # the manifest while its tree is out (claims nothing)
 _VERSION = 1
 # The kinds a context may hold (devices are refused, as in a context sent whole).
 KINDS = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO)
@@ -131,6 +132,8 @@ class ContextSync:
     # The COPY sources' digests in this tree (a kept one), valid across builds until a sync
     # changes what they cover (cachekey.SourceMemo).
     memo: SourceMemo | None = None
+    unchanged: bool = False  # the kept tree as it was: nothing wanted, nothing removed
+
 
     def apply(self, tar_path: Path, limits: ContextLimits = DEFAULT_LIMITS,
               cancel: threading.Event | None = None) -> ContextStats:
@@ -210,8 +213,9 @@ class ContextStore:
         except BaseException:
             self._release(cid, kept)
             raise
+        unchanged = bool(old) and not wanted and not removed and len(old) == len(entries)
         return ContextSync(cid, namespace, key, entries, tree, wanted, len(entries) - len(wanted), kept, removed,
-                           memo=memo)
+                           memo=memo, unchanged=unchanged)
 
     def end(self, sync: ContextSync) -> None:
         """The build is over: keep its tree for the next build of its key (when it may be kept
@@ -247,7 +251,8 @@ class ContextStore:
             if raw.get("version") != _VERSION:
                 raise ValueError(f"version {raw.get('version')!r}")
             old = {e.path: e for e in (ContextEntry(*row) for row in raw["entries"])}
-            os.unlink(d / _MANIFEST)  # from here on the store claims no tree for cid
+            # From here on the store claims no tree for cid; an unchanged tree takes it back (_put).
+            os.rename(d / _MANIFEST, d / _MANIFEST_OUT)
             os.rename(d / _TREE, tree)
             return old
         except FileNotFoundError:
@@ -263,12 +268,20 @@ class ContextStore:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(d / _TREE)
         os.rename(sync.tree, d / _TREE)
+        # Last: the manifest claims the tree only once it is there.
+        if sync.unchanged:  # the manifest it came with still describes it (a rebuild)
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(d / _MANIFEST_OUT, d / _MANIFEST)
+                os.utime(d / _MANIFEST)  # used now (the least recently used go first)
+                return
         doc = {"version": _VERSION, "namespace": sync.namespace, "key": sync.key,
                "entries": [[e.path, e.mode, e.size, e.mtime_ns, e.linkname, e.link_group] for e in sync.entries]}
         tmp = d / f"{_MANIFEST}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(doc, f, separators=(",", ":"))
-        os.rename(tmp, d / _MANIFEST)  # last: the manifest claims the tree only once it is there
+        os.rename(tmp, d / _MANIFEST)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(d / _MANIFEST_OUT)
 
     def _listing(self) -> list[_Kept]:
         out = []

@@ -198,6 +198,8 @@ def _mounts(spec: dict[str, Any], config: ContainerConfig, pod: PodContext) -> N
     mounts[:] = [m for m in mounts if m["destination"] not in wanted]
     for m in config.mounts:
         options = ["rbind", PROPAGATION[m.propagation], "ro" if m.readonly else "rw"]
+        if m.recursive_read_only:
+            options.append("rro")  # runc's name: the sub-mounts read-only too (mount_setattr)
         mounts.append({"destination": m.container_path, "type": "bind", "source": m.host_path,
                        "options": options})
     if any(m.propagation != Propagation.PRIVATE for m in config.mounts):

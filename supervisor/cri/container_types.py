@@ -31,6 +31,14 @@ class Propagation(enum.IntEnum):
     BIDIRECTIONAL = 2
 
 
+class SupplementalGroupsPolicy(enum.IntEnum):
+    """The CRI's numbers. MERGE: the image's /etc/group groups of the user join the requested
+    supplemental groups; STRICT: only the requested ones (and the primary group)."""
+
+    MERGE = 0
+    STRICT = 1
+
+
 @dataclass(frozen=True)
 class ContainerMetadata:
     name: str
@@ -49,6 +57,7 @@ class MountSpec:
     image: str = ""
     image_ref: str = ""
     image_sub_path: str = ""
+    recursive_read_only: bool = False  # the sub-mounts read-only too (needs readonly, PRIVATE)
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class ContainerSecurity:
     run_as_group: int | None = None
     run_as_username: str = ""
     supplemental_groups: tuple[int, ...] = ()
+    supplemental_groups_policy: SupplementalGroupsPolicy = SupplementalGroupsPolicy.MERGE
     readonly_rootfs: bool = False
     no_new_privs: bool = False
     add_capabilities: tuple[str, ...] = ()
@@ -128,13 +138,16 @@ class ContainerConfig:
                 envs=tuple((k, v) for k, v in data["envs"]),
                 mounts=tuple(MountSpec(m["container_path"], m["host_path"], m["readonly"],
                                        Propagation(m["propagation"]), m.get("image", ""), m.get("image_ref", ""),
-                                       m.get("image_sub_path", "")) for m in data["mounts"]),
+                                       m.get("image_sub_path", ""),
+                                       recursive_read_only=bool(m.get("recursive_read_only", False)))
+                       for m in data["mounts"]),
                 devices=tuple(DeviceSpec(**d) for d in data["devices"]),
                 labels=dict(data["labels"]), annotations=dict(data["annotations"]), log_path=data["log_path"],
                 tty=data["tty"], stdin=data["stdin"],
                 stdin_once=bool(data.get("stdin_once", False)), resources=Resources(**data["resources"]),
                 security=ContainerSecurity(
                     **{**sec, "supplemental_groups": tuple(sec["supplemental_groups"]),
+                       "supplemental_groups_policy": SupplementalGroupsPolicy(sec.get("supplemental_groups_policy", 0)),
                        "add_capabilities": tuple(sec["add_capabilities"]),
                        "drop_capabilities": tuple(sec["drop_capabilities"]),
                        "masked_paths": tuple(sec["masked_paths"]), "readonly_paths": tuple(sec["readonly_paths"])},
@@ -142,6 +155,15 @@ class ContainerConfig:
                                                    NamespaceMode(ns["ipc"]), ns["target_id"])))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidArgument(f"stored container config is not readable: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ContainerUser:
+    """The identity the container's first process started with (ContainerStatus' user)."""
+
+    uid: int
+    gid: int
+    supplemental_groups: tuple[int, ...] = ()
 
 
 @dataclass
@@ -162,6 +184,7 @@ class CriContainer:
     message: str = ""
     pid: int = 0  # the init's pid while it runs
     log_path: str = ""  # the log's full path ("" none)
+    user: ContainerUser | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import signal
 import tempfile
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,9 +56,18 @@ from dockyard_common.netlabels import CONTAINER as JOIN_NETWORK
 from dockyard_common.types import AnyValue, Container, Status
 from supervisor.build.copy import additional_gids, make_workdir, resolve_user
 from supervisor.cri.container_spec import PodContext, User, container_spec, container_spec_resources, host_device
-from supervisor.cri.container_types import ContainerConfig, ContainerState, ContainerUsage, CriContainer, Resources
+from supervisor.cri.container_types import (
+    ContainerConfig,
+    ContainerState,
+    ContainerUsage,
+    ContainerUser,
+    CriContainer,
+    Resources,
+    SupplementalGroupsPolicy,
+)
 from supervisor.cri.image_volumes import ImageVolumes
 from supervisor.cri.lookup import by_id_prefix
+from supervisor.cri.runtime import recursive_read_only
 from supervisor.cri.sandbox import KIND_LABEL, SPEC_TYPE_URL, PodSandboxes, SandboxDeps, unpacked_image
 from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
 from supervisor.images.inspect import Inspection
@@ -96,6 +105,7 @@ class _Meta:
     reason: str = ""
     message: str = ""
     stop_signal: int = signal.SIGTERM  # the image's StopSignal, what StopContainer sends first
+    user: dict[str, Any] | None = None  # the first process' uid, gid, supplemental_groups (ContainerStatus)
 
 
 @dataclass(frozen=True)
@@ -173,10 +183,13 @@ class CriContainers:
         mounts = await self.d.snapshots.prepare(self.namespace, self.snapshotter, cid, image.layers[-1].chain_id,
                                                 lease=lease)
         try:
+            runtime_name = await self._runtime_of(pod)
+            _check_recursive_read_only(config, runtime_name, self.pods.settings.runtimes)
             made = await self.volumes.make(cid, config, lease)
             workdir = config.working_dir or str(image.config.config.get("WorkingDir") or "")
+            merge = config.security.supplemental_groups_policy == SupplementalGroupsPolicy.MERGE
             user = await asyncio.to_thread(_prepare_rootfs, mounts, self.exec_dir,
-                                           _user_text(config, image.config.config), workdir)
+                                           _user_text(config, image.config.config), workdir, merge)
             user = replace(user, additional_gids=user.additional_gids + config.security.supplemental_groups)
             target_pid = await self._target_pid(config)
             files = self.pods.files.paths(pod.id, pod.config.namespaces.ipc != NamespaceMode.NODE) \
@@ -189,8 +202,9 @@ class CriContainers:
             log_path = os.path.join(pod.config.log_directory, config.log_path) \
                 if config.log_path and pod.config.log_directory else ""
             meta = _Meta(made.config.to_json(), pod.id, image_ref, image.config_descriptor.digest, log_path,
-                         stop_signal=_signal_of(str(image.config.config.get("StopSignal") or "")))
-            record = Container(id=cid, runtime_name=await self._runtime_of(pod),
+                         stop_signal=_signal_of(str(image.config.config.get("StopSignal") or "")),
+                         user=_user_of(spec))
+            record = Container(id=cid, runtime_name=runtime_name,
                                spec=AnyValue(SPEC_TYPE_URL, json.dumps(spec).encode()),
                                labels={KIND_LABEL: KIND_CONTAINER, SANDBOX_LABEL: pod.id, **made.labels},
                                image=image_ref,
@@ -554,7 +568,7 @@ class CriContainers:
         m = found.meta
         created = int(found.record.created_at.timestamp() * 1e9) if found.record.created_at else 0
         out = CriContainer(found.record.id, m.pod_id, found.config, ContainerState.CREATED, created, m.image,
-                           m.image_id, started_at_ns=m.started_at_ns, log_path=m.log_path)
+                           m.image_id, started_at_ns=m.started_at_ns, log_path=m.log_path, user=_container_user(found))
         if state is None:
             if m.started:
                 out.state = ContainerState.EXITED
@@ -643,6 +657,32 @@ def _found(record: Container) -> _Found:
     return _Found(record, meta)
 
 
+def _check_recursive_read_only(config: ContainerConfig, runtime_name: str, external: Collection[str]) -> None:
+    """A recursive read-only mount only where the pod's runtime handler reports the feature."""
+    if any(m.recursive_read_only for m in config.mounts) and not recursive_read_only(runtime_name, external):
+        raise InvalidArgument(f"container config: recursive_read_only mounts are not supported by runtime "
+                              f"{runtime_name!r} here (Status lists the runtime handlers' features)")
+
+
+def _user_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """The process user of an OCI spec, as _Meta keeps it."""
+    user = spec.get("process", {}).get("user", {})
+    return {"uid": int(user.get("uid", 0)), "gid": int(user.get("gid", 0)),
+            "supplemental_groups": [int(g) for g in user.get("additionalGids") or []]}
+
+
+def _container_user(found: _Found) -> ContainerUser | None:
+    """The identity the container's first process started with; from its spec for a record made
+    before the metadata kept it."""
+    user = found.meta.user
+    if user is None and found.record.spec is not None:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            user = _user_of(json.loads(found.record.spec.value))
+    if user is None:
+        return None
+    return ContainerUser(user["uid"], user["gid"], tuple(user["supplemental_groups"]))
+
+
 def _make_host_paths(config: ContainerConfig) -> None:
     """A bind mount's missing host path is made as a directory (containerd does likewise)."""
     for m in config.mounts:
@@ -667,18 +707,21 @@ def _user_text(config: ContainerConfig, image_config: dict[str, Any]) -> str:
     return text
 
 
-def _prepare_rootfs(mounts: builtins.list[Any], tmp_root: Path, user_text: str, workdir: str) -> User:
+def _prepare_rootfs(mounts: builtins.list[Any], tmp_root: Path, user_text: str, workdir: str,
+                    merge_groups: bool = True) -> User:
     """Blocking. The user as containerd's WithUser/WithAdditionalGIDs resolve it in the image (a
-    name, or a uid's primary group, from /etc/passwd; the groups of /etc/group listing the user),
-    and the working directory made if missing (as runc makes it; our shim does not). The rootfs is
-    mounted only when either needs it: not for `uid:gid` without a working directory."""
+    name, or a uid's primary group, from /etc/passwd; with `merge_groups` (the Merge policy) the
+    groups of /etc/group listing the user), and the working directory made if missing (as runc
+    makes it; our shim does not). The rootfs is mounted only when either needs it: not for
+    `uid:gid` without a working directory."""
     uid_text, sep, gid_text = user_text.partition(":")
     if sep and uid_text.isdigit() and gid_text.isdigit() and not workdir.strip("/"):
         return User(int(uid_text), int(gid_text))
     tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with mounted(mounts, tmp_root) as root:
         owner = resolve_user(user_text, root)
-        groups = () if sep else tuple(additional_gids(owner, root, "" if uid_text.isdigit() else uid_text))
+        merge = merge_groups and not sep
+        groups = tuple(additional_gids(owner, root, "" if uid_text.isdigit() else uid_text)) if merge else ()
         if workdir.strip("/"):
             make_workdir(root, workdir, owner)
     return User(owner.uid, owner.gid, groups)

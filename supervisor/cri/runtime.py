@@ -1,11 +1,12 @@
-"""The CRI runtime's identity and readiness (RuntimeService Version and Status)."""
+"""The CRI runtime's identity, readiness and features (RuntimeService Version and Status)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard_common import linux
 from dockyard_common.version import VERSION
 from supervisor.network.cni import DEFAULT_PLUGIN_DIRS
 
@@ -43,3 +44,25 @@ def conditions(plugin_dirs: Sequence[Path] = DEFAULT_PLUGIN_DIRS) -> list[Condit
         NETWORK_READY, False, "NetworkPluginNotReady",
         f"CNI plugins {', '.join(missing)} not found in {', '.join(str(d) for d in plugin_dirs)}")
     return [Condition(RUNTIME_READY, True), network]
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A runtime handler as Status reports it, with its features."""
+
+    name: str
+    recursive_read_only_mounts: bool = False
+
+
+def recursive_read_only(runtime_name: str, external: Collection[str]) -> bool:
+    """Whether containers of `runtime_name` get recursive read-only mounts ("rro"): our shim makes
+    them with mount_setattr(2) (Linux 5.12) when the kernel has it; a runtime the daemon's
+    [runtimes] maps to another shim binary (`external`) is not asked, so not promised."""
+    return runtime_name not in external and linux.has_mount_setattr()
+
+
+def runtime_handlers(builtin: Mapping[str, str], external: Collection[str]) -> list[Handler]:
+    """Every handler RunPodSandbox takes: the built-in names ("" the default; handler -> runtime
+    name) and each configured runtime by its own name, as containerd lists its runtimes."""
+    names = {**builtin, **{name: name for name in external}}
+    return [Handler(name, recursive_read_only(runtime, external)) for name, runtime in names.items()]

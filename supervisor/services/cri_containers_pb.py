@@ -19,6 +19,7 @@ from supervisor.cri.container_types import (
     MountSpec,
     Propagation,
     Resources,
+    SupplementalGroupsPolicy,
 )
 from supervisor.cri.sandbox_types import NamespaceMode
 from supervisor.services.cri_sandbox_pb import seccomp_of
@@ -68,12 +69,21 @@ def _mount(i: int, m: pb.Mount) -> MountSpec:
         propagation = Propagation(m.propagation)
     except ValueError:
         raise InvalidArgument(f"{where}: unknown propagation {m.propagation}") from None
+    if m.recursive_read_only:
+        # As containerd: rro makes a read-only mount read-only all the way down, and a sub-mount
+        # propagated in later would not be.
+        if not m.readonly:
+            raise InvalidArgument(f"{where}: recursive_read_only needs readonly to be true")
+        if propagation != Propagation.PRIVATE:
+            raise InvalidArgument(f"{where}: recursive_read_only needs propagation PROPAGATION_PRIVATE")
+    rro = m.recursive_read_only
     if not image:
         if m.image_sub_path:
             raise InvalidArgument(f"{where}: image_sub_path is only for an image volume (image is not set)")
         if not m.host_path.startswith("/"):
             raise InvalidArgument(f"{where}: host_path must be an absolute path")
-        return MountSpec(os.path.normpath(m.container_path), m.host_path, m.readonly, propagation)
+        return MountSpec(os.path.normpath(m.container_path), m.host_path, m.readonly, propagation,
+                         recursive_read_only=rro)
     # An image volume (KEP 4639): the image's tree, read-only by definition.
     if m.host_path:
         raise InvalidArgument(f"{where}: host_path and image are mutually exclusive")
@@ -83,7 +93,7 @@ def _mount(i: int, m: pb.Mount) -> MountSpec:
     if sub and (sub.startswith("/") or ".." in sub.split("/")):
         raise InvalidArgument(f"{where}: image_sub_path {sub!r} must be a relative path inside the image")
     return MountSpec(os.path.normpath(m.container_path), "", True, propagation, image=image,
-                     image_sub_path=os.path.normpath(sub) if sub else "")
+                     image_sub_path=os.path.normpath(sub) if sub else "", recursive_read_only=rro)
 
 
 def _device(i: int, d: pb.Device) -> DeviceSpec:
@@ -134,6 +144,11 @@ def _security(s: pb.LinuxContainerSecurityContext) -> ContainerSecurity:
         raise InvalidArgument(f"{WHERE}: security_context.run_as_group needs run_as_user or run_as_username")
     if any(g < 0 for g in s.supplemental_groups):
         raise InvalidArgument(f"{WHERE}: security_context.supplemental_groups must not be negative")
+    try:
+        groups_policy = SupplementalGroupsPolicy(s.supplemental_groups_policy)
+    except ValueError:
+        raise InvalidArgument(f"{WHERE}: security_context.supplemental_groups_policy: unknown policy "
+                              f"{s.supplemental_groups_policy} (Merge 0 or Strict 1)") from None
     o = s.namespace_options
     pid = _mode(o.pid, "pid")
     if pid == NamespaceMode.TARGET and not o.target_id:
@@ -143,7 +158,7 @@ def _security(s: pb.LinuxContainerSecurityContext) -> ContainerSecurity:
         privileged=s.privileged, run_as_user=s.run_as_user.value if s.HasField("run_as_user") else None,
         run_as_group=s.run_as_group.value if s.HasField("run_as_group") else None,
         run_as_username=s.run_as_username, supplemental_groups=tuple(s.supplemental_groups),
-        readonly_rootfs=s.readonly_rootfs, no_new_privs=s.no_new_privs,
+        supplemental_groups_policy=groups_policy, readonly_rootfs=s.readonly_rootfs, no_new_privs=s.no_new_privs,
         add_capabilities=tuple(s.capabilities.add_capabilities),
         drop_capabilities=tuple(s.capabilities.drop_capabilities), seccomp=seccomp_of(s, WHERE),
         masked_paths=tuple(s.masked_paths), readonly_paths=tuple(s.readonly_paths), namespaces=namespaces)
@@ -182,14 +197,16 @@ def status_pb(c: CriContainer) -> pb.ContainerStatus:
     mounts = [pb.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
                        propagation=pb.MountPropagation.Value(_PB_PROPAGATION[m.propagation]),
                        image=pb.ImageSpec(image=m.image, image_ref=m.image_ref) if m.image else None,
-                       image_sub_path=m.image_sub_path)
+                       image_sub_path=m.image_sub_path, recursive_read_only=m.recursive_read_only)
               for m in c.config.mounts]
+    user = pb.ContainerUser(linux=pb.LinuxContainerUser(
+        uid=c.user.uid, gid=c.user.gid, supplemental_groups=c.user.supplemental_groups)) if c.user else None
     return pb.ContainerStatus(
         id=c.id, metadata=_metadata_pb(c), state=state_pb(c.state), created_at=c.created_at_ns,
         started_at=c.started_at_ns, finished_at=c.finished_at_ns, exit_code=c.exit_code,
         image=pb.ImageSpec(image=c.image), image_ref=c.image_id, image_id=c.image_id, reason=c.reason,
         message=c.message, labels=c.config.labels, annotations=c.config.annotations, mounts=mounts,
-        log_path=c.log_path)
+        log_path=c.log_path, user=user)
 
 
 def _u64(value: int | None) -> pb.UInt64Value | None:

@@ -20,15 +20,19 @@ from dockyard_api.cri.runtime.v1 import api_pb2_grpc as pb_grpc
 from dockyard_common.errors import InvalidArgument, Unimplemented
 from supervisor.cri import runtime
 from supervisor.cri.containers import CriContainers
+from supervisor.cri.metrics import PodMetricsCollector
 from supervisor.cri.podstats import PodStats
-from supervisor.cri.sandbox import PodSandboxes
+from supervisor.cri.sandbox import HANDLERS, PodSandboxes
 from supervisor.cri.sandbox_types import SandboxState
 from supervisor.cri.streaming.types import AttachRequest, ExecRequest, PortForwardRequest
 from supervisor.cri.streams import CriStreams
 from supervisor.services import cri_containers_pb as cpb
+from supervisor.services.cri_metrics_pb import descriptors_pb, pod_metrics_pb
 from supervisor.services.cri_podstats_pb import pod_stats_pb
 from supervisor.services.cri_sandbox_pb import pod_config, sandbox_pb, status_pb
 from supervisor.services.status import rpc, rpc_stream
+
+METRICS_CHUNK = 64  # pods per StreamPodSandboxMetrics message: far below the message size limit
 
 
 class RuntimeService(pb_grpc.RuntimeServiceServicer):
@@ -37,6 +41,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self.containers = containers
         self.streams = streams
         self.pod_stats = PodStats(containers)
+        self.metrics = PodMetricsCollector(containers)
 
     @rpc
     async def Version(self, request: pb.VersionRequest, context: grpc.aio.ServicerContext) -> pb.VersionResponse:
@@ -48,7 +53,11 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         conditions = [pb.RuntimeCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
                       for c in runtime.conditions()]
-        return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions))
+        handlers = [pb.RuntimeHandler(name=h.name, features=pb.RuntimeHandlerFeatures(
+                        recursive_read_only_mounts=h.recursive_read_only_mounts))
+                    for h in runtime.runtime_handlers(HANDLERS, self.sandboxes.settings.runtimes)]
+        return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), runtime_handlers=handlers,
+                                 features=pb.RuntimeFeatures(supplemental_groups_policy=True))
 
     @rpc
     async def RuntimeConfig(self, request: pb.RuntimeConfigRequest,
@@ -198,6 +207,28 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         f = request.filter
         found = await self.pod_stats.list(f.id, dict(f.label_selector))
         return pb.ListPodSandboxStatsResponse(stats=[pod_stats_pb(u) for u in found])
+
+    # -- metrics (supervisor/cri/metrics.py): the descriptors are fixed, kubelet reads them once --
+
+    @rpc
+    async def ListMetricDescriptors(self, request: pb.ListMetricDescriptorsRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.ListMetricDescriptorsResponse:
+        return pb.ListMetricDescriptorsResponse(descriptors=descriptors_pb())
+
+    @rpc
+    async def ListPodSandboxMetrics(self, request: pb.ListPodSandboxMetricsRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.ListPodSandboxMetricsResponse:
+        return pb.ListPodSandboxMetricsResponse(pod_metrics=[pod_metrics_pb(p) for p in await self.metrics.list()])
+
+    @rpc_stream
+    async def StreamPodSandboxMetrics(self, request: pb.StreamPodSandboxMetricsRequest,
+                                      context: grpc.aio.ServicerContext
+                                      ) -> AsyncIterator[pb.StreamPodSandboxMetricsResponse]:
+        # ListPodSandboxMetrics in lists of at most METRICS_CHUNK pods (none sent when no pod is ready).
+        found = await self.metrics.list()
+        for i in range(0, len(found), METRICS_CHUNK):
+            yield pb.StreamPodSandboxMetricsResponse(
+                pod_sandbox_metrics=[pod_metrics_pb(p) for p in found[i:i + METRICS_CHUNK]])
 
     @rpc
     async def ReopenContainerLog(self, request: pb.ReopenContainerLogRequest,

@@ -80,9 +80,9 @@ class StreamServer:
             app = web.Application()
             for kind in _KIND.values():
                 app.router.add_route("*", f"/{kind}/{{token}}", self._handle)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
             await runner.setup()
-            site = web.TCPSite(runner, self.address, self.port, shutdown_timeout=1.0)
+            site = web.TCPSite(runner, self.address, self.port)  # shutdown_timeout is the runner's since aiohttp 3.9
             try:
                 await site.start()
             except OSError as exc:
