@@ -281,7 +281,7 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     await container_networks.reconcile(await tasks.running())
     stack.push_async_callback(container_networks.close)
     # Only now, with the shims found again: bring back what the policies want, follow exits.
-    restarts.start()
+    await restarts.start()  # returns subscribed: no exit from here on is missed
     stack.push_async_callback(restarts.close)  # before the tasks let go of their shims
     registry.add(Plugin("io.containerd.runtime.v2", "task", requires=["io.containerd.event.v1"],
                         platforms=[("linux", _arch(), "")]))

@@ -13,16 +13,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
 
 from dock.client import Client
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+from dockyard_common.eventstream import SUBSCRIBED_HEADER
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -278,41 +278,31 @@ def stopping_new_zygotes() -> Iterator[None]:
             os.kill(pid, signal.SIGTERM)
 
 
-async def wait_subscribed(events: AsyncIterable[Any], channel: grpc.aio.Channel | events_pb2_grpc.EventsStub,
-                          namespace: str = "default", prefix: str = "/probe", timeout: float = 10) -> None:
-    """Return once the Events subscription `events` (dock's `events.subscribe(...)` or a raw
-    Subscribe call) is active, so nothing published afterwards can be missed: probe events
-    `<prefix>/probe-<random>-<n>` (the subscription's filters must let `prefix` through) are
-    published until one arrives, then read up to the last one sent. Whatever the subscription
-    delivered before is dropped; the next event it yields was published after the probes.
+async def subscribed(channel: grpc.aio.Channel | events_pb2_grpc.EventsStub, *filters: str,
+                     namespace: str | None = None, timeout: float = 10
+                     ) -> grpc.aio.UnaryStreamCall[events_pb2.SubscribeRequest, events_pb2.Envelope]:
+    """A raw Events/Subscribe call, returned once the daemon has it in place (it says so in its
+    headers, SUBSCRIBED_HEADER): nothing published afterwards can be missed. With the SDK, use
+    `client.events.subscribed(...)`. (A real `ctr events` cannot tell us: see tests/eventlog.py.)
     `channel` may be an Events stub already made on it."""
     stub = channel if isinstance(channel, events_pb2_grpc.EventsStub) else events_pb2_grpc.EventsStub(channel)
-    topic = f"{prefix.rstrip('/')}/probe-{secrets.token_hex(4)}-"
-    sent = 0
-    stop = asyncio.Event()
+    metadata = [("containerd-namespace", namespace)] if namespace else None
+    call = stub.Subscribe(events_pb2.SubscribeRequest(filters=list(filters)), metadata=metadata)
+    try:
+        headers = await asyncio.wait_for(call.initial_metadata(), timeout)
+        assert SUBSCRIBED_HEADER in (headers or ()), \
+            f"no subscription: {await call.code()} {await call.details()}"
+    except BaseException:
+        call.cancel()
+        raise
+    return call
 
-    async def publish() -> None:  # again and again: probes sent before the subscription are lost
-        nonlocal sent
-        while not stop.is_set():
-            await stub.Publish(events_pb2.PublishRequest(topic=f"{topic}{sent}", event=any_pb2.Any(
-                type_url="dockyard.test.SubscriptionProbe")), metadata=[("containerd-namespace", namespace)])
-            sent += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.05)
 
-    def probe(env: Any) -> int:
-        """The probe's number, or -1 for any other event."""
-        return int(env.topic[len(topic):]) if env.topic.startswith(topic) else -1
-
-    it = aiter(events)
-    async with asyncio.timeout(timeout):
-        publisher = asyncio.create_task(publish())
-        try:
-            got = -1
-            while got < 0:
-                got = probe(await anext(it))
-        finally:
-            stop.set()
-            await publisher
-        while got < sent - 1:  # the probes still on their way (the subscription sees them all, in order)
-            got = max(got, probe(await anext(it)))
+async def publish_marker(channel: grpc.aio.Channel, namespace: str = "default") -> str:
+    """Publish an event of a topic of its own; returns the topic. A subscription delivers in
+    order, so once it yields the marker it has yielded every event published before it (a test
+    that checks that something was NOT published waits for its marker, not for time to pass)."""
+    topic = f"/dockyard-test/marker-{secrets.token_hex(4)}"
+    request = events_pb2.PublishRequest(topic=topic, event=any_pb2.Any(type_url="dockyard.test.Marker"))
+    await events_pb2_grpc.EventsStub(channel).Publish(request, metadata=[("containerd-namespace", namespace)])
+    return topic

@@ -2,7 +2,9 @@
 
 Lines arrive in a thread. The log is ready only once the subscription is live: it labels a
 namespace through the real `ctr` (an /namespaces/update event) until such an event is printed,
-so nothing the test does afterwards can be missed; no sleeping and hoping."""
+so nothing the test does afterwards can be missed; no sleeping and hoping. (The daemon says when
+a subscription is live, in its headers, but a CLI under test prints only events: the real `ctr`
+cannot tell us. In-process tests use tests/daemon.py `subscribed` or `client.events.subscribed`.)"""
 
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ namespace, read through the sandbox process (as PodSandboxStats; none for a host
 Values are unsigned integers, so seconds are whole seconds, as containerd's; a limit that is not
 set is 0. Metrics are live, so their timestamp is 0 as the CRI asks.
 
-Shims are asked concurrently (at most CONCURRENCY at a time), each within SHIM_DEADLINE: a stuck
-or vanished shim leaves its container out of the answer instead of stalling the call.
+Shims are asked concurrently (at most CONCURRENCY at a time), each within SHIM_DEADLINE
+(supervisor/cri/shimcalls.py, as the CRI stats): a stuck or vanished shim leaves its container out
+of the answer instead of stalling the call.
 
     collector = PodMetricsCollector(containers)
     for pod in await collector.list():            # ready pods only
@@ -44,11 +45,10 @@ from dockyard_common.types import AnyValue
 from supervisor.cri.container_types import ContainerState, CriContainer
 from supervisor.cri.containers import CriContainers
 from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
+from supervisor.cri.shimcalls import CONCURRENCY, SHIM_DEADLINE, each_within
 
 log = logging.getLogger("dockyard.cri.metrics")
 
-SHIM_DEADLINE = 5.0  # seconds a container's shim may take to answer before it is left out
-CONCURRENCY = 16  # containers measured at once
 _UNLIMITED_ABOVE = 1 << 62  # cgroup "no limit" values (v1's page-rounded LONG_MAX, v2's "max")
 
 BASE_KEYS = ("pod", "namespace", "container", "id", "image")
@@ -316,6 +316,9 @@ def _statvfs(root: str) -> Filesystem | None:
     return Filesystem(root, st.f_blocks * st.f_frsize, st.f_files, st.f_ffree)
 
 
+_ShimAnswer = tuple[AnyValue | None, list[int]]  # the cgroup metrics, the pids
+
+
 class PodMetricsCollector:
     def __init__(self, containers: CriContainers, deadline: float = SHIM_DEADLINE,
                  concurrency: int = CONCURRENCY) -> None:
@@ -323,24 +326,36 @@ class PodMetricsCollector:
         self.d = containers.d
         self.namespace = containers.namespace
         self.deadline = deadline
-        self._slots = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
 
     async def list(self) -> builtins.list[PodMetrics]:
         """The metrics of every ready pod and its running containers."""
         pods = await self.c.pods.list("", SandboxState.READY, None)
         if not pods:
             return []
-        running = await self.c.list(state=ContainerState.RUNNING)
+        ready = {p.id for p in pods}
+        running = [c for c in await self.c.list(state=ContainerState.RUNNING) if c.pod_id in ready]
+        answers = await each_within(running, self._ask_shim, self.deadline, self.concurrency,
+                                    what=lambda c: f"container {c.id}")
+        answered: dict[str, _ShimAnswer] = {}
+        for c, answer in zip(running, answers, strict=True):
+            if isinstance(answer, DockyardError):
+                # Stopped or removed meanwhile, or a shim that does not answer: left out this time.
+                log.debug("metrics of container %s left out: %s", c.id, answer)
+            else:
+                answered[c.id] = answer
         fs = await asyncio.to_thread(_statvfs, str(self.d.images.snapshotter_root))
-        return list(await asyncio.gather(*(self._pod(p, [c for c in running if c.pod_id == p.id], fs)
-                                           for p in pods)))
+        return list(await asyncio.gather(*(
+            self._pod(p, [(c, answered[c.id]) for c in running if c.pod_id == p.id and c.id in answered], fs)
+            for p in pods)))
 
-    async def _pod(self, pod: Sandbox, containers: builtins.list[CriContainer], fs: Filesystem | None) -> PodMetrics:
+    async def _pod(self, pod: Sandbox, containers: builtins.list[tuple[CriContainer, _ShimAnswer]],
+                   fs: Filesystem | None) -> PodMetrics:
         meta = pod.config.metadata
         base = (meta.name, meta.namespace)
         out = PodMetrics(pod.id)
-        measured = await asyncio.gather(*(self._container(base, c, fs) for c in containers))
-        out.containers = [m for m in measured if m is not None]
+        out.containers = list(await asyncio.gather(*(self._container(base, c, answer, fs)
+                                                     for c, answer in containers)))
         if pod.config.namespaces.network != NamespaceMode.NODE and pod.pid:
             series = _Series((*base, "", pod.id, ""))
             counters = await asyncio.to_thread(self.d.networks.counters, self.namespace, pod.id, pod.pid)
@@ -354,26 +369,20 @@ class PodMetricsCollector:
             out.metrics = series.out
         return out
 
-    async def _container(self, base: tuple[str, str], c: CriContainer,
-                         fs: Filesystem | None) -> ContainerMetrics | None:
-        async with self._slots:
-            try:
-                raw, pids = await asyncio.wait_for(self._ask_shim(c.id), self.deadline)
-            except (DockyardError, TimeoutError) as exc:
-                # Stopped or removed meanwhile, or a shim that does not answer: left out this time.
-                log.debug("metrics of container %s left out: %s", c.id, exc or "no answer in time")
-                return None
-            cgroup = cgroup_of(raw) if raw is not None else None
-            procs = await asyncio.to_thread(read_procs, pids, c.pid)
-            spec = await self._spec(c.id)
-            writable: int | None = None
-            with contextlib.suppress(NotFound):
-                writable = (await self.d.snapshots.usage(self.namespace, self.c.snapshotter, c.id)).size
+    async def _container(self, base: tuple[str, str], c: CriContainer, answer: _ShimAnswer,
+                         fs: Filesystem | None) -> ContainerMetrics:
+        raw, pids = answer
+        cgroup = cgroup_of(raw) if raw is not None else None
+        procs = await asyncio.to_thread(read_procs, pids, c.pid)
+        spec = await self._spec(c.id)
+        writable: int | None = None
+        with contextlib.suppress(NotFound):
+            writable = (await self.d.snapshots.usage(self.namespace, self.c.snapshotter, c.id)).size
         return ContainerMetrics(c.id, metrics_of_container((*base, c.config.metadata.name, c.id, c.config.image), c,
                                                          cgroup, procs, spec, fs, writable))
 
-    async def _ask_shim(self, cid: str) -> tuple[AnyValue | None, builtins.list[int]]:
-        task = self.d.tasks.get(self.namespace, cid)
+    async def _ask_shim(self, c: CriContainer) -> _ShimAnswer:
+        task = self.d.tasks.get(self.namespace, c.id)
         raw = await task.stats(self.deadline)
         return raw, [p.pid for p in await task.pids()]
 

@@ -9,6 +9,11 @@ gave no parent. The network is the sandbox's namespace's interface counters, rea
 pause process (`ContainerNetworks.counters`, as `dock stats`); eth0, the CNI's interface, is the
 default one. A host-network pod reports no network: the host's counters are not the pod's.
 
+Shims are asked concurrently, each within a deadline (supervisor/cri/shimcalls.py): a container
+whose shim does not answer in time is left out of its pod's stats and sums, a pause whose shim
+does not leaves the pod's CPU and memory unknown in a listing (PodSandboxStats of that pod is
+DeadlineExceeded).
+
     stats = PodStats(containers)
     usage = await stats.stats(pod_id)          # PodUsage; FailedPrecondition when not ready
     usages = await stats.list("", {"app": "web"})
@@ -16,16 +21,23 @@ default one. A host-network pod reports no network: the host's counters are not 
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dockyard_common.errors import FailedPrecondition, NotFound
+from dockyard_api.dockyard.shim.v1 import stats_pb2 as stats_pb
+from dockyard_common.errors import DockyardError, FailedPrecondition, NotFound
+from supervisor.cri.container_stats import task_sample
 from supervisor.cri.container_types import ContainerState, ContainerUsage
-from supervisor.cri.containers import CriContainers, task_sample
+from supervisor.cri.containers import CriContainers
 from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
+from supervisor.cri.shimcalls import each_within
 from supervisor.network.counters import Counters
+
+log = logging.getLogger("dockyard.cri")
 
 DEFAULT_INTERFACE = "eth0"  # the interface CNI makes in the pod (containerd's default too)
 
@@ -54,34 +66,49 @@ class PodStats:
         self.pods = containers.pods
 
     async def stats(self, pod_id: str) -> PodUsage:
-        """The pod's usage; NotFound for an unknown pod, FailedPrecondition for one not ready."""
+        """The pod's usage; NotFound for an unknown pod, FailedPrecondition for one not ready,
+        DeadlineExceeded when its pause's shim does not answer in time."""
         pod = await self.pods.status(pod_id)
         if pod.state != SandboxState.READY:
             raise FailedPrecondition(f"pod sandbox {pod.id} is not ready: it has no processes to measure")
-        return await self._usage(pod, await self.c.list_stats(pod_id=pod.id))
+        containers, (sample,) = await asyncio.gather(self.c.list_stats(pod_id=pod.id), self._pause_samples([pod]))
+        if isinstance(sample, DockyardError):
+            raise sample
+        return self._usage(pod, containers, sample)
 
     async def list(self, pod_id: str = "", selector: Mapping[str, str] | None = None) -> builtins.list[PodUsage]:
         """The usage of every ready pod matching the filters (an id or prefix, labels)."""
         pods = await self.pods.list(pod_id, SandboxState.READY, selector)
+        if not pods:
+            return []
         # One listing of the containers for all pods (each lists every record of the namespace);
         # only the chosen pods' running ones are measured.
         wanted = {p.id for p in pods}
-        running = await self.c.list(state=ContainerState.RUNNING) if pods else []
-        containers = [await self.c.usage(c) for c in running if c.pod_id in wanted]
+        running = [c for c in await self.c.list(state=ContainerState.RUNNING) if c.pod_id in wanted]
+        containers, samples = await asyncio.gather(self.c.usages(running), self._pause_samples(pods))
         out = []
-        for pod in pods:
+        for pod, sample in zip(pods, samples, strict=True):
+            if isinstance(sample, DockyardError):
+                log.debug("stats of pod sandbox %s: its pause left out: %s", pod.id, sample)
+                sample = None
             try:
-                out.append(await self._usage(pod, containers))
+                out.append(self._usage(pod, containers, sample))
             except NotFound:  # stopped or removed meanwhile: not listed, as it would not be now
                 continue
         return out
 
-    async def _usage(self, pod: Sandbox, all_containers: builtins.list[ContainerUsage]) -> PodUsage:
+    async def _pause_samples(self, pods: builtins.list[Sandbox]
+                             ) -> builtins.list[stats_pb.Sample | DockyardError | None]:
+        deadline = self.c.shim_deadline
+        return await each_within(pods, lambda p: task_sample(self.c.d, self.c.namespace, p.id, deadline), deadline,
+                                 what=lambda p: f"pod sandbox {p.id}")
+
+    def _usage(self, pod: Sandbox, all_containers: builtins.list[ContainerUsage],
+               sample: stats_pb.Sample | None) -> PodUsage:
         d, ns = self.c.d, self.c.namespace
         containers = [u for u in all_containers if u.container.pod_id == pod.id]
         usage = PodUsage(pod, time.time_ns(), containers=containers)
-        sample = await task_sample(d, ns, pod.id)  # the pause process's
-        if sample is not None:
+        if sample is not None:  # the pause process's
             mem = sample.memory
             usage.cpu_usage_ns = sample.cpu.usage_total_ns
             usage.memory_working_set = max(0, mem.usage - mem.inactive_file)

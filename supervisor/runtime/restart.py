@@ -29,7 +29,7 @@ removed too (Docker's daemon removes them at its start); a catch-up reconcile re
 ones.
 
     monitor = RestartMonitor(containers, tasks, snapshots, namespaces, events)
-    monitor.start()          # after tasks.recover(); subscribes, then reconciles in the background
+    await monitor.start()    # after tasks.recover(); subscribed on return, reconciles in the background
     ...
     await monitor.close()
 """
@@ -41,7 +41,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -141,10 +141,16 @@ class RestartMonitor:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Follow exits from now on, then bring back what the policies want (in the background:
-        the daemon serves meanwhile)."""
-        self._follower = asyncio.get_running_loop().create_task(self._follow())
+        the daemon serves meanwhile). Returns once the subscription is in place: no exit after
+        this is missed."""
+        subscribed = asyncio.get_running_loop().create_future()
+        self._follower = asyncio.get_running_loop().create_task(self._follow(subscribed))
+        await asyncio.wait((subscribed, self._follower), return_when=asyncio.FIRST_COMPLETED)
+        if not subscribed.done():  # the follower ended before subscribing: its error, if any
+            subscribed.cancel()
+            await self._follower
 
     async def close(self) -> None:
         """Daemon stop: no more restarts; the tasks that run keep running (their shims do)."""
@@ -171,15 +177,19 @@ class RestartMonitor:
         job.add_done_callback(self._jobs.discard)
         return job
 
-    async def _follow(self) -> None:
+    async def _follow(self, subscribed: asyncio.Future[None]) -> None:
         daemon_start = True
+
+        async def in_place() -> None:  # now a reconcile misses no exit
+            nonlocal daemon_start
+            self._spawn_reconcile(daemon_start)
+            daemon_start = False
+            if not subscribed.done():
+                subscribed.set_result(None)
+
         while not self._closed:
             try:
-                async for event in self._subscribe():
-                    if event is None:  # subscribed: now a reconcile misses no exit
-                        self._spawn_reconcile(daemon_start)
-                        daemon_start = False
-                        continue
+                async for event in self.events.subscribe([EXIT_FILTER], in_place):
                     found = _exit_of(event)
                     if found is not None:
                         try:
@@ -190,21 +200,6 @@ class RestartMonitor:
                 return
             except ResourceExhausted:  # we fell behind and lost exits: judge every container again
                 log.warning("restart monitor fell behind the events: reconciling every container")
-
-    async def _subscribe(self) -> AsyncIterator[Event | None]:
-        """The exit events, led by a None once the subscription is in place (so a reconcile that
-        follows it misses no exit)."""
-        stream = self.events.subscribe([EXIT_FILTER])
-        first = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0)  # the generator runs to its first wait: it has subscribed
-        yield None
-        try:
-            event = await first
-        except StopAsyncIteration:
-            return
-        yield event
-        async for event in stream:
-            yield event
 
     def _spawn_reconcile(self, daemon_start: bool) -> None:
         async def reconcile() -> None:

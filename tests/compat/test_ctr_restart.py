@@ -15,6 +15,7 @@ from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE, RUNTIMES, daemon_with_runtime, import_busybox, remove_everything, uid
 from tests.ctr import exec_output
 from tests.daemon import DaemonProcess, start_daemon
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.compat, pytest.mark.root]
 
@@ -49,8 +50,13 @@ def test_tasks_survive_daemon_kill(daemon_rt: DaemonProcess) -> None:
     keep_pid = pid_of(d, keep)
     restart(d)
     assert os.path.exists(f"/proc/{keep_pid}"), "the container died with the daemon"
-    time.sleep(3)  # "ends" exits while nobody... well, after the restart; and the status must be kept
-    rows = {r.split()[0]: r.split() for r in ctr(d, "tasks", "ls").stdout.splitlines()[1:]}
+
+    def task_rows() -> dict[str, list[str]]:
+        return {r.split()[0]: r.split() for r in ctr(d, "tasks", "ls").stdout.splitlines()[1:]}
+
+    # "ends" exits after the restart (its sleep outlasts it): the new daemon must see that exit.
+    wait_until(lambda: task_rows()[ends][2] == "STOPPED", 30, what=f"{ends} to exit")
+    rows = task_rows()
     assert rows[keep][2] == "RUNNING" and int(rows[keep][1]) == keep_pid
     assert rows[ends][2] == "STOPPED"
     res = ctr(d, "tasks", "rm", ends)
@@ -62,8 +68,10 @@ def test_exit_while_daemon_down_keeps_status(daemon_rt: DaemonProcess) -> None:
     d = daemon_rt
     quick = uid("quick")
     assert ctr(d, "run", "-d", IMAGE, quick, "sh", "-c", "sleep 1; exit 5").returncode == 0
+    quick_pid = pid_of(d, quick)
     d.stop(signal.SIGKILL)
-    time.sleep(2)  # the container exits while no daemon runs
+    # the container exits (its shim reaps it) while no daemon runs
+    wait_until(lambda: not os.path.exists(f"/proc/{quick_pid}"), 30, what=f"{quick} to exit")
     extra = ["--config", str(d.base / "config.toml")] if (d.base / "config.toml").exists() else []
     d.proc = start_daemon(base=d.base, extra=extra).proc
     rows = {r.split()[0]: r.split() for r in ctr(d, "tasks", "ls").stdout.splitlines()[1:]}

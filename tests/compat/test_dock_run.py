@@ -33,7 +33,7 @@ from dock.tasks import Status
 from dockyard_common.errors import NotFound
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE, RUNTIMES, daemon_with_runtime, import_busybox, remove_everything
-from tests.daemon import REPO, DaemonProcess, wait_subscribed
+from tests.daemon import REPO, DaemonProcess
 from tests.eventlog import EventLog
 from tests.images import build_image, oci_archive, tar_tree
 from tests.rootfs import make_busybox_rootfs
@@ -315,10 +315,10 @@ def test_signals_are_forwarded(session: Session) -> None:
     cid = s.new_id("sig")
     # PID 1 of a PID namespace ignores signals it has no handler for: trap it.
     proc = s.popen("run", "--rm", "--name", cid, "busybox", "sh", "-c", "trap 'echo got TERM; exit 7' TERM; "
-                   "while true; do sleep 0.1; done", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                   "echo trapped; while true; do sleep 0.1; done", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         s.wait_status(cid, "RUNNING")
-        time.sleep(0.3)  # the trap is set once sh runs its first command
+        assert proc.stdout is not None and proc.stdout.readline() == "trapped\n"  # the trap is set now
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -421,22 +421,20 @@ async def test_sdk_run_tasks_and_events(session: Session) -> None:
     async with s.d.client() as c:
         seen: list[Envelope] = []
 
-        events = c.events.subscribe('topic~="/tasks/"')
-        await wait_subscribed(events, c.channel, c.namespace, "/tasks")  # nothing of the run can be missed
+        async with c.events.subscribed('topic~="/tasks/"') as events:  # live: nothing of the run can be missed
+            async def watch() -> None:
+                async for env in events:
+                    seen.append(env)
+                    if env.topic == "/tasks/delete" and env.event.get("container_id") == cid:
+                        return
 
-        async def watch() -> None:
-            async for env in events:
-                seen.append(env)
-                if env.topic == "/tasks/delete" and env.event.get("container_id") == cid:
-                    return
-
-        watcher = asyncio.create_task(watch())
-        with tempfile.TemporaryFile() as out, open(os.devnull) as devnull:
-            req = RunRequest("busybox", cid, SpecOptions(args=["sh", "-c", "echo hi; exit 5"]), rm=True)
-            code = await runner.run(c, req, in_fd=devnull.fileno(), out_fd=out.fileno(), err_fd=out.fileno())
-            out.seek(0)
-            assert (code, out.read()) == (5, b"hi\n")
-        await asyncio.wait_for(watcher, 10)
+            watcher = asyncio.create_task(watch())
+            with tempfile.TemporaryFile() as out, open(os.devnull) as devnull:
+                req = RunRequest("busybox", cid, SpecOptions(args=["sh", "-c", "echo hi; exit 5"]), rm=True)
+                code = await runner.run(c, req, in_fd=devnull.fileno(), out_fd=out.fileno(), err_fd=out.fileno())
+                out.seek(0)
+                assert (code, out.read()) == (5, b"hi\n")
+            await asyncio.wait_for(watcher, 10)
         mine = [e for e in seen if e.event.get("container_id") == cid]
         assert [e.topic for e in mine] == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
         assert mine[2].type_url == "containerd.events.TaskExit" and mine[2].event["exit_status"] == 5

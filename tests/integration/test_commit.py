@@ -42,7 +42,7 @@ from dockyard_common.imagespec import (
     MEDIA_TYPE_OCI_MANIFEST,
 )
 from tests.ctr import ctr, ok
-from tests.daemon import DaemonProcess, remove_base, start_daemon, stopping_new_zygotes, wait_subscribed
+from tests.daemon import DaemonProcess, publish_marker, remove_base, start_daemon, stopping_new_zygotes
 from tests.dockcli import DockCLI
 from tests.images import build_image, docker_archive, oci_archive, tar_tree
 from tests.rootfs import make_busybox_rootfs
@@ -168,23 +168,24 @@ async def stop(c: Client, cid: str) -> None:
 
 @contextlib.asynccontextmanager
 async def recording(c: Client) -> AsyncIterator[list[Envelope]]:
-    """Every event published while the block runs, in order (the subscription is live first)."""
+    """Every event published while the block runs, in order (the subscription is live first;
+    at the end, a marker event published after the block has come through, so all before it has)."""
     seen: list[Envelope] = []
-    events = c.events.subscribe()
-    await wait_subscribed(events, c.channel)
+    async with c.events.subscribed() as events:
+        async def collect() -> None:
+            async for ev in events:
+                seen.append(ev)
 
-    async def collect() -> None:
-        async for ev in events:
-            seen.append(ev)
-
-    task = asyncio.create_task(collect())
-    try:
-        yield seen
-    finally:
-        await asyncio.sleep(0)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        task = asyncio.create_task(collect())
+        try:
+            yield seen
+            marker = await publish_marker(c.channel, c.namespace)
+            await wait_until_async(lambda: any(e.topic == marker for e in seen), 20, what="the marker event")
+            seen[:] = [e for e in seen if e.topic != marker]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def topics(seen: list[Envelope], cid: str) -> list[str]:

@@ -13,10 +13,9 @@ from dock.containers import RUNC_V2, SPEC_TYPE_URL, oci_spec_any
 from dockyard_api.containerd.events import container_pb2 as events_pb
 from dockyard_api.containerd.services.containers.v1 import containers_pb2 as pb
 from dockyard_api.containerd.services.containers.v1 import containers_pb2_grpc as pb_grpc
-from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.types import AnyValue, Container
-from tests.daemon import DaemonProcess, wait_subscribed
+from tests.daemon import DaemonProcess, subscribed
 
 SPEC = {"ociVersion": "1.0.2", "process": {"args": ["sh"]}, "root": {"path": "rootfs"}}
 
@@ -115,8 +114,7 @@ async def test_namespaces_isolate_and_block_delete(daemon: DaemonProcess) -> Non
 async def test_events_and_ctr_style_request(daemon: DaemonProcess) -> None:
     md = [("containerd-namespace", "evns")]
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
-        sub = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest(filters=["topic~=containers"]))
-        await wait_subscribed(sub, ch, prefix="/containers")
+        sub = await subscribed(ch, "topic~=containers")
         stub = pb_grpc.ContainersStub(ch)
         # what ctr sends: zero (Go) timestamps, runc options as an empty Options Any
         msg = pb.Container(id="ctr1", image="img", snapshotter="overlayfs", snapshot_key="ctr1",

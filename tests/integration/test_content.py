@@ -19,9 +19,8 @@ from dock.content import ContentAPI, ContentWriter
 from dockyard_api.containerd.events import content_pb2 as content_events
 from dockyard_api.containerd.services.content.v1 import content_pb2 as pb
 from dockyard_api.containerd.services.content.v1 import content_pb2_grpc as pb_grpc
-from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from tests.daemon import REPO, DaemonProcess, wait_subscribed
+from tests.daemon import REPO, DaemonProcess, subscribed
 from tests.integration.test_cli import dock
 from tests.waiting import wait_until_async
 
@@ -198,11 +197,7 @@ async def test_list_batches_many(content: ContentAPI, stub: pb_grpc.ContentStub)
 async def test_delete_publishes_event_and_keeps_other_namespaces(daemon: DaemonProcess, content: ContentAPI) -> None:
     data = b"shared between namespaces"
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
-        events = events_pb2_grpc.EventsStub(ch)
-        # Either filter lets an event through: the second lets the subscription probes in.
-        sub = events.Subscribe(events_pb2.SubscribeRequest(filters=['topic=="/content/delete"', 'topic~="^/probe/"']),
-                               metadata=md())
-        await wait_subscribed(sub, events)
+        sub = await subscribed(ch, 'topic=="/content/delete"', namespace="default")
         await asyncio.to_thread(daemon.wait_startup_collection)  # the next collection counted is the delete's
         async with daemon.client("other") as other_client:
             other = await leased(other_client)

@@ -19,7 +19,7 @@ from google.protobuf import any_pb2
 
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from supervisor.diskreserve import DEFAULT_SIZE, RESERVE_NAME, free_bytes
-from tests.daemon import REPO, DaemonProcess, start_daemon, wait_subscribed
+from tests.daemon import REPO, DaemonProcess, start_daemon, subscribed
 
 
 def run_dockyardd(*args: str, timeout: float = 20, **env: str) -> subprocess.CompletedProcess[str]:
@@ -113,8 +113,7 @@ async def test_missing_namespace_header_is_failed_precondition(daemon: DaemonPro
 
 async def test_sigterm_finishes_streams_and_removes_socket(daemon: DaemonProcess) -> None:
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
-        stream = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest())
-        await wait_subscribed(stream, ch)
+        stream = await subscribed(ch)
         daemon.proc.send_signal(signal.SIGTERM)
         received = [e async for e in stream]  # ends cleanly, no error raised
         assert received == []

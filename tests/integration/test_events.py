@@ -11,7 +11,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 
 from dockyard_api.containerd.events import namespace_pb2 as ns_events
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
-from tests.daemon import DaemonProcess, wait_subscribed
+from tests.daemon import DaemonProcess, subscribed
 
 NS = [("containerd-namespace", "evt")]
 
@@ -31,17 +31,9 @@ async def stub(daemon: DaemonProcess) -> AsyncIterator[events_pb2_grpc.EventsStu
         yield events_pb2_grpc.EventsStub(ch)
 
 
-async def subscribed(stub: events_pb2_grpc.EventsStub, filters: list[str]) -> grpc.aio.UnaryStreamCall:
-    """A subscription known to be active (any one filter matching is enough: one more lets the probes in)."""
-    with_probes = [*filters, 'topic~="^/probe/"'] if filters else []
-    call = stub.Subscribe(events_pb2.SubscribeRequest(filters=with_probes), metadata=NS)
-    await wait_subscribed(call, stub, "evt")
-    return call
-
-
 async def test_namespace_events_reach_subscribers_of_all_namespaces(
         stub: events_pb2_grpc.EventsStub, daemon: DaemonProcess) -> None:
-    call = await subscribed(stub, [])
+    call = await subscribed(stub, namespace="evt")
     async with daemon.client("other") as c:
         await c.create_namespace("evt-ns", {"a": "b"})
         await c.update_namespace("evt-ns", {"a": "c"}, ["labels.a"])
@@ -59,7 +51,7 @@ async def test_namespace_events_reach_subscribers_of_all_namespaces(
 
 
 async def test_publish_and_topic_filter(stub: events_pb2_grpc.EventsStub) -> None:
-    call = await subscribed(stub, ['topic~="^/mine/"'])
+    call = await subscribed(stub, 'topic~="^/mine/"', namespace="evt")
     event = any_pb2.Any(type_url="containerd.events.NamespaceCreate",
                         value=ns_events.NamespaceCreate(name="x").SerializeToString())
     await stub.Publish(events_pb2.PublishRequest(topic="/other/thing", event=event), metadata=NS)
@@ -71,7 +63,7 @@ async def test_publish_and_topic_filter(stub: events_pb2_grpc.EventsStub) -> Non
 
 
 async def test_event_field_filter(stub: events_pb2_grpc.EventsStub, daemon: DaemonProcess) -> None:
-    call = await subscribed(stub, ["event.name==wanted"])
+    call = await subscribed(stub, "event.name==wanted", namespace="evt")
     async with daemon.client() as c:
         await c.create_namespace("unwanted")
         await c.create_namespace("wanted")
@@ -81,7 +73,7 @@ async def test_event_field_filter(stub: events_pb2_grpc.EventsStub, daemon: Daem
 
 
 async def test_forward_keeps_envelope(stub: events_pb2_grpc.EventsStub) -> None:
-    call = await subscribed(stub, ["namespace==far"])
+    call = await subscribed(stub, "namespace==far", namespace="evt")
     env = events_pb2.Envelope(timestamp=timestamp_pb2.Timestamp(seconds=1_700_000_000), namespace="far",
                               topic="/tasks/exit", event=any_pb2.Any(type_url="containerd.events.TaskExit"))
     await stub.Forward(events_pb2.ForwardRequest(envelope=env), metadata=NS)

@@ -219,18 +219,19 @@ async def _read_until_closed(loop: asyncio.AbstractEventLoop, s: socket.socket) 
 
 async def test_stop_lets_calls_finish_and_removes_the_socket(tmp_path: Path) -> None:
     path = str(tmp_path / "stop.sock")
-    gate = asyncio.Event()
+    gate, entered = asyncio.Event(), asyncio.Event()
 
     async def slow(request: bytes, context: Any) -> bytes:
+        entered.set()
         await gate.wait()
         return b"done"
 
     async with one_method(path, "test.Slow", grpc.unary_unary_rpc_method_handler(slow)) as server, \
             grpc.aio.insecure_channel(f"unix:{path}") as ch:
         call = ch.unary_unary("/test.Slow/Call")(b"")
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(entered.wait(), 20)  # the call is in flight
         stopping = asyncio.ensure_future(server.stop(5))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a window: the stop is under way and must wait for the call
         gate.set()
         assert await call == b"done"
         await stopping

@@ -16,11 +16,10 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from dock.client import Client
 from dock.images import OCI_INDEX, OCI_MANIFEST, Descriptor
 from dockyard_api.containerd.events import image_pb2 as image_events
-from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from dockyard_api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from dockyard_api.containerd.types import descriptor_pb2
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from tests.daemon import DaemonProcess, start_daemon, wait_subscribed
+from tests.daemon import DaemonProcess, start_daemon, subscribed
 from tests.integration.test_cli import dock
 from tests.waiting import wait_until_async
 
@@ -382,9 +381,7 @@ async def test_raw_grpc_needs_a_namespace(channel: grpc.aio.Channel) -> None:
 
 
 async def test_events_published(channel: grpc.aio.Channel, daemon: DaemonProcess) -> None:
-    events = events_pb2_grpc.EventsStub(channel)
-    call = events.Subscribe(events_pb2.SubscribeRequest(filters=['topic~="^/images/"']), metadata=md("evt"))
-    await wait_subscribed(call, events, "evt", "/images")
+    call = await subscribed(channel, 'topic~="^/images/"', namespace="evt")
     async with daemon.client("evt") as c:
         await c.images.create("img", target(), {"a": "b"})
         await c.images.set_labels("img", {"a": "c"})
@@ -407,9 +404,7 @@ async def test_events_published(channel: grpc.aio.Channel, daemon: DaemonProcess
 
 
 async def test_failed_calls_publish_nothing(channel: grpc.aio.Channel, daemon: DaemonProcess) -> None:
-    events = events_pb2_grpc.EventsStub(channel)
-    call = events.Subscribe(events_pb2.SubscribeRequest(filters=['topic~="^/images/"']), metadata=md("evt"))
-    await wait_subscribed(call, events, "evt", "/images")
+    call = await subscribed(channel, 'topic~="^/images/"', namespace="evt")
     async with daemon.client("evt") as c:
         with pytest.raises(NotFound):
             await c.images.delete("missing")

@@ -38,7 +38,7 @@ from tests.compat.conftest import ctr
 from tests.compat.runtimes import IMAGE
 from tests.conformance.mounts import mounts_under
 from tests.ctr import exec_output
-from tests.daemon import DaemonProcess, shims_in_bundles, wait_subscribed
+from tests.daemon import DaemonProcess, shims_in_bundles
 from tests.waiting import wait_until_async
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
@@ -158,21 +158,19 @@ async def test_memory_limit_oom_kill_is_published(c: Client) -> None:
     cid = new_id("oom")
     seen: list[str] = []
 
-    events = c.events.subscribe('topic~="/tasks/"')
-    await wait_subscribed(events, c.channel, c.namespace, "/tasks")  # the OOM event cannot be missed
+    async with c.events.subscribed('topic~="/tasks/"') as events:  # live: the OOM event cannot be missed
+        async def watch() -> None:
+            async for env in events:
+                if env.event.get("container_id") == cid:
+                    seen.append(env.topic)
+                    if env.topic == "/tasks/exit":
+                        return
 
-    async def watch() -> None:
-        async for env in events:
-            if env.event.get("container_id") == cid:
-                seen.append(env.topic)
-                if env.topic == "/tasks/exit":
-                    return
-
-    watcher = asyncio.create_task(watch())
-    # tail of /dev/zero keeps all it reads (no newline ever comes): only the OOM killer stops it.
-    code, out = await run_captured(c, cid, SpecOptions(args=["sh", "-c", "tail /dev/zero; echo tail-$?"],
-                                                       memory=32 << 20))
-    await asyncio.wait_for(watcher, 10)
+        watcher = asyncio.create_task(watch())
+        # tail of /dev/zero keeps all it reads (no newline ever comes): only the OOM killer stops it.
+        code, out = await run_captured(c, cid, SpecOptions(args=["sh", "-c", "tail /dev/zero; echo tail-$?"],
+                                                           memory=32 << 20))
+        await asyncio.wait_for(watcher, 10)
     # The shell may also say "Killed" on stderr; the two streams reach `out` in either order.
     assert code == 0 and "tail-137" in out.splitlines(), out
     assert "/tasks/oom" in seen and seen.index("/tasks/oom") < seen.index("/tasks/exit"), seen

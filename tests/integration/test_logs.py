@@ -12,7 +12,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -263,8 +262,9 @@ def test_ctr_log_uri_binary_follows_containerds_contract(d: DaemonProcess, tmp_p
         "args = sys.argv[1:]\n"
         "os.close(5)  # ready\n"
         "so, se = os.fdopen(3, 'rb').read(), os.fdopen(4, 'rb').read()\n"
-        f"open({str(out)!r}, 'wb').write(repr((os.environ['CONTAINER_ID'], os.environ['CONTAINER_NAMESPACE'], "
-        "args, so, se)).encode())\n")
+        f"open({str(out)!r} + '.part', 'wb').write(repr((os.environ['CONTAINER_ID'], "
+        "os.environ['CONTAINER_NAMESPACE'], args, so, se)).encode())\n"
+        f"os.rename({str(out)!r} + '.part', {str(out)!r})  # whole once it exists\n")
     wrapper = tmp_path / "logger"
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {logger} \"$@\"\n")
     wrapper.chmod(0o755)
@@ -272,7 +272,6 @@ def test_ctr_log_uri_binary_follows_containerds_contract(d: DaemonProcess, tmp_p
               "echo to-out; echo to-err >&2")
     assert res.returncode == 0, res.stderr
     wait_until(out.exists, timeout=10)
-    time.sleep(0.1)
     assert eval(out.read_text()) == (cid, "default", ["--flag", "value"], b"to-out\n", b"to-err\n")
 
 

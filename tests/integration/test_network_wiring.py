@@ -29,8 +29,6 @@ from typing import Any
 import pytest
 
 from dock.stats import StatsSample
-from dockyard_api.containerd.services.events.v1.events_pb2 import SubscribeRequest
-from dockyard_api.containerd.services.events.v1.events_pb2_grpc import EventsStub
 from dockyard_api.dockyard.network.v1 import events_pb2 as net_events
 from tests.compat.runtimes import IMAGE, remove_everything
 from tests.ctr import ctr, exec_output, ok
@@ -43,7 +41,7 @@ from tests.daemon import (
     remove_base,
     start_daemon,
     stopping_new_zygotes,
-    wait_subscribed,
+    subscribed,
 )
 from tests.images import build_image, oci_archive, tar_tree
 from tests.integration.netcni_driver import network_state
@@ -399,9 +397,7 @@ def test_100_containers_with_ports_leave_the_baseline(net: Net) -> None:
 async def test_attach_and_detach_events_and_network_stats(net: Net) -> None:
     client = net.d.client()
     try:
-        events = EventsStub(client.channel).Subscribe(
-            SubscribeRequest(filters=['topic~="^/network/"', 'topic~="^/probe"']))
-        await wait_subscribed(events, client.channel)
+        events = await subscribed(client.channel, 'topic~="^/network/"')
         it = aiter(events)
         await asyncio.to_thread(net.httpd, "ev", ports=[{"host_port": 18300, "container_port": 80}])
         env = await anext(it)

@@ -139,7 +139,8 @@ def task_events(lines: list[str], cid: str) -> list[tuple[float, str]]:
 
 
 def wait_events_subscribed(d: DaemonProcess, printed: Path) -> None:
-    """Until `ctr events` prints: publish probes (a namespace made and removed) until one shows."""
+    """Until `ctr events` prints: publish probes (a namespace made and removed) until one shows.
+    (The real `ctr` prints only events, not the daemon's subscribed header: probing is all we have.)"""
     probes: list[str] = []
     last = [0.0]
 

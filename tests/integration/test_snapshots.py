@@ -26,7 +26,6 @@ from google.protobuf import field_mask_pb2
 from dock.client import Client
 from dock.snapshots import Info, Kind, Mount, SnapshotsAPI, Usage
 from dockyard_api.containerd.events import snapshot_pb2 as snap_events
-from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2 as pb
 from dockyard_api.containerd.services.snapshots.v1 import snapshots_pb2_grpc as pb_grpc
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
@@ -34,7 +33,7 @@ from supervisor.metadata.db import Database
 from supervisor.metadata.snapshots import COMMIT_LABEL, SnapshotStore
 from supervisor.snapshotter import NativeSnapshotter, OverlaySnapshotter
 from tests.conformance.mounts import mount_all, mounts_under, unmount
-from tests.daemon import REPO, DaemonProcess, start_daemon, wait_subscribed
+from tests.daemon import REPO, DaemonProcess, start_daemon, subscribed
 
 ROOT = {"containerd.io/gc.root": "2026-01-01T00:00:00Z"}
 SNAPSHOTTERS = ["overlayfs", "native"]
@@ -443,8 +442,7 @@ async def test_unrooted_snapshots_are_collected(client: Client) -> None:
 
 async def test_events(daemon: DaemonProcess, client: Client) -> None:
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:
-        call = events_pb2_grpc.EventsStub(ch).Subscribe(events_pb2.SubscribeRequest(filters=['topic~="^/snapshot/"']))
-        await wait_subscribed(call, ch, prefix="/snapshot")
+        call = await subscribed(ch, 'topic~="^/snapshot/"')
         await client.snapshots.prepare("k", "", ROOT)
         await client.snapshots.view("v", "", ROOT)  # no event, as containerd
         await client.snapshots.commit("n", "k", ROOT)

@@ -90,12 +90,17 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     events = Exchange()
     deletes: list[Event] = []
 
+    subscribed = asyncio.Event()
+
+    async def in_place() -> None:
+        subscribed.set()
+
     async def follow() -> None:
-        async for event in events.subscribe([f'topic=="{DELETE_TOPIC}"']):
+        async for event in events.subscribe([f'topic=="{DELETE_TOPIC}"'], in_place):
             deletes.append(event)
 
     follower = asyncio.ensure_future(follow())
-    await asyncio.sleep(0)  # the generator runs to its first wait: it has subscribed
+    await subscribed.wait()  # every delete from here on is seen
     try:
         world = World(events, FakeTasks(events), ContainerStore(db), NamespaceStore(db))
         yield Rig(world, FakeSnapshots(), FakeVolumes(), [], deletes)

@@ -11,6 +11,7 @@ import pytest
 
 from dockyard_api.cri.runtime.v1 import api_pb2 as pb
 from dockyard_common.errors import InvalidArgument
+from supervisor.cri.container_create import _signal_of
 from supervisor.cri.container_spec import (
     PodContext,
     User,
@@ -20,7 +21,6 @@ from supervisor.cri.container_spec import (
     process_args,
 )
 from supervisor.cri.container_types import ContainerConfig
-from supervisor.cri.containers import _signal_of
 from supervisor.cri.podfiles import PodPaths
 from supervisor.cri.sandbox_types import NamespaceMode, NamespaceModes, PodConfig, PodMetadata
 from supervisor.services.cri_containers_pb import container_config

@@ -17,6 +17,7 @@ from dockyard_common.errors import InvalidArgument
 from dockyard_common.mountopts import parse_mount_options
 from shim.init.plan import _mount_step
 from shim.init.spec import SpecMount
+from supervisor.cri.container_create import _check_recursive_read_only
 from supervisor.cri.container_spec import PodContext, User, container_spec
 from supervisor.cri.container_types import (
     ContainerConfig,
@@ -26,7 +27,6 @@ from supervisor.cri.container_types import (
     CriContainer,
     SupplementalGroupsPolicy,
 )
-from supervisor.cri.containers import _check_recursive_read_only
 from supervisor.cri.podfiles import PodPaths
 from supervisor.cri.runtime import Handler, runtime_handlers
 from supervisor.cri.sandbox import HANDLERS

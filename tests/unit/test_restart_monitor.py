@@ -128,7 +128,7 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
 
 async def started(monitor: RestartMonitor) -> RestartMonitor:
     """Start it and wait until its start-up reconcile is done (it follows exits by then)."""
-    monitor.start()
+    await monitor.start()
     await asyncio.wait_for(monitor.reconciled.wait(), 20)
     return monitor
 

@@ -1,0 +1,204 @@
+"""A CRI container's stored record: the metadata kept beside its spec (the config and what
+happened to it), finding containers by id or unique prefix, and the CRI's view of one from its
+record and its task's state. `ContainerStore` is the base the parts of `CriContainers` share.
+
+    store.namespace, store.d                   # the CRI namespace, the daemon's stores
+    found = await store._find("3f2a")          # Found(record, meta, config); NotFound, InvalidArgument
+    view = store._view(found, task_state)      # CriContainer: CREATED, RUNNING, EXITED or UNKNOWN
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import os
+import signal
+import weakref
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockyard_common import cgroups
+from dockyard_common.cgroups import normalize_path
+from dockyard_common.errors import InvalidArgument, NotFound
+from dockyard_common.types import AnyValue, Container, Status
+from supervisor.cri.container_types import ContainerConfig, ContainerState, ContainerUser, CriContainer
+from supervisor.cri.image_volumes import ImageVolumes
+from supervisor.cri.lookup import by_id_prefix
+from supervisor.cri.sandbox import KIND_LABEL, PodSandboxes, SandboxDeps
+from supervisor.runtime.types import TaskState
+
+log = logging.getLogger("dockyard.cri")
+
+KIND_CONTAINER = "container"
+SANDBOX_LABEL = "io.cri-containerd.sandbox-id"  # for `ctr containers ls` filters
+METADATA_EXTENSION = "io.cri-containerd.container.metadata"
+METADATA_TYPE_URL = "dockyard.cri/container-metadata/v1"
+KILL_WAIT = 10.0  # seconds for a SIGKILLed process to be reported gone
+
+
+@dataclass
+class Meta:
+    """What the record keeps besides the spec: the config and what happened to the container."""
+
+    config: dict[str, Any]
+    pod_id: str
+    image: str
+    image_id: str
+    log_path: str = ""
+    started: bool = False
+    started_at_ns: int = 0
+    finished_at_ns: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    stop_signal: int = signal.SIGTERM  # the image's StopSignal, what StopContainer sends first
+    user: dict[str, Any] | None = None  # the first process' uid, gid, supplemental_groups (ContainerStatus)
+
+
+@dataclass
+class Found:
+    record: Container
+    meta: Meta
+    config: ContainerConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config = ContainerConfig.from_json(self.meta.config)
+
+
+class ContainerStore:
+    def __init__(self, deps: SandboxDeps, pods: PodSandboxes, exec_dir: Path, volumes_dir: Path | None = None) -> None:
+        self.d = deps
+        self.pods = pods
+        self.namespace = pods.namespace
+        self.snapshotter = pods.settings.snapshotter
+        self.exec_dir = exec_dir  # FIFOs of ExecSync
+        self.volumes = ImageVolumes(deps, self.namespace, self.snapshotter,
+                                    volumes_dir or exec_dir.parent / "image-volumes")
+        self._reserve = asyncio.Lock()
+        self._pending: set[tuple[str, str, int]] = set()  # names being created: (pod, name, attempt)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        lock = self._locks.get(cid)
+        if lock is None:
+            lock = self._locks[cid] = asyncio.Lock()
+        return lock
+
+    async def _task_state(self, cid: str) -> TaskState | None:
+        try:
+            return await self.d.tasks.get(self.namespace, cid).state()
+        except NotFound:
+            return None
+
+    async def _all(self, pod_id: str = "") -> builtins.list[Found]:
+        out = []
+        for record in await self.d.containers.list(self.namespace):
+            if record.labels.get(KIND_LABEL) != KIND_CONTAINER:
+                continue
+            try:
+                found = found_of(record)
+            except InvalidArgument as exc:  # a record we cannot read is logged, not a failed listing
+                log.warning("container %s: %s", record.id, exc)
+                continue
+            if not pod_id or found.meta.pod_id == pod_id:
+                out.append(found)
+        return out
+
+    async def _find(self, cid: str) -> Found:
+        """The container `cid` names, in full or by a unique prefix (NotFound, InvalidArgument)."""
+        return by_id_prefix(await self._all() if cid else [], lambda f: f.record.id, cid, "container", "containers")
+
+    async def _save(self, found: Found) -> None:
+        found.record.extensions[METADATA_EXTENSION] = meta_value(found.meta)
+        found.record = await self.d.containers.update(self.namespace, found.record,
+                                                      [f"extensions.{METADATA_EXTENSION}"])
+
+    @staticmethod
+    def _view(found: Found, state: TaskState | None) -> CriContainer:
+        m = found.meta
+        created = int(found.record.created_at.timestamp() * 1e9) if found.record.created_at else 0
+        out = CriContainer(found.record.id, m.pod_id, found.config, ContainerState.CREATED, created, m.image,
+                           m.image_id, started_at_ns=m.started_at_ns, log_path=m.log_path, user=_container_user(found))
+        if state is None:
+            if m.started:
+                out.state = ContainerState.EXITED
+                out.finished_at_ns, out.exit_code = m.finished_at_ns, m.exit_code
+                out.reason, out.message = m.reason or "Unknown", m.message
+            return out
+        if state.status in (Status.RUNNING, Status.PAUSED, Status.PAUSING):
+            out.state, out.pid = ContainerState.RUNNING, state.pid
+        elif state.status == Status.STOPPED:
+            out.state = ContainerState.EXITED
+            out.finished_at_ns = state.exited_at_ns or 0
+            out.exit_code, out.reason = state.exit_status, reason_of(state.exit_status)
+        elif state.status == Status.UNKNOWN:
+            out.state = ContainerState.UNKNOWN
+        return out
+
+
+def reason_of(exit_code: int, oom_killed: bool = False) -> str:
+    if oom_killed:
+        return "OOMKilled"
+    return "Completed" if exit_code == 0 else "Error"
+
+
+def oom_killed(record: Container) -> bool:
+    """Whether the kernel's OOM killer struck in the container's memory cgroup (read while its
+    task, and so the cgroup, still exists: the shim removes it at Delete). Blocking: small reads."""
+    try:
+        rel = normalize_path(json.loads(record.spec.value)["linux"]["cgroupsPath"]) if record.spec else ""
+    except (ValueError, KeyError, TypeError, InvalidArgument):
+        return False
+    if not rel:
+        return False
+    if cgroups.host_version() == 2:
+        path = os.path.join(cgroups.CGROUP_ROOT, cgroups.PARENT, rel, "memory.events")
+    else:
+        mount = cgroups.v1_mounts().get("memory")
+        if mount is None:
+            return False
+        path = os.path.join(mount, cgroups.PARENT, rel, "memory.oom_control")
+    try:
+        with open(path) as f:
+            counters = dict(line.split(" ", 1) for line in f.read().splitlines() if " " in line)
+    except OSError:
+        return False
+    return int(counters.get("oom_kill", "0").strip() or 0) > 0
+
+
+def meta_value(meta: Meta) -> AnyValue:
+    return AnyValue(METADATA_TYPE_URL, json.dumps(asdict(meta)).encode())
+
+
+def found_of(record: Container) -> Found:
+    ext = record.extensions.get(METADATA_EXTENSION)
+    if ext is None or ext.type_url != METADATA_TYPE_URL:
+        raise InvalidArgument("its stored CRI metadata is missing")
+    try:
+        meta = Meta(**json.loads(ext.value))
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgument(f"its stored CRI metadata is not readable: {exc}") from None
+    return Found(record, meta)
+
+
+def user_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """The process user of an OCI spec, as Meta keeps it."""
+    user = spec.get("process", {}).get("user", {})
+    return {"uid": int(user.get("uid", 0)), "gid": int(user.get("gid", 0)),
+            "supplemental_groups": [int(g) for g in user.get("additionalGids") or []]}
+
+
+def _container_user(found: Found) -> ContainerUser | None:
+    """The identity the container's first process started with; from its spec for a record made
+    before the metadata kept it."""
+    user = found.meta.user
+    if user is None and found.record.spec is not None:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            user = user_of(json.loads(found.record.spec.value))
+    if user is None:
+        return None
+    return ContainerUser(user["uid"], user["gid"], tuple(user["supplemental_groups"]))
