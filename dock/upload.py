@@ -33,7 +33,8 @@ class Sent:
 
 
 async def chunks(source: Source) -> AsyncIterator[bytes]:
-    """The source in CHUNK pieces, whatever it comes as; file reads run off the event loop."""
+    """The source in CHUNK pieces (the last one shorter), whatever it comes as; file reads run
+    off the event loop."""
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         for i in range(0, len(data), CHUNK):
@@ -51,14 +52,24 @@ async def chunks(source: Source) -> AsyncIterator[bytes]:
         while chunk := await asyncio.to_thread(source.read, CHUNK):  # type: ignore[union-attr]
             yield chunk
         return
+    # Pieces are gathered into CHUNK-sized messages: a tar written file by file comes out of its
+    # pipe a few KiB at a time, and a message costs the same on both sides whatever its size
+    # (20,000 small files were ~1,800 messages, most of the upload's time).
+    buf = bytearray()
     if isinstance(source, AsyncIterable):
         async for piece in source:
-            for i in range(0, len(piece), CHUNK):
-                yield bytes(piece[i:i + CHUNK])
-        return
-    for piece in source:
-        for i in range(0, len(piece), CHUNK):
-            yield bytes(piece[i:i + CHUNK])
+            buf += piece
+            while len(buf) >= CHUNK:
+                yield bytes(buf[:CHUNK])
+                del buf[:CHUNK]
+    else:
+        for piece in source:
+            buf += piece
+            while len(buf) >= CHUNK:
+                yield bytes(buf[:CHUNK])
+                del buf[:CHUNK]
+    if buf:
+        yield bytes(buf)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import io
@@ -41,13 +42,33 @@ class BlockingReader(io.RawIOBase):
         self._loop = loop
         self._buf = b""
         self._eof = False
+        self._cancelled = False
+        self._pending: concurrent.futures.Future[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        """From any thread: a read waiting for a chunk, and every later read, raise
+        ReaderCancelled (a worker blocked on a client that sends nothing more can end)."""
+        with self._lock:
+            self._cancelled = True
+            pending = self._pending
+        if pending is not None:
+            pending.cancel()
 
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         while not self._buf and not self._eof:
+            with self._lock:
+                if self._cancelled:
+                    raise ReaderCancelled("the read was cancelled")
+                self._pending = asyncio.run_coroutine_threadsafe(_next_chunk(self._chunks), self._loop)
             try:
-                self._buf = asyncio.run_coroutine_threadsafe(_next_chunk(self._chunks), self._loop).result()
+                self._buf = self._pending.result()
             except StopAsyncIteration:
                 self._eof = True
+            except concurrent.futures.CancelledError:
+                raise ReaderCancelled("the read was cancelled") from None
+            finally:
+                self._pending = None
         if n is None or n < 0 or n >= len(self._buf):
             out, self._buf = self._buf, b""
         else:
@@ -56,6 +77,10 @@ class BlockingReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+
+class ReaderCancelled(OSError):
+    """A BlockingReader's read after `cancel` (an OSError: readers of a stream expect those)."""
 
 
 async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes:

@@ -64,7 +64,7 @@ import stat
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -132,11 +132,14 @@ def apply_layer(
     parents: Sequence[Path] = (),
     cancel: threading.Event | None = None,
     owner: tuple[int, int] | None = None,
+    check: Callable[[Entry], None] | None = None,
 ) -> ApplyResult:
     """Apply the uncompressed layer tar `stream` to `target`; see the module docstring.
 
     `cancel`, set from another thread, stops the apply before the next entry (Cancelled).
     `owner` (uid, gid), when given, owns every entry instead of the ids the tar names.
+    `check`, when given, sees each entry before it is applied and refuses one by raising (a
+    build context checked as it streams in: archive/context.py).
     """
     if whiteout_mode not in ("overlay", "delete", "none"):
         raise InvalidArgument(f"whiteout mode {whiteout_mode!r}: must be 'overlay', 'delete' or 'none'")
@@ -159,6 +162,8 @@ def apply_layer(
                 while (entry := tar.next()) is not None:
                     if cancel is not None and cancel.is_set():
                         raise Cancelled(f"apply layer to {target}")
+                    if check is not None:
+                        check(entry)
                     applier.apply(tar, entry)
                     applier.last = entry.name
             except TarFormatError as e:

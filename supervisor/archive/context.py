@@ -37,6 +37,7 @@ from supervisor.archive.tarread import (
     HARDLINK,
     REGULAR,
     SYMLINK,
+    Entry,
     TarFormatError,
     TarReader,
 )
@@ -73,40 +74,58 @@ def check_context(tar_path: Path, limits: ContextLimits, cancel: threading.Event
     module docstring); returns the number of entries. With `expect` (path parts -> st_mode
     kind), the tar must hold exactly those entries, each of its kind (a synced context's
     changes: build/contextstore.py)."""
-    symlinks: set[tuple[str, ...]] = set()
-    count = 0
-    seen: set[tuple[str, ...]] = set()
+    checker = ContextChecker(limits, expect)
     with open(tar_path, "rb") as f:
         reader = TarReader(f.read)
         try:
             while (entry := reader.next()) is not None:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("build context extraction")
-                count += 1
-                if count > limits.max_entries:
-                    raise InvalidArgument(f"build context: more than {limits.max_entries} entries")
-                parts = _parts(entry.name)
-                if entry.type in (CHAR, BLOCKDEV):
-                    raise InvalidArgument(f"build context: entry {entry.name!r} is a device")
-                if any(p.startswith(WHITEOUT_PREFIX) for p in parts):
-                    raise InvalidArgument(f"build context: entry {entry.name!r}: names starting with "
-                                          f"{WHITEOUT_PREFIX!r} are not supported")
-                _not_below_symlink(entry.name, parts, symlinks)
-                if expect is not None:
-                    _expected(entry.name, entry.type, parts, expect, seen)
-                if entry.type == HARDLINK:
-                    target = _parts(entry.linkname, of=f"hard link {entry.name!r} to")
-                    _not_below_symlink(entry.name, target, symlinks)
-                if entry.type == SYMLINK:
-                    symlinks.add(parts)
-                elif entry.type == DIRECTORY or parts in symlinks:
-                    symlinks.discard(parts)  # replaced: later entries below it go into a directory
+                checker(entry)
         except TarFormatError as e:
             raise InvalidArgument(f"build context: not a valid tar: {e}") from None
-    if expect is not None and len(seen) != len(expect):
-        missing = sorted("/".join(p) for p in expect.keys() - seen)
-        raise InvalidArgument(f"build context: {len(missing)} changed entries were not sent, e.g. {missing[0]!r}")
-    return count
+    return checker.finish()
+
+
+class ContextChecker:
+    """The checks of `check_context`, an entry at a time: call it with each entry before it is
+    written (apply_layer's `check`), then `finish()` for the count (and what `expect` missed)."""
+
+    def __init__(self, limits: ContextLimits, expect: Mapping[tuple[str, ...], int] | None = None) -> None:
+        self.limits = limits
+        self.expect = expect
+        self.count = 0
+        self._symlinks: set[tuple[str, ...]] = set()
+        self._seen: set[tuple[str, ...]] = set()
+
+    def __call__(self, entry: Entry) -> None:
+        symlinks = self._symlinks
+        self.count += 1
+        if self.count > self.limits.max_entries:
+            raise InvalidArgument(f"build context: more than {self.limits.max_entries} entries")
+        parts = _parts(entry.name)
+        if entry.type in (CHAR, BLOCKDEV):
+            raise InvalidArgument(f"build context: entry {entry.name!r} is a device")
+        if any(p.startswith(WHITEOUT_PREFIX) for p in parts):
+            raise InvalidArgument(f"build context: entry {entry.name!r}: names starting with "
+                                  f"{WHITEOUT_PREFIX!r} are not supported")
+        _not_below_symlink(entry.name, parts, symlinks)
+        if self.expect is not None:
+            _expected(entry.name, entry.type, parts, self.expect, self._seen)
+        if entry.type == HARDLINK:
+            target = _parts(entry.linkname, of=f"hard link {entry.name!r} to")
+            _not_below_symlink(entry.name, target, symlinks)
+        if entry.type == SYMLINK:
+            symlinks.add(parts)
+        elif entry.type == DIRECTORY or parts in symlinks:
+            symlinks.discard(parts)  # replaced: later entries below it go into a directory
+
+    def finish(self) -> int:
+        if self.expect is not None and len(self._seen) != len(self.expect):
+            missing = sorted("/".join(p) for p in self.expect.keys() - self._seen)
+            raise InvalidArgument(f"build context: {len(missing)} changed entries were not sent, "
+                                  f"e.g. {missing[0]!r}")
+        return self.count
 
 
 def _expected(name: str, kind: str, parts: tuple[str, ...], expect: Mapping[tuple[str, ...], int],

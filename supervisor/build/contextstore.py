@@ -46,11 +46,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from dockyard_common.errors import DockyardError, Internal, InvalidArgument, ResourceExhausted
 from dockyard_common.rootpath import NotADirectory, RootDir, clean_name
 from supervisor.archive.apply import WHITEOUT_PREFIX, apply_layer
-from supervisor.archive.context import ContextLimits, ContextStats, check_context
+from supervisor.archive.context import ContextChecker, ContextLimits, ContextStats
 from supervisor.build.cachekey import SourceMemo
 
 log = logging.getLogger("dockyard.build.context")
@@ -137,12 +138,23 @@ class ContextSync:
 
     def apply(self, tar_path: Path, limits: ContextLimits = DEFAULT_LIMITS,
               cancel: threading.Event | None = None) -> ContextStats:
-        """Check the tar of the wanted entries and write it into the tree (InvalidArgument for
-        an entry that was not wanted, one of another kind, or a wanted one missing)."""
-        expect = {tuple(self.entries[i].path.split("/")): self.entries[i].kind for i in self.wanted}
-        count = check_context(tar_path, limits, cancel, expect=expect)
+        """`apply_stream` of the tar at `tar_path`."""
         with open(tar_path, "rb") as stream:
-            result = apply_layer(stream, self.tree, whiteout_mode="delete", cancel=cancel)
+            return self.apply_stream(stream, limits, cancel)
+
+    def apply_stream(self, stream: BinaryIO, limits: ContextLimits = DEFAULT_LIMITS,
+                     cancel: threading.Event | None = None) -> ContextStats:
+        """Write the tar of the wanted entries into the tree as it is read, each entry checked
+        before it is written (InvalidArgument for one that was not wanted or is of another kind,
+        or for a wanted one missing at the end). A refused or broken tar leaves the sync
+        incomplete: its tree is then not kept."""
+        expect = {tuple(self.entries[i].path.split("/")): self.entries[i].kind for i in self.wanted}
+        checker = ContextChecker(limits, expect)
+        try:
+            result = apply_layer(stream, self.tree, whiteout_mode="delete", cancel=cancel, check=checker)
+        except InvalidArgument as exc:
+            raise InvalidArgument(str(exc).replace("invalid layer tar", "build context: not a valid tar")) from None
+        count = checker.finish()
         self._restore_dir_times()
         self.complete = True
         return ContextStats(result.size, count)

@@ -2,9 +2,9 @@
 
 The call's first message carries the options, the rest the context tar. The tar is spooled to a
 private directory under <root>/tmp, checked and extracted there (`archive.context`); a synced
-context (`context_key`) is first a manifest, answered with what to send, and the tar of that goes
-into the daemon's kept copy of the context (`build.contextstore`), which goes back to the store
-when the call ends. The build
+context (`context_key`) is first a manifest, answered with what to send, and the tar of that is
+written into the daemon's kept copy of the context as it arrives, each entry checked before it
+is written (`build.contextstore`); the copy goes back to the store when the build ends. The build
 executor runs over it, and its events go out as they come: the executor's progress callback
 awaits the stream's write, so a slow client slows the build instead of growing a buffer. The
 private directory is removed when the call ends, however it ends; a client that goes away
@@ -20,17 +20,18 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol, cast
 
 import grpc
 from google.rpc import status_pb2
 
 from dockyard_api.dockyard.build.v1 import build_pb2 as pb
 from dockyard_api.dockyard.build.v1 import build_pb2_grpc as pb_grpc
-from dockyard_common.aio import uninterrupted
+from dockyard_common.aio import BlockingReader, uninterrupted
 from dockyard_common.errors import DockyardError, InvalidArgument
 from supervisor.archive.context import ContextLimits, ContextStats, extract_context
 from supervisor.build.api import NETWORK_MODES, BuildEvent, BuildRequest, BuildResult, Progress
@@ -200,35 +201,49 @@ class BuildService(pb_grpc.BuilderServicer):
             synced.append(sync)  # even when this call was cancelled meanwhile: _finish gives it back
             return sync
 
+        began = time.monotonic()
         sync = await uninterrupted(asyncio.to_thread(begin))
         wanted = sync.wanted
+        log.debug("build context %s: %d entries, %d wanted, %d removed (%.3f s)", sync.id, len(entries),
+                  len(wanted), len(sync.removed), time.monotonic() - began)
         for i in range(0, max(len(wanted), 1), _WANTED_BATCH):
             batch = wanted[i:i + _WANTED_BATCH]
             await context.write(pb.BuildResponse(wanted=pb.ContextWanted(
                 indexes=batch, last=i + _WANTED_BATCH >= len(wanted))))
-        tar_path = await self._spool(requests, work)
+        # Written into the tree as it arrives (each entry checked first), so the daemon writes
+        # while the client is still reading its files: a first build's context costs about the
+        # longer of the two, not their sum.
+        reader = BlockingReader(self._chunks(requests), asyncio.get_running_loop())
         cancel = threading.Event()
-        return await uninterrupted(asyncio.to_thread(self._apply, sync, tar_path, cancel), cancel.set)
 
-    def _apply(self, sync: ContextSync, tar_path: Path, cancel: threading.Event) -> ContextStats:
-        try:
-            return sync.apply(tar_path, self.limits, cancel)
-        finally:
-            tar_path.unlink(missing_ok=True)
+        def stop() -> None:
+            cancel.set()
+            reader.cancel()  # a client that went quiet must not hold the thread
+
+        began = time.monotonic()
+        stats = await uninterrupted(asyncio.to_thread(sync.apply_stream, cast(BinaryIO, reader), self.limits,
+                                                      cancel), stop)
+        log.debug("build context %s: %d bytes of tar written in %.3f s", sync.id, stats.bytes, time.monotonic() - began)
+        return stats
+
+    async def _chunks(self, requests: AsyncIterator[pb.BuildRequest]) -> AsyncIterator[bytes]:
+        """The context tar's bytes, as the client sends them (bounded by `limits.max_bytes`)."""
+        received = 0
+        async for req in requests:
+            if req.WhichOneof("request") != "chunk":
+                raise InvalidArgument("build: options may only be sent in the first message")
+            received += len(req.chunk)
+            if received > self.limits.max_bytes:
+                raise InvalidArgument(f"build context: larger than {self.limits.max_bytes} bytes")
+            yield req.chunk
 
     async def _spool(self, requests: AsyncIterator[pb.BuildRequest], work: Path) -> Path:
         """The context tar's chunks, to work/context.tar."""
         tar_path = work / _CONTEXT_TAR
-        received = 0
         fd = await asyncio.to_thread(os.open, tar_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            async for req in requests:
-                if req.WhichOneof("request") != "chunk":
-                    raise InvalidArgument("build: options may only be sent in the first message")
-                received += len(req.chunk)
-                if received > self.limits.max_bytes:
-                    raise InvalidArgument(f"build context: larger than {self.limits.max_bytes} bytes")
-                await asyncio.to_thread(_write_all, fd, req.chunk)
+            async for chunk in self._chunks(requests):
+                await asyncio.to_thread(_write_all, fd, chunk)
         finally:
             os.close(fd)
         return tar_path

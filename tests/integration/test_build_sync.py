@@ -199,18 +199,30 @@ async def no_build_dirs(d: DaemonProcess) -> None:
                            30, what="the build's private directory to go")
 
 
+@pytest.mark.parametrize("sent", ["nothing", "part of the tar"])
 async def test_a_client_gone_after_the_manifest_keeps_nothing_half_made(daemon: DaemonProcess, client: Client,
-                                                                          ctx: Path) -> None:
+                                                                          ctx: Path, sent: str) -> None:
     await build(client, SyncedContext(ctx, key="gone"))
     (ctx / "conf" / "settings").write_text("changed\n")
     stub = pb_grpc.BuilderStub(client.channel)
     stalled = asyncio.Event()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("conf")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+        info = tarfile.TarInfo("conf/settings")
+        info.size = 8
+        tar.addfile(info, io.BytesIO(b"partial\n"))
 
     async def gen() -> AsyncIterator[pb.BuildRequest]:
         yield options("gone")
         yield manifest(pb.ContextEntry(path="conf", mode=0o40755, mtime_ns=1),
                        pb.ContextEntry(path="conf/settings", mode=0o100644, size=8, mtime_ns=2))
-        await asyncio.Event().wait()  # never sends the tar
+        if sent != "nothing":  # the daemon is then blocked halfway through writing the tree
+            await stalled.wait()
+            yield pb.BuildRequest(chunk=buf.getvalue()[:1024])
+        await asyncio.Event().wait()  # never sends the rest
 
     call = stub.Build(gen(), metadata=client.metadata())
 
@@ -230,7 +242,7 @@ async def test_a_client_gone_after_the_manifest_keeps_nothing_half_made(daemon: 
     await no_build_dirs(daemon)
     # What was kept before is gone (the sync never completed), so everything is sent again, and
     # the build sees the file as it is now.
-    events = await build(client, SyncedContext(ctx, key="gone"))
+    events = await build(client, SyncedContext(ctx, key="gone"), no_cache=True)
     assert received(events).reused == 0
     assert b"changed" in output(events)
 
