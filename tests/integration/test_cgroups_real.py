@@ -462,7 +462,10 @@ def test_v1_cpuset_and_blkio_weight(v1: Callable[..., V1Manager], children: Chil
 @v1_only
 def test_v1_stats_match_the_files(v1: Callable[..., V1Manager], children: Children) -> None:
     mgr = v1("stats", Resources(memory_limit=128 << 20, pids_limit=50))
-    p = children.spawn("data = b'x' * (8 << 20)\nimport time\nprint('ready', flush=True)\ntime.sleep(60)")
+    # 0.1 s of its own CPU: cpuacct.stat counts user and system time in ticks (10 ms), and the
+    # allocation alone (~3 ms) can end between two ticks, leaving both at 0.
+    p = children.spawn("data = b'x' * (8 << 20)\nimport time\nt = time.process_time()\n"
+                       "while time.process_time() - t < 0.1: pass\nprint('ready', flush=True)\ntime.sleep(60)")
     mgr.add_process(p.pid)
     children.release(p)
     assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -578,8 +581,9 @@ def test_v2_kill_all_while_frozen_and_nested(v2: Callable[..., V2Manager], child
 
 def test_v2_stats_and_pressure(v2: Callable[..., V2Manager], children: Children) -> None:
     mgr = v2("stats")
-    p = children.spawn("import time\nt = time.time()\nwhile time.time() - t < 0.3: pass\nprint('done', flush=True)"
-                       "\ntime.sleep(60)")
+    # CPU time, not wall time: under load a wall-clock loop may get less than the 50 ms checked below.
+    p = children.spawn("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.1: pass\n"
+                       "print('done', flush=True)\ntime.sleep(60)")
     mgr.add_process(p.pid)
     children.release(p)
     assert p.stdout is not None and p.stdout.readline().strip() == "done"
