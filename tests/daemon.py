@@ -90,6 +90,7 @@ def start_daemon(base: Path | None = None, extra: list[str] | None = None,
     `pinned_netns`) the daemon runs inside it (`nsenter --net=`, not `ip netns exec`, which
     remounts /sys and hides the cgroup mounts). With `private_ipc` it runs in an IPC namespace of
     its own (/proc/<pid>/ns/ipc), which is then the "host" IPC of its host-IPC containers."""
+    made_base = base is None
     base = base or Path(tempfile.mkdtemp(prefix="dy-"))
     log_path = base / "dockyardd.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
@@ -116,7 +117,12 @@ def start_daemon(base: Path | None = None, extra: list[str] | None = None,
                                 start_new_session=True)
     d = DaemonProcess(base, proc, log_path, log_start)
     if wait:
-        wait_ready(d)
+        try:
+            wait_ready(d)  # its error carries the daemon's log
+        except BaseException:
+            if made_base:  # a daemon that never served leaves nothing behind either
+                remove_base(d)
+            raise
     return d
 
 

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -160,3 +161,19 @@ def test_a_refused_second_daemon_leaves_the_full_disk_reserve_alone(tmp_path: Pa
         subprocess.run(["umount", str(base / "root")], check=False)
         shutil.rmtree(base, ignore_errors=True)
     assert code == 0
+
+
+def test_a_daemon_that_cannot_start_leaves_no_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/daemon.start_daemon: the error carries the daemon's words; its private dir goes."""
+    made: list[str] = []
+    real = tempfile.mkdtemp
+
+    def recording(*args: Any, **kwargs: Any) -> str:
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording)
+    with pytest.raises(RuntimeError, match="exited with") as err:
+        start_daemon(extra=["--config", "/nonexistent/dockyard-test.toml"])
+    assert "dockyard-test.toml" in str(err.value)
+    assert len(made) == 1 and not os.path.exists(made[0])
