@@ -58,6 +58,14 @@ class CriRig(Rig):
     def ps(self, *args: str) -> list[str]:
         return [c["id"] for c in self.json("ps", "-a", *args)["containers"]]
 
+    def remove_pods(self) -> None:
+        """Every pod this rig ran goes (`crictl rmp -f`), their containers with them."""
+        for p in list(self.pods):
+            self.ok("rmp", "-f", p)
+            self.pods.remove(p)
+        self.containers.clear()
+        assert self.ps() == []
+
 
 def container(name: str, image: str = BUSYBOX, **more: Any) -> dict[str, Any]:
     return {"metadata": {"name": name}, "image": {"image": image}, "log_path": f"{name}.log", "linux": {}, **more}
@@ -119,11 +127,8 @@ def rig() -> Iterator[CriRig]:
 def clean(rig: CriRig) -> Iterator[CriRig]:
     """Each test leaves no pod, container, pod file or network bookkeeping behind."""
     yield rig
-    for p in list(rig.pods):
-        ok(rig.crictl("rmp", "-f", p))
-        rig.pods.remove(p)
-    rig.containers.clear()
-    assert rig.ps() == [] and rig.listed() == {}
+    rig.remove_pods()
+    assert rig.listed() == {}
     assert rig.leftovers() == {"netns": [], "records": [], "containers": [], "veths": []}
     pod_files = rig.d.state / "cri" / "sandboxes"
     assert not pod_files.exists() or list(pod_files.iterdir()) == []

@@ -69,11 +69,7 @@ def views(rig: CriRig) -> list[str]:
 def clean(rig: CriRig) -> Iterator[CriRig]:
     """Each test leaves no pod, container, image volume mount, directory or view behind."""
     yield rig
-    for p in list(rig.pods):
-        ok(rig.crictl("rmp", "-f", p))
-        rig.pods.remove(p)
-    rig.containers.clear()
-    assert rig.ps() == []
+    rig.remove_pods()
     assert mount_points(rig) == []
     assert not volumes_dir(rig).exists() or list(volumes_dir(rig).iterdir()) == []
     assert views(rig) == []

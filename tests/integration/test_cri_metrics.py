@@ -61,11 +61,7 @@ def rig() -> Iterator[CriRig]:
 @pytest.fixture
 def clean(rig: CriRig) -> Iterator[CriRig]:
     yield rig
-    for p in list(rig.pods):
-        rig.ok("rmp", "-f", p)
-        rig.pods.remove(p)
-    rig.containers.clear()
-    assert rig.ps() == []
+    rig.remove_pods()
 
 
 def call(rig: CriRig, method: str, request: Any, timeout: float = 60) -> Any:

@@ -65,11 +65,7 @@ def privileged(name: str, mnt: Path, propagation: int) -> dict[str, Any]:
 @pytest.fixture
 def clean(rig: CriRig) -> Iterator[CriRig]:
     yield rig
-    for p in list(rig.pods):
-        ok(rig.crictl("rmp", "-f", p))
-        rig.pods.remove(p)
-    rig.containers.clear()
-    assert rig.ps() == []
+    rig.remove_pods()
 
 
 @pytest.mark.parametrize(("propagation", "back_to_host"), [(BIDIRECTIONAL, True), (HOST_TO_CONTAINER, False)])

@@ -45,11 +45,7 @@ def rig() -> Iterator[CriRig]:
 @pytest.fixture
 def clean(rig: CriRig) -> Iterator[CriRig]:
     yield rig
-    for p in list(rig.pods):
-        ok(rig.crictl("rmp", "-f", p))
-        rig.pods.remove(p)
-    rig.containers.clear()
-    assert rig.ps() == []
+    rig.remove_pods()
     assert rig.leftovers()["containers"] == []
 
 

@@ -31,7 +31,6 @@ import pytest
 
 from dockyard_api.cri.runtime.v1 import api_pb2, api_pb2_grpc
 from tests.cri_mirror import cri_mirror
-from tests.ctr import ok
 from tests.daemon import in_netns, pinned_netns, processes_mentioning, remove_base, start_daemon
 from tests.images import build_image, tar_tree
 from tests.integration.test_cri_containers import BUSYBOX, CriRig, container, cri_rig, pod
@@ -68,11 +67,7 @@ def rig() -> Iterator[NetnsRig]:
 @pytest.fixture
 def clean(rig: NetnsRig) -> Iterator[NetnsRig]:
     yield rig
-    for p in list(rig.pods):
-        ok(rig.crictl("rmp", "-f", p))
-        rig.pods.remove(p)
-    rig.containers.clear()
-    assert rig.ps() == []
+    rig.remove_pods()
     exec_dir = rig.d.state / "cri" / "exec"
     assert not exec_dir.exists() or list(exec_dir.iterdir()) == [], "exec FIFOs left behind"
     log = rig.d.log()
