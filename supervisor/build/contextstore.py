@@ -213,7 +213,9 @@ class ContextStore:
         try:
             old = self._take(cid, tree) if kept else None
             with self._lock:
-                memo = self._memos.pop(cid, None) if old is not None else None
+                memo = self._memos.pop(cid, None)  # of the kept tree: only good with that tree
+            if old is None:
+                memo = None
             if old is None:
                 tree.mkdir(mode=0o700)
                 old = {}
