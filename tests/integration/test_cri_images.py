@@ -91,9 +91,9 @@ def test_version_and_status(daemon: DaemonProcess) -> None:
 
 
 async def test_calls_not_served_yet_say_so(daemon: DaemonProcess) -> None:
-    message = failed(crictl(daemon, "metricdescs"))
+    message = failed(crictl(daemon, "checkpoint", "--export", "/nonexistent/checkpoint.tar", "0123abcd"))
     assert "Unimplemented" in message
-    assert "runtime.v1.RuntimeService/ListMetricDescriptors is not implemented" in message
+    assert "runtime.v1.RuntimeService/CheckpointContainer is not implemented" in message
     async with grpc.aio.insecure_channel(f"unix:{daemon.address}") as ch:  # a streaming call, likewise
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in api_pb2_grpc.RuntimeServiceStub(ch).GetContainerEvents(api_pb2.GetEventsRequest()):
