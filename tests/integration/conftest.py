@@ -8,6 +8,7 @@ import pytest
 
 from tests.compat.runtimes import daemon_with_runtime, import_busybox, remove_everything
 from tests.daemon import DaemonProcess
+from tests.dockcli import DockCLI
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +26,13 @@ def d(busybox_daemon: DaemonProcess) -> Iterator[DaemonProcess]:
     """The module's busybox daemon, emptied of containers, tasks and snapshots after the test."""
     yield busybox_daemon
     remove_everything(busybox_daemon)
+
+
+def emptied(d: DaemonProcess) -> None:
+    """After a test that makes volumes: containers, tasks and snapshots go (remove_everything),
+    every volume too, and the daemon must have logged no traceback meanwhile."""
+    remove_everything(d)
+    cli = DockCLI(d.address)
+    for name in cli.ok("volume", "ls", "-q").split():
+        cli.ok("volume", "rm", name)
+    assert "Traceback" not in d.log(), d.log()[-5000:]

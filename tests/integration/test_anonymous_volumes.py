@@ -21,10 +21,11 @@ import pytest
 
 from dockyard_common import volumelabels
 from tests.compat.conftest import ctr
-from tests.compat.runtimes import daemon_with_runtime, remove_everything, uid
+from tests.compat.runtimes import daemon_with_runtime, uid
 from tests.daemon import DaemonProcess
 from tests.dockcli import DockCLI
 from tests.images import EPOCH, build_image, oci_archive, tar_tree
+from tests.integration.conftest import emptied
 from tests.rootfs import make_busybox_rootfs
 from tests.waiting import wait_until
 
@@ -63,10 +64,7 @@ def daemon() -> Iterator[DaemonProcess]:
 @pytest.fixture
 def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
     yield daemon
-    remove_everything(daemon)
-    for name in DockCLI(daemon.address).ok("volume", "ls", "-q").split():
-        DockCLI(daemon.address).ok("volume", "rm", name)
-    assert "Traceback" not in daemon.log(), daemon.log()[-5000:]
+    emptied(daemon)
 
 
 def cli(d: DaemonProcess) -> DockCLI:

@@ -28,9 +28,10 @@ from dockyard_api.containerd.events import container_pb2
 from dockyard_api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from dockyard_common.errors import InvalidArgument
 from tests.compat.conftest import ctr
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, uid
+from tests.compat.runtimes import IMAGE, uid
 from tests.daemon import REPO, DaemonProcess
 from tests.dockcli import DockCLI
+from tests.integration.conftest import emptied
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
@@ -38,20 +39,10 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ru
 QUICK_RUNS = 20
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:  # --default-network none (tests/daemon.py)
-        import_busybox(d)
-        yield d
-
-
 @pytest.fixture
-def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
-    yield daemon
-    remove_everything(daemon)
-    for name in DockCLI(daemon.address).ok("volume", "ls", "-q").split():
-        DockCLI(daemon.address).ok("volume", "rm", name)
-    assert "Traceback" not in daemon.log(), daemon.log()[-5000:]
+def d(busybox_daemon: DaemonProcess) -> Iterator[DaemonProcess]:
+    yield busybox_daemon
+    emptied(busybox_daemon)
 
 
 @pytest.fixture

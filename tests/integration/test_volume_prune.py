@@ -15,27 +15,18 @@ from typing import Any
 import pytest
 
 from dockyard_common.errors import InvalidArgument
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything, uid
+from tests.compat.runtimes import IMAGE, uid
 from tests.daemon import DaemonProcess
 from tests.dockcli import DockCLI
+from tests.integration.conftest import emptied
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="running containers needs root")]
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:  # --default-network none (tests/daemon.py)
-        import_busybox(d)
-        yield d
-
-
 @pytest.fixture
-def d(daemon: DaemonProcess) -> Iterator[DaemonProcess]:
-    yield daemon
-    remove_everything(daemon)
-    for name in volumes(daemon):
-        cli(daemon).ok("volume", "rm", name)
-    assert "Traceback" not in daemon.log(), daemon.log()[-5000:]
+def d(busybox_daemon: DaemonProcess) -> Iterator[DaemonProcess]:
+    yield busybox_daemon
+    emptied(busybox_daemon)
 
 
 def cli(d: DaemonProcess) -> DockCLI:
