@@ -11,6 +11,14 @@ daemon's events endpoint (`command_line`, `environment`).
 Where a shim listens: `<bundle>/shim.sock`, or, when that path is too long for a unix socket,
 /run/dockyard-shim/<hash>.sock (`socket_path`): the daemon dials the address `start` prints.
 
+Grouping (a shim per pod, as containerd's runc shim does it): a bundle whose config.json names a
+group — the annotation `io.containerd.runc.v2.group`, else `io.kubernetes.cri.sandbox-id` (CRI: the
+pod's sandbox id, on the sandbox and on every container of the pod) — is served by the group's
+shim, at <runtime dir>/.dockyard-shim/group-<hash>.sock (`group_socket_path`; it outlives any one
+bundle of the group). `start` for a bundle whose group's shim is alive answers that shim's address
+and forks nothing; the first bundle of a group (or one whose group shim died) starts it. The
+group's shim exits, as any shim, on a Shutdown that finds no container left.
+
 The zygote (see `shim.zygote` for the server): one warm process per runtime state dir that forks
 serving shims. Its socket is <runtime dir>/.dockyard-shim/zygote-<key>.sock (or a short path under
 /run/dockyard-shim), where the runtime dir is the <dir> of a bundle at <dir>/<namespace>/<id> and
@@ -49,6 +57,8 @@ EVENTS_ENV = "TTRPC_ADDRESS"
 SWITCH = "DOCKYARD_SHIM_ZYGOTE"
 REQUEST_TIMEOUT = 5.0
 HELLO = b"dockyard-zygote/1"
+# Spec annotations naming the group a container's shim is shared with, in order of precedence.
+GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
 # The sources whose change makes a new zygote key (an updated shim is never served by an old one).
 _SOURCE_DIRS = ("shim", "shim/init", "shim/cgroups", "dockyard_common", "dockyard_common/ttrpc")
 
@@ -62,6 +72,7 @@ class Launch(TypedDict):
     socket: str  # the listening socket's path (removed at the end)
     events: str  # TTRPC_ADDRESS: the daemon's events endpoint
     debug: bool
+    group: str  # the shim group (a pod's sandbox id), "" when the shim serves this bundle alone
 
 
 class NoAnswer(Exception):
@@ -100,9 +111,43 @@ def socket_path(bundle: str) -> str:
     return os.path.join(FALLBACK_DIR, f"{digest}.sock")
 
 
+def group_of(bundle: str) -> str:
+    """The shim group the bundle's spec names (see the module's note), "" for none or for a
+    spec that cannot be read (the shim's create reports that one)."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.load(f)
+        annotations = spec.get("annotations") or {}
+        for key in GROUP_ANNOTATIONS:
+            value = annotations.get(key)
+            if isinstance(value, str) and value:
+                return value
+    except (OSError, ValueError, AttributeError):
+        pass
+    return ""
+
+
+def group_socket_path(root: str, namespace: str, group: str) -> str:
+    """Where the shim of `group` in `namespace` listens, for the runtime state dir `root`."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{namespace}\0{group}".encode()).hexdigest()[:32]
+    path = os.path.join(root, ZYGOTE_DIR, f"group-{digest}.sock")
+    if len(path.encode()) <= MAX_PATH:
+        return path
+    digest = hashlib.sha256(f"{os.path.realpath(root)}\0{namespace}\0{group}".encode()).hexdigest()[:32]
+    return os.path.join(FALLBACK_DIR, f"group-{digest}.sock")
+
+
 def launch_for(namespace: str, cid: str, bundle: str, events: str, debug: bool = False) -> Launch:
-    return {"namespace": namespace, "id": cid, "bundle": bundle, "socket": socket_path(bundle),
-            "events": events, "debug": debug}
+    launch: Launch = {"namespace": namespace, "id": cid, "bundle": bundle, "socket": socket_path(bundle),
+                      "events": events, "debug": debug, "group": ""}
+    group = group_of(bundle)
+    root = runtime_dir(launch) if group else None
+    if group and root is not None:  # a bundle laid out as no daemon's is never grouped
+        launch["group"] = group
+        launch["socket"] = group_socket_path(root, namespace, group)
+    return launch
 
 
 def address(launch: Launch) -> str:
@@ -166,6 +211,8 @@ def listen_for(launch: Launch) -> socket.socket | None:
     path = launch["socket"]
     if path.startswith(FALLBACK_DIR + "/"):
         os.makedirs(FALLBACK_DIR, mode=0o700, exist_ok=True)
+    elif launch.get("group"):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     try:
         return listen(path)
     except AlreadyServing:
@@ -198,6 +245,18 @@ def request_shim(launch: Launch, listener_fd: int, path: str) -> int:
     return int(answer["pid"])
 
 
+def record_address(launch: Launch) -> None:
+    """`<bundle>/address` (write, rename) for a bundle that joined its group's running shim, as
+    the zygote records it for a shim it forks."""
+    tmp = os.path.join(launch["bundle"], ".address.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, address(launch).encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, os.path.join(launch["bundle"], "address"))
+
+
 def start_via_zygote(launch: Launch) -> str | None:
     """Have a warm zygote fork the shim for `launch`; its address, or None when there is no zygote
     (or none for this bundle): the caller then runs the shim's `start` command. For a caller that
@@ -209,6 +268,8 @@ def start_via_zygote(launch: Launch) -> str | None:
         return None
     listener = listen_for(launch)
     if listener is None:
+        if launch["group"]:
+            record_address(launch)
         return address(launch)
     try:
         pid = request_shim(launch, listener.fileno(), zpath)

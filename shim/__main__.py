@@ -39,6 +39,7 @@ from dockyard_common.shimlaunch import (
     enabled,
     launch_for,
     listen_for,
+    record_address,
     request_shim,
     runtime_dir,
     socket_path,
@@ -118,8 +119,10 @@ def start_shim(launch: Launch) -> str:
     from shim import state, zygote
 
     listener = listen_for(launch)
-    if listener is None:
-        return address(launch)  # a live shim serves this bundle already (a retried start)
+    if listener is None:  # a live shim serves this bundle already (a retried start) or its group
+        if launch["group"]:
+            record_address(launch)
+        return address(launch)
     try:
         zpath = zygote_socket_path(launch) if enabled() else None
         # The zygote records shim.pid and address itself before it answers.

@@ -37,6 +37,10 @@ log = logging.getLogger("dockyard.shim")
 def run(launch: Launch, listener_fd: int, detach: bool = True) -> int:
     if detach:
         become_daemon(launch["bundle"])
+    if launch.get("group"):
+        # A pod's shim outlives the bundle it was started for: keep no directory of it as cwd
+        # (the group's socket dir, in the runtime state dir, lives as long as the daemon's state).
+        os.chdir(os.path.dirname(launch["socket"]))
     os.environ["TTRPC_ADDRESS"] = launch["events"]
     setup_logging(launch["debug"])
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:

@@ -4,7 +4,8 @@
     init.start      the init's start time (field 22 of /proc/PID/stat): a PID alone may be reused
     exit            the init's exit, JSON {"pid", "status", "exited_at" (ns since the epoch)}
     cgroup          the cgroups path the shim made (relative to the dockyard parent)
-    shim.pid        the serving shim's PID
+    shim.pid        the serving shim's PID (of the bundle it was started for: one of a group
+                    that joined a running shim has none)
     address         the shim's ttrpc address (`unix:///path`)
 
 Every write is write → rename (habit 4), so a reader sees the old file or the new one. Not

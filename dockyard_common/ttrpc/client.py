@@ -115,6 +115,12 @@ class TTRPCClient:
         """Return once the connection is gone, whoever closed it."""
         await self._closed_event.wait()
 
+    async def close_when_idle(self, timeout: float) -> None:
+        """Close once the calls in flight have their answers (at most `timeout` seconds)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending.values()), timeout=timeout)
+        await self.close()
+
     async def close(self) -> None:
         self._read_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -288,7 +288,7 @@ class TaskManager:
             task.deleting = True
             with contextlib.suppress(DockyardError):
                 await task.shim.delete("", timeout=10)
-            await task.shim.shutdown()
+            await self._release_shim(task)
         if bundle.read("address"):
             with contextlib.suppress(DockyardError):
                 await binary.delete(bundle)
@@ -296,12 +296,25 @@ class TaskManager:
         await asyncio.to_thread(remove_bundle, bundle)
 
     async def _retire(self, task: Task) -> None:
-        await task.shim.shutdown()
+        await self._release_shim(task)
         self._tasks.pop((task.namespace, task.id), None)
         self._notify(task.namespace, task.id, False)
         self._close_log(task.log_fd)
         await self._prune_cgroup(task.bundle, task.runtime)
         await asyncio.to_thread(remove_bundle, task.bundle)
+
+    async def _release_shim(self, task: Task) -> None:
+        """The task (deleted in its shim) is done with the shim: the shim is asked to exit unless
+        it still serves another live task of ours (a pod's shim serves all of the pod's
+        containers, and the last one out shuts it down). A task marked deleting has no container
+        in the shim any more, so two tasks of a group retiring at once both send the Shutdown,
+        and the shim exits on the first."""
+        address = task.shim.address
+        if address and any(t is not task and not t.deleting and t.shim.address == address
+                           for t in self._tasks.values()):
+            await task.shim.disconnect()
+        else:
+            await task.shim.shutdown()
 
     async def _prune_cgroup(self, bundle: Bundle, runtime: str) -> None:
         """After a foreign shim's task is gone: the levels above its cgroup, if empty now (our

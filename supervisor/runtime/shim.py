@@ -29,7 +29,7 @@ from dockyard_api.containerd.runtime.v2.task import shim_pb2
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_api.dockyard.shim.v1 import log_pb2, stats_pb2
 from dockyard_common import shimlaunch
-from dockyard_common.errors import DeadlineExceeded, Internal, Unavailable
+from dockyard_common.errors import DeadlineExceeded, Internal, NotFound, Unavailable
 from dockyard_common.ttrpc import ConnectionClosed, TTRPCClient
 from supervisor.runtime.bundle import Bundle
 from supervisor.runtime.types import AnyValue, CreateOptions, ExecOptions, Exit, ProcessInfo, Status, TaskState
@@ -40,6 +40,7 @@ STATS_SERVICE = "dockyard.shim.v1.Stats"
 LOG_SERVICE = "dockyard.shim.v1.Log"
 NAMESPACE_KEY = "containerd-namespace-ttrpc"
 START_TIMEOUT = 30.0
+DISCONNECT_GRACE = 5.0  # how long a task's calls in flight may take once the task is deleted
 M = TypeVar("M", bound=Message)
 
 
@@ -156,18 +157,22 @@ class ShimClient:
     Every call takes a timeout (None: wait as long as it takes); a shim that does not answer in
     time raises DeadlineExceeded naming the task and the call, a dropped connection Unavailable."""
 
-    def __init__(self, conn: TTRPCClient, bundle: Bundle) -> None:
+    def __init__(self, conn: TTRPCClient, bundle: Bundle, address: str = "") -> None:
         self.conn = conn
         self.bundle = bundle
+        self.address = address  # shared by the tasks of one shim group (a pod)
+        self.retired = False  # disconnected from a shim that serves other tasks on
 
     @classmethod
     async def connect(cls, address: str, bundle: Bundle, on_close: Callable[[], object],
                       timeout: float = 5.0) -> ShimClient:
         conn = await TTRPCClient.connect(address, timeout=timeout, on_close=on_close)
-        return cls(conn, bundle)
+        return cls(conn, bundle, address)
 
     async def call(self, method: str, request: Message, response: type[M], timeout: float | None = None,
                    service: str = TASK_SERVICE) -> M:
+        if self.retired:  # as the shim answers for a container it deleted
+            raise NotFound(f"task {self.bundle.id}: not found")
         try:
             return await self.conn.call(service, method, request, response, timeout=timeout,
                                         metadata={NAMESPACE_KEY: self.bundle.namespace})
@@ -270,10 +275,19 @@ class ShimClient:
         await self.call("Reopen", log_pb2.ReopenRequest(id=self.bundle.id), empty_pb2.Empty, timeout,
                         service=LOG_SERVICE)
 
+    async def disconnect(self) -> None:
+        """Drop this task's connection, leaving the shim to the other tasks it serves: calls in
+        flight get their answers first, later ones NotFound."""
+        self.retired = True
+        await self.conn.close_when_idle(DISCONNECT_GRACE)
+
     async def shutdown(self) -> None:
         """Ask the shim to exit; it may drop the connection before answering, which is fine."""
-        with contextlib.suppress(ConnectionClosed, Unavailable, DeadlineExceeded):
-            await self.call("Shutdown", shim_pb2.ShutdownRequest(id=self.bundle.id), empty_pb2.Empty, timeout=10)
+        if not self.retired:
+            with contextlib.suppress(ConnectionClosed, Unavailable, DeadlineExceeded):
+                await self.call("Shutdown", shim_pb2.ShutdownRequest(id=self.bundle.id), empty_pb2.Empty,
+                                timeout=10)
+            self.retired = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.conn.wait_closed(), 10)
         await self.conn.close()

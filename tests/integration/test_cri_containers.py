@@ -125,13 +125,20 @@ def rig() -> Iterator[CriRig]:
 
 @pytest.fixture
 def clean(rig: CriRig) -> Iterator[CriRig]:
-    """Each test leaves no pod, container, pod file or network bookkeeping behind."""
     yield rig
+    removed_all(rig)
+
+
+def removed_all(rig: CriRig) -> None:
+    """The rig's pods removed: no pod, container, pod file or network bookkeeping is left."""
     rig.remove_pods()
     assert rig.listed() == {}
     assert rig.leftovers() == {"netns": [], "records": [], "containers": [], "veths": []}
     pod_files = rig.d.state / "cri" / "sandboxes"
     assert not pod_files.exists() or list(pod_files.iterdir()) == []
+    # each pod's shim exited with its last container (the socket goes when the shim does)
+    wait_until(lambda: not list((rig.d.state / "tasks").glob(".dockyard-shim/group-*.sock")),
+               what="the pods' shims to exit")
 
 
 def cgroup_dir(pid: int, controller: str) -> Path:

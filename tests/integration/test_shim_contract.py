@@ -169,8 +169,11 @@ class Harness:
         return client, task
 
     async def create(self, cid: str, args: list[str], *, terminal: bool = False, stdin: bool = False,
-                     start: bool = True) -> tuple[ShimClient, Task]:
-        client, task = await self.start_shim(cid, self.spec(args, terminal=terminal, cid=cid))
+                     start: bool = True, annotations: dict[str, str] | None = None) -> tuple[ShimClient, Task]:
+        spec = self.spec(args, terminal=terminal, cid=cid)
+        if annotations:
+            spec["annotations"] = annotations
+        client, task = await self.start_shim(cid, spec)
         rootfs = mount_pb2.Mount(type="bind", source=str(self.rootfs), options=["rbind", "rw"])
         req = pb.CreateTaskRequest(id=cid, bundle=str(task.bundle.path), rootfs=[rootfs], terminal=terminal,
                                    stdout=str(task.stdout), stderr="" if terminal else str(task.stderr),
@@ -553,6 +556,25 @@ async def test_shutdown(shim: Harness) -> None:
     assert await wait_gone(conn.shim_pid, 5)
     address = task.bundle.read("address").removeprefix("unix://")
     assert not os.path.exists(address)
+
+
+async def test_a_group_of_containers_shares_one_shim(shim: Harness) -> None:
+    """Containers whose specs name one group (a pod's sandbox id) are served by one shim, which
+    a Shutdown leaves running while any of them is left: containerd's runc shim and ours alike."""
+    group = {"io.kubernetes.cri.sandbox-id": "pod1"}
+    sandbox, _ = await shim.create("pod1", ["sleep", "60"], annotations=group)
+    member, m = await shim.create("c2", ["sh", "-c", "exit 4"], annotations=group)
+    alone, _ = await shim.create("c3", ["sleep", "60"])
+    assert len(shim.shim_pids) == 2
+    assert sandbox.address == member.address != alone.address
+    assert m.bundle.read("address") == member.address
+    waited = await member.call("Wait", pb.WaitRequest(id="c2"), pb.WaitResponse, timeout=10)
+    assert waited.exit_status == 4
+    await member.call("Delete", pb.DeleteRequest(id="c2"), pb.DeleteResponse, timeout=10)
+    await member.call("Shutdown", pb.ShutdownRequest(id="c2"), empty_pb2.Empty, timeout=5)
+    state = await sandbox.call("State", pb.StateRequest(id="pod1"), pb.StateResponse, timeout=5)
+    assert state.status == task_pb2.Status.RUNNING
+    assert all(alive(pid) for pid in shim.shim_pids)
 
 
 async def test_create_failure_leaves_nothing(shim: Harness) -> None:

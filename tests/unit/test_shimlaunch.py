@@ -153,3 +153,51 @@ def test_the_command_line_and_environment() -> None:
                                    action="delete", debug=True)[-2:] == ["-debug", "delete"]
     assert shimlaunch.environment("unix:///e.sock", {"PATH": "/bin"}) == {"PATH": "/bin",
                                                                           "TTRPC_ADDRESS": "unix:///e.sock"}
+
+
+def _bundle(root: Path, ns: str, cid: str, annotations: dict[str, str] | None) -> str:
+    import json
+
+    bundle = root / ns / cid
+    bundle.mkdir(parents=True)
+    spec: dict[str, object] = {"ociVersion": "1.1.0"}
+    if annotations is not None:
+        spec["annotations"] = annotations
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return str(bundle)
+
+
+def test_a_pods_bundles_share_one_group_socket_in_the_state_dir(short_dir: Path) -> None:
+    sandbox = _bundle(short_dir, "k8s.io", "pod1", {"io.kubernetes.cri.sandbox-id": "pod1"})
+    member = _bundle(short_dir, "k8s.io", "c1", {"io.kubernetes.cri.sandbox-id": "pod1"})
+    runc_group = _bundle(short_dir, "k8s.io", "c2", {"io.containerd.runc.v2.group": "pod1"})
+    other_pod = _bundle(short_dir, "k8s.io", "c3", {"io.kubernetes.cri.sandbox-id": "pod2"})
+    other_ns = _bundle(short_dir, "other", "c4", {"io.kubernetes.cri.sandbox-id": "pod1"})
+    alone = _bundle(short_dir, "k8s.io", "c5", None)
+    launches = {b: shimlaunch.launch_for(Path(b).parent.name, Path(b).name, b, "") for b in
+                (sandbox, member, runc_group, other_pod, other_ns, alone)}
+    grouped = launches[sandbox]["socket"]
+    assert Path(grouped).parent == short_dir / ".dockyard-shim" and Path(grouped).name.startswith("group-")
+    assert launches[member]["socket"] == launches[runc_group]["socket"] == grouped
+    assert launches[member]["group"] == "pod1"
+    assert len({launches[b]["socket"] for b in (sandbox, other_pod, other_ns)}) == 3  # per pod, per namespace
+    assert launches[alone]["socket"] == os.path.join(alone, "shim.sock") and launches[alone]["group"] == ""
+
+
+def test_no_group_from_an_unreadable_spec_or_a_bundle_laid_out_as_no_daemons(short_dir: Path) -> None:
+    broken = short_dir / "k8s.io" / "bad"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{not json")
+    assert shimlaunch.group_of(str(broken)) == ""
+    (broken / "config.json").write_text('{"annotations": ["not", "a", "map"]}')
+    assert shimlaunch.group_of(str(broken)) == ""
+    stray = _bundle(short_dir, "ns", "x", {"io.kubernetes.cri.sandbox-id": "p"})
+    launch = shimlaunch.launch_for("ns", "another-id", stray, "")  # -id does not match the bundle's dir
+    assert launch["group"] == "" and launch["socket"] == os.path.join(stray, "shim.sock")
+
+
+def test_a_long_state_dir_puts_the_group_socket_in_the_fallback_dir(tmp_path: Path) -> None:
+    root = tmp_path / ("d" * 100)
+    bundle = _bundle(root, "k8s.io", "c1", {"io.kubernetes.cri.sandbox-id": "pod1"})
+    path = shimlaunch.launch_for("k8s.io", "c1", bundle, "")["socket"]
+    assert path.startswith(shimlaunch.FALLBACK_DIR + "/group-") and len(path.encode()) <= MAX_PATH
