@@ -57,6 +57,7 @@ EVENTS_ENV = "TTRPC_ADDRESS"
 SWITCH = "DOCKYARD_SHIM_ZYGOTE"
 REQUEST_TIMEOUT = 5.0
 HELLO = b"dockyard-zygote/1"
+GROUP_LOCK = "groups.lock"  # beside the group sockets: held while one is checked and made
 # Spec annotations naming the group a container's shim is shared with, in order of precedence.
 GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
 # The sources whose change makes a new zygote key (an updated shim is never served by an old one).
@@ -207,14 +208,25 @@ def zygote_socket_path(launch: Launch) -> str | None:
 
 def listen_for(launch: Launch) -> socket.socket | None:
     """The shim's listening socket, made at `launch["socket"]` (mode 0600); None when a live shim
-    serves it already (a retried start)."""
+    serves it already (a retried start, or a group whose shim runs)."""
     path = launch["socket"]
     if path.startswith(FALLBACK_DIR + "/"):
         os.makedirs(FALLBACK_DIR, mode=0o700, exist_ok=True)
     elif launch.get("group"):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     try:
-        return listen(path)
+        if not launch.get("group"):
+            return listen(path)
+        # Two containers of a pod starting at once must not each find no live shim and make
+        # one: the check and the listen are one step for every group in this dir.
+        import fcntl
+
+        fd = os.open(os.path.join(os.path.dirname(path), GROUP_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return listen(path)
+        finally:
+            os.close(fd)
     except AlreadyServing:
         return None
 

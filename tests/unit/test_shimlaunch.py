@@ -201,3 +201,27 @@ def test_a_long_state_dir_puts_the_group_socket_in_the_fallback_dir(tmp_path: Pa
     bundle = _bundle(root, "k8s.io", "c1", {"io.kubernetes.cri.sandbox-id": "pod1"})
     path = shimlaunch.launch_for("k8s.io", "c1", bundle, "")["socket"]
     assert path.startswith(shimlaunch.FALLBACK_DIR + "/group-") and len(path.encode()) <= MAX_PATH
+
+
+def test_concurrent_starts_of_a_group_make_one_socket(short_dir: Path) -> None:
+    """Containers of one pod started at once: exactly one start makes the group's socket, the
+    others find it served (a shim per pod even then). 20 pods of 8, all released together."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for pod in range(20):
+        launches = [shimlaunch.launch_for("k8s.io", f"p{pod}c{i}", _bundle(
+            short_dir, "k8s.io", f"p{pod}c{i}", {"io.kubernetes.cri.sandbox-id": f"pod{pod}"}), "") for i in range(8)]
+        gate = threading.Barrier(8)
+
+        def start(launch: Launch) -> socket.socket | None:
+            gate.wait()
+            return shimlaunch.listen_for(launch)
+
+        with ThreadPoolExecutor(8) as pool:
+            made = [s for s in pool.map(start, launches) if s is not None]
+        try:
+            assert len(made) == 1, f"pod {pod}: {len(made)} sockets made"
+            assert shimlaunch.listen_for(launches[0]) is None  # still served
+        finally:
+            for s in made:
+                s.close()
