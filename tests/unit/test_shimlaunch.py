@@ -208,15 +208,15 @@ def test_concurrent_starts_of_a_group_make_one_socket(short_dir: Path) -> None:
     others find it served (a shim per pod even then). 20 pods of 8, all released together."""
     from concurrent.futures import ThreadPoolExecutor
 
+    gate = threading.Barrier(8)  # passed once per pod: it resets itself
+
+    def start(launch: Launch) -> socket.socket | None:
+        gate.wait()
+        return shimlaunch.listen_for(launch)
+
     for pod in range(20):
         launches = [shimlaunch.launch_for("k8s.io", f"p{pod}c{i}", _bundle(
             short_dir, "k8s.io", f"p{pod}c{i}", {"io.kubernetes.cri.sandbox-id": f"pod{pod}"}), "") for i in range(8)]
-        gate = threading.Barrier(8)
-
-        def start(launch: Launch) -> socket.socket | None:
-            gate.wait()
-            return shimlaunch.listen_for(launch)
-
         with ThreadPoolExecutor(8) as pool:
             made = [s for s in pool.map(start, launches) if s is not None]
         try:
