@@ -1,6 +1,7 @@
 """Kubernetes' CRI: dockyardd vs containerd 1.6.20's CRI plugin (runc), driven by a Python gRPC client.
 
-    python3 bench/cri.py [--rounds 20] [--pods 100] [--batch-rounds 1] [--only dockyardd|containerd] [--json FILE]
+    python3 bench/cri.py [--rounds 20] [--pods 100] [--batch-rounds 1] [--only dockyardd|containerd] [--ksm]
+                         [--json FILE]
 
 (a) RunPodSandbox + CreateContainer + StartContainer latency of one pod of one container (then
     stopped and removed, untimed), the daemons taking turns round by round (order flipping); the
@@ -10,7 +11,11 @@
 (c) memory per pod while (b)'s pods run: PSS and RSS (/proc/<pid>/smaps_rollup) of the pod's shims
     and its pause process, summed over the daemon's shims and pause processes and divided by the
     pods. The workload (`sleep`) is the same on both and left out. Dockyard's shim zygote (one for
-    the daemon, the shims are forked from it and share its pages) is counted in, as a shim.
+    the daemon, the shims are forked from it and share its pages) is counted in, as a shim. A pod
+    is one shim on both sides (the sandbox id groups its containers). With --ksm, on a host whose
+    ksmd is off, measured again once ksmd (turned on for it, scanning 1000 pages a batch, the
+    host's settings back after) has gone over every mergeable page twice: Dockyard's shims offer
+    the pages they copied from the zygote (shim.zygote.offer_to_ksm), containerd's offer nothing.
 
 The client is the generated CRI stubs (dockyard_api/cri/runtime/v1) over the daemon's unix socket:
 no crictl process start in the numbers. Both daemons run at once in one network namespace made for
@@ -51,6 +56,7 @@ from bench.net import interrupted, iptables_snapshot, remove_cgroups
 from bench.rounds import take_turns
 from dockyard_api.cri.runtime.v1 import api_pb2 as cri
 from dockyard_api.cri.runtime.v1 import api_pb2_grpc as cri_grpc
+from tests import ksm
 from tests.containerd import stop as stop_process
 from tests.containerd import wait_socket
 from tests.cri_mirror import busybox_layer, mirror_image, pause_layer
@@ -328,7 +334,18 @@ def pod_memory(side: Side) -> dict[str, Any]:
             "pause_pss_kib": sum(m[0] for m in pause_mem), "pause_rss_kib": sum(m[1] for m in pause_mem)}
 
 
-def many_pods(side: Side, pods: Pods, count: int, removal: list[float], memory: list[dict[str, Any]]) -> float:
+def memory_with_ksm(side: Side) -> dict[str, Any]:
+    """`pod_memory` once ksmd has merged what it can (see the module's note on --ksm)."""
+    start = time.perf_counter()
+    with ksm.running(pages_to_scan=1000):
+        ksm.settle(2, timeout=900)
+        found = pod_memory(side)
+    found["settle_s"] = round(time.perf_counter() - start, 1)
+    return found
+
+
+def many_pods(side: Side, pods: Pods, count: int, removal: list[float], memory: list[dict[str, Any]],
+              with_ksm: bool = False) -> float:
     """(b) `count` pods started one after another: seconds. Then (c) their memory, then all removed
     (seconds appended to `removal`)."""
     ids: list[str] = []
@@ -339,6 +356,8 @@ def many_pods(side: Side, pods: Pods, count: int, removal: list[float], memory: 
         took = time.perf_counter() - start
         mem = pod_memory(side)
         mem["pods"] = count
+        if with_ksm:
+            mem["ksm"] = memory_with_ksm(side)
         memory.append(mem)
     finally:
         removal.append(timed(partial(remove_pods, side, ids)))
@@ -388,6 +407,8 @@ def summarise(latencies: list[float], steps: dict[str, list[float]], batch: list
         found |= {"memory": m,
                   "pss_per_pod_kib": (m["shim_pss_kib"] + m["pause_pss_kib"]) / pods,
                   "rss_per_pod_kib": (m["shim_rss_kib"] + m["pause_rss_kib"]) / pods}
+        if "ksm" in m:
+            found["ksm_pss_per_pod_kib"] = (m["ksm"]["shim_pss_kib"] + m["ksm"]["pause_pss_kib"]) / pods
     return found
 
 
@@ -397,7 +418,8 @@ def report(results: dict[str, Any], kinds: list[str]) -> None:
     rows = (("start_pod_median_ms", "run+create+start ms"), ("start_pod_best_ms", "  best ms"),
             *((f"{name}_median_ms", f"  {name} ms") for name in STEPS),
             ("start_many_s", f"start {pods} pods s"), ("remove_many_s", f"remove {pods} pods s"),
-            ("pss_per_pod_kib", "PSS per pod KiB"), ("rss_per_pod_kib", "RSS per pod KiB"))
+            ("pss_per_pod_kib", "PSS per pod KiB"), ("rss_per_pod_kib", "RSS per pod KiB"),
+            ("ksm_pss_per_pod_kib", "  ksmd on: PSS KiB"))
     for key, label in rows:
         if any(results[k].get(key) is None for k in kinds):
             continue
@@ -418,8 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pods", type=int, default=100, help="(b, c) pods started one after another")
     ap.add_argument("--batch-rounds", type=int, default=1, help="(b) rounds")
     ap.add_argument("--only", choices=("dockyardd", "containerd"), help="run one side (no ratios)")
+    ap.add_argument("--ksm", action="store_true", help="(c) again once ksmd merged what it can (a host with it off)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    with_ksm = args.ksm and ksm.available() and ksm.read("run") != 1
     if os.geteuid() != 0:
         raise SystemExit("bench/cri.py needs root (namespaces, mounts, cgroups)")
     kinds = [args.only] if args.only else ["dockyardd", "containerd"]
@@ -454,8 +478,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             removal: dict[str, list[float]] = {s.name: [] for s in sides}
             memory: dict[str, list[dict[str, Any]]] = {s.name: [] for s in sides}
-            batch = take_turns({s.name: partial(many_pods, s, pods, args.pods, removal[s.name], memory[s.name])
-                                for s in sides}, args.batch_rounds, flip=True)
+            batch = take_turns({s.name: partial(many_pods, s, pods, args.pods, removal[s.name], memory[s.name],
+                                                with_ksm) for s in sides}, args.batch_rounds, flip=True)
             for s in sides:
                 results[s.name] = summarise(latencies[s.name], steps[s.name], batch[s.name], removal[s.name],
                                             memory[s.name], args.pods)

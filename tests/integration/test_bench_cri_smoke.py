@@ -45,7 +45,8 @@ def test_short_dockyardd_run(tmp_path: Path) -> None:
     assert len(dock["start_pod_samples_ms"]) == 2 and all(t > 0 for t in dock["start_pod_samples_ms"])
     assert all(dock[f"{step}_median_ms"] > 0 for step in ("RunPodSandbox", "CreateContainer", "StartContainer"))
     assert dock["pods"] == 3 and dock["start_many_s"] > 0 and dock["remove_many_s"] > 0
-    # the memory was read from the pods' real processes: a pause process each, a shim or more each
-    assert dock["memory"]["pauses"] == 3 and dock["memory"]["shims"] >= 3
+    # the memory was read from the pods' real processes: a pause process and one shim per pod (and
+    # the zygote they were forked from, counted as a shim)
+    assert dock["memory"]["pauses"] == 3 and dock["memory"]["shims"] in (3, 4)
     assert dock["pss_per_pod_kib"] > 0
     assert bench_leftovers() == before
