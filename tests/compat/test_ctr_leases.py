@@ -9,7 +9,6 @@ import json
 import os
 import re
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -104,7 +103,10 @@ def test_ctr_import_keeps_the_image_and_rm_sync_collects_it(daemon: DaemonProces
     assert res.returncode == 0, res.stderr
     res = ctr(daemon, "leases", "ls", "-q")
     assert res.stdout == ""  # import cleaned up its leases
-    time.sleep(0.5)  # let the collection the lease deletes scheduled run: it must keep the image
+    # A collection run to its end (deleting a lease of our own with --sync waits for one): the
+    # image must come out of it whole.
+    assert ctr(daemon, "leases", "create", "--id", "gc-probe").returncode == 0
+    assert ctr(daemon, "leases", "delete", "--sync", "gc-probe").returncode == 0
     content = ctr(daemon, "content", "ls", "-q").stdout.split()
     assert sorted(content) == sorted([digests["layer"], digests["config"], digests["manifest"]])
     snaps = ctr(daemon, "snapshots", "ls").stdout.splitlines()[1:]

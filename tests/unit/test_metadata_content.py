@@ -38,40 +38,55 @@ async def put(store: NamespacedContentStore, ns: str, ref: str, data: bytes) -> 
     return await w.commit(len(data), dg(data))
 
 
+async def passes(n: int = 5) -> None:
+    """Let every ready task run until it waits (loop passes, no clock involved)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 async def test_gc_guard_excludes_both_ways() -> None:
     guard = GcGuard()
     order: list[str] = []
+    w1_in, release_w1 = asyncio.Event(), asyncio.Event()
 
-    async def writer(name: str, hold: float) -> None:
+    async def writer(name: str, entered: asyncio.Event | None = None, release: asyncio.Event | None = None) -> None:
         async with guard.shared():
             order.append(f"{name} in")
-            await asyncio.sleep(hold)
+            if entered is not None:
+                entered.set()
+            if release is not None:
+                await release.wait()
             order.append(f"{name} out")
 
     async def collector() -> None:
         async with guard.exclusive():
             order.append("gc in")
-            await asyncio.sleep(0.05)
+            await passes()  # holding it: nobody else may get in meanwhile
             order.append("gc out")
 
-    first = asyncio.create_task(writer("w1", 0.05))
-    await asyncio.sleep(0.01)
+    first = asyncio.create_task(writer("w1", w1_in, release_w1))
+    await w1_in.wait()
     gc = asyncio.create_task(collector())
-    await asyncio.sleep(0.01)
-    late = asyncio.create_task(writer("w2", 0))  # arrives while the collector waits: goes after it
+    await passes()  # the collector now waits for w1
+    late = asyncio.create_task(writer("w2"))  # arrives while the collector waits: goes after it
+    await passes()
+    assert order == ["w1 in"]
+    release_w1.set()
     await asyncio.gather(first, gc, late)
     assert order == ["w1 in", "w1 out", "gc in", "gc out", "w2 in", "w2 out"]
 
 
 async def test_cancelled_holder_releases_the_guard() -> None:
     guard = GcGuard()
+    held = asyncio.Event()
 
     async def hold() -> None:
         async with guard.shared():
-            await asyncio.sleep(10)
+            held.set()
+            await asyncio.Event().wait()  # until cancelled
 
     task = asyncio.create_task(hold())
-    await asyncio.sleep(0.01)
+    await held.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
