@@ -22,7 +22,8 @@ no crictl process start in the numbers. Both daemons run at once in one network 
 the run (entered with `nsenter --net=`, never the host's) and each in a private IPC namespace; both
 get the same look-alike images (tests/cri_mirror.py's pause and busybox, imported with
 `ctr -n k8s.io images import`), and the same pause image name as their sandbox image. containerd
-gets a bridge conflist of its own (host-local IPAM data under the temp dir) and
+gets a bridge conflist of its own with the plugins of Dockyard's default network (bridge with
+host-local IPAM data under the temp dir, portmap, firewall with the same-bridge policy) and
 `restrict_oom_score_adj = true` (the host withholds CAP_SYS_RESOURCE; ../shared/tools/cri/README.md).
 Pods get a cgroup parent named for the run. At the end every pod, both daemons and their shims (by
 PID), mounts, cgroups, the namespace, libcni cache files named for our network and the temp dirs are
@@ -182,6 +183,8 @@ class Containerd(Side):
                  "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
                           "ranges": [[{"subnet": CONTAINERD_SUBNET}]], "dataDir": str(base / "ipam")}},
                 {"type": "portmap", "capabilities": {"portMappings": True}},
+                # as Dockyard's default network (supervisor/network/networks.py): the same plugins run
+                {"type": "firewall", "backend": "iptables", "ingressPolicy": "same-bridge"},
             ]}, indent=1))
         config = base / "config.toml"
         config.write_text(CONTAINERD_CRI_CONFIG.format(base=base, pause=PAUSE, cni_bin=CNI_PLUGINS))
