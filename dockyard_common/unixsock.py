@@ -32,8 +32,9 @@ def is_live(path: str, kind: int = socket.SOCK_STREAM) -> bool:
 
 
 def listen(path: str, kind: int = socket.SOCK_STREAM, backlog: int = 128) -> socket.socket:
-    """Listen at `path`, mode 0600 from the first moment (bound under a temporary name, chmod'ed,
-    renamed into place). A stale socket file is replaced; a live one raises AlreadyServing."""
+    """Listen at `path`, mode 0600 from the first moment (bound under a temporary name, listening,
+    chmod'ed, renamed into place: whoever finds the path can connect). A stale socket file is
+    replaced; a live one raises AlreadyServing."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -49,13 +50,15 @@ def listen(path: str, kind: int = socket.SOCK_STREAM, backlog: int = 128) -> soc
     try:
         sock.bind(tmp)
         try:
+            # Listening before it has its name: a connect that finds the path never gets refused
+            # (a refused probe would take a live socket for a stale one).
+            sock.listen(backlog)
             os.chmod(tmp, 0o600)
             os.rename(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        sock.listen(backlog)
     except BaseException:
         sock.close()
         raise

@@ -177,7 +177,10 @@ def serve_foreground(opts: Options, bundle: str) -> int:
     path = opts.socket.removeprefix("unix://") or socket_path(bundle)
     listener = listen(path)
     os.chdir(bundle)
-    return run(_launch(opts, bundle), listener.detach(), detach=False)
+    # Serving where it was told to, for this bundle alone: no group's socket to take over.
+    launch = _launch(opts, bundle)
+    launch["socket"], launch["group"] = path, ""
+    return run(launch, listener.detach(), detach=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,3 +175,38 @@ def test_zygote_request_falls_back_only_when_nothing_was_handed_over(tmp_path: P
     finally:
         os.close(r)
         os.close(w)
+
+
+async def test_a_foreground_serve_keeps_to_its_socket_in_a_grouped_bundle(tmp_path: Path) -> None:
+    """`serve -socket S` in a bundle whose spec names a group (a pod) serves on S, for that bundle
+    alone: it neither goes looking for the group's socket nor removes it at the end."""
+    import json
+
+    from google.protobuf import empty_pb2
+
+    from dockyard_api.containerd.runtime.v2.task import shim_pb2
+    from dockyard_common.ttrpc import TTRPCClient
+    from tests.waiting import wait_until_async
+
+    root = Path(os.path.realpath(tmp_path)) / "rt"
+    bundle = root / "k8s.io" / "c1"
+    bundle.mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps({"annotations": {"io.kubernetes.cri.sandbox-id": "pod"}}))
+    sock = tmp_path / "s.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "shim", "-namespace", "k8s.io", "-id", "c1", "-socket",
+                             str(sock), "serve"], cwd=bundle, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stderr=subprocess.PIPE)
+    try:
+        await wait_until_async(sock.exists, what="the shim's socket")  # live once it has its name
+        async with await TTRPCClient.connect(f"unix://{sock}", timeout=5) as c:
+            await c.call("containerd.task.v2.Task", "Shutdown", shim_pb2.ShutdownRequest(id="c1"),
+                         empty_pb2.Empty, timeout=5, metadata={"containerd-namespace-ttrpc": "k8s.io"})
+        assert await asyncio.to_thread(proc.wait, 10) == 0, proc.stderr.read() if proc.stderr else ""
+        assert not sock.exists()  # the socket it served on went with it
+        assert not (root / ".dockyard-shim").exists()  # and no group's socket was made
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
