@@ -151,6 +151,9 @@ class TaskService:
             except OSError as exc:
                 log.warning("container %s: no attach socket: %s", c.id, exc)
         log.info("container %s: created, init pid %d", c.id, c.init.pid)
+        # Watched from now, not from Start: a v1 cgroup's OOM eventfd reports no OOM from before it
+        # was registered, and a process that fills its limit at once would beat a watch set after.
+        self._watch_oom(c)
         self.publisher.publish("/tasks/create", ev.TaskCreate(
             container_id=c.id, bundle=bundle, rootfs=req.rootfs, checkpoint=req.checkpoint, pid=c.init.pid,
             io=ev.TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal)))
@@ -173,7 +176,6 @@ class TaskService:
                 self._exited(c, c.init, handle.exit_status)
             raise
         self.publisher.publish("/tasks/start", ev.TaskStart(container_id=c.id, pid=c.init.pid))
-        self._watch_oom(c)
         return pb.StartResponse(pid=c.init.pid)
 
     async def Delete(self, req: pb.DeleteRequest, ctx: RequestContext) -> pb.DeleteResponse:

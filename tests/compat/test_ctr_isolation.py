@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import tempfile
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.conftest import ctr
+from tests.compat.conftest import CTR, ctr
 from tests.compat.runtimes import IMAGE
 from tests.compat.test_ctr_run import Session, mounts_under, session, stop_our_zygotes, task_pid
 from tests.ctr import exec_output
@@ -162,17 +163,39 @@ def test_no_host_descriptor_leaks_in(session: Session) -> None:
 
 
 def test_memory_limit_kills_and_publishes_oom(session: Session) -> None:
+    """The OOM kill of a child (the shell lives on) and of the init, each with its /tasks/oom
+    before its /tasks/exit. The workload fills its limit only once the test has seen the task's
+    /tasks/start: containerd's shim watches for OOM from its Start (ours from Create), and a v1
+    cgroup's eventfd reports no OOM from before it was registered."""
     s = session
-    limit = ("--memory-limit", str(32 << 20))
-    with EventLog(["ctr", "--address", s.d.address, "events"], s.d.address) as events:
-        # tail of /dev/zero keeps everything it reads (no newline ever comes): only the OOM killer stops it.
-        child = run(s, "oom", "sh", "-c", "tail /dev/zero; echo tail-ended-$?", flags=limit)
-        init = run(s, "oominit", "sh", "-c", "exec tail /dev/zero", flags=limit)
-        assert (child.returncode, child.stdout) == (0, "tail-ended-137\n"), child.stderr  # the shell lives on
-        assert init.returncode == 137, init.stderr  # the container's init itself, SIGKILLed
-        for cid in s.ids[-2:]:
-            topics = events.task_topics(f'"container_id":"{cid}"', until="/tasks/delete")
-            assert "/tasks/oom" in topics and topics.index("/tasks/oom") < topics.index("/tasks/exit"), events.seen
+    gate = Path(tempfile.mkdtemp(prefix="oom-gate-"))
+    flags = ("--memory-limit", str(32 << 20), "--mount", f"type=bind,src={gate},dst=/gate,options=rbind:ro")
+    wait = "until [ -e /gate/go ]; do sleep 0.01; done"
+    # tail of /dev/zero keeps everything it reads (no newline ever comes): only the OOM killer stops it.
+    cases = (("oom", f"{wait}; tail /dev/zero; echo tail-ended-$?", 0, "tail-ended-137\n"),  # the shell lives on
+             ("oominit", f"{wait}; exec tail /dev/zero", 137, ""))  # the container's init itself, SIGKILLed
+    try:
+        with EventLog(["ctr", "--address", s.d.address, "events"], s.d.address) as events:
+            for name, script, code, out in cases:
+                cid = s.new_id(name)
+                assert CTR is not None
+                proc = subprocess.Popen([CTR, "--address", s.d.address, "--namespace", "default", "run", "--rm",
+                                         *flags, IMAGE, cid, "sh", "-c", script],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                try:
+                    events.task_topics(f'"container_id":"{cid}"', until="/tasks/start")
+                    (gate / "go").touch()
+                    stdout, stderr = proc.communicate(timeout=60)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.communicate()
+                (gate / "go").unlink()
+                assert (proc.returncode, stdout) == (code, out), stderr
+                topics = events.task_topics(f'"container_id":"{cid}"', until="/tasks/delete")
+                assert "/tasks/oom" in topics and topics.index("/tasks/oom") < topics.index("/tasks/exit"), events.seen
+    finally:
+        shutil.rmtree(gate, ignore_errors=True)
 
 
 def test_cpu_quota_bounds_usage(session: Session) -> None:
