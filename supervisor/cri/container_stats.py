@@ -26,7 +26,7 @@ from supervisor.cri.container_records import Found
 from supervisor.cri.container_status import ContainerViews
 from supervisor.cri.container_types import ContainerState, ContainerUsage, CriContainer
 from supervisor.cri.sandbox import SandboxDeps
-from supervisor.cri.shimcalls import SHIM_DEADLINE, each_within
+from supervisor.runtime.fanout import SHIM_DEADLINE, each_within
 from supervisor.runtime.stats import UNLIMITED, metrics_into_sample
 
 log = logging.getLogger("dockyard.cri")

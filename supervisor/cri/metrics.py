@@ -45,7 +45,7 @@ from dockyard_common.types import AnyValue
 from supervisor.cri.container_types import ContainerState, CriContainer
 from supervisor.cri.containers import CriContainers
 from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
-from supervisor.cri.shimcalls import CONCURRENCY, SHIM_DEADLINE, each_within
+from supervisor.runtime.fanout import CONCURRENCY, SHIM_DEADLINE, each_within
 
 log = logging.getLogger("dockyard.cri.metrics")
 

@@ -34,8 +34,8 @@ from supervisor.cri.container_stats import task_sample
 from supervisor.cri.container_types import ContainerState, ContainerUsage
 from supervisor.cri.containers import CriContainers
 from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
-from supervisor.cri.shimcalls import each_within
 from supervisor.network.counters import Counters
+from supervisor.runtime.fanout import each_within
 
 log = logging.getLogger("dockyard.cri")
 

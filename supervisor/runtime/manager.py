@@ -33,6 +33,7 @@ from supervisor.logs import LogStore
 from supervisor.network.wiring import ContainerNetworks
 from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, list_bundles, parse_spec, remove_bundle
 from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, read_cgroup_rel
+from supervisor.runtime.fanout import each_within
 from supervisor.runtime.shim import ShimBinary, ShimClient, event_container_id, task_exit_events
 from supervisor.runtime.task import Task
 from supervisor.runtime.types import AnyValue, CreateOptions, Exit, Status, TaskState
@@ -134,17 +135,9 @@ class TaskManager:
 
     async def _ask_all(self, tasks: builtins.list[Task], ask: Callable[[Task], Awaitable[R]]
                        ) -> builtins.list[R | DockyardError]:
-        """`ask` each task's shim, LIST_CONCURRENCY at a time; an error comes back in its place."""
-        gate = asyncio.Semaphore(LIST_CONCURRENCY)
-
-        async def one(task: Task) -> R | DockyardError:
-            async with gate:
-                try:
-                    return await ask(task)
-                except DockyardError as exc:
-                    return exc
-
-        return await asyncio.gather(*(one(t) for t in tasks))
+        """`ask` each task's shim (with its own call timeout), LIST_CONCURRENCY at a time; an
+        error comes back in its place."""
+        return await each_within(tasks, ask, None, LIST_CONCURRENCY, what=lambda t: f"task {t.id}")
 
     async def states(self, namespace: str, deadline: float = LIST_DEADLINE) -> builtins.list[TaskState]:
         """The init state of every task in `namespace`, sorted by id, for listing.
