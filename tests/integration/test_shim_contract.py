@@ -758,8 +758,11 @@ async def test_footprint(shim: Harness) -> None:
 
 
 async def test_oom_is_reported(shim: Harness) -> None:
-    # After a pause: containerd's shim watches for OOM only once Start has returned.
-    spec = shim.spec(["sh", "-c", "sleep 0.5; dd if=/dev/zero of=/dev/null bs=64M count=1"])
+    # The workload fills its limit only once Start has returned: containerd's shim watches for
+    # OOM from its Start on (ours from Create), and a v1 cgroup's eventfd reports no earlier OOM.
+    gate = shim.rootfs / f"oom-gate-{secrets.token_hex(4)}"  # the rootfs is bound read-write
+    spec = shim.spec(["sh", "-c", f"until [ -e /{gate.name} ]; do sleep 0.01; done; "
+                      "dd if=/dev/zero of=/dev/null bs=64M count=1"])
     spec["linux"]["resources"]["memory"] = {"limit": 16 * 1024 * 1024, "swap": 16 * 1024 * 1024}
     client, task = await shim.start_shim("c1", spec)
     rootfs = mount_pb2.Mount(type="bind", source=str(shim.rootfs), options=["rbind", "rw"])
@@ -768,7 +771,11 @@ async def test_oom_is_reported(shim: Harness) -> None:
                              pb.CreateTaskResponse, timeout=30)
     shim.container_pids.add(resp.pid)
     await client.call("Start", pb.StartRequest(id="c1"), pb.StartResponse)
-    waited = await client.call("Wait", pb.WaitRequest(id="c1"), pb.WaitResponse, timeout=20)
+    gate.touch()
+    try:
+        waited = await client.call("Wait", pb.WaitRequest(id="c1"), pb.WaitResponse, timeout=20)
+    finally:
+        gate.unlink()
     assert waited.exit_status == 137
     await shim.sink.wait_for("/tasks/oom", "c1")
 
