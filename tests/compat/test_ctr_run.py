@@ -167,8 +167,12 @@ def test_run_with_a_terminal(session: Session) -> None:
 def test_run_with_piped_stdin(session: Session) -> None:
     d = session.d
     cid = session.new_id("cat")
-    # Slow input: with instant EOF ctr never sends CloseIO, against containerd too (ctr-calls.md §6.9).
-    command = f"(sleep 1; echo data; echo more) | ctr --address {shlex.quote(d.address)} run --rm {IMAGE} {cid} cat"
+    # Input only once the task runs: ctr sets its CloseIO hook after Tasks/Create returns, and
+    # with an EOF before that it never sends CloseIO, against containerd too (ctr-calls.md,
+    # surprise 9). Running means Start was sent, so the hook is there.
+    address = shlex.quote(d.address)
+    running = f"until ctr --address {address} tasks ls | grep -q '^{cid} .*RUNNING'; do sleep 0.05; done"
+    command = f"({running}; echo data; echo more) | ctr --address {address} run --rm {IMAGE} {cid} cat"
     res = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
     assert (res.returncode, res.stdout) == (0, "data\nmore\n"), res.stderr
 
