@@ -111,7 +111,11 @@ def test_exec_tty_through_a_pty(clean: NetnsRig, tmp_path: Path, transport: str)
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
     try:
-        script = "echo ready; read x; stty size; tty; echo got-$x"
+        # crictl sends the window size and the input from goroutines of their own (in one WebSocket
+        # they may go in either order): the process waits until the size has reached its terminal,
+        # and says so, before the test types anything.
+        script = ('until [ "$(stty size)" = "33 101" ]; do sleep 0.02; done; echo sized; '
+                  'read x; stty size; tty; echo got-$x')
         proc = subprocess.Popen(rig.command("exec", "-r", transport, "-it", cid, "sh", "-c", script),
                                 stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
         os.close(slave)
@@ -124,9 +128,7 @@ def test_exec_tty_through_a_pty(clean: NetnsRig, tmp_path: Path, transport: str)
                 pass
             return text in out
 
-        wait_until(lambda: seen(b"ready"), timeout=30, what="the exec to start")
-        # The size is sent as the session opens, so it is set by the time input is read (kubelet's
-        # runtimes resize an already started process too).
+        wait_until(lambda: seen(b"sized"), timeout=30, what="the client's window size to reach the process")
         os.write(master, b"typed\r")
         wait_until(lambda: seen(b"got-typed"), timeout=30, what="input through the terminal")
         assert proc.wait(timeout=30) == 0
