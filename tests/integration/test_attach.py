@@ -123,6 +123,17 @@ class Terminal:
             if left <= 0 or (not self._read(min(left, 0.5)) and self.proc.poll() is not None):
                 raise AssertionError(f"{pattern!r} never showed; the terminal has {self.seen[-500:]!r}")
 
+    def shows_size(self, rows: int, cols: int, timeout: float = 30) -> None:
+        """`stty size` typed until the shell reports `rows cols`: a size travels through dock and
+        the shim (ResizePty) while what is typed goes its own way, so one try may come first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.type(b"stty size\r")
+            got = self.expect(rb"\n(\d+) (\d+)\r", timeout=max(deadline - time.monotonic(), 0.1))
+            if (int(got[1]), int(got[2])) == (rows, cols):
+                return
+            assert time.monotonic() < deadline, f"the shell's size stayed {got[0]!r}, not {rows} {cols}"
+
     def wait(self, timeout: float = 30) -> int:
         """dock's exit status (the terminal drained meanwhile, so it never blocks on output)."""
         deadline = time.monotonic() + timeout
@@ -165,11 +176,9 @@ def test_attach_to_a_detached_tty_type_resize_detach_and_reattach(d: DaemonProce
     ok(d, "run", "-d", "-it", "--net", "none", "--name", cid, IMAGE, "sh")
     with terminal(d, "attach", cid, rows=24, cols=80) as t:
         attached_shell(t)
-        t.type(b"stty size\r")
-        t.expect(rb"24 80")
+        t.shows_size(24, 80)
         t.resize(40, 100)  # SIGWINCH to dock, which resizes the container's pty
-        t.type(b"stty size\r")
-        t.expect(rb"40 100")
+        t.shows_size(40, 100)
         t.type(CTRL_P + CTRL_Q)
         assert t.wait() == 0
     assert running(d, cid), "the container must run on after a detach"
