@@ -79,7 +79,9 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR_IDMAP = 0x100000
 MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+OPEN_TREE_CLONE = 0x1
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
@@ -106,7 +108,8 @@ _SYS_CAPGET = 125
 _SYS_CAPSET = 126
 _SYS_SETNS = 308
 _SYS_CLOSE_RANGE = 436
-_SYS_MOUNT_SETATTR = 442  # the same number on every architecture (added after the unification)
+_SYS_OPEN_TREE = 428  # these three: the same number on every architecture (added after the unification)
+_SYS_MOUNT_SETATTR = 442
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # Capability numbers (linux/capability.h): a name's position in the shared list.
@@ -165,13 +168,23 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0, userns_fd: int = 0) -> None:
     """mount_setattr(2): set and clear MOUNT_ATTR_* of the mount at `path` (relative to `dirfd`;
-    "" with AT_EMPTY_PATH: `dirfd`'s own), of every mount below it too with AT_RECURSIVE."""
-    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    "" with AT_EMPTY_PATH: `dirfd`'s own), of every mount below it too with AT_RECURSIVE.
+    `userns_fd`: the user namespace whose mappings MOUNT_ATTR_IDMAP applies."""
+    attr = _MountAttr(attr_set, attr_clr, 0, userns_fd)
     if _libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(dirfd), _s(path), ctypes.c_uint(flags), ctypes.byref(attr),
                      ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
         raise _fail(f"mount_setattr({dirfd}, {path!r}, {flags:#x}, set={attr_set:#x}, clear={attr_clr:#x})")
+
+
+def open_tree(path: str, flags: int = OPEN_TREE_CLONE) -> int:
+    """open_tree(2) with O_CLOEXEC: with OPEN_TREE_CLONE, a detached copy of the mount at `path`
+    (a bind mount not yet attached anywhere), as an fd."""
+    fd = _libc.syscall(_SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), _s(path), ctypes.c_uint(flags | os.O_CLOEXEC))
+    if fd < 0:
+        raise _fail(f"open_tree({path!r}, {flags:#x})")
+    return int(fd)
 
 
 @functools.cache

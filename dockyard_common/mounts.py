@@ -1,7 +1,8 @@
 """Performing mount descriptions (`types.Mount`): the mount(2) side, for the shim and the daemon.
 
 The shim mounts a snapshot's mounts as a container's rootfs (`mount_rootfs`, in the init's mount
-namespace) and its spec's mounts (`mount_at`, `bind`); the daemon mounts snapshots in a private
+namespace; overlay layers ID-mapped when the snapshot asks, see `idmap`) and its spec's mounts
+(`mount_at`, `bind`); the daemon mounts snapshots in a private
 temp dir to look at a tree (the differ: `mounted`, always undone). One implementation of option
 parsing (`mountopts`), read-only bind remounts and target resolution (`rootpath`) for both.
 
@@ -21,8 +22,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from dockyard_common import idmap
 from dockyard_common import linux as L
-from dockyard_common.errors import Internal, NotFound
+from dockyard_common.errors import Internal, InvalidArgument, NotFound
 from dockyard_common.mountinfo import mountinfo
 from dockyard_common.mountopts import overlay_dirs, parse_mount_options, statvfs_to_ms
 from dockyard_common.rootpath import opened_in_root, secure_join
@@ -76,23 +78,31 @@ def mount_rootfs(mounts: Sequence[Mount], rootfs: str) -> None:
     rootfs = os.path.realpath(rootfs)
     for m in mounts:
         target = secure_join(rootfs, m.target, create="dir") if m.target.strip("/") else rootfs
-        opts = parse_mount_options(list(m.options), f"rootfs mount {m.type} {m.source}")
+        options, uids, gids = idmap.split_options(m.options)
+        if uids and m.type != "overlay":
+            raise InvalidArgument(f"rootfs mount {m.type} {m.source}: uidmap/gidmap are for overlay mounts")
         try:
-            if m.type == "bind" or opts.is_bind:
-                bind(rootfs, m.source, target, recursive=opts.recursive, flags=opts.flags,
-                     propagation=opts.propagation, attr_set=opts.attr_set, attr_clr=opts.attr_clr)
-            else:
-                mount_at(rootfs, target, m.source, m.type, opts.flags, opts.data or None)
-                for p in opts.propagation:
-                    mount_at(rootfs, target, None, None, p)
-                if opts.recursive_attrs:
-                    set_tree_attrs(rootfs, target, opts.attr_set, opts.attr_clr)
+            with idmap.mapped_lowers(options, uids, gids) if uids else contextlib.nullcontext(options) as options:
+                _mount_one(rootfs, target, m, options)
         except FileNotFoundError:
             # Typically a snapshot removed after its mounts were read: name what is gone.
             missing = _missing_paths(m)
             if not missing:
                 raise
             raise NotFound(f"rootfs mount {m.type}: {', '.join(missing)} does not exist") from None
+
+
+def _mount_one(rootfs: str, target: str, m: Mount, options: list[str]) -> None:
+    opts = parse_mount_options(options, f"rootfs mount {m.type} {m.source}")
+    if m.type == "bind" or opts.is_bind:
+        bind(rootfs, m.source, target, recursive=opts.recursive, flags=opts.flags,
+             propagation=opts.propagation, attr_set=opts.attr_set, attr_clr=opts.attr_clr)
+        return
+    mount_at(rootfs, target, m.source, m.type, opts.flags, opts.data or None)
+    for p in opts.propagation:
+        mount_at(rootfs, target, None, None, p)
+    if opts.recursive_attrs:
+        set_tree_attrs(rootfs, target, opts.attr_set, opts.attr_clr)
 
 
 def _missing_paths(m: Mount) -> list[str]:
@@ -108,6 +118,8 @@ def _missing_paths(m: Mount) -> list[str]:
 def mount_all(mounts: Sequence[Mount], target: Path, readonly: bool = False) -> None:
     """`mount_rootfs` on `target`; on failure what the earlier mounts put there is undone and
     an OSError becomes Internal naming the mounts."""
+    # The daemon looks at layers as they are on disk: no ID mapping (and no fork in a thread).
+    mounts = [replace(m, options=idmap.split_options(m.options)[0]) for m in mounts]
     if readonly:
         mounts = [replace(m, options=[*(o for o in m.options if o != "rw"), "ro"]) for m in mounts]
     try:

@@ -363,7 +363,8 @@ def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Regi
                        inspector, unpacker, runtime.container_deleted, leases, storage.collector.schedule)
     sandboxes = PodSandboxes(
         deps, SandboxSettings(cfg.cri_sandbox_image, cfg.default_network, cfg.default_snapshotter,
-                              tuple(cfg.runtimes), files_dir=cfg.state / "cri" / "sandboxes"),
+                              tuple(cfg.runtimes), files_dir=cfg.state / "cri" / "sandboxes",
+                              probe_dir=cfg.root),
         CRI_NAMESPACE)
     containers = CriContainers(deps, sandboxes, cfg.state / "cri" / "exec", cfg.state / "cri" / "image-volumes")
     runtime.restarts.exit_observers.append(containers.on_exit)  # an exited container's shim goes

@@ -210,6 +210,7 @@ def _child(plan: P.Plan, ctx: _Context, stdio: StdioFds, sync_fd: int) -> NoRetu
     # No cyclic GC in the child: a collected object of the parent's could close an fd number
     # that now means something else.
     gc.disable()
+    _drop_signal_handlers()
     code = 1
     try:
         # Not dumpable until the exec: processes in the container must not ptrace us or open
@@ -228,6 +229,18 @@ def _child(plan: P.Plan, ctx: _Context, stdio: StdioFds, sync_fd: int) -> NoRetu
             if ctx.chan is not None:
                 ctx.chan.send(_error_message(e, ctx.step))
     os._exit(code)
+
+
+def _drop_signal_handlers() -> None:
+    """The shim's Python signal handlers hand work to its event loop through fds the child
+    closes: a signal here (SIGCHLD of a helper the child spawns) must not run them (a write to
+    the closed wakeup fd aborts the interpreter)."""
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
 
 
 def _init(ctx: _Context) -> NoReturn:
@@ -267,7 +280,12 @@ def _join_container(pid: int) -> bool:
                 raise
             if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
                 fds[ns_type] = os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)
-        for ns_type in P.JOIN_ORDER:
+        # Root joins the user namespace last: a namespace the container shares with the host's
+        # side (a network namespace the daemon made) needs privilege over it that the container's
+        # root lacks. Anyone else joins it first, to gain privilege over the container's own.
+        order = [t for t in P.JOIN_ORDER if t != "user"]
+        order = [*order, "user"] if os.geteuid() == 0 else ["user", *order]
+        for ns_type in order:
             if ns_type in fds:
                 L.setns(fds[ns_type], P.CLONE_FLAGS[ns_type])
                 if ns_type == "user":

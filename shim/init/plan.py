@@ -416,8 +416,13 @@ def plan_create(spec: Spec, bundle: str, *, has_rootfs_mounts: bool, rootless: b
     process = spec.process
     rootfs = rootfs_path(bundle, spec)
     new_userns = spec.new_namespace("user")
-    in_userns = linux.namespace("user") is not None
+    userns = linux.namespace("user")
+    in_userns = userns is not None
     deny_setgroups = new_userns and rootless
+    # The snapshot's mounts need the host's privileges (an overlay of root-owned layers, ID-mapped
+    # clones of them), which container root lacks: mount them in a transient mount namespace made
+    # before the user namespace is made or joined; the container's own, made next, copies them.
+    premount = in_userns and has_rootfs_mounts and spec.new_namespace("mount")
 
     stage1: list[Step] = [ArrangeFds(), AwaitCgroup()]
     if process.rlimits:
@@ -426,28 +431,29 @@ def plan_create(spec: Spec, bundle: str, *, has_rootfs_mounts: bool, rootless: b
         stage1.append(SetOomScoreAdj(process.oom_score_adj))
     for ns_type in JOIN_ORDER:
         ns = linux.namespace(ns_type)
-        if ns is not None and ns.path:
+        # With `premount` a user namespace is joined last: as host root, joining the others
+        # (a network namespace the daemon made, say) needs no privilege over them.
+        if ns is not None and ns.path and not (premount and ns_type == "user"):
             stage1.append(JoinNamespace(type=ns_type, path=ns.path))
     new_types = [t for t in CLONE_FLAGS if spec.new_namespace(t) and t != "user"]
+    if premount:
+        stage1 += [Unshare(("mount",)), SetPropagation(), MountRootfs(rootfs)]
     if new_userns:
-        if has_rootfs_mounts and spec.new_namespace("mount"):
-            # The snapshot's mounts need the host's privileges (an overlay of root-owned layers),
-            # which container root lacks: mount them in a transient mount namespace made before
-            # the user namespace; the container's own mount namespace, made next, copies them.
-            stage1 += [Unshare(("mount",)), SetPropagation(), MountRootfs(rootfs)]
         stage1 += [
             Unshare(("user",)),
             MapIds(linux.uid_mappings, linux.gid_mappings, deny_setgroups),
             BecomeRoot(),
         ]
-    elif in_userns:
+    elif userns is not None:
+        if premount:
+            stage1.append(JoinNamespace(type="user", path=userns.path))
         stage1.append(BecomeRoot())
     if new_types:
         stage1.append(Unshare(tuple(new_types)))
     propagation = L.MS_SLAVE | L.MS_REC
     if linux.rootfs_propagation:
         propagation = PROPAGATION_FLAGS[linux.rootfs_propagation]
-    if not new_userns:
+    if not new_userns and not premount:
         # runc applies rootfsPropagation to / right after unshare. A shared one keeps the copies
         # of the host's shared mounts its peers (a bidirectional bind propagates both ways);
         # anything else starts rslave, so nothing we mount reaches the host, and is set in init.

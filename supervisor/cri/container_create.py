@@ -21,11 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dockyard_common import idmap
 from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.mounts import mounted
 from dockyard_common.types import AnyValue, Container, Status
-from supervisor.build.copy import additional_gids, make_workdir, resolve_user
+from supervisor.build.copy import Owner, additional_gids, make_workdir, resolve_user
 from supervisor.cri.container_records import (
     KIND_CONTAINER,
     METADATA_EXTENSION,
@@ -38,8 +39,8 @@ from supervisor.cri.container_records import (
 from supervisor.cri.container_spec import PodContext, User, container_spec, host_device
 from supervisor.cri.container_types import ContainerConfig, SupplementalGroupsPolicy
 from supervisor.cri.runtime import recursive_read_only
-from supervisor.cri.sandbox import KIND_LABEL, SPEC_TYPE_URL, unpacked_image
-from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState
+from supervisor.cri.sandbox import KIND_LABEL, SPEC_TYPE_URL, rootfs_labels, unpacked_image
+from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState, UserNamespace
 from supervisor.images.inspect import Inspection
 from supervisor.images.leasing import temporary_lease
 
@@ -80,8 +81,12 @@ class ContainerCreation(ContainerStore):
 
     async def _create(self, pod: Sandbox, config: ContainerConfig, cid: str, image_ref: str, image: Inspection,
                       lease: str) -> None:
+        ns = config.security.namespaces
+        if ns.userns_given and ns.userns != pod.config.userns:
+            raise InvalidArgument("container config: namespace_options.userns_options must be the pod's "
+                                  "(its containers share the pod's user namespace)")
         mounts = await self.d.snapshots.prepare(self.namespace, self.snapshotter, cid, image.layers[-1].chain_id,
-                                                lease=lease)
+                                                labels=rootfs_labels(pod.config), lease=lease)
         try:
             runtime_name = await self._runtime_of(pod)
             _check_recursive_read_only(config, runtime_name, self.pods.settings.runtimes)
@@ -89,7 +94,7 @@ class ContainerCreation(ContainerStore):
             workdir = config.working_dir or str(image.config.config.get("WorkingDir") or "")
             merge = config.security.supplemental_groups_policy == SupplementalGroupsPolicy.MERGE
             user = await asyncio.to_thread(_prepare_rootfs, mounts, self.exec_dir,
-                                           _user_text(config, image.config.config), workdir, merge)
+                                           _user_text(config, image.config.config), workdir, merge, pod.config.userns)
             user = replace(user, additional_gids=user.additional_gids + config.security.supplemental_groups)
             target_pid = await self._target_pid(config)
             files = self.pods.files.paths(pod.id, pod.config.namespaces.ipc != NamespaceMode.NODE) \
@@ -177,7 +182,7 @@ def _user_text(config: ContainerConfig, image_config: dict[str, Any]) -> str:
 
 
 def _prepare_rootfs(mounts: builtins.list[Any], tmp_root: Path, user_text: str, workdir: str,
-                    merge_groups: bool = True) -> User:
+                    merge_groups: bool = True, userns: UserNamespace | None = None) -> User:
     """Blocking. The user as containerd's WithUser/WithAdditionalGIDs resolve it in the image (a
     name, or a uid's primary group, from /etc/passwd; with `merge_groups` (the Merge policy) the
     groups of /etc/group listing the user), and the working directory made if missing (as runc
@@ -192,5 +197,17 @@ def _prepare_rootfs(mounts: builtins.list[Any], tmp_root: Path, user_text: str, 
         merge = merge_groups and not sep
         groups = tuple(additional_gids(owner, root, "" if uid_text.isdigit() else uid_text)) if merge else ()
         if workdir.strip("/"):
-            make_workdir(root, workdir, owner)
+            make_workdir(root, workdir, _on_host(owner, userns))
     return User(owner.uid, owner.gid, groups)
+
+
+def _on_host(owner: Owner, userns: UserNamespace | None) -> Owner:
+    """The host ids of a container's `owner`: its pod's user namespace maps them (unmapped ids
+    fall back to the namespace's root, which can at least reach them)."""
+    if userns is None:
+        return owner
+    uid = idmap.host_id_of(userns.uids, owner.uid)
+    gid = idmap.host_id_of(userns.gids, owner.gid)
+    root_uid, root_gid = idmap.host_id_of(userns.uids), idmap.host_id_of(userns.gids)
+    assert root_uid is not None and root_gid is not None  # checked when the pod was asked for
+    return Owner(root_uid if uid is None else uid, root_gid if gid is None else gid)

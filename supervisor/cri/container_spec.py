@@ -173,6 +173,11 @@ def _namespaces(spec: dict[str, Any], config: ContainerConfig, pod: PodContext, 
             out.append(ns)
         elif (path := joined[kind]) is not None:
             out.append({"type": kind, "path": path} if path else ns)
+    if pod.config.userns is not None:
+        # The pod's user namespace, joined last by the shim; the mappings say what it maps (the
+        # bundle's reachability check and file owners read them).
+        out.append({"type": "user", "path": f"/proc/{pod.pause_pid}/ns/user"})
+        linux.update(pod.config.userns.spec_mappings())
     linux["namespaces"] = out  # no hostname: the pause process set it in the UTS namespace joined
 
 

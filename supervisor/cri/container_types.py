@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dockyard_common.errors import InvalidArgument
-from supervisor.cri.sandbox_types import NamespaceMode
+from supervisor.cri.sandbox_types import NamespaceMode, UserNamespace
 
 
 class ContainerState(enum.IntEnum):
@@ -77,6 +77,8 @@ class ContainerNamespaces:
     pid: NamespaceMode = NamespaceMode.POD
     ipc: NamespaceMode = NamespaceMode.POD
     target_id: str = ""  # the container whose PID namespace a TARGET mode joins
+    userns_given: bool = False  # userns_options was set: it must then be the pod's
+    userns: UserNamespace | None = None
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard_common import linux
+from dockyard_common import idmap, linux
 from dockyard_common.version import VERSION
 from supervisor.network.cni import DEFAULT_PLUGIN_DIRS
 
@@ -52,6 +53,7 @@ class Handler:
 
     name: str
     recursive_read_only_mounts: bool = False
+    user_namespaces: bool = False
 
 
 def recursive_read_only(runtime_name: str, external: Collection[str]) -> bool:
@@ -61,8 +63,28 @@ def recursive_read_only(runtime_name: str, external: Collection[str]) -> bool:
     return runtime_name not in external and linux.has_mount_setattr()
 
 
-def runtime_handlers(builtin: Mapping[str, str], external: Collection[str]) -> list[Handler]:
+def runtime_handlers(builtin: Mapping[str, str], external: Collection[str], user_namespaces: bool = False
+                     ) -> list[Handler]:
     """Every handler RunPodSandbox takes: the built-in names ("" the default; handler -> runtime
-    name) and each configured runtime by its own name, as containerd lists its runtimes."""
+    name) and each configured runtime by its own name, as containerd lists its runtimes.
+    `user_namespaces`: whether pods may have their own (`user_namespaces_problem`); promised for
+    our shim only, as "rro"."""
     names = {**builtin, **{name: name for name in external}}
-    return [Handler(name, recursive_read_only(runtime, external)) for name, runtime in names.items()]
+    return [Handler(name, recursive_read_only(runtime, external), user_namespaces and runtime not in external)
+            for name, runtime in names.items()]
+
+
+def user_namespaces_problem(snapshotter: str, probe_dir: Path | None) -> str | None:
+    """Why pods cannot have user namespaces here, or None. Blocking the first time (a child
+    process mounts an ID-mapped overlay under `probe_dir`); remembered after."""
+    if snapshotter != "overlayfs":
+        return f"the {snapshotter} snapshotter cannot ID-map a pod's layers (overlayfs can)"
+    if probe_dir is None:
+        return "no directory to check ID-mapped mounts in"
+    return _idmap_problem(str(probe_dir))
+
+
+@functools.cache
+def _idmap_problem(path: str) -> str | None:
+    found = idmap.problem_in_subprocess(path)
+    return None if found is None else f"ID-mapped overlay layers do not work under {path}: {found}"

@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dockyard_common.aio import uninterrupted
-from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.imagespec import Matcher
 from dockyard_common.ocispec import SPEC_TYPE_URL
 from dockyard_common.types import AnyValue, Container, Status
 from supervisor.cri.images import CriImage, CriImages, PullAuth, is_image_id, reference_of
 from supervisor.cri.lookup import by_id_prefix
 from supervisor.cri.podfiles import PodFiles
+from supervisor.cri.runtime import user_namespaces_problem
 from supervisor.cri.sandbox_spec import network_labels, sandbox_spec
 from supervisor.cri.sandbox_types import NamespaceMode, PodConfig, PodMetadata, Sandbox, SandboxState
 from supervisor.images.inspect import Inspection, Inspector
@@ -86,6 +87,7 @@ class SandboxSettings:
     snapshotter: str
     runtimes: tuple[str, ...] = ()  # more runtime names a handler may name (the daemon's [runtimes])
     files_dir: Path | None = None  # where pods' shared files go (podfiles.py); None: none shared
+    probe_dir: Path | None = None  # where ID-mapped mounts are tried (the snapshots' filesystem)
 
 
 class PodMembers(Protocol):
@@ -117,6 +119,8 @@ class PodSandboxes:
     async def run(self, config: PodConfig) -> str:
         """Create and start the pod's sandbox; its id. Nothing is left if it fails."""
         runtime = self._runtime(config.runtime_handler)
+        if config.userns is not None and (problem := await self.user_namespaces_problem(runtime)):
+            raise FailedPrecondition(f"run pod sandbox: user namespaces are not available: {problem}")
         labels = network_labels(config, self.settings.default_network)
         image_ref, image = await self._sandbox_image()
         if not image.layers:
@@ -140,7 +144,7 @@ class PodSandboxes:
                 if self.files is not None:
                     await asyncio.to_thread(self.files.make, pod_id, config.hostname, not host_ipc)
                 mounts = await self.d.snapshots.prepare(self.namespace, self.settings.snapshotter, pod_id,
-                                                        image.layers[-1].chain_id)
+                                                        image.layers[-1].chain_id, labels=rootfs_labels(config))
                 task = await self.d.tasks.create(self.namespace, pod_id, runtime, spec_json,
                                                  CreateOptions(rootfs=mounts), labels=labels)
                 await task.start()
@@ -152,6 +156,12 @@ class PodSandboxes:
                 raise
         log.info("pod sandbox %s (%s/%s) is running", pod_id, config.metadata.namespace, config.metadata.name)
         return pod_id
+
+    async def user_namespaces_problem(self, runtime: str = DEFAULT_RUNTIME) -> str | None:
+        """Why pods of `runtime` cannot have user namespaces here, None if they can."""
+        if runtime in self.settings.runtimes:
+            return f"runtime {runtime} is another shim, not asked"
+        return await asyncio.to_thread(user_namespaces_problem, self.settings.snapshotter, self.settings.probe_dir)
 
     def _runtime(self, handler: str) -> str:
         if handler in HANDLERS:
@@ -292,6 +302,11 @@ class PodSandboxes:
         created = int(container.created_at.timestamp() * 1e9) if container.created_at else 0
         return Sandbox(container.id, config, SandboxState.READY if ready else SandboxState.NOTREADY, created,
                        ips, state.pid if ready and state else 0, netns, container.image)
+
+
+def rootfs_labels(config: PodConfig) -> dict[str, str] | None:
+    """The snapshot labels of a pod's rootfs: its ID mapping when it has a user namespace."""
+    return config.userns.labels() if config.userns is not None else None
 
 
 async def unpacked_image(deps: SandboxDeps, namespace: str, snapshotter: str, ref: str, found: CriImage

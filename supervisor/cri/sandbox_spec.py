@@ -101,6 +101,11 @@ def sandbox_spec(config: PodConfig, pod_id: str, namespace: str, image_ref: str,
     else:
         spec["hostname"] = config.hostname
     linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] not in drop]
+    if config.userns is not None:
+        # The pod's own user namespace, made first: the pod's UTS, IPC and PID namespaces are
+        # then its own; the network namespace (the daemon's, for CNI) is joined before it.
+        linux["namespaces"].append({"type": "user"})
+        linux.update(config.userns.spec_mappings())
     if modes.ipc == NamespaceMode.NODE:
         spec["mounts"] = [m for m in spec["mounts"] if m["destination"] not in ("/dev/shm", "/dev/mqueue")]
         spec["mounts"].append(shm_mount("/dev/shm"))

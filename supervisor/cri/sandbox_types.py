@@ -10,7 +10,9 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dockyard_common import idmap
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.idmap import IDMap
 
 
 class NamespaceMode(enum.IntEnum):
@@ -60,6 +62,24 @@ class NamespaceModes:
 
 
 @dataclass(frozen=True)
+class UserNamespace:
+    """A pod's own user namespace (userns_options mode POD): the sandbox makes it with these
+    mappings and the pod's containers join it. One range each, container id 0 mapped."""
+
+    uids: tuple[IDMap, ...]
+    gids: tuple[IDMap, ...]
+
+    def labels(self) -> dict[str, str]:
+        """The snapshot labels that prepare a rootfs for this namespace (containerd 2's)."""
+        return {idmap.UID_LABEL: idmap.format_maps(self.uids), idmap.GID_LABEL: idmap.format_maps(self.gids)}
+
+    def spec_mappings(self) -> dict[str, list[dict[str, int]]]:
+        """linux.uidMappings/gidMappings of an OCI spec."""
+        return {key: [{"containerID": m.container_id, "hostID": m.host_id, "size": m.size} for m in maps]
+                for key, maps in (("uidMappings", self.uids), ("gidMappings", self.gids))}
+
+
+@dataclass(frozen=True)
 class SecurityContext:
     privileged: bool = False
     run_as_user: int | None = None
@@ -83,6 +103,7 @@ class PodConfig:
     namespaces: NamespaceModes = field(default_factory=NamespaceModes)
     security: SecurityContext = field(default_factory=SecurityContext)
     runtime_handler: str = ""
+    userns: UserNamespace | None = None  # None: the host's user namespace (NODE)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,9 +122,15 @@ class PodConfig:
                 sysctls=dict(data["sysctls"]),
                 namespaces=NamespaceModes(*(NamespaceMode(ns[k]) for k in ("network", "pid", "ipc"))),
                 security=SecurityContext(**{**sec, "supplemental_groups": tuple(sec["supplemental_groups"])}),
-                runtime_handler=data["runtime_handler"])
+                runtime_handler=data["runtime_handler"], userns=_userns(data.get("userns")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidArgument(f"stored pod sandbox config is not readable: {exc}") from None
+
+
+def _userns(data: Any) -> UserNamespace | None:
+    if data is None:  # none asked, or a record from before user namespaces
+        return None
+    return UserNamespace(*(tuple(IDMap(**m) for m in data[k]) for k in ("uids", "gids")))
 
 
 @dataclass

@@ -399,7 +399,7 @@ class SnapshotStore:
                     try:
                         create = backend.prepare if kind == Kind.ACTIVE else backend.view
                         try:
-                            mounts = await create(bkey, bparent)
+                            mounts = await create(bkey, bparent, _for_backend(values))
                         except DockyardError as exc:
                             raise _reword(exc, {bkey: key, bparent: parent}) from None
                         try:
@@ -640,3 +640,12 @@ def _move(conn: sqlite3.Connection, sn: str, bkey: str, bname: str, intent: Mapp
     leases.detach_everywhere(conn, ns, resource(sn, key))
     if lease and _lease_exists(conn, ns, lease):
         leases.attach(conn, ns, lease, resource(sn, name))
+
+
+BACKEND_LABEL_PREFIX = "containerd.io/snapshot/"
+
+
+def _for_backend(labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels a snapshotter itself acts on (containerd's rule: those under
+    containerd.io/snapshot/, e.g. the ID mapping of a container in a user namespace)."""
+    return {k: v for k, v in labels.items() if k.startswith(BACKEND_LABEL_PREFIX)}

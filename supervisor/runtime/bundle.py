@@ -101,8 +101,7 @@ def check_reachable_by_remapped_root(spec: dict[str, Any], bundle: Path) -> None
     if not isinstance(linux, dict):
         return
     namespaces = linux.get("namespaces")
-    if not isinstance(namespaces, list) or not any(
-            isinstance(n, dict) and n.get("type") == "user" and not n.get("path") for n in namespaces):
+    if not isinstance(namespaces, list) or not any(isinstance(n, dict) and n.get("type") == "user" for n in namespaces):
         return
     uid, gid = _host_id_of_root(linux.get("uidMappings")), _host_id_of_root(linux.get("gidMappings"))
     if not uid or gid is None:  # unmapped root, or root mapped to host root: nothing to check

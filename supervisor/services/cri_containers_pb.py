@@ -22,7 +22,7 @@ from supervisor.cri.container_types import (
     SupplementalGroupsPolicy,
 )
 from supervisor.cri.sandbox_types import NamespaceMode
-from supervisor.services.cri_sandbox_pb import seccomp_of
+from supervisor.services.cri_sandbox_pb import seccomp_of, user_namespace_of
 
 WHERE = "container config"
 MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262144  # the kernel's range (cgroup v1 cpu.shares)
@@ -153,7 +153,8 @@ def _security(s: pb.LinuxContainerSecurityContext) -> ContainerSecurity:
     pid = _mode(o.pid, "pid")
     if pid == NamespaceMode.TARGET and not o.target_id:
         raise InvalidArgument(f"{WHERE}: namespace_options.pid TARGET needs target_id")
-    namespaces = ContainerNamespaces(_mode(o.network, "network"), pid, _mode(o.ipc, "ipc"), o.target_id)
+    namespaces = ContainerNamespaces(_mode(o.network, "network"), pid, _mode(o.ipc, "ipc"), o.target_id,
+                                     o.HasField("userns_options"), user_namespace_of(o, WHERE))
     return ContainerSecurity(
         privileged=s.privileged, run_as_user=s.run_as_user.value if s.HasField("run_as_user") else None,
         run_as_group=s.run_as_group.value if s.HasField("run_as_group") else None,

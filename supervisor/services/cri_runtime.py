@@ -53,9 +53,10 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         conditions = [pb.RuntimeCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
                       for c in runtime.conditions()]
+        userns = await self.sandboxes.user_namespaces_problem() is None
         handlers = [pb.RuntimeHandler(name=h.name, features=pb.RuntimeHandlerFeatures(
-                        recursive_read_only_mounts=h.recursive_read_only_mounts))
-                    for h in runtime.runtime_handlers(HANDLERS, self.sandboxes.settings.runtimes)]
+                        recursive_read_only_mounts=h.recursive_read_only_mounts, user_namespaces=h.user_namespaces))
+                    for h in runtime.runtime_handlers(HANDLERS, self.sandboxes.settings.runtimes, userns)]
         return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), runtime_handlers=handlers,
                                  features=pb.RuntimeFeatures(supplemental_groups_policy=True))
 

@@ -4,7 +4,9 @@ bad config is an InvalidArgument naming the field before anything is made."""
 from __future__ import annotations
 
 from dockyard_api.cri.runtime.v1 import api_pb2 as pb
+from dockyard_common import idmap
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.idmap import IDMap
 from supervisor.cri.sandbox_types import (
     DnsConfig,
     NamespaceMode,
@@ -15,6 +17,7 @@ from supervisor.cri.sandbox_types import (
     Sandbox,
     SandboxState,
     SecurityContext,
+    UserNamespace,
 )
 
 _PROTOCOLS = {pb.TCP: "tcp", pb.UDP: "udp"}
@@ -31,6 +34,12 @@ def pod_config(config: pb.PodSandboxConfig, runtime_handler: str) -> PodConfig:
     if m.attempt < 0:
         raise InvalidArgument("pod sandbox config: metadata.attempt must not be negative")
     linux = config.linux
+    options = linux.security_context.namespace_options
+    namespaces = _namespaces(options)
+    userns = user_namespace_of(options, "pod sandbox config")
+    if userns is not None and NamespaceMode.NODE in (namespaces.network, namespaces.pid, namespaces.ipc):
+        raise InvalidArgument("pod sandbox config: a pod in its own user namespace cannot use the host's "
+                              "network, PID or IPC namespace (as Kubernetes' hostUsers: false)")
     return PodConfig(
         metadata=PodMetadata(m.name, m.uid, m.namespace, m.attempt),
         hostname=_hostname(config.hostname), log_directory=config.log_directory,
@@ -38,8 +47,8 @@ def pod_config(config: pb.PodSandboxConfig, runtime_handler: str) -> PodConfig:
                       tuple(config.dns_config.options)),
         ports=tuple(p for p in (_port(i, p) for i, p in enumerate(config.port_mappings)) if p is not None),
         labels=dict(config.labels), annotations=dict(config.annotations), cgroup_parent=linux.cgroup_parent,
-        sysctls=dict(linux.sysctls), namespaces=_namespaces(linux.security_context.namespace_options),
-        security=_security(linux.security_context), runtime_handler=runtime_handler)
+        sysctls=dict(linux.sysctls), namespaces=namespaces, security=_security(linux.security_context),
+        runtime_handler=runtime_handler, userns=userns)
 
 
 def _hostname(name: str) -> str:
@@ -72,6 +81,37 @@ def _mode(value: int, what: str) -> NamespaceMode:
 
 def _namespaces(o: pb.NamespaceOption) -> NamespaceModes:
     return NamespaceModes(_mode(o.network, "network"), _mode(o.pid, "pid"), _mode(o.ipc, "ipc"))
+
+
+def user_namespace_of(o: pb.NamespaceOption, where: str) -> UserNamespace | None:
+    """userns_options as asked: None for the host's (NODE, or none given), else the pod's own with
+    exactly one uid and one gid range that maps container id 0 (what Kubernetes sends)."""
+    if not o.HasField("userns_options"):
+        return None
+    u = o.userns_options
+    try:
+        mode = NamespaceMode(u.mode)
+    except ValueError:
+        raise InvalidArgument(f"{where}: namespace_options.userns_options.mode: unknown mode {u.mode}") from None
+    if mode == NamespaceMode.NODE:
+        if u.uids or u.gids:
+            raise InvalidArgument(f"{where}: namespace_options.userns_options: mode NODE takes no mappings")
+        return None
+    if mode != NamespaceMode.POD:
+        raise InvalidArgument(f"{where}: namespace_options.userns_options.mode {mode.name} is not supported "
+                              "(POD or NODE)")
+    maps = []
+    for kind, given in (("uids", u.uids), ("gids", u.gids)):
+        if len(given) != 1:
+            raise InvalidArgument(f"{where}: namespace_options.userns_options.{kind}: want exactly one "
+                                  f"mapping, got {len(given)}")
+        m = given[0]
+        if m.container_id != 0:
+            raise InvalidArgument(f"{where}: namespace_options.userns_options.{kind}: the mapping must start at "
+                                  f"container id 0, not {m.container_id}")
+        text = f"{m.container_id}:{m.host_id}:{m.length}"
+        maps.append(idmap.parse(text, f"{where}: namespace_options.userns_options.{kind} {text}"))
+    return UserNamespace(maps[0], maps[1])
 
 
 def seccomp_of(s: pb.LinuxSandboxSecurityContext | pb.LinuxContainerSecurityContext, where: str) -> str:
@@ -115,6 +155,16 @@ def _pb_mode(mode: NamespaceMode) -> pb.NamespaceMode:
     return pb.NamespaceMode.Value(mode.name)
 
 
+def userns_pb(userns: UserNamespace | None) -> pb.UserNamespace:
+    if userns is None:
+        return pb.UserNamespace(mode=pb.NODE)
+    return pb.UserNamespace(mode=pb.POD, uids=_id_maps_pb(userns.uids), gids=_id_maps_pb(userns.gids))
+
+
+def _id_maps_pb(maps: tuple[IDMap, ...]) -> list[pb.IDMapping]:
+    return [pb.IDMapping(host_id=m.host_id, container_id=m.container_id, length=m.size) for m in maps]
+
+
 def metadata_pb(m: PodMetadata) -> pb.PodSandboxMetadata:
     return pb.PodSandboxMetadata(name=m.name, uid=m.uid, namespace=m.namespace, attempt=m.attempt)
 
@@ -124,7 +174,7 @@ def status_pb(s: Sandbox) -> pb.PodSandboxStatus:
     network = pb.PodSandboxNetworkStatus(ip=s.ips[0] if s.ips else "",
                                          additional_ips=[pb.PodIP(ip=ip) for ip in s.ips[1:]])
     options = pb.NamespaceOption(network=_pb_mode(c.namespaces.network), pid=_pb_mode(c.namespaces.pid),
-                                 ipc=_pb_mode(c.namespaces.ipc))
+                                 ipc=_pb_mode(c.namespaces.ipc), userns_options=userns_pb(c.userns))
     return pb.PodSandboxStatus(id=s.id, metadata=metadata_pb(c.metadata), state=_state_pb(s.state),
                                created_at=s.created_at_ns, network=network,
                                linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=options)),

@@ -102,7 +102,7 @@ class DirectorySnapshotter:
 
     # -- hooks for subclasses (called in worker threads) -----------------------
 
-    def _populate(self, staged: str, kind: Kind, parent_ids: tuple[int, ...]) -> None:
+    def _populate(self, staged: str, kind: Kind, parent_ids: tuple[int, ...], labels: dict[str, str]) -> None:
         """Fill a freshly staged `<staged>/fs` (and any sibling dirs) for a new snapshot."""
 
     def _mounts_for(self, rec: Record) -> list[Mount]:
@@ -219,7 +219,7 @@ class DirectorySnapshotter:
         self._staging.add(staged)
         try:
             try:
-                await _finish(None, self._stage, staged, kind, parent_ids)
+                await _finish(None, self._stage, staged, kind, parent_ids, labels)
             except OSError as e:
                 raise _os_error(e, f"failed to create snapshot {key}") from e
             return await self._db(self._insert, kind, key, parent, labels, staged)
@@ -234,25 +234,25 @@ class DirectorySnapshotter:
         self._store.check_free(key)
         return parent_ids
 
-    def _stage(self, staged: str, kind: Kind, parent_ids: tuple[int, ...]) -> None:
+    def _stage(self, staged: str, kind: Kind, parent_ids: tuple[int, ...], labels: dict[str, str]) -> None:
         os.mkdir(staged, 0o700)
         fs = os.path.join(staged, "fs")
         os.mkdir(fs)
         os.chmod(fs, 0o755)  # not left to the umask: a container's / is 0755
-        self._populate(staged, kind, parent_ids)
+        self._populate(staged, kind, parent_ids, labels)
 
     def _insert(self, kind: Kind, key: str, parent: str, labels: dict[str, str], staged: str) -> list[Mount]:
         final: str | None = None
         try:
             with self._store.write():
                 rec = self._store.create(kind, key, parent, labels)
-                mounts = self._mounts_for(rec)
                 final = self._dir(rec.id)
                 if os.path.lexists(final):
                     # Left by a crash after a rename whose transaction never committed;
                     # no record owns it, so it is an orphan.
                     os.rename(final, self._hidden(f"orphan-{rec.id}"))
                 os.rename(staged, final)
+                mounts = self._mounts_for(rec)  # in place: they may depend on what _populate wrote
         except BaseException:
             if final is not None and os.path.lexists(final) and not os.path.lexists(staged):
                 os.rename(final, staged)  # back to staging: the caller discards it

@@ -23,7 +23,7 @@ from .tree import copy_tree, diff_usage, disk_usage
 class NativeSnapshotter(DirectorySnapshotter):
     name = "native"
 
-    def _populate(self, staged: str, kind: Kind, parent_ids: tuple[int, ...]) -> None:
+    def _populate(self, staged: str, kind: Kind, parent_ids: tuple[int, ...], labels: dict[str, str]) -> None:
         if kind == Kind.ACTIVE and parent_ids:
             # The parent is committed, hence immutable: copying it needs no lock.
             copy_tree(self._fs(parent_ids[0]), os.path.join(staged, "fs"))

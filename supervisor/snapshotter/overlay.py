@@ -8,6 +8,10 @@ Mounts, as containerd's `snapshots/overlay` returns them:
     active, parents     overlay "overlay" [index=off, workdir=<id>/work, upperdir=<id>/fs,
                                            lowerdir=p1:p2:...]            (nearest parent first)
 
+An active snapshot prepared with containerd 2's labels containerd.io/snapshot/uidmapping and
+gidmapping (a container in its own user namespace) also gets `uidmap=`/`gidmap=` options, and
+its upper dir belongs to the container's root on the host (dockyard_common/idmap.py).
+
 Long chains. mount(2) copies at most one page (4096 bytes) of options, and
 every lowerdir is an absolute path under the root: 128 layers under
 /var/lib/dockyard/snapshots/overlayfs already need ~7 KiB. containerd works
@@ -34,6 +38,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 
+from dockyard_common import idmap
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from dockyard_common.types import Kind, Mount
 
@@ -44,6 +49,7 @@ from .tree import remove_tree
 log = logging.getLogger(__name__)
 
 SHORT_LINK_DIR = "/run/dy"
+_IDMAP_FILE = "idmap"  # beside fs/ and work/: the uidmap=/gidmap= options of a remapped snapshot
 
 # What mount(2) copies from user space: the options must fit, NUL included.
 _OPTIONS_LIMIT = os.sysconf("SC_PAGESIZE")
@@ -126,10 +132,22 @@ class OverlaySnapshotter(DirectorySnapshotter):
         tag = hashlib.sha256(self._snapshots_dir.encode()).hexdigest()[:8]
         self.short_link = os.path.join(short_link_dir, tag)
 
-    def _populate(self, staged: str, kind: Kind, parent_ids: tuple[int, ...]) -> None:
+    def _populate(self, staged: str, kind: Kind, parent_ids: tuple[int, ...], labels: dict[str, str]) -> None:
+        mapped = _id_mapping(labels) if kind == Kind.ACTIVE and parent_ids else None
         if kind == Kind.ACTIVE:
             os.mkdir(os.path.join(staged, "work"), 0o711)
-        if parent_ids:
+        if mapped is not None:
+            # A container in a user namespace: its layers are mounted ID-mapped, and the upper
+            # dir (the merged root, which cannot be) belongs to the container's root on the host.
+            uids, gids = mapped
+            uid, gid = idmap.host_id_of(uids), idmap.host_id_of(gids)
+            if uid is None or gid is None:
+                raise InvalidArgument(f"snapshot labels {idmap.UID_LABEL}, {idmap.GID_LABEL}: container id 0 "
+                                      "must be mapped")
+            os.lchown(os.path.join(staged, "fs"), uid, gid)
+            with open(os.path.join(staged, _IDMAP_FILE), "w") as f:
+                f.write(f"{idmap.UID_OPTION}{idmap.format_maps(uids)}\n{idmap.GID_OPTION}{idmap.format_maps(gids)}\n")
+        elif parent_ids:
             # The new upper dir becomes the merged root: give it the parent's owner.
             st = os.stat(self._fs(parent_ids[0]))
             os.lchown(os.path.join(staged, "fs"), st.st_uid, st.st_gid)
@@ -140,10 +158,11 @@ class OverlaySnapshotter(DirectorySnapshotter):
             return [Mount(type="bind", source=self._fs(rec.id), options=["ro" if view else "rw", "rbind"])]
         if view and len(rec.parent_ids) == 1:
             return [Mount(type="bind", source=self._fs(rec.parent_ids[0]), options=["ro", "rbind"])]
-        options = self._overlay_options(rec, self._snapshots_dir)
+        mapped = self._id_map_options(rec)
+        options = self._overlay_options(rec, self._snapshots_dir) + mapped
         if _fits(options):
             return [Mount(type="overlay", source="overlay", options=options)]
-        options = self._overlay_options(rec, self.short_link)
+        options = self._overlay_options(rec, self.short_link) + mapped
         if not _fits(options):
             raise ResourceExhausted(
                 f"a chain of {len(rec.parent_ids)} layers does not fit in the kernel's "
@@ -158,6 +177,16 @@ class OverlaySnapshotter(DirectorySnapshotter):
             options += [f"workdir={base}/{rec.id}/work", f"upperdir={base}/{rec.id}/fs"]
         options.append("lowerdir=" + ":".join(f"{base}/{pid}/fs" for pid in rec.parent_ids))
         return options
+
+    def _id_map_options(self, rec: Record) -> list[str]:
+        """uidmap=/gidmap= of a snapshot prepared for a user namespace (see `_populate`)."""
+        if rec.kind != Kind.ACTIVE:
+            return []
+        try:
+            with open(os.path.join(self._dir(rec.id), _IDMAP_FILE)) as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
 
     def _ensure_short_link(self) -> None:
         try:
@@ -186,6 +215,16 @@ class OverlaySnapshotter(DirectorySnapshotter):
             os.rmdir(os.path.dirname(self.short_link))  # only when no other link is left
         except OSError:
             pass
+
+
+def _id_mapping(labels: dict[str, str]) -> tuple[tuple[idmap.IDMap, ...], tuple[idmap.IDMap, ...]] | None:
+    """The container's id mappings the labels ask for (containerd 2's), None for none."""
+    uid_text, gid_text = labels.get(idmap.UID_LABEL), labels.get(idmap.GID_LABEL)
+    if uid_text is None and gid_text is None:
+        return None
+    if uid_text is None or gid_text is None:
+        raise InvalidArgument(f"snapshot labels: {idmap.UID_LABEL} and {idmap.GID_LABEL} go together")
+    return idmap.parse(uid_text, f"label {idmap.UID_LABEL}"), idmap.parse(gid_text, f"label {idmap.GID_LABEL}")
 
 
 def _fits(options: list[str]) -> bool:

@@ -115,3 +115,41 @@ def test_cri_config_section(tmp_path: Path) -> None:
     file.write_text('[cri]\nenabled = "yes"\n')
     with pytest.raises(daemon_config.ConfigError, match=r"cri\.enabled must be a bool"):
         daemon_config.load(file, {})
+
+
+def _userns_request(**userns: object) -> pb.PodSandboxConfig:
+    one = [pb.IDMapping(container_id=0, host_id=100000, length=65536)]
+    args: dict[str, object] = {"mode": pb.POD, "uids": one, "gids": one, **userns}
+    return request(security_context=pb.LinuxSandboxSecurityContext(
+        namespace_options=pb.NamespaceOption(userns_options=pb.UserNamespace(**args))))  # type: ignore[arg-type]
+
+
+def test_a_pod_user_namespace_in_the_spec_and_the_stored_config() -> None:
+    cfg = pod_config(_userns_request(), "runc")
+    assert cfg.userns is not None
+    assert cfg.userns.labels() == {"containerd.io/snapshot/uidmapping": "0:100000:65536",
+                                   "containerd.io/snapshot/gidmapping": "0:100000:65536"}
+    assert PodConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+    old = cfg.to_json()
+    del old["userns"]  # a record from before user namespaces: the host's
+    assert PodConfig.from_json(json.loads(json.dumps(old))).userns is None
+    spec = sandbox_spec(cfg, POD_ID, "k8s.io", "pause:3.10", IMAGE)
+    assert {"type": "user"} in spec["linux"]["namespaces"]
+    assert spec["linux"]["uidMappings"] == spec["linux"]["gidMappings"] == [
+        {"containerID": 0, "hostID": 100000, "size": 65536}]
+    # NODE (or nothing said) is the host's user namespace
+    assert pod_config(_userns_request(mode=pb.NODE, uids=[], gids=[]), "runc").userns is None
+    assert pod_config(request(), "runc").userns is None
+    assert "uidMappings" not in sandbox_spec(pod_config(request(), "runc"), POD_ID, "k8s.io", "p", IMAGE)["linux"]
+
+
+@pytest.mark.parametrize("userns, message", [
+    ({"mode": pb.CONTAINER}, "CONTAINER is not supported"),
+    ({"mode": pb.NODE}, "mode NODE takes no mappings"),
+    ({"gids": []}, "gids: want exactly one mapping, got 0"),
+    ({"uids": [pb.IDMapping(container_id=0, host_id=1, length=0)]}, "within 32-bit ids"),
+    ({"uids": [pb.IDMapping(container_id=5, host_id=1, length=10)]}, "must start at container id 0"),
+])
+def test_what_cannot_be_a_pod_user_namespace(userns: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        pod_config(_userns_request(**userns), "runc")

@@ -311,3 +311,38 @@ def test_mount_options() -> None:
 def test_statvfs_flags() -> None:
     assert statvfs_to_ms(0x1 | 0x2 | 0x8) == L.MS_RDONLY | L.MS_NOSUID | L.MS_NOEXEC
     assert statvfs_to_ms(0x1000) == L.MS_RELATIME
+
+
+def test_a_joined_user_namespace_is_joined_after_the_rootfs_is_mounted() -> None:
+    """A pod's container joins the pod's user namespace by path: the other namespaces (a network
+    namespace the daemon owns) and the snapshot's mounts (ID-mapped clones need the host's
+    privilege) come first, as host root; then the user namespace; then the container's own."""
+    spec = default_spec()
+    spec["process"]["terminal"] = False
+    spec["hostname"] = ""  # the pod's UTS namespace is joined
+    spec["linux"]["namespaces"] = [{"type": "pid"}, {"type": "mount"}, {"type": "ipc", "path": "/proc/1/ns/ipc"},
+                                   {"type": "network", "path": "/run/netns/pod"},
+                                   {"type": "user", "path": "/proc/1/ns/user"}]
+    spec["linux"]["uidMappings"] = spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000,
+                                                                   "size": 65536}]
+    plan = P.plan_create(parse_spec(spec), BUNDLE, has_rootfs_mounts=True)
+    joins = [(s.type, i) for i, s in enumerate(plan.stage1) if isinstance(s, P.JoinNamespace)]
+    assert [t for t, _ in joins] == ["ipc", "network", "user"]
+    user_at = joins[-1][1]
+    assert index(plan.stage1, P.MountRootfs) < user_at < index(plan.stage1, P.BecomeRoot)
+    first, own = (s for s in plan.stage1 if isinstance(s, P.Unshare))
+    assert first.types == ("mount",) and index(plan.stage1, P.Unshare) < index(plan.stage1, P.MountRootfs)
+    assert set(own.types) == {"pid", "mount"} and plan.stage1.index(own) > user_at
+    assert not any(isinstance(s, P.MapIds) for s in plan.stage1)  # the namespace's maps are its own
+
+
+def test_a_joined_user_namespace_without_rootfs_mounts_is_joined_first() -> None:
+    spec = default_spec()
+    spec["process"]["terminal"] = False
+    spec["hostname"] = ""
+    spec["linux"]["namespaces"] = [{"type": "mount"}, {"type": "user", "path": "/proc/1/ns/user"},
+                                   {"type": "network", "path": "/run/netns/x"}]
+    plan = P.plan_create(parse_spec(spec), BUNDLE, has_rootfs_mounts=False)
+    joins = [s.type for s in plan.stage1 if isinstance(s, P.JoinNamespace)]
+    assert joins == ["user", "network"]
+    assert not any(isinstance(s, P.MountRootfs) for s in plan.stage1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from dockyard_common.types import Mount
 from supervisor.snapshotter import OverlaySnapshotter, overlay_supported
 from supervisor.snapshotter.overlay import overlay_problem
@@ -100,6 +100,44 @@ async def test_new_upper_takes_the_parents_owner(sn: OverlaySnapshotter) -> None
     await sn.prepare("b", "c")
     st = os.stat(os.path.join(sn.root, "snapshots", "2", "fs"))
     assert (st.st_uid, st.st_gid) == (123, 456)
+
+
+MAPPED = {"containerd.io/snapshot/uidmapping": "0:100000:65536", "containerd.io/snapshot/gidmapping": "0:200000:65536"}
+
+
+async def test_a_snapshot_for_a_user_namespace(sn: OverlaySnapshotter) -> None:
+    """containerd 2's remapping labels: the upper dir belongs to the container's root on the host
+    and the overlay mount carries uidmap=/gidmap= for the mounter (dockyard_common/idmap.py)."""
+    snaps = os.path.join(sn.root, "snapshots")
+    await sn.prepare("a", "")
+    await sn.commit("c", "a")
+    expected = [Mount("overlay", "overlay", "", [*index(), f"workdir={snaps}/2/work", f"upperdir={snaps}/2/fs",
+                                                 f"lowerdir={snaps}/1/fs", "uidmap=0:100000:65536",
+                                                 "gidmap=0:200000:65536"])]
+    assert await sn.prepare("b", "c", MAPPED) == expected
+    assert await sn.mounts("b") == expected  # asked again later: the same
+    st = os.stat(f"{snaps}/2/fs")
+    assert (st.st_uid, st.st_gid) == (100000, 200000)
+    # A view is not a container's root: no mapping; committed, the mapping is not inherited.
+    assert await sn.view("v", "c", MAPPED) == [Mount("bind", f"{snaps}/1/fs", "", ["ro", "rbind"])]
+    await sn.commit("c2", "b")
+    assert all(not o.startswith(("uidmap", "gidmap")) for m in await sn.prepare("d", "c2") for o in m.options)
+
+
+@pytest.mark.parametrize("labels, message", [
+    ({"containerd.io/snapshot/uidmapping": "0:100000:65536"}, "go together"),
+    ({**MAPPED, "containerd.io/snapshot/gidmapping": "0:x:1"}, "want <container id>:<host id>:<size>"),
+    ({**MAPPED, "containerd.io/snapshot/uidmapping": "1:100000:65536"}, "container id 0 must be mapped"),
+])
+async def test_a_bad_mapping_is_refused_and_leaves_nothing(sn: OverlaySnapshotter, labels: dict[str, str],
+                                                          message: str) -> None:
+    await sn.prepare("a", "")
+    await sn.commit("c", "a")
+    with pytest.raises(InvalidArgument, match=message):
+        await sn.prepare("b", "c", labels)
+    assert sorted(os.listdir(os.path.join(sn.root, "snapshots"))) == ["1"]
+    with pytest.raises(NotFound):
+        await sn.stat("b")
 
 
 async def test_long_chain_goes_through_the_short_link(tmp_path: Path) -> None:
