@@ -257,16 +257,22 @@ def request_shim(launch: Launch, listener_fd: int, path: str) -> int:
     return int(answer["pid"])
 
 
-def record_address(launch: Launch) -> None:
-    """`<bundle>/address` (write, rename) for a bundle that joined its group's running shim, as
-    the zygote records it for a shim it forks."""
-    tmp = os.path.join(launch["bundle"], ".address.tmp")
+def write_bundle_file(bundle: str, name: str, text: str) -> None:
+    """Atomically replace <bundle>/<name> with `text` (write a dot-file, rename; 0600, not
+    fsynced: shim/state.py says why). The shim's state files and the launch contract's own."""
+    tmp = os.path.join(bundle, f".{name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, address(launch).encode())
+        os.write(fd, text.encode())
     finally:
         os.close(fd)
-    os.rename(tmp, os.path.join(launch["bundle"], "address"))
+    os.rename(tmp, os.path.join(bundle, name))
+
+
+def record_address(launch: Launch) -> None:
+    """`<bundle>/address` for a bundle that joined its group's running shim, as the zygote
+    records it for a shim it forks."""
+    write_bundle_file(launch["bundle"], "address", address(launch))
 
 
 def start_via_zygote(launch: Launch) -> str | None:

@@ -22,6 +22,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from dockyard_common.shimlaunch import write_bundle_file as write_file  # one atomic write for both
+
 INIT_PID = "init.pid"
 INIT_START = "init.start"
 EXIT = "exit"
@@ -35,18 +37,6 @@ class ExitRecord:
     pid: int
     status: int
     exited_at: int  # nanoseconds since the epoch
-
-
-def write_file(bundle: str, name: str, text: str) -> None:
-    """Atomically replace <bundle>/<name> with `text` (see the module's note on durability)."""
-    path = os.path.join(bundle, name)
-    tmp = os.path.join(bundle, f".{name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
 
 
 def read_file(bundle: str, name: str) -> str:
