@@ -39,7 +39,10 @@ def _children() -> set[int]:
     tasks = Path(f"/proc/{os.getpid()}/task")
     out: set[int] = set()
     for task in tasks.iterdir():
-        text = (task / "children").read_text()
+        try:
+            text = (task / "children").read_text()
+        except FileNotFoundError:
+            continue  # a thread (of the executor, say) that ended after the listing: it had none left
         out.update(int(pid) for pid in text.split())
     return out
 
