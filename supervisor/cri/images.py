@@ -50,6 +50,16 @@ class CriImage:
 
 
 @dataclass(frozen=True)
+class _Summary:
+    """An image target as the CRI lists it: its config's digest (the image ID), size, user."""
+
+    image_id: str
+    size: int
+    user: str
+    config_json: bytes
+
+
+@dataclass(frozen=True)
 class PullAuth:
     """The request's AuthConfig, as the CRI gives it."""
 
@@ -109,27 +119,47 @@ class CriImages:
         self.namespace = namespace
         self.snapshotter = snapshotter
         self.snapshotter_root = snapshotter_root
+        # What `list` needs of a record's target, by the target's digest: content-addressed, so
+        # it never goes stale; without it every CreateContainer and ImageStatus resolved every
+        # image of the namespace (manifests, configs) to find one. Only targets still named by
+        # a record are kept.
+        self._summaries: dict[str, _Summary] = {}
 
     async def list(self) -> list[CriImage]:
         """Every image of the namespace, one per config digest, in the order of their IDs."""
         by_id: dict[str, CriImage] = {}
-        for record in await self.images.list(self.namespace):
-            try:
-                found = await self.inspector.inspect(self.namespace, record.name, Matcher.default())
-            except DockyardError:  # unreadable or for another platform: not an image kubelet can run
+        records = await self.images.list(self.namespace)
+        for record in records:
+            summary = await self._summary(record)
+            if summary is None:  # unreadable or for another platform: not an image kubelet can run
                 continue
-            image_id = found.config_descriptor.digest
-            image = by_id.get(image_id)
+            image = by_id.get(summary.image_id)
             if image is None:
-                image = by_id[image_id] = CriImage(image_id, size=found.size,
-                                                   user=str(found.config.config.get("User", "") or ""),
-                                                   config_json=found.config_json)
+                image = by_id[summary.image_id] = CriImage(summary.image_id, size=summary.size, user=summary.user,
+                                                           config_json=summary.config_json)
             image.records.append(record.name)
             _add_names(image, record)
+        named = {r.target.digest for r in records}
+        for digest in [d for d in self._summaries if d not in named]:
+            del self._summaries[digest]
         for image in by_id.values():
             image.repo_tags.sort()
             image.repo_digests.sort()
         return [by_id[k] for k in sorted(by_id)]
+
+    async def _summary(self, record: Image) -> _Summary | None:
+        summary = self._summaries.get(record.target.digest)
+        if summary is not None:
+            return summary
+        try:
+            found = await self.inspector.inspect(self.namespace, record.name, Matcher.default())
+        except DockyardError:
+            return None  # not kept: the content may still be arriving
+        summary = _Summary(found.config_descriptor.digest, found.size,
+                           str(found.config.config.get("User", "") or ""), found.config_json)
+        # Keyed by the target inspected, which is the record's now (it may have moved since listing).
+        self._summaries[found.target.digest] = summary
+        return summary
 
     async def find(self, text: str) -> CriImage | None:
         """The image `text` names (an ID, a tag or a digest reference), or None."""

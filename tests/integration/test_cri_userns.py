@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.daemon import start_daemon
 from tests.integration.test_cri_containers import CriRig, _images, container, cri_rig, exec_sync, pod, removed_all
 from tests.integration.test_cri_pod_shim import init_pid
 from tests.waiting import wait_until
@@ -138,3 +139,21 @@ def test_a_container_must_share_its_pods_user_namespace(clean: CriRig) -> None:
                      rig.config_file(pcfg))
     assert res.returncode != 0 and "must be the pod's" in res.stderr, res.stderr
     assert rig.json("ps", "-a")["containers"] == []
+
+
+def test_a_user_namespace_pod_outlives_a_daemon_kill(clean: CriRig) -> None:
+    """kill -9 of the daemon: the pod keeps its namespace; the new daemon reports it, execs in
+    it, and a container created after the restart joins it with ID-mapped layers."""
+    rig = clean
+    pcfg = pod("userns-survivor", rig.tmp, linux=userns())
+    p = rig.runp(pcfg)
+    first = rig.run(p, pcfg, container("first", command=["sleep", "3600"], linux=userns()))
+    assert rig.d.stop(9) in (0, -9)
+    rig.d = start_daemon(rig.d.base, netns=rig.netns)
+    assert rig.inspect(p)["status"]["linux"]["namespaces"]["options"]["usernsOptions"]["mode"] == "POD"
+    assert run_in(rig, first, "cat", "/proc/self/uid_map").split() == ["0", str(HOST_ID), str(SIZE)]
+    late = rig.run(p, pcfg, container("late", command=["sleep", "3600"], linux=userns()))
+    assert os.stat(f"/proc/{init_pid(rig, late)}/ns/user").st_ino == \
+        os.stat(f"/proc/{init_pid(rig, first)}/ns/user").st_ino
+    assert run_in(rig, late, "stat", "-c", "%u", "/bin/busybox").strip() == "0"
+    assert host_ids(init_pid(rig, late)) == (HOST_ID, HOST_ID)
