@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard_common.errors import InvalidArgument, NotFound, Unavailable, Unimplemented
+from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable, Unimplemented
 from dockyard_common.gomatch import has_magic, match
 from dockyard_common.rootpath import MAX_SYMLINKS, NotADirectory, RootDir, clean_name
 from supervisor.archive.apply import apply_layer
@@ -307,6 +307,21 @@ def make_workdir(root: Path, path: str, owner: Owner | None = None) -> None:
             raise InvalidArgument(f"WORKDIR {path}: /{'/'.join(e.canonical)} is not a directory") from None
         if resolved is not None:
             os.close(resolved.fd)
+
+
+def has_workdir(root: Path, path: str) -> bool:
+    """Whether `make_workdir` would find `path` already there (a directory, through symlinks
+    resolved inside the root); anything else (missing, not a directory, unresolvable) is False:
+    `make_workdir` then makes it or says what is wrong."""
+    with RootDir(root) as rd:
+        try:
+            resolved = rd.resolve_dir(clean_name(path, what="WORKDIR"))
+        except (DockyardError, NotADirectory, OSError):
+            return False
+        if resolved is None:
+            return False
+        os.close(resolved.fd)
+        return True
 
 
 def read_in_root(root: Path, parts: Sequence[str], limit: int = 16 << 20) -> str | None:

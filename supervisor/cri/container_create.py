@@ -26,7 +26,7 @@ from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.mounts import mounted
 from dockyard_common.types import AnyValue, Container, Status
-from supervisor.build.copy import Owner, additional_gids, make_workdir, resolve_user
+from supervisor.build.copy import Owner, additional_gids, has_workdir, make_workdir, resolve_user
 from supervisor.cri.container_records import (
     KIND_CONTAINER,
     METADATA_EXTENSION,
@@ -192,11 +192,15 @@ def _prepare_rootfs(mounts: builtins.list[Any], tmp_root: Path, user_text: str, 
     if sep and uid_text.isdigit() and gid_text.isdigit() and not workdir.strip("/"):
         return User(int(uid_text), int(gid_text))
     tmp_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with mounted(mounts, tmp_root) as root:
+    # Read-only, as containerd's lookup mounts: the unmount of a writable overlay syncs the
+    # filesystem under it (most of this call's time); a missing working dir is made after.
+    with mounted(mounts, tmp_root, readonly=True) as root:
         owner = resolve_user(user_text, root)
         merge = merge_groups and not sep
         groups = tuple(additional_gids(owner, root, "" if uid_text.isdigit() else uid_text)) if merge else ()
-        if workdir.strip("/"):
+        make = bool(workdir.strip("/")) and not has_workdir(root, workdir)
+    if make:
+        with mounted(mounts, tmp_root) as root:
             make_workdir(root, workdir, _on_host(owner, userns))
     return User(owner.uid, owner.gid, groups)
 

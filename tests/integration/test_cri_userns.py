@@ -97,6 +97,14 @@ def test_a_pod_with_its_own_user_namespace(clean: CriRig) -> None:
     # A file of the host's (outside the mapping) is nobody's inside, and root cannot write it.
     out, _, code = exec_sync(rig, c, ["sh", "-c", "echo x >> /etc/hosts"])
     assert code != 0, out
+    # A working dir the image lacks is made for the container's user, as its pod maps it.
+    sec = userns()["security_context"] | {"run_as_user": {"value": 1000}}
+    other = rig.run(p, pcfg, container("workdir", command=["sleep", "3600"], working_dir="/made/for/me",
+                                       linux={"security_context": sec}))
+    assert run_in(rig, other, "sh", "-c", "pwd; id -u; stat -c %u /made/for/me").split() == \
+        ["/made/for/me", "1000", "1000"]
+    assert os.stat(f"/proc/{init_pid(rig, other)}/root/made/for/me").st_uid == HOST_ID + 1000
+
     reported = rig.inspect(p)["status"]["linux"]["namespaces"]["options"]["usernsOptions"]
     assert reported["mode"] == "POD"
     assert reported["uids"] == reported["gids"] == [{"containerId": 0, "hostId": HOST_ID, "length": SIZE}]
