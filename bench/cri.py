@@ -15,7 +15,10 @@
     is one shim on both sides (the sandbox id groups its containers). With --ksm, on a host whose
     ksmd is off, measured again once ksmd (turned on for it, scanning 1000 pages a batch, the
     host's settings back after) has gone over every mergeable page twice: Dockyard's shims offer
-    the pages they copied from the zygote (shim.zygote.offer_to_ksm), containerd's offer nothing.
+    the pages they copied from the zygote (shim.zygote.offer_to_ksm), containerd's offer nothing;
+(d) while (b)'s pods run, kubelet's status pass: ListPodSandbox and ListContainers, then
+    PodSandboxStatus and ContainerStatus of every pod and container (the median of 3 passes): what
+    a node pays per relist, growing with the pods it runs.
 
 The client is the generated CRI stubs (dockyard_api/cri/runtime/v1) over the daemon's unix socket:
 no crictl process start in the numbers. Both daemons run at once in one network namespace made for
@@ -283,9 +286,9 @@ class Pods:
 STEPS = ("RunPodSandbox", "CreateContainer", "StartContainer")
 
 
-def start_pod(side: Side, pods: Pods, steps: dict[str, list[float]] | None = None) -> str:
-    """RunPodSandbox + CreateContainer + StartContainer: the pod's id. With `steps`, each call's
-    seconds are appended to its list there."""
+def start_pod(side: Side, pods: Pods, steps: dict[str, list[float]] | None = None) -> tuple[str, str]:
+    """RunPodSandbox + CreateContainer + StartContainer: the pod's and the container's ids. With
+    `steps`, each call's seconds are appended to its list there."""
     config = pods.pod_config()
     t0 = time.perf_counter()
     pod = side.rt.RunPodSandbox(cri.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id
@@ -297,7 +300,7 @@ def start_pod(side: Side, pods: Pods, steps: dict[str, list[float]] | None = Non
     if steps is not None:
         for name, took in zip(STEPS, (t1 - t0, t2 - t1, time.perf_counter() - t2), strict=True):
             steps.setdefault(name, []).append(took)
-    return pod
+    return pod, cid
 
 
 def remove_pod(side: Side, pod: str) -> None:
@@ -320,10 +323,19 @@ def timed(fn: Callable[[], object]) -> float:
 def one_pod(side: Side, pods: Pods, steps: dict[str, list[float]] | None = None) -> float:
     """(a) one sample: the start of a pod of one container; it is removed after, untimed."""
     start = time.perf_counter()
-    pod = start_pod(side, pods, steps)
+    pod, _ = start_pod(side, pods, steps)
     took = time.perf_counter() - start
     remove_pod(side, pod)
     return took
+
+
+def status_pass(side: Side, started: list[tuple[str, str]]) -> None:
+    """(d) kubelet's relist and the status of every pod and container."""
+    side.rt.ListPodSandbox(cri.ListPodSandboxRequest(), timeout=120)
+    side.rt.ListContainers(cri.ListContainersRequest(), timeout=120)
+    for pod, cid in started:
+        side.rt.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod), timeout=120)
+        side.rt.ContainerStatus(cri.ContainerStatusRequest(container_id=cid), timeout=120)
 
 
 def pod_memory(side: Side) -> dict[str, Any]:
@@ -348,22 +360,24 @@ def memory_with_ksm(side: Side) -> dict[str, Any]:
 
 
 def many_pods(side: Side, pods: Pods, count: int, removal: list[float], memory: list[dict[str, Any]],
-              with_ksm: bool = False) -> float:
-    """(b) `count` pods started one after another: seconds. Then (c) their memory, then all removed
-    (seconds appended to `removal`)."""
-    ids: list[str] = []
+              with_ksm: bool = False, status: list[float] | None = None) -> float:
+    """(b) `count` pods started one after another: seconds. Then (c) their memory and (d) their
+    status pass (seconds appended to `status`), then all removed (seconds appended to `removal`)."""
+    started: list[tuple[str, str]] = []
     try:
         start = time.perf_counter()
         for _ in range(count):
-            ids.append(start_pod(side, pods))
+            started.append(start_pod(side, pods))
         took = time.perf_counter() - start
         mem = pod_memory(side)
         mem["pods"] = count
         if with_ksm:
             mem["ksm"] = memory_with_ksm(side)
         memory.append(mem)
+        if status is not None:
+            status.append(statistics.median(timed(partial(status_pass, side, started)) for _ in range(3)))
     finally:
-        removal.append(timed(partial(remove_pods, side, ids)))
+        removal.append(timed(partial(remove_pods, side, [pod for pod, _ in started])))
     return took
 
 
@@ -395,7 +409,7 @@ def sides_in_netns(kinds: list[str], tmp: Path) -> Iterator[list[Side]]:
 
 
 def summarise(latencies: list[float], steps: dict[str, list[float]], batch: list[float], removal: list[float],
-              memory: list[dict[str, Any]], pods: int) -> dict[str, Any]:
+              memory: list[dict[str, Any]], pods: int, status: list[float] | None = None) -> dict[str, Any]:
     found: dict[str, Any] = {"pods": pods}
     if latencies:
         found |= {"start_pod_median_ms": statistics.median(latencies) * 1e3,
@@ -405,6 +419,8 @@ def summarise(latencies: list[float], steps: dict[str, list[float]], batch: list
     if batch:
         found |= {"start_many_s": statistics.median(batch), "start_many_samples_s": [round(t, 2) for t in batch],
                   "remove_many_s": statistics.median(removal)}
+    if status:
+        found["status_pass_ms"] = statistics.median(status) * 1e3
     if memory:
         m = memory[-1]
         found |= {"memory": m,
@@ -421,6 +437,7 @@ def report(results: dict[str, Any], kinds: list[str]) -> None:
     rows = (("start_pod_median_ms", "run+create+start ms"), ("start_pod_best_ms", "  best ms"),
             *((f"{name}_median_ms", f"  {name} ms") for name in STEPS),
             ("start_many_s", f"start {pods} pods s"), ("remove_many_s", f"remove {pods} pods s"),
+            ("status_pass_ms", f"status of {pods} pods ms"),
             ("pss_per_pod_kib", "PSS per pod KiB"), ("rss_per_pod_kib", "RSS per pod KiB"),
             ("ksm_pss_per_pod_kib", "  ksmd on: PSS KiB"))
     for key, label in rows:
@@ -477,15 +494,16 @@ def main(argv: list[str] | None = None) -> int:
             latencies = take_turns({s.name: partial(one_pod, s, pods, steps[s.name]) for s in sides}, args.rounds,
                                    flip=True)
             print(f"(b) {args.pods} pods of one container one after another, then removed, {args.batch_rounds} rounds;"
-                  " (c) their memory",
+                  " (c) their memory; (d) their status pass",
                   flush=True)
             removal: dict[str, list[float]] = {s.name: [] for s in sides}
             memory: dict[str, list[dict[str, Any]]] = {s.name: [] for s in sides}
+            status: dict[str, list[float]] = {s.name: [] for s in sides}
             batch = take_turns({s.name: partial(many_pods, s, pods, args.pods, removal[s.name], memory[s.name],
-                                                with_ksm) for s in sides}, args.batch_rounds, flip=True)
+                                                with_ksm, status[s.name]) for s in sides}, args.batch_rounds, flip=True)
             for s in sides:
                 results[s.name] = summarise(latencies[s.name], steps[s.name], batch[s.name], removal[s.name],
-                                            memory[s.name], args.pods)
+                                            memory[s.name], args.pods, status[s.name])
     finally:
         remove_cgroups(cgroup_parent)
         for top in Path("/sys/fs/cgroup").glob(f"*/dockyard/{cgroup_parent}"):  # dockyardd's pods' parents

@@ -40,7 +40,7 @@ METADATA_TYPE_URL = "dockyard.cri/container-metadata/v1"
 KILL_WAIT = 10.0  # seconds for a SIGKILLed process to be reported gone
 
 
-@dataclass
+@dataclass(frozen=True)
 class Meta:
     """What the record keeps besides the spec: the config and what happened to the container."""
 
@@ -63,10 +63,15 @@ class Meta:
 class Found:
     record: Container
     meta: Meta
-    config: ContainerConfig = field(init=False)
+    _config: ContainerConfig | None = field(default=None, repr=False, compare=False)
+    _config_of: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        self.config = ContainerConfig.from_json(self.meta.config)
+    @property
+    def config(self) -> ContainerConfig:
+        """The stored config, decoded once per `meta.config` (a new meta brings its own)."""
+        if self._config is None or self._config_of is not self.meta.config:
+            self._config, self._config_of = ContainerConfig.from_json(self.meta.config), self.meta.config
+        return self._config
 
 
 class ContainerStore:
@@ -81,6 +86,9 @@ class ContainerStore:
         self._reserve = asyncio.Lock()
         self._pending: set[tuple[str, str, int]] = set()  # names being created: (pod, name, attempt)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Decoded metadata by container id, with the bytes it came from: kubelet asks for each
+        # container again and again, and decoding every record per call made each call O(n).
+        self._decoded: dict[str, tuple[bytes, Found]] = {}
 
     def _lock(self, cid: str) -> asyncio.Lock:
         lock = self._locks.get(cid)
@@ -88,29 +96,50 @@ class ContainerStore:
             lock = self._locks[cid] = asyncio.Lock()
         return lock
 
-    async def _task_state(self, cid: str) -> TaskState | None:
+    async def _task_state(self, cid: str, reported: bool = False) -> TaskState | None:
+        """The task's state, None without a task. `reported`: for a status answer, the state
+        cached since the task's last event may do (no shim round trip; `TaskManager.reported_state`)."""
         try:
+            if reported:
+                return await self.d.tasks.reported_state(self.namespace, cid)
             return await self.d.tasks.get(self.namespace, cid).state()
         except NotFound:
             return None
 
     async def _all(self, pod_id: str = "") -> builtins.list[Found]:
+        records = [r for r in await self.d.containers.list(self.namespace)
+                   if r.labels.get(KIND_LABEL) == KIND_CONTAINER]
+        for gone in self._decoded.keys() - {r.id for r in records}:
+            del self._decoded[gone]
+        return [f for f in self._readable(records) if not pod_id or f.meta.pod_id == pod_id]
+
+    async def _find(self, cid: str) -> Found:
+        """The container `cid` names, in full or by a unique prefix (NotFound, InvalidArgument).
+        Only the records the prefix matches are decoded."""
+        records = [r for r in await self.d.containers.list(self.namespace)
+                   if r.id.startswith(cid) and r.labels.get(KIND_LABEL) == KIND_CONTAINER] if cid else []
+        return by_id_prefix(self._readable(records), lambda f: f.record.id, cid, "container", "containers")
+
+    def _readable(self, records: builtins.list[Container]) -> builtins.list[Found]:
+        """The records' metadata, decoded (or as decoded before, for the same bytes); a record we
+        cannot read is logged and left out, not a failed call."""
         out = []
-        for record in await self.d.containers.list(self.namespace):
-            if record.labels.get(KIND_LABEL) != KIND_CONTAINER:
+        for record in records:
+            ext = record.extensions.get(METADATA_EXTENSION)
+            hit = self._decoded.get(record.id)
+            if ext is not None and hit is not None and hit[0] == ext.value:
+                out.append(Found(record, hit[1].meta, hit[1]._config, hit[1]._config_of))
                 continue
             try:
                 found = found_of(record)
-            except InvalidArgument as exc:  # a record we cannot read is logged, not a failed listing
+                found.config  # noqa: B018  (decoded now: shared by the later copies, and checked)
+            except InvalidArgument as exc:
                 log.warning("container %s: %s", record.id, exc)
                 continue
-            if not pod_id or found.meta.pod_id == pod_id:
-                out.append(found)
+            assert ext is not None  # found_of refuses a record without it
+            self._decoded[record.id] = (ext.value, found)
+            out.append(found)
         return out
-
-    async def _find(self, cid: str) -> Found:
-        """The container `cid` names, in full or by a unique prefix (NotFound, InvalidArgument)."""
-        return by_id_prefix(await self._all() if cid else [], lambda f: f.record.id, cid, "container", "containers")
 
     async def _save(self, found: Found) -> None:
         found.record.extensions[METADATA_EXTENSION] = meta_value(found.meta)

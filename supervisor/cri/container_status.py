@@ -22,7 +22,7 @@ from supervisor.cri.container_types import ContainerState, CriContainer
 class ContainerViews(ContainerStore):
     async def status(self, cid: str) -> CriContainer:
         found = await self._find(cid)
-        state = await self._task_state(found.record.id)
+        state = await self._task_state(found.record.id, reported=True)
         view = self._view(found, state)
         if state is not None and state.status == Status.STOPPED and await asyncio.to_thread(oom_killed, found.record):
             view.reason = reason_of(view.exit_code, oom_killed=True)

@@ -107,6 +107,7 @@ class PodSandboxes:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.files = PodFiles(settings.files_dir) if settings.files_dir is not None else None
         self.members: PodMembers | None = None  # set by whoever serves the pod's containers
+        self._decoded: dict[str, tuple[bytes, PodConfig]] = {}  # pod id -> (stored bytes, config)
 
     def _lock(self, pod_id: str) -> asyncio.Lock:
         lock = self._locks.get(pod_id)
@@ -174,7 +175,7 @@ class PodSandboxes:
     async def _check_name(self, metadata: PodMetadata) -> None:
         """A pod's metadata names one sandbox at a time (containerd reserves the name)."""
         for container in await self._records():
-            other = _config_of(container)
+            other = self._config(container)
             if other is not None and other.metadata == metadata:
                 raise AlreadyExists(f"pod sandbox name {_pod_name(metadata)!r} is reserved for {container.id}")
 
@@ -241,10 +242,14 @@ class PodSandboxes:
 
     # -- status and list ---------------------------------------------------------------------
 
-    async def status(self, pod_id: str) -> Sandbox:
+    async def status(self, pod_id: str, reported: bool = False) -> Sandbox:
+        """The pod as it is now. `reported`: for PodSandboxStatus, the pause task's state cached
+        since its last event may do (`TaskManager.reported_state`); callers that act on the
+        answer leave it False."""
         container = await self._find(pod_id)
         try:
-            state: TaskState | None = await self.d.tasks.get(self.namespace, container.id).state()
+            state: TaskState | None = await (self.d.tasks.reported_state(self.namespace, container.id) if reported
+                                             else self.d.tasks.get(self.namespace, container.id).state())
         except NotFound:
             state = None
         return self._sandbox(container, state)
@@ -279,15 +284,30 @@ class PodSandboxes:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _config(self, container: Container) -> PodConfig | None:
+        """The pod's stored config, decoded once per stored bytes (RunPodSandbox's name check and
+        the listings read every pod's: decoding them all per call made those calls O(pods))."""
+        ext = container.extensions.get(METADATA_EXTENSION)
+        hit = self._decoded.get(container.id)
+        if ext is not None and hit is not None and hit[0] == ext.value:
+            return hit[1]
+        config = _config_of(container)
+        if ext is not None and config is not None:
+            self._decoded[container.id] = (ext.value, config)
+        return config
+
     async def _records(self) -> builtins.list[Container]:
-        return [c for c in await self.d.containers.list(self.namespace) if c.labels.get(KIND_LABEL) == KIND_SANDBOX]
+        records = [c for c in await self.d.containers.list(self.namespace) if c.labels.get(KIND_LABEL) == KIND_SANDBOX]
+        for gone in self._decoded.keys() - {c.id for c in records}:
+            del self._decoded[gone]
+        return records
 
     async def _find(self, pod_id: str) -> Container:
         """The sandbox `pod_id` names, in full or by a unique prefix (NotFound, InvalidArgument)."""
         return by_id_prefix(await self._records() if pod_id else [], lambda c: c.id, pod_id, "pod sandbox", "pods")
 
     def _sandbox(self, container: Container, state: TaskState | None) -> Sandbox:
-        config = _config_of(container)
+        config = self._config(container)
         if config is None:
             raise InvalidArgument("its stored config is missing")
         ready = state is not None and state.status == Status.RUNNING

@@ -139,6 +139,16 @@ class TaskManager:
         error comes back in its place."""
         return await each_within(tasks, ask, None, LIST_CONCURRENCY, what=lambda t: f"task {t.id}")
 
+    async def reported_state(self, namespace: str, cid: str) -> TaskState:
+        """The init's state for a status call (the CRI's ContainerStatus, PodSandboxStatus): as
+        `states` lists it, the state cached since the task's last event, else asked of its shim.
+        Not for deciding what to do next: a control path asks the shim (`get(...).state()`)."""
+        task = self.get(namespace, cid)
+        self._follow()
+        await asyncio.sleep(0)  # let events already delivered to our follower invalidate first
+        cached = task.cached_state()
+        return cached if cached is not None else await task.state()
+
     async def states(self, namespace: str, deadline: float = LIST_DEADLINE) -> builtins.list[TaskState]:
         """The init state of every task in `namespace`, sorted by id, for listing.
 

@@ -89,7 +89,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     @rpc
     async def PodSandboxStatus(self, request: pb.PodSandboxStatusRequest,
                                context: grpc.aio.ServicerContext) -> pb.PodSandboxStatusResponse:
-        sandbox = await self.sandboxes.status(request.pod_sandbox_id)
+        sandbox = await self.sandboxes.status(request.pod_sandbox_id, reported=True)
         info = {"info": json.dumps(await self.sandboxes.info(sandbox))} if request.verbose else {}
         return pb.PodSandboxStatusResponse(status=status_pb(sandbox), info=info)
 

@@ -170,6 +170,30 @@ async def test_listing_uses_cached_states_until_something_happens(fleet: Fleet) 
     assert [shims[c].state_calls for c in "abc"] == [1, 2, 2]
 
 
+async def test_a_status_answer_uses_the_cached_state_as_a_listing_does(fleet: Fleet) -> None:
+    """The CRI's ContainerStatus/PodSandboxStatus (`reported_state`): no round trip while nothing
+    happened to the task since its state was read; an event or a call of ours asks again."""
+    manager, shims = fleet.manager, fleet.shims
+    assert (await manager.reported_state(NS, "a")).status == Status.RUNNING
+    assert (await manager.reported_state(NS, "a")).pid == 4242
+    assert shims["a"].state_calls == 1
+    await manager.states(NS)  # a listing reads a's cached state too, and warms b's and c's
+    assert [shims[c].state_calls for c in "abc"] == [1, 1, 1]
+    await manager.reported_state(NS, "b")
+    assert shims["b"].state_calls == 1
+
+    shims["a"].status = task_pb2.STOPPED
+    exited = task_events.TaskExit(container_id="a", id="a", pid=4242, exit_status=3)
+    manager.events.publish(NS, "/tasks/exit", exited.DESCRIPTOR.full_name, exited.SerializeToString())
+    assert (await manager.reported_state(NS, "a")).status == Status.STOPPED
+    assert shims["a"].state_calls == 2
+    shims["b"].status = task_pb2.PAUSED
+    await fleet.tasks["b"].kill(19)
+    assert (await manager.reported_state(NS, "b")).status == Status.PAUSED
+    with pytest.raises(errors.NotFound):
+        await manager.reported_state(NS, "nope")
+
+
 async def test_a_stuck_shim_is_asked_again_next_time(fleet: Fleet) -> None:
     fleet.shims["a"].stuck = True
     assert (await fleet.manager.states(NS, deadline=0.3))[0].status == Status.UNKNOWN
