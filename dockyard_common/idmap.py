@@ -173,15 +173,16 @@ def mapped_lowers(options: Sequence[str], uids: Sequence[IDMap], gids: Sequence[
 
 
 def problem(path: str) -> str | None:
-    """Why ID-mapped overlay layers cannot be made under `path` here, or None. Forks: the daemon
-    asks `problem_in_subprocess` instead."""
+    """Why ID-mapped overlay layers cannot be made under `path` here, or None. Moves this process
+    into a mount namespace of its own (unshare needs one thread): the daemon asks
+    `problem_in_subprocess` instead."""
     maps = (IDMap(0, 100000, 65536),)
     work = tempfile.mkdtemp(prefix=".idmap-check-", dir=path)
     try:
         for d in ("lower", "upper", "work", "merged"):
             os.mkdir(os.path.join(work, d))
         options = [f"lowerdir={work}/lower", f"upperdir={work}/upper", f"workdir={work}/work"]
-        L.unshare(L.CLONE_NEWNS)  # the probe's own mount namespace: nothing to unmount after
+        L.unshare(L.CLONE_NEWNS)  # the probe's own mount namespace: its mounts never reach the host's
         L.mount(None, "/", None, L.MS_REC | L.MS_PRIVATE)
         with mapped_lowers(options, maps, maps) as mapped:
             L.mount("overlay", f"{work}/merged", "overlay", 0, ",".join(mapped))

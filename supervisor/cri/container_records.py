@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from dockyard_common.cgroups import normalize_path
 from dockyard_common.errors import InvalidArgument, NotFound
 from dockyard_common.types import AnyValue, Container, Status
 from supervisor.cri.container_types import ContainerConfig, ContainerState, ContainerUser, CriContainer
+from supervisor.cri.decoded import Decoded
 from supervisor.cri.image_volumes import ImageVolumes
 from supervisor.cri.lookup import by_id_prefix
 from supervisor.cri.sandbox import KIND_LABEL, PodSandboxes, SandboxDeps
@@ -86,9 +88,7 @@ class ContainerStore:
         self._reserve = asyncio.Lock()
         self._pending: set[tuple[str, str, int]] = set()  # names being created: (pod, name, attempt)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # Decoded metadata by container id, with the bytes it came from: kubelet asks for each
-        # container again and again, and decoding every record per call made each call O(n).
-        self._decoded: dict[str, tuple[bytes, Found]] = {}
+        self._decoded: Decoded[Found] = Decoded()  # each container's metadata, per stored bytes
 
     def _lock(self, cid: str) -> asyncio.Lock:
         lock = self._locks.get(cid)
@@ -109,8 +109,7 @@ class ContainerStore:
     async def _all(self, pod_id: str = "") -> builtins.list[Found]:
         records = [r for r in await self.d.containers.list(self.namespace)
                    if r.labels.get(KIND_LABEL) == KIND_CONTAINER]
-        for gone in self._decoded.keys() - {r.id for r in records}:
-            del self._decoded[gone]
+        self._decoded.keep_only(r.id for r in records)
         return [f for f in self._readable(records) if not pod_id or f.meta.pod_id == pod_id]
 
     async def _find(self, cid: str) -> Found:
@@ -126,19 +125,14 @@ class ContainerStore:
         out = []
         for record in records:
             ext = record.extensions.get(METADATA_EXTENSION)
-            hit = self._decoded.get(record.id)
-            if ext is not None and hit is not None and hit[0] == ext.value:
-                out.append(Found(record, hit[1].meta, hit[1]._config, hit[1]._config_of))
-                continue
             try:
-                found = found_of(record)
-                found.config  # noqa: B018  (decoded now: shared by the later copies, and checked)
+                kept = self._decoded.get(record.id, ext.value if ext is not None else None,
+                                         functools.partial(_decoded_found, record))
             except InvalidArgument as exc:
                 log.warning("container %s: %s", record.id, exc)
                 continue
-            assert ext is not None  # found_of refuses a record without it
-            self._decoded[record.id] = (ext.value, found)
-            out.append(found)
+            assert kept is not None
+            out.append(Found(record, kept.meta, kept._config, kept._config_of))  # this call's record
         return out
 
     async def _save(self, found: Found) -> None:
@@ -201,6 +195,13 @@ def oom_killed(record: Container) -> bool:
 
 def meta_value(meta: Meta) -> AnyValue:
     return AnyValue(METADATA_TYPE_URL, json.dumps(asdict(meta)).encode())
+
+
+def _decoded_found(record: Container) -> Found:
+    """`found_of` with its config decoded too: checked, and shared by the copies made of it."""
+    found = found_of(record)
+    found.config  # noqa: B018
+    return found
 
 
 def found_of(record: Container) -> Found:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,16 +74,11 @@ def runtime_handlers(builtin: Mapping[str, str], external: Collection[str], user
 
 
 def user_namespaces_problem(snapshotter: str, probe_dir: Path | None) -> str | None:
-    """Why pods cannot have user namespaces here, or None. Blocking the first time (a child
-    process mounts an ID-mapped overlay under `probe_dir`); remembered after."""
+    """Why pods cannot have user namespaces here, or None. Blocking: a child process mounts an
+    ID-mapped overlay under `probe_dir` (the caller remembers the answer)."""
     if snapshotter != "overlayfs":
         return f"the {snapshotter} snapshotter cannot ID-map a pod's layers (overlayfs can)"
     if probe_dir is None:
         return "no directory to check ID-mapped mounts in"
-    return _idmap_problem(str(probe_dir))
-
-
-@functools.cache
-def _idmap_problem(path: str) -> str | None:
-    found = idmap.problem_in_subprocess(path)
-    return None if found is None else f"ID-mapped overlay layers do not work under {path}: {found}"
+    found = idmap.problem_in_subprocess(str(probe_dir))
+    return None if found is None else f"ID-mapped overlay layers do not work under {probe_dir}: {found}"

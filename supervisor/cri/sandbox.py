@@ -40,6 +40,7 @@ from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondit
 from dockyard_common.imagespec import Matcher
 from dockyard_common.ocispec import SPEC_TYPE_URL
 from dockyard_common.types import AnyValue, Container, Status
+from supervisor.cri.decoded import Decoded
 from supervisor.cri.images import CriImage, CriImages, PullAuth, is_image_id, reference_of
 from supervisor.cri.lookup import by_id_prefix
 from supervisor.cri.podfiles import PodFiles
@@ -107,7 +108,8 @@ class PodSandboxes:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.files = PodFiles(settings.files_dir) if settings.files_dir is not None else None
         self.members: PodMembers | None = None  # set by whoever serves the pod's containers
-        self._decoded: dict[str, tuple[bytes, PodConfig]] = {}  # pod id -> (stored bytes, config)
+        self._decoded: Decoded[PodConfig] = Decoded()  # each pod's config, per stored bytes
+        self._userns_checked: tuple[str | None] | None = None  # (user_namespaces_problem,) once asked
 
     def _lock(self, pod_id: str) -> asyncio.Lock:
         lock = self._locks.get(pod_id)
@@ -159,10 +161,14 @@ class PodSandboxes:
         return pod_id
 
     async def user_namespaces_problem(self, runtime: str = DEFAULT_RUNTIME) -> str | None:
-        """Why pods of `runtime` cannot have user namespaces here, None if they can."""
+        """Why pods of `runtime` cannot have user namespaces here, None if they can. Checked once
+        (in a thread: a child process tries a mount); every Status asks."""
         if runtime in self.settings.runtimes:
             return f"runtime {runtime} is another shim, not asked"
-        return await asyncio.to_thread(user_namespaces_problem, self.settings.snapshotter, self.settings.probe_dir)
+        if self._userns_checked is None:
+            self._userns_checked = (await asyncio.to_thread(user_namespaces_problem, self.settings.snapshotter,
+                                                            self.settings.probe_dir),)
+        return self._userns_checked[0]
 
     def _runtime(self, handler: str) -> str:
         if handler in HANDLERS:
@@ -285,21 +291,14 @@ class PodSandboxes:
     # -- internals ---------------------------------------------------------------------------
 
     def _config(self, container: Container) -> PodConfig | None:
-        """The pod's stored config, decoded once per stored bytes (RunPodSandbox's name check and
-        the listings read every pod's: decoding them all per call made those calls O(pods))."""
+        """The pod's stored config (RunPodSandbox's name check and the listings read every pod's)."""
         ext = container.extensions.get(METADATA_EXTENSION)
-        hit = self._decoded.get(container.id)
-        if ext is not None and hit is not None and hit[0] == ext.value:
-            return hit[1]
-        config = _config_of(container)
-        if ext is not None and config is not None:
-            self._decoded[container.id] = (ext.value, config)
-        return config
+        return self._decoded.get(container.id, ext.value if ext is not None else None,
+                                 lambda: _config_of(container))
 
     async def _records(self) -> builtins.list[Container]:
         records = [c for c in await self.d.containers.list(self.namespace) if c.labels.get(KIND_LABEL) == KIND_SANDBOX]
-        for gone in self._decoded.keys() - {c.id for c in records}:
-            del self._decoded[gone]
+        self._decoded.keep_only(c.id for c in records)
         return records
 
     async def _find(self, pod_id: str) -> Container:

@@ -139,13 +139,18 @@ class TaskManager:
         error comes back in its place."""
         return await each_within(tasks, ask, None, LIST_CONCURRENCY, what=lambda t: f"task {t.id}")
 
+    async def _events_applied(self) -> None:
+        """Before trusting cached states: the follower runs, and events already delivered to it
+        have invalidated theirs."""
+        self._follow()
+        await asyncio.sleep(0)
+
     async def reported_state(self, namespace: str, cid: str) -> TaskState:
         """The init's state for a status call (the CRI's ContainerStatus, PodSandboxStatus): as
         `states` lists it, the state cached since the task's last event, else asked of its shim.
         Not for deciding what to do next: a control path asks the shim (`get(...).state()`)."""
         task = self.get(namespace, cid)
-        self._follow()
-        await asyncio.sleep(0)  # let events already delivered to our follower invalidate first
+        await self._events_applied()
         cached = task.cached_state()
         return cached if cached is not None else await task.state()
 
@@ -156,8 +161,7 @@ class TaskManager:
         their shims concurrently, `deadline` seconds each. A shim that does not answer in time
         (stopped, overloaded) is listed with status UNKNOWN instead of holding up the list; a
         task deleted meanwhile is left out."""
-        self._follow()
-        await asyncio.sleep(0)  # let events already delivered to our follower invalidate first
+        await self._events_applied()
         tasks = self.list(namespace)
         found: dict[str, TaskState] = {}
         ask: builtins.list[Task] = []
