@@ -34,10 +34,11 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dock import runflags
 from dockyard_common import capabilities, seccomp
 from dockyard_common.errors import InvalidArgument, NotFound
 from dockyard_common.ocispec import (  # noqa: F401  (dock's spec API re-exports them)
@@ -590,6 +591,11 @@ def _find_user(root: RootFS | None, match: Callable[[PasswdEntry], bool], what: 
     return entry
 
 
+def _group_id(root: RootFS | None, name: str) -> int | None:
+    groups = root.groups() if root is not None else None
+    return next((g.gid for g in groups or [] if g.name == name), None)
+
+
 def with_additional_gids(spec: Spec, userstr: str, root: RootFS | None) -> None:
     """process.user.additionalGids: the groups of /etc/group that list the user (given by uid
     or name) as a member, plus the primary group, as containerd's WithAdditionalGIDs."""
@@ -690,6 +696,7 @@ class SpecOptions:
     volumes: list[VolumeRequest] = field(default_factory=list)  # -v NAME:/path
     volume_paths: dict[str, str] = field(default_factory=dict)  # their directories: dock/volumes.py fills it
     readonly_root: bool = False  # --read-only
+    flags: runflags.RunFlags = field(default_factory=runflags.RunFlags)  # Docker's other run flags
 
 
 def build_spec(namespace: str, cid: str, image: ImageConfig, opts: SpecOptions, root: RootFS | None,
@@ -708,6 +715,8 @@ def build_spec(namespace: str, cid: str, image: ImageConfig, opts: SpecOptions, 
     with_mounts(spec, volume_mounts(opts.volumes, opts.volume_paths))
     if opts.readonly_root:
         with_readonly_root(spec)
+    if opts.flags.entrypoint is not None:  # Docker: --entrypoint drops the image's Cmd too
+        image = replace(image, entrypoint=list(opts.flags.entrypoint), cmd=[])
     with_image_config(spec, image, root, opts.args)
     if not _process(spec)["args"]:
         raise InvalidArgument("no command: the image has no Entrypoint or Cmd, and none was given")
@@ -736,6 +745,7 @@ def build_spec(namespace: str, cid: str, image: ImageConfig, opts: SpecOptions, 
             raise InvalidArgument(str(exc)) from None
         if (profile := seccomp_profile(opts.seccomp)) is not None:
             with_seccomp(spec, profile)
+    runflags.apply(spec, opts.flags, host_net=opts.net == "host", lookup_group=lambda name: _group_id(root, name))
     with_annotations(spec, opts.annotations)
     return spec
 

@@ -275,7 +275,7 @@ async def _create_container(client: Client, req: RunRequest,
         volume_labels = await volumes.attach_named(client, opts, req.id, config.volumes, undo)
         spec = await uninterrupted(asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts))
         labels = {**config.labels, **req.labels, **(req.network.labels() if req.network else {}), **volume_labels,
-                  STOP_SIGNAL_LABEL: config.stop_signal or "SIGTERM",
+                  STOP_SIGNAL_LABEL: req.labels.get(STOP_SIGNAL_LABEL) or config.stop_signal or "SIGTERM",
                   **(autoremove.labels() if req.auto_remove else {})}
         container = Container(
             id=req.id, runtime_name=req.runtime, spec=oci_spec_any(spec), labels=labels, image=image.name,

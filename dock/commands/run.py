@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dock import cidfile, runflags
 from dock.args import images_arg, parse_labels
 from dock.client import Client
 from dock.containers import RUNC_V2
@@ -15,6 +16,7 @@ from dock.lookup import new_container_id
 from dock.network import network_options
 from dock.oci import SECCOMP_DEFAULT, SpecOptions, parse_bytes, parse_mount, parse_security_opt, volume_options
 from dock.runner import RunRequest, run
+from dock.stopping import DEFAULT_STOP_TIMEOUT, STOP_SIGNAL_LABEL, STOP_TIMEOUT_LABEL, signal_name
 from dockyard_common import detachkeys, restartpolicy
 from dockyard_common.containerlog import labels_from_opts
 from dockyard_common.errors import InvalidArgument
@@ -24,12 +26,37 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     """The options that shape a container: shared by `run` and `containers create`."""
     p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
                    help="set an environment variable (KEY alone removes one the image sets)")
-    p.add_argument("--cwd", "-w", default="", help="working directory in the container")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="KEY=VALUE lines (# comments; KEY alone takes our value), before --env")
+    p.add_argument("--cwd", "--workdir", "-w", default="", help="working directory in the container")
+    p.add_argument("--entrypoint", default=None, metavar="CMD",
+                   help="the executable to run instead of the image's Entrypoint (the image's Cmd is then "
+                        "dropped too, as Docker; \"\" for none)")
     p.add_argument("--user", "-u", default="", help="user[:group] or uid[:gid] to run as")
     p.add_argument("--hostname", default="", help="the container's hostname")
     p.add_argument("--memory", "-m", default=None, metavar="BYTES", help="memory limit, e.g. 268435456 or 1g")
     p.add_argument("--cpus", type=float, default=None, help="CPU quota in CPUs, e.g. 0.5")
     p.add_argument("--pids-limit", type=int, default=None, metavar="N", help="most processes at once")
+    p.add_argument("--memory-swap", default=None, metavar="BYTES",
+                   help="memory and swap together, e.g. 1g (-1: unlimited swap); needs --memory")
+    p.add_argument("--cpu-shares", type=int, default=None, metavar="N", help="relative CPU weight (default 1024)")
+    p.add_argument("--cpuset-cpus", default="", metavar="CPUS", help="the CPUs it may run on, e.g. 0-1,3")
+    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help="a resource limit, e.g. nofile=4096:8192 (-1 or unlimited: no limit)")
+    p.add_argument("--device", action="append", default=[], metavar="/dev/HOST[:/dev/PATH][:rwm]",
+                   help="a host device in the container, allowed in its device cgroup")
+    p.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
+                   help="a namespaced kernel parameter (net.*, fs.mqueue.*, kernel.shm*/msg*/sem)")
+    p.add_argument("--group-add", action="append", default=[], metavar="GROUP",
+                   help="a supplementary group (a name of the image's /etc/group, or a gid)")
+    p.add_argument("--shm-size", default=None, metavar="BYTES", help="size of /dev/shm (default 64m)")
+    p.add_argument("--pid", default="", metavar="host", help="host: the host's PID namespace")
+    p.add_argument("--ipc", default="", metavar="host", help="host: the host's IPC namespace and /dev/shm")
+    p.add_argument("--stop-signal", default="", metavar="SIGNAL",
+                   help="the signal `dock stop` sends first (default: the image's, else SIGTERM)")
+    p.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
+                   help=f"how long `dock stop` waits before SIGKILL (default {DEFAULT_STOP_TIMEOUT}; -1: for ever)")
+    p.add_argument("--cidfile", default="", metavar="FILE", help="write the container's id to FILE (a new file)")
     p.add_argument("--mount", action="append", default=[], metavar="SPEC",
                    help="type=bind,src=/host/path,dst=/container/path,options=rbind:ro")
     p.add_argument("--volume", "-v", action="append", default=[], metavar="SRC:DST[:OPTS]",
@@ -70,7 +97,7 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
                    help="every capability, the host's devices, no seccomp filter, nothing masked in /proc")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
                    help="seccomp=unconfined (no filter) or seccomp=PATH (a profile in Docker's JSON format, "
-                        "or TOML); default: Docker's default profile's rules")
+                        "or TOML); default: Docker's default profile's rules; no-new-privileges[=false]")
     p.add_argument("--name", default="",
                    help="the container's name, which is its id (default: 64 random hex digits)")
     images_arg(p, "image", help="image name, e.g. busybox or docker.io/library/busybox:latest")
@@ -93,12 +120,19 @@ def register(sub: Any) -> None:
 
 def request_from_args(args: argparse.Namespace) -> RunRequest:
     try:
+        flags = flags_from_args(args)
+        env = [e for path in args.env_file for e in runflags.parse_env_file(path)] + list(args.env)
+        runflags.check_env(env)
+        if args.hostname:
+            runflags.check_hostname(args.hostname)
         memory = parse_bytes(args.memory) if args.memory is not None else None
         mounts = [parse_mount(m) for m in args.mount]
         volume_mounts, volumes = volume_options(args.volume, args.tmpfs, mounts)
-        seccomp = [parse_security_opt(o) for o in args.security_opt]
+        seccomp = [parse_security_opt(o) for o in args.security_opt
+                   if runflags.parse_no_new_privileges(o) is None]
         log_labels = labels_from_opts(args.log_opt)
         restart_labels = restart_labels_from(args)
+        stop_labels = stop_labels_from(args)
         network = network_options(args.net, args.publish, args.dns, args.dns_search, args.dns_option,
                                   args.add_host, hostname=args.hostname)
         cid = new_container_id(args.name)
@@ -106,18 +140,47 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         detachkeys.parse(detach_keys)  # refused before anything is made
     except InvalidArgument as exc:
         raise SystemExit(f"dock: {exc}") from None
-    spec = SpecOptions(args=list(args.args), env=list(args.env), cwd=args.cwd, user=args.user,
+    spec = SpecOptions(args=list(args.args), env=env, cwd=args.cwd, user=args.user,
                        hostname=args.hostname, tty=args.tty, net=network.spec_net, memory=memory, cpus=args.cpus,
                        pids_limit=args.pids_limit, mounts=[*mounts, *volume_mounts], volumes=volumes,
                        readonly_root=args.read_only, cap_add=list(args.cap_add),
                        cap_drop=list(args.cap_drop), privileged=args.privileged,
-                       seccomp=seccomp[-1] if seccomp else SECCOMP_DEFAULT)
+                       seccomp=seccomp[-1] if seccomp else SECCOMP_DEFAULT, flags=flags)
     return RunRequest(args.image, cid, spec, rm=getattr(args, "rm", False),
                       detach=getattr(args, "detach", False), interactive=getattr(args, "interactive", False),
                       snapshotter=args.snapshotter,
-                      labels={**log_labels, **parse_labels(args.label), **restart_labels},
+                      labels={**log_labels, **parse_labels(args.label), **restart_labels, **stop_labels},
                       runtime=args.runtime,
                       platform=args.platform, network=network, detach_keys=detach_keys)
+
+
+def flags_from_args(args: argparse.Namespace) -> runflags.RunFlags:
+    """The Docker flags dock/runflags.py parses and applies."""
+    no_new_privileges = [v for o in args.security_opt if (v := runflags.parse_no_new_privileges(o)) is not None]
+    swap = args.memory_swap
+    return runflags.RunFlags(
+        entrypoint=runflags.parse_entrypoint(args.entrypoint),
+        ulimits=[runflags.parse_ulimit(u) for u in args.ulimit],
+        devices=[runflags.parse_device(d) for d in args.device],
+        sysctls=dict(runflags.parse_sysctl(s) for s in args.sysctl),
+        group_add=list(args.group_add),
+        shm_size=parse_bytes(args.shm_size) if args.shm_size is not None else None,
+        pid=runflags.parse_host_namespace("--pid", args.pid),
+        ipc=runflags.parse_host_namespace("--ipc", args.ipc),
+        cpu_shares=args.cpu_shares,
+        cpuset_cpus=runflags.parse_cpuset(args.cpuset_cpus) if args.cpuset_cpus else "",
+        memory_swap=None if swap is None else -1 if swap.strip() == "-1" else parse_bytes(swap),
+        no_new_privileges=no_new_privileges[-1] if no_new_privileges else None)
+
+
+def stop_labels_from(args: argparse.Namespace) -> dict[str, str]:
+    """--stop-signal and --stop-timeout as the labels `dock stop` reads (the signal's is containerd's)."""
+    labels: dict[str, str] = {}
+    if args.stop_signal:
+        labels[STOP_SIGNAL_LABEL] = signal_name(args.stop_signal)
+    if args.stop_timeout is not None:
+        labels[STOP_TIMEOUT_LABEL] = str(args.stop_timeout)
+    return labels
 
 
 def restart_labels_from(args: argparse.Namespace) -> dict[str, str]:
@@ -130,4 +193,6 @@ def restart_labels_from(args: argparse.Namespace) -> dict[str, str]:
 
 
 async def run_command(client: Client, args: argparse.Namespace) -> int:
-    return await run(client, request_from_args(args))
+    req = request_from_args(args)
+    with cidfile.written(args.cidfile, req.id):
+        return await run(client, req)

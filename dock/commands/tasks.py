@@ -16,6 +16,7 @@ from dock.oci import STOP_SIGNAL_LABEL, exec_process
 from dock.output import emit, emit_json, to_jsonable
 from dock.runner import Signals, attach, container_mounts, destroy_task
 from dock.stdio import ProcessIO
+from dock.stopping import signal_number
 from dock.tasks import Process, Status, TaskMetrics
 from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.jsonutil import json_object
@@ -73,17 +74,10 @@ def register(sub: Any) -> None:
 
 
 def parse_signal(text: str) -> int:
-    """`SIGKILL`, `KILL`, `kill` or `9`."""
-    if text.isdigit():
-        number = int(text)
-        if not 0 < number < signal.NSIG:
-            raise SystemExit(f"dock: invalid signal {text!r}")
-        return number
-    name = text.upper()
-    name = name if name.startswith("SIG") else f"SIG{name}"
+    """`SIGKILL`, `KILL`, `kill` or `9`; a bad one ends the command with its message."""
     try:
-        return int(signal.Signals[name])
-    except KeyError:
+        return signal_number(text)
+    except InvalidArgument:
         raise SystemExit(f"dock: invalid signal {text!r}") from None
 
 

@@ -30,6 +30,7 @@ from dock.network import ports_text
 from dock.output import emit_json, emit_table, for_each
 from dock.ps import Filters, ago, command_of, command_text, image_text, process_started, ps_json, state_of, status_text
 from dock.runner import container_mounts, destroy_task, remove_container
+from dock.stopping import DEFAULT_STOP_TIMEOUT, stop_timeout
 from dock.tasks import Process
 from dock.volumes import remove_anonymous
 from dockyard_common import autoremove
@@ -37,7 +38,6 @@ from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.types import Container, Status
 
-DEFAULT_STOP_TIMEOUT = 10  # seconds, as Docker's
 # restart policy bookkeeping (containerd's labels, and the daemon's record of the last run), shown by inspect
 RESTART_LABELS = "containerd.io/restart."
 RESTART_LABEL_PREFIXES = (RESTART_LABELS, "dockyard.restart.")
@@ -60,8 +60,9 @@ def register(sub: Any) -> None:
     for name, handler, text in (("stop", stop, "stop containers: the image's stop signal, then SIGKILL"),
                                 ("restart", restart, "stop containers, then start them again")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--time", "-t", type=int, default=DEFAULT_STOP_TIMEOUT, metavar="SECONDS",
-                       help=f"seconds to wait before SIGKILL (default {DEFAULT_STOP_TIMEOUT}; -1 waits for ever)")
+        p.add_argument("--time", "-t", type=int, default=None, metavar="SECONDS",
+                       help=f"seconds to wait before SIGKILL (default: the container's --stop-timeout, else "
+                            f"{DEFAULT_STOP_TIMEOUT}; -1 waits for ever)")
         containers_arg(p, "refs", nargs="+", metavar="CONTAINER")
         p.set_defaults(handler=handler)
     p = sub.add_parser("start", help="start stopped containers (detached; -a attaches)")
@@ -193,9 +194,11 @@ def _stop_signal(c: Container) -> int:
         return signal.SIGTERM
 
 
-async def stop_container(client: Client, c: Container, timeout: float) -> None:
-    """As `docker stop`: the stop signal, then SIGKILL (every process) once `timeout` seconds pass
-    (negative: never); returns when the task has exited. A container not running is left as it is."""
+async def stop_container(client: Client, c: Container, given: int | None) -> None:
+    """As `docker stop`: the stop signal, then SIGKILL (every process) once the timeout passes (`given`,
+    else the container's; negative: never); returns when the task has exited. A container not running
+    is left as it is."""
+    timeout = stop_timeout(c.labels, given)
     task = await task_of(client, c.id)
     if state_of(task) not in LIVE:
         return

@@ -244,6 +244,7 @@ def _abs(value: str, where: str) -> str:
 
 
 _U32 = 2**32 - 1
+HOST_NAME_MAX = 64  # sethostname(2) and setdomainname(2) refuse longer names
 
 
 # ----- the objects ---------------------------------------------------------------------------------
@@ -427,6 +428,10 @@ def parse_spec(data: str | bytes | dict[str, Any]) -> Spec:
         if not isinstance(value, str):
             raise _bad(f"annotations.{key}", "a string", value)
     hostname = _str(d, "hostname", "")
+    domainname = _str(d, "domainname", "")
+    for key, name in (("hostname", hostname), ("domainname", domainname)):
+        if len(name.encode()) > HOST_NAME_MAX or "\0" in name:  # what sethostname/setdomainname would refuse
+            raise _bad(key, f"at most {HOST_NAME_MAX} bytes, no NUL", name[:80])
     uts = linux.namespace("uts")
     if hostname and (uts is None or uts.path):
         raise InvalidArgument("spec: hostname: setting a hostname needs a new uts namespace")
@@ -438,7 +443,7 @@ def parse_spec(data: str | bytes | dict[str, Any]) -> Spec:
         root=root,
         process=process,
         hostname=hostname,
-        domainname=_str(d, "domainname", ""),
+        domainname=domainname,
         mounts=tuple(mounts),
         linux=linux,
         annotations=dict(ann),

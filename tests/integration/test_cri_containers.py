@@ -21,6 +21,7 @@ import grpc
 import pytest
 
 from dockyard_api.cri.runtime.v1 import api_pb2, api_pb2_grpc
+from tests.cgroupfs import cgroup_dir
 from tests.ctr import ctr, ok
 from tests.daemon import pinned_netns, remove_base, start_daemon
 from tests.images import Image, build_image, oci_archive, tar_tree
@@ -139,17 +140,6 @@ def removed_all(rig: CriRig) -> None:
     # each pod's shim exited with its last container (the socket goes when the shim does)
     wait_until(lambda: not list((rig.d.state / "tasks").glob(".dockyard-shim/group-*.sock")),
                what="the pods' shims to exit")
-
-
-def cgroup_dir(pid: int, controller: str) -> Path:
-    """The directory of the process's cgroup for `controller` (v1), or its unified cgroup (v2)."""
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            return Path("/sys/fs/cgroup") / controllers / path.lstrip("/")
-        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
-            return Path("/sys/fs/cgroup") / path.lstrip("/")
-    raise AssertionError(f"no {controller} cgroup for {pid}")
 
 
 def log_lines(path: Path) -> list[str]:

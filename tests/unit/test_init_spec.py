@@ -114,6 +114,8 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         ("mounts", [{"destination": "proc", "type": "proc"}], r"mounts\[0\]\.destination"),
         ("mounts", [{"destination": "/x", "options": "ro"}], r"mounts\[0\]\.options: expected an array"),
         ("hostname", 7, "hostname: expected a string"),
+        ("hostname", "h" * 65, "hostname: expected at most 64 bytes"),
+        ("domainname", "a\0b", "domainname: expected at most 64 bytes, no NUL"),
         ("annotations", {"a": 1}, r"annotations\.a"),
     ],
 )
