@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dockyard_common.devnode import device_node
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.ocispec import Spec
 from dockyard_common.ocispec import linux_of as _linux
@@ -228,32 +228,16 @@ def parse_no_new_privileges(text: str) -> bool | None:
 # -- the spec ------------------------------------------------------------------------------------------
 
 
-def device_entry(path: str, container: str) -> tuple[dict[str, Any], str, int, int]:
-    """The OCI linux.devices entry for the host device node at `path`, seen at `container`; with its
-    type, major and minor (the cgroup rule's)."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise InvalidArgument(f"--device {path}: {exc.strerror or 'cannot be read'}") from None
-    if stat.S_ISCHR(st.st_mode):
-        kind = "c"
-    elif stat.S_ISBLK(st.st_mode):
-        kind = "b"
-    else:
-        raise InvalidArgument(f"--device {path}: not a character or block device")
-    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-    entry = {"path": container, "type": kind, "major": major, "minor": minor,
-             "fileMode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
-    return entry, kind, major, minor
-
-
 def with_devices(spec: Spec, requests: Sequence[DeviceRequest]) -> None:
     linux = _linux(spec)
     rules = _resources(spec).setdefault("devices", [])
     for req in requests:
-        entry, kind, major, minor = device_entry(req.host, req.container)
+        node = device_node(req.host)
+        entry = {"path": req.container, "type": node.kind, "major": node.major, "minor": node.minor,
+                 "fileMode": node.mode, "uid": node.uid, "gid": node.gid}
         linux["devices"] = [d for d in linux.get("devices") or [] if d.get("path") != req.container] + [entry]
-        rules.append({"allow": True, "type": kind, "major": major, "minor": minor, "access": req.access})
+        rules.append({"allow": True, "type": node.kind, "major": node.major, "minor": node.minor,
+                      "access": req.access})
 
 
 def with_rlimits(spec: Spec, limits: Sequence[dict[str, Any]]) -> None:

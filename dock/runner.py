@@ -46,6 +46,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 import tempfile
 import termios
 import time
@@ -54,9 +55,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
-from dock import volumes
+from dock import autopull, volumes
 from dock.client import Client
 from dock.containers import RUNC_V2, oci_spec_any
 from dock.events import Envelope
@@ -124,6 +125,8 @@ class RunRequest:
     # None: no network labels, the spec alone rules (as a containerd client); the CLI always sets it
     network: NetworkOptions | None = None
     detach_keys: str = ""  # with -t and -i: Docker's syntax, "" is ctrl-p,ctrl-q
+    # `--pull` (dock/autopull.py): "never" keeps an SDK caller's run to the store; the CLI says "missing"
+    pull: str = autopull.NEVER
 
     @property
     def restarts(self) -> bool:
@@ -235,30 +238,53 @@ def _build_spec_on(mounts: list[Mount], namespace: str, cid: str, config: ImageC
         return build_spec(namespace, cid, config, opts, RootFS(root))
 
 
-async def create_container(client: Client, req: RunRequest, undo: contextlib.AsyncExitStack) -> Container:
-    """The container `req` describes, with its snapshot; `undo` gets what removes them again."""
-    container, _ = await _create_container(client, req, undo)
+async def create_container(client: Client, req: RunRequest, undo: contextlib.AsyncExitStack,
+                           err: TextIO | None = None) -> Container:
+    """The container `req` describes, with its snapshot; `undo` gets what removes them again.
+    The progress of a pull `req.pull` asks for goes to `err` (default stderr)."""
+    container, _ = await _create_container(client, req, undo, err)
     return container
 
 
-async def _create_container(client: Client, req: RunRequest,
-                            undo: contextlib.AsyncExitStack) -> tuple[Container, list[Mount]]:
+async def _resolve_pulling(client: Client, req: RunRequest, snapshotter: Callable[[], Awaitable[str]],
+                           err: TextIO | None) -> ResolvedImage:
+    """resolve_image, after a pull when `req.pull` asks for one (the image's platform from the
+    store lacking counts as missing, as with Docker). Nothing of the run exists yet, and the
+    daemon's pull leaves nothing behind when it fails."""
+    if req.pull != autopull.ALWAYS:
+        try:
+            return await resolve_image(client, req.image, req.platform)
+        except NotFound:
+            if req.pull != autopull.MISSING:
+                raise
+    await autopull.pull_for_run(client, req.image, platform=req.platform, snapshotter=await snapshotter(),
+                                missing=req.pull == autopull.MISSING, out=err)
+    return await resolve_image(client, req.image, req.platform)
+
+
+async def _create_container(client: Client, req: RunRequest, undo: contextlib.AsyncExitStack,
+                            err: TextIO | None = None) -> tuple[Container, list[Mount]]:
     """create_container, with the rootfs mounts Snapshots/Prepare returned: `dock run` hands them
     to Tasks/Create as they are instead of asking Containers/Get and Snapshots/Mounts again."""
     if req.network is not None:
         await check_network(client, req.network)
+    autopull.check_policy(req.pull)
     # The namespace's default snapshotter is asked for while the image is resolved (one round trip
     # less on the way to Tasks/Create); the image's errors still come first.
     asked = None if req.snapshotter else asyncio.ensure_future(default_snapshotter(client))
+
+    async def snapshotter_of_run() -> str:
+        return req.snapshotter if asked is None else await asked
+
     try:
-        image = await resolve_image(client, req.image, req.platform)
+        image = await _resolve_pulling(client, req, snapshotter_of_run, err)
     except BaseException:
         if asked is not None:
             asked.cancel()
             with contextlib.suppress(BaseException):
                 await asked
         raise
-    snapshotter = req.snapshotter if asked is None else await asked
+    snapshotter = await snapshotter_of_run()
     config = image.run_config
     lease = await client.leases.create(f"dock-run-{time.time_ns()}-{secrets.token_hex(4)}", expires=LEASE_TTL)
     try:
@@ -465,7 +491,7 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
     try:
         async with Signals(client).installed() as signals, contextlib.AsyncExitStack() as container_undo, \
                 contextlib.AsyncExitStack() as watching:  # a RemovalWatch, when the daemon removes it
-            _, rootfs = await _create_container(client, req, container_undo)
+            _, rootfs = await _create_container(client, req, container_undo, _text_on(err_fd))
             async with contextlib.AsyncExitStack() as task_undo:
                 if req.detach:
                     await client.tasks.create(req.id, rootfs)  # no stdio: the shim gives it /dev/null
@@ -541,6 +567,14 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
             return code  # with rm (not the daemon's): container_undo removes it and its anonymous volumes now
     except Interrupted as exc:
         return 128 + exc.signum
+
+
+def _text_on(fd: int) -> TextIO:
+    """`fd` as a text stream for a pull's progress lines (for 2, stderr itself: one buffer). Every
+    line is flushed as written, and the fd stays open when the stream goes."""
+    if fd == 2:
+        return sys.stderr
+    return open(fd, "w", encoding="utf-8", closefd=False)
 
 
 async def _set_labels(client: Client, cid: str, labels: dict[str, str]) -> None:

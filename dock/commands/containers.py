@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from dock.args import containers_arg, parse_labels
+from dock.autopull import add_pull_option
 from dock.client import Client
 from dock.commands.run import add_container_options, request_from_args
 from dock.network import LABEL_PREFIX, PORTS_LABEL, PortBinding, ports_text
@@ -23,6 +24,7 @@ def register(sub: Any) -> None:
     group = sub.add_parser("containers", aliases=["container", "c"], help="manage containers")
     cmds = group.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
     p = cmds.add_parser("create", help="create a container from an image (its task is not started)")
+    add_pull_option(p)
     add_container_options(p)
     p.set_defaults(handler=create)
     p = cmds.add_parser("ls", aliases=["list"], help="list containers")

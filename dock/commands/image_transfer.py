@@ -22,6 +22,7 @@ from typing import Any
 from dock.args import parse_labels
 from dock.client import Client
 from dock.output import emit_json, emit_table, human_size, to_jsonable
+from dock.registryview import follow
 from dock.transfer import (
     BlobProgress,
     ImageInspection,
@@ -144,19 +145,11 @@ async def import_images(client: Client, args: argparse.Namespace) -> int:
     view: _Lines | _Bar | None = None
     if not quiet:
         view = _Bar(total) if sys.stdout.isatty() else _Lines()
-    result: ImportResult | None = None
-    try:
-        async for ev in client.transfer.import_stream(
-                source, index_name=args.index_name, base_name=args.base_name, all_platforms=args.all_platforms,
-                platform=args.platform, unpack=args.unpack, snapshotter=args.snapshotter, digests=args.digests,
-                labels=parse_labels(args.label)):
-            if isinstance(ev, ImportResult):
-                result = ev
-            elif view is not None:
-                view.event(ev)
-    finally:
-        if view is not None:
-            view.close()
+    events = client.transfer.import_stream(
+        source, index_name=args.index_name, base_name=args.base_name, all_platforms=args.all_platforms,
+        platform=args.platform, unpack=args.unpack, snapshotter=args.snapshotter, digests=args.digests,
+        labels=parse_labels(args.label))
+    result = await follow(events, view, ImportResult)
     if result is None:
         return 1
     if args.format == "json":

@@ -22,15 +22,15 @@ import argparse
 import asyncio
 import getpass
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 from dock.client import Client
 from dock.output import emit_json, human_size
-from dock.registry import BlobProgress, RegistryEvent, Resolved, TransferDone
-from dock.transfer import LayerProgress, UnpackResult
+from dock.registry import RegistryEvent, TransferDone
+from dock.registryview import follow, progress_view, pulled_line, stored_credentials
 from dockyard_common import credentials as credfile
 from dockyard_common.errors import InvalidArgument
-from dockyard_common.reference import normalize_reference
 
 
 def _remote_flags(p: argparse.ArgumentParser) -> None:
@@ -96,85 +96,12 @@ async def _credentials(args: argparse.Namespace) -> tuple[str, str]:
         if not sep:
             secret = _read_secret(f"Password for {user}: ")
         return user, secret
-    # (a thread: a credential helper may take a while to answer)
-    creds = await asyncio.to_thread(credfile.load, normalize_reference(args.ref).domain)
-    return (creds.username, creds.secret) if creds is not None else ("", "")
+    return await stored_credentials(args.ref)
 
 
-# -- progress --------------------------------------------------------------------------------
-
-
-class _Lines:
-    """One line per state change (not a terminal)."""
-
-    def __init__(self, verb: str) -> None:
-        self.verb = verb
-        self.states: dict[str, str] = {}
-
-    def event(self, ev: RegistryEvent) -> None:
-        if isinstance(ev, Resolved):
-            print(f"{ev.name}: resolved to {ev.target.digest} ({ev.target.media_type}) on {ev.host}")
-        elif isinstance(ev, BlobProgress):
-            if self.states.get(ev.ref) == ev.state:
-                return
-            self.states[ev.ref] = ev.state
-            if ev.state == "resuming":
-                print(f"{ev.ref}: resuming at {human_size(ev.offset)} of {human_size(ev.total)}")
-            elif ev.state != "waiting":
-                print(f"{ev.ref}: {ev.state} ({human_size(ev.total)})")
-        elif isinstance(ev, LayerProgress) and ev.state != "extracting":
-            print(f"layer {ev.index + 1}/{ev.total} {ev.layer.digest}: {ev.state}")
-        elif isinstance(ev, UnpackResult):
-            print(f"unpacked into {ev.snapshotter} as {ev.chain_id}")
-
-    def close(self) -> None:
-        pass
-
-
-class _Bars:
-    """A rich progress bar per blob (a terminal)."""
-
-    def __init__(self, verb: str) -> None:
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TextColumn("{task.fields[state]}"))
-        self.tasks: dict[str, Any] = {}
-        self.progress.start()
-
-    def event(self, ev: RegistryEvent) -> None:
-        if isinstance(ev, Resolved):
-            self.progress.console.print(f"{ev.name}: {ev.target.digest}")
-        elif isinstance(ev, BlobProgress):
-            task = self.tasks.get(ev.ref)
-            if task is None:
-                kind, _, digest = ev.ref.partition("-")
-                label = f"{kind} {digest.removeprefix('sha256:')[:12]}"
-                task = self.tasks[ev.ref] = self.progress.add_task(label, total=ev.total or None, state=ev.state)
-            self.progress.update(task, completed=ev.offset, state=ev.state)
-        elif isinstance(ev, LayerProgress) and ev.state != "extracting":
-            self.progress.console.print(f"layer {ev.index + 1}/{ev.total} {ev.layer.digest[:19]} {ev.state}")
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
-async def _run(args: argparse.Namespace, events: Any, verb: str) -> TransferDone | None:
+async def _run(args: argparse.Namespace, events: AsyncIterator[RegistryEvent]) -> TransferDone | None:
     quiet = args.quiet or args.format == "json"
-    view: _Lines | _Bars | None = None
-    if not quiet:
-        view = _Bars(verb) if sys.stdout.isatty() else _Lines(verb)
-    done = None
-    try:
-        async for ev in events:
-            if isinstance(ev, TransferDone):
-                done = ev
-            elif view is not None:
-                view.event(ev)
-    finally:
-        if view is not None:
-            view.close()
-    return done
+    return await follow(events, None if quiet else progress_view(sys.stdout), TransferDone)
 
 
 async def pull(client: Client, args: argparse.Namespace) -> int:
@@ -183,7 +110,7 @@ async def pull(client: Client, args: argparse.Namespace) -> int:
                                          unpack=args.unpack, snapshotter=args.snapshotter,
                                          plain_http=args.plain_http, skip_verify=args.skip_verify,
                                          username=user, secret=secret)
-    done = await _run(args, events, "pull")
+    done = await _run(args, events)
     if done is None:
         return 1
     if args.format == "json":
@@ -191,8 +118,7 @@ async def pull(client: Client, args: argparse.Namespace) -> int:
     elif args.quiet:
         print(done.name)
     else:
-        print(f"pulled {done.name} {done.target.digest} ({human_size(done.bytes_transferred)} fetched"
-              + (f", unpacked into {done.snapshotter}" if done.chain_id else "") + ")")
+        print(pulled_line(done))
     return 0
 
 
@@ -201,7 +127,7 @@ async def push(client: Client, args: argparse.Namespace) -> int:
     events = client.registry.push_stream(args.ref, local=args.local, platform=args.platform,
                                          plain_http=args.plain_http, skip_verify=args.skip_verify,
                                          username=user, secret=secret, chunk_size=args.chunk_size)
-    done = await _run(args, events, "push")
+    done = await _run(args, events)
     if done is None:
         return 1
     if args.format == "json":

@@ -10,6 +10,7 @@ from typing import Any
 
 from dock import cidfile, runflags
 from dock.args import images_arg, parse_labels
+from dock.autopull import add_pull_option
 from dock.client import Client
 from dock.containers import RUNC_V2
 from dock.lookup import new_container_id
@@ -114,6 +115,7 @@ def register(sub: Any) -> None:
                    help="keep the process's stdin open (for `dock attach` too) and connect ours to it")
     p.add_argument("--detach-keys", default="", metavar="KEYS",
                    help="with -it, the keys that detach and leave it running, e.g. ctrl-a,x (default ctrl-p,ctrl-q)")
+    add_pull_option(p)
     add_container_options(p)
     p.set_defaults(handler=run_command)
 
@@ -151,7 +153,8 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
                       snapshotter=args.snapshotter,
                       labels={**log_labels, **parse_labels(args.label), **restart_labels, **stop_labels},
                       runtime=args.runtime,
-                      platform=args.platform, network=network, detach_keys=detach_keys)
+                      platform=args.platform, network=network, detach_keys=detach_keys,
+                      pull=getattr(args, "pull", "missing"))
 
 
 def flags_from_args(args: argparse.Namespace) -> runflags.RunFlags:

@@ -21,12 +21,11 @@ CRI config, and the pod's namespaces joined.
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 from typing import Any
 
 from dockyard_common import attachsock, capabilities, ocispec
+from dockyard_common.devnode import device_node
 from dockyard_common.errors import InvalidArgument
 from supervisor.cri.container_types import ContainerConfig, Propagation
 from supervisor.cri.podfiles import PodPaths
@@ -72,18 +71,8 @@ class HostDevice:
 
 def host_device(container_path: str, host_path: str, permissions: str) -> HostDevice:
     """Blocking: stat the host's device (InvalidArgument when it is none)."""
-    try:
-        st = os.stat(host_path)
-    except OSError as exc:
-        raise InvalidArgument(f"device {host_path}: {exc.strerror}") from None
-    if stat.S_ISCHR(st.st_mode):
-        kind = "c"
-    elif stat.S_ISBLK(st.st_mode):
-        kind = "b"
-    else:
-        raise InvalidArgument(f"device {host_path}: not a character or block device")
-    return HostDevice(container_path, kind, os.major(st.st_rdev), os.minor(st.st_rdev), stat.S_IMODE(st.st_mode),
-                      permissions)
+    node = device_node(host_path)
+    return HostDevice(container_path, node.kind, node.major, node.minor, node.mode, permissions)
 
 
 @dataclass(frozen=True)
