@@ -208,6 +208,20 @@ class NetworkOptions:
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)
+    publish_all: bool = False  # -P: each port the image exposes on a free host port, once the image is known
+
+    def publish_exposed(self, exposed: Sequence[str]) -> None:
+        """-P: the image's EXPOSE ports (`80`, `80/tcp`, `53/udp`, `8000-8001/tcp`) not published already,
+        each on a free host port of every address."""
+        if not self.publish_all:
+            return
+        taken = {(p.container_port, p.protocol) for p in self.ports}
+        for spec in exposed:
+            try:
+                bindings = parse_publish(spec)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"the image's ExposedPorts: {exc}") from None
+            self.ports += [b for b in bindings if (b.container_port, b.protocol) not in taken]
 
     @property
     def spec_net(self) -> str:
@@ -236,7 +250,7 @@ def _json(value: Any) -> str:
 
 def network_options(nets: Sequence[str] = (), publish: Sequence[str] = (), dns: Sequence[str] = (),
                     dns_search: Sequence[str] = (), dns_options: Sequence[str] = (),
-                    add_hosts: Sequence[str] = (), hostname: str = "") -> NetworkOptions:
+                    add_hosts: Sequence[str] = (), hostname: str = "", publish_all: bool = False) -> NetworkOptions:
     """Docker's `--network`/`-p`/`--dns`/`--dns-search`/`--dns-option`/`--add-host` values (each
     flag repeatable) as NetworkOptions; no `--network` means the default bridge network."""
     opts = parse_network_modes(nets)
@@ -253,12 +267,13 @@ def network_options(nets: Sequence[str] = (), publish: Sequence[str] = (), dns: 
     opts.dns_search = [_word("--dns-search", s) for s in dns_search]
     opts.dns_options = [_word("--dns-option", s) for s in dns_options]
     opts.extra_hosts = [parse_add_host(h) for h in add_hosts]
+    opts.publish_all = publish_all
     what = {"none": "--net none", "host": "--net host", "container": f"--net container:{opts.container}"}.get(opts.mode)
     if what is not None:
         # the daemon attaches nothing there to give them to (Docker refuses them with container:ID
         # and drops -p with host; a refusal says so instead of ignoring the flag)
-        if opts.ports:
-            raise InvalidArgument(f"-p/--publish does not go with {what}: publishing needs a network the "
+        if opts.ports or publish_all:
+            raise InvalidArgument(f"-p/--publish (or -P) does not go with {what}: publishing needs a network the "
                                   "container's own namespace joins (bridge or a named network)")
         for flag, given in (("--dns", dns), ("--dns-search", dns_search), ("--dns-option", dns_options),
                             ("--add-host", add_hosts)):

@@ -630,6 +630,7 @@ class ImageConfig:
     stop_signal: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     volumes: list[str] = field(default_factory=list)  # the image's VOLUME paths: anonymous volumes
+    exposed_ports: list[str] = field(default_factory=list)  # EXPOSE: "80/tcp", "53/udp" (what -P publishes)
 
     @classmethod
     def from_json(cls, config: dict[str, Any]) -> ImageConfig:
@@ -651,8 +652,11 @@ class ImageConfig:
         volumes = config.get("Volumes") or {}
         if not isinstance(volumes, dict) or not all(isinstance(k, str) and k.startswith("/") for k in volumes):
             raise InvalidArgument("image config: Volumes must be an object whose keys are absolute paths")
+        exposed = config.get("ExposedPorts") or {}
+        if not isinstance(exposed, dict) or not all(isinstance(k, str) for k in exposed):
+            raise InvalidArgument("image config: ExposedPorts must be an object whose keys are ports")
         return cls(string("User"), strings("Env"), strings("Entrypoint"), strings("Cmd"), string("WorkingDir"),
-                   string("StopSignal"), dict(labels), sorted(volumes))
+                   string("StopSignal"), dict(labels), sorted(volumes), sorted(exposed))
 
 
 def with_image_config(spec: Spec, config: ImageConfig, root: RootFS | None, args: Sequence[str] = ()) -> None:

@@ -286,6 +286,8 @@ async def _create_container(client: Client, req: RunRequest, undo: contextlib.As
         raise
     snapshotter = await snapshotter_of_run()
     config = image.run_config
+    if req.network is not None:
+        req.network.publish_exposed(config.exposed_ports)
     lease = await client.leases.create(f"dock-run-{time.time_ns()}-{secrets.token_hex(4)}", expires=LEASE_TTL)
     try:
         snaps = client.snapshots.using(snapshotter, lease=lease.id)

@@ -74,6 +74,8 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--publish", "-p", action="append", default=[], metavar="[IP:][HOST:]CONTAINER[/PROTO]",
                    help="publish a container port on the host, e.g. 8080:80, 127.0.0.1:53:53/udp; "
                         "without HOST a free port (see `dock port`)")
+    p.add_argument("--publish-all", "-P", action="store_true",
+                   help="publish every port the image exposes (EXPOSE) on a free host port")
     p.add_argument("--dns", action="append", default=[], metavar="IP",
                    help="a resolver for /etc/resolv.conf (default: the host's, loopback ones left out)")
     p.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN", help="a DNS search domain")
@@ -136,7 +138,7 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         restart_labels = restart_labels_from(args)
         stop_labels = stop_labels_from(args)
         network = network_options(args.net, args.publish, args.dns, args.dns_search, args.dns_option,
-                                  args.add_host, hostname=args.hostname)
+                                  args.add_host, hostname=args.hostname, publish_all=args.publish_all)
         cid = new_container_id(args.name)
         detach_keys = getattr(args, "detach_keys", "")
         detachkeys.parse(detach_keys)  # refused before anything is made

@@ -107,7 +107,8 @@ def web_image(tmp: Path) -> bytes:
     root = make_busybox_rootfs(tmp / "rootfs", all_applets=True)
     (root / "www").mkdir()
     (root / "www" / "index.html").write_text(PAGE)
-    return oci_archive([build_image(IMAGE, [tar_tree(root)])])
+    # EXPOSE 80 (httpd) and 9999/udp: what -P publishes
+    return oci_archive([build_image(IMAGE, [tar_tree(root)], {"ExposedPorts": {"80/tcp": {}, "9999/udp": {}}})])
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +277,23 @@ def test_a_free_host_port_is_picked_and_shown(clean: Rig) -> None:
     assert f"0.0.0.0:{port}->80/tcp" in row
     [listed] = [c for c in r.json("containers", "ls") if c["id"] == cid]
     assert listed["ports"] == [{"container_port": 80, "protocol": "tcp", "host_ip": "", "host_port": port}]
+
+
+def test_publish_all_publishes_what_the_image_exposes(clean: Rig) -> None:
+    r = clean
+    cid = r.new_id("all")
+    r.ok("run", "-d", "-P", "-p", "127.0.0.1:18089:80", "--name", cid, IMAGE, *HTTPD)
+    lines = sorted(r.ok("port", cid).splitlines())
+    assert lines[0] == "80/tcp -> 127.0.0.1:18089", lines  # -p's own binding stays; -P adds no second one
+    assert len(lines) == 2 and lines[1].startswith("9999/udp -> 0.0.0.0:"), lines
+    assert r.serves("http://127.0.0.1:18089/") == PAGE
+    other = r.new_id("all")
+    r.ok("run", "-d", "-P", "--name", other, IMAGE, *HTTPD)
+    ports = {(p["container_port"], p["protocol"]): p["host_port"]
+             for c in r.json("containers", "ls") if c["id"] == other for p in c["ports"]}
+    assert set(ports) == {(80, "tcp"), (9999, "udp")} and all(ports.values())
+    assert r.serves(f"http://127.0.0.1:{ports[80, 'tcp']}/") == PAGE
+    r.fails("run", "--rm", "-P", "--net", "none", IMAGE, "true", words="does not go with --net none")
 
 
 def test_a_named_network_is_in_use_while_a_container_is_on_it(clean: Rig) -> None:

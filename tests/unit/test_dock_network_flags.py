@@ -256,3 +256,17 @@ def test_service_converts_networks_and_attachments(tmp_path: Path) -> None:
     assert (a.interfaces[0].name, list(a.interfaces[0].addresses), a.interfaces[0].mac) == \
         ("eth0", ["10.100.0.2/24"], "aa:bb:cc:dd:ee:ff")
     assert (a.ports[0].host_port, a.ports[0].container_port, a.ports[0].protocol) == (18080, 80, "tcp")
+
+
+def test_publish_all_adds_the_exposed_ports_not_published() -> None:
+    opts = network_options(publish=["8080:80"], publish_all=True)
+    opts.publish_exposed(["80/tcp", "53/udp", "7000-7001", "80/udp"])
+    assert [(p.container_port, p.protocol, p.host_port) for p in opts.ports] == [
+        (80, "tcp", 8080), (53, "udp", 0), (7000, "tcp", 0), (7001, "tcp", 0), (80, "udp", 0)]
+    quiet = network_options(publish=["8080:80"])
+    quiet.publish_exposed(["53/udp"])  # no -P: the image's EXPOSE publishes nothing
+    assert len(quiet.ports) == 1
+    with pytest.raises(InvalidArgument, match="ExposedPorts"):
+        network_options(publish_all=True).publish_exposed(["http"])
+    with pytest.raises(InvalidArgument, match="does not go with --net host"):
+        network_options(["host"], publish_all=True)
