@@ -2,7 +2,7 @@
 OCI spec. `dock/oci.py`'s build_spec applies a `RunFlags` after the image config and the user:
 
     --entrypoint CMD      the image's Entrypoint replaced, its Cmd dropped (as Docker: "" clears it)
-    --env-file FILE       KEY=VALUE lines (# comments; KEY alone takes our own environment's value)
+    --env-file FILE       KEY=VALUE lines (# comments; KEY alone as -e KEY: our value, else unset)
     --ulimit nofile=1024:2048   process.rlimits, replacing the default of the same kind
     --device /dev/fuse[:/dev/fuse][:rwm]   a host device node in the container, allowed in its cgroup
     --sysctl net.ipv4.ip_forward=1          linux.sysctl, only the namespaced ones Docker allows
@@ -81,8 +81,8 @@ def parse_entrypoint(text: str | None) -> list[str] | None:
 
 def parse_env_file(path: str, environ: Mapping[str, str] | None = None) -> list[str]:
     """Docker's --env-file: KEY=VALUE per line, blank lines and `#` comments skipped, a KEY alone
-    taking `environ`'s value (left out when it has none). The value is taken as written: no quotes
-    are removed, as Docker."""
+    passed through from `environ` (`passed_through`). The value is taken as written: no quotes are
+    removed, as Docker."""
     environ = os.environ if environ is None else environ
     try:
         with open(path, encoding="utf-8") as f:
@@ -101,11 +101,15 @@ def parse_env_file(path: str, environ: Mapping[str, str] | None = None) -> list[
             check_env_name(name)
         except InvalidArgument as exc:
             raise InvalidArgument(f"--env-file {path}, line {number}: {exc}") from None
-        if sep:
-            found.append(f"{name}={value}")
-        elif name in environ:
-            found.append(f"{name}={environ[name]}")
+        found.append(f"{name}={value}" if sep else passed_through(name, environ))
     return found
+
+
+def passed_through(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """Docker's `-e KEY` (or a KEY line of an env file): KEY=our value when we have one, else KEY
+    alone, which removes one the image sets."""
+    environ = os.environ if environ is None else environ
+    return f"{name}={environ[name]}" if name in environ else name
 
 
 def check_env_name(name: str) -> None:

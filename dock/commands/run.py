@@ -26,9 +26,10 @@ from dockyard_common.errors import InvalidArgument
 def add_container_options(p: argparse.ArgumentParser) -> None:
     """The options that shape a container: shared by `run` and `containers create`."""
     p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
-                   help="set an environment variable (KEY alone removes one the image sets)")
+                   help="set an environment variable; KEY alone: our value of KEY, or when we have none, "
+                        "KEY removed from the image's (as Docker)")
     p.add_argument("--env-file", action="append", default=[], metavar="FILE",
-                   help="KEY=VALUE lines (# comments; KEY alone takes our value), before --env")
+                   help="KEY=VALUE lines (# comments; KEY alone as -e KEY), before --env")
     p.add_argument("--cwd", "--workdir", "-w", default="", help="working directory in the container")
     p.add_argument("--entrypoint", default=None, metavar="CMD",
                    help="the executable to run instead of the image's Entrypoint (the image's Cmd is then "
@@ -125,7 +126,8 @@ def register(sub: Any) -> None:
 def request_from_args(args: argparse.Namespace) -> RunRequest:
     try:
         flags = flags_from_args(args)
-        env = [e for path in args.env_file for e in runflags.parse_env_file(path)] + list(args.env)
+        env = [e for path in args.env_file for e in runflags.parse_env_file(path)]
+        env += [e if "=" in e else runflags.passed_through(e) for e in args.env]
         runflags.check_env(env)
         if args.hostname:
             runflags.check_hostname(args.hostname)

@@ -75,6 +75,14 @@ def test_process_flags_reach_the_container(cli: DockCLI, tmp_path: Path) -> None
     assert got["arg0"] == "named-arg0"  # /bin/sh -c SCRIPT ARG0: --entrypoint then our args, no image Cmd
     assert got["FROM_FILE"] == "one two" and got["OVERRIDDEN"] == "flag" and got["FROM_OUR_ENV"] == "ours"
     assert "NOT_IN_OUR_ENV" not in got
+    # -e KEY as Docker: our value when we have one, else KEY unset (PATH here: the image sets it)
+    os.environ["PASSED"] = "through"
+    try:
+        out = run_rm(cli, "-e", "PASSED", "-e", "NOT_IN_OUR_ENV", "-e", "PATH", IMAGE, "/bin/env")
+    finally:
+        os.environ.pop("PASSED", None)
+    assert "PASSED=through" in out.splitlines() and "NOT_IN_OUR_ENV" not in out
+    assert f"PATH={os.environ['PATH']}" in out.splitlines()
 
 
 def test_entrypoint_replaces_the_image_cmd(cli: DockCLI) -> None:

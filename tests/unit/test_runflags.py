@@ -35,7 +35,7 @@ def test_device() -> None:
 def test_env_file(tmp_path: Path) -> None:
     f = tmp_path / "env"
     f.write_text("# comment\n\n  A=1\nB=with = sign \"quoted\"\nC\nD\n")
-    assert runflags.parse_env_file(str(f), {"C": "from us"}) == ["A=1", 'B=with = sign "quoted"', "C=from us"]
+    assert runflags.parse_env_file(str(f), {"C": "from us"}) == ["A=1", 'B=with = sign "quoted"', "C=from us", "D"]
     f.write_text("=x\n")
     with pytest.raises(InvalidArgument, match="line 1"):
         runflags.parse_env_file(str(f), {})
