@@ -112,6 +112,14 @@ def passed_through(name: str, environ: Mapping[str, str] | None = None) -> str:
     return f"{name}={environ[name]}" if name in environ else name
 
 
+def environment(env_files: Sequence[str], env: Sequence[str]) -> list[str]:
+    """--env-file's entries, then -e's (so -e wins), KEY alone passed through; checked."""
+    found = [e for path in env_files for e in parse_env_file(path)]
+    found += [e if "=" in e else passed_through(e) for e in env]
+    check_env(found)
+    return found
+
+
 def check_env_name(name: str) -> None:
     """An environment variable's name: not empty, no whitespace or NUL (Docker refuses `=x`)."""
     if not name or any(c.isspace() or c == "\0" for c in name):

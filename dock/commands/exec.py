@@ -17,6 +17,7 @@ import stat
 import tarfile
 from typing import Any
 
+from dock import runflags
 from dock.args import containers_arg
 from dock.client import Client
 from dock.commands.tasks import run_exec
@@ -40,7 +41,10 @@ def register(sub: Any) -> None:
     p.add_argument("--detach", "-d", action="store_true", help="start it and return (no stdio)")
     p.add_argument("--user", "-u", default="", help="USER, UID, USER:GROUP or UID:GID (default: the container's)")
     p.add_argument("--workdir", "-w", default="", help="working directory in the container (absolute)")
-    p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE", help="set (or add) a variable")
+    p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
+                   help="set (or add) a variable; KEY alone: our value, or KEY unset (as Docker)")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="KEY=VALUE lines (# comments), before --env")
     containers_arg(p, "container", metavar="CONTAINER")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(handler=exec_)
@@ -94,7 +98,8 @@ async def exec_(client: Client, args: argparse.Namespace) -> int:
     spec = json_object(container.spec.value, f"container {cid}: its spec", FailedPrecondition)
     if not isinstance(spec.get("process") or {}, dict):
         raise FailedPrecondition(f"container {cid}: its spec's process is not a JSON object")
-    process = exec_process(spec, args.args, tty=args.tty, cwd=args.workdir, env=args.env)
+    env = runflags.environment(args.env_file, args.env)
+    process = exec_process(spec, args.args, tty=args.tty, cwd=args.workdir, env=env)
     if args.tty and (size := terminal_size(1)) is not None:
         # The terminal starts at our size: a resize sent after the start may come too late.
         process["consoleSize"] = {"width": size[0], "height": size[1]}

@@ -126,9 +126,7 @@ def register(sub: Any) -> None:
 def request_from_args(args: argparse.Namespace) -> RunRequest:
     try:
         flags = flags_from_args(args)
-        env = [e for path in args.env_file for e in runflags.parse_env_file(path)]
-        env += [e if "=" in e else runflags.passed_through(e) for e in args.env]
-        runflags.check_env(env)
+        env = runflags.environment(args.env_file, args.env)
         if args.hostname:
             runflags.check_hostname(args.hostname)
         memory = parse_bytes(args.memory) if args.memory is not None else None

@@ -192,3 +192,20 @@ def test_bad_values_are_refused_and_nothing_is_made(cli: DockCLI, flags: list[st
     cli.fails("run", "--rm", *net, "--name", cid, *flags, IMAGE, "true", words=words)
     assert cid not in cli.ok("ps", "-a", "-q", "--no-trunc")
     assert cid not in cli.ok("snapshots", "ls")
+
+
+def test_exec_env_as_run(cli: DockCLI, tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("FROM_FILE=1\nBOTH=file\n")
+    cid = cli.ok("run", "-d", "--net", "none", "--name", name("ex"), "-e", "GONE=x", IMAGE, "sleep", "600").strip()
+    os.environ["PASSED"] = "through"
+    os.environ.pop("GONE", None)
+    try:
+        out = cli.ok("exec", "--env-file", str(env_file), "-e", "BOTH=flag", "-e", "PASSED", "-e", "GONE", cid, "env")
+    finally:
+        os.environ.pop("PASSED", None)
+    got = values(out)
+    assert got["FROM_FILE"] == "1" and got["BOTH"] == "flag" and got["PASSED"] == "through"
+    assert "GONE" not in got  # the container's GONE=x, unset for this process by -e GONE
+    cli.fails("exec", "-e", "=x", cid, "true", words="invalid environment variable")
+    cli.ok("rm", "-f", cid)
