@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from typing import Any
+
+INT64_MAX = 2**63 - 1
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
@@ -33,3 +37,28 @@ def images_arg(p: argparse.ArgumentParser, dest: str, **kwargs: Any) -> argparse
     action = p.add_argument(dest, **kwargs)
     action.completer = images  # type: ignore[attr-defined]
     return action
+
+
+def int_in(low: int, high: int = INT64_MAX) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high] (a wire field's range, so nothing past it
+    reaches a protobuf or a cgroup file)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({low} to {high})")
+        return value
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (not nan, not inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
+    return value

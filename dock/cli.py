@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `dock ... | head`: the reader is gone, nothing left to say
         _quiet_stdout()
         return 141
+    except OSError as exc:  # a local file or device of the command's (not the daemon's answer): as it is
+        print(f"dock: {_describe(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug or an answer we could not read: one line, never a traceback
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             traceback.print_exc()

@@ -66,6 +66,9 @@ HOST_DEVICES_SKIPPED = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mo
 SHORT_ID = 12  # the hostname a container gets by default: its id's first characters, as Docker
 SECCOMP_DEFAULT, SECCOMP_UNCONFINED = "default", "unconfined"
 MAX_ID = 2**31 - 1  # runc wants uid/gid <= MaxInt32, and containerd follows it
+MAX_BYTES = 2**63 - 1  # sizes and counts are int64 in the spec's resources and in cgroup files
+MIN_MEMORY = 6 << 20  # Docker's minimum memory limit
+MAX_CPUS = 2**20  # a quota of more CPUs than any host has is still a number the kernel takes
 
 
 def host_devices(dev: Path = Path("/dev")) -> list[dict[str, Any]]:
@@ -383,21 +386,21 @@ def with_host_network(spec: Spec, hostname: str) -> None:
 
 
 def with_memory_limit(spec: Spec, limit: int) -> None:
-    if limit <= 0:
-        raise InvalidArgument(f"memory limit {limit} must be positive")
+    if limit < MIN_MEMORY:  # less and the container's init itself would not start
+        raise InvalidArgument(f"memory limit {limit} is below the minimum of {MIN_MEMORY >> 20} MiB (as Docker's)")
     _resources(spec).setdefault("memory", {})["limit"] = limit
 
 
 def with_pids_limit(spec: Spec, limit: int) -> None:
-    if limit == 0 or limit < -1:
+    if limit == 0 or limit < -1 or limit > MAX_BYTES:
         raise InvalidArgument(f"pids limit {limit} must be positive (or -1 for no limit)")
     _resources(spec).setdefault("pids", {})["limit"] = limit
 
 
 def with_cpus(spec: Spec, cpus: float, period: int = 100_000) -> None:
     """A CFS quota of `cpus` CPUs per `period` microseconds (ctr's --cpus)."""
-    if not cpus > 0:
-        raise InvalidArgument(f"cpus {cpus} must be positive")
+    if not 0 < cpus <= MAX_CPUS:  # also refuses nan
+        raise InvalidArgument(f"cpus {cpus} must be above 0 and at most {MAX_CPUS}")
     cpu = _resources(spec).setdefault("cpu", {})
     cpu["quota"] = int(cpus * period)
     cpu["period"] = period
@@ -412,9 +415,12 @@ def parse_bytes(text: str) -> int:
     m = _SIZE.fullmatch(text.strip())
     if m is None:
         raise InvalidArgument(f"invalid size {text!r}: want bytes, or a number with k, m, g or t")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    number, unit = m.group(1), _UNITS[m.group(2).lower()]
+    value = int(number) * unit if number.isdigit() else int(float(number) * unit)  # whole numbers exactly
     if value <= 0:
         raise InvalidArgument(f"invalid size {text!r}: must be positive")
+    if value > MAX_BYTES:
+        raise InvalidArgument(f"invalid size {text!r}: larger than {MAX_BYTES} bytes")
     return value
 
 

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from dock.args import parse_labels
+from dock.args import int_in, parse_labels
 from dock.client import Client
 from dock.content import ContentInfo, IngestStatus
 from dock.output import emit_json, emit_table, human_size, labels_text
@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("ingest", help="store a blob read from a file or stdin under REF")
     p.add_argument("ref", help="ingest key; an unfinished ingest of the same key is resumed")
     p.add_argument("file", nargs="?", default="-", help="file to read (default: stdin)")
-    p.add_argument("--expected-size", type=int, default=0, help="verify the size")
+    p.add_argument("--expected-size", type=int_in(0), default=0, help="verify the size")
     p.add_argument("--expected-digest", default="", help="verify the digest (and skip content already present)")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="label to set at commit")
     p.add_argument("--lease", default="", help="write under this lease (content nothing holds is garbage-collected)")

@@ -22,13 +22,21 @@ from dockyard_common.containerlog import parse_timestamp, timestamp
 from dockyard_common.errors import InvalidArgument
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+")
+INT32_MAX = 2**31 - 1
+MAX_TIME_NS = 253402300799 * 10**9  # 9999-12-31T23:59:59Z, the last time a Timestamp holds
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
 def parse_time(text: str, now_ns: int | None = None) -> int:
-    """A --since/--until value → ns since the epoch."""
-    text = text.strip()
+    """A --since/--until value → ns since the epoch (before 1970 counts as 1970; after 9999, refused)."""
+    when = _parse_time(text.strip(), now_ns)
+    if when > MAX_TIME_NS:
+        raise InvalidArgument(f"invalid time {text!r}: after the year 9999")
+    return max(when, 0)
+
+
+def _parse_time(text: str, now_ns: int | None) -> int:
     if _DURATION.fullmatch(text):
         back = sum(float(n) * _UNIT_NS[u] for n, u in _PART.findall(text))
         return (now_ns if now_ns is not None else time.time_ns()) - int(back)
@@ -67,7 +75,7 @@ def _tail(text: str) -> int | None:
         n = -1
     if n < 0:
         raise InvalidArgument(f"invalid --tail {text!r}: want a number of lines or all")
-    return n
+    return None if n > INT32_MAX else n  # more lines than a log can hold: all of them
 
 
 async def logs(client: Client, args: argparse.Namespace) -> int:

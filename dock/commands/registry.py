@@ -25,6 +25,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dock.args import int_in
 from dock.client import Client
 from dock.output import emit_json, human_size
 from dock.registry import RegistryEvent, TransferDone
@@ -55,7 +56,7 @@ def register(sub: Any) -> None:
     p.add_argument("ref", help="where to push (and, unless --local, the image to push)")
     p.add_argument("--local", default="", help="the local image to push (default: REF)")
     p.add_argument("--platform", default="", help="push only this platform's manifest of an index")
-    p.add_argument("--chunk-size", type=int, default=0, metavar="BYTES",
+    p.add_argument("--chunk-size", type=int_in(0), default=0, metavar="BYTES",
                    help="upload blobs in chunks of this size (default: one request per blob)")
     _remote_flags(p)
     p.set_defaults(handler=push)

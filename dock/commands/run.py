@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from dock import cidfile, runflags
-from dock.args import images_arg, parse_labels
+from dock.args import images_arg, int_in, parse_labels, positive_float
 from dock.autopull import add_pull_option
 from dock.client import Client
 from dock.containers import RUNC_V2
@@ -37,11 +37,12 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", "-u", default="", help="user[:group] or uid[:gid] to run as")
     p.add_argument("--hostname", default="", help="the container's hostname")
     p.add_argument("--memory", "-m", default=None, metavar="BYTES", help="memory limit, e.g. 268435456 or 1g")
-    p.add_argument("--cpus", type=float, default=None, help="CPU quota in CPUs, e.g. 0.5")
-    p.add_argument("--pids-limit", type=int, default=None, metavar="N", help="most processes at once")
+    p.add_argument("--cpus", type=positive_float, default=None, help="CPU quota in CPUs, e.g. 0.5")
+    p.add_argument("--pids-limit", type=int_in(-1), default=None, metavar="N", help="most processes at once")
     p.add_argument("--memory-swap", default=None, metavar="BYTES",
                    help="memory and swap together, e.g. 1g (-1: unlimited swap); needs --memory")
-    p.add_argument("--cpu-shares", type=int, default=None, metavar="N", help="relative CPU weight (default 1024)")
+    p.add_argument("--cpu-shares", type=int_in(2, 262144), default=None, metavar="N",
+                   help="relative CPU weight (default 1024)")
     p.add_argument("--cpuset-cpus", default="", metavar="CPUS", help="the CPUs it may run on, e.g. 0-1,3")
     p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
                    help="a resource limit, e.g. nofile=4096:8192 (-1 or unlimited: no limit)")
@@ -56,7 +57,7 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ipc", default="", metavar="host", help="host: the host's IPC namespace and /dev/shm")
     p.add_argument("--stop-signal", default="", metavar="SIGNAL",
                    help="the signal `dock stop` sends first (default: the image's, else SIGTERM)")
-    p.add_argument("--stop-timeout", type=int, default=None, metavar="SECONDS",
+    p.add_argument("--stop-timeout", type=int_in(-1, 2**31 - 1), default=None, metavar="SECONDS",
                    help=f"how long `dock stop` waits before SIGKILL (default {DEFAULT_STOP_TIMEOUT}; -1: for ever)")
     p.add_argument("--cidfile", default="", metavar="FILE", help="write the container's id to FILE (a new file)")
     p.add_argument("--mount", action="append", default=[], metavar="SPEC",

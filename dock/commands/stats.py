@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dock.args import containers_arg
+from dock.args import containers_arg, positive_float
 from dock.client import Client
 from dock.lookup import resolve_id
 from dock.output import emit_table, human_size, to_jsonable
@@ -33,7 +33,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-stream", action="store_true", help="print one snapshot and exit")
     p.add_argument("--format", dest="stats_format", choices=("table", "json"), default=None,
                    help="table (a terminal's default) or json (one object per line; the default into a pipe)")
-    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="sampling interval (default 1)")
+    p.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
+                   help="sampling interval (default 1)")
     p.add_argument("--filter", action="append", default=[], metavar="FILTER",
                    help='also stream containers a containerd filter matches, e.g. labels."app"==web')
     containers_arg(p, "ids", nargs="*", metavar="ID",

@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from dock.args import containers_arg
+from dock.args import containers_arg, int_in
 from dock.client import Client
 from dock.commands.containers import describe, network_info, ports_json, published
 from dock.commands.tasks import parse_signal, process_json, start_detached, stop_signal
@@ -60,7 +60,7 @@ def register(sub: Any) -> None:
     for name, handler, text in (("stop", stop, "stop containers: the image's stop signal, then SIGKILL"),
                                 ("restart", restart, "stop containers, then start them again")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--time", "-t", type=int, default=None, metavar="SECONDS",
+        p.add_argument("--time", "-t", type=int_in(-1, 2**31 - 1), default=None, metavar="SECONDS",
                        help=f"seconds to wait before SIGKILL (default: the container's --stop-timeout, else "
                             f"{DEFAULT_STOP_TIMEOUT}; -1 waits for ever)")
         containers_arg(p, "refs", nargs="+", metavar="CONTAINER")

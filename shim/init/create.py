@@ -45,6 +45,7 @@ agent) is refused with InvalidArgument.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gc
 import json
@@ -126,12 +127,20 @@ class _Channel:
         return msg
 
 
+# Steps that hand the kernel a value of the spec as it is: a refusal (EINVAL, EPERM, ...) is about that
+# value, so the client hears InvalidArgument, not Internal (a mount or a namespace failing is ours).
+_SPEC_VALUE_STEPS = (P.SetRlimits, P.SetOomScoreAdj, P.SetHostname, P.SetDomainname, P.Sysctl, P.SetUmask)
+_SPEC_VALUE_ERRNOS = frozenset({errno.EINVAL, errno.EPERM, errno.ERANGE, errno.EOVERFLOW, errno.E2BIG, errno.EACCES})
+
+
 def _error_message(exc: BaseException, step: P.Step | None) -> dict[str, Any]:
     where = _describe(step) if step is not None else "init"
     if isinstance(exc, DockyardError):
         return {"type": "error", "kind": type(exc).__name__, "message": exc.message, "step": where}
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-    return {"type": "error", "kind": "Internal", "message": f"{where}: {text}", "step": where}
+    refused = isinstance(step, _SPEC_VALUE_STEPS) and isinstance(exc, OSError) and exc.errno in _SPEC_VALUE_ERRNOS
+    return {"type": "error", "kind": "InvalidArgument" if refused else "Internal", "message": f"{where}: {text}",
+            "step": where}
 
 
 def _describe(step: P.Step) -> str:

@@ -22,8 +22,7 @@ def _failing(exc: BaseException) -> Any:
 
 
 @pytest.mark.parametrize("exc", [AttributeError("'str' object has no attribute 'items'"), KeyError("Env"),
-                                 TypeError("x"), ValueError(""), RuntimeError("boom"),
-                                 FileNotFoundError(2, "No such file or directory", "/nope")])
+                                 TypeError("x"), ValueError(""), RuntimeError("boom")])
 def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                         exc: Exception) -> None:
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
@@ -34,6 +33,14 @@ def test_unexpected_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, capsys:
     assert len(lines) == 1 and lines[0].startswith("dock: unexpected error: "), err
     assert "Traceback" not in err and type(exc).__name__ not in err
     assert cli.DEBUG_ENV in err
+
+
+def test_a_local_file_error_is_said_as_it_is(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An OSError is the command's own file or device (the daemon's answers are DockyardErrors): not a bug."""
+    monkeypatch.setattr(cli, "_run", _failing(FileNotFoundError(2, "No such file or directory", "/nope")))
+    assert cli.main(["version"]) == 1
+    assert capsys.readouterr().err == "dock: /nope: No such file or directory\n"
 
 
 def test_debug_env_shows_the_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
