@@ -17,9 +17,9 @@ from dockyard_common.errors import DockyardError
 # Command groups, in help order. Only the module of the command being run is imported (a CLI
 # that imports every group starts in ~1 s instead of ~0.3 s); `--help` or an unknown command
 # imports them all. tests/unit/test_cli_table.py checks COMMANDS against what modules register.
-GROUPS = ("system", "namespaces", "leases", "containers", "content", "snapshots", "images", "registry", "commit",
-          "build", "run", "verbs", "exec", "cp", "top", "tasks", "events", "stats", "logs", "network", "volumes",
-          "completion", "attach")
+GROUPS = ("system", "namespaces", "leases", "containers", "content", "snapshots", "images", "history", "registry",
+          "commit", "diff", "export", "build", "run", "verbs", "pause", "update", "exec", "cp", "top", "tasks",
+          "events", "stats", "logs", "network", "volumes", "completion", "attach")
 COMMANDS: dict[str, str] = {
     "version": "system", "info": "system", "plugins": "system",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
@@ -43,6 +43,8 @@ COMMANDS: dict[str, str] = {
     "network": "network", "networks": "network", "port": "network",
     "volume": "volumes", "volumes": "volumes",
     "completion": "completion",
+    "pause": "pause", "unpause": "pause", "update": "update", "diff": "diff", "export": "export",
+    "history": "history",
 }
 
 

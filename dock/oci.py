@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dock import runflags
+from dock.sizes import MAX_BYTES, parse_bytes  # noqa: F401  (dock's spec API re-exports parse_bytes)
 from dockyard_common import capabilities, seccomp
 from dockyard_common.errors import InvalidArgument, NotFound
 from dockyard_common.ocispec import (  # noqa: F401  (dock's spec API re-exports them)
@@ -66,7 +67,6 @@ HOST_DEVICES_SKIPPED = frozenset({"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mo
 SHORT_ID = 12  # the hostname a container gets by default: its id's first characters, as Docker
 SECCOMP_DEFAULT, SECCOMP_UNCONFINED = "default", "unconfined"
 MAX_ID = 2**31 - 1  # runc wants uid/gid <= MaxInt32, and containerd follows it
-MAX_BYTES = 2**63 - 1  # sizes and counts are int64 in the spec's resources and in cgroup files
 MIN_MEMORY = 6 << 20  # Docker's minimum memory limit
 MAX_CPUS = 2**20  # a quota of more CPUs than any host has is still a number the kernel takes
 
@@ -404,24 +404,6 @@ def with_cpus(spec: Spec, cpus: float, period: int = 100_000) -> None:
     cpu = _resources(spec).setdefault("cpu", {})
     cpu["quota"] = int(cpus * period)
     cpu["period"] = period
-
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_bytes(text: str) -> int:
-    """`1073741824`, `512m`, `1g`, `1.5G`, `64KiB`: binary units, as docker's --memory."""
-    m = _SIZE.fullmatch(text.strip())
-    if m is None:
-        raise InvalidArgument(f"invalid size {text!r}: want bytes, or a number with k, m, g or t")
-    number, unit = m.group(1), _UNITS[m.group(2).lower()]
-    value = int(number) * unit if number.isdigit() else int(float(number) * unit)  # whole numbers exactly
-    if value <= 0:
-        raise InvalidArgument(f"invalid size {text!r}: must be positive")
-    if value > MAX_BYTES:
-        raise InvalidArgument(f"invalid size {text!r}: larger than {MAX_BYTES} bytes")
-    return value
 
 
 # -- users and groups -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dock.sizes import parse_bytes
 from dockyard_common.devnode import device_node
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.ocispec import Spec
@@ -189,6 +190,13 @@ def parse_device(text: str) -> DeviceRequest:
     if not access or not set(access) <= set("rwm") or len(set(access)) != len(access):
         raise InvalidArgument(f"--device {text!r}: permissions {access!r} must be made of r, w and m")
     return DeviceRequest(host, os.path.normpath(container), access)
+
+
+def parse_memory_swap(text: str | None) -> int | None:
+    """--memory-swap: a size (memory and swap together), -1 for unlimited swap, None when not given."""
+    if text is None:
+        return None
+    return -1 if text.strip() == "-1" else parse_bytes(text)
 
 
 def parse_sysctl(text: str) -> tuple[str, str]:

@@ -33,6 +33,7 @@ from dockyard_api.containerd.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
 from dockyard_api.containerd.types import mount_pb2
 from dockyard_api.containerd.types.task import task_pb2
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.ocispec import RESOURCES_TYPE_URL
 from dockyard_common.types import Mount, Status
 
 if TYPE_CHECKING:
@@ -219,6 +220,15 @@ class TasksAPI:
 
     async def resume(self, container_id: str) -> None:
         await self.client.call(self.stub.Resume, pb.ResumeTaskRequest(container_id=container_id))
+
+    async def update(self, container_id: str, resources: dict[str, Any],
+                     annotations: dict[str, str] | None = None) -> None:
+        """Change a live task's cgroup limits: `resources` is an OCI `linux.resources` object; the
+        shim writes only what it names (the rest stays). The container record is not touched."""
+        req = pb.UpdateTaskRequest(container_id=container_id, annotations=annotations or {},
+                                   resources=any_pb2.Any(type_url=RESOURCES_TYPE_URL,
+                                                         value=json.dumps(resources).encode()))
+        await self.client.call(self.stub.Update, req)
 
     async def metrics(self, *ids: str) -> builtins.list[TaskMetrics]:
         """Cgroup stats of the given tasks (all tasks in the namespace when none is given)."""

@@ -112,6 +112,24 @@ def _missing_paths(m: Mount) -> list[str]:
     return [p for p in paths if not os.path.exists(p)]
 
 
+def readonly_view(mounts: Sequence[Mount]) -> list[Mount]:
+    """containerd's read-only form of a mount list (its mount.readonlyMounts): what reads a
+    snapshot in use (a running container's) mounts, never its upperdir and workdir again.
+
+    An overlay drops upperdir and workdir and stacks the upperdir on top of its lowers, so the
+    walk sees the inode numbers (hard links) containerd's differ sees; others get "ro"."""
+    out = []
+    for m in mounts:
+        if m.type != "overlay":
+            out.append(replace(m, options=[*(o for o in m.options if o not in ("rw", "ro")), "ro"]))
+            continue
+        dirs = overlay_dirs(m.options)
+        options = [o for o in m.options if not o.startswith(("upperdir=", "workdir=", "lowerdir="))]
+        lowers = [dirs.upper, *dirs.lowers] if dirs.upper is not None else list(dirs.lowers)
+        out.append(replace(m, options=[*options, f"lowerdir={':'.join(lowers)}"] if lowers else options))
+    return out
+
+
 # ----- in the daemon: mount, look, always unmount ----------------------------------------------------
 
 

@@ -13,6 +13,8 @@ Spec = dict[str, Any]  # an OCI runtime spec as its JSON object
 OCI_VERSION = "1.0.2-dev"  # the runtime-spec version containerd 1.6 writes
 # The Any type URL of a container record's spec, as containerd's client writes it.
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+# The Any type URL of a task's new linux.resources in Tasks/Update (UpdateTaskRequest.resources).
+RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 # The container label where containerd's client (and `dock run`) keeps the image's StopSignal.
 STOP_SIGNAL_LABEL = "io.containerd.image.config.stop-signal"
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]

@@ -17,7 +17,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -30,7 +29,7 @@ from dockyard_common.imagespec import (
     compression_for_media_type,
 )
 from dockyard_common.mountopts import overlay_dirs
-from dockyard_common.mounts import mounted
+from dockyard_common.mounts import mounted, readonly_view
 from dockyard_common.types import Mount
 from supervisor.archive.apply import apply_layer
 from supervisor.archive.compression import open_compressor, open_layer
@@ -163,7 +162,7 @@ class Differ:
             # upperdir alone would be faster but cannot give containerd's bytes (it never writes
             # opaque markers, and judges changes on the merged views).
             with mounted(lower, self.tmp_root, readonly=True) if lower else _EmptyDir(self.tmp_root) as low, \
-                    mounted(_readonly_view(upper), self.tmp_root) as up:
+                    mounted(readonly_view(upper), self.tmp_root) as up:
                 write_diff(low, up, sink, mtime_clamp=mtime_clamp, changed=changed)
         out.flush()
         return uncompressed.digest, counted.size
@@ -194,23 +193,6 @@ def _upperdir(mounts: Sequence[Mount]) -> Path | None:
         return None
     upper = overlay_dirs(mounts[0].options).upper
     return Path(upper) if upper else None
-
-
-def _readonly_view(mounts: Sequence[Mount]) -> list[Mount]:
-    """containerd's read-only form of a mount list (its mount.readonlyMounts).
-
-    An overlay drops upperdir and workdir and stacks the upperdir on top of its lowers, so the
-    walk sees the inode numbers (hard links) containerd's differ sees; others get "ro"."""
-    out = []
-    for m in mounts:
-        if m.type != "overlay":
-            out.append(replace(m, options=[*(o for o in m.options if o not in ("rw", "ro")), "ro"]))
-            continue
-        dirs = overlay_dirs(m.options)
-        options = [o for o in m.options if not o.startswith(("upperdir=", "workdir=", "lowerdir="))]
-        lowers = [dirs.upper, *dirs.lowers] if dirs.upper is not None else list(dirs.lowers)
-        out.append(replace(m, options=[*options, f"lowerdir={':'.join(lowers)}"] if lowers else options))
-    return out
 
 
 class _EmptyDir:

@@ -163,7 +163,6 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
 def flags_from_args(args: argparse.Namespace) -> runflags.RunFlags:
     """The Docker flags dock/runflags.py parses and applies."""
     no_new_privileges = [v for o in args.security_opt if (v := runflags.parse_no_new_privileges(o)) is not None]
-    swap = args.memory_swap
     return runflags.RunFlags(
         entrypoint=runflags.parse_entrypoint(args.entrypoint),
         ulimits=[runflags.parse_ulimit(u) for u in args.ulimit],
@@ -175,7 +174,7 @@ def flags_from_args(args: argparse.Namespace) -> runflags.RunFlags:
         ipc=runflags.parse_host_namespace("--ipc", args.ipc),
         cpu_shares=args.cpu_shares,
         cpuset_cpus=runflags.parse_cpuset(args.cpuset_cpus) if args.cpuset_cpus else "",
-        memory_swap=None if swap is None else -1 if swap.strip() == "-1" else parse_bytes(swap),
+        memory_swap=runflags.parse_memory_swap(args.memory_swap),
         no_new_privileges=no_new_privileges[-1] if no_new_privileges else None)
 
 

@@ -11,13 +11,12 @@ import json
 from dataclasses import replace
 
 from dockyard_common.errors import FailedPrecondition, NotFound, Unimplemented
+from dockyard_common.ocispec import RESOURCES_TYPE_URL
 from dockyard_common.types import AnyValue, Status
 from supervisor.cri.container_records import METADATA_EXTENSION, ContainerStore, meta_value
 from supervisor.cri.container_spec import container_spec_resources
 from supervisor.cri.container_types import Resources
 from supervisor.cri.sandbox import SPEC_TYPE_URL
-
-RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 
 
 class ContainerUpdates(ContainerStore):

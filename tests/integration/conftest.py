@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,18 @@ def d(busybox_daemon: DaemonProcess) -> Iterator[DaemonProcess]:
     """The module's busybox daemon, emptied of containers, tasks and snapshots after the test."""
     yield busybox_daemon
     remove_everything(busybox_daemon)
+
+
+@pytest.fixture
+def dock_cli(busybox_daemon: DaemonProcess, tmp_path: Path) -> Iterator[DockCLI]:
+    """`dock` against the module's busybox daemon, its TMPDIR a directory of its own (the rest of
+    tmp_path stays the test's); after the test every container goes, and dock must have left no
+    temp file behind."""
+    work = tmp_path / "dock-tmp"
+    work.mkdir()
+    yield DockCLI(busybox_daemon.address, work)
+    remove_everything(busybox_daemon)
+    assert list(work.iterdir()) == [], "dock left temp files behind"
 
 
 def emptied(d: DaemonProcess) -> None:
