@@ -9,14 +9,12 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cgroupfs import cgroup_dir
-from tests.compat.runtimes import IMAGE, remove_everything
-from tests.daemon import DaemonProcess
+from tests.compat.runtimes import IMAGE
 from tests.dockcli import DockCLI
 from tests.waiting import wait_until
 
@@ -24,12 +22,8 @@ pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="ru
 
 
 @pytest.fixture
-def cli(busybox_daemon: DaemonProcess, tmp_path: Path) -> Iterator[DockCLI]:
-    work = tmp_path / "dock"
-    work.mkdir()
-    yield DockCLI(busybox_daemon.address, work)
-    remove_everything(busybox_daemon)
-    assert list(work.iterdir()) == [], "dock left temp files behind"
+def cli(dock_cli: DockCLI) -> DockCLI:
+    return dock_cli
 
 
 def name(prefix: str) -> str:
