@@ -62,3 +62,11 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
     return value
+
+
+def add_prune_options(p: argparse.ArgumentParser, *, labels: bool = True) -> None:
+    """-f and Docker's label filters of the prune commands (dock/commands/prune.py)."""
+    p.add_argument("--force", "-f", action="store_true", help="do not ask for confirmation")
+    if labels:
+        p.add_argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]",
+                       help="only those with this label (label!=KEY[=VALUE]: without it); repeat: all must hold")

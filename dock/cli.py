@@ -21,7 +21,7 @@ GROUPS = ("system", "namespaces", "leases", "containers", "content", "snapshots"
           "commit", "diff", "export", "build", "run", "verbs", "pause", "update", "exec", "cp", "top", "tasks",
           "events", "stats", "logs", "network", "volumes", "completion", "attach")
 COMMANDS: dict[str, str] = {
-    "version": "system", "info": "system", "plugins": "system",
+    "version": "system", "info": "system", "plugins": "system", "system": "system",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
     "leases": "leases", "lease": "leases", "gc": "leases",
     "containers": "containers", "container": "containers", "c": "containers",

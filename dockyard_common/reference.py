@@ -281,3 +281,16 @@ __all__ = [
     "parse_normalized",
     "short_quote",
 ]
+
+
+# The repository of images a build made without a name: image records need one (Docker's containerd
+# store writes `moby-dangling@<digest>`); `dock image prune` takes these.
+DANGLING_REPOSITORY = "dockyard-dangling"
+
+
+def dangling_name(digest: str) -> str:
+    return f"{DANGLING_REPOSITORY}@{digest}"
+
+
+def is_dangling(name: str) -> bool:
+    return name.startswith(f"{DANGLING_REPOSITORY}@")

@@ -8,7 +8,7 @@ import contextlib
 import sys
 from typing import Any
 
-from dock.args import containers_arg, parse_labels
+from dock.args import add_prune_options, containers_arg, parse_labels
 from dock.autopull import add_pull_option
 from dock.client import Client
 from dock.commands.run import add_container_options, request_from_args
@@ -27,6 +27,9 @@ def register(sub: Any) -> None:
     add_pull_option(p)
     add_container_options(p)
     p.set_defaults(handler=create)
+    p = cmds.add_parser("prune", help="remove every stopped container (Docker's; see dock/commands/prune.py)")
+    add_prune_options(p)
+    p.set_defaults(handler=prune_stopped)
     p = cmds.add_parser("ls", aliases=["list"], help="list containers")
     p.add_argument("--quiet", "-q", action="store_true", help="print only ids")
     p.add_argument("filters", nargs="*", help="containerd filters, e.g. labels.app==web")
@@ -144,3 +147,9 @@ async def label(client: Client, args: argparse.Namespace) -> int:
     else:
         print(labels_text(updated.labels))
     return 0
+
+
+async def prune_stopped(client: Client, args: argparse.Namespace) -> int:
+    from dock.commands import prune  # the prune module pulls in verbs and runner: only for this command
+
+    return await prune.container_prune(client, args)

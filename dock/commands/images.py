@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from dock.args import parse_labels
+from dock.args import add_prune_options, parse_labels
 from dock.client import Client
 from dock.commands.image_transfer import TRANSFER_SUBCOMMANDS
 from dock.images import ImageInfo, ImageSize
@@ -67,6 +67,10 @@ async def image_sizes(client: Client, images: list[ImageInfo]) -> list[ImageSize
 
 
 def add_ls(cmds: Any) -> None:
+    p = cmds.add_parser("prune", help="remove dangling images no container uses (-a: every image no container uses)")
+    p.add_argument("--all", "-a", action="store_true", help="every image no container uses, not only dangling ones")
+    add_prune_options(p)
+    p.set_defaults(handler=prune_unused)
     p = cmds.add_parser("ls", aliases=["list"], help="list images")
     p.add_argument("--quiet", "-q", action="store_true", help="print only names")
     p.add_argument("filters", nargs="*",
@@ -170,3 +174,9 @@ async def label(client: Client, args: argparse.Namespace) -> int:
     else:
         print(labels_text(img.labels))
     return 0
+
+
+async def prune_unused(client: Client, args: argparse.Namespace) -> int:
+    from dock.commands import prune  # the prune module pulls in verbs and runner: only for this command
+
+    return await prune.image_prune(client, args)

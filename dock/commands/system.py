@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dock.args import add_prune_options
 from dock.client import Client
 from dock.output import emit, emit_json
 from dockyard_common.version import REVISION, VERSION
@@ -14,6 +15,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("version", help="client and daemon versions")
     p.set_defaults(handler=version)
     p = sub.add_parser("info", help="what the daemon is and where it keeps its state")
+    p.set_defaults(handler=info)
+    system = sub.add_parser("system", help="the daemon as a whole").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True)
+    p = system.add_parser("prune", help="remove stopped containers, unused networks, dangling images and build cache")
+    p.add_argument("--all", "-a", action="store_true", help="every image no container uses, not only dangling ones")
+    p.add_argument("--volumes", action="store_true", help="anonymous volumes no container uses too")
+    add_prune_options(p, labels=False)
+    p.set_defaults(handler=system_prune)
+    p = system.add_parser("info", help="the same as dock info")
     p.set_defaults(handler=info)
     plugins = sub.add_parser("plugins", help="the daemon's components").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True)
@@ -68,3 +78,9 @@ async def plugins_ls(client: Client, args: argparse.Namespace) -> int:
             print(f"Error:         {p.error}")
         print()
     return 0
+
+
+async def system_prune(client: Client, args: argparse.Namespace) -> int:
+    from dock.commands import prune  # the prune module pulls in verbs and runner: only for this command
+
+    return await prune.system_prune(client, args)

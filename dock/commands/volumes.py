@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dock.args import parse_labels
+from dock.args import add_prune_options, parse_labels
 from dock.client import Client
 from dock.output import confirm, emit, emit_json, for_each, human_size, labels_text
 from dock.volumes import VolumeInfo
@@ -36,9 +36,7 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("prune", help="remove the anonymous volumes no container uses (-a: named ones too), "
                                       "with their data")
     p.add_argument("--all", "-a", action="store_true", help="remove named unused volumes too, not only anonymous ones")
-    p.add_argument("--filter", action="append", default=[], metavar="label=KEY[=VALUE]",
-                   help="only volumes with this label (label!=KEY[=VALUE]: without it); repeat: all must hold")
-    p.add_argument("--force", "-f", action="store_true", help="do not ask for confirmation")
+    add_prune_options(p)
     p.set_defaults(handler=prune)
 
 

@@ -60,6 +60,7 @@ from dockyard_common.imagespec import (
     media_type_for,
     sha256_digest,
 )
+from dockyard_common.reference import dangling_name
 from dockyard_common.types import Mount
 from supervisor.differ import Differ
 from supervisor.metadata import images as records
@@ -113,15 +114,6 @@ class Written:
     config: Descriptor
     layers: list[Descriptor] = field(default_factory=list)
     created: bool = True  # False: an existing image record now points here
-
-
-DANGLING_REPOSITORY = "dockyard-dangling"
-
-
-def dangling_name(digest: str) -> str:
-    """The record name of an image made without a name (a build without tags): image records
-    need one, and this one says what it is (Docker's containerd store writes `moby-dangling@`)."""
-    return f"{DANGLING_REPOSITORY}@{digest}"
 
 
 def rfc3339(t: datetime) -> str:

@@ -187,3 +187,14 @@ def test_history_text() -> None:
     assert history.created_by_text("RUN\ta\nb", truncate=True) == "RUN a b"
     assert history.short_image_id("sha256:" + "0123456789abcdef" * 4) == "0123456789ab"
     assert history.short_image_id("<missing>") == "<missing>"
+
+
+def test_prune_label_filters() -> None:
+    from dock.commands.prune import label_matcher
+
+    match = label_matcher(["label=team", "label!=keep=yes"])
+    assert match({"team": "a"}) and match({"team": "a", "keep": "no"})
+    assert not match({}) and not match({"team": "a", "keep": "yes"})
+    assert label_matcher([])({})
+    with pytest.raises(InvalidArgument, match="invalid filter"):
+        label_matcher(["until=1h"])
