@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "containers": "containers", "container": "containers", "c": "containers",
     "content": "content",
     "snapshots": "snapshots", "snapshot": "snapshots", "snap": "snapshots",
-    "images": "images", "image": "images", "i": "images",
+    "images": "images", "image": "images", "i": "images", "rmi": "images",
     "pull": "registry", "push": "registry", "tag": "registry", "login": "registry", "logout": "registry",
     "commit": "commit",
     "build": "build", "builder": "build",

@@ -21,7 +21,7 @@ from dock.client import Client
 from dock.commands.image_transfer import TRANSFER_SUBCOMMANDS
 from dock.images import ImageInfo, ImageSize
 from dock.output import emit_json, emit_table, human_size, labels_text, to_jsonable
-from dockyard_common.errors import AlreadyExists, DockyardError
+from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition
 from dockyard_common.reference import normalize
 
 _SHORT_TYPES = {
@@ -108,6 +108,10 @@ def register(sub: Any) -> None:
     cmds = group.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
     for add in SUBCOMMANDS:
         add(cmds)
+    p = sub.add_parser("rmi", help="remove images, refusing one a container uses (Docker's; -f: even so)")
+    p.add_argument("--force", "-f", action="store_true", help="remove it even when a container uses it")
+    p.add_argument("names", nargs="+", metavar="IMAGE")
+    p.set_defaults(handler=rmi, sync=False)
 
 
 async def ls(client: Client, args: argparse.Namespace) -> int:
@@ -132,11 +136,28 @@ async def ls(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def rm(client: Client, args: argparse.Namespace) -> int:
+async def rmi(client: Client, args: argparse.Namespace) -> int:
+    """Docker's rmi: as `images rm`, but an image a container was made from stays unless -f (with
+    containerd the container keeps its snapshot either way; Docker's rule keeps the name it shows)."""
+    return await rm(client, args, users=None if args.force else await _image_users(client))
+
+
+async def _image_users(client: Client) -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {}
+    for c in await client.containers.list():
+        if c.image:
+            users.setdefault(c.image, []).append(c.id)
+    return users
+
+
+async def rm(client: Client, args: argparse.Namespace, users: dict[str, list[str]] | None = None) -> int:
     failed = 0
     for name in args.names:
         try:
             img = await client.images.find(name)
+            if users and img.name in users:
+                raise FailedPrecondition(f"unable to remove image {img.name}: container {users[img.name][0]} uses "
+                                         "it (remove the container, or use -f)")
             await client.images.delete(img.name, sync=args.sync)
         except DockyardError as exc:
             print(f"dock: {exc}", file=sys.stderr)

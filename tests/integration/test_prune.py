@@ -77,6 +77,17 @@ def test_image_prune_keeps_images_in_use(dock_cli: DockCLI, tmp_path: Path) -> N
     cli.ok("rm", "-f", cid)
 
 
+def test_rmi_refuses_an_image_a_container_uses(dock_cli: DockCLI) -> None:
+    cli = dock_cli
+    spare = f"docker.io/library/spare:{secrets.token_hex(3)}"
+    cli.ok("tag", IMAGE, spare)
+    cid = cli.ok("containers", "create", "--net", "none", "--name", name("u"), spare, "true").strip()
+    cli.fails("rmi", spare, words=f"container {cid} uses it")
+    assert cli.ok("rmi", "-f", spare) == f"{spare}\n"
+    assert cli.json("containers", "ls")[0]["image"] == spare  # the container stays, its snapshot too
+    cli.ok("rm", cid)
+
+
 def test_bad_filters_fail_before_the_question(dock_cli: DockCLI) -> None:
     for argv in (["container", "prune"], ["image", "prune"]):
         dock_cli.fails(*argv, "--filter", "until=1h", words="invalid filter 'until=1h'")
