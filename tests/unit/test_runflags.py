@@ -133,3 +133,17 @@ def test_devices_on_the_spec() -> None:
                                                          "access": "r"}
     with pytest.raises(InvalidArgument, match="not a character or block device"):
         _apply(RunFlags(devices=[DeviceRequest("/etc/hostname", "/dev/x", "r")]))
+
+
+def test_stop_settings() -> None:
+    from dock.stopping import DEFAULT_STOP_TIMEOUT, STOP_TIMEOUT_LABEL, signal_name, stop_timeout
+
+    assert signal_name("hup") == signal_name("SIGHUP") == signal_name("1") == "SIGHUP"
+    with pytest.raises(InvalidArgument):
+        signal_name("NOPE")
+    with pytest.raises(InvalidArgument):
+        signal_name("99999")
+    assert stop_timeout({}, None) == DEFAULT_STOP_TIMEOUT
+    assert stop_timeout({STOP_TIMEOUT_LABEL: "3"}, None) == 3
+    assert stop_timeout({STOP_TIMEOUT_LABEL: "3"}, 0) == 0  # -t wins, even 0
+    assert stop_timeout({STOP_TIMEOUT_LABEL: "soon"}, None) == DEFAULT_STOP_TIMEOUT  # another client's label
