@@ -129,8 +129,10 @@ class _Channel:
 
 # Steps that hand the kernel a value of the spec as it is: a refusal (EINVAL, EPERM, ...) is about that
 # value, so the client hears InvalidArgument, not Internal (a mount or a namespace failing is ours).
-_SPEC_VALUE_STEPS = (P.SetRlimits, P.SetOomScoreAdj, P.SetHostname, P.SetDomainname, P.Sysctl, P.SetUmask)
-_SPEC_VALUE_ERRNOS = frozenset({errno.EINVAL, errno.EPERM, errno.ERANGE, errno.EOVERFLOW, errno.E2BIG, errno.EACCES})
+_SPEC_VALUE_STEPS = (P.SetRlimits, P.SetOomScoreAdj, P.SetHostname, P.SetDomainname, P.Sysctl, P.SetUmask,
+                     P.SetUser, P.Chdir)
+_SPEC_VALUE_ERRNOS = frozenset({errno.EINVAL, errno.EPERM, errno.ERANGE, errno.EOVERFLOW, errno.E2BIG, errno.EACCES,
+                                errno.ENOTDIR, errno.ENOENT, errno.ELOOP, errno.ENAMETOOLONG})
 
 
 def _error_message(exc: BaseException, step: P.Step | None) -> dict[str, Any]:
