@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from dock.client import Client
-from dock.registry import RegistryEvent, TransferDone
-from dock.registryview import ProgressView, follow, progress_view, pulled_line, stored_credentials
-from dockyard_common.codes import code_for, error_from_status
 from dockyard_common.errors import DockyardError, InvalidArgument
+
+if TYPE_CHECKING:  # the pull's modules (registry, transfer: ~30 ms) load only when a run pulls
+    from dock.client import Client
+    from dock.registry import RegistryEvent, TransferDone
+    from dock.registryview import ProgressView
 
 MISSING, ALWAYS, NEVER = "missing", "always", "never"
 POLICIES = (MISSING, ALWAYS, NEVER)
@@ -55,6 +56,8 @@ class _Announced:
         if self.view is None:
             if self.notice:
                 print(self.notice, file=self.out, flush=True)
+            from dock.registryview import progress_view
+
             self.view = progress_view(self.out)
         self.view.event(ev)
 
@@ -68,6 +71,10 @@ async def pull_for_run(client: Client, ref: str, *, platform: str, snapshotter: 
     """Pull `ref` as `dock pull --platform PLATFORM REF` would, unpacked into `snapshotter`, the
     progress on `out` (stderr). `missing`: because the store lacks it (said so, and said in
     the error when the pull fails)."""
+    from dock.registry import TransferDone
+    from dock.registryview import follow, pulled_line, stored_credentials
+    from dockyard_common.codes import code_for, error_from_status
+
     out = sys.stderr if out is None else out
     user, secret = await stored_credentials(ref)
     events = client.registry.pull_stream(ref, platform=platform, snapshotter=snapshotter, username=user,

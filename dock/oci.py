@@ -55,6 +55,7 @@ from dockyard_common.ocispec import (  # noqa: F401  (dock's spec API re-exports
     Spec,
     default_spec,
     with_default_unix_devices,
+    without_namespace,
 )
 from dockyard_common.ocispec import linux_of as _linux
 from dockyard_common.ocispec import process_of as _process
@@ -363,12 +364,6 @@ def volume_mounts(volumes: Iterable[VolumeRequest], paths: dict[str, str]) -> li
 def with_readonly_root(spec: Spec) -> None:
     """Docker's --read-only: the root file system mounted read-only (mounts on it keep their own mode)."""
     spec.setdefault("root", {"path": "rootfs"})["readonly"] = True
-
-
-def without_namespace(spec: Spec, kind: str) -> None:
-    """Share the host's namespace of this kind (containerd's WithHostNamespace)."""
-    linux = _linux(spec)
-    linux["namespaces"] = [n for n in linux.get("namespaces", []) if n.get("type") != kind]
 
 
 def with_host_network(spec: Spec, hostname: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from dock.sizes import parse_bytes
 from dockyard_common.devnode import device_node
 from dockyard_common.errors import InvalidArgument
-from dockyard_common.ocispec import Spec
+from dockyard_common.ocispec import Spec, without_namespace
 from dockyard_common.ocispec import linux_of as _linux
 from dockyard_common.ocispec import process_of as _process
 from dockyard_common.ocispec import resources_of as _resources
@@ -123,15 +123,19 @@ def environment(env_files: Sequence[str], env: Sequence[str]) -> list[str]:
 
 def check_env_name(name: str) -> None:
     """An environment variable's name: not empty, no whitespace or NUL (Docker refuses `=x`)."""
-    if not name or any(c.isspace() or c == "\0" for c in name):
+    if not _valid_env_name(name):
         raise InvalidArgument(f"invalid environment variable name {name!r}")
+
+
+def _valid_env_name(name: str) -> bool:
+    return bool(name) and not any(c.isspace() or c == "\0" for c in name)
 
 
 def check_env(entries: Iterable[str]) -> None:
     """-e/--env-file entries: KEY=VALUE or KEY, a name that check_env_name takes, no NUL byte."""
     for entry in entries:
         name = entry.split("=", 1)[0]
-        if not name or any(c.isspace() or c == "\0" for c in name):
+        if not _valid_env_name(name):
             raise InvalidArgument(f"invalid environment variable {entry!r}: want KEY=VALUE")
         if "\0" in entry:
             raise InvalidArgument(f"environment variable {name!r}: its value holds a NUL byte")
@@ -283,8 +287,7 @@ def with_shm_size(spec: Spec, size: int) -> None:
 
 def with_host_ipc(spec: Spec) -> None:
     """The host's IPC namespace, and with it the host's /dev/shm (as Docker's --ipc host)."""
-    linux = _linux(spec)
-    linux["namespaces"] = [n for n in linux.get("namespaces", []) if n.get("type") != "ipc"]
+    without_namespace(spec, "ipc")
     spec["mounts"] = [m for m in spec.get("mounts") or [] if m.get("destination") != "/dev/shm"]
     spec["mounts"].append({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
                            "options": ["rbind", "nosuid", "noexec", "nodev"]})
@@ -307,15 +310,20 @@ def group_ids(names: Sequence[str], lookup: Callable[[str], int | None]) -> list
     return gids
 
 
-def apply(spec: Spec, flags: RunFlags, *, host_net: bool, lookup_group: Callable[[str], int | None]) -> None:
-    """What `flags` asks of `spec` (the image config and the user already applied)."""
+def _no_group(name: str) -> int | None:
+    return None
+
+
+def apply(spec: Spec, flags: RunFlags, *, host_net: bool = False,
+          lookup_group: Callable[[str], int | None] = _no_group) -> None:
+    """What `flags` asks of `spec` (the image config and the user already applied); `lookup_group`
+    gives a --group-add name's gid in the image (by default none is known)."""
     if flags.ulimits:
         with_rlimits(spec, flags.ulimits)
     if flags.devices:
         with_devices(spec, flags.devices)
     if flags.pid == "host":
-        linux = _linux(spec)
-        linux["namespaces"] = [n for n in linux.get("namespaces", []) if n.get("type") != "pid"]
+        without_namespace(spec, "pid")
     if flags.ipc == "host":
         with_host_ipc(spec)
     if flags.shm_size is not None and flags.ipc != "host":

@@ -47,14 +47,12 @@ import os
 import secrets
 import signal
 import sys
-import tempfile
 import termios
 import time
 import tty
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from dock import autopull, volumes
@@ -63,12 +61,12 @@ from dock.containers import RUNC_V2, oci_spec_any
 from dock.events import Envelope
 from dock.network import BRIDGE, NetworkOptions
 from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_spec
+from dock.rootfs import container_mounts_of, mounted_readonly
 from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
 from dock.stdio import ProcessIO, write_all
 from dock.tasks import Status
 from dockyard_common import attachsock, autoremove
 from dockyard_common import imagespec as docs
-from dockyard_common import mounts as hostmounts
 from dockyard_common import restartpolicy as rp
 from dockyard_common.aio import uninterrupted
 from dockyard_common.containerlog import DRIVER as LOG_DRIVER
@@ -233,8 +231,7 @@ def _build_spec_on(mounts: list[Mount], namespace: str, cid: str, config: ImageC
                    opts: SpecOptions) -> dict[str, object]:
     """Mount the new snapshot read-only in a temp dir, build the spec reading its /etc files,
     unmount. (Blocking: run in a thread.)"""
-    with tempfile.TemporaryDirectory(prefix="dock-rootfs-") as tmp, \
-            hostmounts.mounted(mounts, Path(tmp), readonly=True) as root:
+    with mounted_readonly(mounts) as root:
         return build_spec(namespace, cid, config, opts, RootFS(root))
 
 
@@ -663,7 +660,4 @@ class _NotAttachable(Exception):
 
 async def container_mounts(client: Client, cid: str) -> list[Mount]:
     """The rootfs mounts of a container's snapshot (what Tasks/Create takes)."""
-    container = await client.containers.get(cid)
-    if not container.snapshot_key:
-        raise FailedPrecondition(f"container {cid} has no snapshot to run from")
-    return await client.snapshots.using(container.snapshotter).mounts(container.snapshot_key)
+    return await container_mounts_of(client, await client.containers.get(cid))

@@ -82,6 +82,12 @@ def resources_of(spec: Spec) -> dict[str, Any]:
     return linux_of(spec).setdefault("resources", {})  # type: ignore[no-any-return]
 
 
+def without_namespace(spec: Spec, kind: str) -> None:
+    """Share the host's namespace of this kind (containerd's WithHostNamespace)."""
+    linux = linux_of(spec)
+    linux["namespaces"] = [n for n in linux.get("namespaces", []) if n.get("type") != kind]
+
+
 def with_default_unix_devices(spec: Spec) -> None:
     """Allow the usual character devices in the device cgroup (containerd's WithDefaultUnixDevices)."""
     devices = resources_of(spec).setdefault("devices", [])

@@ -139,10 +139,11 @@ async def ls(client: Client, args: argparse.Namespace) -> int:
 async def rmi(client: Client, args: argparse.Namespace) -> int:
     """Docker's rmi: as `images rm`, but an image a container was made from stays unless -f (with
     containerd the container keeps its snapshot either way; Docker's rule keeps the name it shows)."""
-    return await rm(client, args, users=None if args.force else await _image_users(client))
+    return await rm(client, args, users=None if args.force else await image_users(client))
 
 
-async def _image_users(client: Client) -> dict[str, list[str]]:
+async def image_users(client: Client) -> dict[str, list[str]]:
+    """Image name → the ids of the containers made from it."""
     users: dict[str, list[str]] = {}
     for c in await client.containers.list():
         if c.image:

@@ -18,6 +18,7 @@ from typing import Any
 
 from dock.build import BuildAPI
 from dock.client import Client
+from dock.commands.images import image_users
 from dock.commands.verbs import task_of
 from dock.commands.volumes import prune_filters
 from dock.output import confirm, emit_json, for_each, human_size
@@ -75,7 +76,7 @@ async def prune_containers(client: Client, filters: Sequence[str] = ()) -> list[
 async def prune_images(client: Client, *, all: bool, filters: Sequence[str] = ()) -> list[str]:
     """Remove the dangling images no container uses (`all`: every image no container uses); their names."""
     matches = label_matcher(filters)
-    used = {c.image for c in await client.containers.list() if c.image}
+    used = await image_users(client)
     removed = []
     for img in await client.images.list():
         if img.name in used or not matches(img.labels) or not (all or is_dangling(img.name)):

@@ -81,10 +81,6 @@ def parse_changes(args: argparse.Namespace) -> Changes:
     return changes
 
 
-def _no_groups(name: str) -> int | None:
-    return None  # update adds no groups: runflags.apply never asks
-
-
 def apply_resources(spec: Spec, changes: Changes) -> dict[str, Any]:
     """Set `changes` in `spec`'s linux.resources, checked as `dock run` checks its flags; returns
     the sections of linux.resources that changed, whole (what Tasks/Update is given: the shim
@@ -101,8 +97,7 @@ def apply_resources(spec: Spec, changes: Changes) -> dict[str, Any]:
     if changes.pids_limit is not None:
         with_pids_limit(spec, changes.pids_limit)
     runflags.apply(spec, runflags.RunFlags(cpu_shares=changes.cpu_shares, cpuset_cpus=changes.cpuset_cpus,
-                                           memory_swap=changes.memory_swap),
-                   host_net=False, lookup_group=_no_groups)
+                                           memory_swap=changes.memory_swap))
     touched = {"memory": changes.memory is not None or changes.memory_swap is not None,
                "cpu": changes.cpus is not None or changes.cpu_shares is not None or bool(changes.cpuset_cpus),
                "pids": changes.pids_limit is not None}
