@@ -25,6 +25,7 @@ import stat
 import tarfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -114,6 +115,32 @@ class PruneResult:
     reclaimed_bytes: int
 
 
+@dataclass
+class CacheRecord:
+    """One thing the daemon's build cache keeps: a step's result (`regular`, its layer blob's
+    size) or a RUN --mount=type=cache directory (`exec.cachemount`, its disk usage)."""
+
+    id: str
+    type: str
+    size: int
+    created_at: datetime | None
+    last_used: datetime | None
+    in_use: bool
+    shared: bool  # its layer is an image's or another record's too
+    description: str
+
+
+@dataclass
+class CacheUsage:
+    records: list[CacheRecord]
+    size: int  # bytes the cache alone holds
+    reclaimable: int  # what pruning all of it frees
+
+
+def _when(msg: pb.CacheRecord, name: str) -> datetime | None:
+    return getattr(msg, name).ToDatetime(tzinfo=UTC) if msg.HasField(name) else None
+
+
 def _options_pb(o: BuildOptions) -> pb.BuildOptions:
     return pb.BuildOptions(dockerfile=o.dockerfile, tags=o.tags,
                            build_args=[pb.KeyValue(key=k, value=v) for k, v in o.build_args],
@@ -192,6 +219,13 @@ class BuildAPI:
         resp = await self._client.call(self._stub.Prune, pb.PruneRequest(
             all=all, unused_for_seconds=unused_for_seconds, keep_storage=keep_storage))
         return PruneResult(list(resp.removed), resp.reclaimed_bytes)
+
+    async def list_cache(self) -> CacheUsage:
+        """The namespace's build cache: records, cache directories, and the bytes they hold."""
+        resp = await self._client.call(self._stub.ListCache, pb.ListCacheRequest())
+        records = [CacheRecord(m.id, m.type, m.size, _when(m, "created_at"), _when(m, "last_used_at"), m.in_use,
+                               m.shared, m.description) for m in resp.records]
+        return CacheUsage(records, resp.size, resp.reclaimable)
 
     async def build_image(self, context: Source, options: BuildOptions) -> BuildResult:
         """Build and wait for the result."""

@@ -4,6 +4,7 @@
     vol, users = await client.volumes.get("data")       # users: ids of containers using it
     await client.volumes.delete("data")                 # FailedPrecondition while a container uses it
     removed, space = await client.volumes.prune()       # unused anonymous volumes (all=True: named too)
+    sized = await client.volumes.list(with_size=True)   # VolumeInfo.size: bytes on disk
 
 Volumes belong to the client's namespace. A container that mounts named volumes is created with
 (see `attach_named` and `seed_named`, called by dock/runner.py):
@@ -48,6 +49,7 @@ class VolumeInfo:
     mountpoint: str
     labels: dict[str, str]
     created_at: datetime | None
+    size: int | None = None  # bytes on disk, when the listing asked for sizes
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class SeedResult:
 
 def _volume(m: pb.Volume) -> VolumeInfo:
     created = m.created_at.ToDatetime(tzinfo=UTC) if m.HasField("created_at") else None
-    return VolumeInfo(m.name, m.mountpoint, dict(m.labels), created)
+    return VolumeInfo(m.name, m.mountpoint, dict(m.labels), created, m.size if m.HasField("size") else None)
 
 
 class VolumesAPI:
@@ -80,9 +82,12 @@ class VolumesAPI:
         resp = await self._client.call(self._stub.Get, self._pb.GetVolumeRequest(name=name))
         return _volume(resp.volume), list(resp.containers)
 
-    async def list(self, filters: builtins.list[str] | None = None) -> builtins.list[VolumeInfo]:
-        """Volumes matching any of the filters (containerd's syntax; fields name and labels.*)."""
-        resp = await self._client.call(self._stub.List, self._pb.ListVolumesRequest(filters=filters or []))
+    async def list(self, filters: builtins.list[str] | None = None, *,
+                   with_size: bool = False) -> builtins.list[VolumeInfo]:
+        """Volumes matching any of the filters (containerd's syntax; fields name and labels.*);
+        `with_size`: each one's bytes on disk too (the daemon walks every tree)."""
+        req = self._pb.ListVolumesRequest(filters=filters or [], with_size=with_size)
+        resp = await self._client.call(self._stub.List, req)
         return [_volume(v) for v in resp.volumes]
 
     async def delete(self, name: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dock.args import add_prune_options, parse_labels
@@ -23,6 +23,7 @@ from dock.images import ImageInfo, ImageSize
 from dock.output import emit_json, emit_table, human_size, labels_text, to_jsonable
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition
 from dockyard_common.reference import normalize
+from dockyard_common.types import Container
 
 _SHORT_TYPES = {
     "application/vnd.oci.image.index.v1+json": "oci-index",
@@ -144,8 +145,13 @@ async def rmi(client: Client, args: argparse.Namespace) -> int:
 
 async def image_users(client: Client) -> dict[str, list[str]]:
     """Image name → the ids of the containers made from it."""
+    return users_by_image(await client.containers.list())
+
+
+def users_by_image(containers: Iterable[Container]) -> dict[str, list[str]]:
+    """Image name → the ids of those of `containers` made from it (what makes an image in use)."""
     users: dict[str, list[str]] = {}
-    for c in await client.containers.list():
+    for c in containers:
         if c.image:
             users.setdefault(c.image, []).append(c.id)
     return users

@@ -24,6 +24,7 @@ from dock.commands.volumes import prune_filters
 from dock.output import confirm, emit_json, for_each, human_size
 from dock.ps import state_of
 from dock.runner import remove_container
+from dock.tasks import Process
 from dockyard_common import restartpolicy
 from dockyard_common.errors import NotFound
 from dockyard_common.reference import is_dangling
@@ -44,8 +45,12 @@ def label_matcher(filters: Sequence[str]) -> Callable[[dict[str, str]], bool]:
 
 
 async def _stopped(client: Client, c: Container) -> bool:
-    """Not running, and not to be started again by the daemon's restart monitor."""
-    task = await task_of(client, c.id)
+    return stopped(c, await task_of(client, c.id))
+
+
+def stopped(c: Container, task: Process | None) -> bool:
+    """Not running, and not to be started again by the daemon's restart monitor (`task`: the
+    container's, None when it has none)."""
     if state_of(task) not in ("created", "exited"):
         return False
     if task is None and restartpolicy.STARTED_AT_LABEL not in c.labels:

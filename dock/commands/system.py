@@ -1,4 +1,4 @@
-"""dock version, dock info, dock plugins ls."""
+"""dock version, dock info, dock plugins ls, dock system prune|df|info."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ def register(sub: Any) -> None:
     p.add_argument("--volumes", action="store_true", help="anonymous volumes no container uses too")
     add_prune_options(p, labels=False)
     p.set_defaults(handler=system_prune)
+    p = system.add_parser("df", help="disk used by images, containers, volumes and build cache")
+    p.add_argument("--verbose", "-v", action="store_true", help="each image, container, volume and cache record")
+    p.set_defaults(handler=system_df)
     p = system.add_parser("info", help="the same as dock info")
     p.set_defaults(handler=info)
     plugins = sub.add_parser("plugins", help="the daemon's components").add_subparsers(
@@ -78,6 +81,12 @@ async def plugins_ls(client: Client, args: argparse.Namespace) -> int:
             print(f"Error:         {p.error}")
         print()
     return 0
+
+
+async def system_df(client: Client, args: argparse.Namespace) -> int:
+    from dock.commands import df  # pulls in prune's modules (verbs, runner): only for this command
+
+    return await df.system_df(client, args)
 
 
 async def system_prune(client: Client, args: argparse.Namespace) -> int:

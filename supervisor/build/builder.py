@@ -99,7 +99,14 @@ from dockyard_common.rootpath import secure_join
 from dockyard_common.types import Mount
 from supervisor.build.api import NETWORK_MODES, BuildEvent, BuildRequest, BuildResult, Progress
 from supervisor.build.cachekey import DigestCache, SourceMemo, hash_sources, step_key
-from supervisor.build.cacheprune import PruneOptions, PruneReport, prune_cache
+from supervisor.build.cacheprune import (
+    CacheUsage,
+    PruneOptions,
+    PruneReport,
+    describe,
+    image_blobs,
+    prune_cache,
+)
 from supervisor.build.config import CONFIG_INSTRUCTIONS, StageState
 from supervisor.build.copy import (
     Source,
@@ -712,6 +719,12 @@ class Builder:
             return report
         dirs, freed = await asyncio.to_thread(self.cache_dirs.prune, namespace, options.unused_for, now())
         return PruneReport(report.removed + tuple(dirs), report.reclaimed + freed)
+
+    async def cache_usage(self, namespace: str) -> CacheUsage:
+        """The namespace's build cache records and cache directories, and the bytes they hold."""
+        recs = await self.stores.cache.list(namespace)
+        in_use = await image_blobs(self.stores.content, self.stores.images, namespace)
+        return describe(recs, in_use, await asyncio.to_thread(self.cache_dirs.usage, namespace))
 
     async def _limit_cache(self, namespace: str) -> None:
         """The config's size limit, after each build: least recently used records go first. A

@@ -13,6 +13,9 @@ such layer of an image: a config-only record, or a layer no image uses.
 - The size limit (`[build] cache_max_size` in the daemon's config) is a prune of all records
   with `keep_storage` = the limit, run after each build of the namespace.
 
+`describe` says the same in `docker system df`'s words (Builder/ListCache): each record with its
+layer's size, `shared` when an image or another record has that layer too.
+
 Deleting records releases their gc roots (metadata/buildcache.py); `on_release` schedules the
 collector, which frees the blobs and snapshots nothing else holds.
 """
@@ -125,6 +128,42 @@ async def prune_cache(cache: BuildCacheStore, content: NamespacedContentStore, i
     await cache.delete_keys(ns, [r.key for r in gone])
     on_release()
     return PruneReport(tuple(r.key for r in gone), reclaimed(gone, [r for r in recs if r.key not in keys], in_use))
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One thing the build cache keeps, as `docker system df -v` lists it."""
+
+    id: str  # a record's key, or "cachemount:<id>" (the names prune reports)
+    type: str  # Docker's: "regular" (a step's result), "exec.cachemount" (a cache directory)
+    size: int  # the record's layer blob (compressed), or the directory's disk usage
+    created_at: datetime | None = None
+    last_used: datetime | None = None
+    in_use: bool = False
+    shared: bool = False  # the layer is an image's too, or another record's
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    entries: tuple[CacheEntry, ...]
+    size: int  # what the cache alone holds (cache_size, plus the cache directories)
+    reclaimable: int  # what a prune of everything frees: all but the directories in use
+
+
+def describe(recs: Sequence[Record], in_use: set[str], dirs: Sequence[CacheEntry] = ()) -> CacheUsage:
+    """The records (and cache directories) as entries, with the cache's size in prune's words."""
+    users: dict[str, int] = {}
+    for r in recs:
+        if r.layer is not None:
+            users[r.layer.digest] = users.get(r.layer.digest, 0) + 1
+    entries = [CacheEntry(r.key, "regular", r.layer.size if r.layer else 0,
+                          parse_iso(r.created_at) if r.created_at else None, _last_used(r) if r.last_used else None,
+                          shared=r.layer is not None and (r.layer.digest in in_use or users[r.layer.digest] > 1),
+                          description=r.diff_id)
+               for r in recs]
+    size = cache_size(recs, in_use) + sum(d.size for d in dirs)
+    return CacheUsage(tuple(entries) + tuple(dirs), size, size - sum(d.size for d in dirs if d.in_use))
 
 
 def _last_used(r: Record) -> datetime:

@@ -35,11 +35,12 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dockyard_common.containerlog import parse_size
 from dockyard_common.errors import InvalidArgument, Unimplemented
+from supervisor.build.cacheprune import CacheEntry
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 SHARING = ("shared", "private", "locked")
@@ -183,6 +184,30 @@ class CacheDirs:
         fd = os.open(base / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.utime(fd)  # last used
         return fd
+
+    def usage(self, ns: str) -> list[CacheEntry]:
+        """The namespace's cache directories as build cache entries (blocking). In use is probed
+        with a non-blocking exclusive lock, let go at once: a step that asks for it in that
+        instant waits a poll (locked) or gets a fresh directory (private), as if another step
+        held it."""
+        found: list[CacheEntry] = []
+        top = self.root / ns
+        if not top.is_dir():
+            return found
+        for base in sorted(top.iterdir()):
+            try:
+                fd = os.open(base / "lock", os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                used = datetime.fromtimestamp(os.fstat(fd).st_mtime, UTC)
+                created = datetime.fromtimestamp(os.stat(base).st_ctime, UTC)
+                free = _try_lock(fd, fcntl.LOCK_EX)
+            finally:
+                os.close(fd)  # releases the probe's lock
+            found.append(CacheEntry(f"cachemount:{base.name}", "exec.cachemount", _disk_usage(base / "data"),
+                                    created, used, in_use=not free))
+        return found
 
     def prune(self, ns: str, unused_for: timedelta, at: datetime) -> tuple[list[str], int]:
         """Remove the namespace's cache directories not in use (and unused for `unused_for`);

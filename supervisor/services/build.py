@@ -36,7 +36,7 @@ from dockyard_common.errors import DockyardError, InvalidArgument
 from supervisor.archive.context import ContextLimits, ContextStats, extract_context
 from supervisor.build.api import NETWORK_MODES, BuildEvent, BuildRequest, BuildResult, Progress
 from supervisor.build.cachekey import SourceMemo
-from supervisor.build.cacheprune import PruneOptions, PruneReport
+from supervisor.build.cacheprune import CacheEntry, CacheUsage, PruneOptions, PruneReport
 from supervisor.build.contextstore import ContextEntry, ContextStore, ContextSync
 from supervisor.services.context import namespace_of
 from supervisor.services.status import code_for, rpc
@@ -57,6 +57,8 @@ class Executor(Protocol):
                     progress: Progress, sources: SourceMemo | None = None) -> BuildResult: ...
 
     async def prune(self, namespace: str, options: PruneOptions) -> PruneReport: ...
+
+    async def cache_usage(self, namespace: str) -> CacheUsage: ...
 
 
 def _pairs(items: list[pb.KeyValue], what: str) -> tuple[tuple[str, str], ...]:
@@ -90,6 +92,16 @@ def prune_options(request: pb.PruneRequest) -> PruneOptions:
         raise InvalidArgument("prune: unused_for_seconds and keep_storage must not be negative")
     return PruneOptions(all=request.all, unused_for=timedelta(seconds=request.unused_for_seconds),
                         keep_storage=request.keep_storage)
+
+
+def cache_record_pb(e: CacheEntry) -> pb.CacheRecord:
+    msg = pb.CacheRecord(id=e.id, type=e.type, size=e.size, in_use=e.in_use, shared=e.shared,
+                         description=e.description)
+    if e.created_at is not None:
+        msg.created_at.FromDatetime(e.created_at)
+    if e.last_used is not None:
+        msg.last_used_at.FromDatetime(e.last_used)
+    return msg
 
 
 def event_pb(event: BuildEvent) -> pb.BuildResponse:
@@ -169,6 +181,12 @@ class BuildService(pb_grpc.BuilderServicer):
             pruned = await asyncio.to_thread(self.contexts.prune, ns, options.unused_for.total_seconds())
             removed += [f"context:{cid}" for cid in pruned]
         return pb.PruneResponse(removed=removed, reclaimed_bytes=report.reclaimed)
+
+    @rpc
+    async def ListCache(self, request: pb.ListCacheRequest, context: grpc.aio.ServicerContext) -> pb.ListCacheResponse:
+        usage = await self.executor.cache_usage(namespace_of(context))
+        return pb.ListCacheResponse(records=[cache_record_pb(e) for e in usage.entries], size=usage.size,
+                                    reclaimable=usage.reclaimable)
 
     async def _receive(self, requests: AsyncIterator[pb.BuildRequest], work: Path) -> ContextStats:
         """Spool the context tar into `work`, then check and extract it into work/context."""

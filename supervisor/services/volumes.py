@@ -15,10 +15,10 @@ from supervisor.services.status import rpc
 from supervisor.volumes.store import LabelFilter, Volume, VolumeStore
 
 
-def volume_to_pb(vol: Volume) -> pb.Volume:
+def volume_to_pb(vol: Volume, size: int | None = None) -> pb.Volume:
     ts = timestamp_pb2.Timestamp()
     ts.FromNanoseconds(int(vol.created_at * 1e9))
-    return pb.Volume(name=vol.name, mountpoint=str(vol.mountpoint), labels=vol.labels, created_at=ts)
+    return pb.Volume(name=vol.name, mountpoint=str(vol.mountpoint), labels=vol.labels, created_at=ts, size=size)
 
 
 class VolumesService(pb_grpc.VolumesServicer):
@@ -41,7 +41,8 @@ class VolumesService(pb_grpc.VolumesServicer):
     @rpc
     async def List(self, request: pb.ListVolumesRequest, context: grpc.aio.ServicerContext) -> pb.ListVolumesResponse:
         found = await self.store.list(namespace_of(context), list(request.filters))
-        return pb.ListVolumesResponse(volumes=[volume_to_pb(v) for v in found])
+        sizes: dict[str, int] = await self.store.sizes(found) if request.with_size else {}
+        return pb.ListVolumesResponse(volumes=[volume_to_pb(v, sizes.get(v.name)) for v in found])
 
     @rpc
     async def Delete(self, request: pb.DeleteVolumeRequest,

@@ -22,7 +22,7 @@ from dockyard_common.errors import FailedPrecondition
 from supervisor.archive.context import ContextLimits
 from supervisor.build.api import BuildEvent, BuildRequest, BuildResult, Progress
 from supervisor.build.cachekey import SourceMemo
-from supervisor.build.cacheprune import PruneOptions, PruneReport
+from supervisor.build.cacheprune import CacheUsage, PruneOptions, PruneReport
 from supervisor.services.build import BuildService
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the context applier sets owners")
@@ -71,6 +71,9 @@ class FakeExecutor:
     async def prune(self, namespace: str, options: PruneOptions) -> PruneReport:
         self.pruned = (namespace, options)
         return PruneReport(("sha256:k", "cachemount:x"), 1234)
+
+    async def cache_usage(self, namespace: str) -> CacheUsage:
+        return CacheUsage((), 0, 0)
 
 
 def context_tar() -> bytes:

@@ -22,40 +22,47 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ockyard/build/v1/build.proto\x12\x11\x64ockyard.build.v1\x1a\x17google/rpc/status.proto\"M\n\x0cPruneRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\x1a\n\x12unused_for_seconds\x18\x02 \x01(\x03\x12\x14\n\x0ckeep_storage\x18\x03 \x01(\x03\"9\n\rPruneResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x17\n\x0freclaimed_bytes\x18\x02 \x01(\x03\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xf6\x01\n\x0c\x42uildOptions\x12\x12\n\ndockerfile\x18\x01 \x01(\x0c\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12/\n\nbuild_args\x18\x03 \x03(\x0b\x32\x1b.dockyard.build.v1.KeyValue\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x10\n\x08no_cache\x18\x05 \x01(\x08\x12\x0c\n\x04pull\x18\x06 \x01(\x08\x12\x10\n\x08platform\x18\x07 \x01(\t\x12+\n\x06labels\x18\x08 \x03(\x0b\x32\x1b.dockyard.build.v1.KeyValue\x12\x0f\n\x07network\x18\t \x01(\t\x12\x13\n\x0b\x63ontext_key\x18\n \x01(\t\"p\n\x0c\x43ontextEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\r\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x10\n\x08mtime_ns\x18\x04 \x01(\x03\x12\x10\n\x08linkname\x18\x05 \x01(\t\x12\x12\n\nlink_group\x18\x06 \x01(\t\"Q\n\x0f\x43ontextManifest\x12\x30\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1f.dockyard.build.v1.ContextEntry\x12\x0c\n\x04last\x18\x02 \x01(\x08\"\x96\x01\n\x0c\x42uildRequest\x12\x32\n\x07options\x18\x01 \x01(\x0b\x32\x1f.dockyard.build.v1.BuildOptionsH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x36\n\x08manifest\x18\x03 \x01(\x0b\x32\".dockyard.build.v1.ContextManifestH\x00\x42\t\n\x07request\".\n\rContextWanted\x12\x0f\n\x07indexes\x18\x01 \x03(\r\x12\x0c\n\x04last\x18\x02 \x01(\x08\"A\n\x0f\x43ontextReceived\x12\r\n\x05\x62ytes\x18\x01 \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x0e\n\x06reused\x18\x03 \x01(\x03\"r\n\nBuildEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x0e\n\x06stream\x18\x07 \x01(\t\"K\n\x0b\x42uildResult\x12\x17\n\x0fmanifest_digest\x18\x01 \x01(\t\x12\x15\n\rconfig_digest\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\"\x8d\x02\n\rBuildResponse\x12\x35\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\".dockyard.build.v1.ContextReceivedH\x00\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1d.dockyard.build.v1.BuildEventH\x00\x12\x30\n\x06result\x18\x03 \x01(\x0b\x32\x1e.dockyard.build.v1.BuildResultH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12\x32\n\x06wanted\x18\x05 \x01(\x0b\x32 .dockyard.build.v1.ContextWantedH\x00\x42\n\n\x08response2\xa5\x01\n\x07\x42uilder\x12N\n\x05\x42uild\x12\x1f.dockyard.build.v1.BuildRequest\x1a .dockyard.build.v1.BuildResponse(\x01\x30\x01\x12J\n\x05Prune\x12\x1f.dockyard.build.v1.PruneRequest\x1a .dockyard.build.v1.PruneResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ockyard/build/v1/build.proto\x12\x11\x64ockyard.build.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x12\n\x10ListCacheRequest\"\xcc\x01\n\x0b\x43\x61\x63heRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06in_use\x18\x06 \x01(\x08\x12\x0e\n\x06shared\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\"g\n\x11ListCacheResponse\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.dockyard.build.v1.CacheRecord\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x13\n\x0breclaimable\x18\x03 \x01(\x03\"M\n\x0cPruneRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\x1a\n\x12unused_for_seconds\x18\x02 \x01(\x03\x12\x14\n\x0ckeep_storage\x18\x03 \x01(\x03\"9\n\rPruneResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x17\n\x0freclaimed_bytes\x18\x02 \x01(\x03\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xf6\x01\n\x0c\x42uildOptions\x12\x12\n\ndockerfile\x18\x01 \x01(\x0c\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12/\n\nbuild_args\x18\x03 \x03(\x0b\x32\x1b.dockyard.build.v1.KeyValue\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x10\n\x08no_cache\x18\x05 \x01(\x08\x12\x0c\n\x04pull\x18\x06 \x01(\x08\x12\x10\n\x08platform\x18\x07 \x01(\t\x12+\n\x06labels\x18\x08 \x03(\x0b\x32\x1b.dockyard.build.v1.KeyValue\x12\x0f\n\x07network\x18\t \x01(\t\x12\x13\n\x0b\x63ontext_key\x18\n \x01(\t\"p\n\x0c\x43ontextEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\r\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x10\n\x08mtime_ns\x18\x04 \x01(\x03\x12\x10\n\x08linkname\x18\x05 \x01(\t\x12\x12\n\nlink_group\x18\x06 \x01(\t\"Q\n\x0f\x43ontextManifest\x12\x30\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1f.dockyard.build.v1.ContextEntry\x12\x0c\n\x04last\x18\x02 \x01(\x08\"\x96\x01\n\x0c\x42uildRequest\x12\x32\n\x07options\x18\x01 \x01(\x0b\x32\x1f.dockyard.build.v1.BuildOptionsH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x36\n\x08manifest\x18\x03 \x01(\x0b\x32\".dockyard.build.v1.ContextManifestH\x00\x42\t\n\x07request\".\n\rContextWanted\x12\x0f\n\x07indexes\x18\x01 \x03(\r\x12\x0c\n\x04last\x18\x02 \x01(\x08\"A\n\x0f\x43ontextReceived\x12\r\n\x05\x62ytes\x18\x01 \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x03\x12\x0e\n\x06reused\x18\x03 \x01(\x03\"r\n\nBuildEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x05\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x0e\n\x06stream\x18\x07 \x01(\t\"K\n\x0b\x42uildResult\x12\x17\n\x0fmanifest_digest\x18\x01 \x01(\t\x12\x15\n\rconfig_digest\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\"\x8d\x02\n\rBuildResponse\x12\x35\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\".dockyard.build.v1.ContextReceivedH\x00\x12.\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1d.dockyard.build.v1.BuildEventH\x00\x12\x30\n\x06result\x18\x03 \x01(\x0b\x32\x1e.dockyard.build.v1.BuildResultH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12\x32\n\x06wanted\x18\x05 \x01(\x0b\x32 .dockyard.build.v1.ContextWantedH\x00\x42\n\n\x08response2\xfd\x01\n\x07\x42uilder\x12N\n\x05\x42uild\x12\x1f.dockyard.build.v1.BuildRequest\x1a .dockyard.build.v1.BuildResponse(\x01\x30\x01\x12J\n\x05Prune\x12\x1f.dockyard.build.v1.PruneRequest\x1a .dockyard.build.v1.PruneResponse\x12V\n\tListCache\x12#.dockyard.build.v1.ListCacheRequest\x1a$.dockyard.build.v1.ListCacheResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dockyard_api.dockyard.build.v1.build_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRUNEREQUEST']._serialized_start=77
-  _globals['_PRUNEREQUEST']._serialized_end=154
-  _globals['_PRUNERESPONSE']._serialized_start=156
-  _globals['_PRUNERESPONSE']._serialized_end=213
-  _globals['_KEYVALUE']._serialized_start=215
-  _globals['_KEYVALUE']._serialized_end=253
-  _globals['_BUILDOPTIONS']._serialized_start=256
-  _globals['_BUILDOPTIONS']._serialized_end=502
-  _globals['_CONTEXTENTRY']._serialized_start=504
-  _globals['_CONTEXTENTRY']._serialized_end=616
-  _globals['_CONTEXTMANIFEST']._serialized_start=618
-  _globals['_CONTEXTMANIFEST']._serialized_end=699
-  _globals['_BUILDREQUEST']._serialized_start=702
-  _globals['_BUILDREQUEST']._serialized_end=852
-  _globals['_CONTEXTWANTED']._serialized_start=854
-  _globals['_CONTEXTWANTED']._serialized_end=900
-  _globals['_CONTEXTRECEIVED']._serialized_start=902
-  _globals['_CONTEXTRECEIVED']._serialized_end=967
-  _globals['_BUILDEVENT']._serialized_start=969
-  _globals['_BUILDEVENT']._serialized_end=1083
-  _globals['_BUILDRESULT']._serialized_start=1085
-  _globals['_BUILDRESULT']._serialized_end=1160
-  _globals['_BUILDRESPONSE']._serialized_start=1163
-  _globals['_BUILDRESPONSE']._serialized_end=1432
-  _globals['_BUILDER']._serialized_start=1435
-  _globals['_BUILDER']._serialized_end=1600
+  _globals['_LISTCACHEREQUEST']._serialized_start=110
+  _globals['_LISTCACHEREQUEST']._serialized_end=128
+  _globals['_CACHERECORD']._serialized_start=131
+  _globals['_CACHERECORD']._serialized_end=335
+  _globals['_LISTCACHERESPONSE']._serialized_start=337
+  _globals['_LISTCACHERESPONSE']._serialized_end=440
+  _globals['_PRUNEREQUEST']._serialized_start=442
+  _globals['_PRUNEREQUEST']._serialized_end=519
+  _globals['_PRUNERESPONSE']._serialized_start=521
+  _globals['_PRUNERESPONSE']._serialized_end=578
+  _globals['_KEYVALUE']._serialized_start=580
+  _globals['_KEYVALUE']._serialized_end=618
+  _globals['_BUILDOPTIONS']._serialized_start=621
+  _globals['_BUILDOPTIONS']._serialized_end=867
+  _globals['_CONTEXTENTRY']._serialized_start=869
+  _globals['_CONTEXTENTRY']._serialized_end=981
+  _globals['_CONTEXTMANIFEST']._serialized_start=983
+  _globals['_CONTEXTMANIFEST']._serialized_end=1064
+  _globals['_BUILDREQUEST']._serialized_start=1067
+  _globals['_BUILDREQUEST']._serialized_end=1217
+  _globals['_CONTEXTWANTED']._serialized_start=1219
+  _globals['_CONTEXTWANTED']._serialized_end=1265
+  _globals['_CONTEXTRECEIVED']._serialized_start=1267
+  _globals['_CONTEXTRECEIVED']._serialized_end=1332
+  _globals['_BUILDEVENT']._serialized_start=1334
+  _globals['_BUILDEVENT']._serialized_end=1448
+  _globals['_BUILDRESULT']._serialized_start=1450
+  _globals['_BUILDRESULT']._serialized_end=1525
+  _globals['_BUILDRESPONSE']._serialized_start=1528
+  _globals['_BUILDRESPONSE']._serialized_end=1797
+  _globals['_BUILDER']._serialized_start=1800
+  _globals['_BUILDER']._serialized_end=2053
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class BuilderStub:
                 request_serializer=dockyard_dot_build_dot_v1_dot_build__pb2.PruneRequest.SerializeToString,
                 response_deserializer=dockyard_dot_build_dot_v1_dot_build__pb2.PruneResponse.FromString,
                 _registered_method=True)
+        self.ListCache = channel.unary_unary(
+                '/dockyard.build.v1.Builder/ListCache',
+                request_serializer=dockyard_dot_build_dot_v1_dot_build__pb2.ListCacheRequest.SerializeToString,
+                response_deserializer=dockyard_dot_build_dot_v1_dot_build__pb2.ListCacheResponse.FromString,
+                _registered_method=True)
 
 
 class BuilderServicer:
@@ -88,6 +93,17 @@ class BuilderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCache(self, request, context):
+        """ListCache describes the namespace's build cache (`docker system df`): its records and the
+        RUN --mount=type=cache directories, with the bytes the cache alone holds. It is ours to
+        answer because the records live only in the daemon's metadata (no containerd call lists
+        them). Sizes are those Prune speaks of: a record's layer blob (compressed), a cache
+        directory's disk usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BuilderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +116,11 @@ def add_BuilderServicer_to_server(servicer, server):
                     servicer.Prune,
                     request_deserializer=dockyard_dot_build_dot_v1_dot_build__pb2.PruneRequest.FromString,
                     response_serializer=dockyard_dot_build_dot_v1_dot_build__pb2.PruneResponse.SerializeToString,
+            ),
+            'ListCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCache,
+                    request_deserializer=dockyard_dot_build_dot_v1_dot_build__pb2.ListCacheRequest.FromString,
+                    response_serializer=dockyard_dot_build_dot_v1_dot_build__pb2.ListCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -156,6 +177,33 @@ class Builder:
             '/dockyard.build.v1.Builder/Prune',
             dockyard_dot_build_dot_v1_dot_build__pb2.PruneRequest.SerializeToString,
             dockyard_dot_build_dot_v1_dot_build__pb2.PruneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dockyard.build.v1.Builder/ListCache',
+            dockyard_dot_build_dot_v1_dot_build__pb2.ListCacheRequest.SerializeToString,
+            dockyard_dot_build_dot_v1_dot_build__pb2.ListCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

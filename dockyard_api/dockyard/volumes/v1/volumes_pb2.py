@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dockyard/volumes/v1/volumes.proto\x12\x13\x64ockyard.volumes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmountpoint\x18\x02 \x01(\t\x12\x37\n\x06labels\x18\x03 \x03(\x0b\x32\'.dockyard.volumes.v1.Volume.LabelsEntry\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x01\n\x13\x43reateVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x44\n\x06labels\x18\x02 \x03(\x0b\x32\x34.dockyard.volumes.v1.CreateVolumeRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x14\x43reateVolumeResponse\x12+\n\x06volume\x18\x01 \x01(\x0b\x32\x1b.dockyard.volumes.v1.Volume\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\" \n\x10GetVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"T\n\x11GetVolumeResponse\x12+\n\x06volume\x18\x01 \x01(\x0b\x32\x1b.dockyard.volumes.v1.Volume\x12\x12\n\ncontainers\x18\x02 \x03(\t\"%\n\x12ListVolumesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\"C\n\x13ListVolumesResponse\x12,\n\x07volumes\x18\x01 \x03(\x0b\x32\x1b.dockyard.volumes.v1.Volume\"#\n\x13\x44\x65leteVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteVolumeResponse\"W\n\x13PruneVolumesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x12\n\nlabels_not\x18\x04 \x03(\t\"@\n\x14PruneVolumesResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x17\n\x0fspace_reclaimed\x18\x02 \x01(\x04\"Z\n\x11SeedVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x02 \x01(\t\x12\x14\n\x0csnapshot_key\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\"D\n\x12SeedVolumeResponse\x12\x0e\n\x06seeded\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x32\xaf\x04\n\x07Volumes\x12]\n\x06\x43reate\x12(.dockyard.volumes.v1.CreateVolumeRequest\x1a).dockyard.volumes.v1.CreateVolumeResponse\x12T\n\x03Get\x12%.dockyard.volumes.v1.GetVolumeRequest\x1a&.dockyard.volumes.v1.GetVolumeResponse\x12Y\n\x04List\x12\'.dockyard.volumes.v1.ListVolumesRequest\x1a(.dockyard.volumes.v1.ListVolumesResponse\x12]\n\x06\x44\x65lete\x12(.dockyard.volumes.v1.DeleteVolumeRequest\x1a).dockyard.volumes.v1.DeleteVolumeResponse\x12\\\n\x05Prune\x12(.dockyard.volumes.v1.PruneVolumesRequest\x1a).dockyard.volumes.v1.PruneVolumesResponse\x12W\n\x04Seed\x12&.dockyard.volumes.v1.SeedVolumeRequest\x1a\'.dockyard.volumes.v1.SeedVolumeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dockyard/volumes/v1/volumes.proto\x12\x13\x64ockyard.volumes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x01\n\x06Volume\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmountpoint\x18\x02 \x01(\t\x12\x37\n\x06labels\x18\x03 \x03(\x0b\x32\'.dockyard.volumes.v1.Volume.LabelsEntry\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\x04size\x18\x05 \x01(\x03H\x00\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_size\"\x98\x01\n\x13\x43reateVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x44\n\x06labels\x18\x02 \x03(\x0b\x32\x34.dockyard.volumes.v1.CreateVolumeRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x14\x43reateVolumeResponse\x12+\n\x06volume\x18\x01 \x01(\x0b\x32\x1b.dockyard.volumes.v1.Volume\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\" \n\x10GetVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"T\n\x11GetVolumeResponse\x12+\n\x06volume\x18\x01 \x01(\x0b\x32\x1b.dockyard.volumes.v1.Volume\x12\x12\n\ncontainers\x18\x02 \x03(\t\"8\n\x12ListVolumesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\x12\x11\n\twith_size\x18\x02 \x01(\x08\"C\n\x13ListVolumesResponse\x12,\n\x07volumes\x18\x01 \x03(\x0b\x32\x1b.dockyard.volumes.v1.Volume\"#\n\x13\x44\x65leteVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteVolumeResponse\"W\n\x13PruneVolumesRequest\x12\x0f\n\x07\x66ilters\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x12\n\nlabels_not\x18\x04 \x03(\t\"@\n\x14PruneVolumesResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x17\n\x0fspace_reclaimed\x18\x02 \x01(\x04\"Z\n\x11SeedVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x02 \x01(\t\x12\x14\n\x0csnapshot_key\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\"D\n\x12SeedVolumeResponse\x12\x0e\n\x06seeded\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x32\xaf\x04\n\x07Volumes\x12]\n\x06\x43reate\x12(.dockyard.volumes.v1.CreateVolumeRequest\x1a).dockyard.volumes.v1.CreateVolumeResponse\x12T\n\x03Get\x12%.dockyard.volumes.v1.GetVolumeRequest\x1a&.dockyard.volumes.v1.GetVolumeResponse\x12Y\n\x04List\x12\'.dockyard.volumes.v1.ListVolumesRequest\x1a(.dockyard.volumes.v1.ListVolumesResponse\x12]\n\x06\x44\x65lete\x12(.dockyard.volumes.v1.DeleteVolumeRequest\x1a).dockyard.volumes.v1.DeleteVolumeResponse\x12\\\n\x05Prune\x12(.dockyard.volumes.v1.PruneVolumesRequest\x1a).dockyard.volumes.v1.PruneVolumesResponse\x12W\n\x04Seed\x12&.dockyard.volumes.v1.SeedVolumeRequest\x1a\'.dockyard.volumes.v1.SeedVolumeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,35 +37,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_VOLUME']._serialized_start=92
-  _globals['_VOLUME']._serialized_end=286
-  _globals['_VOLUME_LABELSENTRY']._serialized_start=241
-  _globals['_VOLUME_LABELSENTRY']._serialized_end=286
-  _globals['_CREATEVOLUMEREQUEST']._serialized_start=289
-  _globals['_CREATEVOLUMEREQUEST']._serialized_end=441
-  _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_start=241
-  _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_end=286
-  _globals['_CREATEVOLUMERESPONSE']._serialized_start=443
-  _globals['_CREATEVOLUMERESPONSE']._serialized_end=527
-  _globals['_GETVOLUMEREQUEST']._serialized_start=529
-  _globals['_GETVOLUMEREQUEST']._serialized_end=561
-  _globals['_GETVOLUMERESPONSE']._serialized_start=563
-  _globals['_GETVOLUMERESPONSE']._serialized_end=647
-  _globals['_LISTVOLUMESREQUEST']._serialized_start=649
-  _globals['_LISTVOLUMESREQUEST']._serialized_end=686
-  _globals['_LISTVOLUMESRESPONSE']._serialized_start=688
-  _globals['_LISTVOLUMESRESPONSE']._serialized_end=755
-  _globals['_DELETEVOLUMEREQUEST']._serialized_start=757
-  _globals['_DELETEVOLUMEREQUEST']._serialized_end=792
-  _globals['_DELETEVOLUMERESPONSE']._serialized_start=794
-  _globals['_DELETEVOLUMERESPONSE']._serialized_end=816
-  _globals['_PRUNEVOLUMESREQUEST']._serialized_start=818
-  _globals['_PRUNEVOLUMESREQUEST']._serialized_end=905
-  _globals['_PRUNEVOLUMESRESPONSE']._serialized_start=907
-  _globals['_PRUNEVOLUMESRESPONSE']._serialized_end=971
-  _globals['_SEEDVOLUMEREQUEST']._serialized_start=973
-  _globals['_SEEDVOLUMEREQUEST']._serialized_end=1063
-  _globals['_SEEDVOLUMERESPONSE']._serialized_start=1065
-  _globals['_SEEDVOLUMERESPONSE']._serialized_end=1133
-  _globals['_VOLUMES']._serialized_start=1136
-  _globals['_VOLUMES']._serialized_end=1695
+  _globals['_VOLUME']._serialized_end=314
+  _globals['_VOLUME_LABELSENTRY']._serialized_start=260
+  _globals['_VOLUME_LABELSENTRY']._serialized_end=305
+  _globals['_CREATEVOLUMEREQUEST']._serialized_start=317
+  _globals['_CREATEVOLUMEREQUEST']._serialized_end=469
+  _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_start=260
+  _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_end=305
+  _globals['_CREATEVOLUMERESPONSE']._serialized_start=471
+  _globals['_CREATEVOLUMERESPONSE']._serialized_end=555
+  _globals['_GETVOLUMEREQUEST']._serialized_start=557
+  _globals['_GETVOLUMEREQUEST']._serialized_end=589
+  _globals['_GETVOLUMERESPONSE']._serialized_start=591
+  _globals['_GETVOLUMERESPONSE']._serialized_end=675
+  _globals['_LISTVOLUMESREQUEST']._serialized_start=677
+  _globals['_LISTVOLUMESREQUEST']._serialized_end=733
+  _globals['_LISTVOLUMESRESPONSE']._serialized_start=735
+  _globals['_LISTVOLUMESRESPONSE']._serialized_end=802
+  _globals['_DELETEVOLUMEREQUEST']._serialized_start=804
+  _globals['_DELETEVOLUMEREQUEST']._serialized_end=839
+  _globals['_DELETEVOLUMERESPONSE']._serialized_start=841
+  _globals['_DELETEVOLUMERESPONSE']._serialized_end=863
+  _globals['_PRUNEVOLUMESREQUEST']._serialized_start=865
+  _globals['_PRUNEVOLUMESREQUEST']._serialized_end=952
+  _globals['_PRUNEVOLUMESRESPONSE']._serialized_start=954
+  _globals['_PRUNEVOLUMESRESPONSE']._serialized_end=1018
+  _globals['_SEEDVOLUMEREQUEST']._serialized_start=1020
+  _globals['_SEEDVOLUMEREQUEST']._serialized_end=1110
+  _globals['_SEEDVOLUMERESPONSE']._serialized_start=1112
+  _globals['_SEEDVOLUMERESPONSE']._serialized_end=1180
+  _globals['_VOLUMES']._serialized_start=1183
+  _globals['_VOLUMES']._serialized_end=1742
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Volume(_message.Message):
-    __slots__ = ("name", "mountpoint", "labels", "created_at")
+    __slots__ = ("name", "mountpoint", "labels", "created_at", "size")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -22,11 +22,13 @@ class Volume(_message.Message):
     MOUNTPOINT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     mountpoint: str
     labels: _containers.ScalarMap[str, str]
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., mountpoint: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    size: int
+    def __init__(self, name: _Optional[str] = ..., mountpoint: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., size: _Optional[int] = ...) -> None: ...
 
 class CreateVolumeRequest(_message.Message):
     __slots__ = ("name", "labels")
@@ -66,10 +68,12 @@ class GetVolumeResponse(_message.Message):
     def __init__(self, volume: _Optional[_Union[Volume, _Mapping]] = ..., containers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListVolumesRequest(_message.Message):
-    __slots__ = ("filters",)
+    __slots__ = ("filters", "with_size")
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    WITH_SIZE_FIELD_NUMBER: _ClassVar[int]
     filters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, filters: _Optional[_Iterable[str]] = ...) -> None: ...
+    with_size: bool
+    def __init__(self, filters: _Optional[_Iterable[str]] = ..., with_size: _Optional[bool] = ...) -> None: ...
 
 class ListVolumesResponse(_message.Message):
     __slots__ = ("volumes",)
