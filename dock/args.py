@@ -7,6 +7,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from dockyard_common.errors import InvalidArgument
+
 INT64_MAX = 2**63 - 1
 
 
@@ -16,7 +18,7 @@ def parse_labels(items: list[str]) -> dict[str, str]:
     for item in items:
         key, _, value = item.partition("=")
         if not key:
-            raise SystemExit(f"dock: invalid label {item!r}: want KEY=VALUE")
+            raise InvalidArgument(f"invalid label {item!r}: want KEY=VALUE")
         out[key] = value
     return out
 

@@ -11,6 +11,7 @@ OCI spec. `dock/oci.py`'s build_spec applies a `RunFlags` after the image config
     --pid host, --ipc host   the host's PID or IPC namespace
     --cpu-shares N, --cpuset-cpus 0-2,4, --memory-swap BYTES   cgroup resources
     --security-opt no-new-privileges[=false]
+    --init                tini as PID 1 (the host's static one, at /dev/init): forwards signals, reaps zombies
 
 Every parse function raises InvalidArgument with the flag and the value in its words.
 """
@@ -43,6 +44,10 @@ IPC_SYSCTL_PREFIX, NET_SYSCTL_PREFIX = "fs.mqueue.", "net."
 HOST_NAME_MAX = 64  # sethostname(2) refuses longer names
 NO_NEW_PRIVILEGES = "no-new-privileges"
 _CPUSET = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+# --init: Debian's tini-static (static: the image may have no libc), bound read-only at /dev/init,
+# inside the /dev tmpfs the runtime makes: never on image content, fine with --read-only
+# (docs/design-notes.md). DOCK_INIT_PATH names another binary (tests point it at a missing one).
+INIT_BINARY, INIT_PATH_ENV, INIT_IN_CONTAINER = "/usr/bin/tini-static", "DOCK_INIT_PATH", "/dev/init"
 
 
 @dataclass
@@ -61,6 +66,7 @@ class RunFlags:
     cpuset_cpus: str = ""
     memory_swap: int | None = None  # -1: unlimited
     no_new_privileges: bool | None = None  # None: the default spec's (on)
+    init: str = ""  # --init: the host path of the init binary (find_init), "" for none
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,15 @@ def parse_no_new_privileges(text: str) -> bool | None:
     return value == "true"
 
 
+def find_init(environ: Mapping[str, str] | None = None) -> str:
+    """--init's binary on this host (the shim binds it from here), checked before anything is made."""
+    environ = os.environ if environ is None else environ
+    path = os.path.abspath(environ.get(INIT_PATH_ENV) or INIT_BINARY)
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise InvalidArgument(f"--init: no init binary at {path} (install Debian's tini package: {INIT_BINARY})")
+    return path
+
+
 # -- the spec ------------------------------------------------------------------------------------------
 
 
@@ -277,6 +292,23 @@ def check_sysctls(sysctls: Mapping[str, str], *, host_net: bool, host_ipc: bool)
             raise InvalidArgument(f"--sysctl {key}: not allowed with the host's network (--net host)")
         if host_ipc and (key in IPC_SYSCTLS or key.startswith(IPC_SYSCTL_PREFIX)):
             raise InvalidArgument(f"--sysctl {key}: not allowed with the host's IPC namespace (--ipc host)")
+
+
+def with_init(spec: Spec, path: str, *, subreaper: bool = False) -> None:
+    """Docker's --init: the host's init at /dev/init (bind, ro), the process's args after it and `--`.
+    `subreaper` (for --pid host, where tini is not PID 1): tini's -s, so orphans still come to it
+    (Docker leaves tini to warn that it cannot reap them)."""
+    for m in spec.get("mounts") or []:
+        dest = os.path.normpath(m.get("destination") or "/")
+        if dest == INIT_IN_CONTAINER or (dest == "/dev" and m.get("type") == "bind"):
+            # a bind of the host's /dev would get the mount point made in the host's own /dev
+            raise InvalidArgument(f"--init: a mount at {dest} leaves no place for {INIT_IN_CONTAINER}")
+    if any(d.get("path") == INIT_IN_CONTAINER for d in _linux(spec).get("devices") or []):
+        raise InvalidArgument(f"--init: a device at {INIT_IN_CONTAINER} leaves no place for the init")
+    spec.setdefault("mounts", []).append({"destination": INIT_IN_CONTAINER, "type": "bind", "source": path,
+                                         "options": ["bind", "ro"]})
+    proc = _process(spec)
+    proc["args"] = [INIT_IN_CONTAINER, *(["-s"] if subreaper else []), "--", *(proc.get("args") or [])]
 
 
 def with_shm_size(spec: Spec, size: int) -> None:
@@ -358,3 +390,5 @@ def apply(spec: Spec, flags: RunFlags, *, host_net: bool = False,
         memory["swap"] = flags.memory_swap
     if flags.no_new_privileges is not None:
         _process(spec)["noNewPrivileges"] = flags.no_new_privileges
+    if flags.init:  # after --device: a device at /dev/init is refused
+        with_init(spec, flags.init, subreaper=flags.pid == "host")

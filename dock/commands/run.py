@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dock import cidfile, runflags
-from dock.args import images_arg, int_in, parse_labels, positive_float
+from dock import cidfile, labelfile, runflags
+from dock.args import images_arg, int_in, positive_float
 from dock.autopull import add_pull_option
 from dock.client import Client
 from dock.containers import RUNC_V2
@@ -84,7 +84,12 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dns-option", action="append", default=[], metavar="OPT", help="a resolv.conf option")
     p.add_argument("--add-host", action="append", default=[], metavar="NAME:IP", help="a line for /etc/hosts")
     p.add_argument("--snapshotter", default="", help="snapshotter for the rootfs (default: overlayfs)")
-    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="container label")
+    p.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE",
+                   help="container label (KEY alone: an empty value)")
+    p.add_argument("--label-file", action="append", default=[], metavar="FILE",
+                   help="KEY=VALUE lines of labels (# comments), before --label")
+    p.add_argument("--init", action="store_true",
+                   help="run an init (tini) as PID 1 that forwards signals and reaps zombies")
     p.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="the container's log (`dock logs`): max-size=10m, max-file=3 (default: the daemon's)")
     p.add_argument("--restart", default="no", metavar="POLICY",
@@ -136,6 +141,7 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         seccomp = [parse_security_opt(o) for o in args.security_opt
                    if runflags.parse_no_new_privileges(o) is None]
         log_labels = labels_from_opts(args.log_opt)
+        labels = labelfile.labels(args.label_file, args.label)
         restart_labels = restart_labels_from(args)
         stop_labels = stop_labels_from(args)
         network = network_options(args.net, args.publish, args.dns, args.dns_search, args.dns_option,
@@ -154,7 +160,7 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
     return RunRequest(args.image, cid, spec, rm=getattr(args, "rm", False),
                       detach=getattr(args, "detach", False), interactive=getattr(args, "interactive", False),
                       snapshotter=args.snapshotter,
-                      labels={**log_labels, **parse_labels(args.label), **restart_labels, **stop_labels},
+                      labels={**log_labels, **labels, **restart_labels, **stop_labels},
                       runtime=args.runtime,
                       platform=args.platform, network=network, detach_keys=detach_keys,
                       pull=getattr(args, "pull", "missing"))
@@ -175,7 +181,8 @@ def flags_from_args(args: argparse.Namespace) -> runflags.RunFlags:
         cpu_shares=args.cpu_shares,
         cpuset_cpus=runflags.parse_cpuset(args.cpuset_cpus) if args.cpuset_cpus else "",
         memory_swap=runflags.parse_memory_swap(args.memory_swap),
-        no_new_privileges=no_new_privileges[-1] if no_new_privileges else None)
+        no_new_privileges=no_new_privileges[-1] if no_new_privileges else None,
+        init=runflags.find_init() if args.init else "")
 
 
 def stop_labels_from(args: argparse.Namespace) -> dict[str, str]:
