@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 from google.protobuf import empty_pb2, field_mask_pb2
 
+from dock.launch import DEFAULT_ADDRESS
 from dockyard_api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from dockyard_common.codes import error_from_status
 from dockyard_common.errors import DockyardError, Unavailable
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from dockyard_api.containerd.services.version.v1.version_pb2_grpc import VersionStub
     from dockyard_api.dockyard.system.v1.system_pb2_grpc import SystemStub
 
-DEFAULT_ADDRESS = "/run/dockyard/dockyard.sock"
 T = TypeVar("T")
 
 

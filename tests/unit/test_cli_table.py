@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dock.cli import COMMANDS, GROUPS, build_parser
+from dock.parser import COMMANDS, GROUPS, build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def test_commands_table_matches_what_groups_register() -> None:
 
 
 def test_a_command_imports_only_its_group() -> None:
-    code = ("import sys; from dock.cli import build_parser; "
+    code = ("import sys; from dock.parser import build_parser; "
             "build_parser(['-n', 'x', '--format', 'json', 'pull', 'busybox']); "
             "print(sorted(m for m in sys.modules if m.startswith('dock.commands.')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from dock.build import BuildEvent, BuildResult, ContextReceived, ContextSent, SyncedContext, directory_context
-from dock.cli import build_parser
 from dock.commands.build import JsonView, PlainView, one_line, parse_build_args, parse_label_pairs, prepare
+from dock.parser import build_parser
 from dockyard_common.errors import InvalidArgument
 
 

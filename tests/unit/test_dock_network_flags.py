@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from dock.cli import build_parser
 from dock.commands.network import parse_port_arg
 from dock.commands.run import request_from_args
 from dock.network import (
@@ -31,6 +30,7 @@ from dock.network import (
     parse_publish,
     ports_text,
 )
+from dock.parser import build_parser
 from dockyard_common.errors import InvalidArgument
 from supervisor.network.attachments import Attachment, Interface, PortMapping
 from supervisor.network.networks import build_conflist, load

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dock.cli import build_parser
 from dock.commands.run import request_from_args
 from dock.lookup import check_container_name, display_name, new_container_id, pick, prefix_filter
+from dock.parser import build_parser
 from dock.ps import Filters, command_text, human_duration, image_text, process_started, state_of, status_text
 from dock.tasks import Process
 from dockyard_common.errors import InvalidArgument, NotFound
@@ -161,7 +161,7 @@ def test_a_verbs_short_options_are_its_own() -> None:
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and res.stdout == ""
     assert res.stderr.startswith("dock: cannot connect") and len(res.stderr.splitlines()) == 1, res.stderr
-    code = ("import sys; from dock.cli import build_parser; build_parser(['-n', 'x', 'ps', '-a']); "
+    code = ("import sys; from dock.parser import build_parser; build_parser(['-n', 'x', 'ps', '-a']); "
             "print('dock.commands.verbs' in sys.modules, 'dock.commands.build' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]

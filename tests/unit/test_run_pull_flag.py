@@ -14,9 +14,9 @@ from typing import Any, cast
 import pytest
 
 from dock import autopull
-from dock.cli import build_parser
 from dock.client import Client
 from dock.commands.run import request_from_args
+from dock.parser import build_parser
 from dock.registry import Resolved, TransferDone
 from dock.runner import RunRequest
 from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from dock.cli import build_parser
 from dock.commands.run import request_from_args
 from dock.oci import (
     ImageConfig,
@@ -16,6 +15,7 @@ from dock.oci import (
     parse_volume,
     volume_options,
 )
+from dock.parser import build_parser
 from dockyard_common import volumelabels
 from dockyard_common.errors import InvalidArgument
 
