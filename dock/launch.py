@@ -13,7 +13,8 @@ launcher forwards the signals it gets to the child and exits as the child did.
 
 Where: one zygote per daemon socket directory, user, interpreter, code location and set of
 namespaces, at <socket dir>/.dock/zygote-<key>.sock (`zygote_path`). No zygote there: the command
-runs cold and starts one in the background for the next. DOCK_WARM=0 always runs cold.
+runs cold, and starts one in the background if it is the second within REPEAT_WINDOW. DOCK_WARM=0
+always runs cold.
 
 Protocol, on a SOCK_SEQPACKET socket (one message each):
   zygote -> launcher  HELLO, once it takes a command
@@ -45,6 +46,7 @@ MAGIC = b"dock-request/1"
 ZYGOTE_DIR = ".dock"
 HELLO_TIMEOUT = 2.0  # a zygote that does not greet by then is stuck: run cold, nothing was sent
 ZYGOTE_START_WAIT = 20.0  # DOCK_WARM=require: how long a zygote may take to start
+REPEAT_WINDOW = 600.0  # a second cold command within this many seconds starts a zygote
 STARTING_FRESH = 30.0  # seconds a start marker keeps other launchers from starting a second zygote
 MAX_PATH = 107  # sun_path
 # Signals the launcher passes on; SIGTSTP/SIGCONT stop and continue the child with it.
@@ -148,6 +150,17 @@ def try_warm(argv: list[str]) -> int | None:
         conn.close()
 
 
+def _repeated(path: str, now: float) -> bool:
+    """Whether a command ran cold here within REPEAT_WINDOW (`path`'s time); notes this one."""
+    try:
+        repeated = now - os.stat(path).st_mtime < REPEAT_WINDOW
+        os.utime(path)
+    except FileNotFoundError:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        return False
+    return repeated
+
+
 def _connect(path: str, address: str, required: bool) -> socket.socket | None:
     """A greeted connection to the zygote at `path` (one is started when there is none: waited
     for when `required`, else for the next command)."""
@@ -162,7 +175,7 @@ def _connect(path: str, address: str, required: bool) -> socket.socket | None:
             if conn.recv(64) == HELLO:
                 return conn
         except (FileNotFoundError, ConnectionRefusedError):
-            start_zygote(path, address)
+            start_zygote(path, address, now=required)
             if required and time.monotonic() < deadline:
                 conn.close()
                 time.sleep(0.05)
@@ -277,20 +290,25 @@ def _wait_orphan(pid: int) -> int:
     return 1
 
 
-def start_zygote(path: str, address: str) -> None:
-    """Start a zygote for `path` in the background, unless one is being started already or there
-    is no daemon at `address` (a zygote lives as long as its daemon's socket)."""
+def start_zygote(path: str, address: str, now: bool = False) -> None:
+    """Start a zygote for `path` in the background: at the second command without one within
+    REPEAT_WINDOW (one `dock` in a script is not worth a warm process), or `now`. Not when one is
+    being started already, or there is no daemon at `address` (a zygote lives as long as its
+    daemon's socket)."""
     import time
 
     directory = os.path.dirname(path)
     if not os.path.exists(address):
         return  # no daemon: nothing to serve (and its directory is not ours to make)
-    marker = path[:-len(".sock")] + ".starting"
+    stem = path[:-len(".sock")]
+    marker = stem + ".starting"
     try:
         try:
             os.mkdir(directory, 0o700)
         except FileExistsError:
             pass
+        if not now and not _repeated(stem + ".cold", time.time()):
+            return
         try:
             fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

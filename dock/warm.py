@@ -183,7 +183,7 @@ def become(req: Request, fds: list[int]) -> None:
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
     os.fchdir(fds[3])
-    os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), 1024))
+    os.closerange(3, _fd_limit())
     os.umask(req.umask)
     import resource
 
@@ -195,6 +195,10 @@ def become(req: Request, fds: list[int]) -> None:
     _forget_environment()
     sys.argv = [req.argv0, *req.argv]
     _stdio(req)
+
+
+def _fd_limit() -> int:
+    return max(os.sysconf("SC_OPEN_MAX"), 1024)
 
 
 def _forget_environment() -> None:
@@ -439,7 +443,7 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError):
         with open("/proc/self/comm", "w") as comm:
             comm.write("dock-zygote")
-    os.closerange(3, 1024)  # nothing of the launcher's stays open here
+    os.closerange(3, _fd_limit())  # nothing of the launcher's stays open here
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         preload()

@@ -236,3 +236,22 @@ def test_the_installed_launcher_starts_without_site_and_runs_either_way(d: Daemo
         res = subprocess.run([str(script), "ps", "-a"], capture_output=True, timeout=90,
                              env={**env, "DOCKYARD_ADDRESS": d.address, launch.SWITCH: mode})
         assert res.returncode == 0 and res.stdout.startswith(b"CONTAINER ID"), (mode, res.stderr)
+
+
+def test_a_second_cold_command_starts_the_zygote_and_the_next_runs_warm(daemon: DaemonProcess) -> None:
+    assert dock(daemon, "1", "version").returncode == 0
+    assert not zygotes_of(daemon)  # one command is not worth a warm process
+    assert dock(daemon, "1", "version").returncode == 0  # the second starts one in the background
+    until(lambda: zygotes_of(daemon), "a zygote")
+    (zygote,) = zygotes_of(daemon)
+    path = launch.zygote_path(daemon.address)
+    assert path is not None
+    until(lambda: os.path.exists(path), "the zygote listening")  # it listens once it has preloaded
+    proc = subprocess.Popen([sys.executable, "-m", "dock.cli", "events"], env=env_for(daemon, "1"), cwd=REPO,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        new_child(zygote, set())  # the command runs in a child of the zygote
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+        proc.communicate()
