@@ -169,8 +169,9 @@ async def _session(call: AttachCall, attached: Attached, opts: AttachOptions,
             kind = msg.WhichOneof("response")
             if kind == "output":
                 target = opts.err_fd if msg.output.stream == "stderr" else opts.out_fd
-                with contextlib.suppress(BrokenPipeError):
-                    await asyncio.to_thread(_write_all, target, msg.output.data)
+                # A BrokenPipeError (nobody reads our output any more) ends the session: the
+                # container goes on, as after a detach; the command ends as a pipeline's writer does.
+                await asyncio.to_thread(_write_all, target, msg.output.data)
             elif kind == "end":
                 return None if msg.end.detached else msg.end.exit_status
         raise Unavailable("the attach ended without the container's exit (the daemon went away?)")

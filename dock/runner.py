@@ -472,12 +472,35 @@ async def attach(client: Client, cid: str, io: ProcessIO, signals: Signals, star
         try:
             if interactive:
                 io.start_stdin(on_stdin_eof)
-            code = await exited() if exited is not None else (await client.tasks.wait(cid, exec_id)).code
+            code = await _unless_output_gone(io, exited() if exited is not None else _wait_code(client, cid, exec_id))
             await io.drain()
         finally:
             if tty:
                 loop.remove_signal_handler(signal.SIGWINCH)
     return code
+
+
+async def _wait_code(client: Client, cid: str, exec_id: str) -> int:
+    return (await client.tasks.wait(cid, exec_id)).code
+
+
+async def _unless_output_gone(io: ProcessIO, waiting: Awaitable[int]) -> int:
+    """`waiting`'s exit status; BrokenPipeError as soon as our output has no reader any more (the
+    caller's undo then ends the process, as SIGPIPE ends a pipeline's writer): a process that
+    never exits must not keep the command waiting, copying into nowhere."""
+    wait = asyncio.ensure_future(waiting)
+    gone: asyncio.Future[Any] = io.output_gone
+    try:
+        await asyncio.wait({wait, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        wait.cancel()
+        raise
+    if wait.done():
+        return wait.result()
+    wait.cancel()
+    with contextlib.suppress(asyncio.CancelledError, DockyardError):
+        await wait
+    raise io.output_gone.result()
 
 
 async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 1, err_fd: int = 2) -> int:

@@ -13,6 +13,11 @@ The shim opens the FIFOs we name in Tasks/Create (or Exec): it writes the proces
 
 Until `drain`, each output FIFO also has a writer of ours open: a FIFO with no writer reads
 as end-of-file, and the shim may open its end after we begin reading.
+
+When our own stdout or stderr is a pipe whose reader went away (`dock exec c yes | head -1`),
+copying stops and `output_gone` completes: the caller ends the command (as a shell pipeline's
+writer dies of SIGPIPE) rather than copying into nowhere until the process exits, which may be
+never.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class ProcessIO:
         self._keep_open: list[int] = []
         self._copies: list[asyncio.Task[None]] = []
         self._transports: list[asyncio.BaseTransport] = []
+        # Completed (with the BrokenPipeError) when one of our outputs has no reader any more.
+        self.output_gone: asyncio.Future[BrokenPipeError] = asyncio.get_running_loop().create_future()
 
     @classmethod
     async def open(cls, name: str, *, stdin: bool, tty: bool, out_fd: int = 1, err_fd: int = 2,
@@ -79,12 +86,15 @@ class ProcessIO:
             self._transports.append(transport)
             self._copies.append(asyncio.create_task(self._copy(reader, target)))
 
-    @staticmethod
-    async def _copy(reader: asyncio.StreamReader, target: int) -> None:
+    async def _copy(self, reader: asyncio.StreamReader, target: int) -> None:
         while chunk := await reader.read(CHUNK):
             # Our stdout may be a slow pipe or terminal: never block the loop on it.
-            with contextlib.suppress(BrokenPipeError):
+            try:
                 await asyncio.to_thread(write_all, target, chunk)
+            except BrokenPipeError as exc:  # nobody reads our output any more: the command ends
+                if not self.output_gone.done():
+                    self.output_gone.set_result(exc)
+                return
 
     def start_stdin(self, on_eof: Callable[[], None]) -> None:
         """Copy our stdin into the process' (in a thread: a read of our stdin cannot be

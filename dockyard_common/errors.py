@@ -88,3 +88,26 @@ class DeadlineExceeded(DockyardError):
 
 class Unknown(DockyardError):
     kind = "unknown"
+
+
+def from_os_error(what: str, exc: OSError) -> DockyardError:
+    """The error kind an OSError met while acting on a caller's paths or data stands for, with
+    `what` and the system's words: out of space is ResourceExhausted, a missing path NotFound, a
+    path the caller cannot write (read-only, no permission, busy) FailedPrecondition, a path of the
+    wrong shape (not a directory, a directory, a loop, too long, exists) InvalidArgument; only the
+    rest is Internal. One table, so a `dock cp` to /proc/sys or from a vanished /proc file is the
+    caller's mistake in every module that acts on such paths, never "internal"."""
+    import errno
+
+    detail = exc.strerror or str(exc)
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(f"{what}: {detail}")
+    if code == errno.ENOENT:
+        return NotFound(f"{what}: {detail}")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EBUSY, errno.ETXTBSY):
+        return FailedPrecondition(f"{what}: {detail}")
+    if code in (errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EMLINK,
+                errno.EINVAL, errno.EXDEV, errno.ENXIO, errno.ENODEV, errno.ENOTEMPTY, errno.EFBIG):
+        return InvalidArgument(f"{what}: {detail}")
+    return Internal(f"{what}: {detail}")

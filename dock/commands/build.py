@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -105,17 +106,56 @@ def parse_label_pairs(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _read_stdin() -> IO[bytes]:
-    """All of stdin in a temp file (a tar context is read twice: for its Dockerfile, then to send)."""
+# A Dockerfile is sent in one message (16 MiB at most, both ways): one bigger than this is refused
+# before it is read whole, so `-f /dev/zero` or `dock build - < /dev/zero` ends instead of eating
+# memory or disk for ever.
+MAX_DOCKERFILE = 8 << 20
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+
+
+def _read_capped(f: IO[bytes], what: str, head: bytes = b"") -> bytes:
+    """`head`, then the rest of `f`: a Dockerfile, MAX_DOCKERFILE bytes at most."""
+    data = head + f.read(MAX_DOCKERFILE + 1 - len(head))
+    if len(data) > MAX_DOCKERFILE:
+        raise InvalidArgument(f"the Dockerfile {what} is larger than {MAX_DOCKERFILE >> 20} MiB")
+    return data
+
+
+def _looks_like_tar(head: bytes) -> bool:
+    """The first 512 bytes of stdin start a tar (or a compressed stream, which may hold one)."""
+    if head.startswith(_COMPRESSED_MAGIC):
+        return True
+    try:
+        tarfile.TarInfo.frombuf(head, tarfile.ENCODING, "surrogateescape")
+    except (tarfile.HeaderError, ValueError):
+        return False
+    return True
+
+
+def _read_stdin() -> IO[bytes] | bytes:
+    """A tar context on stdin, in a temp file (it is read twice: for its Dockerfile, then to send);
+    or, when stdin does not start as a tar, the Dockerfile it is (capped, never spooled)."""
+    stdin = sys.stdin.buffer
+    head = b""
+    while len(head) < tarfile.BLOCKSIZE and (piece := stdin.read(tarfile.BLOCKSIZE - len(head))):
+        head += piece
+    if not _looks_like_tar(head):
+        return _read_capped(stdin, "on stdin", head)
     spool = tempfile.TemporaryFile(prefix="dock-build-")
-    shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
-    spool.seek(0)
+    try:
+        spool.write(head)
+        shutil.copyfileobj(stdin, spool, 1 << 20)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
     return spool
 
 
 def _read_dockerfile(path: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:
+            return _read_capped(f, path)
     except OSError as exc:
         raise InvalidArgument(f"cannot read the Dockerfile {path}: {exc.strerror or exc}") from None
 
@@ -126,6 +166,10 @@ def prepare(args: argparse.Namespace) -> tuple[bytes, AsyncIterator[bytes] | byt
         if args.file == "-":
             raise InvalidArgument("cannot read both the Dockerfile and the context from stdin")
         spool = _read_stdin()
+        if isinstance(spool, bytes):  # not a tar: stdin is the Dockerfile, the context is empty
+            if args.file:
+                raise InvalidArgument("-f names a Dockerfile inside the context, but stdin is not a tar")
+            return spool, b""
         try:
             found = read_tar_context(spool, args.file or "Dockerfile")
             if found is None:  # not a tar: stdin is the Dockerfile, the context is empty
@@ -143,7 +187,7 @@ def prepare(args: argparse.Namespace) -> tuple[bytes, AsyncIterator[bytes] | byt
         raise InvalidArgument(f"build context {args.context}: not a directory")
     # A directory is synced: the daemon keeps it between builds, only changes are sent.
     if args.file == "-":
-        return sys.stdin.buffer.read(), SyncedContext(root)
+        return _read_capped(sys.stdin.buffer, "on stdin"), SyncedContext(root)
     file = Path(args.file) if args.file else root / "Dockerfile"
     return _read_dockerfile(str(file)), SyncedContext(root, file)
 

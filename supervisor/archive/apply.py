@@ -78,6 +78,7 @@ from dockyard_common.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    from_os_error,
 )
 from dockyard_common.rootpath import Canonical, NotADirectory, ResolvedDir, RootDir, clean_name
 from supervisor.archive.hashing import DigestingReader
@@ -670,11 +671,6 @@ def _remove_at(dir_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
-def _os_error(what: str, e: OSError) -> DockyardError:
-    detail = e.strerror or str(e)
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ResourceExhausted(f"{what}: {detail}")
-    if e.errno in (errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EMLINK):
-        return InvalidArgument(f"{what}: {detail}")
-    return Internal(f"{what}: {detail}")
+def _os_error(what: str, exc: OSError) -> DockyardError:
+    return from_os_error(what, exc)  # one errno table for every module acting on a caller's paths
 

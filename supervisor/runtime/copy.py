@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -49,10 +48,9 @@ from dockyard_common.errors import (
     Cancelled,
     DockyardError,
     FailedPrecondition,
-    Internal,
     InvalidArgument,
     NotFound,
-    ResourceExhausted,
+    from_os_error,
 )
 from dockyard_common.mountinfo import mountinfo
 from dockyard_common.mounts import mounted
@@ -555,9 +553,4 @@ def _pseudo_mounts(pid: int) -> frozenset[Canonical]:
 
 
 def _os_error(what: str, exc: OSError) -> DockyardError:
-    detail = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ResourceExhausted(f"{what}: {detail}")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return FailedPrecondition(f"{what}: {detail}")
-    return Internal(f"{what}: {detail}")
+    return from_os_error(what, exc)  # one errno table for every module acting on a caller's paths
