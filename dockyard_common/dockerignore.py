@@ -25,12 +25,11 @@ A malformed pattern is InvalidArgument naming it.
 from __future__ import annotations
 
 import os
-import re
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard_common import linearre
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.gomatch import check as check_glob
 
@@ -84,7 +83,7 @@ class _Pattern:
     text: str  # cleaned, without the `!`
     exclusion: bool
     kind: str  # "exact" | "prefix" | "suffix" | "regexp"
-    regexp: re.Pattern[str] | None
+    regexp: linearre.Pattern | None
 
     def match(self, path: str) -> bool:
         if self.kind == "exact":
@@ -219,9 +218,7 @@ def _compile(pattern: str, exclusion: bool, raw: str) -> _Pattern:
         return _Pattern(pattern, exclusion, kind, None)
     out.append("$")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # re's FutureWarning on `[[`: the pattern is what it is
-            rx = re.compile("".join(out), re.DOTALL)
-    except re.error:
+        rx = linearre.compile("".join(out), dotall=True)  # RE2: Docker compiles these as Go regexps
+    except linearre.error:
         raise InvalidArgument(f".dockerignore: syntax error in pattern {raw!r}") from None
     return _Pattern(pattern, exclusion, kind, rx)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import re
 
+from dockyard_common import linearre
 from dockyard_common.errors import InvalidArgument
 
 _MAGIC = "*?[\\"
@@ -38,7 +39,7 @@ def check(pattern: str) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _compile(pattern: str) -> re.Pattern[str]:
+def _compile(pattern: str) -> linearre.Pattern:
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
@@ -59,7 +60,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(ch))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return linearre.compile("".join(out), dotall=True)
 
 
 def _char_class(pattern: str, i: int) -> tuple[int, str]:

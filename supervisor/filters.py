@@ -28,19 +28,19 @@ Syntax errors raise `FilterSyntaxError` (an InvalidArgument) with containerd's m
 the offending character. Positions count characters (containerd counts UTF-8 bytes; the two agree
 for ASCII input, and the rendered message is the same).
 
-Regexps are Go RE2 syntax, translated to Python's `re` by `supervisor.goregexp`.
+Regexps are Go's (RE2) syntax, matched by RE2 in linear time (`supervisor.goregexp`).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from dockyard_common import linearre
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.goquote import go_quote
 from supervisor.goregexp import GoRegexpError, compile_go_regexp
@@ -125,7 +125,7 @@ class Selector(Filter):
     operator: Operator = Operator.PRESENT
     value: str = ""
     # For MATCHES: the compiled regexp, or None with the reason when it does not compile.
-    regex: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
+    regex: linearre.Pattern | None = field(default=None, init=False, compare=False, repr=False)
     regex_error: str = field(default="", init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from dockyard_common import linearre
 from dockyard_common.errors import InvalidArgument
 
 _SPECIAL = "@*#?-$!0"
@@ -197,7 +198,7 @@ class _Lexer:
 
 def _trim(value: str, pattern: str, *, prefix: bool, longest: bool) -> str:
     """Remove the shortest/longest prefix or suffix of `value` matching the glob `pattern`."""
-    rx = re.compile(_glob_regex(pattern), re.DOTALL)
+    rx = linearre.compile(_glob_regex(pattern), dotall=True)
     cuts = range(len(value) + 1)
     order = reversed(cuts) if longest else iter(cuts)
     for n in order:
