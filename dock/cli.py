@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
 
         complete(build_parser(groups=list(GROUPS)))  # exits
     args = build_parser(argv).parse_args(argv)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if not debug:  # Python's warnings (an unawaited coroutine at ^C) are no user's business
+        import warnings
+
+        warnings.simplefilter("ignore")
     try:
         return asyncio.run(_run(args))
     except DockyardError as exc:
@@ -66,11 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `dock ... | head`: the reader is gone, nothing left to say
         _quiet_stdout()
         return 141
+    except UnicodeEncodeError as exc:  # an argument bound for the daemon, not UTF-8 (`dock events $'\xff'`)
+        print(f"dock: '{_as_typed(exc.object)}' is not UTF-8 text (names, ids and values sent to the daemon "
+              "must be)", file=sys.stderr)
+        return 1
     except OSError as exc:  # a local file or device of the command's (not the daemon's answer): as it is
         print(f"dock: {_describe(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # a bug or an answer we could not read: one line, never a traceback
-        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        if debug:
             import traceback
 
             traceback.print_exc()
@@ -84,6 +93,17 @@ def _describe(exc: BaseException) -> str:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     text = " ".join(str(exc).split())
     return text[:300] if text else "no details"
+
+
+def _as_typed(text: str | bytes) -> str:
+    """The bytes the user typed (argv's undecodable bytes are surrogates), printable."""
+    data = text if isinstance(text, bytes) else None
+    if isinstance(text, str):
+        try:
+            data = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            data = text.encode("utf-8", "backslashreplace")
+    return (data or b"").decode("utf-8", "backslashreplace")[:100]
 
 
 def _quiet_stdout() -> None:

@@ -78,3 +78,11 @@ def test_inspection_printing_survives_any_shape(config: Any, capfd: pytest.Captu
     print_inspection(_inspection(config))
     out = capfd.readouterr().out
     assert "Name" in out and out.endswith("Layers\n")  # the layer table goes through emit_table
+
+
+@pytest.mark.parametrize("argv", [["images", "inspect", "ab\udcff"], ["events", "\udcff"]])
+def test_an_argument_that_is_not_utf8_is_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    # argv's undecodable bytes arrive as surrogates; protobuf refuses them when the request is made
+    assert cli.main(["--address", "/nonexistent/dockyard.sock", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dock: '") and "\\xff' is not UTF-8 text" in err and err.count("\n") == 1, err
