@@ -134,6 +134,7 @@ def apply_layer(
     cancel: threading.Event | None = None,
     owner: tuple[int, int] | None = None,
     check: Callable[[Entry], None] | None = None,
+    stop_reading: Callable[[], None] | None = None,
 ) -> ApplyResult:
     """Apply the uncompressed layer tar `stream` to `target`; see the module docstring.
 
@@ -141,6 +142,10 @@ def apply_layer(
     `owner` (uid, gid), when given, owns every entry instead of the ids the tar names.
     `check`, when given, sees each entry before it is applied and refuses one by raising (a
     build context checked as it streams in: archive/context.py).
+    `stop_reading`, when given, is called at the end of the archive instead of reading the
+    stream to its end: a tar a caller sends (`dock cp -`) is done at its end blocks, and what
+    follows them, maybe without end (`< /dev/zero`), is not ours to wait for. A layer is read to
+    its end: the padding counts in its digest.
     """
     if whiteout_mode not in ("overlay", "delete", "none"):
         raise InvalidArgument(f"whiteout mode {whiteout_mode!r}: must be 'overlay', 'delete' or 'none'")
@@ -170,7 +175,10 @@ def apply_layer(
             except TarFormatError as e:
                 raise InvalidArgument(f"invalid layer tar: {e}") from None
             applier.finish()
-            ahead.finish()  # the padding after the end blocks counts in the diff ID
+            if stop_reading is None:
+                ahead.finish()  # the padding after the end blocks counts in the diff ID
+            else:
+                stop_reading()  # unblocks the read-ahead thread, which then ends
     except DockyardError:
         raise
     except OSError as e:  # reading the layer's bytes (the entries map their own)

@@ -157,7 +157,7 @@ class ContainerFiles:
                 owner = None if copy_uid_gid else root.owner
                 await _consumed(chunks, lambda stream, cancel: apply_layer(
                     stream, Path(f"/proc/self/fd/{dest.parent_fd}"), whiteout_mode="none", cancel=cancel,
-                    owner=owner))
+                    owner=owner, stop_reading=cast(BlockingReader, stream).cancel))
             finally:
                 dest.close()
 

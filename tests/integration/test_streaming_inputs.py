@@ -161,3 +161,28 @@ def test_cp_proc_paths_are_not_internal(dock_cli: DockCLI, busybox_daemon: Daemo
     assert "failed precondition" in err and "internal" not in err
     assert not (tmp_path / "out").exists()
     assert "failed unexpectedly" not in busybox_daemon.log()
+
+
+def test_cp_from_stdin_ends_at_the_archives_end(dock_cli: DockCLI, tmp_path: Path) -> None:
+    """`dock cp - c:/dir` is done at the tar's end blocks: what follows, maybe without end
+    (`< /dev/zero`: end blocks, then zeros for ever), is not waited for."""
+    import io
+    import tarfile
+
+    cid = dock_cli.ok("run", "-d", "busybox", "sleep", "600").strip()
+    with open("/dev/zero", "rb") as zero:
+        res = subprocess.run([sys.executable, "-m", "dock.cli", "cp", "-", f"{cid}:/tmp"], stdin=zero,
+                             capture_output=True, text=True, env=_env(dock_cli, "0"), cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("from-stdin.txt")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"hi\n"))
+    endless = tmp_path / "tar-then-zeros"
+    endless.write_bytes(buf.getvalue() + bytes(1 << 20))  # a tar, then a MiB of trailing zeros
+    with open(endless, "rb") as f:
+        res = subprocess.run([sys.executable, "-m", "dock.cli", "cp", "-", f"{cid}:/tmp"], stdin=f,
+                             capture_output=True, text=True, env=_env(dock_cli, "0"), cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert dock_cli.ok("exec", cid, "cat", "/tmp/from-stdin.txt") == "hi\n"
