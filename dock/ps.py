@@ -62,6 +62,28 @@ def ago(when: datetime | None, now: datetime) -> str:
     return f"{human_duration(now - (when if when.tzinfo else when.replace(tzinfo=UTC)))} ago"
 
 
+# A foreground `dock run` deletes its task when the process exits (as `ctr run`), so nothing of
+# containerd's remembers how it ended; Docker's `ps -a` says "Exited (N) ... ago". The run leaves
+# "CODE@RFC3339" here; `with_last_exit` makes it a stopped task again for ps, inspect, df, prune.
+LAST_EXIT_LABEL = "dockyard.last-exit"
+
+
+def last_exit_label(code: int, at: datetime) -> str:
+    return f"{code}@{at.astimezone(UTC).isoformat()}"
+
+
+def with_last_exit(container: Container, task: Process | None) -> Process | None:
+    """`task`, or, for a container without one, the exit its last foreground run left."""
+    if task is not None:
+        return task
+    code, _, at = container.labels.get(LAST_EXIT_LABEL, "").partition("@")
+    try:
+        return Process(id=container.id, pid=0, status=Status.STOPPED, exit_status=int(code),
+                       exited_at=datetime.fromisoformat(at))
+    except ValueError:
+        return None
+
+
 def state_of(task: Process | None) -> str:
     """Docker's state word for a container whose task is `task` (None: it has none)."""
     if task is None or task.status == Status.CREATED:

@@ -52,7 +52,7 @@ import time
 import tty
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO, TypeVar
 
 from dock import autopull, volumes
@@ -61,6 +61,7 @@ from dock.containers import RUNC_V2, oci_spec_any
 from dock.events import Envelope
 from dock.network import BRIDGE, NetworkOptions
 from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_spec
+from dock.ps import LAST_EXIT_LABEL, last_exit_label
 from dock.rootfs import container_mounts_of, mounted_readonly
 from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
 from dock.stdio import ProcessIO, write_all
@@ -561,6 +562,7 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
                                 await watch.removed()
                             return code
                         container_undo.pop_all()
+                        await _keep_last_exit(client, req, code)
                         return code
                 io = await ProcessIO.open(req.id, stdin=req.interactive, tty=req.spec.tty, out_fd=out_fd,
                                           err_fd=err_fd, in_fd=in_fd)
@@ -586,6 +588,8 @@ async def run(client: Client, req: RunRequest, *, in_fd: int = 0, out_fd: int = 
                     container_undo.pop_all()  # removed, with its anonymous volumes, by the daemon
             if not req.rm:
                 container_undo.pop_all()
+                if watch is None:
+                    await _keep_last_exit(client, req, code)
             return code  # with rm (not the daemon's): container_undo removes it and its anonymous volumes now
     except Interrupted as exc:
         return 128 + exc.signum
@@ -597,6 +601,13 @@ def _text_on(fd: int) -> TextIO:
     if fd == 2:
         return sys.stderr
     return open(fd, "w", encoding="utf-8", closefd=False)
+
+
+async def _keep_last_exit(client: Client, req: RunRequest, code: int) -> None:
+    """The container stays and its task goes: what `ps -a` and inspect show of the exit."""
+    if not req.rm:
+        with contextlib.suppress(DockyardError):  # the container went meanwhile: nothing to keep
+            await _set_labels(client, req.id, {LAST_EXIT_LABEL: last_exit_label(code, datetime.now(UTC))})
 
 
 async def _set_labels(client: Client, cid: str, labels: dict[str, str]) -> None:

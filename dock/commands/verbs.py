@@ -28,7 +28,18 @@ from dock.commands.tasks import parse_signal, process_json, start_detached, stop
 from dock.lookup import SHORT_ID, display_name, resolve
 from dock.network import ports_text
 from dock.output import emit_json, emit_table, for_each
-from dock.ps import Filters, ago, command_of, command_text, image_text, process_started, ps_json, state_of, status_text
+from dock.ps import (
+    Filters,
+    ago,
+    command_of,
+    command_text,
+    image_text,
+    process_started,
+    ps_json,
+    state_of,
+    status_text,
+    with_last_exit,
+)
 from dock.runner import container_mounts, destroy_task, remove_container
 from dock.stopping import DEFAULT_STOP_TIMEOUT, stop_timeout
 from dock.tasks import Process
@@ -110,8 +121,8 @@ async def ps(client: Client, args: argparse.Namespace) -> int:
     containers, tasks = await asyncio.gather(client.containers.list(), client.tasks.list())
     by_id = {t.id: t for t in tasks}
     show_all = args.all or filters.wants_all
-    rows = [(c, by_id.get(c.id)) for c in containers
-            if (show_all or state_of(by_id.get(c.id)) in LIVE) and filters.match(c, by_id.get(c.id))]
+    every = [(c, with_last_exit(c, by_id.get(c.id))) for c in containers]
+    rows = [(c, t) for c, t in every if (show_all or state_of(t) in LIVE) and filters.match(c, t)]
     epoch = datetime.min.replace(tzinfo=UTC)
     rows.sort(key=lambda r: r[0].created_at.replace(tzinfo=UTC) if r[0].created_at else epoch, reverse=True)
     width = None if args.no_trunc else SHORT_ID
@@ -165,6 +176,7 @@ def state_json(task: Process | None) -> dict[str, Any]:
 async def inspect_one(client: Client, ref: str) -> dict[str, Any]:
     c = await resolve(client, ref)
     task, network = await asyncio.gather(task_of(client, c.id), network_info(client, c))
+    task = with_last_exit(c, task)
     out = describe(c) | network | {"name": display_name(c.id), "state": state_json(task), "mounts": spec_mounts(c)}
     restart = {k: v for k, v in c.labels.items() if k.startswith(RESTART_LABEL_PREFIXES)}
     if restart:

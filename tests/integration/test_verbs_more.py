@@ -4,6 +4,7 @@ daemon (our shim) with busybox containers on `--net none`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pty
@@ -286,3 +287,30 @@ def test_history_newest_first(cli: DockCLI, busybox_daemon: DaemonProcess) -> No
         cli.fails("history", "nosuch:image", words="not found")
     finally:
         cli.dock("images", "rm", ref)
+
+
+@pytest.mark.parametrize("tty", [False, True], ids=["fifos", "attach"])
+def test_a_foreground_run_that_exited_shows_as_exited(dock_cli: DockCLI, tty: bool) -> None:
+    """As `docker ps -a` after `docker run`: the run deletes its task, its exit stays in view."""
+    cid = name("fg")
+    if tty:  # through the daemon's attach (a pty), from a real terminal
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execve(sys.executable, [sys.executable, "-m", "dock.cli", "run", "-t", "--net", "none", "--name",
+                                       cid, IMAGE, "sh", "-c", "exit 3"], dock_cli_env(dock_cli))
+        with os.fdopen(fd, "rb", buffering=0) as out:
+            with contextlib.suppress(OSError):  # EIO once dock exited
+                while out.read(4096):
+                    pass
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 3
+    else:
+        assert dock_cli.dock("run", "--net", "none", "--name", cid, IMAGE, "sh", "-c", "exit 3").returncode == 3
+    (row,) = dock_cli.json("ps", "-a", "--filter", f"name={cid}")
+    assert (row["state"], row["exit_code"]) == ("exited", 3) and row["status"].startswith("Exited (3) "), row
+    assert cid in dock_cli.ok("ps", "-a", "-q", "--no-trunc", "--filter", "exited=3")
+    assert dock_cli.json("inspect", cid)[0]["state"]["exit_code"] == 3
+    dock_cli.ok("rm", cid)
+
+
+def dock_cli_env(cli: DockCLI) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": cli.address}
