@@ -27,10 +27,10 @@ the request it never does (the command may be running).
 
 from __future__ import annotations
 
-import array
+import _signal as signal  # the C modules: signal's and socket's wrappers import enum (~5 ms)
+import _socket as socket
 import os
-import signal
-import socket
+import struct
 import sys
 import zlib
 
@@ -136,7 +136,7 @@ def try_warm(argv: list[str]) -> int | None:
         signals = _Forwarder(conn)  # from here on a signal is the command's, not ours
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY)
         try:
-            conn.sendmsg([request(argv)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2, cwd]))])
+            conn.sendmsg([request(argv)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("4i", 0, 1, 2, cwd))])
         except OSError:  # too big, or the zygote went away: nothing was handed over
             signals.restore()
             signals.replay()
