@@ -91,18 +91,19 @@ def zygote_path(address: str) -> str | None:
     return path if len(os.fsencode(path)) <= MAX_PATH else None
 
 
-def request(argv: list[str]) -> bytes:
-    """What the child needs to be this process (see dock/warm.py `Request.parse`)."""
+def resource_limits() -> list[tuple[int, int, int]]:
+    """(RLIMIT_* number, soft, hard) of this process, every limit the platform has."""
     import resource
 
+    return [(number, *resource.getrlimit(number))
+            for number in (getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))]
+
+
+def request(argv: list[str]) -> bytes:
+    """What the child needs to be this process (see dock/warm.py `Request.parse`)."""
     mask = os.umask(0)
     os.umask(mask)
-    limits = []
-    for name in dir(resource):
-        if name.startswith("RLIMIT_"):
-            number = getattr(resource, name)
-            soft, hard = resource.getrlimit(number)
-            limits.append(f"{number}:{soft}:{hard}")
+    limits = [f"{number}:{soft}:{hard}" for number, soft, hard in resource_limits()]
     out = sys.stdout
     fields = [MAGIC, os.fsencode(code_root()), os.fsencode(os.path.realpath(sys.executable)),
               out.encoding.encode(), (out.errors or "strict").encode(),

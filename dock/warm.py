@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from dock.launch import HELLO, MAGIC, code_root
+from dock.launch import HELLO, MAGIC, code_root, resource_limits
 from dockyard_common.unixsock import AlreadyServing, listen
 
 IDLE_EXIT = 600.0
@@ -135,13 +135,12 @@ class Sources:
 
 def preload() -> None:
     """Import what commands run (the parser of every group, the client and its messages)."""
-    from dock import cli, parser
+    from dock import parser
 
     for group in parser.GROUPS:
         importlib.import_module(f"dock.commands.{group}")
     parser.build_parser(groups=list(parser.GROUPS))
-    del cli  # imported for its children: they run cli.main
-    for name in ("dock.client", "grpc.aio", "asyncio.unix_events", "asyncio.selector_events"):
+    for name in ("dock.cli", "dock.client", "grpc.aio", "asyncio.unix_events", "asyncio.selector_events"):
         importlib.import_module(name)
 
 
@@ -257,10 +256,7 @@ class Zygote:
         self.stopping = False
         self.last = time.monotonic()
         self.sources = Sources()
-        import resource
-
-        self.limits = {getattr(resource, n): resource.getrlimit(getattr(resource, n))[1]
-                       for n in dir(resource) if n.startswith("RLIMIT_")}
+        self.limits = {number: hard for number, _soft, hard in resource_limits()}
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)

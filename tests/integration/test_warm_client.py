@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 from dock import launch
 from tests.daemon import REPO, DaemonProcess, alive
 from tests.integration.test_attach import terminal
+from tests.waiting import wait_until
 
 IMAGE = "docker.io/library/busybox:latest"
 
@@ -71,16 +71,9 @@ def new_child(zygote: int, known: set[int]) -> int:
     def forked() -> bool:
         found[:] = [c for c in children(zygote) if c not in known and alive(c)]
         return bool(found)
-    until(forked, "the zygote forked the command")
+    wait_until(forked, timeout=30, what="the zygote forked the command")
     known.add(found[0])
     return found[0]
-
-
-def until(check: object, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -88,7 +81,7 @@ def zygote(d: DaemonProcess) -> Iterator[int]:
     """The daemon's zygote, started (and waited for) by a first warm command."""
     res = dock(d, "require", "version")
     assert res.returncode == 0, res.stderr.decode()
-    until(lambda: len(zygotes_of(d)) == 1, "one zygote")  # a retired one may still be leaving
+    wait_until(lambda: len(zygotes_of(d)) == 1, timeout=30, what="one zygote")  # a retired one may still be leaving
     (pid,) = zygotes_of(d)
     yield pid
 
@@ -140,7 +133,7 @@ def test_signals_reach_the_command_and_a_killed_launcher_takes_it_along(d: Daemo
     child = new_child(zygote, known)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 130, proc.stderr.read() if proc.stderr else b""
-    until(lambda: not alive(child), "the child ended")
+    wait_until(lambda: not alive(child), timeout=30, what="the child ended")
     proc.communicate()
     # SIGTERM: the command dies of it, and so does the launcher
     proc = spawn(d, "events")
@@ -153,7 +146,7 @@ def test_signals_reach_the_command_and_a_killed_launcher_takes_it_along(d: Daemo
     child = new_child(zygote, known)
     proc.kill()
     proc.communicate()
-    until(lambda: not alive(child), "the orphaned command was killed")
+    wait_until(lambda: not alive(child), timeout=30, what="the orphaned command was killed")
     assert zygotes_of(d) == {zygote}
 
 
@@ -206,7 +199,7 @@ def test_changed_code_retires_the_zygote(d: DaemonProcess, zygote: int) -> None:
         os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
         res = dock(d, "require", "version")
         assert res.returncode == 1 and b"code changed" in res.stderr, res.stderr
-        until(lambda: not alive(zygote), "the old zygote left")
+        wait_until(lambda: not alive(zygote), timeout=30, what="the old zygote left")
         res = dock(d, "require", "version")  # starts a new one, which loads the code as it is now
         assert res.returncode == 0, res.stderr
         assert zygotes_of(d) and zygote not in zygotes_of(d)
@@ -221,7 +214,7 @@ def test_the_zygote_leaves_with_its_daemons_socket(daemon: DaemonProcess) -> Non
     (pid,) = zygotes_of(daemon)
     daemon.stop()
     Path(daemon.address).unlink(missing_ok=True)
-    until(lambda: not alive(pid), "the zygote left with its daemon")
+    wait_until(lambda: not alive(pid), timeout=30, what="the zygote left with its daemon")
 
 
 def test_the_installed_launcher_starts_without_site_and_runs_either_way(d: DaemonProcess, zygote: int,
@@ -242,11 +235,12 @@ def test_a_second_cold_command_starts_the_zygote_and_the_next_runs_warm(daemon: 
     assert dock(daemon, "1", "version").returncode == 0
     assert not zygotes_of(daemon)  # one command is not worth a warm process
     assert dock(daemon, "1", "version").returncode == 0  # the second starts one in the background
-    until(lambda: zygotes_of(daemon), "a zygote")
+    wait_until(lambda: zygotes_of(daemon), timeout=30, what="a zygote")
     (zygote,) = zygotes_of(daemon)
     path = launch.zygote_path(daemon.address)
     assert path is not None
-    until(lambda: os.path.exists(path), "the zygote listening")  # it listens once it has preloaded
+    # it listens once it has preloaded
+    wait_until(lambda: os.path.exists(path), timeout=30, what="the zygote listening")
     proc = subprocess.Popen([sys.executable, "-m", "dock.cli", "events"], env=env_for(daemon, "1"), cwd=REPO,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
