@@ -56,7 +56,7 @@ import os
 import shutil
 import socket
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,10 +182,19 @@ class NetworkManager:
     def netns_path(self, namespace: str, container_id: str) -> Path:
         return self.netns_dir / cni_container_id(namespace, container_id)
 
+    def file_paths(self, namespace: str, container_id: str) -> tuple[Path, Path]:
+        """The attachment's resolv.conf and hosts (made by attach)."""
+        files = self._files(namespace, container_id)
+        return files / "resolv.conf", files / "hosts"
+
     async def attach(self, namespace: str, container_id: str, networks: Sequence[str] | None = None,
                      ports: Sequence[PortMapping] = (), *, hostname: str = "", dns: Sequence[str] = (),
                      dns_search: Sequence[str] = (), dns_options: Sequence[str] = (),
-                     extra_hosts: Sequence[str] = ()) -> Attachment:
+                     extra_hosts: Sequence[str] = (), on_netns: Callable[[], None] | None = None) -> Attachment:
+        """Attach the container (see the module's words). With `on_netns`, the netns and the
+        files (hosts without the container's addresses yet) are made first and `on_netns()` is
+        called before the plugins run, so the task can be created meanwhile; the hosts file is
+        then rewritten in place once the addresses are known."""
         _check_id("namespace", namespace)
         _check_id("container id", container_id)
         for p in ports:
@@ -224,7 +233,13 @@ class NetworkManager:
                 # the netns is not ours (a leftover file, or the kernel refused): undo only the record
                 await asyncio.to_thread(self._drop, key)
                 raise
+            files = self._files(namespace, container_id)
             try:
+                if on_netns is not None:
+                    await asyncio.to_thread(
+                        resolv.write_files, files, hostname=hostname, addresses=[], dns=dns, dns_search=dns_search,
+                        dns_options=dns_options, extra_hosts=extra_hosts)
+                    on_netns()
                 for net in rec["networks"]:
                     async with self._net_lock(net["name"]):
                         net["result"] = await self.runner.add(net["conflist"], key, str(path), net["ifname"],
@@ -235,10 +250,14 @@ class NetworkManager:
                     await asyncio.to_thread(self._save, rec)
                 att = _attachment(rec)
                 addrs = [a.split("/")[0] for i in att.interfaces for a in i.addresses]
-                att.resolv_conf, att.hosts = await asyncio.to_thread(
-                    resolv.write_files, self._files(namespace, container_id), hostname=hostname,
-                    addresses=addrs, dns=dns, dns_search=dns_search, dns_options=dns_options,
-                    extra_hosts=extra_hosts)
+                if on_netns is not None:
+                    att.resolv_conf, att.hosts = self.file_paths(namespace, container_id)
+                    await asyncio.to_thread(resolv.rewrite_hosts, att.hosts, hostname=hostname, addresses=addrs,
+                                            extra_hosts=extra_hosts)
+                else:
+                    att.resolv_conf, att.hosts = await asyncio.to_thread(
+                        resolv.write_files, files, hostname=hostname, addresses=addrs, dns=dns,
+                        dns_search=dns_search, dns_options=dns_options, extra_hosts=extra_hosts)
                 return att
             except BaseException:
                 try:
@@ -264,8 +283,7 @@ class NetworkManager:
         if rec is None:
             raise NotFound(f"network attachment of container {container_id!r} in namespace {namespace!r}")
         att = _attachment(rec)
-        files = self._files(namespace, container_id)
-        att.resolv_conf, att.hosts = files / "resolv.conf", files / "hosts"
+        att.resolv_conf, att.hosts = self.file_paths(namespace, container_id)
         return att
 
     async def check(self, namespace: str, container_id: str) -> None:

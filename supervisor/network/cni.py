@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -160,6 +161,7 @@ class CNIRunner:
             # subprocess.Popen starts the plugin with vfork (~0.5 ms); the event loop's own
             # subprocess support (uvloop: libuv's fork) blocked the loop ~4 ms per plugin in the
             # daemon, on every attach and detach. The plugin's output is read in a thread of ours.
+            started = time.perf_counter()
             proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE,  # noqa: ASYNC220 (vfork: returns at exec)
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd="/")
             done = asyncio.get_running_loop().run_in_executor(self._waiters, _communicate, proc, stdin,
@@ -175,6 +177,7 @@ class CNIRunner:
                 with contextlib.suppress(Exception):
                     await done
                 raise
+        log.debug("%s: %.1f ms", where, (time.perf_counter() - started) * 1e3)
         if proc.returncode != 0:
             raise _plugin_error(where, ptype, command, proc.returncode or 0, out, err)
         if not out.strip():

@@ -129,3 +129,12 @@ def write_files(directory: Path, *, hostname: str, addresses: Sequence[str], dns
         os.replace(tmp, directory / name)
         out.append(directory / name)
     return out[0], out[1]
+
+
+def rewrite_hosts(path: Path, *, hostname: str, addresses: Sequence[str], extra_hosts: Sequence[str] = ()) -> None:
+    """Write the hosts file again in place (the same inode): a task created while its network was
+    being attached has it bind-mounted already, and a renamed file would not show through. Its
+    processes have not started yet, so nobody reads it half-written."""
+    with open(path, "r+", encoding="utf-8") as f:
+        f.write(hosts_file(hostname, addresses, extra_hosts))
+        f.truncate()

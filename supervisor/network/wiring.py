@@ -6,15 +6,20 @@ Its task then runs in a network namespace the daemon made and attached (CNI) or,
 none of our business: its spec's own namespace settings rule, as under containerd.
 
 Lifecycle (called by the TaskManager):
-  - ``prepare(ns, id, labels, spec, pid_of)`` before the bundle is written: attaches the
+  - ``begin(ns, id, labels, spec, pid_of)`` before the bundle is written: starts attaching the
     container (or finds the namespace it joins), then edits `spec` - the bundle's copy, never
     the stored container - to name the namespace file (``linux.namespaces[type=network].path``)
     and to bind the generated resolv.conf and hosts read-only (unless the spec already mounts
-    something there). Returns whether the container is networked. If it raises, nothing of it is
-    left: the manager's attach undoes itself, and a failed edit detaches.
+    something there). It returns once the namespace file and those files exist, with a
+    PendingNetwork: the CNI plugins go on while the runtime starts the shim and creates the task
+    in that namespace (the plugins' interfaces are needed only once the task's process runs, and
+    the hosts file gets the addresses in place); the runtime settles it before Create returns.
+    If it raises, nothing of it is left: the manager's attach undoes itself, and a failed edit
+    detaches. A spec with sysctls of an interface or OCI hooks (both run at create) waits for
+    the plugins first.
   - ``release(ns, id)`` when the task's init exits (as Docker and Podman free a stopped
     container's address and ports; a containerd task cannot start again), the task is deleted,
-    its shim died, its creation failed after ``prepare``, or the container is deleted: detach
+    its shim died, its creation failed after ``begin``, or the container is deleted: detach
     (idempotent, and concurrent calls share one detach; nothing for a container that joined
     another's namespace or has no network).
   - ``reconcile(running)`` at daemon start, once the runtime recovered its tasks: attachments of
@@ -76,38 +81,54 @@ class ContainerNetworks:
 
     # -- the task lifecycle ------------------------------------------------------------------
 
-    async def prepare(self, namespace: str, cid: str, labels: Mapping[str, str], spec: dict[str, Any],
-                      pid_of: Callable[[str, str], int | None]) -> bool:
-        """Give the task about to be created its network, as its labels ask; `spec` is edited in
-        place. `pid_of(ns, id)` is another container's task pid (None: no task), for joining."""
+    async def begin(self, namespace: str, cid: str, labels: Mapping[str, str], spec: dict[str, Any],
+                    pid_of: Callable[[str, str], int | None]) -> PendingNetwork | None:
+        """Give the task about to be created its network, as its labels ask (None: not networked).
+        `spec` is edited in place. `pid_of(ns, id)` is another container's task pid (None: no
+        task), for joining. Returns once the namespace file and the resolv.conf/hosts files exist:
+        the task may be created in it while the CNI plugins still run; its caller settles the
+        returned PendingNetwork before the task may start."""
         request = network_labels.parse(labels, self.default_network)
         if request is None:
-            return False
+            return None
         _check_spec_shape(spec)
         if request.join:
             path, resolv, hosts = self._joined(namespace, cid, request.join, pid_of)
             _use_netns(spec, path, resolv, hosts)
             self._netns[(namespace, cid)] = path
-            return True
+            return PendingNetwork(None)
         with contextlib.suppress(NotFound):
             # a record whose task is gone (the runtime calls us only without a task): stale
             self.manager.get(namespace, cid)
             log.warning("network of %s/%s: releasing the attachment of a task that is gone", namespace, cid)
             await self.release(namespace, cid)
+        loop = asyncio.get_running_loop()
+        made: asyncio.Future[None] = loop.create_future()
+        early = not _needs_network_at_create(spec)
         t0 = time.perf_counter()
-        att = await self.manager.attach(
-            namespace, cid, list(request.networks), list(request.ports), hostname=str(spec.get("hostname") or ""),
-            dns=request.dns, dns_search=request.dns_search, dns_options=request.dns_options,
-            extra_hosts=request.extra_hosts)
-        log.debug("network of %s/%s attached in %.1f ms", namespace, cid, (time.perf_counter() - t0) * 1e3)
+
+        async def attach() -> None:
+            att = await self.manager.attach(
+                namespace, cid, list(request.networks), list(request.ports), hostname=str(spec.get("hostname") or ""),
+                dns=request.dns, dns_search=request.dns_search, dns_options=request.dns_options,
+                extra_hosts=request.extra_hosts, on_netns=(lambda: made.set_result(None)) if early else None)
+            log.debug("network of %s/%s attached in %.1f ms", namespace, cid, (time.perf_counter() - t0) * 1e3)
+            self._netns[(namespace, cid)] = att.netns_path
+            self._tell(NetworkChange(True, namespace, cid, att))
+
+        job = loop.create_task(attach())
+        pending = PendingNetwork(job)
         try:
-            _use_netns(spec, att.netns_path, att.resolv_conf, att.hosts)
+            await asyncio.wait([job, made], return_when=asyncio.FIRST_COMPLETED)
+            if job.done():
+                job.result()  # it failed before the netns was made, or ended (not early)
+            resolv, hosts = self.manager.file_paths(namespace, cid)
+            _use_netns(spec, self.manager.netns_path(namespace, cid), resolv, hosts)
         except BaseException:
-            await self.manager.detach(namespace, cid)
+            await pending.abandon()
+            await self.release(namespace, cid)
             raise
-        self._netns[(namespace, cid)] = att.netns_path
-        self._tell(NetworkChange(True, namespace, cid, att))
-        return True
+        return pending
 
     def networked(self, namespace: str, cid: str) -> bool:
         """Whether the container's task runs in a network namespace of ours (attached or joined)."""
@@ -213,6 +234,54 @@ class ContainerNetworks:
                 observer(change)
             except Exception:
                 log.exception("network observer failed for %s/%s", change.namespace, change.container_id)
+
+
+class PendingNetwork:
+    """A container's network being attached: its namespace file (and resolv.conf and hosts)
+    exist, the plugins may still run. Settled before the task starts; abandoned on failure."""
+
+    def __init__(self, job: asyncio.Task[None] | None) -> None:
+        self._job = job
+
+    async def settle(self) -> None:
+        """Wait for the plugins; raises what the attach raised (it has undone itself then). A
+        cancelled caller does not cancel the attach: abandon() waits for it after."""
+        if self._job is not None:
+            await asyncio.shield(self._job)
+
+    async def abandon(self) -> DockyardError | None:
+        """On a failed create: wait for the attach to end; its error, if it was ours to report
+        (the task's failure may only be the netns the failed attach took away)."""
+        if self._job is None:
+            return None
+        while not self._job.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._job)
+        if self._job.cancelled():
+            return None
+        exc = self._job.exception()
+        if isinstance(exc, DockyardError):
+            return exc
+        if exc is not None:
+            log.warning("network attach ended with %r", exc)
+        return None
+
+
+def _needs_network_at_create(spec: dict[str, Any]) -> bool:
+    """Whether the task's creation may need the plugins' interfaces in place: sysctls of one
+    interface (`net.ipv4.conf.eth0.*`) are written by its init at create, and OCI hooks run
+    then. Such a task waits for the plugins, as before."""
+    if spec.get("hooks"):
+        return True
+    sysctl = spec.get("linux", {}).get("sysctl") or {}
+    if not isinstance(sysctl, dict):
+        return False
+    for key in sysctl:
+        parts = str(key).replace("/", ".").split(".")
+        if len(parts) > 3 and parts[0] == "net" and parts[2] in ("conf", "neigh") \
+                and parts[3] not in ("all", "default", "lo"):
+            return True
+    return False
 
 
 def _check_spec_shape(spec: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from dockyard_common.errors import (
 )
 from supervisor.events import Exchange
 from supervisor.logs import LogStore
-from supervisor.network.wiring import ContainerNetworks
+from supervisor.network.wiring import ContainerNetworks, PendingNetwork
 from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, list_bundles, parse_spec, remove_bundle
 from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, read_cgroup_rel
 from supervisor.runtime.fanout import each_within
@@ -214,7 +214,7 @@ class TaskManager:
         rel: str | None = None  # a foreign shim's cgroup below our parent
         held: list[str] = []
         created = False
-        networked = False
+        pending: PendingNetwork | None = None
         try:
             binary = self.binary_for(runtime)
             if binary.foreign:
@@ -224,8 +224,9 @@ class TaskManager:
                 held = self.cgroups.hold(rel)
             if self.network is not None and labels:
                 spec = parse_spec(spec_json)
-                networked = await self.network.prepare(namespace, cid, labels, spec, self._pid_of)
-                if networked:
+                # the plugins go on while the shim starts and creates the task in the new netns
+                pending = await self.network.begin(namespace, cid, labels, spec, self._pid_of)
+                if pending is not None:
                     spec_json = json.dumps(spec).encode()
             bundle = await asyncio.to_thread(create_bundle, self.state, namespace, cid, spec_json)
             task: Task | None = None
@@ -242,14 +243,20 @@ class TaskManager:
                 self._tasks[key] = task
                 log.debug("task %s/%s: creating in the shim", namespace, cid)
                 await task.create(opts)
+                if pending is not None:
+                    await pending.settle()  # the task's process may start only with its network
                 self._notify(namespace, cid, True)
                 created = True
                 return task
-            except BaseException:
+            except BaseException as exc:
+                # a failed attach is the cause when both failed (it took the netns away)
+                cause = await pending.abandon() if pending is not None else None
                 await self._abandon(key, task, bundle, binary, log_fd)
+                if cause is not None and cause is not exc:
+                    raise cause from None
                 raise
         finally:
-            if networked and not created:
+            if pending is not None and not created:
                 await self._release_network(namespace, cid)
             self._creating.discard(key)
             self.cgroups.release(held)
