@@ -35,6 +35,56 @@ CHUNK = 64 * 1024
 DRAIN_TIMEOUT = 10.0  # seconds to wait for output after the process exited
 
 
+FIFO_PREFIX = "dock-fifo-"
+
+
+def _owner_tag() -> str:
+    """`<pid namespace inode>-<pid>`: a FIFO dir's owner, as this process can check it later."""
+    return f"{os.stat('/proc/self/ns/pid').st_ino}-{os.getpid()}"
+
+
+def make_fifo_dir(tmp: str | None = None) -> Path:
+    """A private temp dir named for its owner; orphans of dead docks are swept first."""
+    sweep_fifo_dirs(tmp)
+    return Path(tempfile.mkdtemp(prefix=f"{FIFO_PREFIX}{_owner_tag()}-", dir=tmp))
+
+
+def sweep_fifo_dirs(tmp: str | None = None) -> list[str]:
+    """Remove the FIFO dirs of dock processes that are gone: a dock killed by SIGKILL (or its
+    warm child, killed with its launcher) cannot remove its own. Only dirs of our uid and of a
+    process in our pid namespace (where its pid means what it says) that no longer exists;
+    the removed paths."""
+    base = tmp or tempfile.gettempdir()
+    pidns = str(os.stat("/proc/self/ns/pid").st_ino)
+    uid = os.geteuid()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(FIFO_PREFIX):
+            continue
+        parts = entry.name[len(FIFO_PREFIX):].split("-", 2)
+        if len(parts) != 3 or parts[0] != pidns or not parts[1].isdigit():
+            continue  # another pid namespace's, or made by a dock before owners were named
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # alive (or another user's: PermissionError below)
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != uid:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.path)
+    return removed
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -61,7 +111,7 @@ class ProcessIO:
     @classmethod
     async def open(cls, name: str, *, stdin: bool, tty: bool, out_fd: int = 1, err_fd: int = 2,
                    in_fd: int = 0) -> ProcessIO:
-        directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="dock-fifo-"))
+        directory = await asyncio.to_thread(make_fifo_dir)
         io = cls(directory, name, stdin, tty, out_fd, err_fd, in_fd)
         try:
             await io._open_outputs()

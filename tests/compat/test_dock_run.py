@@ -483,5 +483,5 @@ async def test_a_signal_before_the_task_starts_undoes_the_run(session: Session, 
         code = await asyncio.wait_for(runner.run(c, RunRequest("busybox", cid, SpecOptions(args=["true"]))), 20)
         assert code == 128 + signal.SIGTERM
         assert await c.containers.list() == []
-        assert set(Path(tempfile.gettempdir()).glob("dock-fifo-*")) == fifo_dirs
+        assert set(Path(tempfile.gettempdir()).glob("dock-fifo-*")) <= fifo_dirs  # orphans may be swept
     assert cid not in s.snapshots()
