@@ -36,9 +36,12 @@ def _ask(parsed: argparse.Namespace, query: Callable[[Client], Awaitable[list[st
 
 
 def containers(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
-    """Container ids (names) of the namespace that start with what was typed."""
+    """Container ids (names) of the namespace, and the names renamed ones go by, that start with what was typed."""
+    from dock.lookup import NAME_LABEL
+
     async def query(client: Client) -> list[str]:
-        return [c.id for c in await client.containers.list()]
+        found = await client.containers.list()
+        return [c.id for c in found] + [c.labels[NAME_LABEL] for c in found if c.labels.get(NAME_LABEL)]
     return [c for c in _ask(parsed_args, query) if c.startswith(prefix)]
 
 

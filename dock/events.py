@@ -32,6 +32,7 @@ from dockyard_api.containerd.events import (
 )
 from dockyard_api.containerd.services.events.v1 import events_pb2 as pb
 from dockyard_api.containerd.services.events.v1 import events_pb2_grpc as pb_grpc
+from dockyard_api.dockyard.containers.v1 import health_pb2
 from dockyard_api.dockyard.network.v1 import events_pb2 as network_events_pb2
 from dockyard_common.errors import Unavailable
 from dockyard_common.eventstream import SUBSCRIBED_HEADER
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
     from dock.client import Client
 
 _EVENT_MODULES = (container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2, task_pb2,
-                  network_events_pb2)  # ours: /network/attach, /network/detach
+                  network_events_pb2,  # ours: /network/attach, /network/detach
+                  health_pb2)  # /containers/health_status
 
 
 @dataclass

@@ -2,9 +2,16 @@
 
 A container's id is its name (`dock run --name web` makes the container `web`, which `ctr c ls`
 shows as it shows its own), or without a name 64 random hex digits, as Docker's ids. A reference
-names a container by its exact id, else by a prefix of one id alone (`dock stop 3f9a`):
+names a container by its exact id, else by the name it was renamed to, else by a prefix of one id
+alone (`dock stop 3f9a`):
 
     container = await resolve(client, "3f9a")    # NotFound, or InvalidArgument when ambiguous
+
+Renaming (`dock rename`, dock/commands/rename.py): containerd's id is the key of everything the
+daemon keeps for a container (its record, snapshot key, task and shim, bundle, logs, netns,
+volume and restart bookkeeping) and cannot change. So a rename puts the new name in the label
+`NAME_LABEL`; ps, inspect and the references here use it. The id stays what it was (so the old
+name, as an id, stays taken until the container goes).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import re
 import secrets
 from typing import TYPE_CHECKING
 
-from dockyard_common.errors import InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
 from dockyard_common.types import Container
 
 if TYPE_CHECKING:
@@ -27,6 +34,7 @@ MAX_NAME = 76
 ID_BYTES = 32  # 64 hex digits
 _GENERATED = re.compile(r"[0-9a-f]{64}\Z")
 SHORT_ID = 12
+NAME_LABEL = "dockyard.name"  # a renamed container's name (its id is the name it was created with)
 
 
 def check_container_name(name: str) -> str:
@@ -51,6 +59,30 @@ def is_generated(cid: str) -> bool:
 def display_name(cid: str) -> str:
     """What `dock ps` shows as the NAMES of a container: its name, or its short id if it has none."""
     return cid[:SHORT_ID] if is_generated(cid) else cid
+
+
+def name_of(c: Container) -> str:
+    """The container's name as Docker users see it: the name it was renamed to, else display_name."""
+    return c.labels.get(NAME_LABEL) or display_name(c.id)
+
+
+def name_filter(name: str) -> str:
+    """A containerd filter for the container renamed to `name` (a checked name)."""
+    return f'labels."{NAME_LABEL}"=="{name}"'
+
+
+async def check_name_free(client: Client, name: str, keep: str = "") -> None:
+    """AlreadyExists, in Docker's words, when a container other than `keep` has the id or the
+    (renamed) name `name`: the ids a new name would be confused with."""
+    holders = [c.id for c in await client.containers.list([name_filter(name)])]
+    try:
+        holders.append((await client.containers.get(name)).id)
+    except NotFound:
+        pass
+    for holder in holders:
+        if holder != keep:
+            raise AlreadyExists(f'the container name "{name}" is already in use by container "{holder}": '
+                                "remove (or rename) that container to be able to reuse that name")
 
 
 def prefix_filter(prefix: str) -> str:
@@ -80,7 +112,10 @@ async def resolve(client: Client, ref: str) -> Container:
     try:
         return await client.containers.get(ref)
     except NotFound as exc:
-        missing = exc  # the daemon's words, should no id start with `ref` either
+        missing = exc  # the daemon's words, should no name or id start with `ref` either
+    renamed = await client.containers.list([name_filter(ref)])
+    if renamed:
+        return renamed[0]
     return pick(ref, await client.containers.list([prefix_filter(ref)]), missing)
 
 

@@ -41,6 +41,7 @@ from typing import Any
 from dock import runflags
 from dock.sizes import MAX_BYTES, parse_bytes  # noqa: F401  (dock's spec API re-exports parse_bytes)
 from dockyard_common import capabilities, seccomp
+from dockyard_common import healthcheck as hc
 from dockyard_common.errors import InvalidArgument, NotFound
 from dockyard_common.ocispec import (  # noqa: F401  (dock's spec API re-exports them)
     DEFAULT_CAPABILITIES,
@@ -614,6 +615,7 @@ class ImageConfig:
     labels: dict[str, str] = field(default_factory=dict)
     volumes: list[str] = field(default_factory=list)  # the image's VOLUME paths: anonymous volumes
     exposed_ports: list[str] = field(default_factory=list)  # EXPOSE: "80/tcp", "53/udp" (what -P publishes)
+    healthcheck: hc.HealthConfig | None = None  # HEALTHCHECK (Docker's HealthConfig)
 
     @classmethod
     def from_json(cls, config: dict[str, Any]) -> ImageConfig:
@@ -639,7 +641,17 @@ class ImageConfig:
         if not isinstance(exposed, dict) or not all(isinstance(k, str) for k in exposed):
             raise InvalidArgument("image config: ExposedPorts must be an object whose keys are ports")
         return cls(string("User"), strings("Env"), strings("Entrypoint"), strings("Cmd"), string("WorkingDir"),
-                   string("StopSignal"), dict(labels), sorted(volumes), sorted(exposed))
+                   string("StopSignal"), dict(labels), sorted(volumes), sorted(exposed),
+                   _image_healthcheck(config.get("Healthcheck")))
+
+
+def _image_healthcheck(value: Any) -> hc.HealthConfig | None:
+    """An image's HEALTHCHECK; one this client cannot read is not run (Docker's daemon warns and
+    runs none), rather than refusing the image."""
+    try:
+        return hc.from_json(value, "image config: Healthcheck")
+    except InvalidArgument:
+        return None
 
 
 def with_image_config(spec: Spec, config: ImageConfig, root: RootFS | None, args: Sequence[str] = ()) -> None:

@@ -15,7 +15,8 @@ from dock.launch import DEFAULT_ADDRESS
 # imports them all. tests/unit/test_cli_table.py checks COMMANDS against what modules register.
 GROUPS = ("system", "namespaces", "leases", "containers", "content", "snapshots", "images", "history", "registry",
           "commit", "diff", "export", "build", "run", "verbs", "pause", "update", "exec", "cp", "top", "tasks",
-          "events", "stats", "logs", "network", "volumes", "completion", "attach")
+          "events", "stats", "logs", "network", "volumes", "completion", "attach", "create", "saveload", "importfs",
+          "rename")
 COMMANDS: dict[str, str] = {
     "version": "system", "info": "system", "plugins": "system", "system": "system",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
@@ -41,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "completion": "completion",
     "pause": "pause", "unpause": "pause", "update": "update", "diff": "diff", "export": "export",
     "history": "history",
+    "create": "create", "save": "saveload", "load": "saveload", "import": "importfs", "rename": "rename",
 }
 
 
@@ -51,6 +53,21 @@ def _add_global_options(p: argparse.ArgumentParser) -> None:
                    help="namespace to act in (env DOCKYARD_NAMESPACE, default 'default')")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     p.add_argument("--timeout", type=float, default=None, help="per-call timeout in seconds")
+    p.add_argument("--version", "-v", action=_PrintVersion, help="print the client's version and exit")
+
+
+class _PrintVersion(argparse.Action):
+    """Docker's `docker -v`: one line, the client's version and build, no daemon asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=str(kwargs.get("help", "")))
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from dockyard_common.version import REVISION, VERSION
+
+        print(f"Dock version {VERSION}, build {REVISION}")
+        parser.exit()
 
 
 class _QuietParser(argparse.ArgumentParser):

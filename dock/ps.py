@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dock.lookup import display_name
+from dock import health as healthview
+from dock.lookup import NAME_LABEL, name_of
 from dock.tasks import Process
+from dockyard_common import healthcheck as hc
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.reference import familiar, normalize_reference, parse
 from dockyard_common.types import Container, Status
 
 STATES = ("created", "running", "paused", "exited")
-FILTER_KEYS = ("id", "name", "status", "label", "ancestor", "exited")
+FILTER_KEYS = ("id", "name", "status", "label", "ancestor", "exited", "health")
 COMMAND_WIDTH = 20  # `docker ps` cuts the command here unless --no-trunc
 
 
@@ -97,8 +99,9 @@ def state_of(task: Process | None) -> str:
     return "unknown"
 
 
-def status_text(task: Process | None, started: datetime | None, now: datetime) -> str:
-    """`docker ps`'s STATUS: "Up 3 minutes", "Up 2 hours (Paused)", "Exited (137) 2 minutes ago", "Created"."""
+def status_text(task: Process | None, started: datetime | None, now: datetime, health: str = "") -> str:
+    """`docker ps`'s STATUS: "Up 3 minutes", "Up 2 hours (Paused)", "Exited (137) 2 minutes ago", "Created";
+    a running container with a health check: "Up 3 minutes (healthy)", "Up 5 seconds (health: starting)"."""
     state = state_of(task)
     if task is None or state == "created":
         return "Created"
@@ -106,7 +109,11 @@ def status_text(task: Process | None, started: datetime | None, now: datetime) -
         return f"Exited ({task.exit_status}) {ago(task.exited_at, now)}".rstrip(" -")
     if state in ("running", "paused"):
         up = f"Up {human_duration(now - started)}" if started else "Up"
-        return f"{up} (Paused)" if state == "paused" else up
+        if state == "paused":
+            return f"{up} (Paused)"
+        if health in (hc.HEALTHY, hc.UNHEALTHY):
+            return f"{up} ({health})"
+        return f"{up} (health: starting)" if health == hc.STARTING else up
     return state.capitalize()
 
 
@@ -188,6 +195,8 @@ class Filters:
                                       f"{', '.join(FILTER_KEYS)}")
             if key == "status" and value not in STATES:
                 raise InvalidArgument(f"invalid filter {item!r}: status is one of {', '.join(STATES)}")
+            if key == "health" and value not in hc.STATUSES:
+                raise InvalidArgument(f"invalid filter {item!r}: health is one of {', '.join(hc.STATUSES)}")
             if key == "exited" and not value.lstrip("-").isdigit():
                 raise InvalidArgument(f"invalid filter {item!r}: exited wants an exit code (a number)")
             if key == "ancestor":
@@ -211,7 +220,7 @@ class Filters:
         if key == "id":
             return c.id.startswith(value)
         if key == "name":  # Docker matches a part of the name
-            return value in c.id
+            return value in (c.labels.get(NAME_LABEL) or c.id)
         if key == "status":
             return state_of(task) == value
         if key == "exited":
@@ -221,6 +230,8 @@ class Filters:
             return k in c.labels and (not eq or c.labels[k] == v)
         if key == "ancestor":
             return _same_image(value, c.image)
+        if key == "health":
+            return healthview.status_of(c) == value
         raise AssertionError(key)
 
 
@@ -237,9 +248,10 @@ def ps_json(c: Container, task: Process | None, ports: list[dict[str, Any]], sta
             now: datetime) -> dict[str, Any]:
     """One `dock ps --format json` object."""
     return {
-        "id": c.id, "name": display_name(c.id), "image": c.image, "command": command_of(c),
+        "id": c.id, "name": name_of(c), "image": c.image, "command": command_of(c),
         "created_at": c.created_at.isoformat() if c.created_at else None,
-        "state": state_of(task), "status": status_text(task, started, now),
+        "state": state_of(task), "status": status_text(task, started, now, healthview.status_of(c)),
+        "health": healthview.status_of(c),
         "pid": task.pid if task and state_of(task) in ("running", "paused") else 0,
         "exit_code": task.exit_status if task and state_of(task) == "exited" else None,
         "ports": ports, "labels": c.labels,

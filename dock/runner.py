@@ -67,6 +67,7 @@ from dock.snapshots import DEFAULT_SNAPSHOTTER, SnapshotsAPI
 from dock.stdio import ProcessIO, write_all
 from dock.tasks import Status
 from dockyard_common import attachsock, autoremove
+from dockyard_common import healthcheck as hc
 from dockyard_common import imagespec as docs
 from dockyard_common import restartpolicy as rp
 from dockyard_common.aio import uninterrupted
@@ -126,6 +127,9 @@ class RunRequest:
     detach_keys: str = ""  # with -t and -i: Docker's syntax, "" is ctrl-p,ctrl-q
     # `--pull` (dock/autopull.py): "never" keeps an SDK caller's run to the store; the CLI says "missing"
     pull: str = autopull.NEVER
+    # `--health-*`/`--no-healthcheck` (dockyard_common/healthcheck.py): merged with the image's
+    # HEALTHCHECK field by field; None: the image's as it is
+    health: hc.HealthConfig | None = None
 
     @property
     def restarts(self) -> bool:
@@ -302,6 +306,7 @@ async def _create_container(client: Client, req: RunRequest, undo: contextlib.As
         spec = await uninterrupted(asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts))
         labels = {**config.labels, **req.labels, **(req.network.labels() if req.network else {}), **volume_labels,
                   STOP_SIGNAL_LABEL: req.labels.get(STOP_SIGNAL_LABEL) or config.stop_signal or "SIGTERM",
+                  **hc.labels_for(hc.merge(req.health, config.healthcheck)),
                   **(autoremove.labels() if req.auto_remove else {})}
         container = Container(
             id=req.id, runtime_name=req.runtime, spec=oci_spec_any(spec), labels=labels, image=image.name,

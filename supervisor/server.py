@@ -72,6 +72,7 @@ from supervisor.rootlock import RootLock
 from supervisor.runtime.autoremove import AutoRemover
 from supervisor.runtime.copy import ContainerFiles
 from supervisor.runtime.events import serve_shim_events
+from supervisor.runtime.health import HealthMonitor
 from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.restart import RestartMonitor
 from supervisor.runtime.shim import ShimBinary
@@ -175,10 +176,13 @@ class Runtime:
     container_networks: ContainerNetworks  # the manager put to work by the tasks' lifecycle
     restarts: RestartMonitor  # restart policies (containerd's restart labels), and --rm
     volumes: VolumeStore  # named and anonymous volumes (the --rm of a container removes its anonymous ones)
+    health: HealthMonitor | None = None  # Docker's health checks (dockyard.healthcheck labels)
 
     async def container_deleted(self, namespace: str, cid: str) -> None:
         """A container's record is gone: no restart of it, then the runtime lets go of the rest."""
         await self.restarts.container_deleted(namespace, cid)
+        if self.health is not None:
+            await self.health.container_deleted(namespace, cid)
         await self.tasks.container_deleted(namespace, cid)
 
     async def end_streams(self) -> None:
@@ -269,7 +273,9 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     stats_control = ShimSamplerControl(tasks, stats)
     restarts = RestartMonitor(containers, tasks, storage.snapshots, meta.namespaces, events)
     volumes = VolumeStore(cfg.root / "volumes", containers, storage.snapshots, cfg.root / "tmp")
-    runtime = Runtime(containers, stats, stats_control, tasks, network, container_networks, restarts, volumes)
+    health = HealthMonitor(containers, tasks, meta.namespaces, events, cfg.state / "health")
+    runtime = Runtime(containers, stats, stats_control, tasks, network, container_networks, restarts, volumes,
+                      health)
     restarts.remover = AutoRemover(containers, tasks, storage.snapshots, volumes, events, runtime.container_deleted)
     stack.push_async_callback(runtime.end_streams)
     stats.bind(stats_control)
@@ -283,6 +289,8 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     # Only now, with the shims found again: bring back what the policies want, follow exits.
     await restarts.start()  # returns subscribed: no exit from here on is missed
     stack.push_async_callback(restarts.close)  # before the tasks let go of their shims
+    await health.start()  # health checks of the running containers resume; subscribed on return
+    stack.push_async_callback(health.close)  # its probes killed and deleted before the shims go
     registry.add(Plugin("io.containerd.runtime.v2", "task", requires=["io.containerd.event.v1"],
                         platforms=[("linux", _arch(), "")]))
     return runtime

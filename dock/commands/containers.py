@@ -9,12 +9,11 @@ import sys
 from typing import Any
 
 from dock.args import add_prune_options, containers_arg, parse_labels
-from dock.autopull import add_pull_option
 from dock.client import Client
-from dock.commands.run import add_container_options, request_from_args
+from dock.commands.create import add_create_options
 from dock.network import LABEL_PREFIX, PORTS_LABEL, PortBinding, ports_text
 from dock.output import emit, emit_json, labels_text, to_jsonable
-from dock.runner import create_container, remove_container
+from dock.runner import remove_container
 from dockyard_common.errors import FailedPrecondition, NotFound
 from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.types import Container
@@ -23,10 +22,7 @@ from dockyard_common.types import Container
 def register(sub: Any) -> None:
     group = sub.add_parser("containers", aliases=["container", "c"], help="manage containers")
     cmds = group.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
-    p = cmds.add_parser("create", help="create a container from an image (its task is not started)")
-    add_pull_option(p)
-    add_container_options(p)
-    p.set_defaults(handler=create)
+    add_create_options(cmds.add_parser("create", help="create a container from an image (its task is not started)"))
     p = cmds.add_parser("prune", help="remove every stopped container (Docker's; see dock/commands/prune.py)")
     add_prune_options(p)
     p.set_defaults(handler=prune_stopped)
@@ -110,18 +106,6 @@ async def network_info(client: Client, c: Container) -> dict[str, Any]:
 async def info(client: Client, args: argparse.Namespace) -> int:
     c = await client.containers.get(args.id)
     emit_json(describe(c) | await network_info(client, c))
-    return 0
-
-
-async def create(client: Client, args: argparse.Namespace) -> int:
-    req = request_from_args(args)
-    async with contextlib.AsyncExitStack() as undo:
-        created = await create_container(client, req, undo)
-        undo.pop_all()
-    if args.format == "json":
-        emit_json(describe(created))
-    else:
-        print(created.id)
     return 0
 
 

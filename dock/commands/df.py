@@ -23,7 +23,7 @@ from dock.commands.images import users_by_image
 from dock.commands.prune import stopped
 from dock.dfview import ContainerRow, ImageRow, Report, Summary, VolumeRow, print_summary, print_verbose, report_json
 from dock.diskusage import image_footprints, snapshot_sizes, total
-from dock.lookup import display_name
+from dock.lookup import name_of
 from dock.ps import command_of, process_started, state_of, status_text, with_last_exit
 from dock.snapshots import DEFAULT_SNAPSHOTTER
 from dock.tasks import Process
@@ -91,7 +91,7 @@ def _containers(containers: list[Container], tasks: dict[str, Process],
     for c in containers:
         task = with_last_exit(c, tasks.get(c.id))
         started = process_started(task.pid) if task is not None and state_of(task) in LIVE else None
-        rows.append(ContainerRow(c.id, display_name(c.id), c.image, command_of(c),
+        rows.append(ContainerRow(c.id, name_of(c), c.image, command_of(c),
                                  len(volumelabels.names_in(c.labels)), layers.get(_rw(c), 0), c.created_at,
                                  status_text(task, started, now), not stopped(c, task)))
     return rows

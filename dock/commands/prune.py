@@ -2,7 +2,8 @@
 
     dock container prune [-f] [--filter label=K[=V]]   # every container not running (nor coming back)
     dock image prune [-a] [-f] [--filter label=K[=V]]  # dangling images (-a: every image no container uses)
-    dock system prune [-a] [--volumes] [-f]            # all of the above, unused networks, dangling build cache
+    dock system prune [-a] [--volumes] [-f] [--filter label=K[=V]]   # all of the above, unused networks,
+                                                       # dangling build cache (none of it with a label filter)
 
 Dangling images are those a build made without a name (`dockyard-dangling@sha256:...`, as Docker's
 containerd store names them `moby-dangling@`). A container whose restart policy will start it again
@@ -21,12 +22,13 @@ from dock.client import Client
 from dock.commands.images import image_users
 from dock.commands.verbs import task_of
 from dock.commands.volumes import prune_filters
+from dock.network import DEFAULT_NETWORK
 from dock.output import confirm, emit_json, for_each, human_size
 from dock.ps import state_of
 from dock.runner import remove_container
 from dock.tasks import Process
 from dockyard_common import restartpolicy
-from dockyard_common.errors import NotFound
+from dockyard_common.errors import FailedPrecondition, NotFound
 from dockyard_common.reference import is_dangling
 from dockyard_common.types import Container
 
@@ -126,22 +128,44 @@ async def image_prune(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def prune_networks(client: Client, filters: Sequence[str] = ()) -> list[str]:
+    """Remove the unused networks Dockyard made that `filters` match (not the default one); their names."""
+    if not filters:
+        return await client.networks.prune()  # one call: the daemon knows which are in use
+    matches = label_matcher(filters)
+    networks, _ = await client.networks.list()
+    removed = []
+    for net in networks:
+        if not net.managed or net.name == DEFAULT_NETWORK or not matches(net.labels):
+            continue
+        try:
+            await client.networks.remove(net.name)
+        except (NotFound, FailedPrecondition):  # gone meanwhile, or in use: not unused
+            continue
+        removed.append(net.name)
+    return removed
+
+
 async def system_prune(client: Client, args: argparse.Namespace) -> int:
+    carrying, not_carrying = prune_filters(args.filter)  # a bad filter fails before the question
     what = ["all stopped containers", "all networks not used by at least one container",
             "all anonymous volumes not used by at least one container" if args.volumes else "",
             "all images without at least one container associated to them" if args.all else "all dangling images",
             "all dangling build cache"]
     if not args.force and not confirm("This will remove:\n" + "\n".join(f"  - {w}" for w in what if w)):
         return 0
-    result: dict[str, Any] = {"containers_deleted": await prune_containers(client)}
-    result["networks_deleted"] = await client.networks.prune()
+    result: dict[str, Any] = {"containers_deleted": await prune_containers(client, args.filter)}
+    result["networks_deleted"] = await prune_networks(client, args.filter)
     space = 0
     if args.volumes:
-        result["volumes_deleted"], space = await client.volumes.prune(all=False, labels=[], labels_not=[])
-    result["images_deleted"] = await prune_images(client, all=args.all)
-    pruned = await BuildAPI(client).prune(all=False)
-    result["build_cache_deleted"] = pruned.removed
-    space += pruned.reclaimed_bytes
+        result["volumes_deleted"], space = await client.volumes.prune(all=False, labels=carrying,
+                                                                      labels_not=not_carrying)
+    result["images_deleted"] = await prune_images(client, all=args.all, filters=args.filter)
+    result["build_cache_deleted"] = []
+    if not args.filter:  # build cache records carry no labels: a label filter matches none (as Docker's)
+        pruned = await BuildAPI(client).prune(all=False)
+        result["build_cache_deleted"] = pruned.removed
+        space += pruned.reclaimed_bytes
     result["space_reclaimed"] = space
     if args.format == "json":
         emit_json(result)

@@ -10,10 +10,12 @@ from typing import Any
 
 from dock import cidfile, labelfile, runflags
 from dock.args import images_arg, int_in, positive_float
+from dock.attachflags import add_attach_option, check_attach, parse_attach, shown_fds
 from dock.autopull import add_pull_option
 from dock.client import Client
 from dock.containers import RUNC_V2
-from dock.lookup import new_container_id
+from dock.healthflags import add_health_options, health_from_args
+from dock.lookup import check_name_free, new_container_id
 from dock.network import network_options
 from dock.oci import SECCOMP_DEFAULT, SpecOptions, parse_bytes, parse_mount, parse_security_opt, volume_options
 from dock.runner import RunRequest, run
@@ -96,6 +98,7 @@ def add_container_options(p: argparse.ArgumentParser) -> None:
                    help="restart the container when it exits: no (default), always, unless-stopped, "
                         "on-failure[:MAX-RETRIES]; also when the daemon starts again (in the foreground: "
                         "shows the first run and returns its exit status)")
+    add_health_options(p)
     p.add_argument("--runtime", default=RUNC_V2, help=f"runtime name (default {RUNC_V2})")
     p.add_argument("--platform", default="", help="image platform, e.g. linux/arm64 (default: this host's)")
     p.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")
@@ -124,6 +127,7 @@ def register(sub: Any) -> None:
                    help="keep the process's stdin open (for `dock attach` too) and connect ours to it")
     p.add_argument("--detach-keys", default="", metavar="KEYS",
                    help="with -it, the keys that detach and leave it running, e.g. ctrl-a,x (default ctrl-p,ctrl-q)")
+    add_attach_option(p)
     add_pull_option(p)
     add_container_options(p)
     p.set_defaults(handler=run_command)
@@ -144,6 +148,7 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         labels = labelfile.labels(args.label_file, args.label)
         restart_labels = restart_labels_from(args)
         stop_labels = stop_labels_from(args)
+        health = health_from_args(args)
         network = network_options(args.net, args.publish, args.dns, args.dns_search, args.dns_option,
                                   args.add_host, hostname=args.hostname, publish_all=args.publish_all)
         cid = new_container_id(args.name)
@@ -163,7 +168,7 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
                       labels={**log_labels, **labels, **restart_labels, **stop_labels},
                       runtime=args.runtime,
                       platform=args.platform, network=network, detach_keys=detach_keys,
-                      pull=getattr(args, "pull", "missing"))
+                      pull=getattr(args, "pull", "missing"), health=health)
 
 
 def flags_from_args(args: argparse.Namespace) -> runflags.RunFlags:
@@ -205,6 +210,13 @@ def restart_labels_from(args: argparse.Namespace) -> dict[str, str]:
 
 
 async def run_command(client: Client, args: argparse.Namespace) -> int:
+    try:
+        streams = parse_attach(args.attach)
+        check_attach(streams, detach=args.detach)
+    except InvalidArgument as exc:
+        raise SystemExit(f"dock: {exc}") from None
     req = request_from_args(args)
-    with cidfile.written(args.cidfile, req.id):
-        return await run(client, req)
+    if args.name:
+        await check_name_free(client, req.id)
+    with cidfile.written(args.cidfile, req.id), shown_fds(streams) as (out_fd, err_fd):
+        return await run(client, req, out_fd=out_fd, err_fd=err_fd)

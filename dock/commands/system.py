@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     p = system.add_parser("prune", help="remove stopped containers, unused networks, dangling images and build cache")
     p.add_argument("--all", "-a", action="store_true", help="every image no container uses, not only dangling ones")
     p.add_argument("--volumes", action="store_true", help="anonymous volumes no container uses too")
-    add_prune_options(p, labels=False)
+    add_prune_options(p)
     p.set_defaults(handler=system_prune)
     p = system.add_parser("df", help="disk used by images, containers, volumes and build cache")
     p.add_argument("--verbose", "-v", action="store_true", help="each image, container, volume and cache record")

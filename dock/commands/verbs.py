@@ -21,11 +21,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from dock import health as healthview
 from dock.args import containers_arg, int_in
 from dock.client import Client
 from dock.commands.containers import describe, network_info, ports_json, published
 from dock.commands.tasks import parse_signal, process_json, start_detached, stop_signal
-from dock.lookup import SHORT_ID, display_name, resolve
+from dock.lookup import NAME_LABEL, SHORT_ID, name_of, resolve
 from dock.network import ports_text
 from dock.output import emit_json, emit_table, for_each
 from dock.ps import (
@@ -62,7 +63,8 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="print only ids")
     p.add_argument("--filter", "-f", action="append", default=[], metavar="KEY=VALUE",
                    help="id, name, status (created|running|paused|exited), label (KEY or KEY=VALUE), "
-                        "ancestor (image), exited (exit code); repeat a key for either, keys for all")
+                        "ancestor (image), exited (exit code), health (starting|healthy|unhealthy|none); "
+                        "repeat a key for either, keys for all")
     p.add_argument("--no-trunc", action="store_true", help="full ids and commands")
     p.set_defaults(handler=ps)
     p = sub.add_parser("inspect", help="show containers as JSON: record, state, mounts, network")
@@ -139,9 +141,9 @@ async def ps(client: Client, args: argparse.Namespace) -> int:
         ("CONTAINER ID", lambda r: r[0].id[:width]), ("IMAGE", lambda r: image_text(r[0].image)),
         ("COMMAND", lambda r: command_text(command_of(r[0]), truncate=not args.no_trunc)),
         ("CREATED", lambda r: ago(r[0].created_at, now)),
-        ("STATUS", lambda r: status_text(r[1], started.get(r[0].id), now)),
+        ("STATUS", lambda r: status_text(r[1], started.get(r[0].id), now, healthview.status_of(r[0]))),
         ("PORTS", lambda r: ports_text(ports[r[0].id]) if ports.get(r[0].id) else ""),
-        ("NAMES", lambda r: r[0].id if args.no_trunc else display_name(r[0].id)),
+        ("NAMES", lambda r: r[0].labels.get(NAME_LABEL) or r[0].id if args.no_trunc else name_of(r[0])),
     ])
     return 0
 
@@ -177,7 +179,11 @@ async def inspect_one(client: Client, ref: str) -> dict[str, Any]:
     c = await resolve(client, ref)
     task, network = await asyncio.gather(task_of(client, c.id), network_info(client, c))
     task = with_last_exit(c, task)
-    out = describe(c) | network | {"name": display_name(c.id), "state": state_json(task), "mounts": spec_mounts(c)}
+    out = describe(c) | network | {"name": name_of(c), "state": state_json(task), "mounts": spec_mounts(c)}
+    if (health := healthview.state_json(c)) is not None:  # Docker's State.Health
+        out["state"]["Health"] = health
+    if (check := healthview.config_json(c)) is not None:  # Docker's Config.Healthcheck
+        out["Config"] = {"Healthcheck": check}
     restart = {k: v for k, v in c.labels.items() if k.startswith(RESTART_LABEL_PREFIXES)}
     if restart:
         out["restart"] = restart

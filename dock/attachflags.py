@@ -1,0 +1,60 @@
+"""Docker's `-a/--attach STDIN|STDOUT|STDERR` of `dock run` (and `dock create`): which of the
+container's streams the foreground run connects to ours.
+
+Docker's rules (docker/cli's run options): without -a, stdout and stderr are attached; with -a,
+only the streams named (case-insensitive, repeatable); -i always attaches stdin (and without -i
+there is no open stdin to attach, so `-a stdin` alone changes nothing); -a with -d is refused.
+A stream not attached is still the container's (its log keeps it): only this client does not
+show it.
+
+    streams = parse_attach(["stdout"])        # {"stdout"}
+    out_fd, err_fd = shown_fds(streams, devnull)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+
+from dockyard_common.errors import InvalidArgument
+
+STREAMS = ("stdin", "stdout", "stderr")
+
+
+def add_attach_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attach", "-a", action="append", default=[], metavar="STDIN|STDOUT|STDERR",
+                   help="attach only these streams in the foreground (repeatable; default: STDOUT and STDERR, "
+                        "and STDIN with -i)")
+
+
+def parse_attach(values: Sequence[str]) -> frozenset[str]:
+    """The streams `-a` names (empty: none given, Docker's default applies); InvalidArgument in
+    Docker's words for another one."""
+    found: set[str] = set()
+    for value in values:
+        stream = value.strip().lower()
+        if stream not in STREAMS:
+            raise InvalidArgument(f'invalid argument "{value}" for "-a, --attach" flag: '
+                                  "valid streams are STDIN, STDOUT, STDERR")
+        found.add(stream)
+    return frozenset(found)
+
+
+def check_attach(streams: frozenset[str], *, detach: bool) -> None:
+    if streams and detach:
+        raise InvalidArgument("conflicting options: -a and -d")
+
+
+@contextlib.contextmanager
+def shown_fds(streams: frozenset[str], out_fd: int = 1, err_fd: int = 2) -> Iterator[tuple[int, int]]:
+    """(stdout fd, stderr fd) for the run: ours for the attached streams, /dev/null for the others."""
+    if not streams or {"stdout", "stderr"} <= streams:
+        yield out_fd, err_fd
+        return
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        yield (out_fd if "stdout" in streams else null), (err_fd if "stderr" in streams else null)
+    finally:
+        os.close(null)
