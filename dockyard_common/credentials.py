@@ -27,7 +27,6 @@ helpers of the user it runs as, with its own environment (DOCKER_CONFIG, PATH).
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import json
 import os
@@ -107,7 +106,7 @@ def _decode(entry: Any, where: str) -> Credentials | None:
     if isinstance(auth, str) and auth:
         try:
             user, sep, password = base64.b64decode(auth, validate=False).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and a non-ASCII str's own ValueError
             raise InvalidArgument(f"{where}: `auth` is not base64 of user:password") from None
         if not sep:
             raise InvalidArgument(f"{where}: `auth` is not base64 of user:password")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from dockyard_common import idmap
 from dockyard_common import linux as L
-from dockyard_common.errors import Internal, InvalidArgument, NotFound
+from dockyard_common.errors import InvalidArgument, NotFound, from_os_error
 from dockyard_common.mountinfo import mountinfo
 from dockyard_common.mountopts import overlay_dirs, parse_mount_options, statvfs_to_ms
 from dockyard_common.rootpath import opened_in_root, secure_join
@@ -135,7 +135,7 @@ def readonly_view(mounts: Sequence[Mount]) -> list[Mount]:
 
 def mount_all(mounts: Sequence[Mount], target: Path, readonly: bool = False) -> None:
     """`mount_rootfs` on `target`; on failure what the earlier mounts put there is undone and
-    an OSError becomes Internal naming the mounts."""
+    an OSError becomes the error kind its errno stands for (`from_os_error`), naming the mounts."""
     # The daemon looks at layers as they are on disk: no ID mapping (and no fork in a thread).
     mounts = [replace(m, options=idmap.split_options(m.options)[0]) for m in mounts]
     if readonly:
@@ -147,7 +147,12 @@ def mount_all(mounts: Sequence[Mount], target: Path, readonly: bool = False) -> 
         if not isinstance(exc, OSError):
             raise  # already one of ours (e.g. NotFound naming a missing layer dir)
         desc = ", ".join(f"{m.type} {m.source}" for m in mounts)
-        raise Internal(f"mount {desc} on {target}: {exc.strerror or exc}") from None
+        # The kernel's verdict on the mounts, by from_os_error's table: a type it does not know
+        # (ENODEV), options it refuses (EINVAL), a missing source (ENOENT) are the mounts' fault
+        # (the Diff service takes them from its caller), not the daemon's; the syscall's own
+        # text (its Python arguments, a /proc/self/fd path) is ours, so the plain strerror.
+        plain = OSError(exc.errno, os.strerror(exc.errno)) if exc.errno else exc
+        raise from_os_error(f"mount {desc} on {target}", plain) from None
 
 
 def unmount_all(target: Path) -> None:

@@ -175,6 +175,26 @@ def check_image_name(name: str) -> str:
     return name
 
 
+_DOMAIN_RE = re.compile(_DOMAIN, re.ASCII)
+
+
+def check_domain(domain: str) -> str:
+    """`domain` if it can be a registry's host[:port] as a reference names it; else InvalidArgument.
+
+    What a caller names a registry by outside a reference (a login's server) must be a name the
+    reference grammar allows too, with DNS's label limit and a real port: it becomes a URL, an
+    IDNA name and a directory under certs.d/ (where `..` or 4 000 characters have no business)."""
+    host, _, port = domain.rpartition(":") if not domain.endswith("]") else (domain, "", "")
+    if not host or "]" in port:
+        host, port = domain, ""
+    bad = (len(domain) > NAME_TOTAL_LENGTH_MAX or not _DOMAIN_RE.fullmatch(domain)
+           or (port != "" and not 0 < int(port) < 65536)
+           or (not host.startswith("[") and any(len(label) > 63 for label in host.split("."))))
+    if bad:
+        raise InvalidArgument(f"registry host {short_quote(domain)}: not a host[:port] name")
+    return domain
+
+
 def short_quote(s: str) -> str:
     """Go's %q of `s`, cut to a readable length (a message must not repeat a 100 KiB name)."""
     if len(s) <= _QUOTE_MAX:
@@ -271,6 +291,7 @@ __all__ = [
     "REFERENCE_LENGTH_MAX",
     "InvalidReference",
     "Reference",
+    "check_domain",
     "check_image_name",
     "digest_problem",
     "familiar",

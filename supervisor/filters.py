@@ -154,9 +154,19 @@ def parse(text: str) -> Filter:
     return _Parser(text).parse()
 
 
+# The most distinct filter strings one request may carry. Every filter is tried on every object
+# listed, on the event loop: 20 000 filters over 300 containers held every other client for 15 s.
+# Clients send a handful (ctr one, dock one per --filter); repeats are dropped before counting.
+MAX_FILTERS = 256
+
+
 def parse_all(texts: Iterable[str]) -> Filter:
-    """Parse a request's filter list: any filter may match; none at all matches everything."""
-    filters = [parse(t) for t in texts]
+    """Parse a request's filter list: any filter may match; none at all matches everything.
+    More than MAX_FILTERS distinct strings is InvalidArgument."""
+    distinct = list(dict.fromkeys(texts))  # OR of the same filter twice is that filter
+    if len(distinct) > MAX_FILTERS:
+        raise InvalidArgument(f"filters: {len(distinct)} distinct filters, at most {MAX_FILTERS} in one request")
+    filters = [parse(t) for t in distinct]
     if not filters or any(f is ALWAYS for f in filters):
         return ALWAYS
     return filters[0] if len(filters) == 1 else AnyOf(tuple(filters))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -73,7 +72,7 @@ class PullAuth:
         if self.auth:
             try:
                 user, colon, secret = base64.b64decode(self.auth, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, UnicodeDecodeError, and a non-ASCII str's own ValueError
                 raise InvalidArgument("pull: auth is not base64 of user:password") from None
             if not colon:
                 raise InvalidArgument("pull: auth is not base64 of user:password")

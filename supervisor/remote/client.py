@@ -26,6 +26,8 @@ import asyncio
 import errno
 import json
 import logging
+import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -352,12 +354,23 @@ class RegistrySession:
             return resp
 
 
+def _os_words(err: OSError | None) -> str:
+    """The system's words for a failed connect, without Python's: asyncio's own text when every
+    address failed is "Multiple exceptions: [Errno 111] Connect call failed ('::1', 443, 0, 0), ..."."""
+    if err is None:
+        return "no connection"
+    if err.errno:
+        return os.strerror(err.errno)
+    found = re.search(r"\[Errno (\d+)\]", str(err))
+    return os.strerror(int(found.group(1))) if found else "no connection"
+
+
 def _describe(exc: BaseException, timeouts: Timeouts) -> str:
     if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
         return f"no response within {timeouts.read:g}s (timed out)"
     if isinstance(exc, aiohttp.ClientConnectorError):
         # (not "connect": dock's client reads that word in UNAVAILABLE as "daemon unreachable")
-        return f"unreachable: {exc.os_error.strerror if exc.os_error else type(exc).__name__}"
+        return f"unreachable: {_os_words(exc.os_error)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server hung up before answering"
     return str(exc) or type(exc).__name__

@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.reference import check_domain
 
 CAP_PULL = "pull"
 CAP_RESOLVE = "resolve"
@@ -124,6 +125,7 @@ class Hosts:
         """The endpoints for `domain`, in the order to try them (mirrors, then the server)."""
         if not domain:
             raise InvalidArgument("registry domain must not be empty")
+        check_domain(domain)  # it names a directory under certs.d/ and becomes a URL's host
         found = self._configured(domain)
         scheme = "http" if plain_http else "https"
         server = RegistryHost(scheme, default_host(domain), skip_verify=skip_verify,

@@ -87,10 +87,16 @@ def build_request(options: pb.BuildOptions) -> BuildRequest:
                         network=network)
 
 
+# Longer than anything has existed: an "unused for" beyond it selects nothing, as it would. The
+# int64 a caller may send (2**63 s) overflows timedelta and `now - unused_for`.
+_FOREVER_SECONDS = 1000 * 366 * 86400
+
+
 def prune_options(request: pb.PruneRequest) -> PruneOptions:
     if request.unused_for_seconds < 0 or request.keep_storage < 0:
         raise InvalidArgument("prune: unused_for_seconds and keep_storage must not be negative")
-    return PruneOptions(all=request.all, unused_for=timedelta(seconds=request.unused_for_seconds),
+    unused_for = timedelta(seconds=min(request.unused_for_seconds, _FOREVER_SECONDS))
+    return PruneOptions(all=request.all, unused_for=unused_for,
                         keep_storage=request.keep_storage)
 
 
@@ -284,6 +290,8 @@ class BuildService(pb_grpc.BuilderServicer):
                     requests: AsyncIterator[pb.BuildRequest]) -> None:
         """The error as a last message first (a call that ends while its client still sends may
         reach the client as INTERNAL), then read on until the client stops (ours cancels)."""
+        if isinstance(exc, grpc.aio.AbortError):
+            return  # the call has its status already (a request that does not parse): nothing to add
         if not isinstance(exc, DockyardError):
             log.error("build: internal error", exc_info=exc)  # the client is told no more than that
         code = code_for(exc) if isinstance(exc, DockyardError) else grpc.StatusCode.INTERNAL

@@ -61,7 +61,9 @@ def _port(i: int, p: pb.PortMapping) -> PortMapping | None:
     where = f"pod sandbox config: port_mappings[{i}]"
     protocol = _PROTOCOLS.get(p.protocol)
     if protocol is None:
-        raise InvalidArgument(f"{where}: protocol {pb.Protocol.Name(p.protocol)} is not supported (TCP, UDP)")
+        # proto3 enums are open: a client may send any number, which Name() refuses with ValueError
+        word = pb.Protocol.Name(p.protocol) if p.protocol in pb.Protocol.values() else str(p.protocol)
+        raise InvalidArgument(f"{where}: protocol {word} is not supported (TCP, UDP)")
     if not 0 < p.container_port < 65536 or p.host_port > 65535:
         raise InvalidArgument(f"{where}: ports must be within 1-65535")
     if p.host_port <= 0:
@@ -122,6 +124,8 @@ def seccomp_of(s: pb.LinuxSandboxSecurityContext | pb.LinuxContainerSecurityCont
             if not s.seccomp.localhost_ref.startswith("/"):
                 raise InvalidArgument(f"{where}: seccomp localhost_ref must be an absolute path")
             return "localhost/" + s.seccomp.localhost_ref
+        if kind not in pb.SecurityProfile.ProfileType.values():  # an open enum: any number may come
+            raise InvalidArgument(f"{where}: seccomp profile_type {kind} is unknown")
         return str(pb.SecurityProfile.ProfileType.Name(kind))
     if s.seccomp_profile_path.startswith("localhost/"):
         return s.seccomp_profile_path

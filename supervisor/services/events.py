@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 import grpc
 from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 
 from dockyard_api.containerd.services.events.v1 import events_pb2 as pb
 from dockyard_api.containerd.services.events.v1 import events_pb2_grpc as pb_grpc
+from dockyard_common.errors import InvalidArgument
 from dockyard_common.eventstream import SUBSCRIBED_HEADER
 from supervisor.events import Event, Exchange
 from supervisor.services.context import namespace_of
@@ -22,6 +23,15 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value)
     return ts
+
+
+def request_time(ts: timestamp_pb2.Timestamp, what: str, tz: tzinfo | None = None) -> datetime:
+    """A caller's Timestamp as a datetime. One a datetime cannot hold (outside years 1-9999, or
+    nanos outside 0-999 999 999) is the caller's mistake, not protobuf's ValueError (INTERNAL)."""
+    try:
+        return ts.ToDatetime(tzinfo=tz)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{what}: timestamp {ts.seconds}s {ts.nanos}ns is out of range") from None
 
 
 def event_fields(message: Message) -> dict[str, str]:
@@ -63,7 +73,7 @@ class EventsService(pb_grpc.EventsServicer):
                       ) -> empty_pb2.Empty:
         env = request.envelope
         type_url, value = _unpack_any(env.event)
-        when = env.timestamp.ToDatetime(tzinfo=now().tzinfo) if env.HasField("timestamp") else now()
+        when = request_time(env.timestamp, "envelope", now().tzinfo) if env.HasField("timestamp") else now()
         self.exchange.forward(Event(when, env.namespace, env.topic, type_url, value))
         return empty_pb2.Empty()
 

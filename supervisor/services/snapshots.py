@@ -15,7 +15,7 @@ from dockyard_common.types import EPOCH, Info, Kind, Mount
 from supervisor.events import Exchange
 from supervisor.metadata.snapshots import SnapshotStore
 from supervisor.services.context import lease_of, namespace_of
-from supervisor.services.events import publish, timestamp
+from supervisor.services.events import publish, request_time, timestamp
 from supervisor.services.status import rpc, rpc_stream
 
 LIST_BATCH = 100  # infos per List message, as containerd sends them
@@ -38,7 +38,8 @@ def kind_from_pb(value: int) -> Kind:
 def info_from_pb(msg: pb.Info) -> Info:
     when = EPOCH.tzinfo
     return Info(name=msg.name, parent=msg.parent, kind=kind_from_pb(msg.kind),
-                created_at=msg.created_at.ToDatetime(tzinfo=when), updated_at=msg.updated_at.ToDatetime(tzinfo=when),
+                created_at=request_time(msg.created_at, "snapshot info", when),
+                updated_at=request_time(msg.updated_at, "snapshot info", when),
                 labels=dict(msg.labels))
 
 

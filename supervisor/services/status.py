@@ -54,13 +54,31 @@ async def _drain(request: Any) -> None:
         await asyncio.wait_for(rest(), DRAIN_SECONDS)
 
 
+# The longest status message sent, in UTF-8 bytes. It travels in a trailer, percent-encoded
+# (a non-ASCII byte takes three), and gRPC clients refuse a header block past their limit (grpc
+# core: 8 KiB soft, 16 KiB hard) with RESOURCE_EXHAUSTED "received metadata size exceeds ...
+# limit": an error quoting a caller's 70 000-character id reached the client as that instead of
+# its own code. The middle goes; both ends (what, and the kind) stay.
+MAX_MESSAGE = 2048
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """`message`, its middle elided if it is longer than `limit` bytes of UTF-8."""
+    raw = message.encode(errors="replace")
+    if len(raw) <= limit:
+        return message
+    keep = (limit - 40) // 2
+    head, tail = raw[:keep].decode(errors="ignore"), raw[-keep:].decode(errors="ignore")
+    return f"{head}...({len(message) - len(head) - len(tail)} characters)...{tail}"
+
+
 async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseException, request: Any = None) -> None:
     await _drain(request)
     if isinstance(exc, errors.DockyardError):
-        log.debug("%s: %s", method, exc)
-        await context.abort(code_for(exc), str(exc))
+        log.debug("%s: %s", method, bounded(str(exc)))
+        await context.abort(code_for(exc), bounded(str(exc)))
     log.exception("%s failed unexpectedly", method)
-    await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error: {exc}")
+    await context.abort(grpc.StatusCode.INTERNAL, bounded(f"{method}: internal error: {exc}"))
 
 
 Req = TypeVar("Req")

@@ -22,8 +22,9 @@ from supervisor.metadata.containers import ContainerStore
 from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.restart import RestartMonitor
 from supervisor.runtime.task import Task
-from supervisor.runtime.types import AnyValue, CreateOptions, ExecOptions, Exit, Mount, TaskState
+from supervisor.runtime.types import AnyValue, CreateOptions, ExecOptions, Exit, TaskState
 from supervisor.services.context import namespace_of
+from supervisor.services.diff import mounts_in
 from supervisor.services.status import rpc
 
 _STATUS_WORDS = {s: task_pb2.Status.Name(s).lower() for s in task_pb2.Status.values()}
@@ -88,7 +89,7 @@ class TasksService(pb_grpc.TasksServicer):
             options = any_pb2.Any(type_url=container.runtime_options.type_url,
                                   value=container.runtime_options.value).SerializeToString()
         opts = CreateOptions(
-            rootfs=[Mount(m.type, m.source, m.target, list(m.options)) for m in request.rootfs],
+            rootfs=mounts_in(request.rootfs, "rootfs"),
             stdin=request.stdin, stdout=request.stdout, stderr=request.stderr, terminal=request.terminal,
             options=options, task_options=_any_in(request, "options"))
         task = await self.manager.create(ns, container.id, request.runtime_path or container.runtime_name,
