@@ -7,6 +7,11 @@ there is no open stdin to attach, so `-a stdin` alone changes nothing); -a with 
 A stream not attached is still the container's (its log keeps it): only this client does not
 show it.
 
+The choice is kept on the container (labels_for): `dock start -a` shows the streams create's -a
+named, and Docker's StdinOnce (`create -i`, a foreground `run -i`) makes the end of an attached
+client's input (`dock start -ai`, `dock attach`) close the container's stdin; without it an
+attach's EOF leaves the stdin open for the next one.
+
     streams = parse_attach(["stdout"])        # {"stdout"}
     out_fd, err_fd = shown_fds(streams, devnull)
 """
@@ -16,11 +21,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from dockyard_common.errors import InvalidArgument
 
 STREAMS = ("stdin", "stdout", "stderr")
+# What create/run chose, kept on the container record (labels survive any client or daemon restart):
+# Docker's AttachStdin/AttachStdout/AttachStderr, as the streams joined by commas ("stdin,stdout"),
+# set when -a was given (none: stdout and stderr, Docker's default); and Docker's StdinOnce ("true"):
+# the attached client's end of input closes the container's stdin.
+ATTACH_LABEL = "dockyard.attach"
+STDIN_ONCE_LABEL = "dockyard.stdin-once"
 
 
 def add_attach_option(p: argparse.ArgumentParser) -> None:
@@ -58,3 +69,28 @@ def shown_fds(streams: frozenset[str], out_fd: int = 1, err_fd: int = 2) -> Iter
         yield (out_fd if "stdout" in streams else null), (err_fd if "stderr" in streams else null)
     finally:
         os.close(null)
+
+
+def labels_for(streams: frozenset[str], *, interactive: bool, detach: bool) -> dict[str, str]:
+    """The labels that keep create's (or run's) choice for `dock start -a` and `dock attach`, as
+    docker/cli sets Config: -i attaches stdin whatever -a says, and StdinOnce is OpenStdin with
+    stdin attached (`run -i`, `create -i`), never with -d."""
+    labels: dict[str, str] = {}
+    if streams:
+        chosen = streams | ({"stdin"} if interactive else set())
+        labels[ATTACH_LABEL] = ",".join(s for s in STREAMS if s in chosen)
+    if interactive and not detach:
+        labels[STDIN_ONCE_LABEL] = "true"
+    return labels
+
+
+def attached_streams(labels: Mapping[str, str]) -> frozenset[str]:
+    """The streams create's -a chose (empty: the default, stdout and stderr). A word we do not know
+    (another client's label) is ignored."""
+    words = (w.strip() for w in labels.get(ATTACH_LABEL, "").lower().split(","))
+    return frozenset(w for w in words if w in STREAMS)
+
+
+def stdin_once(labels: Mapping[str, str]) -> bool:
+    """Docker's StdinOnce: an attached client's end of input closes the container's stdin."""
+    return labels.get(STDIN_ONCE_LABEL, "").lower() == "true"

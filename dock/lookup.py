@@ -12,10 +12,18 @@ daemon keeps for a container (its record, snapshot key, task and shim, bundle, l
 volume and restart bookkeeping) and cannot change. So a rename puts the new name in the label
 `NAME_LABEL`; ps, inspect and the references here use it. The id stays what it was (so the old
 name, as an id, stays taken until the container goes).
+
+Names are unique without the daemon's help by writing first and checking after (`claim_name`):
+a rename writes its label, then looks again, and backs out when another container holds the name
+too; a create with --name does the same after its Containers/Create. The daemon serializes the
+writes and the reads, so of two claims at one moment the later one's check sees the earlier one
+(unless it already backed out): at most one keeps the name, never both.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
 import secrets
 from typing import TYPE_CHECKING
@@ -35,6 +43,7 @@ ID_BYTES = 32  # 64 hex digits
 _GENERATED = re.compile(r"[0-9a-f]{64}\Z")
 SHORT_ID = 12
 NAME_LABEL = "dockyard.name"  # a renamed container's name (its id is the name it was created with)
+CLAIM_TRIES = 5  # rounds of claim_name when claims to one name keep meeting (each then backs out)
 
 
 def check_container_name(name: str) -> str:
@@ -71,18 +80,49 @@ def name_filter(name: str) -> str:
     return f'labels."{NAME_LABEL}"=="{name}"'
 
 
-async def check_name_free(client: Client, name: str, keep: str = "") -> None:
+async def check_name_free(client: Client, name: str, keep: str = "", *, by_id: bool = True) -> None:
     """AlreadyExists, in Docker's words, when a container other than `keep` has the id or the
-    (renamed) name `name`: the ids a new name would be confused with."""
+    (renamed) name `name`: the ids a new name would be confused with (`by_id=False`: the renamed
+    names only, one call). After a claim of the name (a renamed label written, a container created
+    with it as its id) it is the check that makes the claim safe: see the module docstring."""
     holders = [c.id for c in await client.containers.list([name_filter(name)])]
-    try:
-        holders.append((await client.containers.get(name)).id)
-    except NotFound:
-        pass
+    if by_id:
+        try:
+            holders.append((await client.containers.get(name)).id)
+        except NotFound:
+            pass
     for holder in holders:
         if holder != keep:
             raise AlreadyExists(f'the container name "{name}" is already in use by container "{holder}": '
                                 "remove (or rename) that container to be able to reuse that name")
+
+
+async def _set_name_label(client: Client, cid: str, value: str) -> None:
+    """Set the container's NAME_LABEL (an empty value removes it), its other labels untouched."""
+    patch = Container(id=cid, runtime_name="", spec=None, labels={NAME_LABEL: value})
+    await client.containers.update(patch, [f"labels.{NAME_LABEL}"])
+
+
+async def claim_name(client: Client, c: Container, name: str) -> None:
+    """Rename `c` to `name` (a checked name, not its current one): check that the name is free,
+    write the label (none when `name` is its id), check again; when another container holds the
+    name too (a rename or create at the same moment), put back the label it had and, after a
+    short random pause, try again, CLAIM_TRIES rounds at most. AlreadyExists when the name is
+    taken."""
+    previous = c.labels.get(NAME_LABEL, "")
+    value = "" if name == c.id else name
+    for round_ in range(1, CLAIM_TRIES + 1):
+        await check_name_free(client, name, keep=c.id)
+        await _set_name_label(client, c.id, value)
+        try:
+            await check_name_free(client, name, keep=c.id)
+            return
+        except AlreadyExists:
+            await _set_name_label(client, c.id, previous)  # the other claim may be backing out as well
+            if round_ == CLAIM_TRIES:
+                raise
+        # both claims may have backed out: a random pause lets one of them go first next round
+        await asyncio.sleep(random.uniform(0.005, 0.05) * round_)
 
 
 def prefix_filter(prefix: str) -> str:

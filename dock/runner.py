@@ -59,6 +59,7 @@ from dock import autopull, volumes
 from dock.client import Client
 from dock.containers import RUNC_V2, oci_spec_any
 from dock.events import Envelope
+from dock.lookup import check_name_free, resolve
 from dock.network import BRIDGE, NetworkOptions
 from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_spec
 from dock.ps import LAST_EXIT_LABEL, last_exit_label
@@ -130,6 +131,9 @@ class RunRequest:
     # `--health-*`/`--no-healthcheck` (dockyard_common/healthcheck.py): merged with the image's
     # HEALTHCHECK field by field; None: the image's as it is
     health: hc.HealthConfig | None = None
+    # `--name`: once the container is made, no other may hold its id as a renamed name (a rename at
+    # the same moment: dock/lookup.py's claim_name); one that does makes this create fail and undo
+    named: bool = False
 
     @property
     def restarts(self) -> bool:
@@ -314,6 +318,8 @@ async def _create_container(client: Client, req: RunRequest, undo: contextlib.As
             snapshotter=snapshotter, snapshot_key=req.id)
         created = await client.containers.create(container)
         undo.push_async_callback(_quietly, client.containers.delete, req.id)
+        if req.named:
+            await check_name_free(client, req.id, keep=req.id, by_id=False)  # the id is ours now
         await volumes.seed_named(client, created)  # Docker's copy-up into empty volumes, before any task
         return created, mounts
     finally:
@@ -323,12 +329,14 @@ async def _create_container(client: Client, req: RunRequest, undo: contextlib.As
 async def check_network(client: Client, net: NetworkOptions) -> None:
     """Before anything is made: the networks named exist (the default one is made on first use), and
     so does the container whose network is joined (whether its task runs, the daemon checks when
-    this one's task is created); so a typo fails at once, in its own words."""
+    this one's task is created); so a typo fails at once, in its own words. That container is named
+    as every command names one (id, renamed name, unique id prefix: dock/lookup.py) and replaced by
+    its id, which the label the daemon reads must hold."""
     for name in net.networks:
         if name != BRIDGE:  # the daemon's default network: made on first use, or none at all
             await client.networks.inspect(name)
     if net.mode == "container":
-        await client.containers.get(net.container)
+        net.container = (await resolve(client, net.container)).id
 
 
 _background: set[asyncio.Task[None]] = set()

@@ -3,9 +3,11 @@
     dock attach [--no-stdin] [--detach-keys KEYS] [--sig-proxy=false] CONTAINER
 
 Output from the moment of attaching (`dock logs` has what came before); input goes to the
-container when it was created with -i. With a terminal (-t), ctrl-p ctrl-q (or --detach-keys)
-detaches and leaves it running; otherwise, as Docker, our signals are forwarded to it
-(--sig-proxy). The exit status is the container's when it exits, 0 after a detach.
+container when it was created with -i. The end of our input closes the container's stdin only
+when it was created so (Docker's StdinOnce: `create -i`, a foreground `run -i`; dock/attachflags.py),
+else the stdin stays open for the next attach. With a terminal (-t), ctrl-p ctrl-q (or
+--detach-keys) detaches and leaves it running; otherwise, as Docker, our signals are forwarded to
+it (--sig-proxy). The exit status is the container's when it exits, 0 after a detach.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import contextlib
 from typing import Any
 
 from dock.attach import Attached, AttachOptions, attach
+from dock.attachflags import attached_streams, shown_fds, stdin_once
 from dock.client import Client
-from dock.lookup import resolve, resolve_id
+from dock.lookup import resolve
 from dock.runner import Interrupted, Signals, container_mounts, destroy_task, raw_terminal, terminal_size
 from dock.tasks import Process
 from dockyard_common import detachkeys
@@ -47,8 +50,9 @@ def check_detach_keys(keys: str) -> str:
 
 async def attach_command(client: Client, args: argparse.Namespace) -> int:
     keys = check_detach_keys(args.detach_keys)
-    cid = await resolve_id(client, args.id)
-    opts = AttachOptions(stdin=not args.no_stdin, detach_keys=keys)
+    c = await resolve(client, args.id)
+    cid = c.id
+    opts = AttachOptions(stdin=not args.no_stdin, detach_keys=keys, close_stdin=stdin_once(c.labels))
     try:
         async with Signals(client).installed() as signals:
             async def attached(how: Attached) -> None:
@@ -62,8 +66,9 @@ async def attach_command(client: Client, args: argparse.Namespace) -> int:
 
 
 async def start_attached(client: Client, ref: str, interactive: bool, detach_keys: str) -> int:
-    """`dock start -a [-i] CONTAINER`: attach (output; input too with -i), then start its task anew
-    (an exited one is deleted first; a running one is only attached to). The container's exit
+    """`dock start -a [-i] CONTAINER`: attach (the output create's -a chose; input too with -i, its
+    end closing the container's stdin when create asked for that: StdinOnce), then start its task
+    anew (an exited one is deleted first; a running one is only attached to). The container's exit
     status, or 0 after a detach."""
     check_detach_keys(detach_keys)
     c = await resolve(client, ref)
@@ -78,7 +83,6 @@ async def start_attached(client: Client, ref: str, interactive: bool, detach_key
             await client.tasks.delete(c.id)
         await client.tasks.create(c.id, await container_mounts(client, c.id))
         made = True
-    opts = AttachOptions(stdin=interactive, detach_keys=detach_keys)
     try:
         async with Signals(client).installed() as signals:
             async def started(how: Attached) -> None:
@@ -87,7 +91,10 @@ async def start_attached(client: Client, ref: str, interactive: bool, detach_key
                 if not how.tty:
                     signals.forward_to(c.id)
 
-            code = await attach(client, c.id, opts, started, raw_terminal, terminal_size)
+            with shown_fds(attached_streams(c.labels)) as (out_fd, err_fd):
+                opts = AttachOptions(stdin=interactive, detach_keys=detach_keys,
+                                     close_stdin=interactive and stdin_once(c.labels), out_fd=out_fd, err_fd=err_fd)
+                code = await attach(client, c.id, opts, started, raw_terminal, terminal_size)
             return 0 if code is None else code
     except Interrupted as exc:
         return 128 + exc.signum

@@ -3,6 +3,7 @@ prints the id (`--format json`: the container).
 
     dock create --name web -p 8080:80 busybox httpd -f -p 80     # then: dock start web
     dock create -it --rm busybox sh                               # dock start -ai <id>
+    dock create -i -a stdout --name c busybox cat                 # echo hi | dock start -ai c: hi, and it exits
 
 It takes `dock run`'s flags except those of the foreground (-d, --detach-keys), as Docker's does;
 `dock containers create` is the same command.
@@ -45,7 +46,7 @@ async def create(client: Client, args: argparse.Namespace) -> int:
     from dock.commands.containers import describe  # the json view only
 
     try:
-        parse_attach(args.attach)  # Docker keeps them for `start -a`; `dock start -a` attaches stdout and stderr
+        parse_attach(args.attach)  # kept as a label (request_from_args): what `dock start -a` attaches
     except InvalidArgument as exc:
         raise SystemExit(f"dock: {exc}") from None
     req = request_from_args(args)

@@ -3,7 +3,8 @@
 A container's id is the name it was created with, and containerd's id cannot change (it keys the
 container's record, snapshot, task, shim, logs and network), so the new name is kept in the label
 `dockyard.name`: `dock ps` shows it, and every command finds the container by it. Running
-containers can be renamed. Renaming a container to its id again drops the label.
+containers can be renamed. Renaming a container to its id again drops the label. Two renames (or
+a rename and a create) to one name at the same moment cannot both win: dock/lookup.py's claim_name.
 
     dock run -d --name web busybox sleep 600
     dock rename web api        # dock ps: NAMES api; dock stop api
@@ -16,10 +17,9 @@ from typing import Any
 
 from dock.args import containers_arg
 from dock.client import Client
-from dock.lookup import NAME_LABEL, check_container_name, check_name_free, name_of, resolve
+from dock.lookup import check_container_name, claim_name, name_of, resolve
 from dock.output import emit_json
 from dockyard_common.errors import InvalidArgument
-from dockyard_common.types import Container
 
 
 def register(sub: Any) -> None:
@@ -35,10 +35,7 @@ async def rename(client: Client, args: argparse.Namespace) -> int:
     old = name_of(c)
     if new == old:
         raise InvalidArgument(f"renaming a container with the same name as its current name ({new!r})")
-    await check_name_free(client, new, keep=c.id)
-    value = "" if new == c.id else new  # back to its id: the label goes
-    patch = Container(id=c.id, runtime_name="", spec=None, labels={NAME_LABEL: value})
-    await client.containers.update(patch, [f"labels.{NAME_LABEL}"])
+    await claim_name(client, c, new)  # back to its id: the label goes
     if args.format == "json":
         emit_json({"id": c.id, "old_name": old, "name": new})
     return 0

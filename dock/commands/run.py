@@ -10,7 +10,7 @@ from typing import Any
 
 from dock import cidfile, labelfile, runflags
 from dock.args import images_arg, int_in, positive_float
-from dock.attachflags import add_attach_option, check_attach, parse_attach, shown_fds
+from dock.attachflags import add_attach_option, check_attach, labels_for, parse_attach, shown_fds
 from dock.autopull import add_pull_option
 from dock.client import Client
 from dock.containers import RUNC_V2
@@ -148,6 +148,9 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         labels = labelfile.labels(args.label_file, args.label)
         restart_labels = restart_labels_from(args)
         stop_labels = stop_labels_from(args)
+        # -a and -i as Docker keeps them (AttachStdout..., StdinOnce) for `start -a` and `attach`
+        attach_labels = labels_for(parse_attach(args.attach), interactive=getattr(args, "interactive", False),
+                                   detach=getattr(args, "detach", False))
         health = health_from_args(args)
         network = network_options(args.net, args.publish, args.dns, args.dns_search, args.dns_option,
                                   args.add_host, hostname=args.hostname, publish_all=args.publish_all)
@@ -165,10 +168,10 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
     return RunRequest(args.image, cid, spec, rm=getattr(args, "rm", False),
                       detach=getattr(args, "detach", False), interactive=getattr(args, "interactive", False),
                       snapshotter=args.snapshotter,
-                      labels={**log_labels, **labels, **restart_labels, **stop_labels},
+                      labels={**log_labels, **labels, **restart_labels, **stop_labels, **attach_labels},
                       runtime=args.runtime,
                       platform=args.platform, network=network, detach_keys=detach_keys,
-                      pull=getattr(args, "pull", "missing"), health=health)
+                      pull=getattr(args, "pull", "missing"), health=health, named=bool(args.name))
 
 
 def flags_from_args(args: argparse.Namespace) -> runflags.RunFlags:
