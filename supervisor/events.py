@@ -19,6 +19,10 @@ from supervisor.timeutil import now
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT = 4096
+# Bytes of event payloads one subscriber may fall behind by, too: a client publishes events of
+# up to a message's size (4 MiB), and 4 096 of those queued for a subscriber that does not read
+# were 16 GiB of daemon memory.
+QUEUE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class _Subscriber:
     def __init__(self, match: filters.Filter) -> None:
         self.match = match
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.queued_bytes = 0  # payload bytes in `queue`
         self.overflowed = False
 
 
@@ -81,11 +86,16 @@ class Exchange:
         for sub in list(self._subscribers):
             if sub.overflowed or not sub.match.match(adaptor):
                 continue
+            size = len(event.value)
             try:
+                if sub.queued_bytes + size > QUEUE_BYTES and sub.queued_bytes:
+                    raise asyncio.QueueFull
                 sub.queue.put_nowait(event)
+                sub.queued_bytes += size
             except asyncio.QueueFull:
                 sub.overflowed = True
-                log.warning("event subscriber fell %d events behind; disconnecting it", QUEUE_LIMIT)
+                log.warning("event subscriber fell %d events (%d bytes) behind; disconnecting it",
+                            sub.queue.qsize(), sub.queued_bytes)
 
     async def subscribe(self, filter_texts: list[str],
                         on_subscribed: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[Event]:
@@ -103,6 +113,7 @@ class Exchange:
                 event = await sub.queue.get()
                 if event is None:
                     return
+                sub.queued_bytes -= len(event.value)
                 yield event
         finally:
             self._subscribers.discard(sub)

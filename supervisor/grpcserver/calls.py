@@ -14,6 +14,7 @@ import base64
 import contextlib
 import inspect
 import logging
+import re
 import struct
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,7 +24,15 @@ from urllib.parse import quote
 import grpc
 
 from supervisor.grpcserver.decode import unmarshal_error
-from supervisor.grpcserver.h2 import CANCEL, RequestRefused, Stream, StreamReset, encode_headers
+from supervisor.grpcserver.h2 import (
+    CANCEL,
+    INTERNAL_ERROR,
+    RequestRefused,
+    ResponseRefused,
+    Stream,
+    StreamReset,
+    encode_headers,
+)
 
 log = logging.getLogger("dockyard.grpc")
 
@@ -46,19 +55,32 @@ class Details:
         self.invocation_metadata = metadata
 
 
+# gRPC's grammar: at most 8 ASCII digits and a unit. Anything else is ignored (no deadline), as
+# grpc core does; what str.isdigit() took before included '²' (a latin-1 header byte), and
+# 5 000 digits, which int() refused and a float could not hold: the call went unanswered.
+_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
+
+
 def parse_timeout(text: str) -> float | None:
-    if len(text) < 2 or text[-1] not in _TIMEOUT_UNITS or not text[:-1].isdigit():
+    match = _TIMEOUT.fullmatch(text)
+    if match is None:
         return None
-    return int(text[:-1]) * _TIMEOUT_UNITS[text[-1]]
+    return int(match[1]) * _TIMEOUT_UNITS[match[2]]
 
 
 def metadata_of(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str | bytes], ...]:
+    """The call's metadata; `-bin` values decoded. _Status INTERNAL for one that is not base64
+    (grpc-go's answer), instead of an exception before the call could answer."""
     out: list[tuple[str, str | bytes]] = []
     for name, value in headers:
         if name.startswith(":") or name in _RESERVED:
             continue
         if name.endswith("-bin"):
-            out.append((name, base64.b64decode(value + "=" * (-len(value) % 4))))
+            try:  # padded or not, as grpc-go takes them; nothing outside the alphabet
+                out.append((name, base64.b64decode(value + "=" * (-len(value) % 4), validate=True)))
+            except ValueError:  # binascii.Error
+                raise _Status(grpc.StatusCode.INTERNAL,
+                              f"malformed binary metadata in header {name[:100]!r}") from None
         else:
             out.append((name, value))
     return tuple(out)
@@ -115,6 +137,10 @@ class Messages:
                 self.buf += chunk
 
 
+def _not_reading(limit: int) -> str:
+    return f"the client is not reading: more than {limit} bytes of answers wait on its connection"
+
+
 class _Status(Exception):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -140,6 +166,7 @@ class Context:
         self.headers_sent = False
         self._done_callbacks: list[Callable[[Context], None]] = []
         self.cancelled_ = False
+        self._refused: str | None = None  # why an answer was refused (ResponseRefused)
 
     # -- what servicers call --------------------------------------------------------------
 
@@ -190,9 +217,25 @@ class Context:
         self._done_callbacks.append(callback)
 
     async def write(self, message: Any) -> None:
-        self._send_headers()
+        await self.send(self.framed(message))
+
+    def framed(self, message: Any) -> bytes:
+        """`message` serialized and length-prefixed: what `send` sends. Refused at once, before
+        any copy, while the peer leaves more than its connection's bound of answers unread."""
+        conn = self._stream.conn
+        if conn.parked >= conn.limits.send_buffer:
+            self._refused = _not_reading(conn.limits.send_buffer)
+            raise ResponseRefused(self._refused)
         data = self._serializer(message) if self._serializer else message
-        await self._stream.send_data(b"\x00" + struct.pack(">I", len(data)) + data)
+        return b"\x00" + struct.pack(">I", len(data)) + data
+
+    async def send(self, framed: bytes) -> None:
+        self._send_headers()
+        try:
+            await self._stream.send_data(framed)
+        except ResponseRefused as exc:
+            self._refused = str(exc)  # the call's status, whatever the handler makes of the exception
+            raise
 
     async def read(self) -> Any:
         try:
@@ -211,7 +254,9 @@ class Context:
             self._stream.send_headers(_RESPONSE_HEADERS + self._initial if self._initial else _RESPONSE_BLOCK)
 
     def finish(self, code: grpc.StatusCode, details: str) -> None:
-        if self._code is not None:  # set_code / abort win over what the handler's end implies
+        if self._refused is not None:
+            code, details = grpc.StatusCode.RESOURCE_EXHAUSTED, self._refused
+        elif self._code is not None:  # set_code / abort win over what the handler's end implies
             code, details = self._code, self._details or details
         if code is grpc.StatusCode.OK and not details and not self._trailing and self.headers_sent:
             self._stream.send_headers(_OK_BLOCK, end_stream=True)  # the common end, pre-encoded
@@ -255,15 +300,37 @@ async def _requests(ctx: Context) -> AsyncIterator[Any]:
 
 async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodHandler | None],
                      max_message_size: int) -> None:
-    """Run one call to its end: a status is always sent, whatever the handler does."""
+    """Run one call to its end: a status is always sent, whatever the handler does; should this
+    module itself fail, the stream is reset (an unanswered stream stays open for ever: the
+    client hangs to its deadline and the connection is never idle)."""
+    try:
+        await _serve_call(stream, lookup, max_message_size)
+    except Exception:
+        log.exception("%s: the call failed unexpectedly", dict(stream.headers).get(":path", "")[:200])
+        stream.send_reset(INTERNAL_ERROR)
+
+
+async def _serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodHandler | None],
+                      max_message_size: int) -> None:
     headers = dict(stream.headers)
     method = headers.get(":path", "")
-    metadata = metadata_of(stream.headers)
     timeout = parse_timeout(headers.get("grpc-timeout", ""))
     deadline = None if timeout is None else time.monotonic() + timeout
     messages = Messages(stream, max_message_size)
     if headers.get(":method") != "POST" or not headers.get("content-type", "").startswith("application/grpc"):
         stream.send_headers([(":status", "415"), ("content-type", "text/plain")], end_stream=True)
+        return
+    try:
+        metadata = metadata_of(stream.headers)
+    except _Status as st:
+        Context(stream, (), deadline, messages, None).finish(st.code, st.details)
+        return
+    if stream.conn.parked >= stream.conn.limits.send_buffer:
+        # The peer leaves answers unread past the connection's bound: a new call would only add
+        # to them (and 1 000 of them, each reading its first 1 MiB chunk before being refused,
+        # kept the loop from other clients for seconds).
+        Context(stream, metadata, deadline, messages, None).finish(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, _not_reading(stream.conn.limits.send_buffer))
         return
     identity = headers.get("grpc-encoding", "identity") == "identity"
     handler = lookup(Details(method, metadata)) if identity else None
@@ -284,7 +351,7 @@ async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodH
         ctx.finish(st.code, st.details)
     except StreamReset:
         ctx.cancelled_ = True
-    except RequestRefused as exc:
+    except (RequestRefused, ResponseRefused) as exc:
         ctx.finish(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     except asyncio.CancelledError:
         ctx.cancelled_ = True
@@ -312,8 +379,19 @@ async def _run(handler: grpc.RpcMethodHandler, ctx: Context, messages: Messages)
         behaviour = handler.stream_stream if handler.request_streaming else handler.unary_stream
         result = behaviour(request, ctx)
         if hasattr(result, "__aiter__"):
-            async for reply in result:
-                await ctx.write(reply)
+            try:
+                async for reply in result:
+                    # Serialized first and the message dropped: a stream waiting for a peer that
+                    # does not read holds one copy of its reply, not the message object too.
+                    framed = ctx.framed(reply)
+                    del reply
+                    await ctx.send(framed)
+            finally:
+                # Closed now, not whenever the garbage collector finalizes it: what the handler
+                # holds (a 1 MiB chunk, a subscription, a reader) goes as the call ends.
+                aclose = getattr(result, "aclose", None)
+                if aclose is not None:
+                    await aclose()
         elif inspect.isawaitable(result):  # wrote through context.write
             await result
         else:  # a plain generator (servicers written for grpcio's threaded server)

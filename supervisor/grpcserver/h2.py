@@ -61,6 +61,9 @@ CREDIT_BATCH = 1 << 20
 DECODED_BLOCKS = 32
 DECODED_BLOCK_MAX = 2048
 FLUSH_AT = 64 << 10  # frames queued for the socket beyond this are written at once (see `write`)
+# Our DATA frames, whatever larger MAX_FRAME_SIZE the peer allows: what one writer may add to
+# the transport's buffer past its high-water mark stays this small.
+MAX_DATA_FRAME = FLUSH_AT
 # Request header fields RFC 9113 8.2.2 forbids (connection-specific).
 _CONNECTION_HEADERS = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"))
 _REQUEST_PSEUDO = {":method": 1, ":scheme": 2, ":path": 4, ":authority": 8}  # the first three are required
@@ -73,6 +76,11 @@ class Limits:
 
     max_streams: int = MAX_STREAMS  # calls in progress, counting reset ones whose handler still runs
     buffer: int = 16 << 20  # request bytes held for the connection (its receive window)
+    # Answer bytes that may wait for a peer that does not read (flow-control window shut, or
+    # the transport over its high-water mark), all the connection's streams together. Beyond
+    # it a stream's next message is refused: each stream holds at most one message anyway, but
+    # 1 024 streams of 1 MiB Content.Read chunks were ~3 GiB of daemon memory.
+    send_buffer: int = 32 << 20
     handshake_timeout: float = 15.0  # preface and first SETTINGS
     read_timeout: float = 20.0  # a frame, header block or request message begun must be complete in this
     idle_timeout: float = 120.0  # no open stream and no frame for this long: GOAWAY and close
@@ -93,13 +101,19 @@ class StreamReset(Exception):
     """The peer reset the stream, or the connection went away."""
 
 
+class ResponseRefused(Exception):
+    """The server will not hold more answers for a peer that does not read them (its
+    connection's `Limits.send_buffer` is full): the call ends RESOURCE_EXHAUSTED."""
+
+
 class RequestRefused(Exception):
     """The server will not hold more of this request: the connection's request buffer is full
     of partial messages, or a message took too long to arrive. The call ends RESOURCE_EXHAUSTED."""
 
 
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes((kind, flags)) + struct.pack(">I", stream) + payload
+def frame(kind: int, flags: int, stream: int, payload: bytes | memoryview = b"") -> bytes:
+    # `payload` may be a slice of a larger message (a memoryview): copied once, here
+    return struct.pack(">IBI", len(payload) << 8 | kind, flags, stream) + payload
 
 
 def encode_headers(headers: list[tuple[str, str]]) -> bytes:
@@ -235,22 +249,38 @@ class Stream:
             self.conn.stream_done(self)
 
     async def send_data(self, data: bytes) -> None:
-        """Send `data` as DATA frames within the peer's flow-control windows."""
+        """Send `data` as DATA frames within the peer's flow-control windows, and only while
+        the transport takes them (not over its high-water mark). What waits for a peer that
+        does not read is counted in `conn.parked`; past `Limits.send_buffer` the answer is
+        refused (ResponseRefused) rather than held."""
         view = memoryview(data)
         conn = self.conn
-        while view:
-            if self.reset:
-                raise StreamReset(f"stream {self.id} reset")
-            n = min(len(view), self.send_window, conn.send_window, conn.peer_max_frame)
-            if n <= 0:
-                await conn.wait_for_window()
-                continue
-            self.send_window -= n
-            conn.send_window -= n
-            conn.sent_since_ping = True
-            conn.write(frame(DATA, 0, self.id, bytes(view[:n])))
-            view = view[n:]
-            await conn.drained()
+        parked = 0  # our share of conn.parked while we wait
+        try:
+            while view:
+                if self.reset:
+                    raise StreamReset(f"stream {self.id} reset")
+                # Checked before each frame and after every wake-up: with the check only after a
+                # write, each of a connection's streams handed the transport a frame of up to the
+                # peer's MAX_FRAME_SIZE (16 MiB) while the peer read nothing.
+                writable = conn.can_write.is_set()
+                n = min(len(view), self.send_window, conn.send_window, conn.peer_max_frame, MAX_DATA_FRAME)
+                if not writable or n <= 0:
+                    if len(view) != parked:
+                        if conn.parked - parked and conn.parked - parked + len(view) > conn.limits.send_buffer:
+                            raise ResponseRefused(f"the client is not reading: more than {conn.limits.send_buffer} "
+                                                  "bytes of answers wait on its connection")
+                        conn.parked += len(view) - parked
+                        parked = len(view)
+                    await (conn.wait_for_window() if writable else conn.can_write.wait())
+                    continue
+                self.send_window -= n
+                conn.send_window -= n
+                conn.sent_since_ping = True
+                conn.write(frame(DATA, 0, self.id, view[:n]))
+                view = view[n:]
+        finally:
+            conn.parked -= parked
 
     def _was_reset(self) -> None:
         self.reset = True
@@ -297,6 +327,7 @@ class Connection(asyncio.Protocol):
         self.peer_max_frame = 16384
         self.stream_window = min(RECV_WINDOW, limits.buffer)
         self.held = 0  # request bytes received on open streams and not released
+        self.parked = 0  # answer bytes whose writers wait for the peer (see Stream.send_data)
         self.recv_unacked = 0  # released by the application, not yet credited back (connection)
         self.recv_window = limits.buffer  # what the client may still send on the connection
         self._half_buffer = limits.buffer // 2
@@ -767,10 +798,6 @@ class Connection(asyncio.Protocol):
         self._out_size = 0
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
-
-    async def drained(self) -> None:
-        if not self.can_write.is_set():
-            await self.can_write.wait()
 
     def send_headers(self, sid: int, headers: list[tuple[str, str]] | bytes, end_stream: bool) -> None:
         self.sent_since_ping = True
