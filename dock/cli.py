@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 async def _run(args: argparse.Namespace) -> int:
     from dock.client import Client
+    from dock.formatting import check_format
 
+    check_format(args)  # a --format template parses, and this command takes one, before anything runs
     async with Client(args.address, args.namespace, args.timeout) as client:
         result = await args.handler(client, args)
         return int(result or 0)

@@ -51,7 +51,8 @@ def _add_global_options(p: argparse.ArgumentParser) -> None:
                    help="daemon socket (env DOCKYARD_ADDRESS)")
     p.add_argument("--namespace", "-n", default=os.environ.get("DOCKYARD_NAMESPACE", "default"),
                    help="namespace to act in (env DOCKYARD_NAMESPACE, default 'default')")
-    p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    p.add_argument("--format", default="table", metavar="FORMAT",
+                   help="table, json, or a Go template as Docker's ('{{.ID}}', 'table {{.Names}}\\t{{.Status}}')")
     p.add_argument("--timeout", type=float, default=None, help="per-call timeout in seconds")
     p.add_argument("--version", "-v", action=_PrintVersion, help="print the client's version and exit")
 

@@ -14,11 +14,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from dock.args import add_prune_options, parse_labels
 from dock.client import Client
 from dock.commands.image_transfer import TRANSFER_SUBCOMMANDS
+from dock.dockerview import image_row
+from dock.formatting import IMAGES_HEADERS, add_format_option, emit_rows, is_template
 from dock.images import ImageInfo, ImageSize
 from dock.output import emit_json, emit_table, human_size, labels_text, to_jsonable
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition
@@ -76,6 +79,7 @@ def add_ls(cmds: Any) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="print only names")
     p.add_argument("filters", nargs="*",
                    help="containerd filters, e.g. name~=busybox, labels.team==red, target.mediatype~=index")
+    add_format_option(p)
     p.set_defaults(handler=ls)
 
 
@@ -126,6 +130,12 @@ async def ls(client: Client, args: argparse.Namespace) -> int:
         emit_json([image_json(i, s) for i, s in zip(found, sizes, strict=True)])
         return 0
     rows = list(zip(found, sizes, strict=True))
+    if is_template(args.format):  # Docker's --format '{{.Repository}}:{{.Tag}}'
+        now = datetime.now(UTC)
+        emit_rows(args.format, [image_row(i.name, i.target.digest, i.labels, i.created_at, now,
+                                          max(s.unpacked.values()) if s.unpacked else s.content)
+                                for i, s in rows], IMAGES_HEADERS)
+        return 0
     emit_table(rows, [
         ("REF", lambda r: r[0].name),
         ("TYPE", lambda r: short_type(r[0].target.media_type)),

@@ -8,6 +8,8 @@ from typing import Any
 
 from dock.args import containers_arg, parse_labels
 from dock.client import Client
+from dock.dockerview import network_row, network_view
+from dock.formatting import NETWORK_HEADERS, add_format_option, emit_each, emit_rows, is_template
 from dock.lookup import resolve_id
 from dock.network import NetworkInfo, NetworkUser, check_network_name
 from dock.output import emit, emit_json, for_each, labels_text
@@ -28,9 +30,11 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=create)
     p = cmds.add_parser("ls", aliases=["list"], help="list networks (and the files in net.d that are not ones)")
     p.add_argument("--quiet", "-q", action="store_true", help="print only names")
+    add_format_option(p)
     p.set_defaults(handler=ls)
     p = cmds.add_parser("inspect", help="show networks and the containers attached to them")
     p.add_argument("names", nargs="+", metavar="NAME")
+    add_format_option(p, short=True)
     p.set_defaults(handler=inspect)
     p = cmds.add_parser("rm", aliases=["remove", "delete"], help="remove networks (refused while in use)")
     p.add_argument("names", nargs="+", metavar="NAME")
@@ -83,6 +87,9 @@ async def ls(client: Client, args: argparse.Namespace) -> int:
         for n in networks:
             print(n.name)
         return 0
+    if is_template(args.format):
+        emit_rows(args.format, [network_row(network_json(n)) for n in networks], NETWORK_HEADERS)
+        return 0
     emit("table", networks, [
         ("NETWORK ID", lambda n: n.id[:SHORT_ID]), ("NAME", lambda n: n.name), ("DRIVER", _driver),
         ("SUBNET", lambda n: ",".join(n.subnets) or "-"), ("GATEWAY", lambda n: n.gateway or "-"),
@@ -97,7 +104,9 @@ async def inspect(client: Client, args: argparse.Namespace) -> int:
         return network_json(*await client.networks.inspect(name))
 
     found, failed = await for_each(args.names, one)
-    if found or not failed:
+    if is_template(args.format):
+        emit_each(args.format, [network_view(n) for n in found])
+    elif found or not failed:
         emit_json(found)
     return failed
 

@@ -7,14 +7,17 @@ from typing import Any
 
 from dock.args import add_prune_options
 from dock.client import Client
-from dock.output import emit, emit_json
+from dock.formatting import add_format_option, emit_each, is_template
+from dock.output import emit, emit_json, to_jsonable
 from dockyard_common.version import REVISION, VERSION
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("version", help="client and daemon versions")
+    add_format_option(p, short=True)
     p.set_defaults(handler=version)
     p = sub.add_parser("info", help="what the daemon is and where it keeps its state")
+    add_format_option(p, short=True)
     p.set_defaults(handler=info)
     system = sub.add_parser("system", help="the daemon as a whole").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True)
@@ -27,6 +30,7 @@ def register(sub: Any) -> None:
     p.add_argument("--verbose", "-v", action="store_true", help="each image, container, volume and cache record")
     p.set_defaults(handler=system_df)
     p = system.add_parser("info", help="the same as dock info")
+    add_format_option(p, short=True)
     p.set_defaults(handler=info)
     plugins = sub.add_parser("plugins", help="the daemon's components").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True)
@@ -41,6 +45,12 @@ async def version(client: Client, args: argparse.Namespace) -> int:
     if args.format == "json":
         emit_json({"client": {"version": VERSION, "revision": REVISION}, "server": server})
         return 0
+    if is_template(args.format):  # Docker's {{.Server.Version}}, {{.Client.Version}}; ours in lower case too
+        ours = {"client": {"version": VERSION, "revision": REVISION}, "server": to_jsonable(server)}
+        emit_each(args.format, [{**ours, "Client": {"Version": VERSION, "GitCommit": REVISION},
+                                 "Server": {"Version": server.version, "GitCommit": server.revision,
+                                            "UUID": server.uuid}}])
+        return 0
     print(f"Client:\n  Version:  {VERSION}\n  Revision: {REVISION}\n")
     print(f"Server:\n  Version:  {server.version}\n  Revision: {server.revision}\n  UUID: {server.uuid}")
     return 0
@@ -49,10 +59,20 @@ async def version(client: Client, args: argparse.Namespace) -> int:
 _INFO_LABELS = {"ksm": "Shim page merging"}
 
 
+def _camel(key: str) -> str:
+    """`cgroup_driver` -> `CgroupDriver`, the way Docker's info fields are spelled."""
+    return "".join(part[:1].upper() + part[1:] for part in key.split("_"))
+
+
 async def info(client: Client, args: argparse.Namespace) -> int:
     data = await client.info()
     if args.format == "json":
         emit_json(data)
+        return 0
+    if is_template(args.format):  # the fields of --format json, also by Docker-style names (.Root -> root)
+        ours = to_jsonable(data)
+        emit_each(args.format, [{**ours, **{_camel(k): v for k, v in ours.items()}, "ServerVersion": data.version,
+                                 "DockerRootDir": data.root, "Driver": data.default_snapshotter}])
         return 0
     for key, value in vars(data).items():
         shown = ", ".join(value) if isinstance(value, list) else value

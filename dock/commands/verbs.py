@@ -26,6 +26,8 @@ from dock.args import containers_arg, int_in
 from dock.client import Client
 from dock.commands.containers import describe, network_info, ports_json, published
 from dock.commands.tasks import parse_signal, process_json, start_detached, stop_signal
+from dock.dockerview import inspect_view, ps_row
+from dock.formatting import PS_HEADERS, add_format_option, emit_each, emit_rows, is_template
 from dock.lookup import NAME_LABEL, SHORT_ID, name_of, resolve
 from dock.network import ports_text
 from dock.output import emit_json, emit_table, for_each
@@ -66,9 +68,11 @@ def register(sub: Any) -> None:
                         "ancestor (image), exited (exit code), health (starting|healthy|unhealthy|none); "
                         "repeat a key for either, keys for all")
     p.add_argument("--no-trunc", action="store_true", help="full ids and commands")
+    add_format_option(p)
     p.set_defaults(handler=ps)
     p = sub.add_parser("inspect", help="show containers as JSON: record, state, mounts, network")
     containers_arg(p, "refs", nargs="+", metavar="CONTAINER")
+    add_format_option(p, short=True)
     p.set_defaults(handler=inspect)
     for name, handler, text in (("stop", stop, "stop containers: the image's stop signal, then SIGKILL"),
                                 ("restart", restart, "stop containers, then start them again")):
@@ -137,6 +141,12 @@ async def ps(client: Client, args: argparse.Namespace) -> int:
     if args.format == "json":
         emit_json([ps_json(c, t, ports_json(ports.get(c.id, [])), started.get(c.id), now) for c, t in rows])
         return 0
+    if is_template(args.format):  # Docker's --format '{{.Names}}\t{{.Status}}', 'table {{.ID}}...'
+        emit_rows(args.format, [ps_row(
+            c, state=state_of(t), status=status_text(t, started.get(c.id), now, healthview.status_of(c)),
+            ports=ports_text(ports[c.id]) if ports.get(c.id) else "", created=c.created_at, now=now,
+            binds=spec_mounts(c), no_trunc=args.no_trunc) for c, t in rows], PS_HEADERS)
+        return 0
     emit_table(rows, [
         ("CONTAINER ID", lambda r: r[0].id[:width]), ("IMAGE", lambda r: image_text(r[0].image)),
         ("COMMAND", lambda r: command_text(command_of(r[0]), truncate=not args.no_trunc)),
@@ -196,6 +206,13 @@ async def inspect_one(client: Client, ref: str) -> dict[str, Any]:
 
 async def inspect(client: Client, args: argparse.Namespace) -> int:
     """As `docker inspect`: one JSON array; references not found are reported and make it fail."""
+    if is_template(args.format):  # Docker's inspect --format '{{.State.Status}}': our object + Docker's paths
+        async def view(ref: str) -> dict[str, Any]:
+            c = await resolve(client, ref)
+            return inspect_view(await inspect_one(client, c.id), c)
+        found, failed = await for_each(args.refs, view, at_once=AT_ONCE)
+        emit_each(args.format, found)
+        return failed
     found, failed = await for_each(args.refs, lambda ref: inspect_one(client, ref), at_once=AT_ONCE)
     if found or not failed:
         emit_json(found)

@@ -7,6 +7,8 @@ from typing import Any
 
 from dock.args import add_prune_options, parse_labels
 from dock.client import Client
+from dock.dockerview import volume_row, volume_view
+from dock.formatting import VOLUME_HEADERS, add_format_option, emit_each, emit_rows, is_template
 from dock.output import confirm, emit, emit_json, for_each, human_size, labels_text
 from dock.volumes import VolumeInfo
 from dockyard_common.errors import InvalidArgument
@@ -25,9 +27,11 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="print only names")
     p.add_argument("--filter", "-f", action="append", default=[], metavar="FILTER",
                    help="containerd's filter syntax over name and labels, e.g. 'labels.team==a' (any may match)")
+    add_format_option(p)
     p.set_defaults(handler=ls)
     p = cmds.add_parser("inspect", help="show volumes (JSON) and the containers using them")
     p.add_argument("names", nargs="+", metavar="NAME")
+    add_format_option(p, short=True)
     p.set_defaults(handler=inspect)
     p = cmds.add_parser("rm", aliases=["remove", "delete"], help="remove volumes and their data (refused while "
                                                                   "a container uses one)")
@@ -64,6 +68,8 @@ async def ls(client: Client, args: argparse.Namespace) -> int:
     elif args.quiet:
         for v in found:
             print(v.name)
+    elif is_template(args.format):
+        emit_rows(args.format, [volume_row(volume_json(v)) for v in found], VOLUME_HEADERS)
     else:
         emit("table", found, [("DRIVER", lambda v: "local"), ("VOLUME NAME", lambda v: v.name),
                               ("LABELS", lambda v: labels_text(v.labels))])
@@ -76,7 +82,9 @@ async def inspect(client: Client, args: argparse.Namespace) -> int:
         return volume_json(*await client.volumes.get(name))
 
     found, failed = await for_each(args.names, one)
-    if found or not failed:
+    if is_template(args.format):
+        emit_each(args.format, [volume_view(v) for v in found])
+    elif found or not failed:
         emit_json(found)
     return failed
 

@@ -1,0 +1,130 @@
+"""`--format` Go templates as Docker users script them, against a real dockyardd: ps, images,
+inspect, volumes, version, info; `table TEMPLATE` headers aligned as Docker's tabwriter; bad
+templates as one `dock: template: ...` line; `--format json` and `table` unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.dockcli import DockCLI
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")]
+
+
+@pytest.fixture
+def two(dock_cli: DockCLI, tmp_path: Path) -> DockCLI:
+    """A running container with a label and a bind mount, and a created one."""
+    src = tmp_path / "share"
+    src.mkdir()
+    dock_cli.ok("run", "-d", "--name", "tpl-web", "--label", "app=web", "-v", f"{src}:/mnt:ro", "busybox",
+                "sleep", "600")
+    dock_cli.ok("create", "--name", "tpl-made", "busybox", "true")
+    return dock_cli
+
+
+def test_ps_plain_template_one_line_per_container_no_header(two: DockCLI) -> None:
+    out = two.ok("ps", "--format", r"{{.Names}}\t{{.State}}")
+    assert out == "tpl-web\trunning\n"
+    out = two.ok("ps", "-a", "--format", '{{.Names}} [{{.Label "app"}}] {{.Status}}')
+    lines = sorted(out.splitlines())
+    assert lines[0] == "tpl-made [] Created"
+    assert lines[1].startswith("tpl-web [web] Up ")
+
+
+def test_ps_global_format_and_the_fields(two: DockCLI) -> None:
+    full = {r["id"]: r for r in two.json("ps", "-a")}
+    out = two.ok("--format", "{{.ID}}|{{.Image}}|{{.Command}}|{{.RunningFor}}|{{.Labels}}|{{.Mounts}}|{{.Size}}",
+                 "ps")
+    [line] = out.splitlines()
+    cid, image, command, running_for, labels, mounts, size = line.split("|")
+    assert cid == "tpl-web" and image == "busybox:latest" and command == '"sleep 600"'
+    assert running_for.endswith(" ago") and "app=web" in labels.split(",") and size == "0B"
+    assert mounts.startswith("/") and full["tpl-web"]["state"] == "running"
+    created_at = two.ok("ps", "--format", "{{.CreatedAt}}").strip()
+    assert len(created_at.split()) == 4 and created_at.split()[0].count("-") == 2  # 2024-05-01 10:00:00 +0000 UTC
+
+
+def test_ps_control_flow_and_json(two: DockCLI) -> None:
+    out = two.ok("ps", "-a", "--format", '{{if eq .State "running"}}{{.Names}} is up{{else}}{{.Names}}: '
+                                        '{{lower .Status}}{{end}}')
+    assert sorted(out.splitlines()) == ["tpl-made: created", "tpl-web is up"]
+    rows = [json.loads(line) for line in two.ok("ps", "-a", "--format", "{{json .}}").splitlines()]
+    assert {r["Names"] for r in rows} == {"tpl-web", "tpl-made"}
+    assert "Label" not in rows[0] and rows[0]["ID"]
+
+
+def test_ps_table_template_header_and_alignment(two: DockCLI) -> None:
+    out = two.ok("ps", "-a", "--format", r"table {{.ID}}\t{{.Names}}\t{{.State}}")
+    # Docker's tabwriter: a column is its widest cell + 3, at least 10; the last one is not padded
+    assert sorted(out.splitlines()) == ["CONTAINER ID   NAMES      STATE",
+                                        "tpl-made       tpl-made   created",
+                                        "tpl-web        tpl-web    running"]
+    names = two.ok("ps", "--format", "table {{.Names}}").splitlines()
+    assert names == ["NAMES", "tpl-web"]
+    # `table` alone, and json, are what they were
+    assert two.ok("ps", "--format", "table") == two.ok("ps")
+    assert isinstance(two.json("ps", "-a"), list)
+
+
+def test_inspect_template_docker_paths_and_ours(two: DockCLI, tmp_path: Path) -> None:
+    out = two.ok("inspect", "--format", '{{.State.Status}} {{.Name}} {{.Id}} {{index .Config.Labels "app"}} '
+                                        "{{.state.status}} {{.State.Running}} {{.State.Pid | printf \"%T\"}}",
+                 "tpl-web")
+    status, name, cid, app, ours, running, _ = out.split(" ", 6)
+    assert (status, name, cid, app, ours, running) == ("running", "/tpl-web", "tpl-web", "web", "running", "true")
+    out = two.ok("inspect", "--format", "{{range .Mounts}}{{.Source}}:{{.Destination}}:{{.RW}} "
+                 "{{end}}", "tpl-web")
+    assert out == f"{tmp_path / 'share'}:/mnt:false \n"
+    assert two.ok("inspect", "-f", "{{.Name}}", "tpl-web") == "/tpl-web\n"  # Docker's -f
+    out = two.ok("inspect", "--format", "{{.Name}} {{.State.Status}}", "tpl-web", "tpl-made")
+    assert out == "/tpl-web running\n/tpl-made created\n"
+    res = two.dock("inspect", "--format", "{{.Name}}", "tpl-web", "nope")
+    assert res.returncode == 1 and res.stdout == "/tpl-web\n" and "nope" in res.stderr
+
+
+def test_images_template(dock_cli: DockCLI) -> None:
+    out = dock_cli.ok("images", "ls", "--format", "{{.Repository}}:{{.Tag}}")
+    assert "busybox:latest" in out.splitlines()
+    out = dock_cli.ok("image", "ls", "--format", r"table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.Size}}")
+    lines = out.splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "SIZE"]
+    row = next(line for line in lines if line.startswith("busybox "))
+    _repo, tag, short_id, size = row.split()
+    assert tag == "latest" and len(short_id) == 12 and size[-1] == "B"
+    assert lines[0].index("TAG") == row.index("latest")
+
+
+def test_volumes_version_info_network(dock_cli: DockCLI) -> None:
+    dock_cli.ok("volume", "create", "--label", "team=a", "tplvol")
+    try:
+        assert "tplvol a" in dock_cli.ok("volume", "ls", "--format", '{{.Name}} {{.Label "team"}}').splitlines()
+        assert dock_cli.ok("volume", "inspect", "--format", "{{.Name}} {{.Labels.team}} {{.Driver}}", "tplvol") == \
+            "tplvol a local\n"
+    finally:
+        dock_cli.ok("volume", "rm", "tplvol")
+    server = dock_cli.json("version")["server"]
+    assert dock_cli.ok("version", "--format", "{{.Server.Version}}") == f"{server['version']}\n"
+    info = dock_cli.json("info")
+    assert dock_cli.ok("info", "--format", "{{.DockerRootDir}} {{.root}}") == f"{info['root']} {info['root']}\n"
+    dock_cli.ok("network", "ls", "--format", "{{.Name}} {{.Driver}}")
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["ps", "--format", "{{.Names"], "dock: template: 1:1: unclosed action"),
+    (["ps", "--format", "{{nofunc .Names}}"], "function 'nofunc' not defined"),
+    (["--format", "{{if .Names}}x", "ps"], "unexpected EOF"),
+    (["inspect", "--format", "{{.State.Status", "x"], "unclosed action"),
+    (["--format", "{{.Name}}", "namespaces", "ls"], "takes --format table or json, not a template"),
+    (["--format", "yaml", "ps"], "want table, json, or a Go template"),
+])
+def test_bad_templates_one_line_exit_1(dock_cli: DockCLI, args: list[str], words: str) -> None:
+    dock_cli.fails(*args, words=words)
+
+
+def test_execution_errors_are_one_line(two: DockCLI) -> None:
+    two.fails("ps", "--format", "{{.Names.Nope}}", words="can't evaluate field Nope in type string")
+    two.fails("inspect", "--format", "{{index .Args 99}}", "tpl-web", words="index out of range")
