@@ -20,16 +20,32 @@ What is mapped, and where ours differ from Docker's:
   digest too), Repository, Tag, Digest, CreatedAt/CreatedSince (the image record's creation: the
   config's date costs a read per image), Size (unpacked, else content; Docker's decimal units),
   Containers ("N/A", as Docker without -a... ), Labels.
+- stats (--no-stream): Container (the name or id as given, else the id), Name, ID (cut unless
+  --no-trunc), CPUPerc, MemUsage (binary units, as Docker's), MemPerc, NetIO ("--" without a network
+  of its own, as our table), BlockIO, PIDs; "--" (and "-- / --") where no sample came.
+- system df (the summary; not with -v): Type, TotalCount, Active, Size, Reclaimable (Docker's
+  HumanSize: decimal, 4 digits; the share of Size in percent, none for the build cache).
+- history: ID, CreatedSince, CreatedAt (RFC 3339, local time), CreatedBy (cut to 45 unless
+  --no-trunc), Size, Comment.
+- events (a line per event, the template as written, no `table`): Type, Action, Actor.ID,
+  Actor.Attributes, Scope, Time, TimeNano, and the old Status, ID, From. Where Docker has a word
+  for one of ours it is used (container create, start, die, exec_create, exec_start, pause,
+  unpause, oom, update, destroy, "health_status: healthy"; image delete; network connect,
+  disconnect); the rest say what containerd says: Type the topic's first word in the singular
+  (task, image, snapshot, namespace, content), Action the rest (/tasks/create: task create).
+  Actor.ID: the container, image, namespace, snapshot key, blob digest or network; Attributes:
+  the event's own fields as text (labels merged in), the namespace, Docker's `exitCode`, `execID`
+  and `container`. No `name`: the events carry no container names.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from dock.formatting import docker_size, go_time, labels_csv
+from dock.formatting import docker_bytes, docker_size, go_rfc3339, go_time, labels_csv
 from dock.lookup import NAME_LABEL, SHORT_ID, name_of
 from dock.ps import ago, command_of, command_text, image_text
 from dockyard_common import netlabels, volumelabels
@@ -37,6 +53,10 @@ from dockyard_common.errors import InvalidArgument
 from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.reference import InvalidReference, Reference, familiar, is_dangling, parse
 from dockyard_common.types import Container
+
+if TYPE_CHECKING:  # types only: ps and images need not load the events' and df's modules
+    from dock.dfview import Summary
+    from dock.events import Envelope
 
 
 def network_names(c: Container) -> list[str]:
@@ -207,3 +227,88 @@ def volume_view(ours: Mapping[str, Any]) -> dict[str, Any]:
     return {**ours, "Name": ours.get("name", ""), "Driver": "local", "Mountpoint": ours.get("mountpoint", ""),
             "Labels": dict(ours.get("labels") or {}), "Scope": "local", "CreatedAt": ours.get("created_at") or "",
             "Options": {}}
+
+
+def _percent(value: float | None) -> str:
+    return "--" if value is None else f"{value:.2f}%"
+
+
+def _pair(a: int | None, b: int | None, size: Callable[[float], str]) -> str:
+    return "--" if a is None or b is None else f"{size(a)} / {size(b)}"
+
+
+def stats_row(cid: str, name: str, container: str, figures: Mapping[str, Any] | None, *,
+              no_trunc: bool = False) -> dict[str, Any]:
+    """One `dock stats --no-stream --format TEMPLATE` row: Docker's statsContext. `figures`: what
+    dock/commands/stats.py's figures() makes of the samples, None when none came."""
+    row = {"Container": container, "Name": name or "--", "ID": cid if no_trunc else cid[:SHORT_ID]}
+    if figures is None:
+        return {**row, "CPUPerc": "--", "MemUsage": "-- / --", "MemPerc": "--", "NetIO": "--", "BlockIO": "--",
+                "PIDs": "--"}
+    f = figures
+    return {**row, "CPUPerc": _percent(f["cpu_percent"]),
+            "MemUsage": _pair(f["memory_usage"], f["memory_limit"], docker_bytes),
+            "MemPerc": _percent(f["memory_percent"]), "NetIO": _pair(f["net_rx"], f["net_tx"], docker_size),
+            "BlockIO": _pair(f["block_read"], f["block_write"], docker_size), "PIDs": str(f["pids"])}
+
+
+def df_row(s: Summary) -> dict[str, Any]:
+    """One `dock system df --format TEMPLATE` row (a line of the summary), as Docker's diskUsage contexts."""
+    reclaimable = docker_size(s.reclaimable, 4)
+    if s.percent and s.size > 0:
+        reclaimable += f" ({s.reclaimable * 100 // s.size}%)"
+    return {"Type": s.type, "TotalCount": str(s.total), "Active": str(s.active), "Size": docker_size(s.size, 4),
+            "Reclaimable": reclaimable}
+
+
+def history_row(shown_id: str, created: datetime | None, created_by: str, size: int, comment: str,
+                now: datetime) -> dict[str, Any]:
+    """One `dock history --format TEMPLATE` row; the ID and CREATED BY as the table shows them."""
+    return {"ID": shown_id, "CreatedSince": ago(created, now), "CreatedAt": go_rfc3339(created),
+            "CreatedBy": created_by, "Size": docker_size(size), "Comment": comment}
+
+
+# topic -> Docker's (Type, Action); the others are named from the topic (event_view)
+_DOCKER_EVENTS = {
+    "/containers/create": ("container", "create"), "/containers/update": ("container", "update"),
+    "/containers/delete": ("container", "destroy"), "/tasks/start": ("container", "start"),
+    "/tasks/exit": ("container", "die"), "/tasks/oom": ("container", "oom"), "/tasks/paused": ("container", "pause"),
+    "/tasks/resumed": ("container", "unpause"), "/tasks/exec-added": ("container", "exec_create"),
+    "/tasks/exec-started": ("container", "exec_start"), "/containers/health_status": ("container", "health_status"),
+    "/images/delete": ("image", "delete"), "/network/attach": ("network", "connect"),
+    "/network/detach": ("network", "disconnect"),
+}
+_ACTOR_KEYS = ("container_id", "id", "name", "key", "digest")  # the first one an event has is its actor
+
+
+def event_view(env: Envelope) -> dict[str, Any]:
+    """What `dock events --format TEMPLATE` sees: Docker's events.Message, from one of our events."""
+    event = env.event
+    first, _, rest = env.topic.strip("/").partition("/")
+    kind, action = _DOCKER_EVENTS.get(env.topic) or (first.removesuffix("s"), rest)
+    attributes = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in event.items()
+                  if isinstance(v, str | int | bool)}
+    attributes.update(event.get("labels") or {})
+    attributes["namespace"] = env.namespace
+    actor = next((str(event[k]) for k in _ACTOR_KEYS if event.get(k)), "")
+    if kind == "container" and action == "die" and event.get("id") not in (None, "", actor):
+        action = "exec_die"
+    if action.startswith("exec_"):
+        attributes["execID"] = str(event.get("exec_id") or event.get("id") or "")
+    if action in ("die", "exec_die"):
+        attributes["exitCode"] = str(event.get("exit_status", 0))
+    if action == "health_status":
+        action = f"health_status: {event.get('status', '')}"
+    if kind == "network":
+        interfaces = (event.get("attachment") or {}).get("interfaces") or []
+        attributes["container"] = actor
+        actor = ",".join(i.get("network", "") for i in interfaces)
+    when = env.timestamp
+    nanos = (when - _EPOCH) // timedelta(microseconds=1) * 1000 if when is not None else 0
+    old = kind in ("container", "image")  # Docker's deprecated fields, set for these two
+    return {"Type": kind, "Action": action, "Actor": {"ID": actor, "Attributes": attributes}, "Scope": "local",
+            "Time": nanos // 10**9, "TimeNano": nanos, "Status": action if old else "", "ID": actor if old else "",
+            "From": str(event.get("image", "")) if kind == "container" else ""}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,5 +1,5 @@
 """`--format` as Docker's CLI reads it: `table` and `json` are ours; anything else is a Go template
-(dock/gotemplate.py), given globally (`dock --format ... ps`) or after the verb (`dock ps --format ...`).
+(dock/gotemplate/), given globally (`dock --format ... ps`) or after the verb (`dock ps --format ...`).
 
     dock ps --format '{{.Names}}\\t{{.Status}}'          # one line per container, no header
     dock ps --format 'table {{.ID}}\\t{{.Image}}'        # a header row (CONTAINER ID, IMAGE), aligned
@@ -19,6 +19,7 @@ import argparse
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dockyard_common.errors import InvalidArgument
@@ -42,8 +43,19 @@ def add_format_option(p: argparse.ArgumentParser, *, short: bool = False) -> Non
     command as one that renders templates. Without it after the verb, the global one counts.
     `short`: `-f` too, as Docker's inspect, version and info (not where -f is --filter)."""
     p.add_argument("--format", *(["-f"] if short else []), dest="format", default=argparse.SUPPRESS, metavar="FORMAT",
+                   action=_FormatAfterVerb,
                    help="table, json, or a Go template: '{{.Field}}...', 'table {{.Field}}\\t...'")
     p.set_defaults(templates=True)
+
+
+class _FormatAfterVerb(argparse.Action):
+    """Stores --format and notes that it came after the verb (`args.format_after_verb`): a command
+    whose default depends on where its output goes (dock stats) tells a chosen `table` from the default."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.format_after_verb = True
 
 
 def is_template(fmt: str) -> bool:
@@ -136,8 +148,13 @@ def emit_rows(fmt: str, rows: Iterable[Any], headers: Mapping[str, str], out: Te
 
 def emit_each(fmt: str, items: Iterable[Any], out: TextIO | None = None) -> None:
     """As `docker inspect --format`: the template as written, once per object, each on its line."""
-    template = parse(fmt, listing=False)
-    (out or sys.stdout).write("".join(template.execute(item) + "\n" for item in items))
+    (out or sys.stdout).write("".join(render_one(fmt, item) + "\n" for item in items))
+
+
+def render_one(fmt: str, item: Any) -> str:
+    """One object through the template as written (inspect's, and events' as Docker's: no `table`,
+    no `\\t` made a tab), without a newline."""
+    return parse(fmt, listing=False).execute(item)
 
 
 def tabwrite(text: str, minwidth: int = TAB_MINWIDTH, padding: int = TAB_PADDING) -> str:
@@ -222,21 +239,37 @@ def go_time(when: Any) -> str:
     """A time as Go's time.Time.String() (Docker's CreatedAt): `2024-05-01 10:00:00 +0000 UTC`, local zone."""
     if when is None:
         return ""
-    from datetime import UTC
-
     local = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone()
     return local.strftime("%Y-%m-%d %H:%M:%S %z ") + (local.tzname() or "")
 
 
-def docker_size(n: float) -> str:
-    """go-units' HumanSizeWithPrecision(n, 3), Docker's sizes: decimal units, `4.27MB`, `0B`."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
+DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+
+
+def docker_size(n: float, precision: int = 3, *, base: int = 1000, units: tuple[str, ...] = DECIMAL_UNITS) -> str:
+    """go-units' HumanSizeWithPrecision(n, 3), Docker's sizes: decimal units, `4.27MB`, `0B`;
+    `precision` 4 is its HumanSize (docker system df)."""
     i = 0
     value = float(n)
-    while value >= 1000 and i < len(units) - 1:
-        value /= 1000
+    while value >= base and i < len(units) - 1:
+        value /= base
         i += 1
-    text = f"{value:.3g}"
+    text = f"{value:.{precision}g}"
     if "e" in text:
         text = f"{value:.0f}"
     return f"{text}{units[i]}"
+
+
+def docker_bytes(n: float) -> str:
+    """go-units' BytesSize (docker stats' MEM USAGE / LIMIT): binary units, `1.5MiB`, `7.6GiB`."""
+    return docker_size(n, 4, base=1024, units=BINARY_UNITS)
+
+
+def go_rfc3339(when: datetime | None) -> str:
+    """A time as Go's time.RFC3339 in the local zone (docker history's CreatedAt): `2024-05-01T10:00:00Z`."""
+    if when is None:
+        return ""
+    local = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone().replace(microsecond=0)
+    text = local.isoformat()
+    return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text

@@ -9,6 +9,9 @@ As `docker system df`. Where the numbers come from (the daemon's API; sizes in d
 - Local Volumes: their bytes on disk (Volumes/List with sizes); LINKS: containers naming them;
   RECLAIMABLE: the volumes no container names.
 - Build Cache: the daemon's records and cache directories (Builder/ListCache).
+
+`--format TEMPLATE` renders the summary's lines with Docker's fields (.Type .TotalCount .Active
+.Size .Reclaimable); not with -v, whose sections have fields of their own.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from dock.commands.images import users_by_image
 from dock.commands.prune import stopped
 from dock.dfview import ContainerRow, ImageRow, Report, Summary, VolumeRow, print_summary, print_verbose, report_json
 from dock.diskusage import image_footprints, snapshot_sizes, total
+from dock.dockerview import df_row
+from dock.formatting import DF_HEADERS, FormatError, emit_rows, is_template
 from dock.lookup import name_of
 from dock.ps import command_of, process_started, state_of, status_text, with_last_exit
 from dock.snapshots import DEFAULT_SNAPSHOTTER
@@ -36,8 +41,13 @@ LIVE = ("running", "paused")  # states with a process whose start time `ps` show
 
 
 async def system_df(client: Client, args: argparse.Namespace) -> int:
+    template = is_template(args.format)
+    if template and args.verbose:
+        raise FormatError("dock system df: a --format template renders the summary; it does not take -v")
     report = await gather(client)
-    if args.format == "json":
+    if template:
+        emit_rows(args.format, [df_row(s) for s in report.summary], DF_HEADERS)
+    elif args.format == "json":
         report_json(report, args.verbose)
     elif args.verbose:
         print_verbose(report, datetime.now(UTC))

@@ -8,7 +8,7 @@
 Newest first. Each entry that made a layer (not `empty_layer`) is matched, in order, with the
 image's layers: SIZE is that layer's unpacked size when the namespace's snapshotter has it, else
 its blob's size. CREATED BY is cut to 45 characters unless --no-trunc; `--format json` gives
-every field in full.
+every field in full; `--format TEMPLATE` Docker's fields (dock/dockerview.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 from dock.args import images_arg
 from dock.client import Client
+from dock.dockerview import history_row
+from dock.formatting import HISTORY_HEADERS, add_format_option, emit_rows, is_template
 from dock.lookup import SHORT_ID
 from dock.output import emit_json, emit_table, human_size
 from dock.ps import ago
@@ -36,6 +38,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-trunc", action="store_true", help="show CREATED BY in full")
     p.add_argument("--platform", default="", help="the platform's manifest of a multi-platform image")
     images_arg(p, "image", help="image name, e.g. busybox")
+    add_format_option(p)
     p.set_defaults(handler=history)
 
 
@@ -109,10 +112,21 @@ async def history(client: Client, args: argparse.Namespace) -> int:
                     "empty_layer": e.empty_layer} for e in entries])
         return 0
     now = datetime.now(UTC)
+
+    def shown_id(e: Entry) -> str:
+        return e.id if args.no_trunc else short_image_id(e.id)
+
+    def created_by(e: Entry) -> str:
+        return created_by_text(e.created_by, truncate=not args.no_trunc)
+
+    if is_template(args.format):
+        emit_rows(args.format, [history_row(shown_id(e), e.created, created_by(e), e.size, e.comment, now)
+                                for e in entries], HISTORY_HEADERS)
+        return 0
     emit_table(entries, [
-        ("IMAGE", lambda e: e.id if args.no_trunc else short_image_id(e.id)),
+        ("IMAGE", shown_id),
         ("CREATED", lambda e: ago(e.created, now)),
-        ("CREATED BY", lambda e: created_by_text(e.created_by, truncate=not args.no_trunc)),
+        ("CREATED BY", created_by),
         ("SIZE", lambda e: human_size(e.size)),
         ("COMMENT", lambda e: e.comment),
     ])

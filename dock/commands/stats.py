@@ -3,7 +3,8 @@
 On a terminal: a table refreshed in place (CPU %, MEM USAGE / LIMIT, MEM %, NET I/O, PIDS, BLOCK I/O;
 NET I/O is "--" for a container without a network of its own: only lo, or the host's).
 Otherwise, or with `--format json`: one JSON object per sample, a line each, as they come.
-`--no-stream` prints one table (or one JSON line per container) and exits.
+`--no-stream` prints one table (or one JSON line per container) and exits; with `--format
+TEMPLATE`, Docker's fields (dock/dockerview.py's stats_row), `table TEMPLATE` with Docker's headers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 from dock.args import containers_arg, positive_float
 from dock.client import Client
-from dock.lookup import resolve_id
+from dock.dockerview import stats_row
+from dock.formatting import JSON, STATS_HEADERS, TABLE, FormatError, add_format_option, emit_rows, is_template
+from dock.lookup import name_of, resolve_id
 from dock.output import emit_table, human_size, to_jsonable
 from dock.stats import UNLIMITED, StatsSample, cpu_percent
 from dock.tasks import Status
@@ -31,8 +34,8 @@ REDRAW_EVERY = 0.25  # seconds between redraws of the live table, however many s
 def register(sub: Any) -> None:
     p = sub.add_parser("stats", help="live CPU, memory, network, pids and block I/O of running containers")
     p.add_argument("--no-stream", action="store_true", help="print one snapshot and exit")
-    p.add_argument("--format", dest="stats_format", choices=("table", "json"), default=None,
-                   help="table (a terminal's default) or json (one object per line; the default into a pipe)")
+    add_format_option(p)  # table: a terminal's default; json: one object per line, the default into a pipe
+    p.add_argument("--no-trunc", action="store_true", help="full container ids in a template's .ID")
     p.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
                    help="sampling interval (default 1)")
     p.add_argument("--filter", action="append", default=[], metavar="FILTER",
@@ -145,11 +148,15 @@ def render(rows: Iterable[Row]) -> Any:
 
 
 async def stats(client: Client, args: argparse.Namespace) -> int:
-    fmt = args.stats_format or ("json" if args.format == "json" else None)
     tty = sys.stdout.isatty()
-    if fmt is None:
-        fmt = "table" if tty or args.no_stream else "json"
+    fmt = args.format
+    if fmt == TABLE and not getattr(args, "format_after_verb", False) and not (tty or args.no_stream):
+        fmt = JSON  # the default into a pipe; `dock stats --format table` is a table there too
+    if is_template(fmt) and not args.no_stream:
+        raise FormatError("dock stats: a --format template needs --no-stream (a stream prints a live table or json)")
+    typed = list(args.ids)
     args.ids = list(await asyncio.gather(*(resolve_id(client, ref) for ref in args.ids)))  # names, prefixes
+    args.typed = dict(zip(args.ids, typed, strict=True))  # Docker's .Container: the name or id as given
     stream = client.stats.stream(*args.ids, filters=args.filter, interval=args.interval)
     if args.no_stream:
         return await _snapshot(client, args, stream, fmt)
@@ -217,6 +224,12 @@ async def _snapshot(client: Client, args: argparse.Namespace, stream: Any, fmt: 
     if fmt == "json":
         for cid in sorted(rows):
             sys.stdout.write(json.dumps(sample_json(rows[cid].last, rows[cid]), sort_keys=True) + "\n")
+        return 0
+    if is_template(fmt):
+        names = {c.id: name_of(c) for c in await client.containers.list()}
+        emit_rows(fmt, [stats_row(cid, names.get(cid, ""), args.typed.get(cid, cid),
+                                  figures(rows[cid]) if cid in rows else None, no_trunc=args.no_trunc)
+                        for cid in sorted(rows.keys() | want)], STATS_HEADERS)
         return 0
     table = [cells(rows[cid]) for cid in sorted(rows)]
     table += [[cid, "--", "-- / --", "--", "--", "--", "-- / --"] for cid in sorted(want - rows.keys())]

@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=system_prune)
     p = system.add_parser("df", help="disk used by images, containers, volumes and build cache")
     p.add_argument("--verbose", "-v", action="store_true", help="each image, container, volume and cache record")
+    add_format_option(p)
     p.set_defaults(handler=system_df)
     p = system.add_parser("info", help="the same as dock info")
     add_format_option(p, short=True)

@@ -1,16 +1,24 @@
 """`--format` Go templates as Docker users script them, against a real dockyardd: ps, images,
-inspect, volumes, version, info; `table TEMPLATE` headers aligned as Docker's tabwriter; bad
-templates as one `dock: template: ...` line; `--format json` and `table` unchanged."""
+inspect, volumes, version, info, stats, system df, history, events; `table TEMPLATE` headers
+aligned as Docker's tabwriter; bad templates as one `dock: template: ...` line; `--format json`
+and `table` unchanged."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.daemon import REPO
 from tests.dockcli import DockCLI
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")]
 
@@ -128,3 +136,98 @@ def test_bad_templates_one_line_exit_1(dock_cli: DockCLI, args: list[str], words
 def test_execution_errors_are_one_line(two: DockCLI) -> None:
     two.fails("ps", "--format", "{{.Names.Nope}}", words="can't evaluate field Nope in type string")
     two.fails("inspect", "--format", "{{index .Args 99}}", "tpl-web", words="index out of range")
+
+
+# -- stats, system df, history, events: Docker's fields ----------------------------------------------
+
+
+def test_stats_no_stream_template_and_table(two: DockCLI) -> None:
+    out = two.ok("stats", "--no-stream", "--format", "{{.Container}}|{{.Name}}|{{.ID}}|{{.CPUPerc}}|{{.MemUsage}}|"
+                 "{{.MemPerc}}|{{.NetIO}}|{{.BlockIO}}|{{.PIDs}}")
+    [line] = out.splitlines()  # the running one only
+    container, name, cid, cpu, mem, mem_perc, net, block, pids = line.split("|")
+    assert (container, name, cid) == ("tpl-web", "tpl-web", "tpl-web")
+    assert cpu.endswith("%") and mem_perc.endswith("%") and pids == "1"
+    used, limit = mem.split(" / ")
+    assert used.endswith("B") and limit.endswith("iB")  # Docker's BytesSize: binary units
+    assert (net == "--" or net.count(" / ") == 1) and block.count(" / ") == 1  # "--": no network of its own
+    # named as typed (an id prefix stays a prefix in .Container), and a table with Docker's headers
+    out = two.ok("stats", "--no-stream", "--format", r"table {{.Container}}\t{{.Name}}\t{{.PIDs}}", "tpl-w")
+    assert out.splitlines() == ["CONTAINER   NAME      PIDS", "tpl-w       tpl-web   1"]
+    assert two.ok("--format", "{{.Name}}", "stats", "--no-stream") == "tpl-web\n"  # the global --format too
+    two.fails("stats", "--format", "{{.Name}}", words="needs --no-stream")
+    assert isinstance(json.loads(two.ok("stats", "--no-stream", "--format", "json").splitlines()[0]), dict)
+
+
+def test_system_df_template_and_table(dock_cli: DockCLI) -> None:
+    out = dock_cli.ok("system", "df", "--format", "{{.Type}}|{{.TotalCount}}|{{.Active}}|{{.Size}}|{{.Reclaimable}}")
+    rows = {line.split("|")[0]: line.split("|")[1:] for line in out.splitlines()}
+    assert list(rows) == ["Images", "Containers", "Local Volumes", "Build Cache"]
+    summary = {s["type"]: s for s in dock_cli.json("system", "df")["summary"]}
+    for kind, (total, active, size, reclaimable) in rows.items():
+        assert (int(total), int(active)) == (summary[kind]["total"], summary[kind]["active"])
+        assert size.endswith("B") and reclaimable.split(" ")[0].endswith("B")
+    assert "%" in rows["Images"][3] and "%" not in rows["Build Cache"][3]  # Docker's share, none for the cache
+    lines = dock_cli.ok("system", "df", "--format", r"table {{.Type}}\t{{.TotalCount}}\t{{.Reclaimable}}").splitlines()
+    assert lines[0].split() == ["TYPE", "TOTAL", "RECLAIMABLE"] and lines[1].startswith("Images  ")
+    assert lines[0].index("TOTAL") == lines[1].index(rows["Images"][0])
+    dock_cli.fails("system", "df", "-v", "--format", "{{.Type}}", words="does not take -v")
+
+
+def test_history_template_and_table(dock_cli: DockCLI) -> None:
+    ours = dock_cli.json("history", "busybox")
+    out = dock_cli.ok("history", "--format", "{{.ID}}|{{.CreatedSince}}|{{.CreatedAt}}|{{.CreatedBy}}|{{.Size}}|"
+                      "{{.Comment}}", "busybox")
+    lines = out.splitlines()
+    assert len(lines) == len(ours)
+    top_id, since, at, created_by, size, _comment = lines[0].split("|")
+    assert top_id == ours[0]["id"].removeprefix("sha256:")[:12] and created_by == ours[0]["created_by"][:45]
+    assert (since, at) == ("-", "") or (since.endswith(" ago") and "T" in at)  # as the table: "-" without a date
+    assert size.endswith("B")
+    assert all(line.startswith("<missing>|") for line in lines[1:])
+    full = dock_cli.ok("history", "--no-trunc", "--format", "{{.ID}}", "busybox").splitlines()[0]
+    assert full == ours[0]["id"]
+    table = dock_cli.ok("history", "--format", r"table {{.ID}}\t{{.Size}}", "busybox").splitlines()
+    assert table[0].split() == ["IMAGE", "SIZE"] and table[1].startswith(top_id + "   ")
+
+
+def test_events_template_docker_fields(dock_cli: DockCLI) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": dock_cli.address}
+    fmt = ("{{.Type}}|{{.Action}}|{{.Actor.ID}}|{{.Actor.Attributes.exitCode}}|{{.Status}}|{{.ID}}|{{.From}}|"
+           "{{.Time}}|{{.TimeNano}}|{{.Scope}}")
+    proc = subprocess.Popen([sys.executable, "-m", "dock.cli", "events", "--format", fmt, 'topic~="/containers/"',
+                             'topic~="/tasks/"'], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    lines: list[list[str]] = []
+    reader = threading.Thread(target=lambda: lines.extend(line.rstrip("\n").split("|") for line in proc.stdout or ()),
+                              daemon=True)
+    reader.start()
+    try:
+        made: list[str] = []
+
+        def subscribed() -> bool:  # a container made now is seen: the subscription is in place
+            if any(line[:3] == ["container", "create", m] for line in lines for m in made):
+                return True
+            made.append(f"tpl-probe{len(made)}")
+            dock_cli.ok("create", "--net", "none", "--name", made[-1], "busybox", "true")
+            return False
+
+        wait_until(subscribed, interval=0.2, what="the events subscription")
+        ran = dock_cli.dock("run", "--net", "none", "--name", "tpl-ev", "busybox", "sh", "-c", "exit 3")
+        assert ran.returncode == 3, ran.stderr
+
+        def died() -> list[str] | None:
+            return next((line for line in lines if line[:3] == ["container", "die", "tpl-ev"]), None)
+
+        die = wait_until(died, what="the die event")
+        assert die[3:7] == ["3", "die", "tpl-ev", ""] and die[9] == "local"
+        assert int(die[8]) // 10**9 == int(die[7]) and abs(int(die[7]) - time.time()) < 300
+        create = next(line for line in lines if line[:3] == ["container", "create", "tpl-ev"])
+        assert create[4:6] == ["create", "tpl-ev"] and "busybox" in create[6]  # Status, ID, From (the image)
+        assert any(line[:3] == ["container", "start", "tpl-ev"] for line in lines)
+        assert any(line[:3] == ["task", "create", "tpl-ev"] and line[4:7] == ["", "", ""] for line in lines)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
