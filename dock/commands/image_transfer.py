@@ -55,7 +55,8 @@ def add_export(cmds: Any) -> None:
     p.add_argument("names", nargs="+", metavar="image")
     p.add_argument("--platform", default="", help="the platform to export from indexes (default: the host's)")
     p.add_argument("--all-platforms", action="store_true", help="export every platform of indexes")
-    p.add_argument("--oci", dest="format", action="store_const", const="oci", default="docker",
+    # not dest="format": that is the global --format (table, json or a template)
+    p.add_argument("--oci", dest="archive_format", action="store_const", const="oci", default="docker",
                    help="write only the OCI layout (no docker manifest.json)")
     p.set_defaults(handler=export_images)
 
@@ -168,7 +169,7 @@ async def import_images(client: Client, args: argparse.Namespace) -> int:
 
 async def export_images(client: Client, args: argparse.Namespace) -> int:
     names = [(await client.images.find(n)).name for n in args.names]
-    opts = {"platform": args.platform, "all_platforms": args.all_platforms, "format": args.format}
+    opts = {"platform": args.platform, "all_platforms": args.all_platforms, "format": args.archive_format}
     if args.output == "-":
         await client.transfer.export_to(sys.stdout.buffer, names, **opts)
         sys.stdout.buffer.flush()

@@ -48,3 +48,27 @@ def test_names_and_sizes() -> None:
     assert header_name("RunningFor") == "RUNNING FOR" and header_name("ID") == "ID"
     assert [docker_size(n) for n in (0, 999, 1000, 4_270_000, 1_500_000_000)] == \
         ["0B", "999B", "1kB", "4.27MB", "1.5GB"]
+
+
+def _parsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out = [p]
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                out.extend(_parsers(sub))
+    return out
+
+
+def test_no_command_reuses_the_global_format_for_something_else() -> None:
+    """`--format` is table, json or a template everywhere: an option of a command that stores
+    elsewhere into `format` (export's --oci did: "docker") made check_format refuse the command."""
+    from dock.parser import build_parser
+
+    for p in _parsers(build_parser(None)):
+        for action in p._actions:
+            if action.dest == "format":
+                assert action.option_strings and "--format" in action.option_strings, (p.prog, action)
+                assert action.default in ("table", argparse.SUPPRESS), (p.prog, action.default)
+    args = build_parser(None).parse_args(["images", "export", "out.tar", "busybox"])
+    check_format(args)
+    assert args.format == "table" and args.archive_format == "docker"
