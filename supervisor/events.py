@@ -118,6 +118,45 @@ class Exchange:
         finally:
             self._subscribers.discard(sub)
 
+    async def follow(self, filter_texts: list[str], on_event: Callable[[Event], Awaitable[None]],
+                     on_subscribed: Callable[[], Awaitable[None]], *, who: str) -> None:
+        """The daemon's own watchers (restart and health monitors): `on_event` for every event
+        until the exchange closes. `on_subscribed` runs each time a subscription is in place: at
+        first, and again after falling behind cut one off (the caller finds again what it missed)."""
+        while True:
+            try:
+                async for event in self.subscribe(filter_texts, on_subscribed):
+                    await on_event(event)
+                return
+            except ResourceExhausted:
+                log.warning("%s fell behind the events: subscribing again", who)
+
+    async def start_following(self, filter_texts: list[str], on_event: Callable[[Event], Awaitable[None]],
+                              on_subscribed: Callable[[], Awaitable[None]], *, who: str,
+                              on_closed: Callable[[], None] | None = None) -> asyncio.Task[None]:
+        """`follow` in a task of its own, returned once the first subscription is in place (no
+        event from then on is missed); what ended it before that is raised. `on_closed` runs
+        when the exchange closes."""
+        loop = asyncio.get_running_loop()
+        subscribed: asyncio.Future[None] = loop.create_future()
+
+        async def in_place() -> None:
+            await on_subscribed()
+            if not subscribed.done():
+                subscribed.set_result(None)
+
+        async def run() -> None:
+            await self.follow(filter_texts, on_event, in_place, who=who)
+            if on_closed is not None:
+                on_closed()
+
+        follower = loop.create_task(run())
+        await asyncio.wait((subscribed, follower), return_when=asyncio.FIRST_COMPLETED)
+        if not subscribed.done():
+            subscribed.cancel()
+            await follower
+        return follower
+
     def close(self) -> None:
         """End every subscription (daemon shutdown)."""
         for sub in self._subscribers:

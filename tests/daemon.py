@@ -312,3 +312,16 @@ async def publish_marker(channel: grpc.aio.Channel, namespace: str = "default") 
     request = events_pb2.PublishRequest(topic=topic, event=any_pb2.Any(type_url="dockyard.test.Marker"))
     await events_pb2_grpc.EventsStub(channel).Publish(request, metadata=[("containerd-namespace", namespace)])
     return topic
+
+
+@contextlib.contextmanager
+def traceback_free_daemon() -> Iterator[DaemonProcess]:
+    """A daemon on private dirs for a module of hostile calls: at the end its log must hold no
+    traceback (every fault answered as a status); stopped and removed either way."""
+    d = start_daemon()
+    try:
+        yield d
+        assert "Traceback" not in d.log()[d.log_start:], d.log()[-5000:]
+    finally:
+        d.stop()
+        remove_base(d)

@@ -56,7 +56,7 @@ from dockyard_api.containerd.events import task_pb2 as task_events
 from dockyard_api.dockyard.containers.v1 import health_pb2
 from dockyard_common import healthcheck as hc
 from dockyard_common.aio import uninterrupted
-from dockyard_common.errors import DockyardError, Internal, NotFound, ResourceExhausted
+from dockyard_common.errors import DockyardError, Internal, NotFound
 from dockyard_common.types import AnyValue, Container
 from supervisor.events import Event, Exchange
 from supervisor.metadata.containers import ContainerStore
@@ -181,12 +181,11 @@ class HealthMonitor:
         containers with a check (in the background). Returns once subscribed."""
         # FIFO dirs a previous daemon left (it died mid-probe): nothing uses them now.
         await asyncio.to_thread(shutil.rmtree, self.fifo_root, True)
-        subscribed = asyncio.get_running_loop().create_future()
-        self._follower = asyncio.get_running_loop().create_task(self._follow(subscribed))
-        await asyncio.wait((subscribed, self._follower), return_when=asyncio.FIRST_COMPLETED)
-        if not subscribed.done():
-            subscribed.cancel()
-            await self._follower
+        async def in_place() -> None:
+            self._spawn(self._reconcile_logged())
+
+        self._follower = await self.events.start_following(FILTERS, self._on_event_logged, in_place,
+                                                           who="health monitor")
 
     async def close(self) -> None:
         """Daemon stop: every watch ends (a probe under way is killed and deleted first); the
@@ -207,22 +206,11 @@ class HealthMonitor:
         job.add_done_callback(self._jobs.discard)
         return job
 
-    async def _follow(self, subscribed: asyncio.Future[None]) -> None:
-        async def in_place() -> None:
-            self._spawn(self._reconcile_logged())
-            if not subscribed.done():
-                subscribed.set_result(None)
-
-        while not self._closed:
-            try:
-                async for event in self.events.subscribe(FILTERS, in_place):
-                    try:
-                        await self._on_event(event)
-                    except DockyardError as exc:
-                        log.warning("health monitor: %s event: %s", event.topic, exc)
-                return  # the exchange closed: the daemon stops
-            except ResourceExhausted:
-                log.warning("health monitor fell behind the events: reconciling every container")
+    async def _on_event_logged(self, event: Event) -> None:
+        try:
+            await self._on_event(event)
+        except DockyardError as exc:
+            log.warning("health monitor: %s event: %s", event.topic, exc)
 
     async def _on_event(self, event: Event) -> None:
         if event.topic == "/tasks/start":

@@ -51,7 +51,7 @@ from google.protobuf.message import DecodeError
 from dockyard_api.containerd.events import task_pb2 as task_events
 from dockyard_common import autoremove
 from dockyard_common import restartpolicy as rp
-from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, ResourceExhausted
+from dockyard_common.errors import DockyardError, InvalidArgument, NotFound
 from dockyard_common.ocispec import SPEC_TYPE_URL, STOP_SIGNAL_LABEL
 from dockyard_common.types import Container
 from supervisor.events import Event, Exchange
@@ -145,12 +145,15 @@ class RestartMonitor:
         """Follow exits from now on, then bring back what the policies want (in the background:
         the daemon serves meanwhile). Returns once the subscription is in place: no exit after
         this is missed."""
-        subscribed = asyncio.get_running_loop().create_future()
-        self._follower = asyncio.get_running_loop().create_task(self._follow(subscribed))
-        await asyncio.wait((subscribed, self._follower), return_when=asyncio.FIRST_COMPLETED)
-        if not subscribed.done():  # the follower ended before subscribing: its error, if any
-            subscribed.cancel()
-            await self._follower
+        daemon_start = True
+
+        async def in_place() -> None:  # now a reconcile misses no exit (again, after falling behind)
+            nonlocal daemon_start
+            self._spawn_reconcile(daemon_start)
+            daemon_start = False
+
+        self._follower = await self.events.start_following(
+            [EXIT_FILTER], self._on_exit, in_place, who="restart monitor", on_closed=self._stop_jobs)
 
     async def close(self) -> None:
         """Daemon stop: no more restarts; the tasks that run keep running (their shims do)."""
@@ -177,29 +180,13 @@ class RestartMonitor:
         job.add_done_callback(self._jobs.discard)
         return job
 
-    async def _follow(self, subscribed: asyncio.Future[None]) -> None:
-        daemon_start = True
-
-        async def in_place() -> None:  # now a reconcile misses no exit
-            nonlocal daemon_start
-            self._spawn_reconcile(daemon_start)
-            daemon_start = False
-            if not subscribed.done():
-                subscribed.set_result(None)
-
-        while not self._closed:
+    async def _on_exit(self, event: Event) -> None:
+        found = _exit_of(event)
+        if found is not None:
             try:
-                async for event in self.events.subscribe([EXIT_FILTER], in_place):
-                    found = _exit_of(event)
-                    if found is not None:
-                        try:
-                            await self._exited(event.namespace, *found)
-                        except DockyardError as exc:  # one bad record must not end the monitor
-                            log.warning("restart monitor: container %s/%s: %s", event.namespace, found[0], exc)
-                self._stop_jobs()  # the exchange closed: the daemon stops
-                return
-            except ResourceExhausted:  # we fell behind and lost exits: judge every container again
-                log.warning("restart monitor fell behind the events: reconciling every container")
+                await self._exited(event.namespace, *found)
+            except DockyardError as exc:  # one bad record must not end the monitor
+                log.warning("restart monitor: container %s/%s: %s", event.namespace, found[0], exc)
 
     def _spawn_reconcile(self, daemon_start: bool) -> None:
         async def reconcile() -> None:

@@ -44,7 +44,7 @@ from dockyard_api.dockyard.build.v1 import build_pb2, build_pb2_grpc
 from dockyard_api.dockyard.registry.v1 import registry_pb2, registry_pb2_grpc
 from supervisor.remote.client import _os_words
 from tests import grpc_fuzz
-from tests.daemon import DaemonProcess, remove_base, start_daemon
+from tests.daemon import DaemonProcess, traceback_free_daemon
 
 NS = [("containerd-namespace", "inputs")]
 PYTHON = grpc_fuzz.PYTHON_WORDS
@@ -52,13 +52,8 @@ PYTHON = grpc_fuzz.PYTHON_WORDS
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProcess]:
-    d = start_daemon()
-    try:
+    with traceback_free_daemon() as d:
         yield d
-        assert "Traceback" not in d.log()[d.log_start:], d.log()[-5000:]
-    finally:
-        d.stop()
-        remove_base(d)
 
 
 @pytest.fixture

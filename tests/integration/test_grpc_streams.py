@@ -50,7 +50,7 @@ from dockyard_api.containerd.types import descriptor_pb2
 from dockyard_api.dockyard.volumes.v1 import volumes_pb2 as vpb
 from dockyard_api.dockyard.volumes.v1 import volumes_pb2_grpc as vgrpc
 from supervisor.grpcserver import Server, h2
-from tests.daemon import DaemonProcess, remove_base, start_daemon
+from tests.daemon import DaemonProcess, remove_base, start_daemon, traceback_free_daemon
 from tests.integration.grpc_stress import serving
 from tests.integration.h2_raw import RawClient, grpc_message, request_headers
 from tests.waiting import wait_until_async
@@ -174,13 +174,8 @@ async def test_streams_without_window_are_refused_past_the_bound(served: tuple[S
 # -- the daemon ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[DaemonProcess]:
-    d = start_daemon()
-    try:
+    with traceback_free_daemon() as d:
         yield d
-        assert "Traceback" not in d.log()[d.log_start:], d.log()[-5000:]
-    finally:
-        d.stop()
-        remove_base(d)
 
 
 async def _blob(d: DaemonProcess, size: int) -> str:
