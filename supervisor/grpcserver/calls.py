@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import grpc
 
+from supervisor.grpcserver.admission import Admission, Slot
 from supervisor.grpcserver.decode import unmarshal_error
 from supervisor.grpcserver.h2 import (
     CANCEL,
@@ -38,6 +39,9 @@ log = logging.getLogger("dockyard.grpc")
 
 _RESERVED = frozenset(("te", "content-type", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
                        "grpc-message-type"))
+# What a new call must leave room for in its connection's send buffer: our largest streamed
+# message (Content.Read's 1 MiB chunks).
+NEW_CALL_RESERVE = 1 << 20
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _RESPONSE_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
 # The blocks nearly every call sends, encoded once (our blocks do not depend on HPACK state).
@@ -137,10 +141,6 @@ class Messages:
                 self.buf += chunk
 
 
-def _not_reading(limit: int) -> str:
-    return f"the client is not reading: more than {limit} bytes of answers wait on its connection"
-
-
 class _Status(Exception):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -167,6 +167,7 @@ class Context:
         self._done_callbacks: list[Callable[[Context], None]] = []
         self.cancelled_ = False
         self._refused: str | None = None  # why an answer was refused (ResponseRefused)
+        self.slot: Slot | None = None  # the call's admission slot, given back at its first answer
 
     # -- what servicers call --------------------------------------------------------------
 
@@ -220,16 +221,18 @@ class Context:
         await self.send(self.framed(message))
 
     def framed(self, message: Any) -> bytes:
-        """`message` serialized and length-prefixed: what `send` sends. Refused at once, before
-        any copy, while the peer leaves more than its connection's bound of answers unread."""
-        conn = self._stream.conn
-        if conn.parked >= conn.limits.send_buffer:
-            self._refused = _not_reading(conn.limits.send_buffer)
-            raise ResponseRefused(self._refused)
+        """`message` serialized and length-prefixed: what `send` sends. Refused before the
+        copy that frames it when it could not wait for the peer (`Connection.answers_refused`)."""
         data = self._serializer(message) if self._serializer else message
+        refused = self._stream.conn.answers_refused(len(data) + 5)
+        if refused:
+            self._refused = refused
+            raise ResponseRefused(refused)
         return b"\x00" + struct.pack(">I", len(data)) + data
 
     async def send(self, framed: bytes) -> None:
+        if self.slot is not None:
+            self.slot.release()
         self._send_headers()
         try:
             await self._stream.send_data(framed)
@@ -299,19 +302,19 @@ async def _requests(ctx: Context) -> AsyncIterator[Any]:
 
 
 async def serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodHandler | None],
-                     max_message_size: int) -> None:
+                     max_message_size: int, admission: Admission) -> None:
     """Run one call to its end: a status is always sent, whatever the handler does; should this
     module itself fail, the stream is reset (an unanswered stream stays open for ever: the
     client hangs to its deadline and the connection is never idle)."""
     try:
-        await _serve_call(stream, lookup, max_message_size)
+        await _serve_call(stream, lookup, max_message_size, admission)
     except Exception:
         log.exception("%s: the call failed unexpectedly", dict(stream.headers).get(":path", "")[:200])
         stream.send_reset(INTERNAL_ERROR)
 
 
 async def _serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethodHandler | None],
-                      max_message_size: int) -> None:
+                      max_message_size: int, admission: Admission) -> None:
     headers = dict(stream.headers)
     method = headers.get(":path", "")
     timeout = parse_timeout(headers.get("grpc-timeout", ""))
@@ -325,13 +328,6 @@ async def _serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethod
     except _Status as st:
         Context(stream, (), deadline, messages, None).finish(st.code, st.details)
         return
-    if stream.conn.parked >= stream.conn.limits.send_buffer:
-        # The peer leaves answers unread past the connection's bound: a new call would only add
-        # to them (and 1 000 of them, each reading its first 1 MiB chunk before being refused,
-        # kept the loop from other clients for seconds).
-        Context(stream, metadata, deadline, messages, None).finish(
-            grpc.StatusCode.RESOURCE_EXHAUSTED, _not_reading(stream.conn.limits.send_buffer))
-        return
     identity = headers.get("grpc-encoding", "identity") == "identity"
     handler = lookup(Details(method, metadata)) if identity else None
     ctx = Context(stream, metadata, deadline, messages, handler)
@@ -341,10 +337,27 @@ async def _serve_call(stream: Stream, lookup: Callable[[Details], grpc.RpcMethod
     if handler is None:
         ctx.finish(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {method}")
         return
+    streaming = handler.response_streaming
+    backed_up = stream.conn.backed_up(NEW_CALL_RESERVE, streaming)
+    if backed_up:
+        # The peers leave answers unread up to the bounds: a new call would only add to them
+        # (and 1 000 of them, each reading its first 1 MiB chunk before being refused, kept the
+        # loop from other clients for seconds). The reserve is the largest message our streams
+        # send: "full" must mean full before the next chunk, not past it, or the parked bytes
+        # settle just under the bound and every new call does its work only to be refused.
+        ctx.finish(grpc.StatusCode.RESOURCE_EXHAUSTED, backed_up)
+        return
     deadline_cm = asyncio.timeout(timeout)  # None: no deadline
     try:
         async with deadline_cm:
-            await _run(handler, ctx, messages)
+            ctx.slot = await admission.enter(stream.conn.admission)
+            try:
+                backed_up = stream.conn.backed_up(NEW_CALL_RESERVE, streaming)  # filled while it waited
+                if backed_up:
+                    raise ResponseRefused(backed_up)
+                await _run(handler, ctx, messages)
+            finally:
+                ctx.slot.release()
     except grpc.aio.AbortError:
         ctx.finish(grpc.StatusCode.UNKNOWN, "")
     except _Status as st:

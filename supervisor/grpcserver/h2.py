@@ -34,6 +34,8 @@ from typing import cast
 
 import hpack
 
+from supervisor.grpcserver.admission import Queue
+
 log = logging.getLogger("dockyard.grpc")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -64,6 +66,7 @@ FLUSH_AT = 64 << 10  # frames queued for the socket beyond this are written at o
 # Our DATA frames, whatever larger MAX_FRAME_SIZE the peer allows: what one writer may add to
 # the transport's buffer past its high-water mark stays this small.
 MAX_DATA_FRAME = FLUSH_AT
+SMALL_ANSWER = 64 << 10  # an answer this small is never refused for other clients' backlog (`answers_refused`)
 # Request header fields RFC 9113 8.2.2 forbids (connection-specific).
 _CONNECTION_HEADERS = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"))
 _REQUEST_PSEUDO = {":method": 1, ":scheme": 2, ":path": 4, ":authority": 8}  # the first three are required
@@ -81,12 +84,27 @@ class Limits:
     # it a stream's next message is refused: each stream holds at most one message anyway, but
     # 1 024 streams of 1 MiB Content.Read chunks were ~3 GiB of daemon memory.
     send_buffer: int = 32 << 20
+    # The same for all connections together (`SendPool`): 40 connections of 100 unread
+    # Content.Read streams parked 32 MiB each, and the daemon grew to 3.9 GiB. Past it, only a
+    # connection with nothing parked yet may park an answer (up to twice the pool), so one
+    # client filling it leaves the others their first message.
+    send_pool: int = 64 << 20
     handshake_timeout: float = 15.0  # preface and first SETTINGS
     read_timeout: float = 20.0  # a frame, header block or request message begun must be complete in this
     idle_timeout: float = 120.0  # no open stream and no frame for this long: GOAWAY and close
     ping_interval: float = 300.0  # client PINGs closer than this while we send nothing are strikes
     ping_strikes: int = 2  # more strikes than this: GOAWAY ENHANCE_YOUR_CALM "too_many_pings"
     close_grace: float = 2.0  # a closing connection whose peer does not read is aborted after this
+
+
+class SendPool:
+    """Answer bytes parked on all of a server's connections (see `Limits.send_pool`)."""
+
+    __slots__ = ("limit", "parked")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parked = 0
 
 
 class ConnectionError_(Exception):
@@ -267,10 +285,10 @@ class Stream:
                 n = min(len(view), self.send_window, conn.send_window, conn.peer_max_frame, MAX_DATA_FRAME)
                 if not writable or n <= 0:
                     if len(view) != parked:
-                        if conn.parked - parked and conn.parked - parked + len(view) > conn.limits.send_buffer:
-                            raise ResponseRefused(f"the client is not reading: more than {conn.limits.send_buffer} "
-                                                  "bytes of answers wait on its connection")
-                        conn.parked += len(view) - parked
+                        refused = conn.answers_refused(len(view), parked)
+                        if refused:
+                            raise ResponseRefused(refused)
+                        conn.park(len(view) - parked)
                         parked = len(view)
                     await (conn.wait_for_window() if writable else conn.can_write.wait())
                     continue
@@ -280,7 +298,7 @@ class Stream:
                 conn.write(frame(DATA, 0, self.id, view[:n]))
                 view = view[n:]
         finally:
-            conn.parked -= parked
+            conn.park(-parked)
 
     def _was_reset(self) -> None:
         self.reset = True
@@ -328,6 +346,8 @@ class Connection(asyncio.Protocol):
         self.stream_window = min(RECV_WINDOW, limits.buffer)
         self.held = 0  # request bytes received on open streams and not released
         self.parked = 0  # answer bytes whose writers wait for the peer (see Stream.send_data)
+        self.pool = SendPool(limits.send_pool)  # the server's, shared by its connections (Server sets it)
+        self.admission = Queue()  # its calls holding or waiting for a slot to start (admission.py)
         self.recv_unacked = 0  # released by the application, not yet credited back (connection)
         self.recv_window = limits.buffer  # what the client may still send on the connection
         self._half_buffer = limits.buffer // 2
@@ -874,6 +894,42 @@ class Connection(asyncio.Protocol):
         self.write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
         self.recv_window += self.recv_unacked
         self.recv_unacked = 0
+
+    def answers_refused(self, size: int, own: int = 0) -> str | None:
+        """Why `size` more bytes of answers may not wait for this peer (None: they may): they
+        would take what waits on this connection past `Limits.send_buffer`, or on all
+        connections past `Limits.send_pool` (`own`: the asker's share already counted). A
+        connection's first answer is refused only when it is large and the pool is past twice
+        its bound: a peer that reads gets it, and another client's flood does not end its calls."""
+        others = self.parked - own
+        if others and others + size > self.limits.send_buffer:
+            return (f"the client is not reading: more than {self.limits.send_buffer} bytes of answers "
+                    "wait on its connection")
+        pooled = self.pool.parked - own
+        if pooled + size <= self.pool.limit:
+            return None
+        if not others and (size <= SMALL_ANSWER or pooled + size <= 2 * self.pool.limit):
+            return None
+        return self._pool_full()
+
+    def _pool_full(self) -> str:
+        return f"clients are not reading: more than {self.pool.limit} bytes of answers wait on the server's connections"
+
+    def backed_up(self, reserve: int, streaming: bool) -> str | None:
+        """Why a new call should not start (None: it may): its peer leaves answers unread and
+        one more of `reserve` bytes would be refused; or, for a `streaming` answer, all peers
+        together leave more than twice the pool unread (a flood from many connections, each
+        with little parked, would otherwise have every call read its first chunk to be refused).
+        A connection with nothing waiting may always start a unary call."""
+        if self.parked:
+            return self.answers_refused(reserve)
+        if streaming and self.pool.parked + reserve > 2 * self.pool.limit:
+            return self._pool_full()
+        return None
+
+    def park(self, n: int) -> None:
+        self.parked += n
+        self.pool.parked += n
 
     def blocked(self, stream: Stream) -> None:
         """`stream`'s reader waits for data. Make sure the client can send it: credit what is

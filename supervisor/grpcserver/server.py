@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 import grpc
 
+from supervisor.grpcserver.admission import Admission
 from supervisor.grpcserver.calls import Details, serve_call
-from supervisor.grpcserver.h2 import MAX_WINDOW, Connection, Limits, Stream
+from supervisor.grpcserver.h2 import MAX_WINDOW, Connection, Limits, SendPool, Stream
 
 DEFAULT_MAX_MESSAGE = 4 << 20
 LISTEN_BACKLOG = 4096
@@ -32,12 +33,14 @@ class Server:
         self._connections: set[Connection] = set()
         self._calls: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
+        self._admission = Admission()  # calls starting at once, shared out between connections
         self.max_message_size = max_message_size
         limits = limits or Limits()
         # A connection's request buffer holds two of the largest messages (one alone must always
         # fit, or a call could never complete).
         self.limits = dataclasses.replace(
             limits, buffer=min(MAX_WINDOW, max(limits.buffer, 2 * (max_message_size + 5))))
+        self._pool = SendPool(self.limits.send_pool)
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._handlers.extend(handlers)
@@ -56,7 +59,8 @@ class Server:
         return None
 
     def _on_stream(self, stream: Stream) -> None:
-        task = asyncio.get_running_loop().create_task(serve_call(stream, self._lookup, self.max_message_size))
+        task = asyncio.get_running_loop().create_task(
+            serve_call(stream, self._lookup, self.max_message_size, self._admission))
         stream.task = task  # a client reset cancels the handler, as grpc.aio does
         self._calls.add(task)
         stream.conn.calls += 1  # until the handler has ended, reset or not: what bounds pending work
@@ -64,6 +68,7 @@ class Server:
 
     def _connection(self) -> Connection:
         conn = Connection(self._on_stream, self._connections.discard, self.limits, self._calls.discard)
+        conn.pool = self._pool
         self._connections.add(conn)
         return conn
 

@@ -130,15 +130,19 @@ async def test_a_peer_reading_nothing_holds_at_most_the_send_buffer(served: tupl
         s.setblocking(False)
         await loop.sock_connect(s, path)
         await loop.sock_sendall(s, big_windows() + calls("/test.Streams/Endless", 100, grpc_message(b"")))
-        # Every handler ran, and those past the bound ended (their answers refused).
-        await wait_until_async(lambda: chunks["started"] == 100 and len(server._calls) <= SEND_BUFFER // MiB + 1,
-                               10, what="the refused streams to end")
+        # Every call was taken, and those past the bound ended (their answers refused).
+        await wait_until_async(lambda: [c.last_stream for c in server._connections] == [199]
+                               and len(server._calls) <= SEND_BUFFER // MiB + 1, 10, what="the refused streams to end")
         (conn,) = server._connections
         assert conn.parked <= SEND_BUFFER + MiB
         assert conn.transport is not None and conn.transport.get_write_buffer_size() < 512 << 10
-        assert chunks["closed"] == 100 - len(server._calls)  # refused ones let go of what they held
+        assert chunks["closed"] == chunks["started"] - len(server._calls)  # refused ones let go of what they held
+        # Calls that waited for a slot (supervisor/grpcserver/admission.py) started after the
+        # bound was reached: refused before their handlers ran.
+        assert chunks["started"] < 100
     # the peer went: every stream ends, every generator is closed
-    await wait_until_async(lambda: not server._calls and chunks["closed"] == 100, 10, what="the streams to end")
+    await wait_until_async(lambda: not server._calls and chunks["closed"] == chunks["started"], 10,
+                           what="the streams to end")
     assert conn.parked == 0
 
 
@@ -221,6 +225,47 @@ async def test_content_read_streams_never_read_keep_the_daemon_small(daemon: Dae
     raw.close()
     # ...until the client goes (one descriptor stays: the store keeps large blobs open)
     await wait_until_async(lambda: fds_naming(pid, hexdigest) <= 1, 10, what="the readers to be closed")
+
+
+async def test_many_connections_of_unread_streams_leave_others_served(daemon: DaemonProcess) -> None:
+    """40 connections of 100 Content.Read streams each, nothing read. Before: each connection
+    parked its own 32 MiB and every one of the 4 000 handlers read its first chunk (the daemon
+    went from 70 MiB to 3.9 GiB, and a Version call from another client waited 15 s). Now what
+    waits on all connections is bounded (`h2.Limits.send_pool`), calls start a few at a time per
+    connection and in turn between connections (admission.py), and other clients are served."""
+    digest = await _blob(daemon, 8 * MiB)
+    pid = daemon.proc.pid
+    base = peak = rss(pid)
+    body = grpc_message(content_pb.ReadContentRequest(digest=digest).SerializeToString())
+    raws = [await RawClient.connect(daemon.address) for _ in range(40)]
+    ended = collections.Counter[str]()
+
+    async def read_all(raw: RawClient) -> None:
+        while (f := await raw.read_frame()) is not None:
+            if f[0] == h2.HEADERS and "grpc-status" in (headers := raw.headers_of(f[3])):
+                ended[headers["grpc-status"]] += 1
+            raw.frames.clear()
+
+    readers = [asyncio.create_task(read_all(raw)) for raw in raws]
+    try:
+        for raw in raws:
+            await raw.send(calls("/containerd.services.content.v1.Content/Read", 100, body,
+                                 **{"containerd-namespace": NS}))
+        for _ in range(5):
+            await _version_within(daemon, 5)
+            peak = max(peak, rss(pid))
+        await wait_until_async(lambda: ended[RESOURCE_EXHAUSTED] >= 3000, 60,
+                               what="the calls past the bounds to be refused")
+        peak = max(peak, rss(pid))
+        assert set(ended) == {RESOURCE_EXHAUSTED}, ended
+        assert peak - base < 600 * MiB, (base // MiB, peak // MiB)
+    finally:
+        for raw in raws:
+            raw.close()
+        for t in readers:
+            t.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    await _version_within(daemon, 5)
 
 
 async def test_an_event_subscriber_that_does_not_read_is_cut_off_by_bytes(daemon: DaemonProcess) -> None:
