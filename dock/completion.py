@@ -41,7 +41,7 @@ def containers(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[s
 
     async def query(client: Client) -> list[str]:
         found = await client.containers.list()
-        return [c.id for c in found] + [c.labels[NAME_LABEL] for c in found if c.labels.get(NAME_LABEL)]
+        return [c.id for c in found] + [c.labels[NAME_LABEL] for c in found if c.labels.get(NAME_LABEL, c.id) != c.id]
     return [c for c in _ask(parsed_args, query) if c.startswith(prefix)]
 
 

@@ -13,19 +13,21 @@ volume and restart bookkeeping) and cannot change. So a rename puts the new name
 `NAME_LABEL`; ps, inspect and the references here use it. The id stays what it was (so the old
 name, as an id, stays taken until the container goes).
 
-Names are unique without the daemon's help by writing first and checking after (`claim_name`):
-a rename writes its label, then looks again, and backs out when another container holds the name
-too; a create with --name does the same after its Containers/Create. The daemon serializes the
-writes and the reads, so of two claims at one moment the later one's check sees the earlier one
-(unless it already backed out): at most one keeps the name, never both.
+Names are unique because the daemon keeps them so (supervisor/metadata/names.py): a Containers
+Create or Update that gives a container a NAME_LABEL another container of the namespace has, as
+its label or as its id, fails with AlreadyExists, checked in the daemon's writing transaction. So
+a `--name` create carries the label from the start (its id is the same name), a rename is one
+label write (`claim_name`), and of two claims of one name at any moment exactly one wins, from
+any number of clients. Checking first (`check_name_free`) only gives the usual case Docker's words
+before anything is made; `in_dock_words` gives them to a refusal of the daemon's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
+import contextlib
 import re
 import secrets
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
@@ -42,8 +44,7 @@ MAX_NAME = 76
 ID_BYTES = 32  # 64 hex digits
 _GENERATED = re.compile(r"[0-9a-f]{64}\Z")
 SHORT_ID = 12
-NAME_LABEL = "dockyard.name"  # a renamed container's name (its id is the name it was created with)
-CLAIM_TRIES = 5  # rounds of claim_name when claims to one name keep meeting (each then backs out)
+NAME_LABEL = "dockyard.name"  # a container's name, if it has one (its id is the name it was created with)
 
 
 def check_container_name(name: str) -> str:
@@ -82,9 +83,8 @@ def name_filter(name: str) -> str:
 
 async def check_name_free(client: Client, name: str, keep: str = "", *, by_id: bool = True) -> None:
     """AlreadyExists, in Docker's words, when a container other than `keep` has the id or the
-    (renamed) name `name`: the ids a new name would be confused with (`by_id=False`: the renamed
-    names only, one call). After a claim of the name (a renamed label written, a container created
-    with it as its id) it is the check that makes the claim safe: see the module docstring."""
+    name `name` (`by_id=False`: the NAME_LABEL names only, one call). A look before a claim, for
+    its message: the claim itself is the daemon's to refuse (see the module docstring)."""
     holders = [c.id for c in await client.containers.list([name_filter(name)])]
     if by_id:
         try:
@@ -97,32 +97,25 @@ async def check_name_free(client: Client, name: str, keep: str = "", *, by_id: b
                                 "remove (or rename) that container to be able to reuse that name")
 
 
-async def _set_name_label(client: Client, cid: str, value: str) -> None:
-    """Set the container's NAME_LABEL (an empty value removes it), its other labels untouched."""
-    patch = Container(id=cid, runtime_name="", spec=None, labels={NAME_LABEL: value})
-    await client.containers.update(patch, [f"labels.{NAME_LABEL}"])
+@contextlib.asynccontextmanager
+async def in_dock_words(client: Client, name: str, keep: str) -> AsyncIterator[None]:
+    """Around a write that claims `name` for container `keep`: the daemon's AlreadyExists (a
+    claim that landed first) said as check_name_free says it, naming the holder."""
+    try:
+        yield
+    except AlreadyExists:
+        await check_name_free(client, name, keep=keep)  # the holder may be gone since: then the daemon's words
+        raise
 
 
 async def claim_name(client: Client, c: Container, name: str) -> None:
-    """Rename `c` to `name` (a checked name, not its current one): check that the name is free,
-    write the label (none when `name` is its id), check again; when another container holds the
-    name too (a rename or create at the same moment), put back the label it had and, after a
-    short random pause, try again, CLAIM_TRIES rounds at most. AlreadyExists when the name is
-    taken."""
-    previous = c.labels.get(NAME_LABEL, "")
-    value = "" if name == c.id else name
-    for round_ in range(1, CLAIM_TRIES + 1):
-        await check_name_free(client, name, keep=c.id)
-        await _set_name_label(client, c.id, value)
-        try:
-            await check_name_free(client, name, keep=c.id)
-            return
-        except AlreadyExists:
-            await _set_name_label(client, c.id, previous)  # the other claim may be backing out as well
-            if round_ == CLAIM_TRIES:
-                raise
-        # both claims may have backed out: a random pause lets one of them go first next round
-        await asyncio.sleep(random.uniform(0.005, 0.05) * round_)
+    """Rename `c` to `name` (a checked name, not its current one): one write of its NAME_LABEL,
+    its other labels untouched, which the daemon refuses with AlreadyExists when another
+    container holds the name."""
+    await check_name_free(client, name, keep=c.id)
+    patch = Container(id=c.id, runtime_name="", spec=None, labels={NAME_LABEL: name})
+    async with in_dock_words(client, name, c.id):
+        await client.containers.update(patch, [f"labels.{NAME_LABEL}"])
 
 
 def prefix_filter(prefix: str) -> str:

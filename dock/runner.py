@@ -59,7 +59,7 @@ from dock import autopull, volumes
 from dock.client import Client
 from dock.containers import RUNC_V2, oci_spec_any
 from dock.events import Envelope
-from dock.lookup import check_name_free, resolve
+from dock.lookup import NAME_LABEL, in_dock_words, resolve
 from dock.network import BRIDGE, NetworkOptions
 from dock.oci import STOP_SIGNAL_LABEL, ImageConfig, RootFS, SpecOptions, build_spec
 from dock.ps import LAST_EXIT_LABEL, last_exit_label
@@ -131,8 +131,8 @@ class RunRequest:
     # `--health-*`/`--no-healthcheck` (dockyard_common/healthcheck.py): merged with the image's
     # HEALTHCHECK field by field; None: the image's as it is
     health: hc.HealthConfig | None = None
-    # `--name`: once the container is made, no other may hold its id as a renamed name (a rename at
-    # the same moment: dock/lookup.py's claim_name); one that does makes this create fail and undo
+    # `--name`: the id is the container's name, also written as its NAME_LABEL, so the daemon
+    # refuses the create when another container holds the name (dock/lookup.py)
     named: bool = False
 
     @property
@@ -308,18 +308,20 @@ async def _create_container(client: Client, req: RunRequest, undo: contextlib.As
         # -v NAME:/path made on first use; -v /path and the image's VOLUMEs: anonymous volumes
         volume_labels = await volumes.attach_named(client, opts, req.id, config.volumes, undo)
         spec = await uninterrupted(asyncio.to_thread(_build_spec_on, mounts, client.namespace, req.id, config, opts))
-        labels = {**config.labels, **req.labels, **(req.network.labels() if req.network else {}), **volume_labels,
+        # an image's labels never name the container: only --name (or the user's --label) does
+        labels = {**{k: v for k, v in config.labels.items() if k != NAME_LABEL}, **req.labels,
+                  **({NAME_LABEL: req.id} if req.named else {}),
+                  **(req.network.labels() if req.network else {}), **volume_labels,
                   STOP_SIGNAL_LABEL: req.labels.get(STOP_SIGNAL_LABEL) or config.stop_signal or "SIGTERM",
-                  **hc.labels_for(hc.merge(req.health, config.healthcheck)),
+                  **hc.labels_for(hc.merge(req.health, config.healthcheck), hc.image_shell(image.config.config)),
                   **(autoremove.labels() if req.auto_remove else {})}
         container = Container(
             id=req.id, runtime_name=req.runtime, spec=oci_spec_any(spec), labels=labels, image=image.name,
             runtime_options=AnyValue(RUNC_OPTIONS_TYPE_URL, b"") if req.runtime == RUNC_V2 else None,
             snapshotter=snapshotter, snapshot_key=req.id)
-        created = await client.containers.create(container)
+        async with in_dock_words(client, req.id, req.id):  # a rename that claimed the name first
+            created = await client.containers.create(container)
         undo.push_async_callback(_quietly, client.containers.delete, req.id)
-        if req.named:
-            await check_name_free(client, req.id, keep=req.id, by_id=False)  # the id is ours now
         await volumes.seed_named(client, created)  # Docker's copy-up into empty volumes, before any task
         return created, mounts
     finally:

@@ -6,16 +6,21 @@ state, and the rules both the daemon (which runs the probes, supervisor/runtime/
                               zero fields left out ({"Test": ["CMD-SHELL", "test -f /ok"],
                               "Interval": 1000000000, "Retries": 2}); set when the container is
                               made (the image's HEALTHCHECK merged with the flags, as Docker does)
+    dockyard.healthcheck.shell  the shell of a CMD-SHELL check when the image has a SHELL (Docker's
+                              Config.Shell, taken from the image at create): a JSON array, e.g.
+                              ["/bin/busybox","sh","-c"]; without it `/bin/sh -c`
     dockyard.health.status    starting | healthy | unhealthy: written by the daemon's monitor
     extension dockyard.health the state with the last results (dockyard.containers.v1.Health,
                               proto/dockyard/containers/v1/health.proto)
 
 Test forms, Docker's: `["NONE"]` no check (the image's is switched off too); `["CMD", arg...]` the
-arguments exec'd as they are; `["CMD-SHELL", command]` run by `/bin/sh -c`; `[]` inherit (the
-image's). Defaults: interval 30 s, timeout 30 s, 3 retries, no start period, start interval 5 s.
+arguments exec'd as they are; `["CMD-SHELL", command]` run by the image's SHELL, else `/bin/sh -c`
+(Docker's getShell); `[]` inherit (the image's). Defaults: interval 30 s, timeout 30 s, 3 retries,
+no start period, start interval 5 s.
 
     check = merge(user_config(cmd="test -f /ok", interval=ns(1)), from_json(image_config.get("Healthcheck")))
-    labels = labels_for(check)      # {} when there is none (or it is NONE)
+    labels = labels_for(check, image_shell(image_config))   # {} when there is none (or it is NONE)
+    argv = check.argv(shell_of_labels(labels))               # what the daemon's probe runs
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from typing import Any
 from dockyard_common.errors import InvalidArgument
 
 CONFIG_LABEL = "dockyard.healthcheck"
+SHELL_LABEL = "dockyard.healthcheck.shell"
+DEFAULT_SHELL = ("/bin/sh", "-c")
 STATUS_LABEL = "dockyard.health.status"
 EXTENSION = "dockyard.health"
 TYPE_URL = "dockyard.containers.v1.Health"
@@ -76,7 +83,7 @@ class HealthConfig:
         """A check the daemon runs: CMD or CMD-SHELL with a command."""
         return len(self.test) >= 2 and self.test[0] in ("CMD", "CMD-SHELL")
 
-    def argv(self, shell: tuple[str, ...] = ("/bin/sh", "-c")) -> list[str]:
+    def argv(self, shell: tuple[str, ...] = DEFAULT_SHELL) -> list[str]:
         """The probe's command line (InvalidArgument for a check that does not run)."""
         if not self.runs:
             raise InvalidArgument(f"health check {list(self.test)!r} runs nothing")
@@ -189,11 +196,45 @@ def user_config(cmd: str = "", interval: int = 0, timeout: int = 0, start_period
                                  start_interval, retries))
 
 
-def labels_for(check: HealthConfig | None) -> dict[str, str]:
-    """The label that carries a check the daemon runs; {} for none or NONE."""
+def labels_for(check: HealthConfig | None, shell: tuple[str, ...] = ()) -> dict[str, str]:
+    """The labels that carry a check the daemon runs, and the `shell` (the image's SHELL, `()`
+    for none) a CMD-SHELL check runs under; {} for none or NONE."""
     if check is None or not check.runs:
         return {}
-    return {CONFIG_LABEL: json.dumps(check.to_json(), separators=(",", ":"))}
+    out = {CONFIG_LABEL: json.dumps(check.to_json(), separators=(",", ":"))}
+    if shell and check.test[0] == "CMD-SHELL":
+        out[SHELL_LABEL] = json.dumps(list(shell), separators=(",", ":"))
+    return out
+
+
+def _shell(value: Any, what: str) -> tuple[str, ...]:
+    if value is None or value == []:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidArgument(f"{what} must be an array of non-empty strings")
+    return tuple(value)
+
+
+def image_shell(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """An image config's `Shell` (its `config` object; SHELL in a Dockerfile), `()` when it has
+    none, or one this client cannot read (the check then runs under the default, not refused)."""
+    try:
+        return _shell(config.get("Shell"), "image config: Shell")
+    except InvalidArgument:
+        return ()
+
+
+def shell_of_labels(labels: Mapping[str, str]) -> tuple[str, ...]:
+    """The shell a container's CMD-SHELL check runs under: its SHELL_LABEL, else `/bin/sh -c`
+    (InvalidArgument for a malformed label)."""
+    text = labels.get(SHELL_LABEL)
+    if not text:
+        return DEFAULT_SHELL
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InvalidArgument(f"label {SHELL_LABEL}: not JSON") from None
+    return _shell(value, f"label {SHELL_LABEL}") or DEFAULT_SHELL
 
 
 def of_labels(labels: Mapping[str, str]) -> HealthConfig | None:

@@ -2,9 +2,10 @@
 
 A container's id is the name it was created with, and containerd's id cannot change (it keys the
 container's record, snapshot, task, shim, logs and network), so the new name is kept in the label
-`dockyard.name`: `dock ps` shows it, and every command finds the container by it. Running
-containers can be renamed. Renaming a container to its id again drops the label. Two renames (or
-a rename and a create) to one name at the same moment cannot both win: dock/lookup.py's claim_name.
+`dockyard.name` (which `--name` writes at create too): `dock ps` shows it, and every command
+finds the container by it. Running containers can be renamed, also back to their id. The daemon
+keeps names unique, so two renames (or a rename and a create) to one name at the same moment
+cannot both win: dock/lookup.py.
 
     dock run -d --name web busybox sleep 600
     dock rename web api        # dock ps: NAMES api; dock stop api
@@ -35,7 +36,7 @@ async def rename(client: Client, args: argparse.Namespace) -> int:
     old = name_of(c)
     if new == old:
         raise InvalidArgument(f"renaming a container with the same name as its current name ({new!r})")
-    await claim_name(client, c, new)  # back to its id: the label goes
+    await claim_name(client, c, new)
     if args.format == "json":
         emit_json({"id": c.id, "old_name": old, "name": new})
     return 0

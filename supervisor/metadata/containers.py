@@ -2,6 +2,7 @@
 
 Opaque protobuf payloads (the spec, runtime options, extensions) are kept as type URL +
 bytes exactly as the client sent them: the daemon passes them on, it does not reinterpret.
+One label is read: `dockyard.name`, a Docker-style name kept unique per namespace (names.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dockyard_common.errors import AlreadyExists, InvalidArgument, NotFound
 from dockyard_common.types import AnyValue, Container
 from supervisor import filters, identifiers
 from supervisor import labels as labelrules
-from supervisor.metadata import namespaces
+from supervisor.metadata import names, namespaces
 from supervisor.metadata.db import Database, ReadCache
 from supervisor.timeutil import now, parse_iso
 
@@ -142,6 +143,7 @@ class ContainerStore:
             namespaces.ensure(conn, ns)
             if conn.execute("SELECT 1 FROM containers WHERE namespace=? AND id=?", (ns, c.id)).fetchone():
                 raise AlreadyExists(f'container "{c.id}"')
+            names.check_free(conn, ns, c)
             conn.execute(_INSERT, _row(ns, c))
             return c
 
@@ -152,11 +154,13 @@ class ContainerStore:
             raise InvalidArgument("must specify a container id")
 
         def tx(conn: sqlite3.Connection) -> Container:
-            updated = apply_mask(_get(conn, ns, c.id), c, paths)
+            current = _get(conn, ns, c.id)
+            updated = apply_mask(current, c, paths)
             try:
                 validate(updated)
             except InvalidArgument as exc:
                 raise InvalidArgument(f"update failed validation: {exc.message}") from None
+            names.check_free(conn, ns, updated, current)
             updated.updated_at = now()
             conn.execute(_INSERT, _row(ns, updated))
             return updated

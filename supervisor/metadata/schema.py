@@ -171,4 +171,12 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (namespace, key)
         )""",
     ],
+    # 7: containers by their Docker-style name, the label `dockyard.name` (supervisor/metadata/
+    # names.py): a Create or Update that sets it looks for another holder in its transaction.
+    # Not UNIQUE: older databases may hold duplicates made before the daemon checked, and
+    # INSERT OR REPLACE would resolve a clash by deleting the other container.
+    [
+        """CREATE INDEX containers_by_name ON containers (namespace, json_extract(labels, '$."dockyard.name"'))
+            WHERE json_extract(labels, '$."dockyard.name"') IS NOT NULL""",
+    ],
 ]

@@ -8,11 +8,18 @@ Words (labels, defaults and the config's rules: dockyard_common/healthcheck.py):
   container's delete or the daemon's stop. It waits an interval (the start interval while the
   run is in its start period and still `starting`), then *probes*, records the result, and so on.
 - A *probe* is an exec in the running task through its shim, as Tasks/Exec does: the init's
-  process spec (user, env, cwd, capabilities) with the check's argv; stdout and stderr into one
-  FIFO the loop drains (so output keeps its order, capped at 4 KiB as Docker keeps it); killed
-  (SIGKILL) when it overruns the timeout; always deleted from its shim, its FIFO dir removed,
-  also when the watch is cancelled under it. At most PROBES_AT_ONCE probes run at once across
-  the daemon; everything is asynchronous, so probes of many containers never hold the loop.
+  process spec (user, env, cwd, capabilities) with the check's argv (CMD-SHELL under the image's
+  SHELL, else /bin/sh -c); stdout and stderr into one FIFO the loop drains (so output keeps its
+  order, capped at 4 KiB as Docker keeps it); killed (SIGKILL) when it overruns the timeout;
+  always killed if still running and deleted from its shim, its FIFO dir removed, on every path
+  (an error of the shim, the watch cancelled under it). At most PROBES_AT_ONCE probes run at
+  once across the daemon; everything is asynchronous, so probes of many containers never hold
+  the loop.
+- A probe's exec id starts with EXEC_PREFIX, and its FIFO dir, made before the exec, is named
+  `<namespace>@<container>@<exec id>` (`@` is in no namespace or container id): so a daemon
+  killed mid-probe leaves on disk what it left in which shim. The next daemon's monitor reads
+  those names at start and, before it resumes a container's watch, kills and deletes those execs
+  and any other of ours its shim still lists (Tasks/ListPids).
 - A *result* is Docker's: exit 0 healthy; anything else a failure, -1 when the probe could not
   run or overran. Status `starting` until the first success; a failure raises FailingStreak
   (not while `starting` inside the start period), `unhealthy` once it reaches Retries; a success
@@ -53,6 +60,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
 from dockyard_api.containerd.events import task_pb2 as task_events
+from dockyard_api.containerd.runtime.v2.runc.options import oci_pb2
 from dockyard_api.dockyard.containers.v1 import health_pb2
 from dockyard_common import healthcheck as hc
 from dockyard_common.aio import uninterrupted
@@ -70,6 +78,8 @@ log = logging.getLogger("dockyard.health")
 FILTERS = ['topic=="/tasks/start"', 'topic=="/tasks/exit"', 'topic=="/tasks/delete"']
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 PROBES_AT_ONCE = 32  # probes running at once across the daemon; others wait their turn
+EXEC_PREFIX = "dockyard-health-"  # a probe's exec id: this, then 12 hex digits
+_SEP = "@"  # in a FIFO dir's name, between namespace, container and exec id (in none of them)
 KILL_WAIT = 5.0  # seconds for a killed probe to be reported gone
 Key = tuple[str, str]
 
@@ -172,6 +182,8 @@ class HealthMonitor:
         self._follower: asyncio.Task[None] | None = None
         self._closed = False
         self.probes_running = 0  # for tests and the log: execs of ours alive right now
+        self._live: set[str] = set()  # exec ids of this daemon's probes under way
+        self._leftovers: dict[Key, set[str]] = {}  # exec ids a previous daemon left, by container
         self.reconciled = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -179,7 +191,9 @@ class HealthMonitor:
     async def start(self) -> None:
         """Follow task starts and exits from now on, then resume the watches of the running
         containers with a check (in the background). Returns once subscribed."""
-        # FIFO dirs a previous daemon left (it died mid-probe): nothing uses them now.
+        # FIFO dirs a previous daemon left (it died mid-probe): their names say which execs it
+        # left in which shims (cleared by reconcile); the dirs themselves nothing uses now.
+        self._leftovers = await asyncio.to_thread(_left_in, self.fifo_root)
         await asyncio.to_thread(shutil.rmtree, self.fifo_root, True)
         async def in_place() -> None:
             self._spawn(self._reconcile_logged())
@@ -293,7 +307,8 @@ class HealthMonitor:
                 await asyncio.wait({previous})
             if fresh:
                 await self._store(key, state)
-            process = _process_of(container)
+            process = {**_process_of(container), "args": check.argv(hc.shell_of_labels(container.labels)),
+                       "terminal": False}
             while True:
                 wait_ns = next_interval_ns(check, state, time.time_ns())
                 await asyncio.sleep(wait_ns / 1e9)  # the check's interval itself
@@ -331,20 +346,21 @@ class HealthMonitor:
             if (await task.state()).status == Status.PAUSED:
                 raise Internal(f"Container {key[1]} is paused, unpause the container before exec")
             async with self._slots:
-                code, output = await self._exec(task, process, check)
+                code, output = await self._exec(key, task, process, check)
         except DockyardError as exc:
             code, output = hc.EXIT_UNKNOWN, str(exc)
         return Result(start, time.time_ns(), code, output)
 
-    async def _exec(self, task: Task, process: dict[str, Any], check: hc.HealthConfig) -> tuple[int, str]:
-        """Run the check's command in the task: (exit status, output); the timeout's result when
+    async def _exec(self, key: Key, task: Task, process: dict[str, Any], check: hc.HealthConfig
+                    ) -> tuple[int, str]:
+        """Run the probe's `process` in the task: (exit status, output); the timeout's result when
         it overruns (the process killed)."""
-        spec = {**process, "args": check.argv(), "terminal": False}
-        exec_id = f"health-{secrets.token_hex(6)}"
+        exec_id = f"{EXEC_PREFIX}{secrets.token_hex(6)}"
         # On the loop, with no await between making the dir and the `try` that removes it: a
         # cancellation cannot come between (a worker thread's mkdtemp could be cancelled after
-        # it made the dir). Two syscalls on the state dir's tmpfs.
-        fifo_dir = self.fifo_root / f"probe-{exec_id}"
+        # it made the dir). Two syscalls on the state dir's tmpfs. Made before the exec: its
+        # name is how the next daemon finds the exec should this one die (see the docstring).
+        fifo_dir = self.fifo_root / _SEP.join((*key, exec_id))
         try:
             self.fifo_root.mkdir(parents=True, exist_ok=True, mode=0o700)
             fifo_dir.mkdir(mode=0o700)
@@ -352,30 +368,48 @@ class HealthMonitor:
             raise Internal(f"health check: its FIFO dir: {exc.strerror or exc}") from None
         output: _Output | None = None
         self.probes_running += 1
+        self._live.add(exec_id)
         try:
             output = _Output(fifo_dir / "output")
             path = str(output.path)
-            await task.exec(exec_id, ExecOptions(spec=AnyValue(PROCESS_TYPE_URL, json.dumps(spec).encode()),
-                                                 stdout=path, stderr=path))
+            exited = False
             try:
-                pid = await task.start(exec_id)
+                # Each shim call runs to its end even when the watch is cancelled meanwhile, so
+                # the `finally` knows whether the exec was made and started (no guessing).
+                await uninterrupted(task.exec(exec_id, ExecOptions(
+                    spec=AnyValue(PROCESS_TYPE_URL, json.dumps(process).encode()), stdout=path, stderr=path)))
+                pid = await uninterrupted(task.start(exec_id))
                 try:
                     exit_ = await asyncio.wait_for(task.wait(exec_id), check.timeout_ns / 1e9)
                 except TimeoutError:
-                    await self._kill(task, exec_id, pid)
-                    return hc.EXIT_UNKNOWN, f"Health check exceeded timeout ({hc.format_duration(check.timeout_ns)})"
-                except asyncio.CancelledError:  # the watch ended under the probe
                     await uninterrupted(self._kill(task, exec_id, pid))
-                    raise
-            finally:
-                with contextlib.suppress(DockyardError):
-                    await uninterrupted(task.delete(exec_id))
-            return exit_.exit_status, hc.cap_output(output.finish())
+                    return hc.EXIT_UNKNOWN, f"Health check exceeded timeout ({hc.format_duration(check.timeout_ns)})"
+                exited = True
+                return exit_.exit_status, hc.cap_output(output.finish())
+            finally:  # every path: done, timed out, an error of the shim, cancelled
+                await uninterrupted(self._discard(task, exec_id, exited))
         finally:
             self.probes_running -= 1
+            self._live.discard(exec_id)
             if output is not None:
                 output.close()
             shutil.rmtree(fifo_dir, ignore_errors=True)  # a FIFO and its dir, as above
+
+    @classmethod
+    async def _discard(cls, task: Task, exec_id: str, exited: bool) -> bool:
+        """Delete the exec from its shim, killed first if it may be running (`exited`: it is
+        known to have exited); whether it was there. An error is logged."""
+        try:
+            if not exited:
+                state = await task.state(exec_id)
+                if state.status not in (Status.CREATED, Status.STOPPED):
+                    await cls._kill(task, exec_id, state.pid)
+            await task.delete(exec_id)
+        except NotFound:
+            return False
+        except DockyardError as exc:
+            log.warning("health check of %s/%s: its exec %s not deleted: %s", task.namespace, task.id, exec_id, exc)
+        return True
 
     @staticmethod
     async def _kill(task: Task, exec_id: str, pid: int) -> None:
@@ -386,6 +420,19 @@ class HealthMonitor:
             await task.kill(signal.SIGKILL, exec_id=exec_id)
         with contextlib.suppress(DockyardError, TimeoutError):
             await asyncio.wait_for(task.wait(exec_id), KILL_WAIT)
+
+    async def _clear_leftovers(self, key: Key, task: Task, running: bool) -> None:
+        """Kill and delete the probes a previous daemon left in this task's shim (it was killed
+        mid-probe): those its FIFO dirs named, and (`running`: the task's processes are there to
+        list) any other exec of ours the shim lists."""
+        found = self._leftovers.pop(key, set())
+        if running:
+            with contextlib.suppress(DockyardError):
+                found.update(exec_id for p in await task.pids() if (exec_id := _exec_id_of(p.info)))
+        for exec_id in sorted(e for e in found if e.startswith(EXEC_PREFIX) and e not in self._live):
+            if await uninterrupted(self._discard(task, exec_id, exited=False)):
+                log.info("health monitor: container %s/%s: probe %s left by a previous daemon removed",
+                         key[0], key[1], exec_id)
 
     # -- the daemon's start ------------------------------------------------------------------
 
@@ -405,15 +452,20 @@ class HealthMonitor:
             for container in await self.containers.list(namespace):
                 if self._closed:
                     return
-                if hc.CONFIG_LABEL not in container.labels:
-                    continue
                 key = (namespace, container.id)
+                if hc.CONFIG_LABEL not in container.labels and key not in self._leftovers:
+                    continue
                 try:
-                    state = await self.tasks.get(*key).state()
+                    task = self.tasks.get(*key)
+                    state = await task.state()
+                    # before its watch resumes (and probes again)
+                    await self._clear_leftovers(key, task, state.status in (Status.RUNNING, Status.PAUSED))
                 except NotFound:
                     state = None
                 except DockyardError as exc:
                     log.warning("health monitor: container %s/%s: %s", namespace, container.id, exc)
+                    continue
+                if hc.CONFIG_LABEL not in container.labels:
                     continue
                 if state is not None and state.status in (Status.RUNNING, Status.PAUSED):
                     stored = decode(container)
@@ -452,6 +504,27 @@ def kill_tree(pid: int) -> None:
     for p in reversed(tree):  # the leaves first: a parent cannot wait and start another meanwhile
         with contextlib.suppress(OSError):
             os.kill(p, signal.SIGKILL)
+
+
+def _left_in(fifo_root: Path) -> dict[Key, set[str]]:
+    """The probes a previous daemon left, by container: read from its FIFO dirs' names."""
+    found: dict[Key, set[str]] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(fifo_root):
+            parts = entry.name.split(_SEP)
+            if len(parts) == 3 and parts[2].startswith(EXEC_PREFIX):
+                found.setdefault((parts[0], parts[1]), set()).add(parts[2])
+    return found
+
+
+def _exec_id_of(info: AnyValue | None) -> str:
+    """The exec id in a ListPids entry's details (runc's ProcessDetails, as our shim sends it)."""
+    if info is None or not info.type_url.endswith("ProcessDetails"):
+        return ""
+    try:
+        return oci_pb2.ProcessDetails.FromString(info.value).exec_id
+    except DecodeError:
+        return ""
 
 
 def _process_of(container: Container) -> dict[str, Any]:

@@ -260,13 +260,13 @@ def test_rename_a_running_container(dock_cli: DockCLI) -> None:
                    words='name "api" is already in use by container "web"')
     dock_cli.ok("stop", "-t", "0", "api")
     assert dock_cli.ok("wait", "api") == "137\n"
-    # by a generated id's prefix, and back to its id: the name label goes
+    # by a generated id's prefix, and back to its id (the name label is then the id, as --name writes it)
     other = dock_cli.ok("create", "busybox", "true").strip()
     dock_cli.ok("rename", other[:10], "second")
     assert ps_names(dock_cli) == {"web": "api", other: "second"}
     dock_cli.ok("rename", "api", "web")
     assert ps_names(dock_cli) == {"web": "web", other: "second"}
-    assert "dockyard.name" not in dock_cli.json("inspect", "web")[0]["labels"]
+    assert dock_cli.json("inspect", "web")[0]["labels"]["dockyard.name"] == "web"
     dock_cli.ok("rm", "second", "web")
     assert ps_names(dock_cli) == {}
 

@@ -253,6 +253,33 @@ def test_image_healthcheck_used_and_overridden(cli: DockCLI, tmp_path: Path) -> 
         cli.dock("images", "rm", tag)
 
 
+def test_cmd_shell_runs_under_the_image_shell(cli: DockCLI, tmp_path: Path) -> None:
+    """Docker's getShell: a CMD-SHELL check (the image's, or --health-cmd's) runs under the image's
+    SHELL; here one that sets a variable first, so the output tells which shell ran it."""
+    tag = f"hc-shell-{secrets.token_hex(3)}:1"
+    build(cli, tmp_path, tag, f"FROM {IMAGE}\n"
+          'SHELL ["/bin/busybox", "env", "VIA=image-shell", "/bin/busybox", "sh", "-c"]\n'
+          'HEALTHCHECK --interval=300ms --timeout=5s --retries=1 CMD echo "ran by $VIA"\n'
+          'CMD ["sleep", "600"]\n')
+    try:
+        plain = name("shell")
+        cli.ok("run", "-d", "--net", "none", "--name", plain, tag)
+        assert inspect(cli, plain)["labels"]["dockyard.healthcheck.shell"] == \
+            '["/bin/busybox","env","VIA=image-shell","/bin/busybox","sh","-c"]'
+        assert wait_status(cli, plain, "healthy")["Log"][-1]["Output"] == "ran by image-shell\n"
+        over = name("shell-over")
+        cli.ok("run", "-d", "--net", "none", "--name", over, "--health-cmd", 'echo "over by $VIA"', tag)
+        assert wait_status(cli, over, "healthy")["Log"][-1]["Output"] == "over by image-shell\n"
+        # an image without SHELL: /bin/sh -c, and no label
+        default = name("shell-default")
+        run_d(cli, default, "--health-cmd", 'echo "ran by ${VIA:-sh}"', *FAST)
+        assert wait_status(cli, default, "healthy")["Log"][-1]["Output"] == "ran by sh\n"
+        assert "dockyard.healthcheck.shell" not in inspect(cli, default)["labels"]
+    finally:
+        remove_everything_of(cli)
+        cli.dock("images", "rm", tag)
+
+
 def remove_everything_of(cli: DockCLI) -> None:
     ids = cli.ok("ps", "-aq", "--no-trunc").split()
     if ids:

@@ -113,6 +113,25 @@ def test_defaults() -> None:
     assert hc.HealthConfig(("CMD", "ls", "-l")).argv() == ["ls", "-l"]
 
 
+def test_the_image_shell_runs_cmd_shell_checks() -> None:
+    """Docker's getShell: the image's SHELL, else /bin/sh -c; kept on the container as a label."""
+    shell = hc.image_shell({"Shell": ["/bin/busybox", "sh", "-c"]})
+    assert shell == ("/bin/busybox", "sh", "-c")
+    assert hc.image_shell({}) == hc.image_shell({"Shell": []}) == ()
+    assert hc.image_shell({"Shell": "/bin/sh"}) == hc.image_shell({"Shell": ["", "-c"]}) == ()  # unreadable: default
+    check = hc.HealthConfig(("CMD-SHELL", "test -f /ok"))
+    labels = hc.labels_for(check, shell)
+    assert labels[hc.SHELL_LABEL] == '["/bin/busybox","sh","-c"]'
+    assert check.argv(hc.shell_of_labels(labels)) == ["/bin/busybox", "sh", "-c", "test -f /ok"]
+    assert check.argv(hc.shell_of_labels(hc.labels_for(check))) == ["/bin/sh", "-c", "test -f /ok"]
+    # CMD runs no shell: no label; nor for no check
+    assert hc.SHELL_LABEL not in hc.labels_for(IMAGE, shell)
+    assert hc.labels_for(None, shell) == {}
+    for bad in ("[", '"sh"', "[1]"):
+        with pytest.raises(InvalidArgument):
+            hc.shell_of_labels({hc.SHELL_LABEL: bad})
+
+
 def test_image_config_reads_healthcheck() -> None:
     config = ImageConfig.from_json({"Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": S}})
     assert config.healthcheck == hc.HealthConfig(("CMD-SHELL", "true"), interval=S)
