@@ -23,6 +23,8 @@ from dockyard_common.mountinfo import MOUNTINFO, mountinfo
 CGROUP_ROOT = "/sys/fs/cgroup"
 PARENT = "dockyard"
 # v1 controller names as they appear in a cgroup mount's options (other options are flags).
+NAME_MAX = 255
+MAX_PATH = 2048  # of a cgroups path; PATH_MAX (4096) leaves room for the hierarchy and file names
 V1_CONTROLLERS = frozenset({"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
                             "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc"})
 
@@ -79,7 +81,13 @@ def normalize_path(cgroups_path: str) -> str:
         raise InvalidArgument(f"cgroups path {cgroups_path!r} escapes the {PARENT} cgroup")
     if not parts:
         raise InvalidArgument(f"cgroups path {cgroups_path!r} must name a cgroup")
-    return "/".join(parts)
+    # Bounded so every file path below a hierarchy stays under PATH_MAX (mkdir would fail
+    # half-way with ENAMETOOLONG) and each level is a name other filesystems accept too.
+    rel = "/".join(parts)
+    if len(rel.encode()) > MAX_PATH or any(len(p.encode()) > NAME_MAX for p in parts):
+        raise InvalidArgument(f"cgroups path {cgroups_path[:80]!r}: too long (at most {MAX_PATH} bytes, "
+                              f"{NAME_MAX} per level)")
+    return rel
 
 
 @functools.lru_cache(maxsize=256)

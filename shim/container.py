@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import Message
 
 from dockyard_common import attachsock
-from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from dockyard_common.jsonutil import json_object
 from dockyard_common.types import Mount
 from shim import state
 from shim.cgroups import CgroupManager, EventWatch, Resources, new_manager
 from shim.cgroups.base import DeviceRule
 from shim.init import Spec, create_container, exec_process, parse_process, parse_spec
+from shim.init.hostcheck import check_on_host
 from shim.logfile import LogConfig
 from shim.process import ExecProcess, InitProcess, Process, Status
 from shim.stdio import ProcessIO, StdioPaths
@@ -54,6 +55,13 @@ def container_resources(spec: Spec) -> Resources:
     extra = tuple(DeviceRule(True, t, major, minor, access)
                   for path, t, major, minor, access in _RUNC_ALLOWED_DEVICES if not path or path not in own)
     return dataclasses.replace(res, devices=(*res.devices, *extra))
+
+
+def _oom_killed(cgroup: CgroupManager) -> bool:
+    try:
+        return cgroup.oom_events().oom_kill > 0
+    except (DockyardError, OSError):
+        return False
 
 
 def _read_spec(bundle: str) -> Spec:
@@ -94,14 +102,27 @@ class Container:
         # The spec decides whether there is a terminal (ctr sets both, as runc requires).
         paths = StdioPaths(paths.stdin, paths.stdout, "" if spec.process.terminal else paths.stderr,
                            spec.process.terminal)
+        check_on_host(spec)  # before the cgroup: a refusal leaves nothing to undo
         cgroup = new_manager()
-        cgroup.create(spec.linux.cgroups_path or f"/{namespace}/{id}", container_resources(spec))
+        try:
+            cgroup.create(spec.linux.cgroups_path or f"/{namespace}/{id}", container_resources(spec))
+        except OSError as e:  # e.g. a level the kernel refuses to make: never a bare errno to the client
+            raise Internal(f"creating cgroup {spec.linux.cgroups_path or f'/{namespace}/{id}'}: {e.strerror}") from None
         io: ProcessIO | None = None
         try:
             state.write_file(bundle, state.CGROUP, cgroup.path)
             io = ProcessIO.open(paths, LogConfig.from_bundle(bundle), namespace, id,
                                 open_stdin=spec.annotations.get(attachsock.OPEN_STDIN) == "true")
             handle = create_container(bundle, spec, rootfs, io.child_fds(), cgroup_hook=cgroup.add_process)
+        except Internal as exc:
+            if io is not None:
+                io.close()
+            oom_killed = _oom_killed(cgroup)
+            cgroup.delete(force=True)
+            if oom_killed:
+                raise FailedPrecondition(f"the container's init was killed by the OOM killer before it was ready "
+                                         f"(is linux.resources.memory.limit too low?): {exc.message}") from None
+            raise
         except BaseException:
             if io is not None:
                 io.close()

@@ -593,6 +593,28 @@ def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
         delay = min(delay * 2, 0.01)
 
 
+def check_unclaimed(top: str, rel: str) -> None:
+    """Refuse (FailedPrecondition) a cgroups path another container may own, before anything is
+    made: a level above it holding processes of its own (the leaf would nest in a container's
+    cgroup), or the leaf itself existing with processes or cgroups below it. Joining it would
+    let this container's failure or delete kill and remove the other's (runc refuses a non-empty
+    cgroup too). An existing empty leaf is joined, as runc does. Two creates racing for one new
+    path both pass: only the daemon could serialise them.
+    """
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        if (read_opt(os.path.join(top, *parts[:i], "cgroup.procs")) or "").split():
+            raise FailedPrecondition(f"cgroup /{rel}: in use: /{'/'.join(parts[:i])} holds processes")
+    leaf = os.path.join(top, rel)
+    if not os.path.isdir(leaf):
+        return
+    if read_procs(leaf):
+        raise FailedPrecondition(f"cgroup /{rel}: in use: it holds processes")
+    with os.scandir(leaf) as entries:
+        if any(e.is_dir(follow_symlinks=False) for e in entries):
+            raise FailedPrecondition(f"cgroup /{rel}: in use: it holds other cgroups")
+
+
 # Walks of make_dirs that may start again because a level vanished under them. Each restart
 # means another delete removed an empty level meanwhile; two in a row are already rare.
 MKDIR_ATTEMPTS = 20

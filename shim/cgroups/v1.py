@@ -27,6 +27,7 @@ from .base import (
     Resources,
     Stats,
     ThrottleDevice,
+    check_unclaimed,
     make_dirs,
     parse_flat,
     read_int,
@@ -120,6 +121,8 @@ class V1Manager:
         rel = normalize_path(path)
         if not self._mounts:
             raise FailedPrecondition("no cgroup v1 controller is mounted")
+        for mount in self._hierarchies():
+            check_unclaimed(os.path.join(mount, PARENT), rel)
         made: list[str] = []
         try:
             for mount in self._hierarchies():

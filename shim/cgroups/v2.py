@@ -31,6 +31,7 @@ from .base import (
     PidsStats,
     Resources,
     Stats,
+    check_unclaimed,
     make_dirs,
     parse_flat,
     parse_pressure,
@@ -160,6 +161,7 @@ class V2Manager:
                 # is the host's business, so this starts at dockyard.
                 self._enable_controllers(directory)
 
+        check_unclaimed(self._top, rel)
         try:
             make_dirs(self._root, [PARENT, *rel.split("/")], made, prepare)
             self._rel = rel

@@ -64,10 +64,10 @@ from dockyard_common.errors import DeadlineExceeded, DockyardError, Internal
 from dockyard_common.mountinfo import mountinfo
 from dockyard_common.mounts import mount_rootfs
 from dockyard_common.types import Mount
+from shim.init import hostcheck, seccomp
 from shim.init import plan as P
 from shim.init import process as proc_attrs
 from shim.init import rootfs as R
-from shim.init import seccomp
 from shim.init.spec import NAMESPACE_TYPES, Process, Spec
 
 CgroupHook = Callable[[int], None]
@@ -130,25 +130,39 @@ class _Channel:
 # Steps that hand the kernel a value of the spec as it is: a refusal (EINVAL, EPERM, ...) is about that
 # value, so the client hears InvalidArgument, not Internal (a mount or a namespace failing is ours).
 _SPEC_VALUE_STEPS = (P.SetRlimits, P.SetOomScoreAdj, P.SetHostname, P.SetDomainname, P.Sysctl, P.SetUmask,
-                     P.SetUser, P.Chdir)
+                     P.SetUser, P.Chdir, P.MountSpec, P.JoinNamespace, P.Exec)
 _SPEC_VALUE_ERRNOS = frozenset({errno.EINVAL, errno.EPERM, errno.ERANGE, errno.EOVERFLOW, errno.E2BIG, errno.EACCES,
-                                errno.ENOTDIR, errno.ENOENT, errno.ELOOP, errno.ENAMETOOLONG})
+                                errno.ENOTDIR, errno.ENOENT, errno.ELOOP, errno.ENAMETOOLONG, errno.EISDIR,
+                                errno.ENODEV, errno.ENOTBLK, errno.ENXIO, errno.ENOEXEC})
+# Steps whose errors carry the system call and its Python arguments: the client gets the errno's words.
+_BARE_ERRNO_STEPS = (P.MountSpec, P.JoinNamespace)
+_MAX_MESSAGE = 1024  # a failed setgroups would quote 65536 gids
 
 
 def _error_message(exc: BaseException, step: P.Step | None) -> dict[str, Any]:
     where = _describe(step) if step is not None else "init"
+    kind = "Internal"
     if isinstance(exc, DockyardError):
-        return {"type": "error", "kind": type(exc).__name__, "message": exc.message, "step": where}
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-    refused = isinstance(step, _SPEC_VALUE_STEPS) and isinstance(exc, OSError) and exc.errno in _SPEC_VALUE_ERRNOS
-    return {"type": "error", "kind": "InvalidArgument" if refused else "Internal", "message": f"{where}: {text}",
-            "step": where}
+        kind, text = type(exc).__name__, exc.message
+    elif isinstance(exc, OSError):
+        text = exc.strerror or os.strerror(exc.errno or 0)
+        if isinstance(step, _BARE_ERRNO_STEPS) and exc.errno:
+            text = os.strerror(exc.errno)
+        if isinstance(step, _SPEC_VALUE_STEPS) and exc.errno in _SPEC_VALUE_ERRNOS:
+            kind = "InvalidArgument"
+        elif isinstance(step, P.ForkInit) and exc.errno == errno.EAGAIN:
+            kind, text = "FailedPrecondition", f"{text} (is linux.resources.pids.limit too low?)"
+        text = f"{where}: {text}"
+    else:
+        text = f"{where}: {exc or type(exc).__name__}"
+    return {"type": "error", "kind": kind, "message": text[:_MAX_MESSAGE], "step": where}
 
 
 def _describe(step: P.Step) -> str:
     match step:
         case P.MountSpec(mount=m):
-            return f"mount {m.type or 'bind'} on {m.destination}"
+            options = f" (options {','.join(m.options)})" if m.options else ""
+            return f"mount {m.type or 'bind'} on {m.destination}{options}"
         case P.JoinNamespace(type=t, path=p):
             return f"join {t} namespace {p}"
         case P.Unshare(types=types):
@@ -318,7 +332,7 @@ def _run_step(step: P.Step, ctx: _Context) -> None:
         case P.SetOomScoreAdj(value=value):
             proc_attrs.set_oom_score_adj(value)
         case P.JoinNamespace(type=ns_type, path=path):
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = hostcheck.open_namespace(path, ns_type)
             try:
                 L.setns(fd, P.CLONE_FLAGS[ns_type])
             finally:
@@ -411,7 +425,9 @@ def _run_step(step: P.Step, ctx: _Context) -> None:
             try:
                 os.execve(ctx.executable, list(args), proc_attrs.exec_env(env, ctx.uid))
             except OSError as e:
-                raise OSError(e.errno, f"exec {args[0]!r}: {e.strerror}") from None
+                hint = " (process.args and process.env together are over the kernel's limit)" \
+                    if e.errno == errno.E2BIG else ""
+                raise OSError(e.errno, f"exec {args[0]!r}: {e.strerror}{hint}") from None
         case _:
             raise Internal(f"container init: no executor for step {step.name}")
 
@@ -486,7 +502,10 @@ def _write_id_maps(pid: int, step: P.MapIds) -> None:
             with open(path, "w") as f:
                 f.write(text)
         except OSError as e:
-            raise Internal(f"write {path} ({text.strip()!r}): {e.strerror}") from None
+            # The kernel refuses what the spec maps (a host id the shim may not map, say).
+            kind = errors.InvalidArgument if e.errno in (errno.EINVAL, errno.EPERM) else Internal
+            where = "linux.uidMappings" if name == "uid_map" else "linux.gidMappings"
+            raise kind(f"spec: {where}: the kernel refused {text.strip()!r}: {e.strerror}") from None
 
     if step.deny_setgroups:
         # Without CAP_SETGID in the parent namespace the kernel only accepts a gid_map once
@@ -594,11 +613,13 @@ def create_container(bundle: Path | str, spec: Spec, rootfs_mounts: Sequence[Mou
     are mounted onto the rootfs inside the container's mount namespace. `cgroup_hook(pid)` is
     called with the first child's PID before it does anything: move it into the container's
     cgroup; every container process descends from it. Blocks until the init is ready (this is
-    the shim: no event loop work happens meanwhile) or `timeout` passes.
+    the shim: no event loop work happens meanwhile) or `timeout` passes. What the spec asks that
+    this host or shim cannot honour (`hostcheck`) is refused before anything is forked.
     """
     bundle = os.path.abspath(bundle)
     if not os.path.isdir(bundle):
         raise errors.NotFound(f"bundle {bundle}")
+    hostcheck.check_on_host(spec)
     plan = P.plan_create(spec, bundle, has_rootfs_mounts=bool(rootfs_mounts), rootless=os.geteuid() != 0,
                          last_cap=L.last_cap())
     rootfs = P.rootfs_path(bundle, spec)

@@ -25,6 +25,13 @@ from dockyard_common.errors import InvalidArgument
 from dockyard_common.seccomp import ACTIONS, OPERATORS, WITH_ERRNO, ProfileError, check_action, check_arg, check_errno
 from shim.init import seccomp_cache
 
+# The architectures libseccomp names (seccomp_arch_resolve_name), as OCI's SCMP_ARCH_* lower-cased.
+ARCHITECTURES = frozenset({
+    "x86", "x86_64", "x32", "arm", "aarch64", "loongarch64", "m68k", "mips", "mips64", "mips64n32", "mipsel",
+    "mipsel64", "mipsel64n32", "ppc", "ppc64", "ppc64le", "s390", "s390x", "parisc", "parisc64", "riscv64", "sh",
+    "sheb",
+})
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -63,7 +70,9 @@ def _compile(profile: dict[str, Any]) -> Program:
                       "linux.seccomp.defaultErrnoRet")
     arches = []
     for i, arch in enumerate(profile.get("architectures") or []):
-        if not isinstance(arch, str) or not arch.startswith("SCMP_ARCH_"):
+        if not isinstance(arch, str) or arch.removeprefix("SCMP_ARCH_").lower() not in ARCHITECTURES \
+                or not arch.startswith("SCMP_ARCH_"):
+            # libseccomp ignores a name it does not know: the filter would then miss that ABI.
             raise ProfileError(f"linux.seccomp.architectures[{i}]: unknown architecture {arch!r}")
         arches.append(arch.removeprefix("SCMP_ARCH_").lower())
     rules: list[Rule] = []

@@ -12,6 +12,7 @@ them (cgroups, seccomp). `parse_process` does the same for the process object of
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -39,6 +40,14 @@ RLIMITS = frozenset({
     "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_NOFILE", "RLIMIT_NPROC",
     "RLIMIT_RSS", "RLIMIT_RTPRIO", "RLIMIT_RTTIME", "RLIMIT_SIGPENDING", "RLIMIT_STACK",
 })
+
+# Sysctls the kernel scopes to the IPC namespace (runc's list; `sysctl_namespace` has the rest):
+# any sysctl not scoped to a namespace, written through the container's /proc/sys, is the host's.
+IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                         "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"})
+
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+MAX_ID_MAPPINGS = 340  # lines the kernel takes in uid_map/gid_map
 
 PROPAGATIONS = frozenset({"", "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
                           "runbindable"})
@@ -162,6 +171,7 @@ class Spec:
     mounts: tuple[SpecMount, ...] = ()
     linux: Linux = field(default_factory=Linux)
     annotations: dict[str, str] = field(default_factory=dict)
+    hooks: tuple[str, ...] = ()  # the kinds of OCI hooks the spec lists (their shape checked)
 
     def new_namespace(self, ns_type: str) -> bool:
         """True when the container gets a fresh namespace of this type (listed without a path)."""
@@ -193,7 +203,24 @@ def _str(d: dict[str, Any], key: str, path: str, default: str = "") -> str:
         return default
     if not isinstance(value, str):
         raise _bad(f"{path}.{key}" if path else key, "a string", value)
+    _no_nul(value, f"{path}.{key}" if path else key)
     return value
+
+
+def _raw_str(d: dict[str, Any], key: str) -> str:
+    """A top-level string whose caller checks NUL bytes itself."""
+    value = d.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _bad(key, "a string", value)
+    return value
+
+
+def _no_nul(value: str, where: str) -> None:
+    # Every string here reaches a system call as a C string, which would end at the NUL.
+    if "\0" in value:
+        raise InvalidArgument(f"spec: {where}: contains a NUL byte")
 
 
 def _int(d: dict[str, Any], key: str, path: str, default: int | None = None, *, lo: int | None = None,
@@ -234,6 +261,7 @@ def _strs(d: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
     for i, item in enumerate(out):
         if not isinstance(item, str):
             raise _bad(f"{path}.{key}[{i}]", "a string", item)
+        _no_nul(item, f"{path}.{key}[{i}]")
     return tuple(out)
 
 
@@ -244,6 +272,10 @@ def _abs(value: str, where: str) -> str:
 
 
 _U32 = 2**32 - 1
+# The largest uid or gid: (uid_t)-1 means "leave unchanged" to setresuid(2) and kin, so a spec
+# asking for it would keep the process root.
+MAX_ID = _U32 - 1
+NGROUPS_MAX = 65536  # setgroups(2) refuses more
 HOST_NAME_MAX = 64  # sethostname(2) and setdomainname(2) refuse longer names
 
 
@@ -273,12 +305,14 @@ def parse_process(data: str | bytes | dict[str, Any], path: str = "process") -> 
     upath = f"{path}.user"
     umask = _opt_int(user_d, "umask", upath, lo=0, hi=0o777)
     gids = _list(user_d, "additionalGids", upath)
+    if len(gids) > NGROUPS_MAX:
+        raise InvalidArgument(f"spec: {upath}.additionalGids: {len(gids)} groups, at most {NGROUPS_MAX}")
     for i, g in enumerate(gids):
-        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= _U32:
-            raise _bad(f"{upath}.additionalGids[{i}]", "a gid", g)
+        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= MAX_ID:
+            raise _bad(f"{upath}.additionalGids[{i}]", f"a gid (0-{MAX_ID})", g)
     user = User(
-        uid=_int(user_d, "uid", upath, 0, lo=0, hi=_U32),
-        gid=_int(user_d, "gid", upath, 0, lo=0, hi=_U32),
+        uid=_int(user_d, "uid", upath, 0, lo=0, hi=MAX_ID),
+        gid=_int(user_d, "gid", upath, 0, lo=0, hi=MAX_ID),
         umask=umask,
         additional_gids=tuple(gids),
     )
@@ -329,7 +363,60 @@ def _parse_mappings(d: dict[str, Any], key: str) -> tuple[IDMapping, ...]:
             host_id=_int(m, "hostID", mpath, lo=0, hi=_U32),
             size=_int(m, "size", mpath, lo=1, hi=_U32),
         ))
+    _check_mappings(out, f"linux.{key}")
     return tuple(out)
+
+
+def _check_mappings(maps: list[IDMapping], where: str) -> None:
+    """What the kernel refuses in uid_map/gid_map, named before any process exists: too many
+    lines, a range past the largest id, ranges overlapping inside or outside."""
+    if len(maps) > MAX_ID_MAPPINGS:
+        raise InvalidArgument(f"spec: {where}: {len(maps)} mappings, at most {MAX_ID_MAPPINGS}")
+    for side in ("container_id", "host_id"):
+        ranges = sorted((getattr(m, side), getattr(m, side) + m.size) for m in maps)
+        for start, end in ranges:
+            if end - 1 > MAX_ID:
+                raise InvalidArgument(f"spec: {where}: ids {start}-{end - 1} go past the largest id {MAX_ID}")
+        for (a_start, a_end), (b_start, _) in itertools.pairwise(ranges):
+            if b_start < a_end:
+                raise InvalidArgument(f"spec: {where}: the ranges from {a_start} and {b_start} overlap")
+
+
+def sysctl_namespace(key: str) -> str:
+    """The namespace type sysctl `key` belongs to; InvalidArgument when it is not namespaced."""
+    if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        return "ipc"
+    if key.startswith("net."):
+        return "network"
+    if key == "kernel.domainname":
+        return "uts"
+    if key == "kernel.hostname":
+        raise InvalidArgument("spec: linux.sysctl.kernel.hostname: set the hostname field instead")
+    raise InvalidArgument(f"spec: linux.sysctl.{key}: not a namespaced sysctl (it would change the host's)")
+
+
+def _device_path(path: str, where: str) -> str:
+    # Devices are made in the container's /dev only: elsewhere they would replace its files.
+    if ".." in path.split("/") or not os.path.normpath(_abs(path, where)).startswith("/dev/"):
+        raise InvalidArgument(f"spec: {where}: {path!r} is not a path in /dev")
+    return path
+
+
+def _parse_hooks(d: dict[str, Any]) -> tuple[str, ...]:
+    kinds = []
+    for kind in d:
+        if kind not in HOOK_KINDS:
+            raise InvalidArgument(f"spec: hooks.{kind}: unknown kind of hook")
+        for i, h in enumerate(_list(d, kind, "hooks")):
+            hpath = f"hooks.{kind}[{i}]"
+            h = _obj(h, hpath)
+            _abs(_str(h, "path", hpath), f"{hpath}.path")
+            _strs(h, "args", hpath)
+            _strs(h, "env", hpath)
+            _opt_int(h, "timeout", hpath, lo=1, hi=2**31 - 1)
+            if kind not in kinds:
+                kinds.append(kind)
+    return tuple(kinds)
 
 
 def _parse_linux(d: dict[str, Any]) -> Linux:
@@ -358,7 +445,7 @@ def _parse_linux(d: dict[str, Any]) -> Linux:
         major, minor = (_int(dev, "major", dpath, 0), _int(dev, "minor", dpath, 0)) if dtype != "p" else (0, 0)
         check_device_number(major, minor, f"spec: {dpath}", InvalidArgument)
         devices.append(Device(
-            path=_abs(_str(dev, "path", dpath), f"{dpath}.path"),
+            path=_device_path(_str(dev, "path", dpath), f"{dpath}.path"),
             type=dtype,
             major=major,
             minor=minor,
@@ -368,7 +455,7 @@ def _parse_linux(d: dict[str, Any]) -> Linux:
         ))
     sysctl_d = _opt_obj(d, "sysctl", "linux") or {}
     for key, value in sysctl_d.items():
-        if not isinstance(value, str) or not key or "/" in key or ".." in key.split("."):
+        if not isinstance(value, str) or not key or "/" in key or "" in key.split(".") or "\0" in key + value:
             raise _bad(f"linux.sysctl.{key}", "a string value for a sysctl name", value)
     propagation = _str(d, "rootfsPropagation", "linux")
     if propagation not in PROPAGATIONS:
@@ -398,6 +485,15 @@ def _decode(data: str | bytes) -> Any:
     return json_value(data, "spec", InvalidArgument)
 
 
+def _root_path(path: str) -> str:
+    norm = os.path.normpath(path)
+    if norm == "/":
+        raise InvalidArgument("spec: root.path: the host's root cannot be a container's root")
+    if not os.path.isabs(path) and (norm == ".." or norm.startswith("../")):
+        raise InvalidArgument(f"spec: root.path: {path!r} climbs out of the bundle")
+    return path
+
+
 def parse_spec(data: str | bytes | dict[str, Any]) -> Spec:
     """Parse and validate a whole config.json. Raises InvalidArgument on any bad field."""
     d = _obj(data if isinstance(data, dict) else _decode(data), "spec")
@@ -407,7 +503,7 @@ def parse_spec(data: str | bytes | dict[str, Any]) -> Spec:
     root_d = _opt_obj(d, "root", "")
     if root_d is None or not _str(root_d, "path", "root"):
         raise InvalidArgument("spec: root.path: missing")
-    root = Root(path=_str(root_d, "path", "root"), readonly=_bool(root_d, "readonly", "root"))
+    root = Root(path=_root_path(_str(root_d, "path", "root")), readonly=_bool(root_d, "readonly", "root"))
     process_d = d.get("process")
     process = None if process_d is None else parse_process(_obj(process_d, "process"))
     mounts = []
@@ -427,8 +523,7 @@ def parse_spec(data: str | bytes | dict[str, Any]) -> Spec:
     for key, value in ann.items():
         if not isinstance(value, str):
             raise _bad(f"annotations.{key}", "a string", value)
-    hostname = _str(d, "hostname", "")
-    domainname = _str(d, "domainname", "")
+    hostname, domainname = _raw_str(d, "hostname"), _raw_str(d, "domainname")
     for key, name in (("hostname", hostname), ("domainname", domainname)):
         if len(name.encode()) > HOST_NAME_MAX or "\0" in name:  # what sethostname/setdomainname would refuse
             raise _bad(key, f"at most {HOST_NAME_MAX} bytes, no NUL", name[:80])
@@ -447,6 +542,7 @@ def parse_spec(data: str | bytes | dict[str, Any]) -> Spec:
         mounts=tuple(mounts),
         linux=linux,
         annotations=dict(ann),
+        hooks=_parse_hooks(_opt_obj(d, "hooks", "") or {}),
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dockyard_common.cgroups import normalize_path
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from dockyard_common.jsonutil import json_object
 from supervisor import identifiers
@@ -64,12 +65,29 @@ def confine_cgroup(spec: dict[str, Any], namespace: str, cid: str) -> bytes:
     the host's cgroups outside our parent are not ours to create.
     """
     linux = spec.setdefault("linux", {})
-    path = str(linux.get("cgroupsPath") or f"/{namespace}/{cid}")
-    if ":" in path:
-        raise InvalidArgument(f"cgroupsPath {path!r}: the systemd cgroup driver is not supported")
-    if not path.lstrip("/").startswith(CGROUP_PARENT + "/"):
-        linux["cgroupsPath"] = f"/{CGROUP_PARENT}/{path.lstrip('/')}"
+    if not isinstance(linux, dict):
+        raise InvalidArgument("spec: linux: expected an object")
+    path = check_cgroups_path(spec) or f"/{namespace}/{cid}"
+    # Normalised first: a foreign shim resolves `..` itself, so "/dockyard/../x" would leave our parent.
+    rel = normalize_path(path)
+    linux["cgroupsPath"] = "/" + (rel if rel.startswith(CGROUP_PARENT + "/") else f"{CGROUP_PARENT}/{rel}")
     return json.dumps(spec).encode()
+
+
+def check_cgroups_path(spec: dict[str, Any]) -> str:
+    """The spec's `linux.cgroupsPath` ("" when unset), refused (InvalidArgument) when it is not a
+    plain path below our parent: `..`, a systemd "slice:prefix:name", NUL, too long. Checked
+    here, before a shim starts, for every runtime; our shim checks it again where it uses it."""
+    linux = spec.get("linux")
+    path = linux.get("cgroupsPath") if isinstance(linux, dict) else None
+    if path is None or path == "":
+        return ""
+    if not isinstance(path, str):
+        raise InvalidArgument(f"spec: linux.cgroupsPath: expected a string, got {json.dumps(path)[:80]}")
+    if ":" in path:
+        raise InvalidArgument(f"cgroupsPath {path[:80]!r}: the systemd cgroup driver is not supported")
+    normalize_path(path)
+    return path
 
 
 def parse_spec(spec_json: bytes) -> dict[str, Any]:
@@ -123,6 +141,7 @@ def create_bundle(state: Path, namespace: str, cid: str, spec_json: bytes) -> Bu
     """Stage the bundle in a hidden dir and rename it into place (habit 4)."""
     spec = parse_spec(spec_json)
     path = bundle_path(state, namespace, cid)
+    check_cgroups_path(spec)
     check_reachable_by_remapped_root(spec, path)
     if path.exists():
         raise AlreadyExists(f"task {cid}")
