@@ -11,11 +11,12 @@ So a new call takes a slot before its handler starts: at most `per_connection` o
 connection's calls and `total` of all hold one. A call gives its slot back at its first answer,
 at its end, or once it has held it `hold` seconds of a loop that is not behind (a call waiting
 for an event, Tasks.Wait or Events.Subscribe, must not keep a slot: thousands of them on one
-connection are normal); a timer that fires late means the loop is busy, and the slot stays. A
-freed slot goes to the connections with waiting calls in turn (round robin), so a client with
-one call waits for at most one turn per other client, not for all of their calls. A call that
-waited starts after the send buffer's bounds have seen what the earlier ones parked: a peer that
-does not read has its later calls refused before their handlers do any work.
+connection are normal); a timer that fires late means the loop is busy, and the slot stays (for
+`MAX_HOLDS` holds at most). A freed slot goes to the connections with waiting calls in turn
+(round robin), so a client with one call waits for at most one turn per other client, not for all
+of their calls. A call that waited starts after the send buffer's bounds have seen what the
+earlier ones parked: a peer that does not read has its later calls refused before their handlers
+do any work.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections import deque
 PER_CONNECTION = 32
 TOTAL = 64
 HOLD = 0.02
+MAX_HOLDS = 10  # a slot goes back after this many holds whatever the loop's lag
 
 
 class Queue:
@@ -41,20 +43,24 @@ class Queue:
 class Slot:
     """One call's slot. `release` is idempotent: the first answer, the end and the timer call it."""
 
-    __slots__ = ("_admission", "_due", "_held", "_queue", "_timer")
+    __slots__ = ("_admission", "_due", "_held", "_queue", "_taken", "_timer")
 
     def __init__(self, admission: Admission, queue: Queue) -> None:
         self._admission, self._queue = admission, queue
         self._held = True
         loop = asyncio.get_running_loop()
-        self._due = loop.time() + admission.hold
+        self._taken = loop.time()
+        self._due = self._taken + admission.hold
         self._timer = loop.call_at(self._due, self._expired)
 
     def _expired(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if now - self._due > self._admission.hold:  # the loop is behind: the call may not have run
-            self._due = now + self._admission.hold
+        hold = self._admission.hold
+        # The loop is behind: the call may not have run yet. But never past MAX_HOLDS holds: on a
+        # loop that stays behind, calls waiting for events must not keep every slot for good.
+        if now - self._due > hold and now - self._taken < MAX_HOLDS * hold:
+            self._due = now + hold
             self._timer = loop.call_at(self._due, self._expired)
             return
         self.release()

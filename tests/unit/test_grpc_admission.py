@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from supervisor.grpcserver.admission import Admission, Queue, Slot
+from supervisor.grpcserver.admission import MAX_HOLDS, Admission, Queue, Slot
 
 
 async def _settle() -> None:
@@ -108,5 +108,16 @@ async def test_a_busy_loop_keeps_the_slot() -> None:
     assert adm.in_use == 1 and slot._due > loop.time()
     slot._timer.cancel()
     slot._due = loop.time()
+    slot._expired()
+    assert adm.in_use == 0
+
+
+async def test_a_loop_that_stays_behind_still_gets_the_slot_back() -> None:
+    adm = Admission(per_connection=1, total=1, hold=30)
+    slot = await adm.enter(Queue())
+    loop = asyncio.get_running_loop()
+    slot._timer.cancel()
+    slot._taken = loop.time() - MAX_HOLDS * adm.hold  # held that long already
+    slot._due = loop.time() - 3 * adm.hold  # and the timer late again
     slot._expired()
     assert adm.in_use == 0
