@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import select
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -103,8 +104,25 @@ class LogWriter:
                 time.sleep(0.005)
 
     def _open(self) -> int:
-        return os.open(os.path.join(self.config.path, self.config.file),
-                       os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        # Only a regular file is a log: a FIFO at the path (kubelet's log_path is the caller's)
+        # would block this open, and with it the pod's shim; a symlink would have us write where
+        # it points. O_NONBLOCK only for the open; writes to a regular file never block on it.
+        path = os.path.join(self.config.path, self.config.file)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                         0o640)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a symlink; a FIFO nobody reads; a dir
+                raise InvalidArgument(f"log {path}: not a regular file") from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidArgument(f"log {path}: not a regular file")
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def reopen(self) -> None:
         """Open the log's path again (a new file when it was renamed, as kubelet rotates) and

@@ -38,6 +38,7 @@ from supervisor.cri.container_records import (
 )
 from supervisor.cri.container_spec import PodContext, User, container_spec, host_device
 from supervisor.cri.container_types import ContainerConfig, SupplementalGroupsPolicy
+from supervisor.cri.inputs import check_container, check_log_file
 from supervisor.cri.runtime import recursive_read_only
 from supervisor.cri.sandbox import KIND_LABEL, SPEC_TYPE_URL, rootfs_labels, unpacked_image
 from supervisor.cri.sandbox_types import NamespaceMode, Sandbox, SandboxState, UserNamespace
@@ -50,6 +51,7 @@ log = logging.getLogger("dockyard.cri")
 class ContainerCreation(ContainerStore):
     async def create(self, pod_id: str, config: ContainerConfig) -> str:
         """Make the container (CREATED) in the running pod `pod_id`; its id. Nothing is left if it fails."""
+        check_container(config)
         pod = await self.pods.status(pod_id)
         if pod.state != SandboxState.READY:
             raise FailedPrecondition(f"pod sandbox {pod.id} is not ready: cannot create containers in it")
@@ -103,9 +105,11 @@ class ContainerCreation(ContainerStore):
                               for d in config.devices])
             spec = container_spec(made.spec_config, PodContext(pod.id, pod.config, pod.pid, files), cid,
                                   self.namespace, image_ref, image.config.config, user, target_pid, devices=devices)
-            await asyncio.to_thread(_make_host_paths, config)
             log_path = os.path.join(pod.config.log_directory, config.log_path) \
                 if config.log_path and pod.config.log_directory else ""
+            if log_path:
+                await asyncio.to_thread(check_log_file, log_path)
+            await asyncio.to_thread(_make_host_paths, config)
             meta = Meta(made.config.to_json(), pod.id, image_ref, image.config_descriptor.digest, log_path,
                         stop_signal=_signal_of(str(image.config.config.get("StopSignal") or "")),
                         user=user_of(spec))

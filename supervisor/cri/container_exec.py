@@ -31,6 +31,7 @@ from dockyard_common.errors import (
 from dockyard_common.types import AnyValue, Status
 from supervisor.cri.container_records import KILL_WAIT, ContainerStore
 from supervisor.cri.container_types import ContainerConfig
+from supervisor.cri.inputs import no_nul
 from supervisor.runtime.task import Task
 from supervisor.runtime.types import ExecOptions
 
@@ -71,6 +72,7 @@ class ContainerExec(ContainerStore):
         process killed) when it runs longer than `timeout` seconds (0: no limit)."""
         if not cmd:
             raise InvalidArgument("exec sync: cmd must not be empty")
+        no_nul("exec sync: cmd", cmd)
         cid, task, process = await self.exec_target(cid)
         process.update(args=list(cmd), terminal=False)
         exec_id = f"exec-sync-{secrets.token_hex(6)}"

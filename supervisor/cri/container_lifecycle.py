@@ -27,6 +27,7 @@ from dockyard_common.netlabels import CONTAINER as JOIN_NETWORK
 from dockyard_common.types import Status
 from supervisor.cri.container_records import KILL_WAIT, KIND_CONTAINER, ContainerStore, oom_killed, reason_of
 from supervisor.cri.container_types import ContainerConfig
+from supervisor.cri.inputs import check_log_file
 from supervisor.cri.sandbox import KIND_LABEL
 from supervisor.cri.sandbox_types import NamespaceMode, SandboxState
 from supervisor.runtime.types import CreateOptions
@@ -52,6 +53,8 @@ class ContainerLifecycle(ContainerStore):
             if pod.config.namespaces.network != NamespaceMode.NODE:
                 labels[JOIN_NETWORK] = pod.id  # the wiring joins the pod's namespace, resolv.conf, hosts
             if found.meta.log_path:
+                # again: the path may have been replaced since the create (the shim opens it)
+                await asyncio.to_thread(check_log_file, found.meta.log_path)
                 labels[containerlog.LABEL_DRIVER] = containerlog.DRIVER
                 labels[containerlog.LABEL_PATH] = found.meta.log_path
             assert found.record.spec is not None

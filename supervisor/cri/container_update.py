@@ -16,12 +16,14 @@ from dockyard_common.types import AnyValue, Status
 from supervisor.cri.container_records import METADATA_EXTENSION, ContainerStore, meta_value
 from supervisor.cri.container_spec import container_spec_resources
 from supervisor.cri.container_types import Resources
+from supervisor.cri.inputs import check_resources
 from supervisor.cri.sandbox import SPEC_TYPE_URL
 
 
 class ContainerUpdates(ContainerStore):
     async def update_resources(self, cid: str, resources: Resources) -> None:
         """UpdateContainerResources: the running task's cgroup, and the stored spec for a later start."""
+        check_resources(resources)
         found = await self._find(cid)
         cid = found.record.id
         async with self._lock(cid):

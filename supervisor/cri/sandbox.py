@@ -42,6 +42,7 @@ from dockyard_common.ocispec import SPEC_TYPE_URL
 from dockyard_common.types import AnyValue, Container, Status
 from supervisor.cri.decoded import Decoded
 from supervisor.cri.images import CriImage, CriImages, PullAuth, is_image_id, reference_of
+from supervisor.cri.inputs import check_pod
 from supervisor.cri.lookup import by_id_prefix
 from supervisor.cri.podfiles import PodFiles
 from supervisor.cri.runtime import user_namespaces_problem
@@ -121,6 +122,7 @@ class PodSandboxes:
 
     async def run(self, config: PodConfig) -> str:
         """Create and start the pod's sandbox; its id. Nothing is left if it fails."""
+        check_pod(config)
         runtime = self._runtime(config.runtime_handler)
         if config.userns is not None and (problem := await self.user_namespaces_problem(runtime)):
             raise FailedPrecondition(f"run pod sandbox: user namespaces are not available: {problem}")

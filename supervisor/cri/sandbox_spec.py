@@ -26,6 +26,7 @@ from dockyard_common import capabilities, ocispec, seccomp
 from dockyard_common.cgroups import normalize_path
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from dockyard_common.netlabels import BRIDGE, DNS, DNS_OPTIONS, DNS_SEARCH, NETWORKS, PORTS
+from supervisor.cri.inputs import read_seccomp_profile
 from supervisor.cri.sandbox_types import NamespaceMode, PodConfig
 
 SANDBOX_OOM_SCORE_ADJ = -998  # containerd's defaultSandboxOOMAdj
@@ -181,11 +182,10 @@ def apply_seccomp(spec: dict[str, Any], profile: str) -> None:
     if profile == "RuntimeDefault":
         linux["seccomp"] = seccomp.default_profile().resolve(process["capabilities"]["bounding"])
     elif profile.startswith("localhost/"):
-        path = Path(profile.removeprefix("localhost/"))
+        path = profile.removeprefix("localhost/")
         try:
-            linux["seccomp"] = seccomp.parse(json.loads(path.read_bytes())).resolve(
-                process["capabilities"]["bounding"])
-        except (OSError, ValueError, seccomp.ProfileError) as exc:
-            raise InvalidArgument(f"seccomp profile {str(path)!r}: {exc}") from None
+            linux["seccomp"] = seccomp.parse(read_seccomp_profile(path)).resolve(process["capabilities"]["bounding"])
+        except seccomp.ProfileError as exc:
+            raise InvalidArgument(f"seccomp profile {path!r}: {exc}") from None
     elif profile not in ("", "Unconfined"):
         raise InvalidArgument(f"seccomp profile {profile!r}: want RuntimeDefault, Unconfined or localhost/<path>")

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from supervisor.cri.containers import CriContainers
+from supervisor.cri.inputs import no_nul
 from supervisor.cri.sandbox import PodSandboxes
 from supervisor.cri.sandbox_types import SandboxState
 from supervisor.cri.streaming.server import StreamServer
@@ -33,6 +34,7 @@ class CriStreams:
     async def exec(self, request: ExecRequest) -> str:
         if not request.cmd:
             raise InvalidArgument("exec: cmd must not be empty")
+        no_nul("exec: cmd", request.cmd)
         _check_stdio("exec", request.tty, request.stdin, request.stdout, request.stderr)
         cid, _, _ = await self.containers.exec_target(request.container_id)  # it runs
         return await self.server.url(replace(request, container_id=cid))

@@ -10,8 +10,9 @@ Lifecycle: the NetworkManager calls ``write_files`` after CNI ADD (it needs the 
 ``<state>/network/<ns>/<id>/``; the daemon bind-mounts ``resolv.conf`` and ``hosts`` onto the
 container's /etc (spec wiring comes with the task path); the directory goes with the attachment.
 
-Errors: InvalidArgument for a --dns server that is not an IP address and for an --add-host entry
-that is not ``NAME:IP``.
+Errors: InvalidArgument for a --dns server that is not an IP address, a search domain or option
+that is not one word (a newline in one would write the caller's own lines into resolv.conf), a
+host name that is not one word, and an --add-host entry that is not ``NAME:IP``.
 
 Example::
 
@@ -40,6 +41,14 @@ def _is_loopback(server: str) -> bool:
         return False
 
 
+def check_dns_words(where: str, values: Sequence[str]) -> None:
+    """Each value one word of printable text: resolv.conf is lines of words, and whitespace or a
+    control character inside a value would start a word or a line the caller made up."""
+    for value in values:
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise InvalidArgument(f"{where}: {value[:80]!r} is not a single word")
+
+
 def resolv_conf(host_text: str, *, dns: Sequence[str] = (), search: Sequence[str] = (),
                 options: Sequence[str] = (), upstream_text: str | None = None) -> str:
     """The container's resolv.conf from the host's text (and systemd-resolved's upstream list)."""
@@ -48,6 +57,8 @@ def resolv_conf(host_text: str, *, dns: Sequence[str] = (), search: Sequence[str
             ipaddress.ip_address(server)
         except ValueError:
             raise InvalidArgument(f"invalid --dns server {server!r}: not an IP address") from None
+    check_dns_words("invalid DNS search domain", search)
+    check_dns_words("invalid DNS option", options)
     host_servers: list[str] = []
     other: list[str] = []
     host_search: list[str] = []
@@ -78,6 +89,8 @@ def resolv_conf(host_text: str, *, dns: Sequence[str] = (), search: Sequence[str
 
 def hosts_file(hostname: str, addresses: Sequence[str], extra_hosts: Sequence[str] = ()) -> str:
     """localhost lines, the container's own name on each of its addresses, then --add-host entries."""
+    if hostname:
+        check_dns_words("invalid host name", [hostname])
     lines = [
         "127.0.0.1\tlocalhost",
         "::1\tlocalhost ip6-localhost ip6-loopback",

@@ -4,6 +4,7 @@ tail (across files, with partial lines) and following across a rotation."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,20 @@ async def test_a_sink_never_started_releases_the_log_and_a_second_writer_is_refu
         shim.logfile.LOCK_WAIT = old
     sink.close()  # Create failed before the init existed
     assert not writer_active(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
+def test_a_log_path_that_is_not_a_regular_file_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """kubelet's log_path is the caller's: a FIFO there blocked the shim's open (and with it the
+    pod's shim), a symlink had the log written where it points."""
+    target = tmp_path / "elsewhere.log"
+    path = tmp_path / "c.log"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "symlink":
+        path.symlink_to(target)
+    else:
+        path.mkdir()
+    with pytest.raises(InvalidArgument, match="not a regular file"):
+        LogWriter(LogConfig(path=str(tmp_path), max_size=1 << 20, max_file=1, file="c.log"))
+    assert not target.exists()

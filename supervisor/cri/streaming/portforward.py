@@ -33,6 +33,11 @@ async def serve(session: SpdySession, dial: Dialer, allowed: tuple[int, ...] = (
                 stream.reset()
                 continue
             pair = pending.setdefault(request_id, {})
+            if kind in pair:  # a second stream of the pair's kind: nobody would read it
+                stream.reset()
+                continue
+            if kind == "error":
+                stream.ignore_input()  # ours to write only
             pair[kind] = stream
             if len(pair) == 2:
                 del pending[request_id]

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from dockyard_common.errors import FailedPrecondition
 from supervisor.cri.streaming import portforward, remotecommand, websocket
+from supervisor.cri.streaming.backpressure import watch_paused
 from supervisor.cri.streaming.spdy import SpdySession
 from supervisor.cri.streaming.spdy_channels import SpdyChannels, collect, expected_streams
 from supervisor.cri.streaming.tokens import TokenStore
@@ -136,13 +137,13 @@ class StreamServer:
             raise web.HTTPBadRequest(text=f"no supported WebSocket sub-protocol (supported: {', '.join(supported)})\n")
         await ws.prepare(request)
         if isinstance(found, PortForwardRequest):
-            tunnel = websocket.WsTunnel(ws)
+            tunnel = websocket.WsTunnel(ws, request.transport)
             try:
                 await self._portforward(tunnel.session, found)
             finally:
                 await tunnel.close()
             return ws
-        channels = websocket.WsChannels(ws, found.stdin, found.tty)
+        channels = websocket.WsChannels(ws, found.stdin, found.tty, request.transport)
         try:
             await self._run(channels, found)
         finally:
@@ -183,8 +184,22 @@ async def _spdy(request: web.Request, supported: tuple[str, ...],
     await response.prepare(request)
     transport, protocol = request.transport, request.protocol
     assert transport is not None
+    watchers: list[asyncio.Task[None]] = []
+
+    def gone() -> None:  # the client left while its reading was paused
+        session.feed_eof()
+        transport.abort()
+
+    def on_full(full: bool) -> None:
+        # Input the consumer has not taken yet stays in the kernel (backpressure.py).
+        if full:
+            transport.pause_reading()
+            watchers.append(asyncio.create_task(watch_paused(session.budget, transport, gone)))
+        else:
+            transport.resume_reading()
+
     # aiohttp's BaseProtocol paces writes as its WebSocket writer does.
-    session = SpdySession(transport.write, protocol._drain_helper)
+    session = SpdySession(transport.write, protocol._drain_helper, on_full)
     protocol.set_parser(_Feeder(session))  # type: ignore[arg-type]
     protocol.keep_alive(False)
     try:
@@ -199,4 +214,7 @@ async def _spdy(request: web.Request, supported: tuple[str, ...],
     finally:
         session.feed_eof()
         transport.close()
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
     return response

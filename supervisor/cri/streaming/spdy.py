@@ -11,7 +11,12 @@ for the connection's life, each block ended by a sync flush.
     session.feed(data) / session.feed_eof() # bytes from the peer (the HTTP server's parser hook)
     stream = await session.accept()         # the next SYN_STREAM (replied to), None at the end
     data = await stream.read()              # b"" at the peer's FIN or reset
+    stream.ignore_input()                   # a stream we never read: its data is dropped
     await stream.write(b"...", fin=True)
+
+Bounded: data not yet read counts against the session's InputBudget (backpressure.py; its
+`on_full` stops reading from the client), a stream nobody reads drops what it gets, and at most
+MAX_STREAMS streams are open at once (more are refused with RST_STREAM).
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ import struct
 import zlib
 from collections.abc import Awaitable, Callable
 
+from supervisor.cri.streaming.backpressure import InputBudget
 from supervisor.cri.streaming.spdy_dictionary import DICTIONARY
 
 VERSION = 3
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = 1, 2, 3, 4, 6, 7, 8, 9
 FLAG_FIN = 0x01
-RST_PROTOCOL_ERROR, RST_CANCEL = 1, 5
+RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_CANCEL = 1, 3, 5
 MAX_DATA = 32 << 10  # bytes per DATA frame we send
 MAX_FRAME = 1 << 24  # the 24-bit length field
 MAX_HEADER_BLOCK = 1 << 20  # decompressed; a bigger block is a protocol error
+MAX_STREAMS = 256  # open at once per session (client-go opens 2 per forwarded connection, <= 5 for exec)
 
 
 class ProtocolError(Exception):
@@ -81,17 +88,29 @@ class SpdyStream:
         self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
         self.remote_closed = False  # FIN or reset from the peer
         self.local_closed = False
+        self.ignored = False  # its data is dropped: nobody reads this stream
 
     async def read(self) -> bytes:
         """The next data from the peer; b"" once it closed its side."""
         if self.remote_closed and self._incoming.empty():
             return b""
-        return await self._incoming.get()
+        data = await self._incoming.get()
+        self.session.budget.take(len(data))
+        return data
+
+    def ignore_input(self) -> None:
+        """Nobody will read this stream: drop what it holds and what comes."""
+        self.ignored = True
+        while not self._incoming.empty():
+            self.session.budget.take(len(self._incoming.get_nowait()))
+        if self.remote_closed:
+            self._incoming.put_nowait(b"")
 
     def _received(self, data: bytes, fin: bool) -> None:
         if self.remote_closed:
             return
-        if data:
+        if data and not self.ignored:
+            self.session.budget.add(len(data))
             self._incoming.put_nowait(data)
         if fin:
             self.remote_closed = True
@@ -115,6 +134,7 @@ class SpdyStream:
             await self.write(b"", fin=True)
 
     def reset(self) -> None:
+        self.ignore_input()
         if not self.session.closed:
             self.session.write(control(RST_STREAM, 0, struct.pack(">II", self.id, RST_CANCEL)))
         self.local_closed = True
@@ -124,9 +144,11 @@ class SpdyStream:
 class SpdySession:
     """One SPDY connection, server side: the peer opens the streams."""
 
-    def __init__(self, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, write: Callable[[bytes], None], drain: Callable[[], Awaitable[None]],
+                 on_full: Callable[[bool], None] | None = None) -> None:
         self._write = write
         self.drain = drain
+        self.budget = InputBudget(on_full)  # on_full(True): stop reading the client; (False): go on
         self._buf = bytearray()
         self._inflate = zlib.decompressobj(zdict=DICTIONARY)
         self._deflate = zlib.compressobj(zdict=DICTIONARY)
@@ -134,6 +156,7 @@ class SpdySession:
         self._new: asyncio.Queue[SpdyStream | None] = asyncio.Queue()
         self._ended = asyncio.Event()
         self.closed = False
+        self.refuse_new_streams = False  # set once the consumer has all the streams it reads
 
     def write(self, frame: bytes) -> None:
         if not self.closed:
@@ -165,6 +188,7 @@ class SpdySession:
         for stream in self.streams.values():
             stream._received(b"", True)
         self._new.put_nowait(None)
+        self.budget.release()
 
     def _frame(self, head: bytes, payload: bytes) -> None:
         word, flags = struct.unpack_from(">I", head)[0], head[4]
@@ -180,7 +204,11 @@ class SpdySession:
             if len(payload) < 10:
                 raise ProtocolError("short SYN_STREAM")
             stream_id = struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF
-            stream = SpdyStream(self, stream_id, decode_headers(self._inflated(payload[10:])))
+            headers = decode_headers(self._inflated(payload[10:]))  # always: the zlib context moves on
+            if self.refuse_new_streams or not self._room_for_a_stream():
+                self.write(control(RST_STREAM, 0, struct.pack(">II", stream_id, RST_REFUSED_STREAM)))
+                return
+            stream = SpdyStream(self, stream_id, headers)
             self.streams[stream_id] = stream
             # Replied at once, as spdystream's server does: the client waits for it.
             self.write(control(SYN_REPLY, 0, struct.pack(">I", stream_id) + self._deflated({})))
@@ -202,6 +230,12 @@ class SpdySession:
         elif kind == GOAWAY:
             self.feed_eof()
         # SETTINGS, WINDOW_UPDATE, SYN_REPLY (we open no streams): nothing to do
+
+    def _room_for_a_stream(self) -> bool:
+        if len(self.streams) < MAX_STREAMS:
+            return True
+        self.streams = {k: s for k, s in self.streams.items() if not (s.remote_closed and s.local_closed)}
+        return len(self.streams) < MAX_STREAMS
 
     def _inflated(self, block: bytes) -> bytes:
         try:

@@ -26,7 +26,8 @@ def expected_streams(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> set[
 
 async def collect(session: SpdySession, expected: set[str],
                   timeout: float = STREAM_TIMEOUT) -> dict[str, SpdyStream] | None:
-    """Wait for the client's streams; None when the connection ended or they did not all come."""
+    """Wait for the client's streams; None when the connection ended or they did not all come.
+    A stream not expected, or a second of one type, is reset: nobody would read it."""
     streams: dict[str, SpdyStream] = {}
     try:
         async with asyncio.timeout(timeout):
@@ -34,7 +35,11 @@ async def collect(session: SpdySession, expected: set[str],
                 stream = await session.accept()
                 if stream is None:
                     return None
-                streams[stream.headers.get("streamtype", "")] = stream
+                kind = stream.headers.get("streamtype", "")
+                if kind not in expected or kind in streams:
+                    stream.reset()
+                    continue
+                streams[kind] = stream
     except TimeoutError:
         return None
     return streams
@@ -46,6 +51,10 @@ class SpdyChannels:
         self.streams = streams
         self.has_stdin = "stdin" in streams
         self.has_resize = "resize" in streams
+        for name, stream in streams.items():
+            if name not in ("stdin", "resize"):
+                stream.ignore_input()  # ours to write: what the client sends there is dropped
+        session.refuse_new_streams = True  # the set is complete: later ones would never be read
 
     async def read_stdin(self) -> bytes:
         return await self.streams["stdin"].read()

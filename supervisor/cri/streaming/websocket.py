@@ -5,6 +5,10 @@ Exec and attach: sub-protocols `v5.channel.k8s.io` / `v4.channel.k8s.io`, each b
 one channel's data behind a channel byte (0 stdin, 1 stdout, 2 stderr, 3 error status, 4
 resize); v5 adds 255, a client's "close channel N" (how it ends stdin). Port-forward:
 `SPDY/3.1+portforward.k8s.io`, the SPDY session tunnelled as a byte stream in binary messages.
+
+Input not yet taken is bounded (backpressure.py): past the budget the next message is not read
+(aiohttp then stops reading the socket) until the consumer caught up or the client is gone; a
+channel the session does not read (stdin without stdin, resize without a terminal) is dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 
 from aiohttp import WSMsgType, web
 
+from supervisor.cri.streaming.backpressure import InputBudget
 from supervisor.cri.streaming.remotecommand import PROTOCOL_V4, PROTOCOL_V5
 from supervisor.cri.streaming.spdy import SpdySession
 
@@ -27,11 +32,18 @@ SEND_QUEUE = 64  # tunnelled frames waiting to be sent before writers wait
 class WsChannels:
     """Remote command channels over one WebSocket."""
 
-    def __init__(self, ws: web.WebSocketResponse, stdin: bool, tty: bool) -> None:
+    def __init__(self, ws: web.WebSocketResponse, stdin: bool, tty: bool,
+                 transport: asyncio.BaseTransport | None = None) -> None:
         self.ws = ws
         self.has_stdin = stdin
         self.has_resize = tty
-        self._queues: dict[int, asyncio.Queue[bytes]] = {STDIN: asyncio.Queue(), RESIZE: asyncio.Queue()}
+        self._transport = transport  # the connection's, watched while reading waits for room
+        self.budget = InputBudget()
+        self._queues: dict[int, asyncio.Queue[bytes]] = {}
+        if stdin:
+            self._queues[STDIN] = asyncio.Queue()
+        if tty:
+            self._queues[RESIZE] = asyncio.Queue()
         self._ended: set[int] = set()
         self._closed = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
@@ -46,6 +58,9 @@ class WsChannels:
                     self._end(data[0])
                 elif channel in self._queues and data and channel not in self._ended:
                     self._queues[channel].put_nowait(bytes(data))
+                    self.budget.add(len(data))
+                    if not await self.budget.room(self._transport):
+                        break  # the client left while its input waited: the session's end
         finally:
             for channel in self._queues:
                 self._end(channel)
@@ -57,10 +72,15 @@ class WsChannels:
             self._queues[channel].put_nowait(b"")
 
     async def read_stdin(self) -> bytes:
-        return await self._queues[STDIN].get()
+        return await self._taken(self._queues[STDIN])
 
     async def read_resize(self) -> bytes:
-        return await self._queues[RESIZE].get()
+        return await self._taken(self._queues[RESIZE])
+
+    async def _taken(self, queue: asyncio.Queue[bytes]) -> bytes:
+        data = await queue.get()
+        self.budget.take(len(data))
+        return data
 
     async def write(self, fd: int, data: bytes) -> None:
         if not self.ws.closed:
@@ -82,8 +102,9 @@ class WsChannels:
 class WsTunnel:
     """A SPDY session carried in a WebSocket's binary messages (client-go's tunneling dialer)."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None = None) -> None:
         self.ws = ws
+        self._transport = transport
         self._out: asyncio.Queue[bytes] = asyncio.Queue()
         self.session = SpdySession(self._out.put_nowait, self._drain)
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._send())]
@@ -93,6 +114,8 @@ class WsTunnel:
             async for msg in self.ws:
                 if msg.type == WSMsgType.BINARY:
                     self.session.feed(bytes(msg.data))
+                    if not await self.session.budget.room(self._transport):
+                        break  # the client left while its data waited
         finally:
             self.session.feed_eof()
 
