@@ -40,7 +40,7 @@ from typing import Any
 
 from dock import runflags
 from dock.sizes import MAX_BYTES, parse_bytes  # noqa: F401  (dock's spec API re-exports parse_bytes)
-from dockyard_common import capabilities, seccomp
+from dockyard_common import capabilities, rootfiles, rundefaults, seccomp
 from dockyard_common import healthcheck as hc
 from dockyard_common.errors import InvalidArgument, NotFound
 from dockyard_common.ocispec import (  # noqa: F401  (dock's spec API re-exports them)
@@ -450,44 +450,16 @@ def parse_group(text: str) -> list[GroupEntry]:
 
 
 class RootFS:
-    """An image's root filesystem, mounted at `path` on the host; reads resolve inside it."""
-
-    MAX_LINKS = 255
+    """An image's root filesystem, mounted at `path` on the host; reads resolve inside it and
+    read only regular files of a sane size (dockyard_common/rootfiles.py: the image chooses
+    what its /etc/passwd is, including a symlink out, a FIFO or a device)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
-    def resolve(self, name: str) -> Path:
-        """`name` (absolute in the container) as a host path, symlinks followed within the root
-        (an absolute link target, or `..` above `/`, stays at the root)."""
-        todo = [p for p in name.split("/") if p not in ("", ".")]
-        done: list[str] = []
-        links = 0
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            here = self.path.joinpath(*done, part)
-            if here.is_symlink():
-                links += 1
-                if links > self.MAX_LINKS:
-                    raise InvalidArgument(f"{name}: too many levels of symbolic links in the image")
-                target = os.readlink(here)
-                if target.startswith("/"):
-                    done = []
-                todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-                continue
-            done.append(part)
-        return self.path.joinpath(*done)
-
     def read_text(self, name: str) -> str | None:
         """The file's text, or None when the image has no such file."""
-        try:
-            return self.resolve(name).read_text(errors="replace")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
+        return rootfiles.read_in_root(self.path, name)
 
     def users(self) -> list[PasswdEntry] | None:
         text = self.read_text("/etc/passwd")
@@ -634,14 +606,13 @@ class ImageConfig:
         labels = config.get("Labels") or {}
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             raise InvalidArgument("image config: Labels must be an object of strings")
-        volumes = config.get("Volumes") or {}
-        if not isinstance(volumes, dict) or not all(isinstance(k, str) and k.startswith("/") for k in volumes):
-            raise InvalidArgument("image config: Volumes must be an object whose keys are absolute paths")
+        rundefaults.check_strings(config)
+        volumes = rundefaults.volume_paths(config.get("Volumes"))  # cleaned, distinct; / and /proc refused
         exposed = config.get("ExposedPorts") or {}
         if not isinstance(exposed, dict) or not all(isinstance(k, str) for k in exposed):
             raise InvalidArgument("image config: ExposedPorts must be an object whose keys are ports")
         return cls(string("User"), strings("Env"), strings("Entrypoint"), strings("Cmd"), string("WorkingDir"),
-                   string("StopSignal"), dict(labels), sorted(volumes), sorted(exposed),
+                   string("StopSignal"), dict(labels), volumes, sorted(exposed),
                    _image_healthcheck(config.get("Healthcheck")))
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from dock.oci import SpecOptions, image_volume_requests
 from dockyard_common import volumelabels
-from dockyard_common.errors import AlreadyExists, DockyardError, NotFound
+from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 from dockyard_common.types import Container
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from dockyard_api.dockyard.volumes.v1 import volumes_pb2 as pb
 
 MOUNTS_LABEL = volumelabels.MOUNTS
+MAX_LABEL_SIZE = 4096  # a label's key and value together (containerd's limit, the daemon's too)
 
 
 @dataclass
@@ -127,23 +128,26 @@ async def attach_named(client: Client, opts: SpecOptions, cid: str, image_volume
     the image's VOLUME paths no mount covers, new for container `cid`) and tell the spec where they
     live; the container labels that name them (none without volumes). `undo` gets the removal of
     the anonymous volumes made here."""
-    wanted = [*opts.volumes, *image_volume_requests(opts, image_volumes)]
+    asked = [*opts.volumes, *image_volume_requests(opts, image_volumes)]
+    anonymous = [not v.name for v in asked]
+    wanted = [v if v.name else dataclasses.replace(v, name=volumelabels.anonymous_name()) for v in asked]
     if not wanted:
         return {}
-    made = []
-    for v in wanted:
-        if not v.name:
-            v = dataclasses.replace(v, name=volumelabels.anonymous_name())
+    label = volumelabels.encode([volumelabels.VolumeMount(v.name, v.destination, v.copy) for v in wanted])
+    if len(MOUNTS_LABEL.encode()) + len(label.encode()) > MAX_LABEL_SIZE:
+        # checked before any volume is made: an image with 10 000 VOLUMEs makes none of them
+        raise InvalidArgument(f"{len(wanted)} volumes are more than one container can list in its "
+                              f"{MOUNTS_LABEL} label ({MAX_LABEL_SIZE} bytes); the image or -v asks for too many")
+    for v, new in zip(wanted, anonymous, strict=True):
+        if new:
             vol, _ = await client.volumes.create(v.name, volumelabels.anonymous_labels(cid))
             if undo is not None:
                 undo.push_async_callback(_delete_quietly, client, v.name)
             opts.volume_paths[v.name] = vol.mountpoint
         elif v.name not in opts.volume_paths:
             opts.volume_paths[v.name] = (await client.volumes.ensure(v.name)).mountpoint
-        made.append(v)
-    opts.volumes = made
-    mounts = [volumelabels.VolumeMount(v.name, v.destination, v.copy) for v in made]
-    return {MOUNTS_LABEL: volumelabels.encode(mounts)}
+    opts.volumes = wanted
+    return {MOUNTS_LABEL: label}
 
 
 async def _delete_quietly(client: Client, name: str) -> None:

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from dockyard_common import rootfiles
 from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable, Unimplemented
 from dockyard_common.gomatch import has_magic, match
 from dockyard_common.rootpath import MAX_SYMLINKS, NotADirectory, RootDir, clean_name
@@ -324,23 +325,10 @@ def has_workdir(root: Path, path: str) -> bool:
         return True
 
 
-def read_in_root(root: Path, parts: Sequence[str], limit: int = 16 << 20) -> str | None:
-    """A text file of the root, its parents resolved inside the root; None when missing."""
-    with RootDir(root) as rd:
-        try:
-            parent = rd.resolve_dir(parts[:-1])
-        except (NotADirectory, InvalidArgument):
-            return None
-        if parent is None:
-            return None
-        try:
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent.fd)
-        except OSError:
-            return None
-        finally:
-            os.close(parent.fd)
-        with os.fdopen(fd, "rb") as f:
-            return f.read(limit).decode("utf-8", "replace")
+def read_in_root(root: Path, parts: Sequence[str], limit: int = rootfiles.MAX_TEXT) -> str | None:
+    """A text file of the root (symlinks followed inside it); None when missing. The base image
+    chooses what it is: a FIFO, a device or a huge file is InvalidArgument, never a hang."""
+    return rootfiles.read_in_root(root, "/" + "/".join(parts), limit=limit, what="the image's")
 
 
 # -- destination --------------------------------------------------------------------------------

@@ -184,8 +184,7 @@ def test_lookups_stay_inside_the_root(tmp_path: Path) -> None:
     (tmp_path / "outside" / "group").write_text("host:x:5:\n")
     (rootdir / "etc" / "group").symlink_to("../../../../outside/group")  # climbs no higher than the root
     r = RootFS(rootdir)
-    assert r.resolve("/etc/passwd") == rootdir / "data" / "passwd"
-    assert r.resolve("/etc/group") == rootdir / "outside" / "group"
+    assert r.read_text("/etc/passwd") == "inside:x:77:77::/:/bin/sh\n"
     assert r.groups() is None  # not the file outside the root
     spec = oci.default_spec("n", "a")
     oci.with_user(spec, "inside", r)
