@@ -25,10 +25,11 @@ from shim import state
 from shim.cgroups import CgroupManager, EventWatch, Resources, new_manager
 from shim.cgroups.base import DeviceRule
 from shim.init import Spec, create_container, exec_process, parse_process, parse_spec
-from shim.init.hostcheck import check_on_host
+from shim.init.hostcheck import check_on_host, check_process
 from shim.logfile import LogConfig
 from shim.process import ExecProcess, InitProcess, Process, Status
 from shim.stdio import ProcessIO, StdioPaths
+from shim.stdiocheck import check_stdio
 
 if TYPE_CHECKING:
     from shim.attach import AttachServer
@@ -103,6 +104,7 @@ class Container:
         paths = StdioPaths(paths.stdin, paths.stdout, "" if spec.process.terminal else paths.stderr,
                            spec.process.terminal)
         check_on_host(spec)  # before the cgroup: a refusal leaves nothing to undo
+        check_stdio(paths)
         cgroup = new_manager()
         try:
             cgroup.create(spec.linux.cgroups_path or f"/{namespace}/{id}", container_resources(spec))
@@ -208,7 +210,8 @@ class Container:
         if exec_id in self.execs:
             raise AlreadyExists(f"id {exec_id}")
         self.init.require("exec in", Status.RUNNING, Status.CREATED)
-        parse_process(spec_json)  # a bad spec fails Exec, not Start
+        check_process(parse_process(spec_json))  # a bad spec fails Exec, not Start
+        check_stdio(paths)
         p = ExecProcess(exec_id, paths, spec_json)
         self.execs[exec_id] = p
         return p
@@ -219,6 +222,7 @@ class Container:
         process = parse_process(p.spec_json)
         paths = StdioPaths(p.paths.stdin, p.paths.stdout, "" if process.terminal else p.paths.stderr,
                            process.terminal)
+        check_stdio(paths)  # again: a path may have been made or replaced since Exec
         io = ProcessIO.open(paths, None, self.namespace, self.id)
         try:
             handle = exec_process(self.init.pid, process, io.child_fds(),

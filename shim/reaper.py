@@ -37,6 +37,10 @@ class Reaper:
         """Handle SIGCHLD in `loop` from now on, and collect whatever already exited."""
         self._loop = loop
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        # A burst of exits (1 000 execs at once) fills the loop's signal wakeup pipe, and CPython
+        # then logs a traceback per byte it could not write. Nothing is lost: the bytes already
+        # there wake the loop, and each `reap` collects every child that has exited.
+        signal.set_wakeup_fd(signal.set_wakeup_fd(-1), warn_on_full_buffer=False)
         self.reap()
 
     def reap(self) -> None:

@@ -31,6 +31,7 @@ grpc). Example::
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import time
@@ -598,8 +599,8 @@ def check_unclaimed(top: str, rel: str) -> None:
     made: a level above it holding processes of its own (the leaf would nest in a container's
     cgroup), or the leaf itself existing with processes or cgroups below it. Joining it would
     let this container's failure or delete kill and remove the other's (runc refuses a non-empty
-    cgroup too). An existing empty leaf is joined, as runc does. Two creates racing for one new
-    path both pass: only the daemon could serialise them.
+    cgroup too). An existing empty leaf is joined, as runc does. Two creates racing for one path
+    both pass this: `claim_leaf` settles who gets it.
     """
     parts = rel.split("/")
     for i in range(1, len(parts)):
@@ -613,6 +614,37 @@ def check_unclaimed(top: str, rel: str) -> None:
     with os.scandir(leaf) as entries:
         if any(e.is_dir(follow_symlinks=False) for e in entries):
             raise FailedPrecondition(f"cgroup /{rel}: in use: it holds other cgroups")
+
+
+def claim_leaf(top: str, rel: str) -> int:
+    """Take the made leaf `top/rel` for one container: an exclusive flock(2) on the directory,
+    then `check_unclaimed` again under it. The caller keeps the returned fd until its first
+    process is in the cgroup (which then shows it in use), then `release_claim`s it.
+
+    Why a lock: between another create's check and its first process joining, the leaf looks
+    free. The lock is the kernel's, so it holds across shims and daemons on one host, and dies
+    with its holder. A create finding it taken is FailedPrecondition at once (never waits).
+    """
+    leaf = os.path.join(top, rel)
+    try:
+        fd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:  # the create that held it failed and removed it meanwhile
+        raise FailedPrecondition(f"cgroup /{rel}: in use: another container's create removed it meanwhile") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FailedPrecondition(f"cgroup /{rel}: in use: another container is being created in it") from None
+        check_unclaimed(top, rel)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def release_claim(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the only fd of the open file drops its flock
 
 
 # Walks of make_dirs that may start again because a level vanished under them. Each restart

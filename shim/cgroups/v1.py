@@ -28,11 +28,13 @@ from .base import (
     Stats,
     ThrottleDevice,
     check_unclaimed,
+    claim_leaf,
     make_dirs,
     parse_flat,
     read_int,
     read_opt,
     read_procs,
+    release_claim,
     remove_tree,
     signal_pids,
     wait_until,
@@ -80,6 +82,7 @@ class V1Manager:
         mounts = v1_mounts() if mounts is None else mounts
         self._mounts = {c: m for c, m in mounts.items() if c in MANAGED}
         self._rel: str | None = None
+        self._claim: int | None = None  # the first hierarchy's leaf locked until a process joined (claim_leaf)
 
     # ----- paths ---------------------------------------------------------------------------------
 
@@ -128,15 +131,21 @@ class V1Manager:
             for mount in self._hierarchies():
                 cpuset = mount == self._mounts.get("cpuset")
                 make_dirs(mount, [PARENT, *rel.split("/")], made, _cpuset_preparer(mount) if cpuset else None)
+            # One lock for all hierarchies: every create takes the first one's.
+            self._claim = claim_leaf(os.path.join(self._hierarchies()[0], PARENT), rel)
             self._rel = rel
             if resources is not None:
                 self.apply(resources)
         except BaseException:
+            if self._claim is None:  # another create holds the leaves: theirs now, whoever made them
+                leaves = {os.path.join(m, PARENT, rel) for m in self._hierarchies()}
+                made = [d for d in made if d not in leaves]
             for d in reversed(made):  # only what this call made, deepest first
                 try:
                     os.rmdir(d)
                 except OSError:
                     pass
+            self._release()  # after the rmdir: no other create may take a leaf about to go
             for mount in self._hierarchies():
                 top = os.path.join(mount, PARENT)
                 prune_parents(os.path.join(top, rel), top)
@@ -158,6 +167,11 @@ class V1Manager:
             if not os.path.isdir(leaf):
                 continue
             write_file(os.path.join(leaf, "cgroup.procs"), pid, os.path.join(mount, PARENT))
+        self._release()  # a process in it now shows the leaves in use
+
+    def _release(self) -> None:
+        release_claim(self._claim)
+        self._claim = None
 
     # ----- resources -----------------------------------------------------------------------------
 
@@ -291,6 +305,7 @@ class V1Manager:
 
     def delete(self, force: bool = False) -> None:
         rel = self._bound()
+        self._release()
         if self.pids():
             if not force:
                 raise FailedPrecondition(f"cgroup /{rel} has {len(self.pids())} processes")

@@ -32,12 +32,14 @@ from .base import (
     Resources,
     Stats,
     check_unclaimed,
+    claim_leaf,
     make_dirs,
     parse_flat,
     parse_pressure,
     read_int,
     read_opt,
     read_procs,
+    release_claim,
     remove_tree,
     signal_pids,
     wait_until,
@@ -123,6 +125,7 @@ class V2Manager:
         self._root = root or CGROUP_ROOT
         self._top = os.path.join(self._root, PARENT)
         self._rel: str | None = None
+        self._claim: int | None = None  # the leaf's lock, until its first process joined (claim_leaf)
         self.skipped: list[str] = []  # what apply could not do on this host, for the shim to log
 
     # ----- paths ---------------------------------------------------------------------------------
@@ -162,20 +165,29 @@ class V2Manager:
                 self._enable_controllers(directory)
 
         check_unclaimed(self._top, rel)
+        leaf = os.path.join(self._top, rel)
         try:
             make_dirs(self._root, [PARENT, *rel.split("/")], made, prepare)
+            self._claim = claim_leaf(self._top, rel)
             self._rel = rel
             if resources is not None:
                 self.apply(resources)
         except BaseException:
+            if self._claim is None and leaf in made:
+                made.remove(leaf)  # another create holds the leaf: theirs now, whoever made it
             for d in reversed(made):
                 try:
                     os.rmdir(d)
                 except OSError:
                     pass
             prune_parents(os.path.join(self._top, rel), self._top)
+            self._release()  # after the rmdir: no other create may take a leaf about to go
             self._rel = None
             raise
+
+    def _release(self) -> None:
+        release_claim(self._claim)
+        self._claim = None
 
     def _enable_controllers(self, directory: str) -> None:
         available_text = read_opt(os.path.join(directory, "cgroup.controllers"))
@@ -210,6 +222,7 @@ class V2Manager:
 
     def add_process(self, pid: int) -> None:
         self._write("cgroup.procs", pid)
+        self._release()  # a process in it now shows the leaf in use
 
     # ----- resources -----------------------------------------------------------------------------
 
@@ -313,6 +326,7 @@ class V2Manager:
 
     def delete(self, force: bool = False) -> None:
         rel = self._bound()
+        self._release()
         if self.pids():
             if not force:
                 raise FailedPrecondition(f"cgroup /{rel} has {len(self.pids())} processes")

@@ -152,6 +152,9 @@ def _error_message(exc: BaseException, step: P.Step | None) -> dict[str, Any]:
             kind = "InvalidArgument"
         elif isinstance(step, P.ForkInit) and exc.errno == errno.EAGAIN:
             kind, text = "FailedPrecondition", f"{text} (is linux.resources.pids.limit too low?)"
+        elif exc.errno == errno.EMFILE:
+            # The child closed every fd it inherited: only the spec's own limit leaves none to open.
+            kind, text = "InvalidArgument", f"{text} (is process.rlimits RLIMIT_NOFILE too low?)"
         text = f"{where}: {text}"
     else:
         text = f"{where}: {exc or type(exc).__name__}"
@@ -371,6 +374,8 @@ def _run_step(step: P.Step, ctx: _Context) -> None:
             R.dev_symlinks(rootfs)
         case P.PivotRoot(rootfs=rootfs):
             R.pivot_root(rootfs)
+        case P.MakeCwd(cwd=cwd):
+            R.make_cwd(cwd)
         case P.ReadonlyRoot():
             R.readonly_root()
         case P.SetHostname(hostname=name):
@@ -404,7 +409,7 @@ def _run_step(step: P.Step, ctx: _Context) -> None:
             try:
                 os.chdir(cwd)
             except OSError as e:
-                raise OSError(e.errno, f"chdir to cwd ({cwd!r}) set in config.json failed: {e.strerror}") from None
+                raise OSError(e.errno, f"chdir to process.cwd {cwd!r}: {e.strerror}") from None
         case P.LookupExecutable(arg0=arg0, path=path):
             ctx.executable = proc_attrs.lookup_executable(arg0, path)
         case P.Seccomp(program=program):

@@ -1,9 +1,10 @@
 """What a parsed spec asks of this host that parsing alone cannot judge, checked in the shim
 before anything is forked, created or written (so a refusal leaves nothing to undo).
 
-- OCI hooks, AppArmor profiles and SELinux labels: this shim applies none of them. Running
-  without what the spec asks for (a prestart hook wiring a device, a confining profile) would
-  fail open, so they are refused (FailedPrecondition).
+- OCI hooks, AppArmor profiles and SELinux labels (the init's or an exec's, `check_process`):
+  this shim applies none of them. Running without what the spec asks for (a prestart hook
+  wiring a device, a confining profile) would fail open, so they are refused
+  (FailedPrecondition).
 - namespace paths: each must be a namespace file of the type it is listed as
   (`open_namespace`, which stage 1 uses again to join it); missing is NotFound. A mount
   namespace is never joined: the init builds the root there (mounts, pivot_root), which in a
@@ -22,7 +23,7 @@ import os
 
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from shim.init.plan import CLONE_FLAGS
-from shim.init.spec import NAMESPACE_TYPES, Spec, sysctl_namespace
+from shim.init.spec import NAMESPACE_TYPES, Process, Spec, sysctl_namespace
 
 NS_GET_NSTYPE = 0xB703  # ioctl(2) on a namespace fd: its CLONE_NEW* type
 
@@ -70,16 +71,21 @@ def _is_ours(path: str, ns_type: str) -> bool:
     return False
 
 
+def check_process(process: Process) -> None:
+    """What a process (the init's, or an exec's) asks that this shim cannot honour."""
+    if process.apparmor_profile:
+        raise FailedPrecondition("spec: process.apparmorProfile: dockyard's shim does not apply AppArmor profiles "
+                                 "(and would run the process unconfined)")
+    if process.selinux_label:
+        raise FailedPrecondition("spec: process.selinuxLabel: dockyard's shim does not apply SELinux labels "
+                                 "(and would run the process unconfined)")
+
+
 def check_on_host(spec: Spec) -> None:
     if spec.hooks:
         raise FailedPrecondition(f"spec: hooks.{spec.hooks[0]}: OCI hooks are not supported by dockyard's shim")
-    process = spec.process
-    if process is not None and process.apparmor_profile:
-        raise FailedPrecondition("spec: process.apparmorProfile: dockyard's shim does not apply AppArmor profiles "
-                                 "(and would run the container unconfined)")
-    if process is not None and process.selinux_label:
-        raise FailedPrecondition("spec: process.selinuxLabel: dockyard's shim does not apply SELinux labels "
-                                 "(and would run the container unconfined)")
+    if spec.process is not None:
+        check_process(spec.process)
     for i, ns in enumerate(spec.linux.namespaces):
         if ns.path and ns.type == "mount":
             raise InvalidArgument(f"spec: linux.namespaces[{i}].path: joining a mount namespace is not supported; "

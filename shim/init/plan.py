@@ -221,6 +221,13 @@ class PivotRoot(Step):
            "made rslave then detached so its unmount cannot propagate to the host.")
 
 
+class MakeCwd(Step):
+    cwd: str = "/"
+    why = ("After pivot_root, so the walk cannot leave the container's root, and before the root is made "
+           "read-only: a missing cwd is made (mode 0755, owned by container root), as runc does and "
+           "Docker's WORKDIR relies on. Only the init's: an exec's cwd must exist.")
+
+
 class ReadonlyRoot(Step):
     why = "After pivot_root and every mount under it, which need a writable root for their mount points."
 
@@ -482,6 +489,8 @@ def plan_create(spec: Spec, bundle: str, *, has_rootfs_mounts: bool, rootless: b
     if propagation & L.MS_SHARED:
         # runc re-applies a shared propagation to the new root after pivot_root.
         init.append(SetPropagation(flags=propagation))
+    if os.path.normpath(process.cwd) != "/":  # the root always exists: no walk
+        init.append(MakeCwd(process.cwd))
     if spec.root.readonly:
         init.append(ReadonlyRoot())
     if spec.hostname:

@@ -17,10 +17,10 @@ import stat
 from collections.abc import Sequence
 
 from dockyard_common import linux as L
-from dockyard_common.errors import NotFound
+from dockyard_common.errors import InvalidArgument, NotFound
 from dockyard_common.mountinfo import mountinfo
 from dockyard_common.mounts import bind, locked_flags, mount_at, set_tree_attrs
-from dockyard_common.rootpath import secure_join
+from dockyard_common.rootpath import NotADirectory, RootDir, secure_join
 from shim.init.plan import MountSpec
 from shim.init.spec import Device
 
@@ -208,6 +208,26 @@ def pivot_root(rootfs: str) -> None:
         os.close(old)
         os.close(new)
     os.chdir("/")
+
+
+def make_cwd(cwd: str) -> None:
+    """Make the process's cwd and its missing parents (0755), as runc's MkdirAll in the jail does.
+
+    Runs after pivot_root, so `/` is the container's root; the walk still opens each component
+    without following symlinks and expands them itself, so nothing made lands outside the root
+    even through a mount of the host's. A file in the way is InvalidArgument.
+    """
+    try:
+        with RootDir("/", "the container root") as root:
+            made = root.resolve_dir(cwd.split("/"), create=True)
+    except NotADirectory as exc:
+        raise InvalidArgument(f"spec: process.cwd {cwd!r}: /{'/'.join(exc.canonical)} is not a directory") from None
+    except InvalidArgument as exc:  # a symlink loop, an empty symlink
+        raise InvalidArgument(f"spec: process.cwd {cwd!r}: {exc.message}") from None
+    except OSError as e:
+        raise InvalidArgument(f"spec: process.cwd {cwd!r}: cannot be made: {e.strerror}") from None
+    if made is not None:
+        os.close(made.fd)
 
 
 def readonly_root() -> None:

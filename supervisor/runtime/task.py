@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from supervisor import identifiers
 from supervisor.runtime.bundle import Bundle
 from supervisor.runtime.shim import ShimClient
 from supervisor.runtime.types import AnyValue, CreateOptions, ExecOptions, Exit, ProcessInfo, TaskState
@@ -99,6 +100,8 @@ class Task:
             self.invalidate()
 
     async def exec(self, exec_id: str, opts: ExecOptions) -> None:
+        # containerd's rule (runtime/v2 shimTask.Exec), for every shim: a shim may name files after it.
+        identifiers.validate(exec_id, what="exec id")
         await self.shim.exec(exec_id, opts, LONG_TIMEOUT)
 
     async def pids(self) -> list[ProcessInfo]:

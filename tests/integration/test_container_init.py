@@ -426,10 +426,16 @@ def test_not_executable(box: Box) -> None:
         box.create(box.spec("/script"))
 
 
-def test_bad_cwd(box: Box) -> None:
+def test_missing_cwd_is_made_and_a_file_in_the_way_refused(box: Box) -> None:
+    """As runc: a missing cwd is made in the rootfs (0755, container root's); a file is not a cwd."""
     spec = box.spec("true")
-    spec["process"]["cwd"] = "/nowhere"
-    with pytest.raises(Exception, match="chdir to cwd"):
+    spec["process"]["cwd"] = "/nowhere/deeper"
+    assert box.run(spec).code == 0
+    made = box.rootfs / "nowhere" / "deeper"
+    assert made.is_dir() and (made.stat().st_mode & 0o777, made.stat().st_uid) == (0o755, 0)
+    (box.rootfs / "afile").write_text("")
+    spec["process"]["cwd"] = "/afile/sub"
+    with pytest.raises(InvalidArgument, match="not a directory"):
         box.create(spec)
 
 

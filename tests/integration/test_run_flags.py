@@ -180,7 +180,7 @@ BAD = [
     (["--cpus", "1e308"], "at most"),
     # refused by the kernel in the container's init: the spec's value, so InvalidArgument (not internal)
     (["--ulimit", "nofile=18446744073709551614"], "setrlimit(RLIMIT_NOFILE"),
-    (["--workdir", "/dev/null"], "Not a directory"),
+    (["--workdir", "/dev/null"], "is not a directory"),
 ]
 
 

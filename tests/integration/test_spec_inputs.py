@@ -27,12 +27,15 @@ What this round found (each now a case):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 from collections.abc import Iterator
 
 import pytest
 
-from dockyard_common.errors import InvalidArgument
+from dock import runner
+from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument
 from supervisor.runtime.bundle import confine_cgroup
 from tests import spec_fuzz
 from tests.compat.runtimes import import_busybox
@@ -100,3 +103,35 @@ def test_a_foreign_shim_gets_a_cgroups_path_confined_to_our_parent() -> None:
     for hostile in ("/dockyard/../process_api", "../process_api", "/a/../../process_api", "slice:p:n", "/a\0b"):
         with pytest.raises(InvalidArgument):
             confined(hostile)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_creates_racing_for_one_new_cgroups_path(daemon: DaemonProcess, neighbour: str, round_: int) -> None:
+    """Two containers whose specs name one new cgroupsPath, created at once: each passes the
+    emptiness check before the other's init joins; the leaf's lock (`claim_leaf`) lets exactly
+    one through, the other is FailedPrecondition, and nothing of either is left."""
+    rel = f"dy-race-{os.urandom(3).hex()}/c"
+    cids = [f"race-{os.urandom(3).hex()}" for _ in range(2)]
+
+    async def run() -> list[BaseException | None]:
+        async with daemon.client() as c:
+            mounts = []
+            for cid in cids:
+                spec = spec_fuzz.base_spec(cid, "sleep", "3600")
+                spec["linux"]["cgroupsPath"] = f"/{rel}"
+                mounts.append(await spec_fuzz.make_container(c, cid, json.dumps(spec).encode()))
+            try:
+                got = await asyncio.gather(*(c.tasks.create(cid, m) for cid, m in zip(cids, mounts, strict=True)),
+                                           return_exceptions=True)
+                return [g if isinstance(g, BaseException) else None for g in got]
+            finally:
+                for cid in cids:
+                    with contextlib.suppress(DockyardError):
+                        await runner.remove_container(c, cid)
+
+    outcomes = asyncio.run(run())
+    failed = [o for o in outcomes if o is not None]
+    assert len(failed) == 1, outcomes
+    assert isinstance(failed[0], FailedPrecondition) and "in use" in failed[0].message, failed[0]
+    assert not spec_fuzz.cgroup_dirs(rel) and not spec_fuzz.cgroup_dirs(rel.split("/")[0])
+    assert not [p for p in (daemon.state / "tasks").glob("[!.]*/*") if p.name != neighbour]
