@@ -63,11 +63,22 @@ async def container_layers(client: Client, c: Container) -> AsyncIterator[Layers
 
 @contextlib.contextmanager
 def mounted_readonly(mounts: Sequence[Mount]) -> Iterator[Path]:
-    """`mounts` mounted read-only in a temp dir, unmounted and removed after. An overlay in use
-    (a running container's) is stacked as lowers alone: its upperdir is never mounted twice."""
-    with tempfile.TemporaryDirectory(prefix="dock-rootfs-") as tmp, \
-            hostmounts.mounted(hostmounts.readonly_view(mounts), Path(tmp), readonly=True) as root:
-        yield root
+    """`mounts` mounted read-only, as a path of this process only (`/proc/self/fd/N`): the mount
+    is detached at once and reached through a descriptor, so a dock killed while it reads (or
+    hung on what an image put there) leaves no mount behind; the kernel frees a detached mount
+    with its last reference. An overlay in use (a running container's) is stacked as lowers
+    alone: its upperdir is never mounted twice. Not for paths handed to another process."""
+    with tempfile.TemporaryDirectory(prefix="dock-rootfs-") as tmp:
+        target = Path(tmp)
+        hostmounts.mount_all(hostmounts.readonly_view(mounts), target, readonly=True)
+        try:
+            fd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        finally:
+            hostmounts.detach_all(target)
+        try:
+            yield Path(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
 
 
 def in_tree(root: Path, rel: str) -> bool:

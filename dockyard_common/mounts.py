@@ -169,6 +169,15 @@ def unmount_all(target: Path) -> None:
             L.umount2(point, L.MNT_DETACH)
 
 
+def detach_all(target: Path) -> None:
+    """Lazily unmount (MNT_DETACH) `target` and everything below it, deepest first: gone from
+    the tree at once, alive while a descriptor still reaches it."""
+    top = os.path.realpath(target)
+    for point in reversed([p for p, _, _ in mountinfo() if p == top or p.startswith(top + "/")]):
+        with contextlib.suppress(OSError):  # EINVAL: gone already with a parent
+            L.umount2(point, L.MNT_DETACH)
+
+
 @contextlib.contextmanager
 def mounted(mounts: Sequence[Mount], tmp_root: Path, readonly: bool = False) -> Iterator[Path]:
     """Mount `mounts` on a fresh directory under `tmp_root`; unmount and remove it after."""
