@@ -227,25 +227,26 @@ def image_shell(config: Mapping[str, Any]) -> tuple[str, ...]:
 def shell_of_labels(labels: Mapping[str, str]) -> tuple[str, ...]:
     """The shell a container's CMD-SHELL check runs under: its SHELL_LABEL, else `/bin/sh -c`
     (InvalidArgument for a malformed label)."""
-    text = labels.get(SHELL_LABEL)
+    value = _json_label(labels, SHELL_LABEL)
+    return DEFAULT_SHELL if value is None else _shell(value, f"label {SHELL_LABEL}") or DEFAULT_SHELL
+
+
+def _json_label(labels: Mapping[str, str], key: str) -> Any:
+    """The label's JSON value, None when it is unset or empty (InvalidArgument when not JSON)."""
+    text = labels.get(key)
     if not text:
-        return DEFAULT_SHELL
+        return None
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except ValueError:
-        raise InvalidArgument(f"label {SHELL_LABEL}: not JSON") from None
-    return _shell(value, f"label {SHELL_LABEL}") or DEFAULT_SHELL
+        raise InvalidArgument(f"label {key}: not JSON") from None
 
 
 def of_labels(labels: Mapping[str, str]) -> HealthConfig | None:
     """The check a container's labels carry, if it runs one (a malformed label: InvalidArgument)."""
-    text = labels.get(CONFIG_LABEL)
-    if not text:
+    value = _json_label(labels, CONFIG_LABEL)
+    if value is None:
         return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise InvalidArgument(f"label {CONFIG_LABEL}: not JSON") from None
     check = from_json(value, f"label {CONFIG_LABEL}")
     return check if check is not None and check.runs else None
 

@@ -36,7 +36,7 @@ from dock.client import Client
 from dockyard_common.errors import DockyardError
 from tests.daemon import DaemonProcess
 from tests.grpc_fuzz import PYTHON_WORDS
-from tests.spec_fuzz import PATH_ENV, UP, _tamper, base_spec, make_container, stop_neighbour
+from tests.spec_fuzz import PATH_ENV, UP, _tamper, at_path, base_spec, make_container, stop_neighbour
 from tests.waiting import wait_until_async
 
 CASE_TIMEOUT = 60.0  # a case that takes longer hung something
@@ -228,10 +228,7 @@ async def leftovers(c: Client, t: Target, fds: int) -> list[str]:
 def _set(key: str, value: Any) -> Edit:
     """Set a dotted path of the process ("user.uid", "cwd")."""
     def change(process: dict[str, Any], t: Target) -> None:
-        *parents, last = key.split(".")
-        obj = process
-        for p in parents:
-            obj = obj.setdefault(p, {})
+        obj, last = at_path(process, key)
         obj[last] = value(t) if callable(value) else value
     return change
 

@@ -243,23 +243,27 @@ def scratch_cgroup() -> Any:
 # ----- the corpus ------------------------------------------------------------------------------------
 
 
+def at_path(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    """The object holding a dotted path's last key ("process.cwd": spec["process"], "cwd"),
+    made on the way as needed."""
+    *parents, last = path.split(".")
+    obj = doc
+    for p in parents:
+        obj = obj.setdefault(p, {})
+    return obj, last
+
+
 def _set(path: str, value: Any) -> Change:
     """Set a dotted path of the spec ("process.cwd", "linux.cgroupsPath")."""
     def change(spec: dict[str, Any], ctx: Context) -> None:
-        *parents, last = path.split(".")
-        obj = spec
-        for p in parents:
-            obj = obj.setdefault(p, {})
+        obj, last = at_path(spec, path)
         obj[last] = value(ctx) if callable(value) else value
     return change
 
 
 def _append(path: str, item: Any) -> Change:
     def change(spec: dict[str, Any], ctx: Context) -> None:
-        *parents, last = path.split(".")
-        obj = spec
-        for p in parents:
-            obj = obj.setdefault(p, {})
+        obj, last = at_path(spec, path)
         obj.setdefault(last, []).append(item(ctx) if callable(item) else item)
     return change
 
