@@ -511,14 +511,19 @@ def v2() -> Iterator[Callable[..., V2Manager]]:
     prefix = f"dytest-{uuid.uuid4().hex[:8]}"
     root_control = _read(os.path.join(root, "cgroup.subtree_control"))
 
+    made: list[V2Manager] = []
+
     def make(name: str = "c", resources: Resources | None = None) -> V2Manager:
         mgr = V2Manager(root)
         mgr.create(f"/{prefix}/{name}", resources)
+        made.append(mgr)
         return mgr
 
     try:
         yield make
     finally:
+        for mgr in made:  # a leaf's claim (its flock fd) is held until a process joins: not here
+            mgr._release()
         try:
             _cleanup_tree(top, prefix, made_top)
             assert _read(os.path.join(root, "cgroup.subtree_control")) == root_control
