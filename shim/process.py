@@ -26,6 +26,10 @@ from dockyard_common.types import Status
 from shim.init import ContainerProcess
 from shim.stdio import ProcessIO, StdioPaths
 
+# The exit status of an exec whose Start failed: it never ran. containerd's shim reports the zero
+# value, which reads as success; 255 is what a failed `runc exec` itself exits with.
+EXIT_NEVER_STARTED = 255
+
 
 class Process:
     """What init and exec processes share: identity, stdio, the exit and its waiters."""
@@ -65,6 +69,14 @@ class Process:
         if self.handle is not None:
             self.handle.close()
         return True
+
+    def never_started(self) -> None:
+        """Its Start failed: it will never run. A Wait returns now, as containerd's shim ends the
+        wait of an exec whose start failed (`ctr tasks exec` waits before it starts: it hung for
+        ever); stopped with EXIT_NEVER_STARTED, so State says so and Delete takes it. No exit
+        event: nothing ran."""
+        self.set_exited(EXIT_NEVER_STARTED)
+        self.mark_reported()
 
     def check_delete(self) -> None:
         self.require("delete", Status.CREATED, Status.STOPPED)

@@ -164,7 +164,12 @@ class TaskService:
         if req.exec_id:
             p = c.process(req.exec_id)
             assert isinstance(p, ExecProcess)
-            c.start_exec(p)
+            try:
+                c.start_exec(p)
+            except BaseException:
+                if p.status == Status.CREATED:
+                    p.never_started()
+                raise
             self.publisher.publish("/tasks/exec-started", ev.TaskExecStarted(container_id=c.id, exec_id=p.id,
                                                                              pid=p.pid))
             return pb.StartResponse(pid=p.pid)

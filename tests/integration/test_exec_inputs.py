@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from dockyard_common.errors import DockyardError, NotFound
 from tests import exec_fuzz
 from tests.compat.runtimes import import_busybox
 from tests.daemon import DaemonProcess, traceback_free_daemon
@@ -88,3 +89,25 @@ def test_a_burst_of_execs(tmp_path_factory: pytest.TempPathFactory, case: exec_f
 
         outcome = asyncio.run(run())
         assert not outcome.faults, (outcome.result, outcome.faults)
+
+
+def test_waiting_on_an_exec_whose_start_failed_returns(daemon: DaemonProcess, target: exec_fuzz.Target) -> None:
+    """`ctr tasks exec` waits before it starts. When the Start fails (no such binary), the Wait
+    must end, as containerd's shim ends it; it waited for ever. The exec is stopped, deletable."""
+    async def run() -> None:
+        async with daemon.client() as c:
+            process = exec_fuzz.base_process()
+            process["args"] = ["/no/such/binary"]
+            await c.tasks.exec(target.cid, "never-started", process, "", "", "")
+            try:
+                waiting = asyncio.ensure_future(c.tasks.wait(target.cid, "never-started"))
+                with pytest.raises(DockyardError):
+                    await c.tasks.start(target.cid, "never-started")
+                status = await asyncio.wait_for(waiting, 30)
+                assert status.code == 255
+            finally:
+                await c.tasks.delete_process(target.cid, "never-started")
+            with pytest.raises(NotFound):
+                await c.tasks.wait(target.cid, "never-started")
+
+    asyncio.run(run())
