@@ -46,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from dock.formatting import docker_bytes, docker_size, go_rfc3339, go_time, labels_csv
+from dock.gotemplate import Struct
 from dock.lookup import NAME_LABEL, SHORT_ID, name_of
 from dock.ps import ago, command_of, command_text, image_text
 from dockyard_common import netlabels, volumelabels
@@ -306,9 +307,15 @@ def event_view(env: Envelope) -> dict[str, Any]:
     when = env.timestamp
     nanos = (when - _EPOCH) // timedelta(microseconds=1) * 1000 if when is not None else 0
     old = kind in ("container", "image")  # Docker's deprecated fields, set for these two
-    return {"Type": kind, "Action": action, "Actor": {"ID": actor, "Attributes": attributes}, "Scope": "local",
-            "Time": nanos // 10**9, "TimeNano": nanos, "Status": action if old else "", "ID": actor if old else "",
-            "From": str(event.get("image", "")) if kind == "container" else ""}
+    return Struct({"Status": action if old else "", "ID": actor if old else "",
+                   "From": str(event.get("image", "")) if kind == "container" else "", "Type": kind,
+                   "Action": action, "Actor": Struct({"ID": actor, "Attributes": attributes}, {}), "Scope": "local",
+                   "Time": nanos // 10**9, "TimeNano": nanos}, _MESSAGE_TAGS)
+
+
+# events.Message's JSON tags (`{{json .}}`): the deprecated three and the times are omitempty
+_MESSAGE_TAGS = {"Status": ("status", True), "ID": ("id", True), "From": ("from", True), "Scope": ("scope", True),
+                 "Time": ("time", True), "TimeNano": ("timeNano", True)}
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -31,9 +31,10 @@ from dock.gotemplate.errors import MAX_DEPTH, MAX_OUTPUT, MAX_STEPS, TemplateErr
 from dock.gotemplate.gofuncs import AND, OR
 from dock.gotemplate.printf import go_sprintf
 from dock.gotemplate.template import BUILTINS, Template, render
-from dock.gotemplate.values import MISSING, NO_VALUE, go_float, go_print, to_json, truth, type_name
+from dock.gotemplate.values import MISSING, NO_VALUE, Struct, go_float, go_print, to_json, truth, type_name
 
 __all__ = [
     "AND", "BUILTINS", "HEADER_FUNCS", "MAX_DEPTH", "MAX_OUTPUT", "MAX_STEPS", "MISSING", "NO_VALUE", "OR",
-    "Template", "TemplateError", "go_float", "go_print", "go_sprintf", "render", "to_json", "truth", "type_name",
+    "Struct", "Template", "TemplateError", "go_float", "go_print", "go_sprintf", "render", "to_json", "truth",
+    "type_name",
 ]

@@ -127,6 +127,24 @@ def sorted_keys(m: Mapping[Any, Any]) -> list[Any]:
         return sorted(m, key=lambda k: (type(k).__name__, str(k)))
 
 
+class Struct(dict[str, Any]):
+    """A Go struct as a template sees it: its fields by their Go names (`.Status`), in declared
+    order. `json` marshals it as encoding/json does a struct: in that order, under each field's
+    JSON tag (`tags`: Go name -> (JSON name, omitempty)), not as a map's sorted keys."""
+
+    def __init__(self, fields: Mapping[str, Any], tags: Mapping[str, tuple[str, bool]]) -> None:
+        super().__init__(fields)
+        self.tags = tags
+
+    def marshal(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in self.items():
+            key, omitempty = self.tags.get(name, (name, False))
+            if not (omitempty and value in ("", 0, None, False)):
+                out[key] = value
+        return out
+
+
 def _jsonable(v: Any, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise ValueError("value nested too deeply for json")
@@ -134,8 +152,10 @@ def _jsonable(v: Any, depth: int = 0) -> Any:
         return None
     if isinstance(v, float) and v.is_integer() and abs(v) < 1e21:
         return int(v)
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x, depth + 1) for k, x in v.items() if not callable(x)}
+    if isinstance(v, Struct):  # declared order: a plain dict keeps it, and to_json sorts only maps
+        return {k: _jsonable(x, depth + 1) for k, x in v.marshal().items()}
+    if isinstance(v, Mapping):  # a Go map: keys sorted, as encoding/json writes them
+        return {str(k): _jsonable(v[k], depth + 1) for k in sorted_keys(v) if not callable(v[k])}
     if isinstance(v, list | tuple):
         return [_jsonable(x, depth + 1) for x in v]
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
@@ -146,6 +166,7 @@ def _jsonable(v: Any, depth: int = 0) -> Any:
 
 
 def to_json(v: Any) -> str:
-    """Docker's `json`: compact, keys sorted (its contexts marshal maps), no HTML escaping."""
-    text = json.dumps(_jsonable(v), ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    """Docker's `json`: compact, no HTML escaping; a map's keys sorted (Docker's contexts marshal
+    maps), a `Struct` in its declared order under its JSON tags."""
+    text = json.dumps(_jsonable(v), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")

@@ -75,3 +75,19 @@ def test_event_view_docker_words() -> None:
         "network", "connect", "dockyard", "web")
     snap = event_view(_env("/snapshot/prepare", {"key": "k1", "parent": "p"}))
     assert (snap["Type"], snap["Action"], snap["Actor"]["ID"]) == ("snapshot", "prepare", "k1")
+
+
+def test_event_json_is_dockers_message() -> None:
+    """`dock events --format '{{json .}}'` writes Docker's events.Message: fields in its declared
+    order under their JSON tags, the deprecated and time fields left out when empty (omitempty),
+    the attributes (a map) with sorted keys."""
+    from dock.gotemplate import render
+
+    died = event_view(_env("/tasks/exit", {"container_id": "web", "id": "web", "exit_status": 3}))
+    assert render("{{json .}}", died) == (
+        '{"status":"die","id":"web","Type":"container","Action":"die","Actor":{"ID":"web","Attributes":'
+        '{"container_id":"web","exitCode":"3","exit_status":"3","id":"web","namespace":"default"}},'
+        '"scope":"local","time":1714557600,"timeNano":1714557600000500000}')
+    task = event_view(_env("/tasks/create", {"container_id": "web"}))
+    assert render("{{json .}}", task).startswith('{"Type":"task","Action":"create","Actor":')
+    assert render("{{.Status}}|{{.Actor.ID}}", died) == "die|web"  # templates see the Go names
