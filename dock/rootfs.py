@@ -64,21 +64,25 @@ async def container_layers(client: Client, c: Container) -> AsyncIterator[Layers
 @contextlib.contextmanager
 def mounted_readonly(mounts: Sequence[Mount]) -> Iterator[Path]:
     """`mounts` mounted read-only, as a path of this process only (`/proc/self/fd/N`): the mount
-    is detached at once and reached through a descriptor, so a dock killed while it reads (or
-    hung on what an image put there) leaves no mount behind; the kernel frees a detached mount
-    with its last reference. An overlay in use (a running container's) is stacked as lowers
-    alone: its upperdir is never mounted twice. Not for paths handed to another process."""
-    with tempfile.TemporaryDirectory(prefix="dock-rootfs-") as tmp:
-        target = Path(tmp)
+    is detached at once and reached through a descriptor, and its temp dir removed, so a dock
+    killed while it reads (or hung on what an image put there) leaves neither a mount nor a dir
+    behind; the kernel frees a detached mount with its last reference. An overlay in use (a
+    running container's) is stacked as lowers alone: its upperdir is never mounted twice. Not for
+    paths handed to another process."""
+    target = Path(tempfile.mkdtemp(prefix="dock-rootfs-"))
+    try:
         hostmounts.mount_all(hostmounts.readonly_view(mounts), target, readonly=True)
         try:
             fd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         finally:
             hostmounts.detach_all(target)
-        try:
-            yield Path(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
+    finally:
+        with contextlib.suppress(OSError):  # detached: no longer a mount point, nothing left to a kill
+            os.rmdir(target)
+    try:
+        yield Path(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 def in_tree(root: Path, rel: str) -> bool:
