@@ -36,7 +36,7 @@ from dock.client import Client
 from dockyard_common.errors import DockyardError
 from tests.daemon import DaemonProcess
 from tests.grpc_fuzz import PYTHON_WORDS
-from tests.spec_fuzz import PATH_ENV, UP, _tamper, at_path, base_spec, make_container, stop_neighbour
+from tests.spec_fuzz import PATH_ENV, UP, _tamper, at_path, base_spec, make_container, report, stop_neighbour
 from tests.waiting import wait_until_async
 
 CASE_TIMEOUT = 60.0  # a case that takes longer hung something
@@ -408,14 +408,7 @@ def main() -> int:
         import_busybox(d)
         outcomes = asyncio.run(run_all(d, cases, args.v))
         log = d.log()[d.log_start:]
-    faults = [o for o in outcomes if o.faults]
-    print(f"{len(outcomes)} cases, {len(faults)} with faults; daemon log tracebacks: {log.count('Traceback')}")
-    for o in faults:
-        print(f"  {o.case}: {o.result[:200]}\n      {'; '.join(o.faults)}")
-    if "Traceback" in log:
-        start = log.index("Traceback")
-        print("first traceback:\n" + log[max(0, start - 500):start + 3000])
-    return 1 if faults or "Traceback" in log else 0
+    return report(outcomes, log, first_traceback=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import os
 import secrets
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -549,10 +549,19 @@ def main() -> int:
         import_busybox(d)
         outcomes = asyncio.run(run_all(d, cases, args.v))
         log = d.log()[d.log_start:]
+    return report(outcomes, log)
+
+
+def report(outcomes: Sequence[Any], log: str, first_traceback: bool = False) -> int:
+    """Print a run's faulty cases (each outcome has .case, .result, .faults) and the count of
+    tracebacks in the daemon's log; the exit status: 1 when there was either."""
     faults = [o for o in outcomes if o.faults]
     print(f"{len(outcomes)} cases, {len(faults)} with faults; daemon log tracebacks: {log.count('Traceback')}")
     for o in faults:
         print(f"  {o.case}: {o.result[:200]}\n      {'; '.join(o.faults)}")
+    if first_traceback and "Traceback" in log:
+        start = log.index("Traceback")
+        print("first traceback:\n" + log[max(0, start - 500):start + 3000])
     return 1 if faults or "Traceback" in log else 0
 
 
