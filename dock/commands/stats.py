@@ -4,7 +4,8 @@ On a terminal: a table refreshed in place (CPU %, MEM USAGE / LIMIT, MEM %, NET 
 NET I/O is "--" for a container without a network of its own: only lo, or the host's).
 Otherwise, or with `--format json`: one JSON object per sample, a line each, as they come.
 `--no-stream` prints one table (or one JSON line per container) and exits; with `--format
-TEMPLATE`, Docker's fields (dock/dockerview.py's stats_row), `table TEMPLATE` with Docker's headers.
+TEMPLATE`, Docker's fields (dock/dockerview.py's stats_row), `table TEMPLATE` with Docker's headers;
+streaming, the template's rows once per interval (the screen cleared first on a terminal).
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from typing import Any
 from dock.args import containers_arg, positive_float
 from dock.client import Client
 from dock.dockerview import stats_row
-from dock.formatting import JSON, STATS_HEADERS, TABLE, FormatError, add_format_option, emit_rows, is_template
+from dock.formatting import JSON, STATS_HEADERS, TABLE, add_format_option, emit_rows, is_template, render_rows
 from dock.lookup import name_of, resolve_id
 from dock.output import emit_table, human_size, to_jsonable
 from dock.stats import UNLIMITED, StatsSample, cpu_percent
 from dock.tasks import Status
 
 REDRAW_EVERY = 0.25  # seconds between redraws of the live table, however many samples come
+CLEAR_SCREEN = "\x1b[2J\x1b[H"  # before each block of a streaming template on a terminal, as Docker
 
 
 def register(sub: Any) -> None:
@@ -152,8 +154,6 @@ async def stats(client: Client, args: argparse.Namespace) -> int:
     fmt = args.format
     if fmt == TABLE and not getattr(args, "format_after_verb", False) and not (tty or args.no_stream):
         fmt = JSON  # the default into a pipe; `dock stats --format table` is a table there too
-    if is_template(fmt) and not args.no_stream:
-        raise FormatError("dock stats: a --format template needs --no-stream (a stream prints a live table or json)")
     typed = list(args.ids)
     args.ids = list(await asyncio.gather(*(resolve_id(client, ref) for ref in args.ids)))  # names, prefixes
     args.typed = dict(zip(args.ids, typed, strict=True))  # Docker's .Container: the name or id as given
@@ -166,7 +166,29 @@ async def stats(client: Client, args: argparse.Namespace) -> int:
             row = _track(rows, s)
             await asyncio.to_thread(_write, json.dumps(sample_json(s, row), sort_keys=True) + "\n")
         return 0
+    if is_template(fmt):
+        return await _live_template(client, args, stream, fmt, tty)
     return await _live(stream, tty)
+
+
+async def _live_template(client: Client, args: argparse.Namespace, stream: Any, fmt: str, tty: bool) -> int:
+    """As Docker's streaming `stats --format`: the rows through the template once per interval,
+    the screen cleared before each block on a terminal (into a pipe, block after block)."""
+    rows: dict[str, Row] = {}
+    names: dict[str, str] = {}
+    drawn = 0.0
+    async for s in stream:
+        _track(rows, s)
+        now = time.monotonic()
+        if now - drawn < args.interval:
+            continue
+        drawn = now
+        if rows.keys() - names.keys():  # new containers: their names (renames show from here on)
+            names = {c.id: name_of(c) for c in await client.containers.list()}
+        block = render_rows(fmt, [stats_row(cid, names.get(cid, ""), args.typed.get(cid, cid), figures(rows[cid]),
+                                            no_trunc=args.no_trunc) for cid in sorted(rows)], STATS_HEADERS)
+        await asyncio.to_thread(_write, (CLEAR_SCREEN if tty else "") + block)
+    return 0
 
 
 def _track(rows: dict[str, Row], s: StatsSample) -> Row:

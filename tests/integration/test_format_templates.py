@@ -155,8 +155,23 @@ def test_stats_no_stream_template_and_table(two: DockCLI) -> None:
     out = two.ok("stats", "--no-stream", "--format", r"table {{.Container}}\t{{.Name}}\t{{.PIDs}}", "tpl-w")
     assert out.splitlines() == ["CONTAINER   NAME      PIDS", "tpl-w       tpl-web   1"]
     assert two.ok("--format", "{{.Name}}", "stats", "--no-stream") == "tpl-web\n"  # the global --format too
-    two.fails("stats", "--format", "{{.Name}}", words="needs --no-stream")
     assert isinstance(json.loads(two.ok("stats", "--no-stream", "--format", "json").splitlines()[0]), dict)
+
+
+def test_stats_streams_a_template(two: DockCLI) -> None:
+    """Streaming with a template, as Docker: a block per interval (into a pipe, one after another)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKYARD_ADDRESS": two.address}
+    env.pop("DOCK_DEBUG", None)
+    with subprocess.Popen([sys.executable, "-m", "dock.cli", "stats", "--interval", "0.2", "--format",
+                           "{{.Name}} {{.PIDs}}", "tpl-web"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env, cwd=REPO) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline() for _ in range(3)]  # three blocks of the one container
+        finally:
+            proc.kill()  # by PID
+            proc.wait(30)
+    assert lines == ["tpl-web 1\n"] * 3, lines
 
 
 def test_system_df_template_and_table(dock_cli: DockCLI) -> None:
