@@ -31,16 +31,15 @@ from dockyard_common.ocispec import Spec, without_namespace
 from dockyard_common.ocispec import linux_of as _linux
 from dockyard_common.ocispec import process_of as _process
 from dockyard_common.ocispec import resources_of as _resources
+from dockyard_common.sysctls import namespace_of as namespace_of_sysctl
 
 RLIM_INFINITY = 2**64 - 1  # what "unlimited" or -1 means in an OCI rlimit
 # The kinds `--ulimit` takes (Docker's names), as OCI's RLIMIT_* types.
 ULIMIT_NAMES = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
                 "rss", "rtprio", "rttime", "sigpending", "stack")
-# Docker's namespaced sysctls: these exact keys, or keys under these prefixes (net.* only with a
-# network namespace of the container's own, the IPC ones only with its own IPC namespace).
-IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-                         "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"})
-IPC_SYSCTL_PREFIX, NET_SYSCTL_PREFIX = "fs.mqueue.", "net."
+# Docker's namespaced sysctls (dockyard_common/sysctls.py): the IPC and network ones, net.* only
+# with a network namespace of the container's own, the IPC ones only with its own IPC namespace.
+DOCKER_SYSCTL_NAMESPACES = ("ipc", "network")
 HOST_NAME_MAX = 64  # sethostname(2) refuses longer names
 NO_NEW_PRIVILEGES = "no-new-privileges"
 _CPUSET = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
@@ -215,7 +214,7 @@ def parse_sysctl(text: str) -> tuple[str, str]:
     key = key.strip()
     if not sep or not key:
         raise InvalidArgument(f"--sysctl {text!r}: want KEY=VALUE, e.g. net.ipv4.ip_forward=1")
-    if not (key in IPC_SYSCTLS or key.startswith((IPC_SYSCTL_PREFIX, NET_SYSCTL_PREFIX))):
+    if namespace_of_sysctl(key) not in DOCKER_SYSCTL_NAMESPACES:
         raise InvalidArgument(f"--sysctl {key}: not a namespaced sysctl a container may set "
                               "(net.*, fs.mqueue.* and kernel.msg*/sem/shm* are)")
     if "/" in key or ".." in key:
@@ -288,9 +287,9 @@ def with_rlimits(spec: Spec, limits: Sequence[dict[str, Any]]) -> None:
 
 def check_sysctls(sysctls: Mapping[str, str], *, host_net: bool, host_ipc: bool) -> None:
     for key in sysctls:
-        if host_net and key.startswith(NET_SYSCTL_PREFIX):
+        if host_net and namespace_of_sysctl(key) == "network":
             raise InvalidArgument(f"--sysctl {key}: not allowed with the host's network (--net host)")
-        if host_ipc and (key in IPC_SYSCTLS or key.startswith(IPC_SYSCTL_PREFIX)):
+        if host_ipc and namespace_of_sysctl(key) == "ipc":
             raise InvalidArgument(f"--sysctl {key}: not allowed with the host's IPC namespace (--ipc host)")
 
 

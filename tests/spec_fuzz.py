@@ -34,15 +34,13 @@ from typing import Any
 
 from dock import runner
 from dock.client import Client
-from dock.containers import RUNC_V2, SPEC_TYPE_URL
-from dock.oci import ImageConfig, SpecOptions, build_spec
 from dockyard_common import mounts as hostmounts
 from dockyard_common.errors import DockyardError, NotFound
-from dockyard_common.types import AnyValue, Container, Mount
-from tests.compat.runtimes import IMAGE
+from dockyard_common.types import Mount
 from tests.conformance.mounts import mounts_under
 from tests.daemon import DaemonProcess, shims_in_bundles
 from tests.grpc_fuzz import PYTHON_WORDS
+from tests.integration.test_isolation import busybox_spec, make_container  # make_container: exec_fuzz's too
 from tests.waiting import wait_until_async
 
 CGROUPS = Path("/sys/fs/cgroup")
@@ -91,21 +89,10 @@ class Outcome:
 
 
 def base_spec(cid: str, *args: str) -> dict[str, Any]:
-    config = ImageConfig.from_json({"Env": [PATH_ENV]})
-    return build_spec("default", cid, config, SpecOptions(args=list(args or ("true",))), None)
+    return busybox_spec(cid, *(args or ("true",)))
 
 
 # ----- running one case ------------------------------------------------------------------------------
-
-
-async def make_container(c: Client, cid: str, value: bytes) -> list[Mount]:
-    image = await runner.resolve_image(c, IMAGE)
-    async with c.leased():
-        mounts = await c.snapshots.using("overlayfs").prepare(cid, image.chain_id)
-        await c.containers.create(Container(
-            id=cid, runtime_name=RUNC_V2, spec=AnyValue(SPEC_TYPE_URL, value), snapshotter="overlayfs",
-            snapshot_key=cid, image=image.name, runtime_options=AnyValue(runner.RUNC_OPTIONS_TYPE_URL, b"")))
-    return mounts
 
 
 def _tamper(mounts: list[Mount], edit: Callable[[Path, Context], None], ctx: Context) -> None:

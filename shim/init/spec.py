@@ -22,6 +22,7 @@ from dockyard_common.devices import check_device_number
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.jsonutil import json_value
 from dockyard_common.linux import CAPABILITIES
+from dockyard_common.sysctls import namespace_of as namespace_of_sysctl
 
 # OCI namespace type -> the name used in /proc/<pid>/ns/.
 NAMESPACE_TYPES: dict[str, str] = {
@@ -43,8 +44,6 @@ RLIMITS = frozenset({
 
 # Sysctls the kernel scopes to the IPC namespace (runc's list; `sysctl_namespace` has the rest):
 # any sysctl not scoped to a namespace, written through the container's /proc/sys, is the host's.
-IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-                         "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"})
 
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 MAX_ID_MAPPINGS = 340  # lines the kernel takes in uid_map/gid_map
@@ -384,15 +383,12 @@ def _check_mappings(maps: list[IDMapping], where: str) -> None:
 
 def sysctl_namespace(key: str) -> str:
     """The namespace type sysctl `key` belongs to; InvalidArgument when it is not namespaced."""
-    if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
-        return "ipc"
-    if key.startswith("net."):
-        return "network"
-    if key == "kernel.domainname":
-        return "uts"
     if key == "kernel.hostname":
         raise InvalidArgument("spec: linux.sysctl.kernel.hostname: set the hostname field instead")
-    raise InvalidArgument(f"spec: linux.sysctl.{key}: not a namespaced sysctl (it would change the host's)")
+    kind = namespace_of_sysctl(key)
+    if kind is None:
+        raise InvalidArgument(f"spec: linux.sysctl.{key}: not a namespaced sysctl (it would change the host's)")
+    return kind
 
 
 def _device_path(path: str, where: str) -> str:

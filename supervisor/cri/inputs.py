@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.sysctls import namespace_of as namespace_of_sysctl
 from supervisor.cri.container_types import ContainerConfig, Resources
 from supervisor.cri.sandbox_types import NamespaceMode, PodConfig
 from supervisor.network.resolv import check_dns_words
@@ -42,10 +43,6 @@ MAX_DNS_ITEMS = 32  # per list (Kubernetes allows 3 servers and 32 search domain
 MAX_DNS_CHARS = 2048  # per list, joined (Kubernetes' search list limit); labels hold 4 KiB
 # Kubernetes' sysctl name grammar (dots or slashes between segments): no "..", no empty segment.
 SYSCTL_NAME = re.compile(r"([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?")
-# The sysctls a container's own namespaces hold (runc's and Kubernetes' namespaced lists).
-IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-                         "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"})
-UTS_SYSCTLS = frozenset({"kernel.hostname", "kernel.domainname"})
 CPU_LIST = re.compile(r"\d{1,5}(-\d{1,5})?(,\d{1,5}(-\d{1,5})?)*")
 CPUS_ONLINE = Path("/sys/devices/system/cpu/online")
 NODES_ONLINE = Path("/sys/devices/system/node/online")
@@ -110,18 +107,15 @@ def _check_sysctls(config: PodConfig) -> None:
             raise InvalidArgument(f"{where}: not a sysctl name")
         if "\0" in value or "\n" in value:
             raise InvalidArgument(f"{where}: the value holds a NUL or newline")
-        name = key.replace("/", ".")
-        if name in IPC_SYSCTLS or name.startswith("fs.mqueue."):
-            if host_ipc:
-                raise InvalidArgument(f"{where}: a pod on the host's IPC namespace cannot set IPC sysctls")
-        elif name in UTS_SYSCTLS:
-            if host_net:
-                raise InvalidArgument(f"{where}: a pod on the host's network shares the host's UTS namespace")
-        elif name.startswith("net."):
-            if host_net:
-                raise InvalidArgument(f"{where}: a pod on the host's network cannot set network sysctls")
-        else:
+        kind = namespace_of_sysctl(key.replace("/", "."))
+        if kind is None:
             raise InvalidArgument(f"{where}: not a namespaced sysctl (it would change the host's)")
+        if kind == "ipc" and host_ipc:
+            raise InvalidArgument(f"{where}: a pod on the host's IPC namespace cannot set IPC sysctls")
+        if kind == "uts" and host_net:
+            raise InvalidArgument(f"{where}: a pod on the host's network shares the host's UTS namespace")
+        if kind == "network" and host_net:
+            raise InvalidArgument(f"{where}: a pod on the host's network cannot set network sysctls")
 
 
 def _check_ports(config: PodConfig) -> None:

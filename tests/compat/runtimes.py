@@ -41,6 +41,16 @@ def daemon_with_runtime(runtime: str) -> Iterator[DaemonProcess]:
         remove_base(d)
 
 
+@contextmanager
+def busybox_daemon() -> Iterator[DaemonProcess]:
+    """A daemon of our own runtime with the busybox image; every task and container of the default
+    namespace removed after."""
+    with daemon_with_runtime("dockyard") as d:
+        import_busybox(d)
+        yield d
+        remove_everything(d)
+
+
 def import_busybox(d: DaemonProcess, namespace: str = "default") -> None:
     with tempfile.NamedTemporaryFile(suffix=".tar") as f:
         f.write(busybox_oci_archive(IMAGE))

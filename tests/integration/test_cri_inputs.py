@@ -103,6 +103,15 @@ def ctr_cfg(name: str, **more: Any) -> pb.ContainerConfig:
     return pb.ContainerConfig(**{**base, **more})
 
 
+def running_container(rt: pb_grpc.RuntimeServiceStub, rig: NetnsRig, pod: str, name: str) -> str:
+    """A started `sleep` container (ctr_cfg) in a new pod (pod_cfg); its id."""
+    pod_id = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_cfg(rig, pod)), timeout=60).pod_sandbox_id
+    cid = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=ctr_cfg(name)),
+                             timeout=60).container_id
+    rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+    return str(cid)
+
+
 def csec(**kw: Any) -> pb.LinuxContainerConfig:
     return pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(**kw))
 
@@ -255,11 +264,7 @@ def test_container_configs_with_hostile_values(clean: NetnsRig, rt: pb_grpc.Runt
 
 def test_exec_sync_edges(clean: NetnsRig, rt: pb_grpc.RuntimeServiceStub) -> None:
     rig = clean
-    cfg = pod_cfg(rig, "execsync")
-    pod_id = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
-    cid = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=ctr_cfg("x")),
-                             timeout=60).container_id
-    rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+    cid = running_container(rt, rig, "execsync", "x")
     sync = rt.ExecSync
     big = sync(pb.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", "head -c 40000000 /dev/zero"], timeout=60),
                timeout=90)
@@ -313,11 +318,7 @@ def answers_quickly(rt: pb_grpc.RuntimeServiceStub) -> None:
 
 def test_streaming_clients_that_flood_stall_or_vanish(clean: NetnsRig, rt: pb_grpc.RuntimeServiceStub) -> None:
     rig = clean
-    cfg = pod_cfg(rig, "stream")
-    pod_id = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg), timeout=60).pod_sandbox_id
-    cid = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=pod_id, config=ctr_cfg("s")),
-                             timeout=60).container_id
-    rt.StartContainer(pb.StartContainerRequest(container_id=cid), timeout=60)
+    cid = running_container(rt, rig, "stream", "s")
     daemon = rig.d.proc.pid
 
     # stdin flooded into a process that never reads it: the client is held back, the daemon's

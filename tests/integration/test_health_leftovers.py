@@ -18,7 +18,7 @@ from dockyard_api.containerd.runtime.v2.runc.options import oci_pb2
 from dockyard_api.containerd.services.tasks.v1 import tasks_pb2
 from dockyard_common.errors import NotFound
 from supervisor.runtime.health import EXEC_PREFIX
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.runtimes import IMAGE, busybox_daemon
 from tests.daemon import DaemonProcess, alive, start_daemon
 from tests.dockcli import DockCLI
 from tests.waiting import wait_until
@@ -31,10 +31,8 @@ CHECK = "if [ -f /tmp/probed ]; then exit 0; fi; touch /tmp/probed; sleep 1000; 
 
 @pytest.fixture
 def d() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as daemon:
-        import_busybox(daemon)
+    with busybox_daemon() as daemon:
         yield daemon
-        remove_everything(daemon)
 
 
 def processes(d: DaemonProcess, cid: str) -> dict[int, str]:

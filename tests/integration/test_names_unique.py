@@ -19,7 +19,7 @@ import pytest
 from dock.lookup import NAME_LABEL
 from dockyard_common.errors import AlreadyExists
 from dockyard_common.types import Container
-from tests.compat.runtimes import IMAGE, daemon_with_runtime, import_busybox, remove_everything
+from tests.compat.runtimes import IMAGE, busybox_daemon
 from tests.ctr import ctr
 from tests.daemon import REPO, DaemonProcess, start_daemon
 from tests.dockcli import DockCLI
@@ -122,10 +122,8 @@ def test_ctr_writes_of_the_label_are_refused_on_a_duplicate(dock_cli: DockCLI, b
 
 @pytest.fixture
 def own_daemon() -> Iterator[DaemonProcess]:
-    with daemon_with_runtime("dockyard") as d:
-        import_busybox(d)
+    with busybox_daemon() as d:
         yield d
-        remove_everything(d)
 
 
 def test_the_names_outlive_a_daemon_killed_and_started_again(own_daemon: DaemonProcess) -> None:
