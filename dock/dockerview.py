@@ -23,8 +23,14 @@ What is mapped, and where ours differ from Docker's:
 - stats (--no-stream): Container (the name or id as given, else the id), Name, ID (cut unless
   --no-trunc), CPUPerc, MemUsage (binary units, as Docker's), MemPerc, NetIO ("--" without a network
   of its own, as our table), BlockIO, PIDs; "--" (and "-- / --") where no sample came.
-- system df (the summary; not with -v): Type, TotalCount, Active, Size, Reclaimable (Docker's
-  HumanSize: decimal, 4 digits; the share of Size in percent, none for the build cache).
+- system df (the summary): Type, TotalCount, Active, Size, Reclaimable (Docker's HumanSize:
+  decimal, 4 digits; the share of Size in percent, none for the build cache). With -v the template
+  runs once, on Images, Containers, Volumes and BuildCache (lists of rows, as Docker's): images
+  Repository, Tag, ID, Digest, CreatedAt, CreatedSince, Size, SharedSize, UniqueSize, VirtualSize,
+  Containers; containers ID, Names, Image, Command, LocalVolumes, Size, CreatedAt, RunningFor,
+  Status; volumes Name, Driver, Scope, Links, Size; build cache ID, CacheType, Description, Size,
+  CreatedAt, CreatedSince, LastUsedAt, LastUsedSince, InUse, Shared. IDs and commands are cut only
+  for a `table` template, as Docker cuts them.
 - history: ID, CreatedSince, CreatedAt (RFC 3339, local time), CreatedBy (cut to 45 unless
   --no-trunc), Size, Comment.
 - events (a line per event, the template as written, no `table`): Type, Action, Actor.ID,
@@ -56,7 +62,7 @@ from dockyard_common.reference import InvalidReference, Reference, familiar, is_
 from dockyard_common.types import Container
 
 if TYPE_CHECKING:  # types only: ps and images need not load the events' and df's modules
-    from dock.dfview import Summary
+    from dock.dfview import Report, Summary
     from dock.events import Envelope
 
 
@@ -260,6 +266,31 @@ def df_row(s: Summary) -> dict[str, Any]:
         reclaimable += f" ({s.reclaimable * 100 // s.size}%)"
     return {"Type": s.type, "TotalCount": str(s.total), "Active": str(s.active), "Size": docker_size(s.size, 4),
             "Reclaimable": reclaimable}
+
+
+def df_verbose_view(report: Report, now: datetime, *, trunc: bool) -> dict[str, Any]:
+    """What `dock system df -v --format TEMPLATE` renders (once): Docker's verbose disk-usage context."""
+    from dock.dfview import short_cache_id
+
+    def since(when: datetime | None) -> str:
+        return ago(when, now) if when else "N/A"
+
+    images = [{**image_row(r.name, r.id, {}, r.created_at, now, r.size),
+               "ID": r.id.removeprefix("sha256:")[:SHORT_ID] if trunc else r.id,
+               "SharedSize": docker_size(r.shared_size), "UniqueSize": docker_size(r.unique_size),
+               "VirtualSize": docker_size(r.size), "Containers": str(r.containers)} for r in report.images]
+    containers = [{"ID": r.id[:SHORT_ID] if trunc else r.id, "Names": r.name, "Image": image_text(r.image),
+                   "Command": command_text(r.command, truncate=trunc), "LocalVolumes": str(r.local_volumes),
+                   "Size": docker_size(r.size), "CreatedAt": go_time(r.created_at),
+                   "RunningFor": since(r.created_at), "Status": r.status} for r in report.containers]
+    volumes = [{"Name": r.name, "Driver": "local", "Scope": "local", "Links": str(r.links),
+                "Size": docker_size(r.size, 4)} for r in report.volumes]
+    cache = [{"ID": short_cache_id(r.id) if trunc else r.id, "CacheType": r.type, "Description": r.description,
+              "Size": docker_size(r.size, 4), "CreatedAt": go_time(r.created_at), "CreatedSince": since(r.created_at),
+              "LastUsedAt": go_time(r.last_used), "LastUsedSince": since(r.last_used),
+              "InUse": "true" if r.in_use else "false", "Shared": "true" if r.shared else "false"}
+             for r in report.build_cache]
+    return {"Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": cache}
 
 
 def history_row(shown_id: str, created: datetime | None, created_by: str, size: int, comment: str,

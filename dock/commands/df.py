@@ -11,7 +11,8 @@ As `docker system df`. Where the numbers come from (the daemon's API; sizes in d
 - Build Cache: the daemon's records and cache directories (Builder/ListCache).
 
 `--format TEMPLATE` renders the summary's lines with Docker's fields (.Type .TotalCount .Active
-.Size .Reclaimable); not with -v, whose sections have fields of their own.
+.Size .Reclaimable); with -v, as Docker's, it runs once on .Images .Containers .Volumes
+.BuildCache, lists of rows with the fields of each section (dock/dockerview.py).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from dock.commands.images import users_by_image
 from dock.commands.prune import stopped
 from dock.dfview import ContainerRow, ImageRow, Report, Summary, VolumeRow, print_summary, print_verbose, report_json
 from dock.diskusage import image_footprints, snapshot_sizes, total
-from dock.dockerview import df_row
-from dock.formatting import DF_HEADERS, FormatError, emit_rows, is_template
+from dock.dockerview import df_row, df_verbose_view
+from dock.formatting import DF_HEADERS, emit_rows, is_table, is_template, parse
 from dock.lookup import name_of
 from dock.ps import command_of, process_started, state_of, status_text, with_last_exit
 from dock.snapshots import DEFAULT_SNAPSHOTTER
@@ -42,10 +43,10 @@ LIVE = ("running", "paused")  # states with a process whose start time `ps` show
 
 async def system_df(client: Client, args: argparse.Namespace) -> int:
     template = is_template(args.format)
-    if template and args.verbose:
-        raise FormatError("dock system df: a --format template renders the summary; it does not take -v")
     report = await gather(client)
-    if template:
+    if template and args.verbose:  # Docker's: the template once, on the four lists
+        print(parse(args.format).execute(df_verbose_view(report, datetime.now(UTC), trunc=is_table(args.format))))
+    elif template:
         emit_rows(args.format, [df_row(s) for s in report.summary], DF_HEADERS)
     elif args.format == "json":
         report_json(report, args.verbose)

@@ -186,7 +186,34 @@ def test_system_df_template_and_table(dock_cli: DockCLI) -> None:
     lines = dock_cli.ok("system", "df", "--format", r"table {{.Type}}\t{{.TotalCount}}\t{{.Reclaimable}}").splitlines()
     assert lines[0].split() == ["TYPE", "TOTAL", "RECLAIMABLE"] and lines[1].startswith("Images  ")
     assert lines[0].index("TOTAL") == lines[1].index(rows["Images"][0])
-    dock_cli.fails("system", "df", "-v", "--format", "{{.Type}}", words="does not take -v")
+
+
+
+def test_system_df_verbose_template(two: DockCLI) -> None:
+    dock_cli = two
+    """With -v, as Docker's: the template runs once on the four lists, IDs whole unless a table."""
+    ours = dock_cli.json("system", "df", "-v")
+    out = dock_cli.ok("system", "df", "-v", "--format",
+                      "{{range .Images}}I {{.Repository}}:{{.Tag}} {{.ID}} {{.Containers}} {{.UniqueSize}}\n{{end}}"
+                      "{{range .Containers}}C {{.ID}} {{.Names}}\n{{end}}"
+                      "{{range .Volumes}}V {{.Name}} {{.Links}}\n{{end}}"
+                      "{{len .BuildCache}}")
+    lines = out.splitlines()
+    images = [line.split() for line in lines if line.startswith("I ")]
+    assert [(i[1], i[2], int(i[3])) for i in images] == [
+        (f"{r['repository']}:{r['tag']}", r["id"], r["containers"]) for r in ours["images"]]
+    assert images and all(i[4].endswith("B") for i in images) and any(i[3] != "0" for i in images)
+    assert len([line for line in lines if line.startswith("C ")]) == 2
+    assert [line.split()[1:] for line in lines if line.startswith("C ")] == [
+        [c["id"], c["name"]] for c in ours["containers"]]
+    assert [line.split()[1:] for line in lines if line.startswith("V ")] == [
+        [v["name"], str(v["links"])] for v in ours["volumes"]]
+    assert lines[-1] == str(len(ours["build_cache"]))
+    whole = json.loads(dock_cli.ok("system", "df", "-v", "--format", "{{json .}}"))
+    assert set(whole) == {"Images", "Containers", "Volumes", "BuildCache"}
+    assert whole["Images"][0]["ID"].startswith("sha256:")
+    cut = dock_cli.ok("system", "df", "-v", "--format", "table {{range .Images}}{{.ID}} {{end}}").split()
+    assert cut == [r["id"].removeprefix("sha256:")[:12] for r in ours["images"]]
 
 
 def test_history_template_and_table(dock_cli: DockCLI) -> None:
