@@ -9,7 +9,9 @@ our writes fail with EPIPE. The stdin FIFO is opened twice, as containerd does: 
 reader we copy from, and a writer we keep open so the client closing (or reopening) its end is
 no EOF. CloseIO closes our writer; the process then reads EOF once the client's writer is closed
 too and everything it wrote was delivered (ctr does both at its stdin's EOF, ctr-calls.md §6.9).
-An empty path is /dev/null.
+An empty path is /dev/null. What a path names is judged on the open file, not on the name
+(`shim.stdiocheck`): the path is opened O_PATH|O_NOFOLLOW, that fd is fstat'ed, and every fd we
+use is opened from it through /proc/self/fd, so a path swapped after a check gains nothing.
 
 Without a terminal the process gets pipes, and the event loop copies FIFO → stdin pipe and
 stdout/stderr pipes → FIFOs; files are handed to the process as they are. With a terminal the
@@ -46,9 +48,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, from_os_error
 from shim.init import StdioFds
 from shim.logfile import LogConfig, LogSink
+from shim.stdiocheck import file_uri_path, judge, open_path
 
 log = logging.getLogger("dockyard.shim.stdio")
 
@@ -57,6 +60,7 @@ LOG_CHUNK = 256 * 1024  # reads of a logged stream
 LOG_PIPE_SIZE = 1 << 20  # the kernel's default pipe-max-size
 BINARY_READY_TIMEOUT = 10.0  # containerd's wait for a logging binary to signal it is ready
 DRAIN_LIMIT = 30.0  # the longest an exit waits for output that is still moving
+OPEN_ATTEMPTS = 8  # a file:// log that appears and vanishes under us this often is refused
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,60 @@ class _Endpoint:
         self.keeper = keeper  # stdin: our own writer, closed by CloseIO
 
 
-def _open(path: str, output: bool) -> _Endpoint | None:
+def _reopen(probe: int, flags: int) -> int:
+    """Open the very file the O_PATH fd `probe` holds (its /proc/self/fd link names the inode,
+    not a path that could have been swapped), non-blocking: a FIFO without a writer, a serial
+    line without carrier never hold the open."""
+    return os.open(f"/proc/self/fd/{probe}", flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+
+
+def _handed(fd: int) -> int:
+    """A file the process uses itself gets blocking I/O, as it would have opened it."""
+    try:
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_log_file(file: str, name: str) -> int:
+    """A file:// log: the regular file at `file`, made (0600) when missing, opened to append.
+    What is at the path is judged on the open file (`stdiocheck.judge`): a symlink, a FIFO (whose
+    open would wait for a reader), a device or a /proc file is refused, whenever it got there."""
+    try:
+        os.makedirs(os.path.dirname(file), mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise from_os_error(f"{name} {file}: its directory", e) from None
+    for _ in range(OPEN_ATTEMPTS):
+        try:
+            probe = open_path(file, name)
+        except NotFound:
+            try:  # O_EXCL: never follows, never opens what another made meanwhile (judged next turn)
+                fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NOCTTY
+                             | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise from_os_error(f"{name} {file}", e) from None
+            try:
+                judge(fd, name, file, regular=True)
+            except BaseException:
+                os.close(fd)
+                raise
+            return _handed(fd)
+        try:
+            judge(probe, name, file, regular=True)
+            try:
+                return _handed(_reopen(probe, os.O_WRONLY | os.O_APPEND))
+            except OSError as e:
+                raise from_os_error(f"{name} {file}", e) from None
+        finally:
+            os.close(probe)
+    raise Unavailable(f"{name} {file}: kept being made and removed while it was opened")
+
+
+def _open(path: str, output: bool, name: str) -> _Endpoint | None:
     if not path:
         return None
     scheme, sep, rest = path.partition("://")
@@ -85,33 +142,33 @@ def _open(path: str, output: bool) -> _Endpoint | None:
     if scheme == "file":
         if not output:
             raise InvalidArgument(f"stdin cannot be a file:// URI: {path}")
-        file = urllib.parse.urlsplit(path).path
-        if not os.path.isabs(file):
-            raise InvalidArgument(f"file:// URI needs an absolute path: {path}")
-        os.makedirs(os.path.dirname(file), mode=0o755, exist_ok=True)
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        return _Endpoint(fd, fifo=False)
+        return _Endpoint(_open_log_file(file_uri_path(path, name), name), fifo=False)
     if scheme == "binary":
         raise InvalidArgument(f"binary:// stdio must be the same URI for stdout and stderr, not stdin: {path}")
     if scheme != "fifo":
         raise InvalidArgument(f"unknown STDIO scheme {scheme}")
+    # The path itself, judged on the open file; every fd we use is opened from that one.
+    probe = open_path(rest, name)
     try:
-        st = os.stat(rest)
-    except FileNotFoundError:
-        raise NotFound(f"stdio fifo {rest}") from None
-    if stat.S_ISFIFO(st.st_mode):
-        if output:
-            return _Endpoint(os.open(rest, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC), fifo=True)
-        reader = os.open(rest, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fifo = stat.S_ISFIFO(judge(probe, name, rest).st_mode)
         try:
-            keeper = os.open(rest, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a reader exists: no ENXIO
-        except BaseException:
-            os.close(reader)
-            raise
-        return _Endpoint(reader, fifo=True, keeper=keeper)
-    # A plain file or device given by path: the process reads or writes it itself.
-    flags = (os.O_WRONLY | os.O_APPEND) if output else os.O_RDONLY
-    return _Endpoint(os.open(rest, flags | os.O_CLOEXEC), fifo=False)
+            if fifo and output:
+                return _Endpoint(_reopen(probe, os.O_RDWR), fifo=True)
+            if fifo:
+                reader = _reopen(probe, os.O_RDONLY)
+                try:
+                    keeper = _reopen(probe, os.O_WRONLY)  # a reader exists: no ENXIO
+                except BaseException:
+                    os.close(reader)
+                    raise
+                return _Endpoint(reader, fifo=True, keeper=keeper)
+            # A plain file or device given by path: the process reads or writes it itself.
+            flags = (os.O_WRONLY | os.O_APPEND) if output else os.O_RDONLY
+            return _Endpoint(_handed(_reopen(probe, flags)), fifo=False)
+        except OSError as e:
+            raise from_os_error(f"{name} {rest}", e) from None
+    finally:
+        os.close(probe)
 
 
 def _start_binary(uri: str, namespace: str, id: str) -> tuple[int, int]:
@@ -238,13 +295,14 @@ class ProcessIO:
                 if not paths.terminal and paths.stderr not in ("", paths.stdout):
                     raise InvalidArgument("a logging binary takes both stdout and stderr (the same binary:// URI)")
                 out_w, err_w = _start_binary(paths.stdout, namespace, id)
-                io._ends = [_open(paths.stdin, False), _Endpoint(out_w, fifo=False), _Endpoint(err_w, fifo=False)]
+                io._ends = [_open(paths.stdin, False, "stdin"), _Endpoint(out_w, fifo=False),
+                            _Endpoint(err_w, fifo=False)]
                 if paths.terminal:
                     _close(err_w)
                     io._ends[2] = None
             else:
-                io._ends = [_open(paths.stdin, False), _open(paths.stdout, True),
-                            None if paths.terminal else _open(paths.stderr, True)]
+                io._ends = [_open(paths.stdin, False, "stdin"), _open(paths.stdout, True, "stdout"),
+                            None if paths.terminal else _open(paths.stderr, True, "stderr")]
             if log_config is not None:
                 io._sink = LogSink(log_config, streams=1 if paths.terminal else 2)
             if not paths.terminal:

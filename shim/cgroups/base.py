@@ -594,17 +594,49 @@ def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
         delay = min(delay * 2, 0.01)
 
 
+# How long `claim_leaf` lets other creates' probes (`claimed`, a shared lock held for two
+# syscalls) finish before it gives up on a leaf; a claim (the exclusive lock) refuses at once.
+PROBE_WAIT = 1.0
+
+
+def claimed(directory: str) -> bool:
+    """Whether another create holds the claim (`claim_leaf`) on the cgroup `directory`: its
+    exclusive flock refuses our shared one. Ours goes with the fd at once, so a probe never
+    holds a level (`claim_leaf` waits out the probes of others). False when it does not exist."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def check_unclaimed(top: str, rel: str) -> None:
     """Refuse (FailedPrecondition) a cgroups path another container may own, before anything is
-    made: a level above it holding processes of its own (the leaf would nest in a container's
-    cgroup), or the leaf itself existing with processes or cgroups below it. Joining it would
-    let this container's failure or delete kill and remove the other's (runc refuses a non-empty
-    cgroup too). An existing empty leaf is joined, as runc does. Two creates racing for one path
-    both pass this: `claim_leaf` settles who gets it.
+    made: a level above it that is another container's cgroup, by its processes or, while that
+    container's init is still joining, by its claim (`claim_leaf`) (the leaf would nest in a
+    container's cgroup), or the leaf itself existing with processes or cgroups below it. Joining
+    it would let this container's failure or delete kill and remove the other's (runc refuses a
+    non-empty cgroup too). An existing empty leaf is joined, as runc does. Two creates racing for
+    one path both pass this: `claim_leaf` settles who gets it.
+
+    Each level's claim is looked at before its processes: a create lets go of its claim only
+    after its first process joined, so a level is seen either claimed or holding processes. A
+    create above one being made below it (that made its levels first) sees the other's cgroup
+    under its leaf; so of two nested creates at most one gets through.
     """
     parts = rel.split("/")
     for i in range(1, len(parts)):
-        if (read_opt(os.path.join(top, *parts[:i], "cgroup.procs")) or "").split():
+        level = os.path.join(top, *parts[:i])
+        if claimed(level):
+            raise FailedPrecondition(f"cgroup /{rel}: in use: another container is being created in "
+                                     f"/{'/'.join(parts[:i])}")
+        if (read_opt(os.path.join(level, "cgroup.procs")) or "").split():
             raise FailedPrecondition(f"cgroup /{rel}: in use: /{'/'.join(parts[:i])} holds processes")
     leaf = os.path.join(top, rel)
     if not os.path.isdir(leaf):
@@ -623,23 +655,59 @@ def claim_leaf(top: str, rel: str) -> int:
 
     Why a lock: between another create's check and its first process joining, the leaf looks
     free. The lock is the kernel's, so it holds across shims and daemons on one host, and dies
-    with its holder. A create finding it taken is FailedPrecondition at once (never waits).
+    with its holder. A create finding it taken is FailedPrecondition at once (never waits);
+    only the shared locks of other creates' probes (`claimed`, looking at the levels above
+    their own leaf) are waited out. The locked directory must still be the one at the path: a
+    leaf removed (and perhaps made again, for another) meanwhile is not ours.
     """
     leaf = os.path.join(top, rel)
+    gone = FailedPrecondition(f"cgroup /{rel}: in use: another container's create removed it meanwhile")
     try:
         fd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:  # the create that held it failed and removed it meanwhile
-        raise FailedPrecondition(f"cgroup /{rel}: in use: another container's create removed it meanwhile") from None
+        raise gone from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FailedPrecondition(f"cgroup /{rel}: in use: another container is being created in it") from None
+        def locked() -> bool:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                pass
+            try:  # held shared: only probes, gone in a moment; held exclusive: a claim
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FailedPrecondition(f"cgroup /{rel}: in use: another container is being created in it") from None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+
+        if not wait_until(locked, PROBE_WAIT):
+            raise FailedPrecondition(f"cgroup /{rel}: in use: other containers' creates kept looking at it")
+        here = _inode(leaf)
+        if here is None or here != os.fstat(fd).st_ino:
+            raise gone
         check_unclaimed(top, rel)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def remove_unclaimed(directory: str) -> None:
+    """rmdir a level a failed create made, unless another create claimed it meanwhile (a nested
+    path's leaf: theirs now). The rmdir is made under a shared lock, so no claim is taken on a
+    directory about to go (`claim_leaf` would find it removed). Errors are ignored: a level in
+    use stays, as does one already gone."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        os.rmdir(directory)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def release_claim(fd: int | None) -> None:

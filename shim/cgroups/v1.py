@@ -29,6 +29,7 @@ from .base import (
     ThrottleDevice,
     check_unclaimed,
     claim_leaf,
+    claimed,
     make_dirs,
     parse_flat,
     read_int,
@@ -36,6 +37,7 @@ from .base import (
     read_procs,
     release_claim,
     remove_tree,
+    remove_unclaimed,
     signal_pids,
     wait_until,
     write_file,
@@ -140,15 +142,14 @@ class V1Manager:
             if self._claim is None:  # another create holds the leaves: theirs now, whoever made them
                 leaves = {os.path.join(m, PARENT, rel) for m in self._hierarchies()}
                 made = [d for d in made if d not in leaves]
+            # Our leaves go as every level we made: under a shared lock (a create that locks one
+            # after finds it removed), unless another create claimed it meanwhile (theirs then).
+            self._release()
             for d in reversed(made):  # only what this call made, deepest first
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
-            self._release()  # after the rmdir: no other create may take a leaf about to go
+                remove_unclaimed(d)
             for mount in self._hierarchies():
                 top = os.path.join(mount, PARENT)
-                prune_parents(os.path.join(top, rel), top)
+                prune_parents(os.path.join(top, rel), top, keep=self._claimed)
             self._rel = None
             raise
 
@@ -172,6 +173,12 @@ class V1Manager:
     def _release(self) -> None:
         release_claim(self._claim)
         self._claim = None
+
+    def _claimed(self, level: str) -> bool:
+        """`prune_parents` keeps a level another create claimed (claims live in the first
+        hierarchy): its leaf, being made."""
+        hierarchies = self._hierarchies()
+        return bool(hierarchies) and claimed(os.path.join(hierarchies[0], PARENT, level))
 
     # ----- resources -----------------------------------------------------------------------------
 
@@ -315,7 +322,7 @@ class V1Manager:
         for mount in self._hierarchies():
             remove_tree(self._leaf(mount), os.path.join(mount, PARENT))
         for mount in self._hierarchies():  # every leaf first: a level empties in all of them
-            prune_parents(self._leaf(mount), os.path.join(mount, PARENT))
+            prune_parents(self._leaf(mount), os.path.join(mount, PARENT), keep=self._claimed)
 
     # ----- stats ---------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from .base import (
     Stats,
     check_unclaimed,
     claim_leaf,
+    claimed,
     make_dirs,
     parse_flat,
     parse_pressure,
@@ -41,6 +42,7 @@ from .base import (
     read_procs,
     release_claim,
     remove_tree,
+    remove_unclaimed,
     signal_pids,
     wait_until,
     write_file,
@@ -175,19 +177,22 @@ class V2Manager:
         except BaseException:
             if self._claim is None and leaf in made:
                 made.remove(leaf)  # another create holds the leaf: theirs now, whoever made it
+            # Our leaf goes as every level we made: under a shared lock (a create that locks it
+            # after finds it removed), unless another create claimed it meanwhile (theirs then).
+            self._release()
             for d in reversed(made):
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
-            prune_parents(os.path.join(self._top, rel), self._top)
-            self._release()  # after the rmdir: no other create may take a leaf about to go
+                remove_unclaimed(d)
+            prune_parents(os.path.join(self._top, rel), self._top, keep=self._claimed)
             self._rel = None
             raise
 
     def _release(self) -> None:
         release_claim(self._claim)
         self._claim = None
+
+    def _claimed(self, level: str) -> bool:
+        """`prune_parents` keeps a level another create claimed: its leaf, being made."""
+        return claimed(os.path.join(self._top, level))
 
     def _enable_controllers(self, directory: str) -> None:
         available_text = read_opt(os.path.join(directory, "cgroup.controllers"))
@@ -334,7 +339,7 @@ class V2Manager:
             if not wait_until(lambda: not self.pids(), EXIT_TIMEOUT):
                 raise Unavailable(f"cgroup /{rel}: processes {self.pids()} did not exit after SIGKILL")
         remove_tree(self.directory, self._top)
-        prune_parents(self.directory, self._top)
+        prune_parents(self.directory, self._top, keep=self._claimed)
 
     # ----- stats ---------------------------------------------------------------------------------
 
