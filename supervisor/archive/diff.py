@@ -37,6 +37,12 @@ Go's archive/tar; see supervisor/archive/tarwrite.py for the header encoding):
   before it are written as links right after it.
 - The archive ends with two zero blocks: an empty change is exactly 1024 bytes.
 
+Names a layer reserves: an entry whose name starts with `.wh.` is a whiteout in a layer (applied,
+`.wh.x` deletes x and `.wh..wh..opq` empties its directory), so a tree that holds such a name
+itself (a container's `touch /.wh.bin`, a COPY of a context file so named) has no layer that
+means what it holds: writing it is FailedPrecondition naming the path, checked on every name the
+walk writes (the deletions' own whiteouts aside).
+
 Errors: a missing tree is NotFound; a file that changes size while it is read is
 InvalidArgument; other I/O errors propagate as OSError (the caller owns `out` and the trees).
 
@@ -57,7 +63,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from dockyard_common.errors import NotFound
+from dockyard_common.errors import FailedPrecondition, NotFound
 from supervisor.archive.apply import WHITEOUT_PREFIX
 from supervisor.archive.tarwrite import (
     TYPE_BLOCK,
@@ -234,6 +240,7 @@ class _ChangeWriter:
                 extra_links = self._inode_waiting.pop(st.st_ino, [])
         elif kind is Change.UNMODIFIED:
             return
+        _refuse_reserved(rel)  # (its ancestors too: every component is looked at)
         capability = _getxattr(path, CAPABILITY_XATTR)
         if capability:
             h.pax[_PAX_CAPABILITY] = capability
@@ -245,6 +252,7 @@ class _ChangeWriter:
             self._tar.add(h)
         target = h.name
         for name in extra_links:
+            _refuse_reserved(name)
             h.name, h.typeflag, h.linkname, h.size = name, TYPE_LINK, target, 0
             self._parents(h)
             self._tar.add(h)
@@ -266,6 +274,17 @@ class _ChangeWriter:
             self.change(Change.MODIFY, d, path, os.stat(path))
         if h.typeflag == TYPE_DIR:
             self._added_dirs.add(name)
+
+
+def _refuse_reserved(rel: bytes) -> None:
+    """FailedPrecondition if a component of the tree's name `rel` is one layers keep for whiteouts."""
+    if not any(part.startswith(_WHITEOUT) for part in rel.split(b"/")):
+        return
+    shown = "/" + os.fsdecode(rel).strip("/")
+    shown = repr(shown) if len(shown) <= 200 else repr("..." + shown[-200:]) + f" ({len(shown)} characters)"
+    raise FailedPrecondition(
+        f"diff: the tree holds {shown}, a name image layers reserve for whiteouts ({WHITEOUT_PREFIX}<name> deletes "
+        "<name> when the layer is applied): rename or remove it first")
 
 
 def _header(rel: bytes, path: bytes, st: os.stat_result) -> TarHeader:

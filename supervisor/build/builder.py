@@ -121,7 +121,7 @@ from supervisor.build.copy import (
 from supervisor.build.dockerfile import Dockerfile, Instruction, at_instruction, parse_dockerfile
 from supervisor.build.epoch import epoch_time, source_date_epoch
 from supervisor.build.heredoc import SCRIPT_DIR, SCRIPT_MODE, Script, run_argv
-from supervisor.build.imagewrite import BaseImage, History, ImageWriter, Layer, Step, docker_layers
+from supervisor.build.imagewrite import BaseImage, History, ImageWriter, Layer, Step, check_base, docker_layers
 from supervisor.build.runmounts import CacheDirs, RunMount, bind_mount, parse_mount, tmpfs_mount
 from supervisor.build.runstep import RunSpec, StepRunner
 from supervisor.build.stages import SCRATCH, BuildOptions, BuildPlan, CopySource, Stage, plan_build
@@ -263,7 +263,7 @@ class _Build:
         if found is not None:
             return found
         if index in self.building:
-            raise InvalidArgument(f"Dockerfile: stage {self.plan.stages[index].label} depends on itself "
+            raise InvalidArgument(f"stage {self.plan.stages[index].label} depends on itself "
                                   "(through an ONBUILD trigger's COPY --from)")
         self.building.add(index)
         stage = self.plan.stages[index]
@@ -298,6 +298,7 @@ class _Build:
         else:
             try:
                 image, chain = await self.image(stage.base, stage.platform)
+                check_base(image, f"image {stage.base!r}")
             except DockyardError as exc:
                 raise type(exc)(f"Dockerfile:{stage.line}: {exc.message}") from None
             state = StageState.start(image.config.raw, self.plan, stage)

@@ -22,8 +22,10 @@ All of it runs under one temporary lease, deleted at the end: a failed commit le
 record and nothing the collector keeps. A container with no image (its rootfs prepared by
 hand) is committed as a one-layer image of its whole rootfs (from `scratch`).
 
-Errors: NotFound (container, or its image), InvalidArgument (name, compression, change),
-FailedPrecondition (the container has no snapshot, or its image no longer matches it).
+Errors: NotFound (container, or its image), InvalidArgument (name, compression, change; an
+image config holding text that is not valid Unicode; a new config larger than Dockyard reads
+back), FailedPrecondition (the container has no snapshot, or its image no longer matches it, or
+its files hold a name layers reserve for whiteouts, `.wh.*`: see supervisor/differ.py).
 """
 
 from __future__ import annotations
@@ -42,7 +44,17 @@ from dockyard_common.imagespec import Compression, Matcher, chain_ids
 from dockyard_common.reference import normalize, parse
 from dockyard_common.types import Container, Mount, Status
 from supervisor.build.commit_changes import apply_changes
-from supervisor.build.imagewrite import BaseImage, History, ImageWriter, Layer, Step, Written, docker_layers
+from supervisor.build.imagewrite import (
+    BaseImage,
+    History,
+    ImageWriter,
+    Layer,
+    Step,
+    Written,
+    check_base,
+    check_config,
+    docker_layers,
+)
 from supervisor.images.leasing import temporary_lease
 from supervisor.images.resolve import Resolver
 from supervisor.metadata.containers import ContainerStore
@@ -136,7 +148,9 @@ class Committer:
                                      "(its rootfs is not a snapshot)")
         parent = (await self.snapshots.stat(ns, container.snapshotter, container.snapshot_key)).parent
         base = await self._base(ns, container, parent)
+        check_base(base, f"image {container.image!r} of container {container.id}")
         run_config = apply_changes(opts.changes, base.config.config if base is not None else {})
+        check_config(base, run_config)  # a config too large to store is refused before the pause
         created = now()
         history = History(created_by=command_of(container), comment=opts.message, author=opts.author,
                           created=created)

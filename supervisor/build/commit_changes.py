@@ -21,7 +21,10 @@ Lines ending in a backslash continue; empty lines and `#` comments are skipped; 
 `--flag`s are refused as Docker refuses them (no commit instruction takes one).
 
 Anything else (RUN, COPY, FROM, a typo) is InvalidArgument naming the instruction, as are
-a value Docker would refuse (`STOPSIGNAL SIGNOPE`, `EXPOSE 99999`, `ENV =x`, `VOLUME ""`).
+a value Docker would refuse (`STOPSIGNAL SIGNOPE`, `EXPOSE 99999`, `ENV =x`, `VOLUME ""`), a
+change holding a NUL byte (it would reach a path, execve or the environment, which cannot take
+one: the image would be made, then refused by every run), and a VOLUME no container can have
+(`/`, /proc, a relative path: `dockyard_common.rundefaults`, the rule `dock run` applies).
 
     config = apply_changes(["ENV A=1", "CMD [\"sh\"]"], image_config.config)
 """
@@ -37,6 +40,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.rundefaults import volume_paths
 from supervisor.build.expand import expand_word
 
 COMMIT_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "WORKDIR", "VOLUME", "STOPSIGNAL")
@@ -65,6 +69,9 @@ def apply_changes(changes: Sequence[str], config: dict[str, Any] | None) -> dict
     """A copy of the run config `config` (the image config's `config` object) with `changes`
     applied in order; InvalidArgument for a change commit does not accept or cannot read."""
     state = _State(copy.deepcopy(config or {}))
+    for i, change in enumerate(changes):
+        if "\0" in change:
+            raise InvalidArgument(f"change {i + 1} contains a NUL byte")
     for instruction, rest in logical_lines("\n".join(changes)):
         handler = _HANDLERS.get(instruction.upper())
         if handler is None:
@@ -310,6 +317,7 @@ def _volume(state: _State, name: str, rest: str) -> None:
     for path in paths:
         if not path.strip():
             raise InvalidArgument(f"{name} specified can not be an empty string")
+        volume_paths({path: {}}, where="change")  # what `dock run` would refuse, refused now
         volumes[path] = {}
     state.config["Volumes"] = volumes
 

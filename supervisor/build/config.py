@@ -182,7 +182,7 @@ class StageState:
     def run_triggers(self, dockerfile: Dockerfile | None, from_line: int) -> list[Instruction]:
         """The base image's OnBuild triggers as instructions (to run before the stage's own),
         and clears them: an image built FROM an image does not inherit its triggers."""
-        triggers = list(self.config.pop("OnBuild", None) or [])
+        triggers = self.config.pop("OnBuild", None) or []  # the image's: parse_triggers checks its shape
         escape = dockerfile.escape if dockerfile is not None else self.escape
         return parse_triggers(triggers, escape=escape, line=from_line)
 

@@ -16,6 +16,12 @@ of every instruction, ONBUILD triggers parsed as instructions of their own.
 Every error is a `DockerfileError` (InvalidArgument) whose message names the line:
 `Dockerfile:3: unknown instruction: FOO`.
 
+ONBUILD triggers come from a base image's config, which anyone may have written: each must be
+text (no NUL, valid Unicode), parse as exactly one instruction (buildkit: "onbuild trigger
+should be a single expression"; a heredoc's body belongs to its instruction) that may be a
+trigger (not ONBUILD, FROM or MAINTAINER), and an image has at most MAX_TRIGGERS of them.
+Errors quote a trigger shortened to QUOTE_LIMIT characters.
+
 The parser is a Go shared library: importing it starts a Go runtime in this process (five
 threads, ~4 MiB, handlers for synchronous signals, SIGPIPE and SIGURG that pass other threads'
 signals on). It is imported on first use, so a daemon that never builds never loads it.
@@ -54,6 +60,10 @@ FLAGS: Mapping[str, Mapping[str, str]] = MappingProxyType({
 
 # Not allowed after ONBUILD (buildkit's ParseOnBuild).
 _NOT_TRIGGERS = ("ONBUILD", "FROM", "MAINTAINER")
+# Triggers of one base image: each is a step of every build FROM it, so thousands of them would
+# hold the daemon for minutes (20 000 LABEL triggers took 3.5 min); real images have a handful.
+MAX_TRIGGERS = 256
+QUOTE_LIMIT = 80  # characters of a trigger quoted in an error (a trigger may be megabytes long)
 _DIRECTIVE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.*?)[ \t]*$")
 _ONBUILD_PREFIX = re.compile(r"(?i)^\s*ONBUILD\s*")
 
@@ -129,23 +139,40 @@ def parse_dockerfile(source: str | bytes) -> Dockerfile:
     return Dockerfile(tuple(_instruction(c, escape) for c in commands), escape, directives)
 
 
-def parse_triggers(triggers: list[str], *, escape: str = DEFAULT_ESCAPE, line: int = 0) -> list[Instruction]:
-    """An image's OnBuild expressions as instructions, run first when a stage starts FROM it.
+def parse_triggers(triggers: Any, *, escape: str = DEFAULT_ESCAPE, line: int = 0,
+                   source: str = " of the base image") -> list[Instruction]:
+    """An image's OnBuild expressions as instructions, run first when a stage starts FROM it
+    (the rules in the module docstring).
 
-    `line` is the FROM line that pulled them in: errors in a trigger name it."""
+    `line` is the FROM line that pulled them in: errors in a trigger name it (and `source`)."""
+    if not isinstance(triggers, list | tuple):
+        raise DockerfileError("the base image's OnBuild must be an array of strings", line)
+    if len(triggers) > MAX_TRIGGERS:
+        raise DockerfileError(f"the base image has {len(triggers)} ONBUILD triggers, more than the "
+                              f"{MAX_TRIGGERS} a build runs", line)
     out: list[Instruction] = []
-    for expression in triggers:
+    for i, expression in enumerate(triggers):
+        if not isinstance(expression, str):
+            raise DockerfileError(f"ONBUILD trigger {i} of the base image is not a string", line)
+        where = f"ONBUILD trigger {quote(expression)}{source}"
         prefix = "" if escape == DEFAULT_ESCAPE else f"# escape={escape}\n"
         try:
             parsed = [_instruction(c, escape) for c in _parse(prefix + expression)]
         except DockerfileError as e:
-            raise DockerfileError(f"ONBUILD trigger {expression!r} of the base image: {e.detail}", line) from None
-        for ins in parsed:
-            ins = Instruction(ins.name, ins.args, line, line, ins.json, ins.flags, ins.original, ins.heredocs, None)
-            if ins.name in _NOT_TRIGGERS:
-                raise DockerfileError(f"{ins.name} isn't allowed as an ONBUILD trigger", line)
-            out.append(ins)
+            detail = e.detail if len(e.detail) <= 4 * QUOTE_LIMIT else e.detail[:4 * QUOTE_LIMIT] + "..."
+            raise DockerfileError(f"{where}: {detail}", line) from None
+        if len(parsed) != 1:
+            raise DockerfileError(f"{where}: a trigger must be one instruction, not {len(parsed)}", line)
+        ins = parsed[0]
+        if ins.name in _NOT_TRIGGERS:
+            raise DockerfileError(f"{ins.name} isn't allowed as an ONBUILD trigger", line)
+        out.append(Instruction(ins.name, ins.args, line, line, ins.json, ins.flags, ins.original, ins.heredocs, None))
     return out
+
+
+def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` quoted for an error message, shortened to `limit` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def read_directives(text: str) -> dict[str, str]:
@@ -180,6 +207,15 @@ def _decode(source: str | bytes) -> str:
 def _parse(text: str) -> tuple[Any, ...]:
     import dockerfile  # the Go parser: loaded on first use (module docstring)
 
+    # The Go side reads a C string: it stops at a NUL (the rest silently dropped), and a str
+    # that is not valid Unicode (a lone surrogate, which JSON's \udcff gives) crashed the
+    # whole process (the wrapper dereferences the NULL its UTF-8 conversion returns).
+    if "\0" in text:
+        raise DockerfileError("contains a NUL byte")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DockerfileError(f"not valid Unicode text (character {e.start} is a lone surrogate)") from None
     try:
         return tuple(dockerfile.parse_string(text))
     except dockerfile.GoParseError as e:
@@ -232,9 +268,7 @@ def _onbuild(c: Any, escape: str) -> Instruction:
     expression = _ONBUILD_PREFIX.sub("", c.original, count=1).strip()
     if not expression:
         raise DockerfileError("ONBUILD requires at least one argument", c.start_line)
-    trigger = parse_triggers([expression], escape=escape, line=c.start_line)
-    if len(trigger) != 1:
-        raise DockerfileError("ONBUILD takes exactly one instruction", c.start_line)
+    trigger = parse_triggers([expression], escape=escape, line=c.start_line, source="")
     return Instruction("ONBUILD", (expression,), c.start_line, c.end_line, False, MappingProxyType({}), c.original,
                        (), trigger[0])
 

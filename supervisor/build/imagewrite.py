@@ -20,6 +20,11 @@ existing one at the new manifest. The manifest keeps the base's media-type famil
 Docker schema 2), except that zstd layers make it OCI: Docker's media types have no zstd layer,
 and containerd's converters switch such an image to OCI too. Nothing is written before the
 name is checked; a failure leaves no image record and only content the lease holds.
+
+A base image's config is untrusted: `check_base` refuses one holding text that is not valid
+Unicode (JSON's `\udcff` escapes decode to lone surrogates, which no UTF-8 writer takes), before
+a build or commit starts work on it; and `write` refuses a config or manifest larger than
+MAX_DOCUMENT_SIZE, which Dockyard itself would then refuse to read (InvalidArgument, both).
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dockyard_common.errors import AlreadyExists, DockyardError, NotFound
+from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
 from dockyard_common.imagespec import (
     LABEL_UNCOMPRESSED,
+    MAX_DOCUMENT_SIZE,
     MEDIA_TYPE_DOCKER_CONFIG,
     MEDIA_TYPE_DOCKER_LAYER,
     MEDIA_TYPE_DOCKER_LAYER_FOREIGN,
@@ -199,14 +205,14 @@ class ImageWriter:
             base_layers = [_as_oci(d) for d in base_layers]
 
         document = self._config(base, steps, run_config, when, author)
-        config_bytes = encode(document)
+        config_bytes = _encode(document, "image config")
         config_desc = Descriptor(MEDIA_TYPE_OCI_CONFIG if oci else MEDIA_TYPE_DOCKER_CONFIG,
                                  sha256_digest(config_bytes), len(config_bytes))
         all_layers = [*base_layers, *(_as_oci(la.descriptor) if oci else la.descriptor for la in layers)]
         manifest = Manifest(MEDIA_TYPE_OCI_MANIFEST if oci else MEDIA_TYPE_DOCKER_MANIFEST, config_desc,
                             [Descriptor(d.media_type, d.digest, d.size, dict(d.annotations), urls=list(d.urls))
                              for d in all_layers])
-        manifest_bytes = encode(manifest_json(manifest))
+        manifest_bytes = _encode(manifest_json(manifest), "manifest")
         target = Descriptor(manifest.media_type, sha256_digest(manifest_bytes), len(manifest_bytes))
 
         await self.put(ns, config_bytes, lease)
@@ -286,6 +292,71 @@ class ImageWriter:
         except AlreadyExists:  # made meanwhile by someone else: point it here too
             await self.images.update(ns, image, ["target"])
             return False
+
+
+def check_base(base: BaseImage | None, what: str) -> None:
+    """InvalidArgument naming the field when the base's config holds text that is not valid
+    Unicode: the new config could not be written (and build cache keys not computed)."""
+    if base is None:
+        return
+    where = unencodable(base.config.raw)
+    if where is not None:
+        raise InvalidArgument(f"{what}: config field {_short(where)} is not valid Unicode text (a lone surrogate, "
+                              "as a \\udXXX escape in its JSON gives)")
+
+
+def check_config(base: BaseImage | None, run_config: dict[str, Any]) -> None:
+    """Before any work: InvalidArgument when the config `write` would make from `base` and
+    `run_config` could not be stored (too large, or text that is not valid Unicode). The
+    history entries and diff IDs the steps add are small; `write` checks the exact document."""
+    document = dict(base.config.raw) if base is not None else {}
+    document["config"] = run_config
+    _encode(document, "image config")
+
+
+def unencodable(value: Any) -> str | None:
+    """Where in the JSON value `value` the first string (key or value) that UTF-8 cannot encode
+    is (`config.Env[2]`), or None. A stack, not recursion: the value may nest deeply."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if not _encodes(item):
+                return path or "(the whole document)"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and not _encodes(key):
+                    return f"{path or '(top)'} key {key!r}"
+                stack.append((name, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
+    return None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _encode(document: Any, what: str) -> bytes:
+    """`document` as stored, if it is one Dockyard reads back (MAX_DOCUMENT_SIZE, valid text)."""
+    try:
+        data = encode(document)
+    except UnicodeEncodeError:
+        where = unencodable(document)
+        raise InvalidArgument(f"the new {what}: field {_short(where or '')} is not valid Unicode text") from None
+    if len(data) > MAX_DOCUMENT_SIZE:
+        raise InvalidArgument(f"the new {what} would be {len(data)} bytes, more than the limit of {MAX_DOCUMENT_SIZE} "
+                              "for a document (its labels, environment or changes are too large)")
+    return data
 
 
 def _as_oci(desc: Descriptor) -> Descriptor:

@@ -27,7 +27,7 @@ Rules (buildkit's Dockerfile frontend):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dockyard_common.errors import InvalidArgument
@@ -270,23 +270,33 @@ def _dependencies(stage: Stage) -> list[int]:
 
 
 def _order(stages: list[Stage], target: int) -> list[int]:
-    """The stages `target` needs, dependencies first (depth-first, earliest stage first)."""
+    """The stages `target` needs, dependencies first (depth-first, earliest stage first).
+
+    A stack, not recursion: a Dockerfile of thousands of chained stages (`FROM s1 AS s2` ...)
+    made Python's recursion limit an internal error."""
     order: list[int] = []
     state: dict[int, str] = {}  # "visiting" | "done"
+    chain: list[int] = []  # the stages being visited, outermost first
+    pending: list[Iterator[int]] = []  # per stage in `chain`: the dependencies not visited yet
 
-    def visit(i: int, chain: list[int]) -> None:
-        if state.get(i) == "done":
-            return
+    def enter(i: int) -> None:
         if state.get(i) == "visiting":
             cycle = [*chain[chain.index(i):], i]
             names = " -> ".join(stages[j].label for j in cycle)
             raise DockerfileError(f"circular dependency detected on stage: {stages[i].label} ({names})",
                                   stages[i].line)
         state[i] = "visiting"
-        for dep in sorted(set(_dependencies(stages[i]))):
-            visit(dep, [*chain, i])
-        state[i] = "done"
-        order.append(i)
+        chain.append(i)
+        pending.append(iter(sorted(set(_dependencies(stages[i])))))
 
-    visit(target, [])
+    enter(target)
+    while chain:
+        dep = next(pending[-1], None)
+        if dep is None:
+            done = chain.pop()
+            pending.pop()
+            state[done] = "done"
+            order.append(done)
+        elif state.get(dep) != "done":
+            enter(dep)
     return order
