@@ -8,9 +8,11 @@
 
 An index is followed to the best manifest for the platform; nested indexes are followed too,
 at most MAX_INDEX_DEPTH deep and never back to one already on the path (an index that lists
-itself is InvalidArgument, not an endless loop). A blob the namespace lacks is NotFound
-(`content digest sha256:…: not found`); a blob whose size differs from its descriptor, or that
-is not the document its media type says, is InvalidArgument naming the descriptor.
+itself is InvalidArgument, not an endless loop), and each index once however often it is
+listed (one child listed 10 000 times at each of a few levels is not 10 000^levels visits).
+A blob the namespace lacks is NotFound (`content digest sha256:…: not found`); a blob whose
+size differs from its descriptor, or that is not the document its media type says, is
+InvalidArgument naming the descriptor.
 """
 
 from __future__ import annotations
@@ -92,12 +94,18 @@ class Resolver:
         when its config matches, or when the matcher matches everything.
         """
         found: list[tuple[int, int, Descriptor]] = []
-        await self._collect(ns, target, matcher, found, [], None)
+        await self._collect(ns, target, matcher, found, [], None, set())
         found.sort(key=lambda t: (t[0], t[1]))
         return [d for _, _, d in found]
 
     async def _collect(self, ns: str, desc: Descriptor, matcher: Matcher, out: list[tuple[int, int, Descriptor]],
-                       path: list[str], listed: Platform | None) -> None:
+                       path: list[str], listed: Platform | None, seen: set[tuple[str, Platform | None]]) -> None:
+        if is_index(desc.media_type):
+            self._enter(desc, path)  # (a cycle is an error, not something seen before)
+        key = (desc.digest, desc.platform or listed if is_manifest(desc.media_type) else None)
+        if key in seen:
+            return  # listed again: the same manifest (for the same platform) or index gives the same answer
+        seen.add(key)
         if is_manifest(desc.media_type):
             platform = desc.platform or listed
             if platform is None:
@@ -110,12 +118,11 @@ class Resolver:
             return
         if not is_index(desc.media_type):
             raise InvalidArgument(f"{desc.digest}: media type {desc.media_type!r} is not an image index or manifest")
-        self._enter(desc, path)
         index = await self.index(ns, desc)
         for child in index.manifests:
             if child.platform is not None and not matcher.match(child.platform) and is_manifest(child.media_type):
                 continue  # not wanted: its blobs need not even be present
-            await self._collect(ns, child, matcher, out, [*path, desc.digest], child.platform)
+            await self._collect(ns, child, matcher, out, [*path, desc.digest], child.platform, seen)
 
     @staticmethod
     def _enter(desc: Descriptor, path: list[str]) -> None:

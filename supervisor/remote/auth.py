@@ -13,7 +13,8 @@ Tokens are cached per (realm, service, scopes, who asked) until they expire (les
 in a `TokenCache` the daemon shares between pulls, so a second pull of the same repository
 asks the token server nothing. Scopes are `repository:<path>:pull` (or `pull,push`).
 Credentials are only ever attached to requests for the registry host they belong to (and
-to the token realm that host names): redirects elsewhere go without them (client.py).
+to the token realm that host names, which must be an absolute http(s) URL and is never
+plain http for a registry reached over https): redirects elsewhere go without them (client.py).
 
 Errors: `RegistryAuthError` (a FailedPrecondition) when the registry or its token server
 refuses, with the registry's own words when it gave any.
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 from dockyard_common.credentials import Credentials
 from dockyard_common.errors import FailedPrecondition
+from supervisor.remote.untrusted import shown
 
 DEFAULT_TOKEN_SECONDS = 60  # the spec's default when expires_in is absent
 MIN_TOKEN_SECONDS = 60
@@ -172,7 +174,7 @@ class HostAuth:
         """Learn from a 401. Raises when sending the request again cannot help."""
         usable = [c for c in challenges if c.scheme in ("bearer", "basic")]
         if not usable:
-            offered = ", ".join(c.scheme for c in challenges) or "none"
+            offered = shown(", ".join(c.scheme for c in challenges[:8]) or "none")
             raise RegistryAuthError(f"{what}: registry {self.host} wants authentication we cannot do "
                                     f"(challenges: {offered})")
         ch = next((c for c in usable if c.scheme == "bearer"), usable[0])
@@ -185,7 +187,7 @@ class HostAuth:
             if ch.params.get("error") == "insufficient_scope" or ch.scheme == "bearer":
                 who = f"user {self.creds.username!r}" if self.creds else "anonymous access"
                 raise RegistryAuthError(f"{what}: registry {self.host} denied {who}: "
-                                        f"{ch.params.get('error', 'unauthorized')}"
+                                        f"{shown(ch.params.get('error', 'unauthorized'), 80)}"
                                         + ("" if self.creds else " (dock login, or --user)"))
             raise RegistryAuthError(f"{what}: registry {self.host} refused the credentials of user "
                                     f"{self.creds.username if self.creds else ''!r}")

@@ -18,6 +18,20 @@ certificates) is tls.py's. Failures become the daemon's error kinds, naming the 
 and what was asked: NotFound (404), RegistryAuthError (401/403), FailedPrecondition (TLS:
 an untrusted certificate, a failed handshake), Unavailable (connection trouble, timeouts,
 429 and 5xx), InvalidArgument (other 4xx, with the registry's error codes).
+
+What a registry sends is untrusted (tests/integration/test_registry_hostile.py):
+- every URL it leads us to (a redirect, an upload Location, a token realm) must be an absolute
+  http(s) URL, and never takes a request from https down to plain http, where a network could
+  read or change it (`follow`): FailedPrecondition. So a token realm of an https registry is
+  https too (the user's password goes there), and credentials still go only to the registry's
+  own origin and its realm;
+- a body read whole (a manifest, an index, a config, a token answer) is capped and must average
+  `MIN_BODY_RATE` once its first `read` seconds have passed (`read_limited`): a registry that
+  trickles a byte now and then cannot hold a pull for ever with the per-read timeout alone;
+- its words (error documents, reason phrases, challenge parameters, URLs) reach users' terminals
+  through error messages only with control characters escaped and their length bounded (`shown`);
+- a response that is not HTTP (too many or too long header lines, a bad Content-Length) is
+  Unavailable saying so, not aiohttp's parser text.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import asyncio
 import errno
 import json
 import logging
+import math
 import os
 import re
 import ssl
@@ -36,8 +51,9 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import yarl
 
-from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable
+from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from dockyard_common.version import VERSION
 from supervisor.remote.auth import Credentials, HostAuth, RegistryAuthError, TokenCache, parse_challenges
 from supervisor.remote.hosts import RegistryHost
@@ -51,12 +67,20 @@ from supervisor.remote.retry import (
     with_retries,
 )
 from supervisor.remote.tls import SpeaksPlainHTTP, context_for, tls_error
+from supervisor.remote.untrusted import SHOWN, shown
 
 log = logging.getLogger("dockyard.remote")
 
 MAX_REDIRECTS = 10
+# A body read whole must average this many bytes a second once its first `read` seconds have
+# passed: a legitimate registry is far faster, and the document caps (8 MiB for a config) then
+# bound how long one body can take (about 9 minutes at this rate).
+MIN_BODY_RATE = 16 << 10
+MAX_TOKEN_ANSWER = 1 << 20
+MAX_TOKEN_SECONDS = 24 * 3600.0  # a token said to live longer (or for ever, 1e999) is kept this long
 USER_AGENT = f"dockyard/{VERSION}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -85,31 +109,52 @@ def _error_detail(body: bytes) -> str:
         doc = json.loads(body)
         errs = doc.get("errors") if isinstance(doc, dict) else None
         if isinstance(errs, list) and errs:
-            return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errs
-                             if isinstance(e, dict))
+            return shown("; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errs[:8]
+                                   if isinstance(e, dict)), 2 * SHOWN)
     except (ValueError, RecursionError):  # not the registry's error document: show the text
         pass
-    text = body[:200].decode(errors="replace").strip()
-    return text
+    text = body[:SHOWN].decode(errors="replace").strip()
+    return shown(text)
 
 
-async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+class SlowBody(Unavailable):
+    """A body read whole that arrived slower than MIN_BODY_RATE (after its grace period)."""
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int, what: str = "", grace: float = 60.0) -> bytes:
     """The whole body, or the first `limit + 1` bytes when it is longer (so callers can tell).
-    (StreamReader.read(n) may return fewer than n bytes before the end.)"""
+    (StreamReader.read(n) may return fewer than n bytes before the end.)
+
+    The body must come at `MIN_BODY_RATE` on average once `grace` seconds (the read timeout)
+    have passed, else SlowBody: the per-read timeout alone lets a byte every minute hold the
+    reader for ever."""
     parts: list[bytes] = []
     size = 0
-    while size <= limit:
-        chunk = await resp.content.read(limit + 1 - size)
-        if not chunk:
-            break
-        parts.append(chunk)
-        size += len(chunk)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    deadline = asyncio.timeout_at(start + grace)
+    try:
+        async with deadline:
+            while size <= limit:
+                chunk = await resp.content.read(limit + 1 - size)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                size += len(chunk)
+                deadline.reschedule(start + grace + size / MIN_BODY_RATE)
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # the read timeout (silence): the caller's to word
+        elapsed = loop.time() - start
+        raise SlowBody(f"{what or 'read a response'}: the registry sent only {size} bytes in {elapsed:.1f}s "
+                       f"(a response read whole must come at {MIN_BODY_RATE // 1024} KiB/s at least once its "
+                       f"first {grace:g}s have passed)") from None
     return b"".join(parts)
 
 
 def _retry_after(resp: aiohttp.ClientResponse) -> str:
     value = resp.headers.get("Retry-After")
-    return f" (retry after {value}s)" if value else ""
+    return f" (retry after {shown(value, 40)}s)" if value else ""
 
 
 async def status_error(resp: aiohttp.ClientResponse, what: str, host: RegistryHost) -> DockyardError:
@@ -119,7 +164,7 @@ async def status_error(resp: aiohttp.ClientResponse, what: str, host: RegistryHo
     except (aiohttp.ClientError, TimeoutError):
         body = b""
     detail = _error_detail(body)
-    status = f"{resp.status} {resp.reason or ''}".strip()
+    status = f"{resp.status} {shown(resp.reason or '', 80)}".strip()
     message = f"{what}: registry {host.host} answered {status}" + (f": {detail}" if detail else "")
     if resp.status in RETRYABLE_STATUS:  # (retried, so the final error says exactly which request)
         return TransientError(f"{what}: registry {host.host} answered {status} to {resp.method} "
@@ -139,7 +184,33 @@ _RESETS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 def shown_url(url: str) -> str:
     """A URL for messages: without its query, which may be a signature (presigned blob storage)."""
-    return url.split("?", 1)[0].split("#", 1)[0]
+    return shown(url.split("?", 1)[0].split("#", 1)[0])
+
+
+def follow(current: str, location: str, what: str, registry: str) -> str:
+    """The absolute URL that `location` (a redirect's Location, an upload Location, a token
+    realm; relative to `current`) names, if we may go there: a valid http(s) URL without
+    credentials in it, and never from https down to plain http, where anyone on the way could
+    read the request or answer in the registry's name. Unavailable for a URL we cannot use,
+    FailedPrecondition for a step down to http."""
+    try:
+        url = urljoin(current, location)
+        parsed = yarl.URL(url)
+        parsed.port  # noqa: B018 (yarl checks the port's range when asked)
+    except ValueError as exc:
+        raise Unavailable(f"{what}: registry {registry} gave the URL {shown(location)!r}, which is not valid "
+                          f"({shown(exc, 80)})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise Unavailable(f"{what}: registry {registry} gave the URL {shown(location)!r}, which is not an "
+                          "absolute http(s) URL")
+    if parsed.user is not None or parsed.password is not None:
+        raise Unavailable(f"{what}: registry {registry} gave a URL with credentials in it "
+                          f"({shown(parsed.scheme)}://...@{shown(parsed.host)}); refused")
+    if urlsplit(current).scheme == "https" and parsed.scheme == "http":
+        raise FailedPrecondition(f"{what}: registry {registry} led from https to plain http "
+                                 f"({shown_url(url)}); refused, since anyone on the network could read or change "
+                                 "that request (configure the registry to stay on https)")
+    return url
 
 
 def connection_error(exc: BaseException, what: str, host: RegistryHost, timeouts: Timeouts,
@@ -222,6 +293,11 @@ class RegistrySession:
         token server too, as in containerd (a private CA usually signs both)."""
         from supervisor.remote.auth import DEFAULT_TOKEN_SECONDS, MIN_TOKEN_SECONDS, basic_header
 
+        reached = self.effective(host)  # (http for a loopback registry found to speak http)
+        if not realm.lower().startswith(("http://", "https://")):
+            raise RegistryAuthError(f"get a token: registry {host.host} names the realm {shown(realm)!r}, which is "
+                                    "not an absolute http(s) URL")
+        realm = follow(reached.base + "/", realm, "get a token", host.host)
         params: list[tuple[str, str]] = []
         if service:
             params.append(("service", service))
@@ -229,7 +305,7 @@ class RegistrySession:
         if creds is not None:
             params.append(("account", creds.username))
         headers = {"Authorization": basic_header(creds)} if creds is not None else {}
-        what = f"token from {realm}"
+        what = f"token from {shown_url(realm)}"
         tls = await self._ssl_for(host)
 
         async def once(attempt: int) -> Any:
@@ -242,12 +318,15 @@ class RegistrySession:
                         raise RegistryAuthError(f"{what}: {who} refused ({resp.status})"
                                                 + (f": {detail}" if detail else ""))
                     if resp.status in RETRYABLE_STATUS:
-                        raise TransientError(f"{what}: answered {resp.status} {resp.reason or ''}".rstrip(),
+                        raise TransientError(f"{what}: answered {resp.status} {shown(resp.reason or '', 80)}".rstrip(),
                                              parse_retry_after(resp.headers.get("Retry-After")))
                     if resp.status != 200:
                         detail = _error_detail(await resp.content.read(8192))
                         raise Unavailable(f"{what}: answered {resp.status}" + (f": {detail}" if detail else ""))
-                    return json.loads(await read_limited(resp, 1 << 20))
+                    body = await read_limited(resp, MAX_TOKEN_ANSWER, what, self.timeouts.read)
+                    if len(body) > MAX_TOKEN_ANSWER:
+                        raise Unavailable(f"{what}: the answer is larger than {MAX_TOKEN_ANSWER} bytes")
+                    return json.loads(body)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise connection_error(exc, what, host, self.timeouts) from None
             except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
@@ -257,17 +336,23 @@ class RegistrySession:
         token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise Unavailable(f"{what}: the answer has no token")
+        if not _TOKEN_CHARS.fullmatch(token):
+            # it becomes a header line: a CR/LF in it would be a header of the server's choosing
+            raise Unavailable(f"{what}: the token in the answer has characters a token cannot have "
+                              "(only visible ASCII)")
         seconds = doc.get("expires_in", DEFAULT_TOKEN_SECONDS)
-        if not isinstance(seconds, int | float) or seconds <= 0:
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not math.isfinite(seconds) \
+                or seconds <= 0:
             seconds = DEFAULT_TOKEN_SECONDS
-        return token, max(float(seconds), MIN_TOKEN_SECONDS)
+        return token, min(max(float(seconds), MIN_TOKEN_SECONDS), MAX_TOKEN_SECONDS)
 
     @asynccontextmanager
     async def request(self, method: str, host: RegistryHost, suffix: str, *, what: str,
                       scopes: Sequence[str] = (), headers: dict[str, str] | None = None,
                       data: Any = None, url: str | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request to `host` (URL `host.url(suffix)`, or an absolute `url` the registry
-        gave, e.g. an upload location) and yield the final response, unread. GET and HEAD
+        gave, e.g. an upload location) and yield the final response, unread. `data` may be a
+        function making the body (a stream from the content store), called for each send. GET and HEAD
         are sent again after a transient failure; a body cut short while the caller reads it
         raises TransientError (the caller decides whether to fetch again, e.g. from a Range)."""
         host = self.effective(host)
@@ -314,10 +399,14 @@ class RegistrySession:
             if authorization:
                 send["Authorization"] = authorization
             try:
-                resp = await self.session.request(method, url, headers=send, data=data, allow_redirects=False,
+                # (a streamed body is made anew for each send: a redirect must not find it used up)
+                resp = await self.session.request(method, url, headers=send, data=data() if callable(data) else data,
+                                                  allow_redirects=False,
                                                   ssl=await self._ssl_for(host) if same else True)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise connection_error(exc, what, host, self.timeouts, method, url) from None
+            except ValueError as exc:  # a header value aiohttp refuses to send (a newline in it, say)
+                raise InvalidArgument(f"{what}: cannot send {method} {shown_url(url)}: {shown(exc, 120)}") from None
             if resp.status == 401 and same and not retried:
                 challenges = parse_challenges(resp.headers.getall("WWW-Authenticate", []))
                 resp.release()
@@ -335,9 +424,9 @@ class RegistrySession:
                 if not location:
                     raise Unavailable(f"{what}: registry {host.host} redirected ({resp.status}) without a Location")
                 hops += 1
-                url = urljoin(url, location)
+                url = follow(url, location, what, host.host)
                 if url in seen:
-                    raise Unavailable(f"{what}: registry {host.host}: redirect loop (back to {url})")
+                    raise Unavailable(f"{what}: registry {host.host}: redirect loop (back to {shown_url(url)})")
                 if hops > MAX_REDIRECTS:
                     raise Unavailable(f"{what}: registry {host.host}: more than {MAX_REDIRECTS} redirects")
                 seen.add(url)
@@ -373,7 +462,13 @@ def _describe(exc: BaseException, timeouts: Timeouts) -> str:
         return f"unreachable: {_os_words(exc.os_error)}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server hung up before answering"
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # We never ask aiohttp to raise for a status: this is its parser refusing the response
+        # (too many or too long header lines, a bad status line or Content-Length).
+        reason = str(exc.message).splitlines()[0] if exc.message else "unreadable"
+        reason = re.split(r":?\s*b['\"]", reason, maxsplit=1)[0].rstrip(": ")  # (without the bytes' repr)
+        return f"the response is not valid HTTP ({shown(reason, 80)})"
+    return shown(str(exc) or "the exchange failed")
 
 
 @dataclass

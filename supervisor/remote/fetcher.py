@@ -17,9 +17,11 @@ The size is checked while streaming (never more than the descriptor says) and th
 commit, by the content store. A body cut short (a connection reset) is fetched again at once
 from where it stopped (Range), a bounded number of times with backoff (retry.py); one that
 stays cut short, a timeout or the daemon killed leaves the ingest for the next pull to
-resume; bytes that fail verification (wrong digest, too many) are thrown away with the
-ingest, so nothing corrupt is ever committed and no bad prefix is ever resumed. Writers of
-the same ref elsewhere (a concurrent pull of the same layer) are waited for.
+resume (when some bytes reached it: an empty one is removed, and so is that of a document,
+which is always fetched whole); bytes that fail verification (wrong digest, too many) are
+thrown away with the ingest, so nothing corrupt is ever committed and no bad prefix is ever
+resumed. Writers of the same ref elsewhere (a concurrent pull of the same layer) are waited
+for.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondit
 from dockyard_common.imagespec import MAX_DOCUMENT_SIZE, Descriptor, is_config, is_index, is_layer, is_manifest
 from supervisor.metadata.content import NamespacedContentStore, NamespacedWriter
 from supervisor.remote.client import Endpoint, read_limited, status_error
-from supervisor.remote.resolver import fetch_document
+from supervisor.remote.resolver import checked_json, fetch_document
 from supervisor.remote.retry import TransientError, with_retries
 
 log = logging.getLogger("dockyard.fetch")
@@ -134,7 +136,7 @@ class Fetcher:
                 data = await with_retries(self.ep.session.retry, lambda _: self._blob_bytes(desc))
             await writer.write(data, 0)
         except BaseException:
-            await asyncio.shield(writer.close())
+            await asyncio.shield(self._abort(writer))  # a document is fetched whole: nothing to resume from
             raise
         await self._commit(writer, desc)
         self._report(desc, "done", desc.size)
@@ -146,11 +148,11 @@ class Fetcher:
                                            what=what, scopes=self.ep.scopes) as resp:
             if resp.status != 200:
                 raise await status_error(resp, what, self.ep.host)
-            data = await read_limited(resp, desc.size)
+            data = await read_limited(resp, desc.size, what, self.ep.session.timeouts.read)
         self.ep.session.transferred.received += len(data)
         if len(data) != desc.size:
             raise FailedPrecondition(f"{what}: the registry sent {len(data)} bytes, the descriptor says {desc.size}")
-        return data
+        return checked_json(data, f"{what}: the document")
 
     async def _commit(self, writer: NamespacedWriter, desc: Descriptor) -> None:
         try:
@@ -204,7 +206,10 @@ class Fetcher:
             await with_retries(self.ep.session.retry, attempt)
         except BaseException:
             if writer is not None:
-                await asyncio.shield(writer.close())  # what reached the disk stays for a resume
+                if _offset(writer):
+                    await asyncio.shield(writer.close())  # what reached the disk stays for a resume
+                else:
+                    await asyncio.shield(self._abort(writer))  # nothing did (a 404, a lie): nothing to keep
             raise
         w, writer = writer, None
         await self._commit(w, desc)
@@ -262,6 +267,13 @@ class Fetcher:
             if received < desc.size:
                 raise TransientError(f"{what}: the registry's response ended after {received} of {desc.size} "
                                      "bytes (the partial content is kept; pulling again resumes it)")
+
+
+def _offset(writer: NamespacedWriter) -> int:
+    try:
+        return writer.status().offset
+    except DockyardError:
+        return 0
 
 
 def _content_range_start(header: str) -> int:

@@ -24,6 +24,12 @@ containerd's pull, done in the daemon:
 A failure anywhere leaves no image record change; fetched blobs are only held by the lease,
 which goes, so the collector takes them (partial ingests of an interrupted transfer stay
 until their own lease expires, so a retry can resume them).
+
+What a registry lists is bounded before it costs much: each document is walked once however
+often it is listed (an index naming one child index 10 000 times, itself naming one 10 000
+times, was 10^8 walks), a pull walks at most MAX_DOCUMENTS indexes and manifests and keeps at
+most MAX_ENTRIES_WALKED descriptors, and what it keeps of each is media type, digest and size
+(annotations, URLs and platforms stay in the stored documents, where the unpacker reads them).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from supervisor.remote.fetcher import BlobProgress, Fetcher, ref_key
 from supervisor.remote.hosts import CAP_PULL, CAP_RESOLVE, Hosts, hostname
 from supervisor.remote.progress import pump, run_bounded
 from supervisor.remote.resolver import resolve
+from supervisor.remote.untrusted import shown
 from supervisor.timeutil import now
 
 log = logging.getLogger("dockyard.pull")
@@ -65,6 +72,8 @@ log = logging.getLogger("dockyard.pull")
 LEASE_TTL = timedelta(hours=24)
 DISTRIBUTION_SOURCE = "containerd.io/distribution.source"
 DEFAULT_CONCURRENCY = 3  # containerd's max_concurrent_downloads
+MAX_DOCUMENTS = 1024  # indexes and manifests one pull walks (a 40-platform image with attestations: 81)
+MAX_ENTRIES_WALKED = 50_000  # descriptors listed by all of them together
 
 
 @dataclass
@@ -194,7 +203,7 @@ class Puller:
             fetcher = Fetcher(ep, self.content, ns, lease, emit)
             documents: list[tuple[Descriptor, list[Descriptor]]] = []
             layers: dict[str, Descriptor] = {}
-            await self._walk(fetcher, target, matcher, documents, layers, [])
+            await self._walk(fetcher, target, matcher, _Walk(documents, layers), [])
             for layer in layers.values():
                 emit(BlobProgress(ref_key(layer), layer, "waiting", 0, layer.size))
             # A layer is applied once it is fetched (verified and committed by the content
@@ -245,13 +254,16 @@ class Puller:
             created = False
         emit(PullDone(name, target, created, received, chain, snapshotter if opts.unpack else ""))
 
-    async def _walk(self, fetcher: Fetcher, desc: Descriptor, matcher: Matcher,
-                    documents: list[tuple[Descriptor, list[Descriptor]]], layers: dict[str, Descriptor],
+    async def _walk(self, fetcher: Fetcher, desc: Descriptor, matcher: Matcher, walk: _Walk,
                     path: list[str]) -> None:
+        if is_index(desc.media_type) and (desc.digest in path or len(path) > 8):
+            raise InvalidArgument(f"index {desc.digest} refers to itself, or indexes nest too deep")
+        if desc.digest in walk.seen:
+            return  # listed again (by this index or another): walked once
+        walk.enter(desc)
         if is_index(desc.media_type):
-            if desc.digest in path or len(path) > 8:
-                raise InvalidArgument(f"index {desc.digest} refers to itself, or indexes nest too deep")
             index = parse_index(await fetcher.document(desc), desc.media_type, f"index {desc.digest}")
+            walk.listed(desc, len(index.manifests))
             kids = [c for c in index.manifests if c.platform is None or matcher.match(c.platform)]
             if not matcher.everything:
                 # containerd's LimitManifests(1): only the best manifest for the platform
@@ -260,19 +272,50 @@ class Puller:
             if not kids:
                 offered = sorted({str(c.platform) for c in index.manifests if c.platform is not None})
                 raise NotFound(f"no manifest for platform {matcher} in index {desc.digest} (it offers "
-                               f"{', '.join(offered) or 'nothing'}; choose one with --platform, or pull all "
-                               "platforms)")
-            documents.append((desc, kids))
+                               f"{shown(', '.join(offered[:20])) or 'nothing'}; choose one with --platform, or pull "
+                               "all platforms)")
+            kids = [_bare(c) for c in kids]
+            del index
+            walk.documents.append((_bare(desc), kids))
             for kid in kids:
-                await self._walk(fetcher, kid, matcher, documents, layers, [*path, desc.digest])
+                await self._walk(fetcher, kid, matcher, walk, [*path, desc.digest])
             return
         if not is_manifest(desc.media_type):
             raise InvalidArgument(f"{desc.digest}: media type {desc.media_type!r} is not an image manifest or index")
         manifest = parse_manifest(await fetcher.document(desc), desc.media_type, f"manifest {desc.digest}")
+        walk.listed(desc, 1 + len(manifest.layers))
         config = parse_config(await fetcher.document(manifest.config), f"image config {manifest.config.digest}")
         if len(config.diff_ids) != len(manifest.layers):
             raise InvalidArgument(f"manifest {desc.digest}: {len(manifest.layers)} layers but its config lists "
                                   f"{len(config.diff_ids)} diff IDs")
-        documents.append((desc, [manifest.config, *manifest.layers]))
-        for layer in manifest.layers:
-            layers.setdefault(layer.digest, layer)
+        children = [_bare(manifest.config), *(_bare(layer) for layer in manifest.layers)]
+        walk.documents.append((_bare(desc), children))
+        for layer in children[1:]:
+            walk.layers.setdefault(layer.digest, layer)
+
+
+def _bare(desc: Descriptor) -> Descriptor:
+    """What a pull keeps of a descriptor it walked: media type, digest, size."""
+    return Descriptor(desc.media_type, desc.digest, desc.size)
+
+
+@dataclass
+class _Walk:
+    """What a pull's walk has found, and its bounds (module docstring)."""
+
+    documents: list[tuple[Descriptor, list[Descriptor]]]
+    layers: dict[str, Descriptor]
+    seen: set[str] = field(default_factory=set)
+    entries: int = 0
+
+    def enter(self, desc: Descriptor) -> None:
+        self.seen.add(desc.digest)
+        if len(self.seen) > MAX_DOCUMENTS:
+            raise InvalidArgument(f"{desc.digest}: the image lists more than {MAX_DOCUMENTS} indexes and manifests; "
+                                  "refused")
+
+    def listed(self, desc: Descriptor, count: int) -> None:
+        self.entries += count
+        if self.entries > MAX_ENTRIES_WALKED:
+            raise InvalidArgument(f"{desc.digest}: the image's indexes and manifests list more than "
+                                  f"{MAX_ENTRIES_WALKED} descriptors in all; refused")

@@ -18,19 +18,25 @@ A blob:
 
 A manifest or index is PUT with its media type as Content-Type, after everything it refers
 to; the digest the registry answers with must be the one we sent.
+
+An upload Location may name another origin (blob storage): the bytes go there without our
+credentials, never from https down to plain http, and only to an absolute http(s) URL
+(client.follow). A streamed body is made anew for each send, so an upload the registry
+redirects (307/308) is sent whole again rather than as nothing under the old Content-Length.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
 from dockyard_common.errors import FailedPrecondition, Unavailable
 from dockyard_common.imagespec import Descriptor
 from supervisor.metadata.content import NamespacedContentStore
-from supervisor.remote.client import Endpoint, status_error
+from supervisor.remote.client import Endpoint, follow, status_error
 from supervisor.remote.fetcher import PROGRESS_SECONDS, BlobProgress, ProgressFn, ref_key
+from supervisor.remote.untrusted import shown
 
 READ_CHUNK = 1 << 20
 
@@ -102,7 +108,7 @@ class Pusher:
     def _location(self, value: str, what: str) -> str:
         if not value:
             raise Unavailable(f"{what}: registry {self.ep.host.host} gave no upload Location")
-        return urljoin(self.ep.host.url(f"{self._blobs}/uploads/"), value)
+        return follow(self.ep.reached.url(f"{self._blobs}/uploads/"), value, what, self.ep.host.host)
 
     async def _start_upload(self, desc: Descriptor) -> str:
         what = f"start upload of {desc.digest}"
@@ -131,7 +137,7 @@ class Pusher:
 
     def _check_digest(self, resp_digest: str, desc: Descriptor, what: str) -> None:
         if resp_digest and resp_digest != desc.digest:
-            raise FailedPrecondition(f"{what}: the registry stored {resp_digest}, not {desc.digest}")
+            raise FailedPrecondition(f"{what}: the registry stored {shown(resp_digest, 140)}, not {desc.digest}")
 
     @staticmethod
     def _with_digest(location: str, digest: str) -> str:
@@ -143,7 +149,7 @@ class Pusher:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)}
         async with self.ep.session.request("PUT", self.ep.host, "", url=self._with_digest(location, desc.digest),
                                            what=what, scopes=self.ep.scopes, headers=headers,
-                                           data=self._chunks(desc, 0, desc.size)) as resp:
+                                           data=lambda: self._chunks(desc, 0, desc.size)) as resp:
             if resp.status != 201:
                 raise await status_error(resp, what, self.ep.host)
             self._check_digest(resp.headers.get("Docker-Content-Digest", ""), desc, what)
@@ -158,7 +164,7 @@ class Pusher:
                        "Content-Range": f"{pos}-{end - 1}"}
             async with self.ep.session.request("PATCH", self.ep.host, "", url=location, what=what,
                                                scopes=self.ep.scopes, headers=headers,
-                                               data=self._chunks(desc, pos, end)) as resp:
+                                               data=lambda p=pos, e=end: self._chunks(desc, p, e)) as resp:
                 if resp.status != 202:
                     raise await status_error(resp, what, self.ep.host)
                 location = self._location(resp.headers.get("Location", ""), what)

@@ -8,15 +8,17 @@ containerd sends, so a registry that only has a schema 1 manifest says so and we
 it by name). A HEAD that does not give the digest falls back to GET, whose body is hashed.
 What comes back must be a manifest or an index: a schema 1 manifest is refused with
 `SCHEMA1_MESSAGE`, any other media type (a config, HTML from a proxy) with InvalidArgument.
+A body must be JSON Python reads (`checked_json`: not a number of 5 000 digits, say), and a
+`Docker-Content-Digest` must be a valid digest that the body hashes to, whatever its algorithm.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.imagespec import (
-    MAX_DOCUMENT_SIZE,
     MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST,
     MEDIA_TYPE_OCI_INDEX,
@@ -33,6 +35,11 @@ from dockyard_common.reference import Reference
 from supervisor.remote.client import Endpoint, read_limited, status_error
 from supervisor.remote.retry import with_retries
 
+# containerd's MaxManifestSize (remotes/docker/resolver.go), its arithmetic included: a manifest or
+# index from a registry is read whole and parsed into objects about ten times its size (8 MiB of
+# tiny annotations took 140 MB), so we take no more than ctr would.
+MAX_MANIFEST_SIZE = 4 * 1048 * 1048
+
 MANIFEST_ACCEPT = ", ".join([MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_MANIFEST,
                              MEDIA_TYPE_OCI_INDEX, "*/*"])
 
@@ -42,6 +49,33 @@ _UNTYPED = frozenset({"", "application/json", "application/octet-stream", "text/
 
 def _media_type(header: str) -> str:
     return header.split(";", 1)[0].strip()
+
+
+def checked_json(data: bytes, what: str) -> bytes:
+    """`data` if it is JSON that Python's parser reads; else InvalidArgument naming `what`.
+
+    Every document a registry sends passes here before anything else reads it: beyond syntax,
+    Python's parser refuses what Go's reads (an integer of more than 4 300 digits is a ValueError
+    of its own, not a JSONDecodeError), and nothing later must meet that as an internal error."""
+    try:
+        json.loads(data)
+    except RecursionError:
+        raise InvalidArgument(f"{what} is not valid JSON: nested too deeply") from None
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{what} is not valid JSON: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:  # its text says where
+        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
+    except ValueError:  # int(): more digits than Python converts (sys.get_int_max_str_digits)
+        raise InvalidArgument(f"{what} is not valid JSON: a number in it has too many digits to read") from None
+    return data
+
+
+def digest_of(data: bytes, like: str) -> str:
+    """The digest of `data` in the algorithm of the digest `like` (sha256, sha384 or sha512)."""
+    algorithm = like.partition(":")[0]
+    if algorithm not in ("sha256", "sha384", "sha512"):
+        algorithm = "sha256"
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
 def check_manifest_type(media_type: str, data: bytes | None, what: str) -> str:
@@ -70,6 +104,9 @@ async def _head(ep: Endpoint, target: str, what: str) -> Descriptor | None:
         media_type = _media_type(resp.headers.get("Content-Type", ""))
         if not digest or not length.isdigit() or media_type in _UNTYPED:
             return None  # GET, and let the document tell
+        if int(length) > MAX_MANIFEST_SIZE:
+            raise InvalidArgument(f"{what}: manifest of {length} bytes is larger than the limit of "
+                                  f"{MAX_MANIFEST_SIZE}")
         check_digest(digest, f"{what}: Docker-Content-Digest")
         media_type = check_manifest_type(media_type, None, what)
         return Descriptor(media_type, digest, int(length))
@@ -81,23 +118,29 @@ async def _get(ep: Endpoint, target: str, what: str, expected: str = "") -> tupl
         if resp.status != 200:
             raise await status_error(resp, what, ep.host)
         length = resp.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > MAX_DOCUMENT_SIZE:
+        if length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
             raise InvalidArgument(f"{what}: manifest of {length} bytes is larger than the limit of "
-                                  f"{MAX_DOCUMENT_SIZE}")
-        data = await read_limited(resp, MAX_DOCUMENT_SIZE)
-        if len(data) > MAX_DOCUMENT_SIZE:
-            raise InvalidArgument(f"{what}: manifest larger than the limit of {MAX_DOCUMENT_SIZE} bytes")
+                                  f"{MAX_MANIFEST_SIZE}")
+        data = await read_limited(resp, MAX_MANIFEST_SIZE, what, ep.session.timeouts.read)
+        if len(data) > MAX_MANIFEST_SIZE:
+            raise InvalidArgument(f"{what}: manifest larger than the limit of {MAX_MANIFEST_SIZE} bytes")
         if length.isdigit() and len(data) != int(length):
             raise FailedPrecondition(f"{what}: the registry sent {len(data)} of {length} bytes")
         ep.session.transferred.received += len(data)
+        header_digest = resp.headers.get("Docker-Content-Digest", "").strip()
+        if header_digest:
+            check_digest(header_digest, f"{what}: Docker-Content-Digest")
+        checked_json(data, f"{what}: the document")
         media_type = check_manifest_type(_media_type(resp.headers.get("Content-Type", "")), data, what)
-        header_digest = resp.headers.get("Docker-Content-Digest", "")
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    if expected and digest != expected:
-        raise FailedPrecondition(f"{what}: the registry sent content with digest {digest}, not {expected}")
-    if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
+    if expected and digest_of(data, expected) != expected:
+        raise FailedPrecondition(f"{what}: the registry sent content with digest {digest_of(data, expected)}, "
+                                 f"not {expected}")
+    if expected:
+        digest = expected
+    if header_digest and digest_of(data, header_digest) != header_digest:
         raise FailedPrecondition(f"{what}: the registry says the manifest is {header_digest} but it hashes to "
-                                 f"{digest}")
+                                 f"{digest_of(data, header_digest)}")
     return Descriptor(media_type, digest, len(data)), data
 
 
@@ -133,8 +176,8 @@ async def resolve(endpoints: list[Endpoint], ref: Reference) -> tuple[Endpoint, 
 async def fetch_document(ep: Endpoint, desc: Descriptor) -> bytes:
     """A manifest or index by digest, checked against the descriptor's size and digest."""
     what = f"fetch {desc.media_type} {desc.digest}"
-    if desc.size > MAX_DOCUMENT_SIZE:
-        raise InvalidArgument(f"{what}: size {desc.size} is larger than the limit of {MAX_DOCUMENT_SIZE}")
+    if desc.size > MAX_MANIFEST_SIZE:
+        raise InvalidArgument(f"{what}: size {desc.size} is larger than the limit of {MAX_MANIFEST_SIZE}")
     got, data = await _get_again(ep, desc.digest, what, desc.digest)
     if got.size != desc.size:
         raise FailedPrecondition(f"{what}: the registry sent {got.size} bytes, the descriptor says {desc.size}")
