@@ -9,14 +9,17 @@ resize); v5 adds 255, a client's "close channel N" (how it ends stdin). Port-for
 Input not yet taken is bounded (backpressure.py): past the budget the next message is not read
 (aiohttp then stops reading the socket) until the consumer caught up or the client is gone; a
 channel the session does not read (stdin without stdin, resize without a terminal) is dropped.
+aiohttp hands on only whole messages, so one is collected before it is looked at: MAX_MESSAGE
+bounds that, a frame announcing more is refused from its header (close 1009, logged).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from supervisor.cri.streaming.backpressure import InputBudget
 from supervisor.cri.streaming.remotecommand import PROTOCOL_V4, PROTOCOL_V5
@@ -25,16 +28,29 @@ from supervisor.cri.streaming.spdy import SpdySession
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 REMOTECOMMAND_PROTOCOLS = (PROTOCOL_V5, PROTOCOL_V4)
 PORTFORWARD_TUNNEL = "SPDY/3.1+portforward.k8s.io"
-MAX_MESSAGE = 16 << 20
+# aiohttp collects a message whole: this is what a connection can make the server hold. client-go
+# sends a message per write: what one read of stdin or of a forwarded connection gave (io.Copy's
+# 32 KiB from a terminal, a file or a socket), a resize's JSON, or a tunnelled SPDY frame's header
+# or data (the same 32 KiB). 1 MiB is 32 of those; only stdin handed to client-go as one in-memory
+# buffer can come in a bigger message, and is refused (close 1009).
+MAX_MESSAGE = 1 << 20
 SEND_QUEUE = 64  # tunnelled frames waiting to be sent before writers wait
+
+log = logging.getLogger("dockyard.cri.streaming")
+
+
+def _log_error(msg: WSMessage, label: str) -> None:
+    """aiohttp answered a bad message (one over MAX_MESSAGE: close 1009) and ends the WebSocket."""
+    log.warning("WebSocket session%s: %s; closed", f" of {label}" if label else "", msg.data)
 
 
 class WsChannels:
     """Remote command channels over one WebSocket."""
 
     def __init__(self, ws: web.WebSocketResponse, stdin: bool, tty: bool,
-                 transport: asyncio.BaseTransport | None = None) -> None:
+                 transport: asyncio.BaseTransport | None = None, label: str = "") -> None:
         self.ws = ws
+        self.label = label
         self.has_stdin = stdin
         self.has_resize = tty
         self._transport = transport  # the connection's, watched while reading waits for room
@@ -51,6 +67,8 @@ class WsChannels:
     async def _read(self) -> None:
         try:
             async for msg in self.ws:
+                if msg.type == WSMsgType.ERROR:
+                    _log_error(msg, self.label)
                 if msg.type != WSMsgType.BINARY or not msg.data:
                     continue
                 channel, data = msg.data[0], msg.data[1:]
@@ -70,6 +88,11 @@ class WsChannels:
         if channel in self._queues and channel not in self._ended:
             self._ended.add(channel)
             self._queues[channel].put_nowait(b"")
+
+    @property
+    def buffered(self) -> int:
+        """Bytes from the client not taken yet (a message aiohttp still collects is its own)."""
+        return self.budget.queued
 
     async def read_stdin(self) -> bytes:
         return await self._taken(self._queues[STDIN])
@@ -102,16 +125,20 @@ class WsChannels:
 class WsTunnel:
     """A SPDY session carried in a WebSocket's binary messages (client-go's tunneling dialer)."""
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None = None) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None = None,
+                 label: str = "") -> None:
         self.ws = ws
+        self.label = label
         self._transport = transport
         self._out: asyncio.Queue[bytes] = asyncio.Queue()
-        self.session = SpdySession(self._out.put_nowait, self._drain)
+        self.session = SpdySession(self._out.put_nowait, self._drain, label=label)
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._send())]
 
     async def _read(self) -> None:
         try:
             async for msg in self.ws:
+                if msg.type == WSMsgType.ERROR:
+                    _log_error(msg, self.label)
                 if msg.type == WSMsgType.BINARY:
                     self.session.feed(bytes(msg.data))
                     if not await self.session.budget.room(self._transport):
