@@ -12,6 +12,17 @@ sleep on the disk, and the event loop must keep serving.
 The log outlives the daemon: the shim writes it, so a daemon restart loses nothing. The writer
 holds an flock on `writer.lock` until the last stream ended and everything is on disk; readers
 following the log take that as the end.
+
+A full disk (or a filesystem out of inodes) never stops or blocks the process, as with Docker's
+and containerd's CRI loggers: output that cannot be written is dropped, the pipes are read on,
+and every write after is tried again, so the log goes on once there is room. Nothing half
+written stays: a write that fails part-way is cut back to the last whole record (the next one
+must not be glued to a piece of it), and a rotation that cannot make its new file puts the
+renamed files back (the set is never left with a gap). The loss is reported in the shim's log,
+once when it begins and once, with the bytes lost, when the log is written again (or closed),
+never per write: a process writing fast onto a full disk must not flood the daemon's log.
+Nothing is written into the container log itself: its records are the process's output only
+(kubelet, `crictl logs` and log shippers would show a marker as a line the program printed).
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import collections
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -32,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockyard_common import containerlog as cl
-from dockyard_common.errors import FailedPrecondition, InvalidArgument
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger("dockyard.shim.log")
 
@@ -47,7 +59,13 @@ READ_SIZE = 1 << 18  # a read of a pipe the thread drains itself (the pipe holds
 # the pipe at most GATHER longer.
 SMALL_READ = 64 * 1024
 GATHER = 0.002
+REPORT_EVERY = 60.0  # seconds between reports that the log still cannot be written
+RESUME_QUIET = 1.0  # seconds of writes going through after output was lost: the loss is over
 Buffer = bytes | memoryview
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,7 @@ class LogWriter:
             os.close(self._lock)
             raise
         self.size = os.fstat(self._fd).st_size
+        self.kept = 0  # bytes of the last write call in the files (all, unless it failed)
 
     def _take_lock(self) -> None:
         # Readers hold it shared for an instant; a writer holding it is another live task of
@@ -103,11 +122,11 @@ class LogWriter:
                     raise FailedPrecondition(f"another process writes the log in {self.config.path}") from None
                 time.sleep(0.005)
 
-    def _open(self) -> int:
+    def _open(self, name: str | None = None) -> int:
         # Only a regular file is a log: a FIFO at the path (kubelet's log_path is the caller's)
         # would block this open, and with it the pod's shim; a symlink would have us write where
         # it points. O_NONBLOCK only for the open; writes to a regular file never block on it.
-        path = os.path.join(self.config.path, self.config.file)
+        path = os.path.join(self.config.path, name or self.config.file)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
                          0o640)
@@ -134,20 +153,29 @@ class LogWriter:
 
     def write_buffers(self, buffers: list[Buffer]) -> None:
         """Append whole records given as buffers: one writev(2) while they fit the file, else
-        joined and cut at record ends by `write`."""
+        joined and cut at record ends by `write`. On an OSError (a full disk) the records
+        written whole stay (`kept` bytes of the call) and the piece of the next is cut off, so
+        the file still ends with a whole record (readers may have read those already)."""
+        self.kept = 0
         total = sum(len(b) for b in buffers)
         if not total:
             return
         if self.size + total > self.config.max_size:
             self.write(b"".join(buffers))
             return
-        for i in range(0, len(buffers), IOV_MAX):
-            part = buffers[i:i + IOV_MAX]
-            n = os.writev(self._fd, part)
-            want = sum(len(b) for b in part)
-            if n < want:  # a short write (a full disk, a signal): finish the rest plainly
-                self._append_rest(b"".join(part)[n:])
-            self.size += n
+        start = self.size
+        try:
+            for i in range(0, len(buffers), IOV_MAX):
+                part = buffers[i:i + IOV_MAX]
+                n = os.writev(self._fd, part)
+                want = sum(len(b) for b in part)
+                self.size += n
+                if n < want:  # a short write (a full disk, a signal): finish the rest plainly
+                    self._append_rest(b"".join(part)[n:])
+        except OSError:
+            self._cut_back(start, b"".join(buffers)[:self.size - start])
+            raise
+        self.kept = total
 
     def _append_rest(self, data: bytes) -> None:
         view = memoryview(data)
@@ -156,9 +184,26 @@ class LogWriter:
             view = view[n:]
             self.size += n
 
+    def _cut_back(self, start: int, written: bytes) -> None:
+        """After an append from `start` failed having `written` these bytes: cut the file after
+        the last whole record among them (O_APPEND: the next write goes to the new end), so no
+        piece of a record stays to be glued to the next. Shrinking needs no space."""
+        keep = written.rfind(b"\n") + 1
+        self.kept += keep
+        if start + keep == self.size:
+            return
+        try:
+            os.ftruncate(self._fd, start + keep)
+        except OSError as exc:
+            log.error("the container log %s: cannot cut a half-written record: %s",
+                      os.path.join(self.config.path, self.config.file), exc)
+            return
+        self.size = start + keep
+
     def write(self, data: bytes) -> None:
         """Append whole records; a file is rotated before it would pass max_size (a single
-        record longer than that gets a file of its own)."""
+        record longer than that gets a file of its own). On an OSError, as `write_buffers`."""
+        self.kept = 0
         while data:
             room = self.config.max_size - self.size
             if len(data) <= room:
@@ -176,30 +221,64 @@ class LogWriter:
                 self._rotate()
 
     def _append(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        self.size += len(data)
+        """Append whole records; on an OSError those written whole stay (`_cut_back`)."""
+        start = self.size
+        try:
+            self._append_rest(data)
+        except OSError:
+            self._cut_back(start, data[:self.size - start])
+            raise
+        self.kept += len(data)
 
     def _rotate(self) -> None:
+        """Start a new file, the current one becoming `.1`. The new file is made first, under a
+        hidden name (`_staged`): no inode for it (a full filesystem) and nothing is renamed. A
+        rename that fails puts back what was renamed. Either way it raises, the current file
+        stays the log's (full: what does not fit is dropped) and the next write tries again."""
         if self.config.max_file <= 1:
             os.ftruncate(self._fd, 0)  # only one file: start it again (readers see it shrink)
             self.size = 0
             return
-        path = self.config.path
-        # Oldest first, so every name always holds a whole file; the last rename drops the oldest.
-        for n in range(self.config.max_file - 1, 0, -1):
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(os.path.join(path, cl.rotated(n - 1, self.config.file)),
-                          os.path.join(path, cl.rotated(n, self.config.file)))
+        name = functools.partial(os.path.join, self.config.path)
+        staged = self._staged()
+        fd = self._open(staged)
+        done: list[int] = []
+        try:
+            os.ftruncate(fd, 0)  # one a crash left half-way
+            # Oldest first, so every name always holds a whole file; the first rename drops the oldest.
+            for n in range(self.config.max_file - 1, 0, -1):
+                try:
+                    os.rename(name(cl.rotated(n - 1, self.config.file)), name(cl.rotated(n, self.config.file)))
+                except FileNotFoundError:
+                    continue
+                done.append(n)
+            os.rename(name(staged), name(self.config.file))
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(name(staged))
+            # Back the other way, newest first: each name it goes back to was just vacated.
+            for n in reversed(done):
+                try:
+                    os.rename(name(cl.rotated(n, self.config.file)), name(cl.rotated(n - 1, self.config.file)))
+                except OSError as exc:
+                    log.error("the container log %s: putting back %s after a failed rotation: %s",
+                              name(self.config.file), cl.rotated(n, self.config.file), exc)
+            raise
         os.close(self._fd)
-        self._fd = self._open()
+        self._fd = fd
         self.size = 0
 
+    def _staged(self) -> str:
+        """The new file's name until the rotation renames it into place: hidden, so no reader
+        takes it for one of the log's files."""
+        return f".{self.config.file}.new"
+
     def close(self) -> None:
-        os.close(self._fd)
-        os.close(self._lock)  # releases the flock: the log is complete
+        try:
+            os.close(self._fd)
+        finally:
+            os.close(self._lock)  # releases the flock: the log is complete
 
 
 class _Formatter:
@@ -273,6 +352,13 @@ class LogSink:
         # Bytes the thread has written so far (it alone adds; the loop only reads it): how an
         # exit that waits for the output tells a slow disk, still going, from a stuck pipe.
         self.progress = 0
+        # Bytes of log records dropped since the log last could be written (None: nothing
+        # lost); the thread's.
+        self._lost: int | None = None
+        self._lost_since = 0.0  # when that began (epoch seconds)
+        self._reported = 0.0  # when it was last reported (monotonic)
+        self._failing = False  # the last write failed
+        self._last_failure = 0.0  # monotonic
         self._loop = asyncio.get_running_loop()
         self._room = asyncio.Event()
         self._done = asyncio.Event()
@@ -410,7 +496,8 @@ class LogSink:
                 if gather:
                     time.sleep(GATHER)
                     gather = False
-                events = poller.poll()
+                quiet = self._resumed()  # output was lost: wake up to say when that is over
+                events = poller.poll(None if quiet is None else quiet * 1000 + 1)
                 with self._lock:
                     self._sleeping = False
                 for fd, _ in events:
@@ -432,6 +519,12 @@ class LogSink:
         except Exception:
             log.exception("the container log writer failed")
         finally:
+            if self._lost is not None and self._failing:
+                log.error("the container log %s ends incomplete: %d bytes of log records lost since %s",
+                          self._where(), self._lost, _utc(self._lost_since))
+            elif self._lost is not None:
+                self._last_failure = -RESUME_QUIET  # the end: no more writes to wait for
+                self._resumed()
             with contextlib.suppress(OSError):
                 self._writer.close()
             with self._lock:
@@ -442,13 +535,55 @@ class LogSink:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                     self._loop.call_soon_threadsafe(event.set)
 
+    # -- output that could not be written (a full disk): reported, never per write ----------------
+
+    def _where(self) -> str:
+        return os.path.join(self._writer.config.path, self._writer.config.file)
+
+    def _dropped(self, size: int, exc: Exception) -> None:
+        """A write failed: its output is lost. Reported when the loss begins, then every
+        REPORT_EVERY seconds while it lasts."""
+        why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        now = time.monotonic()
+        self._failing, self._last_failure = True, now
+        if self._lost is None:
+            self._lost, self._lost_since, self._reported = size, time.time(), now
+            log.error("the container log %s cannot be written: %s; the output is dropped until it can",
+                      self._where(), why)
+            return
+        self._lost += size
+        if now - self._reported >= REPORT_EVERY:
+            self._reported = now
+            log.error("the container log %s still cannot be written: %s; %d bytes of log records lost since %s",
+                      self._where(), why, self._lost, _utc(self._lost_since))
+
+    def _resumed(self) -> float | None:
+        """With output lost: once writes have gone through for RESUME_QUIET seconds after the
+        last failure, report the loss as over. The seconds left until then (None: nothing to
+        wait for). Not at the first write that goes through: on a filesystem at its last blocks
+        writes fail and succeed in turn, and that is one loss, not many."""
+        if self._lost is None or self._failing:
+            return None
+        left = self._last_failure + RESUME_QUIET - time.monotonic()
+        if left > 0:
+            return left
+        log.warning("the container log %s is written again; %d bytes of log records lost since %s",
+                    self._where(), self._lost, _utc(self._lost_since))
+        self._lost = None
+        return None
+
     def _reopen(self, calls: list[asyncio.Future[None]]) -> None:
         try:
             self._writer.reopen()
+        except InvalidArgument as exc:  # a non-file at the path: the caller's to hear, not the thread's end
+            log.error("reopening the container log failed: %s", exc)
+            self._answer(calls, exc)
+            return
         except OSError as exc:
             log.error("reopening the container log failed: %s", exc)
-            self._answer(calls, FailedPrecondition(f"reopening the container log {self._writer.config.path}/"
-                                                   f"{self._writer.config.file}: {exc.strerror or exc}"))
+            what = f"reopening the container log {self._where()}: {exc.strerror or exc}"
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # no inode for the new file
+            self._answer(calls, ResourceExhausted(what) if full else FailedPrecondition(what))
             return
         self._answer(calls, None)
 
@@ -507,8 +642,12 @@ class LogSink:
                 size += len(data)
         try:
             self._writer.write_buffers(out)
-        except OSError as exc:
-            log.error("writing the container log failed, %d bytes lost: %s", size, exc)
+        except (OSError, InvalidArgument) as exc:  # InvalidArgument: the rotation met a non-file
+            self._dropped(sum(len(b) for b in out) - self._writer.kept, exc)
+        else:
+            if self._lost is not None and any(len(b) for b in out):
+                self._failing = False
+                self._resumed()
         self.progress += size
         if wrote:
             with self._lock:

@@ -306,7 +306,7 @@ def _in_tree(filename: Any, roots: Sequence[Path]) -> str:
     """An OSError's path as the path inside the tree it is in (not the daemon's mount point),
     shortened for a message."""
     if filename is None:
-        return "walking the trees"
+        return "writing the layer"  # no path of either tree: the layer being written (a full disk)
     path = os.fsdecode(filename)
     for root in roots:
         prefix = str(root).rstrip("/") + "/"

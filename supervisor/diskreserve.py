@@ -14,6 +14,20 @@ must not itself fill the disk), `refill` preallocates it again; `run` polls for 
 reserve is out. At start-up `prepare` releases a reserve at once where the filesystem has less
 than a reserve's worth free, so opening the databases and start-up's own small writes work.
 
+The room a release gives is the reserve's, not new room for other writes: left free, a client
+creating records (or a container's log) would take it within moments, and the next deletion,
+with no reserve left to release, would fail like the first; nothing could then be removed
+through the daemon. So it is taken back, up to the reserve's size, as soon as the write that
+asked for it is done: by that write's thread (`retake_released`, which the metadata database
+calls after its retry), else by `run` RETAKE_AFTER seconds after the release, and
+RECHECK_SECONDS after a start-up release. SLACK is left free for writes in flight: start-up's
+own, and deletions running at the same time in other threads (a failed build's cleanup removes
+a lease and a snapshot at once), which would otherwise find the disk full and the reserve just
+released by the other. A reserve short of its size is grown to it once two reserves' worth is
+free; what others take of the slack each time is the most it shrinks by.
+A reserve never made (a filesystem that had little room at the first start) is still only made
+with that much free.
+
 All methods but `run` block (statvfs, fallocate, unlink): call them from worker threads.
 `release` is thread-safe: database threads call it.
 """
@@ -31,11 +45,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger("dockyard.reserve")
+_here = threading.local()  # .released: {(id(reserve), dev): (reserve, dev)} this thread released
 
 RESERVE_NAME = ".dockyard-reserve"
 DEFAULT_SIZE = 8 << 20
 RECHECK_SECONDS = 0.5
 MAX_RECHECK_SECONDS = 4.0
+RETAKE_AFTER = 0.1  # seconds after a release until the rest of its room is taken back
+SLACK = 1 << 20  # bytes a taken-back reserve leaves free (for deletions in flight)
+MIN_RETAKE = 64 << 10  # less than this free: nothing to take back
 
 # SQLite's primary result codes for a full disk, and for an I/O error (a -shm file that cannot
 # grow reports SQLITE_IOERR_SHMSIZE, whose primary code is SQLITE_IOERR).
@@ -74,14 +92,15 @@ class DiskReserve:
     def __init__(self, size: int = DEFAULT_SIZE) -> None:
         self.size = size
         self._files: dict[int, Path] = {}  # st_dev -> its reserve file
-        self._released: set[int] = set()
+        self._released: set[int] = set()  # reserves not in place at their full size
+        self._owed: set[int] = set()  # released by us: their room is taken back (`retake`)
         self._mu = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def released(self) -> list[Path]:
-        """Reserve files not in place now."""
+        """Reserve files not in place now (or short of their size)."""
         with self._mu:
             return sorted(self._files[dev] for dev in self._released)
 
@@ -109,6 +128,9 @@ class DiskReserve:
             elif have >= self.size:
                 with self._mu:
                     self._released.discard(dev)
+            elif have:  # one taken back short of its size by an earlier run
+                with self._mu:
+                    self._owed.add(dev)
         self.refill()
 
     def release(self, path: str | os.PathLike[str]) -> bool:
@@ -125,6 +147,7 @@ class DiskReserve:
             if path is None:
                 return False
             self._released.add(dev)
+            have = _size_of(path)
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -132,7 +155,11 @@ class DiskReserve:
             except OSError as exc:
                 log.warning("cannot release the disk reserve %s: %s", path, exc)
                 return False
-        log.warning("released the disk reserve %s (%d bytes): %s", path, self.size, why)
+            self._owed.add(dev)
+        if not hasattr(_here, "released"):
+            _here.released = {}
+        _here.released[(id(self), dev)] = (self, dev)  # at most one entry each (a thread that never takes back)
+        log.warning("released the disk reserve %s (%d bytes): %s", path, have, why)
         if self._loop is not None and self._wake is not None:
             try:
                 self._loop.call_soon_threadsafe(self._wake.set)
@@ -140,25 +167,42 @@ class DiskReserve:
                 pass
         return True
 
-    def refill(self) -> None:
-        """Preallocate the reserves that are out, where space has come back."""
+    def refill(self, retake: bool = False) -> None:
+        """Preallocate the reserves that are out, where space has come back; with `retake`,
+        also take back what is free (less SLACK) for those released by us (see the module
+        docstring). Holds the lock: a release waits for it, so never unlinks a file half-made."""
         with self._mu:
-            pending = [(dev, self._files[dev]) for dev in self._released]
-        for dev, path in pending:
-            try:
-                if free_bytes(path.parent) < 2 * self.size:
-                    continue
-            except OSError:
-                continue
-            if _allocate(path, self.size):
-                with self._mu:
-                    self._released.discard(dev)
-                log.info("disk reserve %s in place (%d bytes)", path, self.size)
+            for dev in list(self._released):
+                self._refill_dev(dev, SLACK if retake else None)
+
+    def _refill_dev(self, dev: int, slack: int | None) -> None:
+        """Under the lock: refill the reserve of `dev`, or take back what is free of it, less
+        `slack` (None: only a refill)."""
+        path = self._files[dev]
+        try:
+            free = free_bytes(path.parent)
+        except OSError:
+            return
+        have = _size_of(path)
+        if free + have >= 2 * self.size and _allocate(path, self.size):
+            self._released.discard(dev)
+            self._owed.discard(dev)
+            log.info("disk reserve %s in place (%d bytes)", path, self.size)
+        elif slack is not None and dev in self._owed and free - slack >= MIN_RETAKE:
+            target = min(self.size, have + free - slack) // 4096 * 4096
+            if target > have and _grow(path, target):
+                log.info("disk reserve %s taken back: %d bytes of %d", path, _size_of(path), self.size)
+
+    def _retake(self, dev: int) -> None:
+        with self._mu:
+            if dev in self._released:
+                self._refill_dev(dev, SLACK)
 
     async def run(self) -> None:
-        """Refill released reserves once space comes back, until cancelled: checked RECHECK_SECONDS
-        after a release, then less and less often (up to MAX_RECHECK_SECONDS) while the disk
-        stays full, so a filesystem that never has room costs a statvfs every few seconds."""
+        """Until cancelled: RETAKE_AFTER seconds after a release, take its room back; refill
+        released reserves once space comes back, checked RECHECK_SECONDS after a release (or
+        start-up), then less and less often (up to MAX_RECHECK_SECONDS) while the disk stays
+        full, so a filesystem that never has room costs a statvfs every few seconds."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         pause = RECHECK_SECONDS
@@ -166,13 +210,26 @@ class DiskReserve:
             if not self.released:
                 self._wake.clear()
                 await self._wake.wait()
+            if self._wake.is_set():  # a release: its write has the room; the rest goes back
+                self._wake.clear()
                 pause = RECHECK_SECONDS
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):  # a new release starts the short pauses again
+                await asyncio.sleep(RETAKE_AFTER)
+                await asyncio.to_thread(self.refill, True)
+                continue  # released again meanwhile: take that back too
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
-                pause = RECHECK_SECONDS
-            await asyncio.to_thread(self.refill)
+                continue
+            await asyncio.to_thread(self.refill, True)
             pause = min(pause * 2, MAX_RECHECK_SECONDS)
+
+
+def retake_released() -> None:
+    """Called by a thread whose write asked for room (`DiskReserve.release`) once that write is
+    done: the reserves it released take back what is free, up to their size, before any other
+    write can take it."""
+    released, _here.released = getattr(_here, "released", {}), {}
+    for reserve, dev in released.values():
+        reserve._retake(dev)
 
 
 def _size_of(path: Path) -> int:
@@ -180,6 +237,23 @@ def _size_of(path: Path) -> int:
         return os.stat(path).st_blocks * 512
     except FileNotFoundError:
         return 0
+
+
+def _grow(path: Path, size: int) -> bool:
+    """Preallocate the reserve file at `path` (made if missing) to `size` bytes in place: only
+    the blocks it lacks are taken. False if there is no room."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            log.warning("cannot take back the disk reserve %s: %s", path, exc)
+        return False
 
 
 def _allocate(path: Path, size: int) -> bool:

@@ -65,7 +65,32 @@ def _open_snapshot(path: Path) -> list[tuple[int, int]]:
         for fd, _ino in files:
             os.close(fd)
         time.sleep(0.001)  # a rotation is a few renames: it is over in an instant
-    raise OSError(f"{path}: the log kept rotating while being opened")
+    # Still a gap: not a rotation in flight but one that never finished (its shim was killed
+    # between two renames, or an older shim met a full disk). Read the files there are, in
+    # the order of their names, rather than refuse the log for good.
+    files = _open_gapped(path)
+    if not files:
+        raise OSError(f"{path}: the log kept rotating while being opened")
+    log.warning("%s: the log's files have a gap in their names (a rotation left unfinished); "
+                "reading the %d there are", path, len(files))
+    return files
+
+
+def _open_gapped(path: Path) -> list[tuple[int, int]]:
+    """(fd, inode) of the log's files whatever gaps their names leave, oldest first."""
+    numbers = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(path):
+            if name == cl.CURRENT:
+                numbers.append(0)
+            elif name.startswith(cl.CURRENT + ".") and name[len(cl.CURRENT) + 1:].isdigit():
+                numbers.append(int(name[len(cl.CURRENT) + 1:]))
+    files = []
+    for n in sorted(numbers, reverse=True):
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(path / cl.rotated(n), os.O_RDONLY | os.O_CLOEXEC)
+            files.append((fd, os.fstat(fd).st_ino))
+    return files
 
 
 def _still_named(path: Path, files: list[tuple[int, int]]) -> bool:
@@ -155,6 +180,13 @@ class LogReader:
         """The next whole records (at most about BATCH bytes); [] at the end of the newest file."""
         while self._idx < len(self._files):
             fd = self._files[self._idx][0]
+            if self._buf:
+                # The unfinished record we hold may be gone: its writer cuts back a record it
+                # could not finish (a full disk) and appends the next ones from there. Read
+                # from where it began then, or we would glue it to the middle of another.
+                whole = self._pos - len(self._buf)
+                if os.pread(fd, len(self._buf), whole) != self._buf:
+                    self._pos, self._buf = whole, b""
             if self._idx == len(self._files) - 1 and os.fstat(fd).st_size < self._pos:
                 self._pos, self._buf = 0, b""  # one file only, truncated by its writer
             data = os.pread(fd, BATCH, self._pos)

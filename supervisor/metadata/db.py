@@ -8,7 +8,8 @@ A full disk: SQLite then fails the write with SQLITE_FULL (usually at COMMIT, wh
 frames are appended). The transaction is rolled back and the call fails with
 ResourceExhausted. A write that frees space (`write(..., frees=True)`: deletions) first asks
 `on_full` for room (the daemon's `DiskReserve.release`) and, given some, runs again: so
-removing things works on a disk that the failed operation filled.
+removing things works on a disk that the failed operation filled. Once it ran, what is left of
+that room goes back into the reserve (`retake_released`), so the next deletion finds one too.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from dockyard_common.errors import Internal, ResourceExhausted
-from supervisor.diskreserve import sqlite_disk_full
+from supervisor.diskreserve import free_bytes, retake_released, sqlite_disk_full
 from supervisor.metadata.schema import MIGRATIONS
 
 T = TypeVar("T")
 K = TypeVar("K")
 log = logging.getLogger(__name__)
+ROOM_TO_RETRY = 256 << 10  # free bytes that make a deletion refused for want of room worth a retry
 
 
 class Watch:
@@ -154,14 +156,26 @@ class Database:
         except sqlite3.Error as exc:
             if not sqlite_disk_full(exc, self.path.parent):
                 raise
-            if frees and self.on_full is not None and self.on_full(self.path):
+            if frees and self.on_full is not None and (self.on_full(self.path) or self._room_came()):
                 log.warning("metadata database: disk full; retrying a deletion in the reserved room")
                 try:
                     return self._once(fn, write)
                 except sqlite3.Error as again:
                     if not sqlite_disk_full(again, self.path.parent):
                         raise
+                finally:
+                    # The room was for this deletion: what it left goes back into the reserve
+                    # now, before other writes take it and the next deletion finds none.
+                    retake_released()
             raise ResourceExhausted(f"metadata database {self.path}: no space left on device") from None
+
+    def _room_came(self) -> bool:
+        """Whether the disk has room now although no reserve was released for us: another
+        thread's deletion released it a moment ago (its room is for deletions, ours too)."""
+        try:
+            return free_bytes(self.path.parent) >= ROOM_TO_RETRY
+        except OSError:
+            return False
 
     def _once(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
         conn = self._conn

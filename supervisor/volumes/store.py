@@ -13,7 +13,10 @@ users are found by one read of the namespace's container records, never by openi
 Writes follow the project's habit: a volume is staged under a hidden name (`.new-*`) and renamed
 into place, so a crash never leaves half a volume under a real name; a removed volume is first
 renamed to a hidden name (`.del-*`) and deleted after, and the hidden leftovers of a crash are
-removed by the next `VolumeStore` start. Calls on one volume are serialised by a lock per name.
+removed by the next `VolumeStore` start. A seed that fails (a full disk: ResourceExhausted)
+empties the volume again, and one cut short by a crash is emptied at the next start (a marker,
+`seeding`, lies beside `_data` while it copies): a half-seeded volume never passes for a seeded
+one, and the next use seeds it whole. Calls on one volume are serialised by a lock per name.
 
     store = VolumeStore(root / "volumes", containers, snapshots, root / "tmp")
     vol, created = await store.create("default", "data", {"team": "a"})
@@ -39,7 +42,15 @@ from pathlib import Path
 from typing import Protocol
 
 from dockyard_common import volumelabels
-from dockyard_common.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from dockyard_common.errors import (
+    AlreadyExists,
+    DockyardError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    from_os_error,
+)
 from dockyard_common.jsonutil import json_object
 from dockyard_common.mounts import mounted
 from dockyard_common.rootpath import NotADirectory, RootDir, clean_name
@@ -51,6 +62,7 @@ from supervisor.treecopy import copy_tree, is_empty
 log = logging.getLogger("dockyard.volumes")
 DATA = "_data"
 META = "volume.json"
+SEEDING = "seeding"  # beside _data while a seed copies into it
 SIZE_WALKS = 4  # volume trees measured at once
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -174,14 +186,33 @@ class VolumeStore:
     # -- the calls ----------------------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        """Remove what a crash left of staged and removed volumes (hidden entries). Blocking:
-        the constructor runs it at the daemon's start, before any call is served."""
+        """Remove what a crash left of staged and removed volumes (hidden entries), and empty
+        again a volume whose seeding was cut short (its `SEEDING` marker is still there: half
+        its copy would otherwise pass for the whole, and a volume with anything in it is never
+        seeded again). Blocking: the constructor runs it at the daemon's start, before any call
+        is served."""
         with contextlib.suppress(FileNotFoundError):
             for ns_dir in self.root.iterdir():
                 if ns_dir.is_dir():
                     for entry in ns_dir.iterdir():
                         if entry.name.startswith((".new-", ".del-")):
                             shutil.rmtree(entry, ignore_errors=True)
+                        elif (entry / SEEDING).exists():
+                            self._unseed(entry)
+
+    @staticmethod
+    def _unseed(vdir: Path) -> None:
+        try:
+            fd = os.open(vdir / DATA, _DIR)
+            try:
+                empty(fd, str(vdir / DATA))
+            finally:
+                os.close(fd)
+            (vdir / SEEDING).unlink()
+        except (OSError, DockyardError) as exc:
+            log.error("volume %s: emptying what a seeding cut short left: %s", vdir, exc)
+            return
+        log.warning("volume %s: its seeding was cut short; emptied, the next use seeds it again", vdir)
 
     async def create(self, ns: str, name: str, wanted: Mapping[str, str] | None = None) -> tuple[Volume, bool]:
         """The volume `name`, made now (True) or already there with the same labels (False).
@@ -194,7 +225,7 @@ class VolumeStore:
                 return await asyncio.to_thread(self._write_new, ns, name, wanted), True
             except OSError as exc:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise Internal(f"volume {name!r}: {exc.strerror or exc}") from None
+                    raise _os_error(f"volume {name!r}", exc) from None
             existing = await asyncio.to_thread(self._read, ns, name)
             if existing.labels != wanted:
                 raise AlreadyExists(f"volume {name!r} exists with other labels ({_labels_text(existing.labels)})")
@@ -274,7 +305,7 @@ class VolumeStore:
         except FileNotFoundError:
             raise NotFound(f"volume {name!r}") from None
         except OSError as exc:
-            raise Internal(f"removing volume {name!r}: {exc.strerror or exc}") from None
+            raise _os_error(f"removing volume {name!r}", exc) from None
 
     async def prune(self, ns: str, filter_texts: Iterable[str] = (), *, named: bool = True,
                     carrying: Iterable[LabelFilter] = (), not_carrying: Iterable[LabelFilter] = ()) -> Pruned:
@@ -309,7 +340,7 @@ class VolumeStore:
                 rootfs = await self.snapshots.mounts(ns, snapshotter, key)
                 return await asyncio.to_thread(self._seed, rootfs, parts, vol)
             except OSError as exc:
-                raise Internal(f"seeding volume {name!r} from {path}: {exc.strerror or exc}") from None
+                raise _os_error(f"seeding volume {name!r} from {path}", exc) from None
 
     def _seed(self, rootfs: builtins.list[Mount], parts: tuple[str, ...], vol: Volume) -> Seeded:
         with mounted(rootfs, self.tmp_root, readonly=True) as top, RootDir(top, "the container's root") as root:
@@ -328,16 +359,30 @@ class VolumeStore:
                 try:
                     if not is_empty(dst):  # filled meanwhile by a container using it
                         return Seeded(False)
+                    marker = vol.mountpoint.parent / SEEDING
+                    marker.touch(mode=0o600)  # before the first byte: a crash mid-copy is known at start
+                    _fsync_dir(marker.parent)
                     try:
                         stats = copy_tree(src, dst)
                     except BaseException:
-                        empty(dst)  # as it was: the next start seeds again
+                        empty(dst)  # as it was: the next start seeds again (failing, the marker stays)
+                        marker.unlink(missing_ok=True)
                         raise
+                    marker.unlink()
                 finally:
                     os.close(dst)
             finally:
                 os.close(src)
         return Seeded(True, stats.entries, stats.bytes)
+
+
+def _os_error(what: str, exc: OSError) -> DockyardError:
+    """A failure in the daemon's own volume directories: a full disk (or quota) is
+    ResourceExhausted, as everywhere (dockyard_common.errors.from_os_error); anything else there
+    is the daemon's problem, Internal."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return from_os_error(what, exc)
+    return Internal(f"{what}: {exc.strerror or exc}")
 
 
 def _empty_dir(path: Path) -> bool:
