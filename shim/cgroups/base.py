@@ -42,6 +42,7 @@ from typing import Any, Protocol
 from dockyard_common.cgroups import check_inside
 from dockyard_common.devices import check_device_number
 from dockyard_common.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, NotFound, Unavailable
+from dockyard_common.flocks import held_exclusively
 
 # What containerd reports for an unlimited v2 value ("max"): the largest uint64.
 UNLIMITED = 2**64 - 1
@@ -603,17 +604,7 @@ def claimed(directory: str) -> bool:
     """Whether another create holds the claim (`claim_leaf`) on the cgroup `directory`: its
     exclusive flock refuses our shared one. Ours goes with the fd at once, so a probe never
     holds a level (`claim_leaf` waits out the probes of others). False when it does not exist."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return held_exclusively(directory, os.O_DIRECTORY)
 
 
 def check_unclaimed(top: str, rel: str) -> None:

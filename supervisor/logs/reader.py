@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from dockyard_common import containerlog as cl
 from dockyard_common.containerlog import Record
+from dockyard_common.flocks import held_exclusively
 
 log = logging.getLogger("dockyard.logs")
 
@@ -104,17 +104,8 @@ def _still_named(path: Path, files: list[tuple[int, int]]) -> bool:
 
 
 def writer_active(path: Path) -> bool:
-    try:
-        fd = os.open(path / cl.WRITER_LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also drops our shared lock at once
-    return False
+    """Whether the log's writer (a shim) still holds `writer.lock`: the log may grow."""
+    return held_exclusively(path / cl.WRITER_LOCK)
 
 
 def _is_full(record: bytes) -> bool:
