@@ -57,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         from dock.completion import complete
 
         complete(build_parser(groups=list(GROUPS)))  # exits
+    argv = sys.argv[1:] if argv is None else argv
+    for n, arg in enumerate(argv, 1):
+        # argv's bytes that are not UTF-8 arrive as lone surrogates (surrogateescape): every
+        # name, id and value dock sends is UTF-8 text, so refuse them here, once, before any
+        # command has begun (a label of one failed deep in `create`, naming only the value).
+        if not arg.isascii() and not _utf8(arg):
+            _say(f"'{_as_typed(arg)}' is not UTF-8 text (argument {n}): dock's arguments must be valid UTF-8")
+            return 1
     args = build_parser(argv).parse_args(argv)
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     if not debug:  # Python's warnings (an unawaited coroutine at ^C) are no user's business
@@ -66,27 +74,48 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(_run(args))
     except DockyardError as exc:
-        print(f"dock: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):  # argparse's usage errors (2), a command's own status
+            raise
+        _say(exc.code.removeprefix("dock: "))  # `raise SystemExit("dock: ...")`: the same one line
+        return 1
     except BrokenPipeError:  # `dock ... | head`: the reader is gone, nothing left to say
         _quiet_stdout()
         return 141
-    except UnicodeEncodeError as exc:  # an argument bound for the daemon, not UTF-8 (`dock events $'\xff'`)
-        print(f"dock: '{_as_typed(exc.object)}' is not UTF-8 text (names, ids and values sent to the daemon "
-              "must be)", file=sys.stderr)
+    except UnicodeEncodeError as exc:  # text bound for the daemon, not UTF-8 (from a file, say)
+        _say(f"'{_as_typed(exc.object)}' is not UTF-8 text (names, ids and values sent to the daemon must be)")
         return 1
     except OSError as exc:  # a local file or device of the command's (not the daemon's answer): as it is
-        print(f"dock: {_describe(exc)}", file=sys.stderr)
+        _say(_describe(exc))
         return 1
     except Exception as exc:  # a bug or an answer we could not read: one line, never a traceback
         if debug:
             import traceback
 
             traceback.print_exc()
-        print(f"dock: unexpected error: {_describe(exc)} (set {DEBUG_ENV}=1 for details)", file=sys.stderr)
+        _say(f"unexpected error: {_describe(exc)} (set {DEBUG_ENV}=1 for details)")
         return 1
+
+
+def _say(message: str) -> None:
+    """dock's one error line. The message may quote anything (a registry's words, an image's
+    config, a container's name, a file's name): what is not printable is escaped as Go's %q
+    escapes it, so an ESC sequence or a newline in it reaches the terminal as text."""
+    from dockyard_common.goquote import go_escape
+
+    print(f"dock: {go_escape(message)}", file=sys.stderr)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:

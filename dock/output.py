@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
 from dockyard_common.errors import DockyardError
+from dockyard_common.goquote import go_escape
 from dockyard_common.imagespec import Descriptor
 
 Column = tuple[str, Callable[[Any], Any]]  # (header, how to get the cell from a row)
@@ -92,7 +93,7 @@ async def for_each(names: Sequence[str], act: Callable[[str], Awaitable[T]], *,
     failed = 0
     for result in await asyncio.gather(*(one(n) for n in names)):
         if isinstance(result, DockyardError):
-            print(f"dock: {result}", file=sys.stderr)
+            print(f"dock: {go_escape(str(result))}", file=sys.stderr)  # as dock/cli.py's error line
             failed = 1
         else:
             done.append(result)

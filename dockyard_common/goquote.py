@@ -30,3 +30,15 @@ def go_quote(s: str) -> str:
             out.append(f"\\U{cp:08x}")
     out.append('"')
     return "".join(out)
+
+
+def go_escape(s: str) -> str:
+    """`s` with each character `%q` would escape escaped as `%q` escapes it, and nothing else:
+    printable text, quotes and backslashes stay as they are. For text bound for a terminal that
+    is no Go string literal (dock's error line): an ESC sequence in it is shown, never obeyed.
+
+        go_escape('image "x\\x1b[2J": not found')  == 'image "x\\\\x1b[2J": not found'
+    """
+    if s.isprintable():
+        return s
+    return "".join(ch if ch.isprintable() else go_quote(ch)[1:-1] for ch in s)

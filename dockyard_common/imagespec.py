@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.goquote import go_quote
+from dockyard_common.jsonutil import json_value
 from dockyard_common.reference import digest_problem
 
 # -- media types ---------------------------------------------------------------------------
@@ -434,14 +436,12 @@ def _problem(where: str, message: str) -> InvalidArgument:
 
 
 def load_json(data: bytes, where: str) -> Any:
+    """A document's JSON, read as Go reads it (`jsonutil.json_value`: NaN, a number past a
+    float64 and deep nesting refused, a lone surrogate escape U+FFFD); InvalidArgument naming
+    `where` otherwise. Every document parsed here, and the import archives' own JSON files."""
     if len(data) > MAX_DOCUMENT_SIZE:
         raise _problem(where, f"document of {len(data)} bytes is larger than the limit of {MAX_DOCUMENT_SIZE}")
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _problem(where, f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise _problem(where, "not valid JSON: nested too deeply") from None
+    return json_value(data, where, InvalidArgument)
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -666,7 +666,23 @@ def _check_fields(obj: dict[str, Any], types: dict[str, str], where: str, prefix
     for key, want in types.items():
         value = obj.get(key)
         if value is not None and not _has_type(value, want):
-            raise _problem(where, f"field {prefix + key!r} must be {want}, not {_json_type(value)}")
+            raise _problem(where, f"field {prefix + key!r} must be {want}, {_what_is_wrong(value, want)}")
+
+
+def _what_is_wrong(value: Any, want: str) -> str:
+    """What about `value` is not `want`: its type, or the entry of the array or object that is
+    not (an Env of [{"a": 1}] is an array, but not one of strings)."""
+    if want == _STRINGS and isinstance(value, list):
+        i, entry = next((i, v) for i, v in enumerate(value) if not isinstance(v, str))
+        return f"but entry {i} is {_json_type(entry)}"
+    if want in (_STRING_MAP, _SET) and isinstance(value, dict):
+        key, entry = next((k, v) for k, v in value.items() if not _has_type_entry(v, want))
+        return f"but the value of {go_quote(key[:100])} is {_json_type(entry)}"
+    return f"not {_json_type(value)}"
+
+
+def _has_type_entry(entry: Any, want: str) -> bool:
+    return isinstance(entry, str) if want == _STRING_MAP else entry is None or isinstance(entry, dict)
 
 
 def _has_type(value: Any, want: str) -> bool:
@@ -680,10 +696,8 @@ def _has_type(value: Any, want: str) -> bool:
         return isinstance(value, dict)
     if want == _STRINGS:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if want == _STRING_MAP:
-        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-    # _SET: Go's map[string]struct{}; each value is an object (null counts as one, as in Go)
-    return isinstance(value, dict) and all(v is None or isinstance(v, dict) for v in value.values())
+    # _STRING_MAP, or _SET: Go's map[string]struct{}; each value an object (null counts as one, as in Go)
+    return isinstance(value, dict) and all(_has_type_entry(v, want) for v in value.values())
 
 
 # -- identities and labels ---------------------------------------------------------------------

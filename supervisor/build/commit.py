@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import weakref
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field
 
 from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.imagespec import Compression, Matcher, chain_ids
+from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.reference import normalize, parse
 from dockyard_common.types import Container, Mount, Status
 from supervisor.build.commit_changes import apply_changes
@@ -110,8 +110,8 @@ def command_of(container: Container) -> str:
     if container.spec is None:
         return ""
     try:
-        args = json.loads(container.spec.value).get("process", {}).get("args") or []
-    except (ValueError, AttributeError):
+        args = json_value(container.spec.value, "spec").get("process", {}).get("args") or []
+    except (JsonError, AttributeError):  # any client may have written the spec
         return ""
     return " ".join(a for a in args if isinstance(a, str)) if isinstance(args, list) else ""
 

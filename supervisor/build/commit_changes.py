@@ -32,7 +32,6 @@ one: the image would be made, then refused by every run), and a VOLUME no contai
 from __future__ import annotations
 
 import copy
-import json
 import posixpath
 import re
 import signal
@@ -40,6 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.rundefaults import volume_paths
 from supervisor.build.expand import expand_word
 
@@ -171,8 +171,8 @@ def _json_strings(rest: str, name: str) -> list[str] | None:
     if not rest.startswith("["):
         return None
     try:
-        value = json.loads(rest)
-    except json.JSONDecodeError:
+        value = json_value(rest, name)
+    except JsonError:  # (nested past the limit too: the shell form, as any text that is not JSON)
         return None
     if not isinstance(value, list):
         return None

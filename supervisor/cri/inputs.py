@@ -22,7 +22,6 @@ asked for:
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 import stat
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.sysctls import namespace_of as namespace_of_sysctl
 from supervisor.cri.container_types import ContainerConfig, Resources
 from supervisor.cri.sandbox_types import NamespaceMode, PodConfig
@@ -260,7 +260,6 @@ def read_seccomp_profile(path: str) -> Any:
     if len(data) > MAX_PROFILE:
         raise InvalidArgument(f"{where}: larger than {MAX_PROFILE} bytes")
     try:
-        return json.loads(data)
-    except ValueError as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
-        raise InvalidArgument(f"{where}: not JSON ({reason})") from None
+        return json_value(data, "it")
+    except JsonError as exc:  # (nested too deeply, NaN, ... too: jsonutil's one policy)
+        raise InvalidArgument(f"{where}: not JSON ({str(exc).removeprefix('it is not valid JSON: ')})") from None

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
+from dockyard_common.goquote import go_escape
 from dockyard_common.imagespec import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
@@ -454,7 +455,8 @@ class Importer:
                               opts: ImportOptions, lease: str) -> list[tuple[str, Descriptor]]:
         kept = [m for m in index.manifests if m.platform is None or matcher.match(m.platform)]
         if not kept:
-            offered = sorted({str(m.platform) for m in index.manifests if m.platform is not None})
+            # the archive's own words: escaped as Go's %q escapes, so they reach a terminal as text
+            offered = sorted({go_escape(str(m.platform)) for m in index.manifests if m.platform is not None})
             raise NotFound(f"no image in the archive matches platform {matcher} (it has {', '.join(offered)}; "
                            "choose one with platform, or import all platforms)")
         await self._set_labels(ns, index_desc.digest, child_gc_labels(kept))

@@ -15,7 +15,6 @@ A body must be JSON Python reads (`checked_json`: not a number of 5 000 digits, 
 from __future__ import annotations
 
 import hashlib
-import json
 
 from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.imagespec import (
@@ -31,6 +30,7 @@ from dockyard_common.imagespec import (
     is_index,
     is_manifest,
 )
+from dockyard_common.jsonutil import json_value
 from dockyard_common.reference import Reference
 from supervisor.remote.client import Endpoint, read_limited, status_error
 from supervisor.remote.retry import with_retries
@@ -52,21 +52,11 @@ def _media_type(header: str) -> str:
 
 
 def checked_json(data: bytes, what: str) -> bytes:
-    """`data` if it is JSON that Python's parser reads; else InvalidArgument naming `what`.
-
-    Every document a registry sends passes here before anything else reads it: beyond syntax,
-    Python's parser refuses what Go's reads (an integer of more than 4 300 digits is a ValueError
-    of its own, not a JSONDecodeError), and nothing later must meet that as an internal error."""
-    try:
-        json.loads(data)
-    except RecursionError:
-        raise InvalidArgument(f"{what} is not valid JSON: nested too deeply") from None
-    except UnicodeDecodeError:
-        raise InvalidArgument(f"{what} is not valid JSON: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:  # its text says where
-        raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
-    except ValueError:  # int(): more digits than Python converts (sys.get_int_max_str_digits)
-        raise InvalidArgument(f"{what} is not valid JSON: a number in it has too many digits to read") from None
+    """`data` if it is JSON under the daemon's one policy for untrusted JSON (`jsonutil`, Go's:
+    no NaN/Infinity, no number past a float64, nesting bounded, UTF-8); else InvalidArgument
+    naming `what`. Every document a registry sends passes here before anything else reads it,
+    so nothing later meets what Python's parser refuses as an internal error."""
+    json_value(data, what, InvalidArgument)
     return data
 
 
