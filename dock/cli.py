@@ -102,12 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _say(message: str) -> None:
-    """dock's one error line. The message may quote anything (a registry's words, an image's
-    config, a container's name, a file's name): what is not printable is escaped as Go's %q
-    escapes it, so an ESC sequence or a newline in it reaches the terminal as text."""
-    from dockyard_common.goquote import go_escape
+    from dock.output import say
 
-    print(f"dock: {go_escape(message)}", file=sys.stderr)
+    say(message)
 
 
 def _utf8(text: str) -> bool:

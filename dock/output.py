@@ -16,6 +16,14 @@ from dockyard_common.imagespec import Descriptor
 Column = tuple[str, Callable[[Any], Any]]  # (header, how to get the cell from a row)
 
 
+def say(message: str, out: TextIO | None = None) -> None:
+    """dock's one error line (to stderr unless `out`). The message may quote anything (a
+    registry's words, an image's config, a container's name, a file's name): what is not
+    printable is escaped as Go's %q escapes it, so an ESC sequence or a newline in it reaches the
+    terminal as text."""
+    print(f"dock: {go_escape(message)}", file=out or sys.stderr)
+
+
 def human_size(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -93,7 +101,7 @@ async def for_each(names: Sequence[str], act: Callable[[str], Awaitable[T]], *,
     failed = 0
     for result in await asyncio.gather(*(one(n) for n in names)):
         if isinstance(result, DockyardError):
-            print(f"dock: {go_escape(str(result))}", file=sys.stderr)  # as dock/cli.py's error line
+            say(str(result))
             failed = 1
         else:
             done.append(result)

@@ -42,6 +42,7 @@ from dock.commands.leases import parse_duration
 from dock.oci import parse_bytes
 from dock.output import human_size
 from dockyard_common.errors import DockyardError, InvalidArgument
+from dockyard_common.goquote import go_escape
 
 PROGRESS_MODES = ("auto", "plain", "json")
 SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
@@ -290,7 +291,7 @@ class PlainView:
             elif event.kind == "done":
                 print(f" ---> {event.text}" if event.text else " ---> done", file=out)
             elif event.kind == "warning":
-                print(f"[warning] {event.text}", file=sys.stderr)
+                print(f"[warning] {go_escape(event.text)}", file=sys.stderr)
         elif isinstance(event, BuildResult):
             print(f"Successfully built {event.manifest_digest}", file=out)
             for tag in event.tags:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sys
 from typing import Any
 
 from dock.args import add_prune_options, containers_arg, parse_labels
 from dock.client import Client
 from dock.commands.create import add_create_options
 from dock.network import LABEL_PREFIX, PORTS_LABEL, PortBinding, ports_text
-from dock.output import emit, emit_json, labels_text, to_jsonable
+from dock.output import emit, emit_json, labels_text, say, to_jsonable
 from dock.runner import remove_container
 from dockyard_common.errors import FailedPrecondition, NotFound
 from dockyard_common.jsonutil import JsonError, json_value
@@ -116,7 +115,7 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
         try:
             await remove_container(client, cid)
         except (NotFound, FailedPrecondition) as exc:
-            print(f"dock: {exc}", file=sys.stderr)
+            say(str(exc))
             failed = 1
     return failed
 

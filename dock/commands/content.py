@@ -11,7 +11,7 @@ from typing import Any
 from dock.args import int_in, parse_labels
 from dock.client import Client
 from dock.content import ContentInfo, IngestStatus
-from dock.output import emit_json, emit_table, human_size, labels_text
+from dock.output import emit_json, emit_table, human_size, labels_text, say
 from dockyard_common.errors import NotFound
 
 
@@ -116,7 +116,7 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
         try:
             await client.content.delete(digest)
         except NotFound as exc:
-            print(f"dock: {exc}", file=sys.stderr)
+            say(str(exc))
             failed = 1
             continue
         print(digest)
@@ -152,7 +152,7 @@ async def abort(client: Client, args: argparse.Namespace) -> int:
         try:
             await client.content.abort(ref)
         except NotFound as exc:
-            print(f"dock: {exc}", file=sys.stderr)
+            say(str(exc))
             failed = 1
             continue
         print(ref)

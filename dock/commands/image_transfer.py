@@ -21,7 +21,7 @@ from typing import Any
 
 from dock.args import parse_labels
 from dock.client import Client
-from dock.output import emit_json, emit_table, human_size, to_jsonable
+from dock.output import emit_json, emit_table, human_size, say, to_jsonable
 from dock.registryview import follow
 from dock.transfer import (
     BlobProgress,
@@ -140,7 +140,7 @@ async def import_images(client: Client, args: argparse.Namespace) -> int:
         try:
             total = await asyncio.to_thread(os.path.getsize, args.archive)
         except OSError as exc:
-            print(f"dock: {args.archive}: {exc.strerror}", file=sys.stderr)
+            say(f"{args.archive}: {exc.strerror}")
             return 1
     quiet = args.quiet or args.format == "json"
     view: _Lines | _Bar | None = None
@@ -177,7 +177,7 @@ async def export_images(client: Client, args: argparse.Namespace) -> int:
         try:
             written = await client.transfer.export_to(args.output, names, **opts)
         except OSError as exc:
-            print(f"dock: {args.output}: {exc.strerror}", file=sys.stderr)
+            say(f"{args.output}: {exc.strerror}")
             return 1
         print(f"exported {len(names)} image(s) to {args.output} ({human_size(written)})", file=sys.stderr)
     return 0

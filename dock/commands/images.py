@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from dock.commands.image_transfer import TRANSFER_SUBCOMMANDS
 from dock.dockerview import image_row
 from dock.formatting import IMAGES_HEADERS, add_format_option, emit_rows, is_template
 from dock.images import ImageInfo, ImageSize
-from dock.output import emit_json, emit_table, human_size, labels_text, to_jsonable
+from dock.output import emit_json, emit_table, human_size, labels_text, say, to_jsonable
 from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition
 from dockyard_common.reference import normalize
 from dockyard_common.types import Container
@@ -177,7 +176,7 @@ async def rm(client: Client, args: argparse.Namespace, users: dict[str, list[str
                                          "it (remove the container, or use -f)")
             await client.images.delete(img.name, sync=args.sync)
         except DockyardError as exc:
-            print(f"dock: {exc}", file=sys.stderr)
+            say(str(exc))
             failed = 1
             continue
         print(img.name)

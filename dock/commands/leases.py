@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dock.args import parse_labels
 from dock.client import Client
-from dock.output import emit, emit_json, labels_text
+from dock.output import emit, emit_json, labels_text, say
 from dockyard_common.errors import NotFound
 
 # Go's time.ParseDuration units, which ctr's --expires takes.
@@ -95,7 +94,7 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
         try:
             await client.leases.delete(lease_id, sync=args.sync)
         except NotFound as exc:
-            print(f"dock: {exc}", file=sys.stderr)
+            say(str(exc))
             failed = 1
             continue
         print(lease_id)

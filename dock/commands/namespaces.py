@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from dock.args import parse_labels
 from dock.client import Client
-from dock.output import emit, emit_json, labels_text
+from dock.output import emit, emit_json, labels_text, say
 from dockyard_common.errors import NotFound
 
 
@@ -54,7 +55,7 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
         try:
             await client.delete_namespace(name)
         except NotFound as exc:
-            print(f"dock: {exc}")
+            say(str(exc), sys.stdout)
             failed = 1
             continue
         print(name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from dock.args import containers_arg, parse_labels
@@ -12,7 +11,7 @@ from dock.dockerview import network_row, network_view
 from dock.formatting import NETWORK_HEADERS, add_format_option, emit_each, emit_rows, is_template
 from dock.lookup import resolve_id
 from dock.network import NetworkInfo, NetworkUser, check_network_name
-from dock.output import emit, emit_json, for_each, labels_text
+from dock.output import emit, emit_json, for_each, labels_text, say
 from dockyard_common.errors import InvalidArgument
 
 SHORT_ID = 12
@@ -79,7 +78,7 @@ async def create(client: Client, args: argparse.Namespace) -> int:
 async def ls(client: Client, args: argparse.Namespace) -> int:
     networks, problems = await client.networks.list()
     for p in problems:  # never hidden, never hiding the others
-        print(f"dock: warning: {p.message}", file=sys.stderr)
+        say(f"warning: {p.message}")
     if args.format == "json":
         emit_json([network_json(n) for n in networks])
         return 0
@@ -154,7 +153,7 @@ async def port(client: Client, args: argparse.Namespace) -> int:
     if wanted is not None:
         ports = [p for p in ports if (p.container_port, p.protocol) == wanted]
         if not ports:
-            print(f"dock: no public port '{wanted[0]}/{wanted[1]}' published for {args.id}", file=sys.stderr)
+            say(f"no public port '{wanted[0]}/{wanted[1]}' published for {args.id}")
             return 1
     if args.format == "json":
         emit_json(ports)

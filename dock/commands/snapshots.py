@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from dock.args import parse_labels
 from dock.client import Client
-from dock.output import emit_json, emit_table, human_size, labels_text
+from dock.output import emit_json, emit_table, human_size, labels_text, say
 from dock.snapshots import DEFAULT_SNAPSHOTTER, Info, Mount, SnapshotsAPI
 from dockyard_common.errors import NotFound
 
@@ -136,7 +137,7 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
         try:
             await api.remove(key)
         except NotFound as exc:
-            print(f"dock: {exc}")
+            say(str(exc), sys.stdout)
             failed = 1
             continue
         print(key)

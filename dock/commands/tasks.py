@@ -7,13 +7,12 @@ import contextlib
 import json
 import secrets
 import signal
-import sys
 from typing import Any
 
 from dock.args import containers_arg
 from dock.client import Client
 from dock.oci import STOP_SIGNAL_LABEL, exec_process
-from dock.output import emit, emit_json, to_jsonable
+from dock.output import emit, emit_json, say, to_jsonable
 from dock.runner import Signals, attach, container_mounts, destroy_task
 from dock.stdio import ProcessIO
 from dock.stopping import signal_number
@@ -248,9 +247,9 @@ async def rm(client: Client, args: argparse.Namespace) -> int:
                     continue
                 status = await client.tasks.delete(cid)
             if status.code:
-                print(f"dock: task {cid} exited with non-zero exit code {status.code}", file=sys.stderr)
+                say(f"task {cid} exited with non-zero exit code {status.code}")
         except (NotFound, FailedPrecondition) as exc:
-            print(f"dock: {exc}", file=sys.stderr)
+            say(str(exc))
             failed = 1
     return failed
 

@@ -260,3 +260,18 @@ def test_a_change_nested_past_the_limit_is_the_shell_form() -> None:
     from supervisor.build.commit_changes import apply_changes
 
     assert apply_changes(["CMD " + "[" * 5000], {})["Cmd"][-1] == "[" * 5000
+
+
+def test_every_dock_error_line_goes_through_say() -> None:
+    """dock's error lines quote names, files and daemon words: each is printed escaped by
+    `dock.output.say`, never by a print of its own that would pass an ESC sequence on."""
+    from pathlib import Path
+
+    import dock
+
+    root = Path(dock.__file__).parent
+    # launch.py: the warm launcher imports nothing of dock's (start-up time); its one line quotes
+    # only its own words and the zygote's.
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.name not in ("output.py", "launch.py") and 'print(f"dock: ' in p.read_text()]
+    assert not offenders, offenders
