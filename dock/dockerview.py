@@ -12,9 +12,10 @@ What is mapped, and where ours differ from Docker's:
 - inspect: dock's own object (lower-case keys, `dock --format json inspect`), plus Docker's
   capitalised paths: Id, Name ("/name"), Created, Path, Args, Image (the image's name: containerd
   keeps no image id on a container), State.{Status,Running,Paused,Restarting,OOMKilled,Dead,Pid,
-  ExitCode,StartedAt,FinishedAt,Health}, Config.{Hostname,User,Env,Cmd,Entrypoint,WorkingDir,Image,
-  Labels,Healthcheck}, Mounts [{Type,Name,Source,Destination,Mode,RW}], NetworkSettings.{IPAddress,
-  Ports, Networks.NAME.{IPAddress,Gateway,MacAddress}}, HostConfig.RestartPolicy.{Name,
+  ExitCode,StartedAt,FinishedAt,Health} (OOMKilled: the daemon's `dockyard.oom-killed` label),
+  Config.{Hostname,User,Env,Cmd,Entrypoint,WorkingDir,Image,Labels,Healthcheck}, Mounts
+  [{Type,Name,Source,Destination,Mode,RW}], NetworkSettings.{IPAddress, Ports,
+  Networks.NAME.{IPAddress,Gateway,MacAddress}}, HostConfig.RestartPolicy.{Name,
   MaximumRetryCount}, RestartCount, Platform, Driver (the snapshotter).
 - images: ID (the target's digest, cut: with containerd's image store Docker's image id is that
   digest too), Repository, Tag, Digest, CreatedAt/CreatedSince (the image record's creation: the
@@ -154,7 +155,8 @@ def inspect_view(ours: Mapping[str, Any], c: Container) -> dict[str, Any]:
         "Driver": c.snapshotter,
         "State": {
             "Status": status, "Running": status == "running", "Paused": status == "paused", "Restarting": False,
-            "OOMKilled": False, "Dead": False, "Pid": state.get("pid", 0), "ExitCode": state.get("exit_code") or 0,
+            "OOMKilled": bool(state.get("oom_killed")), "Dead": False, "Pid": state.get("pid", 0),
+            "ExitCode": state.get("exit_code") or 0,
             "StartedAt": state.get("started_at") or "", "FinishedAt": state.get("exited_at") or "",
             **({"Health": state["Health"]} if "Health" in state else {}),
         },

@@ -74,6 +74,7 @@ from supervisor.runtime.copy import ContainerFiles
 from supervisor.runtime.events import serve_shim_events
 from supervisor.runtime.health import HealthMonitor
 from supervisor.runtime.manager import TaskManager
+from supervisor.runtime.oom import OomRecorder
 from supervisor.runtime.restart import RestartMonitor
 from supervisor.runtime.shim import ShimBinary
 from supervisor.runtime.stats import ShimSamplerControl, StatsSink, describe_from, network_counters_from
@@ -177,10 +178,13 @@ class Runtime:
     restarts: RestartMonitor  # restart policies (containerd's restart labels), and --rm
     volumes: VolumeStore  # named and anonymous volumes (the --rm of a container removes its anonymous ones)
     health: HealthMonitor | None = None  # Docker's health checks (dockyard.healthcheck labels)
+    oom: OomRecorder | None = None  # Docker's State.OOMKilled (the dockyard.oom-killed label)
 
     async def container_deleted(self, namespace: str, cid: str) -> None:
         """A container's record is gone: no restart of it, then the runtime lets go of the rest."""
         await self.restarts.container_deleted(namespace, cid)
+        if self.oom is not None:
+            self.oom.container_deleted(namespace, cid)
         if self.health is not None:
             await self.health.container_deleted(namespace, cid)
         await self.tasks.container_deleted(namespace, cid)
@@ -274,8 +278,10 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     restarts = RestartMonitor(containers, tasks, storage.snapshots, meta.namespaces, events)
     volumes = VolumeStore(cfg.root / "volumes", containers, storage.snapshots, cfg.root / "tmp")
     health = HealthMonitor(containers, tasks, meta.namespaces, events, cfg.state / "health")
+    oom = OomRecorder(containers, tasks, events)
+    tasks.runs = oom  # before `recover`: the cleanup of a shim found dead is a run's end too
     runtime = Runtime(containers, stats, stats_control, tasks, network, container_networks, restarts, volumes,
-                      health)
+                      health, oom)
     restarts.remover = AutoRemover(containers, tasks, storage.snapshots, volumes, events, runtime.container_deleted)
     stack.push_async_callback(runtime.end_streams)
     stats.bind(stats_control)
@@ -287,6 +293,8 @@ async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: E
     await container_networks.reconcile(await tasks.running())
     stack.push_async_callback(container_networks.close)
     # Only now, with the shims found again: bring back what the policies want, follow exits.
+    await oom.start()  # the tasks found again are judged too: an OOM kill while no daemon ran counts
+    stack.push_async_callback(oom.close)
     await restarts.start()  # returns subscribed: no exit from here on is missed
     stack.push_async_callback(restarts.close)  # before the tasks let go of their shims
     await health.start()  # health checks of the running containers resume; subscribed on return

@@ -47,7 +47,7 @@ from dock.runner import container_mounts, destroy_task, remove_container
 from dock.stopping import DEFAULT_STOP_TIMEOUT, stop_timeout
 from dock.tasks import Process
 from dock.volumes import remove_anonymous
-from dockyard_common import autoremove
+from dockyard_common import autoremove, oomkilled
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.types import Container, Status
@@ -190,6 +190,7 @@ async def inspect_one(client: Client, ref: str) -> dict[str, Any]:
     task, network = await asyncio.gather(task_of(client, c.id), network_info(client, c))
     task = with_last_exit(c, task)
     out = describe(c) | network | {"name": name_of(c), "state": state_json(task), "mounts": spec_mounts(c)}
+    out["state"]["oom_killed"] = oomkilled.killed(c.labels)  # Docker's State.OOMKilled, kept by the daemon
     if (health := healthview.state_json(c)) is not None:  # Docker's State.Health
         out["state"]["Health"] = health
     if (check := healthview.config_json(c)) is not None:  # Docker's Config.Healthcheck

@@ -25,7 +25,7 @@ from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import DeadlineExceeded, DockyardError, FailedPrecondition, NotFound
 from dockyard_common.netlabels import CONTAINER as JOIN_NETWORK
 from dockyard_common.types import Status
-from supervisor.cri.container_records import KILL_WAIT, KIND_CONTAINER, ContainerStore, oom_killed, reason_of
+from supervisor.cri.container_records import KILL_WAIT, KIND_CONTAINER, ContainerStore, reason_of
 from supervisor.cri.container_types import ContainerConfig
 from supervisor.cri.inputs import check_log_file
 from supervisor.cri.sandbox import KIND_LABEL
@@ -113,7 +113,7 @@ class ContainerLifecycle(ContainerStore):
                 raise DeadlineExceeded(f"container {cid}: its process did not end after SIGKILL")
         # The exit goes into the record; the task and its shim go.
         found = await self._find(cid)
-        oom = await asyncio.to_thread(oom_killed, found.record)
+        oom = await self._oom_killed(found.record)
         found.meta = replace(found.meta, started=True, finished_at_ns=state.exited_at_ns or time.time_ns(),
                              exit_code=state.exit_status, reason=reason_of(state.exit_status, oom))
         await self._save(found)

@@ -15,15 +15,13 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import signal
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockyard_common import cgroups
-from dockyard_common.cgroups import normalize_path
+from dockyard_common import oomkilled
 from dockyard_common.errors import InvalidArgument, NotFound
 from dockyard_common.types import AnyValue, Container, Status
 from supervisor.cri.container_types import ContainerConfig, ContainerState, ContainerUser, CriContainer
@@ -106,6 +104,18 @@ class ContainerStore:
         except NotFound:
             return None
 
+    async def _oom_killed(self, record: Container) -> bool:
+        """Whether the OOM killer struck in the container's current (or last) run: the daemon's
+        record of it (the `dockyard.oom-killed` label, supervisor/runtime/oom.py), or, while the
+        task is still there and the exit may not be recorded yet, the same cgroup counter it reads."""
+        if oomkilled.killed(record.labels):
+            return True
+        try:
+            task = self.d.tasks.get(self.namespace, record.id)
+        except NotFound:
+            return False
+        return await self.d.tasks.oom_killed(task.bundle, task.runtime)
+
     async def _all(self, pod_id: str = "") -> builtins.list[Found]:
         records = [r for r in await self.d.containers.list(self.namespace)
                    if r.labels.get(KIND_LABEL) == KIND_CONTAINER]
@@ -167,30 +177,6 @@ def reason_of(exit_code: int, oom_killed: bool = False) -> str:
     if oom_killed:
         return "OOMKilled"
     return "Completed" if exit_code == 0 else "Error"
-
-
-def oom_killed(record: Container) -> bool:
-    """Whether the kernel's OOM killer struck in the container's memory cgroup (read while its
-    task, and so the cgroup, still exists: the shim removes it at Delete). Blocking: small reads."""
-    try:
-        rel = normalize_path(json.loads(record.spec.value)["linux"]["cgroupsPath"]) if record.spec else ""
-    except (ValueError, KeyError, TypeError, InvalidArgument):
-        return False
-    if not rel:
-        return False
-    if cgroups.host_version() == 2:
-        path = os.path.join(cgroups.CGROUP_ROOT, cgroups.PARENT, rel, "memory.events")
-    else:
-        mount = cgroups.v1_mounts().get("memory")
-        if mount is None:
-            return False
-        path = os.path.join(mount, cgroups.PARENT, rel, "memory.oom_control")
-    try:
-        with open(path) as f:
-            counters = dict(line.split(" ", 1) for line in f.read().splitlines() if " " in line)
-    except OSError:
-        return False
-    return int(counters.get("oom_kill", "0").strip() or 0) > 0
 
 
 def meta_value(meta: Meta) -> AnyValue:

@@ -8,14 +8,13 @@ waited for).
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from dockyard_common.types import Status
-from supervisor.cri.container_records import ContainerStore, oom_killed, reason_of
+from supervisor.cri.container_records import ContainerStore, reason_of
 from supervisor.cri.container_types import ContainerState, CriContainer
 
 
@@ -24,7 +23,7 @@ class ContainerViews(ContainerStore):
         found = await self._find(cid)
         state = await self._task_state(found.record.id, reported=True)
         view = self._view(found, state)
-        if state is not None and state.status == Status.STOPPED and await asyncio.to_thread(oom_killed, found.record):
+        if state is not None and state.status == Status.STOPPED and await self._oom_killed(found.record):
             view.reason = reason_of(view.exit_code, oom_killed=True)
         return view
 

@@ -1,4 +1,5 @@
-"""The cgroup directories a foreign shim leaves under our parent: a namespace's goes with its last task.
+"""The cgroup directories a foreign shim leaves under our parent: a namespace's goes with its last task;
+and a task's OOM kill counter (`oom_kills`), read by the daemon for Docker's State.OOMKilled.
 
 Dockyard's shim removes the empty levels above a container's cgroup itself when it deletes it
 (`dockyard_common.cgroups.prune_parents`, which the daemon uses too). A foreign shim
@@ -65,6 +66,38 @@ def read_cgroup_rel(config: str, namespace: str, cid: str, *, foreign: bool) -> 
     except (OSError, JsonError):
         return None
     return cgroup_rel(spec, namespace, cid, foreign=foreign)
+
+
+@functools.cache
+def _memory_counters() -> tuple[str, str]:
+    """(our parent in the memory hierarchy, the file with its `oom_kill` counter); mounted at boot,
+    so found once (an OSError is not cached)."""
+    if host_version() == 2:
+        return os.path.join(CGROUP_ROOT, PARENT), "memory.events"
+    mount = v1_mounts().get("memory")
+    if mount is None:
+        raise FileNotFoundError("no cgroup v1 memory hierarchy is mounted")
+    return os.path.join(mount, PARENT), "memory.oom_control"
+
+
+def oom_kills(rel: str | None) -> int:
+    """How many processes the kernel's OOM killer killed in the cgroup `rel` (below our parent;
+    `cgroup_rel`) since it was made: `oom_kill` of memory.events (v2) or memory.oom_control (v1,
+    kernel 4.13+). The shim makes the cgroup at a task's create and removes it at its delete, so
+    this counts the current run. 0 when the cgroup is gone or unreadable. Blocking: small reads."""
+    if not rel:
+        return 0
+    try:
+        parent, name = _memory_counters()
+        with open(os.path.join(parent, rel, name)) as f:
+            text = f.read()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value) if value.strip().isdigit() else 0
+    return 0
 
 
 def _ancestors(rel: str) -> list[str]:

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from dockyard_common.errors import (
     AlreadyExists,
@@ -32,7 +32,7 @@ from supervisor.events import Exchange
 from supervisor.logs import LogStore
 from supervisor.network.wiring import ContainerNetworks, PendingNetwork
 from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, list_bundles, parse_spec, remove_bundle
-from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, read_cgroup_rel
+from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, oom_kills, read_cgroup_rel
 from supervisor.runtime.fanout import each_within
 from supervisor.runtime.shim import ShimBinary, ShimClient, event_container_id, task_exit_events
 from supervisor.runtime.task import Task
@@ -44,6 +44,17 @@ log = logging.getLogger("dockyard.runtime")
 LIST_DEADLINE = 2.0  # seconds one shim gets to answer for a listing (List, Metrics)
 LIST_CONCURRENCY = 128  # shims asked at once for a listing
 R = TypeVar("R")
+
+
+class RunWatch(Protocol):
+    """Told where a container's run begins and ends (supervisor/runtime/oom.py): awaited, must not raise."""
+
+    async def run_began(self, namespace: str, cid: str, labels: Mapping[str, str] | None) -> None:
+        """A task was created: a new run of the container (its labels as the creator gave them)."""
+
+    async def run_ending(self, bundle: Bundle, runtime: str, pid: int) -> None:
+        """The task of `bundle` (its init `pid`, 0 if unknown) is about to be deleted, or cleaned up
+        after its shim died: its cgroup is still there."""
 
 
 class TaskManager:
@@ -64,6 +75,7 @@ class TaskManager:
         # dead shim): stats streams join and end by it. Called synchronously; must not raise.
         self.observers: list[Callable[[str, str, bool], None]] = []
         self._follower: asyncio.Task[None] | None = None
+        self.runs: RunWatch | None = None  # the OOM recorder (set by the daemon before `recover`)
 
     def _follow(self) -> None:
         """Start invalidating tasks' cached states on their events (once, on a running loop)."""
@@ -245,6 +257,8 @@ class TaskManager:
                 await task.create(opts)
                 if pending is not None:
                     await pending.settle()  # the task's process may start only with its network
+                if self.runs is not None:  # a new run: the last one's OOM verdict goes
+                    await self.runs.run_began(namespace, cid, labels)
                 self._notify(namespace, cid, True)
                 created = True
                 return task
@@ -262,6 +276,20 @@ class TaskManager:
             self.cgroups.release(held)
             if not created:
                 self.cgroups.prune(rel)
+
+    async def oom_killed(self, bundle: Bundle, runtime: str) -> bool:
+        """Whether the kernel's OOM killer killed a process in the cgroup of `bundle`'s task during
+        this run (its `oom_kill` counter; the cgroup lives from the task's create to its delete)."""
+        try:
+            foreign = self.binary_for(runtime).foreign
+        except DockyardError:
+            foreign = False
+        config = str(bundle.path / "config.json")
+
+        def read() -> int:
+            return oom_kills(read_cgroup_rel(config, bundle.namespace, bundle.id, foreign=foreign))
+
+        return await asyncio.to_thread(read) > 0
 
     def _pid_of(self, namespace: str, cid: str) -> int | None:
         task = self._tasks.get((namespace, cid))
@@ -288,6 +316,8 @@ class TaskManager:
     async def delete(self, namespace: str, cid: str) -> Exit:
         """Delete the init process in the shim, stop the shim, remove the bundle."""
         task = self.get(namespace, cid)
+        if self.runs is not None:  # before the shim removes the cgroup, and with it its OOM counter
+            await self.runs.run_ending(task.bundle, task.runtime, task.pid)
         resp = await task.delete()
         task.deleting = True
         await self._retire(task)
@@ -355,6 +385,8 @@ class TaskManager:
                             shim: ShimClient | None, publish: bool) -> None:
         log.warning("shim of task %s/%s is gone: cleaning up", bundle.namespace, bundle.id)
         status, exited = 255, time.time_ns()
+        if self.runs is not None:  # `cleanup` (the shim's delete) removes the cgroup
+            await self.runs.run_ending(bundle, runtime, pid)
         try:
             found = await self.binary_for(runtime).cleanup(bundle)
             pid, status = found.pid or pid, found.exit_status
