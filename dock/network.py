@@ -22,7 +22,6 @@ the flag and the value in the message.
 from __future__ import annotations
 
 import builtins
-import ipaddress
 import json
 import re
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard_common import netlabels
 from dockyard_common.errors import InvalidArgument, NotFound
+from dockyard_common.ipaddrs import parse_ip
 
 if TYPE_CHECKING:
     from dock.client import Client
@@ -356,10 +356,7 @@ def parse_publish(spec: str) -> list[PortBinding]:
         host_ip = parts[0]
     _, host, container = parts
     if host_ip:
-        try:
-            host_ip = str(ipaddress.ip_address(host_ip))
-        except ValueError:
-            raise InvalidArgument(f"invalid -p {spec!r}: {host_ip!r} is not an IP address") from None
+        host_ip = _ip(host_ip, "-p", spec)
     if not container:
         raise InvalidArgument(f"invalid -p {spec!r}: no container port")
     cports = _port_range(container, "container port", spec)
@@ -370,11 +367,19 @@ def parse_publish(spec: str) -> list[PortBinding]:
     return [PortBinding(c, h, proto, host_ip) for h, c in zip(hports, cports, strict=True)]
 
 
-def parse_dns(value: str) -> str:
+def _ip(text: str, flag: str, value: str) -> str:
+    """The address `text` of `flag`'s `value`, read as the daemon reads it (no IPv6 scope: Python
+    takes anything after `%`, newlines too, as one) and normalised."""
     try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise InvalidArgument(f"invalid --dns {value!r}: not an IP address") from None
+        return str(parse_ip(text, "address"))
+    except InvalidArgument:
+        scope = " (a scope such as %eth0 is not allowed)" if "%" in text else ""
+        what = "not an IP address" if text == value else f"{text!r} is not an IP address"
+        raise InvalidArgument(f"invalid {flag} {value!r}: {what}{scope}") from None
+
+
+def parse_dns(value: str) -> str:
+    return _ip(value, "--dns", value)
 
 
 def parse_add_host(value: str) -> str:
@@ -383,12 +388,9 @@ def parse_add_host(value: str) -> str:
     name, found, ip = value.partition(sep)
     if not found or not name or not ip:
         raise InvalidArgument(f"invalid --add-host {value!r}: want NAME:IP, e.g. db:10.0.0.5")
-    if not _HOSTNAME.match(name):
+    if not _HOSTNAME.fullmatch(name):
         raise InvalidArgument(f"invalid --add-host {value!r}: {name!r} is not a host name")
-    try:
-        addr = ipaddress.ip_address(ip.removeprefix("[").removesuffix("]"))
-    except ValueError:
-        raise InvalidArgument(f"invalid --add-host {value!r}: {ip!r} is not an IP address") from None
+    addr = _ip(ip.removeprefix("[").removesuffix("]"), "--add-host", value)
     return f"{name}:{addr}"
 
 

@@ -24,14 +24,23 @@ Lifecycle (the daemon's task path, wired in a later session):
 Writes are stage-then-rename; the record is written *before* the netns and the first ADD, so a
 crash at any point leaves a record (or an IPAM allocation) that reconcile finds.
 
-Errors: InvalidArgument (bad id, port, DNS server, --add-host, duplicate network), NotFound
-(unknown network), AlreadyExists (the container is already attached), FailedPrecondition (a host
-port in use - named -, a network in use on removal, a plugin error as the plugin reported it, a
-missing plugin), DeadlineExceeded (a plugin timed out), Unavailable (netns create/remove).
+Errors: InvalidArgument (bad id, port, DNS server, --add-host, duplicate network; a host port
+published twice by the container; a host IP of a family the first network has no subnet of, whose
+mapping portmap would skip without a word; more than MAX_PORTS ports), NotFound (unknown network),
+AlreadyExists (the container is already attached), FailedPrecondition (a host port in use - named
+-, a host IP that is no address of the host, a network in use on removal or the default one, a
+plugin error as the plugin reported it, a missing plugin), ResourceExhausted (the network has no
+free address: host-local's "no IP addresses available"), DeadlineExceeded (a plugin timed out),
+Unavailable (netns create/remove). Host IPs are plain addresses, normalised (``addresses``);
+``0.0.0.0`` and ``::`` are every address of their family, as portmap reads them, so a port
+published on ``0.0.0.0`` clashes with the same port on ``127.0.0.1``.
 After a failed ``attach`` nothing is left: DEL ran for every network, the netns and files are
 gone, the record removed. A failed ``detach`` keeps the record and the netns (reconcile retries
 it) and raises; DEL errors on a network whose ADD never completed are logged, not kept (best
-effort, as libcni).
+effort, as libcni). Removing (or pruning) a network Dockyard made also removes what its plugins
+left on the host for it and nobody else uses: its bridge (with the gateway address and the route
+that kept its subnet from being used again), the firewall plugin's isolation rules naming that
+bridge, and its host-local directory.
 
 Example::
 
@@ -48,28 +57,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import ipaddress
 import json
 import logging
 import os
+import shlex
 import shutil
 import socket
+import subprocess
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import (
+    AlreadyExists,
+    DockyardError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from dockyard_common.ipaddrs import parse_ip
 from dockyard_common.netlabels import DEFAULT_NETWORK
 from supervisor.network import netns, resolv
-from supervisor.network.cni import CNIRunner
+from supervisor.network.cni import CNIPluginError, CNIRunner
 from supervisor.network.networks import Network, NetworkStore, Problem
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("tcp", "udp", "sctp")
+# Published ports per container. portmap's rules grow with them, and so does its time (on this
+# host ~1 s for 60, ~20 s for 500, past its 60 s timeout for 2000) while the network's ADD lock is
+# held: one container's `-p 1-65535:1-65535` must not stall every other container's network.
+# (Container labels, at most 4096 bytes each, hold fewer anyway.)
+MAX_PORTS = 256
+# what host-local says when a range has no address left
+_NO_ADDRESS = "no IP addresses available"
+# the firewall plugin's chains for ingressPolicy same-bridge: rules per bridge, never removed by DEL
+_ISOLATION_CHAINS = ("CNI-ISOLATION-STAGE-1", "CNI-ISOLATION-STAGE-2")
+_TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -89,7 +119,8 @@ class PortMapping:
         return out
 
     def describe(self) -> str:
-        return f"{self.host_ip or '0.0.0.0'}:{self.host_port}/{self.protocol}"
+        ip = self.host_ip or "0.0.0.0"
+        return f"{f'[{ip}]' if ':' in ip else ip}:{self.host_port}/{self.protocol}"
 
 
 @dataclass
@@ -164,7 +195,7 @@ class NetworkManager:
             if users:
                 who = ", ".join(f"{ns}/{cid}" for ns, cid in users[:5]) + (" ..." if len(users) > 5 else "")
                 raise FailedPrecondition(f"network {name!r} is in use by {len(users)} container(s): {who}")
-            return await asyncio.to_thread(self.store.remove, name)
+            return await asyncio.to_thread(self._remove_network, name)
 
     async def prune_networks(self) -> list[str]:
         """Remove every unused network Dockyard made, except the default one."""
@@ -173,9 +204,56 @@ class NetworkManager:
             removed = []
             for net in networks:
                 if net.managed and net.name != DEFAULT_NETWORK and not self.users(net.name):
-                    await asyncio.to_thread(self.store.remove, net.name)
+                    await asyncio.to_thread(self._remove_network, net.name)
                     removed.append(net.name)
             return removed
+
+    def _remove_network(self, name: str) -> Network:
+        """The conflist, then (for a network of ours) what its plugins left on the host for it."""
+        net = self.store.remove(name)
+        if net.managed:
+            try:
+                others, _ = self.store.list()
+                self._release_host_side(net, others)
+            except Exception as exc:  # the network is gone; what is left is only logged
+                log.warning("network %r removed; cleaning up after it: %s", name, exc)
+        return net
+
+    def _release_host_side(self, net: Network, others: list[Network]) -> None:
+        """The bridge plugin makes the bridge (with the gateway address and its subnet's route),
+        the firewall plugin its isolation rules; no DEL removes either, as other containers may
+        share them. Once the network is gone they are nobody's: left, the route kept the subnet
+        from being used again ("overlaps the host's route"), and a later network on the same
+        bridge name inherited the old address. Only a bridge no other network names, with no
+        interface left on it and no address outside this network's subnets, is ours to remove;
+        and only when a container of this daemon ever joined the network (host-local made its
+        directory under our root then): a network only created and removed touches nothing of the
+        host's, whose own bridge may carry the same name."""
+        ours = [d for d in net.ipam_dirs if d.is_relative_to(self.ipam_root)]
+        joined = any(d.is_dir() for d in ours)
+        for d in ours:
+            # host-local's lock and last-reserved files; an allocation left (of no record) stays
+            if not _allocations(d):
+                shutil.rmtree(d, ignore_errors=True)
+        bridge = net.bridge
+        if not joined or not bridge or any(o.bridge == bridge for o in others):
+            return
+        link = _run_tool("ip", "-j", "-d", "addr", "show", "dev", bridge)
+        if link is None:
+            return  # never made (no container ever joined), or gone
+        info = (json.loads(link or "[]") or [{}])[0]
+        if (info.get("linkinfo") or {}).get("info_kind") != "bridge":
+            return
+        addresses = [ipaddress.ip_address(a["local"]) for a in info.get("addr_info", []) if a.get("local")]
+        if any(not any(a in s for s in net.subnets) for a in addresses if not a.is_link_local):
+            return  # an address of something else: not a bridge this network made
+        if json.loads(_run_tool("ip", "-j", "link", "show", "master", bridge) or "[]"):
+            return  # an interface is still on it: someone's container
+        _run_tool("ip", "link", "delete", "dev", bridge, check=True)
+        for tool in ("iptables", "ip6tables"):
+            for chain in _ISOLATION_CHAINS:
+                for rule in _rules_naming(tool, chain, bridge):
+                    _run_tool(tool, "-w", "-t", "filter", "-D", chain, *rule)
 
     # ----- attach / detach -----------------------------------------------------------------------
 
@@ -197,9 +275,11 @@ class NetworkManager:
         then rewritten in place once the addresses are known."""
         _check_id("namespace", namespace)
         _check_id("container id", container_id)
-        for p in ports:
-            _check_port(p)
-        resolv.resolv_conf("", dns=dns)  # validate before anything is made
+        if len(ports) > MAX_PORTS:
+            raise InvalidArgument(f"{len(ports)} published ports: a container publishes at most {MAX_PORTS}")
+        ports = [_check_port(p) for p in ports]
+        # validate before anything is made
+        resolv.resolv_conf("", dns=dns, search=dns_search, options=dns_options)
         resolv.hosts_file(hostname, [], extra_hosts)
         names = list(networks or [DEFAULT_NETWORK])
         if len(set(names)) != len(names):
@@ -211,8 +291,7 @@ class NetworkManager:
                     raise AlreadyExists(f"network attachment of container {container_id!r} in namespace "
                                         f"{namespace!r}")
                 # under the lock: a network cannot be removed between this and the record naming it
-                resolved, chosen = await asyncio.to_thread(
-                    lambda: ([self._resolve(n) for n in names], self._choose_ports(ports)))  # one thread hop
+                resolved, chosen = await asyncio.to_thread(self._resolve_and_choose, names, ports)  # one thread hop
                 path = self.netns_path(namespace, container_id)
                 rc = {"portMappings": [p.to_cni() for p in chosen]} if chosen else {}
                 rec: dict[str, Any] = {
@@ -240,10 +319,17 @@ class NetworkManager:
                         resolv.write_files, files, hostname=hostname, addresses=[], dns=dns, dns_search=dns_search,
                         dns_options=dns_options, extra_hosts=extra_hosts)
                     on_netns()
-                for net in rec["networks"]:
+                for net, network in zip(rec["networks"], resolved, strict=True):
                     async with self._net_lock(net["name"]):
-                        net["result"] = await self.runner.add(net["conflist"], key, str(path), net["ifname"],
-                                                              runtime_config=net["runtimeConfig"])
+                        try:
+                            net["result"] = await self.runner.add(net["conflist"], key, str(path), net["ifname"],
+                                                                  runtime_config=net["runtimeConfig"])
+                        except CNIPluginError as exc:
+                            if _NO_ADDRESS not in str(exc):
+                                raise
+                            subnets = ", ".join(str(s) for s in network.subnets) or "its ranges"
+                            raise ResourceExhausted(f"network {net['name']!r} has no free address left in "
+                                                    f"{subnets} ({exc.msg or exc.message})") from None
                     # no fsync: a process crash keeps the renamed file; after a power loss the netns,
                     # veths and rules are gone and the durable record (or, lost, the IPAM
                     # allocation) still gets the addresses released
@@ -377,6 +463,13 @@ class NetworkManager:
     def _resolve(self, name: str) -> Network:
         return self.store.ensure_default() if name == DEFAULT_NETWORK else self.store.get(name)
 
+    def _resolve_and_choose(self, names: Sequence[str], ports: Sequence[PortMapping]
+                            ) -> tuple[list[Network], list[PortMapping]]:
+        resolved = [self._resolve(n) for n in names]
+        if ports and resolved:
+            _check_families(resolved[0], ports)
+        return resolved, self._choose_ports(ports)
+
     async def _teardown(self, rec: dict[str, Any]) -> None:
         path = Path(rec["netns"])
         # DEL with the netns while it exists (plugins remove the veth inside); without it
@@ -411,21 +504,34 @@ class NetworkManager:
 
     def _choose_ports(self, ports: Sequence[PortMapping]) -> list[PortMapping]:
         """Fix host ports: check the named ones are free, pick free ones for 0 (bind-probe)."""
-        taken = {(p["protocol"], p["host_port"], p["host_ip"]): f"{r['namespace']}/{r['id']}"
-                 for r in self._records.values() for p in r["ports"]}
+        # (protocol, port) -> [(host ip, who)]: a lookup per port, not a walk of every record's
+        taken: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        for r in self._records.values():
+            for q in r["ports"]:
+                taken.setdefault((q["protocol"], q["host_port"]), []).append(
+                    (q["host_ip"], f"container {r['namespace']}/{r['id']}"))
         out: list[PortMapping] = []
 
         def clash(p: PortMapping) -> str | None:
-            for (proto, port, ip), who in taken.items():
-                if proto == p.protocol and port == p.host_port and (not ip or not p.host_ip or ip == p.host_ip):
+            for ip, who in taken.get((p.protocol, p.host_port), ()):
+                if _same_host_address(ip, p.host_ip):
                     return who
             return None
 
+        # the request's own mistakes first, before anything is probed
+        named: dict[tuple[str, int], list[PortMapping]] = {}
+        for p in ports:
+            if p.host_port:
+                for first in named.get((p.protocol, p.host_port), ()):
+                    if _same_host_address(first.host_ip, p.host_ip):
+                        raise InvalidArgument(f"host port {p.describe()} is published twice by this container (to "
+                                              f"its ports {first.container_port} and {p.container_port})")
+                named.setdefault((p.protocol, p.host_port), []).append(p)
         for p in ports:
             if p.host_port == 0:
                 for _ in range(50):
                     q = PortMapping(p.container_port, _probe(p.protocol, p.host_ip, 0), p.protocol, p.host_ip)
-                    if clash(q) is None:
+                    if clash(q) is None and (q.protocol, q.host_port) not in named:
                         break
                 else:
                     raise FailedPrecondition(f"no free host port for {p.container_port}/{p.protocol}")
@@ -433,9 +539,9 @@ class NetworkManager:
             else:
                 who = clash(p)
                 if who is not None:
-                    raise FailedPrecondition(f"host port {p.describe()} is already published by container {who}")
+                    raise FailedPrecondition(f"host port {p.describe()} is already published by {who}")
                 _probe(p.protocol, p.host_ip, p.host_port)
-            taken[(p.protocol, p.host_port, p.host_ip)] = "this container"
+            taken.setdefault((p.protocol, p.host_port), []).append((p.host_ip, "this container"))
             out.append(p)
         return out
 
@@ -528,18 +634,73 @@ def _check_id(what: str, value: str) -> None:
         raise InvalidArgument(f"invalid {what} {value!r}")
 
 
-def _check_port(p: PortMapping) -> None:
+def _check_port(p: PortMapping) -> PortMapping:
+    """`p` checked, its host IP normalised (a plain address: `::0001` is `::1`)."""
     if p.protocol not in PROTOCOLS:
         raise InvalidArgument(f"invalid port protocol {p.protocol!r}: use tcp, udp or sctp")
-    if not 1 <= p.container_port <= 65535:
-        raise InvalidArgument(f"invalid container port {p.container_port}: use 1-65535")
-    if not 0 <= p.host_port <= 65535:
-        raise InvalidArgument(f"invalid host port {p.host_port}: use 1-65535, or 0 for any free port")
-    if p.host_ip:
+    for what, number, low in (("container port", p.container_port, 1), ("host port", p.host_port, 0)):
+        if not isinstance(number, int) or isinstance(number, bool) or not low <= number <= 65535:
+            raise InvalidArgument(f"invalid {what} {number!r}: use 1-65535"
+                                  + (", or 0 for any free port" if low == 0 else ""))
+    host_ip = str(parse_ip(p.host_ip, "invalid host IP for a published port")) if p.host_ip else ""
+    return PortMapping(p.container_port, p.host_port, p.protocol, host_ip)
+
+
+def _same_host_address(a: str, b: str) -> bool:
+    """Whether two (normalised) host IPs of mappings of one port overlap: "" is every address,
+    0.0.0.0 and :: every address of their family (portmap adds no destination for them)."""
+    if not a or not b:
+        return True
+    ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    return ia.version == ib.version and (ia == ib or ia.is_unspecified or ib.is_unspecified)
+
+
+def _check_families(net: Network, ports: Sequence[PortMapping]) -> None:
+    """portmap maps a host IP only to container addresses of its family, and skips the mapping
+    without a word otherwise: a published port that never answers. Refused instead."""
+    families = {s.version for s in net.subnets}
+    if not families:
+        return  # a user's conflist whose addresses we cannot tell (dhcp, static): as it comes
+    for p in ports:
+        if p.host_ip and ipaddress.ip_address(p.host_ip).version not in families:
+            have = " and ".join(f"IPv{v}" for v in sorted(families))
+            raise InvalidArgument(f"cannot publish {p.describe()}: host IP {p.host_ip} is IPv"
+                                  f"{ipaddress.ip_address(p.host_ip).version}, and network {net.name!r} gives the "
+                                  f"container only {have} addresses")
+
+
+def _run_tool(*argv: str, check: bool = False) -> str | None:
+    """Run `ip`/`iptables` in the daemon's network namespace; its output, or None when it failed
+    (or is not installed); with `check`, a failure raises."""
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={"PATH": _TOOL_PATH}, cwd="/")
+    except (OSError, subprocess.SubprocessError) as exc:
+        if check:
+            raise FailedPrecondition(f"{argv[0]}: {exc}") from None
+        return None
+    if r.returncode != 0:
+        if check:
+            raise FailedPrecondition(f"{shlex.join(argv)}: {r.stderr.strip() or f'exit status {r.returncode}'}")
+        return None
+    return r.stdout
+
+
+def _rules_naming(tool: str, chain: str, bridge: str) -> list[list[str]]:
+    """The rules of `chain` (the firewall plugin's) that match on the interface `bridge`, as
+    `-D` takes them."""
+    out = _run_tool(tool, "-w", "-t", "filter", "-S", chain)
+    rules = []
+    for line in (out or "").splitlines():
         try:
-            ipaddress.ip_address(p.host_ip)
+            words = shlex.split(line)
         except ValueError:
-            raise InvalidArgument(f"invalid host IP {p.host_ip!r} for a published port") from None
+            continue
+        if words[:2] != ["-A", chain]:
+            continue
+        rule = words[2:]
+        if any(rule[i] in ("-i", "-o") and rule[i + 1] == bridge for i in range(len(rule) - 1)):
+            rules.append(rule)
+    return rules
 
 
 def _probe(protocol: str, host_ip: str, port: int) -> int:
@@ -557,6 +718,8 @@ def _probe(protocol: str, host_ip: str, port: int) -> int:
         try:
             s.bind((host_ip or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
         except OSError as exc:
-            where = f"{host_ip or '0.0.0.0'}:{port}/{protocol}"
+            where = PortMapping(1, port, protocol, host_ip).describe()
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise FailedPrecondition(f"cannot publish {where}: {host_ip} is not an address of this host") from None
             raise FailedPrecondition(f"host port {where} is already in use ({exc.strerror})") from None
         return int(s.getsockname()[1])

@@ -17,20 +17,23 @@ says, exactly as under containerd (a new namespace with only `lo`, or the host's
                                                       (and its resolv.conf and hosts) instead; a
                                                       JSON string, or the bare id
 
-Errors: InvalidArgument naming the label for anything malformed: not JSON, a wrong type, an
-unknown key, a port out of range, an unknown label under the `dockyard.network/` prefix, or
-`container` combined with any of the others.
+Errors: InvalidArgument naming the label for anything malformed: not JSON (nested too deeply
+included: it once escaped as Python's RecursionError), a wrong type, an unknown key, a port out
+of range, an address that is not a plain IP (an IPv6 scope such as `%eth0` took any text, newlines
+included, into resolv.conf and hosts), a host name, search domain or option that is not one
+printable word, an unknown label under the `dockyard.network/` prefix, or `container` combined
+with any of the others.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
+from dockyard_common.ipaddrs import parse_ip, shown
+from dockyard_common.jsonutil import JsonError, json_value
 from dockyard_common.netlabels import (
     BRIDGE,
     CONTAINER,
@@ -47,6 +50,7 @@ from dockyard_common.netlabels import (
 )
 from supervisor import identifiers
 from supervisor.network.attachments import PortMapping
+from supervisor.network.resolv import check_dns_words, check_host_name
 
 DEFAULT_ALIAS = BRIDGE  # Docker's name for the default network
 NO_DEFAULT = "none"  # a daemon run with --default-network none
@@ -107,27 +111,28 @@ def parse(labels: Mapping[str, str], default: str = DEFAULT_NETWORK) -> NetworkR
                                   "host's network or none (only lo) has no network labels")
     if len(set(names)) != len(names):
         raise InvalidArgument(f"label {NETWORKS}: a network is listed twice: {', '.join(networks)}")
-    dns = _strings(values, DNS)
-    for server in dns:
-        try:
-            ipaddress.ip_address(server)
-        except ValueError:
-            raise InvalidArgument(f"label {DNS}: {server!r} is not an IP address") from None
+    dns = tuple(str(parse_ip(server, f"label {DNS}:")) for server in _strings(values, DNS))
     extra_hosts = _strings(values, EXTRA_HOSTS)
     for entry in extra_hosts:
         name, sep, ip = entry.partition(":")
         if not (sep and name and ip):
-            raise InvalidArgument(f"label {EXTRA_HOSTS}: {entry!r} is not name:ip")
-    return NetworkRequest(networks=names, ports=_ports(values.get(PORTS, [])), dns=dns,
-                          dns_search=_strings(values, DNS_SEARCH), dns_options=_strings(values, DNS_OPTIONS),
-                          extra_hosts=extra_hosts)
+            raise InvalidArgument(f"label {EXTRA_HOSTS}: {shown(entry)} is not name:ip")
+        check_host_name(f"label {EXTRA_HOSTS}: host name", name)
+        parse_ip(ip.removeprefix("[").removesuffix("]"), f"label {EXTRA_HOSTS}: {shown(entry)}: IP")
+    dns_search, dns_options = _strings(values, DNS_SEARCH), _strings(values, DNS_OPTIONS)
+    check_dns_words(f"label {DNS_SEARCH}", dns_search)
+    check_dns_words(f"label {DNS_OPTIONS}", dns_options)
+    return NetworkRequest(networks=names, ports=_ports(values.get(PORTS, [])), dns=dns, dns_search=dns_search,
+                          dns_options=dns_options, extra_hosts=extra_hosts)
 
 
 def _json(key: str, text: str) -> Any:
+    # the policy for untrusted JSON (depth, NaN, huge numbers, lone surrogates), in this module's words
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"label {key}: not valid JSON ({exc})") from None
+        return json_value(text, "value", JsonError)
+    except JsonError as exc:
+        raise InvalidArgument(f"label {key}: not valid JSON ({str(exc).removeprefix('value is not valid JSON: ')})"
+                              ) from None
 
 
 def _strings(values: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -160,10 +165,7 @@ def _ports(value: Any) -> tuple[PortMapping, ...]:
         if not isinstance(host_ip, str):
             raise InvalidArgument(f"{where}: host_ip must be a string")
         if host_ip:
-            try:
-                ipaddress.ip_address(host_ip)
-            except ValueError:
-                raise InvalidArgument(f"{where}: host_ip {host_ip!r} is not an IP address") from None
+            host_ip = str(parse_ip(host_ip, f"{where}: host_ip"))
         out.append(PortMapping(container_port=container_port, host_port=host_port, protocol=protocol,
                                host_ip=host_ip))
     return tuple(out)

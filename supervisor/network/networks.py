@@ -16,7 +16,11 @@ the attachments).
 Errors: InvalidArgument for a bad name, subnet, gateway or label, and for a malformed conflist
 (the message names the file); NotFound for an unknown network; AlreadyExists for a taken name;
 FailedPrecondition for a subnet that overlaps another network or a host route, and for removing
-the default network; ResourceExhausted when no automatic subnet is free. A malformed file never
+the default network; ResourceExhausted when no automatic subnet (or bridge name) is free.
+A name is matched whole (``web\n`` is no name: a trailing newline once passed ``$``); a subnet or
+gateway is a plain address (no IPv6 scope, see ``addresses``), and a subnet may not take in the
+addresses no container can have (unspecified, loopback, multicast, reserved). Labels follow
+containerd's rule (key and value within 4096 bytes). A malformed file never
 hides the others: ``list`` returns it as a ``Problem`` next to the good networks.
 
 Example::
@@ -41,15 +45,25 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from dockyard_common.ipaddrs import parse_ip, parse_subnet_text, shown
 from dockyard_common.jsonutil import json_object
 from dockyard_common.netlabels import DEFAULT_NETWORK, MODES
+from supervisor import labels as labelrules
 
 DEFAULT_BRIDGE = "dockyard0"
 CNI_VERSION = "1.0.0"
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
+NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}")  # fullmatch: `$` also matched before a final "\n"
+MAX_BRIDGES = 10_000  # dockyard1 .. dockyard9999: IFNAMSIZ (15) holds them
+# addresses no container (or bridge) can have: a subnet taking any of them in is refused
+_UNUSABLE = [(ipaddress.ip_network(n), why) for n, why in (
+    ("0.0.0.0/8", "'this network'"), ("127.0.0.0/8", "loopback"), ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"), ("::/127", "unspecified and loopback"), ("::ffff:0:0/96", "IPv4-mapped"),
+    ("ff00::/8", "multicast"))]
+# the times a Timestamp holds (0001-01-01 to 9999-12-31): a file's number outside is no time
+_CREATED_RANGE = (-62135596800.0, 253402300799.0)
 _SUFFIXES = (".conflist", ".conf", ".json")
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -156,7 +170,7 @@ class NetworkStore:
         for p in problems:
             if p.path.stem == name:
                 raise InvalidArgument(f"network {name!r} cannot be used: {p.message}")
-        raise NotFound(f"network {name!r}")
+        raise NotFound(f"network {shown(name)}")
 
     # ----- writing -----------------------------------------------------------------------------
 
@@ -166,7 +180,7 @@ class NetworkStore:
         except NotFound:
             pass
         try:
-            return self.create(DEFAULT_NETWORK, bridge=DEFAULT_BRIDGE)
+            return self._create(DEFAULT_NETWORK, bridge=DEFAULT_BRIDGE)
         except AlreadyExists:  # made meanwhile by another caller
             return self.get(DEFAULT_NETWORK)
 
@@ -175,10 +189,19 @@ class NetworkStore:
         validate_name(name)
         if name in MODES:
             raise InvalidArgument(f"network name {name!r} is reserved: `--net {name}` means a network mode")
+        if name == DEFAULT_NETWORK:
+            # made on first use, on its own bridge (ensure_default); one made here would take
+            # another bridge (and the default network's name would then mean that)
+            raise InvalidArgument(f"network name {name!r} is reserved: it is the default network, made on first use")
+        return self._create(name, subnet=subnet, gateway=gateway, internal=internal, labels=labels, bridge=bridge)
+
+    def _create(self, name: str, *, subnet: str | None = None, gateway: str | None = None, internal: bool = False,
+                labels: Mapping[str, str] | None = None, bridge: str | None = None) -> Network:
         labels = dict(labels or {})
         for k, v in labels.items():
             if not k or not isinstance(k, str) or not isinstance(v, str):
-                raise InvalidArgument(f"invalid label {k!r}={v!r}: keys must be non-empty strings")
+                raise InvalidArgument(f"invalid label {shown(str(k))}: keys must be non-empty strings")
+        labelrules.validate(labels, "network labels")
         networks, problems = self.list()
         if any(n.name == name for n in networks) or any(p.path.stem == name for p in problems):
             raise AlreadyExists(f"network {name!r}")
@@ -194,7 +217,10 @@ class NetworkStore:
         gw = parse_gateway(net, gateway)
         used_bridges = {n.bridge for n in networks}
         if bridge is None:
-            bridge = next(f"dockyard{i}" for i in range(1, 10_000) if f"dockyard{i}" not in used_bridges)
+            bridge = next((f"dockyard{i}" for i in range(1, MAX_BRIDGES) if f"dockyard{i}" not in used_bridges), None)
+            if bridge is None:
+                raise ResourceExhausted(f"no bridge name left: dockyard1-dockyard{MAX_BRIDGES - 1} are all taken "
+                                        "by networks; remove some")
         doc = build_conflist(name, net, gw, bridge, internal=internal, labels=labels, ipam_dir=self.ipam_dir)
         path = self.conf_dir / f"{name}.conflist"
         self.conf_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +240,8 @@ class NetworkStore:
 
     def remove(self, name: str) -> Network:
         net = self.get(name)
+        if name == DEFAULT_NETWORK:
+            raise FailedPrecondition(f"network {name!r} is the default network and cannot be removed")
         hidden = net.path.with_name(f".{net.path.name}.removing")
         os.replace(net.path, hidden)  # gone from listings at once; the unlink may then fail harmlessly
         hidden.unlink(missing_ok=True)
@@ -237,31 +265,33 @@ class NetworkStore:
                                 "give one with --subnet")
 
 
+def valid_name(name: object) -> TypeGuard[str]:
+    return isinstance(name, str) and NAME.fullmatch(name) is not None
+
+
 def validate_name(name: str) -> None:
-    if not isinstance(name, str) or not NAME.match(name):
-        raise InvalidArgument(f"invalid network name {name!r}: use letters, digits, '_', '.', '-' "
+    if not valid_name(name):
+        raise InvalidArgument(f"invalid network name {shown(str(name))}: use letters, digits, '_', '.', '-' "
                               "(at most 64, starting with a letter or digit)")
 
 
 def parse_subnet(subnet: str) -> IPNet:
-    try:
-        net = ipaddress.ip_network(subnet, strict=True)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid subnet {subnet!r}: {exc}") from None
+    net = parse_subnet_text(subnet, "invalid subnet")
     if "/" not in subnet:
-        raise InvalidArgument(f"invalid subnet {subnet!r}: give a prefix length, e.g. 10.100.0.0/24")
+        raise InvalidArgument(f"invalid subnet {shown(subnet)}: give a prefix length, e.g. 10.100.0.0/24")
     if net.num_addresses < 4:
         raise InvalidArgument(f"invalid subnet {subnet!r}: too small for a gateway and a container")
+    for bad, why in _UNUSABLE:
+        if bad.version == net.version and net.overlaps(bad):
+            raise InvalidArgument(f"invalid subnet {subnet!r}: it takes in {bad} ({why} addresses), which no "
+                                  "container can have")
     return net
 
 
 def parse_gateway(net: IPNet, gateway: str | None) -> str:
     if gateway is None:
         return str(net.network_address + 1)
-    try:
-        gw = ipaddress.ip_address(gateway)
-    except ValueError:
-        raise InvalidArgument(f"invalid gateway {gateway!r}: not an IP address") from None
+    gw = parse_ip(gateway, "invalid gateway")
     if gw not in net or gw == net.network_address or (net.version == 4 and gw == net.broadcast_address):
         raise InvalidArgument(f"invalid gateway {gateway!r}: not a host address of subnet {net}")
     return str(gw)
@@ -316,8 +346,8 @@ def load(path: Path) -> Network:
     if "plugins" not in doc and isinstance(doc.get("type"), str):  # a single-plugin .conf
         doc = {"cniVersion": doc.get("cniVersion", CNI_VERSION), "name": doc.get("name"), "plugins": [doc]}
     name = doc.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
-        raise InvalidArgument(f"{path}: \"name\" must be a network name, not {name!r}")
+    if not valid_name(name):
+        raise InvalidArgument(f"{path}: \"name\" must be a network name, not {shown(str(name))}")
     if not isinstance(doc.get("cniVersion", CNI_VERSION), str):
         raise InvalidArgument(f"{path}: \"cniVersion\" must be a string")
     plugins = doc.get("plugins")
@@ -356,7 +386,18 @@ def load(path: Path) -> Network:
         internal=bool(meta.get("internal")) if meta else False,
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
         id=str(meta.get("id")) if meta and meta.get("id") else name,
-        created=float(meta["created"]) if meta and isinstance(meta.get("created"), int | float) else None,
+        created=_created(meta.get("created") if meta else None),
         managed=meta is not None,
     )
 
+
+def _created(value: Any) -> float | None:
+    """A conflist's creation time, if it is one (a number a Timestamp can hold: a file's 1e300 or
+    NaN once failed every List)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        created = float(value)
+    except OverflowError:  # an integer past a float's range
+        return None
+    return created if _CREATED_RANGE[0] <= created <= _CREATED_RANGE[1] else None

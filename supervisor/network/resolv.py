@@ -10,9 +10,12 @@ Lifecycle: the NetworkManager calls ``write_files`` after CNI ADD (it needs the 
 ``<state>/network/<ns>/<id>/``; the daemon bind-mounts ``resolv.conf`` and ``hosts`` onto the
 container's /etc (spec wiring comes with the task path); the directory goes with the attachment.
 
-Errors: InvalidArgument for a --dns server that is not an IP address, a search domain or option
-that is not one word (a newline in one would write the caller's own lines into resolv.conf), a
-host name that is not one word, and an --add-host entry that is not ``NAME:IP``.
+Errors: InvalidArgument for a --dns server that is not a plain IP address (an IPv6 scope took
+any text after ``%``, a newline and a ``nameserver`` line of the caller's included), a search
+domain or option that is not one word (a newline in one would write the caller's own lines into
+resolv.conf), a host name that is not one word of printable text, and an --add-host entry that
+is not ``NAME:IP`` with such a name and a plain IP (a NUL or an escape in a name went into
+/etc/hosts as it was).
 
 Example::
 
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.ipaddrs import parse_ip, shown
 
 DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
 HOST_RESOLV = Path("/etc/resolv.conf")
@@ -46,17 +50,19 @@ def check_dns_words(where: str, values: Sequence[str]) -> None:
     control character inside a value would start a word or a line the caller made up."""
     for value in values:
         if any(c.isspace() or not c.isprintable() for c in value):
-            raise InvalidArgument(f"{where}: {value[:80]!r} is not a single word")
+            raise InvalidArgument(f"{where}: {shown(value)} is not a single word")
+
+
+def check_host_name(where: str, name: str) -> None:
+    """A name for a hosts line: one word of printable text (no NUL, escape or newline)."""
+    check_dns_words(where, [name])
 
 
 def resolv_conf(host_text: str, *, dns: Sequence[str] = (), search: Sequence[str] = (),
                 options: Sequence[str] = (), upstream_text: str | None = None) -> str:
     """The container's resolv.conf from the host's text (and systemd-resolved's upstream list)."""
     for server in dns:
-        try:
-            ipaddress.ip_address(server)
-        except ValueError:
-            raise InvalidArgument(f"invalid --dns server {server!r}: not an IP address") from None
+        parse_ip(server, "invalid --dns server")
     check_dns_words("invalid DNS search domain", search)
     check_dns_words("invalid DNS option", options)
     host_servers: list[str] = []
@@ -101,13 +107,11 @@ def hosts_file(hostname: str, addresses: Sequence[str], extra_hosts: Sequence[st
     ]
     for entry in extra_hosts:
         name, sep, ip = entry.partition(":")  # NAME:IP; an IPv6 address keeps its colons
-        try:
-            ipaddress.ip_address(ip.strip("[]"))
-        except ValueError:
-            raise InvalidArgument(f"invalid --add-host {entry!r}: expected NAME:IP") from None
-        if not sep or not name or any(c.isspace() for c in name):
-            raise InvalidArgument(f"invalid --add-host {entry!r}: expected NAME:IP")
-        lines.append(f"{ip.strip('[]')}\t{name}")
+        if not sep or not name:
+            raise InvalidArgument(f"invalid --add-host {shown(entry)}: expected NAME:IP")
+        check_host_name(f"invalid --add-host {shown(entry)}: host name", name)
+        extra = parse_ip(ip.removeprefix("[").removesuffix("]"), f"invalid --add-host {shown(entry)}: IP")
+        lines.append(f"{extra}\t{name}")
     for addr in addresses:
         lines.append(f"{addr}\t{hostname}" if hostname else "")
     return "\n".join(line for line in lines if line) + "\n"
