@@ -17,6 +17,7 @@ from typing import cast
 import pytest
 
 from dockyard_common.errors import InvalidArgument, NotFound
+from supervisor.archive import diff as diff_module
 from supervisor.archive.apply import apply_layer
 from supervisor.archive.diff import write_diff
 from supervisor.archive.tarwrite import TYPE_REG, TarHeader, TarWriter, _pax_record
@@ -248,15 +249,16 @@ def test_walking_the_upperdir_skips_untouched_trees(work: Path) -> None:
     mount_overlay([str(lower)], str(upper), str(ovl_work), str(merged))
     (merged / "new").write_text("n")
     seen: list[bytes] = []
-    real_listdir = os.listdir
+    real_names = diff_module._names  # the walk lists a directory through its descriptor
 
-    def listdir(path: bytes) -> list[bytes]:
-        seen.append(path)
-        return real_listdir(path)
+    def names(fd: int) -> list[bytes]:
+        seen.append(os.fsencode(os.readlink(f"/proc/self/fd/{fd}")))
+        return real_names(fd)
 
     out = io.BytesIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("supervisor.archive.diff.os.listdir", listdir)
+        mp.setattr(diff_module, "_names", names)
         write_diff(lower, merged, out, changed=upper)
+    assert seen, "the walk listed nothing: the hook no longer sees its listings"
     assert [m.name for m in _members(out.getvalue())] == ["new"]
     assert not any(p.endswith(b"/big") for p in seen), seen
