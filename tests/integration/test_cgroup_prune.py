@@ -25,6 +25,7 @@ from dockyard_common.cgroups import PARENT, host_version, prune_parents, v1_moun
 from dockyard_common.errors import DockyardError
 from shim.cgroups import Resources, V1Manager, V2Manager
 from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel
+from tests.cgroupfs import unmount_private
 from tests.compat.conftest import ctr
 from tests.compat.runtimes import daemon_with_runtime, import_busybox, remove_everything
 from tests.integration.test_cgroups_real import _cleanup_tree, host_cgroups_untouched  # noqa: F401
@@ -85,8 +86,7 @@ def tree(request: pytest.FixtureRequest) -> Iterator[Tree]:
         try:
             _cleanup_tree(os.path.join(root, PARENT), t.prefix, made_v2_top)
         finally:
-            subprocess.run(["umount", root], check=True)
-            os.rmdir(root)
+            unmount_private(root)
 
 
 def test_the_namespace_goes_with_its_last_container(tree: Tree) -> None:
@@ -190,8 +190,7 @@ def test_the_daemon_pruner_keeps_what_a_create_holds(tmp_path: Path) -> None:
         assert not os.path.exists(os.path.join(top, prefix)) and os.path.isdir(top)
     finally:
         _cleanup_tree(top, prefix, made_top)
-        subprocess.run(["umount", root], check=True)
-        os.rmdir(root)
+        unmount_private(root)
 
 
 def test_cgroup_rel_reads_only_paths_under_our_parent() -> None:

@@ -26,6 +26,7 @@ from dockyard_common.cgroups import PARENT, host_version, v1_mounts
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from shim.cgroups import Resources, Stats, V1Manager, V2Manager
 from shim.cgroups.metrics import to_v1_metrics, to_v2_metrics
+from tests.cgroupfs import unmount_private
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")]
@@ -528,8 +529,7 @@ def v2() -> Iterator[Callable[..., V2Manager]]:
             _cleanup_tree(top, prefix, made_top)
             assert _read(os.path.join(root, "cgroup.subtree_control")) == root_control
         finally:
-            subprocess.run(["umount", root], check=True)
-            os.rmdir(root)
+            unmount_private(root)
 
 
 def test_v2_create_procs_freeze_kill_delete(v2: Callable[..., V2Manager], children: Children) -> None:
