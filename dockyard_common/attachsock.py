@@ -26,6 +26,8 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+from dockyard_common.jsonutil import json_value
+
 SOCKET = "attach.sock"
 OPEN_STDIN = "dockyard.open-stdin"  # spec annotation: "true" keeps the init's stdin writable
 
@@ -49,7 +51,7 @@ def encode_json(kind: int, value: dict[str, Any]) -> bytes:
 
 def decode_json(payload: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(payload)
+        value = json_value(payload, "a control frame")
     except ValueError:
         raise FrameError("a control frame that is not JSON") from None
     if not isinstance(value, dict):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.jsonutil import json_value
 
 CONFIG_LABEL = "dockyard.healthcheck"
 SHELL_LABEL = "dockyard.healthcheck.shell"
@@ -237,7 +238,7 @@ def _json_label(labels: Mapping[str, str], key: str) -> Any:
     if not text:
         return None
     try:
-        return json.loads(text)
+        return json_value(text, f"label {key}")
     except ValueError:
         raise InvalidArgument(f"label {key}: not JSON") from None
 

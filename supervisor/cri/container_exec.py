@@ -28,6 +28,7 @@ from dockyard_common.errors import (
     InvalidArgument,
     NotFound,
 )
+from dockyard_common.jsonutil import json_value
 from dockyard_common.types import AnyValue, Status
 from supervisor.cri.container_records import KILL_WAIT, ContainerStore
 from supervisor.cri.container_types import ContainerConfig
@@ -60,7 +61,8 @@ class ContainerExec(ContainerStore):
         if not running:
             raise FailedPrecondition(f"container {cid} is not running")
         assert found.record.spec is not None
-        return cid, task, dict(json.loads(found.record.spec.value)["process"])
+        spec = json_value(found.record.spec.value, f"container {cid}: its stored spec", Internal)
+        return cid, task, dict(spec["process"])
 
     async def config_of(self, cid: str) -> tuple[str, ContainerConfig]:
         """Container `cid`'s full id and CRI config (NotFound, InvalidArgument)."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from dockyard_common import oomkilled
 from dockyard_common.errors import InvalidArgument, NotFound
+from dockyard_common.jsonutil import json_value
 from dockyard_common.types import AnyValue, Container, Status
 from supervisor.cri.container_types import ContainerConfig, ContainerState, ContainerUser, CriContainer
 from supervisor.cri.decoded import Decoded
@@ -195,7 +196,7 @@ def found_of(record: Container) -> Found:
     if ext is None or ext.type_url != METADATA_TYPE_URL:
         raise InvalidArgument("its stored CRI metadata is missing")
     try:
-        meta = Meta(**json.loads(ext.value))
+        meta = Meta(**json_value(ext.value, "it"))
     except (ValueError, TypeError) as exc:
         raise InvalidArgument(f"its stored CRI metadata is not readable: {exc}") from None
     return Found(record, meta)
@@ -214,7 +215,7 @@ def _container_user(found: Found) -> ContainerUser | None:
     user = found.meta.user
     if user is None and found.record.spec is not None:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
-            user = user_of(json.loads(found.record.spec.value))
+            user = user_of(json_value(found.record.spec.value, "its spec"))
     if user is None:
         return None
     return ContainerUser(user["uid"], user["gid"], tuple(user["supplemental_groups"]))

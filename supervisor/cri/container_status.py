@@ -9,10 +9,11 @@ waited for).
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from dockyard_common.errors import Internal
+from dockyard_common.jsonutil import json_value
 from dockyard_common.types import Status
 from supervisor.cri.container_records import ContainerStore, reason_of
 from supervisor.cri.container_types import ContainerState, CriContainer
@@ -30,7 +31,8 @@ class ContainerViews(ContainerStore):
     async def info(self, container: CriContainer) -> dict[str, Any]:
         """containerd's verbose status info: what the container is made of."""
         record = await self.d.containers.get(self.namespace, container.id)
-        spec = json.loads(record.spec.value) if record.spec else {}
+        spec = json_value(record.spec.value, f"container {container.id}: its stored spec", Internal) \
+            if record.spec else {}
         return {"sandboxID": container.pod_id, "pid": container.pid, "image": container.image,
                 "snapshotKey": record.snapshot_key, "snapshotter": record.snapshotter,
                 "runtimeType": record.runtime_name, "config": container.config.to_json(), "runtimeSpec": spec}

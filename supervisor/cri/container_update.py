@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from dockyard_common.errors import FailedPrecondition, NotFound, Unimplemented
+from dockyard_common.errors import FailedPrecondition, Internal, NotFound, Unimplemented
+from dockyard_common.jsonutil import json_value
 from dockyard_common.ocispec import RESOURCES_TYPE_URL
 from dockyard_common.types import AnyValue, Status
 from supervisor.cri.container_records import METADATA_EXTENSION, ContainerStore, meta_value
@@ -29,7 +30,7 @@ class ContainerUpdates(ContainerStore):
         async with self._lock(cid):
             found = await self._find(cid)
             assert found.record.spec is not None
-            spec = json.loads(found.record.spec.value)
+            spec = json_value(found.record.spec.value, f"container {cid}: its stored spec", Internal)
             config = replace(found.config, resources=resources)
             updated = container_spec_resources(spec, config)
             try:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import logging
 import os
 import time
@@ -41,6 +40,7 @@ from typing import Any
 from dockyard_api.containerd.cgroups.stats.v1 import metrics_pb2 as v1pb
 from dockyard_api.containerd.cgroups.v2.stats import metrics_pb2 as v2pb
 from dockyard_common.errors import DockyardError, NotFound
+from dockyard_common.jsonutil import json_value
 from dockyard_common.types import AnyValue
 from supervisor.cri.container_types import ContainerState, CriContainer
 from supervisor.cri.containers import CriContainers
@@ -390,7 +390,7 @@ class PodMetricsCollector:
         """The stored spec's linux.resources ({} when unreadable)."""
         try:
             record = await self.d.containers.get(self.namespace, cid)
-            spec = json.loads(record.spec.value) if record.spec else {}
+            spec = json_value(record.spec.value, "its spec") if record.spec else {}
         except (NotFound, ValueError):
             return {}
         resources = ((spec.get("linux") or {}).get("resources") or {}) if isinstance(spec, dict) else {}

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dockyard_common.aio import uninterrupted
-from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, InvalidArgument, NotFound
+from dockyard_common.errors import AlreadyExists, DockyardError, FailedPrecondition, Internal, InvalidArgument, NotFound
 from dockyard_common.imagespec import Matcher
+from dockyard_common.jsonutil import json_value
 from dockyard_common.ocispec import SPEC_TYPE_URL
 from dockyard_common.types import AnyValue, Container, Status
 from supervisor.cri.decoded import Decoded
@@ -265,7 +266,8 @@ class PodSandboxes:
     async def info(self, sandbox: Sandbox) -> dict[str, Any]:
         """containerd's verbose status info: what the sandbox is made of."""
         container = await self.d.containers.get(self.namespace, sandbox.id)
-        spec = json.loads(container.spec.value) if container.spec else {}
+        spec = json_value(container.spec.value, f"sandbox {sandbox.id}: its stored spec", Internal) \
+            if container.spec else {}
         return {"pid": sandbox.pid, "processStatus": "running" if sandbox.state == SandboxState.READY else "stopped",
                 "netNamespacePath": sandbox.netns, "image": sandbox.image, "snapshotKey": container.snapshot_key,
                 "snapshotter": container.snapshotter, "runtimeHandler": sandbox.config.runtime_handler,
@@ -355,7 +357,7 @@ def _config_of(container: Container) -> PodConfig | None:
     if ext is None or ext.type_url != METADATA_TYPE_URL:
         return None
     try:
-        data = json.loads(ext.value)
+        data = json_value(ext.value, "it")
         return PodConfig.from_json(data["config"]) if isinstance(data, dict) and "config" in data else None
     except (ValueError, InvalidArgument):
         return None

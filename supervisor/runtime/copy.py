@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import select
@@ -52,6 +51,7 @@ from dockyard_common.errors import (
     NotFound,
     from_os_error,
 )
+from dockyard_common.jsonutil import json_value
 from dockyard_common.mountinfo import mountinfo
 from dockyard_common.mounts import mounted
 from dockyard_common.rootpath import MAX_SYMLINKS, Canonical, NotADirectory, RootDir
@@ -523,7 +523,7 @@ def _spec(container: Container) -> dict[str, Any]:
     if container.spec is None:
         return {}
     try:
-        spec = json.loads(container.spec.value)
+        spec = json_value(container.spec.value, "its spec")  # any client wrote it
     except ValueError:
         return {}
     return spec if isinstance(spec, dict) else {}

@@ -65,6 +65,7 @@ from dockyard_api.dockyard.containers.v1 import health_pb2
 from dockyard_common import healthcheck as hc
 from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import DockyardError, Internal, NotFound
+from dockyard_common.jsonutil import json_value
 from dockyard_common.types import AnyValue, Container
 from supervisor.events import Event, Exchange
 from supervisor.metadata.containers import ContainerStore
@@ -532,7 +533,7 @@ def _process_of(container: Container) -> dict[str, Any]:
     if container.spec is None:
         raise Internal(f"container {container.id} has no spec")
     try:
-        process = json.loads(container.spec.value)["process"]
+        process = json_value(container.spec.value, "its spec")["process"]  # any client wrote it
     except (ValueError, KeyError, TypeError):
         raise Internal(f"container {container.id}: its spec has no process") from None
     if not isinstance(process, dict):

@@ -275,3 +275,14 @@ def test_every_dock_error_line_goes_through_say() -> None:
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if p.name not in ("output.py", "launch.py") and 'print(f"dock: ' in p.read_text()]
     assert not offenders, offenders
+
+
+def test_labels_and_frames_nested_too_deeply_are_worded_errors() -> None:
+    """A health-check label or an attach control frame nested 5 000 deep: a RecursionError got
+    past the `except ValueError` of each reader (an internal error); now jsonutil's refusal."""
+    from dockyard_common import attachsock, healthcheck
+
+    with pytest.raises(InvalidArgument, match="not JSON"):
+        healthcheck._json_label({"k": "[" * 5000}, "k")
+    with pytest.raises(attachsock.FrameError, match="not JSON"):
+        attachsock.decode_json(b"[" * 5000)
