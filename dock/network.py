@@ -235,6 +235,9 @@ class NetworkOptions:
         if self.mode == "container":
             return {CONTAINER_LABEL: _json(self.container)}
         out = {NETWORKS_LABEL: _json(self.networks or [BRIDGE])}
+        if len(self.ports) > netlabels.MAX_PORTS:  # before the label-size rule says it less clearly
+            raise InvalidArgument(f"-p/-P: {len(self.ports)} published ports: a container publishes at most "
+                                  f"{netlabels.MAX_PORTS}")
         if self.ports:
             out[PORTS_LABEL] = _json([p.to_label() for p in self.ports])
         for key, values in ((DNS_LABEL, self.dns), (DNS_SEARCH_LABEL, self.dns_search),

@@ -14,6 +14,11 @@ EXTRA_HOSTS = PREFIX + "extra-hosts"
 CONTAINER = PREFIX + "container"
 KNOWN = (NETWORKS, PORTS, DNS, DNS_SEARCH, DNS_OPTIONS, EXTRA_HOSTS, CONTAINER)
 
+# Published ports per container, checked by the daemon and, with a word first, by dock. portmap's
+# rules grow with them, and so does its time (on this host ~1 s for 60, ~20 s for 500, past its
+# 60 s timeout for 2000) while the network's ADD lock is held: one container's
+# `-p 1-65535:1-65535` must not stall every other container's network.
+MAX_PORTS = 256
 BRIDGE = "bridge"  # Docker's word for the daemon's default network (`dockyardd --default-network`)
 DEFAULT_NETWORK = "dockyard"  # that default unless configured: a bridge made on first use
 PORT_PROTOCOLS = ("tcp", "udp")

@@ -82,7 +82,7 @@ from dockyard_common.errors import (
     ResourceExhausted,
 )
 from dockyard_common.ipaddrs import parse_ip
-from dockyard_common.netlabels import DEFAULT_NETWORK
+from dockyard_common.netlabels import DEFAULT_NETWORK, MAX_PORTS  # (MAX_PORTS: why, in netlabels)
 from supervisor.network import netns, resolv
 from supervisor.network.cni import CNIPluginError, CNIRunner
 from supervisor.network.networks import Network, NetworkStore, Problem
@@ -90,11 +90,6 @@ from supervisor.network.networks import Network, NetworkStore, Problem
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("tcp", "udp", "sctp")
-# Published ports per container. portmap's rules grow with them, and so does its time (on this
-# host ~1 s for 60, ~20 s for 500, past its 60 s timeout for 2000) while the network's ADD lock is
-# held: one container's `-p 1-65535:1-65535` must not stall every other container's network.
-# (Container labels, at most 4096 bytes each, hold fewer anyway.)
-MAX_PORTS = 256
 # what host-local says when a range has no address left
 _NO_ADDRESS = "no IP addresses available"
 # the firewall plugin's chains for ingressPolicy same-bridge: rules per bridge, never removed by DEL

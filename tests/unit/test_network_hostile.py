@@ -278,3 +278,13 @@ def test_dock_reads_addresses_and_names_as_the_daemon_does(parse: str, value: st
 
     with pytest.raises(InvalidArgument):
         getattr(dock.network, parse)(value)
+
+
+def test_dock_refuses_more_ports_than_a_container_publishes_in_words() -> None:
+    """`-p 1-65535:1-65535` met the 4096-byte label rule first ("label key and value greater than
+    maximum size"); dock now says the daemon's own limit."""
+    from dock.network import network_options
+    from dockyard_common.netlabels import MAX_PORTS
+
+    with pytest.raises(InvalidArgument, match=f"65535 published ports: a container publishes at most {MAX_PORTS}"):
+        network_options(publish=["1-65535:1-65535"]).labels()
