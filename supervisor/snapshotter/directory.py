@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from dockyard_common.aio import uninterrupted
 from dockyard_common.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
 from dockyard_common.types import Info, Kind, Mount, Usage
-from supervisor.diskreserve import sqlite_disk_full
+from supervisor.diskreserve import free_bytes, retake_released, sqlite_disk_full
 
 from .base import WalkFilter
 from .storage import MetaStore, Record, check_key, check_labels
@@ -149,10 +149,15 @@ class DirectorySnapshotter:
         try:
             return fn(*args)
         except sqlite3.Error as e:
-            if not (sqlite_disk_full(e, self.root) and self.on_full is not None and self.on_full(self.root)):
+            # No reserve to release, but room another thread's release left: worth the retry too.
+            if not (sqlite_disk_full(e, self.root) and self.on_full is not None
+                    and (self.on_full(self.root) or free_bytes(self.root) >= 256 << 10)):
                 raise
         log.warning("%s snapshotter %s: disk full; retrying a removal in the reserved room", self.name, self.root)
-        return fn(*args)
+        try:
+            return fn(*args)
+        finally:
+            retake_released()  # the room was for this removal: back into the reserve at once
 
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self._store.read():
