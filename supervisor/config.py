@@ -137,7 +137,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name} must be an absolute path, not {str(getattr(cfg, name))!r}")
     if cfg.max_message_size < 1024 * 1024:
         raise ConfigError("grpc.max_message_size must be at least 1 MiB")
-    if cfg.default_network != "none" and not network_name.match(cfg.default_network):
+    if cfg.default_network != "none" and not network_name.fullmatch(cfg.default_network):
         raise ConfigError(f"network.default must be a network name or none, not {cfg.default_network!r}")
     try:
         parse_size(cfg.container_log_max_size)
