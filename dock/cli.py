@@ -108,11 +108,9 @@ def _say(message: str) -> None:
 
 
 def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    from dockyard_common.jsonutil import utf8_encodable  # only for a non-ASCII argument: start-up stays light
+
+    return utf8_encodable(text)
 
 
 def _describe(exc: BaseException) -> str:

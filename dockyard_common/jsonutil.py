@@ -48,6 +48,16 @@ class _Refused(Exception):
     """Raised inside the parser's hooks: what is wrong, in words (caught by json_value)."""
 
 
+def utf8_encodable(text: str) -> bool:
+    """Whether `text` is valid Unicode, i.e. UTF-8 can encode it: no lone surrogate (what JSON's
+    `\\udcff` escapes and undecodable argv bytes leave in a str)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def json_value(data: bytes | str, what: str, error: type[Exception] = JsonError) -> Any:
     """`data` decoded under the module's policy; `error(message)` naming `what` when it cannot be.
 

@@ -66,6 +66,7 @@ from dockyard_common.imagespec import (
     media_type_for,
     sha256_digest,
 )
+from dockyard_common.jsonutil import utf8_encodable
 from dockyard_common.reference import dangling_name
 from dockyard_common.types import Mount
 from supervisor.differ import Differ
@@ -321,12 +322,12 @@ def unencodable(value: Any) -> str | None:
     while stack:
         path, item = stack.pop()
         if isinstance(item, str):
-            if not _encodes(item):
+            if not utf8_encodable(item):
                 return path or "(the whole document)"
         elif isinstance(item, dict):
             for key, child in item.items():
                 name = f"{path}.{key}" if path else str(key)
-                if isinstance(key, str) and not _encodes(key):
+                if isinstance(key, str) and not utf8_encodable(key):
                     return f"{path or '(top)'} key {key!r}"
                 stack.append((name, child))
         elif isinstance(item, list):
@@ -337,13 +338,6 @@ def unencodable(value: Any) -> str | None:
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _encode(document: Any, what: str) -> bytes:

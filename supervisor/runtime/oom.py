@@ -67,6 +67,9 @@ class OomRecorder:
         self.tasks = tasks
         self.events = events
         self._runs: dict[Key, int] = {}  # a run's generation: raised when a new task is created
+        # Runs judged at their init's exit: the counter is final then (the PID namespace went with
+        # the init), so the delete that follows need not read it again.
+        self._settled: dict[Key, int] = {}
         self._locks: weakref.WeakValueDictionary[Key, asyncio.Lock] = weakref.WeakValueDictionary()
         self._jobs: set[asyncio.Task[None]] = set()
         self._follower: asyncio.Task[None] | None = None
@@ -122,10 +125,14 @@ class OomRecorder:
 
     def container_deleted(self, namespace: str, cid: str) -> None:
         self._runs.pop((namespace, cid), None)
+        self._settled.pop((namespace, cid), None)
 
     async def run_ending(self, bundle: Bundle, runtime: str, pid: int) -> None:
         """The task is about to go, and its cgroup with it: the last chance to read the counter."""
-        await self._judge(bundle, runtime, self._runs.get((bundle.namespace, bundle.id), 0))
+        key = (bundle.namespace, bundle.id)
+        run = self._runs.get(key, 0)
+        if self._settled.pop(key, None) != run:
+            await self._judge(bundle, runtime, run)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -149,7 +156,9 @@ class OomRecorder:
             return  # deleted already: its delete judged it
         if pid and task.pid and pid != task.pid:
             return  # an earlier run's exit, told late
-        await self._judge(task.bundle, task.runtime, self._runs.get((namespace, cid), 0))
+        run = self._runs.get((namespace, cid), 0)
+        if await self._judge(task.bundle, task.runtime, run) is not None:
+            self._settled[(namespace, cid)] = run
 
     async def _after_oom(self, namespace: str, cid: str) -> None:
         """An OOM began in the container's cgroup: once the kernel has killed, say so."""
@@ -169,9 +178,10 @@ class OomRecorder:
 
     # -- the verdict ---------------------------------------------------------------------------
 
-    async def _judge(self, bundle: Bundle, runtime: str, run: int) -> bool:
+    async def _judge(self, bundle: Bundle, runtime: str, run: int) -> bool | None:
         """Read the task's counter; if the OOM killer struck, mark the container (unless a new run
-        began since `run` was taken). True when it struck. Never raises a DockyardError."""
+        began since `run` was taken). True when it struck, None when that could not be told.
+        Never raises a DockyardError."""
         key = (bundle.namespace, bundle.id)
         try:
             if not await self.tasks.oom_killed(bundle, runtime):
@@ -189,7 +199,7 @@ class OomRecorder:
             return True
         except DockyardError as exc:
             log.warning("oom recorder: container %s/%s: %s", *key, exc)
-            return False
+            return None
 
     async def _set(self, namespace: str, cid: str, value: str) -> None:
         """Set the label (with "": remove it); a container gone meanwhile is no error."""
