@@ -284,6 +284,29 @@ def stopping_new_zygotes() -> Iterator[None]:
             os.kill(pid, signal.SIGTERM)
 
 
+@contextlib.contextmanager
+def daemon_with_busybox(prefix: str, image: str, *, all_applets: bool = False
+                        ) -> Iterator[tuple[DaemonProcess, Path, bytes]]:
+    """A daemon of its own with `image`, a busybox image made from local material, imported and
+    unpacked by dock: (the daemon, a temp dir, the layer's tar). After the block its log must hold
+    no traceback; the daemon, its root and its new zygotes are removed."""
+    from tests.dockcli import DockCLI
+    from tests.images import build_image, oci_archive, tar_tree
+    from tests.rootfs import make_busybox_rootfs
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, stopping_new_zygotes():
+        d = start_daemon()
+        try:
+            layer = tar_tree(make_busybox_rootfs(Path(tmp) / "rootfs", all_applets=all_applets))
+            archive = Path(tmp) / "busybox.tar"
+            archive.write_bytes(oci_archive([build_image(image, [layer])]))
+            DockCLI(d.address).ok("images", "import", "--unpack", str(archive))
+            yield d, Path(tmp), layer
+            assert "Traceback" not in d.log()[d.log_start:], d.log()[-5000:]
+        finally:
+            remove_base(d)
+
+
 async def subscribed(channel: grpc.aio.Channel | events_pb2_grpc.EventsStub, *filters: str,
                      namespace: str | None = None, timeout: float = 10
                      ) -> grpc.aio.UnaryStreamCall[events_pb2.SubscribeRequest, events_pb2.Envelope]:

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import tarfile
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,8 @@ from dock.client import Client
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound
 from dockyard_common.imagespec import MEDIA_TYPE_OCI_MANIFEST, Descriptor
 from supervisor.build.dockerfile import DockerfileError, parse_triggers
-from tests.daemon import DaemonProcess, remove_base, start_daemon, stopping_new_zygotes
-from tests.images import Image, build_image, oci_archive, tar_tree
-from tests.rootfs import make_busybox_rootfs
+from tests.daemon import DaemonProcess, daemon_with_busybox
+from tests.images import Image, build_image
 from tests.waiting import wait_until_async
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")]
@@ -56,20 +54,9 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    with tempfile.TemporaryDirectory(prefix="dy-onbuild-") as tmp, stopping_new_zygotes():
-        d = start_daemon()
-        try:
-            layer = tar_tree(make_busybox_rootfs(Path(tmp) / "rootfs"))
-            archive = Path(tmp) / "busybox.tar"
-            archive.write_bytes(oci_archive([build_image("docker.io/library/busybox:latest", [layer])]))
-            from tests.dockcli import DockCLI
-
-            DockCLI(d.address).ok("images", "import", "--unpack", str(archive))
-            yield Rig(d, layer)
-            assert d.proc.poll() is None, "the daemon died"
-            assert "Traceback" not in d.log()[d.log_start:], d.log()[-5000:]
-        finally:
-            remove_base(d)
+    with daemon_with_busybox("dy-onbuild-", "docker.io/library/busybox:latest") as (d, _, layer):
+        yield Rig(d, layer)
+        assert d.proc.poll() is None, "the daemon died"
 
 
 @pytest.fixture

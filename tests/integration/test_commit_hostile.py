@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import tarfile
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,10 @@ from dock.client import Client
 from dock.tasks import Status
 from dockyard_common.errors import DockyardError, FailedPrecondition, InvalidArgument
 from dockyard_common.imagespec import MEDIA_TYPE_OCI_MANIFEST, Descriptor
-from tests.daemon import DaemonProcess, remove_base, start_daemon, stopping_new_zygotes
+from tests.daemon import DaemonProcess, daemon_with_busybox
 from tests.dockcli import DockCLI
-from tests.images import build_image, oci_archive, tar_tree
+from tests.images import build_image
 from tests.integration.test_commit import leftovers, recording, stop, topics, wait_ready
-from tests.rootfs import make_busybox_rootfs
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="containers need root")]
 
@@ -61,22 +59,13 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    with tempfile.TemporaryDirectory(prefix="dy-commit-hostile-") as tmp, stopping_new_zygotes():
-        d = start_daemon()
-        try:
-            layer = tar_tree(make_busybox_rootfs(Path(tmp) / "rootfs", all_applets=True))
-            archive = Path(tmp) / "busybox.tar"
-            archive.write_bytes(oci_archive([build_image(BASE, [layer])]))
-            docktmp = Path(tmp) / "docktmp"
-            docktmp.mkdir()
-            r = Rig(d, docktmp, layer)
-            r.cli.ok("images", "import", "--unpack", str(archive))
-            yield r
-            for cid in r.containers:
-                r.cli.dock("tasks", "kill", "-s", "SIGKILL", cid)
-            assert "Traceback" not in d.log()[d.log_start:], d.log()[-5000:]
-        finally:
-            remove_base(d)
+    with daemon_with_busybox("dy-commit-hostile-", BASE, all_applets=True) as (d, tmp, layer):
+        docktmp = tmp / "docktmp"
+        docktmp.mkdir()
+        r = Rig(d, docktmp, layer)
+        yield r
+        for cid in r.containers:
+            r.cli.dock("tasks", "kill", "-s", "SIGKILL", cid)
 
 
 @pytest.fixture
