@@ -1,7 +1,7 @@
 """Kubernetes' CRI: dockyardd vs containerd 1.6.20's CRI plugin (runc), driven by a Python gRPC client.
 
     python3 bench/cri.py [--rounds 20] [--pods 100] [--batch-rounds 1] [--only dockyardd|containerd] [--ksm]
-                         [--json FILE]
+                         [--pods-per-shim N] [--json FILE]
 
 (a) RunPodSandbox + CreateContainer + StartContainer latency of one pod of one container (then
     stopped and removed, untimed), the daemons taking turns round by round (order flipping); the
@@ -11,8 +11,9 @@
 (c) memory per pod while (b)'s pods run: PSS and RSS (/proc/<pid>/smaps_rollup) of the pod's shims
     and its pause process, summed over the daemon's shims and pause processes and divided by the
     pods. The workload (`sleep`) is the same on both and left out. Dockyard's shim zygote (one for
-    the daemon, the shims are forked from it and share its pages) is counted in, as a shim. A pod
-    is one shim on both sides (the sandbox id groups its containers). With --ksm, on a host whose
+    the daemon, the shims are forked from it and share its pages) is counted in, as a shim. A pod's
+    containers share its shim on both sides (the sandbox id groups them); Dockyard's pods share
+    shims too, 8 a shim by default (`[cri] pods_per_shim`, --pods-per-shim). With --ksm, on a host whose
     ksmd is off, measured again once ksmd (turned on for it, scanning 1000 pages a batch, the
     host's settings back after) has gone over every mergeable page twice: Dockyard's shims offer
     the pages they copied from the zygote (shim.zygote.offer_to_ksm), containerd's offer nothing;
@@ -150,9 +151,10 @@ class Side:
 class Dockyardd(Side):
     name = "dockyardd"
 
-    def __init__(self, base: Path, netns: Path) -> None:
+    def __init__(self, base: Path, netns: Path, pods_per_shim: int | None = None) -> None:
         super().__init__()
-        (base / "config.toml").write_text(f'[cri]\nsandbox_image = "{PAUSE}"\n')  # its config dir is base
+        shared = f"pods_per_shim = {pods_per_shim}\n" if pods_per_shim else ""  # else the daemon's default
+        (base / "config.toml").write_text(f'[cri]\nsandbox_image = "{PAUSE}"\n{shared}')  # its config dir is base
         self.daemon = start_daemon(base, extra=["--log-level", "info"], netns=netns, private_ipc=True)
         self.address = self.daemon.address
 
@@ -391,14 +393,14 @@ def host_state() -> tuple[str, list[str]]:
 
 
 @contextlib.contextmanager
-def sides_in_netns(kinds: list[str], tmp: Path) -> Iterator[list[Side]]:
+def sides_in_netns(kinds: list[str], tmp: Path, pods_per_shim: int | None = None) -> Iterator[list[Side]]:
     """The daemons of `kinds`, all in one network namespace made here; everything removed at the end."""
     with pinned_netns(prefix="bench-cri-ns-") as netns, contextlib.ExitStack() as stack:
         sides: list[Side] = []
         for kind in kinds:
             base = Path(tempfile.mkdtemp(prefix=f"bcri-{kind[:2]}-"))
             try:
-                side: Side = Dockyardd(base, netns) if kind == "dockyardd" else Containerd(base, netns)
+                side: Side = Dockyardd(base, netns, pods_per_shim) if kind == "dockyardd" else Containerd(base, netns)
             except BaseException:
                 reap_leftovers(base)
                 shutil.rmtree(base, ignore_errors=True)
@@ -461,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-rounds", type=int, default=1, help="(b) rounds")
     ap.add_argument("--only", choices=("dockyardd", "containerd"), help="run one side (no ratios)")
     ap.add_argument("--ksm", action="store_true", help="(c) again once ksmd merged what it can (a host with it off)")
+    ap.add_argument("--pods-per-shim", type=int, help="dockyardd's [cri] pods_per_shim (default: its default)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     with_ksm = args.ksm and ksm.available() and ksm.read("run") != 1
@@ -476,12 +479,13 @@ def main(argv: list[str] | None = None) -> int:
 
     before = host_state()
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                               "pods_per_shim": args.pods_per_shim or "default",
                                "load_before": [round(x, 2) for x in os.getloadavg()]}
     cgroup_parent = f"dybench-{secrets.token_hex(4)}"
     signal.signal(signal.SIGTERM, interrupted)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-cri-") as tmp, stopping_new_zygotes(), \
-                sides_in_netns(kinds, Path(tmp)) as sides:
+                sides_in_netns(kinds, Path(tmp), args.pods_per_shim) as sides:
             archive = images_archive(Path(tmp) / "images.tar")
             pods = Pods(cgroup_parent, Path(tmp) / "logs")
             for side in sides:

@@ -142,7 +142,7 @@ async def serve(namespace: str, bundle: str, listener_fd: int, socket_path: str,
     loop = asyncio.get_running_loop()
     idle = asyncio.Event()
     publisher = Publisher(events_address, namespace)
-    service = _TaskService(namespace, publisher, on_idle=idle.set)
+    service = _TaskService(namespace, publisher, on_idle=lambda: _go_idle(server, socket_path, inode, idle))
     reaper = Reaper(service.on_exit)
     reaper.install(loop)
     server = TTRPCServer(require_same_user=True)
@@ -168,8 +168,21 @@ async def serve(namespace: str, bundle: str, listener_fd: int, socket_path: str,
         await server.shutdown(grace=2)
     finally:
         reaper.close()
-        # The socket file was made by `start`, not by the server: remove it while still ours.
-        with contextlib.suppress(OSError):
-            st = os.stat(socket_path)
-            if inode == (st.st_dev, st.st_ino):
-                os.unlink(socket_path)
+        _unlink_own(socket_path, inode)
+
+
+def _go_idle(server: TTRPCServer, socket_path: str, inode: tuple[int, int] | None, idle: asyncio.Event) -> None:
+    """A Shutdown found no container: stop listening before the Shutdown is answered, so that a
+    start looking for this (group's) shim afterwards finds none and makes a new one, rather
+    than joining a shim on its way out."""
+    server.stop_accepting()
+    _unlink_own(socket_path, inode)
+    idle.set()
+
+
+def _unlink_own(socket_path: str, inode: tuple[int, int] | None) -> None:
+    """The socket file was made by `start`, not by the server: remove it while still ours."""
+    with contextlib.suppress(OSError):
+        st = os.stat(socket_path)
+        if inode == (st.st_dev, st.st_ino):
+            os.unlink(socket_path)

@@ -27,6 +27,7 @@ Example /etc/dockyard/config.toml:
     stream_server_address = "127.0.0.1"   # the IP the Exec/Attach/PortForward streaming server listens on
                                           # and names in the URLs it gives kubelet (as containerd's key)
     stream_server_port = 0                # its TCP port; 0: one the kernel picks
+    pods_per_shim = 8   # pods sharing one shim (1-64; 1: a shim per pod, as containerd)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dockyard_common.containerlog import parse_max_file, parse_size
 from dockyard_common.errors import InvalidArgument
 from supervisor.archive.gocompress import HELPER, find_helper
 from supervisor.build.cacheprune import parse_limit
+from supervisor.cri.shimgroups import DEFAULT_PODS_PER_SHIM, MAX_PODS_PER_SHIM
 from supervisor.network.networks import NAME as network_name
 
 DEFAULT_CONFIG = Path("/etc/dockyard/config.toml")
@@ -85,6 +87,7 @@ class Config:
     # The CRI streaming server's listening address and port (supervisor/cri/streaming/server.py);
     # the URLs it hands out name them. Loopback and a kernel-picked port, as containerd's defaults.
     cri_stream_address: str = "127.0.0.1"
+    cri_pods_per_shim: int = DEFAULT_PODS_PER_SHIM  # supervisor/cri/shimgroups.py says why
     cri_stream_port: int = 0
     source: str = field(default="defaults", compare=False)
 
@@ -101,7 +104,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "build": {"cache_max_size": ("build_cache_max_size", str), "kept_contexts": ("build_kept_contexts", int)},
     "diff": {"compressor": ("diff_compressor", str)},
     "cri": {"enabled": ("cri_enabled", bool), "sandbox_image": ("cri_sandbox_image", str),
-            "stream_server_address": ("cri_stream_address", str), "stream_server_port": ("cri_stream_port", int)},
+            "stream_server_address": ("cri_stream_address", str), "stream_server_port": ("cri_stream_port", int),
+            "pods_per_shim": ("cri_pods_per_shim", int)},
 }
 
 
@@ -163,6 +167,9 @@ def validate(cfg: Config) -> Config:
     if not 0 <= cfg.cri_stream_port <= 65535:
         raise ConfigError("cri.stream_server_port must be a TCP port (0-65535; 0: any free one), "
                           f"not {cfg.cri_stream_port}")
+    if not 1 <= cfg.cri_pods_per_shim <= MAX_PODS_PER_SHIM:
+        raise ConfigError(f"cri.pods_per_shim must be 1-{MAX_PODS_PER_SHIM} (1: a shim per pod), "
+                          f"not {cfg.cri_pods_per_shim}")
     if cfg.grpc_server not in GRPC_SERVERS:
         raise ConfigError(f"grpc.server must be one of {', '.join(GRPC_SERVERS)}, not {cfg.grpc_server!r}")
     return cfg

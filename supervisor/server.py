@@ -380,7 +380,7 @@ def cri_services(cfg: Config, storage: Storage, runtime: Runtime, registry: Regi
     sandboxes = PodSandboxes(
         deps, SandboxSettings(cfg.cri_sandbox_image, cfg.default_network, cfg.default_snapshotter,
                               tuple(cfg.runtimes), files_dir=cfg.state / "cri" / "sandboxes",
-                              probe_dir=cfg.root),
+                              probe_dir=cfg.root, pods_per_shim=cfg.cri_pods_per_shim),
         CRI_NAMESPACE)
     containers = CriContainers(deps, sandboxes, cfg.state / "cri" / "exec", cfg.state / "cri" / "image-volumes")
     runtime.restarts.exit_observers.append(containers.on_exit)  # an exited container's shim goes

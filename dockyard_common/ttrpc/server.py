@@ -412,6 +412,11 @@ class TTRPCServer:
 
     # --- stopping -----------------------------------------------------------------------
 
+    def stop_accepting(self) -> None:
+        """Close the listening sockets now (connections already accepted go on being served):
+        a client probing the path from here on finds no server."""
+        self._stop_listening()
+
     def _stop_listening(self) -> None:
         self._shutting_down = True
         for lst in self._listeners:

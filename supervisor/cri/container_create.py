@@ -103,7 +103,7 @@ class ContainerCreation(ContainerStore):
                 if self.pods.files is not None else None
             devices = tuple([await asyncio.to_thread(host_device, d.container_path, d.host_path, d.permissions)
                               for d in config.devices])
-            spec = container_spec(made.spec_config, PodContext(pod.id, pod.config, pod.pid, files), cid,
+            spec = container_spec(made.spec_config, PodContext(pod.id, pod.config, pod.pid, files, pod.shim_group), cid,
                                   self.namespace, image_ref, image.config.config, user, target_pid, devices=devices)
             log_path = os.path.join(pod.config.log_directory, config.log_path) \
                 if config.log_path and pod.config.log_directory else ""

@@ -43,6 +43,7 @@ from supervisor.cri.sandbox_spec import (
     shm_mount,
 )
 from supervisor.cri.sandbox_types import NamespaceMode, PodConfig
+from supervisor.cri.shimgroups import GROUP_ANNOTATION
 
 CONTAINER_NAME = "io.kubernetes.cri.container-name"  # containerd's annotation
 PROPAGATION = {Propagation.PRIVATE: "rprivate", Propagation.HOST_TO_CONTAINER: "rslave",
@@ -83,6 +84,7 @@ class PodContext:
     config: PodConfig
     pause_pid: int
     files: PodPaths | None
+    shim_group: str = ""  # the pod's shim group (shimgroups.py): its containers join that shim
 
 
 def process_args(config: ContainerConfig, image_config: dict[str, Any]) -> list[str]:
@@ -133,6 +135,8 @@ def container_spec(config: ContainerConfig, pod: PodContext, cid: str, namespace
         SANDBOX_NAMESPACE: pod.config.metadata.namespace, SANDBOX_UID: pod.config.metadata.uid,
         CONTAINER_NAME: config.metadata.name, SANDBOX_IMAGE_NAME: image_ref,
     }
+    if pod.shim_group:
+        spec["annotations"][GROUP_ANNOTATION] = pod.shim_group
     if config.stdin:  # the shim keeps the init's stdin for attached clients (CRI Attach)
         spec["annotations"][attachsock.OPEN_STDIN] = "true"
     return spec

@@ -49,6 +49,7 @@ from supervisor.cri.podfiles import PodFiles
 from supervisor.cri.runtime import user_namespaces_problem
 from supervisor.cri.sandbox_spec import network_labels, sandbox_spec
 from supervisor.cri.sandbox_types import NamespaceMode, PodConfig, PodMetadata, Sandbox, SandboxState
+from supervisor.cri.shimgroups import GROUP_ANNOTATION, GROUP_LABEL, pick_group
 from supervisor.images.inspect import Inspection, Inspector
 from supervisor.images.unpack import Unpacker
 from supervisor.metadata.containers import ContainerStore
@@ -90,6 +91,7 @@ class SandboxSettings:
     snapshotter: str
     runtimes: tuple[str, ...] = ()  # more runtime names a handler may name (the daemon's [runtimes])
     files_dir: Path | None = None  # where pods' shared files go (podfiles.py); None: none shared
+    pods_per_shim: int = 1  # pods one shim serves (shimgroups.py); 1: a shim per pod
     probe_dir: Path | None = None  # where ID-mapped mounts are tried (the snapshots' filesystem)
 
 
@@ -136,14 +138,22 @@ class PodSandboxes:
         shm = self.files.paths(pod_id, shm=not host_ipc).shm if self.files is not None else None
         spec = sandbox_spec(config, pod_id, self.namespace, image_ref, image.config.config,
                             shm_source=str(shm) if shm else "")
-        spec_json = json.dumps(spec).encode()
         meta = {"config": config.to_json(), "image": image_ref}
-        record = Container(id=pod_id, runtime_name=runtime, spec=AnyValue(SPEC_TYPE_URL, spec_json),
-                           labels={KIND_LABEL: KIND_SANDBOX, **labels}, image=image_ref,
-                           snapshotter=self.settings.snapshotter, snapshot_key=pod_id,
-                           extensions={METADATA_EXTENSION: AnyValue(METADATA_TYPE_URL, json.dumps(meta).encode())})
         async with self._reserve:
-            await self._check_name(config.metadata)
+            records = await self._records()
+            self._check_name(records, config.metadata)
+            # The pod's shim: the first group of its runtime with room (the name check and the
+            # record are one step, so two pods started at once count each other).
+            group = pick_group(runtime, (c.labels.get(GROUP_LABEL, "") for c in records),
+                               self.settings.pods_per_shim)
+            if group:
+                spec["annotations"][GROUP_ANNOTATION] = group
+            spec_json = json.dumps(spec).encode()
+            record = Container(id=pod_id, runtime_name=runtime, spec=AnyValue(SPEC_TYPE_URL, spec_json),
+                               labels={KIND_LABEL: KIND_SANDBOX, **labels, **({GROUP_LABEL: group} if group else {})},
+                               image=image_ref, snapshotter=self.settings.snapshotter, snapshot_key=pod_id,
+                               extensions={METADATA_EXTENSION: AnyValue(METADATA_TYPE_URL,
+                                                                        json.dumps(meta).encode())})
             await self.d.containers.create(self.namespace, record)
         async with self._lock(pod_id):
             try:
@@ -181,9 +191,9 @@ class PodSandboxes:
         known = sorted({"runc", *self.settings.runtimes})
         raise InvalidArgument(f"runtime handler {handler!r} is not configured (known: {', '.join(known)})")
 
-    async def _check_name(self, metadata: PodMetadata) -> None:
+    def _check_name(self, records: builtins.list[Container], metadata: PodMetadata) -> None:
         """A pod's metadata names one sandbox at a time (containerd reserves the name)."""
-        for container in await self._records():
+        for container in records:
             other = self._config(container)
             if other is not None and other.metadata == metadata:
                 raise AlreadyExists(f"pod sandbox name {_pod_name(metadata)!r} is reserved for {container.id}")
@@ -324,7 +334,8 @@ class PodSandboxes:
                 ips.sort(key=lambda ip: ":" in ip)  # IPv4 first, as the primary
         created = int(container.created_at.timestamp() * 1e9) if container.created_at else 0
         return Sandbox(container.id, config, SandboxState.READY if ready else SandboxState.NOTREADY, created,
-                       ips, state.pid if ready and state else 0, netns, container.image)
+                       ips, state.pid if ready and state else 0, netns, container.image,
+                       container.labels.get(GROUP_LABEL, ""))
 
 
 def rootfs_labels(config: PodConfig) -> dict[str, str] | None:

@@ -145,3 +145,4 @@ class Sandbox:
     pid: int = 0  # the sandbox process (0: not running)
     netns: str = ""  # the pod's network namespace file ("" host network or none)
     image: str = ""  # the sandbox image's reference
+    shim_group: str = ""  # the group of the shim serving the pod ("": a shim of its own)

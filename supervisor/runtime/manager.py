@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from dockyard_common import shimlaunch
 from dockyard_common.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -35,6 +36,7 @@ from supervisor.runtime.bundle import Bundle, confine_cgroup, create_bundle, lis
 from supervisor.runtime.cgroups import CgroupPruner, cgroup_rel, oom_kills, read_cgroup_rel
 from supervisor.runtime.fanout import each_within
 from supervisor.runtime.shim import ShimBinary, ShimClient, event_container_id, task_exit_events
+from supervisor.runtime.shimgate import ShimGate
 from supervisor.runtime.task import Task
 from supervisor.runtime.types import AnyValue, CreateOptions, Exit, Status, TaskState
 
@@ -71,6 +73,7 @@ class TaskManager:
         self._creating: set[tuple[str, str]] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
         self.cgroups = CgroupPruner()
+        self.gate = ShimGate()  # joining a group's shim vs. its last task shutting it down
         # Told (namespace, id, present) when a task appears (create, recover) and goes (delete,
         # dead shim): stats streams join and end by it. Called synchronously; must not raise.
         self.observers: list[Callable[[str, str, bool], None]] = []
@@ -240,19 +243,20 @@ class TaskManager:
                 pending = await self.network.begin(namespace, cid, labels, spec, self._pid_of)
                 if pending is not None:
                     spec_json = json.dumps(spec).encode()
-            bundle = await asyncio.to_thread(create_bundle, self.state, namespace, cid, spec_json)
+            bundle, group = await asyncio.to_thread(_new_bundle, self.state, namespace, cid, spec_json)
             task: Task | None = None
             log_fd = self._follow_log(bundle)
             try:
                 if self.logs is not None and labels:  # before the shim starts: it reads this with the spec
                     await asyncio.to_thread(self.logs.prepare, bundle.path, namespace, cid, labels)
-                address = await binary.start(bundle, opts.options)
-                log.debug("task %s/%s: shim serving on %s", namespace, cid, address)
-                await asyncio.to_thread(bundle.write, "address", address)
-                await asyncio.to_thread(bundle.write, "runtime", runtime)
-                shim = await ShimClient.connect(address, bundle, functools.partial(self._shim_closed, key))
-                task = Task(bundle, runtime, shim, 0, log_fd=log_fd)
-                self._tasks[key] = task
+                async with self.gate.joining(group) if group else contextlib.nullcontext():
+                    address = await binary.start(bundle, opts.options)
+                    log.debug("task %s/%s: shim serving on %s", namespace, cid, address)
+                    await asyncio.to_thread(bundle.write, "address", address)
+                    await asyncio.to_thread(bundle.write, "runtime", runtime)
+                    shim = await ShimClient.connect(address, bundle, functools.partial(self._shim_closed, key))
+                    task = Task(bundle, runtime, shim, 0, log_fd=log_fd)
+                    self._tasks[key] = task
                 log.debug("task %s/%s: creating in the shim", namespace, cid)
                 await task.create(opts)
                 if pending is not None:
@@ -354,11 +358,16 @@ class TaskManager:
         in the shim any more, so two tasks of a group retiring at once both send the Shutdown,
         and the shim exits on the first."""
         address = task.shim.address
-        if address and any(t is not task and not t.deleting and t.shim.address == address
-                           for t in self._tasks.values()):
+        group = await asyncio.to_thread(_group_of, task.bundle)
+        async with self.gate.leaving(group) if group else contextlib.nullcontext():
+            shared = bool(address) and any(t is not task and not t.deleting and t.shim.address == address
+                                           for t in self._tasks.values())
+            if not shared:
+                await task.shim.ask_shutdown()
+        if shared:
             await task.shim.disconnect()
         else:
-            await task.shim.shutdown()
+            await task.shim.wait_closed()
 
     async def _prune_cgroup(self, bundle: Bundle, runtime: str) -> None:
         """After a foreign shim's task is gone: the levels above its cgroup, if empty now (our
@@ -471,3 +480,14 @@ class TaskManager:
             asyncio.get_running_loop().remove_reader(fd)
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def _new_bundle(state: Path, namespace: str, cid: str, spec_json: bytes) -> tuple[Bundle, tuple[str, str] | None]:
+    bundle = create_bundle(state, namespace, cid, spec_json)
+    return bundle, _group_of(bundle)
+
+
+def _group_of(bundle: Bundle) -> tuple[str, str] | None:
+    """The shim group the bundle's spec names, as (namespace, group); None for a shim of its own."""
+    group = shimlaunch.group_of(str(bundle.path))
+    return (bundle.namespace, group) if group else None

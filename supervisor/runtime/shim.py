@@ -282,12 +282,21 @@ class ShimClient:
         await self.conn.close_when_idle(DISCONNECT_GRACE)
 
     async def shutdown(self) -> None:
-        """Ask the shim to exit; it may drop the connection before answering, which is fine."""
+        """Ask the shim to exit, and wait for it to close the connection."""
+        await self.ask_shutdown()
+        await self.wait_closed()
+
+    async def ask_shutdown(self) -> None:
+        """Ask the shim to exit (it does with no container left, and stops listening before it
+        answers); it may drop the connection before answering, which is fine."""
         if not self.retired:
             with contextlib.suppress(ConnectionClosed, Unavailable, DeadlineExceeded):
                 await self.call("Shutdown", shim_pb2.ShutdownRequest(id=self.bundle.id), empty_pb2.Empty,
                                 timeout=10)
             self.retired = True
+
+    async def wait_closed(self) -> None:
+        """Wait (10 s at most) for the shim to close the connection, then close our side."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.conn.wait_closed(), 10)
         await self.conn.close()

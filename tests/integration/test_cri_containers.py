@@ -86,13 +86,16 @@ R = TypeVar("R", bound=CriRig)
 
 
 @contextlib.contextmanager
-def cri_rig(kind: type[R], prefix: str, images: Callable[[Path], list[Image]]) -> Iterator[R]:
+def cri_rig(kind: type[R], prefix: str, images: Callable[[Path], list[Image]], config: str = "") -> Iterator[R]:
     """A daemon in a network namespace of its own with the pause look-alike and `images(busybox
-    root)` imported into k8s.io; its pods removed and the daemon gone at the end."""
+    root)` imported into k8s.io; its pods removed and the daemon gone at the end. `config`: the
+    daemon's config file (TOML)."""
     if not CRICTL.exists():
         pytest.fail(f"{CRICTL} is missing (see /work/shared/tools/cri/README.md)", pytrace=False)
     with pinned_netns() as ns, tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        d = start_daemon(Path(tempfile.mkdtemp(prefix="dy-")), netns=ns)
+        base = Path(tempfile.mkdtemp(prefix="dy-"))
+        (base / "config.toml").write_text(config)
+        d = start_daemon(base, netns=ns)
         r = kind(d, ns, Path(tmp))
         r.containers = []
         try:

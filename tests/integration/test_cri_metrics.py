@@ -54,7 +54,8 @@ def _images(root: Path) -> list[Image]:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[CriRig]:
-    with cri_rig(CriRig, "dy-crim-", _images) as r:
+    # A shim per pod: the stuck-shim tests stop one pod's shim and expect the other pod listed.
+    with cri_rig(CriRig, "dy-crim-", _images, config="[cri]\npods_per_shim = 1\n") as r:
         yield r
 
 

@@ -1,6 +1,7 @@
-"""One shim per pod: the sandbox and every container of a CRI pod are served by the same shim
-process (the `io.kubernetes.cri.sandbox-id` annotation groups them, as containerd's runc shim
-does), which stays while any of them is left and exits with the last.
+"""One shim per pod (`[cri] pods_per_shim = 1`; test_cri_shared_shim.py has pods share): the
+sandbox and every container of a CRI pod are served by the same shim process (the
+`io.kubernetes.cri.sandbox-id` annotation groups them, as containerd's runc shim does), which
+stays while any of them is left and exits with the last.
 
 Driven by the real `crictl` against a daemon in a network namespace of its own (the rig of
 test_cri_containers.py, a daemon for this module; its `removed_all` also checks that every pod's
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[CriRig]:
-    with cri_rig(CriRig, "dy-cripod-", _images) as r:
+    with cri_rig(CriRig, "dy-cripod-", _images, config="[cri]\npods_per_shim = 1\n") as r:
         yield r
 
 

@@ -34,7 +34,8 @@ def _images(root: Path) -> list[Image]:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[CriRig]:
-    with cri_rig(CriRig, "dy-cristd-", _images) as r:
+    # A shim per pod: the test stops one pod's shim and expects the other pod's stats.
+    with cri_rig(CriRig, "dy-cristd-", _images, config="[cri]\npods_per_shim = 1\n") as r:
         yield r
 
 
