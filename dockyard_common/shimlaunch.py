@@ -11,13 +11,15 @@ daemon's events endpoint (`command_line`, `environment`).
 Where a shim listens: `<bundle>/shim.sock`, or, when that path is too long for a unix socket,
 /run/dockyard-shim/<hash>.sock (`socket_path`): the daemon dials the address `start` prints.
 
-Grouping (a shim per pod, as containerd's runc shim does it): a bundle whose config.json names a
+Grouping (a shim per pod, as containerd's runc shim does it, or per several pods: the daemon's CRI
+names a group shared by up to `[cri] pods_per_shim` pods): a bundle whose config.json names a
 group — the annotation `io.containerd.runc.v2.group`, else `io.kubernetes.cri.sandbox-id` (CRI: the
 pod's sandbox id, on the sandbox and on every container of the pod) — is served by the group's
 shim, at <runtime dir>/.dockyard-shim/group-<hash>.sock (`group_socket_path`; it outlives any one
 bundle of the group). `start` for a bundle whose group's shim is alive answers that shim's address
 and forks nothing; the first bundle of a group (or one whose group shim died) starts it. The
-group's shim exits, as any shim, on a Shutdown that finds no container left.
+group's shim exits, as any shim, on a Shutdown that finds no container left; it stops listening
+before it answers, so a `start` after that makes a new shim rather than join the old one.
 
 The zygote (see `shim.zygote` for the server): one warm process per runtime state dir that forks
 serving shims. Its socket is <runtime dir>/.dockyard-shim/zygote-<key>.sock (or a short path under
