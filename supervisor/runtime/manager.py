@@ -255,7 +255,7 @@ class TaskManager:
                     await asyncio.to_thread(bundle.write, "address", address)
                     await asyncio.to_thread(bundle.write, "runtime", runtime)
                     shim = await ShimClient.connect(address, bundle, functools.partial(self._shim_closed, key))
-                    task = Task(bundle, runtime, shim, 0, log_fd=log_fd)
+                    task = Task(bundle, runtime, shim, 0, log_fd=log_fd, group=group)
                     self._tasks[key] = task
                 log.debug("task %s/%s: creating in the shim", namespace, cid)
                 await task.create(opts)
@@ -357,8 +357,7 @@ class TaskManager:
         containers, and the last one out shuts it down). A task marked deleting has no container
         in the shim any more, so two tasks of a group retiring at once both send the Shutdown,
         and the shim exits on the first."""
-        address = task.shim.address
-        group = await asyncio.to_thread(_group_of, task.bundle)
+        address, group = task.shim.address, task.group
         async with self.gate.leaving(group) if group else contextlib.nullcontext():
             shared = bool(address) and any(t is not task and not t.deleting and t.shim.address == address
                                            for t in self._tasks.values())
@@ -432,7 +431,7 @@ class TaskManager:
                 log.warning("task %s/%s: shim unreachable (%s): cleaning up", bundle.namespace, bundle.id, exc)
                 await self._cleanup_dead(bundle, runtime, 0, log_fd, None, publish=False)
                 continue
-            self._tasks[key] = Task(bundle, runtime, shim, task_pid, log_fd=log_fd)
+            self._tasks[key] = Task(bundle, runtime, shim, task_pid, log_fd=log_fd, group=_group_of(bundle))
             self._notify(bundle.namespace, bundle.id, True)
             log.info("task %s/%s: reconnected to its shim (pid %d)", bundle.namespace, bundle.id, shim_pid)
 

@@ -35,6 +35,7 @@ class Task:
     pid: int
     deleting: bool = False
     log_fd: int | None = field(default=None, repr=False)
+    group: tuple[str, str] | None = None  # (namespace, group) of a shim it shares (shimgate.py)
     _generation: int = field(default=0, repr=False)
     _state: TaskState | None = field(default=None, repr=False)
     _state_generation: int = field(default=-1, repr=False)

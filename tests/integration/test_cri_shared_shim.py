@@ -9,6 +9,8 @@ Driven by the real `crictl` against a daemon (two pods a shim) in a network name
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -80,6 +82,32 @@ def test_a_restarted_daemon_fills_the_shims_it_had(clean: CriRig) -> None:
     assert shim_of(rig, p1) == shim
     p2 = rig.runp(pod("kept2", rig.tmp))
     assert shim_of(rig, p2) != shim
+
+
+def test_a_dead_shared_shim_ends_its_pods_and_the_next_pod_gets_a_new_one(clean: CriRig) -> None:
+    """The price of sharing: a shim killed takes both of its pods' containers with it (reported
+    exited, the sandboxes not ready); a pod started after it gets a new shim in its place."""
+    rig = clean
+    cfgs = [pod(f"fate{i}", rig.tmp) for i in range(2)]
+    pods = [rig.runp(c) for c in cfgs]
+    cids = [rig.run(p, c, container("a", command=["sleep", "3600"])) for p, c in zip(pods, cfgs, strict=True)]
+    shim = shim_of(rig, pods[0])
+    assert shim_of(rig, pods[1]) == shim
+    os.kill(shim, signal.SIGKILL)
+    wait_until(lambda: all(rig.state(c) == "CONTAINER_EXITED" for c in cids), what="the containers reported exited")
+    wait_until(lambda: all(rig.json("inspectp", p)["status"]["state"] == "SANDBOX_NOTREADY" for p in pods),
+               what="both sandboxes reported not ready")
+    # Both pods still hold their places in the group until removed: the next pod starts a new
+    # group's shim; once they are removed, group 0 is started afresh.
+    later = rig.runp(pod("fate2", rig.tmp))
+    assert shim_of(rig, later) != shim
+    for p in pods:
+        remove_pod(rig, p)
+    again_cfg = pod("fate3", rig.tmp)
+    again = rig.runp(again_cfg)
+    assert shim_of(rig, again) not in (shim, shim_of(rig, later))
+    b = rig.run(again, again_cfg, container("b", command=["sleep", "3600"]))
+    assert rig.ok("exec", "-s", b, "echo", "new shim").strip() == "new shim"
 
 
 def test_a_pod_leaving_while_another_joins_loses_neither(clean: CriRig) -> None:
