@@ -14,7 +14,9 @@ snapshotter's short link) or `overlay` whose upperdir, workdir and every lowerdi
 directories, with only the options those carry. Anything else is InvalidArgument: the request
 names mounts no Dockyard snapshot has, whoever asks (not PermissionDenied: no caller may).
 `ctr` (pull, import, `snapshots diff`) and dock send exactly what Prepare/View/Mounts returned.
-A path that does not exist is NotFound, as the kernel would say.
+A path that does not exist is NotFound, as the kernel would say. Apply also writes only into an
+active snapshot's directory (the bind's source, the overlay's upperdir): a committed snapshot's
+tree is shared by every image and container on it (FailedPrecondition).
 
 What a diff writes. A tree holding a name layers reserve for whiteouts (a container's `touch
 /.wh.bin`) is refused by the walk (archive/diff.py) instead of yielding a layer that deletes
@@ -32,7 +34,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -46,7 +48,7 @@ from dockyard_common.imagespec import (
 )
 from dockyard_common.mountopts import PROPAGATION_FLAGS, RECURSIVE_ATTRS, overlay_dirs
 from dockyard_common.mounts import mounted, readonly_view
-from dockyard_common.types import Mount
+from dockyard_common.types import Kind, Mount
 from supervisor.archive.apply import apply_layer
 from supervisor.archive.compression import open_compressor, open_layer
 from supervisor.archive.diff import write_diff
@@ -101,16 +103,21 @@ class _BlockingBlob:
         return True
 
 
+SnapshotKinds = Callable[[str, int], Awaitable[Kind | None]]  # (snapshotter, directory id) -> kind
+
+
 class Differ:
     def __init__(self, content: NamespacedContentStore, tmp_root: Path, compress_helper: str | None = None,
-                 snapshots_root: Path | None = None) -> None:
+                 snapshots_root: Path | None = None, snapshot_kind: SnapshotKinds | None = None) -> None:
         """`snapshots_root`: where the snapshotters keep their trees (`<root>/snapshots`, each
         snapshotter in a directory of its own); the mounts Apply and Diff take must be there.
-        None: the daemon's layout, `snapshots` beside `tmp_root` (`<root>/tmp`)."""
+        None: the daemon's layout, `snapshots` beside `tmp_root` (`<root>/tmp`). `snapshot_kind`
+        says what a snapshot directory holds: Apply writes only into an active snapshot's."""
         self.content = content
         self.tmp_root = tmp_root
         self.compress_helper = compress_helper  # containerd's encoders (archive/gocompress.py), or None
         self.snapshots_root = snapshots_root if snapshots_root is not None else tmp_root.parent / "snapshots"
+        self.snapshot_kind = snapshot_kind
 
     async def apply(self, ns: str, desc: Descriptor, mounts: Sequence[Mount]) -> Descriptor:
         """Apply the layer blob `desc` onto `mounts`; returns the uncompressed descriptor."""
@@ -118,6 +125,7 @@ class Differ:
         if not mounts:
             raise InvalidArgument("apply: no mounts given")
         await asyncio.to_thread(self.check_mounts, mounts, "apply: mounts")
+        await self._check_writable(mounts)
         reader = await self.content.reader(ns, desc.digest)
         try:
             if desc.size and reader.size != desc.size:
@@ -235,6 +243,30 @@ class Differ:
         else:
             raise InvalidArgument(f"{what}: mount type {_shown(m.type)}: only the bind and overlay mounts of this "
                                   "daemon's snapshots are taken")
+
+    async def _check_writable(self, mounts: Sequence[Mount]) -> None:
+        """FailedPrecondition unless the directory Apply writes (a bind's source, an overlay's
+        upperdir) is an active snapshot's: a committed snapshot's tree is shared by every image
+        and snapshot on it, and a view of one is a read-only bind of that very tree. `mounts`
+        passed `check_mounts`."""
+        m = mounts[0]
+        path = m.source if m.type == "bind" else overlay_dirs(m.options).upper
+        if not path or self.snapshot_kind is None:
+            return  # an overlay of lowers only is mounted read-only: nothing can be written
+        name, sid = await asyncio.to_thread(self._snapshot_of, path)
+        kind = await self.snapshot_kind(name, sid)
+        if kind != Kind.ACTIVE:
+            held = "no snapshot" if kind is None else f"a {kind.name.lower()} snapshot"
+            raise FailedPrecondition(f"apply: {_shown(path)} holds {held} of the {name} snapshotter: layers "
+                                     "are applied to active snapshots only (Prepare one)")
+
+    def _snapshot_of(self, path: str) -> tuple[str, int]:
+        """(snapshotter name, directory id) of a path `_check_dir` took."""
+        parent, _, _leaf = path.rpartition("/")
+        snapshots, _, sid = parent.rpartition("/")
+        if os.path.dirname(snapshots) == SHORT_LINK_DIR:
+            snapshots = os.readlink(snapshots)
+        return os.path.basename(os.path.dirname(snapshots)), int(sid)
 
     def _check_dir(self, path: str, leaf: str, what: str) -> None:
         """`path` is `<a snapshotter's snapshots dir>/<id>/<leaf>`, spelt as the snapshotters spell

@@ -15,7 +15,7 @@ import platform
 import socket
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from dockyard_api.dockyard.shim.v1 import stats_pb2 as shim_stats_pb2
 from dockyard_common import shimlaunch
 from dockyard_common.containerlog import parse_size
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
+from dockyard_common.types import Kind
 from supervisor import ksm
 from supervisor.build.builder import Builder, BuildStores
 from supervisor.build.cacheprune import parse_limit
@@ -43,7 +44,7 @@ from supervisor.cri.sandbox import PodSandboxes, SandboxDeps, SandboxSettings
 from supervisor.cri.stream_backend import CriStreamBackend
 from supervisor.cri.streaming.server import StreamServer
 from supervisor.cri.streams import CriStreams
-from supervisor.differ import Differ
+from supervisor.differ import Differ, SnapshotKinds
 from supervisor.diskreserve import DiskReserve
 from supervisor.events import Exchange
 from supervisor.grpcserver import Server as OwnServer
@@ -106,6 +107,7 @@ from supervisor.services.transfer import TransferService
 from supervisor.services.version import VersionService
 from supervisor.services.volumes import VolumesService
 from supervisor.snapshotter import NativeSnapshotter, OverlaySnapshotter, Snapshotter
+from supervisor.snapshotter.directory import DirectorySnapshotter
 from supervisor.snapshotter.overlay import overlay_problem
 from supervisor.stats import StatsHub
 from supervisor.timeutil import now
@@ -255,7 +257,7 @@ async def open_storage(cfg: Config, meta: Metadata, reserve: DiskReserve, regist
     registry.add(Plugin("io.containerd.gc.v1", "scheduler", requires=["io.containerd.metadata.v1"]))
     return Storage(content, records, snapshotters, snapshots, collector,
                    ImageStore(meta.db, collect=collector.collect, on_delete=collector.schedule),
-                   Differ(records, cfg.root / "tmp", compress_helper(cfg)))
+                   Differ(records, cfg.root / "tmp", compress_helper(cfg), snapshot_kind=_kinds_of(snapshotters)))
 
 
 async def start_runtime(cfg: Config, meta: Metadata, storage: Storage, events: Exchange,
@@ -500,6 +502,13 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
+
+
+def _kinds_of(snapshotters: Mapping[str, Snapshotter]) -> SnapshotKinds:
+    async def kind(name: str, sid: int) -> Kind | None:
+        backend = snapshotters.get(name)  # all of ours keep their trees in directories
+        return await backend.kind_of_id(sid) if isinstance(backend, DirectorySnapshotter) else None
+    return kind
 
 
 async def open_snapshotters(root: Path, registry: PluginRegistry, on_full: Callable[[str], bool],

@@ -68,6 +68,7 @@ class Snapshotter(Protocol):
 
     async def stat(self, key: str) -> Info:
         """Info of any snapshot by key or name. NotFound if absent."""
+
         ...
 
     async def update(self, info: Info, fieldpaths: list[str] | None = None) -> Info:

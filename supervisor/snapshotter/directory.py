@@ -185,6 +185,11 @@ class DirectorySnapshotter:
         check_key(info.name)
         return await self._db(self._write, self._store.update, info, list(fieldpaths or ()))
 
+    async def kind_of_id(self, sid: int) -> Kind | None:
+        """The kind of the snapshot kept in `<root>/snapshots/<sid>` (the Differ asks before it
+        writes there); None when no snapshot has that directory."""
+        return await self._db(self._read, self._store.kind_of, sid)
+
     async def usage(self, key: str) -> Usage:
         check_key(key)
         rec, usage = await self._db(self._read, self._recorded_usage, key)

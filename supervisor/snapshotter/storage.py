@@ -231,6 +231,11 @@ class MetaStore:
             for sid, key, parent, kind, created, updated in rows
         ]
 
+    def kind_of(self, sid: int) -> Kind | None:
+        """The kind of the snapshot whose directory is `sid`; None for no snapshot."""
+        row = self._db.execute("SELECT kind FROM snapshots WHERE id = ?", (sid,)).fetchone()
+        return None if row is None else Kind(row[0])
+
     def ids(self) -> set[int]:
         return {r[0] for r in self._db.execute("SELECT id FROM snapshots")}
 
