@@ -15,6 +15,7 @@ import signal
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -34,13 +35,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     return report
 
 
+# The shims' host-wide dir for sockets whose bundle path is too long (shimlaunch.FALLBACK_DIR):
+# the tests with long paths make it; a run that found none leaves none.
+_SHIM_FALLBACK = Path("/run/dockyard-shim")
+_FALLBACK_FOUND = _SHIM_FALLBACK.exists()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Leave no empty cgroup of ours behind (the daemon keeps its parent while it runs).
+    """Leave no empty cgroup of ours behind (the daemon keeps its parent while it runs), nor an
+    empty shim socket dir this run made.
 
     Not while another test run is going on this host (or with DOCKYARD_TEST_SHARED_HOST=1): it
     may have just made a cgroup it has not filled yet, and the last run to finish cleans up."""
     if os.environ.get("DOCKYARD_TEST_SHARED_HOST") != "1" and not _other_test_runs():
         remove_empty_cgroups()
+        if not _FALLBACK_FOUND:
+            with contextlib.suppress(OSError):  # not empty: a shim of something else listens there
+                _SHIM_FALLBACK.rmdir()
 
 
 def _other_test_runs() -> bool:
