@@ -48,7 +48,8 @@ def run(launch: Launch, listener_fd: int, detach: bool = True) -> int:
     # Orphans of the container (its init is forked by an intermediate child) come to us.
     linux.set_child_subreaper(True)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(serve(launch["namespace"], launch["bundle"], listener_fd, launch["socket"], launch["events"]))
+        runner.run(serve(launch["namespace"], launch["bundle"], listener_fd, launch["socket"], launch["events"],
+                         log_bundle=launch["bundle"] if detach else ""))
     return 0
 
 
@@ -88,19 +89,28 @@ def become_daemon(bundle: str) -> None:
     with contextlib.suppress(PermissionError):  # already a session leader (a foreground `serve`)
         os.setsid()
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    os.dup2(null, 0)
+    os.close(null)
+    if not log_to(bundle):
+        for fd in (1, 2):
+            os.dup2(0, fd)
+    os.chdir(bundle)
+
+
+def log_to(bundle: str) -> bool:
+    """Point fds 1 and 2 at the bundle's `log` FIFO, which the daemon reads while the bundle's
+    task lives; False (nothing changed) without one."""
     try:
         # O_RDWR: the open never waits for a reader, and a reader that goes away (a daemon
         # restart) never fails our writes. Non-blocking: a full FIFO drops log lines, never
         # stalls the shim.
         out = os.open(os.path.join(bundle, "log"), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        out = null
-    os.dup2(null, 0)
+        return False
     os.dup2(out, 1)
     os.dup2(out, 2)
-    for fd in {null, out}:
-        os.close(fd)
-    os.chdir(bundle)
+    os.close(out)
+    return True
 
 
 class _LogfmtHandler(logging.Handler):
@@ -126,9 +136,28 @@ def setup_logging(debug: bool) -> None:
 
 class _TaskService(TaskService):
     """The Task service; an Update also has the container's stats sampler re-read the limits it
-    keeps (it reads them once, not every sample)."""
+    keeps (it reads them once, not every sample). A shim serving a group logs into the FIFO of
+    the bundle it was started for; when that container is deleted (its bundle goes next), the
+    log moves to another container's, so the daemon still reads what a long-lived group's shim
+    says."""
 
     stats: StatsService | None = None
+    log_bundle: str = ""  # whose `log` FIFO fds 1 and 2 are ("" not ours to move: a foreground run)
+
+    async def Delete(self, req: shim_pb2.DeleteRequest, ctx: RequestContext) -> shim_pb2.DeleteResponse:
+        resp = await super().Delete(req, ctx)
+        if not req.exec_id and self.log_bundle and req.id not in self.containers:
+            self.log_bundle = self._move_log(self.log_bundle)
+        return resp
+
+    def _move_log(self, current: str) -> str:
+        if any(c.bundle == current for c in self.containers.values()):
+            return current
+        for c in self.containers.values():
+            if log_to(c.bundle):
+                log.info("logging into %s's log from here on (%s is deleted)", c.id, os.path.basename(current))
+                return c.bundle
+        return current
 
     async def Update(self, req: shim_pb2.UpdateTaskRequest, ctx: RequestContext) -> empty_pb2.Empty:
         try:
@@ -138,11 +167,15 @@ class _TaskService(TaskService):
                 self.stats.limits_changed(req.id)
 
 
-async def serve(namespace: str, bundle: str, listener_fd: int, socket_path: str, events_address: str) -> None:
+async def serve(namespace: str, bundle: str, listener_fd: int, socket_path: str, events_address: str,
+                log_bundle: str = "") -> None:
+    """Serve until a Shutdown finds no container. `log_bundle`: the bundle whose `log` FIFO our
+    fds 1 and 2 are (`become_daemon`), moved on as its container goes."""
     loop = asyncio.get_running_loop()
     idle = asyncio.Event()
     publisher = Publisher(events_address, namespace)
     service = _TaskService(namespace, publisher, on_idle=lambda: _go_idle(server, socket_path, inode, idle))
+    service.log_bundle = log_bundle
     reaper = Reaper(service.on_exit)
     reaper.install(loop)
     server = TTRPCServer(require_same_user=True)

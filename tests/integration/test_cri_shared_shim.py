@@ -72,6 +72,19 @@ def test_pods_fill_shims_two_at_a_time(clean: CriRig) -> None:
     assert is_shim(third) and len(group_sockets(rig)) == 1
 
 
+def test_a_shared_shim_still_logs_after_the_pod_it_was_started_for_goes(clean: CriRig) -> None:
+    """A shim writes its log into the FIFO of the bundle it was started for, which the daemon
+    reads into its own log; when that container goes, the log moves to another container's."""
+    rig = clean
+    first = rig.runp(pod("logfirst", rig.tmp))
+    cfg = pod("loglater", rig.tmp)
+    later = rig.runp(cfg)
+    assert shim_of(rig, later) == shim_of(rig, first)
+    remove_pod(rig, first)
+    cid = rig.run(later, cfg, container("a", command=["sleep", "3600"]))
+    wait_until(lambda: f"container {cid}: created" in rig.d.log(), what="the shim's line in the daemon's log")
+
+
 def test_a_restarted_daemon_fills_the_shims_it_had(clean: CriRig) -> None:
     rig = clean
     p0 = rig.runp(pod("kept0", rig.tmp))
