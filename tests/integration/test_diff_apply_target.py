@@ -9,9 +9,7 @@ under every container using it. Driven over gRPC as `ctr` and containerd's clien
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import tarfile
 from collections.abc import Iterator
 
 import grpc
@@ -23,6 +21,7 @@ from dockyard_api.containerd.types import descriptor_pb2, mount_pb2
 from dockyard_common.mountopts import overlay_dirs
 from tests.ctr import ctr, ok
 from tests.daemon import DaemonProcess, traceback_free_daemon
+from tests.unit.archive_fixtures import build_tar, file
 
 pytestmark = pytest.mark.root
 
@@ -37,12 +36,7 @@ def daemon() -> Iterator[DaemonProcess]:
 
 
 def layer(name: str, data: bytes) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return build_tar([file(name, data, mode=0o644)])
 
 
 def stored(d: DaemonProcess, blob: bytes) -> descriptor_pb2.Descriptor:
