@@ -9,7 +9,7 @@ A container's network is asked for with labels (`NetworkOptions.labels()`), whic
 container through containerd's Containers API; the daemon reads them when the task is created:
 
     dockyard.network/networks     JSON list of network names (the default network is `dockyard`)
-    dockyard.network/ports        JSON list of {"host_ip", "host_port" (0 = a free one), "container_port", "protocol"}
+    dockyard.network/ports        JSON list of `-p` texts, a run of ports in one (dockyard_common/portspec.py)
     dockyard.network/dns          JSON list of resolver IPs (and .../dns-search, .../dns-options)
     dockyard.network/extra-hosts  JSON list of "name:ip"
     dockyard.network/container    the id of the container whose network namespace to join (a JSON string)
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dockyard_common import netlabels
+from dockyard_common import netlabels, portspec
 from dockyard_common.errors import InvalidArgument, NotFound
-from dockyard_common.ipaddrs import parse_ip
+from dockyard_common.types import MAX_LABEL_SIZE
 
 if TYPE_CHECKING:
     from dock.client import Client
@@ -109,14 +109,6 @@ class PortBinding:
         ip = self.host_ip or "0.0.0.0"
         return f"[{ip}]:{self.host_port}" if ":" in ip else f"{ip}:{self.host_port}"
 
-    def docker_text(self) -> str:
-        """`docker ps`'s PORTS cell: `0.0.0.0:18080->80/tcp`."""
-        return f"{self.host_address()}->{self.container_port}/{self.protocol}"
-
-    def to_label(self) -> dict[str, Any]:
-        return {"host_ip": self.host_ip, "host_port": self.host_port, "container_port": self.container_port,
-                "protocol": self.protocol}
-
 
 @dataclass
 class AttachmentInfo:
@@ -188,8 +180,15 @@ class NetworksAPI:
 
 
 def ports_text(ports: builtins.list[PortBinding]) -> str:
-    """`docker ps`'s PORTS cell: `0.0.0.0:18080->80/tcp, 0.0.0.0:5353->53/udp`; "-" for none."""
-    return ", ".join(p.docker_text() for p in ports) or "-"
+    """`docker ps`'s PORTS cell: `0.0.0.0:18080->80/tcp, 0.0.0.0:5353->53/udp`, a run of ports
+    as one range (`0.0.0.0:8000-8099->8000-8099/tcp`); "-" for none."""
+    cells = []
+    for first, last in portspec.runs(ports):
+        host = first.host_address()
+        if last != first:
+            host += f"-{last.host_port}"
+        cells.append(f"{host}->{portspec.span(first.container_port, last.container_port)}/{first.protocol}")
+    return ", ".join(cells) or "-"
 
 
 # -- asking for a container's network -------------------------------------------------------------
@@ -239,7 +238,12 @@ class NetworkOptions:
             raise InvalidArgument(f"-p/-P: {len(self.ports)} published ports: a container publishes at most "
                                   f"{netlabels.MAX_PORTS}")
         if self.ports:
-            out[PORTS_LABEL] = _json([p.to_label() for p in self.ports])
+            out[PORTS_LABEL] = _json(portspec.compact(self.ports))
+            size = len(PORTS_LABEL.encode()) + len(out[PORTS_LABEL].encode())
+            if size > MAX_LABEL_SIZE:
+                raise InvalidArgument(f"-p/-P: {len(self.ports)} published ports take {size} bytes in the container's "
+                                      f"{PORTS_LABEL} label, over its {MAX_LABEL_SIZE}: publish consecutive ports as "
+                                      "a range (-p 8000-8099:8000-8099)")
         for key, values in ((DNS_LABEL, self.dns), (DNS_SEARCH_LABEL, self.dns_search),
                             (DNS_OPTIONS_LABEL, self.dns_options), (EXTRA_HOSTS_LABEL, self.extra_hosts)):
             if values:
@@ -319,70 +323,14 @@ def parse_network_modes(values: Sequence[str]) -> NetworkOptions:
     return NetworkOptions(networks=networks) if modes[0].mode == BRIDGE else modes[0]
 
 
-def _port_range(text: str, what: str, spec: str, zero_ok: bool = False) -> list[int]:
-    low, sep, high = text.partition("-")
-    ports = []
-    for part in (low, high) if sep else (low,):
-        if not part.isascii() or not part.isdigit():
-            raise InvalidArgument(f"invalid -p {spec!r}: {what} {text!r} is not a port number")
-        n = int(part)
-        if not (0 if zero_ok else 1) <= n <= 65535:
-            raise InvalidArgument(f"invalid -p {spec!r}: {what} {n} is out of range (1-65535)")
-        ports.append(n)
-    if sep and ports[1] < ports[0]:
-        raise InvalidArgument(f"invalid -p {spec!r}: {what} range {text!r} ends before it starts")
-    return list(range(ports[0], ports[-1] + 1))
-
-
 def parse_publish(spec: str) -> list[PortBinding]:
     """Docker's `-p`: `[IP:][HOST:]CONTAINER[/PROTO]`, ports or equal-length ranges (`8000-8001:80-81`);
     IPv6 addresses in brackets (`[::1]:8080:80`); no host port (or an empty one) means a free one."""
-    body, slash, proto = spec.partition("/")
-    proto = proto.lower() if slash else "tcp"
-    if proto not in PROTOCOLS:
-        raise InvalidArgument(f"invalid -p {spec!r}: protocol {proto!r} is not tcp or udp")
-    host_ip = ""
-    if body.startswith("["):  # [IPv6]:HOST:CONTAINER
-        end = body.find("]")
-        if end < 0 or body[end + 1:end + 2] != ":":
-            raise InvalidArgument(f"invalid -p {spec!r}: want [IPv6]:HOST:CONTAINER")
-        host_ip, rest = body[1:end], body[end + 2:]
-        if ":" not in rest:
-            raise InvalidArgument(f"invalid -p {spec!r}: want [IPv6]:HOST:CONTAINER (HOST may be empty)")
-        parts = ["", *rest.split(":", 1)]
-    else:
-        parts = body.split(":")
-        if len(parts) > 3:
-            raise InvalidArgument(f"invalid -p {spec!r}: want [IP:]HOST:CONTAINER[/tcp|/udp] "
-                                  "(an IPv6 address goes in brackets)")
-        parts = [""] * (3 - len(parts)) + parts
-        host_ip = parts[0]
-    _, host, container = parts
-    if host_ip:
-        host_ip = _ip(host_ip, "-p", spec)
-    if not container:
-        raise InvalidArgument(f"invalid -p {spec!r}: no container port")
-    cports = _port_range(container, "container port", spec)
-    hports = _port_range(host, "host port", spec) if host else [0] * len(cports)
-    if len(hports) != len(cports):
-        raise InvalidArgument(f"invalid -p {spec!r}: host range {host!r} and container range {container!r} "
-                              "differ in length")
-    return [PortBinding(c, h, proto, host_ip) for h, c in zip(hports, cports, strict=True)]
-
-
-def _ip(text: str, flag: str, value: str) -> str:
-    """The address `text` of `flag`'s `value`, read as the daemon reads it (no IPv6 scope: Python
-    takes anything after `%`, newlines too, as one) and normalised."""
-    try:
-        return str(parse_ip(text, "address"))
-    except InvalidArgument:
-        scope = " (a scope such as %eth0 is not allowed)" if "%" in text else ""
-        what = "not an IP address" if text == value else f"{text!r} is not an IP address"
-        raise InvalidArgument(f"invalid {flag} {value!r}: {what}{scope}") from None
+    return [PortBinding(*p) for p in portspec.parse(spec)]
 
 
 def parse_dns(value: str) -> str:
-    return _ip(value, "--dns", value)
+    return portspec.address(value, "--dns", value)
 
 
 def parse_add_host(value: str) -> str:
@@ -393,7 +341,7 @@ def parse_add_host(value: str) -> str:
         raise InvalidArgument(f"invalid --add-host {value!r}: want NAME:IP, e.g. db:10.0.0.5")
     if not _HOSTNAME.fullmatch(name):
         raise InvalidArgument(f"invalid --add-host {value!r}: {name!r} is not a host name")
-    addr = _ip(ip.removeprefix("[").removesuffix("]"), "--add-host", value)
+    addr = portspec.address(ip.removeprefix("[").removesuffix("]"), "--add-host", value)
     return f"{name}:{addr}"
 
 

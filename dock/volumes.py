@@ -34,14 +34,13 @@ from typing import TYPE_CHECKING
 from dock.oci import SpecOptions, image_volume_requests
 from dockyard_common import volumelabels
 from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
-from dockyard_common.types import Container
+from dockyard_common.types import MAX_LABEL_SIZE, Container
 
 if TYPE_CHECKING:
     from dock.client import Client
     from dockyard_api.dockyard.volumes.v1 import volumes_pb2 as pb
 
 MOUNTS_LABEL = volumelabels.MOUNTS
-MAX_LABEL_SIZE = 4096  # a label's key and value together (containerd's limit, the daemon's too)
 
 
 @dataclass

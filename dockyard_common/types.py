@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+# containerd's limit on a label: its key and value together, in UTF-8 bytes (the daemon's too)
+MAX_LABEL_SIZE = 4096
+
 
 @dataclass(slots=True)
 class Mount:

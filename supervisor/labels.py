@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from dockyard_common.errors import InvalidArgument
+from dockyard_common.types import MAX_LABEL_SIZE
 
-MAX_SIZE = 4096
+MAX_SIZE = MAX_LABEL_SIZE
 # containerd cuts the key to its first 10 bytes in the message, so a huge key is not echoed.
 _KEY_PREVIEW_BYTES = 10
 

@@ -26,6 +26,7 @@ from dockyard_common import capabilities, ocispec, seccomp
 from dockyard_common.cgroups import normalize_path
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from dockyard_common.netlabels import BRIDGE, DNS, DNS_OPTIONS, DNS_SEARCH, NETWORKS, PORTS
+from dockyard_common.portspec import Published, compact
 from supervisor.cri.inputs import read_seccomp_profile
 from supervisor.cri.sandbox_types import NamespaceMode, PodConfig
 
@@ -60,9 +61,8 @@ def network_labels(config: PodConfig, default_network: str) -> dict[str, str]:
                                  "pods need one, or host networking")
     labels = {NETWORKS: json.dumps([BRIDGE])}
     if config.ports:
-        labels[PORTS] = json.dumps([{"host_ip": p.host_ip, "host_port": p.host_port,
-                                     "container_port": p.container_port, "protocol": p.protocol}
-                                    for p in config.ports])
+        labels[PORTS] = json.dumps(compact(Published(p.container_port, p.host_port, p.protocol, p.host_ip)
+                                           for p in config.ports))
     for key, values in ((DNS, config.dns.servers), (DNS_SEARCH, config.dns.searches),
                         (DNS_OPTIONS, config.dns.options)):
         if values:

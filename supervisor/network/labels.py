@@ -7,8 +7,11 @@ says, exactly as under containerd (a new namespace with only `lo`, or the host's
 
     dockyard.network/networks     ["bridge", "web"]   networks to join, in order ("bridge" is the
                                                       default network); absent: the default one
-    dockyard.network/ports        [{"host_ip": "", "host_port": 8080, "container_port": 80,
-                                    "protocol": "tcp"}]   host_ip "" = all, host_port 0 = any free
+    dockyard.network/ports        ["8080:80", "127.0.0.1:9000-9009:9000-9009/udp", "53/udp"]
+                                  Docker's `-p` texts (dockyard_common/portspec.py: no host port =
+                                  any free one), or objects {"host_ip": "", "host_port": 8080,
+                                  "container_port": 80, "protocol": "tcp"} (host_ip "" = all,
+                                  host_port 0 = any free), as the label once held
     dockyard.network/dns          ["192.0.2.53"]      nameservers for the generated resolv.conf
     dockyard.network/dns-search   ["example.org"]
     dockyard.network/dns-options  ["ndots:2"]
@@ -31,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dockyard_common import portspec
 from dockyard_common.errors import FailedPrecondition, InvalidArgument
 from dockyard_common.ipaddrs import parse_ip, shown
 from dockyard_common.jsonutil import JsonError, json_value
@@ -43,6 +47,7 @@ from dockyard_common.netlabels import (
     DNS_SEARCH,
     EXTRA_HOSTS,
     KNOWN,
+    MAX_PORTS,
     NETWORKS,
     PORT_PROTOCOLS,
     PORTS,
@@ -145,11 +150,18 @@ def _strings(values: Mapping[str, Any], key: str) -> tuple[str, ...]:
 def _ports(value: Any) -> tuple[PortMapping, ...]:
     if not isinstance(value, list):
         raise InvalidArgument(f"label {PORTS}: must be a JSON list of port mappings")
-    out = []
+    out: list[PortMapping] = []
     for i, p in enumerate(value):
         where = f"label {PORTS}[{i}]"
+        if isinstance(p, str):  # `-p` text, a run of ports in one
+            out += (PortMapping(container_port=m.container_port, host_port=m.host_port, protocol=m.protocol,
+                                host_ip=m.host_ip) for m in portspec.parse(p, flag=where))
+            if len(out) > MAX_PORTS:  # before a `1-65535` is spelt out any further
+                raise InvalidArgument(f"label {PORTS}: more than {MAX_PORTS} published ports: a container "
+                                      f"publishes at most {MAX_PORTS}")
+            continue
         if not isinstance(p, dict):
-            raise InvalidArgument(f"{where}: must be an object with {', '.join(sorted(PORT_KEYS))}")
+            raise InvalidArgument(f"{where}: must be `-p` text or an object with {', '.join(sorted(PORT_KEYS))}")
         unknown = sorted(set(p) - PORT_KEYS)
         if unknown:
             raise InvalidArgument(f"{where}: unknown key {unknown[0]!r}")

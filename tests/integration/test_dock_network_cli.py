@@ -279,6 +279,21 @@ def test_a_free_host_port_is_picked_and_shown(clean: Rig) -> None:
     assert listed["ports"] == [{"container_port": 80, "protocol": "tcp", "host_ip": "", "host_port": port}]
 
 
+def test_a_hundred_ports_in_one_range(clean: Rig) -> None:
+    """A range is one `-p` text in the container's ports label: 100 ports were ~7 KB of label,
+    past containerd's 4096 bytes, and the run failed on the label size."""
+    r = clean
+    cid = r.new_id("range")
+    r.ok("run", "-d", "-p", "127.0.0.1:18100-18199:30-129", "--name", cid, IMAGE, *HTTPD)
+    assert r.serves("http://127.0.0.1:18150/") == PAGE  # 18150 -> 80
+    lines = r.ok("port", cid).splitlines()
+    assert len(lines) == 100 and "80/tcp -> 127.0.0.1:18150" in lines and "30/tcp -> 127.0.0.1:18100" in lines
+    labels = r.json("containers", "info", cid)["labels"]
+    assert json.loads(labels["dockyard.network/ports"]) == ["127.0.0.1:18100-18199:30-129"]
+    row = next(line for line in r.ok("ps").splitlines() if line.rstrip().endswith(cid))
+    assert "127.0.0.1:18100-18199->30-129/tcp" in row  # one range, as docker ps shows it
+
+
 def test_publish_all_publishes_what_the_image_exposes(clean: Rig) -> None:
     r = clean
     cid = r.new_id("all")

@@ -41,7 +41,7 @@ def test_config_round_trips_through_its_stored_form() -> None:
 def test_pod_network_labels_and_host_network() -> None:
     labels = network_labels(pod_config(request(), ""), "dockyard")
     assert json.loads(labels[NETWORKS]) == ["bridge"] and json.loads(labels[DNS]) == ["192.0.2.53"]
-    assert json.loads(labels[PORTS]) == [{"host_ip": "", "host_port": 8080, "container_port": 80, "protocol": "tcp"}]
+    assert json.loads(labels[PORTS]) == ["8080:80"]
     host = pod_config(request(security_context=pb.LinuxSandboxSecurityContext(
         namespace_options=pb.NamespaceOption(network=pb.NODE))), "")
     assert network_labels(host, "none") == {}

@@ -95,10 +95,7 @@ def test_bad_publish_is_named(spec: str, words: str) -> None:
 
 def test_port_label_is_the_contract() -> None:
     labels = labels_of("-p", "127.0.0.1:18080:80", "-p", "53/udp")
-    assert json.loads(labels[PORTS_LABEL]) == [
-        {"host_ip": "127.0.0.1", "host_port": 18080, "container_port": 80, "protocol": "tcp"},
-        {"host_ip": "", "host_port": 0, "container_port": 53, "protocol": "udp"},
-    ]
+    assert json.loads(labels[PORTS_LABEL]) == ["127.0.0.1:18080:80", "53/udp"]
     assert json.loads(labels[NETWORKS_LABEL]) == ["bridge"]
 
 
@@ -211,6 +208,11 @@ def test_docker_shapes() -> None:
     ports = [PortBinding(80, 18080), PortBinding(53, 5353, "udp", "127.0.0.1"), PortBinding(80, 8080, "tcp", "::1")]
     assert ports_text(ports) == "0.0.0.0:18080->80/tcp, 127.0.0.1:5353->53/udp, [::1]:8080->80/tcp"
     assert ports_text([]) == "-"
+    # a run is one range, as docker ps shows it
+    ranged = [*parse_publish("127.0.0.1:8000-8099:9000-9099"), PortBinding(9100, 8100, "udp", "127.0.0.1"),
+              PortBinding(9101, 8200, "tcp", "127.0.0.1")]
+    assert ports_text(ranged) == ("127.0.0.1:8000-8099->9000-9099/tcp, 127.0.0.1:8100->9100/udp, "
+                                  "127.0.0.1:8200->9101/tcp")
     assert parse_port_arg("80") == (80, "tcp") and parse_port_arg("53/udp") == (53, "udp")
     for bad in ("0", "x", "80/xyz", "99999"):
         with pytest.raises(InvalidArgument):
