@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from dock.tarfiles import Unkept
 from dock.upload import CHUNK, Sent, Source, Upload, local_error
 from dockyard_api.dockyard.build.v1 import build_pb2 as pb
 from dockyard_api.dockyard.build.v1 import build_pb2_grpc as pb_grpc
@@ -308,7 +309,7 @@ def write_context(root: Path, paths: Sequence[str], out: IO[bytes]) -> None:
     """Write the tar of `paths` under `root` to `out`, as the docker CLI makes it: owners 0:0
     (no names), modes and whole-second mtimes kept, hard links kept, sockets left out."""
     inodes: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with Unkept.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for rel in paths:
             full = os.path.join(root, rel)
             info = _tarinfo(full, rel, inodes)
@@ -366,7 +367,7 @@ def read_tar_context(f: IO[bytes], dockerfile: str = "Dockerfile") -> tuple[byte
     found: bytes | None = None
     ignore = ""
     try:
-        with tarfile.open(fileobj=f, mode="r:*") as tar:
+        with Unkept.open(fileobj=f, mode="r:*") as tar:
             for member in tar:
                 name = go_clean(member.name.lstrip("/"))
                 if name not in (want, ".dockerignore"):
@@ -401,8 +402,8 @@ async def tar_context(f: IO[bytes], matcher: Matcher) -> AsyncIterator[bytes]:
 
 def filter_tar(f: IO[bytes], matcher: Matcher, out: IO[bytes]) -> None:
     try:
-        with tarfile.open(fileobj=f, mode="r:*") as src, \
-                tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+        with Unkept.open(fileobj=f, mode="r:*") as src, \
+                Unkept.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst:
             for member in src:
                 name = go_clean(member.name.lstrip("/"))
                 if name != "." and matcher.excluded(name):

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import IO, cast
 
+from dock.tarfiles import Unkept
 from dock.upload import local_error
 from dockyard_common.aio import BlockingReader, piped
 from dockyard_common.errors import DockyardError, InvalidArgument
@@ -37,7 +38,7 @@ CHUNK = 256 << 10
 
 def write_tar(src: Path, top: str, out: IO[bytes]) -> None:
     """The tar of `src` named `top` (or its contents, for top "."), written to `out`."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with Unkept.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         if top == "." and src.is_dir():
             for name in sorted(os.listdir(src)):
                 tar.add(src / name, arcname=name, recursive=True)
@@ -75,7 +76,7 @@ def _inside(path: str, root: str) -> bool:
 def _extract_all(reader: BlockingReader, dest: Path, rename: tuple[str, str] | None, keep_owner: bool) -> None:
     real_dest = os.path.realpath(dest)
     uid, gid = os.getuid(), os.getgid()
-    with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as tar:
+    with Unkept.open(fileobj=cast(IO[bytes], reader), mode="r|") as tar:
         for member in tar:
             name = renamed(member.name, rename)
             if name == ".":

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import posixpath
-import tarfile
 import tempfile
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from dock.client import Client
 from dock.lookup import resolve
 from dock.output import emit_json
 from dock.rootfs import container_layers, in_tree, mounted_readonly
+from dock.tarfiles import Unkept
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.imagespec import MEDIA_TYPE_OCI_LAYER
 from dockyard_common.jsonutil import json_value
@@ -92,7 +92,7 @@ def layer_changes(layer: IO[bytes], lower: list[Mount], hidden: AbstractSet[str]
     found: list[Change] = []
     with contextlib.ExitStack() as stack:
         image = stack.enter_context(mounted_readonly(lower)) if lower else None
-        for member in stack.enter_context(tarfile.open(fileobj=layer, mode="r:")):
+        for member in stack.enter_context(Unkept.open(fileobj=layer, mode="r:")):
             base = posixpath.basename(member.name.rstrip("/"))
             in_image = image is not None and not base.startswith(WHITEOUT) and in_tree(image, member.name)
             change = entry_change(member.name, in_image)

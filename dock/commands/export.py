@@ -36,6 +36,7 @@ from dock.args import containers_arg
 from dock.client import Client
 from dock.lookup import resolve
 from dock.rootfs import container_mounts_of, mounted_readonly
+from dock.tarfiles import Unkept
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.types import Mount
 
@@ -57,7 +58,7 @@ def write_tree(root: Path, out: IO[bytes]) -> None:
     """Every name under `root` (not the root itself), sorted, as a tar stream on `out`."""
     top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        with Unkept.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             TreeWriter(tar).directory(top, "")
     finally:
         os.close(top)
