@@ -16,6 +16,7 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import contextlib
+import hashlib
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -39,6 +40,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 # the tests with long paths make it; a run that found none leaves none.
 _SHIM_FALLBACK = Path("/run/dockyard-shim")
 _FALLBACK_FOUND = _SHIM_FALLBACK.exists()
+
+
+MAX_ID_PART = 60  # characters of a parameter in a test's id
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    """A long str or bytes parameter named by its length and a hash. pytest puts the test's id in
+    every child's environment (PYTEST_CURRENT_TEST): a 500 KB blob in it made each subprocess,
+    the session fixture's `ip` first, fail with E2BIG ("Argument list too long")."""
+    if isinstance(val, str | bytes) and len(val) > MAX_ID_PART:
+        raw = val.encode("utf-8", "surrogateescape") if isinstance(val, str) else val
+        return f"{argname}-{len(val)}-{hashlib.sha256(raw).hexdigest()[:8]}"
+    return None
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -64,7 +64,7 @@ def test_ports_past_the_label_size_get_dock_s_own_words() -> None:
     assert "publish consecutive ports as a range" in err.value.message and "256 published ports" in err.value.message
 
 
-@pytest.mark.parametrize(("spec", "words"), ids=lambda v: v[:12] if isinstance(v, str) else v, argvalues=[
+@pytest.mark.parametrize(("spec", "words"), [
     ("8080:80/sctp", "protocol 'sctp' is not tcp or udp"),
     ("9" * 5000, "(5000 characters) is not a port number"),  # not "Exceeds the limit (4300 digits)"
     ("080000", "is not a port number"),
