@@ -36,7 +36,7 @@ from dockyard_api.dockyard.build.v1 import build_pb2_grpc as pb_grpc
 from dockyard_common.aio import piped
 from dockyard_common.codes import error_from_status
 from dockyard_common.dockerignore import Matcher, go_clean, read_patterns, walk_context
-from dockyard_common.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument, error_text
 
 if TYPE_CHECKING:
     from dock.client import Client
@@ -384,7 +384,7 @@ def read_tar_context(f: IO[bytes], dockerfile: str = "Dockerfile") -> tuple[byte
         f.seek(0)
         return None
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise InvalidArgument(f"build context: not a valid tar: {exc}") from None
+        raise InvalidArgument(f"build context: not a valid tar: {error_text(exc)}") from None
     finally:
         f.seek(0)
     if found is None:
@@ -410,7 +410,7 @@ def filter_tar(f: IO[bytes], matcher: Matcher, out: IO[bytes]) -> None:
                     continue
                 dst.addfile(member, src.extractfile(member) if member.isreg() else None)
     except (tarfile.TarError, EOFError) as exc:
-        raise InvalidArgument(f"build context: not a valid tar: {exc}") from None
+        raise InvalidArgument(f"build context: not a valid tar: {error_text(exc)}") from None
 
 
 def _context_error(exc: BaseException) -> BaseException:

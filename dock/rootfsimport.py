@@ -36,7 +36,7 @@ from dock.client import Client
 from dock.containers import RUNC_V2, oci_spec_any
 from dock.images import CommitResult
 from dock.runner import default_snapshotter
-from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument
+from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, error_text
 from dockyard_common.imagespec import (
     MEDIA_TYPE_DOCKER_LAYER,
     MEDIA_TYPE_DOCKER_LAYER_GZIP,
@@ -106,7 +106,7 @@ async def _stream(f: IO[bytes]) -> tuple[str, AsyncIterator[bytes]]:
                 try:
                     data = decompress(data)
                 except (OSError, EOFError, lzma.LZMAError) as exc:
-                    raise InvalidArgument(f"import: the input could not be decompressed: {exc}") from None
+                    raise InvalidArgument(f"import: the input could not be decompressed: {error_text(exc)}") from None
             if data:
                 yield data
             data = await asyncio.to_thread(f.read, CHUNK)

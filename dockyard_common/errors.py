@@ -8,6 +8,9 @@ No grpc import here: the domain must not depend on the transport.
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class DockyardError(Exception):
     """Base of every error the daemon reports to a client.
@@ -90,6 +93,32 @@ class Unknown(DockyardError):
     kind = "unknown"
 
 
+# Out of a resource the host or the daemon has: space, quota, open files, memory.
+EXHAUSTED_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
+
+def unexpected(exc: BaseException) -> DockyardError:
+    """An exception no handler turned into a domain error, for a caller to read: an OSError in
+    the system's words without Python's ("[Errno 24] ..."), ResourceExhausted when the host or
+    the daemon is out of something (open files: a daemon run with a low limit), else Internal."""
+    if isinstance(exc, DockyardError):
+        return exc
+    text = error_text(exc) or "unexpected failure"
+    return ResourceExhausted(text) if isinstance(exc, OSError) and exc.errno in EXHAUSTED_ERRNOS else Internal(text)
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception in words for a message: an OSError as the system says it ("Too many open
+    files: /run/x"), without Python's "[Errno 24]" and quotes; anything else as str() does."""
+    if not isinstance(exc, OSError) or not exc.strerror:
+        return str(exc)
+    text = exc.strerror
+    for name in (exc.filename, exc.filename2):
+        if name is not None:
+            text += f": {os.fsdecode(name) if isinstance(name, str | bytes) else name}"
+    return text
+
+
 def from_os_error(what: str, exc: OSError) -> DockyardError:
     """The error kind an OSError met while acting on a caller's paths or data stands for, with
     `what` and the system's words: out of space is ResourceExhausted, a missing path NotFound, a
@@ -97,11 +126,9 @@ def from_os_error(what: str, exc: OSError) -> DockyardError:
     wrong shape (not a directory, a directory, a loop, too long, exists) InvalidArgument; only the
     rest is Internal. One table, so a `dock cp` to /proc/sys or from a vanished /proc file is the
     caller's mistake in every module that acts on such paths, never "internal"."""
-    import errno
-
     detail = exc.strerror or str(exc)
     code = exc.errno
-    if code in (errno.ENOSPC, errno.EDQUOT):
+    if code in EXHAUSTED_ERRNOS:
         return ResourceExhausted(f"{what}: {detail}")
     if code == errno.ENOENT:
         return NotFound(f"{what}: {detail}")

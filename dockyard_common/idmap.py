@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from dockyard_common import linux as L
-from dockyard_common.errors import InvalidArgument
+from dockyard_common.errors import InvalidArgument, error_text
 
 UID_LABEL = "containerd.io/snapshot/uidmapping"
 GID_LABEL = "containerd.io/snapshot/gidmapping"
@@ -200,7 +200,7 @@ def problem_in_subprocess(path: str, timeout: float = 20.0) -> str | None:
         done = subprocess.run([sys.executable, "-m", "dockyard_common.idmap", path], capture_output=True,
                               text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"the check did not run: {exc}"
+        return f"the check did not run: {error_text(exc)}"
     if done.returncode != 0:
         return done.stdout.strip() or done.stderr.strip()[-300:] or f"the check exited {done.returncode}"
     return None

@@ -47,6 +47,7 @@ import zlib
 from collections.abc import Mapping
 from typing import TypedDict, cast
 
+from dockyard_common.errors import error_text
 from dockyard_common.unixsock import MAX_PATH, AlreadyServing, listen
 
 RUN_MODULE = ("-m", "shim")  # `<python> -m shim`: Dockyard's own shim, run by an interpreter
@@ -251,7 +252,7 @@ def request_shim(launch: Launch, listener_fd: int, path: str) -> int:
         try:
             answer = json.loads(sock.recv(65536) or b"{}")
         except (OSError, ValueError) as exc:
-            raise NoAnswer(f"shim zygote {path}: {exc}") from None
+            raise NoAnswer(f"shim zygote {path}: {error_text(exc)}") from None
     finally:
         sock.close()
     if not answer.get("pid"):

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockyard_common import containerlog as cl
-from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, error_text
 
 log = logging.getLogger("dockyard.shim.log")
 
@@ -85,7 +85,7 @@ class LogConfig:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InvalidArgument(f"bundle {bundle}: bad {cl.CONFIG_FILE}: {exc}") from None
+            raise InvalidArgument(f"bundle {bundle}: bad {cl.CONFIG_FILE}: {error_text(exc)}") from None
         if not os.path.isabs(config.path) or config.max_size < 1 or config.max_file < 1 \
                 or "/" in config.file or config.file in (".", ".."):
             raise InvalidArgument(f"bundle {bundle}: bad {cl.CONFIG_FILE}: {raw!r}")

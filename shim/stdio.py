@@ -41,7 +41,6 @@ import errno
 import fcntl
 import logging
 import os
-import select
 import stat
 import urllib.parse
 from collections.abc import Callable, Coroutine
@@ -49,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, from_os_error
+from dockyard_common.fdwait import readable
 from shim.init import StdioFds
 from shim.logfile import LogConfig, LogSink
 from shim.stdiocheck import file_uri_path, judge, open_path
@@ -202,8 +202,7 @@ def _start_binary(uri: str, namespace: str, id: str) -> tuple[int, int]:
             os.close(fd)
         ours = []
         # Blocking on purpose: Create must not return before the logger reads (containerd waits too).
-        readable, _, _ = select.select([ready_r], [], [], BINARY_READY_TIMEOUT)
-        if not readable:
+        if not readable(ready_r, BINARY_READY_TIMEOUT):
             raise Unavailable(f"logging binary {parts.path} did not signal ready in {BINARY_READY_TIMEOUT:.0f}s")
         while os.read(ready_r, 4096):
             pass

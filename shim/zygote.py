@@ -26,11 +26,11 @@ import contextlib
 import errno
 import json
 import os
-import select
 import signal
 import socket
 import sys
 
+from dockyard_common.fdwait import readable
 from dockyard_common.shimlaunch import REQUEST_TIMEOUT, BadRequest, answer, receive_request
 from shim import state
 
@@ -257,7 +257,7 @@ def main(path: str, root: str = "") -> None:
         while not stop:
             _reap(children)
             try:
-                ready, _, _ = select.select([listener], [], [], 1.0)
+                ready = readable(listener.fileno(), 1.0)
             except InterruptedError:
                 continue
             if not ready:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import sys
 from pathlib import Path
 
-from dockyard_common.errors import DockyardError
+from dockyard_common.errors import DockyardError, error_text
 from supervisor import config as configmod
 
 
@@ -39,6 +40,26 @@ def setup_logging(level: str, fmt: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+def raise_open_files_limit() -> str | None:
+    """The soft RLIMIT_NOFILE up to the hard one (as Go's runtime does for containerd at its
+    start): the daemon holds ~3 descriptors a running container, so the usual soft 1024 ran
+    out at ~330. Containers get theirs from their spec. What went wrong, for a warning, or None."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel takes at most fs.nr_open
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            return None
+    if soft != resource.RLIM_INFINITY and soft >= target:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        return f"open files limit stays {soft} (raising it to {target}: {error_text(exc)})"
+    return None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="dockyardd", description="The Dockyard container supervisor.")
     p.add_argument("--root", type=Path, help="persistent state (default /var/lib/dockyard)")
@@ -64,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dockyardd: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.log_level, cfg.log_format)
+    problem = raise_open_files_limit()
+    if problem:
+        logging.getLogger("dockyard").warning("%s", problem)
 
     import uvloop
 

@@ -81,7 +81,8 @@ def dockyardd_command(*args: str) -> list[str]:
 
 
 def start_daemon(base: Path | None = None, extra: list[str] | None = None,
-                 wait: bool = True, netns: Path | None = None, private_ipc: bool = False) -> DaemonProcess:
+                 wait: bool = True, netns: Path | None = None, private_ipc: bool = False,
+                 wrap: list[str] | None = None) -> DaemonProcess:
     """Start dockyardd on private dirs (short paths: unix socket paths max out at 107 bytes).
 
     Unless `extra` names a --config, the daemon reads an empty <base>/config.toml: its config
@@ -89,7 +90,8 @@ def start_daemon(base: Path | None = None, extra: list[str] | None = None,
     which the daemons of other tests would share. With `netns` (a pinned namespace file, see
     `pinned_netns`) the daemon runs inside it (`nsenter --net=`, not `ip netns exec`, which
     remounts /sys and hides the cgroup mounts). With `private_ipc` it runs in an IPC namespace of
-    its own (/proc/<pid>/ns/ipc), which is then the "host" IPC of its host-IPC containers."""
+    its own (/proc/<pid>/ns/ipc), which is then the "host" IPC of its host-IPC containers.
+    `wrap` goes before the command: a program that execs it (`prlimit --nofile=64:4096`)."""
     made_base = base is None
     base = base or Path(tempfile.mkdtemp(prefix="dy-"))
     log_path = base / "dockyardd.log"
@@ -111,6 +113,7 @@ def start_daemon(base: Path | None = None, extra: list[str] | None = None,
         command = ["nsenter", f"--net={netns}", *command]
     if private_ipc:
         command = ["unshare", "--ipc", *command]  # exec'd in turn: the pid stays the daemon's
+    command = [*(wrap or []), *command]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=REPO,

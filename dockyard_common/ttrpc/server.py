@@ -406,8 +406,10 @@ class TTRPCServer:
             message = str(exc)
             log.debug("ttrpc: %s/%s: %s", service, method, message)
         else:
-            message = str(exc) or type(exc).__name__
             log.error("ttrpc: %s/%s failed", service, method, exc_info=exc)
+            err = errors.unexpected(exc)  # in words, not "[Errno 24]"; UNKNOWN as ttrpc-go, unless exhausted
+            message = str(err) if isinstance(err, errors.ResourceExhausted) else err.message
+            code = codes.code_for(err) if isinstance(err, errors.ResourceExhausted) else code
         return status_pb2.Status(code=code, message=message)
 
     # --- stopping -----------------------------------------------------------------------

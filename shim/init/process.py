@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterable, Sequence
 
 from dockyard_common import linux as L
-from dockyard_common.errors import FailedPrecondition, NotFound
+from dockyard_common.errors import FailedPrecondition, NotFound, error_text
 from shim.init.spec import Rlimit
 
 _RLIMIT_NUMBERS = {
@@ -36,7 +36,7 @@ def set_rlimits(rlimits: Iterable[Rlimit]) -> None:
             resource.setrlimit(_RLIMIT_NUMBERS[r.type], (_rlim(r.soft), _rlim(r.hard)))
         except (OSError, ValueError) as e:
             code = e.errno if isinstance(e, OSError) and e.errno else errno.EPERM
-            raise OSError(code, f"setrlimit({r.type}, soft={r.soft}, hard={r.hard}): {e}") from None
+            raise OSError(code, f"setrlimit({r.type}, soft={r.soft}, hard={r.hard}): {error_text(e)}") from None
 
 
 def set_oom_score_adj(value: int) -> None:

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dockyard_common import rootfiles
-from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable, Unimplemented
+from dockyard_common.errors import DockyardError, InvalidArgument, NotFound, Unavailable, Unimplemented, error_text
 from dockyard_common.gomatch import has_magic, match
 from dockyard_common.rootpath import MAX_SYMLINKS, NotADirectory, RootDir, clean_name
 from supervisor.archive.apply import apply_layer
@@ -471,7 +471,7 @@ def _extract_if_archive(path: Path, root: Path, parts: tuple[str, ...]) -> bool:
                 # the root, and the applier walks everything below it as its own root.
                 apply_layer(stream, Path(f"/proc/self/fd/{resolved.fd}"), whiteout_mode="delete")
         except (EOFError, lzma.LZMAError, OSError) as e:
-            raise InvalidArgument(f"ADD {path.name}: broken archive: {e}") from None
+            raise InvalidArgument(f"ADD {path.name}: broken archive: {error_text(e)}") from None
         finally:
             os.close(resolved.fd)
     return True

@@ -80,6 +80,7 @@ from dockyard_common.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    error_text,
 )
 from dockyard_common.ipaddrs import parse_ip
 from dockyard_common.netlabels import DEFAULT_NETWORK, MAX_PORTS  # (MAX_PORTS: why, in netlabels)
@@ -671,7 +672,7 @@ def _run_tool(*argv: str, check: bool = False) -> str | None:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={"PATH": _TOOL_PATH}, cwd="/")
     except (OSError, subprocess.SubprocessError) as exc:
         if check:
-            raise FailedPrecondition(f"{argv[0]}: {exc}") from None
+            raise FailedPrecondition(f"{argv[0]}: {error_text(exc)}") from None
         return None
     if r.returncode != 0:
         if check:

@@ -47,7 +47,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from dockyard_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from dockyard_common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    error_text,
+)
 from dockyard_common.ipaddrs import parse_ip, parse_subnet_text, shown
 from dockyard_common.jsonutil import json_object
 from dockyard_common.netlabels import DEFAULT_NETWORK, MODES
@@ -122,7 +129,7 @@ def host_routes() -> list[Route]:
             out = subprocess.run(["ip", "-j", family, "route", "show", "table", "all"], capture_output=True,
                                  check=True, timeout=30).stdout
         except (OSError, subprocess.SubprocessError) as exc:
-            raise FailedPrecondition(f"cannot read the host's routes with `ip route`: {exc}") from None
+            raise FailedPrecondition(f"cannot read the host's routes with `ip route`: {error_text(exc)}") from None
         for r in json.loads(out or b"[]"):
             dst = r.get("dst")
             if not dst or dst == "default" or r.get("type") in ("multicast", "unreachable", "prohibit", "blackhole"):

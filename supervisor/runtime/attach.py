@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from dockyard_common import attachsock as wire
 from dockyard_common import detachkeys
-from dockyard_common.errors import FailedPrecondition, NotFound, Unavailable
+from dockyard_common.errors import FailedPrecondition, NotFound, Unavailable, error_text
 from supervisor.runtime.manager import TaskManager
 from supervisor.runtime.task import Task
 from supervisor.runtime.types import Status
@@ -131,7 +131,7 @@ async def open_session(tasks: TaskManager, namespace: str, cid: str, *, stdin: b
         hello = wire.decode_json(frame[1])
     except (TimeoutError, wire.FrameError, OSError) as exc:
         writer.close()
-        raise Unavailable(f"cannot attach to container {cid}: its shim did not answer ({exc})") from None
+        raise Unavailable(f"cannot attach to container {cid}: its shim did not answer ({error_text(exc)})") from None
     except BaseException:
         writer.close()
         raise

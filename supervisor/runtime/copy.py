@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import select
 import stat
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -51,6 +50,7 @@ from dockyard_common.errors import (
     NotFound,
     from_os_error,
 )
+from dockyard_common.fdwait import readable
 from dockyard_common.jsonutil import json_value
 from dockyard_common.mountinfo import mountinfo
 from dockyard_common.mounts import mounted
@@ -212,7 +212,7 @@ class ContainerFiles:
             os.close(pidfd)
             return None
         try:
-            alive = not select.select([pidfd], [], [], 0)[0]
+            alive = not readable(pidfd, 0)
             mine = os.fstat(fd)
             host = os.stat("/")
             # An init that has not pivoted yet still sees the host's root: never serve that.

@@ -78,7 +78,8 @@ async def _abort(context: grpc.aio.ServicerContext, method: str, exc: BaseExcept
         log.debug("%s: %s", method, bounded(str(exc)))
         await context.abort(code_for(exc), bounded(str(exc)))
     log.exception("%s failed unexpectedly", method)
-    await context.abort(grpc.StatusCode.INTERNAL, bounded(f"{method}: internal error: {exc}"))
+    err = errors.unexpected(exc)
+    await context.abort(code_for(err), bounded(f"{method}: {err}"))
 
 
 Req = TypeVar("Req")

@@ -23,7 +23,6 @@ so trees of any depth the kernel let us build go too.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import logging
 import os
@@ -34,7 +33,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Self, TypeVar
 
 from dockyard_common.aio import uninterrupted
-from dockyard_common.errors import DockyardError, FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
+from dockyard_common.errors import (
+    DockyardError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+    error_text,
+    unexpected,
+)
 from dockyard_common.types import Info, Kind, Mount, Usage
 from supervisor.diskreserve import free_bytes, retake_released, sqlite_disk_full
 
@@ -53,9 +60,7 @@ _SQLITE_MAX_PATH = 500
 
 
 def _os_error(e: OSError, what: str) -> DockyardError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ResourceExhausted(f"{what}: {e}")
-    return Internal(f"{what}: {e}")
+    return unexpected(OSError(e.errno, f"{what}: {error_text(e)}"))
 
 
 async def _finish(executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:

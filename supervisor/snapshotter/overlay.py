@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Callable
 
 from dockyard_common import idmap
-from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from dockyard_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, error_text
 from dockyard_common.types import Kind, Mount
 
 from .directory import DirectorySnapshotter
@@ -101,7 +101,7 @@ def overlay_problem(root: str) -> str | None:
             return "a write through the overlay did not reach the upper dir"
         return None
     except OSError as e:
-        return f"overlay check failed: {e}"
+        return f"overlay check failed: {error_text(e)}"
     finally:
         try:
             remove_tree(check)

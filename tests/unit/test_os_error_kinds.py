@@ -15,13 +15,15 @@ from dockyard_common.errors import (
     NotFound,
     ResourceExhausted,
     from_os_error,
+    unexpected,
 )
 from supervisor.archive import apply
 from supervisor.runtime import copy
 
 
 @pytest.mark.parametrize(("code", "kind"), [
-    (errno.ENOSPC, ResourceExhausted), (errno.EDQUOT, ResourceExhausted),
+    (errno.ENOSPC, ResourceExhausted), (errno.EDQUOT, ResourceExhausted), (errno.EMFILE, ResourceExhausted),
+    (errno.ENFILE, ResourceExhausted), (errno.ENOMEM, ResourceExhausted),
     (errno.ENOENT, NotFound),
     (errno.EROFS, FailedPrecondition), (errno.EACCES, FailedPrecondition), (errno.EPERM, FailedPrecondition),
     (errno.EBUSY, FailedPrecondition), (errno.ETXTBSY, FailedPrecondition),
@@ -42,3 +44,15 @@ def test_modules_share_the_table(module: object) -> None:
                       NotFound)
     assert isinstance(module._os_error("apply", OSError(errno.EROFS, "Read-only file system")),  # type: ignore[attr-defined]
                       FailedPrecondition)
+
+
+def test_an_unexpected_error_in_words() -> None:
+    """What no handler mapped reaches the caller without Python's "[Errno 24]": a daemon out of
+    open files said `internal error: [Errno 24] Too many open files: '/run/.../address'`."""
+    err = unexpected(OSError(errno.EMFILE, os.strerror(errno.EMFILE), "/run/x/address"))
+    assert isinstance(err, ResourceExhausted) and str(err) == "Too many open files: /run/x/address: resource exhausted"
+    err = unexpected(OSError(errno.EIO, os.strerror(errno.EIO)))
+    assert isinstance(err, Internal) and str(err) == "Input/output error: internal"
+    assert str(unexpected(RuntimeError())) == "unexpected failure: internal"
+    kept = NotFound("x")
+    assert unexpected(kept) is kept
