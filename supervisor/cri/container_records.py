@@ -30,6 +30,7 @@ from supervisor.cri.decoded import Decoded
 from supervisor.cri.image_volumes import ImageVolumes
 from supervisor.cri.lookup import by_id_prefix
 from supervisor.cri.sandbox import KIND_LABEL, PodSandboxes, SandboxDeps
+from supervisor.cri.sandbox_types import unreadable
 from supervisor.runtime.types import TaskState
 
 log = logging.getLogger("dockyard.cri")
@@ -198,7 +199,7 @@ def found_of(record: Container) -> Found:
     try:
         meta = Meta(**json_value(ext.value, "it"))
     except (ValueError, TypeError) as exc:
-        raise InvalidArgument(f"its stored CRI metadata is not readable: {exc}") from None
+        raise unreadable("its stored CRI metadata", exc) from None
     return Found(record, meta)
 
 

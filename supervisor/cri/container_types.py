@@ -10,8 +10,7 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dockyard_common.errors import InvalidArgument
-from supervisor.cri.sandbox_types import NamespaceMode, UserNamespace
+from supervisor.cri.sandbox_types import NamespaceMode, UserNamespace, unreadable
 
 
 class ContainerState(enum.IntEnum):
@@ -156,7 +155,7 @@ class ContainerConfig:
                     namespaces=ContainerNamespaces(NamespaceMode(ns["network"]), NamespaceMode(ns["pid"]),
                                                    NamespaceMode(ns["ipc"]), ns["target_id"])))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidArgument(f"stored container config is not readable: {exc}") from None
+            raise unreadable("stored container config", exc) from None
 
 
 @dataclass(frozen=True)

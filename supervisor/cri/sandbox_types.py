@@ -13,6 +13,20 @@ from typing import Any
 from dockyard_common import idmap
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.idmap import IDMap
+from dockyard_common.jsonutil import JsonError
+
+
+def unreadable(what: str, exc: Exception) -> InvalidArgument:
+    """`what`, a stored record that does not fit its type (changed through containerd's
+    Containers API, which any client may call, or written by another version), in words: not
+    Python's ("__init__() got an unexpected keyword argument", "'x' is not a valid ...")."""
+    if isinstance(exc, JsonError):
+        detail = str(exc)  # already in words: "it is not valid JSON: ..."
+    elif isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
+        detail = f"its field {exc.args[0]!r} is missing"
+    else:
+        detail = "a field is missing or unknown, or has a value of the wrong type"
+    return InvalidArgument(f"{what} is not readable: {detail}")
 
 
 class NamespaceMode(enum.IntEnum):
@@ -124,7 +138,7 @@ class PodConfig:
                 security=SecurityContext(**{**sec, "supplemental_groups": tuple(sec["supplemental_groups"])}),
                 runtime_handler=data["runtime_handler"], userns=_userns(data.get("userns")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidArgument(f"stored pod sandbox config is not readable: {exc}") from None
+            raise unreadable("stored pod sandbox config", exc) from None
 
 
 def _userns(data: Any) -> UserNamespace | None:
