@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dock import kvfile
 from dock.sizes import parse_bytes
 from dockyard_common.devnode import device_node
 from dockyard_common.errors import InvalidArgument
@@ -90,23 +91,13 @@ def parse_env_file(path: str, environ: Mapping[str, str] | None = None) -> list[
     passed through from `environ` (`passed_through`). The value is taken as written: no quotes are
     removed, as Docker."""
     environ = os.environ if environ is None else environ
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as exc:
-        raise InvalidArgument(f"--env-file {path}: {exc.strerror or 'cannot be read'}") from None
-    except UnicodeDecodeError:
-        raise InvalidArgument(f"--env-file {path}: not UTF-8 text") from None
     found: list[str] = []
-    for number, raw in enumerate(lines, 1):
-        line = raw.lstrip()
-        if not line or line.startswith("#"):
-            continue
+    for where, line in kvfile.lines(path, "--env-file"):
         name, sep, value = line.partition("=")
         try:
             check_env_name(name)
         except InvalidArgument as exc:
-            raise InvalidArgument(f"--env-file {path}, line {number}: {exc}") from None
+            raise InvalidArgument(f"{where}: {exc}") from None
         found.append(f"{name}={value}" if sep else passed_through(name, environ))
     return found
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dock import labelfile, runflags
+from dock import kvfile, labelfile, runflags
 from dock.runflags import INIT_IN_CONTAINER, INIT_PATH_ENV, RunFlags
 from dockyard_common.errors import InvalidArgument
 from dockyard_common.ocispec import default_spec
@@ -50,7 +50,7 @@ def test_files_that_cannot_be_read(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="Is a directory"):
         labelfile.parse_label_file(str(tmp_path))
     big = tmp_path / "big"
-    big.write_bytes(b"a=" + b"x" * labelfile.MAX_BYTES)
+    big.write_bytes(b"a=" + b"x" * kvfile.MAX_BYTES)
     with pytest.raises(InvalidArgument, match="larger than 1 MiB"):
         labelfile.parse_label_file(str(big))
 

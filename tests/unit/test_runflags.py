@@ -44,6 +44,14 @@ def test_env_file(tmp_path: Path) -> None:
         runflags.parse_env_file(str(f), {})
     with pytest.raises(InvalidArgument, match="--env-file"):
         runflags.parse_env_file(str(tmp_path / "missing"), {})
+    # read as docker/cli reads it: lines end at \n only, a BOM goes; bounded; no NUL
+    f.write_bytes(b"\xef\xbb\xbfA=1\x0bstill A\r\nB=2\x1c3\n")
+    assert runflags.parse_env_file(str(f), {}) == ["A=1\x0bstill A", "B=2\x1c3"]
+    with pytest.raises(InvalidArgument, match="larger than 1 MiB"):
+        runflags.parse_env_file("/dev/zero", {})  # it read until memory ran out
+    f.write_bytes(b"A=1\0x\n")
+    with pytest.raises(InvalidArgument, match="line 1: holds a NUL byte"):
+        runflags.parse_env_file(str(f), {})
 
 
 def test_env_and_hostname_checks() -> None:
