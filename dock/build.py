@@ -38,6 +38,8 @@ from dockyard_common.codes import error_from_status
 from dockyard_common.dockerignore import Matcher, go_clean, read_patterns, walk_context
 from dockyard_common.errors import InvalidArgument, error_text
 
+MAX_DOCKERFILE = 8 << 20  # a Dockerfile (or .dockerignore) read into memory
+
 if TYPE_CHECKING:
     from dock.client import Client
 
@@ -374,6 +376,8 @@ def read_tar_context(f: IO[bytes], dockerfile: str = "Dockerfile") -> tuple[byte
                     continue
                 if not member.isreg():
                     raise InvalidArgument(f"build context: {member.name!r} is not a regular file")
+                if member.size > MAX_DOCKERFILE:
+                    raise InvalidArgument(f"build context: {member.name!r} is larger than {MAX_DOCKERFILE >> 20} MiB")
                 data = tar.extractfile(member)
                 content = data.read() if data is not None else b""
                 if name == want:

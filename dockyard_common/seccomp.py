@@ -231,15 +231,21 @@ def parse(data: Any) -> Profile:
                    check_errno(data.get("defaultErrnoRet"), "defaultErrnoRet"), arch_map, tuple(groups))
 
 
+MAX_PROFILE_BYTES = 4 << 20
+
+
 def load(path: str | os.PathLike[str]) -> Profile:
     """A profile file: TOML when its name ends in .toml, else JSON (Docker's profiles)."""
     import tomllib  # here: the shim imports this module for its checks only
 
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as f:
+            raw = f.read(MAX_PROFILE_BYTES + 1)
     except OSError as exc:
         raise ProfileError(f"seccomp profile {p}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_PROFILE_BYTES:  # Docker's default is ~20 KB; /dev/zero was read until memory ran out
+        raise ProfileError(f"seccomp profile {p}: larger than {MAX_PROFILE_BYTES >> 20} MiB")
     if p.suffix != ".toml":
         data = json_value(raw, f"seccomp profile {p}", ProfileError)
     else:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dock.build import (
+    MAX_DOCKERFILE,
     NETWORK_MODES,
     BuildAPI,
     BuildEvent,
@@ -110,7 +111,6 @@ def parse_label_pairs(items: list[str]) -> list[tuple[str, str]]:
 # A Dockerfile is sent in one message (16 MiB at most, both ways): one bigger than this is refused
 # before it is read whole, so `-f /dev/zero` or `dock build - < /dev/zero` ends instead of eating
 # memory or disk for ever.
-MAX_DOCKERFILE = 8 << 20
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
 

@@ -33,6 +33,8 @@ from dock.registryview import follow, progress_view, pulled_line, stored_credent
 from dockyard_common import credentials as credfile
 from dockyard_common.errors import InvalidArgument
 
+MAX_PASSWORD = 1 << 20  # bytes of a password or token on stdin
+
 
 def _remote_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain-http", action="store_true", help="talk plain HTTP to the registry")
@@ -162,7 +164,10 @@ async def login(client: Client, args: argparse.Namespace) -> int:
     if args.password_stdin:
         if args.password:
             raise InvalidArgument("login: --password and --password-stdin are mutually exclusive")
-        password = sys.stdin.read().rstrip("\r\n")
+        password = sys.stdin.read(MAX_PASSWORD + 1)  # a token is a few KB; /dev/zero must not hang dock
+        if len(password) > MAX_PASSWORD:
+            raise InvalidArgument(f"login: the password on stdin is longer than {MAX_PASSWORD >> 20} MiB")
+        password = password.rstrip("\r\n")
     elif args.password:
         password = args.password
     elif sys.stdin.isatty():

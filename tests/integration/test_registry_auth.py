@@ -125,6 +125,10 @@ def test_dock_login_logout_and_stored_credentials(daemon: DaemonProcess, tmp_pat
     assert res.returncode == 1 and "refused" in res.stderr
     assert not (config / "config.json").exists()
     res = dock(daemon, config, "login", "-u", "alice", "--password-stdin", "--plain-http", basic_registry.host,
+               stdin="x" * ((1 << 20) + 1))  # bounded: `< /dev/zero` hung dock
+    assert res.returncode == 1 and "longer than 1 MiB" in res.stderr, res.stderr
+    assert not (config / "config.json").exists()
+    res = dock(daemon, config, "login", "-u", "alice", "--password-stdin", "--plain-http", basic_registry.host,
                stdin="wonderland\n")
     assert res.returncode == 0, res.stderr
     assert "Login Succeeded" in res.stdout

@@ -190,6 +190,13 @@ def test_tar_context_without_its_dockerfile(monkeypatch: pytest.MonkeyPatch) -> 
         prepare(parse("-"))
 
 
+def test_a_huge_dockerfile_in_a_tar_context_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its size is in the tar header: refused before its bytes are read into memory."""
+    monkeypatch.setattr("sys.stdin", Stdin(tar_of({"Dockerfile": b"#" * ((8 << 20) + 1)})))
+    with pytest.raises(InvalidArgument, match="'Dockerfile' is larger than 8 MiB"):
+        prepare(parse("-"))
+
+
 async def test_plain_dockerfile_on_stdin_is_an_empty_context(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", Stdin(b"FROM busybox\nCMD [\"true\"]\n"))
     dockerfile, context = prepare(parse("-"))

@@ -178,6 +178,11 @@ def test_bad_profiles_are_refused_in_words(tmp_path: Path, text: str, words: str
     assert words in str(info.value)
 
 
+def test_a_profile_file_is_read_bounded() -> None:
+    with pytest.raises(seccomp.ProfileError, match="/dev/zero: larger than 4 MiB"):
+        seccomp.load("/dev/zero")  # it was read until memory ran out
+
+
 # -- capabilities -------------------------------------------------------------------------------------
 
 
