@@ -103,6 +103,12 @@ class PortBinding:
     host_port: int = 0
     protocol: str = "tcp"
     host_ip: str = ""  # "" = every address of the host
+    host_port_end: int = 0  # asked for: a free one of host_port..host_port_end
+
+    def to_json(self) -> dict[str, Any]:
+        """What `--format json` shows of a port the daemon chose (no range: it has one port)."""
+        return {"container_port": self.container_port, "protocol": self.protocol, "host_ip": self.host_ip,
+                "host_port": self.host_port}
 
     def host_address(self) -> str:
         """Where it answers, as Docker prints it: `0.0.0.0:18080`, `[::1]:8080`."""
@@ -265,7 +271,7 @@ def network_options(nets: Sequence[str] = (), publish: Sequence[str] = (), dns: 
     for spec in publish:
         for b in parse_publish(spec):
             key = (b.protocol, b.host_port, b.host_ip)
-            if b.host_port and key in seen:
+            if b.host_port and not b.host_port_end and key in seen:
                 raise InvalidArgument(f"invalid -p {spec!r}: host port {b.host_address()}/{b.protocol} is "
                                       f"already published by -p {seen[key]!r}")
             seen[key] = spec

@@ -3,6 +3,7 @@ container's `dockyard.network/ports` label holds it, so that the label stays sma
 
     [IP:][HOST:]CONTAINER[/PROTO]     8080:80, 127.0.0.1:8080:80/udp, [::1]:8080:80, 80 (a free host port)
     ranges of equal length            8000-8099:8000-8099, 7000-7009 (free host ports)
+    a host range for one port         8000-8010:80 (a free one of the range, as Docker)
 
 The label once held a JSON object per port (~70 bytes). containerd keeps a label within 4096
 bytes, so a container could publish ~55 ports, not the 256 the daemon allows (`MAX_PORTS`).
@@ -22,12 +23,14 @@ from dockyard_common.netlabels import PORT_PROTOCOLS
 
 
 class Published(NamedTuple):
-    """One published port: host_port 0 is a free one, host_ip "" every address of the host."""
+    """One published port: host_port 0 is a free one, host_ip "" every address of the host;
+    with host_port_end, a free one of host_port..host_port_end (Docker's `-p 8000-8010:80`)."""
 
     container_port: int
     host_port: int = 0
     protocol: str = "tcp"
     host_ip: str = ""
+    host_port_end: int = 0
 
 
 def parse(spec: str, flag: str = "-p") -> list[Published]:
@@ -59,6 +62,8 @@ def parse(spec: str, flag: str = "-p") -> list[Published]:
         raise InvalidArgument(f"{bad}: no container port")
     cports = _port_range(container, "container port", bad)
     hports = _port_range(host, "host port", bad) if host else [0] * len(cports)
+    if len(cports) == 1 and len(hports) > 1:  # one container port on a free port of the host range
+        return [Published(cports[0], hports[0], proto, host_ip, hports[-1])]
     if len(hports) != len(cports):
         raise InvalidArgument(f"{bad}: host range {shown(host)} and container range {shown(container)} differ in "
                               "length")
@@ -102,6 +107,8 @@ class Port(Protocol):
     def protocol(self) -> str: ...
     @property
     def host_ip(self) -> str: ...
+    @property
+    def host_port_end(self) -> int: ...
 
 
 P = TypeVar("P", bound=Port)
@@ -114,7 +121,8 @@ def runs(ports: Iterable[P]) -> list[tuple[P, P]]:
     out: list[list[P]] = []
     for p in ports:
         last = out[-1][-1] if out else None
-        if (last is not None and (p.host_ip, p.protocol) == (last.host_ip, last.protocol)
+        if (last is not None and not p.host_port_end and not last.host_port_end
+                and (p.host_ip, p.protocol) == (last.host_ip, last.protocol)
                 and p.container_port == last.container_port + 1
                 and (p.host_port == last.host_port + 1 if last.host_port else p.host_port == 0)):
             out[-1].append(p)
@@ -136,7 +144,7 @@ def span(first: int, last: int) -> str:
 
 def _text(first: Port, last: Port) -> str:
     container = span(first.container_port, last.container_port)
-    host = span(first.host_port, last.host_port) if first.host_port else ""
+    host = span(first.host_port, first.host_port_end or last.host_port) if first.host_port else ""
     ip = f"[{first.host_ip}]" if ":" in first.host_ip else first.host_ip
     if ip:
         body = f"{ip}:{host}:{container}"

@@ -72,8 +72,7 @@ async def published(client: Client, containers: list[Container]) -> dict[str, li
 
 
 def ports_json(ports: list[PortBinding]) -> list[dict[str, Any]]:
-    return [{"container_port": p.container_port, "protocol": p.protocol, "host_ip": p.host_ip,
-             "host_port": p.host_port} for p in ports]
+    return [p.to_json() for p in ports]
 
 
 async def ls(client: Client, args: argparse.Namespace) -> int:

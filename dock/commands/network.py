@@ -156,7 +156,7 @@ async def port(client: Client, args: argparse.Namespace) -> int:
             say(f"no public port '{wanted[0]}/{wanted[1]}' published for {args.id}")
             return 1
     if args.format == "json":
-        emit_json(ports)
+        emit_json([p.to_json() for p in ports])
         return 0
     for p in ports:
         print(p.host_address() if wanted else f"{p.container_port}/{p.protocol} -> {p.host_address()}")

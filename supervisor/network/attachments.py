@@ -68,7 +68,7 @@ import shutil
 import socket
 import subprocess
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,12 +100,15 @@ _TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True)
 class PortMapping:
-    """`-p [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO]`; host_port 0 means "pick a free one"."""
+    """`-p [HOSTIP:][HOSTPORT:]CONTAINERPORT[/PROTO]`; host_port 0 means "pick a free one", and
+    host_port_end "pick a free one of host_port..host_port_end" (only asked for: a chosen
+    mapping has one host port)."""
 
     container_port: int
     host_port: int = 0
     protocol: str = "tcp"
     host_ip: str = ""
+    host_port_end: int = 0
 
     def to_cni(self) -> dict[str, Any]:
         out: dict[str, Any] = {"hostPort": self.host_port, "containerPort": self.container_port,
@@ -517,7 +520,7 @@ class NetworkManager:
         # the request's own mistakes first, before anything is probed
         named: dict[tuple[str, int], list[PortMapping]] = {}
         for p in ports:
-            if p.host_port:
+            if p.host_port and not p.host_port_end:
                 for first in named.get((p.protocol, p.host_port), ()):
                     if _same_host_address(first.host_ip, p.host_ip):
                         raise InvalidArgument(f"host port {p.describe()} is published twice by this container (to "
@@ -532,6 +535,8 @@ class NetworkManager:
                 else:
                     raise FailedPrecondition(f"no free host port for {p.container_port}/{p.protocol}")
                 p = q
+            elif p.host_port_end:
+                p = self._one_of_range(p, clash, named)
             else:
                 who = clash(p)
                 if who is not None:
@@ -540,6 +545,23 @@ class NetworkManager:
             taken.setdefault((p.protocol, p.host_port), []).append((p.host_ip, "this container"))
             out.append(p)
         return out
+
+    @staticmethod
+    def _one_of_range(p: PortMapping, clash: Callable[[PortMapping], str | None],
+                      named: Mapping[tuple[str, int], object]) -> PortMapping:
+        """The first port of `p`'s host range that no container publishes, this request does not
+        name, and the host lets us bind (as Docker's allocator, which also starts at the low end)."""
+        for port in range(p.host_port, p.host_port_end + 1):
+            q = PortMapping(p.container_port, port, p.protocol, p.host_ip)
+            if clash(q) is not None or (q.protocol, port) in named:
+                continue
+            try:
+                _probe(q.protocol, q.host_ip, port)
+            except FailedPrecondition:
+                continue
+            return q
+        raise FailedPrecondition(f"no free host port in {p.host_port}-{p.host_port_end} for "
+                                 f"{p.container_port}/{p.protocol}")
 
     def _files(self, namespace: str, container_id: str) -> Path:
         return self.files_dir / namespace / container_id
@@ -638,8 +660,10 @@ def _check_port(p: PortMapping) -> PortMapping:
         if not isinstance(number, int) or isinstance(number, bool) or not low <= number <= 65535:
             raise InvalidArgument(f"invalid {what} {number!r}: use 1-65535"
                                   + (", or 0 for any free port" if low == 0 else ""))
+    if p.host_port_end and not 0 < p.host_port < p.host_port_end <= 65535:
+        raise InvalidArgument(f"invalid host port range {p.host_port}-{p.host_port_end}")
     host_ip = str(parse_ip(p.host_ip, "invalid host IP for a published port")) if p.host_ip else ""
-    return PortMapping(p.container_port, p.host_port, p.protocol, host_ip)
+    return PortMapping(p.container_port, p.host_port, p.protocol, host_ip, p.host_port_end)
 
 
 def _same_host_address(a: str, b: str) -> bool:

@@ -154,8 +154,8 @@ def _ports(value: Any) -> tuple[PortMapping, ...]:
     for i, p in enumerate(value):
         where = f"label {PORTS}[{i}]"
         if isinstance(p, str):  # `-p` text, a run of ports in one
-            out += (PortMapping(container_port=m.container_port, host_port=m.host_port, protocol=m.protocol,
-                                host_ip=m.host_ip) for m in portspec.parse(p, flag=where))
+            out += (PortMapping(m.container_port, m.host_port, m.protocol, m.host_ip, m.host_port_end)
+                    for m in portspec.parse(p, flag=where))
             if len(out) > MAX_PORTS:  # before a `1-65535` is spelt out any further
                 raise InvalidArgument(f"label {PORTS}: more than {MAX_PORTS} published ports: a container "
                                       f"publishes at most {MAX_PORTS}")

@@ -294,6 +294,25 @@ def test_a_hundred_ports_in_one_range(clean: Rig) -> None:
     assert "127.0.0.1:18100-18199->30-129/tcp" in row  # one range, as docker ps shows it
 
 
+def test_a_host_range_for_one_port_takes_a_free_one(clean: Rig) -> None:
+    """Docker's `-p 18300-18302:80`: each container gets the first free port of the range."""
+    r = clean
+    first, second = r.new_id("span"), r.new_id("span")
+    for cid in (first, second):
+        r.ok("run", "-d", "-p", "127.0.0.1:18300-18302:80", "--name", cid, IMAGE, *HTTPD)
+    assert r.ok("port", first) == "80/tcp -> 127.0.0.1:18300\n"
+    assert r.ok("port", second) == "80/tcp -> 127.0.0.1:18301\n"
+    assert r.serves("http://127.0.0.1:18300/") == PAGE and r.serves("http://127.0.0.1:18301/") == PAGE
+    # the range is what the container asked for: its label keeps it
+    assert json.loads(r.json("containers", "info", first)["labels"]["dockyard.network/ports"]) == [
+        "127.0.0.1:18300-18302:80"]
+    third = r.new_id("span")
+    r.ok("run", "-d", "-p", "127.0.0.1:18301-18302:80", "--name", third, IMAGE, *HTTPD)
+    assert r.ok("port", third) == "80/tcp -> 127.0.0.1:18302\n"
+    r.fails("run", "-d", "-p", "127.0.0.1:18300-18302:80", "--name", r.new_id("span"), IMAGE, *HTTPD,
+            words="no free host port in 18300-18302 for 80/tcp")
+
+
 def test_publish_all_publishes_what_the_image_exposes(clean: Rig) -> None:
     r = clean
     cid = r.new_id("all")

@@ -59,7 +59,7 @@ def test_joining_another_container() -> None:
     ({"ports": ["8080:80/sctp"]}, "ports[0] '8080:80/sctp': protocol 'sctp' is not tcp or udp"),
     ({"ports": ["80", "9" * 5000]}, "ports[1] '999 ... (5000 characters): container port '999"),
     ({"ports": ["[fe80::1%eth0]:8080:80"]}, "a scope such as %eth0 is not allowed"),
-    ({"ports": ["8000-8001:80"]}, "differ in length"),
+    ({"ports": ["8000-8001:80-82"]}, "differ in length"),
     ({"ports": [80]}, "ports[0]: must be `-p` text or an object"),
     ({"ports": ["1-65535"]}, "more than 256 published ports"),
     ({"networks": []}, "name at least one network"),
@@ -82,10 +82,11 @@ def test_ports_as_p_texts() -> None:
     """What dock and the CRI write now: Docker's `-p` texts, a run of ports in one; old objects
     still read, in the same list."""
     req = parse(ports=["127.0.0.1:8080-8081:80-81/tcp", "53/udp", "[::1]::9000/tcp",
-                       {"container_port": 22, "host_port": 2222}])
+                       {"container_port": 22, "host_port": 2222}, "7000-7010:70"])
     assert req is not None and req.ports == (
         PortMapping(80, 8080, "tcp", "127.0.0.1"), PortMapping(81, 8081, "tcp", "127.0.0.1"),
-        PortMapping(53, 0, "udp", ""), PortMapping(9000, 0, "tcp", "::1"), PortMapping(22, 2222, "tcp", ""))
+        PortMapping(53, 0, "udp", ""), PortMapping(9000, 0, "tcp", "::1"), PortMapping(22, 2222, "tcp", ""),
+        PortMapping(70, 7000, "tcp", "", 7010))
 
 
 def test_the_spec_names_the_netns_and_binds_the_files() -> None:

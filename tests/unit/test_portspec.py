@@ -31,6 +31,15 @@ def test_a_run_breaks_where_address_protocol_or_step_changes() -> None:
                               "127.0.0.1::84-85/udp", "127.0.0.1:1:86/udp"]
 
 
+def test_a_host_range_for_one_port_is_one_entry() -> None:
+    """Docker's `-p 8000-8010:80`: container port 80 on a free one of those host ports."""
+    [one] = parse("127.0.0.1:8000-8010:80/udp")
+    assert one == Published(80, 8000, "udp", "127.0.0.1", 8010)
+    ports = [Published(79, 7999), *parse("8000-8010:80"), Published(81, 8011)]
+    assert compact(ports) == ["7999:79", "8000-8010:80", "8011:81"]  # never part of a run
+    assert [p for text in compact(ports) for p in parse(text)] == ports
+
+
 def test_compact_then_parse_gives_the_ports_back() -> None:
     rng = random.Random(7)
     for _ in range(300):
