@@ -12,8 +12,9 @@
   does not run ksmd, memory is measured a second time with ksmd on (default pace, the host's
   setting restored after; `--no-ksm` skips it): our shims offer the zygote's pages to it (see
   shim.zygote.offer_to_ksm), and ksmd's own CPU is reported with them.
-- `ctr tasks ls` and `ctr containers ls` latency with --list-containers running containers on
-  each daemon (default 50, then 1000; the daemons alternating round by round, --list-rounds);
+- `ctr tasks ls`, `ctr containers ls` and `ctr run -d` latency with --list-containers running
+  containers on each daemon (default 50, then 1000; the daemons alternating round by round,
+  --list-rounds): what a host with many containers costs each call;
   `--list-only` runs just this case.
 The image is Debian's busybox-static, built by tests/images.py and imported on both daemons.
 `--seccomp` adds two latency cases, alternating with the others round by round: the same
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -181,14 +183,23 @@ def remove_containers(address: str, ids: list[str]) -> None:
 
 
 def list_latencies(addresses: dict[str, str], counts: list[int], rounds: int) -> dict[str, Any]:
-    """`ctr tasks ls` and `ctr containers ls` with N running containers on each daemon, N
-    growing through `counts`; the daemons take turns round by round (order flipping)."""
+    """`ctr tasks ls`, `ctr containers ls` and one more `ctr run -d` with N running containers
+    on each daemon, N growing through `counts`; the daemons take turns round by round (order
+    flipping). The extra container of a `run -d` sample is removed after it, untimed."""
     started: dict[str, list[str]] = {name: [] for name in addresses}
+    probes = itertools.count()
 
     def once(address: str, *args: str) -> float:
         t = time.perf_counter()
         ctr(address, *args)
         return time.perf_counter() - t
+
+    def run_once(address: str) -> float:
+        cid = f"probe{next(probes)}"
+        try:
+            return once(address, "run", "-d", IMAGE, cid, "sleep", "3600")
+        finally:
+            remove_containers(address, [cid])
 
     results: dict[str, Any] = {}
     try:
@@ -199,14 +210,16 @@ def list_latencies(addresses: dict[str, str], counts: list[int], rounds: int) ->
                     ctr(address, "run", "-d", IMAGE, f"ls{i}", "sleep", "3600")
                 running = sum(" RUNNING" in r for r in ctr(address, "tasks", "ls").stdout.splitlines())
                 assert running >= count, f"{name}: {running} running tasks, wanted {count}"
-            cases = {f"{what} {name}": partial(once, address, what, "ls")
-                     for what in ("tasks", "containers") for name, address in addresses.items()}
+            cases: dict[str, Callable[[], float]] = {
+                f"{what} {name}": partial(once, address, what, "ls")
+                for what in ("tasks", "containers") for name, address in addresses.items()}
+            cases |= {f"run {name}": partial(run_once, address) for name, address in addresses.items()}
             times = take_turns(cases, rounds, flip=True)
             found = {case: statistics.median(samples) * 1e3 for case, samples in times.items()}
             results[str(count)] = found
-            for what in ("tasks", "containers"):
+            for what, shown in (("tasks", "tasks ls"), ("containers", "containers ls"), ("run", "run -d")):
                 dy, ctd = found[f"{what} dockyardd"], found[f"{what} containerd"]
-                print(f"ctr {what} ls, {count:5d} running: dockyardd {dy:8.1f} ms   containerd {ctd:8.1f} ms   "
+                print(f"ctr {shown:13}, {count:5d} running: dockyardd {dy:8.1f} ms   containerd {ctd:8.1f} ms   "
                       f"ratio {dy / ctd:5.2f}", flush=True)
     finally:
         for name, address in addresses.items():

@@ -23,6 +23,12 @@ One collection (`Collector.collect`) runs, serialised by a lock:
 Scheduling (`schedule`) follows containerd's gc scheduler: requests coalesce, and a
 collection starts `delay` after the last one, at once after `mutation_threshold` requests,
 and at most `max_delay` after the first. Stores call it after deleting things (`on_delete`).
+As containerd's `pause_threshold`, scheduled collections take at most that share of the time:
+the next starts no sooner than its duration / `pause_threshold` after the last one started
+(capped at `max_pause`: ours, in Python, is slower than containerd's, and what a deletion
+freed should not wait long). A collection walks every container and snapshot, and one ran
+after each `ctr run`: with 500 containers, creates spent a third of the daemon's time in them.
+`collect()` itself (Images.Delete with sync, `dock gc`) is never held back.
 `start()` also runs one collection shortly after start-up, for what a crash left behind.
 
 Backend writers and the collector: code that creates backend data and then the record
@@ -107,6 +113,8 @@ DEFAULT_ORPHAN_GRACE = timedelta(minutes=10)
 DEFAULT_DELAY = 0.1  # seconds after the last request
 DEFAULT_MAX_DELAY = 1.0  # seconds after the first request, so steady traffic cannot starve it
 DEFAULT_MUTATION_THRESHOLD = 100
+DEFAULT_PAUSE_THRESHOLD = 0.02  # containerd's: scheduled collections take at most 2% of the time
+DEFAULT_MAX_PAUSE = 2.0  # seconds: the longest a scheduled collection waits for the last one's share
 STARTUP_DELAY = 0.1
 STOP_WAIT = 10.0  # seconds a stopping daemon waits for a running collection
 
@@ -234,6 +242,8 @@ class Collector:
         delay: float = DEFAULT_DELAY,
         max_delay: float = DEFAULT_MAX_DELAY,
         mutation_threshold: int = DEFAULT_MUTATION_THRESHOLD,
+        pause_threshold: float = DEFAULT_PAUSE_THRESHOLD,
+        max_pause: float = DEFAULT_MAX_PAUSE,
         root_providers: Iterable[RootProvider] | None = None,
         guards: Sequence[Guard] = (),
         snapshot_cleanup: Callable[[str], Awaitable[Sequence[str] | None]] | None = None,
@@ -248,6 +258,11 @@ class Collector:
         self.delay = delay
         self.max_delay = max_delay
         self.mutation_threshold = mutation_threshold
+        self.pause_threshold = pause_threshold
+        self.max_pause = max_pause
+        self._earliest = 0.0  # loop time before which no scheduled collection starts
+        self._due = 0.0  # when the pending timer fires
+        self._again = False  # a timer fired while a scheduled collection ran
         self._providers = root_providers
         self.guards = list(guards)
         # Orphan sweep of one snapshotter by the snapshot store; returns what it removed, if it says.
@@ -281,10 +296,14 @@ class Collector:
             self._first_request = t
         self._requests += 1
         due = t if self._requests >= self.mutation_threshold else t + self.delay
-        due = min(due, self._first_request + self.max_delay)
+        due = max(min(due, self._first_request + self.max_delay), self._earliest)
+        self._arm(due)
+
+    def _arm(self, due: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(due, self._fire)
+        self._timer = asyncio.get_running_loop().call_at(due, self._fire)
+        self._due = due
 
     # The name colleagues wire as a callback after deletions.
     on_delete = schedule
@@ -303,17 +322,31 @@ class Collector:
         self._requests = 0
         if self._stopped:
             return
+        if self._tasks:  # one is running: the next comes after that one's share of the time
+            self._again = True
+            return
         task = asyncio.get_running_loop().create_task(self._run_scheduled())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run_scheduled(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await self.collect()
         except asyncio.CancelledError:
             raise
         except Exception:  # a failed collection must not take the daemon down; the next one retries
             log.exception("garbage collection failed")
+        took = loop.time() - started
+        if self.pause_threshold > 0:
+            self._earliest = started + min(took / self.pause_threshold, self.max_pause)
+        if self._again and not self._stopped:  # asked for while this one ran
+            self._again = False
+            self._arm(max(self._earliest, loop.time()))
+        elif self._timer is not None and self._due < self._earliest:
+            self._arm(self._earliest)
+        log.debug("gc: scheduled collection took %.0f ms", took * 1000)
 
     async def stop(self) -> None:
         """Cancel pending requests and wait (up to STOP_WAIT seconds) for a running collection."""

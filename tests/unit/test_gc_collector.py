@@ -325,6 +325,56 @@ async def test_schedule_coalesces_requests(env: Env, monkeypatch: pytest.MonkeyP
     await gc.stop()
 
 
+class Slow(Counting):
+    """A collection that takes `took` seconds of the test's clock."""
+
+    clock: LoopClock
+    took = 0.2
+    finished = 0
+
+    async def collect(self) -> Stats:
+        stats = await super().collect()
+        self.clock.now += self.took
+        self.finished += 1
+        return stats
+
+
+async def test_scheduled_collections_take_at_most_their_share_of_the_time(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """containerd's pause_threshold: after a 0.2 s collection, the next scheduled one waits until
+    0.2 / 0.02 = 10 s after the last began (one ran after every `ctr run`, each walking every
+    container: a third of the daemon's time with 500 of them); `max_pause` bounds the wait."""
+    clock = LoopClock(monkeypatch)
+    gc = Slow(env.db, env.content, {}, delay=0.01, max_delay=1, pause_threshold=0.02, max_pause=60)
+    gc.clock = clock
+    gc.schedule()
+    await clock.advance(0.01)
+    await wait_until_async(lambda: gc.finished == 1, interval=0, what="the first collection")
+    for _ in range(3):
+        gc.schedule()  # asked for again and again: still one more, and not before its time
+        await clock.advance(3)
+    assert gc.runs == 1  # 9.2 s after the first began
+    await clock.advance(1)
+    await wait_until_async(lambda: gc.runs == 2, interval=0, what="the collection after the pause")
+    await clock.advance(30)
+    assert gc.runs == 2
+    capped = Slow(env.db, env.content, {}, delay=0.01, max_delay=1, pause_threshold=0.02, max_pause=2)
+    capped.clock = clock
+    capped.schedule()
+    await clock.advance(0.01)
+    await wait_until_async(lambda: capped.finished == 1, interval=0, what="the first collection")
+    capped.schedule()
+    await clock.advance(1.5)
+    assert capped.runs == 1
+    await clock.advance(0.6)  # 2 s after the first began, not 10
+    await wait_until_async(lambda: capped.runs == 2, interval=0, what="the collection max_pause allows")
+    # collect() itself is never held back
+    await capped.collect()
+    assert capped.runs == 3
+    await gc.stop()
+    await capped.stop()
+
+
 async def test_mutation_threshold_and_max_delay_bound_the_wait(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = LoopClock(monkeypatch)
     gc = Counting(env.db, env.content, {}, delay=10, max_delay=60, mutation_threshold=3)
