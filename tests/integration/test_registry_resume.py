@@ -1,13 +1,16 @@
 """An interrupted pull resumes: dockyardd is killed (SIGKILL) in the middle of a large layer
 coming from a real docker-registry, restarted on the same root, and the next pull asks the
-registry only for the rest (HTTP Range). A throttling proxy in front of the registry keeps
-the layer in flight long enough to kill the daemon, and counts the bytes it forwards."""
+registry only for the rest (HTTP Range). A proxy in front of the registry holds the layer
+part-way until the daemon is killed (throttling alone was not enough: on a loaded machine the
+whole layer reached the disk before the test's kill, and the next pull had nothing to resume),
+and counts the bytes it forwards."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -34,6 +37,8 @@ class Proxy:
     delay: float = 0.0  # seconds per 64 KiB forwarded (0: full speed)
     ranges: list[str] = field(default_factory=list)
     blob_bytes: int = 0
+    hold_at: int = 0  # blob bytes after which nothing more is sent until `released` (0: never)
+    released: threading.Event = field(default_factory=threading.Event)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -56,6 +61,8 @@ class Proxy:
                 await resp.prepare(request)
                 if request.method != "HEAD":
                     async for chunk in up.content.iter_chunked(64 * 1024):
+                        while self.hold_at and self.blob_bytes >= self.hold_at and not self.released.is_set():
+                            await asyncio.sleep(0.01)  # the proxy's own thread, polling the test's flag
                         await resp.write(chunk)
                         if "/blobs/" in request.path:
                             self.blob_bytes += len(chunk)
@@ -84,7 +91,7 @@ def registry() -> Iterator[RegistryProcess]:
 async def test_pull_resumes_after_the_daemon_is_killed_mid_layer(registry: RegistryProcess, big: Image) -> None:
     publish(registry, "big/image", "1", big)
     layer = big.layers[0]
-    proxy = Proxy(registry.url, delay=0.004)
+    proxy = Proxy(registry.url, delay=0.004, hold_at=8 << 20)
     daemon = start_daemon()
     try:
         with ThreadedApp(proxy.app()) as server:
@@ -99,8 +106,9 @@ async def test_pull_resumes_after_the_daemon_is_killed_mid_layer(registry: Regis
                         break
             assert 0 < killed_at < len(layer), "the daemon died mid-layer"
 
+            proxy.released.set()  # the killed daemon's stream may end now
             daemon = start_daemon(base=daemon.base)
-            proxy.delay, proxy.blob_bytes = 0.0, 0
+            proxy.delay, proxy.blob_bytes, proxy.hold_at = 0.0, 0, 0
             async with daemon.client() as client:
                 [partial] = await client.content.list_statuses()
                 assert partial.offset >= killed_at, "what reached the disk before the kill is still there"
