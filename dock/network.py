@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from dockyard_common import netlabels, portspec
 from dockyard_common.errors import InvalidArgument, NotFound
-from dockyard_common.types import MAX_LABEL_SIZE
+from dockyard_common.ipaddrs import flag_address
+from dockyard_common.types import MAX_LABEL_SIZE, label_size
 
 if TYPE_CHECKING:
     from dock.client import Client
@@ -245,7 +246,7 @@ class NetworkOptions:
                                   f"{netlabels.MAX_PORTS}")
         if self.ports:
             out[PORTS_LABEL] = _json(portspec.compact(self.ports))
-            size = len(PORTS_LABEL.encode()) + len(out[PORTS_LABEL].encode())
+            size = label_size(PORTS_LABEL, out[PORTS_LABEL])
             if size > MAX_LABEL_SIZE:
                 raise InvalidArgument(f"-p/-P: {len(self.ports)} published ports take {size} bytes in the container's "
                                       f"{PORTS_LABEL} label, over its {MAX_LABEL_SIZE}: publish consecutive ports as "
@@ -336,7 +337,7 @@ def parse_publish(spec: str) -> list[PortBinding]:
 
 
 def parse_dns(value: str) -> str:
-    return portspec.address(value, "--dns", value)
+    return flag_address(value, "--dns", value)
 
 
 def parse_add_host(value: str) -> str:
@@ -347,7 +348,7 @@ def parse_add_host(value: str) -> str:
         raise InvalidArgument(f"invalid --add-host {value!r}: want NAME:IP, e.g. db:10.0.0.5")
     if not _HOSTNAME.fullmatch(name):
         raise InvalidArgument(f"invalid --add-host {value!r}: {name!r} is not a host name")
-    addr = portspec.address(ip.removeprefix("[").removesuffix("]"), "--add-host", value)
+    addr = flag_address(ip.removeprefix("[").removesuffix("]"), "--add-host", value)
     return f"{name}:{addr}"
 
 

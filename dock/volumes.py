@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from dock.oci import SpecOptions, image_volume_requests
 from dockyard_common import volumelabels
 from dockyard_common.errors import AlreadyExists, DockyardError, InvalidArgument, NotFound
-from dockyard_common.types import MAX_LABEL_SIZE, Container
+from dockyard_common.types import MAX_LABEL_SIZE, Container, label_size
 
 if TYPE_CHECKING:
     from dock.client import Client
@@ -133,7 +133,7 @@ async def attach_named(client: Client, opts: SpecOptions, cid: str, image_volume
     if not wanted:
         return {}
     label = volumelabels.encode([volumelabels.VolumeMount(v.name, v.destination, v.copy) for v in wanted])
-    if len(MOUNTS_LABEL.encode()) + len(label.encode()) > MAX_LABEL_SIZE:
+    if label_size(MOUNTS_LABEL, label) > MAX_LABEL_SIZE:
         # checked before any volume is made: an image with 10 000 VOLUMEs makes none of them
         raise InvalidArgument(f"{len(wanted)} volumes are more than one container can list in its "
                               f"{MOUNTS_LABEL} label ({MAX_LABEL_SIZE} bytes); the image or -v asks for too many")

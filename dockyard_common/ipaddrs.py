@@ -53,3 +53,14 @@ def parse_subnet_text(text: str, what: str, *, strict: bool = True) -> Net:
     except ValueError as exc:
         raise InvalidArgument(f"{what} {shown(text)} is not a subnet: "
                               f"{str(exc).replace(text, '...') if len(text) > SHOWN else exc}") from None
+
+
+def flag_address(text: str, flag: str, value: str) -> str:
+    """The address `text` in `flag`'s `value` (`-p`, `--dns`, `--add-host`), normalised, or
+    InvalidArgument naming the flag and its value (an IPv6 scope is refused, as `parse_ip` does)."""
+    try:
+        return str(parse_ip(text, "address"))
+    except InvalidArgument:
+        scope = " (a scope such as %eth0 is not allowed)" if "%" in text else ""
+        what = "not an IP address" if text == value else f"{shown(text)} is not an IP address"
+        raise InvalidArgument(f"invalid {flag} {shown(value)}: {what}{scope}") from None

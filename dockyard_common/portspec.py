@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import NamedTuple, Protocol, TypeVar
 
 from dockyard_common.errors import InvalidArgument
-from dockyard_common.ipaddrs import parse_ip, shown
+from dockyard_common.ipaddrs import flag_address, shown
 from dockyard_common.netlabels import PORT_PROTOCOLS
 
 
@@ -36,8 +36,6 @@ class Published(NamedTuple):
 def parse(spec: str, flag: str = "-p") -> list[Published]:
     """The ports `spec` publishes; InvalidArgument naming `flag` and `spec` when it is malformed.
     IPv6 addresses go in brackets; an empty host port (`127.0.0.1::80`) is a free one."""
-    if not isinstance(spec, str):
-        raise InvalidArgument(f"invalid {flag} {spec!r}: not a string")
     bad = f"invalid {flag} {shown(spec)}"
     body, slash, proto = spec.partition("/")
     proto = proto.lower() if slash else "tcp"
@@ -57,7 +55,7 @@ def parse(spec: str, flag: str = "-p") -> list[Published]:
             raise InvalidArgument(f"{bad}: want [IP:]HOST:CONTAINER[/tcp|/udp] (an IPv6 address goes in brackets)")
         host_ip, host, container = [""] * (3 - len(parts)) + parts
     if host_ip:
-        host_ip = address(host_ip, flag, spec)
+        host_ip = flag_address(host_ip, flag, spec)
     if not container:
         raise InvalidArgument(f"{bad}: no container port")
     cports = _port_range(container, "container port", bad)
@@ -68,17 +66,6 @@ def parse(spec: str, flag: str = "-p") -> list[Published]:
         raise InvalidArgument(f"{bad}: host range {shown(host)} and container range {shown(container)} differ in "
                               "length")
     return [Published(c, h, proto, host_ip) for h, c in zip(hports, cports, strict=True)]
-
-
-def address(text: str, flag: str, value: str) -> str:
-    """The address `text` of `flag`'s `value`, normalised (no IPv6 scope: Python takes anything
-    after `%`, newlines too, as one)."""
-    try:
-        return str(parse_ip(text, "address"))
-    except InvalidArgument:
-        scope = " (a scope such as %eth0 is not allowed)" if "%" in text else ""
-        what = "not an IP address" if text == value else f"{shown(text)} is not an IP address"
-        raise InvalidArgument(f"invalid {flag} {shown(value)}: {what}{scope}") from None
 
 
 def _port_range(text: str, what: str, bad: str) -> list[int]:

@@ -10,6 +10,11 @@ from datetime import UTC, datetime
 MAX_LABEL_SIZE = 4096
 
 
+def label_size(key: str, value: str) -> int:
+    """The bytes `key`=`value` counts against MAX_LABEL_SIZE."""
+    return len(key.encode("utf-8", "surrogatepass")) + len(value.encode("utf-8", "surrogatepass"))
+
+
 @dataclass(slots=True)
 class Mount:
     """One mount to perform, as `mount -t <type> -o <options> <source> <target>`.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from dockyard_common.errors import InvalidArgument
-from dockyard_common.types import MAX_LABEL_SIZE
+from dockyard_common.types import MAX_LABEL_SIZE, label_size
 
 MAX_SIZE = MAX_LABEL_SIZE
 # containerd cuts the key to its first 10 bytes in the message, so a huge key is not echoed.
@@ -27,8 +27,8 @@ def validate_label(key: str, value: str) -> None:
     """Raise InvalidArgument unless `key`=`value` is an acceptable label."""
     if not key:
         raise InvalidArgument("label key must not be empty")
-    raw_key = _utf8(key)
-    if len(raw_key) + len(_utf8(value)) > MAX_SIZE:
+    if label_size(key, value) > MAX_SIZE:
+        raw_key = _utf8(key)
         # Cutting may split a character: drop the partial one rather than print garbage.
         preview = raw_key[:_KEY_PREVIEW_BYTES].decode("utf-8", "ignore")
         raise InvalidArgument(

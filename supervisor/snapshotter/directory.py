@@ -39,7 +39,6 @@ from dockyard_common.errors import (
     Internal,
     InvalidArgument,
     ResourceExhausted,
-    error_text,
     unexpected,
 )
 from dockyard_common.types import Info, Kind, Mount, Usage
@@ -60,7 +59,8 @@ _SQLITE_MAX_PATH = 500
 
 
 def _os_error(e: OSError, what: str) -> DockyardError:
-    return unexpected(OSError(e.errno, f"{what}: {error_text(e)}"))
+    err = unexpected(e)  # ResourceExhausted when out of space, files or memory, else Internal
+    return type(err)(f"{what}: {err.message}")
 
 
 async def _finish(executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any) -> T:
